@@ -1,0 +1,57 @@
+// A host tensor: element type, shape and owned bytes. Moves, never copies
+// implicitly (tensors move by ownership between partitions).
+// Thread-safety: value type; not synchronised.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "baton/core/dtype.h"
+
+namespace baton {
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Zero-filled tensor of a fixed-size type (not STRING).
+  Tensor(ElemType elem_type, std::vector<int64_t> shape);
+  // STRING tensor.
+  static Tensor Strings(std::vector<int64_t> shape, std::vector<std::string> strings);
+
+  Tensor(Tensor&&) noexcept = default;
+  Tensor& operator=(Tensor&&) noexcept = default;
+  Tensor(const Tensor&) = delete;
+  Tensor& operator=(const Tensor&) = delete;
+  Tensor Clone() const;
+
+  ElemType elem_type() const { return elem_type_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t num_elements() const;
+  size_t byte_size() const { return data_.size(); }
+
+  std::span<std::byte> bytes() { return data_; }
+  std::span<const std::byte> bytes() const { return data_; }
+  template <typename T>
+  std::span<T> data() { return {reinterpret_cast<T*>(data_.data()), data_.size() / sizeof(T)}; }
+  template <typename T>
+  std::span<const T> data() const {
+    return {reinterpret_cast<const T*>(data_.data()), data_.size() / sizeof(T)};
+  }
+  std::vector<std::string>& strings() { return strings_; }
+  const std::vector<std::string>& strings() const { return strings_; }
+
+  std::string DebugString() const;  // "float32[1,3,8,8]"
+
+ private:
+  ElemType elem_type_ = dtype::kUndefined;
+  std::vector<int64_t> shape_;
+  std::vector<std::byte> data_;
+  std::vector<std::string> strings_;  // only for STRING tensors
+};
+
+}  // namespace baton

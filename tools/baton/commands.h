@@ -1,0 +1,14 @@
+// Subcommands of the `baton` CLI. Each Add*Command registers one subcommand on
+// `app`; its callback stores the process exit code in `*exit_code`.
+#pragma once
+
+#include "CLI/CLI.hpp"
+
+namespace baton::cli {
+
+void AddZooCommand(CLI::App& app, int* exit_code);
+void AddInspectCommand(CLI::App& app, int* exit_code);
+void AddPartitionCommand(CLI::App& app, int* exit_code);
+void AddVerifyCommand(CLI::App& app, int* exit_code);
+
+}  // namespace baton::cli
