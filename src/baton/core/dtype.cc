@@ -2,7 +2,7 @@
 
 namespace baton {
 
-std::string_view ElemTypeName(ElemType t) {
+const char* ElemTypeName(ElemType t) {
   switch (t) {
     case dtype::kFloat: return "float32";
     case dtype::kUint8: return "uint8";

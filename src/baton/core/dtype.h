@@ -5,7 +5,7 @@
 
 #include <cstdint>
 #include <optional>
-#include <string_view>
+
 
 namespace baton {
 
@@ -32,7 +32,7 @@ inline constexpr ElemType kBfloat16 = 16;
 }  // namespace dtype
 
 // "float32", "int64", ... ; "type<N>" for codes baton does not know.
-std::string_view ElemTypeName(ElemType t);
+const char* ElemTypeName(ElemType t);
 // Bytes per element; nullopt for strings, undefined and unknown codes.
 std::optional<int64_t> ElemTypeSize(ElemType t);
 

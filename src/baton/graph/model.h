@@ -140,10 +140,7 @@ class Model {
 
  private:
   Model();
-  friend class ModelBuilderAccess;
-  friend absl::StatusOr<std::shared_ptr<const Model>> BuildModelView(std::unique_ptr<onnx::ModelProto>,
-                                                                     std::string, std::vector<std::string>,
-                                                                     const LoadOptions&);
+  friend class ModelLoader;  // model.cc: validates and fills the view
 
   std::string display_name_;
   std::unique_ptr<onnx::ModelProto> proto_;

@@ -1,0 +1,117 @@
+#include "baton/graph/cost.h"
+
+#include <algorithm>
+
+#include "baton/graph/onnx_util.h"
+
+namespace baton::graph {
+
+TensorType TensorTypeFromProto(const onnx::TypeProto& type) {
+  TensorType t;
+  if (!type.has_tensor_type()) {
+    t.is_tensor = false;
+    return t;
+  }
+  t.elem_type = type.tensor_type().elem_type();
+  if (type.tensor_type().has_shape()) {
+    std::vector<Dim> dims;
+    for (const auto& d : type.tensor_type().shape().dim()) {
+      Dim dim;
+      if (d.has_dim_value()) dim.size = d.dim_value();
+      if (d.has_dim_param()) dim.param = d.dim_param();
+      dims.push_back(std::move(dim));
+    }
+    t.shape = std::move(dims);
+  }
+  return t;
+}
+
+TensorType TensorTypeFromInitializer(const onnx::TensorProto& tensor) {
+  TensorType t;
+  t.elem_type = tensor.data_type();
+  std::vector<Dim> dims;
+  for (int64_t d : tensor.dims()) dims.push_back(Dim{d, ""});
+  t.shape = std::move(dims);
+  return t;
+}
+
+namespace {
+
+int64_t Elements(const TensorType* t) { return t ? t->NumElements().value_or(0) : 0; }
+
+std::optional<int64_t> DimAt(const TensorType* t, int index) {
+  if (!t || !t->shape) return std::nullopt;
+  int rank = static_cast<int>(t->shape->size());
+  if (index < 0) index += rank;
+  if (index < 0 || index >= rank) return std::nullopt;
+  return (*t->shape)[index].size;
+}
+
+int64_t IntAttr(const onnx::NodeProto& p, const char* name, int64_t def) {
+  for (const auto& a : p.attribute()) {
+    if (a.name() == name) return a.i();
+  }
+  return def;
+}
+
+}  // namespace
+
+int64_t EstimateFlops(const Node& node, const onnx::NodeProto& proto, const TypeLookup& lookup) {
+  auto in = [&](size_t i) -> const TensorType* {
+    return i < node.inputs.size() && !node.inputs[i].empty() ? lookup(node.inputs[i]) : nullptr;
+  };
+  const TensorType* out = node.outputs.empty() || node.outputs[0].empty() ? nullptr : lookup(node.outputs[0]);
+  const std::string& op = node.op_type;
+  if (!node.domain.empty() && node.domain != "ai.onnx") return Elements(out);
+
+  if (op == "Conv" || op == "ConvTranspose") {
+    const TensorType* w = in(1);
+    if (!w || !w->shape || w->shape->size() < 3) return Elements(out);
+    int64_t kernel = 1;
+    for (size_t i = 2; i < w->shape->size(); ++i) kernel *= (*w->shape)[i].size.value_or(1);
+    // Conv weight is [M, C/group, k...]: each output element reads C/group * k inputs.
+    // ConvTranspose weight is [C, M/group, k...]: each input element writes M/group * k outputs.
+    if (op == "Conv") return 2 * Elements(out) * (*w->shape)[1].size.value_or(1) * kernel;
+    return 2 * Elements(in(0)) * (*w->shape)[1].size.value_or(1) * kernel;
+  }
+  if (op == "MatMul" || op == "Gemm" || op == "MatMulInteger" || op == "QLinearMatMul") {
+    const TensorType* a = in(0);
+    int64_t k = 0;
+    if (op == "Gemm") {
+      k = DimAt(a, IntAttr(proto, "transA", 0) ? 0 : 1).value_or(0);
+    } else {
+      k = DimAt(a, -1).value_or(0);
+    }
+    return 2 * Elements(out) * std::max<int64_t>(k, 1);
+  }
+  if (op == "LSTM" || op == "GRU" || op == "RNN") {
+    const TensorType* x = in(0);
+    int64_t hidden = IntAttr(proto, "hidden_size", 0);
+    int64_t gates = op == "LSTM" ? 4 : (op == "GRU" ? 3 : 1);
+    int64_t steps = DimAt(x, 0).value_or(1);
+    int64_t batch = DimAt(x, 1).value_or(1);
+    int64_t input = DimAt(x, 2).value_or(hidden);
+    std::string direction;
+    for (const auto& a : proto.attribute()) {
+      if (a.name() == "direction") direction = a.s();
+    }
+    int64_t dirs = direction == "bidirectional" ? 2 : 1;
+    return 2 * steps * batch * dirs * gates * hidden * (input + hidden);
+  }
+  if (op == "If" || op == "Loop" || op == "Scan") {
+    // Bodies are not costed statically; count the outputs so the node is not free.
+    int64_t total = 0;
+    for (const auto& o : node.outputs) {
+      if (!o.empty()) total += Elements(lookup(o));
+    }
+    return total;
+  }
+  int64_t total = 0;
+  for (const auto& o : node.outputs) {
+    if (!o.empty()) total += Elements(lookup(o));
+  }
+  return total;
+}
+
+}  // namespace baton::graph
+
