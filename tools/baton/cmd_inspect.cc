@@ -41,7 +41,8 @@ int RunInspect(const InspectArgs& args) {
 
   int64_t param_elements = 0;
   for (const auto& name : m.initializers()) param_elements += m.FindValue(name)->type.NumElements().value_or(0);
-  std::cout << "\nparameters: " << HumanCount(param_elements) << " (" << HumanBytes(m.total_param_bytes()) << ")\n";
+  std::cout << "\nparameters: " << HumanCount(param_elements) << " in initializers; "
+            << HumanBytes(m.total_param_bytes()) << " of weights in all (with Constant nodes and subgraphs)\n";
   std::cout << "FLOPs:      " << HumanCount(m.total_flops()) << " per inference (estimate)\n";
   if (args.nodes) {
     std::cout << "\nnodes (topological order):\n";

@@ -1,6 +1,9 @@
 #include "baton/graph/cost.h"
 
 #include <algorithm>
+#include <memory>
+
+#include "absl/container/flat_hash_map.h"
 
 #include "baton/graph/onnx_util.h"
 
@@ -56,6 +59,65 @@ int64_t IntAttr(const onnx::NodeProto& p, const char* name, int64_t def) {
 
 }  // namespace
 
+namespace {
+
+int64_t TensorBytes(const onnx::TensorProto& t) {
+  if (!t.raw_data().empty()) return static_cast<int64_t>(t.raw_data().size());
+  return TensorTypeFromInitializer(t).Bytes().value_or(0);
+}
+
+int64_t EstimateFlops(const Node& node, const onnx::NodeProto& proto, const TypeLookup& lookup);
+
+// Cost of a subgraph: types come from the body's own declarations first, then the outer scope.
+NodeCost GraphCost(const onnx::GraphProto& g, const TypeLookup& outer) {
+  auto types = std::make_shared<absl::flat_hash_map<std::string, TensorType>>();
+  for (const auto& vi : g.input()) (*types)[vi.name()] = TensorTypeFromProto(vi.type());
+  for (const auto& vi : g.value_info()) (*types)[vi.name()] = TensorTypeFromProto(vi.type());
+  for (const auto& vi : g.output()) (*types)[vi.name()] = TensorTypeFromProto(vi.type());
+  for (const auto& t : g.initializer()) (*types)[t.name()] = TensorTypeFromInitializer(t);
+  TypeLookup lookup = [types, &outer](const std::string& name) -> const TensorType* {
+    auto it = types->find(name);
+    return it != types->end() ? &it->second : outer(name);
+  };
+  NodeCost total;
+  for (const auto& t : g.initializer()) total.embedded_param_bytes += TensorBytes(t);
+  for (const auto& np : g.node()) {
+    Node node;
+    node.op_type = np.op_type();
+    node.domain = np.domain();
+    node.inputs.assign(np.input().begin(), np.input().end());
+    node.outputs.assign(np.output().begin(), np.output().end());
+    NodeCost c = EstimateNodeCost(node, np, lookup);
+    total.flops += c.flops;
+    total.embedded_param_bytes += c.embedded_param_bytes;
+  }
+  return total;
+}
+
+}  // namespace
+
+NodeCost EstimateNodeCost(const Node& node, const onnx::NodeProto& proto, const TypeLookup& lookup) {
+  NodeCost cost;
+  cost.flops = EstimateFlops(node, proto, lookup);
+  int64_t branch_flops = 0;
+  for (const auto& a : proto.attribute()) {
+    if (a.has_t()) cost.embedded_param_bytes += TensorBytes(a.t());
+    std::vector<const onnx::GraphProto*> bodies;
+    if (a.has_g()) bodies.push_back(&a.g());
+    for (const auto& sg : a.graphs()) bodies.push_back(&sg);
+    for (const auto* body : bodies) {
+      NodeCost c = GraphCost(*body, lookup);
+      cost.embedded_param_bytes += c.embedded_param_bytes;
+      // If runs one branch: count the costlier one. Loop/Scan: the body once.
+      branch_flops = node.op_type == "If" ? std::max(branch_flops, c.flops) : branch_flops + c.flops;
+    }
+  }
+  cost.flops += branch_flops;
+  return cost;
+}
+
+namespace {
+
 int64_t EstimateFlops(const Node& node, const onnx::NodeProto& proto, const TypeLookup& lookup) {
   auto in = [&](size_t i) -> const TensorType* {
     return i < node.inputs.size() && !node.inputs[i].empty() ? lookup(node.inputs[i]) : nullptr;
@@ -98,20 +160,14 @@ int64_t EstimateFlops(const Node& node, const onnx::NodeProto& proto, const Type
     int64_t dirs = direction == "bidirectional" ? 2 : 1;
     return 2 * steps * batch * dirs * gates * hidden * (input + hidden);
   }
-  if (op == "If" || op == "Loop" || op == "Scan") {
-    // Bodies are not costed statically; count the outputs so the node is not free.
-    int64_t total = 0;
-    for (const auto& o : node.outputs) {
-      if (!o.empty()) total += Elements(lookup(o));
-    }
-    return total;
-  }
   int64_t total = 0;
   for (const auto& o : node.outputs) {
     if (!o.empty()) total += Elements(lookup(o));
   }
   return total;
 }
+
+}  // namespace
 
 }  // namespace baton::graph
 

@@ -150,7 +150,7 @@ class ModelLoader {
     BATON_RETURN_IF_ERROR(CheckTensorsInGraph(m.mutable_graph(), "graph"));
     BATON_RETURN_IF_ERROR(CheckStructure(m.mutable_graph()));
     BATON_RETURN_IF_ERROR(RunChecker(m));
-    RunShapeInference(m);
+    BATON_RETURN_IF_ERROR(RunShapeInference(m));
     BuildView();
     return std::shared_ptr<const Model>(std::move(model_));
   }
@@ -202,7 +202,9 @@ class ModelLoader {
 
   absl::Status CheckTensor(onnx::TensorProto* t, const std::string& what) {
     std::vector<int64_t> dims(t->dims().begin(), t->dims().end());
-    BATON_ASSIGN_OR_RETURN(int64_t n, CheckedElements(dims, options_.max_tensor_elements, what));
+    auto checked = CheckedElements(dims, options_.max_tensor_elements, what);
+    if (!checked.ok()) return Error(checked.status().message());
+    int64_t n = *checked;
     if (t->has_segment()) return Error(absl::StrCat(what, " is a segmented tensor, which baton does not support"));
     ElemType type = t->data_type();
     auto elem = ElemTypeSize(type);
@@ -306,9 +308,13 @@ class ModelLoader {
     }
     int64_t file_size = static_cast<int64_t>(fs::file_size(full, ec));
     if (ec) return Error(absl::StrCat("cannot stat external data ", Q(location), ": ", ec.message()));
+    if (offset > file_size) {
+      return Error(absl::StrCat(what, " reads external data ", Q(location), " from offset ", offset,
+                                " but the file has only ", file_size, " bytes"));
+    }
     int64_t len = length.value_or(file_size - offset);
-    if (offset > file_size || len > file_size - offset) {
-      return Error(absl::StrCat(what, " reads bytes [", offset, ", ", offset + len, ") of external data ",
+    if (len > file_size - offset) {
+      return Error(absl::StrCat(what, " reads ", len, " bytes at offset ", offset, " of external data ",
                                 Q(location), " which has only ", file_size, " bytes"));
     }
     if (len != expected_bytes) {
@@ -337,7 +343,8 @@ class ModelLoader {
     for (const auto& d : vi.type().tensor_type().shape().dim()) {
       if (d.has_dim_value()) known.push_back(d.dim_value());
     }
-    return CheckedElements(known, options_.max_tensor_elements, absl::StrCat(role, " ", Q(vi.name()))).status();
+    auto checked = CheckedElements(known, options_.max_tensor_elements, absl::StrCat(role, " ", Q(vi.name())));
+    return checked.ok() ? absl::OkStatus() : Error(checked.status().message());
   }
 
   absl::Status CheckStructure(onnx::GraphProto* g) {
@@ -359,6 +366,12 @@ class ModelLoader {
     }
     for (const auto& sp : g->sparse_initializer()) defined.insert(sp.values().name());
     for (const auto& vi : g->value_info()) BATON_RETURN_IF_ERROR(CheckTypeProto(vi, "value"));
+    for (const auto& in : g->input()) {
+      if (!in.has_type() && !initializer_names.contains(in.name())) {
+        return Error(absl::StrCat("declares graph input ", Q(in.name()),
+                                  " without a type; every model input needs an element type (and ideally a shape)"));
+      }
+    }
     for (const auto& vi : g->output()) BATON_RETURN_IF_ERROR(CheckTypeProto(vi, "graph output"));
 
     const int n = g->node_size();
@@ -516,7 +529,7 @@ class ModelLoader {
     }
     std::vector<std::string> cycle;
     for (size_t k = path.size(); k-- > static_cast<size_t>(pos[cur]);) cycle.push_back(NodeLabel(g.node(path[k]), path[k]));
-    cycle.push_back(NodeLabel(g.node(cur), cur));
+    cycle.push_back(NodeLabel(g.node(path.back()), path.back()));
     return Error(absl::StrCat("has a cycle: ", absl::StrJoin(cycle, " -> "),
                               "; an ONNX graph must be acyclic (use Loop for iteration)"));
   }
@@ -525,19 +538,27 @@ class ModelLoader {
     absl::flat_hash_set<std::string> used;
     for (const auto& node : g->node()) used.insert(node.name());
     absl::flat_hash_set<std::string> taken;
-    int renamed = 0;
+    std::vector<std::string> renamed;  // the first 20, for the warning
+    int renamed_count = 0;
     for (int i = 0; i < g->node_size(); ++i) {
       onnx::NodeProto* node = g->mutable_node(i);
       if (!node->name().empty() && taken.insert(node->name()).second) continue;
       std::string base = node->name().empty() ? absl::StrCat(node->op_type(), "_", i) : node->name();
       std::string name = base;
       for (int k = 1; used.contains(name) || taken.contains(name); ++k) name = absl::StrCat(base, "__", k);
+      ++renamed_count;
+      if (renamed.size() < 20) {
+        renamed.push_back(node->name().empty() ? absl::StrCat("#", i, " (", node->op_type(), ") -> ", Q(name))
+                                               : absl::StrCat(Q(node->name()), " -> ", Q(name)));
+      }
       node->set_name(name);
       taken.insert(name);
       used.insert(name);
-      ++renamed;
     }
-    if (renamed > 0) Warn(absl::StrCat(renamed, " node(s) had empty or repeated names and were renamed"));
+    if (!renamed.empty()) {
+      Warn(absl::StrCat(renamed_count, " node(s) with empty or repeated names were renamed (plans refer to nodes "
+                        "by name): ", absl::StrJoin(renamed, ", "), renamed_count > 20 ? ", ..." : ""));
+    }
   }
 
   absl::Status RunChecker(const onnx::ModelProto& m) {
@@ -566,13 +587,24 @@ class ModelLoader {
     return false;
   }
 
-  void RunShapeInference(onnx::ModelProto& m) {
+  // Strict where the bundled ONNX library knows every op (default and ai.onnx.ml
+  // domains, opsets it knows): a node whose shapes cannot work, e.g. Add of [1,4]
+  // and [3], is rejected here with the node's name instead of failing later in
+  // ONNX Runtime. Elsewhere inference is best effort and failures are warnings.
+  absl::Status RunShapeInference(onnx::ModelProto& m) {
+    bool strict = !NewerThanChecker(m);
+    for (const auto& op : m.opset_import()) {
+      if (!op.domain().empty() && op.domain() != "ai.onnx" && op.domain() != "ai.onnx.ml") strict = false;
+    }
     try {
-      onnx::ShapeInferenceOptions opts(/*check_type_val=*/false, /*strict_mode_val=*/0, /*data_prop_val=*/true);
+      onnx::ShapeInferenceOptions opts(/*check_type_val=*/strict, /*strict_mode_val=*/strict ? 1 : 0,
+                                       /*data_prop_val=*/true);
       onnx::shape_inference::InferShapes(m, onnx::OpSchemaRegistry::Instance(), opts);
     } catch (const std::exception& e) {
+      if (strict) return Error(absl::StrCat("fails ONNX shape inference: ", e.what()));
       Warn(absl::StrCat("shape inference stopped early: ", e.what()));
     }
+    return absl::OkStatus();
   }
 
   void BuildView() {
@@ -652,7 +684,10 @@ class ModelLoader {
     };
     for (size_t i = 0; i < model.nodes_.size(); ++i) {
       Node& node = model.nodes_[i];
-      node.flops = EstimateFlops(node, g.node(static_cast<int>(i)), lookup);
+      NodeCost cost = EstimateNodeCost(node, g.node(static_cast<int>(i)), lookup);
+      node.flops = cost.flops;
+      node.param_bytes = cost.embedded_param_bytes;
+      model.total_param_bytes_ += cost.embedded_param_bytes;
       for (const auto& in : node.AllInputs()) {
         const Value& v = model.values_[model.value_index_.at(in)];
         if (v.kind == ValueKind::kInitializer) node.param_bytes += v.type.Bytes().value_or(0);

@@ -73,7 +73,9 @@ struct Node {
   std::vector<std::string> implicit_inputs;
   bool has_subgraphs = false;
   int64_t flops = 0;        // estimate; see graph/cost.cc for the formulas
-  int64_t param_bytes = 0;  // bytes of initializers this node reads (shared ones counted per reader)
+  // Bytes of initializers this node reads (shared ones counted per reader), plus
+  // weights it carries: a Constant's value, initializers/Constants in its subgraphs.
+  int64_t param_bytes = 0;
 
   // Every value this node reads: explicit inputs (non-empty) then implicit ones.
   std::vector<std::string> AllInputs() const;
@@ -127,6 +129,7 @@ class Model {
   // Position of each node in topo_order().
   uint32_t topo_index(NodeId id) const { return topo_index_.at(id.value); }
 
+  // Initializers plus Constant values and subgraph weights, each counted once.
   int64_t total_param_bytes() const { return total_param_bytes_; }
   int64_t total_flops() const { return total_flops_; }
 
