@@ -1,0 +1,127 @@
+// The `baton` command line, run as a user runs it.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "nlohmann/json.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+struct Result {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+Result Baton(const std::string& args) {
+  std::string cmd = std::string(BATON_CLI) + " " + args + " 2>&1";
+  Result r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("baton_cli_test_" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    Result r = Baton("zoo --small --out " + (dir_ / "zoo").string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string Zoo(const std::string& name) { return (dir_ / "zoo" / (name + ".onnx")).string(); }
+  static fs::path dir_;
+};
+fs::path CliTest::dir_;
+
+TEST_F(CliTest, HelpOnEverySubcommand) {
+  for (const char* sub : {"zoo", "inspect", "partition", "verify"}) {
+    Result r = Baton(std::string(sub) + " --help");
+    EXPECT_EQ(r.exit_code, 0) << sub << ": " << r.output;
+    EXPECT_THAT(r.output, HasSubstr("Usage")) << sub;
+  }
+  EXPECT_NE(Baton("").exit_code, 0);
+}
+
+TEST_F(CliTest, ZooListsAndWritesEveryModel) {
+  Result r = Baton("zoo --list");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* name : {"resnet", "mobilenetv2", "squeezenet", "vgg", "unet", "yolo", "transformer", "lstm"}) {
+    EXPECT_THAT(r.output, HasSubstr(name));
+    EXPECT_TRUE(fs::exists(Zoo(name))) << name;
+  }
+}
+
+TEST_F(CliTest, InspectPrintsInterfaceOpsParametersFlops) {
+  Result r = Baton("inspect " + Zoo("yolo"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("inputs:"));
+  EXPECT_THAT(r.output, HasSubstr("outputs:"));
+  EXPECT_THAT(r.output, HasSubstr("Conv"));
+  EXPECT_THAT(r.output, HasSubstr("parameters:"));
+  EXPECT_THAT(r.output, HasSubstr("FLOPs:"));
+}
+
+TEST_F(CliTest, PartitionWritesPiecesAndPlan) {
+  fs::path out = dir_ / "parts";
+  Result r = Baton("partition " + Zoo("resnet") + " --parts 3 --out " + out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(out / "plan.json");
+  nlohmann::json plan = nlohmann::json::parse(in);
+  ASSERT_EQ(plan["partitions"].size(), 3u);
+  for (const auto& p : plan["partitions"]) {
+    EXPECT_TRUE(fs::exists(out / p["file"].get<std::string>())) << p.dump();
+    EXPECT_FALSE(p["nodes"].empty());
+  }
+  EXPECT_FALSE(plan["edges"].empty());
+  // Each written piece is itself a valid model that baton can inspect.
+  Result piece = Baton("inspect " + (out / plan["partitions"][1]["file"].get<std::string>()).string());
+  EXPECT_EQ(piece.exit_code, 0) << piece.output;
+}
+
+TEST_F(CliTest, PartitionAtNamedTensors) {
+  Result nodes = Baton("inspect --nodes " + Zoo("vgg"));
+  ASSERT_EQ(nodes.exit_code, 0);
+  fs::path out = dir_ / "cut";
+  Result bad = Baton("partition " + Zoo("vgg") + " --cut no_such_tensor --out " + out.string());
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("no_such_tensor"));
+  Result neither = Baton("partition " + Zoo("vgg") + " --out " + out.string());
+  EXPECT_NE(neither.exit_code, 0);
+  EXPECT_THAT(neither.output, HasSubstr("--parts"));
+}
+
+TEST_F(CliTest, VerifyPassesOnZooModels) {
+  for (const char* name : {"squeezenet", "transformer", "ifloop"}) {
+    Result r = Baton(std::string("verify ") + Zoo(name) + " --parts 3 --seed 3");
+    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.output;
+  }
+}
+
+TEST_F(CliTest, BadInputGivesClearErrorAndNonZeroExit) {
+  Result missing = Baton("inspect " + (dir_ / "nope.onnx").string());
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.output, HasSubstr("does not exist"));
+  fs::path garbage = dir_ / "garbage.onnx";
+  std::ofstream(garbage) << "this is not a model";
+  for (const char* sub : {"inspect", "verify"}) {
+    Result r = Baton(std::string(sub) + " " + garbage.string());
+    EXPECT_NE(r.exit_code, 0) << sub;
+    EXPECT_THAT(r.output, HasSubstr("garbage.onnx")) << sub;
+  }
+}
+
+}  // namespace
