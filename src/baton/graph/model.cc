@@ -587,6 +587,8 @@ class ModelLoader {
     return false;
   }
 
+  // Type checks stay off: old-opset models (e.g. an int64 Constant at opset 6)
+  // break the letter of their schema yet run in ONNX Runtime.
   // Strict where the bundled ONNX library knows every op (default and ai.onnx.ml
   // domains, opsets it knows): a node whose shapes cannot work, e.g. Add of [1,4]
   // and [3], is rejected here with the node's name instead of failing later in
@@ -597,7 +599,7 @@ class ModelLoader {
       if (!op.domain().empty() && op.domain() != "ai.onnx" && op.domain() != "ai.onnx.ml") strict = false;
     }
     try {
-      onnx::ShapeInferenceOptions opts(/*check_type_val=*/strict, /*strict_mode_val=*/strict ? 1 : 0,
+      onnx::ShapeInferenceOptions opts(/*check_type_val=*/false, /*strict_mode_val=*/strict ? 1 : 0,
                                        /*data_prop_val=*/true);
       onnx::shape_inference::InferShapes(m, onnx::OpSchemaRegistry::Instance(), opts);
     } catch (const std::exception& e) {
