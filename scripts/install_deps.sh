@@ -50,20 +50,12 @@ if [ -f "$stamp" ]; then
   exit 0
 fi
 
-echo "baton setup: fetching ONNX Runtime $ort_version ($npm_pkg@$npm_ver from the npm registry)"
+echo "baton setup: fetching ONNX Runtime $ort_version"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && npm pack --silent "$npm_pkg@$npm_ver" >/dev/null)
-tarball="$work/$npm_pkg-$npm_ver.tgz"
-[ -f "$tarball" ] || { echo "baton setup: npm pack did not produce $tarball" >&2; exit 1; }
-actual="$(sha256sum "$tarball" | cut -d' ' -f1)"
-if [ "$actual" != "$sha256" ]; then
-  echo "baton setup: checksum mismatch for $npm_pkg@$npm_ver" >&2
-  echo "  expected sha256 $sha256" >&2
-  echo "  got      sha256 $actual" >&2
-  echo "  The registry served a different tarball. Do not use it; check the pinned version in scripts/install_deps.sh." >&2
-  exit 1
-fi
+# shellcheck source=lib/npm_fetch.sh
+source "$root/scripts/lib/npm_fetch.sh"
+tarball="$(npm_fetch_verified "$npm_pkg" "$npm_ver" "$sha256" "$work" "baton setup")"
 
 headers="package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/onnxruntime.framework/Headers"
 libdir="package/Plugins/Linux/x64"
