@@ -459,6 +459,16 @@ class ModelLoader {
     return absl::OkStatus();
   }
 
+  static void CollectOps(const onnx::GraphProto& g, std::vector<std::string>* ops) {
+    for (const auto& node : g.node()) {
+      ops->push_back(node.op_type());
+      for (const auto& a : node.attribute()) {
+        if (a.has_g()) CollectOps(a.g(), ops);
+        for (const auto& sg : a.graphs()) CollectOps(sg, ops);
+      }
+    }
+  }
+
   // Names read inside `g` (and its nested subgraphs) that `g` does not define.
   static void CollectFreeNames(const onnx::GraphProto& g, std::vector<std::string>* out,
                                absl::flat_hash_set<std::string>* seen) {
@@ -656,7 +666,14 @@ class ModelLoader {
       node.inputs.assign(np.input().begin(), np.input().end());
       node.outputs.assign(np.output().begin(), np.output().end());
       node.implicit_inputs = std::move(implicit_[i]);
-      for (const auto& a : np.attribute()) node.has_subgraphs = node.has_subgraphs || a.has_g() || a.graphs_size() > 0;
+      for (const auto& a : np.attribute()) {
+        node.has_subgraphs = node.has_subgraphs || a.has_g() || a.graphs_size() > 0;
+        if (a.has_g()) CollectOps(a.g(), &node.subgraph_ops);
+        for (const auto& sg : a.graphs()) CollectOps(sg, &node.subgraph_ops);
+      }
+      std::sort(node.subgraph_ops.begin(), node.subgraph_ops.end());
+      node.subgraph_ops.erase(std::unique(node.subgraph_ops.begin(), node.subgraph_ops.end()),
+                              node.subgraph_ops.end());
       model.node_index_[node.name] = static_cast<uint32_t>(i);
       for (const auto& out : node.outputs) {
         if (out.empty()) continue;

@@ -72,6 +72,8 @@ struct Node {
   // Outer-scope values read by this node's subgraphs (If/Loop/Scan); empty otherwise.
   std::vector<std::string> implicit_inputs;
   bool has_subgraphs = false;
+  // Op types used inside this node's subgraphs, recursively; sorted, unique.
+  std::vector<std::string> subgraph_ops;
   int64_t flops = 0;        // estimate; see graph/cost.cc for the formulas
   // Bytes of initializers this node reads (shared ones counted per reader), plus
   // weights it carries: a Constant's value, initializers/Constants in its subgraphs.

@@ -1,0 +1,123 @@
+#include "baton/backend/emu/emu_executor.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "baton/backend/ort/ort_runner.h"
+#include "baton/partition/plan.h"
+
+namespace baton::backend {
+
+namespace {
+
+class EmuPrepared : public PreparedPartition {
+ public:
+  EmuPrepared(std::unique_ptr<ort::OrtRunner> runner, std::vector<std::string> outputs, NamedTensors zeros,
+              Duration charged)
+      : runner_(std::move(runner)), outputs_(std::move(outputs)), zeros_(std::move(zeros)), charged_(charged) {}
+
+  absl::StatusOr<RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs) const override {
+    RunResult result;
+    result.busy = charged_;
+    if (!runner_) {
+      for (const auto& [name, t] : zeros_) result.outputs.emplace_back(name, t.Clone());
+      return result;
+    }
+    BATON_ASSIGN_OR_RETURN(std::vector<Tensor> outs, runner_->Run(inputs, outputs_));
+    for (size_t i = 0; i < outs.size(); ++i) result.outputs.emplace_back(outputs_[i], std::move(outs[i]));
+    return result;
+  }
+
+ private:
+  std::unique_ptr<ort::OrtRunner> runner_;  // null when compute is off
+  std::vector<std::string> outputs_;
+  NamedTensors zeros_;
+  Duration charged_;
+};
+
+// Zero tensors for the runner's inputs; dynamic dims are an error (the
+// emulator cannot guess them).
+absl::StatusOr<std::vector<Tensor>> ZeroInputs(const ort::OrtRunner& runner) {
+  std::vector<Tensor> inputs;
+  for (const auto& in : runner.inputs()) {
+    bool dynamic = !in.rank_known || std::any_of(in.shape.begin(), in.shape.end(), [](int64_t d) { return d < 0; });
+    if (!in.is_tensor || dynamic || !ElemTypeSize(in.elem_type)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "emulated PU needs fixed-shape numeric inputs to calibrate partition '", runner.display_name(),
+          "', but input '", in.name, "' is not; fix the model's input shapes"));
+    }
+    inputs.emplace_back(in.elem_type, in.shape);
+  }
+  return inputs;
+}
+
+bool Unsupported(const std::vector<std::string>& ops, const std::string& op) {
+  return std::find(ops.begin(), ops.end(), op) != ops.end();
+}
+
+}  // namespace
+
+std::vector<bool> EmuExecutor::QueryCapability(const graph::Model& model) const {
+  std::vector<bool> capable(model.nodes().size(), true);
+  for (const graph::Node& node : model.nodes()) {
+    if (Unsupported(spec_.unsupported_ops, node.op_type)) capable[node.id.value] = false;
+  }
+  // A control-flow node runs its bodies on the same PU: it inherits their limits.
+  for (const graph::Node& node : model.nodes()) {
+    if (!node.has_subgraphs) continue;
+    for (const std::string& op : node.subgraph_ops) {
+      if (Unsupported(spec_.unsupported_ops, op)) capable[node.id.value] = false;
+    }
+  }
+  return capable;
+}
+
+absl::StatusOr<std::unique_ptr<PreparedPartition>> EmuExecutor::Prepare(const graph::Model& model,
+                                                                         const graph::Submodel& partition) const {
+  BATON_RETURN_IF_ERROR(CheckCapable(model, partition, QueryCapability(model), spec_.name));
+  if (spec_.speed <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("PU '", spec_.name, "': speed must be > 0 (got ", spec_.speed, ")"));
+  }
+  ort::SessionOptions options;  // one host thread: the reference the speed factors refer to
+  BATON_ASSIGN_OR_RETURN(auto runner, ort::OrtRunner::Create(partition.onnx_bytes, options,
+                                                             model.display_name() + " on " + spec_.name));
+  BATON_ASSIGN_OR_RETURN(std::vector<Tensor> zeros, ZeroInputs(*runner));
+  std::vector<std::pair<std::string, const Tensor*>> feeds;
+  for (size_t i = 0; i < zeros.size(); ++i) feeds.emplace_back(runner->inputs()[i].name, &zeros[i]);
+  std::vector<Duration> times;
+  std::vector<Tensor> outs;
+  for (int i = 0; i < 4; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    BATON_ASSIGN_OR_RETURN(outs, runner->Run(feeds, partition.interface.outputs));
+    if (i > 0) times.push_back(std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - start));
+  }
+  std::sort(times.begin(), times.end());
+  double cpu_ns = static_cast<double>(times[times.size() / 2].count());
+
+  double total_cost = 0;
+  for (NodeId id : partition.nodes) total_cost += partition::CostOf(model.node(id));
+  double charged_ns = 0;
+  for (NodeId id : partition.nodes) {
+    const graph::Node& node = model.node(id);
+    auto it = spec_.op_speed.find(node.op_type);
+    double factor = it != spec_.op_speed.end() && it->second > 0 ? it->second : spec_.speed;
+    charged_ns += cpu_ns * (partition::CostOf(node) / total_cost) / factor;
+  }
+
+  NamedTensors zero_outputs;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    Tensor& t = outs[i];
+    if (t.elem_type() == dtype::kString) {
+      zero_outputs.emplace_back(partition.interface.outputs[i],
+                                Tensor::Strings(t.shape(), std::vector<std::string>(t.strings().size())));
+    } else {
+      zero_outputs.emplace_back(partition.interface.outputs[i], Tensor(t.elem_type(), t.shape()));
+    }
+  }
+  if (!spec_.compute) runner.reset();
+  return std::make_unique<EmuPrepared>(std::move(runner), partition.interface.outputs, std::move(zero_outputs),
+                                       Duration(static_cast<int64_t>(charged_ns)));
+}
+
+}  // namespace baton::backend

@@ -1,0 +1,48 @@
+#include "baton/backend/ort/cpu_executor.h"
+
+#include <chrono>
+
+#include "baton/backend/ort/ort_runner.h"
+
+namespace baton::backend {
+
+namespace {
+
+class CpuPrepared : public PreparedPartition {
+ public:
+  CpuPrepared(std::unique_ptr<ort::OrtRunner> runner, std::vector<std::string> outputs)
+      : runner_(std::move(runner)), outputs_(std::move(outputs)) {}
+
+  absl::StatusOr<RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs) const override {
+    auto start = std::chrono::steady_clock::now();
+    BATON_ASSIGN_OR_RETURN(std::vector<Tensor> outs, runner_->Run(inputs, outputs_));
+    RunResult result;
+    result.busy = std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - start);
+    result.outputs.reserve(outs.size());
+    for (size_t i = 0; i < outs.size(); ++i) result.outputs.emplace_back(outputs_[i], std::move(outs[i]));
+    return result;
+  }
+
+ private:
+  std::unique_ptr<ort::OrtRunner> runner_;
+  std::vector<std::string> outputs_;
+};
+
+}  // namespace
+
+std::vector<bool> CpuExecutor::QueryCapability(const graph::Model& model) const {
+  return std::vector<bool>(model.nodes().size(), true);
+}
+
+absl::StatusOr<std::unique_ptr<PreparedPartition>> CpuExecutor::Prepare(const graph::Model& model,
+                                                                         const graph::Submodel& partition) const {
+  BATON_RETURN_IF_ERROR(CheckCapable(model, partition, QueryCapability(model), spec_.name));
+  ort::SessionOptions options;
+  options.intra_op_threads = spec_.threads;
+  options.pinned_cores = spec_.cores;
+  BATON_ASSIGN_OR_RETURN(auto runner, ort::OrtRunner::Create(partition.onnx_bytes, options,
+                                                             model.display_name() + " on " + spec_.name));
+  return std::make_unique<CpuPrepared>(std::move(runner), partition.interface.outputs);
+}
+
+}  // namespace baton::backend
