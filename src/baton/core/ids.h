@@ -27,8 +27,18 @@ struct StrongId {
 
 struct NodeIdTag {};
 struct PartitionIdTag {};
+struct ModelIdTag {};
+struct RequestIdTag {};
+struct PuIdTag {};
+struct DeviceIdTag {};
+struct AssignmentIdTag {};
 using NodeId = StrongId<NodeIdTag>;
 using PartitionId = StrongId<PartitionIdTag>;
+using ModelId = StrongId<ModelIdTag>;
+using RequestId = StrongId<RequestIdTag>;
+using PuId = StrongId<PuIdTag>;          // index of a PU within its device
+using DeviceId = StrongId<DeviceIdTag>;
+using AssignmentId = StrongId<AssignmentIdTag>;
 
 }  // namespace baton
 
