@@ -172,16 +172,23 @@ std::optional<Time> LowLevelCore::NextExpiry() const {
 }
 
 void LowLevelCore::DropExpired(Time now, LowLevelActions& out) {
+  std::vector<bool> expired(ready_.size(), false);
+  for (size_t i = 0; i < ready_.size(); ++i) {
+    if (!DeadlinePassed(ready_[i].deadline, now)) continue;
+    expired[i] = true;
+    ++stats_.dropped_expired;
+    Reject(ready_assignments_[i],
+           absl::DeadlineExceededError(absl::StrCat("device ", options_.device.value, ": ", Describe(ready_[i]),
+                                                    " passed its deadline while queued")),
+           now, out);
+  }
+  RemoveFromReady(expired);
+}
+
+void LowLevelCore::RemoveFromReady(const std::vector<bool>& remove) {
   size_t kept = 0;
   for (size_t i = 0; i < ready_.size(); ++i) {
-    if (DeadlinePassed(ready_[i].deadline, now)) {
-      ++stats_.dropped_expired;
-      Reject(ready_assignments_[i],
-             absl::DeadlineExceededError(absl::StrCat("device ", options_.device.value, ": ",
-                                                      Describe(ready_[i]), " passed its deadline while queued")),
-             now, out);
-      continue;
-    }
+    if (remove[i]) continue;
     if (kept != i) {
       ready_[kept] = ready_[i];
       ready_assignments_[kept] = std::move(ready_assignments_[i]);
@@ -264,17 +271,7 @@ void LowLevelCore::Schedule(Time now, LowLevelActions& out) {
     Trace(TraceKind::kStarted, now, ready_assignments_[k], d.pu);
     out.starts.push_back(StartOnPu{d.pu, std::move(ready_assignments_[k])});
   }
-  size_t kept = 0;
-  for (size_t i = 0; i < ready_.size(); ++i) {
-    if (decided[i]) continue;
-    if (kept != i) {
-      ready_[kept] = ready_[i];
-      ready_assignments_[kept] = std::move(ready_assignments_[i]);
-    }
-    ++kept;
-  }
-  ready_.resize(kept);
-  ready_assignments_.resize(kept);
+  RemoveFromReady(decided);
 }
 
 void LowLevelCore::Reject(const Assignment& a, absl::Status status, Time now, LowLevelActions& out) {

@@ -152,6 +152,8 @@ class LowLevelCore {
   // Drops expired work, asks the policy, applies its decisions.
   void Schedule(Time now, LowLevelActions& out);
   void DropExpired(Time now, LowLevelActions& out);
+  // Erases the ready items flagged in `remove` (indexed like ready_), keeping order.
+  void RemoveFromReady(const std::vector<bool>& remove);
   // Answers an assignment that never ran.
   void Reject(const Assignment& a, absl::Status status, Time now, LowLevelActions& out);
   void Violation(std::string message);
