@@ -58,6 +58,22 @@ bool Unsupported(const std::vector<std::string>& ops, const std::string& op) {
 
 }  // namespace
 
+Duration EmuChargedTime(const graph::Model& model, std::span<const NodeId> nodes, Duration cpu_time,
+                        const EmuPuSpec& spec) {
+  double total_cost = 0;
+  for (NodeId id : nodes) total_cost += partition::CostOf(model.node(id));
+  if (total_cost <= 0) return Duration(0);
+  double cpu_ns = static_cast<double>(cpu_time.count());
+  double charged_ns = 0;
+  for (NodeId id : nodes) {
+    const graph::Node& node = model.node(id);
+    auto it = spec.op_speed.find(node.op_type);
+    double factor = it != spec.op_speed.end() && it->second > 0 ? it->second : spec.speed;
+    charged_ns += cpu_ns * (partition::CostOf(node) / total_cost) / factor;
+  }
+  return Duration(static_cast<int64_t>(charged_ns));
+}
+
 std::vector<bool> EmuExecutor::QueryCapability(const graph::Model& model) const {
   std::vector<bool> capable(model.nodes().size(), true);
   for (const graph::Node& node : model.nodes()) {
@@ -93,17 +109,7 @@ absl::StatusOr<std::unique_ptr<PreparedPartition>> EmuExecutor::Prepare(const gr
     if (i > 0) times.push_back(std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - start));
   }
   std::sort(times.begin(), times.end());
-  double cpu_ns = static_cast<double>(times[times.size() / 2].count());
-
-  double total_cost = 0;
-  for (NodeId id : partition.nodes) total_cost += partition::CostOf(model.node(id));
-  double charged_ns = 0;
-  for (NodeId id : partition.nodes) {
-    const graph::Node& node = model.node(id);
-    auto it = spec_.op_speed.find(node.op_type);
-    double factor = it != spec_.op_speed.end() && it->second > 0 ? it->second : spec_.speed;
-    charged_ns += cpu_ns * (partition::CostOf(node) / total_cost) / factor;
-  }
+  Duration charged = EmuChargedTime(model, partition.nodes, times[times.size() / 2], spec_);
 
   NamedTensors zero_outputs;
   for (size_t i = 0; i < outs.size(); ++i) {
@@ -117,7 +123,7 @@ absl::StatusOr<std::unique_ptr<PreparedPartition>> EmuExecutor::Prepare(const gr
   }
   if (!spec_.compute) runner.reset();
   return std::make_unique<EmuPrepared>(std::move(runner), partition.interface.outputs, std::move(zero_outputs),
-                                       Duration(static_cast<int64_t>(charged_ns)));
+                                       charged);
 }
 
 }  // namespace baton::backend

@@ -33,6 +33,11 @@ struct EmuPuSpec {
   bool compute = true;
 };
 
+// The charged time of `nodes` of `model` on an accelerator described by `spec`,
+// given their measured one-thread CPU time (the rule above). Pure.
+Duration EmuChargedTime(const graph::Model& model, std::span<const NodeId> nodes, Duration cpu_time,
+                        const EmuPuSpec& spec);
+
 class EmuExecutor : public Executor {
  public:
   explicit EmuExecutor(EmuPuSpec spec) : spec_(std::move(spec)) {}
