@@ -13,6 +13,7 @@
 
 #include "baton/core/dtype.h"
 #include "baton/core/tensor.h"
+#include "dispatch_test_util.h"
 #include "baton/dispatch/from_plan.h"
 #include "baton/dispatch/high_level.h"
 #include "baton/dispatch/messages.h"
@@ -23,18 +24,15 @@
 namespace baton::dispatch {
 namespace {
 
-Tensor Scalar(int64_t v) {
-  Tensor t(dtype::kInt64, {1});
-  t.data<int64_t>()[0] = v;
-  return t;
-}
-int64_t ValueOf(const Tensor& t) { return t.data<int64_t>()[0]; }
+using testing::Ms;
+using testing::Scalar;
+using testing::ValueOf;
+
 NamedTensors Named(std::vector<std::pair<std::string, int64_t>> values) {
   NamedTensors out;
   for (auto& [name, v] : values) out.emplace_back(name, Scalar(v));
   return out;
 }
-Time Ms(double ms) { return kTimeZero + FromMillis(ms); }
 
 // p0: x -> a (dev 0); p1: a -> b (dev 0); p2: a -> c (dev 1); p3: b, c -> y (dev 1).
 // Model outputs {y, b}: b is forwarded to p3 and is also a model output.

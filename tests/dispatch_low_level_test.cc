@@ -11,6 +11,7 @@
 
 #include "baton/core/dtype.h"
 #include "baton/core/tensor.h"
+#include "dispatch_test_util.h"
 #include "baton/dispatch/low_level.h"
 #include "baton/dispatch/messages.h"
 #include "baton/dispatch/observer.h"
@@ -20,17 +21,14 @@
 namespace baton::dispatch {
 namespace {
 
+using testing::Ms;
+using testing::Scalar;
+using testing::ValueOf;
+
 using policy::Decision;
 using Kind = policy::Decision::Kind;
 
-Time Ms(double ms) { return kTimeZero + FromMillis(ms); }
 
-Tensor Scalar(int64_t v) {
-  Tensor t(dtype::kInt64, {1});
-  t.data<int64_t>()[0] = v;
-  return t;
-}
-int64_t ValueOf(const Tensor& t) { return t.data<int64_t>()[0]; }
 
 Assignment Work(uint32_t id, std::optional<Time> deadline = std::nullopt, int priority = 0) {
   Assignment a;

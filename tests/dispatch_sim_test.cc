@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "baton/core/dtype.h"
 #include "baton/core/tensor.h"
+#include "dispatch_test_util.h"
 #include "baton/dispatch/messages.h"
 #include "baton/dispatch/model_graph.h"
 #include "baton/dispatch/observer.h"
@@ -29,13 +30,10 @@
 namespace baton::dispatch {
 namespace {
 
-Tensor Scalar(int64_t v) {
-  Tensor t(dtype::kInt64, {1});
-  t.data<int64_t>()[0] = v;
-  return t;
-}
-int64_t ValueOf(const Tensor& t) { return t.data<int64_t>()[0]; }
-Time Ms(double ms) { return kTimeZero + FromMillis(ms); }
+using testing::Ms;
+using testing::Scalar;
+using testing::ValueOf;
+
 
 // What output `k` of partition `p` of model `m` computes from its inputs (in the
 // partition's input order). Order-sensitive, so a mixed-up input shows.
