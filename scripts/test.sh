@@ -19,11 +19,20 @@ cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs"
 ctest --preset asan -j "$jobs" -LE slow
 
-echo "== The LSan suppression hides only ONNX Runtime's one 14-byte leak"
-used="$(ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=1" \
-  build/asan/tests/zoo_partition_test --gtest_filter='*BalancedCuts*/resnet' 2>&1 | awk '/libonnxruntime.so.1$/ {print $1, $2}')"
-if [ "$used" != "1 14" ]; then
-  echo "tests/lsan.supp suppressed '$used' (count bytes); expected exactly '1 14'. A new leak is hiding behind it." >&2
-  exit 1
+echo "== The LSan suppression hides at most ONNX Runtime's one 14-byte leak"
+# Whether ORT leaks its 14-byte block depends on the host CPU (it is not seen on
+# every machine), so "nothing suppressed" is fine; anything beyond one block of
+# 14 bytes means a new leak is hiding behind the module-wide rule.
+log="$(ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=1" \
+  build/asan/tests/zoo_partition_test --gtest_filter='*BalancedCuts*/resnet' 2>&1)" || {
+  echo "$log" >&2; echo "the LSan probe run failed (output above)" >&2; exit 1; }
+if ! grep -q '\[  PASSED  \] 1 test' <<<"$log"; then
+  echo "$log" >&2; echo "the LSan probe ran no test: its --gtest_filter matches nothing; update it" >&2; exit 1
 fi
-echo "ok: 1 allocation, 14 bytes"
+used="$(awk '/libonnxruntime.so.1$/ {print $1, $2}' <<<"$log")"
+case "$used" in
+  "") echo "ok: nothing suppressed (ONNX Runtime did not leak on this machine)" ;;
+  "1 14") echo "ok: 1 allocation, 14 bytes" ;;
+  *) echo "tests/lsan.supp suppressed '$used' (count bytes); expected at most '1 14'. A new leak is hiding behind it." >&2
+     exit 1 ;;
+esac

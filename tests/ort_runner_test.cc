@@ -11,6 +11,9 @@
 #include <thread>
 #include <vector>
 
+#include "baton/graph/model.h"
+#include "baton/verify/verify.h"
+#include "baton/zoo/zoo.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
@@ -444,6 +447,45 @@ TEST(OrtRunnerTest, ConcurrentRunsFromFourThreadsAreIndependent) {
 }
 
 TEST(OrtRunnerTest, VersionIsReported) { EXPECT_THAT(OrtVersion(), HasSubstr("1.")); }
+
+TEST(OrtRunnerTest, OrtDefaultThreadingRunsAZooModelLikeOneThread) {
+  auto bytes = zoo::Generate("mobilenetv2", /*small=*/true);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto model = graph::Model::LoadBytes(*bytes, "mobilenetv2_small");
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto inputs = verify::RandomInputs(**model, /*seed=*/7);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  std::vector<std::pair<std::string, const Tensor*>> feeds;
+  for (const auto& [name, tensor] : *inputs) feeds.emplace_back(name, &tensor);
+
+  SessionOptions one_thread;
+  SessionOptions ort_default;
+  ort_default.ort_default_threading = true;
+  ASSERT_TRUE(ValidateSessionOptions(ort_default).ok());
+  auto reference = OrtRunner::Create(*bytes, one_thread, "mobilenetv2_small");
+  auto defaulted = OrtRunner::Create(*bytes, ort_default, "mobilenetv2_small");
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ASSERT_TRUE(defaulted.ok()) << defaulted.status();
+  auto expected = (*reference)->Run(feeds);
+  auto actual = (*defaulted)->Run(feeds);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ASSERT_TRUE(actual.ok()) << actual.status();
+  ASSERT_EQ(expected->size(), actual->size());
+  for (size_t i = 0; i < expected->size(); ++i) {
+    verify::Comparison c = verify::Compare((*expected)[i], (*actual)[i]);
+    EXPECT_TRUE(c.ok) << "output " << i << ": " << c.message;
+  }
+
+  // Default threading has no budget to pin; explicit budgets are still checked.
+  SessionOptions pinned_default = ort_default;
+  pinned_default.pinned_cores = {0};
+  EXPECT_THAT(ValidateSessionOptions(pinned_default).message(), HasSubstr("ort_default_threading"));
+  SessionOptions zero_threads;
+  zero_threads.intra_op_threads = 0;
+  EXPECT_FALSE(ValidateSessionOptions(zero_threads).ok());
+  zero_threads.ort_default_threading = true;
+  EXPECT_TRUE(ValidateSessionOptions(zero_threads).ok());
+}
 
 }  // namespace
 }  // namespace baton::ort

@@ -189,21 +189,11 @@ absl::StatusOr<PartitionPlan> BuildPlan(const Model& model, std::vector<std::vec
   return plan;
 }
 
-absl::StatusOr<PartitionPlan> CutBalanced(const Model& model, int k, std::string* note) {
-  if (k < 1) return absl::InvalidArgumentError(absl::StrCat("--parts must be at least 1 (got ", k, ")"));
-  std::vector<NodeId> order = PlacedNodes(model);
-  if (order.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("model ", Q(model.display_name()),
-                                                   " has no computing node to partition"));
-  }
-  if (static_cast<size_t>(k) > order.size()) {
-    if (note) *note = absl::StrCat("asked for ", k, " partitions but the model has only ", order.size(),
-                                   " nodes to place; using ", order.size());
-    k = static_cast<int>(order.size());
-  }
-  std::vector<double> cost(order.size());
-  for (size_t i = 0; i < order.size(); ++i) cost[i] = CostOf(model.node(order[i]));
+namespace {
 
+// Segment starts (indices into `cost`) that split it into exactly k contiguous
+// segments (k <= cost.size()) minimising the costliest segment.
+std::vector<size_t> BalancedStarts(const std::vector<double>& cost, int k) {
   // Smallest bottleneck T such that greedy packing into segments of cost <= T
   // needs at most k segments (binary search on T).
   auto pack = [&](double limit) {
@@ -248,6 +238,58 @@ absl::StatusOr<PartitionPlan> CutBalanced(const Model& model, int k, std::string
       if (acc >= best_cost / 2) break;
     }
     starts.insert(starts.begin() + static_cast<long>(best) + 1, split);
+  }
+  return starts;
+}
+
+}  // namespace
+
+absl::StatusOr<PartitionPlan> CutBalanced(const Model& model, int k, std::string* note) {
+  if (k < 1) return absl::InvalidArgumentError(absl::StrCat("--parts must be at least 1 (got ", k, ")"));
+  std::vector<NodeId> order = PlacedNodes(model);
+  if (order.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", Q(model.display_name()),
+                                                   " has no computing node to partition"));
+  }
+  if (static_cast<size_t>(k) > order.size()) {
+    if (note) *note = absl::StrCat("asked for ", k, " partitions but the model has only ", order.size(),
+                                   " nodes to place; using ", order.size());
+    k = static_cast<int>(order.size());
+  }
+  std::vector<double> cost(order.size());
+  for (size_t i = 0; i < order.size(); ++i) cost[i] = CostOf(model.node(order[i]));
+  std::vector<size_t> starts = BalancedStarts(cost, k);
+  return BuildPlan(model, Segments(order, starts));
+}
+
+absl::StatusOr<PartitionPlan> CutForPus(const Model& model, std::span<const uint64_t> support, int k) {
+  if (k < 1) return absl::InvalidArgumentError(absl::StrCat("the number of stages must be at least 1 (got ", k, ")"));
+  if (support.size() != model.nodes().size()) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", Q(model.display_name()), ": capability given for ",
+                                                   support.size(), " nodes, the model has ", model.nodes().size()));
+  }
+  std::vector<NodeId> order = PlacedNodes(model);
+  if (order.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", Q(model.display_name()),
+                                                   " has no computing node to partition"));
+  }
+  std::vector<size_t> starts{0};
+  for (size_t i = 0; i < order.size(); ++i) {
+    const graph::Node& node = model.node(order[i]);
+    if (support[order[i].value] == 0) {
+      return absl::FailedPreconditionError(absl::StrCat("model ", Q(model.display_name()), ": node ", Q(node.name),
+                                                        " (op ", node.op_type,
+                                                        ") is supported by no PU; add a PU that runs it (e.g. a cpu PU)"));
+    }
+    if (i > 0 && support[order[i].value] != support[order[i - 1].value]) starts.push_back(i);
+  }
+  if (k > 1) {
+    std::vector<double> cost(order.size());
+    for (size_t i = 0; i < order.size(); ++i) cost[i] = CostOf(model.node(order[i]));
+    std::vector<size_t> balanced = BalancedStarts(cost, std::min<int>(k, static_cast<int>(order.size())));
+    starts.insert(starts.end(), balanced.begin(), balanced.end());
+    std::sort(starts.begin(), starts.end());
+    starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
   }
   return BuildPlan(model, Segments(order, starts));
 }

@@ -66,6 +66,15 @@ absl::StatusOr<PartitionPlan> BuildPlan(const graph::Model& model,
 absl::StatusOr<PartitionPlan> CutBalanced(const graph::Model& model, int k,
                                           std::string* note = nullptr);
 
+// Cuts for a set of PUs with different op support. `support[n]` (indexed by
+// NodeId) is the set of PUs that can run node n, as a bit mask (bit u: PU u).
+// Walking the topological order, a cut falls wherever the mask changes (the
+// `capability` policy: every partition can run on all PUs its nodes share);
+// with k > 1 the balanced cuts of CutBalanced(model, k) are added on top (the
+// `balanced` policy), so there are at least min(k, nodes) partitions. A node
+// no PU can run is an error naming it and its op.
+absl::StatusOr<PartitionPlan> CutForPus(const graph::Model& model, std::span<const uint64_t> support, int k);
+
 // Cuts after each named tensor, in order: partition i holds the nodes needed to
 // compute tensors 1..i that earlier partitions do not hold; the last partition
 // holds the rest. A tensor that is not produced by a node, or that is already

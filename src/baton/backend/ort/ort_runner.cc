@@ -175,12 +175,21 @@ std::optional<int64_t> CheckedElementCount(const std::vector<int64_t>& shape) {
 }  // namespace
 
 absl::Status ValidateSessionOptions(const SessionOptions& options) {
-  if (options.intra_op_threads < 1) {
+  if (options.ort_default_threading) {
+    // ORT picks the thread counts (one per core); there is no budget to check
+    // and nothing to pin the unknown number of workers to.
+    if (!options.pinned_cores.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pinned_cores has ", options.pinned_cores.size(),
+          " entries but ort_default_threading is set (ONNX Runtime chooses the thread count); "
+          "clear pinned_cores or set explicit intra_op_threads instead"));
+    }
+  } else if (options.intra_op_threads < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "intra_op_threads is ", options.intra_op_threads,
         "; it must be >= 1 (ONNX Runtime's 0 = 'all cores' is not allowed: give each session an explicit budget)"));
   }
-  if (options.inter_op_threads < 1) {
+  if (!options.ort_default_threading && options.inter_op_threads < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("inter_op_threads is ", options.inter_op_threads, "; it must be >= 1"));
   }
@@ -240,8 +249,10 @@ absl::StatusOr<std::unique_ptr<OrtRunner>> OrtRunner::Create(std::string_view on
   std::vector<ValueInfo> inputs, outputs;
   BATON_RETURN_IF_ERROR(CallOrt(display_name, "create a session", [&] {
     Ort::SessionOptions so;
-    so.SetIntraOpNumThreads(options.intra_op_threads);
-    so.SetInterOpNumThreads(options.inter_op_threads);
+    if (!options.ort_default_threading) {
+      so.SetIntraOpNumThreads(options.intra_op_threads);
+      so.SetInterOpNumThreads(options.inter_op_threads);
+    }  // else: leave ORT's 0 = "one per core" (the plain-ORT baseline only)
     so.SetGraphOptimizationLevel(static_cast<GraphOptimizationLevel>(options.graph_optimization_level));
     if (options.enable_cpu_mem_arena) {
       so.EnableCpuMemArena();

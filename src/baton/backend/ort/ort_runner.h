@@ -49,7 +49,8 @@ enum class LogSeverity { kVerbose = 0, kInfo = 1, kWarning = 2, kError = 3, kFat
 struct SessionOptions {
   // Threads that run one operator (the calling thread counts as one of them, so
   // N threads means N-1 pool workers). Must be >= 1: ONNX Runtime's "0 = one
-  // per core" default is refused, thread budgets are always explicit.
+  // per core" default is refused, thread budgets are always explicit (the one
+  // exception is ort_default_threading below).
   int intra_op_threads = 1;
   // Threads that run independent operators in parallel. ONNX Runtime only uses
   // them in its parallel execution mode, which baton does not enable, so this
@@ -75,10 +76,16 @@ struct SessionOptions {
   // What ORT itself logs for this session (model-load warnings, failing kernels).
   // Errors reach the caller as Status regardless; kFatal silences ORT's copies.
   LogSeverity log_severity = LogSeverity::kWarning;
+  // ONLY for the "plain ONNX Runtime as users run it" baseline (baseline/):
+  // leaves the intra- and inter-op thread counts at ONNX Runtime's defaults
+  // (0 = one intra-op thread per core, so concurrent sessions compete for the
+  // cores). intra_op_threads and inter_op_threads are then ignored, and
+  // pinned_cores must be empty. Every other session keeps an explicit budget.
+  bool ort_default_threading = false;
 };
 
-// Checks the options without touching ONNX Runtime (thread counts >= 1,
-// pinned_cores size and ids, known optimisation level).
+// Checks the options without touching ONNX Runtime (thread counts >= 1 unless
+// ort_default_threading, pinned_cores size and ids, known optimisation level).
 absl::Status ValidateSessionOptions(const SessionOptions& options);
 
 // One input or output of the session, as ONNX Runtime sees it.

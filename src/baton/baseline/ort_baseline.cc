@@ -1,0 +1,414 @@
+#include "baton/baseline/ort_baseline.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <span>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "baton/backend/ort/ort_runner.h"
+
+namespace baton::baseline {
+
+const char* ModeName(Mode mode) {
+  switch (mode) {
+    case Mode::kSequential: return "ort_sequential";
+    case Mode::kConcurrent: return "ort_concurrent";
+  }
+  return "unknown";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Feeds = std::vector<std::pair<std::string, const Tensor*>>;
+
+// Poisson rates above this would round the mean gap to 0 ns.
+constexpr double kMaxPerSecond = 1e9;
+
+absl::Status CheckArrival(const ModelSpec& spec) {
+  const std::string where = absl::StrCat("model '", spec.name, "': ");
+  if (const auto* p = std::get_if<dispatch::Periodic>(&spec.arrival)) {
+    if (p->period <= Duration::zero()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "periodic arrivals need a period > 0 (got ", p->period.count(), " ns)"));
+    }
+  } else if (const auto* q = std::get_if<dispatch::Poisson>(&spec.arrival)) {
+    if (!(q->per_second > 0) || !(q->per_second <= kMaxPerSecond)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "Poisson arrivals need 0 < per_second <= 1e9 (got ", q->per_second, ")"));
+    }
+  } else {
+    const auto& c = std::get<dispatch::ClosedLoop>(spec.arrival);
+    if (c.concurrency < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "closed-loop concurrency is ", c.concurrency, "; it must be >= 1"));
+    }
+    if (c.think < Duration::zero()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "closed-loop think time is ", c.think.count(), " ns; it must be >= 0"));
+    }
+  }
+  if (spec.deadline.has_value() && *spec.deadline < Duration::zero()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "deadline is ", spec.deadline->count(), " ns; it must be >= 0 (relative to arrival)"));
+  }
+  return absl::OkStatus();
+}
+
+// The requests of one model, served in arrival order: Head() is the arrival
+// instant of the oldest request not yet taken (possibly in the future), Pop()
+// takes it once it has been answered at `finish`.
+//
+// Open loop (periodic, Poisson): arrival k is generated from the slice start
+// lazily, one at a time, so a backlog costs nothing to hold. Closed loop:
+// `concurrency` requests arrive at the slice start; each answer makes the next
+// one arrive `think` after it.
+class Stream {
+ public:
+  Stream(const dispatch::Arrival& arrival, Clock::time_point start, uint64_t rng_seed)
+      : arrival_(arrival), start_(start), rng_(rng_seed) {
+    head_ = start;
+    if (const auto* c = std::get_if<dispatch::ClosedLoop>(&arrival_)) {
+      pending_.assign(static_cast<size_t>(c->concurrency), start);
+    }
+  }
+
+  Clock::time_point Head() const { return IsClosed() ? pending_.front() : head_; }
+  uint64_t index() const { return index_; }  // of the request at the head
+
+  void Pop(Clock::time_point finish) {
+    ++index_;
+    if (const auto* c = std::get_if<dispatch::ClosedLoop>(&arrival_)) {
+      pending_.pop_front();
+      pending_.push_back(finish + c->think);
+    } else if (const auto* p = std::get_if<dispatch::Periodic>(&arrival_)) {
+      // From the index, not by accumulation: exact however long the slice.
+      head_ = start_ + p->period * static_cast<Duration::rep>(index_);
+    } else {
+      const double per_second = std::get<dispatch::Poisson>(arrival_).per_second;
+      head_ += rng_.Exponential(Duration(static_cast<Duration::rep>(std::llround(1e9 / per_second))));
+    }
+  }
+
+  // Requests not yet taken that arrive in [from, to). Consumes the stream.
+  uint64_t CountUntaken(Clock::time_point from, Clock::time_point to) {
+    uint64_t n = 0;
+    if (IsClosed()) {
+      for (Clock::time_point a : pending_) n += (a >= from && a < to) ? 1 : 0;
+      return n;
+    }
+    if (const auto* p = std::get_if<dispatch::Periodic>(&arrival_)) {
+      // Arrival k is start + k * period; count k >= index_ with from <= arrival < to.
+      auto ceil_div = [](Duration a, Duration b) -> int64_t {
+        return a <= Duration::zero() ? 0 : (a + b - Duration(1)) / b;
+      };
+      const int64_t lo = std::max<int64_t>(static_cast<int64_t>(index_), ceil_div(from - start_, p->period));
+      const int64_t hi = ceil_div(to - start_, p->period);
+      return hi > lo ? static_cast<uint64_t>(hi - lo) : 0;
+    }
+    while (head_ < to) {
+      n += head_ >= from ? 1 : 0;
+      Pop(head_);
+    }
+    return n;
+  }
+
+ private:
+  bool IsClosed() const { return std::holds_alternative<dispatch::ClosedLoop>(arrival_); }
+
+  dispatch::Arrival arrival_;
+  Clock::time_point start_;
+  dispatch::Rng rng_;
+  uint64_t index_ = 0;
+  Clock::time_point head_;                  // open loop
+  std::deque<Clock::time_point> pending_;  // closed loop, nondecreasing
+};
+
+// Pins the calling thread to `core` (ORT never pins the thread that calls Run).
+absl::Status PinCallingThread(int core) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (core < 0 || core >= CPU_SETSIZE) {
+    return absl::InvalidArgumentError(absl::StrCat("core ", core, " is outside 0..", CPU_SETSIZE - 1));
+  }
+  CPU_SET(core, &set);
+  if (int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set); err != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("baseline ort_sequential: cannot pin the serving thread to core ",
+                                                   core, ": ", std::strerror(err),
+                                                   " (hint: pick cores this process may run on; see `baton devices`)"));
+  }
+  return absl::OkStatus();
+}
+
+// Holds the serving threads until all of them are ready (pinned), then starts
+// the slice clock once for all of them.
+struct StartGate {
+  std::mutex mu;
+  std::condition_variable cv;
+  int ready = 0;
+  bool released = false;
+  bool abort = false;
+  Clock::time_point start;
+};
+
+class OrtBaselineImpl final : public OrtBaseline {
+ public:
+  OrtBaselineImpl(Mode mode, std::vector<ModelSpec> models, BaselineOptions options,
+                  std::vector<std::unique_ptr<ort::OrtRunner>> runners)
+      : mode_(mode), models_(std::move(models)), options_(std::move(options)), runners_(std::move(runners)) {
+    // Borrowed feeds, built once: pointers into models_[m].samples, which never
+    // change after construction.
+    feeds_.resize(models_.size());
+    for (size_t m = 0; m < models_.size(); ++m) {
+      for (const dispatch::NamedTensors& sample : models_[m].samples) {
+        Feeds feeds;
+        for (const auto& [name, tensor] : sample) feeds.emplace_back(name, &tensor);
+        feeds_[m].push_back(std::move(feeds));
+      }
+    }
+  }
+
+  Mode mode() const override { return mode_; }
+
+  absl::StatusOr<SliceResult> RunFor(Duration duration, Duration warmup, uint64_t seed) override;
+
+ private:
+  struct Window {
+    Clock::time_point measure_from;
+    Clock::time_point end;
+  };
+  // Serves the models in `indices` on the calling thread from `start` until
+  // `window.end`, always taking the pending request with the earliest arrival
+  // (ties: the lower model index); fills results[m] for m in `indices`.
+  void Serve(std::span<const size_t> indices, Clock::time_point start, Window window, uint64_t seed,
+             std::vector<ModelResult>& results) const;
+  // The body of one serving thread: pins itself if asked, waits at the gate,
+  // serves. Writes only results[m] for m in `indices` and statuses[slot].
+  void ServingThread(std::span<const size_t> indices, std::optional<int> pin_core, StartGate& gate, Duration warmup,
+                     Duration duration, uint64_t seed, std::vector<ModelResult>& results,
+                     std::vector<absl::Status>& statuses, size_t slot) const noexcept;
+
+  Mode mode_;
+  std::vector<ModelSpec> models_;
+  BaselineOptions options_;
+  std::vector<std::unique_ptr<ort::OrtRunner>> runners_;
+  std::vector<std::vector<Feeds>> feeds_;  // [model][sample]
+  std::atomic<bool> running_{false};
+};
+
+void OrtBaselineImpl::Serve(std::span<const size_t> indices, Clock::time_point start, Window window, uint64_t seed,
+                            std::vector<ModelResult>& results) const {
+  std::vector<Stream> streams;
+  streams.reserve(indices.size());
+  for (size_t m : indices) {
+    // The same per-stream seed derivation as the virtual shell.
+    streams.emplace_back(models_[m].arrival, start, seed ^ (0x9E3779B97F4A7C15ull * (m + 1)));
+  }
+  auto in_window = [&](Clock::time_point arrival) {
+    return arrival >= window.measure_from && arrival < window.end;
+  };
+  for (;;) {
+    size_t best = 0;
+    for (size_t s = 1; s < streams.size(); ++s) {
+      if (streams[s].Head() < streams[best].Head()) best = s;
+    }
+    const Clock::time_point arrival = streams[best].Head();
+    Clock::time_point now = Clock::now();
+    if (now >= window.end) break;
+    if (arrival > now) {
+      // Nothing pending: sleep until the next arrival (or the end). Arrivals are
+      // generated by this thread, so nothing can come earlier.
+      std::this_thread::sleep_until(std::min(arrival, window.end));
+      continue;
+    }
+    const size_t m = indices[best];
+    const std::vector<Feeds>& samples = feeds_[m];
+    const Feeds& feeds = samples[streams[best].index() % samples.size()];
+    absl::StatusOr<std::vector<Tensor>> outputs = runners_[m]->Run(feeds);
+    const Clock::time_point finish = Clock::now();
+    streams[best].Pop(finish);
+    if (!in_window(arrival)) continue;  // warm-up: discarded
+    ModelResult& r = results[m];
+    if (finish > window.end) {
+      ++r.unfinished;  // started in time, answered too late to count
+    } else if (!outputs.ok()) {
+      ++r.failed;
+      if (r.first_error.empty()) r.first_error = std::string(outputs.status().message());
+    } else {
+      const Duration latency = std::chrono::duration_cast<Duration>(finish - arrival);
+      ++r.completed;
+      r.latencies.push_back(latency);
+      if (models_[m].deadline.has_value() && latency > *models_[m].deadline) ++r.deadline_missed;
+    }
+  }
+  for (size_t s = 0; s < streams.size(); ++s) {
+    results[indices[s]].unfinished += streams[s].CountUntaken(window.measure_from, window.end);
+  }
+}
+
+void OrtBaselineImpl::ServingThread(std::span<const size_t> indices, std::optional<int> pin_core, StartGate& gate,
+                                    Duration warmup, Duration duration, uint64_t seed,
+                                    std::vector<ModelResult>& results, std::vector<absl::Status>& statuses,
+                                    size_t slot) const noexcept {
+  absl::Status pinned = pin_core.has_value() ? PinCallingThread(*pin_core) : absl::OkStatus();
+  Clock::time_point start;
+  {
+    std::unique_lock lock(gate.mu);
+    statuses[slot] = std::move(pinned);
+    ++gate.ready;
+    gate.cv.notify_all();
+    gate.cv.wait(lock, [&] { return gate.released; });
+    if (gate.abort) return;
+    start = gate.start;
+  }
+  const Window window{start + warmup, start + warmup + duration};
+  try {
+    Serve(indices, start, window, seed, results);
+  } catch (const std::exception& e) {
+    // Only allocation can throw here; report it rather than terminate.
+    statuses[slot] = absl::InternalError(absl::StrCat("baseline ", ModeName(mode_), ": serving failed: ", e.what()));
+  }
+}
+
+absl::StatusOr<SliceResult> OrtBaselineImpl::RunFor(Duration duration, Duration warmup, uint64_t seed) {
+  const std::string mode_name = ModeName(mode_);
+  if (duration <= Duration::zero()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("baseline ", mode_name, ": duration is ", duration.count(), " ns; it must be > 0"));
+  }
+  if (warmup < Duration::zero()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("baseline ", mode_name, ": warm-up is ", warmup.count(), " ns; it must be >= 0"));
+  }
+  if (running_.exchange(true)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("baseline ", mode_name, ": RunFor is already running on this object; run slices one at a time"));
+  }
+  struct Reset {
+    std::atomic<bool>& flag;
+    ~Reset() { flag.store(false); }
+  } reset{running_};
+
+  // Which models each serving thread owns: all of them on one thread
+  // (sequential), or one model per thread (concurrent).
+  std::vector<std::vector<size_t>> groups;
+  if (mode_ == Mode::kSequential) {
+    groups.emplace_back();
+    for (size_t m = 0; m < models_.size(); ++m) groups[0].push_back(m);
+  } else {
+    for (size_t m = 0; m < models_.size(); ++m) groups.push_back({m});
+  }
+  std::optional<int> pin_core;
+  if (mode_ == Mode::kSequential && !options_.cores.empty()) pin_core = options_.cores[0];
+
+  SliceResult result;
+  result.models.resize(models_.size());
+  std::vector<absl::Status> statuses(groups.size());
+  StartGate gate;
+  absl::Status spawn_status;
+  {
+    std::vector<std::jthread> threads;
+    try {
+      for (size_t g = 0; g < groups.size(); ++g) {
+        threads.emplace_back([this, &groups, g, pin_core, &gate, warmup, duration, seed, &result, &statuses] {
+          ServingThread(groups[g], pin_core, gate, warmup, duration, seed, result.models, statuses, g);
+        });
+      }
+    } catch (const std::system_error& e) {
+      spawn_status = absl::ResourceExhaustedError(
+          absl::StrCat("baseline ", mode_name, ": cannot start serving thread ", threads.size() + 1, " of ",
+                       groups.size(), ": ", e.what(), " (hint: fewer models)"));
+    }
+    std::unique_lock lock(gate.mu);
+    gate.cv.wait(lock, [&] { return gate.ready == static_cast<int>(threads.size()); });
+    gate.abort = !spawn_status.ok();
+    for (const absl::Status& s : statuses) gate.abort = gate.abort || !s.ok();
+    gate.start = Clock::now();
+    gate.released = true;
+    lock.unlock();
+    gate.cv.notify_all();
+  }  // joins
+  BATON_RETURN_IF_ERROR(spawn_status);
+  for (const absl::Status& s : statuses) BATON_RETURN_IF_ERROR(s);
+  result.elapsed = duration;  // the window [start + warmup, start + warmup + duration) on the steady clock
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<OrtBaseline>> OrtBaseline::Create(Mode mode, std::vector<ModelSpec> models,
+                                                                 BaselineOptions options) {
+  const std::string mode_name = ModeName(mode);
+  if (mode != Mode::kSequential && mode != Mode::kConcurrent) {
+    return absl::InvalidArgumentError(absl::StrCat("baseline mode ", static_cast<int>(mode), " is unknown"));
+  }
+  if (models.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("baseline ", mode_name, ": no models; give at least one"));
+  }
+  ort::SessionOptions session;
+  if (mode == Mode::kSequential) {
+    session.intra_op_threads = options.threads;
+    session.pinned_cores = options.cores;
+    if (absl::Status s = ort::ValidateSessionOptions(session); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("baseline ", mode_name, ": threads/cores: ", s.message()));
+    }
+  } else {
+    session.ort_default_threading = true;
+  }
+  std::vector<std::unique_ptr<ort::OrtRunner>> runners;
+  for (const ModelSpec& spec : models) {
+    if (spec.samples.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model '", spec.name, "': no input samples; give at least one set of inputs (request i feeds sample i % n)"));
+    }
+    BATON_RETURN_IF_ERROR(CheckArrival(spec));
+    absl::StatusOr<std::unique_ptr<ort::OrtRunner>> runner =
+        ort::OrtRunner::Create(spec.onnx_bytes, session, spec.name);
+    if (!runner.ok()) {
+      // OrtRunner's message already names the model.
+      return absl::Status(runner.status().code(),
+                          absl::StrCat("baseline ", mode_name, ": ", runner.status().message()));
+    }
+    // Check the sample names here, so that a typo fails now rather than as
+    // every request failing; types and shapes are checked by every Run.
+    const std::vector<std::string> input_names = (*runner)->input_names();
+    for (size_t i = 0; i < spec.samples.size(); ++i) {
+      const dispatch::NamedTensors& sample = spec.samples[i];
+      for (const std::string& name : input_names) {
+        if (dispatch::FindTensor(sample, name) == nullptr) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("model '", spec.name, "': sample ", i, " does not feed input '", name,
+                           "' (inputs: ", absl::StrJoin(input_names, ", "), "); give one tensor per model input"));
+        }
+      }
+      for (const auto& [name, tensor] : sample) {
+        if (std::find(input_names.begin(), input_names.end(), name) == input_names.end()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("model '", spec.name, "': sample ", i, " feeds '", name,
+                           "', which is not an input (inputs: ", absl::StrJoin(input_names, ", "), ")"));
+        }
+      }
+    }
+    runners.push_back(*std::move(runner));
+  }
+  return std::unique_ptr<OrtBaseline>(
+      new OrtBaselineImpl(mode, std::move(models), std::move(options), std::move(runners)));
+}
+
+}  // namespace baton::baseline

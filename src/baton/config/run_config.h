@@ -1,0 +1,132 @@
+// The configuration of `baton run`: devices and their PUs, models with their
+// arrival processes, policies and run length. Plain structs, a YAML loader and
+// validation; no other layer is involved (the CLI turns a RunConfig into
+// executors, plans and a runtime).
+//
+// YAML form (every key optional unless marked; see docs/config.md):
+//   devices:                         # required, at least one
+//     - name: local                  # required, unique
+//       pus:                         # required, at least one
+//         - {name: cpu0, kind: cpu, threads: 1, cores: [0]}
+//         - {name: npu0, kind: emu, speed: 4.0, op_speed: {Conv: 30},
+//            unsupported_ops: [Softmax], compute: false}
+//   models:                          # required, at least one
+//     - {name: det, path: zoo:yolo, arrival: {mode: periodic, fps: 10},
+//        deadline_ms: 200, priority: 1, partitions: 3}
+//     - {name: cls, path: models/resnet.onnx, arrival: {mode: closed, concurrency: 2}}
+//     - {name: vad, path: zoo:lstm, arrival: {mode: poisson, rate: 20}}
+//   policy: {high_level: balanced, low_level: heft, stages: 0}
+//   run: {duration_s: 20, warmup_s: 2, seed: 1, baselines: true, slices: 3,
+//         max_queue: 256, max_in_flight: 64}
+//
+// Errors name the key by its path (e.g. "models[1].arrival.fps"), what is
+// wrong with it, and the fix (for an unknown key: the known keys).
+//
+// Thread-safety: value types and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "baton/core/status.h"
+
+namespace baton::config {
+
+struct PuConfig {
+  std::string name;         // unique over all devices
+  std::string kind = "cpu"; // "cpu" or "emu"
+  // cpu only
+  int threads = 1;          // intra-op threads of each session on this PU (>= 1)
+  std::vector<int> cores;   // empty, or exactly `threads` logical CPU ids
+  // emu only
+  double speed = 4.0;                      // speed-up over one host CPU thread (> 0)
+  std::map<std::string, double> op_speed;  // per-op speed-up (> 0)
+  std::vector<std::string> unsupported_ops;
+  bool compute = false;  // true: real outputs (computed on the host); false: zeros
+
+  friend bool operator==(const PuConfig&, const PuConfig&) = default;
+};
+
+struct DeviceConfig {
+  std::string name;  // unique
+  std::vector<PuConfig> pus;
+
+  friend bool operator==(const DeviceConfig&, const DeviceConfig&) = default;
+};
+
+struct ArrivalConfig {
+  enum class Mode { kClosed, kPeriodic, kPoisson };
+  Mode mode = Mode::kClosed;
+  int concurrency = 1;  // closed: requests in flight (>= 1)
+  double fps = 0;       // periodic: requests per second (> 0)
+  double rate = 0;      // poisson: mean requests per second (> 0)
+
+  friend bool operator==(const ArrivalConfig&, const ArrivalConfig&) = default;
+};
+
+struct ModelConfig {
+  std::string name;  // unique
+  std::string path;  // an ONNX file (relative to the config file's folder) or "zoo:NAME"
+  ArrivalConfig arrival;
+  std::optional<double> deadline_ms;  // relative to arrival (> 0)
+  int priority = 0;                   // larger = more important
+  std::optional<int> partitions;      // overrides policy.stages for this model (1..64)
+
+  friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
+};
+
+struct PolicyConfig {
+  std::string high_level = "balanced";  // whole | capability | balanced
+  std::string low_level = "heft";       // any name policy::LowLevelPolicyNames() lists
+  int stages = 0;                       // balanced: partitions per model (0..64); 0 = number of PUs
+
+  friend bool operator==(const PolicyConfig&, const PolicyConfig&) = default;
+};
+
+struct RunSettings {
+  double duration_s = 10;   // measured time per mode (> 0)
+  double warmup_s = 1;      // unmeasured time before it (>= 0)
+  uint64_t seed = 1;        // inputs and Poisson arrivals
+  bool baselines = true;    // also run the plain ONNX Runtime baselines
+  int slices = 3;           // interleaving: each mode runs duration_s / slices at a time (>= 1)
+  int max_queue = 256;      // per device ready queue (>= 1)
+  int max_in_flight = 64;   // per model requests in flight (>= 1)
+
+  friend bool operator==(const RunSettings&, const RunSettings&) = default;
+};
+
+struct RunConfig {
+  std::vector<DeviceConfig> devices;
+  std::vector<ModelConfig> models;
+  PolicyConfig policy;
+  RunSettings run;
+  std::string base_dir;  // folder that relative model paths are resolved against ("" = cwd)
+
+  // Field by field (doubles exactly). Used by the ToYaml round trip.
+  friend bool operator==(const RunConfig&, const RunConfig&) = default;
+};
+
+// Parses and validates YAML text. `source` names it in errors (a file name).
+absl::StatusOr<RunConfig> ParseRunConfig(std::string_view yaml, const std::string& source);
+// Reads and parses a file; base_dir becomes the file's folder. NotFound when unreadable.
+absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path);
+// Semantic checks on a config built in code (the parsers call it too).
+absl::Status Validate(const RunConfig& config);
+
+// The embedded default workload: one device "local" with one 1-thread CPU PU
+// per core in `cores` (pinned), and a mix of zoo models in closed loop.
+RunConfig DefaultRunConfig(int cores);
+
+// YAML text that ParseRunConfig reads back into an equal config (base_dir is
+// not written; keys that do not apply to a PU's kind or a model's arrival mode
+// are left out, so those fields read back as their defaults).
+std::string ToYaml(const RunConfig& config);
+
+// "zoo:resnet" -> "resnet"; nullopt for a file path.
+std::optional<std::string> ZooName(const std::string& path);
+
+}  // namespace baton::config

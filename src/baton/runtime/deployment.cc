@@ -1,0 +1,153 @@
+#include "baton/runtime/deployment.h"
+
+#include <bit>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "baton/dispatch/from_plan.h"
+#include "baton/graph/extract.h"
+
+namespace baton::runtime {
+
+const char* HighLevelPolicyName(HighLevelPolicy policy) {
+  switch (policy) {
+    case HighLevelPolicy::kWhole: return "whole";
+    case HighLevelPolicy::kCapability: return "capability";
+    case HighLevelPolicy::kBalanced: return "balanced";
+  }
+  return "?";
+}
+
+absl::StatusOr<HighLevelPolicy> ParseHighLevelPolicy(const std::string& name) {
+  for (HighLevelPolicy p : {HighLevelPolicy::kWhole, HighLevelPolicy::kCapability, HighLevelPolicy::kBalanced}) {
+    if (name == HighLevelPolicyName(p)) return p;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown high-level policy '", name, "'; use one of: whole, capability, balanced"));
+}
+
+namespace {
+
+constexpr size_t kMaxPusPerDevice = 64;  // capability masks are 64-bit
+
+// The model's whole node list as one partition (placed nodes only: the plan
+// builder drops free constants itself).
+absl::StatusOr<partition::PartitionPlan> WholePlan(const graph::Model& model) {
+  std::vector<NodeId> all;
+  for (NodeId id : model.topo_order()) all.push_back(id);
+  return partition::BuildPlan(model, {std::move(all)});
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<DeployDevice>& devices,
+                                                              std::vector<DeployModel> models,
+                                                              const DeployProgress& progress) {
+  std::unique_ptr<Deployment> d(new Deployment());
+  absl::flat_hash_map<DeviceId, const DeployDevice*> device_by_id;
+  for (const DeployDevice& dev : devices) {
+    if (dev.pus.size() > kMaxPusPerDevice) {
+      return absl::InvalidArgumentError(absl::StrCat("device '", dev.name, "' has ", dev.pus.size(),
+                                                     " PUs; at most ", kMaxPusPerDevice, " are supported per device"));
+    }
+    for (const DeployPu& pu : dev.pus) {
+      if (pu.executor == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat("device '", dev.name, "' PU '", pu.name, "' has no executor"));
+      }
+    }
+    device_by_id.emplace(dev.id, &dev);
+  }
+
+  for (DeployModel& m : models) {
+    auto dit = device_by_id.find(m.device);
+    if (dit == device_by_id.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model '", m.name, "' is placed on device ", m.device.value, ", which does not exist"));
+    }
+    const DeployDevice& dev = *dit->second;
+    const graph::Model& model = *m.model;
+
+    // Which PUs (by index in the device) may run this model at all.
+    uint64_t allowed = 0;
+    for (size_t u = 0; u < dev.pus.size(); ++u) {
+      if (!m.fixed_pu || dev.pus[u].id == *m.fixed_pu) allowed |= uint64_t{1} << u;
+    }
+    if (allowed == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "' is fixed to PU ", m.fixed_pu->value,
+                                                     ", which device '", dev.name, "' does not have"));
+    }
+    std::vector<uint64_t> support(model.nodes().size(), 0);
+    for (size_t u = 0; u < dev.pus.size(); ++u) {
+      if (!(allowed >> u & 1)) continue;
+      std::vector<bool> capable = dev.pus[u].executor->QueryCapability(model);
+      for (size_t n = 0; n < capable.size() && n < support.size(); ++n) {
+        if (capable[n]) support[n] |= uint64_t{1} << u;
+      }
+    }
+
+    absl::StatusOr<partition::PartitionPlan> plan;
+    switch (m.high_level) {
+      case HighLevelPolicy::kWhole: plan = WholePlan(model); break;
+      case HighLevelPolicy::kCapability: plan = partition::CutForPus(model, support, 1); break;
+      case HighLevelPolicy::kBalanced: {
+        const int k = m.stages > 0 ? m.stages : static_cast<int>(std::popcount(allowed));
+        plan = partition::CutForPus(model, support, k);
+        break;
+      }
+    }
+    if (!plan.ok()) {
+      return absl::Status(plan.status().code(), absl::StrCat("model '", m.name, "': ", plan.status().message()));
+    }
+
+    DeployedModel out;
+    out.id = m.id;
+    out.name = m.name;
+    out.model = m.model;
+    std::vector<dispatch::Placement> placement;
+    for (const partition::Partition& p : plan->partitions) {
+      uint64_t mask = allowed;
+      for (NodeId n : p.nodes) mask &= support[n.value];
+      std::vector<PuId> capable;
+      if (mask == 0) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "model '", m.name, "' partition '", p.name, "' (high-level policy ", HighLevelPolicyName(m.high_level),
+            "): no single PU of device '", dev.name,
+            "' supports all of its nodes; use high_level: capability or balanced, which cut where op support changes"));
+      }
+      BATON_ASSIGN_OR_RETURN(graph::Submodel sub, graph::ExtractSubmodel(model, p.nodes, p.name));
+      absl::flat_hash_map<std::string, const backend::PreparedPartition*> shared;
+      for (size_t u = 0; u < dev.pus.size(); ++u) {
+        if (!(mask >> u & 1)) continue;
+        const DeployPu& pu = dev.pus[u];
+        const backend::PreparedPartition* runner = nullptr;
+        if (auto it = shared.find(pu.share_key); !pu.share_key.empty() && it != shared.end()) {
+          runner = it->second;
+        } else {
+          absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> prepared = pu.executor->Prepare(model, sub);
+          if (!prepared.ok()) {
+            return absl::Status(prepared.status().code(),
+                                absl::StrCat("model '", m.name, "' partition '", p.name, "' on PU '", pu.name,
+                                             "': ", prepared.status().message()));
+          }
+          runner = prepared->get();
+          d->prepared_.push_back(std::move(*prepared));
+          if (!pu.share_key.empty()) shared.emplace(pu.share_key, runner);
+        }
+        d->runners_.Set(m.id, p.id, pu.id, runner);
+        capable.push_back(pu.id);
+        if (progress) progress(m.name, p.name, pu.name);
+      }
+      out.capable_pus.push_back(std::move(capable));
+      placement.push_back(dispatch::Placement{m.device, m.fixed_pu});
+    }
+    BATON_ASSIGN_OR_RETURN(out.graph, dispatch::ModelGraphFromPlan(*plan, placement));
+    out.graph.name = m.name;
+    out.plan = std::move(*plan);
+    d->models_.push_back(std::move(out));
+  }
+  return d;
+}
+
+}  // namespace baton::runtime

@@ -1,0 +1,247 @@
+// The threaded runtime shell: the same HighLevelCore and LowLevelCores that
+// the virtual-time shell drives, driven here by real time, real threads and
+// real executors (backend::PreparedPartition).
+//
+// Threads and who owns what:
+//   * one dispatcher thread owns the HL core. It takes client requests and
+//     completions from its mailbox, runs the HL core, hands assignments to the
+//     devices' ports, ticks every core at its NextExpiry, and calls the
+//     clients' callbacks;
+//   * each device's LL core sits behind that device's mutex. The port
+//     (LocalPort::Submit) runs OnAssignment under it on the dispatcher thread;
+//     a PU worker runs OnPuFinished under it on its own thread when a run ends;
+//   * one worker thread per PU, pinned to its core(s) when the PU says so, runs
+//     one partition at a time. An emulated PU whose charged time is longer than
+//     the call sleeps (costs no CPU) until the charged end.
+// Completions go from the LL side to the dispatcher's mailbox (never into the
+// HL core directly), so the HL core is only ever touched by one thread.
+// Lock order: device mutex, then mailbox mutex; nothing is called while the
+// mailbox mutex is held.
+//
+// Time: Now() is steady_clock time since the runtime was created; deadlines in
+// RequestOptions are on this clock (Now() + budget).
+//
+// Exactly once: every Submit is answered by exactly one callback, OK with the
+// model outputs or an error (see HighLevelCore for the codes; Unavailable when
+// submitted after Stop).
+//
+// Example:
+//   RunnerTable runners;  runners.Set(model, partition, pu, prepared.get());
+//   auto rt = Runtime::Create(std::move(devices), &latency, &runners);
+//   (*rt)->AddModel(model, graph);
+//   (*rt)->Start();
+//   auto answer = (*rt)->Submit(model, std::move(inputs), {.deadline = (*rt)->Now() + 50ms}).get();
+//   (*rt)->Stop();
+//
+// Thread-safety: Submit, Now, Drain, pu_stats, stats and ResetStats may be
+// called from any thread (including from inside a callback); AddModel and
+// set_observer only before Start. Callbacks run on the dispatcher thread: keep
+// them short, and never call Drain or Stop from one.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "baton/backend/executor.h"
+#include "baton/core/ids.h"
+#include "baton/core/status.h"
+#include "baton/core/time.h"
+#include "baton/dispatch/high_level.h"
+#include "baton/dispatch/low_level.h"
+#include "baton/dispatch/messages.h"
+#include "baton/dispatch/observer.h"
+#include "baton/dispatch/port.h"
+#include "baton/policy/latency_model.h"
+#include "baton/policy/policy.h"
+
+namespace baton::runtime {
+
+using dispatch::NamedTensors;
+
+struct PuSetup {
+  PuId id;                     // unique over the whole runtime (all devices)
+  std::string name;            // for reports and traces
+  std::string kind;            // "cpu", "emu", ...
+  std::vector<int> pin_cores;  // the PU's worker thread pins itself to these; empty = not pinned
+};
+
+struct DeviceSetup {
+  DeviceId id;
+  std::string name;
+  std::vector<PuSetup> pus;
+  std::unique_ptr<policy::LowLevelPolicy> policy;
+  size_t max_queue = 256;
+};
+
+// Which prepared partition runs partition `p` of model `m` on PU `u`. Fill it
+// before Start; it is read-only (and so thread-safe) afterwards. Borrowed
+// pointers: the PreparedPartitions must outlive the runtime.
+class RunnerTable {
+ public:
+  void Set(ModelId model, PartitionId partition, PuId pu, const backend::PreparedPartition* runner);
+  const backend::PreparedPartition* Find(ModelId model, PartitionId partition, PuId pu) const;
+
+ private:
+  absl::flat_hash_map<policy::LatencyKey, const backend::PreparedPartition*> table_;
+};
+
+struct RequestResult {
+  RequestId id;
+  ModelId model;
+  absl::Status status;
+  NamedTensors outputs;  // the model outputs when OK
+  Time submitted{};      // Now() when Submit was called
+  Time finished{};       // when the HL core answered it
+};
+using DoneCallback = std::function<void(RequestResult)>;
+
+// One partition run on a PU (kept when RuntimeOptions::record_runs).
+struct PuRun {
+  PuId pu;
+  DeviceId device;
+  ModelId model;
+  RequestId request;
+  PartitionId partition;
+  Time start{};
+  Time end{};  // when the PU became free again
+  bool ok = true;
+};
+
+struct PuStats {
+  PuId pu;
+  DeviceId device;
+  std::string name;
+  std::string kind;
+  Duration busy{};  // since the last ResetStats
+  uint64_t runs = 0;
+  uint64_t failures = 0;
+};
+
+struct RuntimeStats {
+  dispatch::HighLevelStats high_level;
+  std::vector<dispatch::LowLevelStats> devices;  // in DeviceSetup order
+  Duration window{};  // time since the last ResetStats (or Start)
+};
+
+struct RuntimeOptions {
+  bool record_runs = false;  // keep every PuRun (for traces); costs memory per run
+};
+
+class Runtime {
+ public:
+  // Errors: no devices, duplicate device or PU ids, a device the LL core
+  // refuses (see LowLevelCore::Create), null latency or runners. `latency`
+  // and `runners` are borrowed; the runtime Observes every measured run time
+  // into `latency` and marks PUs without a runner incapable.
+  static absl::StatusOr<std::unique_ptr<Runtime>> Create(std::vector<DeviceSetup> devices,
+                                                         policy::OnlineLatencyModel* latency,
+                                                         const RunnerTable* runners, RuntimeOptions options = {});
+  ~Runtime();  // Stop()
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Before Start. Errors: HighLevelCore::AddModel's, a partition placed on an
+  // unknown device, a partition with no runner on any PU of its device, or a
+  // fixed_pu without a runner.
+  absl::Status AddModel(ModelId id, dispatch::ModelGraph graph, dispatch::ModelOptions options = {});
+  // Starts the threads. Errors: called twice, or after Stop.
+  absl::Status Start();
+
+  // A request; `done` is called exactly once (see above).
+  RequestId Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done);
+  std::future<RequestResult> Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options = {});
+
+  Time Now() const;
+  // Blocks until every request submitted so far is answered.
+  void Drain();
+  // Drains, then stops and joins every thread. Idempotent.
+  void Stop();
+
+  // Requests submitted and not answered yet.
+  size_t pending() const { return pending_.load(); }
+  std::vector<PuStats> pu_stats() const;
+  RuntimeStats stats() const;
+  // Zeroes the PU busy times and run counts and restarts the stats window
+  // (the start of a measurement).
+  void ResetStats();
+  // Every recorded run (RuntimeOptions::record_runs), in per-PU order; call after Stop.
+  std::vector<PuRun> TakeRuns();
+
+  // Attached to every core; called from several threads (the dispatcher and
+  // the PU workers), so it must synchronise itself. Before Start only.
+  void set_observer(dispatch::DispatchObserver* observer);
+
+ private:
+  struct Pu;
+  struct Device;
+  class LocalPort;
+  struct NewRequest {
+    RequestId id;
+    ModelId model;
+    NamedTensors inputs;
+    dispatch::RequestOptions options;
+    DoneCallback done;
+    Time submitted{};
+  };
+  struct Client {
+    DoneCallback done;
+    Time submitted{};
+  };
+  using MailItem = std::variant<NewRequest, dispatch::Completion>;
+
+  Runtime(policy::OnlineLatencyModel* latency, const RunnerTable* runners, RuntimeOptions options);
+
+  void DispatcherLoop();
+  void Apply(dispatch::HighLevelActions actions);
+  // Under the device mutex: carries out LL actions; completions are appended to `completions`.
+  void ApplyLocked(Device& device, dispatch::LowLevelActions actions, std::vector<dispatch::Completion>& completions);
+  void PostCompletions(std::vector<dispatch::Completion> completions);
+  void PuLoop(Device& device, Pu& pu);
+  std::optional<Time> NextWake();
+
+  policy::OnlineLatencyModel* latency_;
+  const RunnerTable* runners_;
+  RuntimeOptions options_;
+  const std::chrono::steady_clock::time_point epoch_;
+
+  dispatch::HighLevelCore hl_;  // dispatcher thread only (after Start)
+  std::vector<std::unique_ptr<Device>> devices_;
+  absl::flat_hash_map<DeviceId, Device*> device_by_id_;
+  absl::flat_hash_map<RequestId, Client> clients_;  // dispatcher thread only
+
+  mutable std::mutex mail_mu_;
+  std::condition_variable mail_cv_;
+  std::deque<MailItem> mail_;  // guarded by mail_mu_
+  bool stopping_ = false;      // guarded by mail_mu_
+  bool accepting_ = true;      // guarded by mail_mu_
+
+  std::atomic<uint32_t> next_request_{1};
+  std::atomic<size_t> pending_{0};
+  std::mutex drain_mu_;
+  std::condition_variable drain_cv_;
+
+  mutable std::mutex stats_mu_;
+  Time window_start_{};  // guarded by stats_mu_
+  dispatch::HighLevelStats hl_stats_;  // guarded by stats_mu_; the dispatcher's copy
+
+  enum class State { kCreated, kRunning, kStopped };
+  std::atomic<State> state_{State::kCreated};
+  std::mutex stop_mu_;
+  std::thread dispatcher_;
+  dispatch::DispatchObserver* observer_ = nullptr;
+};
+
+}  // namespace baton::runtime

@@ -1,0 +1,257 @@
+// The plain-ONNX-Runtime baselines on small zoo models. Real time is involved,
+// so assertions use only counts that do not depend on speed (arrivals inside
+// the window, latencies.size() == completed) or loose bounds; no two separately
+// measured timings are compared.
+#include "baton/baseline/ort_baseline.h"
+
+#include <sched.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "baton/graph/model.h"
+#include "baton/verify/verify.h"
+#include "baton/zoo/zoo.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace baton::baseline {
+namespace {
+
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+// A ModelSpec for the small variant of zoo model `zoo_name`, with `num_samples`
+// random input sets.
+ModelSpec ZooSpec(const std::string& zoo_name, dispatch::Arrival arrival, int num_samples = 2) {
+  ModelSpec spec;
+  spec.name = zoo_name + "_small";
+  spec.arrival = arrival;
+  auto bytes = zoo::Generate(zoo_name, /*small=*/true);
+  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  if (!bytes.ok()) return spec;
+  spec.onnx_bytes = *bytes;
+  auto model = graph::Model::LoadBytes(spec.onnx_bytes, spec.name);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return spec;
+  for (int s = 0; s < num_samples; ++s) {
+    auto inputs = verify::RandomInputs(**model, /*seed=*/100 + s);
+    EXPECT_TRUE(inputs.ok()) << inputs.status();
+    if (inputs.ok()) spec.samples.push_back(*std::move(inputs));
+  }
+  return spec;
+}
+
+std::vector<ModelSpec> TwoClosedLoopModels() {
+  std::vector<ModelSpec> models;
+  models.push_back(ZooSpec("mobilenetv2", dispatch::ClosedLoop{.concurrency = 1}));
+  models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{.concurrency = 2}));
+  return models;
+}
+
+BaselineOptions Threads(int threads, std::vector<int> cores = {}) {
+  BaselineOptions options;
+  options.threads = threads;
+  options.cores = std::move(cores);
+  return options;
+}
+
+void ExpectConsistent(const ModelResult& r) {
+  EXPECT_EQ(r.latencies.size(), r.completed);
+  EXPECT_LE(r.deadline_missed, r.completed);
+  for (Duration latency : r.latencies) EXPECT_GT(latency, Duration::zero());
+  EXPECT_EQ(r.first_error.empty(), r.failed == 0) << r.first_error;
+}
+
+TEST(OrtBaselineTest, ModeNames) {
+  EXPECT_STREQ(ModeName(Mode::kSequential), "ort_sequential");
+  EXPECT_STREQ(ModeName(Mode::kConcurrent), "ort_concurrent");
+}
+
+TEST(OrtBaselineTest, BothModesServeTwoClosedLoopModelsAndCanRunAgain) {
+  for (Mode mode : {Mode::kSequential, Mode::kConcurrent}) {
+    SCOPED_TRACE(ModeName(mode));
+    auto baseline = OrtBaseline::Create(mode, TwoClosedLoopModels(), Threads(2));
+    ASSERT_TRUE(baseline.ok()) << baseline.status();
+    EXPECT_EQ((*baseline)->mode(), mode);
+    for (uint64_t seed : {1u, 2u}) {  // sessions are reused across slices
+      auto slice = (*baseline)->RunFor(300ms, 50ms, seed);
+      ASSERT_TRUE(slice.ok()) << slice.status();
+      EXPECT_EQ(slice->elapsed, Duration(300ms));
+      ASSERT_EQ(slice->models.size(), 2u);
+      for (const ModelResult& r : slice->models) {
+        ExpectConsistent(r);
+        EXPECT_GT(r.completed, 0u);
+        EXPECT_EQ(r.failed, 0u) << r.first_error;
+        EXPECT_EQ(r.deadline_missed, 0u);  // no deadline set
+        // Closed loop: at most `concurrency` requests can be waiting at the end.
+        EXPECT_LE(r.unfinished, 2u);
+      }
+    }
+  }
+}
+
+TEST(OrtBaselineTest, PeriodicArrivalsCompleteAboutDurationTimesFps) {
+  // 20 fps for 0.5 s after a 0.1 s warm-up: arrivals at k * 50 ms, k = 2..11
+  // fall in the window, so exactly 10 requests arrive in it; a request takes a
+  // few ms, so (loosely) most of them complete.
+  for (Mode mode : {Mode::kSequential, Mode::kConcurrent}) {
+    SCOPED_TRACE(ModeName(mode));
+    std::vector<ModelSpec> models;
+    models.push_back(ZooSpec("mobilenetv2", dispatch::Periodic{.period = 50ms}));
+    auto baseline = OrtBaseline::Create(mode, std::move(models), {});
+    ASSERT_TRUE(baseline.ok()) << baseline.status();
+    auto slice = (*baseline)->RunFor(500ms, 100ms, 1);
+    ASSERT_TRUE(slice.ok()) << slice.status();
+    const ModelResult& r = slice->models[0];
+    ExpectConsistent(r);
+    EXPECT_EQ(r.completed + r.failed + r.unfinished, 10u);
+    EXPECT_GE(r.completed, 5u);
+    EXPECT_LE(r.completed, 15u);
+  }
+}
+
+TEST(OrtBaselineTest, PoissonArrivalsAreServed) {
+  std::vector<ModelSpec> models;
+  models.push_back(ZooSpec("mobilenetv2", dispatch::Poisson{.per_second = 50}));
+  models.push_back(ZooSpec("lstm", dispatch::Poisson{.per_second = 50}));
+  auto baseline = OrtBaseline::Create(Mode::kSequential, std::move(models), {});
+  ASSERT_TRUE(baseline.ok()) << baseline.status();
+  auto slice = (*baseline)->RunFor(300ms, 0ms, 7);
+  ASSERT_TRUE(slice.ok()) << slice.status();
+  for (const ModelResult& r : slice->models) {
+    ExpectConsistent(r);
+    // The first arrival is at the slice start, so each model has at least one.
+    EXPECT_GT(r.completed + r.unfinished, 0u);
+  }
+}
+
+TEST(OrtBaselineTest, OneNanosecondDeadlineIsAlwaysMissed) {
+  for (Mode mode : {Mode::kSequential, Mode::kConcurrent}) {
+    SCOPED_TRACE(ModeName(mode));
+    std::vector<ModelSpec> models = TwoClosedLoopModels();
+    for (ModelSpec& m : models) m.deadline = Duration(1);
+    auto baseline = OrtBaseline::Create(mode, std::move(models), {});
+    ASSERT_TRUE(baseline.ok()) << baseline.status();
+    auto slice = (*baseline)->RunFor(200ms, 0ms, 3);
+    ASSERT_TRUE(slice.ok()) << slice.status();
+    for (const ModelResult& r : slice->models) {
+      ExpectConsistent(r);
+      EXPECT_GT(r.completed, 0u);
+      EXPECT_EQ(r.deadline_missed, r.completed);
+    }
+  }
+}
+
+TEST(OrtBaselineTest, SequentialServesTheEarliestArrivalFirst) {
+  // Two closed-loop models with one request each: whichever is answered, the
+  // other one has been waiting longer, so the server alternates between them
+  // even though one model is slower than the other.
+  std::vector<ModelSpec> models;
+  models.push_back(ZooSpec("mobilenetv2", dispatch::ClosedLoop{.concurrency = 1}));
+  models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{.concurrency = 1}));
+  auto baseline = OrtBaseline::Create(Mode::kSequential, std::move(models), {});
+  ASSERT_TRUE(baseline.ok()) << baseline.status();
+  auto slice = (*baseline)->RunFor(300ms, 50ms, 5);
+  ASSERT_TRUE(slice.ok()) << slice.status();
+  const double a = static_cast<double>(slice->models[0].completed);
+  const double b = static_cast<double>(slice->models[1].completed);
+  ASSERT_GT(a, 0);
+  ASSERT_GT(b, 0);
+  EXPECT_GE(a / b, 0.5);
+  EXPECT_LE(a / b, 2.0);
+}
+
+TEST(OrtBaselineTest, SequentialPinsToAnAllowedCore) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  int core = 0;
+  while (core < CPU_SETSIZE && !CPU_ISSET(core, &allowed)) ++core;
+  ASSERT_LT(core, CPU_SETSIZE);
+  std::vector<ModelSpec> models;
+  models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{.concurrency = 1}));
+  auto baseline = OrtBaseline::Create(Mode::kSequential, std::move(models), Threads(1, {core}));
+  ASSERT_TRUE(baseline.ok()) << baseline.status();
+  auto slice = (*baseline)->RunFor(100ms, 0ms, 1);
+  ASSERT_TRUE(slice.ok()) << slice.status();
+  EXPECT_GT(slice->models[0].completed, 0u);
+}
+
+TEST(OrtBaselineTest, RunTimeFailuresAreCountedWithTheFirstError) {
+  // The sample names the right input but has the wrong shape: Create accepts
+  // it (only names are checked up front) and every request fails.
+  std::vector<ModelSpec> models;
+  models.push_back(ZooSpec("mobilenetv2", dispatch::ClosedLoop{.concurrency = 1}, 1));
+  ASSERT_EQ(models[0].samples.size(), 1u);
+  models[0].samples[0][0].second = Tensor(dtype::kFloat, {1, 1});
+  auto baseline = OrtBaseline::Create(Mode::kConcurrent, std::move(models), {});
+  ASSERT_TRUE(baseline.ok()) << baseline.status();
+  auto slice = (*baseline)->RunFor(100ms, 0ms, 1);
+  ASSERT_TRUE(slice.ok()) << slice.status();
+  const ModelResult& r = slice->models[0];
+  ExpectConsistent(r);
+  EXPECT_EQ(r.completed, 0u);
+  EXPECT_GT(r.failed, 0u);
+  EXPECT_THAT(r.first_error, HasSubstr("mobilenetv2_small"));
+}
+
+TEST(OrtBaselineTest, CreateErrorsNameTheProblem) {
+  auto none = OrtBaseline::Create(Mode::kSequential, {}, {});
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(none.status().message(), HasSubstr("no models"));
+
+  {
+    std::vector<ModelSpec> models;
+    models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{}));
+    models[0].samples.clear();
+    auto r = OrtBaseline::Create(Mode::kConcurrent, std::move(models), {});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("model 'lstm_small'"));
+    EXPECT_THAT(r.status().message(), HasSubstr("samples"));
+  }
+  for (Mode mode : {Mode::kSequential, Mode::kConcurrent}) {
+    std::vector<ModelSpec> models;
+    models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{}));
+    models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{}));
+    models[1].name = "garbage.onnx";
+    models[1].onnx_bytes = "this is not an onnx model";
+    auto r = OrtBaseline::Create(mode, std::move(models), {});
+    ASSERT_FALSE(r.ok());
+    EXPECT_THAT(r.status().message(), HasSubstr("garbage.onnx"));
+  }
+  {
+    std::vector<ModelSpec> models;
+    models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{}));
+    models[0].samples[0][0].first = "not_an_input";
+    auto r = OrtBaseline::Create(Mode::kSequential, std::move(models), {});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("does not feed input"));
+  }
+  {
+    std::vector<ModelSpec> models;
+    models.push_back(ZooSpec("lstm", dispatch::Periodic{.period = Duration(0)}));
+    auto r = OrtBaseline::Create(Mode::kSequential, std::move(models), {});
+    EXPECT_THAT(r.status().message(), HasSubstr("period > 0"));
+  }
+  for (BaselineOptions bad : {Threads(0), Threads(2, {0})}) {
+    std::vector<ModelSpec> models;
+    models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{}));
+    auto r = OrtBaseline::Create(Mode::kSequential, std::move(models), bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("ort_sequential"));
+  }
+}
+
+TEST(OrtBaselineTest, RunForRejectsBadDurations) {
+  std::vector<ModelSpec> models;
+  models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{}));
+  auto baseline = OrtBaseline::Create(Mode::kSequential, std::move(models), {});
+  ASSERT_TRUE(baseline.ok()) << baseline.status();
+  EXPECT_EQ((*baseline)->RunFor(0ms, 0ms, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*baseline)->RunFor(10ms, -1ms, 1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace baton::baseline

@@ -1,0 +1,448 @@
+// The threaded runtime shell: exactly-once answers, deadlines, back-pressure
+// and lifecycle with fake partitions (no ONNX Runtime), then correctness of
+// partitioned execution on every zoo model under every low-level policy with
+// 1, 2 and 4 CPU PUs, and with emulated accelerators that force partitions
+// onto CPU PUs.
+#include "baton/runtime/runtime.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "baton/backend/emu/emu_executor.h"
+#include "baton/backend/ort/cpu_executor.h"
+#include "baton/dispatch/workload.h"
+#include "baton/runtime/deployment.h"
+#include "baton/verify/verify.h"
+#include "baton/zoo/zoo.h"
+#include "dispatch_test_util.h"
+
+namespace baton::runtime {
+namespace {
+
+using dispatch::ModelGraph;
+using dispatch::PartitionNode;
+using dispatch::RequestOptions;
+using dispatch::testing::Scalar;
+using dispatch::testing::ValueOf;
+using namespace std::chrono_literals;
+
+// y = x + add, after `work` of wall time (sleeping) and charging `charged`.
+class FakePartition : public backend::PreparedPartition {
+ public:
+  FakePartition(std::string in, std::string out, int64_t add, Duration work = {}, Duration charged = {})
+      : in_(std::move(in)), out_(std::move(out)), add_(add), work_(work), charged_(charged) {}
+  absl::StatusOr<backend::RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs) const override {
+    const Tensor* x = nullptr;
+    for (const auto& [name, t] : inputs) {
+      if (name == in_) x = t;
+    }
+    if (x == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing input ", in_));
+    if (work_ > Duration(0)) std::this_thread::sleep_for(work_);
+    backend::RunResult r;
+    r.outputs.emplace_back(out_, Scalar(ValueOf(*x) + add_));
+    r.busy = charged_;
+    return r;
+  }
+
+ private:
+  std::string in_, out_;
+  int64_t add_;
+  Duration work_, charged_;
+};
+
+// x -> (p0: +1) -> a -> (p1: +10) -> y, on device 0.
+ModelGraph Chain(const std::string& name) {
+  ModelGraph g;
+  g.name = name;
+  g.inputs = {"x"};
+  g.outputs = {"y"};
+  g.partitions.push_back(PartitionNode{PartitionId(0), name + ".p0", {"x"}, {"a"}, DeviceId(0), std::nullopt});
+  g.partitions.push_back(PartitionNode{PartitionId(1), name + ".p1", {"a"}, {"y"}, DeviceId(0), std::nullopt});
+  return g;
+}
+
+dispatch::NamedTensors Input(int64_t v) {
+  dispatch::NamedTensors in;
+  in.emplace_back("x", Scalar(v));
+  return in;
+}
+
+struct FakeSystem {
+  std::unique_ptr<policy::OnlineLatencyModel> latency = *policy::OnlineLatencyModel::Create({});
+  RunnerTable runners;
+  std::vector<std::unique_ptr<FakePartition>> parts;
+  std::unique_ptr<Runtime> rt;
+
+  // `models` chain models on one device with `pus` PUs running `policy`.
+  FakeSystem(int models, int pus, const std::string& policy_name, Duration work = {}, Duration charged = {},
+             dispatch::ModelOptions model_options = {}, size_t max_queue = 256) {
+    DeviceSetup dev;
+    dev.id = DeviceId(0);
+    dev.name = "local";
+    dev.max_queue = max_queue;
+    for (int u = 0; u < pus; ++u) dev.pus.push_back(PuSetup{PuId(u), absl::StrCat("pu", u), "cpu", {}});
+    dev.policy = *policy::MakeLowLevelPolicy(policy_name);
+    std::vector<DeviceSetup> devices;
+    devices.push_back(std::move(dev));
+    for (int m = 0; m < models; ++m) {
+      parts.push_back(std::make_unique<FakePartition>("x", "a", 1, work, charged));
+      parts.push_back(std::make_unique<FakePartition>("a", "y", 10, work, charged));
+      for (int u = 0; u < pus; ++u) {
+        runners.Set(ModelId(m), PartitionId(0), PuId(u), parts[parts.size() - 2].get());
+        runners.Set(ModelId(m), PartitionId(1), PuId(u), parts.back().get());
+      }
+    }
+    rt = std::move(*Runtime::Create(std::move(devices), latency.get(), &runners, {.record_runs = true}));
+    for (int m = 0; m < models; ++m) {
+      EXPECT_TRUE(rt->AddModel(ModelId(m), Chain(absl::StrCat("m", m)), model_options).ok());
+    }
+  }
+};
+
+TEST(Runtime, ChainAnswersEveryRequestWithTheRightOutput) {
+  FakeSystem sys(2, 2, "heft", {}, {}, dispatch::ModelOptions{.max_in_flight = 256});
+  ASSERT_TRUE(sys.rt->Start().ok());
+  std::vector<std::future<RequestResult>> answers;
+  for (int i = 0; i < 200; ++i) answers.push_back(sys.rt->Submit(ModelId(i % 2), Input(i)));
+  for (int i = 0; i < 200; ++i) {
+    RequestResult r = answers[i].get();
+    ASSERT_TRUE(r.status.ok()) << r.status;
+    ASSERT_EQ(r.outputs.size(), 1u);
+    EXPECT_EQ(r.outputs[0].first, "y");
+    EXPECT_EQ(ValueOf(r.outputs[0].second), i + 11);
+    EXPECT_EQ(r.model, ModelId(i % 2));
+    EXPECT_LE(r.submitted, r.finished);
+  }
+  sys.rt->Stop();
+  uint64_t runs = 0;
+  for (const PuStats& s : sys.rt->pu_stats()) runs += s.runs;
+  EXPECT_EQ(runs, 400u);
+  EXPECT_EQ(sys.rt->TakeRuns().size(), 400u);
+  EXPECT_EQ(sys.rt->stats().high_level.answered_ok, 200u);
+}
+
+TEST(Runtime, SubmitBeforeStartAndAfterStopIsAnsweredAtOnce) {
+  FakeSystem sys(1, 1, "fifo");
+  RequestResult early = sys.rt->Submit(ModelId(0), Input(1)).get();
+  EXPECT_EQ(early.status.code(), absl::StatusCode::kFailedPrecondition) << early.status;
+  ASSERT_TRUE(sys.rt->Start().ok());
+  EXPECT_FALSE(sys.rt->Start().ok());
+  EXPECT_TRUE(sys.rt->Submit(ModelId(0), Input(1)).get().status.ok());
+  sys.rt->Stop();
+  sys.rt->Stop();  // idempotent
+  RequestResult late = sys.rt->Submit(ModelId(0), Input(1)).get();
+  EXPECT_EQ(late.status.code(), absl::StatusCode::kUnavailable) << late.status;
+}
+
+TEST(Runtime, UnknownModelAndBadInputsAreErrorsNotCrashes) {
+  FakeSystem sys(1, 1, "fifo");
+  ASSERT_TRUE(sys.rt->Start().ok());
+  EXPECT_EQ(sys.rt->Submit(ModelId(9), Input(1)).get().status.code(), absl::StatusCode::kNotFound);
+  dispatch::NamedTensors wrong;
+  wrong.emplace_back("nope", Scalar(1));
+  EXPECT_EQ(sys.rt->Submit(ModelId(0), std::move(wrong)).get().status.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Runtime, ExpiredWorkIsDroppedAsDeadlineExceeded) {
+  // Each partition takes 20 ms; a 5 ms budget cannot be met.
+  FakeSystem sys(1, 1, "fifo", 20ms);
+  ASSERT_TRUE(sys.rt->Start().ok());
+  std::vector<std::future<RequestResult>> answers;
+  for (int i = 0; i < 5; ++i) {
+    answers.push_back(sys.rt->Submit(ModelId(0), Input(i), RequestOptions{sys.rt->Now() + 5ms, 0}));
+  }
+  for (auto& a : answers) EXPECT_EQ(a.get().status.code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(Runtime, FullModelQueueRejectsAtOnceWithResourceExhausted) {
+  FakeSystem sys(1, 1, "fifo", 5ms, {}, dispatch::ModelOptions{.max_in_flight = 2});
+  ASSERT_TRUE(sys.rt->Start().ok());
+  std::vector<std::future<RequestResult>> answers;
+  for (int i = 0; i < 6; ++i) answers.push_back(sys.rt->Submit(ModelId(0), Input(i)));
+  int ok = 0, rejected = 0;
+  for (auto& a : answers) {
+    const absl::StatusCode code = a.get().status.code();
+    ok += code == absl::StatusCode::kOk;
+    rejected += code == absl::StatusCode::kResourceExhausted;
+  }
+  EXPECT_EQ(ok + rejected, 6);
+  EXPECT_GE(rejected, 1);
+  EXPECT_GE(ok, 2);
+}
+
+TEST(Runtime, ChargedTimeHoldsThePuUntilItsEnd) {
+  // The call returns at once but charges 10 ms: each partition occupies the PU 10 ms.
+  FakeSystem sys(1, 1, "fifo", {}, 10ms);
+  ASSERT_TRUE(sys.rt->Start().ok());
+  RequestResult r = sys.rt->Submit(ModelId(0), Input(1)).get();
+  ASSERT_TRUE(r.status.ok());
+  EXPECT_GE(r.finished - r.submitted, 20ms);
+  sys.rt->Stop();
+  for (const PuRun& run : sys.rt->TakeRuns()) EXPECT_GE(run.end - run.start, 10ms);
+}
+
+TEST(Runtime, PartitionWithoutRunnerIsRefusedAtAddModel) {
+  auto latency = *policy::OnlineLatencyModel::Create({});
+  RunnerTable runners;  // empty
+  std::vector<DeviceSetup> devices(1);
+  devices[0].id = DeviceId(0);
+  devices[0].name = "local";
+  devices[0].pus.push_back(PuSetup{PuId(0), "pu0", "cpu", {}});
+  devices[0].policy = *policy::MakeLowLevelPolicy("fifo");
+  auto rt = std::move(*Runtime::Create(std::move(devices), latency.get(), &runners));
+  absl::Status s = rt->AddModel(ModelId(0), Chain("m"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("m.p0"), std::string::npos) << s;
+}
+
+// 10,000 requests over 4 models with random deadlines (some impossible), from
+// several client threads, with closed-loop resubmission from callbacks: every
+// request is answered exactly once, as completed, rejected or deadline-exceeded.
+TEST(Runtime, TenThousandRequestsAreEachAnsweredExactlyOnce) {
+  for (const char* policy : {"lsf", "edf", "heft"}) {
+    SCOPED_TRACE(policy);
+    FakeSystem sys(4, 2, policy, 20us, {}, dispatch::ModelOptions{.max_in_flight = 6}, 16);
+    ASSERT_TRUE(sys.rt->Start().ok());
+    constexpr int kRequests = 10000;
+    std::mutex mu;
+    std::vector<int> answers(kRequests + 1, 0);
+    std::map<absl::StatusCode, int> codes;
+    std::atomic<int> wrong_output{0};
+    // Each client keeps up to 8 requests in flight (a window), so the system is
+    // loaded but not flooded: some requests finish, some miss their deadline.
+    auto client = [&](int first, int count) {
+      dispatch::Rng rng(first + 1);
+      std::mutex window_mu;
+      std::condition_variable window_cv;
+      int outstanding = 0;
+      for (int i = first; i < first + count; ++i) {
+        {
+          std::unique_lock lock(window_mu);
+          window_cv.wait(lock, [&] { return outstanding < 8; });
+          ++outstanding;
+        }
+        const int model = static_cast<int>(rng.Below(4));
+        RequestOptions options;
+        options.deadline = sys.rt->Now() + std::chrono::microseconds(rng.Between(0, 4000));
+        options.priority = static_cast<int>(rng.Below(3));
+        sys.rt->Submit(ModelId(model), Input(i), options, [&, i](RequestResult r) {
+          if (r.status.ok() && ValueOf(r.outputs.at(0).second) != i + 11) ++wrong_output;
+          {
+            std::lock_guard lock(mu);
+            ++answers[i];
+            ++codes[r.status.code()];
+          }
+          std::lock_guard lock(window_mu);
+          --outstanding;
+          window_cv.notify_one();
+        });
+      }
+      std::unique_lock lock(window_mu);
+      window_cv.wait(lock, [&] { return outstanding == 0; });
+    };
+    std::vector<std::thread> clients;
+    for (int c = 0; c < 4; ++c) clients.emplace_back(client, c * (kRequests / 4), kRequests / 4);
+    for (auto& t : clients) t.join();
+    sys.rt->Drain();
+    sys.rt->Stop();
+    int total = 0;
+    for (int i = 0; i < kRequests; ++i) {
+      ASSERT_EQ(answers[i], 1) << "request " << i;
+      ++total;
+    }
+    EXPECT_EQ(total, kRequests);
+    EXPECT_EQ(wrong_output.load(), 0);
+    int accounted = 0;
+    for (auto [code, n] : codes) {
+      EXPECT_TRUE(code == absl::StatusCode::kOk || code == absl::StatusCode::kResourceExhausted ||
+                  code == absl::StatusCode::kDeadlineExceeded)
+          << absl::StatusCodeToString(code);
+      accounted += n;
+    }
+    EXPECT_EQ(accounted, kRequests);
+    EXPECT_GT(codes[absl::StatusCode::kOk], 0);
+    EXPECT_GT(codes[absl::StatusCode::kDeadlineExceeded], 0);
+    const RuntimeStats stats = sys.rt->stats();
+    EXPECT_EQ(stats.high_level.requests, static_cast<uint64_t>(kRequests));
+    EXPECT_EQ(stats.devices.at(0).violations, 0u);
+  }
+}
+
+// ---- Partitioned execution on the zoo, against whole-model ONNX Runtime ----
+
+struct ZooCase {
+  std::shared_ptr<const graph::Model> model;
+  std::vector<dispatch::NamedTensors> inputs;
+  std::vector<dispatch::NamedTensors> expected;
+};
+
+ZooCase LoadZoo(const std::string& name, int samples) {
+  ZooCase c;
+  auto bytes = zoo::Generate(name, /*small=*/true);
+  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  auto model = graph::Model::LoadBytes(*bytes, name);
+  EXPECT_TRUE(model.ok()) << model.status();
+  c.model = *model;
+  for (int s = 0; s < samples; ++s) {
+    auto in = verify::RandomInputs(*c.model, 100 + s);
+    EXPECT_TRUE(in.ok()) << in.status();
+    auto out = verify::RunWholeModel(*c.model, *in);
+    EXPECT_TRUE(out.ok()) << out.status();
+    c.inputs.push_back(std::move(*in));
+    c.expected.push_back(std::move(*out));
+  }
+  return c;
+}
+
+dispatch::NamedTensors CloneAll(const dispatch::NamedTensors& in) {
+  dispatch::NamedTensors out;
+  for (const auto& [n, t] : in) out.emplace_back(n, t.Clone());
+  return out;
+}
+
+// Runs `rounds` requests per sample through a runtime over `deployment` with
+// PUs `pus` (a subset of the deployment's) and checks every output.
+void RunAndCompare(const Deployment& deployment, const ZooCase& c, const std::vector<PuSetup>& pus,
+                   const std::string& policy_name, bool fix_pus, const std::string& label) {
+  SCOPED_TRACE(label);
+  auto latency = *policy::OnlineLatencyModel::Create({});
+  std::vector<DeviceSetup> devices(1);
+  devices[0].id = DeviceId(0);
+  devices[0].name = "local";
+  devices[0].pus = pus;
+  devices[0].policy = *policy::MakeLowLevelPolicy(policy_name);
+  auto rt_or = Runtime::Create(std::move(devices), latency.get(), &deployment.runners());
+  ASSERT_TRUE(rt_or.ok()) << rt_or.status();
+  std::unique_ptr<Runtime> rt = std::move(*rt_or);
+  const DeployedModel& m = deployment.models().at(0);
+  ModelGraph graph = m.graph;
+  if (fix_pus) {
+    // `fixed`: partition i on the i-th of the PUs that can run it (among `pus`).
+    for (size_t p = 0; p < graph.partitions.size(); ++p) {
+      std::vector<PuId> usable;
+      for (PuId id : m.capable_pus[p]) {
+        for (const PuSetup& s : pus) {
+          if (s.id == id) usable.push_back(id);
+        }
+      }
+      ASSERT_FALSE(usable.empty());
+      graph.partitions[p].fixed_pu = usable[p % usable.size()];
+    }
+  }
+  ASSERT_TRUE(rt->AddModel(m.id, graph).ok());
+  ASSERT_TRUE(rt->Start().ok());
+  std::vector<std::future<RequestResult>> answers;
+  constexpr int kRounds = 2;
+  for (int r = 0; r < kRounds; ++r) {
+    for (size_t s = 0; s < c.inputs.size(); ++s) {
+      RequestOptions options{rt->Now() + 60s, static_cast<int>(s % 3)};
+      answers.push_back(rt->Submit(m.id, CloneAll(c.inputs[s]), options));
+    }
+  }
+  for (size_t i = 0; i < answers.size(); ++i) {
+    RequestResult r = answers[i].get();
+    ASSERT_TRUE(r.status.ok()) << r.status;
+    const dispatch::NamedTensors& want = c.expected[i % c.inputs.size()];
+    ASSERT_EQ(r.outputs.size(), want.size());
+    for (size_t o = 0; o < want.size(); ++o) {
+      EXPECT_EQ(r.outputs[o].first, want[o].first);
+      verify::Comparison cmp = verify::Compare(want[o].second, r.outputs[o].second);
+      EXPECT_TRUE(cmp.ok) << want[o].first << ": " << cmp.message;
+    }
+  }
+  rt->Stop();
+}
+
+class ZooRuntimeTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ZooRuntimeTest, EveryCutUnderEveryPolicyOnOneTwoAndFourCpuPusMatchesWholeModel) {
+  const ZooCase c = LoadZoo(GetParam(), 2);
+  std::vector<std::unique_ptr<backend::CpuExecutor>> executors;
+  DeployDevice dev{DeviceId(0), "local", {}};
+  std::vector<PuSetup> all_pus;
+  for (int u = 0; u < 4; ++u) {
+    executors.push_back(std::make_unique<backend::CpuExecutor>(backend::CpuPuSpec{absl::StrCat("cpu", u), 1, {}}));
+    dev.pus.push_back(DeployPu{PuId(u), absl::StrCat("cpu", u), executors.back().get(), "cpu:1"});
+    all_pus.push_back(PuSetup{PuId(u), absl::StrCat("cpu", u), "cpu", {}});
+  }
+  for (int k = 1; k <= 5; ++k) {
+    auto deployment = Deployment::Build({dev}, {DeployModel{ModelId(1), GetParam(), c.model,
+                                                            HighLevelPolicy::kBalanced, k, DeviceId(0), std::nullopt}});
+    ASSERT_TRUE(deployment.ok()) << deployment.status();
+    // One session per partition, shared by the four 1-thread CPU PUs.
+    EXPECT_EQ((*deployment)->prepared_count(), (*deployment)->models()[0].plan.partitions.size());
+    for (const std::string& policy_name : policy::LowLevelPolicyNames()) {
+      for (int pus : {1, 2, 4}) {
+        RunAndCompare(**deployment, c, std::vector<PuSetup>(all_pus.begin(), all_pus.begin() + pus), policy_name,
+                      policy_name == "fixed", absl::StrCat("k=", k, " policy=", policy_name, " pus=", pus));
+      }
+    }
+  }
+}
+
+// An accelerator that lacks common ops: capability cuts put those nodes on the
+// CPU PU; the emulator (compute: true) returns the real outputs.
+TEST_P(ZooRuntimeTest, EmuPusWithUnsupportedOpsForcePartitionsOntoCpu) {
+  const ZooCase c = LoadZoo(GetParam(), 2);
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  backend::EmuPuSpec spec;
+  spec.name = "npu0";
+  spec.speed = 8;
+  spec.unsupported_ops = {"Add", "Relu", "Concat", "Softmax", "Sigmoid", "Tanh", "Loop", "GRU"};
+  spec.compute = true;
+  backend::EmuExecutor npu(spec);
+  DeployDevice dev{DeviceId(0), "local", {DeployPu{PuId(0), "cpu0", &cpu, "cpu:1"}, DeployPu{PuId(1), "npu0", &npu, ""}}};
+  const std::vector<PuSetup> pus = {PuSetup{PuId(0), "cpu0", "cpu", {}}, PuSetup{PuId(1), "npu0", "emu", {}}};
+  for (HighLevelPolicy hl : {HighLevelPolicy::kCapability, HighLevelPolicy::kBalanced}) {
+    auto deployment =
+        Deployment::Build({dev}, {DeployModel{ModelId(1), GetParam(), c.model, hl, 3, DeviceId(0), std::nullopt}});
+    ASSERT_TRUE(deployment.ok()) << deployment.status();
+    const DeployedModel& m = (*deployment)->models()[0];
+    bool some_cpu_only = false;
+    for (const auto& capable : m.capable_pus) some_cpu_only |= capable.size() == 1 && capable[0] == PuId(0);
+    EXPECT_TRUE(some_cpu_only) << "no partition was forced onto the CPU";
+    for (const char* policy_name : {"heft", "sel", "fifo", "fixed"}) {
+      RunAndCompare(**deployment, c, pus, policy_name, std::string(policy_name) == "fixed",
+                    absl::StrCat(HighLevelPolicyName(hl), " policy=", policy_name));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Zoo, ZooRuntimeTest,
+                         ::testing::Values("resnet", "mobilenetv2", "squeezenet", "vgg", "unet", "yolo", "transformer",
+                                           "lstm", "ifloop"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+TEST(Deployment, WholeModelNeedsOnePuThatRunsEveryNode) {
+  const ZooCase c = LoadZoo("squeezenet", 1);
+  backend::EmuPuSpec spec;
+  spec.name = "npu0";
+  spec.unsupported_ops = {"Relu"};
+  backend::EmuExecutor npu(spec);
+  DeployDevice dev{DeviceId(0), "local", {DeployPu{PuId(0), "npu0", &npu, ""}}};
+  auto d = Deployment::Build({dev}, {DeployModel{ModelId(1), "sq", c.model, HighLevelPolicy::kWhole, 0, DeviceId(0),
+                                                  std::nullopt}});
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("no single PU"), std::string::npos) << d.status();
+  auto d2 = Deployment::Build({dev}, {DeployModel{ModelId(1), "sq", c.model, HighLevelPolicy::kCapability, 0,
+                                                   DeviceId(0), std::nullopt}});
+  ASSERT_FALSE(d2.ok());
+  EXPECT_NE(d2.status().message().find("Relu"), std::string::npos) << d2.status();
+}
+
+TEST(Deployment, ParsesHighLevelPolicyNames) {
+  EXPECT_EQ(*ParseHighLevelPolicy("whole"), HighLevelPolicy::kWhole);
+  EXPECT_EQ(*ParseHighLevelPolicy("balanced"), HighLevelPolicy::kBalanced);
+  EXPECT_FALSE(ParseHighLevelPolicy("lp").ok());
+}
+
+}  // namespace
+}  // namespace baton::runtime
