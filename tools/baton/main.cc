@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   baton::cli::AddInspectCommand(app, &exit_code);
   baton::cli::AddPartitionCommand(app, &exit_code);
   baton::cli::AddVerifyCommand(app, &exit_code);
+  baton::cli::AddRunCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -1,0 +1,331 @@
+// `baton run [CONFIG.yaml] [--json FILE] [--trace FILE] [--verify] ...`: runs
+// many models at once on the configured PUs with baton's dispatcher, and, in
+// the same invocation and interleaved, the plain-ONNX-Runtime baselines (and
+// "each model whole on one PU" when some PU is not a CPU); prints throughput,
+// latency percentiles, deadline misses, rejections, PU utilisation and the
+// speed-ups. Without CONFIG it runs the embedded default workload.
+// Exit status: 0 done, 1 a request failed or --verify found a mismatch,
+// 2 usage, config or setup errors.
+#include <unistd.h>
+
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "baton/config/run_config.h"
+#include "baton/trace/summary.h"
+#include "commands.h"
+#include "format.h"
+#include "nlohmann/json.hpp"
+#include "run_session.h"
+
+namespace baton::cli {
+
+namespace {
+
+struct RunArgs {
+  std::string config;
+  std::string json;
+  std::string trace;
+  bool verify = false;
+  double duration_s = 0;  // 0 = from the config
+  double warmup_s = -1;   // < 0 = from the config
+  int slices = 0;
+  bool no_baselines = false;
+  std::string high_level;
+  std::string low_level;
+  int stages = -1;
+  bool print_config = false;
+  bool quiet = false;
+  std::string cache_dir;
+};
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows, const std::string& indent = "  ") {
+  std::vector<size_t> width;
+  for (const auto& row : rows) {
+    width.resize(std::max(width.size(), row.size()), 0);
+    for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
+  }
+  for (size_t r = 0; r < rows.size(); ++r) {
+    std::string line = indent;
+    for (size_t c = 0; c < rows[r].size(); ++c) {
+      // First column left-aligned, numbers right-aligned.
+      const std::string& cell = rows[r][c];
+      const std::string pad(width[c] - cell.size(), ' ');
+      line += c == 0 ? cell + pad : pad + cell;
+      if (c + 1 < rows[r].size()) line += "  ";
+    }
+    std::cout << line << "\n";
+  }
+}
+
+std::string F1(double v) { return absl::StrFormat("%.1f", v); }
+std::string F2(double v) { return absl::StrFormat("%.2f", v); }
+
+double Seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
+
+double ModelRps(const ModelOutcome& m, const ModeOutcome& mode) {
+  const double s = Seconds(mode.measured);
+  return s > 0 ? static_cast<double>(m.completed) / s : 0;
+}
+
+std::vector<Duration> AllLatencies(const ModeOutcome& mode) {
+  std::vector<Duration> all;
+  for (const ModelOutcome& m : mode.models) all.insert(all.end(), m.latencies.begin(), m.latencies.end());
+  return all;
+}
+
+nlohmann::json LatencyJson(const trace::LatencySummary& s) {
+  return {{"p50", s.p50_ms}, {"p95", s.p95_ms}, {"p99", s.p99_ms}, {"mean", s.mean_ms}, {"max", s.max_ms}};
+}
+
+nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
+  nlohmann::json models = nlohmann::json::array();
+  for (size_t i = 0; i < mode.models.size(); ++i) {
+    const ModelOutcome& m = mode.models[i];
+    nlohmann::json j = {{"name", m.name},
+                        {"completed", m.completed},
+                        {"throughput_rps", ModelRps(m, mode)},
+                        {"latency_ms", LatencyJson(trace::Summarize(m.latencies))},
+                        {"deadline_missed", m.deadline_missed},
+                        {"rejected", m.rejected},
+                        {"failed", m.failed},
+                        {"unfinished", m.unfinished}};
+    if (!m.first_error.empty()) j["first_error"] = m.first_error;
+    if (report != nullptr && i < report->models.size()) j["partitions"] = report->models[i].partitions;
+    models.push_back(std::move(j));
+  }
+  nlohmann::json j = {{"throughput_rps", mode.throughput_rps()},
+                      {"completed", mode.completed()},
+                      {"measured_s", Seconds(mode.measured)},
+                      {"latency_ms", LatencyJson(trace::Summarize(AllLatencies(mode)))},
+                      {"models", std::move(models)}};
+  if (!mode.pus.empty()) {
+    nlohmann::json pus = nlohmann::json::array();
+    for (const PuOutcome& p : mode.pus) {
+      pus.push_back({{"name", p.name},
+                     {"kind", p.kind},
+                     {"device", p.device},
+                     {"runs", p.runs},
+                     {"utilization", Seconds(mode.measured) > 0 ? Seconds(p.busy) / Seconds(mode.measured) : 0}});
+    }
+    j["pus"] = std::move(pus);
+  }
+  if (!mode.note.empty()) j["note"] = mode.note;
+  return j;
+}
+
+const ModeOutcome* BestBaseline(const RunReport& r) {
+  const ModeOutcome* best = nullptr;
+  for (const ModeOutcome& b : r.baselines) {
+    if (best == nullptr || b.throughput_rps() > best->throughput_rps()) best = &b;
+  }
+  return best;
+}
+
+void PrintReport(const RunReport& r) {
+  const config::RunConfig& c = r.config;
+  std::vector<std::string> pus;
+  for (const auto& d : c.devices) {
+    for (const auto& p : d.pus) pus.push_back(absl::StrCat(p.name, "(", p.kind, ")"));
+  }
+  std::cout << "\nbaton run: " << c.models.size() << " models on " << c.devices.size() << " device(s), "
+            << pus.size() << " PUs [" << absl::StrJoin(pus, " ") << "]; policies " << c.policy.high_level << " + "
+            << c.policy.low_level << "; " << c.run.duration_s << " s per mode in " << c.run.slices
+            << " interleaved slices; setup " << F1(Seconds(r.setup)) << " s, " << r.sessions << " sessions\n\n";
+
+  std::vector<std::vector<std::string>> rows = {{"model", "partitions", "params", "GFLOPs", "arrival"}};
+  for (size_t i = 0; i < r.models.size(); ++i) {
+    const config::ArrivalConfig& a = c.models[i].arrival;
+    std::string arrival = a.mode == config::ArrivalConfig::Mode::kClosed     ? absl::StrCat("closed x", a.concurrency)
+                          : a.mode == config::ArrivalConfig::Mode::kPeriodic ? absl::StrCat(a.fps, " fps")
+                                                                             : absl::StrCat("poisson ", a.rate, "/s");
+    if (c.models[i].deadline_ms) absl::StrAppend(&arrival, ", deadline ", *c.models[i].deadline_ms, " ms");
+    rows.push_back({r.models[i].name, std::to_string(r.models[i].partitions), HumanBytes(r.models[i].param_bytes),
+                    F2(r.models[i].gflops), arrival});
+  }
+  PrintTable(rows);
+
+  std::cout << "\nbaton:\n";
+  rows = {{"model", "completed", "req/s", "p50 ms", "p95 ms", "p99 ms", "missed", "rejected", "failed"}};
+  for (const ModelOutcome& m : r.baton.models) {
+    const trace::LatencySummary s = trace::Summarize(m.latencies);
+    rows.push_back({m.name, std::to_string(m.completed), F1(ModelRps(m, r.baton)), F2(s.p50_ms), F2(s.p95_ms),
+                    F2(s.p99_ms), std::to_string(m.deadline_missed), std::to_string(m.rejected),
+                    std::to_string(m.failed)});
+  }
+  const trace::LatencySummary all = trace::Summarize(AllLatencies(r.baton));
+  uint64_t missed = 0, rejected = 0, failed = 0;
+  for (const ModelOutcome& m : r.baton.models) {
+    missed += m.deadline_missed;
+    rejected += m.rejected;
+    failed += m.failed;
+  }
+  rows.push_back({"all", std::to_string(r.baton.completed()), F1(r.baton.throughput_rps()), F2(all.p50_ms),
+                  F2(all.p95_ms), F2(all.p99_ms), std::to_string(missed), std::to_string(rejected),
+                  std::to_string(failed)});
+  PrintTable(rows);
+  for (const ModelOutcome& m : r.baton.models) {
+    if (!m.first_error.empty()) std::cout << "  " << m.name << ": first error: " << m.first_error << "\n";
+  }
+
+  std::cout << "\nPU utilisation (baton):";
+  for (const PuOutcome& p : r.baton.pus) {
+    std::cout << "  " << p.name << " " << F1(100.0 * Seconds(p.busy) / std::max(1e-9, Seconds(r.baton.measured)))
+              << " %";
+  }
+  std::cout << "\n\ncomparison (same PUs, same time, interleaved):\n";
+  rows = {{"mode", "req/s", "p50 ms", "p99 ms", "baton speed-up"}};
+  rows.push_back({"baton", F1(r.baton.throughput_rps()), F2(all.p50_ms), F2(all.p99_ms), "-"});
+  for (const ModeOutcome& b : r.baselines) {
+    const trace::LatencySummary s = trace::Summarize(AllLatencies(b));
+    const double ratio = b.throughput_rps() > 0 ? r.baton.throughput_rps() / b.throughput_rps() : 0;
+    rows.push_back({b.name, F1(b.throughput_rps()), F2(s.p50_ms), F2(s.p99_ms),
+                    b.throughput_rps() > 0 ? absl::StrFormat("%.2fx", ratio) : "-"});
+  }
+  PrintTable(rows);
+  for (const ModeOutcome& b : r.baselines) {
+    if (!b.note.empty()) std::cout << "  " << b.name << ": " << b.note << "\n";
+  }
+  if (!r.baselines_note.empty()) std::cout << "  note: " << r.baselines_note << "\n";
+  if (const ModeOutcome* best = BestBaseline(r); best != nullptr && best->throughput_rps() > 0) {
+    std::cout << "\nspeed-up vs best baseline (" << best->name
+              << "): " << absl::StrFormat("%.2fx", r.baton.throughput_rps() / best->throughput_rps()) << "\n";
+  }
+  if (r.verified > 0 || r.mismatches > 0) {
+    std::cout << "verify: " << r.verified << " outputs checked against whole-model ONNX Runtime, " << r.mismatches
+              << " mismatches\n";
+    if (!r.first_mismatch.empty()) std::cout << "  first mismatch: " << r.first_mismatch << "\n";
+  }
+}
+
+nlohmann::json ReportJson(const RunReport& r) {
+  nlohmann::json j = ModeJson(r.baton, &r);
+  nlohmann::json baselines = nlohmann::json::object();
+  for (const ModeOutcome& b : r.baselines) baselines[b.name] = ModeJson(b, nullptr);
+  j["baselines"] = std::move(baselines);
+  if (const ModeOutcome* best = BestBaseline(r); best != nullptr && best->throughput_rps() > 0) {
+    j["best_baseline"] = best->name;
+    j["speedup_vs_best_baseline"] = r.baton.throughput_rps() / best->throughput_rps();
+  } else {
+    j["speedup_vs_best_baseline"] = nullptr;
+  }
+  for (const ModeOutcome& b : r.baselines) {
+    if (b.throughput_rps() > 0) j["speedup_vs_" + b.name] = r.baton.throughput_rps() / b.throughput_rps();
+  }
+  if (!r.baselines_note.empty()) j["baselines_note"] = r.baselines_note;
+  j["policy"] = {{"high_level", r.config.policy.high_level},
+                 {"low_level", r.config.policy.low_level},
+                 {"stages", r.config.policy.stages}};
+  j["run"] = {{"duration_s", r.config.run.duration_s},
+              {"warmup_s", r.config.run.warmup_s},
+              {"slices", r.config.run.slices},
+              {"seed", r.config.run.seed}};
+  j["verify"] = {{"checked", r.verified}, {"mismatches", r.mismatches}};
+  if (!r.first_mismatch.empty()) j["verify"]["first_mismatch"] = r.first_mismatch;
+  j["sessions"] = r.sessions;
+  j["setup_s"] = Seconds(r.setup);
+  return j;
+}
+
+int Run(const RunArgs& args) {
+  absl::StatusOr<config::RunConfig> loaded =
+      args.config.empty()
+          ? absl::StatusOr<config::RunConfig>(
+                config::DefaultRunConfig(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))))
+          : config::LoadRunConfig(args.config);
+  if (!loaded.ok()) {
+    std::cerr << "baton run: " << loaded.status().message() << "\n";
+    return 2;
+  }
+  config::RunConfig config = std::move(*loaded);
+  if (args.duration_s > 0) config.run.duration_s = args.duration_s;
+  if (args.warmup_s >= 0) config.run.warmup_s = args.warmup_s;
+  if (args.slices > 0) config.run.slices = args.slices;
+  if (args.no_baselines) config.run.baselines = false;
+  if (!args.high_level.empty()) config.policy.high_level = args.high_level;
+  if (!args.low_level.empty()) config.policy.low_level = args.low_level;
+  if (args.stages >= 0) config.policy.stages = args.stages;
+  if (absl::Status s = config::Validate(config); !s.ok()) {
+    std::cerr << "baton run: " << s.message() << "\n";
+    return 2;
+  }
+  if (args.print_config) {
+    std::cout << config::ToYaml(config);
+    return 0;
+  }
+
+  RunOptions options;
+  options.verify = args.verify;
+  options.trace_path = args.trace;
+  options.cache_dir = args.cache_dir;
+  if (!args.quiet) {
+    const auto start = std::chrono::steady_clock::now();
+    options.progress = [start](const std::string& line) {
+      std::cerr << absl::StrFormat("[%5.1fs] ", Seconds(std::chrono::steady_clock::now() - start)) << line << "\n";
+    };
+  }
+  absl::StatusOr<RunReport> report = RunSession(config, options);
+  if (!report.ok()) {
+    std::cerr << "baton run: " << report.status().message() << "\n";
+    return 2;
+  }
+  PrintReport(*report);
+  if (!args.json.empty()) {
+    std::ofstream out(args.json, std::ios::trunc);
+    out << ReportJson(*report).dump(2) << "\n";
+    if (!out) {
+      std::cerr << "baton run: cannot write '" << args.json << "'; check the folder exists and is writable\n";
+      return 2;
+    }
+  }
+  uint64_t failed = 0;
+  for (const ModelOutcome& m : report->baton.models) failed += m.failed;
+  if (report->mismatches > 0 || failed > 0) return 1;
+  return 0;
+}
+
+}  // namespace
+
+void AddRunCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "run",
+      "Run many models at once on the configured PUs and compare with plain ONNX Runtime.\n"
+      "Without CONFIG: the embedded default (4 zoo models in closed loop, one 1-thread CPU PU per core).\n"
+      "baton and the baselines run interleaved, on the same PUs, for the same time:\n"
+      "  ort_sequential   one session per model over all the CPU PUs' cores, one request at a time\n"
+      "  ort_concurrent   one thread and one default-threaded session per model\n"
+      "  whole_on_one_pu  (configs with non-CPU PUs) each model whole on one PU, best static assignment\n"
+      "Exit status: 0 done, 1 a request failed or --verify found a mismatch, 2 usage/config/setup error.\n"
+      "Config reference: docs/config.md.");
+  cmd->add_option("CONFIG", args->config, "YAML run configuration (default: the embedded workload)");
+  cmd->add_option("--json", args->json, "Write the results as JSON to this file");
+  cmd->add_option("--trace", args->trace, "Write a Chrome/Perfetto trace of baton's PU runs to this file");
+  cmd->add_flag("--verify", args->verify, "Check every completed request's outputs against whole-model ORT");
+  cmd->add_option("--duration", args->duration_s, "Measured seconds per mode (overrides run.duration_s)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--warmup", args->warmup_s, "Warm-up seconds (overrides run.warmup_s)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--slices", args->slices, "Interleaved slices per mode (overrides run.slices)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--no-baselines", args->no_baselines, "Run baton only");
+  cmd->add_option("--high-level", args->high_level, "High-level policy: whole, capability, balanced");
+  cmd->add_option("--low-level", args->low_level,
+                  "Low-level policy: fifo, round_robin, fixed, sel, heft, lsf, edf, priority");
+  cmd->add_option("--stages", args->stages, "Partitions per model for balanced (0 = number of PUs)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--print-config", args->print_config, "Print the effective configuration as YAML and exit");
+  cmd->add_flag("--quiet", args->quiet, "No progress lines on stderr");
+  cmd->add_option("--cache-dir", args->cache_dir, "Where zoo models are generated (default: $BATON_CACHE_DIR or "
+                                                  "~/.cache/baton)");
+  cmd->callback([args, exit_code] { *exit_code = Run(*args); });
+}
+
+}  // namespace baton::cli

@@ -1,0 +1,717 @@
+#include "run_session.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "baton/backend/emu/emu_executor.h"
+#include "baton/backend/ort/cpu_executor.h"
+#include "baton/baseline/ort_baseline.h"
+#include "baton/dispatch/workload.h"
+#include "baton/graph/model.h"
+#include "baton/policy/latency_model.h"
+#include "baton/runtime/deployment.h"
+#include "baton/runtime/runtime.h"
+#include "baton/trace/chrome_trace.h"
+#include "baton/verify/verify.h"
+#include "baton/zoo/zoo.h"
+
+namespace baton::cli {
+
+namespace fs = std::filesystem;
+using dispatch::NamedTensors;
+
+uint64_t ModeOutcome::completed() const {
+  uint64_t n = 0;
+  for (const ModelOutcome& m : models) n += m.completed;
+  return n;
+}
+
+double ModeOutcome::throughput_rps() const {
+  const double seconds = std::chrono::duration<double>(measured).count();
+  return seconds > 0 ? static_cast<double>(completed()) / seconds : 0;
+}
+
+std::string DefaultCacheDir() {
+  if (const char* dir = std::getenv("BATON_CACHE_DIR"); dir && *dir) return dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return (fs::path(xdg) / "baton").string();
+  if (const char* home = std::getenv("HOME"); home && *home) return (fs::path(home) / ".cache" / "baton").string();
+  return ".baton-cache";
+}
+
+namespace {
+
+constexpr int kSamplesPerModel = 4;  // request i of a model feeds sample i % 4
+
+// Everything about one configured model that the modes share.
+struct LoadedModel {
+  const config::ModelConfig* config = nullptr;
+  ModelId id;
+  std::string source;
+  std::string bytes;
+  std::shared_ptr<const graph::Model> model;
+  std::vector<NamedTensors> samples;
+  std::vector<NamedTensors> expected;  // whole-model ORT outputs per sample (--verify)
+};
+
+NamedTensors CloneAll(const NamedTensors& in) {
+  NamedTensors out;
+  out.reserve(in.size());
+  for (const auto& [name, t] : in) out.emplace_back(name, t.Clone());
+  return out;
+}
+
+absl::StatusOr<std::string> ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path.string(), "'"));
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The file a model path names: a zoo model is generated into the cache on first use.
+absl::StatusOr<fs::path> ResolveModelPath(const config::ModelConfig& m, const config::RunConfig& config,
+                                          const std::string& cache_dir) {
+  if (std::optional<std::string> zoo_name = config::ZooName(m.path)) {
+    const fs::path file = fs::path(cache_dir) / "zoo" / (*zoo_name + ".onnx");
+    if (fs::exists(file)) return file;
+    absl::StatusOr<std::string> bytes = zoo::Generate(*zoo_name, /*small=*/false);
+    if (!bytes.ok()) {
+      return absl::Status(bytes.status().code(),
+                          absl::StrCat("model '", m.name, "' (", m.path, "): ", bytes.status().message()));
+    }
+    std::error_code ec;
+    fs::create_directories(file.parent_path(), ec);
+    const fs::path tmp = file.string() + ".tmp" + std::to_string(::getpid());
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out << *bytes;
+      if (!out) {
+        return absl::InvalidArgumentError(absl::StrCat("cannot write the zoo model cache '", tmp.string(),
+                                                       "'; set BATON_CACHE_DIR to a writable folder"));
+      }
+    }
+    fs::rename(tmp, file, ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot move '", tmp.string(), "' to '", file.string(), "'"));
+    return file;
+  }
+  fs::path p(m.path);
+  if (p.is_relative() && !config.base_dir.empty()) p = fs::path(config.base_dir) / p;
+  return p;
+}
+
+dispatch::Arrival ToArrival(const config::ArrivalConfig& a) {
+  switch (a.mode) {
+    case config::ArrivalConfig::Mode::kPeriodic:
+      return dispatch::Periodic{Duration(static_cast<Duration::rep>(1e9 / a.fps))};
+    case config::ArrivalConfig::Mode::kPoisson:
+      return dispatch::Poisson{a.rate};
+    case config::ArrivalConfig::Mode::kClosed:
+      break;
+  }
+  return dispatch::ClosedLoop{a.concurrency, Duration(0)};
+}
+
+std::optional<Duration> DeadlineOf(const config::ModelConfig& m) {
+  if (!m.deadline_ms) return std::nullopt;
+  return FromMillis(*m.deadline_ms);
+}
+
+// ---- Driving a runtime with the configured arrivals for one slice ----------
+
+class WindowDriver {
+ public:
+  WindowDriver(runtime::Runtime& rt, const std::vector<LoadedModel>& models, bool verify)
+      : rt_(rt), models_(models), verify_(verify), out_(models.size()), seq_(models.size()) {
+    for (size_t i = 0; i < models.size(); ++i) out_[i].name = models[i].config->name;
+    for (auto& s : seq_) s.store(0);
+  }
+
+  // Warm-up, then the measured window. Returns per-model outcomes; fills `pus`
+  // with the PU busy time over the window.
+  void Run(Duration warmup, Duration duration, uint64_t seed, std::vector<PuOutcome>& pus) {
+    const Time start = rt_.Now();
+    t0_ = start + warmup;
+    t1_ = t0_ + duration;
+    struct Open {
+      size_t model;
+      Time next;
+      dispatch::Rng rng;
+    };
+    std::vector<Open> open;
+    for (size_t i = 0; i < models_.size(); ++i) {
+      const config::ArrivalConfig& a = models_[i].config->arrival;
+      if (a.mode == config::ArrivalConfig::Mode::kClosed) {
+        for (int c = 0; c < a.concurrency; ++c) Submit(i, /*closed=*/true);
+      } else {
+        open.push_back(Open{i, start, dispatch::Rng(seed * 7919 + i)});
+      }
+    }
+    bool reset = false;
+    while (true) {
+      Time until = reset ? t1_ : t0_;
+      for (const Open& o : open) until = std::min(until, o.next);
+      SleepUntil(until);
+      const Time now = rt_.Now();
+      if (!reset && now >= t0_) {
+        rt_.ResetStats();
+        reset = true;
+      }
+      if (now >= t1_) break;
+      for (Open& o : open) {
+        while (o.next <= now) {
+          Submit(o.model, /*closed=*/false);
+          const config::ArrivalConfig& a = models_[o.model].config->arrival;
+          o.next += a.mode == config::ArrivalConfig::Mode::kPeriodic
+                        ? Duration(static_cast<Duration::rep>(1e9 / a.fps))
+                        : o.rng.Exponential(Duration(static_cast<Duration::rep>(1e9 / a.rate)));
+        }
+      }
+    }
+    for (const runtime::PuStats& s : rt_.pu_stats()) pus.push_back(PuOutcome{s.name, s.kind, "", s.busy, s.runs});
+    stop_.store(true);
+    rt_.Drain();
+  }
+
+  std::vector<ModelOutcome>& outcomes() { return out_; }
+  uint64_t verified() const { return verified_; }
+  uint64_t mismatches() const { return mismatches_; }
+  const std::string& first_mismatch() const { return first_mismatch_; }
+
+ private:
+  void SleepUntil(Time t) {
+    const Time now = rt_.Now();
+    if (t > now) std::this_thread::sleep_for(t - now);
+  }
+
+  void Submit(size_t i, bool closed) {
+    const LoadedModel& m = models_[i];
+    const uint64_t seq = seq_[i].fetch_add(1);
+    const size_t sample = seq % m.samples.size();
+    dispatch::RequestOptions options;
+    const std::optional<Duration> deadline = DeadlineOf(*m.config);
+    if (deadline) options.deadline = rt_.Now() + *deadline;
+    options.priority = m.config->priority;
+    rt_.Submit(m.id, CloneAll(m.samples[sample]), options, [this, i, sample, closed, deadline](runtime::RequestResult r) {
+      Record(i, sample, deadline, r);
+      if (closed && !stop_.load()) Submit(i, true);
+    });
+  }
+
+  void Record(size_t i, size_t sample, std::optional<Duration> deadline, const runtime::RequestResult& r) {
+    if (r.submitted < t0_ || r.submitted >= t1_) return;
+    ModelOutcome& o = out_[i];
+    if (r.finished > t1_) {
+      ++o.unfinished;
+      return;
+    }
+    switch (r.status.code()) {
+      case absl::StatusCode::kOk:
+        ++o.completed;
+        o.latencies.push_back(r.finished - r.submitted);
+        if (deadline && r.finished - r.submitted > *deadline) ++o.deadline_missed;
+        break;
+      case absl::StatusCode::kDeadlineExceeded: ++o.deadline_missed; break;
+      case absl::StatusCode::kResourceExhausted: ++o.rejected; break;
+      default:
+        ++o.failed;
+        if (o.first_error.empty()) o.first_error = std::string(r.status.message());
+    }
+    if (verify_ && r.status.ok()) {
+      const NamedTensors& want = models_[i].expected[sample];
+      ++verified_;
+      std::string problem;
+      if (r.outputs.size() != want.size()) {
+        problem = absl::StrCat(r.outputs.size(), " outputs instead of ", want.size());
+      } else {
+        for (size_t k = 0; k < want.size() && problem.empty(); ++k) {
+          verify::Comparison c = verify::Compare(want[k].second, r.outputs[k].second);
+          if (!c.ok) problem = absl::StrCat("output '", want[k].first, "': ", c.message);
+        }
+      }
+      if (!problem.empty()) {
+        ++mismatches_;
+        if (first_mismatch_.empty()) {
+          first_mismatch_ = absl::StrCat("model '", o.name, "' request ", r.id.value, ": ", problem);
+        }
+      }
+    }
+  }
+
+  runtime::Runtime& rt_;
+  const std::vector<LoadedModel>& models_;
+  const bool verify_;
+  Time t0_{}, t1_{};
+  // Record runs on the runtime's dispatcher thread only; read after Drain.
+  std::vector<ModelOutcome> out_;
+  uint64_t verified_ = 0, mismatches_ = 0;
+  std::string first_mismatch_;
+  std::vector<std::atomic<uint64_t>> seq_;
+  std::atomic<bool> stop_{false};
+};
+
+// Adds `part` (one slice) into `total`.
+void Accumulate(ModeOutcome& total, const std::vector<ModelOutcome>& part, const std::vector<PuOutcome>& pus,
+                Duration measured) {
+  total.measured += measured;
+  for (size_t i = 0; i < part.size(); ++i) {
+    ModelOutcome& t = total.models[i];
+    const ModelOutcome& p = part[i];
+    t.completed += p.completed;
+    t.deadline_missed += p.deadline_missed;
+    t.rejected += p.rejected;
+    t.failed += p.failed;
+    t.unfinished += p.unfinished;
+    t.latencies.insert(t.latencies.end(), p.latencies.begin(), p.latencies.end());
+    if (t.first_error.empty()) t.first_error = p.first_error;
+  }
+  if (total.pus.empty()) {
+    total.pus = pus;
+  } else {
+    for (size_t u = 0; u < pus.size() && u < total.pus.size(); ++u) {
+      total.pus[u].busy += pus[u].busy;
+      total.pus[u].runs += pus[u].runs;
+    }
+  }
+}
+
+ModeOutcome EmptyMode(const std::string& name, const std::vector<LoadedModel>& models) {
+  ModeOutcome m;
+  m.name = name;
+  for (const LoadedModel& lm : models) {
+    ModelOutcome o;
+    o.name = lm.config->name;
+    m.models.push_back(std::move(o));
+  }
+  return m;
+}
+
+// A runtime over `deployment` for the configured devices.
+struct RuntimeBundle {
+  std::unique_ptr<policy::OnlineLatencyModel> latency;
+  std::unique_ptr<runtime::Runtime> rt;
+};
+
+absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const runtime::Deployment& deployment,
+                                          const std::string& low_level, bool fixed, bool record_runs) {
+  RuntimeBundle b;
+  BATON_ASSIGN_OR_RETURN(b.latency, policy::OnlineLatencyModel::Create({}));
+  std::vector<runtime::DeviceSetup> devices;
+  uint32_t pu_id = 0;
+  for (size_t d = 0; d < config.devices.size(); ++d) {
+    runtime::DeviceSetup dev;
+    dev.id = DeviceId(static_cast<uint32_t>(d));
+    dev.name = config.devices[d].name;
+    dev.max_queue = static_cast<size_t>(config.run.max_queue);
+    BATON_ASSIGN_OR_RETURN(dev.policy, policy::MakeLowLevelPolicy(low_level));
+    for (const config::PuConfig& pu : config.devices[d].pus) {
+      runtime::PuSetup s{PuId(pu_id++), pu.name, pu.kind, {}};
+      // The PU's thread runs every session call; ORT pins the pool workers (cores[1..]).
+      if (pu.kind == "cpu" && !pu.cores.empty()) s.pin_cores = {pu.cores[0]};
+      dev.pus.push_back(std::move(s));
+    }
+    devices.push_back(std::move(dev));
+  }
+  BATON_ASSIGN_OR_RETURN(b.rt, runtime::Runtime::Create(std::move(devices), b.latency.get(), &deployment.runners(),
+                                                        {.record_runs = record_runs}));
+  for (const runtime::DeployedModel& m : deployment.models()) {
+    dispatch::ModelGraph graph = m.graph;
+    if (!fixed) {
+      for (auto& p : graph.partitions) p.fixed_pu.reset();
+    }
+    BATON_RETURN_IF_ERROR(b.rt->AddModel(
+        m.id, std::move(graph), dispatch::ModelOptions{.max_in_flight = config.run.max_in_flight}));
+  }
+  BATON_RETURN_IF_ERROR(b.rt->Start());
+  return b;
+}
+
+// The static "each model whole on one PU" assignment with the least loaded
+// busiest PU: load(u) = sum over its models of one request's latency there.
+// Exhaustive up to 200k assignments, greedy beyond. Returns the PU index
+// (global) per model.
+std::vector<size_t> BestWholeAssignment(const std::vector<std::vector<double>>& latency_ms) {
+  const size_t models = latency_ms.size();
+  const size_t pus = models ? latency_ms[0].size() : 0;
+  const double inf = std::numeric_limits<double>::infinity();
+  auto score = [&](const std::vector<size_t>& a) {
+    std::vector<double> load(pus, 0);
+    for (size_t m = 0; m < models; ++m) load[a[m]] += latency_ms[m][a[m]];
+    double worst = 0, sum = 0;
+    for (double l : load) {
+      worst = std::max(worst, l);
+      sum += l;
+    }
+    return std::pair(worst, sum);
+  };
+  double combos = 1;
+  for (size_t m = 0; m < models; ++m) combos *= static_cast<double>(pus);
+  std::vector<size_t> best(models, 0);
+  if (combos <= 200000) {
+    std::vector<size_t> a(models, 0);
+    std::pair<double, double> best_score{inf, inf};
+    while (true) {
+      auto s = score(a);
+      if (s < best_score) {
+        best_score = s;
+        best = a;
+      }
+      size_t k = 0;
+      while (k < models && ++a[k] == pus) a[k++] = 0;
+      if (k == models) break;
+    }
+    return best;
+  }
+  std::vector<size_t> order(models);
+  for (size_t m = 0; m < models; ++m) order[m] = m;
+  auto fastest = [&](size_t m) { return *std::min_element(latency_ms[m].begin(), latency_ms[m].end()); };
+  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return fastest(x) > fastest(y); });
+  std::vector<double> load(pus, 0);
+  for (size_t m : order) {
+    size_t pick = 0;
+    double pick_load = inf;
+    for (size_t u = 0; u < pus; ++u) {
+      if (load[u] + latency_ms[m][u] < pick_load) {
+        pick_load = load[u] + latency_ms[m][u];
+        pick = u;
+      }
+    }
+    best[m] = pick;
+    load[pick] = pick_load;
+  }
+  return best;
+}
+
+double MedianRunMs(const backend::PreparedPartition& runner, const NamedTensors& sample) {
+  std::vector<std::pair<std::string, const Tensor*>> feeds;
+  for (const auto& [n, t] : sample) feeds.emplace_back(n, &t);
+  std::vector<double> ms;
+  for (int i = 0; i < 4; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<backend::RunResult> r = runner.Run(feeds);
+    const Duration wall = std::chrono::steady_clock::now() - start;
+    if (!r.ok()) return std::numeric_limits<double>::infinity();
+    if (i > 0) ms.push_back(ToMillis(std::max(wall, r->busy)));  // run 0 warms up
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace
+
+absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunOptions& options) {
+  BATON_RETURN_IF_ERROR(config::Validate(config));
+  if (options.verify) {
+    for (const auto& dev : config.devices) {
+      for (const auto& pu : dev.pus) {
+        if (pu.kind == "emu" && !pu.compute) {
+          return absl::InvalidArgumentError(absl::StrCat("--verify needs real outputs, but emu PU '", pu.name,
+                                                         "' has compute: false (zeros); set compute: true on it"));
+        }
+      }
+    }
+  }
+  auto say = [&](const std::string& line) {
+    if (options.progress) options.progress(line);
+  };
+  const auto setup_start = std::chrono::steady_clock::now();
+  RunReport report;
+  report.config = config;
+
+  // Models, inputs and (for --verify) the whole-model reference outputs.
+  std::vector<LoadedModel> models;
+  const std::string cache_dir = options.cache_dir.empty() ? DefaultCacheDir() : options.cache_dir;
+  for (size_t i = 0; i < config.models.size(); ++i) {
+    const config::ModelConfig& mc = config.models[i];
+    LoadedModel lm;
+    lm.config = &mc;
+    lm.id = ModelId(static_cast<uint32_t>(i));
+    BATON_ASSIGN_OR_RETURN(fs::path file, ResolveModelPath(mc, config, cache_dir));
+    lm.source = file.string();
+    say(absl::StrCat("loading model '", mc.name, "' from ", lm.source));
+    absl::StatusOr<std::shared_ptr<const graph::Model>> model = graph::Model::LoadFile(file);
+    if (!model.ok()) {
+      return absl::Status(model.status().code(), absl::StrCat("model '", mc.name, "': ", model.status().message()));
+    }
+    lm.model = *model;
+    BATON_ASSIGN_OR_RETURN(lm.bytes, ReadFile(file));
+    for (int s = 0; s < kSamplesPerModel; ++s) {
+      absl::StatusOr<NamedTensors> in = verify::RandomInputs(*lm.model, config.run.seed * 1000 + i * 10 + s);
+      if (!in.ok()) {
+        return absl::Status(in.status().code(), absl::StrCat("model '", mc.name, "': cannot make inputs: ",
+                                                             in.status().message()));
+      }
+      if (options.verify) {
+        absl::StatusOr<NamedTensors> out = verify::RunWholeModel(*lm.model, *in);
+        if (!out.ok()) {
+          return absl::Status(out.status().code(), absl::StrCat("model '", mc.name, "': the whole model fails in ONNX "
+                                                                "Runtime: ", out.status().message()));
+        }
+        lm.expected.push_back(std::move(*out));
+      }
+      lm.samples.push_back(std::move(*in));
+    }
+    models.push_back(std::move(lm));
+  }
+
+  // Executors, one per PU.
+  std::vector<std::unique_ptr<backend::Executor>> executors;
+  std::vector<runtime::DeployDevice> devices;
+  bool all_cpu = true;
+  int cpu_threads = 0;
+  std::vector<int> cpu_cores;
+  bool cpu_cores_complete = true;
+  uint32_t pu_id = 0;
+  for (size_t d = 0; d < config.devices.size(); ++d) {
+    runtime::DeployDevice dev{DeviceId(static_cast<uint32_t>(d)), config.devices[d].name, {}};
+    for (const config::PuConfig& pu : config.devices[d].pus) {
+      std::string share_key;
+      if (pu.kind == "cpu") {
+        executors.push_back(std::make_unique<backend::CpuExecutor>(backend::CpuPuSpec{pu.name, pu.threads, pu.cores}));
+        if (pu.threads == 1) share_key = "cpu:1";
+        cpu_threads += pu.threads;
+        cpu_cores.insert(cpu_cores.end(), pu.cores.begin(), pu.cores.end());
+        cpu_cores_complete = cpu_cores_complete && !pu.cores.empty();
+      } else {
+        all_cpu = false;
+        backend::EmuPuSpec spec;
+        spec.name = pu.name;
+        spec.speed = pu.speed;
+        spec.op_speed = pu.op_speed;
+        spec.unsupported_ops = pu.unsupported_ops;
+        spec.compute = pu.compute;
+        executors.push_back(std::make_unique<backend::EmuExecutor>(spec));
+      }
+      dev.pus.push_back(runtime::DeployPu{PuId(pu_id++), pu.name, executors.back().get(), share_key});
+    }
+    devices.push_back(std::move(dev));
+  }
+
+  // baton's own deployment: the configured high-level policy.
+  BATON_ASSIGN_OR_RETURN(runtime::HighLevelPolicy hl, runtime::ParseHighLevelPolicy(config.policy.high_level));
+  std::vector<runtime::DeployModel> deploy;
+  for (size_t i = 0; i < models.size(); ++i) {
+    const config::ModelConfig& mc = *models[i].config;
+    deploy.push_back(runtime::DeployModel{models[i].id, mc.name, models[i].model, hl,
+                                          mc.partitions.value_or(config.policy.stages),
+                                          DeviceId(static_cast<uint32_t>(i % devices.size())), std::nullopt});
+  }
+  say(absl::StrCat("partitioning (", config.policy.high_level, ") and creating sessions"));
+  BATON_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Deployment> baton_deployment,
+                         runtime::Deployment::Build(devices, deploy));
+  report.sessions = baton_deployment->prepared_count();
+  for (size_t i = 0; i < models.size(); ++i) {
+    const graph::Model& g = *models[i].model;
+    report.models.push_back(ModelPlanInfo{models[i].config->name, models[i].source,
+                                          static_cast<int>(baton_deployment->models()[i].plan.partitions.size()),
+                                          g.total_param_bytes(), static_cast<double>(g.total_flops()) / 1e9});
+  }
+  BATON_ASSIGN_OR_RETURN(RuntimeBundle baton_rt, MakeRuntime(config, *baton_deployment, config.policy.low_level,
+                                                             /*fixed=*/config.policy.low_level == "fixed",
+                                                             !options.trace_path.empty()));
+
+  // Modes to interleave.
+  struct Mode {
+    ModeOutcome outcome;
+    std::function<absl::Status(Duration warmup, Duration duration, uint64_t seed, ModeOutcome& total)> run;
+  };
+  std::vector<Mode> modes;
+  uint64_t verified = 0, mismatches = 0;
+  std::string first_mismatch;
+  // Only baton's answers are verified (the fixed baseline may run emulators without outputs).
+  auto runtime_mode = [&](runtime::Runtime* rt, bool verify) {
+    return [&, rt, verify](Duration warmup, Duration duration, uint64_t seed, ModeOutcome& total) -> absl::Status {
+      WindowDriver driver(*rt, models, verify);
+      std::vector<PuOutcome> pus;
+      driver.Run(warmup, duration, seed, pus);
+      Accumulate(total, driver.outcomes(), pus, duration);
+      verified += driver.verified();
+      mismatches += driver.mismatches();
+      if (first_mismatch.empty()) first_mismatch = driver.first_mismatch();
+      return absl::OkStatus();
+    };
+  };
+  modes.push_back(Mode{EmptyMode("baton", models), runtime_mode(baton_rt.rt.get(), options.verify)});
+
+  // Each model whole on one PU (the fair baseline when ORT cannot use every PU).
+  std::unique_ptr<runtime::Deployment> whole_deployment;
+  RuntimeBundle whole_rt;
+  if (!all_cpu && config.run.baselines) {
+    say("whole_on_one_pu: measuring each model whole on each PU");
+    std::vector<runtime::DeployModel> whole;
+    for (const runtime::DeployModel& dm : deploy) {
+      runtime::DeployModel w = dm;
+      w.high_level = runtime::HighLevelPolicy::kWhole;
+      whole.push_back(w);
+    }
+    absl::StatusOr<std::unique_ptr<runtime::Deployment>> built = runtime::Deployment::Build(devices, whole);
+    if (!built.ok()) {
+      report.baselines_note = absl::StrCat("whole_on_one_pu skipped: ", built.status().message());
+    } else {
+      whole_deployment = std::move(*built);
+      // Latency of every model whole on every PU of its device (inf where it cannot run).
+      std::vector<std::vector<double>> latency_ms(models.size(), std::vector<double>(pu_id, 1e300));
+      for (size_t i = 0; i < models.size(); ++i) {
+        for (const runtime::DeployDevice& dev : devices) {
+          for (const runtime::DeployPu& pu : dev.pus) {
+            if (const auto* r = whole_deployment->runners().Find(models[i].id, PartitionId(0), pu.id)) {
+              latency_ms[i][pu.id.value] = MedianRunMs(*r, models[i].samples[0]);
+            }
+          }
+        }
+      }
+      const std::vector<size_t> assignment = BestWholeAssignment(latency_ms);
+      std::vector<runtime::DeployModel> fixed = whole;
+      std::vector<std::string> described;
+      std::vector<std::string> pu_names;
+      for (const auto& dev : devices) {
+        for (const auto& pu : dev.pus) pu_names.push_back(pu.name);
+      }
+      for (size_t i = 0; i < fixed.size(); ++i) {
+        fixed[i].fixed_pu = PuId(static_cast<uint32_t>(assignment[i]));
+        // A model goes to the device of its PU.
+        for (const auto& dev : devices) {
+          for (const auto& pu : dev.pus) {
+            if (pu.id.value == assignment[i]) fixed[i].device = dev.id;
+          }
+        }
+        described.push_back(absl::StrFormat("%s->%s (%.2f ms)", models[i].config->name, pu_names[assignment[i]],
+                                            latency_ms[i][assignment[i]]));
+      }
+      absl::StatusOr<std::unique_ptr<runtime::Deployment>> fixed_built = runtime::Deployment::Build(devices, fixed);
+      if (!fixed_built.ok()) {
+        report.baselines_note = absl::StrCat("whole_on_one_pu skipped: ", fixed_built.status().message());
+      } else {
+        whole_deployment = std::move(*fixed_built);
+        BATON_ASSIGN_OR_RETURN(whole_rt, MakeRuntime(config, *whole_deployment, "fixed", /*fixed=*/true, false));
+        ModeOutcome outcome = EmptyMode("whole_on_one_pu", models);
+        outcome.note = absl::StrJoin(described, ", ");
+        modes.push_back(Mode{std::move(outcome), runtime_mode(whole_rt.rt.get(), false)});
+      }
+    }
+  }
+
+  // Plain ONNX Runtime baselines over the CPU PUs' cores.
+  std::vector<std::unique_ptr<baseline::OrtBaseline>> ort_baselines;
+  if (config.run.baselines && cpu_threads > 0) {
+    for (baseline::Mode mode : {baseline::Mode::kSequential, baseline::Mode::kConcurrent}) {
+      std::vector<baseline::ModelSpec> specs;
+      for (const LoadedModel& lm : models) {
+        baseline::ModelSpec spec;
+        spec.name = lm.config->name;
+        spec.onnx_bytes = lm.bytes;
+        for (const NamedTensors& s : lm.samples) spec.samples.push_back(CloneAll(s));
+        spec.arrival = ToArrival(lm.config->arrival);
+        spec.deadline = DeadlineOf(*lm.config);
+        specs.push_back(std::move(spec));
+      }
+      baseline::BaselineOptions bo;
+      bo.threads = cpu_threads;
+      if (cpu_cores_complete && static_cast<int>(cpu_cores.size()) == cpu_threads) bo.cores = cpu_cores;
+      say(absl::StrCat(baseline::ModeName(mode), ": creating sessions"));
+      BATON_ASSIGN_OR_RETURN(std::unique_ptr<baseline::OrtBaseline> b,
+                             baseline::OrtBaseline::Create(mode, std::move(specs), bo));
+      baseline::OrtBaseline* raw = b.get();
+      ort_baselines.push_back(std::move(b));
+      modes.push_back(Mode{EmptyMode(baseline::ModeName(mode), models),
+                           [raw](Duration warmup, Duration duration, uint64_t seed, ModeOutcome& total) -> absl::Status {
+                             BATON_ASSIGN_OR_RETURN(baseline::SliceResult r, raw->RunFor(duration, warmup, seed));
+                             std::vector<ModelOutcome> part;
+                             for (const baseline::ModelResult& m : r.models) {
+                               ModelOutcome o;
+                               o.completed = m.completed;
+                               o.deadline_missed = m.deadline_missed;
+                               o.failed = m.failed;
+                               o.unfinished = m.unfinished;
+                               o.latencies = m.latencies;
+                               o.first_error = m.first_error;
+                               part.push_back(std::move(o));
+                             }
+                             Accumulate(total, part, {}, r.elapsed);
+                             return absl::OkStatus();
+                           }});
+    }
+  } else if (config.run.baselines) {
+    report.baselines_note = "the ORT baselines need CPU PUs; this config has none";
+  }
+  report.setup = std::chrono::steady_clock::now() - setup_start;
+
+  // Interleaved slices; the order of the modes rotates every slice.
+  const int slices = config.run.slices;
+  const Duration slice = FromMillis(config.run.duration_s * 1000.0 / slices);
+  const Duration first_warmup = FromMillis(config.run.warmup_s * 1000.0);
+  const Duration later_warmup = std::min(first_warmup, Duration(std::chrono::milliseconds(250)));
+  std::vector<bool> warmed(modes.size(), false);
+  for (int s = 0; s < slices; ++s) {
+    for (size_t k = 0; k < modes.size(); ++k) {
+      const size_t m = (k + static_cast<size_t>(s)) % modes.size();
+      Mode& mode = modes[m];
+      const Duration warmup = warmed[m] ? later_warmup : first_warmup;
+      warmed[m] = true;
+      BATON_RETURN_IF_ERROR(mode.run(warmup, slice, config.run.seed + static_cast<uint64_t>(s), mode.outcome));
+      say(absl::StrFormat("slice %d/%d  %-16s %8.1f req/s so far", s + 1, slices, mode.outcome.name,
+                          mode.outcome.throughput_rps()));
+    }
+  }
+
+  // Trace of baton's PU runs.
+  baton_rt.rt->Stop();
+  if (whole_rt.rt) whole_rt.rt->Stop();
+  if (!options.trace_path.empty()) {
+    trace::ChromeTrace trace;
+    std::vector<std::string> pu_device;
+    std::vector<std::string> pu_names;
+    for (size_t d = 0; d < config.devices.size(); ++d) {
+      for (const config::PuConfig& pu : config.devices[d].pus) {
+        trace.AddLane(static_cast<uint32_t>(d), config.devices[d].name, static_cast<uint32_t>(pu_names.size()),
+                      absl::StrCat(pu.name, " (", pu.kind, ")"));
+        pu_names.push_back(pu.name);
+      }
+    }
+    for (const runtime::PuRun& run : baton_rt.rt->TakeRuns()) {
+      const std::string& model_name = config.models[run.model.value].name;
+      trace.AddSlice(run.device.value, run.pu.value, absl::StrCat(model_name, ".p", run.partition.value), run.start,
+                     run.end,
+                     {{"model", model_name},
+                      {"request", std::to_string(run.request.value)},
+                      {"partition", std::to_string(run.partition.value)},
+                      {"ok", run.ok ? "true" : "false"}});
+    }
+    BATON_RETURN_IF_ERROR(trace.Write(options.trace_path));
+    say(absl::StrCat("trace: ", trace.slices(), " partition runs written to ", options.trace_path));
+  }
+
+  for (Mode& mode : modes) {
+    // PU names -> devices for the report.
+    for (PuOutcome& pu : mode.outcome.pus) {
+      for (const auto& dev : config.devices) {
+        for (const auto& p : dev.pus) {
+          if (p.name == pu.name) pu.device = dev.name;
+        }
+      }
+    }
+    if (mode.outcome.name == "baton") {
+      report.baton = std::move(mode.outcome);
+    } else {
+      report.baselines.push_back(std::move(mode.outcome));
+    }
+  }
+  report.verified = verified;
+  report.mismatches = mismatches;
+  report.first_mismatch = first_mismatch;
+  return report;
+}
+
+}  // namespace baton::cli

@@ -1,0 +1,94 @@
+// One `baton run`: builds executors, partitions and the runtime from a
+// RunConfig, then runs baton and the baselines interleaved in slices on the
+// same PUs for the same time, and returns what was measured.
+//
+// Modes (each runs run.duration_s in total, split into run.slices slices that
+// alternate between the modes, the order rotating every slice):
+//   baton            the configured high- and low-level policies
+//   ort_sequential   plain ONNX Runtime, one session per model over all the CPU
+//                    PUs' cores, one request at a time (baseline/ort_baseline.h)
+//   ort_concurrent   plain ONNX Runtime, a thread and a default-threaded session
+//                    per model
+//   whole_on_one_pu  only when a PU is not a CPU (ORT cannot use it): each model
+//                    whole on one PU, the best such static assignment, run by
+//                    baton's own runtime with `fixed` placement
+// The ORT baselines need CPU PUs; with none they are skipped (and said so).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "baton/config/run_config.h"
+#include "baton/core/status.h"
+#include "baton/core/time.h"
+
+namespace baton::cli {
+
+struct ModelOutcome {
+  std::string name;
+  uint64_t completed = 0;        // answered OK within the window
+  uint64_t deadline_missed = 0;  // DeadlineExceeded, or OK but later than the deadline
+  uint64_t rejected = 0;         // ResourceExhausted (queue or in-flight limit)
+  uint64_t failed = 0;           // any other error
+  uint64_t unfinished = 0;       // arrived in the window, answered after it
+  std::vector<Duration> latencies;  // of the completed ones
+  std::string first_error;
+};
+
+struct PuOutcome {
+  std::string name;
+  std::string kind;
+  std::string device;
+  Duration busy{};
+  uint64_t runs = 0;
+};
+
+struct ModeOutcome {
+  std::string name;      // "baton", "ort_sequential", ...
+  Duration measured{};   // total measured time over all slices
+  std::vector<ModelOutcome> models;  // config order
+  std::vector<PuOutcome> pus;        // runtime modes only
+  std::string note;                  // e.g. the whole_on_one_pu assignment
+  uint64_t completed() const;
+  double throughput_rps() const;
+};
+
+struct ModelPlanInfo {
+  std::string name;
+  std::string source;  // the file that was loaded
+  int partitions = 0;
+  int64_t param_bytes = 0;
+  double gflops = 0;
+};
+
+struct RunReport {
+  config::RunConfig config;  // as run (after command-line overrides)
+  std::vector<ModelPlanInfo> models;
+  ModeOutcome baton;
+  std::vector<ModeOutcome> baselines;
+  std::string baselines_note;  // why a baseline was skipped, "" if none
+  uint64_t verified = 0;       // --verify: outputs compared
+  uint64_t mismatches = 0;
+  std::string first_mismatch;
+  size_t sessions = 0;  // prepared partitions (after sharing) for baton
+  Duration setup{};     // loading, partitioning, session creation
+};
+
+struct RunOptions {
+  bool verify = false;
+  std::string trace_path;  // "" = no trace
+  std::string cache_dir;   // zoo models are generated here on first use
+  // Progress lines (phase by phase) go here; nullptr = silent.
+  std::function<void(const std::string&)> progress;
+};
+
+// The folder zoo models are cached in: $BATON_CACHE_DIR, else
+// $XDG_CACHE_HOME/baton, else $HOME/.cache/baton, else ./.baton-cache.
+std::string DefaultCacheDir();
+
+absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunOptions& options);
+
+}  // namespace baton::cli
