@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: dependencies, third-party test models,
 # an optimised build with warnings as errors and all tests, then the unit tests
-# again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# again under AddressSanitizer + UndefinedBehaviorSanitizer, then the tests of the
+# threaded runtime under ThreadSanitizer.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -36,3 +37,13 @@ case "$used" in
   *) echo "tests/lsan.supp suppressed '$used' (count bytes); expected at most '1 14'. A new leak is hiding behind it." >&2
      exit 1 ;;
 esac
+
+echo "== ThreadSanitizer build and the tests that run threads"
+# Only runtime_test (the threaded runtime shell, with 1-thread ONNX Runtime
+# sessions). ort_baseline_test is left out: its 2-thread sessions give reports
+# inside libonnxruntime's thread pool, which is not instrumented and could only
+# be suppressed as a whole library. TSAN_OPTIONS (halt_on_error=1) come from the
+# tsan test preset: any report fails the test.
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan -j "$jobs" --target runtime_test
+ctest --preset tsan -j "$jobs" -R '^(Runtime|Deployment|Zoo/ZooRuntimeTest)\.'

@@ -286,10 +286,6 @@ void Runtime::DispatcherLoop() {
       }
     }
     batch.clear();
-    {
-      std::lock_guard lock(stats_mu_);
-      hl_stats_ = hl_.stats();
-    }
     // Expired work, at every level.
     const Time now = Now();
     if (std::optional<Time> t = hl_.NextExpiry(); t && *t <= now) Apply(hl_.OnTick(now));
@@ -307,6 +303,11 @@ void Runtime::DispatcherLoop() {
 void Runtime::Apply(dispatch::HighLevelActions actions) {
   for (dispatch::SendAssignment& send : actions.assignments) {
     device_by_id_.at(send.device)->port->Submit(std::move(send.assignment));
+  }
+  {
+    // Before any callback: a client that has its answer sees it counted.
+    std::lock_guard lock(stats_mu_);
+    hl_stats_ = hl_.stats();
   }
   for (dispatch::FinishRequest& f : actions.finished) {
     auto it = clients_.find(f.request);
