@@ -67,7 +67,7 @@ devices:
       - {name: cpu0, kind: cpu, threads: 1}
       - {name: cpu1, kind: cpu, threads: 1}
 models:
-  - {name: cls, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 2}}
+  - {name: cls, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 2, think_ms: 5}}
   - {name: seq, path: )" + Zoo("lstm") + R"(, arrival: {mode: periodic, fps: 50}, deadline_ms: 500, priority: 1}
 policy: {high_level: balanced, low_level: sel, stages: 2}
 run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}

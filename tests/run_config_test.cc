@@ -245,7 +245,7 @@ TEST(RunConfigTest, UnknownKeysAtEveryLevelListTheKnownKeys) {
       "devices: [{name: d, pus: [{name: c}]}]\nmodels:\n  - {name: a, path: zoo:lstm}\n"
       "  - {name: b, path: zoo:lstm, arrival: {mode: periodic, fsp: 3}}\n";
   EXPECT_THAT(ErrorOf(two_models),
-              HasSubstr("config.yaml: models[1].arrival: unknown key 'fsp'; known keys: mode, concurrency, fps, rate"));
+              HasSubstr("config.yaml: models[1].arrival: unknown key 'fsp'; known keys: mode, concurrency, think_ms, fps, rate"));
   EXPECT_THAT(ErrorOf(Minimal() + "policy: {lowlevel: fifo}\n"),
               HasSubstr("policy: unknown key 'lowlevel'; known keys: high_level, low_level, stages"));
   EXPECT_THAT(ErrorOf(Minimal() + "run: {duration: 3}\n"),
@@ -283,6 +283,10 @@ TEST(RunConfigTest, KeysOfAnotherModeAreErrorsWithTheFix) {
               HasSubstr("mode is closed (the default)"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c}", "{name: m, path: zoo:lstm, arrival: {rate: 3, mode: periodic}}")),
               HasSubstr("models[0].arrival.rate: 'rate' applies only to mode poisson"));
+  EXPECT_THAT(ErrorOf(Minimal("{name: c}", "{name: m, path: zoo:lstm, arrival: {mode: periodic, fps: 5, think_ms: 2}}")),
+              HasSubstr("models[0].arrival.think_ms: 'think_ms' applies only to mode closed"));
+  EXPECT_THAT(ErrorOf(Minimal("{name: c}", "{name: m, path: zoo:lstm, arrival: {think_ms: -1}}")),
+              HasSubstr("models[0].arrival.think_ms: must be between 0"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c}", "{name: m, path: zoo:lstm, arrival: {mode: poisson, concurrency: 2}}")),
               HasSubstr("models[0].arrival.concurrency: 'concurrency' applies only to mode closed"));
 }
@@ -435,13 +439,19 @@ TEST(RunConfigTest, DefaultConfigIsValidForOneTwoAndFourCores) {
       EXPECT_EQ(config.devices[0].pus[i], Cpu("cpu" + std::to_string(i), 1, {i}));
     }
     ASSERT_EQ(config.models.size(), 4u);
-    const std::vector<std::string> names = {"mobilenetv2", "squeezenet", "transformer", "lstm"};
+    const std::vector<std::string> names = {"camera", "audio", "text", "batch"};
+    const std::vector<std::string> zoo = {"squeezenet", "lstm", "transformer", "mobilenetv2"};
     for (size_t m = 0; m < names.size(); ++m) {
       EXPECT_EQ(config.models[m].name, names[m]);
-      EXPECT_EQ(config.models[m].path, "zoo:" + names[m]);
-      EXPECT_EQ(config.models[m].arrival, (ArrivalConfig{.mode = ArrivalConfig::Mode::kClosed, .concurrency = 2}));
+      EXPECT_EQ(config.models[m].path, "zoo:" + zoo[m]);
+      EXPECT_EQ(config.models[m].arrival.mode, ArrivalConfig::Mode::kClosed);
+      EXPECT_GE(config.models[m].arrival.concurrency, 1);
     }
-    EXPECT_EQ(config.policy, (PolicyConfig{.high_level = "balanced", .low_level = "heft", .stages = 0}));
+    // Three frame-by-frame streams with a pause, one throughput stream.
+    EXPECT_GT(config.models[0].arrival.think_ms, 0);
+    EXPECT_EQ(config.models[3].arrival.think_ms, 0);
+    EXPECT_EQ(config.models[3].arrival.concurrency, 2);
+    EXPECT_EQ(config.policy, (PolicyConfig{.high_level = "balanced", .low_level = "sel", .stages = 0}));
     EXPECT_EQ(config.run.duration_s, 8.0);
     EXPECT_EQ(config.run.warmup_s, 1.0);
     EXPECT_EQ(config.run.slices, RunSettings{}.slices);
@@ -491,7 +501,7 @@ TEST(RunConfigTest, EveryKeyRoundTrips) {
   accel.pus = {npu, Emu("true", 123456.789)};
   config.models = {
       Model("det", "zoo:yolo", {.mode = ArrivalConfig::Mode::kPeriodic, .fps = 29.97}),
-      Model("cls", "models/res net.onnx", {.concurrency = 5}),
+      Model("cls", "models/res net.onnx", {.concurrency = 5, .think_ms = 12.5}),
       Model("vad", "zoo:lstm", {.mode = ArrivalConfig::Mode::kPoisson, .rate = 0.25}),
   };
   config.models[0].deadline_ms = 33.3;

@@ -143,7 +143,9 @@ void PrintReport(const RunReport& r) {
   std::vector<std::vector<std::string>> rows = {{"model", "partitions", "params", "GFLOPs", "arrival"}};
   for (size_t i = 0; i < r.models.size(); ++i) {
     const config::ArrivalConfig& a = c.models[i].arrival;
-    std::string arrival = a.mode == config::ArrivalConfig::Mode::kClosed     ? absl::StrCat("closed x", a.concurrency)
+    std::string arrival = a.mode == config::ArrivalConfig::Mode::kClosed
+                              ? absl::StrCat("closed x", a.concurrency,
+                                             a.think_ms > 0 ? absl::StrCat(", think ", a.think_ms, " ms") : "")
                           : a.mode == config::ArrivalConfig::Mode::kPeriodic ? absl::StrCat(a.fps, " fps")
                                                                              : absl::StrCat("poisson ", a.rate, "/s");
     if (c.models[i].deadline_ms) absl::StrAppend(&arrival, ", deadline ", *c.models[i].deadline_ms, " ms");
@@ -190,6 +192,17 @@ void PrintReport(const RunReport& r) {
                     b.throughput_rps() > 0 ? absl::StrFormat("%.2fx", ratio) : "-"});
   }
   PrintTable(rows);
+  // Per model: a higher total can hide a starved model; this table shows it.
+  std::cout << "\n  req/s per model:\n";
+  std::vector<std::string> header = {"model", "baton"};
+  for (const ModeOutcome& b : r.baselines) header.push_back(b.name);
+  rows = {header};
+  for (size_t i = 0; i < r.baton.models.size(); ++i) {
+    std::vector<std::string> row = {r.baton.models[i].name, F1(ModelRps(r.baton.models[i], r.baton))};
+    for (const ModeOutcome& b : r.baselines) row.push_back(F1(ModelRps(b.models[i], b)));
+    rows.push_back(std::move(row));
+  }
+  PrintTable(rows, "    ");
   for (const ModeOutcome& b : r.baselines) {
     if (!b.note.empty()) std::cout << "  " << b.name << ": " << b.note << "\n";
   }

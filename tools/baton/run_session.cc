@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -121,7 +122,7 @@ dispatch::Arrival ToArrival(const config::ArrivalConfig& a) {
     case config::ArrivalConfig::Mode::kClosed:
       break;
   }
-  return dispatch::ClosedLoop{a.concurrency, Duration(0)};
+  return dispatch::ClosedLoop{a.concurrency, FromMillis(a.think_ms)};
 }
 
 std::optional<Duration> DeadlineOf(const config::ModelConfig& m) {
@@ -163,7 +164,14 @@ class WindowDriver {
     while (true) {
       Time until = reset ? t1_ : t0_;
       for (const Open& o : open) until = std::min(until, o.next);
-      SleepUntil(until);
+      {
+        std::unique_lock lock(mu_);
+        if (!timers_.empty()) until = std::min(until, timers_.front().first);
+        const Time now = rt_.Now();
+        if (until > now) {
+          timer_cv_.wait_for(lock, until - now);  // a new timer or a spurious wake-up just loops
+        }
+      }
       const Time now = rt_.Now();
       if (!reset && now >= t0_) {
         rt_.ResetStats();
@@ -179,6 +187,17 @@ class WindowDriver {
                         : o.rng.Exponential(Duration(static_cast<Duration::rep>(1e9 / a.rate)));
         }
       }
+      // Closed-loop streams whose think time is over.
+      std::vector<size_t> due;
+      {
+        std::lock_guard lock(mu_);
+        while (!timers_.empty() && timers_.front().first <= now) {
+          std::pop_heap(timers_.begin(), timers_.end(), std::greater<>());
+          due.push_back(timers_.back().second);
+          timers_.pop_back();
+        }
+      }
+      for (size_t i : due) Submit(i, /*closed=*/true);
     }
     for (const runtime::PuStats& s : rt_.pu_stats()) pus.push_back(PuOutcome{s.name, s.kind, "", s.busy, s.runs});
     stop_.store(true);
@@ -191,11 +210,6 @@ class WindowDriver {
   const std::string& first_mismatch() const { return first_mismatch_; }
 
  private:
-  void SleepUntil(Time t) {
-    const Time now = rt_.Now();
-    if (t > now) std::this_thread::sleep_for(t - now);
-  }
-
   void Submit(size_t i, bool closed) {
     const LoadedModel& m = models_[i];
     const uint64_t seq = seq_[i].fetch_add(1);
@@ -206,7 +220,19 @@ class WindowDriver {
     options.priority = m.config->priority;
     rt_.Submit(m.id, CloneAll(m.samples[sample]), options, [this, i, sample, closed, deadline](runtime::RequestResult r) {
       Record(i, sample, deadline, r);
-      if (closed && !stop_.load()) Submit(i, true);
+      if (!closed || stop_.load()) return;
+      const double think_ms = models_[i].config->arrival.think_ms;
+      if (think_ms <= 0) {
+        Submit(i, true);
+        return;
+      }
+      // The driver thread submits it when the think time is over.
+      {
+        std::lock_guard lock(mu_);
+        timers_.emplace_back(rt_.Now() + FromMillis(think_ms), i);
+        std::push_heap(timers_.begin(), timers_.end(), std::greater<>());
+      }
+      timer_cv_.notify_one();
     });
   }
 
@@ -260,6 +286,10 @@ class WindowDriver {
   std::string first_mismatch_;
   std::vector<std::atomic<uint64_t>> seq_;
   std::atomic<bool> stop_{false};
+  // Closed-loop streams waiting out their think time: (when, model), a min-heap.
+  std::mutex mu_;
+  std::condition_variable timer_cv_;
+  std::vector<std::pair<Time, size_t>> timers_;
 };
 
 // Adds `part` (one slice) into `total`.
@@ -480,7 +510,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
       std::string share_key;
       if (pu.kind == "cpu") {
         executors.push_back(std::make_unique<backend::CpuExecutor>(backend::CpuPuSpec{pu.name, pu.threads, pu.cores}));
-        if (pu.threads == 1) share_key = "cpu:1";
+        if (pu.threads == 1 && !std::getenv("BATON_NO_SHARE")) share_key = "cpu:1";
         cpu_threads += pu.threads;
         cpu_cores.insert(cpu_cores.end(), pu.cores.begin(), pu.cores.end());
         cpu_cores_complete = cpu_cores_complete && !pu.cores.empty();

@@ -239,8 +239,20 @@ void OrtBaselineImpl::Serve(std::span<const size_t> indices, Clock::time_point s
     }
     const size_t m = indices[best];
     const std::vector<Feeds>& samples = feeds_[m];
-    const Feeds& feeds = samples[streams[best].index() % samples.size()];
-    absl::StatusOr<std::vector<Tensor>> outputs = runners_[m]->Run(feeds);
+    const size_t sample = streams[best].index() % samples.size();
+    const Feeds* feeds = &samples[sample];
+    // A fresh copy of the inputs per request, as an application hands over a
+    // new frame (baton's requests pay the same copy).
+    dispatch::NamedTensors copy;
+    Feeds copied;
+    if (options_.copy_inputs) {
+      const dispatch::NamedTensors& original = models_[m].samples[sample];
+      copy.reserve(original.size());
+      for (const auto& [name, tensor] : original) copy.emplace_back(name, tensor.Clone());
+      for (const auto& [name, tensor] : copy) copied.emplace_back(name, &tensor);
+      feeds = &copied;
+    }
+    absl::StatusOr<std::vector<Tensor>> outputs = runners_[m]->Run(*feeds);
     const Clock::time_point finish = Clock::now();
     streams[best].Pop(finish);
     if (!in_window(arrival)) continue;  // warm-up: discarded

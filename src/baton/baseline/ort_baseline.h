@@ -16,7 +16,8 @@
 // time, so queueing counts. Requests still waiting when a slice ends are not
 // counted (`unfinished`).
 //
-// Sessions are created once (Create) and reused by every RunFor call, so a
+// Each request's inputs are copied once (BaselineOptions::copy_inputs), as in
+// baton. Sessions are created once (Create) and reused by every RunFor call, so a
 // caller can interleave slices of baselines and baton runs.
 //
 // Thread-safety: RunFor must not be called concurrently on one object.
@@ -65,6 +66,10 @@ struct BaselineOptions {
   // (empty, or exactly `threads` ids). kConcurrent ignores both (ORT default).
   int threads = 1;
   std::vector<int> cores;
+  // Copy each request's inputs before running it, as an application hands over
+  // a fresh buffer per request (baton's requests own their inputs, so they pay
+  // the same copy); false feeds the samples in place.
+  bool copy_inputs = true;
 };
 
 class OrtBaseline {

@@ -26,14 +26,16 @@ namespace {
 // The embedded default workload (DefaultRunConfig): the one place to tune the
 // mix. Each entry becomes {name: NAME, path: zoo:NAME} in closed loop.
 struct DefaultModel {
+  const char* name;
   const char* zoo_name;
   int concurrency;
+  double think_ms;
 };
 constexpr std::array<DefaultModel, 4> kDefaultModels = {{
-    {"mobilenetv2", 2},
-    {"squeezenet", 2},
-    {"transformer", 2},
-    {"lstm", 2},
+    {"camera", "squeezenet", 1, 30},
+    {"audio", "lstm", 1, 15},
+    {"text", "transformer", 1, 80},
+    {"batch", "mobilenetv2", 2, 0},
 }};
 constexpr double kDefaultDurationS = 8;
 constexpr double kDefaultWarmupS = 1;
@@ -54,7 +56,7 @@ constexpr std::array<const char*, 8> kPuKeys = {"name",  "kind",     "threads", 
 constexpr std::array<const char*, 2> kCpuOnlyKeys = {"threads", "cores"};
 constexpr std::array<const char*, 4> kEmuOnlyKeys = {"speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 6> kModelKeys = {"name", "path", "arrival", "deadline_ms", "priority", "partitions"};
-constexpr std::array<const char*, 4> kArrivalKeys = {"mode", "concurrency", "fps", "rate"};
+constexpr std::array<const char*, 5> kArrivalKeys = {"mode", "concurrency", "think_ms", "fps", "rate"};
 constexpr std::array<const char*, 3> kPolicyKeys = {"high_level", "low_level", "stages"};
 constexpr std::array<const char*, 7> kRunKeys = {"duration_s", "warmup_s",  "seed",         "baselines",
                                                  "slices",     "max_queue", "max_in_flight"};
@@ -201,6 +203,11 @@ absl::Status ValidateDevices(const std::vector<DeviceConfig>& devices) {
 absl::Status ValidateArrival(const ArrivalConfig& arrival, const std::string& path) {
   switch (arrival.mode) {
     case ArrivalConfig::Mode::kClosed:
+      if (!(arrival.think_ms >= 0 && arrival.think_ms <= kMaxDeadlineMs)) {
+        return Invalid(Child(path, "think_ms"), absl::StrCat("must be between 0 and ", kMaxDeadlineMs, " (got ",
+                                                              arrival.think_ms, "); it is the pause in ms between an "
+                                                              "answer and the next request"));
+      }
       return CheckAtLeast(arrival.concurrency, 1, Child(path, "concurrency"),
                           "the number of requests kept in flight (1 or more)");
     case ArrivalConfig::Mode::kPeriodic:
@@ -571,6 +578,9 @@ class Parser {
       if (f.key == "concurrency") {
         if (arrival.mode != ArrivalConfig::Mode::kClosed) return NotApplicable(f, "mode", "closed", actual);
         BATON_RETURN_IF_ERROR(Int(f, arrival.concurrency));
+      } else if (f.key == "think_ms") {
+        if (arrival.mode != ArrivalConfig::Mode::kClosed) return NotApplicable(f, "mode", "closed", actual);
+        BATON_RETURN_IF_ERROR(Double(f, arrival.think_ms));
       } else if (f.key == "fps") {
         if (arrival.mode != ArrivalConfig::Mode::kPeriodic) return NotApplicable(f, "mode", "periodic", actual);
         BATON_RETURN_IF_ERROR(Double(f, arrival.fps));
@@ -700,12 +710,13 @@ RunConfig DefaultRunConfig(int cores) {
   }
   for (const DefaultModel& entry : kDefaultModels) {
     ModelConfig& model = config.models.emplace_back();
-    model.name = entry.zoo_name;
+    model.name = entry.name;
     model.path = absl::StrCat("zoo:", entry.zoo_name);
     model.arrival.mode = ArrivalConfig::Mode::kClosed;
     model.arrival.concurrency = entry.concurrency;
+    model.arrival.think_ms = entry.think_ms;
   }
-  config.policy = PolicyConfig{.high_level = "balanced", .low_level = "heft", .stages = 0};
+  config.policy = PolicyConfig{.high_level = "balanced", .low_level = "sel", .stages = 0};
   config.run.duration_s = kDefaultDurationS;
   config.run.warmup_s = kDefaultWarmupS;
   return config;
@@ -755,6 +766,9 @@ std::string ToYaml(const RunConfig& config) {
     switch (model.arrival.mode) {
       case ArrivalConfig::Mode::kClosed:
         out << YAML::Key << "concurrency" << YAML::Value << model.arrival.concurrency;
+        if (model.arrival.think_ms != 0) {
+          out << YAML::Key << "think_ms" << YAML::Value << FormatDouble(model.arrival.think_ms);
+        }
         break;
       case ArrivalConfig::Mode::kPeriodic:
         out << YAML::Key << "fps" << YAML::Value << FormatDouble(model.arrival.fps);

@@ -14,6 +14,7 @@
 //     - {name: det, path: zoo:yolo, arrival: {mode: periodic, fps: 10},
 //        deadline_ms: 200, priority: 1, partitions: 3}
 //     - {name: cls, path: models/resnet.onnx, arrival: {mode: closed, concurrency: 2}}
+//     - {name: cam, path: zoo:squeezenet, arrival: {mode: closed, concurrency: 1, think_ms: 30}}
 //     - {name: vad, path: zoo:lstm, arrival: {mode: poisson, rate: 20}}
 //   policy: {high_level: balanced, low_level: heft, stages: 0}
 //   run: {duration_s: 20, warmup_s: 2, seed: 1, baselines: true, slices: 3,
@@ -62,6 +63,7 @@ struct ArrivalConfig {
   enum class Mode { kClosed, kPeriodic, kPoisson };
   Mode mode = Mode::kClosed;
   int concurrency = 1;  // closed: requests in flight (>= 1)
+  double think_ms = 0;  // closed: pause between an answer and the next request (>= 0)
   double fps = 0;       // periodic: requests per second (> 0)
   double rate = 0;      // poisson: mean requests per second (> 0)
 
@@ -81,7 +83,7 @@ struct ModelConfig {
 
 struct PolicyConfig {
   std::string high_level = "balanced";  // whole | capability | balanced
-  std::string low_level = "heft";       // any name policy::LowLevelPolicyNames() lists
+  std::string low_level = "sel";        // any name policy::LowLevelPolicyNames() lists
   int stages = 0;                       // balanced: partitions per model (0..64); 0 = number of PUs
 
   friend bool operator==(const PolicyConfig&, const PolicyConfig&) = default;
@@ -118,7 +120,10 @@ absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path);
 absl::Status Validate(const RunConfig& config);
 
 // The embedded default workload: one device "local" with one 1-thread CPU PU
-// per core in `cores` (pinned), and a mix of zoo models in closed loop.
+// per core in `cores` (pinned), and a mix of zoo models in closed loop: three
+// frame-by-frame streams (one request at a time with a pause between them, like
+// a camera or microphone pipeline) and one stream that keeps two requests in
+// flight (a throughput job).
 RunConfig DefaultRunConfig(int cores);
 
 // YAML text that ParseRunConfig reads back into an equal config (base_dir is
