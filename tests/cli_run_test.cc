@@ -109,18 +109,22 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
   nlohmann::json t = nlohmann::json::parse(in, nullptr, false);
   ASSERT_FALSE(t.is_discarded());
   std::set<std::string> lanes;
+  std::set<std::string> modes;  // the "mode" lane: which mode had the PUs when
   int slices = 0;
   for (const auto& e : t["traceEvents"]) {
     if (e["ph"] == "M" && e["name"] == "thread_name") lanes.insert(e["args"]["name"].get<std::string>());
-    if (e["ph"] == "X") {
+    if (e["ph"] == "X" && e["args"].contains("slice")) {
+      modes.insert(e["name"].get<std::string>());
+    } else if (e["ph"] == "X") {
       ++slices;
       EXPECT_TRUE(e["args"].contains("request"));
       EXPECT_TRUE(e["args"].contains("model"));
       EXPECT_GE(e["dur"].get<double>(), 0);
     }
   }
-  EXPECT_EQ(lanes, (std::set<std::string>{"cpu0 (cpu)", "cpu1 (cpu)"}));
+  EXPECT_EQ(lanes, (std::set<std::string>{"cpu0 (cpu)", "cpu1 (cpu)", "mode"}));
   EXPECT_GT(slices, 0);
+  EXPECT_EQ(modes, (std::set<std::string>{"baton", "ort_sequential", "ort_concurrent"}));
 }
 
 TEST_F(CliRunTest, EmulatedAcceleratorGetsTheWholeOnOnePuBaseline) {

@@ -684,13 +684,22 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
   const Duration first_warmup = FromMillis(config.run.warmup_s * 1000.0);
   const Duration later_warmup = std::min(first_warmup, Duration(std::chrono::milliseconds(250)));
   std::vector<bool> warmed(modes.size(), false);
+  // Which mode ran when (on the baton runtime's clock), for the trace.
+  struct Turn {
+    std::string mode;
+    int slice;
+    Time start, end;
+  };
+  std::vector<Turn> turns;
   for (int s = 0; s < slices; ++s) {
     for (size_t k = 0; k < modes.size(); ++k) {
       const size_t m = (k + static_cast<size_t>(s)) % modes.size();
       Mode& mode = modes[m];
       const Duration warmup = warmed[m] ? later_warmup : first_warmup;
       warmed[m] = true;
+      const Time began = baton_rt.rt->Now();
       BATON_RETURN_IF_ERROR(mode.run(warmup, slice, config.run.seed + static_cast<uint64_t>(s), mode.outcome));
+      turns.push_back(Turn{mode.outcome.name, s + 1, began, baton_rt.rt->Now()});
       say(absl::StrFormat("slice %d/%d  %-16s %8.1f req/s so far", s + 1, slices, mode.outcome.name,
                           mode.outcome.throughput_rps()));
     }
@@ -710,6 +719,12 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
         pu_names.push_back(pu.name);
       }
     }
+    // One more lane: which mode had the PUs when (warm-up included).
+    const auto run_pid = static_cast<uint32_t>(config.devices.size());
+    trace.AddLane(run_pid, "baton run", 0, "mode");
+    for (const Turn& t : turns) {
+      trace.AddSlice(run_pid, 0, t.mode, t.start, t.end, {{"slice", std::to_string(t.slice)}});
+    }
     for (const runtime::PuRun& run : baton_rt.rt->TakeRuns()) {
       const std::string& model_name = config.models[run.model.value].name;
       trace.AddSlice(run.device.value, run.pu.value, absl::StrCat(model_name, ".p", run.partition.value), run.start,
@@ -720,7 +735,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
                       {"ok", run.ok ? "true" : "false"}});
     }
     BATON_RETURN_IF_ERROR(trace.Write(options.trace_path));
-    say(absl::StrCat("trace: ", trace.slices(), " partition runs written to ", options.trace_path));
+    say(absl::StrCat("trace: ", trace.slices() - turns.size(), " partition runs written to ", options.trace_path));
   }
 
   for (Mode& mode : modes) {
