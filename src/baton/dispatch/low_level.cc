@@ -136,13 +136,7 @@ LowLevelActions LowLevelCore::OnPuFinished(PuResult result, Time now) {
     pu_states_[*i].busy = false;
     pu_states_[*i].expected_free = now;
     ++stats_.finished;
-    Completion c;
-    c.id = r.id;
-    c.request = r.request;
-    c.model = r.model;
-    c.partition = r.partition;
-    c.device = options_.device;
-    c.status = std::move(result.status);
+    Completion c = AnswerFor(r.id, r.request, r.model, r.partition, std::move(result.status));
     if (c.status.ok()) c.outputs = std::move(result.outputs);
     c.pu = result.pu;
     c.start = result.start;
@@ -274,15 +268,21 @@ void LowLevelCore::Schedule(Time now, LowLevelActions& out) {
   RemoveFromReady(decided);
 }
 
-void LowLevelCore::Reject(const Assignment& a, absl::Status status, Time now, LowLevelActions& out) {
-  Trace(TraceKind::kDropped, now, a, std::nullopt, status.code());
+Completion LowLevelCore::AnswerFor(AssignmentId id, RequestId request, ModelId model, PartitionId partition,
+                                   absl::Status status) const {
   Completion c;
-  c.id = a.id;
-  c.request = a.request;
-  c.model = a.model;
-  c.partition = a.partition;
+  c.id = id;
+  c.request = request;
+  c.model = model;
+  c.partition = partition;
   c.device = options_.device;
   c.status = std::move(status);
+  return c;
+}
+
+void LowLevelCore::Reject(const Assignment& a, absl::Status status, Time now, LowLevelActions& out) {
+  Trace(TraceKind::kDropped, now, a, std::nullopt, status.code());
+  Completion c = AnswerFor(a.id, a.request, a.model, a.partition, std::move(status));
   c.start = now;
   c.end = now;
   out.completions.push_back(std::move(c));

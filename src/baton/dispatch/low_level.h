@@ -154,6 +154,9 @@ class LowLevelCore {
   void DropExpired(Time now, LowLevelActions& out);
   // Erases the ready items flagged in `remove` (indexed like ready_), keeping order.
   void RemoveFromReady(const std::vector<bool>& remove);
+  // A Completion of this device for one assignment, without outputs or times.
+  Completion AnswerFor(AssignmentId id, RequestId request, ModelId model, PartitionId partition,
+                       absl::Status status) const;
   // Answers an assignment that never ran.
   void Reject(const Assignment& a, absl::Status status, Time now, LowLevelActions& out);
   void Violation(std::string message);
