@@ -10,7 +10,6 @@
 #include <limits>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -61,7 +60,7 @@ struct LoadedModel {
   const config::ModelConfig* config = nullptr;
   ModelId id;
   std::string source;
-  std::string bytes;
+  std::string bytes;  // the whole model, serialized (for the ORT baselines)
   std::shared_ptr<const graph::Model> model;
   std::vector<NamedTensors> samples;
   std::vector<NamedTensors> expected;  // whole-model ORT outputs per sample (--verify)
@@ -72,14 +71,6 @@ NamedTensors CloneAll(const NamedTensors& in) {
   out.reserve(in.size());
   for (const auto& [name, t] : in) out.emplace_back(name, t.Clone());
   return out;
-}
-
-absl::StatusOr<std::string> ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path.string(), "'"));
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 // The file a model path names: a zoo model is generated into the cache on first use.
@@ -476,7 +467,8 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
       return absl::Status(model.status().code(), absl::StrCat("model '", mc.name, "': ", model.status().message()));
     }
     lm.model = *model;
-    BATON_ASSIGN_OR_RETURN(lm.bytes, ReadFile(file));
+    // The loaded model, external data inlined: what baton partitions is what the baselines run.
+    lm.bytes = lm.model->SerializeToString();
     for (int s = 0; s < kSamplesPerModel; ++s) {
       absl::StatusOr<NamedTensors> in = verify::RandomInputs(*lm.model, config.run.seed * 1000 + i * 10 + s);
       if (!in.ok()) {
