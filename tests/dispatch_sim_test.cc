@@ -486,6 +486,13 @@ TEST(VirtualShellTest, PeriodicStreamArrivesOnTheDot) {
   }
 }
 
+// Every request of a stream feeds x = 1.
+RequestTemplate OneScalarRequest(uint64_t, Rng&) {
+  RequestTemplate r;
+  r.inputs.emplace_back("x", Scalar(1));
+  return r;
+}
+
 TEST(VirtualShellTest, ClosedLoopKeepsItsConcurrency) {
   Tiny t({});
   TraceRecorder trace;
@@ -494,11 +501,7 @@ TEST(VirtualShellTest, ClosedLoopKeepsItsConcurrency) {
   s.model = ModelId(1);
   s.arrival = ClosedLoop{3, FromMillis(0.1)};
   s.count = 30;
-  s.make = [](uint64_t, Rng&) {
-    RequestTemplate r;
-    r.inputs.emplace_back("x", Scalar(1));
-    return r;
-  };
+  s.make = OneScalarRequest;
   ASSERT_TRUE(t.shell.AddStream(std::move(s)).ok());
   t.shell.RunUntilIdle();
   ASSERT_EQ(t.shell.finished().size(), 30u);
@@ -517,11 +520,7 @@ TEST(VirtualShellTest, PoissonStreamHasTheRequestedRate) {
   s.model = ModelId(1);
   s.arrival = Poisson{1000};  // mean gap 1 ms
   s.count = 4000;
-  s.make = [](uint64_t, Rng&) {
-    RequestTemplate r;
-    r.inputs.emplace_back("x", Scalar(1));
-    return r;
-  };
+  s.make = OneScalarRequest;
   ASSERT_TRUE(t.shell.AddStream(std::move(s)).ok());
   t.shell.RunUntilIdle();
   ASSERT_EQ(t.shell.finished().size(), 4000u);
