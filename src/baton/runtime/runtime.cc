@@ -251,19 +251,10 @@ void Runtime::Stop() {
   state_.store(State::kStopped);
 }
 
-std::optional<Time> Runtime::NextWake() {
-  std::optional<Time> wake = hl_.NextExpiry();
-  for (auto& d : devices_) {
-    std::lock_guard lock(d->mu);
-    if (std::optional<Time> t = d->core->NextExpiry(); t && (!wake || *t < *wake)) wake = t;
-  }
-  return wake;
-}
-
 void Runtime::DispatcherLoop() {
   std::deque<MailItem> batch;
+  std::optional<Time> wake;  // the earliest expiry at any level, from the last TickExpired
   while (true) {
-    const std::optional<Time> wake = NextWake();
     {
       std::unique_lock lock(mail_mu_);
       auto ready = [this] { return !mail_.empty() || stopping_; };
@@ -286,18 +277,25 @@ void Runtime::DispatcherLoop() {
       }
     }
     batch.clear();
-    // Expired work, at every level.
-    const Time now = Now();
-    if (std::optional<Time> t = hl_.NextExpiry(); t && *t <= now) Apply(hl_.OnTick(now));
-    for (auto& d : devices_) {
-      std::vector<dispatch::Completion> completions;
-      std::lock_guard lock(d->mu);
-      if (std::optional<Time> t = d->core->NextExpiry(); t && *t <= now) {
-        ApplyLocked(*d, d->core->OnTick(now), completions);
-        PostCompletions(std::move(completions));
-      }
-    }
+    wake = TickExpired(Now());
   }
+}
+
+std::optional<Time> Runtime::TickExpired(Time now) {
+  if (std::optional<Time> t = hl_.NextExpiry(); t && *t <= now) Apply(hl_.OnTick(now));
+  std::optional<Time> wake = hl_.NextExpiry();
+  for (auto& d : devices_) {
+    std::lock_guard lock(d->mu);
+    if (std::optional<Time> t = d->core->NextExpiry(); t && *t <= now) {
+      std::vector<dispatch::Completion> completions;
+      ApplyLocked(*d, d->core->OnTick(now), completions);
+      PostCompletions(std::move(completions));
+    }
+    // Only the dispatcher adds queued work, so no device expiry can come earlier
+    // before this thread looks again (a PU finishing only removes work).
+    if (std::optional<Time> t = d->core->NextExpiry(); t && (!wake || *t < *wake)) wake = t;
+  }
+  return wake;
 }
 
 void Runtime::Apply(dispatch::HighLevelActions actions) {

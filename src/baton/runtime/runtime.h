@@ -210,7 +210,9 @@ class Runtime {
   void ApplyLocked(Device& device, dispatch::LowLevelActions actions, std::vector<dispatch::Completion>& completions);
   void PostCompletions(std::vector<dispatch::Completion> completions);
   void PuLoop(Device& device, Pu& pu);
-  std::optional<Time> NextWake();
+  // Drops expired work at every level (dispatcher thread); returns when to look
+  // again (the earliest expiry left), or nullopt.
+  std::optional<Time> TickExpired(Time now);
 
   policy::OnlineLatencyModel* latency_;
   const RunnerTable* runners_;
