@@ -125,8 +125,9 @@ std::optional<Duration> DeadlineOf(const config::ModelConfig& m) {
 
 class WindowDriver {
  public:
-  WindowDriver(runtime::Runtime& rt, const std::vector<LoadedModel>& models, bool verify)
-      : rt_(rt), models_(models), verify_(verify), out_(models.size()), seq_(models.size()) {
+  WindowDriver(runtime::Runtime& rt, const std::vector<config::DeviceConfig>& devices,
+               const std::vector<LoadedModel>& models, bool verify)
+      : rt_(rt), devices_(devices), models_(models), verify_(verify), out_(models.size()), seq_(models.size()) {
     for (size_t i = 0; i < models.size(); ++i) out_[i].name = models[i].config->name;
     for (auto& s : seq_) s.store(0);
   }
@@ -190,7 +191,10 @@ class WindowDriver {
       }
       for (size_t i : due) Submit(i, /*closed=*/true);
     }
-    for (const runtime::PuStats& s : rt_.pu_stats()) pus.push_back(PuOutcome{s.name, s.kind, "", s.busy, s.runs});
+    // The runtime's DeviceIds are indices into config.devices (see MakeRuntime).
+    for (const runtime::PuStats& s : rt_.pu_stats()) {
+      pus.push_back(PuOutcome{s.name, s.kind, devices_.at(s.device.value).name, s.busy, s.runs});
+    }
     stop_.store(true);
     rt_.Drain();
   }
@@ -268,6 +272,7 @@ class WindowDriver {
   }
 
   runtime::Runtime& rt_;
+  const std::vector<config::DeviceConfig>& devices_;
   const std::vector<LoadedModel>& models_;
   const bool verify_;
   Time t0_{}, t1_{};
@@ -555,7 +560,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
   // Only baton's answers are verified (the fixed baseline may run emulators without outputs).
   auto runtime_mode = [&](runtime::Runtime* rt, bool verify) {
     return [&, rt, verify](Duration warmup, Duration duration, uint64_t seed, ModeOutcome& total) -> absl::Status {
-      WindowDriver driver(*rt, models, verify);
+      WindowDriver driver(*rt, config.devices, models, verify);
       std::vector<PuOutcome> pus;
       driver.Run(warmup, duration, seed, pus);
       Accumulate(total, driver.outcomes(), pus, duration);
@@ -731,14 +736,6 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
   }
 
   for (Mode& mode : modes) {
-    // PU names -> devices for the report.
-    for (PuOutcome& pu : mode.outcome.pus) {
-      for (const auto& dev : config.devices) {
-        for (const auto& p : dev.pus) {
-          if (p.name == pu.name) pu.device = dev.name;
-        }
-      }
-    }
     if (mode.outcome.name == "baton") {
       report.baton = std::move(mode.outcome);
     } else {
