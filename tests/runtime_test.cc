@@ -375,7 +375,7 @@ TEST_P(ZooRuntimeTest, EveryCutUnderEveryPolicyOnOneTwoAndFourCpuPusMatchesWhole
   }
   for (int k = 1; k <= 5; ++k) {
     auto deployment = Deployment::Build({dev}, {DeployModel{ModelId(1), GetParam(), c.model,
-                                                            HighLevelPolicy::kBalanced, k, DeviceId(0), std::nullopt}});
+                                                            HighLevelPolicy::kBalanced, k, DeviceId(0), std::nullopt, {}, {}}});
     ASSERT_TRUE(deployment.ok()) << deployment.status();
     // One session per partition, shared by the four 1-thread CPU PUs.
     EXPECT_EQ((*deployment)->prepared_count(), (*deployment)->models()[0].plan.partitions.size());
@@ -403,7 +403,7 @@ TEST_P(ZooRuntimeTest, EmuPusWithUnsupportedOpsForcePartitionsOntoCpu) {
   const std::vector<PuSetup> pus = {PuSetup{PuId(0), "cpu0", "cpu", {}}, PuSetup{PuId(1), "npu0", "emu", {}}};
   for (HighLevelPolicy hl : {HighLevelPolicy::kCapability, HighLevelPolicy::kBalanced}) {
     auto deployment =
-        Deployment::Build({dev}, {DeployModel{ModelId(1), GetParam(), c.model, hl, 3, DeviceId(0), std::nullopt}});
+        Deployment::Build({dev}, {DeployModel{ModelId(1), GetParam(), c.model, hl, 3, DeviceId(0), std::nullopt, {}, {}}});
     ASSERT_TRUE(deployment.ok()) << deployment.status();
     const DeployedModel& m = (*deployment)->models()[0];
     bool some_cpu_only = false;
@@ -429,11 +429,11 @@ TEST(Deployment, WholeModelNeedsOnePuThatRunsEveryNode) {
   backend::EmuExecutor npu(spec);
   DeployDevice dev{DeviceId(0), "local", {DeployPu{PuId(0), "npu0", &npu, ""}}};
   auto d = Deployment::Build({dev}, {DeployModel{ModelId(1), "sq", c.model, HighLevelPolicy::kWhole, 0, DeviceId(0),
-                                                  std::nullopt}});
+                                                  std::nullopt, {}, {}}});
   ASSERT_FALSE(d.ok());
   EXPECT_NE(d.status().message().find("no single PU"), std::string::npos) << d.status();
   auto d2 = Deployment::Build({dev}, {DeployModel{ModelId(1), "sq", c.model, HighLevelPolicy::kCapability, 0,
-                                                   DeviceId(0), std::nullopt}});
+                                                   DeviceId(0), std::nullopt, {}, {}}});
   ASSERT_FALSE(d2.ok());
   EXPECT_NE(d2.status().message().find("Relu"), std::string::npos) << d2.status();
 }

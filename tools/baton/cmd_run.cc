@@ -44,6 +44,9 @@ struct RunArgs {
   bool print_config = false;
   bool quiet = false;
   std::string cache_dir;
+  std::string plan;
+  std::string profile;
+  bool no_profile = false;
 };
 
 void PrintTable(const std::vector<std::vector<std::string>>& rows, const std::string& indent = "  ") {
@@ -98,7 +101,14 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
                         {"failed", m.failed},
                         {"unfinished", m.unfinished}};
     if (!m.first_error.empty()) j["first_error"] = m.first_error;
-    if (report != nullptr && i < report->models.size()) j["partitions"] = report->models[i].partitions;
+    if (report != nullptr && i < report->models.size()) {
+      j["partitions"] = report->models[i].partitions;
+      nlohmann::json placement = nlohmann::json::array();
+      for (const PlacedPartition& p : report->models[i].placement) {
+        placement.push_back({{"nodes", p.nodes}, {"pus", p.pus}});
+      }
+      j["placement"] = std::move(placement);
+    }
     models.push_back(std::move(j));
   }
   nlohmann::json j = {{"throughput_rps", mode.throughput_rps()},
@@ -211,6 +221,16 @@ void PrintReport(const RunReport& r) {
     std::cout << "\nspeed-up vs best baseline (" << best->name
               << "): " << absl::StrFormat("%.2fx", r.baton.throughput_rps() / best->throughput_rps()) << "\n";
   }
+  if (r.bound) {
+    std::cout << absl::StrFormat("bound (profile %s): %.1f req/s; baton reached %.2f of it", r.bound_source,
+                                 r.bound->throughput_rps,
+                                 r.bound->throughput_rps > 0 ? r.baton.throughput_rps() / r.bound->throughput_rps : 0);
+    if (!r.plan_policy.empty() && r.predicted_rps > 0) {
+      std::cout << absl::StrFormat("; plan (%s) predicted %.1f req/s, measured/predicted %.2f", r.plan_policy,
+                                   r.predicted_rps, r.baton.throughput_rps() / r.predicted_rps);
+    }
+    std::cout << "\n";
+  }
   if (r.verified > 0 || r.mismatches > 0) {
     std::cout << "verify: " << r.verified << " outputs checked against whole-model ONNX Runtime, " << r.mismatches
               << " mismatches\n";
@@ -242,6 +262,22 @@ nlohmann::json ReportJson(const RunReport& r) {
               {"seed", r.config.run.seed}};
   j["verify"] = {{"checked", r.verified}, {"mismatches", r.mismatches}};
   if (!r.first_mismatch.empty()) j["verify"]["first_mismatch"] = r.first_mismatch;
+  if (r.bound) {
+    nlohmann::json lat = nlohmann::json::object();
+    for (size_t i = 0; i < r.bound->latency_ms.size() && i < r.baton.models.size(); ++i) {
+      lat[r.baton.models[i].name] = r.bound->latency_ms[i];
+    }
+    j["bound"] = {{"throughput_rps", r.bound->throughput_rps}, {"latency_ms", lat}, {"profile", r.bound_source}};
+    j["bound_ratio"] = r.bound->throughput_rps > 0 ? r.baton.throughput_rps() / r.bound->throughput_rps : 0;
+  } else {
+    j["bound"] = nullptr;
+    j["bound_ratio"] = nullptr;
+  }
+  if (!r.plan_policy.empty()) {
+    j["plan"] = {{"policy", r.plan_policy},
+                 {"predicted_throughput_rps", r.predicted_rps},
+                 {"measured_over_predicted", r.predicted_rps > 0 ? r.baton.throughput_rps() / r.predicted_rps : 0}};
+  }
   j["sessions"] = r.sessions;
   j["setup_s"] = Seconds(r.setup);
   return j;
@@ -278,6 +314,9 @@ int Run(const RunArgs& args) {
   options.verify = args.verify;
   options.trace_path = args.trace;
   options.cache_dir = args.cache_dir;
+  options.plan_path = args.plan;
+  options.profile_path = args.profile;
+  options.no_profile = args.no_profile;
   if (!args.quiet) {
     const auto start = std::chrono::steady_clock::now();
     options.progress = [start](const std::string& line) {
@@ -329,13 +368,19 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--slices", args->slices, "Interleaved slices per mode (overrides run.slices)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-baselines", args->no_baselines, "Run baton only");
-  cmd->add_option("--high-level", args->high_level, "High-level policy: whole, capability, balanced");
+  cmd->add_option("--high-level", args->high_level, "High-level policy: whole, capability, balanced, lp, search");
   cmd->add_option("--low-level", args->low_level,
                   "Low-level policy: fifo, round_robin, fixed, sel, heft, lsf, edf, priority");
   cmd->add_option("--stages", args->stages, "Partitions per model for balanced (0 = number of PUs)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--print-config", args->print_config, "Print the effective configuration as YAML and exit");
   cmd->add_flag("--quiet", args->quiet, "No progress lines on stderr");
+  cmd->add_option("--plan", args->plan, "Carry out this plan (from `baton plan`) instead of planning now");
+  cmd->add_option("--profile", args->profile,
+                  "Profile for the bounds and the planner (default: the plan's, else one measured on first use and "
+                  "cached per config)");
+  cmd->add_flag("--no-profile", args->no_profile,
+                "No profile and no bounds: FLOP-based cuts (high-level whole, capability, balanced)");
   cmd->add_option("--cache-dir", args->cache_dir, "Where zoo models are generated (default: $BATON_CACHE_DIR or "
                                                   "~/.cache/baton)");
   cmd->callback([args, exit_code] { *exit_code = Run(*args); });

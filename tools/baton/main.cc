@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   baton::cli::AddPartitionCommand(app, &exit_code);
   baton::cli::AddVerifyCommand(app, &exit_code);
   baton::cli::AddRunCommand(app, &exit_code);
+  baton::cli::AddProfileCommand(app, &exit_code);
+  baton::cli::AddPlanCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

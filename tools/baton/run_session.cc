@@ -26,7 +26,8 @@
 #include "baton/runtime/runtime.h"
 #include "baton/trace/chrome_trace.h"
 #include "baton/verify/verify.h"
-#include "baton/zoo/zoo.h"
+#include "planning.h"
+#include "setup.h"
 
 namespace baton::cli {
 
@@ -44,64 +45,15 @@ double ModeOutcome::throughput_rps() const {
   return seconds > 0 ? static_cast<double>(completed()) / seconds : 0;
 }
 
-std::string DefaultCacheDir() {
-  if (const char* dir = std::getenv("BATON_CACHE_DIR"); dir && *dir) return dir;
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return (fs::path(xdg) / "baton").string();
-  if (const char* home = std::getenv("HOME"); home && *home) return (fs::path(home) / ".cache" / "baton").string();
-  return ".baton-cache";
-}
-
 namespace {
 
 constexpr int kSamplesPerModel = 4;  // request i of a model feeds sample i % 4
-
-// Everything about one configured model that the modes share.
-struct LoadedModel {
-  const config::ModelConfig* config = nullptr;
-  ModelId id;
-  std::string source;
-  std::string bytes;  // the whole model, serialized (for the ORT baselines)
-  std::shared_ptr<const graph::Model> model;
-  std::vector<NamedTensors> samples;
-  std::vector<NamedTensors> expected;  // whole-model ORT outputs per sample (--verify)
-};
 
 NamedTensors CloneAll(const NamedTensors& in) {
   NamedTensors out;
   out.reserve(in.size());
   for (const auto& [name, t] : in) out.emplace_back(name, t.Clone());
   return out;
-}
-
-// The file a model path names: a zoo model is generated into the cache on first use.
-absl::StatusOr<fs::path> ResolveModelPath(const config::ModelConfig& m, const config::RunConfig& config,
-                                          const std::string& cache_dir) {
-  if (std::optional<std::string> zoo_name = config::ZooName(m.path)) {
-    const fs::path file = fs::path(cache_dir) / "zoo" / (*zoo_name + ".onnx");
-    if (fs::exists(file)) return file;
-    absl::StatusOr<std::string> bytes = zoo::Generate(*zoo_name, /*small=*/false);
-    if (!bytes.ok()) {
-      return absl::Status(bytes.status().code(),
-                          absl::StrCat("model '", m.name, "' (", m.path, "): ", bytes.status().message()));
-    }
-    std::error_code ec;
-    fs::create_directories(file.parent_path(), ec);
-    const fs::path tmp = file.string() + ".tmp" + std::to_string(::getpid());
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out << *bytes;
-      if (!out) {
-        return absl::InvalidArgumentError(absl::StrCat("cannot write the zoo model cache '", tmp.string(),
-                                                       "'; set BATON_CACHE_DIR to a writable folder"));
-      }
-    }
-    fs::rename(tmp, file, ec);
-    if (ec) return absl::InternalError(absl::StrCat("cannot move '", tmp.string(), "' to '", file.string(), "'"));
-    return file;
-  }
-  fs::path p(m.path);
-  if (p.is_relative() && !config.base_dir.empty()) p = fs::path(config.base_dir) / p;
-  return p;
 }
 
 dispatch::Arrival ToArrival(const config::ArrivalConfig& a) {
@@ -457,93 +409,100 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
   report.config = config;
 
   // Models, inputs and (for --verify) the whole-model reference outputs.
-  std::vector<LoadedModel> models;
   const std::string cache_dir = options.cache_dir.empty() ? DefaultCacheDir() : options.cache_dir;
-  for (size_t i = 0; i < config.models.size(); ++i) {
-    const config::ModelConfig& mc = config.models[i];
-    LoadedModel lm;
-    lm.config = &mc;
-    lm.id = ModelId(static_cast<uint32_t>(i));
-    BATON_ASSIGN_OR_RETURN(fs::path file, ResolveModelPath(mc, config, cache_dir));
-    lm.source = file.string();
-    say(absl::StrCat("loading model '", mc.name, "' from ", lm.source));
-    absl::StatusOr<std::shared_ptr<const graph::Model>> model = graph::Model::LoadFile(file);
-    if (!model.ok()) {
-      return absl::Status(model.status().code(), absl::StrCat("model '", mc.name, "': ", model.status().message()));
-    }
-    lm.model = *model;
-    // The loaded model, external data inlined: what baton partitions is what the baselines run.
-    lm.bytes = lm.model->SerializeToString();
-    for (int s = 0; s < kSamplesPerModel; ++s) {
-      absl::StatusOr<NamedTensors> in = verify::RandomInputs(*lm.model, config.run.seed * 1000 + i * 10 + s);
-      if (!in.ok()) {
-        return absl::Status(in.status().code(), absl::StrCat("model '", mc.name, "': cannot make inputs: ",
-                                                             in.status().message()));
-      }
-      if (options.verify) {
-        absl::StatusOr<NamedTensors> out = verify::RunWholeModel(*lm.model, *in);
-        if (!out.ok()) {
-          return absl::Status(out.status().code(), absl::StrCat("model '", mc.name, "': the whole model fails in ONNX "
-                                                                "Runtime: ", out.status().message()));
-        }
-        lm.expected.push_back(std::move(*out));
-      }
-      lm.samples.push_back(std::move(*in));
-    }
-    models.push_back(std::move(lm));
-  }
+  BATON_ASSIGN_OR_RETURN(std::vector<LoadedModel> models,
+                         LoadModels(config, cache_dir, kSamplesPerModel, options.verify, say));
 
   // Executors, one per PU.
-  std::vector<std::unique_ptr<backend::Executor>> executors;
-  std::vector<runtime::DeployDevice> devices;
-  bool all_cpu = true;
-  int cpu_threads = 0;
-  std::vector<int> cpu_cores;
-  bool cpu_cores_complete = true;
-  uint32_t pu_id = 0;
-  for (size_t d = 0; d < config.devices.size(); ++d) {
-    runtime::DeployDevice dev{DeviceId(static_cast<uint32_t>(d)), config.devices[d].name, {}};
-    for (const config::PuConfig& pu : config.devices[d].pus) {
-      std::string share_key;
-      if (pu.kind == "cpu") {
-        executors.push_back(std::make_unique<backend::CpuExecutor>(backend::CpuPuSpec{pu.name, pu.threads, pu.cores}));
-        if (pu.threads == 1 && !std::getenv("BATON_NO_SHARE")) share_key = "cpu:1";
-        cpu_threads += pu.threads;
-        cpu_cores.insert(cpu_cores.end(), pu.cores.begin(), pu.cores.end());
-        cpu_cores_complete = cpu_cores_complete && !pu.cores.empty();
-      } else {
-        all_cpu = false;
-        backend::EmuPuSpec spec;
-        spec.name = pu.name;
-        spec.speed = pu.speed;
-        spec.op_speed = pu.op_speed;
-        spec.unsupported_ops = pu.unsupported_ops;
-        spec.compute = pu.compute;
-        executors.push_back(std::make_unique<backend::EmuExecutor>(spec));
-      }
-      dev.pus.push_back(runtime::DeployPu{PuId(pu_id++), pu.name, executors.back().get(), share_key});
+  BATON_ASSIGN_OR_RETURN(PuSet pu_set, MakePus(config));
+  const std::vector<runtime::DeployDevice>& devices = pu_set.devices;
+  const bool all_cpu = pu_set.all_cpu;
+  const int cpu_threads = pu_set.cpu_threads;
+  const std::vector<int>& cpu_cores = pu_set.cpu_cores;
+  const bool cpu_cores_complete = pu_set.cpu_cores_complete;
+  const auto pu_count = static_cast<uint32_t>(pu_set.profiler_pus.size());
+
+  // The profile: for the bounds, and for every high-level policy but `whole`.
+  std::optional<Planning> planning;
+  std::string profile_source = options.profile_path;
+  std::optional<plan::PlanFile> plan_file;
+  if (!options.plan_path.empty()) {
+    BATON_ASSIGN_OR_RETURN(plan::PlanFile loaded, plan::PlanFile::Load(options.plan_path));
+    if (profile_source.empty() && !loaded.profile.empty() && fs::exists(loaded.profile)) profile_source = loaded.profile;
+    plan_file = std::move(loaded);
+  }
+  if (!options.no_profile) {
+    profile::Profile prof;
+    if (!profile_source.empty()) {
+      BATON_ASSIGN_OR_RETURN(prof, profile::Profile::Load(profile_source));
+    } else {
+      const profiler::ProfilerOptions quick = QuickProfilerOptions(pu_set.profiler_pus.size());
+      profile_source = AutoProfilePath(cache_dir, models, pu_set, quick);
+      say(absl::StrCat("profiling into ", profile_source, " (kept for the next run of this config)"));
+      BATON_ASSIGN_OR_RETURN(prof, ProfileInto(profile_source, models, pu_set, quick, nullptr));
     }
-    devices.push_back(std::move(dev));
+    BATON_ASSIGN_OR_RETURN(Planning built, BuildPlanning(config, models, pu_set, prof, profile_source));
+    planning = std::move(built);
+    report.bound = planning->bounds;
+    report.bound_source = profile_source;
   }
 
-  // baton's own deployment: the configured high-level policy.
-  BATON_ASSIGN_OR_RETURN(runtime::HighLevelPolicy hl, runtime::ParseHighLevelPolicy(config.policy.high_level));
+  // baton's own deployment: a plan (given, or made now by the configured
+  // high-level policy from the profile), or a cut without profile.
   std::vector<runtime::DeployModel> deploy;
-  for (size_t i = 0; i < models.size(); ++i) {
-    const config::ModelConfig& mc = *models[i].config;
-    deploy.push_back(runtime::DeployModel{models[i].id, mc.name, models[i].model, hl,
-                                          mc.partitions.value_or(config.policy.stages),
-                                          DeviceId(static_cast<uint32_t>(i % devices.size())), std::nullopt});
+  bool per_model_stages = false;
+  for (const config::ModelConfig& mc : config.models) per_model_stages = per_model_stages || mc.partitions.has_value();
+  const bool planned = plan_file.has_value() ||
+                       (planning.has_value() && config.policy.high_level != "whole" && !per_model_stages);
+  if (planned) {
+    if (!plan_file) {
+      BATON_ASSIGN_OR_RETURN(plan::PlanPolicy policy, plan::ParsePlanPolicy(config.policy.high_level));
+      plan::PlanOptions plan_options;
+      plan_options.max_stages = config.policy.stages;
+      plan_options.seed = config.run.seed;
+      say(absl::StrCat("planning (", config.policy.high_level, ") from the profile"));
+      BATON_ASSIGN_OR_RETURN(plan::PlanFile made,
+                             MakePlan(*planning, config, models, pu_set, policy, plan_options, profile_source));
+      plan_file = std::move(made);
+    }
+    BATON_ASSIGN_OR_RETURN(deploy, DeployFromPlan(*plan_file, options.plan_path.empty() ? "(made for this run)"
+                                                                                          : options.plan_path,
+                                                  config, models, pu_set));
+    report.plan_policy = plan_file->policy;
+    report.predicted_rps = plan_file->predicted_throughput_rps;
+  } else {
+    absl::StatusOr<runtime::HighLevelPolicy> hl = runtime::ParseHighLevelPolicy(config.policy.high_level);
+    if (!hl.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("high-level policy '", config.policy.high_level,
+                                                     "' needs a profile; drop --no-profile"));
+    }
+    for (size_t i = 0; i < models.size(); ++i) {
+      const config::ModelConfig& mc = *models[i].config;
+      deploy.push_back(runtime::DeployModel{models[i].id, mc.name, models[i].model, *hl,
+                                            mc.partitions.value_or(config.policy.stages), DeviceOfModel(config, i),
+                                            std::nullopt, {}, {}});
+    }
   }
-  say(absl::StrCat("partitioning (", config.policy.high_level, ") and creating sessions"));
+  say(absl::StrCat("creating sessions (", planned ? "plan " + report.plan_policy : config.policy.high_level, ")"));
   BATON_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Deployment> baton_deployment,
                          runtime::Deployment::Build(devices, deploy));
   report.sessions = baton_deployment->prepared_count();
   for (size_t i = 0; i < models.size(); ++i) {
     const graph::Model& g = *models[i].model;
-    report.models.push_back(ModelPlanInfo{models[i].config->name, models[i].source,
-                                          static_cast<int>(baton_deployment->models()[i].plan.partitions.size()),
-                                          g.total_param_bytes(), static_cast<double>(g.total_flops()) / 1e9});
+    const runtime::DeployedModel& dm = baton_deployment->models()[i];
+    ModelPlanInfo info{models[i].config->name, models[i].source, static_cast<int>(dm.plan.partitions.size()), {},
+                       g.total_param_bytes(), static_cast<double>(g.total_flops()) / 1e9};
+    for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
+      PlacedPartition placed;
+      for (NodeId n : dm.plan.partitions[p].nodes) placed.nodes.push_back(g.node(n).name);
+      std::vector<PuId> order = dm.capable_pus[p];
+      if (const std::optional<PuId>& fixed = dm.graph.partitions[p].fixed_pu) {
+        std::stable_partition(order.begin(), order.end(), [&](PuId u) { return u == *fixed; });
+      }
+      for (PuId u : order) placed.pus.push_back(pu_set.profiler_pus[u.value].name);
+      info.placement.push_back(std::move(placed));
+    }
+    report.models.push_back(std::move(info));
   }
   BATON_ASSIGN_OR_RETURN(RuntimeBundle baton_rt, MakeRuntime(config, *baton_deployment, config.policy.low_level,
                                                              /*fixed=*/config.policy.low_level == "fixed",
@@ -581,6 +540,8 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
     for (const runtime::DeployModel& dm : deploy) {
       runtime::DeployModel w = dm;
       w.high_level = runtime::HighLevelPolicy::kWhole;
+      w.groups.clear();
+      w.group_pus.clear();
       whole.push_back(w);
     }
     absl::StatusOr<std::unique_ptr<runtime::Deployment>> built = runtime::Deployment::Build(devices, whole);
@@ -589,7 +550,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
     } else {
       whole_deployment = std::move(*built);
       // Latency of every model whole on every PU of its device (inf where it cannot run).
-      std::vector<std::vector<double>> latency_ms(models.size(), std::vector<double>(pu_id, 1e300));
+      std::vector<std::vector<double>> latency_ms(models.size(), std::vector<double>(pu_count, 1e300));
       for (size_t i = 0; i < models.size(); ++i) {
         for (const runtime::DeployDevice& dev : devices) {
           for (const runtime::DeployPu& pu : dev.pus) {

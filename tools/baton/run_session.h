@@ -24,6 +24,7 @@
 #include "baton/config/run_config.h"
 #include "baton/core/status.h"
 #include "baton/core/time.h"
+#include "baton/profile/bounds.h"
 
 namespace baton::cli {
 
@@ -56,10 +57,16 @@ struct ModeOutcome {
   double throughput_rps() const;
 };
 
+struct PlacedPartition {
+  std::vector<std::string> nodes;  // node names
+  std::vector<std::string> pus;    // the PUs it was prepared on, the plan's preferred one first
+};
+
 struct ModelPlanInfo {
   std::string name;
   std::string source;  // the file that was loaded
   int partitions = 0;
+  std::vector<PlacedPartition> placement;  // baton's deployment
   int64_t param_bytes = 0;
   double gflops = 0;
 };
@@ -74,6 +81,11 @@ struct RunReport {
   uint64_t mismatches = 0;
   std::string first_mismatch;
   size_t sessions = 0;  // prepared partitions (after sharing) for baton
+  // Lower bounds from the profile (absent with --no-profile).
+  std::optional<profile::Bounds> bound;
+  std::string bound_source;  // the profile they come from
+  std::string plan_policy;   // the high-level policy that made baton's plan ("" = no plan)
+  double predicted_rps = 0;  // the plan's predicted throughput
   Duration setup{};     // loading, partitioning, session creation
 };
 
@@ -81,13 +93,12 @@ struct RunOptions {
   bool verify = false;
   std::string trace_path;  // "" = no trace
   std::string cache_dir;   // zoo models are generated here on first use
+  std::string plan_path;     // carry out this plan (`baton plan`)
+  std::string profile_path;  // use this profile; "" = the plan's, else an automatic one cached per config
+  bool no_profile = false;   // no profile, no bounds: FLOP-based cuts (whole, capability, balanced only)
   // Progress lines (phase by phase) go here; nullptr = silent.
   std::function<void(const std::string&)> progress;
 };
-
-// The folder zoo models are cached in: $BATON_CACHE_DIR, else
-// $XDG_CACHE_HOME/baton, else $HOME/.cache/baton, else ./.baton-cache.
-std::string DefaultCacheDir();
 
 absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunOptions& options);
 

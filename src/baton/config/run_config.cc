@@ -62,7 +62,7 @@ constexpr std::array<const char*, 7> kRunKeys = {"duration_s", "warmup_s",  "see
                                                  "slices",     "max_queue", "max_in_flight"};
 constexpr std::array<const char*, 2> kKinds = {"cpu", "emu"};
 constexpr std::array<const char*, 3> kModes = {"closed", "periodic", "poisson"};
-constexpr std::array<const char*, 3> kHighLevelPolicies = {"whole", "capability", "balanced"};
+constexpr std::array<const char*, 5> kHighLevelPolicies = {"whole", "capability", "balanced", "lp", "search"};
 
 bool Contains(std::span<const char* const> names, const std::string& name) {
   return std::any_of(names.begin(), names.end(), [&](const char* n) { return name == n; });

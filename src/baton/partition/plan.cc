@@ -7,17 +7,16 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/partition/placed_nodes.h"
 #include "nlohmann/json.hpp"
 
 namespace baton::partition {
-
-namespace {
 
 using graph::IsFreeConstant;
 using graph::Model;
 using graph::Node;
 
-std::string Q(absl::string_view s) { return absl::StrCat("'", s, "'"); }
+namespace internal {
 
 // A free constant stays in a partition only when it produces a model output;
 // otherwise every reader copies it (graph/extract.h).
@@ -29,7 +28,6 @@ bool MustBePlaced(const Model& model, const Node& node) {
   return false;
 }
 
-// Nodes that must belong to a partition, in topological order.
 std::vector<NodeId> PlacedNodes(const Model& model) {
   std::vector<NodeId> nodes;
   for (NodeId id : model.topo_order()) {
@@ -37,6 +35,16 @@ std::vector<NodeId> PlacedNodes(const Model& model) {
   }
   return nodes;
 }
+
+}  // namespace internal
+
+namespace {
+
+using internal::BalancedStarts;
+using internal::MustBePlaced;
+using internal::PlacedNodes;
+
+std::string Q(absl::string_view s) { return absl::StrCat("'", s, "'"); }
 
 uint64_t SplitMix64(uint64_t& state) {
   uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
@@ -189,10 +197,8 @@ absl::StatusOr<PartitionPlan> BuildPlan(const Model& model, std::vector<std::vec
   return plan;
 }
 
-namespace {
+namespace internal {
 
-// Segment starts (indices into `cost`) that split it into exactly k contiguous
-// segments (k <= cost.size()) minimising the costliest segment.
 std::vector<size_t> BalancedStarts(const std::vector<double>& cost, int k) {
   // Smallest bottleneck T such that greedy packing into segments of cost <= T
   // needs at most k segments (binary search on T).
@@ -242,7 +248,7 @@ std::vector<size_t> BalancedStarts(const std::vector<double>& cost, int k) {
   return starts;
 }
 
-}  // namespace
+}  // namespace internal
 
 absl::StatusOr<PartitionPlan> CutBalanced(const Model& model, int k, std::string* note) {
   if (k < 1) return absl::InvalidArgumentError(absl::StrCat("--parts must be at least 1 (got ", k, ")"));

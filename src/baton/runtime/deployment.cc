@@ -88,13 +88,26 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
     }
 
     absl::StatusOr<partition::PartitionPlan> plan;
-    switch (m.high_level) {
-      case HighLevelPolicy::kWhole: plan = WholePlan(model); break;
-      case HighLevelPolicy::kCapability: plan = partition::CutForPus(model, support, 1); break;
-      case HighLevelPolicy::kBalanced: {
-        const int k = m.stages > 0 ? m.stages : static_cast<int>(std::popcount(allowed));
-        plan = partition::CutForPus(model, support, k);
-        break;
+    // BuildPlan renumbers partitions in a topological order: map them back to groups by their nodes.
+    std::vector<std::optional<size_t>> group_of(model.nodes().size());
+    if (!m.groups.empty()) {
+      if (!m.group_pus.empty() && m.group_pus.size() != m.groups.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': ", m.groups.size(), " partitions but ",
+                                                       m.group_pus.size(), " PU lists; give one list per partition"));
+      }
+      plan = partition::BuildPlan(model, m.groups);
+      for (size_t gi = 0; gi < m.groups.size(); ++gi) {
+        for (NodeId n : m.groups[gi]) group_of[n.value] = gi;
+      }
+    } else {
+      switch (m.high_level) {
+        case HighLevelPolicy::kWhole: plan = WholePlan(model); break;
+        case HighLevelPolicy::kCapability: plan = partition::CutForPus(model, support, 1); break;
+        case HighLevelPolicy::kBalanced: {
+          const int k = m.stages > 0 ? m.stages : static_cast<int>(std::popcount(allowed));
+          plan = partition::CutForPus(model, support, k);
+          break;
+        }
       }
     }
     if (!plan.ok()) {
@@ -109,6 +122,34 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
     for (const partition::Partition& p : plan->partitions) {
       uint64_t mask = allowed;
       for (NodeId n : p.nodes) mask &= support[n.value];
+      std::optional<PuId> fixed_pu = m.fixed_pu;
+      std::optional<size_t> gi;
+      for (NodeId n : p.nodes) {
+        if (!gi) gi = group_of[n.value];
+      }
+      if (!m.group_pus.empty() && gi && !m.group_pus[*gi].empty()) {
+        uint64_t listed = 0;
+        for (PuId want : m.group_pus[*gi]) {
+          bool found = false;
+          for (size_t u = 0; u < dev.pus.size(); ++u) {
+            if (dev.pus[u].id != want) continue;
+            found = true;
+            if (!(mask >> u & 1)) {
+              return absl::FailedPreconditionError(absl::StrCat("model '", m.name, "' partition '", p.name,
+                                                                "' is planned on PU '", dev.pus[u].name,
+                                                                "', which does not support all of its nodes"));
+            }
+            listed |= uint64_t{1} << u;
+          }
+          if (!found) {
+            return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "' partition '", p.name,
+                                                           "' is planned on PU ", want.value, ", which device '",
+                                                           dev.name, "' does not have"));
+          }
+        }
+        mask = listed;
+        fixed_pu = m.group_pus[*gi][0];
+      }
       std::vector<PuId> capable;
       if (mask == 0) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -140,7 +181,7 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
         if (progress) progress(m.name, p.name, pu.name);
       }
       out.capable_pus.push_back(std::move(capable));
-      placement.push_back(dispatch::Placement{m.device, m.fixed_pu});
+      placement.push_back(dispatch::Placement{m.device, fixed_pu});
     }
     BATON_ASSIGN_OR_RETURN(out.graph, dispatch::ModelGraphFromPlan(*plan, placement));
     out.graph.name = m.name;

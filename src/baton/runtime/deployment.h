@@ -63,6 +63,13 @@ struct DeployModel {
   int stages = 0;                // balanced: partitions; 0 = the device's PU count
   DeviceId device;               // every partition of the model runs on this device
   std::optional<PuId> fixed_pu;  // pin every partition to this PU (and prepare only there)
+  // A plan's partitions (from `baton plan`): explicit node groups, and per
+  // group the PUs it may run on, preferred first (empty = every PU of the
+  // device that supports it). The preferred PU becomes the partition's
+  // fixed_pu (used by the `fixed` low-level policy). When set, `high_level`
+  // and `stages` are ignored.
+  std::vector<std::vector<NodeId>> groups;
+  std::vector<std::vector<PuId>> group_pus;
 };
 
 struct DeployedModel {

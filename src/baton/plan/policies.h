@@ -1,0 +1,58 @@
+// High-level policies: from a planning Problem (profile/problem.h) to a
+// Placement (each model's atoms grouped into partitions, each with the PUs
+// it may run on). Pure: a policy reads the problem and returns decisions; it
+// never measures, sleeps or reads a clock. Each states its objective.
+//
+//   capability  objective: none (the baseline cut). One partition per
+//               capability unit, listed on every PU that can run it, fastest
+//               first.
+//   balanced    objective: throughput of a pipeline. Per model (heaviest
+//               first), dynamic programming over the atom order: cut into at
+//               most `max_stages` contiguous stages, each on a distinct PU,
+//               minimizing the largest (PU load already placed + stage time x
+//               model weight); contiguous ranges of a topological order are
+//               convex, so every stage is a valid partition. State: (atoms
+//               done, set of PUs used) -> 2^P x n states, P <= 16.
+//   lp          objective: throughput. Solve the fractional throughput LP
+//               over atoms (profile/bounds.h), give each atom the PU with its
+//               largest share, merge consecutive atoms on the same PU into one
+//               partition, and list as further PUs of a partition the other
+//               PUs that carry at least 10 % of its atoms' work in the LP.
+//   search      objective: throughput first, then mean latency. A bounded
+//               local search (deterministic, `iterations` moves) from the best
+//               of the other three: move one atom boundary, move a partition
+//               to another PU, add or drop a secondary PU; keep a move when
+//               Predict improves (throughput up by > 0.1 %, or equal and
+//               latency down).
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "baton/core/status.h"
+#include "baton/profile/problem.h"
+
+namespace baton::plan {
+
+enum class PlanPolicy { kCapability, kBalanced, kLp, kSearch };
+const char* PlanPolicyName(PlanPolicy policy);
+// "capability" | "balanced" | "lp" | "search"; InvalidArgument listing them otherwise.
+absl::StatusOr<PlanPolicy> ParsePlanPolicy(const std::string& name);
+// The objective each policy optimizes, in words (for plans and reports).
+const char* PlanPolicyObjective(PlanPolicy policy);
+
+struct PlanOptions {
+  int max_stages = 0;      // balanced: stages per model; 0 = number of PUs
+  int iterations = 2000;   // search: moves tried
+  uint64_t seed = 1;       // search: move order
+};
+
+// Errors: InvalidArgument naming the model and atom when an atom can run on
+// no PU, or when the options are out of range.
+absl::StatusOr<profile::Placement> MakePlacement(PlanPolicy policy, const profile::Problem& problem,
+                                                 const PlanOptions& options = {});
+
+}  // namespace baton::plan

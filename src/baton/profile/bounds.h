@@ -1,0 +1,118 @@
+// Lower bounds (what no schedule can beat) and plan predictions, from a
+// planning Problem (profile/problem.h).
+//
+// Latency bound of a model: the longest path through its atom DAG (its
+// edges only: atoms with no path between them may run in parallel) where each
+// atom takes its lower-bound time t (below) on its fastest capable PU, plus
+// the transfers no placement can avoid (an edge between two atoms that share
+// no capable PU costs at least the cheapest transfer between a PU of one and
+// a PU of the other).
+//
+// Throughput bound (an LP, solved with GLPK): rates lambda_m >= 0 per model
+// and y[m,i,u] >= 0, the rate at which atom i of model m runs on PU u:
+//   sum_u y[m,i,u] = lambda_m                  every atom of every request runs once
+//   sum_{m,i} y[m,i,u] * t[m,i,u] / 1000 <= 1  no PU is busy more than 100 % of the time
+//   lambda_m <= cap_m                           the arrival process asks for no more
+//   maximize sum_m lambda_m
+// where t[m,i,u] is a lower bound on atom i's cost on u: the atom's time
+// times the smallest ratio RangeMs / (sum of its atoms' times) over the
+// ranges on u that contain it (measured ranges, and merged ones that pay the
+// partition overhead once), so that no partition is cheaper than the LP
+// assumes. Example: three 10 ms atoms, overhead 2 ms: the whole model takes
+// 26 ms as one partition, so t = 26/3 ms each. cap_m = rate (kRate),
+// concurrency / (think_ms + latency bound) (kClosed), or none (kSaturating).
+// Transfers are not in the LP: inside one device PUs share memory, and across
+// devices the Problem has no link topology to charge them to (which device
+// pairs share a wire); current deployments put a whole model on one device,
+// so no request crosses. Cross-device transfers count only in the latency
+// bound and the predicted latency. Times under 1e-6 ms count as 1e-6 ms
+// (keeps the LP bounded).
+//
+// Worked example: one model, two atoms, two PUs; atom 0 takes 10 ms on u0 and
+// 5 ms on u1, atom 1 takes 10 ms on u0 and cannot run on u1; saturating.
+// Best: u0 runs atom 1 (10 ms per request) and a share of atom 0; u1 the rest
+// of atom 0. lambda = 100/s uses u0 fully for atom 1, and u1 runs atom 0 at
+// 100/s * 5 ms = 50 %: bound 100 req/s.
+//
+// Prediction of a placement: the same LP where each planned partition is one
+// unit that may only run on its listed PUs, with its RangeMs costs (the
+// online policy is assumed to split work between a partition's PUs as well
+// as the LP does), kRate models fixed at their rate and kClosed models at
+// concurrency / (think_ms + predicted latency) when the PUs can serve that
+// (they are served first; otherwise they are all scaled by one factor and
+// demand_met is false), saturating models taking the rest. Predicted
+// latency = the chain of the model's partitions, each on its fastest listed
+// PU, plus the transfer of the cut bytes between consecutive partitions'
+// preferred PUs (pus[0]; 0 when they are the same PU). No queueing.
+//
+// Thread-safety: pure functions. GLPK's environment is thread-local; each
+// call builds and frees its own problem object with the terminal output off
+// (restored afterwards), and frees the thread's GLPK environment at the end
+// when the call created it (GLPK never frees it by itself, which
+// LeakSanitizer reports when a thread ends).
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "baton/core/status.h"
+#include "baton/profile/problem.h"
+
+namespace baton::profile {
+
+// A general throughput LP over units (atoms or partitions).
+struct LpUnit {
+  int model = 0;
+  PuCosts ms;  // per PU; nullopt = may not run there
+};
+struct LpModel {
+  std::optional<double> min_rps;  // served at least this much (if feasible; see below)
+  std::optional<double> max_rps;  // at most this much
+};
+struct LpResult {
+  double total_rps = 0;
+  std::vector<double> model_rps;                // per model
+  std::vector<std::vector<double>> unit_share;  // per unit, per PU: fraction of its runs there (sums to 1 if rate > 0)
+  std::vector<double> pu_busy;                  // per PU: busy fraction in [0, 1]
+  bool min_met = true;                          // false when the min_rps could not all be met: then every
+                                                // min_rps model was scaled by the same largest feasible factor
+};
+// Maximizes the total rate. min_rps first: if every min_rps fits, the total
+// is maximized under them; otherwise the largest theta in [0, 1] such that
+// every min_rps model gets theta * min_rps is found (a second LP), min_met is
+// false, and the total is maximized under those scaled minima. A model with
+// no unit at all gets rate 0 (its min_rps counts as met). Errors:
+// InvalidArgument when a unit has no PU it may run on, sizes disagree, a
+// time or rate is negative or not finite, or min_rps > max_rps; Internal
+// (naming GLPK's return code) when the solver fails.
+absl::StatusOr<LpResult> SolveThroughputLp(int pus, std::span<const LpUnit> units, std::span<const LpModel> models);
+
+struct Bounds {
+  std::vector<double> latency_ms;  // per model
+  double throughput_rps = 0;
+  std::vector<double> model_rps;  // per model, at the optimum
+  std::vector<double> pu_busy;    // per PU, at the optimum
+};
+// InvalidArgument naming the model and atom when an atom can run on no PU,
+// or naming the model when its sizes, ranges, edges or demand are malformed.
+absl::StatusOr<Bounds> ComputeBounds(const Problem& problem);
+
+struct Prediction {
+  double throughput_rps = 0;
+  std::vector<double> model_rps;   // per model
+  std::vector<double> latency_ms;  // per model (no queueing)
+  std::vector<double> pu_busy;     // per PU
+  bool demand_met = true;          // every kClosed/kRate model gets its demand
+};
+// InvalidArgument (naming the model, the partition index and the PU) when
+// the placement does not cover each model's atoms in order, lists no PU, an
+// unknown PU, a PU twice or a PU that cannot run a partition, or sizes
+// disagree (also cut_bytes: n - 1 per model), or the problem is malformed as
+// for ComputeBounds.
+absl::StatusOr<Prediction> Predict(const Problem& problem, const Placement& placement);
+// The same checks as Predict, alone.
+absl::Status ValidatePlacement(const Problem& problem, const Placement& placement);
+
+}  // namespace baton::profile

@@ -1,0 +1,159 @@
+// `baton profile`, `baton plan` and `baton run --plan`, run as a user runs
+// them: the plan round trip (write, read, run gives the same placement),
+// bounds in the run report, and stale profiles and plans refused with what
+// changed.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "cli_test_util.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using Result = baton::testing::CliResult;
+using baton::testing::Baton;
+
+class CliPlanTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("baton_cli_plan_test_" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    Result r = Baton("zoo --small --out " + (dir_ / "zoo").string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    config_ = Config("squeezenet", "cpu1", 1);
+    Result p = Baton("profile " + config_ + " -o " + Path("p.json") + Quick() + " --quiet");
+    ASSERT_EQ(p.exit_code, 0) << p.output;
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string Path(const std::string& name) { return (dir_ / name).string(); }
+  static std::string Quick() { return " --budget 10 --min-atoms 4 --warmup-runs 1 --min-runs 2 --min-time-ms 0"; }
+  // Two CPU PUs and an emulated accelerator that cannot run Softmax or Flatten.
+  static std::string Config(const std::string& cls_model, const std::string& second_cpu, int threads) {
+    const std::string name = "c_" + cls_model + "_" + second_cpu + std::to_string(threads) + ".yaml";
+    std::ofstream(dir_ / name) << R"(
+devices:
+  - name: local
+    pus:
+      - {name: cpu0, kind: cpu, threads: 1}
+      - {name: )" << second_cpu << R"(, kind: cpu, threads: )" << threads << R"(}
+      - {name: npu0, kind: emu, speed: 6, op_speed: {Conv: 12}, unsupported_ops: [Softmax, Flatten], compute: true}
+models:
+  - {name: cls, path: )" << (dir_ / "zoo" / (cls_model + ".onnx")).string() << R"(, arrival: {mode: closed, concurrency: 2}}
+  - {name: seq, path: )" << (dir_ / "zoo" / "lstm.onnx").string() << R"(, arrival: {mode: closed, concurrency: 1, think_ms: 5}}
+policy: {high_level: search, low_level: fixed}
+run: {duration_s: 0.5, warmup_s: 0.1, slices: 1}
+)";
+    return (dir_ / name).string();
+  }
+  static nlohmann::json ReadJson(const std::string& path) {
+    std::ifstream in(path);
+    return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  }
+  static fs::path dir_;
+  static std::string config_;
+};
+fs::path CliPlanTest::dir_;
+std::string CliPlanTest::config_;
+
+TEST_F(CliPlanTest, PlanWrittenReadAndRunGivesThePlannedPlacement) {
+  for (const char* policy : {"capability", "balanced", "lp", "search"}) {
+    SCOPED_TRACE(policy);
+    const std::string plan = Path(std::string("plan_") + policy + ".json");
+    Result r = Baton("plan " + config_ + " --profile " + Path("p.json") + " -o " + plan + " --policy " + policy +
+                     " --quiet");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_THAT(r.output, HasSubstr("predicted throughput"));
+    EXPECT_THAT(r.output, HasSubstr("bound"));
+    nlohmann::json p = ReadJson(plan);
+    ASSERT_FALSE(p.is_discarded());
+    EXPECT_EQ(p["policy"], policy);
+    EXPECT_GT(p["predicted_throughput_rps"].get<double>(), 0);
+    EXPECT_LE(p["predicted_throughput_rps"].get<double>(), p["bound_throughput_rps"].get<double>() * 1.0001);
+
+    const std::string json = Path(std::string("run_") + policy + ".json");
+    r = Baton("run " + config_ + " --plan " + plan + " --verify --no-baselines --quiet --json " + json);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_THAT(r.output, HasSubstr("0 mismatches"));
+    nlohmann::json j = ReadJson(json);
+    ASSERT_FALSE(j.is_discarded()) << r.output;
+    EXPECT_EQ(j["plan"]["policy"], policy);
+    EXPECT_GT(j["bound"]["throughput_rps"].get<double>(), 0);
+    EXPECT_GT(j["bound_ratio"].get<double>(), 0);
+    // The same partitions (as node sets) on the same PUs, preferred PU first.
+    for (size_t m = 0; m < p["models"].size(); ++m) {
+      std::map<std::set<std::string>, std::vector<std::string>> planned, ran;
+      for (const auto& q : p["models"][m]["partitions"]) {
+        planned[q["nodes"].get<std::set<std::string>>()] = q["pus"].get<std::vector<std::string>>();
+      }
+      for (const auto& q : j["models"][m]["placement"]) {
+        ran[q["nodes"].get<std::set<std::string>>()] = q["pus"].get<std::vector<std::string>>();
+      }
+      EXPECT_EQ(ran, planned) << p["models"][m]["name"];
+    }
+  }
+}
+
+TEST_F(CliPlanTest, RunWithoutAProfileMeasuresOneAndReportsTheBound) {
+  const std::string json = Path("auto.json");
+  Result r = Baton("run " + config_ + " --no-baselines --quiet --cache-dir " + Path("cache") + " --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("bound"));
+  nlohmann::json j = ReadJson(json);
+  EXPECT_GT(j["bound"]["throughput_rps"].get<double>(), 0);
+  EXPECT_GT(j["bound"]["latency_ms"]["cls"].get<double>(), 0);
+  EXPECT_GT(j["bound_ratio"].get<double>(), 0);
+  EXPECT_EQ(j["plan"]["policy"], "search");
+  // The profile is cached: a second run finds it.
+  ASSERT_TRUE(fs::exists(Path("cache") + "/profiles"));
+  EXPECT_FALSE(fs::is_empty(Path("cache") + "/profiles"));
+}
+
+TEST_F(CliPlanTest, StaleProfilesAndPlansAreRefusedWithWhatChanged) {
+  const std::string plan = Path("plan_stale.json");
+  ASSERT_EQ(Baton("plan " + config_ + " --profile " + Path("p.json") + " -o " + plan + " --quiet").exit_code, 0);
+
+  // Another model under the same name: the profile and the plan are both stale.
+  const std::string other_model = Config("mobilenetv2", "cpu1", 1);
+  Result r = Baton("plan " + other_model + " --profile " + Path("p.json") + " -o " + Path("x.json") + " --quiet");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("model 'cls' changed since it was profiled"));
+  r = Baton("run " + other_model + " --plan " + plan + " --profile " + Path("p.json") + " --no-baselines --quiet");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("changed since it was"));
+  r = Baton("run " + other_model + " --plan " + plan + " --no-profile --no-baselines --quiet");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("model 'cls' changed since it was planned"));
+
+  // A PU renamed, or with other settings.
+  r = Baton("run " + Config("squeezenet", "gpu1", 1) + " --plan " + plan + " --no-profile --no-baselines --quiet");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("PU 'cpu1' is in the plan but not in the config"));
+  r = Baton("run " + Config("squeezenet", "cpu1", 2) + " --plan " + plan + " --no-profile --no-baselines --quiet");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("PU 'cpu1' now has other settings"));
+  r = Baton("plan " + Config("squeezenet", "cpu1", 2) + " --profile " + Path("p.json") + " -o " + Path("y.json") +
+            " --quiet");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("no measurements for PU 'cpu1'"));
+}
+
+TEST_F(CliPlanTest, ProfileResumesAndReportsProgress) {
+  const std::string out = Path("p2.json");
+  fs::copy_file(Path("p.json"), out);
+  Result r = Baton("profile " + config_ + " -o " + out + Quick());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("resuming from"));
+  EXPECT_THAT(r.output, HasSubstr("already profiled"));
+  r = Baton("profile " + config_ + " -o " + Path("nowhere/dir/p.json") + " --budget 0");
+  EXPECT_NE(r.exit_code, 0);
+}
+
+}  // namespace

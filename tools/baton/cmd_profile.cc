@@ -1,0 +1,126 @@
+// `baton profile [CONFIG] -o PROFILE`: measures every candidate partition of
+// every configured model on every PU kind (see src/baton/profiler/profiler.h)
+// and writes the profile that `baton plan` reads. Resumes from PROFILE when it
+// exists (measurements with the same keys are kept).
+// Exit status: 0 done, 2 usage, config or measurement errors.
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "commands.h"
+#include "planning.h"
+#include "setup.h"
+
+namespace baton::cli {
+
+namespace {
+
+struct ProfileArgs {
+  std::string config;
+  std::string output;
+  int budget = 24;
+  int min_atoms = 0;
+  int warmup_runs = 2;
+  int min_runs = 7;
+  double min_time_ms = 100;
+  bool fresh = false;
+  bool quiet = false;
+  std::string cache_dir;
+};
+
+// A progress bar on a terminal, a line per 10 % otherwise.
+profiler::Progress Bar(bool quiet) {
+  if (quiet) return nullptr;
+  const bool tty = ::isatty(2) != 0;
+  auto last_decile = std::make_shared<int>(-1);
+  return [tty, last_decile](int done, int total, const std::string& what) {
+    const int width = 30;
+    const int filled = total > 0 ? done * width / total : width;
+    if (tty) {
+      std::cerr << absl::StrFormat("\r[%s%s] %d/%d %-60.60s", std::string(filled, '#'),
+                                   std::string(width - filled, '.'), done, total, what)
+                << (done == total ? "\n" : "") << std::flush;
+      return;
+    }
+    const int decile = total > 0 ? done * 10 / total : 10;
+    if (decile != *last_decile) {
+      *last_decile = decile;
+      std::cerr << absl::StrFormat("profile: %d/%d measured (%s)\n", done, total, what);
+    }
+  };
+}
+
+int Profile(const ProfileArgs& args) {
+  absl::StatusOr<config::RunConfig> config = LoadConfigOrDefault(args.config);
+  if (!config.ok()) {
+    std::cerr << "baton profile: " << config.status().message() << "\n";
+    return 2;
+  }
+  profiler::ProfilerOptions options;
+  options.budget = args.budget;
+  options.min_atoms = args.min_atoms;
+  options.warmup_runs = args.warmup_runs;
+  options.min_runs = args.min_runs;
+  options.max_runs = std::max(args.min_runs, 200);
+  options.min_time_ms = args.min_time_ms;
+  options.seed = config->run.seed;
+  if (absl::Status s = options.Validate(); !s.ok()) {
+    std::cerr << "baton profile: " << s.message() << "\n";
+    return 2;
+  }
+  const Say say = StderrProgress(args.quiet);
+  const std::string cache = args.cache_dir.empty() ? DefaultCacheDir() : args.cache_dir;
+  absl::StatusOr<std::vector<LoadedModel>> models = LoadModels(*config, cache, 0, false, say);
+  absl::StatusOr<PuSet> pus = models.ok() ? MakePus(*config) : absl::StatusOr<PuSet>(models.status());
+  if (!pus.ok()) {
+    std::cerr << "baton profile: " << pus.status().message() << "\n";
+    return 2;
+  }
+  if (args.fresh) std::filesystem::remove(args.output);
+  if (say && std::filesystem::exists(args.output)) say("resuming from " + args.output);
+  absl::StatusOr<profile::Profile> p = ProfileInto(args.output, *models, *pus, options, Bar(args.quiet));
+  if (!p.ok()) {
+    std::cerr << "\nbaton profile: " << p.status().message() << "\n";
+    return 2;
+  }
+  size_t ranges = 0, entries = 0;
+  for (const profile::ProfiledModel& m : p->models) {
+    ranges += m.ranges.size();
+    for (const profile::ProfiledRange& r : m.ranges) entries += r.latency.size();
+  }
+  std::cout << "baton profile: " << p->models.size() << " models, " << ranges << " candidate partitions, " << entries
+            << " measurements on " << p->pu_kinds.size() << " PU kinds; partition overhead "
+            << absl::StrFormat("%.3f", p->partition_overhead_ms) << " ms, handover "
+            << absl::StrFormat("%.3f", p->same_device.fixed_ms) << " ms -> " << args.output << "\n";
+  return 0;
+}
+
+}  // namespace
+
+void AddProfileCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<ProfileArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "profile",
+      "Measure every candidate partition of every model on every PU kind (for `baton plan`).\n"
+      "Candidates: capability units cut into atoms, merged into larger ranges up to --budget per model.\n"
+      "Resumes from -o PROFILE when it exists; --fresh starts over. Exit status: 0 done, 2 error.");
+  cmd->add_option("CONFIG", args->config, "YAML run configuration (default: the embedded workload)");
+  cmd->add_option("-o,--output", args->output, "The profile to write (JSON)")->required();
+  cmd->add_option("--budget", args->budget, "Candidate partitions per model (default 24)")->check(CLI::PositiveNumber);
+  cmd->add_option("--min-atoms", args->min_atoms, "Atoms per model at least (0 = max(4, 2 x PUs))")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--warmup-runs", args->warmup_runs, "Unmeasured runs first (default 2)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--min-runs", args->min_runs, "Measured runs at least (default 7)")->check(CLI::PositiveNumber);
+  cmd->add_option("--min-time-ms", args->min_time_ms, "Measured time at least, per entry (default 100)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--fresh", args->fresh, "Ignore an existing PROFILE instead of resuming it");
+  cmd->add_flag("--quiet", args->quiet, "No progress on stderr");
+  cmd->add_option("--cache-dir", args->cache_dir, "Where zoo models are generated");
+  cmd->callback([args, exit_code] { *exit_code = Profile(*args); });
+}
+
+}  // namespace baton::cli

@@ -1,0 +1,294 @@
+#include "planning.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace baton::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+profile::Demand DemandOf(const config::ArrivalConfig& a) {
+  profile::Demand d;
+  switch (a.mode) {
+    case config::ArrivalConfig::Mode::kPeriodic:
+      d.kind = profile::Demand::Kind::kRate;
+      d.rate = a.fps;
+      break;
+    case config::ArrivalConfig::Mode::kPoisson:
+      d.kind = profile::Demand::Kind::kRate;
+      d.rate = a.rate;
+      break;
+    case config::ArrivalConfig::Mode::kClosed:
+      d.kind = a.think_ms > 0 ? profile::Demand::Kind::kClosed : profile::Demand::Kind::kSaturating;
+      d.concurrency = a.concurrency;
+      d.think_ms = a.think_ms;
+      break;
+  }
+  return d;
+}
+
+profiler::ProfilerOptions CutOptions(const profile::Profile& profile) {
+  profiler::ProfilerOptions o;
+  o.budget = profile.budget;
+  o.min_atoms = profile.min_atoms;
+  return o;
+}
+
+}  // namespace
+
+absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const std::vector<LoadedModel>& models,
+                                       const PuSet& pus, const profile::Profile& profile, const std::string& source) {
+  Planning out;
+  const profiler::ProfilerOptions cut_options = CutOptions(profile);
+  std::vector<profile::ExpectedModel> expected;
+  for (size_t i = 0; i < models.size(); ++i) {
+    const LoadedModel& lm = models[i];
+    absl::StatusOr<profiler::ModelCut> cut = profiler::CutModel(*lm.model, pus.profiler_pus, cut_options);
+    if (!cut.ok()) {
+      return absl::Status(cut.status().code(), absl::StrCat("model '", lm.config->name, "': ", cut.status().message()));
+    }
+    profile::ExpectedModel e{lm.config->name, lm.content_hash, cut->atoms_key, {}};
+    const DeviceId dev = DeviceOfModel(config, i);
+    for (size_t u = 0; u < pus.profiler_pus.size(); ++u) {
+      if (pus.device_of[u] == dev.value) e.pu_kinds.emplace(pus.profiler_pus[u].kind_key, pus.profiler_pus[u].name);
+    }
+    expected.push_back(std::move(e));
+    out.cuts.push_back(std::move(*cut));
+  }
+  BATON_RETURN_IF_ERROR(profile::CheckFresh(profile, source, expected));
+
+  profile::Problem& p = out.problem;
+  for (size_t u = 0; u < pus.profiler_pus.size(); ++u) {
+    p.pus.push_back(profile::ProblemPu{pus.profiler_pus[u].name, pus.profiler_pus[u].kind_key, pus.device_of[u]});
+  }
+  p.same_device = profile.same_device;
+  p.cross_device = profile.cross_device;
+  p.partition_overhead_ms = profile.partition_overhead_ms;
+  const size_t n_pus = pus.profiler_pus.size();
+  for (size_t i = 0; i < models.size(); ++i) {
+    const LoadedModel& lm = models[i];
+    const profiler::ModelCut& cut = out.cuts[i];
+    const profile::ProfiledModel& pm = *profile.FindModel(lm.config->name);
+    const DeviceId dev = DeviceOfModel(config, i);
+    profile::ProblemModel m;
+    m.name = lm.config->name;
+    // Per-PU costs of a profiled range: nullopt where the PU cannot run all of it.
+    auto costs = [&](const profile::ProfiledRange& r, uint64_t support, bool& missing) {
+      profile::PuCosts c(n_pus);
+      for (size_t u = 0; u < n_pus; ++u) {
+        if (!(support >> u & 1) || pus.device_of[u] != dev.value) continue;
+        auto it = r.latency.find(pus.profiler_pus[u].kind_key);
+        if (it == r.latency.end()) {
+          missing = true;
+          continue;
+        }
+        c[u] = it->second.median_ms;
+      }
+      return c;
+    };
+    for (int a = 0; a < static_cast<int>(cut.atoms.atoms.size()); ++a) {
+      const profile::ProfiledRange* r = pm.Find(a, a + 1);
+      bool missing = r == nullptr;
+      profile::PuCosts c = r ? costs(*r, cut.atoms.atoms[static_cast<size_t>(a)].support, missing) : profile::PuCosts(n_pus);
+      if (missing) {
+        return absl::FailedPreconditionError(absl::StrCat("profile '", source, "': model '", m.name, "' atom ", a,
+                                                          " lacks measurements (the profile is incomplete); run "
+                                                          "`baton profile` again to finish it"));
+      }
+      m.atom_ms.push_back(std::move(c));
+      m.unit_of_atom.push_back(cut.atoms.atoms[static_cast<size_t>(a)].unit);
+    }
+    for (const partition::Candidate& c : cut.candidates) {
+      if (c.last - c.first < 2) continue;
+      const profile::ProfiledRange* r = pm.Find(c.first, c.last);
+      if (r == nullptr) continue;
+      bool missing = false;
+      profile::PuCosts pc = costs(*r, c.support, missing);
+      if (!missing) m.range_ms[{c.first, c.last}] = std::move(pc);
+    }
+    m.cut_bytes = cut.atoms.cut_bytes;
+    for (const partition::AtomEdge& e : cut.atoms.edges) m.edges.push_back(profile::AtomEdge{e.from, e.to, e.bytes});
+    m.demand = DemandOf(lm.config->arrival);
+    m.weight = m.demand.kind == profile::Demand::Kind::kSaturating ? m.demand.concurrency : 1;
+    m.deadline_ms = lm.config->deadline_ms;
+    p.models.push_back(std::move(m));
+  }
+  BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(p));
+  return out;
+}
+
+absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::RunConfig& config,
+                                        const std::vector<LoadedModel>& models, const PuSet& pus,
+                                        plan::PlanPolicy policy, const plan::PlanOptions& options,
+                                        const std::string& profile_source) {
+  const profile::Problem& problem = planning.problem;
+  BATON_ASSIGN_OR_RETURN(profile::Placement placement, plan::MakePlacement(policy, problem, options));
+  BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(problem, placement));
+  plan::PlanFile f;
+  f.policy = plan::PlanPolicyName(policy);
+  f.objective = plan::PlanPolicyObjective(policy);
+  f.profile = profile_source;
+  f.predicted_throughput_rps = prediction.throughput_rps;
+  f.bound_throughput_rps = planning.bounds.throughput_rps;
+  for (size_t u = 0; u < problem.pus.size(); ++u) {
+    f.pus.push_back(plan::PlanPu{problem.pus[u].name, problem.pus[u].kind,
+                                 config.devices[pus.device_of[u]].name,
+                                 u < prediction.pu_busy.size() ? prediction.pu_busy[u] : 0,
+                                 {}});
+  }
+  // Per PU: the partitions it may run, the more important model first.
+  struct Entry {
+    int priority;
+    size_t model;
+    size_t partition;
+    std::string name;
+  };
+  std::vector<std::vector<Entry>> order(problem.pus.size());
+  for (size_t m = 0; m < models.size(); ++m) {
+    const graph::Model& g = *models[m].model;
+    plan::PlanModel pm;
+    pm.name = models[m].config->name;
+    pm.content_hash = models[m].content_hash;
+    pm.predicted_rps = prediction.model_rps.at(m);
+    pm.predicted_latency_ms = prediction.latency_ms.at(m);
+    pm.latency_bound_ms = planning.bounds.latency_ms.at(m);
+    for (size_t k = 0; k < placement.models[m].size(); ++k) {
+      const profile::PlannedPartition& q = placement.models[m][k];
+      plan::PlanPartition pp;
+      for (NodeId n : partition::NodesOf(planning.cuts[m].atoms, q.first, q.last)) pp.nodes.push_back(g.node(n).name);
+      for (int u : q.pus) {
+        pp.pus.push_back(problem.pus[static_cast<size_t>(u)].name);
+        order[static_cast<size_t>(u)].push_back(
+            Entry{models[m].config->priority, m, k, absl::StrCat(pm.name, ".p", k)});
+      }
+      pp.predicted_ms = problem.RangeMs(static_cast<int>(m), q.first, q.last, q.pus.at(0)).value_or(0);
+      pm.partitions.push_back(std::move(pp));
+    }
+    f.models.push_back(std::move(pm));
+  }
+  for (size_t u = 0; u < order.size(); ++u) {
+    std::stable_sort(order[u].begin(), order[u].end(),
+                     [](const Entry& a, const Entry& b) { return a.priority > b.priority; });
+    for (const Entry& e : order[u]) f.pus[u].order.push_back(e.name);
+  }
+  return f;
+}
+
+absl::StatusOr<std::vector<runtime::DeployModel>> DeployFromPlan(const plan::PlanFile& plan, const std::string& source,
+                                                                 const config::RunConfig& config,
+                                                                 const std::vector<LoadedModel>& models,
+                                                                 const PuSet& pus) {
+  auto changed = [&](const std::string& what) {
+    return absl::FailedPreconditionError(absl::StrCat("plan '", source, "' no longer matches this config: ", what,
+                                                      "; make the plan again with `baton plan`"));
+  };
+  absl::flat_hash_map<std::string, size_t> pu_by_name;
+  for (size_t u = 0; u < pus.profiler_pus.size(); ++u) pu_by_name[pus.profiler_pus[u].name] = u;
+  for (const plan::PlanPu& p : plan.pus) {
+    auto it = pu_by_name.find(p.name);
+    if (it == pu_by_name.end()) return changed(absl::StrCat("PU '", p.name, "' is in the plan but not in the config"));
+    if (pus.profiler_pus[it->second].kind_key != p.kind_key) {
+      return changed(absl::StrCat("PU '", p.name, "' now has other settings (", p.kind_key, " -> ",
+                                  pus.profiler_pus[it->second].kind_key, ")"));
+    }
+  }
+  for (const profiler::ProfilerPu& p : pus.profiler_pus) {
+    bool found = false;
+    for (const plan::PlanPu& q : plan.pus) found = found || q.name == p.name;
+    if (!found) return changed(absl::StrCat("PU '", p.name, "' is in the config but not in the plan"));
+  }
+  for (const plan::PlanModel& pm : plan.models) {
+    bool found = false;
+    for (const LoadedModel& lm : models) found = found || lm.config->name == pm.name;
+    if (!found) return changed(absl::StrCat("model '", pm.name, "' is in the plan but not in the config"));
+  }
+  std::vector<runtime::DeployModel> out;
+  for (size_t i = 0; i < models.size(); ++i) {
+    const LoadedModel& lm = models[i];
+    const plan::PlanModel* pm = nullptr;
+    for (const plan::PlanModel& m : plan.models) {
+      if (m.name == lm.config->name) pm = &m;
+    }
+    if (pm == nullptr) return changed(absl::StrCat("model '", lm.config->name, "' is in the config but not in the plan"));
+    if (pm->content_hash != lm.content_hash) {
+      return changed(absl::StrCat("model '", pm->name, "' changed since it was planned (content hash ", pm->content_hash,
+                                  " -> ", lm.content_hash, ")"));
+    }
+    runtime::DeployModel dm;
+    dm.id = lm.id;
+    dm.name = lm.config->name;
+    dm.model = lm.model;
+    dm.device = DeviceOfModel(config, i);
+    for (size_t k = 0; k < pm->partitions.size(); ++k) {
+      const plan::PlanPartition& pp = pm->partitions[k];
+      std::vector<NodeId> group;
+      for (const std::string& node : pp.nodes) {
+        std::optional<NodeId> id = lm.model->FindNode(node);
+        if (!id) return changed(absl::StrCat("model '", pm->name, "' has no node '", node, "' any more"));
+        group.push_back(*id);
+      }
+      std::vector<PuId> group_pus;
+      for (const std::string& name : pp.pus) {
+        auto it = pu_by_name.find(name);
+        if (it == pu_by_name.end()) return changed(absl::StrCat("PU '", name, "' is not in the config"));
+        if (pus.device_of[it->second] != dm.device.value) {
+          return changed(absl::StrCat("model '", pm->name, "' partition ", k, " is planned on PU '", name,
+                                      "', which is not on the model's device '", config.devices[dm.device.value].name,
+                                      "'"));
+        }
+        group_pus.push_back(PuId(static_cast<uint32_t>(it->second)));
+      }
+      dm.groups.push_back(std::move(group));
+      dm.group_pus.push_back(std::move(group_pus));
+    }
+    out.push_back(std::move(dm));
+  }
+  return out;
+}
+
+profiler::ProfilerOptions QuickProfilerOptions(size_t pus) {
+  profiler::ProfilerOptions o;
+  o.min_atoms = std::max<int>(4, 2 * static_cast<int>(pus));
+  o.budget = 2 * o.min_atoms + 4;
+  o.warmup_runs = 1;
+  o.min_runs = 5;
+  o.max_runs = 50;
+  o.min_time_ms = 30;
+  return o;
+}
+
+std::string AutoProfilePath(const std::string& cache_dir, const std::vector<LoadedModel>& models, const PuSet& pus,
+                            const profiler::ProfilerOptions& options) {
+  std::string key = absl::StrCat("budget=", options.budget, ";min_atoms=", options.min_atoms, ";");
+  for (const LoadedModel& lm : models) absl::StrAppend(&key, lm.config->name, "=", lm.content_hash, ";");
+  for (const profiler::ProfilerPu& p : pus.profiler_pus) absl::StrAppend(&key, p.name, "=", p.kind_key, ";");
+  return (fs::path(cache_dir) / "profiles" / (profile::HashHex(key) + ".json")).string();
+}
+
+absl::StatusOr<profile::Profile> ProfileInto(const std::string& path, const std::vector<LoadedModel>& models,
+                                             const PuSet& pus, const profiler::ProfilerOptions& options,
+                                             const profiler::Progress& progress) {
+  profile::Profile p;
+  if (fs::exists(path)) {
+    absl::StatusOr<profile::Profile> loaded = profile::Profile::Load(path);
+    if (!loaded.ok()) return loaded.status();
+    p = std::move(*loaded);
+  } else if (fs::path(path).has_parent_path()) {
+    std::error_code ec;
+    fs::create_directories(fs::path(path).parent_path(), ec);
+  }
+  std::vector<profiler::ProfilerModel> pm;
+  for (const LoadedModel& lm : models) pm.push_back(profiler::ProfilerModel{lm.config->name, lm.model, lm.content_hash});
+  BATON_RETURN_IF_ERROR(profiler::ProfileModels(
+      pm, pus.profiler_pus, options, p, [&](const profile::Profile& now) { return now.Save(path); }, progress));
+  BATON_RETURN_IF_ERROR(p.Save(path));
+  return p;
+}
+
+}  // namespace baton::cli

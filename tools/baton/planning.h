@@ -1,0 +1,64 @@
+// From a profile and a configuration to a planning problem, bounds, plans,
+// and back from a plan file to what the runtime deploys. Shared by `baton
+// plan` and `baton run`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "baton/config/run_config.h"
+#include "baton/core/status.h"
+#include "baton/plan/plan_file.h"
+#include "baton/plan/policies.h"
+#include "baton/profile/bounds.h"
+#include "baton/profile/problem.h"
+#include "baton/profile/profile.h"
+#include "baton/profiler/profiler.h"
+#include "baton/runtime/deployment.h"
+#include "setup.h"
+
+namespace baton::cli {
+
+struct Planning {
+  profile::Problem problem;           // PUs in PuId order, models in config order
+  std::vector<profiler::ModelCut> cuts;  // per model
+  profile::Bounds bounds;
+};
+
+// The problem for `config` from `profile` (read from `source`). A model may
+// only use the PUs of its device. FailedPrecondition when the profile is
+// stale or incomplete for this config (saying what changed and to run `baton
+// profile` again).
+absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const std::vector<LoadedModel>& models,
+                                       const PuSet& pus, const profile::Profile& profile, const std::string& source);
+
+// Runs `policy` and writes the result as a plan file (with predictions and bounds).
+absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::RunConfig& config,
+                                        const std::vector<LoadedModel>& models, const PuSet& pus,
+                                        plan::PlanPolicy policy, const plan::PlanOptions& options,
+                                        const std::string& profile_source);
+
+// The runtime's models for `plan`. InvalidArgument/FailedPrecondition saying
+// what changed when the plan does not match the models or the PUs (a model
+// added, removed or changed; a PU added, removed or with other settings; a
+// node that no longer exists).
+absl::StatusOr<std::vector<runtime::DeployModel>> DeployFromPlan(const plan::PlanFile& plan, const std::string& source,
+                                                                 const config::RunConfig& config,
+                                                                 const std::vector<LoadedModel>& models,
+                                                                 const PuSet& pus);
+
+// Loads `path` if it exists, measures what is missing (quick settings unless
+// `options` say otherwise) and saves it back. Used by `baton run` without
+// --profile: the profile is cached per configuration.
+absl::StatusOr<profile::Profile> ProfileInto(const std::string& path, const std::vector<LoadedModel>& models,
+                                             const PuSet& pus, const profiler::ProfilerOptions& options,
+                                             const profiler::Progress& progress);
+
+// Where `baton run` caches the automatic profile of a configuration.
+std::string AutoProfilePath(const std::string& cache_dir, const std::vector<LoadedModel>& models, const PuSet& pus,
+                            const profiler::ProfilerOptions& options);
+
+// Quick settings for the automatic profile of `baton run`.
+profiler::ProfilerOptions QuickProfilerOptions(size_t pus);
+
+}  // namespace baton::cli

@@ -1,0 +1,69 @@
+// What every command that runs a configuration needs: the models loaded (zoo
+// models generated into the cache on first use) with sample inputs, and one
+// executor per configured PU. Shared by `baton run`, `baton profile` and
+// `baton plan`.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "baton/backend/executor.h"
+#include "baton/config/run_config.h"
+#include "baton/core/ids.h"
+#include "baton/core/status.h"
+#include "baton/dispatch/messages.h"
+#include "baton/graph/model.h"
+#include "baton/profiler/profiler.h"
+#include "baton/runtime/deployment.h"
+
+namespace baton::cli {
+
+// The folder zoo models are cached in: $BATON_CACHE_DIR, else
+// $XDG_CACHE_HOME/baton, else $HOME/.cache/baton, else ./.baton-cache.
+std::string DefaultCacheDir();
+
+using Say = std::function<void(const std::string&)>;
+
+// The config at `path`, or the embedded default workload (one CPU PU per
+// core) when `path` is empty.
+absl::StatusOr<config::RunConfig> LoadConfigOrDefault(const std::string& path);
+
+// Progress lines on stderr with the time since `start`, or nothing when quiet.
+Say StderrProgress(bool quiet);
+
+struct LoadedModel {
+  const config::ModelConfig* config = nullptr;  // points into the RunConfig passed to LoadModels
+  ModelId id;
+  std::string source;
+  std::string bytes;         // the whole model, serialized (for the ORT baselines)
+  std::string content_hash;  // profile::HashHex(bytes)
+  std::shared_ptr<const graph::Model> model;
+  std::vector<dispatch::NamedTensors> samples;
+  std::vector<dispatch::NamedTensors> expected;  // whole-model ORT outputs per sample (with_expected)
+};
+
+// Loads every configured model with `samples` random input sets (seeded by
+// config.run.seed) and, with `with_expected`, whole-model ORT outputs for them.
+absl::StatusOr<std::vector<LoadedModel>> LoadModels(const config::RunConfig& config, const std::string& cache_dir,
+                                                    int samples, bool with_expected, const Say& say);
+
+// One executor per configured PU; PuIds number the PUs over all devices in
+// config order, DeviceIds the devices.
+struct PuSet {
+  std::vector<std::unique_ptr<backend::Executor>> executors;
+  std::vector<runtime::DeployDevice> devices;
+  std::vector<profiler::ProfilerPu> profiler_pus;  // by PuId
+  std::vector<uint32_t> device_of;                 // by PuId
+  bool all_cpu = true;
+  int cpu_threads = 0;
+  std::vector<int> cpu_cores;
+  bool cpu_cores_complete = true;
+};
+absl::StatusOr<PuSet> MakePus(const config::RunConfig& config);
+
+// The device each model runs on: models go round-robin over the devices.
+DeviceId DeviceOfModel(const config::RunConfig& config, size_t model_index);
+
+}  // namespace baton::cli
