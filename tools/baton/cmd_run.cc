@@ -222,9 +222,14 @@ void PrintReport(const RunReport& r) {
               << "): " << absl::StrFormat("%.2fx", r.baton.throughput_rps() / best->throughput_rps()) << "\n";
   }
   if (r.bound) {
-    std::cout << absl::StrFormat("bound (profile %s): %.1f req/s; baton reached %.2f of it", r.bound_source,
+    std::vector<std::string> speeds;
+    for (const auto& [pu, k] : r.pu_speed) speeds.push_back(absl::StrFormat("%s x%.2f", pu, k));
+    std::cout << absl::StrFormat("bound: %.1f req/s; baton reached %.2f of it (profile %s: %.1f req/s, run times "
+                                 "measured/profiled: %s)",
                                  r.bound->throughput_rps,
-                                 r.bound->throughput_rps > 0 ? r.baton.throughput_rps() / r.bound->throughput_rps : 0);
+                                 r.bound->throughput_rps > 0 ? r.baton.throughput_rps() / r.bound->throughput_rps : 0,
+                                 r.bound_source, r.profile_bound ? r.profile_bound->throughput_rps : 0,
+                                 absl::StrJoin(speeds, ", "));
     if (!r.plan_policy.empty() && r.predicted_rps > 0) {
       std::cout << absl::StrFormat("; plan (%s) predicted %.1f req/s, measured/predicted %.2f", r.plan_policy,
                                    r.predicted_rps, r.baton.throughput_rps() / r.predicted_rps);
@@ -267,7 +272,13 @@ nlohmann::json ReportJson(const RunReport& r) {
     for (size_t i = 0; i < r.bound->latency_ms.size() && i < r.baton.models.size(); ++i) {
       lat[r.baton.models[i].name] = r.bound->latency_ms[i];
     }
-    j["bound"] = {{"throughput_rps", r.bound->throughput_rps}, {"latency_ms", lat}, {"profile", r.bound_source}};
+    nlohmann::json speed = nlohmann::json::object();
+    for (const auto& [pu, k] : r.pu_speed) speed[pu] = k;
+    j["bound"] = {{"throughput_rps", r.bound->throughput_rps},
+                  {"latency_ms", lat},
+                  {"profile", r.bound_source},
+                  {"profile_throughput_rps", r.profile_bound ? r.profile_bound->throughput_rps : 0},
+                  {"pu_speed", speed}};
     j["bound_ratio"] = r.bound->throughput_rps > 0 ? r.baton.throughput_rps() / r.bound->throughput_rps : 0;
   } else {
     j["bound"] = nullptr;
@@ -276,6 +287,7 @@ nlohmann::json ReportJson(const RunReport& r) {
   if (!r.plan_policy.empty()) {
     j["plan"] = {{"policy", r.plan_policy},
                  {"predicted_throughput_rps", r.predicted_rps},
+                 {"profile_predicted_throughput_rps", r.profile_predicted_rps},
                  {"measured_over_predicted", r.predicted_rps > 0 ? r.baton.throughput_rps() / r.predicted_rps : 0}};
   }
   j["sessions"] = r.sessions;

@@ -70,6 +70,8 @@ absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const st
   p.same_device = profile.same_device;
   p.cross_device = profile.cross_device;
   p.partition_overhead_ms = profile.partition_overhead_ms;
+  // A partition run crosses two thread handovers (to its PU and back).
+  p.dispatch_ms = 2 * profile.same_device.fixed_ms;
   const size_t n_pus = pus.profiler_pus.size();
   for (size_t i = 0; i < models.size(); ++i) {
     const LoadedModel& lm = models[i];
@@ -250,6 +252,78 @@ absl::StatusOr<std::vector<runtime::DeployModel>> DeployFromPlan(const plan::Pla
     out.push_back(std::move(dm));
   }
   return out;
+}
+
+std::optional<profile::Placement> PlacementOfPlan(const plan::PlanFile& plan, const Planning& planning,
+                                                  const std::vector<LoadedModel>& models, bool widen) {
+  const profile::Problem& problem = planning.problem;
+  profile::Placement out;
+  for (size_t m = 0; m < models.size(); ++m) {
+    const plan::PlanModel* pm = nullptr;
+    for (const plan::PlanModel& q : plan.models) {
+      if (q.name == models[m].config->name) pm = &q;
+    }
+    if (pm == nullptr) return std::nullopt;
+    const partition::Atoms& atoms = planning.cuts[m].atoms;
+    const graph::Model& g = *models[m].model;
+    std::vector<profile::PlannedPartition> parts;
+    int next = 0;
+    for (const plan::PlanPartition& pp : pm->partitions) {
+      // The atoms [next, last) whose nodes are exactly this partition's, in order.
+      size_t matched = 0;
+      int last = next;
+      while (last < static_cast<int>(atoms.atoms.size()) && matched < pp.nodes.size()) {
+        for (NodeId n : atoms.atoms[static_cast<size_t>(last)].nodes) {
+          if (matched >= pp.nodes.size() || g.node(n).name != pp.nodes[matched]) return std::nullopt;
+          ++matched;
+        }
+        ++last;
+      }
+      if (matched != pp.nodes.size() || last == next) return std::nullopt;
+      profile::PlannedPartition q{next, last, {}};
+      for (const std::string& name : pp.pus) {
+        for (size_t u = 0; u < problem.pus.size(); ++u) {
+          if (problem.pus[u].name == name) q.pus.push_back(static_cast<int>(u));
+        }
+      }
+      if (widen) {
+        for (size_t u = 0; u < problem.pus.size(); ++u) {
+          const int ui = static_cast<int>(u);
+          if (std::find(q.pus.begin(), q.pus.end(), ui) == q.pus.end() &&
+              problem.RangeMs(static_cast<int>(m), q.first, q.last, ui)) {
+            q.pus.push_back(ui);
+          }
+        }
+      }
+      parts.push_back(std::move(q));
+      next = last;
+    }
+    if (next != static_cast<int>(atoms.atoms.size())) return std::nullopt;
+    out.models.push_back(std::move(parts));
+  }
+  return out;
+}
+
+std::optional<std::pair<int, int>> AtomRangeOf(const Planning& planning, size_t m, std::span<const NodeId> nodes) {
+  const partition::Atoms& atoms = planning.cuts.at(m).atoms;
+  absl::flat_hash_map<uint32_t, int> atom_of;
+  for (size_t a = 0; a < atoms.atoms.size(); ++a) {
+    for (NodeId n : atoms.atoms[a].nodes) atom_of[n.value] = static_cast<int>(a);
+  }
+  int first = INT32_MAX, last = -1;
+  size_t placed = 0;
+  for (NodeId n : nodes) {
+    auto it = atom_of.find(n.value);
+    if (it == atom_of.end()) continue;
+    first = std::min(first, it->second);
+    last = std::max(last, it->second + 1);
+    ++placed;
+  }
+  if (last < 0) return std::nullopt;
+  size_t want = 0;
+  for (int a = first; a < last; ++a) want += atoms.atoms[static_cast<size_t>(a)].nodes.size();
+  if (want != placed) return std::nullopt;
+  return std::pair(first, last);
 }
 
 profiler::ProfilerOptions QuickProfilerOptions(size_t pus) {

@@ -47,6 +47,18 @@ absl::StatusOr<std::vector<runtime::DeployModel>> DeployFromPlan(const plan::Pla
                                                                  const std::vector<LoadedModel>& models,
                                                                  const PuSet& pus);
 
+// The plan's placement over the problem's atoms; nullopt when a partition is
+// not a range of atoms (a plan made from a profile with another cut). With
+// `widen`, each partition may also run on every other PU of its model's
+// device that can run it (what an online low-level policy gets).
+std::optional<profile::Placement> PlacementOfPlan(const plan::PlanFile& plan, const Planning& planning,
+                                                  const std::vector<LoadedModel>& models, bool widen);
+
+// The atoms [first, last) of model `m` that hold exactly `nodes` (free
+// constants, which atoms leave out, are ignored); nullopt when they are not
+// such a range.
+std::optional<std::pair<int, int>> AtomRangeOf(const Planning& planning, size_t m, std::span<const NodeId> nodes);
+
 // Loads `path` if it exists, measures what is missing (quick settings unless
 // `options` say otherwise) and saves it back. Used by `baton run` without
 // --profile: the profile is cached per configuration.

@@ -387,6 +387,73 @@ double MedianRunMs(const backend::PreparedPartition& runner, const NamedTensors&
   return ms[ms.size() / 2];
 }
 
+// The profile's time of every deployed partition on every PU it may run on,
+// as the latency model's prior (measured run times take over from there).
+absl::Status SetPriors(const Planning& planning, const runtime::Deployment& deployment,
+                       policy::OnlineLatencyModel& latency) {
+  for (size_t i = 0; i < deployment.models().size(); ++i) {
+    const runtime::DeployedModel& dm = deployment.models()[i];
+    for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
+      const partition::Partition& part = dm.plan.partitions[p];
+      const std::optional<std::pair<int, int>> range = AtomRangeOf(planning, i, part.nodes);
+      if (!range) continue;
+      for (PuId u : dm.capable_pus[p]) {
+        const std::optional<double> ms =
+            planning.problem.RangeMs(static_cast<int>(i), range->first, range->second, static_cast<int>(u.value));
+        if (ms) BATON_RETURN_IF_ERROR(latency.SetPrior(dm.id, part.id, u, FromMillis(*ms)));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Scales the profile's costs per PU by what this run measured (the latency
+// model's running averages against the profile, weighted by runs), then
+// recomputes the bounds and the plan's prediction: a profile taken while the
+// machine ran faster or slower would otherwise skew both.
+absl::Status Calibrate(const Planning& planning, const runtime::Deployment& deployment,
+                       const policy::OnlineLatencyModel& latency, const std::optional<profile::Placement>& placement,
+                       RunReport& report) {
+  const profile::Problem& problem = planning.problem;
+  const size_t n = problem.pus.size();
+  std::vector<double> observed(n, 0), profiled(n, 0);
+  for (size_t i = 0; i < deployment.models().size(); ++i) {
+    const runtime::DeployedModel& dm = deployment.models()[i];
+    for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
+      const partition::Partition& part = dm.plan.partitions[p];
+      const std::optional<std::pair<int, int>> range = AtomRangeOf(planning, i, part.nodes);
+      if (!range) continue;
+      for (PuId u : dm.capable_pus[p]) {
+        const int64_t runs = latency.Observations(dm.id, part.id, u);
+        const std::optional<double> prof =
+            problem.RangeMs(static_cast<int>(i), range->first, range->second, static_cast<int>(u.value));
+        const std::optional<Duration> ema = latency.Expected(dm.id, part.id, u);
+        if (runs == 0 || !prof || !ema) continue;
+        observed[u.value] += static_cast<double>(runs) * ToMillis(*ema);
+        profiled[u.value] += static_cast<double>(runs) * *prof;
+      }
+    }
+  }
+  double all_observed = 0, all_profiled = 0;
+  for (size_t u = 0; u < n; ++u) {
+    all_observed += observed[u];
+    all_profiled += profiled[u];
+  }
+  const double overall = all_profiled > 0 ? all_observed / all_profiled : 1;
+  std::vector<double> speed(n, overall);  // a PU without runs gets the overall factor
+  for (size_t u = 0; u < n; ++u) {
+    if (profiled[u] > 0) speed[u] = observed[u] / profiled[u];
+    report.pu_speed.emplace_back(problem.pus[u].name, speed[u]);
+  }
+  const profile::Problem scaled = problem.Scaled(speed);
+  BATON_ASSIGN_OR_RETURN(report.bound, profile::ComputeBounds(scaled));
+  if (placement) {
+    BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(scaled, *placement));
+    report.predicted_rps = prediction.throughput_rps;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunOptions& options) {
@@ -444,12 +511,14 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
     BATON_ASSIGN_OR_RETURN(Planning built, BuildPlanning(config, models, pu_set, prof, profile_source));
     planning = std::move(built);
     report.bound = planning->bounds;
+    report.profile_bound = planning->bounds;
     report.bound_source = profile_source;
   }
 
   // baton's own deployment: a plan (given, or made now by the configured
   // high-level policy from the profile), or a cut without profile.
   std::vector<runtime::DeployModel> deploy;
+  std::optional<profile::Placement> planned_placement;
   bool per_model_stages = false;
   for (const config::ModelConfig& mc : config.models) per_model_stages = per_model_stages || mc.partitions.has_value();
   const bool planned = plan_file.has_value() ||
@@ -468,8 +537,20 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
     BATON_ASSIGN_OR_RETURN(deploy, DeployFromPlan(*plan_file, options.plan_path.empty() ? "(made for this run)"
                                                                                           : options.plan_path,
                                                   config, models, pu_set));
+    // With an online low-level policy the plan is a starting point: its
+    // partitions are kept, and each may run on any PU that supports it.
+    const bool widen = config.policy.low_level != "fixed";
+    for (runtime::DeployModel& dm : deploy) dm.other_pus = widen;
     report.plan_policy = plan_file->policy;
-    report.predicted_rps = plan_file->predicted_throughput_rps;
+    report.profile_predicted_rps = plan_file->predicted_throughput_rps;
+    if (planning) {
+      planned_placement = PlacementOfPlan(*plan_file, *planning, models, widen);
+      if (planned_placement) {
+        BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(planning->problem, *planned_placement));
+        report.profile_predicted_rps = prediction.throughput_rps;
+      }
+    }
+    report.predicted_rps = report.profile_predicted_rps;
   } else {
     absl::StatusOr<runtime::HighLevelPolicy> hl = runtime::ParseHighLevelPolicy(config.policy.high_level);
     if (!hl.ok()) {
@@ -507,6 +588,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
   BATON_ASSIGN_OR_RETURN(RuntimeBundle baton_rt, MakeRuntime(config, *baton_deployment, config.policy.low_level,
                                                              /*fixed=*/config.policy.low_level == "fixed",
                                                              !options.trace_path.empty()));
+  if (planning) BATON_RETURN_IF_ERROR(SetPriors(*planning, *baton_deployment, *baton_rt.latency));
 
   // Modes to interleave.
   struct Mode {
@@ -665,6 +747,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
 
   // Trace of baton's PU runs.
   baton_rt.rt->Stop();
+  if (planning) BATON_RETURN_IF_ERROR(Calibrate(*planning, *baton_deployment, *baton_rt.latency, planned_placement, report));
   if (whole_rt.rt) whole_rt.rt->Stop();
   if (!options.trace_path.empty()) {
     trace::ChromeTrace trace;

@@ -81,11 +81,16 @@ struct RunReport {
   uint64_t mismatches = 0;
   std::string first_mismatch;
   size_t sessions = 0;  // prepared partitions (after sharing) for baton
-  // Lower bounds from the profile (absent with --no-profile).
+  // Lower bounds (absent with --no-profile): from the profile's costs scaled
+  // per PU by what this run measured (see docs/planning.md, "calibration"),
+  // and as profiled.
   std::optional<profile::Bounds> bound;
+  std::optional<profile::Bounds> profile_bound;
+  std::vector<std::pair<std::string, double>> pu_speed;  // per PU: measured / profiled run time
   std::string bound_source;  // the profile they come from
   std::string plan_policy;   // the high-level policy that made baton's plan ("" = no plan)
-  double predicted_rps = 0;  // the plan's predicted throughput
+  double predicted_rps = 0;          // the plan's predicted throughput, calibrated like the bound
+  double profile_predicted_rps = 0;  // the same from the profile alone
   Duration setup{};     // loading, partitioning, session creation
 };
 

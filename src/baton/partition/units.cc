@@ -1,6 +1,7 @@
 #include "baton/partition/units.h"
 
 #include <algorithm>
+#include <bit>
 #include <map>
 #include <optional>
 #include <queue>
@@ -130,19 +131,66 @@ absl::StatusOr<Atoms> MakeAtoms(const Model& model, std::span<const uint64_t> su
                                                    " has no computing node to partition"));
   }
 
+  std::vector<double> cost(order.size());
+  for (size_t i = 0; i < order.size(); ++i) cost[i] = CostOf(model.node(order[i]));
+
   // Units: maximal runs of one mask in the greedy order.
   std::vector<size_t> unit_start{0};
+  std::vector<uint64_t> unit_mask{support[order[0].value]};
   for (size_t i = 1; i < order.size(); ++i) {
-    if (support[order[i].value] != support[order[i - 1].value]) unit_start.push_back(i);
+    if (support[order[i].value] != support[order[i - 1].value]) {
+      unit_start.push_back(i);
+      unit_mask.push_back(support[order[i].value]);
+    }
+  }
+  // Too many units for the budget (op support that alternates, e.g. an NPU
+  // without Softmax in every attention block): merge the cheapest unit into a
+  // neighbour it shares a PU with (the merged unit runs only where both can),
+  // preferring the neighbour that keeps more PUs, until they fit.
+  auto unit_cost_of = [&](size_t u) {
+    const size_t end = u + 1 < unit_start.size() ? unit_start[u + 1] : order.size();
+    double c = 0;
+    for (size_t i = unit_start[u]; i < end; ++i) c += cost[i];
+    return c;
+  };
+  while (static_cast<int>(unit_start.size()) > max_atoms) {
+    std::optional<std::pair<size_t, size_t>> best;  // (unit, neighbour)
+    double best_cost = 0;
+    int best_keep = -1;
+    for (size_t u = 0; u < unit_start.size(); ++u) {
+      for (size_t v : {u - 1, u + 1}) {
+        if (v >= unit_start.size() || (unit_mask[u] & unit_mask[v]) == 0) continue;  // u - 1 wraps for u == 0
+        const double c = unit_cost_of(u);
+        const int keep = std::popcount(unit_mask[u] & unit_mask[v]);
+        if (!best || c < best_cost || (c == best_cost && keep > best_keep)) {
+          best = std::pair(u, v);
+          best_cost = c;
+          best_keep = keep;
+        }
+      }
+    }
+    if (!best) break;
+    const size_t lo = std::min(best->first, best->second);
+    unit_mask[lo] &= unit_mask[lo + 1];
+    unit_start.erase(unit_start.begin() + static_cast<long>(lo) + 1);
+    unit_mask.erase(unit_mask.begin() + static_cast<long>(lo) + 1);
+    // Keep units maximal: a neighbour with the same mask joins too.
+    for (size_t u = lo == 0 ? 0 : lo - 1; u + 1 < unit_start.size() && u <= lo;) {
+      if (unit_mask[u] == unit_mask[u + 1]) {
+        unit_start.erase(unit_start.begin() + static_cast<long>(u) + 1);
+        unit_mask.erase(unit_mask.begin() + static_cast<long>(u) + 1);
+      } else {
+        ++u;
+      }
+    }
   }
   const int units = static_cast<int>(unit_start.size());
   if (units > max_atoms) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model ", Q(model.display_name()), " has ", units, " capability units but the atom budget is ", max_atoms,
+        "model ", Q(model.display_name()), " has ", units,
+        " capability units that share no PU with a neighbour, but the atom budget is ", max_atoms,
         "; raise the budget to at least ", units, " (or give more PUs the same op support)"));
   }
-  std::vector<double> cost(order.size());
-  for (size_t i = 0; i < order.size(); ++i) cost[i] = CostOf(model.node(order[i]));
   std::vector<double> unit_cost(units);
   std::vector<int> unit_nodes(units);
   for (int u = 0; u < units; ++u) {
@@ -166,7 +214,7 @@ absl::StatusOr<Atoms> MakeAtoms(const Model& model, std::span<const uint64_t> su
       size_t a_end = s + 1 < starts.size() ? begin + starts[s + 1] : end;
       Atom atom;
       atom.unit = u;
-      atom.support = support[order[begin].value];
+      atom.support = unit_mask[static_cast<size_t>(u)];
       for (size_t i = a_begin; i < a_end; ++i) {
         atom.nodes.push_back(order[i]);
         atom.cost += cost[i];

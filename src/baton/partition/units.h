@@ -7,6 +7,13 @@
 // nodes, prefer one with the current unit's support mask, so that parallel
 // branches with the same support end up in one unit.
 //
+// When there are more units than the atom budget allows (op support that
+// alternates, e.g. an NPU without Softmax in every attention block), the
+// cheapest unit is merged into a neighbour it shares a PU with (the merged
+// unit runs only where both can), preferring the neighbour that keeps more
+// PUs, until they fit; only units that share no PU with any neighbour make it
+// an error.
+//
 // Atom: a piece of a unit. Big units are split into pieces of about equal
 // cost (partition::CostOf) so that PUs which share support can still pipeline
 // a model: the model gets at least `min_atoms` atoms when it has that many
@@ -60,9 +67,9 @@ struct Atoms {
 };
 
 // `support[n]` (indexed by NodeId) as in CutForPus. `min_atoms` >= 1,
-// `max_atoms` >= min_atoms: when the units alone exceed max_atoms it is an
-// error (InvalidArgument naming the model, the number of units and the fix:
-// raise the budget). A node no PU can run is an error naming it and its op.
+// `max_atoms` >= min_atoms: when the units exceed max_atoms even after merging
+// (see above) it is an error (InvalidArgument naming the model, the number of
+// units and the fix: raise the budget). A node no PU can run is an error naming it and its op.
 absl::StatusOr<Atoms> MakeAtoms(const graph::Model& model, std::span<const uint64_t> support, int min_atoms,
                                 int max_atoms);
 

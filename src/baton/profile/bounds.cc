@@ -424,7 +424,7 @@ std::optional<double> DemandRps(const Demand& demand, double latency_ms) {
   const double cycle_ms = demand.think_ms + latency_ms;
   switch (demand.kind) {
     case Demand::Kind::kSaturating:
-      return std::nullopt;
+      return std::nullopt;  // but see LittleCap
     case Demand::Kind::kRate:
       return demand.rate;
     case Demand::Kind::kClosed:
@@ -433,9 +433,21 @@ std::optional<double> DemandRps(const Demand& demand, double latency_ms) {
   return std::nullopt;
 }
 
+// Little's law for a saturating closed loop: `concurrency` requests in flight,
+// each taking at least `latency_ms`, complete at most concurrency / latency.
+std::optional<double> LittleCap(const Demand& demand, double latency_ms) {
+  if (demand.kind != Demand::Kind::kSaturating || latency_ms <= 0 || demand.concurrency <= 0) return std::nullopt;
+  return demand.concurrency * 1000.0 / latency_ms;
+}
+
 }  // namespace
 
 absl::StatusOr<Bounds> ComputeBounds(const Problem& problem) {
+  if (problem.dispatch_ms != 0) {  // bounds leave the runtime's dispatch cost out
+    Problem without = problem;
+    without.dispatch_ms = 0;
+    return ComputeBounds(without);
+  }
   BATON_RETURN_IF_ERROR(ValidateProblem(problem));
   const int n_models = static_cast<int>(problem.models.size());
   Bounds bounds;
@@ -446,7 +458,9 @@ absl::StatusOr<Bounds> ComputeBounds(const Problem& problem) {
     const double latency = LatencyBoundMs(problem, m, lb);
     bounds.latency_ms.push_back(latency);
     for (const PuCosts& costs : lb) units.push_back({.model = m, .ms = costs});
-    lp_models[Idx(m)].max_rps = DemandRps(problem.models[Idx(m)].demand, latency);
+    const Demand& demand = problem.models[Idx(m)].demand;
+    lp_models[Idx(m)].max_rps = DemandRps(demand, latency);
+    if (!lp_models[Idx(m)].max_rps) lp_models[Idx(m)].max_rps = LittleCap(demand, latency);
   }
   BATON_ASSIGN_OR_RETURN(LpResult lp, SolveThroughputLp(static_cast<int>(problem.pus.size()), units, lp_models));
   bounds.throughput_rps = lp.total_rps;
@@ -538,6 +552,7 @@ absl::StatusOr<Prediction> Predict(const Problem& problem, const Placement& plac
     }
     prediction.latency_ms.push_back(latency);
     lp_models[Idx(m)].min_rps = lp_models[Idx(m)].max_rps = DemandRps(model.demand, latency);
+    if (!lp_models[Idx(m)].max_rps) lp_models[Idx(m)].max_rps = LittleCap(model.demand, latency);
   }
   BATON_ASSIGN_OR_RETURN(LpResult lp, SolveThroughputLp(pus, units, lp_models));
   prediction.throughput_rps = lp.total_rps;

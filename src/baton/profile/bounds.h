@@ -1,6 +1,9 @@
 // Lower bounds (what no schedule can beat) and plan predictions, from a
 // planning Problem (profile/problem.h).
 //
+// Bounds ignore Problem::dispatch_ms (the runtime's per-partition cost);
+// predictions count it.
+//
 // Latency bound of a model: the longest path through its atom DAG (its
 // edges only: atoms with no path between them may run in parallel) where each
 // atom takes its lower-bound time t (below) on its fastest capable PU, plus
@@ -20,7 +23,8 @@
 // partition overhead once), so that no partition is cheaper than the LP
 // assumes. Example: three 10 ms atoms, overhead 2 ms: the whole model takes
 // 26 ms as one partition, so t = 26/3 ms each. cap_m = rate (kRate),
-// concurrency / (think_ms + latency bound) (kClosed), or none (kSaturating).
+// concurrency / (think_ms + latency bound) (kClosed), or concurrency /
+// latency bound (kSaturating: a closed loop without pause; Little's law).
 // Transfers are not in the LP: inside one device PUs share memory, and across
 // devices the Problem has no link topology to charge them to (which device
 // pairs share a wire); current deployments put a whole model on one device,

@@ -7,7 +7,9 @@ namespace baton::profile {
 std::optional<double> Problem::RangeMs(int m, int first, int last, int u) const {
   const ProblemModel& model = models.at(static_cast<size_t>(m));
   if (auto it = model.range_ms.find({first, last}); it != model.range_ms.end()) {
-    return it->second.at(static_cast<size_t>(u));
+    const std::optional<double>& t = it->second.at(static_cast<size_t>(u));
+    if (!t) return std::nullopt;
+    return *t + dispatch_ms;
   }
   double sum = 0;
   for (int i = first; i < last; ++i) {
@@ -17,13 +19,30 @@ std::optional<double> Problem::RangeMs(int m, int first, int last, int u) const 
   }
   // Each atom's time holds one partition overhead; the range pays it once.
   const double merged = sum - partition_overhead_ms * (last - first - 1);
-  return std::max(merged, 1e-6);
+  return std::max(merged, 1e-6) + dispatch_ms;
 }
 
 double Problem::TransferMs(int u, int v, int64_t bytes) const {
   if (u == v) return 0;
   const bool same = pus.at(static_cast<size_t>(u)).device == pus.at(static_cast<size_t>(v)).device;
   return (same ? same_device : cross_device).Ms(bytes);
+}
+
+Problem Problem::Scaled(const std::vector<double>& speed) const {
+  Problem out = *this;
+  auto scale = [&](PuCosts& costs) {
+    for (size_t u = 0; u < costs.size() && u < speed.size(); ++u) {
+      if (costs[u]) *costs[u] *= speed[u];
+    }
+  };
+  for (ProblemModel& m : out.models) {
+    for (PuCosts& c : m.atom_ms) scale(c);
+    for (auto& [range, c] : m.range_ms) scale(c);
+  }
+  double mean = 0;
+  for (double k : speed) mean += k / static_cast<double>(speed.size());
+  if (!speed.empty()) out.partition_overhead_ms *= mean;
+  return out;
 }
 
 }  // namespace baton::profile

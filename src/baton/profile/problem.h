@@ -47,13 +47,14 @@ struct LinkCost {
 // How a model's requests arrive: what bounds its rate from above.
 struct Demand {
   enum class Kind {
-    kSaturating,  // closed loop without pause: as many as the PUs allow
+    kSaturating,  // closed loop without pause: as many as the PUs allow (and
+                  // Little's law: concurrency / latency, when concurrency > 0)
     kRate,        // periodic or Poisson: `rate` requests per second at most
     kClosed,      // closed loop with a pause: concurrency / (think_ms + latency) at most
   };
   Kind kind = Kind::kSaturating;
   double rate = 0;
-  int concurrency = 1;
+  int concurrency = 0;  // kClosed, kSaturating: requests in flight (0 = not known)
   double think_ms = 0;
 };
 
@@ -95,14 +96,24 @@ struct Problem {
   // Fixed cost of running one more partition (dispatch, session call),
   // charged to the PU that runs it; added once per range built from atoms.
   double partition_overhead_ms = 0;
+  // The runtime's cost of dispatching one partition run (handing it to its
+  // PU's thread and its outputs back), added once to every RangeMs. Planning
+  // and predictions count it; bounds are computed with it at 0 (a schedule
+  // need not pay it per atom).
+  double dispatch_ms = 0;
 
   // Time of atoms [first, last) of model m on PU u: the measured range when
   // there is one, else the sum of the atoms' times (each atom's time already
-  // includes one partition overhead, so the sum subtracts the extra ones).
-  // nullopt when an atom cannot run on u. Requires 0 <= first < last <= atoms.
+  // includes one partition overhead, so the sum subtracts the extra ones),
+  // plus dispatch_ms. nullopt when an atom cannot run on u. Requires 0 <= first < last <= atoms.
   std::optional<double> RangeMs(int m, int first, int last, int u) const;
   // Transfer time between PUs u and v (0 when u == v).
   double TransferMs(int u, int v, int64_t bytes) const;
+  // The same problem with every time on PU u (atoms, ranges, and the
+  // partition overhead, which is scaled by the mean factor) multiplied by
+  // speed[u]: profiles measured when the machine was faster or slower,
+  // corrected by what a run measured. Requires speed.size() == pus.size().
+  Problem Scaled(const std::vector<double>& speed) const;
 };
 
 // One partition of a placement: atoms [first, last), runnable on `pus`

@@ -147,7 +147,7 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
                                                            dev.name, "' does not have"));
           }
         }
-        mask = listed;
+        if (!m.other_pus) mask = listed;
         fixed_pu = m.group_pus[*gi][0];
       }
       std::vector<PuId> capable;

@@ -70,6 +70,10 @@ struct DeployModel {
   // and `stages` are ignored.
   std::vector<std::vector<NodeId>> groups;
   std::vector<std::vector<PuId>> group_pus;
+  // With group_pus: also prepare each group on the device's other PUs that
+  // support it, so that an online low-level policy may move it (the listed
+  // first PU stays its fixed_pu, which `fixed` follows).
+  bool other_pus = false;
 };
 
 struct DeployedModel {
