@@ -121,6 +121,8 @@ TEST(OnlineLatencyModelTest, EmaStartsAtTheFirstMeasurementThenMovesByAlpha) {
   EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Us(9000)));  // 0.2 * 17 + 0.8 * 7
   EXPECT_EQ(model.Observations(kModel, kPart, kCpu), 3);
   EXPECT_EQ(model.Observations(kModel, kPart, kGpu), 0);
+  EXPECT_EQ(model.ObservedTotal(kModel, kPart, kCpu), Ms(28));  // 8 + 3 + 17
+  EXPECT_EQ(model.ObservedTotal(kModel, kPart, kGpu), Ms(0));
   EXPECT_THAT(model.Expected(kModel, kPart, kGpu), Optional(Ms(1)));  // other PU untouched
 }
 

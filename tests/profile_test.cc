@@ -220,16 +220,42 @@ TEST_F(ProfilerTest, ResumingMeasuresOnlyWhatIsMissing) {
   EXPECT_NE(third.models[0].ranges[0].latency[profiler::CpuKindKey(1)].median_ms, 12345);
 }
 
-TEST_F(ProfilerTest, BudgetBelowTheUnitsIsAClearError) {
-  // The emulator cannot run the classifier head, so there are at least two
-  // capability units: a budget of one candidate cannot hold them.
+TEST_F(ProfilerTest, UnitsBeyondTheBudgetAreMergedWhereTheyShareAPu) {
+  // An accelerator without Relu: Conv and Relu alternate, 50+ capability
+  // units. They share the CPU, so they merge down to the budget.
+  backend::EmuPuSpec spec;
+  spec.name = "npu1";
+  spec.unsupported_ops = {"Relu"};
+  spec.compute = false;
+  backend::EmuExecutor no_relu(spec);
+  std::vector<profiler::ProfilerPu> pus = {pus_[0], {"npu1", "emu/norelu", &no_relu, {}, false}};
+  absl::StatusOr<profiler::ModelCut> cut = profiler::CutModel(*model_.model, pus, options_);
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  EXPECT_LE(cut->atoms.atoms.size(), 9u);
+  EXPECT_LE(cut->candidates.size(), 9u);
+}
+
+TEST_F(ProfilerTest, UnitsThatShareNoPuBeyondTheBudgetAreAClearError) {
+  // Two accelerators with disjoint gaps and no CPU: the convolutions run only
+  // on one, the classifier head only on the other, so two units share no PU
+  // and a budget of one candidate cannot hold them.
+  backend::EmuPuSpec a;
+  a.name = "a";
+  a.unsupported_ops = {"Flatten", "GlobalAveragePool"};
+  a.compute = false;
+  backend::EmuPuSpec b;
+  b.name = "b";
+  b.unsupported_ops = {"Conv"};
+  b.compute = false;
+  backend::EmuExecutor ea(a), eb(b);
+  std::vector<profiler::ProfilerPu> pus = {{"a", "emu/a", &ea, {}, false}, {"b", "emu/b", &eb, {}, false}};
   options_.budget = 1;
   options_.min_atoms = 1;
   profile::Profile p;
-  absl::Status s = profiler::ProfileModels({model_}, pus_, options_, p, nullptr);
+  absl::Status s = profiler::ProfileModels({model_}, pus, options_, p, nullptr);
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(s.message(), HasSubstr("model 'cls'"));
-  EXPECT_THAT(s.message(), HasSubstr("budget"));
+  EXPECT_THAT(s.message(), HasSubstr("raise the budget"));
 }
 
 // ---- Plan files --------------------------------------------------------------

@@ -407,8 +407,9 @@ absl::Status SetPriors(const Planning& planning, const runtime::Deployment& depl
   return absl::OkStatus();
 }
 
-// Scales the profile's costs per PU by what this run measured (the latency
-// model's running averages against the profile, weighted by runs), then
+// Scales the profile's costs per PU by what this run measured (the total
+// measured run time of every partition on every PU against the profile's time
+// for as many runs), then
 // recomputes the bounds and the plan's prediction: a profile taken while the
 // machine ran faster or slower would otherwise skew both.
 absl::Status Calibrate(const Planning& planning, const runtime::Deployment& deployment,
@@ -427,9 +428,8 @@ absl::Status Calibrate(const Planning& planning, const runtime::Deployment& depl
         const int64_t runs = latency.Observations(dm.id, part.id, u);
         const std::optional<double> prof =
             problem.RangeMs(static_cast<int>(i), range->first, range->second, static_cast<int>(u.value));
-        const std::optional<Duration> ema = latency.Expected(dm.id, part.id, u);
-        if (runs == 0 || !prof || !ema) continue;
-        observed[u.value] += static_cast<double>(runs) * ToMillis(*ema);
+        if (runs == 0 || !prof) continue;
+        observed[u.value] += ToMillis(latency.ObservedTotal(dm.id, part.id, u));
         profiled[u.value] += static_cast<double>(runs) * *prof;
       }
     }

@@ -100,7 +100,14 @@ void OnlineLatencyModel::Observe(ModelId model, PartitionId partition, PuId pu, 
   std::lock_guard<std::mutex> lock(mu_);
   Ema& ema = observed_[LatencyKey{model, partition, pu}];
   ema.nanos = ema.count == 0 ? nanos : options_.alpha * nanos + (1.0 - options_.alpha) * ema.nanos;
+  ema.total_nanos += nanos;
   ++ema.count;
+}
+
+Duration OnlineLatencyModel::ObservedTotal(ModelId model, PartitionId partition, PuId pu) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = observed_.find(LatencyKey{model, partition, pu});
+  return it == observed_.end() ? Duration::zero() : Duration(static_cast<Duration::rep>(it->second.total_nanos));
 }
 
 int64_t OnlineLatencyModel::Observations(ModelId model, PartitionId partition, PuId pu) const {

@@ -91,6 +91,8 @@ class OnlineLatencyModel : public LatencyModel {
   void Observe(ModelId model, PartitionId partition, PuId pu, Duration measured);
   // How many measurements the EMA of this entry has seen.
   int64_t Observations(ModelId model, PartitionId partition, PuId pu) const;
+  // The sum of those measurements (zero when there is none).
+  Duration ObservedTotal(ModelId model, PartitionId partition, PuId pu) const;
 
   const OnlineLatencyModelOptions& options() const { return options_; }
 
@@ -100,6 +102,7 @@ class OnlineLatencyModel : public LatencyModel {
   struct Ema {
     double nanos = 0;  // double: repeated rounding to whole ns would drift
     int64_t count = 0;
+    double total_nanos = 0;
   };
   using KindKey = std::tuple<ModelId, PartitionId, std::string>;
 
