@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/core/time.h"
 
 namespace baton::cli {
 
@@ -324,6 +325,68 @@ std::optional<std::pair<int, int>> AtomRangeOf(const Planning& planning, size_t 
   for (int a = first; a < last; ++a) want += atoms.atoms[static_cast<size_t>(a)].nodes.size();
   if (want != placed) return std::nullopt;
   return std::pair(first, last);
+}
+
+absl::Status SetPriors(const Planning& planning, const runtime::Deployment& deployment,
+                       policy::OnlineLatencyModel& latency) {
+  for (size_t i = 0; i < deployment.models().size(); ++i) {
+    const runtime::DeployedModel& dm = deployment.models()[i];
+    for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
+      const partition::Partition& part = dm.plan.partitions[p];
+      const std::optional<std::pair<int, int>> range = AtomRangeOf(planning, i, part.nodes);
+      if (!range) continue;
+      for (PuId u : dm.capable_pus[p]) {
+        const std::optional<double> ms =
+            planning.problem.RangeMs(static_cast<int>(i), range->first, range->second, static_cast<int>(u.value));
+        if (ms) BATON_RETURN_IF_ERROR(latency.SetPrior(dm.id, part.id, u, FromMillis(*ms)));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Calibration> Calibrate(const Planning& planning, const runtime::Deployment& deployment,
+                                      const policy::OnlineLatencyModel& latency,
+                                      const std::optional<profile::Placement>& placement) {
+  Calibration out;
+  const profile::Problem& problem = planning.problem;
+  const size_t n = problem.pus.size();
+  std::vector<double> observed(n, 0), profiled(n, 0);
+  for (size_t i = 0; i < deployment.models().size(); ++i) {
+    const runtime::DeployedModel& dm = deployment.models()[i];
+    for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
+      const partition::Partition& part = dm.plan.partitions[p];
+      const std::optional<std::pair<int, int>> range = AtomRangeOf(planning, i, part.nodes);
+      if (!range) continue;
+      for (PuId u : dm.capable_pus[p]) {
+        const int64_t runs = latency.Observations(dm.id, part.id, u);
+        const std::optional<double> prof =
+            problem.RangeMs(static_cast<int>(i), range->first, range->second, static_cast<int>(u.value));
+        if (runs == 0 || !prof) continue;
+        observed[u.value] += ToMillis(latency.ObservedTotal(dm.id, part.id, u));
+        // A run's measured time is the executor call: no dispatch cost in it.
+        profiled[u.value] += static_cast<double>(runs) * (*prof - problem.dispatch_ms);
+      }
+    }
+  }
+  double all_observed = 0, all_profiled = 0;
+  for (size_t u = 0; u < n; ++u) {
+    all_observed += observed[u];
+    all_profiled += profiled[u];
+  }
+  const double overall = all_profiled > 0 ? all_observed / all_profiled : 1;
+  std::vector<double> speed(n, overall);  // a PU without runs gets the overall factor
+  for (size_t u = 0; u < n; ++u) {
+    if (profiled[u] > 0) speed[u] = observed[u] / profiled[u];
+    out.pu_speed.emplace_back(problem.pus[u].name, speed[u]);
+  }
+  const profile::Problem scaled = problem.Scaled(speed);
+  BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(scaled));
+  if (placement) {
+    BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(scaled, *placement));
+    out.predicted_rps = prediction.throughput_rps;
+  }
+  return out;
 }
 
 profiler::ProfilerOptions QuickProfilerOptions(size_t pus) {

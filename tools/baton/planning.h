@@ -9,6 +9,7 @@
 #include "baton/config/run_config.h"
 #include "baton/core/status.h"
 #include "baton/plan/plan_file.h"
+#include "baton/policy/latency_model.h"
 #include "baton/plan/policies.h"
 #include "baton/profile/bounds.h"
 #include "baton/profile/problem.h"
@@ -58,6 +59,25 @@ std::optional<profile::Placement> PlacementOfPlan(const plan::PlanFile& plan, co
 // constants, which atoms leave out, are ignored); nullopt when they are not
 // such a range.
 std::optional<std::pair<int, int>> AtomRangeOf(const Planning& planning, size_t m, std::span<const NodeId> nodes);
+
+// The profile's time of every deployed partition on every PU it may run on,
+// as the latency model's prior (measured run times take over from there).
+absl::Status SetPriors(const Planning& planning, const runtime::Deployment& deployment,
+                       policy::OnlineLatencyModel& latency);
+
+// The profile's costs scaled per PU by what a run measured (the total measured
+// run time of every partition on every PU against the profile's time for as
+// many runs), and the bounds and the plan's prediction recomputed with them:
+// a profile taken while the machine ran faster or slower would otherwise skew
+// both.
+struct Calibration {
+  std::vector<std::pair<std::string, double>> pu_speed;  // per PU: measured / profiled
+  profile::Bounds bounds;
+  double predicted_rps = 0;  // with a placement
+};
+absl::StatusOr<Calibration> Calibrate(const Planning& planning, const runtime::Deployment& deployment,
+                                      const policy::OnlineLatencyModel& latency,
+                                      const std::optional<profile::Placement>& placement);
 
 // Loads `path` if it exists, measures what is missing (quick settings unless
 // `options` say otherwise) and saves it back. Used by `baton run` without

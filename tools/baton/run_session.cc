@@ -387,73 +387,6 @@ double MedianRunMs(const backend::PreparedPartition& runner, const NamedTensors&
   return ms[ms.size() / 2];
 }
 
-// The profile's time of every deployed partition on every PU it may run on,
-// as the latency model's prior (measured run times take over from there).
-absl::Status SetPriors(const Planning& planning, const runtime::Deployment& deployment,
-                       policy::OnlineLatencyModel& latency) {
-  for (size_t i = 0; i < deployment.models().size(); ++i) {
-    const runtime::DeployedModel& dm = deployment.models()[i];
-    for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
-      const partition::Partition& part = dm.plan.partitions[p];
-      const std::optional<std::pair<int, int>> range = AtomRangeOf(planning, i, part.nodes);
-      if (!range) continue;
-      for (PuId u : dm.capable_pus[p]) {
-        const std::optional<double> ms =
-            planning.problem.RangeMs(static_cast<int>(i), range->first, range->second, static_cast<int>(u.value));
-        if (ms) BATON_RETURN_IF_ERROR(latency.SetPrior(dm.id, part.id, u, FromMillis(*ms)));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Scales the profile's costs per PU by what this run measured (the total
-// measured run time of every partition on every PU against the profile's time
-// for as many runs), then
-// recomputes the bounds and the plan's prediction: a profile taken while the
-// machine ran faster or slower would otherwise skew both.
-absl::Status Calibrate(const Planning& planning, const runtime::Deployment& deployment,
-                       const policy::OnlineLatencyModel& latency, const std::optional<profile::Placement>& placement,
-                       RunReport& report) {
-  const profile::Problem& problem = planning.problem;
-  const size_t n = problem.pus.size();
-  std::vector<double> observed(n, 0), profiled(n, 0);
-  for (size_t i = 0; i < deployment.models().size(); ++i) {
-    const runtime::DeployedModel& dm = deployment.models()[i];
-    for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
-      const partition::Partition& part = dm.plan.partitions[p];
-      const std::optional<std::pair<int, int>> range = AtomRangeOf(planning, i, part.nodes);
-      if (!range) continue;
-      for (PuId u : dm.capable_pus[p]) {
-        const int64_t runs = latency.Observations(dm.id, part.id, u);
-        const std::optional<double> prof =
-            problem.RangeMs(static_cast<int>(i), range->first, range->second, static_cast<int>(u.value));
-        if (runs == 0 || !prof) continue;
-        observed[u.value] += ToMillis(latency.ObservedTotal(dm.id, part.id, u));
-        profiled[u.value] += static_cast<double>(runs) * *prof;
-      }
-    }
-  }
-  double all_observed = 0, all_profiled = 0;
-  for (size_t u = 0; u < n; ++u) {
-    all_observed += observed[u];
-    all_profiled += profiled[u];
-  }
-  const double overall = all_profiled > 0 ? all_observed / all_profiled : 1;
-  std::vector<double> speed(n, overall);  // a PU without runs gets the overall factor
-  for (size_t u = 0; u < n; ++u) {
-    if (profiled[u] > 0) speed[u] = observed[u] / profiled[u];
-    report.pu_speed.emplace_back(problem.pus[u].name, speed[u]);
-  }
-  const profile::Problem scaled = problem.Scaled(speed);
-  BATON_ASSIGN_OR_RETURN(report.bound, profile::ComputeBounds(scaled));
-  if (placement) {
-    BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(scaled, *placement));
-    report.predicted_rps = prediction.throughput_rps;
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunOptions& options) {
@@ -747,7 +680,12 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
 
   // Trace of baton's PU runs.
   baton_rt.rt->Stop();
-  if (planning) BATON_RETURN_IF_ERROR(Calibrate(*planning, *baton_deployment, *baton_rt.latency, planned_placement, report));
+  if (planning) {
+    BATON_ASSIGN_OR_RETURN(Calibration c, Calibrate(*planning, *baton_deployment, *baton_rt.latency, planned_placement));
+    report.pu_speed = std::move(c.pu_speed);
+    report.bound = std::move(c.bounds);
+    if (planned_placement) report.predicted_rps = c.predicted_rps;
+  }
   if (whole_rt.rt) whole_rt.rt->Stop();
   if (!options.trace_path.empty()) {
     trace::ChromeTrace trace;

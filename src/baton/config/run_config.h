@@ -82,7 +82,7 @@ struct ModelConfig {
 };
 
 struct PolicyConfig {
-  std::string high_level = "balanced";  // whole | capability | balanced
+  std::string high_level = "search";  // whole | capability | balanced | lp | search
   std::string low_level = "sel";        // any name policy::LowLevelPolicyNames() lists
   int stages = 0;                       // balanced: partitions per model (0..64); 0 = number of PUs
 
