@@ -317,9 +317,38 @@ void HighLevelCore::Forward(Request& r, uint32_t tensor, Tensor value, std::vect
   }
 }
 
+std::optional<DeviceId> HighLevelCore::DeviceFor(const PartitionNode& node, std::optional<DeviceId> exclude) const {
+  auto usable = [&](DeviceId d) { return !unavailable_.contains(d) && (!exclude || d != *exclude); };
+  if (usable(node.device)) return node.device;
+  for (DeviceId d : node.fallback_devices) {
+    if (usable(d)) return d;
+  }
+  return std::nullopt;
+}
+
+absl::Status HighLevelCore::NoDeviceError(const Request& r, const PartitionNode& node) const {
+  std::string devices = absl::StrCat(node.device.value);
+  for (DeviceId d : node.fallback_devices) absl::StrAppend(&devices, ", ", d.value);
+  return absl::UnavailableError(absl::StrCat("model '", r.model->graph.name, "' partition '", node.name,
+                                             "': no device that can run it is available (devices ", devices,
+                                             " are all lost); restart the agents or add a local PU that "
+                                             "supports it"));
+}
+
 void HighLevelCore::SendReady(Request& r, const std::vector<uint32_t>& ready, Time now,
                               HighLevelActions& out) {
-  for (uint32_t p : ready) {
+  std::vector<DeviceId> where(ready.size());
+  for (size_t i = 0; i < ready.size(); ++i) {
+    const PartitionNode& node = r.model->graph.partitions[ready[i]];
+    std::optional<DeviceId> d = DeviceFor(node, std::nullopt);
+    if (!d) {
+      Finish(r, NoDeviceError(r, node), now, out);
+      return;
+    }
+    where[i] = *d;
+  }
+  for (size_t i = 0; i < ready.size(); ++i) {
+    const uint32_t p = ready[i];
     const PartitionNode& node = r.model->graph.partitions[p];
     Assignment a;
     a.id = AssignmentId(next_assignment_++);
@@ -332,13 +361,48 @@ void HighLevelCore::SendReady(Request& r, const std::vector<uint32_t>& ready, Ti
     }
     a.deadline = r.deadline;
     a.priority = r.priority;
-    a.fixed_pu = node.fixed_pu;
+    // A fixed PU belongs to the partition's own device.
+    if (where[i] == node.device) a.fixed_pu = node.fixed_pu;
+    else ++stats_.rerouted;
     outstanding_.emplace(a.id, Outstanding{r.id, p});
     r.outstanding.push_back(a.id);
     ++stats_.assignments_sent;
-    Trace(TraceKind::kAssignmentSent, now, r.id, r.model->id, node.id, a.id, node.device);
-    out.assignments.push_back(SendAssignment{node.device, std::move(a)});
+    Trace(TraceKind::kAssignmentSent, now, r.id, r.model->id, node.id, a.id, where[i]);
+    out.assignments.push_back(SendAssignment{where[i], std::move(a)});
   }
+}
+
+void HighLevelCore::SetDeviceAvailable(DeviceId device, bool available) {
+  if (available) {
+    unavailable_.erase(device);
+  } else {
+    unavailable_.insert(device);
+  }
+}
+
+HighLevelActions HighLevelCore::OnReturned(std::vector<Assignment> returned, DeviceId from, Time now) {
+  HighLevelActions out;
+  ExpireRequests(now, out);
+  for (Assignment& a : returned) {
+    auto it = outstanding_.find(a.id);
+    if (it == outstanding_.end()) continue;  // its request is already answered
+    auto rit = requests_.find(it->second.request);
+    if (rit == requests_.end()) continue;
+    Request& r = *rit->second;
+    const PartitionNode& node = r.model->graph.partitions[it->second.partition];
+    std::optional<DeviceId> d = DeviceFor(node, from);
+    if (!d) {
+      Finish(r, NoDeviceError(r, node), now, out);
+      continue;
+    }
+    a.fixed_pu = *d == node.device ? node.fixed_pu : std::nullopt;
+    ++stats_.reissued;
+    ++stats_.assignments_sent;
+    Trace(TraceKind::kAssignmentSent, now, r.id, r.model->id, node.id, a.id, *d);
+    out.assignments.push_back(SendAssignment{*d, std::move(a)});
+  }
+  PruneExpiries();
+  return out;
 }
 
 void HighLevelCore::Finish(Request& r, absl::Status status, Time now, HighLevelActions& out) {

@@ -25,6 +25,11 @@
 //                        messages.h for the rule), or a device dropped a partition
 //   any other code       a partition failed (the Completion's status, prefixed
 //                        with the model, partition and device)
+//   Unavailable          no device that can run a ready partition is available
+// Devices can become unavailable (SetDeviceAvailable; a remote agent lost):
+// a ready partition then goes to the first available device of its
+// fallback_devices, and assignments a lost device hands back (OnReturned) are
+// sent again, with the same AssignmentId, to such a device.
 // After a request finishes, every Completion of its assignments is ignored;
 // completions are de-duplicated by AssignmentId, so a late, duplicate or
 // unknown Completion never answers a request twice.
@@ -40,6 +45,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "baton/core/ids.h"
 #include "baton/core/status.h"
 #include "baton/core/time.h"
@@ -88,6 +94,8 @@ struct HighLevelStats {
   uint64_t failed = 0;                // every other error
   uint64_t assignments_sent = 0;
   uint64_t completions_ignored = 0;   // late, duplicate or unknown
+  uint64_t reissued = 0;              // assignments sent again after their device was lost
+  uint64_t rerouted = 0;              // assignments sent to a fallback device
 };
 
 class HighLevelCore {
@@ -110,6 +118,14 @@ class HighLevelCore {
   HighLevelActions OnCompletion(Completion completion, Time now);
   // Time passed: finishes requests whose deadline has passed.
   HighLevelActions OnTick(Time now);
+  // A device became (un)available. Nothing is sent by this call; later ready
+  // partitions avoid an unavailable device.
+  void SetDeviceAvailable(DeviceId device, bool available);
+  bool device_available(DeviceId device) const { return !unavailable_.contains(device); }
+  // Assignments that device `from` will never answer: each one still wanted
+  // is sent again (same id) to an available device other than `from` that can
+  // run it; its request fails with Unavailable when there is none.
+  HighLevelActions OnReturned(std::vector<Assignment> returned, DeviceId from, Time now);
 
   // When OnTick next has something to do (the earliest ExpiryTime of a request
   // in flight), or nullopt. May be early, never late.
@@ -144,6 +160,10 @@ class HighLevelCore {
   // appends partitions that became ready to `ready`.
   void Forward(Request& r, uint32_t tensor, Tensor value, std::vector<uint32_t>& ready);
   void SendReady(Request& r, const std::vector<uint32_t>& ready, Time now, HighLevelActions& out);
+  // Where partition `node` goes now: its device if available, else the first
+  // available fallback other than `exclude`; nullopt when none.
+  std::optional<DeviceId> DeviceFor(const PartitionNode& node, std::optional<DeviceId> exclude) const;
+  absl::Status NoDeviceError(const Request& r, const PartitionNode& node) const;
   // Answers `r` and forgets it; `r` is invalid afterwards.
   void Finish(Request& r, absl::Status status, Time now, HighLevelActions& out);
   void Answer(RequestId id, ModelId model, absl::Status status, Time now, HighLevelActions& out);
@@ -156,6 +176,7 @@ class HighLevelCore {
   absl::flat_hash_map<ModelId, std::unique_ptr<CompiledModel>> models_;
   absl::flat_hash_map<RequestId, std::unique_ptr<Request>> requests_;
   absl::flat_hash_map<AssignmentId, Outstanding> outstanding_;
+  absl::flat_hash_set<DeviceId> unavailable_;
   std::priority_queue<Expiry, std::vector<Expiry>, std::greater<Expiry>> expiries_;
   uint32_t next_assignment_ = 1;
   uint64_t next_serial_ = 1;

@@ -31,6 +31,9 @@ struct PartitionNode {
   std::vector<std::string> outputs;  // tensors written (at least one)
   DeviceId device;                   // the LL dispatcher that runs it
   std::optional<PuId> fixed_pu;      // a PU chosen by the plan, passed on to the LL policy
+  // Where it goes while `device` is unavailable (a lost remote agent), in
+  // order of preference; each must have the partition prepared.
+  std::vector<DeviceId> fallback_devices = {};
 };
 
 struct ModelGraph {

@@ -1,8 +1,5 @@
 #include "baton/runtime/runtime.h"
 
-#include <pthread.h>
-#include <sched.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <utility>
@@ -12,73 +9,17 @@
 
 namespace baton::runtime {
 
-void RunnerTable::Set(ModelId model, PartitionId partition, PuId pu, const backend::PreparedPartition* runner) {
-  table_[policy::LatencyKey{model, partition, pu}] = runner;
-}
-
-const backend::PreparedPartition* RunnerTable::Find(ModelId model, PartitionId partition, PuId pu) const {
-  auto it = table_.find(policy::LatencyKey{model, partition, pu});
-  return it == table_.end() ? nullptr : it->second;
-}
-
-struct Runtime::Pu {
-  PuSetup setup;
-  std::optional<dispatch::StartOnPu> slot;  // guarded by Device::mu
-  std::condition_variable cv;               // signalled when `slot` is filled or on stop
-  Duration busy{};                          // guarded by Device::mu
-  uint64_t runs = 0;                        // guarded by Device::mu
-  uint64_t failures = 0;                    // guarded by Device::mu
-  std::vector<PuRun> log;                   // guarded by Device::mu
-  std::thread thread;
-};
-
 struct Runtime::Device {
   DeviceId id;
   std::string name;
-  std::mutex mu;
-  std::optional<dispatch::LowLevelCore> core;  // guarded by mu
-  std::vector<std::unique_ptr<Pu>> pus;
-  absl::flat_hash_map<PuId, Pu*> pu_by_id;
-  std::unique_ptr<dispatch::LowLevelPort> port;
-  Time window_start{};  // guarded by mu
-  bool stop = false;    // guarded by mu
+  std::vector<PuSetup> pus;
+  std::unique_ptr<DeviceShell> shell;    // a local device
+  std::shared_ptr<RemoteDevice> remote;  // or a remote one
+  // Dispatcher thread only; copied into status_ under stats_mu_.
+  uint64_t lost = 0;
+  uint64_t returned = 0;
+  bool reachable = true;
 };
-
-// The HL side's way into one local device: runs the LL core's OnAssignment
-// under the device mutex, on the caller's (the dispatcher's) thread. Any
-// completion it produces (a rejection) goes to the dispatcher's mailbox, so
-// the sink is never entered from inside Submit.
-class Runtime::LocalPort : public dispatch::LowLevelPort {
- public:
-  LocalPort(Runtime* runtime, Device* device) : runtime_(runtime), device_(device) {}
-  void Submit(dispatch::Assignment assignment) override {
-    std::vector<dispatch::Completion> completions;
-    std::lock_guard lock(device_->mu);
-    runtime_->ApplyLocked(*device_, device_->core->OnAssignment(std::move(assignment), runtime_->Now()),
-                          completions);
-    runtime_->PostCompletions(std::move(completions));
-  }
-
- private:
-  Runtime* runtime_;
-  Device* device_;
-};
-
-namespace {
-
-// Pins the calling thread to `cores`; an error message, or "" on success.
-std::string PinThisThread(const std::vector<int>& cores) {
-  if (cores.empty()) return "";
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  for (int c : cores) CPU_SET(c, &set);
-  const int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-  if (rc == 0) return "";
-  return absl::StrCat("could not pin to cores [", absl::StrJoin(cores, ", "), "] (error ", rc,
-                      "); the PU runs unpinned. Check the cores the process may use (taskset -p $$)");
-}
-
-}  // namespace
 
 Runtime::Runtime(policy::OnlineLatencyModel* latency, const RunnerTable* runners, RuntimeOptions options)
     : latency_(latency), runners_(runners), options_(options), epoch_(std::chrono::steady_clock::now()) {}
@@ -97,28 +38,32 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(std::vector<DeviceSetup
       return absl::InvalidArgumentError(
           absl::StrCat("runtime: device id ", setup.id.value, " ('", setup.name, "') is used twice; ids must be unique"));
     }
-    auto device = std::make_unique<Device>();
-    device->id = setup.id;
-    device->name = setup.name;
-    dispatch::LowLevelOptions ll;
-    ll.device = setup.id;
-    ll.max_queue = setup.max_queue;
-    for (PuSetup& pu : setup.pus) {
+    for (const PuSetup& pu : setup.pus) {
       if (auto [it, inserted] = pu_names.emplace(pu.id, pu.name); !inserted) {
         return absl::InvalidArgumentError(absl::StrCat("runtime: PU id ", pu.id.value, " is used by both '", it->second,
                                                        "' and '", pu.name, "'; PU ids must be unique over all devices"));
       }
-      ll.pus.push_back(dispatch::PuSpec{pu.id, pu.kind});
-      latency->SetPuKind(pu.id, pu.kind);
-      auto p = std::make_unique<Pu>();
-      p->setup = std::move(pu);
-      device->pu_by_id.emplace(p->setup.id, p.get());
-      device->pus.push_back(std::move(p));
     }
-    BATON_ASSIGN_OR_RETURN(dispatch::LowLevelCore core,
-                           dispatch::LowLevelCore::Create(std::move(ll), std::move(setup.policy), latency));
-    device->core.emplace(std::move(core));
-    device->port = std::make_unique<LocalPort>(rt.get(), device.get());
+    auto device = std::make_unique<Device>();
+    device->id = setup.id;
+    device->name = setup.name;
+    device->pus = setup.pus;
+    if (setup.remote) {
+      if (setup.pus.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("runtime: remote device '", setup.name, "' lists no PUs; connect to it before creating the runtime"));
+      }
+      for (const PuSetup& pu : setup.pus) latency->SetPuKind(pu.id, pu.kind);
+      device->remote = std::move(setup.remote);
+    } else {
+      Runtime* self = rt.get();
+      BATON_ASSIGN_OR_RETURN(
+          device->shell,
+          DeviceShell::Create(setup.id, setup.name, std::move(setup.pus), std::move(setup.policy), setup.max_queue,
+                              latency, runners, rt->epoch_, options.record_runs,
+                              [self](std::vector<dispatch::Completion> c) { self->PostCompletions(std::move(c)); }));
+    }
+    rt->status_.push_back(DeviceStatus{device->id, device->name, device->remote != nullptr, true, 0, 0});
     rt->device_by_id_.emplace(device->id, device.get());
     rt->devices_.push_back(std::move(device));
   }
@@ -140,10 +85,21 @@ absl::Status Runtime::AddModel(ModelId id, dispatch::ModelGraph graph, dispatch:
     }
     const Device& device = *it->second;
     bool any = false;
-    for (const auto& pu : device.pus) {
-      const bool capable = runners_->Find(id, p.id, pu->setup.id) != nullptr;
-      latency_->SetCapable(id, p.id, pu->setup.id, capable);
+    for (const PuSetup& pu : device.pus) {
+      const bool capable = runners_->Find(id, p.id, pu.id) != nullptr;
+      latency_->SetCapable(id, p.id, pu.id, capable);
       any = any || capable;
+    }
+    for (DeviceId f : p.fallback_devices) {
+      auto fit = device_by_id_.find(f);
+      if (fit == device_by_id_.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("model '", graph.name, "' partition '", p.name,
+                                                       "' lists fallback device ", f.value,
+                                                       ", which this runtime does not have"));
+      }
+      for (const PuSetup& pu : fit->second->pus) {
+        latency_->SetCapable(id, p.id, pu.id, runners_->Find(id, p.id, pu.id) != nullptr);
+      }
     }
     if (!any) {
       return absl::FailedPreconditionError(
@@ -163,8 +119,7 @@ void Runtime::set_observer(dispatch::DispatchObserver* observer) {
   observer_ = observer;
   hl_.set_observer(observer);
   for (auto& d : devices_) {
-    std::lock_guard lock(d->mu);
-    d->core->set_observer(observer);
+    if (d->shell) d->shell->set_observer(observer);
   }
 }
 
@@ -176,9 +131,16 @@ absl::Status Runtime::Start() {
   ResetStats();
   state_.store(State::kRunning);
   for (auto& d : devices_) {
-    for (auto& pu : d->pus) {
-      pu->thread = std::thread([this, dev = d.get(), p = pu.get()] { PuLoop(*dev, *p); });
+    if (d->shell) {
+      d->shell->Start();
+      continue;
     }
+    const DeviceId id = d->id;
+    d->remote->Start(RemoteDeviceEvents{
+        .completion = [this](dispatch::Completion c) { Post(std::move(c)); },
+        .returned = [this, id](std::vector<dispatch::Assignment> a) { Post(Returned{id, std::move(a)}); },
+        .reachable = [this, id](bool up, std::string why) { Post(Reachability{id, up, std::move(why)}); },
+        .now = [this] { return Now(); }});
   }
   dispatcher_ = std::thread([this] { DispatcherLoop(); });
   return absl::OkStatus();
@@ -241,12 +203,8 @@ void Runtime::Stop() {
   mail_cv_.notify_all();
   dispatcher_.join();
   for (auto& d : devices_) {
-    {
-      std::lock_guard lock(d->mu);
-      d->stop = true;
-    }
-    for (auto& pu : d->pus) pu->cv.notify_all();
-    for (auto& pu : d->pus) pu->thread.join();
+    if (d->shell) d->shell->Stop();
+    if (d->remote) d->remote->Stop();
   }
   state_.store(State::kStopped);
 }
@@ -272,8 +230,27 @@ void Runtime::DispatcherLoop() {
       if (auto* r = std::get_if<NewRequest>(&item)) {
         clients_[r->id] = Client{std::move(r->done), r->submitted};
         Apply(hl_.OnRequest(r->id, r->model, std::move(r->inputs), r->options, Now()));
+      } else if (auto* c = std::get_if<dispatch::Completion>(&item)) {
+        Apply(hl_.OnCompletion(std::move(*c), Now()));
+      } else if (auto* back = std::get_if<Returned>(&item)) {
+        Device& d = *device_by_id_.at(back->from);
+        d.returned += back->assignments.size();
+        Apply(hl_.OnReturned(std::move(back->assignments), back->from, Now()));
       } else {
-        Apply(hl_.OnCompletion(std::move(std::get<dispatch::Completion>(item)), Now()));
+        const Reachability& change = std::get<Reachability>(item);
+        Device& d = *device_by_id_.at(change.device);
+        if (d.reachable && !change.reachable) ++d.lost;
+        if (d.reachable != change.reachable) {
+          std::fprintf(stderr, "baton: device '%s' %s%s%s\n", d.name.c_str(),
+                       change.reachable ? "is back; it takes work again" : "is lost; its work goes to other devices",
+                       change.why.empty() ? "" : ": ", change.why.c_str());
+        }
+        d.reachable = change.reachable;
+        hl_.SetDeviceAvailable(change.device, change.reachable);
+        std::lock_guard lock(stats_mu_);
+        for (DeviceStatus& st : status_) {
+          if (st.id == d.id) st = DeviceStatus{d.id, d.name, true, d.reachable, d.lost, d.returned};
+        }
       }
     }
     batch.clear();
@@ -285,22 +262,22 @@ std::optional<Time> Runtime::TickExpired(Time now) {
   if (std::optional<Time> t = hl_.NextExpiry(); t && *t <= now) Apply(hl_.OnTick(now));
   std::optional<Time> wake = hl_.NextExpiry();
   for (auto& d : devices_) {
-    std::lock_guard lock(d->mu);
-    if (std::optional<Time> t = d->core->NextExpiry(); t && *t <= now) {
-      std::vector<dispatch::Completion> completions;
-      ApplyLocked(*d, d->core->OnTick(now), completions);
-      PostCompletions(std::move(completions));
-    }
+    if (!d->shell) continue;  // an agent drops its own late work
     // Only the dispatcher adds queued work, so no device expiry can come earlier
     // before this thread looks again (a PU finishing only removes work).
-    if (std::optional<Time> t = d->core->NextExpiry(); t && (!wake || *t < *wake)) wake = t;
+    if (std::optional<Time> t = d->shell->TickIfDue(now); t && (!wake || *t < *wake)) wake = t;
   }
   return wake;
 }
 
 void Runtime::Apply(dispatch::HighLevelActions actions) {
   for (dispatch::SendAssignment& send : actions.assignments) {
-    device_by_id_.at(send.device)->port->Submit(std::move(send.assignment));
+    Device& d = *device_by_id_.at(send.device);
+    if (d.shell) {
+      d.shell->Submit(std::move(send.assignment));
+    } else {
+      d.remote->Submit(std::move(send.assignment));
+    }
   }
   {
     // Before any callback: a client that has its answer sees it counted.
@@ -324,16 +301,6 @@ void Runtime::Apply(dispatch::HighLevelActions actions) {
   }
 }
 
-void Runtime::ApplyLocked(Device& device, dispatch::LowLevelActions actions,
-                          std::vector<dispatch::Completion>& completions) {
-  for (dispatch::StartOnPu& start : actions.starts) {
-    Pu* pu = device.pu_by_id.at(start.pu);
-    pu->slot.emplace(std::move(start));
-    pu->cv.notify_one();
-  }
-  for (dispatch::Completion& c : actions.completions) completions.push_back(std::move(c));
-}
-
 void Runtime::PostCompletions(std::vector<dispatch::Completion> completions) {
   if (completions.empty()) return;
   {
@@ -343,67 +310,19 @@ void Runtime::PostCompletions(std::vector<dispatch::Completion> completions) {
   mail_cv_.notify_one();
 }
 
-void Runtime::PuLoop(Device& device, Pu& pu) {
-  if (std::string error = PinThisThread(pu.setup.pin_cores); !error.empty()) {
-    std::fprintf(stderr, "baton: PU '%s': %s\n", pu.setup.name.c_str(), error.c_str());
+void Runtime::Post(MailItem item) {
+  {
+    std::lock_guard lock(mail_mu_);
+    mail_.push_back(std::move(item));
   }
-  std::vector<std::pair<std::string, const Tensor*>> feeds;
-  std::unique_lock lock(device.mu);
-  while (true) {
-    pu.cv.wait(lock, [&] { return pu.slot.has_value() || device.stop; });
-    if (!pu.slot) return;
-    dispatch::StartOnPu job = std::move(*pu.slot);
-    pu.slot.reset();
-    lock.unlock();
-
-    const dispatch::Assignment& a = job.assignment;
-    const backend::PreparedPartition* runner = runners_->Find(a.model, a.partition, pu.setup.id);
-    feeds.clear();
-    for (const auto& [name, tensor] : a.inputs) feeds.emplace_back(name, &tensor);
-    dispatch::PuResult result;
-    result.pu = pu.setup.id;
-    result.assignment = a.id;
-    result.start = Now();
-    absl::StatusOr<backend::RunResult> run =
-        runner != nullptr
-            ? runner->Run(feeds)
-            : absl::StatusOr<backend::RunResult>(absl::FailedPreconditionError(absl::StrCat(
-                  "PU '", pu.setup.name, "' has no runner for model ", a.model.value, " partition ", a.partition.value)));
-    result.end = Now();
-    if (run.ok()) {
-      // An emulated accelerator may charge more than the call took: hold the PU
-      // (asleep, no CPU) until the charged end.
-      const Time charged_end = result.start + run->busy;
-      if (charged_end > result.end) {
-        std::this_thread::sleep_until(epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                   charged_end.time_since_epoch()));
-        result.end = std::max(charged_end, Now());
-      }
-      latency_->Observe(a.model, a.partition, pu.setup.id, result.end - result.start);
-      result.outputs = std::move(run->outputs);
-    } else {
-      result.status = run.status();
-    }
-
-    const PuRun record{pu.setup.id, device.id, a.model, a.request, a.partition, result.start, result.end, run.ok()};
-    lock.lock();
-    if (result.end > device.window_start) pu.busy += result.end - std::max(result.start, device.window_start);
-    ++pu.runs;
-    if (!run.ok()) ++pu.failures;
-    if (options_.record_runs) pu.log.push_back(record);
-    std::vector<dispatch::Completion> completions;
-    ApplyLocked(device, device.core->OnPuFinished(std::move(result), Now()), completions);
-    PostCompletions(std::move(completions));
-  }
+  mail_cv_.notify_one();
 }
 
 std::vector<PuStats> Runtime::pu_stats() const {
   std::vector<PuStats> out;
   for (const auto& d : devices_) {
-    std::lock_guard lock(d->mu);
-    for (const auto& pu : d->pus) {
-      out.push_back(PuStats{pu->setup.id, d->id, pu->setup.name, pu->setup.kind, pu->busy, pu->runs, pu->failures});
-    }
+    std::vector<PuStats> s = d->shell ? d->shell->pu_stats() : d->remote->pu_stats();
+    out.insert(out.end(), s.begin(), s.end());
   }
   return out;
 }
@@ -411,10 +330,10 @@ std::vector<PuStats> Runtime::pu_stats() const {
 RuntimeStats Runtime::stats() const {
   RuntimeStats s;
   for (const auto& d : devices_) {
-    std::lock_guard lock(d->mu);
-    s.devices.push_back(d->core->stats());
+    s.devices.push_back(d->shell ? d->shell->core_stats() : dispatch::LowLevelStats{});
   }
   std::lock_guard lock(stats_mu_);
+  s.status = status_;
   // The HL core belongs to the dispatcher thread, which copies its counters here.
   s.high_level = state_.load() == State::kRunning ? hl_stats_ : hl_.stats();
   s.window = Now() - window_start_;
@@ -424,13 +343,8 @@ RuntimeStats Runtime::stats() const {
 void Runtime::ResetStats() {
   const Time now = Now();
   for (auto& d : devices_) {
-    std::lock_guard lock(d->mu);
-    d->window_start = now;
-    for (auto& pu : d->pus) {
-      pu->busy = Duration(0);
-      pu->runs = 0;
-      pu->failures = 0;
-    }
+    if (d->shell) d->shell->ResetStats(now);
+    if (d->remote) d->remote->ResetStats();
   }
   std::lock_guard lock(stats_mu_);
   window_start_ = now;
@@ -439,11 +353,9 @@ void Runtime::ResetStats() {
 std::vector<PuRun> Runtime::TakeRuns() {
   std::vector<PuRun> out;
   for (auto& d : devices_) {
-    std::lock_guard lock(d->mu);
-    for (auto& pu : d->pus) {
-      out.insert(out.end(), pu->log.begin(), pu->log.end());
-      pu->log.clear();
-    }
+    if (!d->shell) continue;
+    std::vector<PuRun> runs = d->shell->TakeRuns();
+    out.insert(out.end(), runs.begin(), runs.end());
   }
   return out;
 }

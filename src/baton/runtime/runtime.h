@@ -66,36 +66,23 @@
 #include "baton/dispatch/port.h"
 #include "baton/policy/latency_model.h"
 #include "baton/policy/policy.h"
+#include "baton/runtime/device_shell.h"
+#include "baton/runtime/remote_device.h"
 
 namespace baton::runtime {
 
 using dispatch::NamedTensors;
 
-struct PuSetup {
-  PuId id;                     // unique over the whole runtime (all devices)
-  std::string name;            // for reports and traces
-  std::string kind;            // "cpu", "emu", ...
-  std::vector<int> pin_cores;  // the PU's worker thread pins itself to these; empty = not pinned
-};
-
+// A local device (PUs run by this process), or a remote one (`remote` set: a
+// `baton agent`; `pus` then only names its PUs, and `policy` is unused — the
+// agent runs its own low-level dispatcher).
 struct DeviceSetup {
   DeviceId id;
   std::string name;
   std::vector<PuSetup> pus;
   std::unique_ptr<policy::LowLevelPolicy> policy;
   size_t max_queue = 256;
-};
-
-// Which prepared partition runs partition `p` of model `m` on PU `u`. Fill it
-// before Start; it is read-only (and so thread-safe) afterwards. Borrowed
-// pointers: the PreparedPartitions must outlive the runtime.
-class RunnerTable {
- public:
-  void Set(ModelId model, PartitionId partition, PuId pu, const backend::PreparedPartition* runner);
-  const backend::PreparedPartition* Find(ModelId model, PartitionId partition, PuId pu) const;
-
- private:
-  absl::flat_hash_map<policy::LatencyKey, const backend::PreparedPartition*> table_;
+  std::shared_ptr<RemoteDevice> remote;
 };
 
 struct RequestResult {
@@ -108,31 +95,19 @@ struct RequestResult {
 };
 using DoneCallback = std::function<void(RequestResult)>;
 
-// One partition run on a PU (kept when RuntimeOptions::record_runs).
-struct PuRun {
-  PuId pu;
-  DeviceId device;
-  ModelId model;
-  RequestId request;
-  PartitionId partition;
-  Time start{};
-  Time end{};  // when the PU became free again
-  bool ok = true;
-};
-
-struct PuStats {
-  PuId pu;
-  DeviceId device;
+struct DeviceStatus {
+  DeviceId id;
   std::string name;
-  std::string kind;
-  Duration busy{};  // since the last ResetStats
-  uint64_t runs = 0;
-  uint64_t failures = 0;
+  bool remote = false;
+  bool reachable = true;
+  uint64_t lost = 0;     // times it was found unreachable
+  uint64_t returned = 0; // assignments it handed back unanswered (re-issued elsewhere)
 };
 
 struct RuntimeStats {
   dispatch::HighLevelStats high_level;
-  std::vector<dispatch::LowLevelStats> devices;  // in DeviceSetup order
+  std::vector<dispatch::LowLevelStats> devices;  // in DeviceSetup order (remote: zeros)
+  std::vector<DeviceStatus> status;              // in DeviceSetup order
   Duration window{};  // time since the last ResetStats (or Start)
 };
 
@@ -185,9 +160,16 @@ class Runtime {
   void set_observer(dispatch::DispatchObserver* observer);
 
  private:
-  struct Pu;
   struct Device;
-  class LocalPort;
+  struct Returned {
+    DeviceId from;
+    std::vector<dispatch::Assignment> assignments;
+  };
+  struct Reachability {
+    DeviceId device;
+    bool reachable;
+    std::string why;
+  };
   struct NewRequest {
     RequestId id;
     ModelId model;
@@ -200,16 +182,14 @@ class Runtime {
     DoneCallback done;
     Time submitted{};
   };
-  using MailItem = std::variant<NewRequest, dispatch::Completion>;
+  using MailItem = std::variant<NewRequest, dispatch::Completion, Returned, Reachability>;
 
   Runtime(policy::OnlineLatencyModel* latency, const RunnerTable* runners, RuntimeOptions options);
 
   void DispatcherLoop();
   void Apply(dispatch::HighLevelActions actions);
-  // Under the device mutex: carries out LL actions; completions are appended to `completions`.
-  void ApplyLocked(Device& device, dispatch::LowLevelActions actions, std::vector<dispatch::Completion>& completions);
+  void Post(MailItem item);
   void PostCompletions(std::vector<dispatch::Completion> completions);
-  void PuLoop(Device& device, Pu& pu);
   // Drops expired work at every level (dispatcher thread); returns when to look
   // again (the earliest expiry left), or nullopt.
   std::optional<Time> TickExpired(Time now);
@@ -238,6 +218,7 @@ class Runtime {
   mutable std::mutex stats_mu_;
   Time window_start_{};  // guarded by stats_mu_
   dispatch::HighLevelStats hl_stats_;  // guarded by stats_mu_; the dispatcher's copy
+  std::vector<DeviceStatus> status_;   // guarded by stats_mu_; the dispatcher's copy
 
   enum class State { kCreated, kRunning, kStopped };
   std::atomic<State> state_{State::kCreated};

@@ -1,0 +1,237 @@
+#include "baton/runtime/device_shell.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace baton::runtime {
+
+void RunnerTable::Set(ModelId model, PartitionId partition, PuId pu, const backend::PreparedPartition* runner) {
+  std::unique_lock lock(mu_);
+  table_[policy::LatencyKey{model, partition, pu}] = runner;
+}
+
+void RunnerTable::Erase(ModelId model, PartitionId partition, PuId pu) {
+  std::unique_lock lock(mu_);
+  table_.erase(policy::LatencyKey{model, partition, pu});
+}
+
+const backend::PreparedPartition* RunnerTable::Find(ModelId model, PartitionId partition, PuId pu) const {
+  std::shared_lock lock(mu_);
+  auto it = table_.find(policy::LatencyKey{model, partition, pu});
+  return it == table_.end() ? nullptr : it->second;
+}
+
+struct DeviceShell::Pu {
+  PuSetup setup;
+  std::optional<dispatch::StartOnPu> slot;  // guarded by mu_
+  std::condition_variable cv;               // signalled when `slot` is filled or on stop
+  Duration busy{};                          // guarded by mu_
+  uint64_t runs = 0;                        // guarded by mu_
+  uint64_t failures = 0;                    // guarded by mu_
+  std::vector<PuRun> log;                   // guarded by mu_
+  std::thread thread;
+};
+
+namespace {
+
+// Pins the calling thread to `cores`; an error message, or "" on success.
+std::string PinThisThread(const std::vector<int>& cores) {
+  if (cores.empty()) return "";
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c : cores) CPU_SET(c, &set);
+  const int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  if (rc == 0) return "";
+  return absl::StrCat("could not pin to cores [", absl::StrJoin(cores, ", "), "] (error ", rc,
+                      "); the PU runs unpinned. Check the cores the process may use (taskset -p $$)");
+}
+
+}  // namespace
+
+DeviceShell::DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyModel* latency,
+                         const RunnerTable* runners, std::chrono::steady_clock::time_point epoch, bool record_runs,
+                         Sink sink)
+    : id_(id),
+      name_(std::move(name)),
+      latency_(latency),
+      runners_(runners),
+      epoch_(epoch),
+      record_runs_(record_runs),
+      sink_(std::move(sink)) {}
+
+absl::StatusOr<std::unique_ptr<DeviceShell>> DeviceShell::Create(
+    DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
+    size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
+    std::chrono::steady_clock::time_point epoch, bool record_runs, Sink sink) {
+  std::unique_ptr<DeviceShell> shell(
+      new DeviceShell(id, std::move(name), latency, runners, epoch, record_runs, std::move(sink)));
+  dispatch::LowLevelOptions ll;
+  ll.device = id;
+  ll.max_queue = max_queue;
+  for (PuSetup& pu : pus) {
+    ll.pus.push_back(dispatch::PuSpec{pu.id, pu.kind});
+    latency->SetPuKind(pu.id, pu.kind);
+    shell->pu_setups_.push_back(pu);
+    auto p = std::make_unique<Pu>();
+    p->setup = std::move(pu);
+    shell->pu_by_id_.emplace(p->setup.id, p.get());
+    shell->pus_.push_back(std::move(p));
+  }
+  BATON_ASSIGN_OR_RETURN(dispatch::LowLevelCore core,
+                         dispatch::LowLevelCore::Create(std::move(ll), std::move(policy), latency));
+  shell->core_.emplace(std::move(core));
+  return shell;
+}
+
+DeviceShell::~DeviceShell() { Stop(); }
+
+Time DeviceShell::Now() const { return Time(std::chrono::steady_clock::now() - epoch_); }
+
+void DeviceShell::Start() {
+  std::lock_guard lock(mu_);
+  if (started_ || stop_) return;
+  started_ = true;
+  for (auto& pu : pus_) pu->thread = std::thread([this, p = pu.get()] { PuLoop(*p); });
+}
+
+void DeviceShell::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) return;
+    stop_ = true;
+  }
+  for (auto& pu : pus_) pu->cv.notify_all();
+  for (auto& pu : pus_) {
+    if (pu->thread.joinable()) pu->thread.join();
+  }
+}
+
+void DeviceShell::Submit(dispatch::Assignment assignment) {
+  std::lock_guard lock(mu_);
+  ApplyLocked(core_->OnAssignment(std::move(assignment), Now()));
+}
+
+std::optional<Time> DeviceShell::TickIfDue(Time now) {
+  std::lock_guard lock(mu_);
+  if (std::optional<Time> t = core_->NextExpiry(); t && *t <= now) ApplyLocked(core_->OnTick(now));
+  return core_->NextExpiry();
+}
+
+void DeviceShell::ApplyLocked(dispatch::LowLevelActions actions) {
+  for (dispatch::StartOnPu& start : actions.starts) {
+    Pu* pu = pu_by_id_.at(start.pu);
+    pu->slot.emplace(std::move(start));
+    pu->cv.notify_one();
+  }
+  if (!actions.completions.empty()) sink_(std::move(actions.completions));
+}
+
+void DeviceShell::PuLoop(Pu& pu) {
+  if (std::string error = PinThisThread(pu.setup.pin_cores); !error.empty()) {
+    std::fprintf(stderr, "baton: PU '%s': %s\n", pu.setup.name.c_str(), error.c_str());
+  }
+  std::vector<std::pair<std::string, const Tensor*>> feeds;
+  std::unique_lock lock(mu_);
+  while (true) {
+    pu.cv.wait(lock, [&] { return pu.slot.has_value() || stop_; });
+    if (!pu.slot) return;
+    dispatch::StartOnPu job = std::move(*pu.slot);
+    pu.slot.reset();
+    lock.unlock();
+
+    const dispatch::Assignment& a = job.assignment;
+    const backend::PreparedPartition* runner = runners_->Find(a.model, a.partition, pu.setup.id);
+    feeds.clear();
+    for (const auto& [name, tensor] : a.inputs) feeds.emplace_back(name, &tensor);
+    dispatch::PuResult result;
+    result.pu = pu.setup.id;
+    result.assignment = a.id;
+    result.start = Now();
+    absl::StatusOr<backend::RunResult> run =
+        runner != nullptr
+            ? runner->Run(feeds)
+            : absl::StatusOr<backend::RunResult>(absl::FailedPreconditionError(absl::StrCat(
+                  "PU '", pu.setup.name, "' has no runner for model ", a.model.value, " partition ", a.partition.value)));
+    result.end = Now();
+    if (run.ok()) {
+      // An emulated accelerator may charge more than the call took: hold the PU
+      // (asleep, no CPU) until the charged end.
+      const Time charged_end = result.start + run->busy;
+      if (charged_end > result.end) {
+        std::this_thread::sleep_until(epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                   charged_end.time_since_epoch()));
+        result.end = std::max(charged_end, Now());
+      }
+      latency_->Observe(a.model, a.partition, pu.setup.id, result.end - result.start);
+      result.outputs = std::move(run->outputs);
+    } else {
+      result.status = run.status();
+    }
+
+    const PuRun record{pu.setup.id, id_, a.model, a.request, a.partition, result.start, result.end, run.ok()};
+    lock.lock();
+    if (result.end > window_start_) pu.busy += result.end - std::max(result.start, window_start_);
+    ++pu.runs;
+    if (!run.ok()) ++pu.failures;
+    if (record_runs_) pu.log.push_back(record);
+    ApplyLocked(core_->OnPuFinished(std::move(result), Now()));
+  }
+}
+
+std::vector<PuStats> DeviceShell::pu_stats() const {
+  std::vector<PuStats> out;
+  std::lock_guard lock(mu_);
+  for (const auto& pu : pus_) {
+    out.push_back(PuStats{pu->setup.id, id_, pu->setup.name, pu->setup.kind, pu->busy, pu->runs, pu->failures});
+  }
+  return out;
+}
+
+dispatch::LowLevelStats DeviceShell::core_stats() const {
+  std::lock_guard lock(mu_);
+  return core_->stats();
+}
+
+size_t DeviceShell::queued() const {
+  std::lock_guard lock(mu_);
+  return core_->queued();
+}
+
+size_t DeviceShell::running() const {
+  std::lock_guard lock(mu_);
+  return core_->running();
+}
+
+void DeviceShell::ResetStats(Time now) {
+  std::lock_guard lock(mu_);
+  window_start_ = now;
+  for (auto& pu : pus_) {
+    pu->busy = Duration(0);
+    pu->runs = 0;
+    pu->failures = 0;
+  }
+}
+
+std::vector<PuRun> DeviceShell::TakeRuns() {
+  std::vector<PuRun> out;
+  std::lock_guard lock(mu_);
+  for (auto& pu : pus_) {
+    out.insert(out.end(), pu->log.begin(), pu->log.end());
+    pu->log.clear();
+  }
+  return out;
+}
+
+void DeviceShell::set_observer(dispatch::DispatchObserver* observer) {
+  std::lock_guard lock(mu_);
+  core_->set_observer(observer);
+}
+
+}  // namespace baton::runtime

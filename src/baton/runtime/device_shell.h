@@ -1,0 +1,145 @@
+// DeviceShell: one low-level dispatcher with real PUs — a LowLevelCore behind
+// a mutex plus one worker thread per PU that runs the partitions the core
+// starts. The threaded runtime owns one per local device; the gRPC agent
+// (baton agent) owns one for the PUs of its machine. Both drive the same core.
+//
+// Threads: Submit and TickIfDue run the core under the device mutex on the
+// caller's thread; each PU worker runs one partition at a time, outside the
+// mutex, and reports it to the core under the mutex. Completions go to the
+// sink, called with the device mutex held: a sink must only move them into
+// a mailbox (lock order: device mutex, then the sink's own lock).
+//
+// Time: Now() = steady_clock since `epoch`, the clock of the owner.
+//
+// Thread-safety: Submit, TickIfDue, NextExpiry, pu_stats, core_stats,
+// ResetStats, TakeRuns and set_observer may be called from any thread; Start
+// once; Stop (idempotent) joins the workers.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "baton/backend/executor.h"
+#include "baton/core/ids.h"
+#include "baton/core/status.h"
+#include "baton/core/time.h"
+#include "baton/dispatch/low_level.h"
+#include "baton/dispatch/messages.h"
+#include "baton/dispatch/observer.h"
+#include "baton/policy/latency_model.h"
+#include "baton/policy/policy.h"
+
+namespace baton::runtime {
+
+struct PuSetup {
+  PuId id;                     // unique over the whole runtime (all devices)
+  std::string name;            // for reports and traces
+  std::string kind;            // "cpu", "emu", ...
+  std::vector<int> pin_cores;  // the PU's worker thread pins itself to these; empty = not pinned
+};
+
+// Which prepared partition runs partition `p` of model `m` on PU `u`.
+// Borrowed pointers: the PreparedPartitions must outlive every reader.
+// Thread-safety: thread-safe (an agent adds partitions while its PUs run).
+class RunnerTable {
+ public:
+  void Set(ModelId model, PartitionId partition, PuId pu, const backend::PreparedPartition* runner);
+  void Erase(ModelId model, PartitionId partition, PuId pu);
+  const backend::PreparedPartition* Find(ModelId model, PartitionId partition, PuId pu) const;
+
+ private:
+  mutable std::shared_mutex mu_;
+  absl::flat_hash_map<policy::LatencyKey, const backend::PreparedPartition*> table_;  // guarded by mu_
+};
+
+// One partition run on a PU (kept when record_runs).
+struct PuRun {
+  PuId pu;
+  DeviceId device;
+  ModelId model;
+  RequestId request;
+  PartitionId partition;
+  Time start{};
+  Time end{};  // when the PU became free again
+  bool ok = true;
+};
+
+struct PuStats {
+  PuId pu;
+  DeviceId device;
+  std::string name;
+  std::string kind;
+  Duration busy{};  // since the last ResetStats
+  uint64_t runs = 0;
+  uint64_t failures = 0;
+};
+
+class DeviceShell {
+ public:
+  using Sink = std::function<void(std::vector<dispatch::Completion>)>;
+
+  // Errors: LowLevelCore::Create's. `latency` and `runners` are borrowed.
+  static absl::StatusOr<std::unique_ptr<DeviceShell>> Create(
+      DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
+      size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
+      std::chrono::steady_clock::time_point epoch, bool record_runs, Sink sink);
+  ~DeviceShell();  // Stop()
+  DeviceShell(const DeviceShell&) = delete;
+  DeviceShell& operator=(const DeviceShell&) = delete;
+
+  void Start();
+  // Joins the PU workers; work still queued is not answered (drain first).
+  void Stop();
+
+  void Submit(dispatch::Assignment assignment);
+  // Drops expired work when due; returns the next expiry, or nullopt.
+  std::optional<Time> TickIfDue(Time now);
+
+  DeviceId id() const { return id_; }
+  const std::string& name() const { return name_; }
+  const std::vector<PuSetup>& pu_setups() const { return pu_setups_; }
+  Time Now() const;
+  std::vector<PuStats> pu_stats() const;
+  dispatch::LowLevelStats core_stats() const;
+  size_t queued() const;
+  size_t running() const;
+  void ResetStats(Time now);
+  std::vector<PuRun> TakeRuns();
+  void set_observer(dispatch::DispatchObserver* observer);
+
+ private:
+  struct Pu;
+  DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
+              std::chrono::steady_clock::time_point epoch, bool record_runs, Sink sink);
+  // Under mu_: starts runs on PUs and sends completions to the sink.
+  void ApplyLocked(dispatch::LowLevelActions actions);
+  void PuLoop(Pu& pu);
+
+  const DeviceId id_;
+  const std::string name_;
+  policy::OnlineLatencyModel* latency_;
+  const RunnerTable* runners_;
+  const std::chrono::steady_clock::time_point epoch_;
+  const bool record_runs_;
+  const Sink sink_;
+  std::vector<PuSetup> pu_setups_;
+
+  mutable std::mutex mu_;
+  std::optional<dispatch::LowLevelCore> core_;  // guarded by mu_
+  std::vector<std::unique_ptr<Pu>> pus_;
+  absl::flat_hash_map<PuId, Pu*> pu_by_id_;
+  Time window_start_{};  // guarded by mu_
+  bool stop_ = false;    // guarded by mu_
+  bool started_ = false; // guarded by mu_
+};
+
+}  // namespace baton::runtime
