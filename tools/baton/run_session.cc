@@ -1,5 +1,7 @@
 #include "run_session.h"
 
+#include "remote.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -283,7 +285,8 @@ struct RuntimeBundle {
 };
 
 absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const runtime::Deployment& deployment,
-                                          const std::string& low_level, bool fixed, bool record_runs) {
+                                          const std::string& low_level, bool fixed, bool record_runs,
+                                          const Remotes* remotes = nullptr) {
   RuntimeBundle b;
   BATON_ASSIGN_OR_RETURN(b.latency, policy::OnlineLatencyModel::Create({}));
   std::vector<runtime::DeviceSetup> devices;
@@ -299,6 +302,10 @@ absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const
       // The PU's thread runs every session call; ORT pins the pool workers (cores[1..]).
       if (pu.kind == "cpu" && !pu.cores.empty()) s.pin_cores = {pu.cores[0]};
       dev.pus.push_back(std::move(s));
+    }
+    if (remotes != nullptr && remotes->by_device[d]) {
+      remotes->by_device[d]->Bind(dev.id, dev.pus, &deployment.runners());
+      dev.remote = remotes->by_device[d];
     }
     devices.push_back(std::move(dev));
   }
@@ -387,10 +394,32 @@ double MedianRunMs(const backend::PreparedPartition& runner, const NamedTensors&
   return ms[ms.size() / 2];
 }
 
+absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const RunOptions& options,
+                                     Remotes* remotes);
+
 }  // namespace
 
 absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunOptions& options) {
   BATON_RETURN_IF_ERROR(config::Validate(config));
+  if (!HasRemoteDevices(config)) return RunResolved(config, options, nullptr);
+  if (!options.plan_path.empty() || !options.profile_path.empty()) {
+    return absl::InvalidArgumentError(
+        "--plan and --profile are not supported with remote devices yet (profiles measure local PUs only); "
+        "drop them, or run the plan on local devices");
+  }
+  auto say = [&](const std::string& line) {
+    if (options.progress) options.progress(line);
+  };
+  BATON_ASSIGN_OR_RETURN(Remotes remotes, ConnectRemotes(config, say));
+  RunOptions remote_options = options;
+  remote_options.no_profile = true;
+  return RunResolved(remotes.resolved, remote_options, &remotes);
+}
+
+namespace {
+
+absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const RunOptions& options,
+                                     Remotes* remotes) {
   if (options.verify) {
     for (const auto& dev : config.devices) {
       for (const auto& pu : dev.pus) {
@@ -415,6 +444,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
 
   // Executors, one per PU.
   BATON_ASSIGN_OR_RETURN(PuSet pu_set, MakePus(config));
+  if (remotes != nullptr) AttachRemoteExecutors(pu_set, *remotes);
   const std::vector<runtime::DeployDevice>& devices = pu_set.devices;
   const bool all_cpu = pu_set.all_cpu;
   const int cpu_threads = pu_set.cpu_threads;
@@ -486,6 +516,12 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
     report.predicted_rps = report.profile_predicted_rps;
   } else {
     absl::StatusOr<runtime::HighLevelPolicy> hl = runtime::ParseHighLevelPolicy(config.policy.high_level);
+    if (!hl.ok() && remotes != nullptr) {
+      // Profiles measure local PUs only; without one, cut by op support and FLOPs.
+      say(absl::StrCat("high-level policy '", config.policy.high_level,
+                       "' needs a profile, which remote devices do not have yet; using balanced"));
+      hl = runtime::HighLevelPolicy::kBalanced;
+    }
     if (!hl.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("high-level policy '", config.policy.high_level,
                                                      "' needs a profile; drop --no-profile"));
@@ -495,6 +531,14 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
       deploy.push_back(runtime::DeployModel{models[i].id, mc.name, models[i].model, *hl,
                                             mc.partitions.value_or(config.policy.stages), DeviceOfModel(config, i),
                                             std::nullopt, {}, {}});
+      if (remotes != nullptr) {
+        // Every other device is a fallback for the model's partitions.
+        for (size_t d = 0; d < config.devices.size(); ++d) {
+          if (DeviceId(static_cast<uint32_t>(d)) != deploy.back().device) {
+            deploy.back().fallback_devices.push_back(DeviceId(static_cast<uint32_t>(d)));
+          }
+        }
+      }
     }
   }
   say(absl::StrCat("creating sessions (", planned ? "plan " + report.plan_policy : config.policy.high_level, ")"));
@@ -520,7 +564,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
   }
   BATON_ASSIGN_OR_RETURN(RuntimeBundle baton_rt, MakeRuntime(config, *baton_deployment, config.policy.low_level,
                                                              /*fixed=*/config.policy.low_level == "fixed",
-                                                             !options.trace_path.empty()));
+                                                             !options.trace_path.empty(), remotes));
   if (planning) BATON_RETURN_IF_ERROR(SetPriors(*planning, *baton_deployment, *baton_rt.latency));
 
   // Modes to interleave.
@@ -549,7 +593,11 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
   // Each model whole on one PU (the fair baseline when ORT cannot use every PU).
   std::unique_ptr<runtime::Deployment> whole_deployment;
   RuntimeBundle whole_rt;
-  if (!all_cpu && config.run.baselines) {
+  if (remotes != nullptr && config.run.baselines) {
+    report.baselines_note =
+        "baselines skipped: they run on local PUs only, and this config has remote devices (compare with the "
+        "same PUs in one process instead, see docs/agent.md)";
+  } else if (!all_cpu && config.run.baselines) {
     say("whole_on_one_pu: measuring each model whole on each PU");
     std::vector<runtime::DeployModel> whole;
     for (const runtime::DeployModel& dm : deploy) {
@@ -608,7 +656,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
 
   // Plain ONNX Runtime baselines over the CPU PUs' cores.
   std::vector<std::unique_ptr<baseline::OrtBaseline>> ort_baselines;
-  if (config.run.baselines && cpu_threads > 0) {
+  if (config.run.baselines && cpu_threads > 0 && remotes == nullptr) {
     for (baseline::Mode mode : {baseline::Mode::kSequential, baseline::Mode::kConcurrent}) {
       std::vector<baseline::ModelSpec> specs;
       for (const LoadedModel& lm : models) {
@@ -646,7 +694,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
                              return absl::OkStatus();
                            }});
     }
-  } else if (config.run.baselines) {
+  } else if (config.run.baselines && remotes == nullptr) {
     report.baselines_note = "the ORT baselines need CPU PUs; this config has none";
   }
   report.setup = std::chrono::steady_clock::now() - setup_start;
@@ -729,5 +777,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
   report.first_mismatch = first_mismatch;
   return report;
 }
+
+}  // namespace
 
 }  // namespace baton::cli

@@ -50,7 +50,8 @@ constexpr double kMaxRate = 1e6;        // fps, rate (requests per second)
 constexpr double kMaxSpeed = 1e6;       // speed, op_speed
 
 constexpr std::array<const char*, 4> kTopKeys = {"devices", "models", "policy", "run"};
-constexpr std::array<const char*, 2> kDeviceKeys = {"name", "pus"};
+constexpr std::array<const char*, 8> kDeviceKeys = {"name",     "pus",         "address",    "token_file",
+                                                   "ca_cert",  "client_cert", "client_key", "server_name"};
 constexpr std::array<const char*, 8> kPuKeys = {"name",  "kind",     "threads",         "cores",
                                                 "speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 2> kCpuOnlyKeys = {"threads", "cores"};
@@ -182,6 +183,23 @@ absl::Status ValidateDevices(const std::vector<DeviceConfig>& devices) {
     if (auto [it, inserted] = device_names.emplace(device.name, path); !inserted) {
       return Invalid(Child(path, "name"), absl::StrCat("duplicate device name '", device.name, "' (also ", it->second,
                                                        "); device names must be unique"));
+    }
+    if (device.remote()) {
+      if (device.address.find(':') == std::string::npos) {
+        return Invalid(Child(path, "address"), absl::StrCat("'", device.address, "' has no port; write HOST:PORT"));
+      }
+      if (device.client_cert.empty() != device.client_key.empty()) {
+        return Invalid(Child(path, "client_cert"), "client_cert and client_key go together; give both or neither");
+      }
+      if (!device.client_cert.empty() && device.ca_cert.empty()) {
+        return Invalid(Child(path, "client_cert"), "a client certificate needs TLS; give ca_cert too");
+      }
+      continue;
+    }
+    if (!device.token_file.empty() || !device.ca_cert.empty() || !device.client_cert.empty() ||
+        !device.server_name.empty()) {
+      return Invalid(path, "token_file, ca_cert, client_cert, client_key and server_name apply to a remote device; "
+                           "give its `address` or remove them");
     }
     if (device.pus.empty()) {
       return Invalid(Child(path, "pus"), "at least one PU is required; add e.g. pus: [{name: cpu0, kind: cpu}]");
@@ -477,10 +495,27 @@ class Parser {
   absl::Status ParseDevice(const YAML::Node& node, const std::string& path, DeviceConfig& device) const {
     BATON_ASSIGN_OR_RETURN(Fields fields, Map(node, path, kDeviceKeys));
     BATON_RETURN_IF_ERROR(Required(fields, path, "name", "<a unique device name>"));
-    BATON_RETURN_IF_ERROR(Required(fields, path, "pus", "[{name: cpu0, kind: cpu}]"));
+    if (Find(fields, "address") == nullptr) {
+      BATON_RETURN_IF_ERROR(Required(fields, path, "pus", "[{name: cpu0, kind: cpu}]"));
+    } else if (const Field* pus = Find(fields, "pus")) {
+      return Error(pus->path, "a remote device (with `address`) gets its PUs from its agent; list them in the "
+                              "agent's --config instead");
+    }
     for (const Field& f : fields) {
       if (f.key == "name") {
         BATON_RETURN_IF_ERROR(String(f, device.name));
+      } else if (f.key == "address") {
+        BATON_RETURN_IF_ERROR(String(f, device.address));
+      } else if (f.key == "token_file") {
+        BATON_RETURN_IF_ERROR(String(f, device.token_file));
+      } else if (f.key == "ca_cert") {
+        BATON_RETURN_IF_ERROR(String(f, device.ca_cert));
+      } else if (f.key == "client_cert") {
+        BATON_RETURN_IF_ERROR(String(f, device.client_cert));
+      } else if (f.key == "client_key") {
+        BATON_RETURN_IF_ERROR(String(f, device.client_key));
+      } else if (f.key == "server_name") {
+        BATON_RETURN_IF_ERROR(String(f, device.server_name));
       } else if (f.key == "pus") {
         BATON_RETURN_IF_ERROR(List(f, [&](const YAML::Node& n, const std::string& p) {
           device.pus.emplace_back();
@@ -730,6 +765,18 @@ std::string ToYaml(const RunConfig& config) {
   out << YAML::Key << "devices" << YAML::Value << YAML::BeginSeq;
   for (const DeviceConfig& device : config.devices) {
     out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << device.name;
+    if (device.remote()) {
+      out << YAML::Key << "address" << YAML::Value << device.address;
+      for (const auto& [key, value] : {std::pair<const char*, const std::string*>{"token_file", &device.token_file},
+                                       {"ca_cert", &device.ca_cert},
+                                       {"client_cert", &device.client_cert},
+                                       {"client_key", &device.client_key},
+                                       {"server_name", &device.server_name}}) {
+        if (!value->empty()) out << YAML::Key << key << YAML::Value << *value;
+      }
+      out << YAML::EndMap;
+      continue;
+    }
     out << YAML::Key << "pus" << YAML::Value << YAML::BeginSeq;
     for (const PuConfig& pu : device.pus) {
       out << YAML::Flow << YAML::BeginMap;

@@ -6,10 +6,11 @@
 // YAML form (every key optional unless marked; see docs/config.md):
 //   devices:                         # required, at least one
 //     - name: local                  # required, unique
-//       pus:                         # required, at least one
+//       pus:                         # required, at least one (local devices)
 //         - {name: cpu0, kind: cpu, threads: 1, cores: [0]}
 //         - {name: npu0, kind: emu, speed: 4.0, op_speed: {Conv: 30},
 //            unsupported_ops: [Softmax], compute: false}
+//     - {name: edge1, address: edge1.lan:50051, token_file: edge1.token, ca_cert: ca.pem}  # a baton agent
 //   models:                          # required, at least one
 //     - {name: det, path: zoo:yolo, arrival: {mode: periodic, fps: 10},
 //        deadline_ms: 200, priority: 1, partitions: 3}
@@ -54,7 +55,17 @@ struct PuConfig {
 
 struct DeviceConfig {
   std::string name;  // unique
-  std::vector<PuConfig> pus;
+  std::vector<PuConfig> pus;  // a local device's PUs; empty for a remote device
+  // A remote device (a `baton agent`, see docs/agent.md): its host:port. Its
+  // PUs are the agent's (learned when connecting). Files are relative to the
+  // config file's folder.
+  std::string address;
+  std::string token_file;   // bearer token ("" = none)
+  std::string ca_cert;      // PEM CA of the agent's certificate ("" = plaintext)
+  std::string client_cert;  // PEM client certificate + key, for agents that require one
+  std::string client_key;
+  std::string server_name;  // TLS name to check instead of the address's host
+  bool remote() const { return !address.empty(); }
 
   friend bool operator==(const DeviceConfig&, const DeviceConfig&) = default;
 };

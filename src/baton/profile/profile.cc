@@ -1,5 +1,7 @@
 #include "baton/profile/profile.h"
 
+#include "baton/core/hash.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,14 +18,7 @@ namespace baton::profile {
 
 using nlohmann::json;
 
-std::string HashHex(std::string_view bytes) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return absl::StrFormat("%016x", h);
-}
+std::string HashHex(std::string_view bytes) { return baton::HashHex(bytes); }
 
 LatencyStats StatsOf(std::vector<double> samples_ms) {
   LatencyStats s;

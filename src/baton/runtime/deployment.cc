@@ -119,6 +119,7 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
     out.name = m.name;
     out.model = m.model;
     std::vector<dispatch::Placement> placement;
+    std::vector<std::vector<DeviceId>> fallback_of;  // per partition (plan order)
     for (const partition::Partition& p : plan->partitions) {
       uint64_t mask = allowed;
       for (NodeId n : p.nodes) mask &= support[n.value];
@@ -182,8 +183,44 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
       }
       out.capable_pus.push_back(std::move(capable));
       placement.push_back(dispatch::Placement{m.device, fixed_pu});
+
+      // Fallback devices: the partition is also prepared on every PU of them
+      // that supports all its nodes (shared where PUs share sessions), so the
+      // HL can re-route it when its device is lost. A device where no PU can
+      // run it, or where preparing fails, is simply not a fallback.
+      std::vector<DeviceId> fallbacks;
+      for (DeviceId fd : m.fallback_devices) {
+        auto fit = device_by_id.find(fd);
+        if (fd == m.device || fit == device_by_id.end()) continue;
+        const DeployDevice& other = *fit->second;
+        absl::flat_hash_map<std::string, const backend::PreparedPartition*> other_shared;
+        bool any = false;
+        for (const DeployPu& pu : other.pus) {
+          std::vector<bool> can = pu.executor->QueryCapability(model);
+          bool all = true;
+          for (NodeId n : p.nodes) all = all && n.value < can.size() && can[n.value];
+          if (!all) continue;
+          const backend::PreparedPartition* runner = nullptr;
+          if (auto it = other_shared.find(pu.share_key); !pu.share_key.empty() && it != other_shared.end()) {
+            runner = it->second;
+          } else {
+            absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> prepared = pu.executor->Prepare(model, sub);
+            if (!prepared.ok()) continue;
+            runner = prepared->get();
+            d->prepared_.push_back(std::move(*prepared));
+            if (!pu.share_key.empty()) other_shared.emplace(pu.share_key, runner);
+          }
+          d->runners_.Set(m.id, p.id, pu.id, runner);
+          any = true;
+        }
+        if (any) fallbacks.push_back(fd);
+      }
+      fallback_of.push_back(std::move(fallbacks));
     }
     BATON_ASSIGN_OR_RETURN(out.graph, dispatch::ModelGraphFromPlan(*plan, placement));
+    for (size_t k = 0; k < out.graph.partitions.size() && k < fallback_of.size(); ++k) {
+      out.graph.partitions[k].fallback_devices = fallback_of[k];
+    }
     out.graph.name = m.name;
     out.plan = std::move(*plan);
     d->models_.push_back(std::move(out));

@@ -74,6 +74,9 @@ struct DeployModel {
   // support it, so that an online low-level policy may move it (the listed
   // first PU stays its fixed_pu, which `fixed` follows).
   bool other_pus = false;
+  // Devices that also get every partition this model has (on their PUs that
+  // support it), as fallbacks when `device` is lost (a remote agent).
+  std::vector<DeviceId> fallback_devices = {};
 };
 
 struct DeployedModel {

@@ -1,0 +1,92 @@
+#include "baton/net/codec.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "baton/core/dtype.h"
+
+namespace baton::net {
+
+void ToProto(const std::string& name, const Tensor& tensor, pb::TensorProto* out) {
+  out->set_name(name);
+  out->set_elem_type(tensor.elem_type());
+  for (int64_t d : tensor.shape()) out->add_shape(d);
+  if (tensor.elem_type() == dtype::kString) {
+    for (const std::string& s : tensor.strings()) out->add_strings(s);
+  } else {
+    out->set_data(reinterpret_cast<const char*>(tensor.bytes().data()), tensor.byte_size());
+  }
+}
+
+absl::StatusOr<std::pair<std::string, Tensor>> FromProto(const pb::TensorProto& proto) {
+  std::vector<int64_t> shape(proto.shape().begin(), proto.shape().end());
+  int64_t elements = 1;
+  for (int64_t d : shape) {
+    if (d < 0 || (d > 0 && elements > (int64_t{1} << 40) / d)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", proto.name(), "': bad dimension ", d, " in its shape; dimensions must be >= 0"));
+    }
+    elements *= d;
+  }
+  if (proto.elem_type() == dtype::kString) {
+    if (static_cast<int64_t>(proto.strings_size()) != elements) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", proto.name(), "': ", proto.strings_size(),
+                                                     " strings for a shape of ", elements, " elements"));
+    }
+    return std::make_pair(proto.name(),
+                          Tensor::Strings(std::move(shape), {proto.strings().begin(), proto.strings().end()}));
+  }
+  std::optional<int64_t> size = ElemTypeSize(proto.elem_type());
+  if (!size || *size <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", proto.name(), "': element type ", proto.elem_type(), " is not supported"));
+  }
+  if (static_cast<int64_t>(proto.data().size()) != elements * *size) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", proto.name(), "': ", proto.data().size(),
+                                                   " bytes of data for ", elements, " elements of ", *size,
+                                                   " bytes"));
+  }
+  Tensor t(proto.elem_type(), std::move(shape));
+  if (!proto.data().empty()) std::memcpy(t.bytes().data(), proto.data().data(), proto.data().size());
+  return std::make_pair(proto.name(), std::move(t));
+}
+
+absl::StatusOr<dispatch::NamedTensors> FromProto(const google::protobuf::RepeatedPtrField<pb::TensorProto>& protos) {
+  dispatch::NamedTensors out;
+  out.reserve(protos.size());
+  for (const pb::TensorProto& p : protos) {
+    BATON_ASSIGN_OR_RETURN(auto named, FromProto(p));
+    out.push_back(std::move(named));
+  }
+  return out;
+}
+
+std::vector<pb::Frame> SplitFrames(const std::string& serialized, int64_t chunk_bytes) {
+  std::vector<pb::Frame> frames;
+  const size_t step = static_cast<size_t>(std::max<int64_t>(chunk_bytes, 1));
+  size_t at = 0;
+  do {
+    pb::Frame f;
+    const size_t n = std::min(step, serialized.size() - at);
+    f.set_data(serialized.data() + at, n);
+    at += n;
+    f.set_last(at >= serialized.size());
+    frames.push_back(std::move(f));
+  } while (at < serialized.size());
+  return frames;
+}
+
+absl::StatusOr<std::optional<std::string>> FrameReader::Add(const pb::Frame& frame) {
+  if (static_cast<int64_t>(buffer_.size() + frame.data().size()) > max_bytes_) {
+    buffer_.clear();
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a framed message is larger than the limit of ", max_bytes_, " bytes"));
+  }
+  buffer_.append(frame.data());
+  if (!frame.last()) return std::optional<std::string>();
+  std::string whole;
+  whole.swap(buffer_);
+  return std::optional<std::string>(std::move(whole));
+}
+
+}  // namespace baton::net

@@ -1,0 +1,48 @@
+// Between the runtime's messages and the agent protocol's (proto/): tensors,
+// assignments and completions, and the framing of messages above the chunk
+// size. The only place, with the rest of net/, that sees generated protobuf.
+//
+// Thread-safety: pure functions; FrameReader is a value type (one per stream).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "baton/agent/v1/agent.pb.h"
+#include "baton/core/status.h"
+#include "baton/core/tensor.h"
+#include "baton/dispatch/messages.h"
+
+namespace baton::net {
+
+namespace pb = ::baton::agent::v1;
+
+// Default limits (both ends set them explicitly on the channel / server).
+inline constexpr int64_t kDefaultChunkBytes = 1 << 20;          // 1 MiB per stream message
+inline constexpr int kMaxGrpcMessageBytes = 8 << 20;            // > chunk + headers
+inline constexpr int64_t kDefaultMaxPartitionBytes = 512 << 20;
+
+void ToProto(const std::string& name, const Tensor& tensor, pb::TensorProto* out);
+// InvalidArgument naming the tensor when the type is unknown or the data size
+// does not match the shape.
+absl::StatusOr<std::pair<std::string, Tensor>> FromProto(const pb::TensorProto& proto);
+absl::StatusOr<dispatch::NamedTensors> FromProto(const google::protobuf::RepeatedPtrField<pb::TensorProto>& protos);
+
+// Splits a serialized message into frames of at most `chunk_bytes` each.
+std::vector<pb::Frame> SplitFrames(const std::string& serialized, int64_t chunk_bytes);
+
+// Reassembles frames. Add returns the whole serialized message when `frame`
+// was the last slice, nullopt before; ResourceExhausted past `max_bytes`.
+class FrameReader {
+ public:
+  explicit FrameReader(int64_t max_bytes) : max_bytes_(max_bytes) {}
+  absl::StatusOr<std::optional<std::string>> Add(const pb::Frame& frame);
+
+ private:
+  int64_t max_bytes_;
+  std::string buffer_;
+};
+
+}  // namespace baton::net

@@ -1,0 +1,537 @@
+#include "baton/net/remote_device.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "baton/core/hash.h"
+
+namespace baton::net {
+
+struct GrpcRemoteDevice::Stream {
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<pb::ExecuteIn, pb::ExecuteOut>> rw;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<pb::ExecuteIn> outbox;  // guarded by mu
+  bool closed = false;               // guarded by mu
+  std::atomic<int64_t> last_heard_ns{0};
+  std::thread reader;
+  std::thread writer;
+};
+
+namespace {
+
+grpc::ChannelArguments ChannelArgs(const std::string& server_name) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
+  return args;
+}
+
+absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
+}
+
+int64_t SteadyNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+GrpcRemoteDevice::GrpcRemoteDevice(RemoteDeviceOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> GrpcRemoteDevice::Connect(RemoteDeviceOptions options) {
+  std::shared_ptr<GrpcRemoteDevice> d(new GrpcRemoteDevice(std::move(options)));
+  BATON_ASSIGN_OR_RETURN(d->security_, MakeClientSecurity(d->options_.security));
+  d->channel_ =
+      grpc::CreateCustomChannel(d->options_.address, d->security_.credentials, ChannelArgs(d->security_.server_name));
+  d->stub_ = pb::Agent::NewStub(d->channel_);
+  const auto deadline = std::chrono::system_clock::now() + d->options_.connect_timeout;
+  if (!d->channel_->WaitForConnected(deadline)) {
+    return absl::UnavailableError(absl::StrCat("device '", d->options_.name, "': no agent answers at ",
+                                               d->options_.address, " within ",
+                                               d->options_.connect_timeout.count(),
+                                               " ms; start it with `baton agent --listen ", d->options_.address,
+                                               "` or fix the address (and ca_cert when it uses TLS)"));
+  }
+  BATON_RETURN_IF_ERROR(d->Hello(d->options_.connect_timeout, d->hello_));
+  if (d->hello_.pus().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device '", d->options_.name, "': the agent at ", d->options_.address, " has no PUs"));
+  }
+  d->instance_ = d->hello_.instance();
+  const size_t n = static_cast<size_t>(d->hello_.pus_size());
+  d->busy_.assign(n, Duration(0));
+  d->runs_.assign(n, 0);
+  d->failures_.assign(n, 0);
+  return d;
+}
+
+GrpcRemoteDevice::~GrpcRemoteDevice() { Stop(); }
+
+void GrpcRemoteDevice::AddAuth(grpc::ClientContext& context) const {
+  if (security_.token) context.AddMetadata("authorization", "Bearer " + *security_.token);
+}
+
+absl::Status GrpcRemoteDevice::Hello(std::chrono::milliseconds timeout, pb::HelloReply& reply) {
+  grpc::ClientContext context;
+  AddAuth(context);
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  pb::HelloRequest request;
+  grpc::Status s = stub_->Hello(&context, request, &reply);
+  if (!s.ok()) {
+    return FromGrpc(s, absl::StrCat("device '", options_.name, "' (agent at ", options_.address, ")"));
+  }
+  return absl::OkStatus();
+}
+
+void GrpcRemoteDevice::Bind(DeviceId device, std::vector<runtime::PuSetup> pus, const runtime::RunnerTable* runners) {
+  device_ = device;
+  pus_ = std::move(pus);
+  runners_ = runners;
+}
+
+absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::LoadOnAgent(const std::string& name,
+                                                                       const std::string& bytes) {
+  grpc::ClientContext context;
+  AddAuth(context);
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  pb::LoadReply reply;
+  std::unique_ptr<grpc::ClientWriter<pb::LoadChunk>> writer = stub_->Load(&context, &reply);
+  const int64_t chunk = std::max<int64_t>(hello_.chunk_bytes() > 0 ? hello_.chunk_bytes() : kDefaultChunkBytes, 1);
+  size_t at = 0;
+  bool first = true;
+  while (first || at < bytes.size()) {
+    pb::LoadChunk c;
+    if (first) {
+      c.mutable_header()->set_content_hash(HashHex(bytes));
+      c.mutable_header()->set_total_bytes(static_cast<int64_t>(bytes.size()));
+      c.mutable_header()->set_name(name);
+      first = false;
+    }
+    const size_t n = std::min(static_cast<size_t>(chunk), bytes.size() - at);
+    c.set_data(bytes.data() + at, n);
+    at += n;
+    if (!writer->Write(c)) break;  // the agent refused; Finish says why
+  }
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  if (!s.ok()) {
+    return FromGrpc(s, absl::StrCat("device '", options_.name, "': loading partition '", name, "'"));
+  }
+  Loaded out;
+  out.handle = reply.handle();
+  out.capable_pus.assign(reply.capable_pus().begin(), reply.capable_pus().end());
+  {
+    std::lock_guard lock(mu_);
+    ++counters_.loads_sent;
+  }
+  return out;
+}
+
+absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Load(const std::string& partition_name,
+                                                               const std::string& bytes) {
+  std::lock_guard lock(load_mu_);
+  const std::string hash = HashHex(bytes);
+  if (auto it = loads_.find(hash); it != loads_.end()) return it->second.loaded;
+  BATON_ASSIGN_OR_RETURN(Loaded loaded, LoadOnAgent(partition_name, bytes));
+  loads_.emplace(hash, Loadable{partition_name, bytes, loaded});
+  return loaded;
+}
+
+absl::StatusOr<pb::StatsReply> GrpcRemoteDevice::Stats() {
+  grpc::ClientContext context;
+  AddAuth(context);
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  pb::StatsReply reply;
+  grpc::Status s = stub_->Stats(&context, pb::StatsRequest(), &reply);
+  if (!s.ok()) return FromGrpc(s, absl::StrCat("device '", options_.name, "': stats"));
+  return reply;
+}
+
+Time GrpcRemoteDevice::Now() const { return events_.now ? events_.now() : Time(Duration(SteadyNanos())); }
+
+std::optional<std::string> GrpcRemoteDevice::HandleFor(const dispatch::Assignment& a) const {
+  if (runners_ == nullptr) return std::nullopt;
+  for (const runtime::PuSetup& pu : pus_) {
+    if (const auto* r = dynamic_cast<const RemotePartition*>(runners_->Find(a.model, a.partition, pu.id))) {
+      return r->handle();
+    }
+  }
+  return std::nullopt;
+}
+
+absl::Status GrpcRemoteDevice::OpenStream() {
+  auto stream = std::make_shared<Stream>();
+  AddAuth(stream->context);
+  stream->rw = stub_->Execute(&stream->context);
+  stream->last_heard_ns = SteadyNanos();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return absl::CancelledError("stopping");
+    stream_ = stream;
+  }
+  stream->reader = std::thread([this, stream] { ReaderLoop(stream); });
+  stream->writer = std::thread([this, stream] { WriterLoop(stream); });
+  return absl::OkStatus();
+}
+
+void GrpcRemoteDevice::Start(runtime::RemoteDeviceEvents events) {
+  {
+    std::lock_guard lock(mu_);
+    if (started_) return;
+    started_ = true;
+    events_ = std::move(events);
+  }
+  if (!OpenStream().ok()) return;
+  supervisor_ = std::thread([this] { SupervisorLoop(); });
+}
+
+void GrpcRemoteDevice::Stop() {
+  std::vector<std::shared_ptr<Stream>> streams;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    if (stream_) retired_.push_back(std::move(stream_));
+    stream_.reset();
+    streams.swap(retired_);
+  }
+  cv_.notify_all();
+  for (auto& s : streams) {
+    s->context.TryCancel();
+    {
+      std::lock_guard lock(s->mu);
+      s->closed = true;
+    }
+    s->cv.notify_all();
+  }
+  if (supervisor_.joinable()) supervisor_.join();
+  {
+    std::lock_guard lock(mu_);  // the supervisor may have retired more
+    for (auto& s : retired_) streams.push_back(std::move(s));
+    retired_.clear();
+  }
+  for (auto& s : streams) {
+    s->context.TryCancel();
+    {
+      std::lock_guard lock(s->mu);
+      s->closed = true;
+    }
+    s->cv.notify_all();
+    if (s->reader.joinable()) s->reader.join();
+    if (s->writer.joinable()) s->writer.join();
+  }
+}
+
+void GrpcRemoteDevice::Submit(dispatch::Assignment assignment) {
+  std::optional<std::string> handle = HandleFor(assignment);
+  pb::ExecuteIn msg;
+  std::vector<pb::Frame> frames;
+  if (handle) {
+    pb::Assignment* a = msg.mutable_assignment();
+    a->set_id(assignment.id.value);
+    a->set_handle(*handle);
+    for (const auto& [name, tensor] : assignment.inputs) ToProto(name, tensor, a->add_inputs());
+    if (assignment.deadline) {
+      a->set_has_deadline(true);
+      a->set_deadline_budget_ns((*assignment.deadline - Now()).count());
+    }
+    a->set_priority(assignment.priority);
+    if (assignment.fixed_pu) {
+      for (size_t i = 0; i < pus_.size(); ++i) {
+        if (pus_[i].id == *assignment.fixed_pu) {
+          a->set_has_fixed_pu(true);
+          a->set_fixed_pu(static_cast<int32_t>(i));
+        }
+      }
+    }
+    const int64_t chunk = hello_.chunk_bytes() > 0 ? hello_.chunk_bytes() : kDefaultChunkBytes;
+    if (static_cast<int64_t>(msg.ByteSizeLong()) > chunk) frames = SplitFrames(a->SerializeAsString(), chunk);
+  }
+  std::shared_ptr<Stream> stream;
+  {
+    std::lock_guard lock(mu_);
+    if (!stream_ || !handle) {
+      // Lost, or nothing loaded here for it: hand it back (never from inside Submit).
+      bounced_.push_back(std::move(assignment));
+      cv_.notify_all();
+      return;
+    }
+    stream = stream_;
+    ++counters_.sent;
+    in_flight_.emplace(assignment.id, std::move(assignment));
+  }
+  {
+    std::lock_guard lock(stream->mu);
+    if (frames.empty()) {
+      stream->outbox.push_back(std::move(msg));
+    } else {
+      for (pb::Frame& f : frames) {
+        pb::ExecuteIn in;
+        *in.mutable_frame() = std::move(f);
+        stream->outbox.push_back(std::move(in));
+      }
+    }
+  }
+  stream->cv.notify_one();
+}
+
+void GrpcRemoteDevice::WriterLoop(std::shared_ptr<Stream> stream) {
+  while (true) {
+    pb::ExecuteIn msg;
+    {
+      std::unique_lock lock(stream->mu);
+      stream->cv.wait(lock, [&] { return !stream->outbox.empty() || stream->closed; });
+      if (stream->closed) return;
+      msg = std::move(stream->outbox.front());
+      stream->outbox.pop_front();
+    }
+    if (!stream->rw->Write(msg)) {
+      Lose(stream, "the connection broke while sending");
+      return;
+    }
+  }
+}
+
+void GrpcRemoteDevice::ReaderLoop(std::shared_ptr<Stream> stream) {
+  FrameReader frames(std::max<int64_t>(hello_.max_partition_bytes(), kDefaultMaxPartitionBytes));
+  pb::ExecuteOut out;
+  while (stream->rw->Read(&out)) {
+    stream->last_heard_ns = SteadyNanos();
+    pb::Completion c;
+    if (out.has_pong()) continue;
+    if (out.has_frame()) {
+      absl::StatusOr<std::optional<std::string>> whole = frames.Add(out.frame());
+      if (!whole.ok()) {
+        Lose(stream, std::string(whole.status().message()));
+        return;
+      }
+      if (!whole->has_value()) continue;
+      if (!c.ParseFromString(**whole)) {
+        Lose(stream, "the agent sent a completion that does not parse");
+        return;
+      }
+    } else if (out.has_completion()) {
+      c = std::move(*out.mutable_completion());
+    } else {
+      continue;
+    }
+    const Time now = Now();
+    dispatch::Completion done;
+    {
+      std::lock_guard lock(mu_);
+      auto it = stream_ == stream ? in_flight_.find(AssignmentId(c.id())) : in_flight_.end();
+      if (it == in_flight_.end()) {
+        ++counters_.late_dropped;
+        continue;
+      }
+      const dispatch::Assignment& a = it->second;
+      done.id = a.id;
+      done.request = a.request;
+      done.model = a.model;
+      done.partition = a.partition;
+      in_flight_.erase(it);
+      ++counters_.answered;
+      done.device = device_;
+      done.end = now;
+      done.start = now;
+      if (c.ran() && c.pu() >= 0 && static_cast<size_t>(c.pu()) < pus_.size()) {
+        const size_t u = static_cast<size_t>(c.pu());
+        done.pu = pus_[u].id;
+        done.start = now - Duration(c.run_ns());
+        busy_[u] += Duration(c.run_ns());
+        ++runs_[u];
+        if (c.code() != 0) ++failures_[u];
+      }
+    }
+    if (c.code() != 0) {
+      done.status = absl::Status(static_cast<absl::StatusCode>(c.code()),
+                                 absl::StrCat("agent '", hello_.name(), "': ", c.message()));
+    } else {
+      absl::StatusOr<dispatch::NamedTensors> outputs = FromProto(c.outputs());
+      if (outputs.ok()) {
+        done.outputs = std::move(*outputs);
+      } else {
+        done.status = absl::InternalError(absl::StrCat("agent '", hello_.name(), "': ", outputs.status().message()));
+      }
+    }
+    events_.completion(std::move(done));
+  }
+  Lose(stream, "the agent closed the connection");
+}
+
+void GrpcRemoteDevice::Lose(const std::shared_ptr<Stream>& stream, const std::string& why) {
+  std::vector<dispatch::Assignment> back;
+  {
+    std::lock_guard lock(mu_);
+    if (stream_ != stream || stopping_) return;
+    stream_.reset();
+    retired_.push_back(stream);
+    back.reserve(in_flight_.size());
+    for (auto& [id, a] : in_flight_) back.push_back(std::move(a));
+    in_flight_.clear();
+    ++counters_.lost;
+    counters_.returned += back.size();
+  }
+  stream->context.TryCancel();
+  {
+    std::lock_guard lock(stream->mu);
+    stream->closed = true;
+  }
+  stream->cv.notify_all();
+  cv_.notify_all();
+  events_.reachable(false, absl::StrCat("agent at ", options_.address, ": ", why));
+  Deliver(std::move(back));
+}
+
+void GrpcRemoteDevice::Deliver(std::vector<dispatch::Assignment> returned) {
+  if (returned.empty()) return;
+  // Oldest first, so the HL re-issues in the order it sent.
+  std::sort(returned.begin(), returned.end(),
+            [](const dispatch::Assignment& a, const dispatch::Assignment& b) { return a.id.value < b.id.value; });
+  events_.returned(std::move(returned));
+}
+
+void GrpcRemoteDevice::SimulateLoss(const std::string& why) {
+  std::shared_ptr<Stream> s;
+  {
+    std::lock_guard lock(mu_);
+    s = stream_;
+  }
+  if (s) Lose(s, why);
+}
+
+void GrpcRemoteDevice::SupervisorLoop() {
+  auto last_try = std::chrono::steady_clock::now() - options_.reconnect_every;
+  while (true) {
+    std::shared_ptr<Stream> stream;
+    std::vector<dispatch::Assignment> bounced;
+    std::vector<std::shared_ptr<Stream>> reap;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, options_.heartbeat, [&] { return stopping_ || !bounced_.empty(); });
+      if (stopping_) return;
+      stream = stream_;
+      bounced.swap(bounced_);
+      for (auto it = retired_.begin(); it != retired_.end();) {
+        reap.push_back(std::move(*it));
+        it = retired_.erase(it);
+      }
+    }
+    for (auto& s : reap) {  // threads of lost streams end once cancelled
+      if (s->reader.joinable()) s->reader.join();
+      if (s->writer.joinable()) s->writer.join();
+    }
+    Deliver(std::move(bounced));
+    if (stream) {
+      const int64_t silent_ns = SteadyNanos() - stream->last_heard_ns.load();
+      if (silent_ns > std::chrono::duration_cast<std::chrono::nanoseconds>(options_.lost_after).count()) {
+        Lose(stream, absl::StrCat("no answer for ", silent_ns / 1000000, " ms (heartbeat every ",
+                                  options_.heartbeat.count(), " ms)"));
+        continue;
+      }
+      pb::ExecuteIn ping;
+      ping.mutable_ping()->set_seq(++ping_seq_);
+      {
+        std::lock_guard lock(stream->mu);
+        stream->outbox.push_back(std::move(ping));
+      }
+      stream->cv.notify_one();
+      continue;
+    }
+    // Lost: try to rejoin.
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_try < options_.reconnect_every) continue;
+    last_try = now;
+    pb::HelloReply hello;
+    if (!Hello(std::chrono::milliseconds(1000), hello).ok()) continue;
+    bool reloaded = true;
+    {
+      std::lock_guard lock(load_mu_);
+      if (hello.instance() != instance_) {  // restarted: its cache is empty
+        for (auto& [hash, l] : loads_) {
+          if (!LoadOnAgent(l.name, l.bytes).ok()) {
+            reloaded = false;
+            break;
+          }
+        }
+        if (reloaded) instance_ = hello.instance();
+      }
+    }
+    if (!reloaded || !OpenStream().ok()) continue;
+    {
+      std::lock_guard lock(mu_);
+      ++counters_.rejoined;
+    }
+    events_.reachable(true, "");
+  }
+}
+
+std::vector<runtime::PuStats> GrpcRemoteDevice::pu_stats() const {
+  std::vector<runtime::PuStats> out;
+  std::lock_guard lock(mu_);
+  for (size_t i = 0; i < pus_.size() && i < busy_.size(); ++i) {
+    out.push_back(runtime::PuStats{pus_[i].id, device_, pus_[i].name, pus_[i].kind, busy_[i], runs_[i],
+                                   failures_[i]});
+  }
+  return out;
+}
+
+void GrpcRemoteDevice::ResetStats() {
+  std::lock_guard lock(mu_);
+  std::fill(busy_.begin(), busy_.end(), Duration(0));
+  std::fill(runs_.begin(), runs_.end(), 0);
+  std::fill(failures_.begin(), failures_.end(), 0);
+}
+
+bool GrpcRemoteDevice::reachable() const {
+  std::lock_guard lock(mu_);
+  return stream_ != nullptr;
+}
+
+RemoteDeviceCounters GrpcRemoteDevice::counters() const {
+  std::lock_guard lock(mu_);
+  return counters_;
+}
+
+RemoteExecutor::RemoteExecutor(std::shared_ptr<GrpcRemoteDevice> device, int pu_index, std::string pu_name,
+                               std::string kind, const backend::Executor* capability)
+    : device_(std::move(device)),
+      pu_index_(pu_index),
+      pu_name_(std::move(pu_name)),
+      kind_(std::move(kind)),
+      capability_(capability) {}
+
+std::vector<bool> RemoteExecutor::QueryCapability(const graph::Model& model) const {
+  return capability_->QueryCapability(model);
+}
+
+absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> RemoteExecutor::Prepare(
+    const graph::Model& model, const graph::Submodel& partition) const {
+  BATON_RETURN_IF_ERROR(backend::CheckCapable(model, partition, QueryCapability(model), pu_name_));
+  BATON_ASSIGN_OR_RETURN(GrpcRemoteDevice::Loaded loaded, device_->Load(absl::StrCat(model.display_name(), " (", partition.nodes.size(), " nodes)"), partition.onnx_bytes));
+  if (std::find(loaded.capable_pus.begin(), loaded.capable_pus.end(), pu_index_) == loaded.capable_pus.end()) {
+    return absl::FailedPreconditionError(absl::StrCat("PU '", pu_name_, "' of device '", device_->name(),
+                                                      "': the agent says this PU cannot run the partition"));
+  }
+  return std::make_unique<RemotePartition>(loaded.handle);
+}
+
+absl::StatusOr<backend::RunResult> RemotePartition::Run(std::span<const std::pair<std::string, const Tensor*>>) const {
+  return absl::FailedPreconditionError(
+      "a remote partition runs on its agent, not in this process (a runtime bug sent it to a local PU)");
+}
+
+}  // namespace baton::net
