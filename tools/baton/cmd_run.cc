@@ -192,7 +192,18 @@ void PrintReport(const RunReport& r) {
     std::cout << "  " << p.name << " " << F1(100.0 * Seconds(p.busy) / std::max(1e-9, Seconds(r.baton.measured)))
               << " %";
   }
-  std::cout << "\n\ncomparison (same PUs, same time, interleaved):\n";
+  std::cout << "\n";
+  if (r.devices.size() > 1 || (!r.devices.empty() && !r.devices[0].address.empty())) {
+    std::cout << "\ndevice utilisation (baton):";
+    for (const DeviceOutcome& d : r.devices) {
+      std::cout << "  " << d.name << (d.address.empty() ? "" : absl::StrCat(" @", d.address)) << " "
+                << F1(100.0 * d.utilization) << " %";
+      if (d.lost > 0) std::cout << " (lost " << d.lost << "x, " << d.returned << " re-issued)";
+      if (!d.reachable) std::cout << " [unreachable]";
+    }
+    std::cout << "\n";
+  }
+  std::cout << "\ncomparison (same PUs, same time, interleaved):\n";
   rows = {{"mode", "req/s", "p50 ms", "p99 ms", "baton speed-up"}};
   rows.push_back({"baton", F1(r.baton.throughput_rps()), F2(all.p50_ms), F2(all.p99_ms), "-"});
   for (const ModeOutcome& b : r.baselines) {
@@ -258,6 +269,20 @@ nlohmann::json ReportJson(const RunReport& r) {
     if (b.throughput_rps() > 0) j["speedup_vs_" + b.name] = r.baton.throughput_rps() / b.throughput_rps();
   }
   if (!r.baselines_note.empty()) j["baselines_note"] = r.baselines_note;
+  nlohmann::json devices = nlohmann::json::array();
+  for (const DeviceOutcome& d : r.devices) {
+    devices.push_back({{"name", d.name},
+                       {"address", d.address},
+                       {"remote", !d.address.empty()},
+                       {"pus", d.pus},
+                       {"utilization", d.utilization},
+                       {"reachable", d.reachable},
+                       {"lost", d.lost},
+                       {"returned", d.returned}});
+  }
+  j["devices"] = std::move(devices);
+  j["reissued"] = r.reissued;
+  j["rerouted"] = r.rerouted;
   j["policy"] = {{"high_level", r.config.policy.high_level},
                  {"low_level", r.config.policy.low_level},
                  {"stages", r.config.policy.stages}};

@@ -411,6 +411,12 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
     if (options.progress) options.progress(line);
   };
   BATON_ASSIGN_OR_RETURN(Remotes remotes, ConnectRemotes(config, say));
+  if (!runtime::ParseHighLevelPolicy(config.policy.high_level).ok()) {
+    // Profiles measure local PUs only; without one, cut by op support and FLOPs.
+    say(absl::StrCat("high-level policy '", config.policy.high_level,
+                     "' needs a profile, which remote devices do not have yet; using balanced"));
+    remotes.resolved.policy.high_level = "balanced";
+  }
   RunOptions remote_options = options;
   remote_options.no_profile = true;
   return RunResolved(remotes.resolved, remote_options, &remotes);
@@ -516,12 +522,6 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     report.predicted_rps = report.profile_predicted_rps;
   } else {
     absl::StatusOr<runtime::HighLevelPolicy> hl = runtime::ParseHighLevelPolicy(config.policy.high_level);
-    if (!hl.ok() && remotes != nullptr) {
-      // Profiles measure local PUs only; without one, cut by op support and FLOPs.
-      say(absl::StrCat("high-level policy '", config.policy.high_level,
-                       "' needs a profile, which remote devices do not have yet; using balanced"));
-      hl = runtime::HighLevelPolicy::kBalanced;
-    }
     if (!hl.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("high-level policy '", config.policy.high_level,
                                                      "' needs a profile; drop --no-profile"));
@@ -723,6 +723,32 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       turns.push_back(Turn{mode.outcome.name, s + 1, began, baton_rt.rt->Now()});
       say(absl::StrFormat("slice %d/%d  %-16s %8.1f req/s so far", s + 1, slices, mode.outcome.name,
                           mode.outcome.throughput_rps()));
+    }
+  }
+
+  // Per-device utilisation and failures.
+  {
+    const runtime::RuntimeStats stats = baton_rt.rt->stats();
+    report.reissued = stats.high_level.reissued;
+    report.rerouted = stats.high_level.rerouted;
+    for (size_t d = 0; d < config.devices.size(); ++d) {
+      DeviceOutcome o;
+      o.name = config.devices[d].name;
+      o.address = config.devices[d].address;
+      double busy_s = 0;
+      for (const PuOutcome& p : modes[0].outcome.pus) {
+        if (p.device != o.name) continue;
+        ++o.pus;
+        busy_s += ToMillis(p.busy) / 1000.0;
+      }
+      const double measured_s = ToMillis(modes[0].outcome.measured) / 1000.0;
+      if (o.pus > 0 && measured_s > 0) o.utilization = busy_s / measured_s / static_cast<double>(o.pus);
+      if (d < stats.status.size()) {
+        o.reachable = stats.status[d].reachable;
+        o.lost = stats.status[d].lost;
+        o.returned = stats.status[d].returned;
+      }
+      report.devices.push_back(std::move(o));
     }
   }
 

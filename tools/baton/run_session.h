@@ -71,6 +71,18 @@ struct ModelPlanInfo {
   double gflops = 0;
 };
 
+// One device of baton's run: utilisation is the mean over its PUs of busy /
+// measured time; lost/returned count remote-agent failures.
+struct DeviceOutcome {
+  std::string name;
+  std::string address;  // "" for a local device
+  size_t pus = 0;
+  double utilization = 0;
+  bool reachable = true;  // at the end of the run
+  uint64_t lost = 0;      // times it was found unreachable
+  uint64_t returned = 0;  // assignments it handed back, re-issued elsewhere
+};
+
 struct RunReport {
   config::RunConfig config;  // as run (after command-line overrides)
   std::vector<ModelPlanInfo> models;
@@ -92,6 +104,9 @@ struct RunReport {
   double predicted_rps = 0;          // the plan's predicted throughput, calibrated like the bound
   double profile_predicted_rps = 0;  // the same from the profile alone
   Duration setup{};     // loading, partitioning, session creation
+  std::vector<DeviceOutcome> devices;  // baton's run, config order
+  uint64_t reissued = 0;  // assignments sent again after their device was lost
+  uint64_t rerouted = 0;  // assignments sent to a fallback device
 };
 
 struct RunOptions {
