@@ -1,0 +1,116 @@
+// Security of `baton agent` across a real network stack (agent processes on
+// loopback): TLS with server and client certificates, bearer tokens, and the
+// loopback-only rule for agents without them. Certificates are made with the
+// openssl command at test time.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "agent_test_util.h"
+#include "baton/net/remote_device.h"
+
+namespace baton {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::AgentProcess;
+
+class AgentAuthTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::temp_directory_path() / absl::StrCat("baton_auth_", ::getpid()));
+    fs::create_directories(*dir_);
+    const std::string d = dir_->string();
+    // A CA, a server certificate for localhost/127.0.0.1 and a client certificate, both signed by it.
+    const std::string script = absl::StrCat(
+        "cd ", d, " && ",
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=baton-test-ca ",
+        ">/dev/null 2>&1 && ",
+        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost >/dev/null 2>&1 && ",
+        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > san.ext && ",
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 ",
+        "-extfile san.ext >/dev/null 2>&1 && ",
+        "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=hl >/dev/null 2>&1 && ",
+        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 ",
+        ">/dev/null 2>&1 && ",
+        "printf 's3cret-token\\n' > good.token && printf 'wrong-token' > bad.token");
+    certs_ok_ = std::system(script.c_str()) == 0;
+  }
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    fs::remove_all(*dir_, ec);
+    delete dir_;
+  }
+  static std::string F(const std::string& name) { return (*dir_ / name).string(); }
+
+  static absl::Status Try(const std::string& address, const std::string& ca, const std::string& token,
+                          const std::string& client_cert = "", const std::string& client_key = "") {
+    net::RemoteDeviceOptions o;
+    o.name = "edge";
+    o.address = address;
+    o.connect_timeout = std::chrono::milliseconds(2000);
+    o.security.ca_cert_file = ca;
+    o.security.token_file = token;
+    o.security.client_cert_file = client_cert;
+    o.security.client_key_file = client_key;
+    o.security.server_name = ca.empty() ? "" : "localhost";
+    auto d = net::GrpcRemoteDevice::Connect(o);
+    return d.status();
+  }
+
+  static fs::path* dir_;
+  static bool certs_ok_;
+};
+
+fs::path* AgentAuthTest::dir_ = nullptr;
+bool AgentAuthTest::certs_ok_ = false;
+
+TEST_F(AgentAuthTest, TlsAgentWithTokenRefusesNoTokenWrongTokenAndPlaintext) {
+  ASSERT_TRUE(certs_ok_) << "openssl could not make the test certificates";
+  AgentProcess a({"--name", "secure", "--config", absl::StrCat(BATON_SOURCE_DIR, "/tests/data/agent_1cpu.yaml"),
+                  "--tls-cert", F("server.pem"), "--tls-key", F("server.key"), "--token-file", F("good.token")});
+  ASSERT_TRUE(a.ok()) << a.banner();
+  EXPECT_TRUE(Try(a.address(), F("ca.pem"), F("good.token")).ok());
+  absl::Status none = Try(a.address(), F("ca.pem"), "");
+  EXPECT_EQ(none.code(), absl::StatusCode::kUnauthenticated) << none;
+  absl::Status wrong = Try(a.address(), F("ca.pem"), F("bad.token"));
+  EXPECT_EQ(wrong.code(), absl::StatusCode::kUnauthenticated) << wrong;
+  absl::Status plain = Try(a.address(), "", F("good.token"));
+  EXPECT_FALSE(plain.ok());
+  EXPECT_NE(plain.code(), absl::StatusCode::kUnauthenticated) << "a plaintext client must not even get to auth";
+}
+
+TEST_F(AgentAuthTest, ClientCertificatesAreRequiredWhenTheAgentHasAClientCa) {
+  ASSERT_TRUE(certs_ok_);
+  AgentProcess a({"--name", "mtls", "--config", absl::StrCat(BATON_SOURCE_DIR, "/tests/data/agent_1cpu.yaml"),
+                  "--tls-cert", F("server.pem"), "--tls-key", F("server.key"), "--client-ca", F("ca.pem"),
+                  "--token-file", F("good.token")});
+  ASSERT_TRUE(a.ok()) << a.banner();
+  EXPECT_FALSE(Try(a.address(), F("ca.pem"), F("good.token")).ok());
+  absl::Status with_cert = Try(a.address(), F("ca.pem"), F("good.token"), F("client.pem"), F("client.key"));
+  EXPECT_TRUE(with_cert.ok()) << with_cert;
+}
+
+TEST_F(AgentAuthTest, AgentWithoutTlsAndTokenListensOnLoopbackOnlyAndSaysSo) {
+  AgentProcess a({"--name", "open", "--listen", "0.0.0.0:0", "--config",
+                  absl::StrCat(BATON_SOURCE_DIR, "/tests/data/agent_1cpu.yaml")});
+  ASSERT_TRUE(a.ok()) << a.banner();
+  EXPECT_NE(a.banner().find("127.0.0.1:"), std::string::npos) << a.banner();
+  EXPECT_TRUE(Try(a.address(), "", "").ok());
+}
+
+TEST_F(AgentAuthTest, TokenWithoutTlsOnLoopbackIsEnforced) {
+  AgentProcess a({"--name", "tok", "--token-file", F("good.token"), "--config",
+                  absl::StrCat(BATON_SOURCE_DIR, "/tests/data/agent_1cpu.yaml")});
+  ASSERT_TRUE(a.ok()) << a.banner();
+  EXPECT_TRUE(Try(a.address(), "", F("good.token")).ok());
+  EXPECT_EQ(Try(a.address(), "", F("bad.token")).code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(Try(a.address(), "", "").code(), absl::StatusCode::kUnauthenticated);
+}
+
+}  // namespace
+}  // namespace baton
