@@ -1,0 +1,132 @@
+// `baton agent` and `baton run` with remote devices, run as a user runs them:
+// one local device and two agents complete a workload with every output
+// verified against whole-model ONNX Runtime, and the report has per-device
+// utilisation; an agent that is not there, or a bad agent flag, is a clear error.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "agent_test_util.h"
+#include "cli_test_util.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using baton::testing::AgentProcess;
+using baton::testing::Baton;
+using Result = baton::testing::CliResult;
+
+class CliAgentTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("baton_cli_agent_test_" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    Result r = Baton("zoo --small --out " + (dir_ / "zoo").string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string Zoo(const std::string& name) { return (dir_ / "zoo" / (name + ".onnx")).string(); }
+  static std::string Write(const std::string& name, const std::string& text) {
+    const fs::path p = dir_ / name;
+    std::ofstream(p) << text;
+    return p.string();
+  }
+  static fs::path dir_;
+};
+fs::path CliAgentTest::dir_;
+
+TEST_F(CliAgentTest, OneLocalDeviceAndTwoAgentsRunVerifiedWithPerDeviceUtilisation) {
+  const std::string agent_cfg = std::string(BATON_SOURCE_DIR) + "/tests/data/agent_1cpu.yaml";
+  AgentProcess a({"--name", "edge1", "--config", agent_cfg});
+  AgentProcess b({"--name", "edge2", "--config", agent_cfg});
+  ASSERT_TRUE(a.ok() && b.ok()) << a.banner() << b.banner();
+  const std::string config = Write("agents.yaml", R"(
+devices:
+  - name: local
+    pus:
+      - {name: cpu0, kind: cpu, threads: 1}
+  - {name: edge1, address: )" + a.address() + R"(}
+  - {name: edge2, address: )" + b.address() + R"(}
+models:
+  - {name: cls, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 2}}
+  - {name: seq, path: )" + Zoo("lstm") + R"(, arrival: {mode: closed, concurrency: 1, think_ms: 5}}
+  - {name: det, path: )" + Zoo("yolo") + R"(, arrival: {mode: closed, concurrency: 1}}
+policy: {high_level: balanced, low_level: sel, stages: 2}
+run: {duration_s: 1.0, warmup_s: 0.2, slices: 1}
+)");
+  const std::string json = (dir_ / "agents.json").string();
+  Result r = Baton("run " + config + " --verify --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("device utilisation (baton):"));
+  EXPECT_THAT(r.output, HasSubstr("0 mismatches"));
+  std::ifstream in(json);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  ASSERT_EQ(j["devices"].size(), 3u);
+  EXPECT_EQ(j["devices"][0]["remote"], false);
+  EXPECT_EQ(j["devices"][1]["remote"], true);
+  EXPECT_EQ(j["devices"][1]["address"], a.address());
+  // Models go round-robin over the devices: each device ran one and was busy.
+  for (const auto& d : j["devices"]) {
+    EXPECT_GT(d["utilization"].get<double>(), 0.0) << d.dump();
+    EXPECT_EQ(d["lost"], 0) << d.dump();
+  }
+  for (const auto& m : j["models"]) {
+    EXPECT_GT(m["completed"].get<int>(), 0) << m.dump();
+    EXPECT_EQ(m["failed"], 0) << m.dump();
+  }
+  EXPECT_THAT(j["baselines_note"].get<std::string>(), HasSubstr("remote devices"));
+}
+
+TEST_F(CliAgentTest, AnAgentThatIsNotThereIsAClearError) {
+  const std::string config = Write("missing.yaml", R"(
+devices:
+  - {name: ghost, address: 127.0.0.1:1}
+models:
+  - {name: cls, path: )" + Zoo("squeezenet") + R"(}
+run: {duration_s: 0.5}
+)");
+  Result r = Baton("run " + config);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("device 'ghost'"));
+  EXPECT_THAT(r.output, HasSubstr("127.0.0.1:1"));
+  EXPECT_THAT(r.output, HasSubstr("baton agent --listen"));
+}
+
+TEST_F(CliAgentTest, RemoteDeviceKeysAreValidated) {
+  const std::string both = Write("both.yaml", R"(
+devices:
+  - {name: e, address: 127.0.0.1:5000, pus: [{name: cpu0, kind: cpu}]}
+models:
+  - {name: cls, path: zoo:squeezenet}
+)");
+  Result r = Baton("run " + both);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("gets its PUs from its agent"));
+  const std::string no_port = Write("noport.yaml", R"(
+devices:
+  - {name: e, address: edge1.lan}
+models:
+  - {name: cls, path: zoo:squeezenet}
+)");
+  r = Baton("run " + no_port);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("HOST:PORT"));
+}
+
+TEST_F(CliAgentTest, AgentRejectsBadFlagsAndConfigs) {
+  Result r = Baton("agent --listen 127.0.0.1:0 --tls-cert /nonexistent.pem --tls-key /nonexistent.key");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("/nonexistent.pem"));
+  const std::string bad = Write("bad_agent.yaml", "name: x\npus: [{name: cpu0, kind: tpu}]\n");
+  r = Baton("agent --listen 127.0.0.1:0 --config " + bad);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("tpu"));
+}
+
+}  // namespace
