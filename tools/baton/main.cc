@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   baton::cli::AddRunCommand(app, &exit_code);
   baton::cli::AddProfileCommand(app, &exit_code);
   baton::cli::AddPlanCommand(app, &exit_code);
+  baton::cli::AddAgentCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

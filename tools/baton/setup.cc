@@ -119,35 +119,45 @@ absl::StatusOr<std::vector<LoadedModel>> LoadModels(const config::RunConfig& con
   return models;
 }
 
+PuExecutor MakePuExecutor(const config::PuConfig& pu) {
+  PuExecutor out;
+  if (pu.kind == "cpu") {
+    out.executor = std::make_unique<backend::CpuExecutor>(backend::CpuPuSpec{pu.name, pu.threads, pu.cores});
+    if (pu.threads == 1 && !std::getenv("BATON_NO_SHARE")) out.share_key = "cpu:1";
+    // The PU's thread runs every session call; ORT pins the pool workers (cores[1..]).
+    if (!pu.cores.empty()) out.pin_cores = {pu.cores[0]};
+    return out;
+  }
+  backend::EmuPuSpec spec;
+  spec.name = pu.name;
+  spec.speed = pu.speed;
+  spec.op_speed = pu.op_speed;
+  spec.unsupported_ops = pu.unsupported_ops;
+  spec.compute = pu.compute;
+  out.executor = std::make_unique<backend::EmuExecutor>(spec);
+  return out;
+}
+
 absl::StatusOr<PuSet> MakePus(const config::RunConfig& config) {
   PuSet set;
   uint32_t pu_id = 0;
   for (size_t d = 0; d < config.devices.size(); ++d) {
     runtime::DeployDevice dev{DeviceId(static_cast<uint32_t>(d)), config.devices[d].name, {}};
     for (const config::PuConfig& pu : config.devices[d].pus) {
-      std::string share_key;
+      PuExecutor made = MakePuExecutor(pu);
+      const std::string share_key = std::move(made.share_key);
+      set.executors.push_back(std::move(made.executor));
       profiler::ProfilerPu ppu;
       ppu.name = pu.name;
+      ppu.pin_cores = std::move(made.pin_cores);
       if (pu.kind == "cpu") {
-        set.executors.push_back(
-            std::make_unique<backend::CpuExecutor>(backend::CpuPuSpec{pu.name, pu.threads, pu.cores}));
-        if (pu.threads == 1 && !std::getenv("BATON_NO_SHARE")) share_key = "cpu:1";
         set.cpu_threads += pu.threads;
         set.cpu_cores.insert(set.cpu_cores.end(), pu.cores.begin(), pu.cores.end());
         set.cpu_cores_complete = set.cpu_cores_complete && !pu.cores.empty();
         ppu.kind_key = profiler::CpuKindKey(pu.threads);
         ppu.is_cpu = true;
-        // The PU's thread runs every session call; ORT pins the pool workers (cores[1..]).
-        if (!pu.cores.empty()) ppu.pin_cores = {pu.cores[0]};
       } else {
         set.all_cpu = false;
-        backend::EmuPuSpec spec;
-        spec.name = pu.name;
-        spec.speed = pu.speed;
-        spec.op_speed = pu.op_speed;
-        spec.unsupported_ops = pu.unsupported_ops;
-        spec.compute = pu.compute;
-        set.executors.push_back(std::make_unique<backend::EmuExecutor>(spec));
         ppu.kind_key = profiler::EmuKindKey(pu.speed, {pu.op_speed.begin(), pu.op_speed.end()}, pu.unsupported_ops,
                                             pu.compute);
       }

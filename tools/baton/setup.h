@@ -49,6 +49,17 @@ struct LoadedModel {
 absl::StatusOr<std::vector<LoadedModel>> LoadModels(const config::RunConfig& config, const std::string& cache_dir,
                                                     int samples, bool with_expected, const Say& say);
 
+// The executor of one configured PU ("cpu" or "emu"), the key of the prepared
+// session it may share with other PUs (1-thread CPU PUs share one unless
+// BATON_NO_SHARE is set; "" = none) and the cores its worker thread pins
+// itself to (a CPU PU's first core; ORT pins the pool workers).
+struct PuExecutor {
+  std::unique_ptr<backend::Executor> executor;
+  std::string share_key;
+  std::vector<int> pin_cores;
+};
+PuExecutor MakePuExecutor(const config::PuConfig& pu);
+
 // One executor per configured PU; PuIds number the PUs over all devices in
 // config order, DeviceIds the devices.
 struct PuSet {

@@ -380,6 +380,29 @@ class Parser {
     return config;
   }
 
+  // AGENT.yaml: {name, pus} (see ParseAgentConfig); the name defaults to "agent".
+  absl::StatusOr<DeviceConfig> ParseAgent(const YAML::Node& root) const {
+    static constexpr std::array<const char*, 2> kAgentKeys = {"name", "pus"};
+    if (root.IsNull()) {
+      return Error("", "the agent configuration is empty; write pus: [{name: cpu0, kind: cpu}] (see docs/agent.md)");
+    }
+    BATON_ASSIGN_OR_RETURN(Fields fields, Map(root, "", kAgentKeys));
+    BATON_RETURN_IF_ERROR(Required(fields, "", "pus", "[{name: cpu0, kind: cpu}]"));
+    DeviceConfig device;
+    device.name = "agent";
+    for (const Field& f : fields) {
+      if (f.key == "name") {
+        BATON_RETURN_IF_ERROR(String(f, device.name));
+      } else if (f.key == "pus") {
+        BATON_RETURN_IF_ERROR(List(f, [&](const YAML::Node& n, const std::string& p) {
+          device.pus.emplace_back();
+          return ParsePu(n, p, device.pus.back());
+        }));
+      }
+    }
+    return device;
+  }
+
  private:
   absl::Status Error(const std::string& path, const std::string& problem) const {
     return absl::InvalidArgumentError(path.empty() ? absl::StrCat(source_, ": ", problem)
@@ -677,27 +700,8 @@ std::string YamlErrorLocation(const YAML::Mark& mark) {
   return absl::StrCat("line ", mark.line + 1, ", column ", mark.column + 1, ": ");
 }
 
-}  // namespace
-
-absl::StatusOr<RunConfig> ParseRunConfig(std::string_view yaml, const std::string& source) {
-  try {
-    const YAML::Node root = YAML::Load(std::string(yaml));
-    Parser parser(source);
-    BATON_ASSIGN_OR_RETURN(RunConfig config, parser.Parse(root));
-    if (absl::Status status = Validate(config); !status.ok()) {
-      return absl::Status(status.code(), absl::StrCat(source, ": ", status.message()));
-    }
-    return config;
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", YamlErrorLocation(e.mark), "invalid YAML: ", e.msg,
-                                                   "; fix the syntax (docs/config.md shows the format)"));
-  } catch (const std::exception& e) {
-    // yaml-cpp may also throw e.g. std::bad_alloc; no exception leaves this module.
-    return absl::InvalidArgumentError(absl::StrCat(source, ": cannot read the configuration: ", e.what()));
-  }
-}
-
-absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path) {
+// The text of a configuration file, read with the limits every config file has.
+absl::StatusOr<std::string> ReadConfigText(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     return absl::InvalidArgumentError(
@@ -719,6 +723,52 @@ absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat("config file '", path, "' is larger than 1 MiB (", kMaxFileBytes,
                                                    " bytes), the limit for a configuration; is it the right file?"));
   }
+  return text;
+}
+
+// An agent's one device: a name and at least one valid PU with a unique name.
+absl::Status ValidateAgentDevice(const DeviceConfig& device) {
+  if (device.name.empty()) return Invalid("name", "must not be empty; give the agent a name");
+  if (device.pus.empty()) {
+    return Invalid("pus", "at least one PU is required; add e.g. pus: [{name: cpu0, kind: cpu}]");
+  }
+  const unsigned host_cpus = std::thread::hardware_concurrency();
+  std::map<std::string, std::string> pu_names;  // name -> path of first use
+  for (size_t p = 0; p < device.pus.size(); ++p) {
+    const PuConfig& pu = device.pus[p];
+    const std::string pu_path = Index("pus", p);
+    if (pu.name.empty()) return Invalid(Child(pu_path, "name"), "must not be empty; give the PU a unique name");
+    if (auto [it, inserted] = pu_names.emplace(pu.name, pu_path); !inserted) {
+      return Invalid(Child(pu_path, "name"),
+                     absl::StrCat("duplicate PU name '", pu.name, "' (also ", it->second, "); PU names must be unique"));
+    }
+    BATON_RETURN_IF_ERROR(ValidatePu(pu, pu_path, host_cpus));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<RunConfig> ParseRunConfig(std::string_view yaml, const std::string& source) {
+  try {
+    const YAML::Node root = YAML::Load(std::string(yaml));
+    Parser parser(source);
+    BATON_ASSIGN_OR_RETURN(RunConfig config, parser.Parse(root));
+    if (absl::Status status = Validate(config); !status.ok()) {
+      return absl::Status(status.code(), absl::StrCat(source, ": ", status.message()));
+    }
+    return config;
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", YamlErrorLocation(e.mark), "invalid YAML: ", e.msg,
+                                                   "; fix the syntax (docs/config.md shows the format)"));
+  } catch (const std::exception& e) {
+    // yaml-cpp may also throw e.g. std::bad_alloc; no exception leaves this module.
+    return absl::InvalidArgumentError(absl::StrCat(source, ": cannot read the configuration: ", e.what()));
+  }
+}
+
+absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path) {
+  BATON_ASSIGN_OR_RETURN(std::string text, ReadConfigText(path));
   BATON_ASSIGN_OR_RETURN(RunConfig config, ParseRunConfig(text, path));
   config.base_dir = std::filesystem::path(path).parent_path().string();
   return config;
@@ -856,6 +906,41 @@ std::optional<std::string> ZooName(const std::string& path) {
   constexpr std::string_view kPrefix = "zoo:";
   if (path.compare(0, kPrefix.size(), kPrefix) != 0) return std::nullopt;
   return path.substr(kPrefix.size());
+}
+
+absl::StatusOr<DeviceConfig> ParseAgentConfig(std::string_view yaml, const std::string& source) {
+  try {
+    const YAML::Node root = YAML::Load(std::string(yaml));
+    Parser parser(source);
+    BATON_ASSIGN_OR_RETURN(DeviceConfig device, parser.ParseAgent(root));
+    if (absl::Status status = ValidateAgentDevice(device); !status.ok()) {
+      return absl::Status(status.code(), absl::StrCat(source, ": ", status.message()));
+    }
+    return device;
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", YamlErrorLocation(e.mark), "invalid YAML: ", e.msg,
+                                                   "; fix the syntax (docs/agent.md shows the format)"));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": cannot read the agent configuration: ", e.what()));
+  }
+}
+
+absl::StatusOr<DeviceConfig> LoadAgentConfig(const std::string& path) {
+  BATON_ASSIGN_OR_RETURN(std::string text, ReadConfigText(path));
+  return ParseAgentConfig(text, path);
+}
+
+DeviceConfig DefaultAgentDevice(const std::string& name, int cores) {
+  DeviceConfig device;
+  device.name = name;
+  for (int i = 0; i < std::max(cores, 1); ++i) {
+    PuConfig& pu = device.pus.emplace_back();
+    pu.name = absl::StrCat("cpu", i);
+    pu.kind = "cpu";
+    pu.threads = 1;
+    pu.cores = {i};
+  }
+  return device;
 }
 
 }  // namespace baton::config

@@ -145,4 +145,18 @@ std::string ToYaml(const RunConfig& config);
 // "zoo:resnet" -> "resnet"; nullopt for a file path.
 std::optional<std::string> ZooName(const std::string& path);
 
+// The PUs of a `baton agent` (AGENT.yaml): one local device, written as
+//   name: edge1                      # optional; default "agent" (`--name` overrides)
+//   pus:                             # required, at least one; keys as in devices[].pus
+//     - {name: cpu0, kind: cpu, threads: 1, cores: [0]}
+//     - {name: npu0, kind: emu, speed: 4, unsupported_ops: [Softmax], compute: true}
+// Unknown keys are errors; PUs are validated like those of a RunConfig.
+// `source` names the text in errors (a file name).
+absl::StatusOr<DeviceConfig> ParseAgentConfig(std::string_view yaml, const std::string& source);
+// Reads and parses a file; NotFound when unreadable.
+absl::StatusOr<DeviceConfig> LoadAgentConfig(const std::string& path);
+// The default agent device: `name` with one 1-thread CPU PU per core (cpu0 on
+// core 0, ...), pinned; a non-positive count still gets one PU.
+DeviceConfig DefaultAgentDevice(const std::string& name, int cores);
+
 }  // namespace baton::config

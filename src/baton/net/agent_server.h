@@ -1,0 +1,89 @@
+// AgentServer: the server side of the agent protocol (proto/baton/agent/v1),
+// the third shell around a low-level dispatcher core (see DESIGN.md). It owns
+// one DeviceShell with the PUs of this machine; the high-level dispatcher of
+// another process loads partitions into it (Load, cached by content hash) and
+// streams assignments to it (Execute), receiving completions back.
+//
+// Untrusted input: partition bytes are parsed without external data and
+// within max_partition_bytes, checked against their content hash, the op
+// allow-list and the parameter budget before any session is created; every
+// refusal is an error status that names the partition, the limit and the fix,
+// and the agent keeps serving. When a token is configured, every Agent RPC
+// must carry `authorization: Bearer <token>` (grpc.health.v1 is open).
+//
+// Threads: gRPC's sync-server threads run the RPCs; each Execute stream has a
+// reader (its RPC thread) and a writer thread fed by an outbox; a ticker
+// thread drops late work from the shell's queue; session creation for a Load
+// runs on a thread of its own (bounded by load_timeout, joined at Shutdown).
+//
+// Thread-safety: Start, then any method from any thread. Shutdown is
+// idempotent; the destructor calls it. Executors in AgentPu are borrowed and
+// must outlive the server.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "baton/agent/v1/agent.pb.h"
+#include "baton/backend/executor.h"
+#include "baton/core/status.h"
+#include "baton/net/codec.h"
+#include "baton/net/security.h"
+
+namespace baton::net {
+
+// One PU of the agent. Its index in the vector given to Start is its index in
+// HelloReply.pus, LoadReply.capable_pus and Assignment.fixed_pu.
+struct AgentPu {
+  std::string name;
+  std::string kind;                       // "cpu" | "emu"
+  pb::PuInfo info;                        // sent in HelloReply (name/kind filled from above when empty)
+  const backend::Executor* executor = nullptr;  // borrowed; must outlive the server
+  std::string share_key;                  // PUs with the same non-empty key share one prepared session
+  std::vector<int> pin_cores;             // the PU's worker thread pins itself to these; empty = not pinned
+};
+
+struct AgentOptions {
+  std::string name = "agent";
+  std::string listen = "127.0.0.1:0";  // host:port; port 0 picks a free one (see AgentServer::port)
+  ServerSecurityOptions security;
+  std::string low_level = "fifo";  // the agent's low-level policy (policy::MakeLowLevelPolicy)
+  size_t max_queue = 256;          // ready-queue capacity of the agent's low-level core
+  int64_t max_partition_bytes = kDefaultMaxPartitionBytes;
+  int64_t chunk_bytes = kDefaultChunkBytes;  // completions above this travel as Frames
+  std::vector<std::string> allowed_ops;      // empty = any op
+  std::chrono::milliseconds load_timeout{30000};  // budget for creating the sessions of one partition
+  int64_t max_param_bytes = int64_t{1} << 31;     // a partition whose parameters exceed it is refused
+};
+
+class AgentServer {
+ public:
+  // Validates the options, builds the device shell, binds and serves.
+  // InvalidArgument naming the option for bad options or PUs; Unavailable
+  // when the address cannot be bound; security errors from MakeServerSecurity.
+  static absl::StatusOr<std::unique_ptr<AgentServer>> Start(AgentOptions options, std::vector<AgentPu> pus);
+  ~AgentServer();  // Shutdown()
+  AgentServer(const AgentServer&) = delete;
+  AgentServer& operator=(const AgentServer&) = delete;
+
+  int port() const;                    // the bound port (for a listen address with port 0)
+  const std::string& address() const;  // host:port actually listened on
+  const std::string& notice() const;   // the security notice of MakeServerSecurity ("" = none)
+
+  // Stops serving: cancels open streams and loads, waits for the RPCs to
+  // return, joins every thread it started. Work still queued is not answered.
+  // Idempotent.
+  void Shutdown();
+
+  pb::StatsReply Stats() const;
+
+ private:
+  class Impl;
+  explicit AgentServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace baton::net

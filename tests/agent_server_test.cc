@@ -1,0 +1,872 @@
+// The agent protocol's server side in one process: an AgentServer on
+// 127.0.0.1:0 with real CPU executors (and fakes for capability and slow
+// session creation), driven through the raw generated stub.
+#include "baton/net/agent_server.h"
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "baton/agent/v1/agent.grpc.pb.h"
+#include "baton/backend/ort/cpu_executor.h"
+#include "baton/config/run_config.h"
+#include "baton/core/hash.h"
+#include "baton/graph/extract.h"
+#include "baton/graph/model.h"
+#include "baton/net/codec.h"
+#include "baton/verify/verify.h"
+#include "baton/zoo/zoo.h"
+#include "onnx/onnx_pb.h"
+
+namespace baton::net {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr auto kRpcTimeout = std::chrono::seconds(60);
+
+// A partition as the HL side sends it: the first third of the small ResNet
+// (its input is 12 KiB, its output a feature map of several KiB).
+struct TestPartition {
+  std::string bytes;
+  std::string hash;
+  std::shared_ptr<const graph::Model> model;
+};
+
+const TestPartition& Partition() {
+  static const TestPartition* partition = [] {
+    auto* p = new TestPartition;
+    absl::StatusOr<std::string> zoo = zoo::Generate("resnet", /*small=*/true);
+    EXPECT_TRUE(zoo.ok()) << zoo.status();
+    absl::StatusOr<std::shared_ptr<const graph::Model>> whole = graph::Model::LoadBytes(*zoo, "resnet");
+    EXPECT_TRUE(whole.ok()) << whole.status();
+    const std::vector<NodeId>& order = (*whole)->topo_order();
+    std::vector<NodeId> prefix(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(order.size() / 3));
+    absl::StatusOr<graph::Submodel> sub = graph::ExtractSubmodel(**whole, prefix, "resnet.p0");
+    EXPECT_TRUE(sub.ok()) << sub.status();
+    p->bytes = sub->onnx_bytes;
+    p->hash = HashHex(p->bytes);
+    absl::StatusOr<std::shared_ptr<const graph::Model>> model = graph::Model::LoadBytes(p->bytes, "resnet.p0");
+    EXPECT_TRUE(model.ok()) << model.status();
+    p->model = *model;
+    return p;
+  }();
+  return *partition;
+}
+
+graph::Submodel Whole(const graph::Model& model) {
+  graph::Submodel sub;
+  sub.interface.inputs = model.inputs();
+  sub.interface.outputs = model.outputs();
+  sub.nodes = model.topo_order();
+  sub.onnx_bytes = model.SerializeToString();
+  return sub;
+}
+
+// Claims no node: no partition can be placed on it.
+class NothingExecutor : public backend::Executor {
+ public:
+  const std::string& pu_name() const override { return name_; }
+  std::string kind() const override { return "emu"; }
+  std::vector<bool> QueryCapability(const graph::Model& model) const override {
+    return std::vector<bool>(model.nodes().size(), false);
+  }
+  absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> Prepare(const graph::Model&,
+                                                                      const graph::Submodel&) const override {
+    return absl::FailedPreconditionError("NothingExecutor prepares nothing");
+  }
+
+ private:
+  std::string name_ = "nothing0";
+};
+
+// Runs everything, but Prepare blocks until Release() (a session that takes
+// long to create).
+class BlockingExecutor : public backend::Executor {
+ public:
+  const std::string& pu_name() const override { return name_; }
+  std::string kind() const override { return "cpu"; }
+  std::vector<bool> QueryCapability(const graph::Model& model) const override {
+    return std::vector<bool>(model.nodes().size(), true);
+  }
+  absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> Prepare(const graph::Model&,
+                                                                      const graph::Submodel&) const override {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return released_; });
+    return absl::UnavailableError("BlockingExecutor was released");
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::string name_ = "slow0";
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  bool released_ = false;
+};
+
+AgentPu CpuPu(const backend::Executor& executor, const std::string& name) {
+  AgentPu pu;
+  pu.name = name;
+  pu.kind = executor.kind();
+  pu.executor = &executor;
+  pu.share_key = "cpu:1";
+  return pu;
+}
+
+std::shared_ptr<grpc::Channel> Channel(const AgentServer& server) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+  return grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args);
+}
+
+void Prepare(grpc::ClientContext& context, const std::string& token) {
+  context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
+  if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+}
+
+struct LoadRequest {
+  explicit LoadRequest(std::string b) : bytes(std::move(b)) {}
+  LoadRequest& Hash(std::string h) {
+    hash = std::move(h);
+    return *this;
+  }
+  LoadRequest& Total(int64_t n) {
+    total_bytes = n;
+    return *this;
+  }
+  LoadRequest& Chunk(size_t n) {
+    chunk = n;
+    return *this;
+  }
+  LoadRequest& Token(std::string t) {
+    token = std::move(t);
+    return *this;
+  }
+
+  std::string bytes;
+  std::string name = "resnet.p0";
+  std::optional<std::string> hash;     // default: HashHex(bytes)
+  std::optional<int64_t> total_bytes;  // default: bytes.size()
+  size_t chunk = 64 * 1024;
+  std::string token;
+};
+
+grpc::Status Load(pb::Agent::Stub& stub, const LoadRequest& request, pb::LoadReply* reply) {
+  grpc::ClientContext context;
+  Prepare(context, request.token);
+  std::unique_ptr<grpc::ClientWriter<pb::LoadChunk>> writer = stub.Load(&context, reply);
+  size_t at = 0;
+  bool first = true;
+  while (first || at < request.bytes.size()) {
+    pb::LoadChunk chunk;
+    if (first) {
+      chunk.mutable_header()->set_content_hash(request.hash.value_or(HashHex(request.bytes)));
+      chunk.mutable_header()->set_total_bytes(
+          request.total_bytes.value_or(static_cast<int64_t>(request.bytes.size())));
+      chunk.mutable_header()->set_name(request.name);
+      first = false;
+    }
+    const size_t n = std::min(request.chunk, request.bytes.size() - at);
+    chunk.set_data(request.bytes.substr(at, n));
+    at += n;
+    if (!writer->Write(chunk)) break;  // the agent answered early
+  }
+  writer->WritesDone();
+  return writer->Finish();
+}
+
+pb::Assignment MakeAssignment(uint64_t id, const std::string& handle, const dispatch::NamedTensors& inputs) {
+  pb::Assignment a;
+  a.set_id(id);
+  a.set_handle(handle);
+  for (const auto& [name, tensor] : inputs) ToProto(name, tensor, a.add_inputs());
+  return a;
+}
+
+// One Execute stream of the client side.
+class ExecuteClient {
+ public:
+  explicit ExecuteClient(pb::Agent::Stub& stub, const std::string& token = "") {
+    Prepare(context_, token);
+    stream_ = stub.Execute(&context_);
+  }
+
+  // Sends `a` whole, or as Frames of `chunk` bytes when chunk > 0.
+  bool Send(const pb::Assignment& a, int64_t chunk = 0) {
+    if (chunk <= 0) {
+      pb::ExecuteIn in;
+      *in.mutable_assignment() = a;
+      return stream_->Write(in);
+    }
+    for (pb::Frame& frame : SplitFrames(a.SerializeAsString(), chunk)) {
+      pb::ExecuteIn in;
+      *in.mutable_frame() = std::move(frame);
+      if (!stream_->Write(in)) return false;
+    }
+    return true;
+  }
+  bool Ping(uint64_t seq) {
+    pb::ExecuteIn in;
+    in.mutable_ping()->set_seq(seq);
+    return stream_->Write(in);
+  }
+  std::optional<pb::ExecuteOut> Next() {
+    pb::ExecuteOut out;
+    if (!stream_->Read(&out)) return std::nullopt;
+    return out;
+  }
+  // The next completion, reassembled from frames; nullopt when the stream ends.
+  std::optional<pb::Completion> NextCompletion() {
+    FrameReader reader(int64_t{1} << 30);
+    while (std::optional<pb::ExecuteOut> out = Next()) {
+      if (out->has_completion()) return out->completion();
+      if (!out->has_frame()) continue;
+      ++frames_;
+      absl::StatusOr<std::optional<std::string>> whole = reader.Add(out->frame());
+      EXPECT_TRUE(whole.ok()) << whole.status();
+      if (!whole.ok() || !whole->has_value()) continue;
+      pb::Completion c;
+      EXPECT_TRUE(c.ParseFromString(**whole));
+      return c;
+    }
+    return std::nullopt;
+  }
+  void WritesDone() {
+    if (!writes_done_) stream_->WritesDone();
+    writes_done_ = true;
+  }
+  grpc::Status Finish() {
+    WritesDone();
+    while (Next()) {
+    }
+    return stream_->Finish();
+  }
+  int frames() const { return frames_; }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<pb::ExecuteIn, pb::ExecuteOut>> stream_;
+  int frames_ = 0;
+  bool writes_done_ = false;
+};
+
+dispatch::NamedTensors Inputs(uint64_t seed = 7) {
+  absl::StatusOr<dispatch::NamedTensors> inputs = verify::RandomInputs(*Partition().model, seed);
+  EXPECT_TRUE(inputs.ok()) << inputs.status();
+  return std::move(*inputs);
+}
+
+// The partition's outputs for `inputs`, run directly (not through the agent).
+dispatch::NamedTensors RunDirectly(const dispatch::NamedTensors& inputs) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"reference", 1, {}});
+  auto prepared = cpu.Prepare(*Partition().model, Whole(*Partition().model));
+  EXPECT_TRUE(prepared.ok()) << prepared.status();
+  std::vector<std::pair<std::string, const Tensor*>> feeds;
+  for (const auto& [name, tensor] : inputs) feeds.emplace_back(name, &tensor);
+  auto run = (*prepared)->Run(feeds);
+  EXPECT_TRUE(run.ok()) << run.status();
+  return std::move(run->outputs);
+}
+
+void ExpectOutputsMatch(const pb::Completion& c, const dispatch::NamedTensors& expected) {
+  ASSERT_EQ(c.code(), 0) << c.message();
+  absl::StatusOr<dispatch::NamedTensors> actual = FromProto(c.outputs());
+  ASSERT_TRUE(actual.ok()) << actual.status();
+  ASSERT_EQ(actual->size(), expected.size());
+  for (const auto& [name, tensor] : expected) {
+    const Tensor* got = dispatch::FindTensor(*actual, name);
+    ASSERT_NE(got, nullptr) << name;
+    verify::Comparison cmp = verify::Compare(tensor, *got);
+    EXPECT_TRUE(cmp.ok) << name << ": " << cmp.message;
+  }
+}
+
+std::unique_ptr<AgentServer> StartAgent(AgentOptions options, std::vector<AgentPu> pus) {
+  absl::StatusOr<std::unique_ptr<AgentServer>> server = AgentServer::Start(std::move(options), std::move(pus));
+  EXPECT_TRUE(server.ok()) << server.status();
+  if (!server.ok()) return nullptr;
+  EXPECT_GT((*server)->port(), 0);
+  return std::move(*server);
+}
+
+// ---------------------------------------------------------------------------
+
+class AgentPuCountTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(AgentPuCountTest, LoadsExecutesAndMatchesADirectRun) {
+  std::vector<std::unique_ptr<backend::CpuExecutor>> cpus;
+  std::vector<AgentPu> pus;
+  for (int i = 0; i < GetParam(); ++i) {
+    const std::string name = absl::StrCat("cpu", i);
+    cpus.push_back(std::make_unique<backend::CpuExecutor>(backend::CpuPuSpec{name, 1, {}}));
+    pus.push_back(CpuPu(*cpus.back(), name));
+  }
+  AgentOptions options;
+  options.name = "edge1";
+  options.low_level = "fixed";  // honours Assignment.fixed_pu (fifo would not)
+  std::unique_ptr<AgentServer> server = StartAgent(options, std::move(pus));
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->address(), absl::StrCat("127.0.0.1:", server->port()));
+  auto stub = pb::Agent::NewStub(Channel(*server));
+
+  pb::HelloReply hello;
+  {
+    grpc::ClientContext context;
+    Prepare(context, "");
+    ASSERT_TRUE(stub->Hello(&context, pb::HelloRequest(), &hello).ok());
+  }
+  EXPECT_EQ(hello.name(), "edge1");
+  EXPECT_EQ(hello.version(), "0.1");
+  ASSERT_EQ(hello.pus_size(), GetParam());
+  EXPECT_EQ(hello.pus(0).name(), "cpu0");
+  EXPECT_EQ(hello.pus(0).kind(), "cpu");
+  EXPECT_EQ(hello.max_partition_bytes(), kDefaultMaxPartitionBytes);
+  EXPECT_EQ(hello.chunk_bytes(), kDefaultChunkBytes);
+  EXPECT_FALSE(hello.instance().empty());
+
+  pb::LoadReply loaded;
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes).Chunk(4096), &loaded).ok());
+  EXPECT_EQ(loaded.handle(), Partition().hash);
+  EXPECT_FALSE(loaded.cached());
+  EXPECT_EQ(loaded.capable_pus_size(), GetParam());
+  pb::LoadReply again;
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &again).ok());
+  EXPECT_TRUE(again.cached());
+  EXPECT_EQ(again.handle(), loaded.handle());
+
+  const dispatch::NamedTensors inputs = Inputs();
+  const dispatch::NamedTensors expected = RunDirectly(inputs);
+  ExecuteClient exec(*stub);
+  constexpr int kAssignments = 4;
+  for (int i = 0; i < kAssignments; ++i) {
+    pb::Assignment a = MakeAssignment(100 + i, loaded.handle(), inputs);
+    if (i == 1) {
+      a.set_has_deadline(true);
+      a.set_deadline_budget_ns(std::chrono::nanoseconds(std::chrono::seconds(30)).count());
+    }
+    if (i == 2) {
+      a.set_has_fixed_pu(true);
+      a.set_fixed_pu(GetParam() - 1);
+    }
+    ASSERT_TRUE(exec.Send(a));
+  }
+  std::set<uint64_t> answered;
+  for (int i = 0; i < kAssignments; ++i) {
+    std::optional<pb::Completion> c = exec.NextCompletion();
+    ASSERT_TRUE(c.has_value());
+    answered.insert(c->id());
+    EXPECT_TRUE(c->ran());
+    EXPECT_GE(c->pu(), 0);
+    EXPECT_LT(c->pu(), GetParam());
+    if (c->id() == 102) {
+      EXPECT_EQ(c->pu(), GetParam() - 1);
+    }
+    EXPECT_GE(c->queued_ns(), 0);
+    EXPECT_GT(c->run_ns(), 0);
+    ExpectOutputsMatch(*c, expected);
+  }
+  EXPECT_EQ(answered, (std::set<uint64_t>{100, 101, 102, 103}));
+  EXPECT_EQ(exec.frames(), 0);
+  EXPECT_TRUE(exec.Finish().ok());
+
+  pb::StatsReply stats;
+  {
+    grpc::ClientContext context;
+    Prepare(context, "");
+    ASSERT_TRUE(stub->Stats(&context, pb::StatsRequest(), &stats).ok());
+  }
+  EXPECT_EQ(stats.loads(), 2u);
+  EXPECT_EQ(stats.loads_rejected(), 0u);
+  EXPECT_EQ(stats.assignments(), static_cast<uint64_t>(kAssignments));
+  EXPECT_EQ(stats.completions_ok(), static_cast<uint64_t>(kAssignments));
+  EXPECT_EQ(stats.partitions_loaded(), 1u);
+  ASSERT_EQ(stats.pus_size(), GetParam());
+  uint64_t runs = 0;
+  for (const pb::PuStatsProto& pu : stats.pus()) runs += pu.runs();
+  EXPECT_EQ(runs, static_cast<uint64_t>(kAssignments));
+}
+
+INSTANTIATE_TEST_SUITE_P(PuCounts, AgentPuCountTest, ::testing::Values(1, 2));
+
+TEST(AgentServerTest, RejectedLoadsNameTheProblemAndTheAgentKeepsServing) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  const std::string& bytes = Partition().bytes;
+  pb::LoadReply reply;
+
+  // Not an ONNX model (the hash is right).
+  grpc::Status status = Load(*stub, LoadRequest("this is not an onnx model"), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("not a valid self-contained ONNX model"));
+
+  // Hash mismatch.
+  status = Load(*stub, LoadRequest(bytes).Hash("0123456789abcdef"), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("content_hash"));
+
+  // More bytes than declared.
+  status = Load(*stub, LoadRequest(bytes).Total(static_cast<int64_t>(bytes.size()) - 10), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("total_bytes"));
+
+  // Declared above the limit: refused at once.
+  status = Load(*stub, LoadRequest(bytes).Total(kDefaultMaxPartitionBytes + 1), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max-partition-mb"));
+  EXPECT_THAT(status.error_message(), HasSubstr("resnet.p0"));
+
+  // External data (refused from an untrusted peer).
+  onnx::ModelProto proto;
+  ASSERT_TRUE(proto.ParseFromString(bytes));
+  ASSERT_GT(proto.graph().initializer_size(), 0);
+  onnx::TensorProto* init = proto.mutable_graph()->mutable_initializer(0);
+  init->clear_raw_data();
+  init->clear_float_data();
+  init->set_data_location(onnx::TensorProto::EXTERNAL);
+  onnx::StringStringEntryProto* location = init->add_external_data();
+  location->set_key("location");
+  location->set_value("weights.bin");
+  status = Load(*stub, LoadRequest(proto.SerializeAsString()), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("external"));
+
+  // The agent still serves: the real partition loads and runs.
+  ASSERT_TRUE(Load(*stub, LoadRequest(bytes), &reply).ok());
+  EXPECT_FALSE(reply.cached());
+  ExecuteClient exec(*stub);
+  const dispatch::NamedTensors inputs = Inputs();
+  ASSERT_TRUE(exec.Send(MakeAssignment(1, reply.handle(), inputs)));
+  std::optional<pb::Completion> c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  ExpectOutputsMatch(*c, RunDirectly(inputs));
+  EXPECT_TRUE(exec.Finish().ok());
+
+  const pb::StatsReply stats = server->Stats();
+  EXPECT_EQ(stats.loads_rejected(), 5u);
+  EXPECT_EQ(stats.loads(), 1u);
+}
+
+TEST(AgentServerTest, LimitsOfTheAgentRefuseAPartition) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  NothingExecutor nothing;
+  const std::string& bytes = Partition().bytes;
+  struct Case {
+    std::string what;
+    AgentOptions options;
+    std::vector<AgentPu> pus;
+    grpc::StatusCode code;
+    std::string message;
+  };
+  std::vector<Case> cases;
+  {
+    Case& c = cases.emplace_back();
+    c.what = "partition above max_partition_bytes";
+    c.options.max_partition_bytes = static_cast<int64_t>(bytes.size()) - 1;
+    c.pus.push_back(CpuPu(cpu, "cpu0"));
+    c.code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+    c.message = "above this agent's limit";
+  }
+  {
+    Case& c = cases.emplace_back();
+    c.what = "op not in the allow-list";
+    c.options.allowed_ops = {"Conv"};
+    c.pus.push_back(CpuPu(cpu, "cpu0"));
+    c.code = grpc::StatusCode::FAILED_PRECONDITION;
+    c.message = "does not allow: ";
+  }
+  {
+    Case& c = cases.emplace_back();
+    c.what = "parameters above max_param_bytes";
+    c.options.max_param_bytes = 16;
+    c.pus.push_back(CpuPu(cpu, "cpu0"));
+    c.code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+    c.message = "bytes of parameters";
+  }
+  {
+    Case& c = cases.emplace_back();
+    c.what = "no capable PU";
+    AgentPu pu;
+    pu.name = "nothing0";
+    pu.kind = "emu";
+    pu.executor = &nothing;
+    c.pus.push_back(pu);
+    c.code = grpc::StatusCode::FAILED_PRECONDITION;
+    c.message = "no PU of this agent supports: ";
+  }
+  for (Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    std::unique_ptr<AgentServer> server = StartAgent(c.options, c.pus);
+    ASSERT_NE(server, nullptr);
+    auto stub = pb::Agent::NewStub(Channel(*server));
+    pb::LoadReply reply;
+    grpc::Status status = Load(*stub, LoadRequest(bytes), &reply);
+    EXPECT_EQ(status.error_code(), c.code) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.message));
+    EXPECT_THAT(status.error_message(), HasSubstr("resnet.p0"));
+    // Still serving.
+    grpc::ClientContext context;
+    Prepare(context, "");
+    pb::HelloReply hello;
+    EXPECT_TRUE(stub->Hello(&context, pb::HelloRequest(), &hello).ok());
+    EXPECT_EQ(server->Stats().loads_rejected(), 1u);
+  }
+  // The allow-list names the refused ops and accepts a model that stays inside it.
+  AgentOptions wide;
+  for (const graph::Node& node : Partition().model->nodes()) wide.allowed_ops.push_back(node.op_type);
+  std::unique_ptr<AgentServer> server = StartAgent(wide, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  pb::LoadReply reply;
+  EXPECT_TRUE(Load(*stub, LoadRequest(bytes), &reply).ok());
+}
+
+TEST(AgentServerTest, SlowSessionCreationIsDeadlineExceededAndTheAgentKeepsServing) {
+  BlockingExecutor slow;
+  AgentOptions options;
+  options.load_timeout = std::chrono::milliseconds(50);
+  AgentPu pu;
+  pu.name = "slow0";
+  pu.kind = "cpu";
+  pu.executor = &slow;
+  std::unique_ptr<AgentServer> server = StartAgent(options, {pu});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  pb::LoadReply reply;
+  grpc::Status status = Load(*stub, LoadRequest(Partition().bytes), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--load-timeout-s"));
+  grpc::ClientContext context;
+  Prepare(context, "");
+  pb::HelloReply hello;
+  EXPECT_TRUE(stub->Hello(&context, pb::HelloRequest(), &hello).ok());
+  slow.Release();  // the session thread finishes; Shutdown joins it
+  server->Shutdown();
+  EXPECT_EQ(server->Stats().loads_rejected(), 1u);
+}
+
+TEST(AgentServerTest, TokenIsRequiredOnEveryAgentCall) {
+  const fs::path token_file = fs::path(::testing::TempDir()) / absl::StrCat("agent_token_", getpid());
+  {
+    std::ofstream out(token_file);
+    out << "s3cret\n";
+  }
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  options.security.token_file = token_file.string();
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  fs::remove(token_file);
+  ASSERT_NE(server, nullptr);
+  EXPECT_THAT(server->notice(), HasSubstr("without TLS"));
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  for (const std::string token : {"", "wrong", "s3cret"}) {
+    SCOPED_TRACE(token);
+    const grpc::StatusCode want = token == "s3cret" ? grpc::StatusCode::OK : grpc::StatusCode::UNAUTHENTICATED;
+    grpc::ClientContext hello_context;
+    Prepare(hello_context, token);
+    pb::HelloReply hello;
+    grpc::Status status = stub->Hello(&hello_context, pb::HelloRequest(), &hello);
+    EXPECT_EQ(status.error_code(), want);
+    if (want != grpc::StatusCode::OK) {
+      EXPECT_THAT(status.error_message(), HasSubstr("bearer token"));
+    }
+
+    pb::LoadReply reply;
+    EXPECT_EQ(Load(*stub, LoadRequest(Partition().bytes).Token(token), &reply).error_code(), want);
+
+    grpc::ClientContext stats_context;
+    Prepare(stats_context, token);
+    pb::StatsReply stats;
+    EXPECT_EQ(stub->Stats(&stats_context, pb::StatsRequest(), &stats).error_code(), want);
+
+    ExecuteClient exec(*stub, token);
+    if (want == grpc::StatusCode::OK) {
+      ASSERT_TRUE(exec.Ping(5));
+      std::optional<pb::ExecuteOut> pong = exec.Next();
+      ASSERT_TRUE(pong.has_value());
+      EXPECT_EQ(pong->pong().seq(), 5u);
+    }
+    EXPECT_EQ(exec.Finish().error_code(), want);
+  }
+  EXPECT_EQ(server->Stats().auth_failures(), 8u);  // 4 calls x 2 bad tokens
+}
+
+TEST(AgentServerTest, UnknownHandleAndLateAssignmentAreAnsweredAtOnce) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  std::unique_ptr<AgentServer> server = StartAgent(AgentOptions(), {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  pb::LoadReply loaded;
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &loaded).ok());
+  const dispatch::NamedTensors inputs = Inputs();
+
+  ExecuteClient exec(*stub);
+  ASSERT_TRUE(exec.Send(MakeAssignment(1, "no-such-handle", inputs)));
+  std::optional<pb::Completion> c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->id(), 1u);
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+  EXPECT_THAT(c->message(), HasSubstr("no-such-handle"));
+  EXPECT_FALSE(c->ran());
+
+  for (int64_t budget : {int64_t{0}, int64_t{-1000000}}) {
+    pb::Assignment late = MakeAssignment(2, loaded.handle(), inputs);
+    late.set_has_deadline(true);
+    late.set_deadline_budget_ns(budget);
+    ASSERT_TRUE(exec.Send(late));
+    c = exec.NextCompletion();
+    ASSERT_TRUE(c.has_value());
+    EXPECT_EQ(c->id(), 2u);
+    EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED)) << c->message();
+    EXPECT_FALSE(c->ran());
+  }
+
+  // Missing input and a bad fixed PU: InvalidArgument naming them.
+  pb::Assignment missing = MakeAssignment(3, loaded.handle(), {});
+  ASSERT_TRUE(exec.Send(missing));
+  c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_THAT(c->message(), HasSubstr("is missing"));
+  pb::Assignment bad_pu = MakeAssignment(4, loaded.handle(), inputs);
+  bad_pu.set_has_fixed_pu(true);
+  bad_pu.set_fixed_pu(7);
+  ASSERT_TRUE(exec.Send(bad_pu));
+  c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_THAT(c->message(), HasSubstr("fixed_pu 7"));
+
+  // Unload: the handle is gone for later work and for a second Unload.
+  for (grpc::StatusCode want : {grpc::StatusCode::OK, grpc::StatusCode::NOT_FOUND}) {
+    grpc::ClientContext context;
+    Prepare(context, "");
+    pb::UnloadRequest request;
+    request.set_handle(loaded.handle());
+    pb::UnloadReply reply;
+    EXPECT_EQ(stub->Unload(&context, request, &reply).error_code(), want);
+  }
+  ASSERT_TRUE(exec.Send(MakeAssignment(5, loaded.handle(), inputs)));
+  c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+  EXPECT_TRUE(exec.Finish().ok());
+
+  const pb::StatsReply stats = server->Stats();
+  EXPECT_EQ(stats.dropped_deadline(), 2u);
+  EXPECT_EQ(stats.completions_failed(), 6u);
+  EXPECT_EQ(stats.partitions_loaded(), 0u);
+}
+
+TEST(AgentServerTest, MessagesAboveTheChunkSizeTravelAsFramesBothWays) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  options.chunk_bytes = 1024;
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  pb::LoadReply loaded;
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes).Chunk(1024), &loaded).ok());
+
+  const dispatch::NamedTensors inputs = Inputs(11);
+  const dispatch::NamedTensors expected = RunDirectly(inputs);
+  ExecuteClient exec(*stub);
+  for (uint64_t id = 1; id <= 2; ++id) {
+    const pb::Assignment a = MakeAssignment(id, loaded.handle(), inputs);
+    ASSERT_GT(a.ByteSizeLong(), 1024u);
+    ASSERT_TRUE(exec.Send(a, /*chunk=*/1024));
+  }
+  for (int i = 0; i < 2; ++i) {
+    std::optional<pb::Completion> c = exec.NextCompletion();
+    ASSERT_TRUE(c.has_value());
+    ASSERT_GT(c->ByteSizeLong(), 1024u);
+    ExpectOutputsMatch(*c, expected);
+  }
+  EXPECT_GT(exec.frames(), 2);
+  // A ping between framed messages is answered.
+  ASSERT_TRUE(exec.Ping(9));
+  std::optional<pb::ExecuteOut> pong = exec.Next();
+  ASSERT_TRUE(pong.has_value());
+  EXPECT_EQ(pong->pong().seq(), 9u);
+  EXPECT_TRUE(exec.Finish().ok());
+}
+
+TEST(AgentServerTest, HalfClosedStreamStillGetsItsCompletions) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  std::unique_ptr<AgentServer> server = StartAgent(AgentOptions(), {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  pb::LoadReply loaded;
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &loaded).ok());
+  const dispatch::NamedTensors inputs = Inputs();
+  ExecuteClient exec(*stub);
+  for (uint64_t id = 1; id <= 3; ++id) ASSERT_TRUE(exec.Send(MakeAssignment(id, loaded.handle(), inputs)));
+  // Half-close at once: the agent answers all three before ending the stream.
+  exec.WritesDone();
+  int completions = 0;
+  while (std::optional<pb::Completion> c = exec.NextCompletion()) {
+    EXPECT_EQ(c->code(), 0) << c->message();
+    ++completions;
+  }
+  EXPECT_TRUE(exec.Finish().ok());
+  EXPECT_EQ(completions, 3);
+}
+
+TEST(AgentServerTest, ShutdownEndsOpenStreams) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  std::unique_ptr<AgentServer> server = StartAgent(AgentOptions(), {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  ExecuteClient exec(*stub);
+  ASSERT_TRUE(exec.Ping(1));
+  ASSERT_TRUE(exec.Next().has_value());  // the stream is open on the agent
+  EXPECT_EQ(server->Stats().streams(), 1u);
+  server->Shutdown();
+  EXPECT_FALSE(exec.Next().has_value());
+  server->Shutdown();  // idempotent
+}
+
+TEST(AgentServerTest, HealthServiceAnswersServing) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  const fs::path token_file = fs::path(::testing::TempDir()) / absl::StrCat("agent_health_token_", getpid());
+  {
+    std::ofstream out(token_file);
+    out << "t0k3n";
+  }
+  AgentOptions options;
+  options.security.token_file = token_file.string();  // health stays open
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  fs::remove(token_file);
+  ASSERT_NE(server, nullptr);
+  grpc::GenericStub generic(Channel(*server));
+  for (const std::string& service : {std::string(), std::string("baton.agent.v1.Agent")}) {
+    SCOPED_TRACE(service);
+    // HealthCheckRequest{service} by hand: field 1, length-delimited.
+    std::string request;
+    if (!service.empty()) {
+      request = absl::StrCat(std::string(1, 0x0a), std::string(1, static_cast<char>(service.size())), service);
+    }
+    grpc::Slice slice(request);
+    grpc::ByteBuffer request_buffer(&slice, 1);
+    grpc::ByteBuffer response_buffer;
+    grpc::ClientContext context;
+    Prepare(context, "");
+    std::promise<grpc::Status> result;
+    generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request_buffer,
+                      &response_buffer, [&](grpc::Status s) { result.set_value(std::move(s)); });
+    grpc::Status status = result.get_future().get();
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    std::vector<grpc::Slice> slices;
+    ASSERT_TRUE(response_buffer.Dump(&slices).ok());
+    std::string response;
+    for (const grpc::Slice& s : slices) response.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    EXPECT_EQ(response, std::string("\x08\x01", 2));  // HealthCheckResponse{status: SERVING}
+  }
+}
+
+TEST(AgentServerTest, StartRefusesBadOptions) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  {
+    AgentOptions options;
+    options.low_level = "no-such-policy";
+    absl::StatusOr<std::unique_ptr<AgentServer>> server = AgentServer::Start(options, {CpuPu(cpu, "cpu0")});
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(server.status().message()), HasSubstr("no-such-policy"));
+  }
+  {
+    absl::StatusOr<std::unique_ptr<AgentServer>> server = AgentServer::Start(AgentOptions(), {});
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  {
+    // The port is taken by a first agent.
+    std::unique_ptr<AgentServer> first = StartAgent(AgentOptions(), {CpuPu(cpu, "cpu0")});
+    ASSERT_NE(first, nullptr);
+    AgentOptions options;
+    options.listen = first->address();
+    absl::StatusOr<std::unique_ptr<AgentServer>> second = AgentServer::Start(options, {CpuPu(cpu, "cpu0")});
+    EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(second.status().message()), HasSubstr("--listen"));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// AGENT.yaml
+
+TEST(AgentConfigTest, ParsesPusAndRefusesUnknownKeys) {
+  absl::StatusOr<config::DeviceConfig> device = config::ParseAgentConfig(
+      "name: edge1\n"
+      "pus:\n"
+      "  - {name: cpu0, kind: cpu, threads: 1, cores: [0]}\n"
+      "  - {name: npu0, kind: emu, speed: 4, unsupported_ops: [Softmax], compute: true}\n",
+      "AGENT.yaml");
+  ASSERT_TRUE(device.ok()) << device.status();
+  EXPECT_EQ(device->name, "edge1");
+  ASSERT_EQ(device->pus.size(), 2u);
+  EXPECT_EQ(device->pus[1].kind, "emu");
+  EXPECT_EQ(device->pus[1].unsupported_ops, std::vector<std::string>{"Softmax"});
+
+  absl::StatusOr<config::DeviceConfig> unnamed = config::ParseAgentConfig("pus: [{name: cpu0}]", "a.yaml");
+  ASSERT_TRUE(unnamed.ok()) << unnamed.status();
+  EXPECT_EQ(unnamed->name, "agent");
+
+  struct Bad {
+    std::string yaml;
+    std::string message;
+  };
+  for (const Bad& bad : std::vector<Bad>{
+           {"name: e\npus: [{name: cpu0}]\nmodels: []", "unknown key 'models'"},
+           {"name: e", "missing required key 'pus'"},
+           {"pus: []", "at least one PU"},
+           {"pus: [{name: cpu0, colour: red}]", "pus[0]: unknown key 'colour'"},
+           {"pus: [{name: cpu0}, {name: cpu0}]", "duplicate PU name 'cpu0'"},
+           {"pus: [{name: cpu0, kind: cpu, speed: 2}]", "'speed' applies only to kind emu"},
+           {"pus: [{name: a, kind: gpu}]", "unknown kind 'gpu'"},
+           {"", "empty"},
+           {"pus: [", "invalid YAML"},
+       }) {
+    SCOPED_TRACE(bad.yaml);
+    absl::StatusOr<config::DeviceConfig> parsed = config::ParseAgentConfig(bad.yaml, "AGENT.yaml");
+    ASSERT_FALSE(parsed.ok());
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr("AGENT.yaml"));
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(bad.message));
+  }
+  EXPECT_EQ(config::LoadAgentConfig("/no/such/AGENT.yaml").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(AgentConfigTest, DefaultDeviceHasOnePinnedCpuPuPerCore) {
+  const config::DeviceConfig device = config::DefaultAgentDevice("edge", 3);
+  EXPECT_EQ(device.name, "edge");
+  ASSERT_EQ(device.pus.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(device.pus[i].name, absl::StrCat("cpu", i));
+    EXPECT_EQ(device.pus[i].kind, "cpu");
+    EXPECT_EQ(device.pus[i].threads, 1);
+    EXPECT_EQ(device.pus[i].cores, std::vector<int>{i});
+  }
+  EXPECT_EQ(config::DefaultAgentDevice("edge", 0).pus.size(), 1u);
+}
+
+}  // namespace
+}  // namespace baton::net

@@ -1,0 +1,173 @@
+// `baton agent --listen HOST:PORT [--config AGENT.yaml] ...`: serves the PUs of
+// this machine to a remote high-level dispatcher over the agent protocol (see
+// src/baton/net/agent_server.h and docs/agent.md) until SIGINT or SIGTERM.
+// Prints exactly one line on stdout once it listens:
+//   baton agent 'NAME' listening on HOST:PORT (PUs: cpu0, cpu1)
+// Exit status: 0 stopped by a signal, 1 could not start (e.g. port in use),
+// 2 bad flags or configuration.
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "baton/config/run_config.h"
+#include "baton/net/agent_server.h"
+#include "commands.h"
+#include "setup.h"
+
+namespace baton::cli {
+
+namespace {
+
+struct AgentArgs {
+  std::string listen;
+  std::string config;
+  std::string name;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string client_ca;
+  std::string token_file;
+  std::string low_level = "fifo";
+  int64_t max_partition_mb = net::kDefaultMaxPartitionBytes >> 20;
+  std::vector<std::string> allowed_ops;
+  double load_timeout_s = 30;
+};
+
+constexpr int64_t kMaxPartitionMb = int64_t{1} << 20;  // 1 TiB: far above any real partition
+
+// What Hello tells the HL side about a PU (it cuts models for the agent's PUs).
+net::pb::PuInfo PuInfoOf(const config::PuConfig& pu) {
+  net::pb::PuInfo info;
+  info.set_name(pu.name);
+  info.set_kind(pu.kind);
+  if (pu.kind == "cpu") {
+    info.set_threads(pu.threads);
+    return info;
+  }
+  info.set_speed(pu.speed);
+  for (const auto& [op, speed] : pu.op_speed) (*info.mutable_op_speed())[op] = speed;
+  for (const std::string& op : pu.unsupported_ops) info.add_unsupported_ops(op);
+  info.set_compute(pu.compute);
+  return info;
+}
+
+int Agent(const AgentArgs& args) {
+  // Block the stop signals before any thread starts, so every thread inherits
+  // the mask and only sigwait below sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  if (args.listen.empty() || args.listen.find(':') == std::string::npos) {
+    std::cerr << "baton agent: give --listen HOST:PORT (e.g. --listen 127.0.0.1:50051; port 0 picks a free one)"
+              << (args.listen.empty() ? std::string() : ", got '" + args.listen + "'") << "\n";
+    return 2;
+  }
+  if (args.max_partition_mb <= 0 || args.max_partition_mb > kMaxPartitionMb) {
+    std::cerr << "baton agent: --max-partition-mb must be in 1.." << kMaxPartitionMb << ", got "
+              << args.max_partition_mb << "\n";
+    return 2;
+  }
+  if (!(std::isfinite(args.load_timeout_s) && args.load_timeout_s > 0 && args.load_timeout_s <= 86400)) {
+    std::cerr << "baton agent: --load-timeout-s must be > 0 and at most 86400 (a day), got " << args.load_timeout_s
+              << "\n";
+    return 2;
+  }
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  config::DeviceConfig device = config::DefaultAgentDevice(args.name.empty() ? "agent" : args.name, cores);
+  if (!args.config.empty()) {
+    absl::StatusOr<config::DeviceConfig> loaded = config::LoadAgentConfig(args.config);
+    if (!loaded.ok()) {
+      std::cerr << "baton agent: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    device = std::move(*loaded);
+    if (!args.name.empty()) device.name = args.name;
+  }
+
+  std::vector<std::unique_ptr<backend::Executor>> executors;
+  std::vector<net::AgentPu> pus;
+  for (const config::PuConfig& pu : device.pus) {
+    PuExecutor made = MakePuExecutor(pu);
+    net::AgentPu agent_pu;
+    agent_pu.name = pu.name;
+    agent_pu.kind = pu.kind;
+    agent_pu.info = PuInfoOf(pu);
+    agent_pu.executor = made.executor.get();
+    agent_pu.share_key = std::move(made.share_key);
+    agent_pu.pin_cores = std::move(made.pin_cores);
+    executors.push_back(std::move(made.executor));
+    pus.push_back(std::move(agent_pu));
+  }
+
+  net::AgentOptions options;
+  options.name = device.name;
+  options.listen = args.listen;
+  options.security.tls_cert_file = args.tls_cert;
+  options.security.tls_key_file = args.tls_key;
+  options.security.client_ca_file = args.client_ca;
+  options.security.token_file = args.token_file;
+  options.low_level = args.low_level;
+  options.max_partition_bytes = args.max_partition_mb << 20;
+  options.allowed_ops = args.allowed_ops;
+  options.load_timeout = std::chrono::milliseconds(static_cast<int64_t>(std::llround(args.load_timeout_s * 1000)));
+  absl::StatusOr<std::unique_ptr<net::AgentServer>> server = net::AgentServer::Start(options, std::move(pus));
+  if (!server.ok()) {
+    std::cerr << "baton agent: " << server.status().message() << "\n";
+    const absl::StatusCode code = server.status().code();
+    return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ? 2 : 1;
+  }
+  if (!(*server)->notice().empty()) std::cerr << "baton agent: " << (*server)->notice() << "\n";
+  std::vector<std::string> names;
+  for (const config::PuConfig& pu : device.pus) names.push_back(pu.name);
+  std::printf("baton agent '%s' listening on %s (PUs: %s)\n", device.name.c_str(), (*server)->address().c_str(),
+              absl::StrJoin(names, ", ").c_str());
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  while (sigwait(&stop_signals, &signal_number) != 0) {
+  }
+  std::cerr << "baton agent '" << device.name << "': stopping (" << (signal_number == SIGINT ? "SIGINT" : "SIGTERM")
+            << ")\n";
+  (*server)->Shutdown();
+  server->reset();  // before the executors it borrows
+  return 0;
+}
+
+}  // namespace
+
+void AddAgentCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<AgentArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "agent",
+      "Serve this machine's PUs to a remote `baton run` (a device with `address:` in its config).\n"
+      "Without TLS and a token it listens on loopback only. Runs until SIGINT/SIGTERM.\n"
+      "Exit status: 0 stopped by a signal, 1 could not start, 2 bad flags or configuration.");
+  // Not ->required(): a missing --listen is a usage error with exit status 2 like the others.
+  cmd->add_option("--listen", args->listen, "HOST:PORT to listen on (port 0 picks a free one; required)");
+  cmd->add_option("--config", args->config, "AGENT.yaml with the PUs (default: one 1-thread CPU PU per core)");
+  cmd->add_option("--name", args->name, "The agent's name (default: the config's, else 'agent')");
+  cmd->add_option("--tls-cert", args->tls_cert, "PEM server certificate chain (TLS)");
+  cmd->add_option("--tls-key", args->tls_key, "PEM private key of --tls-cert");
+  cmd->add_option("--client-ca", args->client_ca, "PEM CA: require client certificates it signed");
+  cmd->add_option("--token-file", args->token_file, "File with the bearer token every call must carry");
+  cmd->add_option("--low-level", args->low_level, "The agent's low-level policy (default fifo)");
+  cmd->add_option("--max-partition-mb", args->max_partition_mb, "Largest partition accepted, in MiB (default 512)");
+  cmd->add_option("--allowed-ops", args->allowed_ops, "Comma-separated op types partitions may use (default: any)")
+      ->delimiter(',');
+  cmd->add_option("--load-timeout-s", args->load_timeout_s, "Time to create one partition's sessions (default 30)");
+  cmd->callback([args, exit_code] { *exit_code = Agent(*args); });
+}
+
+}  // namespace baton::cli
