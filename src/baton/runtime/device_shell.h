@@ -9,6 +9,11 @@
 // sink, called with the device mutex held: a sink must only move them into
 // a mailbox (lock order: device mutex, then the sink's own lock).
 //
+// It is a dispatch::LowLevelPort with one difference: rejections (a full
+// queue, work no PU can run) reach the sink inside Submit. Its owner's sink
+// therefore only enqueues (the runtime's mailbox), which keeps the port
+// contract for the HL core behind it (tests/port_contract_test.cc).
+//
 // Time: Now() = steady_clock since `epoch`, the clock of the owner.
 //
 // Thread-safety: Submit, TickIfDue, NextExpiry, pu_stats, core_stats,
@@ -35,6 +40,7 @@
 #include "baton/dispatch/low_level.h"
 #include "baton/dispatch/messages.h"
 #include "baton/dispatch/observer.h"
+#include "baton/dispatch/port.h"
 #include "baton/policy/latency_model.h"
 #include "baton/policy/policy.h"
 
@@ -83,7 +89,7 @@ struct PuStats {
   uint64_t failures = 0;
 };
 
-class DeviceShell {
+class DeviceShell : public dispatch::LowLevelPort {
  public:
   using Sink = std::function<void(std::vector<dispatch::Completion>)>;
 
@@ -92,7 +98,7 @@ class DeviceShell {
       DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
       size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
       std::chrono::steady_clock::time_point epoch, bool record_runs, Sink sink);
-  ~DeviceShell();  // Stop()
+  ~DeviceShell() override;  // Stop()
   DeviceShell(const DeviceShell&) = delete;
   DeviceShell& operator=(const DeviceShell&) = delete;
 
@@ -100,7 +106,7 @@ class DeviceShell {
   // Joins the PU workers; work still queued is not answered (drain first).
   void Stop();
 
-  void Submit(dispatch::Assignment assignment);
+  void Submit(dispatch::Assignment assignment) override;
   // Drops expired work when due; returns the next expiry, or nullopt.
   std::optional<Time> TickIfDue(Time now);
 
