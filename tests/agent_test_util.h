@@ -19,14 +19,17 @@ namespace baton::testing {
 // its start-up line. The destructor kills it.
 class AgentProcess {
  public:
-  explicit AgentProcess(std::vector<std::string> args) : args_(std::move(args)) { Start(); }
+  explicit AgentProcess(std::vector<std::string> args, std::vector<std::string> prefix = {})
+      : args_(std::move(args)), prefix_(std::move(prefix)) {
+    Start();
+  }
   ~AgentProcess() { Kill(SIGKILL); }
   AgentProcess(const AgentProcess&) = delete;
   AgentProcess& operator=(const AgentProcess&) = delete;
 
   bool ok() const { return port_ > 0; }
   int port() const { return port_; }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string address() const { return host_ + ":" + std::to_string(port_); }
   const std::string& banner() const { return banner_; }
   pid_t pid() const { return pid_; }
 
@@ -72,7 +75,10 @@ class AgentProcess {
   void Start() {
     int fds[2];
     if (::pipe(fds) != 0) return;
-    std::vector<std::string> argv_s = {BATON_CLI, "agent"};
+    // `prefix` runs it through another command (e.g. `ip netns exec NS`).
+    std::vector<std::string> argv_s = prefix_;
+    argv_s.push_back(BATON_CLI);
+    argv_s.push_back("agent");
     bool has_listen = false;
     for (const std::string& a : args_) has_listen = has_listen || a == "--listen";
     if (!has_listen) {
@@ -88,7 +94,7 @@ class AgentProcess {
       std::vector<char*> argv;
       for (std::string& s : argv_s) argv.push_back(s.data());
       argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
+      ::execvp(argv[0], argv.data());
       _exit(127);
     }
     ::close(fds[1]);
@@ -100,15 +106,20 @@ class AgentProcess {
       const char* on = std::strstr(line, "listening on ");
       if (on) {
         const char* colon = std::strchr(on + 13, ':');
-        if (colon) port_ = std::atoi(colon + 1);
+        if (colon) {
+          host_.assign(on + 13, colon);
+          port_ = std::atoi(colon + 1);
+        }
       }
     }
   }
 
   std::vector<std::string> args_;
+  std::vector<std::string> prefix_;
   pid_t pid_ = -1;
   FILE* out_ = nullptr;
   int port_ = -1;
+  std::string host_ = "127.0.0.1";
   std::string banner_;
 };
 

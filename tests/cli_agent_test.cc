@@ -56,7 +56,7 @@ models:
   - {name: cls, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 2}}
   - {name: seq, path: )" + Zoo("lstm") + R"(, arrival: {mode: closed, concurrency: 1, think_ms: 5}}
   - {name: det, path: )" + Zoo("yolo") + R"(, arrival: {mode: closed, concurrency: 1}}
-policy: {high_level: balanced, low_level: sel, stages: 2}
+policy: {high_level: balanced, low_level: sel, stages: 2, device_placement: round_robin}
 run: {duration_s: 1.0, warmup_s: 0.2, slices: 1}
 )");
   const std::string json = (dir_ / "agents.json").string();
@@ -81,6 +81,43 @@ run: {duration_s: 1.0, warmup_s: 0.2, slices: 1}
     EXPECT_EQ(m["failed"], 0) << m.dump();
   }
   EXPECT_THAT(j["baselines_note"].get<std::string>(), HasSubstr("remote devices"));
+}
+
+// Transfer-aware placement: a device behind a slow link (told by the config)
+// gets no model whose inputs would take longer to send than to compute
+// elsewhere; round_robin would put one there.
+TEST_F(CliAgentTest, TransferAwarePlacementAvoidsASlowLink) {
+  const std::string agent_cfg = std::string(BATON_SOURCE_DIR) + "/tests/data/agent_1cpu.yaml";
+  AgentProcess fast({"--name", "fast", "--config", agent_cfg});
+  AgentProcess slow({"--name", "slow", "--config", agent_cfg});
+  ASSERT_TRUE(fast.ok() && slow.ok());
+  auto config = [&](const std::string& placement) {
+    return Write("links_" + placement + ".yaml", R"(
+devices:
+  - {name: fast, address: )" + fast.address() + R"(, link_latency_ms: 0.1, link_mbps: 10000}
+  - {name: slow, address: )" + slow.address() + R"(, link_latency_ms: 20, link_mbps: 1}
+models:
+  - {name: a, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 1}}
+  - {name: b, path: )" + Zoo("resnet") + R"(, arrival: {mode: closed, concurrency: 1}}
+policy: {high_level: whole, low_level: fifo, device_placement: )" + placement + R"(}
+run: {duration_s: 0.6, warmup_s: 0.1, slices: 1}
+)");
+  };
+  const std::string aware_json = (dir_ / "aware.json").string();
+  Result r = Baton("run " + config("transfer_aware") + " --json " + aware_json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("device placement: a -> fast"));
+  EXPECT_THAT(r.output, HasSubstr("device placement: b -> fast"));
+  std::ifstream in(aware_json);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  for (const auto& m : j["models"]) EXPECT_EQ(m["device"], "fast") << m.dump();
+  const std::string rr_json = (dir_ / "rr.json").string();
+  r = Baton("run " + config("round_robin") + " --json " + rr_json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in2(rr_json);
+  const nlohmann::json k = nlohmann::json::parse(in2, nullptr, false);
+  EXPECT_EQ(k["models"][1]["device"], "slow");
 }
 
 TEST_F(CliAgentTest, AnAgentThatIsNotThereIsAClearError) {

@@ -103,6 +103,7 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
     if (!m.first_error.empty()) j["first_error"] = m.first_error;
     if (report != nullptr && i < report->models.size()) {
       j["partitions"] = report->models[i].partitions;
+      j["device"] = report->models[i].device;
       nlohmann::json placement = nlohmann::json::array();
       for (const PlacedPartition& p : report->models[i].placement) {
         placement.push_back({{"nodes", p.nodes}, {"pus", p.pus}});

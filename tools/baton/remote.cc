@@ -1,8 +1,10 @@
 #include "remote.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace baton::cli {
@@ -27,6 +29,7 @@ absl::StatusOr<Remotes> ConnectRemotes(const config::RunConfig& config, const Sa
   Remotes out;
   out.resolved = config;
   out.by_device.resize(config.devices.size());
+  out.links.resize(config.devices.size());
   for (size_t i = 0; i < config.devices.size(); ++i) {
     config::DeviceConfig& d = out.resolved.devices[i];
     if (!d.remote()) continue;
@@ -54,8 +57,20 @@ absl::StatusOr<Remotes> ConnectRemotes(const config::RunConfig& config, const Sa
       names.push_back(pu.name);
       d.pus.push_back(std::move(pu));
     }
-    say(absl::StrCat("device '", d.name, "': agent '", device->hello().name(), "' at ", d.address, " (",
-                     absl::StrJoin(names, ", "), ")"));
+    Remotes::Link link;
+    if (d.link_latency_ms && d.link_mbps) {
+      link.latency_ms = *d.link_latency_ms;
+      link.mbps = *d.link_mbps;
+    } else {
+      BATON_ASSIGN_OR_RETURN(net::GrpcRemoteDevice::Link measured, device->MeasureLink());
+      link.latency_ms = d.link_latency_ms.value_or(measured.rtt_ms / 2);
+      link.mbps = d.link_mbps.value_or(measured.mbps);
+      link.measured = true;
+    }
+    out.links[i] = link;
+    say(absl::StrFormat("device '%s': agent '%s' at %s (%s); link %.2f ms one way, %.1f Mbit/s (%s)", d.name,
+                        device->hello().name(), d.address, absl::StrJoin(names, ", "), link.latency_ms, link.mbps,
+                        link.measured ? "measured" : "from the config"));
     out.by_device[i] = std::move(device);
   }
   BATON_RETURN_IF_ERROR(config::Validate(out.resolved));
@@ -85,6 +100,73 @@ void AttachRemoteExecutors(PuSet& pus, Remotes& remotes) {
       pus.profiler_pus[pu.id.value].executor = pu.executor;
     }
   }
+}
+
+DevicePlacement PlaceModelsOnDevices(const config::RunConfig& config, const std::vector<LoadedModel>& models,
+                                     const PuSet& pus, const std::vector<std::optional<Remotes::Link>>& links) {
+  const size_t devices = pus.devices.size();
+  std::vector<double> capacity(devices, 0);  // in 1-thread CPU equivalents
+  for (size_t d = 0; d < devices; ++d) {
+    for (const config::PuConfig& pu : config.devices[d].pus) capacity[d] += pu.kind == "cpu" ? pu.threads : pu.speed;
+  }
+  struct Cost {
+    double compute_ms = 0;
+    double transfer_ms = 0;
+    bool can = false;
+  };
+  std::vector<std::vector<Cost>> cost(models.size(), std::vector<Cost>(devices));
+  for (size_t m = 0; m < models.size(); ++m) {
+    const graph::Model& g = *models[m].model;
+    double bytes = 0;
+    if (!models[m].samples.empty()) {
+      for (const auto& [name, t] : models[m].samples[0]) bytes += static_cast<double>(t.byte_size());
+    }
+    for (const std::string& out : g.outputs()) {
+      if (const graph::Value* v = g.FindValue(out)) bytes += static_cast<double>(v->type.Bytes().value_or(0));
+    }
+    for (size_t d = 0; d < devices; ++d) {
+      std::vector<bool> covered(g.nodes().size(), false);
+      for (const runtime::DeployPu& pu : pus.devices[d].pus) {
+        std::vector<bool> can = pu.executor->QueryCapability(g);
+        for (size_t n = 0; n < can.size() && n < covered.size(); ++n) covered[n] = covered[n] || can[n];
+      }
+      Cost& c = cost[m][d];
+      c.can = capacity[d] > 0 && std::all_of(covered.begin(), covered.end(), [](bool b) { return b; });
+      c.compute_ms = static_cast<double>(g.total_flops()) / (capacity[d] * kAssumedGflopsPerThread * 1e9) * 1e3;
+      if (d < links.size() && links[d]) {
+        c.transfer_ms = 2 * links[d]->latency_ms + bytes * 8.0 / (std::max(links[d]->mbps, 1e-6) * 1e3);
+      }
+    }
+  }
+  std::vector<size_t> order(models.size());
+  for (size_t m = 0; m < order.size(); ++m) order[m] = m;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return models[a].model->total_flops() > models[b].model->total_flops();
+  });
+  std::vector<double> compute_load(devices, 0), link_load(devices, 0);
+  DevicePlacement out;
+  out.device_of.assign(models.size(), DeviceId(0));
+  out.explain.assign(models.size(), "");
+  for (size_t m : order) {
+    std::optional<size_t> best;
+    double best_score = 0;
+    for (size_t d = 0; d < devices; ++d) {
+      const Cost& c = cost[m][d];
+      if (!c.can) continue;
+      const double score = std::max(compute_load[d] + c.compute_ms, link_load[d] + c.transfer_ms);
+      if (!best || score < best_score - 1e-9) {
+        best = d;
+        best_score = score;
+      }
+    }
+    const size_t d = best.value_or(m % devices);  // none can: Deployment names the unsupported node
+    compute_load[d] += cost[m][d].compute_ms;
+    link_load[d] += cost[m][d].transfer_ms;
+    out.device_of[m] = DeviceId(static_cast<uint32_t>(d));
+    out.explain[m] = absl::StrFormat("%s -> %s (compute ~%.2f ms, transfer %.2f ms)", models[m].config->name,
+                                     config.devices[d].name, cost[m][d].compute_ms, cost[m][d].transfer_ms);
+  }
+  return out;
 }
 
 }  // namespace baton::cli

@@ -526,10 +526,21 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       return absl::InvalidArgumentError(absl::StrCat("high-level policy '", config.policy.high_level,
                                                      "' needs a profile; drop --no-profile"));
     }
+    std::vector<DeviceId> device_of(models.size());
+    for (size_t i = 0; i < models.size(); ++i) device_of[i] = DeviceOfModel(config, i);
+    const bool transfer_aware = config.policy.device_placement == "transfer_aware" ||
+                                (config.policy.device_placement == "auto" && remotes != nullptr);
+    if (transfer_aware && config.devices.size() > 1) {
+      const std::vector<std::optional<Remotes::Link>> no_links;
+      DevicePlacement placed =
+          PlaceModelsOnDevices(config, models, pu_set, remotes != nullptr ? remotes->links : no_links);
+      device_of = placed.device_of;
+      for (const std::string& line : placed.explain) say(absl::StrCat("device placement: ", line));
+    }
     for (size_t i = 0; i < models.size(); ++i) {
       const config::ModelConfig& mc = *models[i].config;
       deploy.push_back(runtime::DeployModel{models[i].id, mc.name, models[i].model, *hl,
-                                            mc.partitions.value_or(config.policy.stages), DeviceOfModel(config, i),
+                                            mc.partitions.value_or(config.policy.stages), device_of[i],
                                             std::nullopt, {}, {}});
       if (remotes != nullptr) {
         // Every other device is a fallback for the model's partitions.
@@ -549,7 +560,8 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     const graph::Model& g = *models[i].model;
     const runtime::DeployedModel& dm = baton_deployment->models()[i];
     ModelPlanInfo info{models[i].config->name, models[i].source, static_cast<int>(dm.plan.partitions.size()), {},
-                       g.total_param_bytes(), static_cast<double>(g.total_flops()) / 1e9};
+                       g.total_param_bytes(), static_cast<double>(g.total_flops()) / 1e9,
+                       config.devices[deploy[i].device.value].name};
     for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
       PlacedPartition placed;
       for (NodeId n : dm.plan.partitions[p].nodes) placed.nodes.push_back(g.node(n).name);

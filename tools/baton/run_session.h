@@ -69,6 +69,7 @@ struct ModelPlanInfo {
   std::vector<PlacedPartition> placement;  // baton's deployment
   int64_t param_bytes = 0;
   double gflops = 0;
+  std::string device = {};  // the device its partitions are placed on
 };
 
 // One device of baton's run: utilisation is the mean over its PUs of busy /

@@ -50,15 +50,17 @@ constexpr double kMaxRate = 1e6;        // fps, rate (requests per second)
 constexpr double kMaxSpeed = 1e6;       // speed, op_speed
 
 constexpr std::array<const char*, 4> kTopKeys = {"devices", "models", "policy", "run"};
-constexpr std::array<const char*, 8> kDeviceKeys = {"name",     "pus",         "address",    "token_file",
-                                                   "ca_cert",  "client_cert", "client_key", "server_name"};
+constexpr std::array<const char*, 10> kDeviceKeys = {"name",        "pus",         "address",    "token_file",
+                                                    "ca_cert",     "client_cert", "client_key", "server_name",
+                                                    "link_latency_ms", "link_mbps"};
 constexpr std::array<const char*, 8> kPuKeys = {"name",  "kind",     "threads",         "cores",
                                                 "speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 2> kCpuOnlyKeys = {"threads", "cores"};
 constexpr std::array<const char*, 4> kEmuOnlyKeys = {"speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 6> kModelKeys = {"name", "path", "arrival", "deadline_ms", "priority", "partitions"};
 constexpr std::array<const char*, 5> kArrivalKeys = {"mode", "concurrency", "think_ms", "fps", "rate"};
-constexpr std::array<const char*, 3> kPolicyKeys = {"high_level", "low_level", "stages"};
+constexpr std::array<const char*, 4> kPolicyKeys = {"high_level", "low_level", "stages", "device_placement"};
+constexpr std::array<const char*, 3> kDevicePlacements = {"auto", "round_robin", "transfer_aware"};
 constexpr std::array<const char*, 7> kRunKeys = {"duration_s", "warmup_s",  "seed",         "baselines",
                                                  "slices",     "max_queue", "max_in_flight"};
 constexpr std::array<const char*, 2> kKinds = {"cpu", "emu"};
@@ -194,12 +196,20 @@ absl::Status ValidateDevices(const std::vector<DeviceConfig>& devices) {
       if (!device.client_cert.empty() && device.ca_cert.empty()) {
         return Invalid(Child(path, "client_cert"), "a client certificate needs TLS; give ca_cert too");
       }
+      if (device.link_latency_ms) {
+        BATON_RETURN_IF_ERROR(CheckPositive(*device.link_latency_ms, Child(path, "link_latency_ms"), 60000,
+                                            "the one-way link latency in ms", /*zero_ok=*/true));
+      }
+      if (device.link_mbps) {
+        BATON_RETURN_IF_ERROR(
+            CheckPositive(*device.link_mbps, Child(path, "link_mbps"), 1e7, "the link bandwidth in Mbit/s"));
+      }
       continue;
     }
     if (!device.token_file.empty() || !device.ca_cert.empty() || !device.client_cert.empty() ||
-        !device.server_name.empty()) {
-      return Invalid(path, "token_file, ca_cert, client_cert, client_key and server_name apply to a remote device; "
-                           "give its `address` or remove them");
+        !device.server_name.empty() || device.link_latency_ms || device.link_mbps) {
+      return Invalid(path, "token_file, ca_cert, client_cert, client_key, server_name and link_* apply to a remote "
+                           "device; give its `address` or remove them");
     }
     if (device.pus.empty()) {
       return Invalid(Child(path, "pus"), "at least one PU is required; add e.g. pus: [{name: cpu0, kind: cpu}]");
@@ -282,6 +292,10 @@ absl::Status ValidatePolicy(const PolicyConfig& policy) {
   if (policy.stages < 0 || policy.stages > kMaxPartitions) {
     return Invalid("policy.stages", absl::StrCat("must be in 0..", kMaxPartitions, ", got ", policy.stages,
                                                  "; 0 means one partition per PU"));
+  }
+  if (!Contains(kDevicePlacements, policy.device_placement)) {
+    return Invalid("policy.device_placement", absl::StrCat("unknown device placement '", policy.device_placement,
+                                                           "'; allowed: ", Join(kDevicePlacements)));
   }
   return absl::OkStatus();
 }
@@ -539,6 +553,10 @@ class Parser {
         BATON_RETURN_IF_ERROR(String(f, device.client_key));
       } else if (f.key == "server_name") {
         BATON_RETURN_IF_ERROR(String(f, device.server_name));
+      } else if (f.key == "link_latency_ms") {
+        BATON_RETURN_IF_ERROR(Double(f, device.link_latency_ms.emplace()));
+      } else if (f.key == "link_mbps") {
+        BATON_RETURN_IF_ERROR(Double(f, device.link_mbps.emplace()));
       } else if (f.key == "pus") {
         BATON_RETURN_IF_ERROR(List(f, [&](const YAML::Node& n, const std::string& p) {
           device.pus.emplace_back();
@@ -665,6 +683,8 @@ class Parser {
         BATON_RETURN_IF_ERROR(String(f, policy.low_level));
       } else if (f.key == "stages") {
         BATON_RETURN_IF_ERROR(Int(f, policy.stages));
+      } else if (f.key == "device_placement") {
+        BATON_RETURN_IF_ERROR(String(f, policy.device_placement));
       }
     }
     return absl::OkStatus();
@@ -824,6 +844,10 @@ std::string ToYaml(const RunConfig& config) {
                                        {"server_name", &device.server_name}}) {
         if (!value->empty()) out << YAML::Key << key << YAML::Value << *value;
       }
+      if (device.link_latency_ms) {
+        out << YAML::Key << "link_latency_ms" << YAML::Value << FormatDouble(*device.link_latency_ms);
+      }
+      if (device.link_mbps) out << YAML::Key << "link_mbps" << YAML::Value << FormatDouble(*device.link_mbps);
       out << YAML::EndMap;
       continue;
     }
@@ -886,6 +910,9 @@ std::string ToYaml(const RunConfig& config) {
   out << YAML::Key << "high_level" << YAML::Value << config.policy.high_level;
   out << YAML::Key << "low_level" << YAML::Value << config.policy.low_level;
   out << YAML::Key << "stages" << YAML::Value << config.policy.stages;
+  if (config.policy.device_placement != "auto") {
+    out << YAML::Key << "device_placement" << YAML::Value << config.policy.device_placement;
+  }
   out << YAML::EndMap;
 
   const RunSettings& run = config.run;

@@ -65,6 +65,9 @@ struct DeviceConfig {
   std::string client_cert;  // PEM client certificate + key, for agents that require one
   std::string client_key;
   std::string server_name;  // TLS name to check instead of the address's host
+  // The link to a remote device, when known (else measured on connect).
+  std::optional<double> link_latency_ms;  // one way (>= 0)
+  std::optional<double> link_mbps;        // bandwidth (> 0)
   bool remote() const { return !address.empty(); }
 
   friend bool operator==(const DeviceConfig&, const DeviceConfig&) = default;
@@ -96,6 +99,9 @@ struct PolicyConfig {
   std::string high_level = "search";  // whole | capability | balanced | lp | search
   std::string low_level = "sel";        // any name policy::LowLevelPolicyNames() lists
   int stages = 0;                       // balanced: partitions per model (0..64); 0 = number of PUs
+  // Which device each model goes to: round_robin | transfer_aware | auto
+  // (= transfer_aware when some device is remote, else round_robin).
+  std::string device_placement = "auto";
 
   friend bool operator==(const PolicyConfig&, const PolicyConfig&) = default;
 };

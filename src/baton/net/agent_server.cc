@@ -102,6 +102,7 @@ class AgentServer::Impl final : public pb::Agent::Service {
   grpc::Status Execute(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* stream) override;
   grpc::Status Stats(grpc::ServerContext* context, const pb::StatsRequest* request, pb::StatsReply* reply) override;
+  grpc::Status Echo(grpc::ServerContext* context, const pb::EchoRequest* request, pb::EchoReply* reply) override;
 
  private:
   // One loaded partition (the key of `partitions_` is its handle).
@@ -280,6 +281,13 @@ void AgentServer::Impl::Shutdown() {
   if (ticker_.joinable()) ticker_.join();
   if (shell_) shell_->Stop();
   ReapPrepareThreads(/*all=*/true);
+}
+
+grpc::Status AgentServer::Impl::Echo(grpc::ServerContext* context, const pb::EchoRequest* request,
+                                     pb::EchoReply* reply) {
+  if (grpc::Status auth = CheckAuth(context); !auth.ok()) return auth;
+  reply->set_received(static_cast<int64_t>(request->payload().size()));
+  return grpc::Status::OK;
 }
 
 grpc::Status AgentServer::Impl::CheckAuth(const grpc::ServerContext* context) {

@@ -160,6 +160,41 @@ absl::StatusOr<pb::StatsReply> GrpcRemoteDevice::Stats() {
   return reply;
 }
 
+absl::StatusOr<GrpcRemoteDevice::Link> GrpcRemoteDevice::MeasureLink(int64_t probe_bytes) {
+  auto echo = [&](const std::string& payload) -> absl::StatusOr<double> {
+    grpc::ClientContext context;
+    AddAuth(context);
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    pb::EchoRequest request;
+    request.set_payload(payload);
+    pb::EchoReply reply;
+    const auto t0 = std::chrono::steady_clock::now();
+    grpc::Status s = stub_->Echo(&context, request, &reply);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (!s.ok()) return FromGrpc(s, absl::StrCat("device '", options_.name, "': link probe"));
+    return ms;
+  };
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::vector<double> small, large;
+  for (int i = 0; i < 5; ++i) {
+    BATON_ASSIGN_OR_RETURN(double ms, echo(""));
+    small.push_back(ms);
+  }
+  const std::string payload(static_cast<size_t>(std::max<int64_t>(probe_bytes, 1)), 'x');
+  for (int i = 0; i < 3; ++i) {
+    BATON_ASSIGN_OR_RETURN(double ms, echo(payload));
+    large.push_back(ms);
+  }
+  Link link;
+  link.rtt_ms = median(small);
+  const double transfer_ms = std::max(median(large) - link.rtt_ms, 1e-3);
+  link.mbps = static_cast<double>(payload.size()) * 8.0 / (transfer_ms * 1000.0);
+  return link;
+}
+
 Time GrpcRemoteDevice::Now() const { return events_.now ? events_.now() : Time(Duration(SteadyNanos())); }
 
 std::optional<std::string> GrpcRemoteDevice::HandleFor(const dispatch::Assignment& a) const {

@@ -97,6 +97,14 @@ class GrpcRemoteDevice : public runtime::RemoteDevice {
   // One Stats RPC.
   absl::StatusOr<pb::StatsReply> Stats();
 
+  // The link to the agent, measured with Echo: the median round trip of an
+  // empty call, and the bandwidth of `probe_bytes` sent on top of it.
+  struct Link {
+    double rtt_ms = 0;
+    double mbps = 0;
+  };
+  absl::StatusOr<Link> MeasureLink(int64_t probe_bytes = int64_t{256} << 10);
+
   // runtime::RemoteDevice
   void Submit(dispatch::Assignment assignment) override;
   void Start(runtime::RemoteDeviceEvents events) override;
