@@ -1,0 +1,217 @@
+// Internal to src/baton/net: the AgentServer's implementation class, shared by
+// agent_server.cc (serving, streams, stats) and agent_load.cc (the Load path:
+// untrusted-partition checks and session creation). Not a public header.
+#pragma once
+
+#include "baton/net/agent_server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <shared_mutex>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "baton/agent/v1/agent.grpc.pb.h"
+#include "baton/core/dtype.h"
+#include "baton/core/hash.h"
+#include "baton/graph/extract.h"
+#include "baton/graph/model.h"
+#include "baton/policy/latency_model.h"
+#include "baton/policy/policy.h"
+#include "baton/runtime/device_shell.h"
+
+namespace baton::net {
+namespace agent_internal {
+
+inline constexpr char kVersion[] = "0.1";
+// How often waits that cannot be woken by gRPC (a client cancelling a Load or a
+// draining stream) look at the call's state again.
+inline constexpr std::chrono::milliseconds kPollInterval{100};
+// How long Shutdown lets open calls finish before gRPC cancels them.
+inline constexpr std::chrono::seconds kShutdownGrace{2};
+
+inline grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+// Changes on every start, so a client can tell that the agent's cache is empty.
+inline std::string RandomInstance() {
+  std::random_device device;
+  std::seed_seq seed{device(), device(), device(), device(),
+                     static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count())};
+  std::mt19937_64 rng(seed);
+  return absl::StrCat(absl::Hex(rng(), absl::kZeroPad16), absl::Hex(rng(), absl::kZeroPad16));
+}
+
+// The Submodel that is the whole (loaded partition) model: what the HL side
+// extracted and sent is exactly one partition.
+inline graph::Submodel WholeSubmodel(const graph::Model& model) {
+  graph::Submodel sub;
+  sub.interface.inputs = model.inputs();
+  sub.interface.outputs = model.outputs();
+  sub.nodes = model.topo_order();
+  sub.onnx_bytes = model.SerializeToString();
+  return sub;
+}
+
+// Sessions of one Load, created on a thread of their own so the RPC can give
+// up after load_timeout; the thread keeps the task alive and finishes it.
+struct PrepareTask {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;  // guarded by mu
+  std::vector<absl::StatusOr<std::unique_ptr<backend::PreparedPartition>>> results;  // guarded by mu; per job
+};
+
+}  // namespace agent_internal
+
+
+using namespace agent_internal;  // NOLINT: this internal header's own helpers
+
+class AgentServer::Impl final : public pb::Agent::Service {
+ public:
+  Impl(AgentOptions options, std::vector<AgentPu> pus, ServerSecurity security)
+      : options_(std::move(options)),
+        pus_(std::move(pus)),
+        security_(std::move(security)),
+        instance_(RandomInstance()),
+        epoch_(std::chrono::steady_clock::now()),
+        allowed_ops_(options_.allowed_ops.begin(), options_.allowed_ops.end()) {}
+
+  ~Impl() override { Shutdown(); }
+
+  absl::Status Init();
+  void Shutdown();
+  pb::StatsReply MakeStats() const;
+
+  int port() const { return port_; }
+  const std::string& address() const { return address_; }
+  const std::string& notice() const { return security_.notice; }
+
+  grpc::Status Hello(grpc::ServerContext* context, const pb::HelloRequest* request, pb::HelloReply* reply) override;
+  grpc::Status Load(grpc::ServerContext* context, grpc::ServerReader<pb::LoadChunk>* reader,
+                    pb::LoadReply* reply) override;
+  grpc::Status Unload(grpc::ServerContext* context, const pb::UnloadRequest* request,
+                      pb::UnloadReply* reply) override;
+  grpc::Status Execute(grpc::ServerContext* context,
+                       grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* stream) override;
+  grpc::Status Stats(grpc::ServerContext* context, const pb::StatsRequest* request, pb::StatsReply* reply) override;
+  grpc::Status Echo(grpc::ServerContext* context, const pb::EchoRequest* request, pb::EchoReply* reply) override;
+
+ private:
+  // One loaded partition (the key of `partitions_` is its handle).
+  struct Partition {
+    std::string name;
+    ModelId model;
+    std::shared_ptr<const graph::Model> graph;
+    std::vector<std::unique_ptr<backend::PreparedPartition>> prepared;  // the runners point into these
+    std::vector<int32_t> capable;                                       // PU indices
+    std::vector<std::pair<std::string, ElemType>> inputs;               // what an assignment must feed
+  };
+
+  // Something the writer of a stream sends: a completion from the shell
+  // (converted on the writer thread, not under the shell's mutex) or a ready
+  // message (pong, immediate rejection).
+  struct OutItem {
+    std::optional<dispatch::Completion> completion;
+    uint64_t hl_id = 0;
+    Time arrival{};
+    pb::ExecuteOut message;
+  };
+
+  struct Stream {
+    grpc::ServerContext* context = nullptr;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<OutItem> outbox;  // guarded by mu
+    size_t in_flight = 0;        // guarded by mu; submitted, not yet answered by the shell
+    bool closed = false;         // guarded by mu; the writer stops, later completions are discarded
+    bool draining = false;       // guarded by mu; the client half-closed: finish once all is answered
+  };
+
+  struct InFlight {
+    std::shared_ptr<Stream> stream;
+    uint64_t hl_id = 0;
+    Time arrival{};
+  };
+
+  grpc::Status CheckAuth(const grpc::ServerContext* context);
+  absl::StatusOr<pb::LoadReply> DoLoad(grpc::ServerContext* context, grpc::ServerReader<pb::LoadChunk>* reader);
+  absl::Status CheckOps(const graph::Model& model, const std::string& what) const;
+  // Creates the sessions of `model` for the capable PUs (updating `capable` for
+  // PUs whose Prepare fails) within load_timeout.
+  absl::StatusOr<std::vector<std::unique_ptr<backend::PreparedPartition>>> PrepareAll(
+      grpc::ServerContext* context, std::shared_ptr<const graph::Model> model, const std::string& what,
+      std::vector<bool>& capable, std::vector<const backend::PreparedPartition*>& runner_of_pu);
+  void ReapPrepareThreads(bool all);
+
+  grpc::Status ReadLoop(grpc::ServerContext* context, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw,
+                        const std::shared_ptr<Stream>& stream);
+  void WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
+  bool WriteItem(OutItem& item, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
+  void HandleAssignment(const pb::Assignment& in, const std::shared_ptr<Stream>& stream);
+  void Reject(Stream& stream, uint64_t hl_id, const absl::Status& status);
+  void OnCompletions(std::vector<dispatch::Completion> completions);  // the shell's sink
+  void TickLoop();
+
+  const AgentOptions options_;
+  const std::vector<AgentPu> pus_;
+  const ServerSecurity security_;
+  const std::string instance_;
+  const std::chrono::steady_clock::time_point epoch_;
+  const std::set<std::string> allowed_ops_;
+  int port_ = 0;
+  std::string address_;
+
+  runtime::RunnerTable runners_;
+  std::unique_ptr<policy::OnlineLatencyModel> latency_;
+
+  mutable std::shared_mutex partitions_mu_;
+  std::map<std::string, std::unique_ptr<Partition>> partitions_;  // guarded by partitions_mu_; by handle
+  // Unloaded partitions: queued work may still hold their runners until Shutdown.
+  std::vector<std::unique_ptr<Partition>> graveyard_;  // guarded by partitions_mu_
+  std::atomic<uint32_t> next_model_{0};
+
+  std::mutex prepare_mu_;
+  std::vector<std::pair<std::shared_ptr<PrepareTask>, std::thread>> prepare_threads_;  // guarded by prepare_mu_
+
+  std::mutex inflight_mu_;  // lock order: shell mutex, inflight_mu_, Stream::mu
+  absl::flat_hash_map<uint32_t, InFlight> inflight_;  // guarded by inflight_mu_; by agent AssignmentId
+  std::atomic<uint32_t> next_assignment_{0};
+  std::atomic<uint32_t> next_request_{0};
+
+  mutable std::mutex streams_mu_;
+  std::set<std::shared_ptr<Stream>> streams_;  // guarded by streams_mu_; open Execute streams
+  bool shut_down_ = false;                     // guarded by streams_mu_
+  std::atomic<bool> stopping_{false};
+
+  std::mutex tick_mu_;
+  std::condition_variable tick_cv_;
+  bool tick_stop_ = false;   // guarded by tick_mu_
+  bool tick_poked_ = false;  // guarded by tick_mu_
+  std::thread ticker_;
+
+  std::atomic<uint64_t> loads_{0}, loads_rejected_{0}, assignments_{0}, completions_ok_{0},
+      completions_failed_{0}, dropped_deadline_{0}, auth_failures_{0};
+
+  // Declared last: destroyed first (the shell's workers read the runners and
+  // call the sink; the server's handlers use everything above).
+  std::unique_ptr<runtime::DeviceShell> shell_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+}  // namespace baton::net
