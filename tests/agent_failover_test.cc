@@ -23,6 +23,7 @@
 #include "baton/runtime/runtime.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
+#include "zoo_case.h"
 
 namespace baton {
 namespace {
@@ -34,35 +35,9 @@ using runtime::Deployment;
 using runtime::HighLevelPolicy;
 using testing::AgentProcess;
 
-struct ZooCase {
-  std::shared_ptr<const graph::Model> model;
-  std::vector<dispatch::NamedTensors> inputs;
-  std::vector<dispatch::NamedTensors> expected;
-};
-
-ZooCase LoadZoo(const std::string& name, int samples) {
-  ZooCase c;
-  auto bytes = zoo::Generate(name, /*small=*/true);
-  EXPECT_TRUE(bytes.ok()) << bytes.status();
-  auto model = graph::Model::LoadBytes(*bytes, name);
-  EXPECT_TRUE(model.ok()) << model.status();
-  c.model = *model;
-  for (int s = 0; s < samples; ++s) {
-    auto in = verify::RandomInputs(*c.model, 100 + s);
-    EXPECT_TRUE(in.ok()) << in.status();
-    auto out = verify::RunWholeModel(*c.model, *in);
-    EXPECT_TRUE(out.ok()) << out.status();
-    c.inputs.push_back(std::move(*in));
-    c.expected.push_back(std::move(*out));
-  }
-  return c;
-}
-
-dispatch::NamedTensors CloneAll(const dispatch::NamedTensors& t) {
-  dispatch::NamedTensors out;
-  for (const auto& [n, v] : t) out.emplace_back(n, v.Clone());
-  return out;
-}
+using testing::CloneAll;
+using testing::LoadZoo;
+using testing::ZooCase;
 
 bool SameOutputs(const dispatch::NamedTensors& expected, const dispatch::NamedTensors& actual, std::string& why) {
   if (expected.size() != actual.size()) {

@@ -22,6 +22,7 @@
 #include "baton/runtime/deployment.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
+#include "zoo_case.h"
 #include "dispatch_test_util.h"
 
 namespace baton::runtime {
@@ -278,35 +279,9 @@ TEST(Runtime, TenThousandRequestsAreEachAnsweredExactlyOnce) {
 
 // ---- Partitioned execution on the zoo, against whole-model ONNX Runtime ----
 
-struct ZooCase {
-  std::shared_ptr<const graph::Model> model;
-  std::vector<dispatch::NamedTensors> inputs;
-  std::vector<dispatch::NamedTensors> expected;
-};
-
-ZooCase LoadZoo(const std::string& name, int samples) {
-  ZooCase c;
-  auto bytes = zoo::Generate(name, /*small=*/true);
-  EXPECT_TRUE(bytes.ok()) << bytes.status();
-  auto model = graph::Model::LoadBytes(*bytes, name);
-  EXPECT_TRUE(model.ok()) << model.status();
-  c.model = *model;
-  for (int s = 0; s < samples; ++s) {
-    auto in = verify::RandomInputs(*c.model, 100 + s);
-    EXPECT_TRUE(in.ok()) << in.status();
-    auto out = verify::RunWholeModel(*c.model, *in);
-    EXPECT_TRUE(out.ok()) << out.status();
-    c.inputs.push_back(std::move(*in));
-    c.expected.push_back(std::move(*out));
-  }
-  return c;
-}
-
-dispatch::NamedTensors CloneAll(const dispatch::NamedTensors& in) {
-  dispatch::NamedTensors out;
-  for (const auto& [n, t] : in) out.emplace_back(n, t.Clone());
-  return out;
-}
+using testing::CloneAll;
+using testing::LoadZoo;
+using testing::ZooCase;
 
 // Runs `rounds` requests per sample through a runtime over `deployment` with
 // PUs `pus` (a subset of the deployment's) and checks every output.

@@ -769,22 +769,33 @@ absl::Status ValidateAgentDevice(const DeviceConfig& device) {
 
 }  // namespace
 
-absl::StatusOr<RunConfig> ParseRunConfig(std::string_view yaml, const std::string& source) {
+// Parses one YAML document with `parse` (a Parser member) and checks it with
+// `validate`; every error is prefixed with `source`. No exception leaves.
+template <typename T, typename Parse, typename Check>
+absl::StatusOr<T> ParseDocument(std::string_view yaml, const std::string& source, const char* what,
+                                const char* doc, Parse parse, Check validate) {
   try {
     const YAML::Node root = YAML::Load(std::string(yaml));
     Parser parser(source);
-    BATON_ASSIGN_OR_RETURN(RunConfig config, parser.Parse(root));
-    if (absl::Status status = Validate(config); !status.ok()) {
+    BATON_ASSIGN_OR_RETURN(T value, parse(parser, root));
+    if (absl::Status status = validate(value); !status.ok()) {
       return absl::Status(status.code(), absl::StrCat(source, ": ", status.message()));
     }
-    return config;
+    return value;
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", YamlErrorLocation(e.mark), "invalid YAML: ", e.msg,
-                                                   "; fix the syntax (docs/config.md shows the format)"));
+                                                   "; fix the syntax (", doc, " shows the format)"));
   } catch (const std::exception& e) {
     // yaml-cpp may also throw e.g. std::bad_alloc; no exception leaves this module.
-    return absl::InvalidArgumentError(absl::StrCat(source, ": cannot read the configuration: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": cannot read the ", what, ": ", e.what()));
   }
+}
+
+absl::StatusOr<RunConfig> ParseRunConfig(std::string_view yaml, const std::string& source) {
+  return ParseDocument<RunConfig>(
+      yaml, source, "configuration", "docs/config.md",
+      [](Parser& p, const YAML::Node& root) { return p.Parse(root); },
+      [](const RunConfig& c) { return Validate(c); });
 }
 
 absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path) {
@@ -936,20 +947,10 @@ std::optional<std::string> ZooName(const std::string& path) {
 }
 
 absl::StatusOr<DeviceConfig> ParseAgentConfig(std::string_view yaml, const std::string& source) {
-  try {
-    const YAML::Node root = YAML::Load(std::string(yaml));
-    Parser parser(source);
-    BATON_ASSIGN_OR_RETURN(DeviceConfig device, parser.ParseAgent(root));
-    if (absl::Status status = ValidateAgentDevice(device); !status.ok()) {
-      return absl::Status(status.code(), absl::StrCat(source, ": ", status.message()));
-    }
-    return device;
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", YamlErrorLocation(e.mark), "invalid YAML: ", e.msg,
-                                                   "; fix the syntax (docs/agent.md shows the format)"));
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": cannot read the agent configuration: ", e.what()));
-  }
+  return ParseDocument<DeviceConfig>(
+      yaml, source, "agent configuration", "docs/agent.md",
+      [](Parser& p, const YAML::Node& root) { return p.ParseAgent(root); },
+      [](const DeviceConfig& d) { return ValidateAgentDevice(d); });
 }
 
 absl::StatusOr<DeviceConfig> LoadAgentConfig(const std::string& path) {
