@@ -19,6 +19,7 @@ struct GrpcRemoteDevice::Stream {
   std::atomic<int64_t> last_heard_ns{0};
   std::thread reader;
   std::thread writer;
+  bool finished = false;  // Finish was called (by whoever reaps the stream)
 };
 
 namespace {
@@ -265,8 +266,17 @@ void GrpcRemoteDevice::Stop() {
       s->closed = true;
     }
     s->cv.notify_all();
-    if (s->reader.joinable()) s->reader.join();
-    if (s->writer.joinable()) s->writer.join();
+    Reap(*s);
+  }
+}
+
+void GrpcRemoteDevice::Reap(Stream& stream) {
+  if (stream.reader.joinable()) stream.reader.join();
+  if (stream.writer.joinable()) stream.writer.join();
+  // Both threads are done with the call: collect its status so gRPC can free it.
+  if (stream.rw && !stream.finished) {
+    stream.finished = true;
+    (void)stream.rw->Finish();
   }
 }
 
@@ -465,10 +475,7 @@ void GrpcRemoteDevice::SupervisorLoop() {
         it = retired_.erase(it);
       }
     }
-    for (auto& s : reap) {  // threads of lost streams end once cancelled
-      if (s->reader.joinable()) s->reader.join();
-      if (s->writer.joinable()) s->writer.join();
-    }
+    for (auto& s : reap) Reap(*s);  // threads of lost streams end once cancelled
     Deliver(std::move(bounced));
     if (stream) {
       const int64_t silent_ns = SteadyNanos() - stream->last_heard_ns.load();

@@ -134,6 +134,8 @@ class GrpcRemoteDevice : public runtime::RemoteDevice {
   void ReaderLoop(std::shared_ptr<Stream> stream);
   void WriterLoop(std::shared_ptr<Stream> stream);
   void SupervisorLoop();
+  // Joins a retired stream's threads and finishes its call (mu_ not held).
+  void Reap(Stream& stream);
   // Marks the agent lost (once per connection) and hands back in-flight work.
   void Lose(const std::shared_ptr<Stream>& stream, const std::string& why);
   void Deliver(std::vector<dispatch::Assignment> returned);
