@@ -149,6 +149,74 @@ TEST_F(HighLevelTest, DiamondRunsInDataflowOrderAndFinishesWithAllOutputs) {
   EXPECT_EQ(hl_.stats().assignments_sent, 4u);
 }
 
+// Device loss (a remote agent): ready partitions avoid an unavailable device
+// and go to their first available fallback, without the primary's fixed PU;
+// assignments the lost device hands back are sent again with the same id;
+// with no device left the request fails with Unavailable.
+TEST(HighLevelFailoverTest, UnavailableDevicesAreAvoidedAndReturnedWorkIsReissued) {
+  ModelGraph g = Diamond();
+  for (PartitionNode& p : g.partitions) p.fallback_devices = {p.device == DeviceId(0) ? DeviceId(1) : DeviceId(0)};
+  HighLevelCore hl;
+  ASSERT_TRUE(hl.AddModel(ModelId(7), g).ok());
+
+  HighLevelActions out = hl.OnRequest(RequestId(1), ModelId(7), Named({{"x", 5}}), {}, kTimeZero);
+  ASSERT_EQ(out.assignments.size(), 1u);
+  Assignment p0 = std::move(out.assignments[0].assignment);
+  // Device 0 is lost while p0 runs there: it hands p0 back.
+  hl.SetDeviceAvailable(DeviceId(0), false);
+  EXPECT_FALSE(hl.device_available(DeviceId(0)));
+  const AssignmentId p0_id = p0.id;
+  std::vector<Assignment> back;
+  back.push_back(std::move(p0));
+  out = hl.OnReturned(std::move(back), DeviceId(0), Ms(1));
+  ASSERT_EQ(out.assignments.size(), 1u);
+  EXPECT_EQ(out.assignments[0].device, DeviceId(1));
+  EXPECT_EQ(out.assignments[0].assignment.id, p0_id);  // same id: a late answer is a duplicate
+  EXPECT_EQ(hl.stats().reissued, 1u);
+
+  // p1 (primary device 0, fixed PU 1) now goes to device 1 without its fixed PU.
+  out = hl.OnCompletion(Ok(out.assignments[0].assignment, Named({{"a", 6}})), Ms(2));
+  ASSERT_EQ(out.assignments.size(), 2u);
+  for (const SendAssignment& send : out.assignments) {
+    EXPECT_EQ(send.device, DeviceId(1));
+    EXPECT_EQ(send.assignment.fixed_pu, std::nullopt);
+  }
+  EXPECT_EQ(hl.stats().rerouted, 1u);
+  // A late answer for p0 from the lost device is ignored.
+  Assignment ghost;
+  ghost.id = p0_id;
+  ghost.request = RequestId(1);
+  ghost.model = ModelId(7);
+  ghost.partition = PartitionId(0);
+  const uint64_t ignored = hl.stats().completions_ignored;
+  (void)hl.OnCompletion(Ok(ghost, Named({{"a", 6}})), Ms(3));
+  EXPECT_EQ(hl.stats().completions_ignored, ignored + 1);
+
+  // Device 1 is lost too: what it hands back has nowhere to go.
+  hl.SetDeviceAvailable(DeviceId(1), false);
+  std::vector<Assignment> both;
+  for (SendAssignment& send : out.assignments) both.push_back(std::move(send.assignment));
+  out = hl.OnReturned(std::move(both), DeviceId(1), Ms(4));
+  EXPECT_TRUE(out.assignments.empty());
+  ASSERT_EQ(out.finished.size(), 1u);
+  EXPECT_EQ(out.finished[0].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(hl.in_flight(), 0u);
+
+  // Back again: new requests run on device 0.
+  hl.SetDeviceAvailable(DeviceId(0), true);
+  hl.SetDeviceAvailable(DeviceId(1), true);
+  out = hl.OnRequest(RequestId(2), ModelId(7), Named({{"x", 1}}), {}, Ms(5));
+  ASSERT_EQ(out.assignments.size(), 1u);
+  EXPECT_EQ(out.assignments[0].device, DeviceId(0));
+  // No device at all for a new request: Unavailable at once.
+  hl.SetDeviceAvailable(DeviceId(0), false);
+  hl.SetDeviceAvailable(DeviceId(1), false);
+  out = hl.OnRequest(RequestId(3), ModelId(7), Named({{"x", 1}}), {}, Ms(6));
+  ASSERT_EQ(out.finished.size(), 1u);
+  EXPECT_EQ(out.finished[0].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(out.finished[0].status.message().find("diamond.p0"), std::string::npos);
+}
+
 TEST_F(HighLevelTest, TensorsMoveAndAreClonedOnlyForExtraReaders) {
   Tensor x = Scalar(1);
   const std::byte* x_buffer = x.bytes().data();
