@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it: dependencies, third-party test models,
 # an optimised build with warnings as errors and all tests, then the unit tests
 # again under AddressSanitizer + UndefinedBehaviorSanitizer, then the tests of the
-# threaded runtime under ThreadSanitizer.
+# threaded runtime and of the remote agents under ThreadSanitizer.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -39,11 +39,17 @@ case "$used" in
 esac
 
 echo "== ThreadSanitizer build and the tests that run threads"
-# Only runtime_test (the threaded runtime shell, with 1-thread ONNX Runtime
+# runtime_test (the threaded runtime shell, with 1-thread ONNX Runtime
 # sessions). ort_baseline_test is left out: its 2-thread sessions give reports
 # inside libonnxruntime's thread pool, which is not instrumented and could only
 # be suppressed as a whole library. TSAN_OPTIONS (halt_on_error=1) come from the
 # tsan test preset: any report fails the test.
 cmake --preset tsan >/dev/null
-cmake --build --preset tsan -j "$jobs" --target runtime_test
+cmake --build --preset tsan -j "$jobs" --target runtime_test port_contract_test agent_failover_test
 ctest --preset tsan -j "$jobs" -R '^(Runtime|Deployment|Zoo/ZooRuntimeTest)\.'
+# The remote device and the agent (gRPC): Debian's gRPC and abseil are not
+# built with TSan, so races inside those libraries are suppressed
+# (tests/tsan_net.supp); baton's own code is still checked.
+for t in port_contract_test agent_failover_test; do
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" build/tsan/tests/$t
+done

@@ -44,21 +44,25 @@ struct Seen {
   std::map<uint32_t, bool> returned;
   std::map<uint32_t, bool> has_y;
   int inside_submit = 0;
-  bool in_submit = false;  // set by the harness around Submit
+  // Set by the harness around Submit: an answer on this thread while it is
+  // set came from inside Submit (another thread answering meanwhile is fine).
+  bool in_submit = false;
+  std::thread::id submitter;
+  bool InsideSubmit() const { return in_submit && std::this_thread::get_id() == submitter; }
 
   void Answer(const Completion& c) {
     std::lock_guard lock(mu);
     ++resolved[c.id.value];
     code[c.id.value] = c.status.code();
     has_y[c.id.value] = dispatch::FindTensor(c.outputs, "y") != nullptr;
-    if (in_submit) ++inside_submit;
+    if (InsideSubmit()) ++inside_submit;
     cv.notify_all();
   }
   void Return(const Assignment& a) {
     std::lock_guard lock(mu);
     ++resolved[a.id.value];
     returned[a.id.value] = true;
-    if (in_submit) ++inside_submit;
+    if (InsideSubmit()) ++inside_submit;
     cv.notify_all();
   }
   size_t total() {
@@ -92,6 +96,7 @@ class Harness {
     {
       std::lock_guard lock(seen.mu);
       seen.in_submit = true;
+      seen.submitter = std::this_thread::get_id();
     }
     port()->Submit(std::move(a));
     std::lock_guard lock(seen.mu);
