@@ -7,14 +7,16 @@
 //     completions from its mailbox, runs the HL core, hands assignments to the
 //     devices' ports, ticks every core at its NextExpiry, and calls the
 //     clients' callbacks;
-//   * each device's LL core sits behind that device's mutex. The port
-//     (LocalPort::Submit) runs OnAssignment under it on the dispatcher thread;
-//     a PU worker runs OnPuFinished under it on its own thread when a run ends;
-//   * one worker thread per PU, pinned to its core(s) when the PU says so, runs
-//     one partition at a time. An emulated PU whose charged time is longer than
-//     the call sleeps (costs no CPU) until the charged end.
-// Completions go from the LL side to the dispatcher's mailbox (never into the
-// HL core directly), so the HL core is only ever touched by one thread.
+//   * each local device is a DeviceShell (device_shell.h): its LL core behind
+//     the device's mutex, Submit runs OnAssignment under it on the dispatcher
+//     thread, and one worker thread per PU (pinned when the PU says so) runs
+//     one partition at a time and reports it under the mutex;
+//   * each remote device is a RemoteDevice (a `baton agent`, see net/): it
+//     delivers completions, hands back the work of a lost agent, and reports
+//     reachability from its own threads. The dispatcher re-routes that work
+//     through the HL core (OnReturned, SetDeviceAvailable).
+// Everything from the LL side goes to the dispatcher's mailbox (never into
+// the HL core directly), so the HL core is only ever touched by one thread.
 // Lock order: device mutex, then mailbox mutex; nothing is called while the
 // mailbox mutex is held.
 //
