@@ -237,9 +237,11 @@ TEST(AgentFailoverTest, KillingAnAgentMidLoadLosesAndDuplicatesNothing) {
     EXPECT_EQ(static_cast<int>(r.answers.size()), total);
     for (const auto& [id, n] : r.answers) EXPECT_EQ(n, 1) << "request " << id;
     const runtime::RuntimeStats stats = cluster.rt().stats();
-    EXPECT_EQ(stats.status[1].lost, 1u);
+    // At least the kill (a heavily loaded machine may also miss a heartbeat
+    // before it; that loss is survived the same way).
+    EXPECT_GE(stats.status[1].lost, 1u);
     EXPECT_FALSE(stats.status[1].reachable);
-    EXPECT_EQ(cluster.remote(0).counters().lost, 1u);
+    EXPECT_GE(cluster.remote(0).counters().lost, 1u);
   }
 }
 
@@ -262,10 +264,10 @@ TEST(AgentFailoverTest, FrozenAgentIsDetectedAndRejoinsWhenItThaws) {
   LoadResult r = RunLoad(cluster.rt(), c, 30, 4, [&] { a.Signal(SIGSTOP); });
   EXPECT_EQ(r.ok, 30) << r.first_problem;
   for (const auto& [id, n] : r.answers) EXPECT_EQ(n, 1) << "request " << id;
-  EXPECT_EQ(cluster.remote(0).counters().lost, 1u);
+  EXPECT_GE(cluster.remote(0).counters().lost, 1u);
   a.Signal(SIGCONT);
   // Rejoins within a few reconnect periods.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (!cluster.remote(0).reachable() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -293,7 +295,7 @@ TEST(AgentFailoverTest, RestartedAgentIsReloadedAndRejoins) {
   LoadResult r1 = RunLoad(cluster.rt(), c, 10, 2, [&] { a.Restart(); });
   EXPECT_EQ(r1.ok, 10) << r1.first_problem;
   ASSERT_TRUE(a.ok()) << "could not restart the agent on its port";
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (!cluster.remote(0).reachable() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

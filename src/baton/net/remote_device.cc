@@ -208,7 +208,7 @@ std::optional<std::string> GrpcRemoteDevice::HandleFor(const dispatch::Assignmen
   return std::nullopt;
 }
 
-absl::Status GrpcRemoteDevice::OpenStream() {
+absl::Status GrpcRemoteDevice::OpenStream(bool rejoin) {
   auto stream = std::make_shared<Stream>();
   AddAuth(stream->context);
   stream->rw = stub_->Execute(&stream->context);
@@ -217,6 +217,8 @@ absl::Status GrpcRemoteDevice::OpenStream() {
     std::lock_guard lock(mu_);
     if (stopping_) return absl::CancelledError("stopping");
     stream_ = stream;
+    // Counted with the stream in place: whoever sees reachable() sees it.
+    if (rejoin) ++counters_.rejoined;
   }
   stream->reader = std::thread([this, stream] { ReaderLoop(stream); });
   stream->writer = std::thread([this, stream] { WriterLoop(stream); });
@@ -230,7 +232,7 @@ void GrpcRemoteDevice::Start(runtime::RemoteDeviceEvents events) {
     started_ = true;
     events_ = std::move(events);
   }
-  if (!OpenStream().ok()) return;
+  if (!OpenStream(/*rejoin=*/false).ok()) return;
   supervisor_ = std::thread([this] { SupervisorLoop(); });
 }
 
@@ -512,11 +514,7 @@ void GrpcRemoteDevice::SupervisorLoop() {
         if (reloaded) instance_ = hello.instance();
       }
     }
-    if (!reloaded || !OpenStream().ok()) continue;
-    {
-      std::lock_guard lock(mu_);
-      ++counters_.rejoined;
-    }
+    if (!reloaded || !OpenStream(/*rejoin=*/true).ok()) continue;
     events_.reachable(true, "");
   }
 }

@@ -129,8 +129,9 @@ class GrpcRemoteDevice : public runtime::RemoteDevice {
   void AddAuth(grpc::ClientContext& context) const;
   absl::Status Hello(std::chrono::milliseconds timeout, pb::HelloReply& reply);
   absl::StatusOr<Loaded> LoadOnAgent(const std::string& name, const std::string& bytes);
-  // Opens a new Execute stream and starts its threads (mu_ not held).
-  absl::Status OpenStream();
+  // Opens a new Execute stream and starts its threads (mu_ not held);
+  // `rejoin` counts it as a rejoin.
+  absl::Status OpenStream(bool rejoin);
   void ReaderLoop(std::shared_ptr<Stream> stream);
   void WriterLoop(std::shared_ptr<Stream> stream);
   void SupervisorLoop();
