@@ -18,6 +18,8 @@ namespace baton::profile {
 namespace {
 
 using ::testing::AllOf;
+using ::testing::DoubleNear;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 constexpr double kEps = 1e-6;
@@ -394,6 +396,11 @@ TEST(PredictTest, PipelineByHand) {
   EXPECT_NEAR(prediction->pu_busy[0], 1, kEps);
   EXPECT_NEAR(prediction->pu_busy[1], 0.5, kEps);
   EXPECT_TRUE(prediction->demand_met);
+  // Each stage runs on its one PU.
+  ASSERT_EQ(prediction->shares.size(), 1u);
+  ASSERT_EQ(prediction->shares[0].size(), 2u);
+  EXPECT_THAT(prediction->shares[0][0], ElementsAre(DoubleNear(1, kEps), DoubleNear(0, kEps)));
+  EXPECT_THAT(prediction->shares[0][1], ElementsAre(DoubleNear(0, kEps), DoubleNear(1, kEps)));
 }
 
 TEST(PredictTest, ClosedLoopIsFixedByThePredictedLatency) {
@@ -426,6 +433,12 @@ TEST(PredictTest, MeasuredRangeSharedByTwoPus) {
   EXPECT_NEAR(prediction->throughput_rps, 100 + 1000.0 / 7, kEps);  // both PUs full
   EXPECT_NEAR(prediction->pu_busy[0], 1, kEps);
   EXPECT_NEAR(prediction->pu_busy[1], 1, kEps);
+  // The split: 100/s on cpu, 1000/7 per s on npu.
+  const double total = 100 + 1000.0 / 7;
+  ASSERT_EQ(prediction->shares.size(), 1u);
+  ASSERT_EQ(prediction->shares[0].size(), 1u);
+  EXPECT_THAT(prediction->shares[0][0],
+              ElementsAre(DoubleNear(100 / total, kEps), DoubleNear(1000.0 / 7 / total, kEps)));
 }
 
 TEST(ValidatePlacementTest, AcceptsTheCoverAndRejectsAGap) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -14,6 +15,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "baton/policy/latency_model.h"
 #include "baton/policy/priority.h"
+#include "baton/policy/split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -274,7 +276,7 @@ INSTANTIATE_TEST_SUITE_P(AllPolicies, PolicyPropertyTest, ::testing::ValuesIn(Lo
 
 TEST(MakeLowLevelPolicyTest, EveryNameMakesThatPolicy) {
   EXPECT_THAT(LowLevelPolicyNames(),
-              ElementsAre("fifo", "round_robin", "fixed", "sel", "heft", "lsf", "edf", "priority"));
+              ElementsAre("fifo", "round_robin", "fixed", "sel", "share", "heft", "lsf", "edf", "priority"));
   for (const std::string& name : LowLevelPolicyNames()) EXPECT_EQ(Make(name)->name(), name);
 }
 
@@ -284,7 +286,7 @@ TEST(MakeLowLevelPolicyTest, UnknownNameListsValidNames) {
   EXPECT_EQ(policy.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(policy.status().message(), HasSubstr("'fastest'"));
   EXPECT_THAT(policy.status().message(),
-              HasSubstr("fifo, round_robin, fixed, sel, heft, lsf, edf, priority"));
+              HasSubstr("fifo, round_robin, fixed, sel, share, heft, lsf, edf, priority"));
 }
 
 TEST(MakeLowLevelPolicyTest, RejectsZeroPriorityClasses) {
@@ -496,6 +498,109 @@ TEST(SelTest, FollowsObservedLatencies) {
   EXPECT_THAT(Make("sel")->Decide(s), ElementsAre(RunOn(1, 1)));
   model.Observe(ModelId(0), PartitionId(0), PuId(1), Ms(9));  // the GPU turned out slow
   EXPECT_THAT(Make("sel")->Decide(s), ElementsAre(RunOn(1, 0)));
+}
+
+// ---------------------------------------------------------------------------
+// share
+
+// The split {pu: share} for item `item` of a SnapshotBuilder (model 0, partition = item id).
+std::shared_ptr<const PlanSplit> SplitOf(uint32_t item, std::vector<PuShare> shares) {
+  auto split = std::make_shared<PlanSplit>();
+  EXPECT_TRUE(split->Set(ModelId(0), PartitionId(item), std::move(shares)).ok());
+  return split;
+}
+
+TEST(ShareTest, NeverWaitsForAPuThePlanGivesNoShare) {
+  // npu0 busy until 3, gpu1 busy until 4, cpu2 idle. A, planned on gpu1 only:
+  // sel waits for npu0 (3 + 1 < 4 + 2), share for gpu1. B is not planned:
+  // npu0 is then free at 3 under share (B waits for it: 4 < 5) but taken
+  // until 4 under sel (a tie with cpu2 at 5, which the idle PU wins).
+  SnapshotBuilder b;
+  b.Now(0).BusyPu(0, 3).BusyPu(1, 4).IdlePu(2);
+  b.Item(1);
+  b.Latency(1, 0, 1).Latency(1, 1, 2).Latency(1, 2, 20);
+  b.Item(2);
+  b.Latency(2, 0, 1).Latency(2, 2, 5);
+  EXPECT_THAT(Decide("sel", b), ElementsAre(RunOn(2, 2)));
+  EXPECT_THAT(Decide("share", b, PolicyOptions{.split = SplitOf(1, {{PuId(1), 1.0}})}), IsEmpty());
+  // Without a split, share is sel.
+  EXPECT_THAT(Decide("share", b), ElementsAre(RunOn(2, 2)));
+}
+
+TEST(ShareTest, UsesAnIdlePuThePlanGivesNoShare) {
+  SnapshotBuilder b;
+  b.Now(0).IdlePu(0).BusyPu(1, 4);
+  b.Item(1);
+  b.Latency(1, 0, 1).Latency(1, 1, 2);
+  EXPECT_THAT(Decide("share", b, PolicyOptions{.split = SplitOf(1, {{PuId(1), 1.0}})}), ElementsAre(RunOn(1, 0)));
+}
+
+TEST(ShareTest, ASplitWhosePusCannotRunTheItemFallsBackToSel) {
+  SnapshotBuilder b;
+  b.Now(0).BusyPu(0, 2).IdlePu(1);
+  b.Item(1);
+  b.Latency(1, 0, 1).Latency(1, 1, 9);  // sel waits for pu0; the plan names pu5, which this device lacks
+  EXPECT_THAT(Decide("share", b, PolicyOptions{.split = SplitOf(1, {{PuId(5), 1.0}})}), IsEmpty());
+  EXPECT_THAT(Decide("sel", b), IsEmpty());
+}
+
+TEST(ShareTest, InvariantsHoldWithRandomSplits) {
+  std::mt19937 rng(20261126);
+  int runs = 0;
+  int differs_from_sel = 0;
+  for (int num_pus : {1, 2, 4, 8}) {
+    for (int trial = 0; trial < 300; ++trial) {
+      SCOPED_TRACE(::testing::Message() << "pus=" << num_pus << " trial=" << trial);
+      std::unique_ptr<RandomCase> c = MakeRandomCase(rng, num_pus);
+      // A random split for most (model, partition) pairs: a random subset of the PUs, random weights.
+      auto split = std::make_shared<PlanSplit>();
+      for (uint32_t model = 0; model < 3; ++model) {
+        for (uint32_t partition = 0; partition < 6; ++partition) {
+          if (std::bernoulli_distribution(0.2)(rng)) continue;
+          std::vector<PuShare> shares;
+          for (const PuState& pu : c->pus) {
+            if (std::bernoulli_distribution(0.5)(rng)) {
+              shares.push_back({pu.id, std::uniform_real_distribution<double>(0, 1)(rng)});
+            }
+          }
+          if (shares.empty()) shares.push_back({c->pus[0].id, 1.0});
+          ASSERT_TRUE(split->Set(ModelId(model), PartitionId(partition), shares).ok());
+        }
+      }
+      const PolicyOptions options{.split = split};
+      const Snapshot s = c->snapshot();
+      const std::vector<Decision> decisions = Make("share", options)->Decide(s);
+      ExpectInvariants(s, decisions);
+      EXPECT_EQ(Make("share", options)->Decide(s), decisions);
+      RandomCase shuffled = *c;
+      std::shuffle(shuffled.items.begin(), shuffled.items.end(), rng);
+      std::shuffle(shuffled.pus.begin(), shuffled.pus.end(), rng);
+      EXPECT_EQ(Make("share", options)->Decide(shuffled.snapshot()), decisions);
+      // Without a split it is sel, decision for decision.
+      EXPECT_EQ(Make("share")->Decide(s), Make("sel")->Decide(s));
+      for (const Decision& d : decisions) runs += d.kind == Decision::Kind::kRun;
+      differs_from_sel += decisions != Make("sel")->Decide(s);
+    }
+  }
+  EXPECT_GT(runs, 500);
+  EXPECT_GT(differs_from_sel, 20);  // the split changes decisions
+}
+
+TEST(PlanSplitTest, NormalizesAndRejectsBadShares) {
+  PlanSplit split;
+  ASSERT_TRUE(split.Set(ModelId(1), PartitionId(2), {{PuId(0), 3}, {PuId(4), 1}}).ok());
+  EXPECT_DOUBLE_EQ(split.ShareOf(ModelId(1), PartitionId(2), PuId(0)), 0.75);
+  EXPECT_DOUBLE_EQ(split.ShareOf(ModelId(1), PartitionId(2), PuId(4)), 0.25);
+  EXPECT_DOUBLE_EQ(split.ShareOf(ModelId(1), PartitionId(2), PuId(3)), 0);
+  EXPECT_TRUE(split.Of(ModelId(1), PartitionId(3)).empty());
+  for (const std::vector<PuShare>& bad :
+       {std::vector<PuShare>{{PuId(0), -1}}, std::vector<PuShare>{{PuId(0), 0}},
+        std::vector<PuShare>{{PuId(0), 1}, {PuId(0), 1}},
+        std::vector<PuShare>{{PuId(0), std::numeric_limits<double>::infinity()}}}) {
+    absl::Status s = split.Set(ModelId(1), PartitionId(5), bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(s.message(), HasSubstr("model 1 partition 5"));
+  }
 }
 
 // ---------------------------------------------------------------------------

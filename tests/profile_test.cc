@@ -272,7 +272,7 @@ plan::PlanFile SamplePlan() {
   f.models = {plan::PlanModel{"cls", "aa", {plan::PlanPartition{{"conv", "relu"}, {"cpu0"}, 1.5}}, 60, 1.5, 1.2},
               plan::PlanModel{"det",
                               "bb",
-                              {plan::PlanPartition{{"a", "b"}, {"npu0", "cpu0"}, 0.5},
+                              {plan::PlanPartition{{"a", "b"}, {"npu0", "cpu0"}, 0.5, {0.75, 0.25}},
                                plan::PlanPartition{{"c"}, {"cpu0"}, 0.25}},
                               63.5,
                               0.8,
@@ -302,6 +302,26 @@ TEST(PlanFileTest, MalformedPlansNameTheField) {
   EXPECT_THAT(s.message(), HasSubstr("models[1].partitions[0]"));
   EXPECT_THAT(s.message(), HasSubstr("baton plan"));
   EXPECT_THAT(plan::PlanFile::Parse("[]", "plan.json").status().message(), HasSubstr("not a baton plan"));
+}
+
+TEST(PlanFileTest, SharesAreOptionalAndChecked) {
+  const std::string text = SamplePlan().ToJson();
+  EXPECT_THAT(text, HasSubstr("\"shares\": [0.75,0.25]"));
+  // A plan without shares (written before they existed) reads with none.
+  std::string old = text;
+  const std::string shares = ", \"shares\": [0.75,0.25]";
+  old.replace(old.find(shares), shares.size(), "");
+  absl::StatusOr<plan::PlanFile> back = plan::PlanFile::Parse(old, "plan.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->models[1].partitions[0].shares.empty());
+  // One share per PU, each in [0, 1], not all 0.
+  for (const char* bad : {"[0.75]", "[0.5,\"x\"]", "[1.5,0]", "[0,0]"}) {
+    std::string broken = text;
+    broken.replace(broken.find("[0.75,0.25]"), 11, bad);
+    absl::Status s = plan::PlanFile::Parse(broken, "plan.json").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("models[1].partitions[0].shares")) << bad;
+  }
 }
 
 }  // namespace

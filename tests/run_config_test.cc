@@ -451,7 +451,7 @@ TEST(RunConfigTest, DefaultConfigIsValidForOneTwoAndFourCores) {
     EXPECT_GT(config.models[0].arrival.think_ms, 0);
     EXPECT_EQ(config.models[3].arrival.think_ms, 0);
     EXPECT_EQ(config.models[3].arrival.concurrency, 2);
-    EXPECT_EQ(config.policy, (PolicyConfig{.high_level = "search", .low_level = "sel", .stages = 0}));
+    EXPECT_EQ(config.policy, (PolicyConfig{.high_level = "search", .low_level = "share", .stages = 0}));
     EXPECT_EQ(config.run.duration_s, 8.0);
     EXPECT_EQ(config.run.warmup_s, 1.0);
     EXPECT_EQ(config.run.slices, RunSettings{}.slices);

@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "baton/config/run_config.h"
+#include "baton/policy/policy.h"
 #include "baton/trace/summary.h"
 #include "commands.h"
 #include "format.h"
@@ -408,7 +409,7 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--no-baselines", args->no_baselines, "Run baton only");
   cmd->add_option("--high-level", args->high_level, "High-level policy: whole, capability, balanced, lp, search");
   cmd->add_option("--low-level", args->low_level,
-                  "Low-level policy: fifo, round_robin, fixed, sel, heft, lsf, edf, priority");
+                  absl::StrCat("Low-level policy: ", absl::StrJoin(policy::LowLevelPolicyNames(), ", ")));
   cmd->add_option("--stages", args->stages, "Partitions per model for balanced (0 = number of PUs)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--print-config", args->print_config, "Print the effective configuration as YAML and exit");

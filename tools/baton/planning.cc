@@ -171,6 +171,13 @@ absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::
             Entry{models[m].config->priority, m, k, absl::StrCat(pm.name, ".p", k)});
       }
       pp.predicted_ms = problem.RangeMs(static_cast<int>(m), q.first, q.last, q.pus.at(0)).value_or(0);
+      // The prediction's split of this partition's runs, when it runs at all.
+      const std::vector<double>& split = prediction.shares.at(m).at(k);
+      double sum = 0;
+      for (int u : q.pus) sum += split.at(static_cast<size_t>(u));
+      if (sum > 0) {
+        for (int u : q.pus) pp.shares.push_back(split.at(static_cast<size_t>(u)) / sum);
+      }
       pm.partitions.push_back(std::move(pp));
     }
     f.models.push_back(std::move(pm));
@@ -249,6 +256,7 @@ absl::StatusOr<std::vector<runtime::DeployModel>> DeployFromPlan(const plan::Pla
       }
       dm.groups.push_back(std::move(group));
       dm.group_pus.push_back(std::move(group_pus));
+      dm.group_shares.push_back(pp.shares);
     }
     out.push_back(std::move(dm));
   }

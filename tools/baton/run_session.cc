@@ -289,6 +289,15 @@ absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const
                                           const Remotes* remotes = nullptr) {
   RuntimeBundle b;
   BATON_ASSIGN_OR_RETURN(b.latency, policy::OnlineLatencyModel::Create({}));
+  // The plan's split of each partition's runs between PUs (for `share`).
+  auto split = std::make_shared<policy::PlanSplit>();
+  for (const runtime::DeployedModel& m : deployment.models()) {
+    for (size_t p = 0; p < m.shares.size(); ++p) {
+      if (!m.shares[p].empty()) BATON_RETURN_IF_ERROR(split->Set(m.id, m.graph.partitions[p].id, m.shares[p]));
+    }
+  }
+  policy::PolicyOptions policy_options;
+  policy_options.split = std::move(split);
   std::vector<runtime::DeviceSetup> devices;
   uint32_t pu_id = 0;
   for (size_t d = 0; d < config.devices.size(); ++d) {
@@ -296,7 +305,7 @@ absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const
     dev.id = DeviceId(static_cast<uint32_t>(d));
     dev.name = config.devices[d].name;
     dev.max_queue = static_cast<size_t>(config.run.max_queue);
-    BATON_ASSIGN_OR_RETURN(dev.policy, policy::MakeLowLevelPolicy(low_level));
+    BATON_ASSIGN_OR_RETURN(dev.policy, policy::MakeLowLevelPolicy(low_level, policy_options));
     for (const config::PuConfig& pu : config.devices[d].pus) {
       runtime::PuSetup s{PuId(pu_id++), pu.name, pu.kind, {}};
       // The PU's thread runs every session call; ORT pins the pool workers (cores[1..]).

@@ -832,7 +832,7 @@ RunConfig DefaultRunConfig(int cores) {
     model.arrival.concurrency = entry.concurrency;
     model.arrival.think_ms = entry.think_ms;
   }
-  config.policy = PolicyConfig{.high_level = "search", .low_level = "sel", .stages = 0};
+  config.policy = PolicyConfig{.high_level = "search", .low_level = "share", .stages = 0};
   config.run.duration_s = kDefaultDurationS;
   config.run.warmup_s = kDefaultWarmupS;
   return config;

@@ -97,7 +97,7 @@ struct ModelConfig {
 
 struct PolicyConfig {
   std::string high_level = "search";  // whole | capability | balanced | lp | search
-  std::string low_level = "sel";        // any name policy::LowLevelPolicyNames() lists
+  std::string low_level = "share";      // any name policy::LowLevelPolicyNames() lists
   int stages = 0;                       // balanced: partitions per model (0..64); 0 = number of PUs
   // Which device each model goes to: round_robin | transfer_aware | auto
   // (= transfer_aware when some device is remote, else round_robin).

@@ -70,8 +70,10 @@ std::string PlanFile::ToJson() const {
                     ",\n     \"partitions\": [\n");
     for (size_t k = 0; k < m.partitions.size(); ++k) {
       const PlanPartition& p = m.partitions[k];
-      absl::StrAppend(&out, "       {\"pus\": ", Line(p.pus), ", \"predicted_ms\": ", Num(p.predicted_ms),
-                      ",\n        \"nodes\": ", Line(p.nodes), "}", k + 1 < m.partitions.size() ? ",\n" : "\n");
+      absl::StrAppend(&out, "       {\"pus\": ", Line(p.pus));
+      if (!p.shares.empty()) absl::StrAppend(&out, ", \"shares\": ", json(p.shares).dump());
+      absl::StrAppend(&out, ", \"predicted_ms\": ", Num(p.predicted_ms), ",\n        \"nodes\": ", Line(p.nodes), "}",
+                      k + 1 < m.partitions.size() ? ",\n" : "\n");
     }
     absl::StrAppend(&out, "     ]}", i + 1 < models.size() ? ",\n" : "\n");
   }
@@ -127,6 +129,21 @@ absl::StatusOr<PlanFile> PlanFile::Parse(std::string_view text, const std::strin
       BATON_ASSIGN_OR_RETURN(q.pus, Strings(jq["pus"], source, qpath + ".pus"));
       if (q.nodes.empty() || q.pus.empty()) return Bad(source, qpath, "needs at least one node and one PU");
       BATON_ASSIGN_OR_RETURN(q.predicted_ms, Get<double>(jq, "predicted_ms", source, qpath));
+      if (jq.contains("shares")) {
+        const json& js = jq["shares"];
+        if (!js.is_array() || js.size() != q.pus.size()) {
+          return Bad(source, qpath + ".shares", absl::StrCat("must be a list of ", q.pus.size(), " numbers, one per PU"));
+        }
+        double sum = 0;
+        for (const json& v : js) {
+          if (!v.is_number() || !(v.get<double>() >= 0) || !(v.get<double>() <= 1)) {
+            return Bad(source, qpath + ".shares", "holds something that is not a number in [0, 1]");
+          }
+          q.shares.push_back(v.get<double>());
+          sum += v.get<double>();
+        }
+        if (!(sum > 0)) return Bad(source, qpath + ".shares", "sums to 0; give at least one PU a share");
+      }
       m.partitions.push_back(std::move(q));
     }
     p.models.push_back(std::move(m));

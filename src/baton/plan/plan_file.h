@@ -1,7 +1,8 @@
 // Plan files: what `baton plan` writes and `baton run --plan` carries out.
 // A plan is a scheduling sequence in the paper's sense: each model's
 // partitions (by node names), the PUs each may run on (preferred first; the
-// `fixed` low-level policy runs it there), per PU the partitions it serves in
+// `fixed` low-level policy runs it there) and the share of its runs each of
+// them gets (the `share` low-level policy follows it), per PU the partitions it serves in
 // priority order, and what the planner predicts (throughput, latency, PU
 // load) next to the lower bounds.
 //
@@ -23,6 +24,11 @@ struct PlanPartition {
   std::vector<std::string> nodes;  // node names, topological order
   std::vector<std::string> pus;    // PU names, preferred first
   double predicted_ms = 0;         // run time on pus[0]
+  // Per entry of `pus`: the fraction of this partition's runs the planner's
+  // LP puts there (sums to 1); the `share` low-level policy follows it.
+  // Empty when the plan gives no split (plans written before it existed, or
+  // a model the prediction serves at rate 0).
+  std::vector<double> shares = {};
 
   friend bool operator==(const PlanPartition&, const PlanPartition&) = default;
 };

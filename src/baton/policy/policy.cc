@@ -15,6 +15,7 @@
 #include "baton/policy/priority.h"
 #include "baton/policy/round_robin.h"
 #include "baton/policy/sel.h"
+#include "baton/policy/share.h"
 
 namespace baton::policy {
 namespace {
@@ -34,6 +35,7 @@ const std::vector<NamedFactory>& Factories() {
       {"round_robin", [](const PolicyOptions&) { return std::make_unique<RoundRobinPolicy>(); }},
       {"fixed", [](const PolicyOptions&) { return std::make_unique<FixedPolicy>(); }},
       {"sel", [](const PolicyOptions&) { return std::make_unique<ShortestExpectedLatencyPolicy>(); }},
+      {"share", [](const PolicyOptions& options) { return std::make_unique<SharePolicy>(options.split); }},
       {"heft", [](const PolicyOptions&) { return std::make_unique<HeftPolicy>(); }},
       {"lsf", [](const PolicyOptions&) { return std::make_unique<LeastSlackFirstPolicy>(); }},
       {"edf", [](const PolicyOptions&) { return std::make_unique<EarliestDeadlineFirstPolicy>(); }},

@@ -21,6 +21,7 @@
 #include "baton/core/ids.h"
 #include "baton/core/status.h"
 #include "baton/core/time.h"
+#include "baton/policy/split.h"
 
 namespace baton::policy {
 
@@ -93,6 +94,9 @@ class LowLevelPolicy {
 
 struct PolicyOptions {
   int priority_classes = 3;  // for `priority`; must be >= 1
+  // For `share`: the plan's split of each partition's runs between PUs
+  // (policy/split.h); null or empty = no split (then `share` is `sel`).
+  std::shared_ptr<const PlanSplit> split = nullptr;
 
   // InvalidArgument naming the field when a value is out of range.
   absl::Status Validate() const;
@@ -107,7 +111,7 @@ struct PolicyOptions {
 // call it on every Decide; the policy tests call it on random snapshots.
 absl::Status ValidateDecisions(const Snapshot& snapshot, std::span<const Decision> decisions);
 
-// Names: fifo, round_robin, fixed, sel, heft, lsf, edf, priority (one header
+// Names: fifo, round_robin, fixed, sel, share, heft, lsf, edf, priority (one header
 // each in this folder; docs/policies.md compares them). An unknown name, or
 // options that fail Validate(), is an InvalidArgument error; the unknown-name
 // message lists the valid names.

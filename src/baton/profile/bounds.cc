@@ -559,6 +559,11 @@ absl::StatusOr<Prediction> Predict(const Problem& problem, const Placement& plac
   prediction.model_rps = std::move(lp.model_rps);
   prediction.pu_busy = std::move(lp.pu_busy);
   prediction.demand_met = lp.min_met;
+  size_t unit = 0;
+  for (int m = 0; m < n_models; ++m) {
+    std::vector<std::vector<double>>& model_shares = prediction.shares.emplace_back();
+    for (size_t k = 0; k < placement.models[Idx(m)].size(); ++k) model_shares.push_back(lp.unit_share[unit++]);
+  }
   return prediction;
 }
 

@@ -109,6 +109,11 @@ struct Prediction {
   std::vector<double> latency_ms;  // per model (no queueing)
   std::vector<double> pu_busy;     // per PU
   bool demand_met = true;          // every kClosed/kRate model gets its demand
+  // Per model, per planned partition, per PU (Problem::pus order): the
+  // fraction of the partition's runs the LP puts on that PU (0 on PUs it is
+  // not listed on; sums to 1 when the model's rate is above 0, else all 0).
+  // The `share` low-level policy follows it (policy/split.h).
+  std::vector<std::vector<std::vector<double>>> shares;
 };
 // InvalidArgument (naming the model, the partition index and the PU) when
 // the placement does not cover each model's atoms in order, lists no PU, an

@@ -95,6 +95,11 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
         return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': ", m.groups.size(), " partitions but ",
                                                        m.group_pus.size(), " PU lists; give one list per partition"));
       }
+      if (!m.group_shares.empty() && m.group_shares.size() != m.group_pus.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': ", m.group_pus.size(),
+                                                       " PU lists but ", m.group_shares.size(),
+                                                       " share lists; give one per partition or none"));
+      }
       plan = partition::BuildPlan(model, m.groups);
       for (size_t gi = 0; gi < m.groups.size(); ++gi) {
         for (NodeId n : m.groups[gi]) group_of[n.value] = gi;
@@ -151,6 +156,17 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
         if (!m.other_pus) mask = listed;
         fixed_pu = m.group_pus[*gi][0];
       }
+      std::vector<policy::PuShare> shares;
+      if (!m.group_shares.empty() && gi && !m.group_shares[*gi].empty()) {
+        const std::vector<double>& given = m.group_shares[*gi];
+        if (given.size() != m.group_pus[*gi].size()) {
+          return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "' partition '", p.name, "': ",
+                                                         m.group_pus[*gi].size(), " PUs but ", given.size(),
+                                                         " shares; give one share per PU"));
+        }
+        for (size_t i = 0; i < given.size(); ++i) shares.push_back(policy::PuShare{m.group_pus[*gi][i], given[i]});
+      }
+      out.shares.push_back(std::move(shares));
       std::vector<PuId> capable;
       if (mask == 0) {
         return absl::FailedPreconditionError(absl::StrCat(

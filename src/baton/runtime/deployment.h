@@ -33,6 +33,7 @@
 #include "baton/dispatch/model_graph.h"
 #include "baton/graph/model.h"
 #include "baton/partition/plan.h"
+#include "baton/policy/split.h"
 #include "baton/runtime/runtime.h"
 
 namespace baton::runtime {
@@ -70,6 +71,9 @@ struct DeployModel {
   // and `stages` are ignored.
   std::vector<std::vector<NodeId>> groups;
   std::vector<std::vector<PuId>> group_pus;
+  // Per group (optional; empty = none): the plan's share of the group's runs
+  // for each PU of group_pus, in the same order (the `share` low-level policy).
+  std::vector<std::vector<double>> group_shares = {};
   // With group_pus: also prepare each group on the device's other PUs that
   // support it, so that an online low-level policy may move it (the listed
   // first PU stays its fixed_pu, which `fixed` follows).
@@ -87,6 +91,9 @@ struct DeployedModel {
   dispatch::ModelGraph graph;
   // Per partition (plan order): the PUs it was prepared on.
   std::vector<std::vector<PuId>> capable_pus;
+  // Per partition (plan order): the plan's split of its runs (group_shares);
+  // empty for a partition without one.
+  std::vector<std::vector<policy::PuShare>> shares = {};
 };
 
 // Called after each prepared partition: (model, partition, pu) names.

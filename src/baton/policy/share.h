@@ -1,0 +1,60 @@
+// share: sel within the plan's split of each partition's runs.
+//
+// Objective: throughput of a planned mix. The planner's LP (profile/bounds.h,
+// Predict) decides which PUs share each partition's runs — e.g. a detector's
+// convolution body on the NPU, its upsampling heads on the GPU, so that the
+// NPU, the bottleneck, does only what it is best at — and records the split
+// in the plan (`shares`). `sel` ignores it: an item waits for whichever PU
+// finishes it first, so the heads queue up on the busy NPU and the GPU idles.
+//
+// Rule: items in arrival order (seq), each placed as by `sel` (policy/sel.h:
+// the earliest projected finish; an idle PU starts it, a busy one is waited
+// for and reserved), except that a PU the plan gives no share of the item's
+// partition is a candidate only while it is idle: the item may use it now,
+// but never waits for it. A partition without a split (PolicyOptions::split
+// null or without an entry for it) is placed exactly as by `sel`; so is one
+// whose split gives no PU of this snapshot that can run it a share (a plan
+// made for other PUs).
+//
+// Example (now = 0): npu0 busy until 3 ms, gpu0 busy until 1 ms. Item A, a
+// detector head, takes 0.3 ms on npu0 and 1 ms on gpu0; the plan gives A's
+// partition gpu0 1.0 and npu0 0. sel: npu0 would finish it at 3.3 ms > gpu0's
+// 2 ms, so A waits for gpu0 either way. Had gpu0 been busy until 4 ms, sel
+// would wait for npu0 (3.3 < 5); share still waits for gpu0. Had npu0 been
+// idle, both run A on npu0 at once.
+//
+// Why not follow the split's fractions exactly (run counts per PU)? We tried:
+// the LP also gives slow PUs small fractions of a bottleneck partition (a
+// 37 ms CPU run of a detector body the NPU does in 3 ms), which keeps one of
+// a closed loop's few requests away for a long time; the measured throughput
+// fell (docs/benchmarks.md). Not waiting on unplanned PUs keeps the
+// bottleneck for its planned work and loses nothing when they are idle.
+//
+// Thread-safety: immutable; Decide may be called from any thread.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "baton/policy/placement.h"
+#include "baton/policy/policy.h"
+#include "baton/policy/split.h"
+
+namespace baton::policy {
+
+class SharePolicy : public LowLevelPolicy {
+ public:
+  // `split` may be null (then the policy is `sel`).
+  explicit SharePolicy(std::shared_ptr<const PlanSplit> split) : split_(std::move(split)) {}
+  std::string name() const override { return "share"; }
+  std::vector<Decision> Decide(const Snapshot& snapshot) const override;
+
+ private:
+  // Whether the split gives a positive share to a PU of this snapshot that can run `item`.
+  bool HasRunnableSplit(const DecisionBuilder& builder, const WorkItem& item) const;
+
+  std::shared_ptr<const PlanSplit> split_;
+};
+
+}  // namespace baton::policy
