@@ -45,18 +45,18 @@ struct AgentArgs {
 constexpr int64_t kMaxPartitionMb = int64_t{1} << 20;  // 1 TiB: far above any real partition
 
 // What Hello tells the HL side about a PU (it cuts models for the agent's PUs).
-net::pb::PuInfo PuInfoOf(const config::PuConfig& pu) {
-  net::pb::PuInfo info;
-  info.set_name(pu.name);
-  info.set_kind(pu.kind);
+net::AgentPuInfo PuInfoOf(const config::PuConfig& pu) {
+  net::AgentPuInfo info;
+  info.name = pu.name;
+  info.kind = pu.kind;
   if (pu.kind == "cpu") {
-    info.set_threads(pu.threads);
+    info.threads = pu.threads;
     return info;
   }
-  info.set_speed(pu.speed);
-  for (const auto& [op, speed] : pu.op_speed) (*info.mutable_op_speed())[op] = speed;
-  for (const std::string& op : pu.unsupported_ops) info.add_unsupported_ops(op);
-  info.set_compute(pu.compute);
+  info.speed = pu.speed;
+  for (const auto& [op, speed] : pu.op_speed) info.op_speed[op] = speed;
+  info.unsupported_ops = pu.unsupported_ops;
+  info.compute = pu.compute;
   return info;
 }
 

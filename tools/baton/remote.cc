@@ -43,16 +43,16 @@ absl::StatusOr<Remotes> ConnectRemotes(const config::RunConfig& config, const Sa
     o.security.server_name = d.server_name;
     BATON_ASSIGN_OR_RETURN(std::shared_ptr<net::GrpcRemoteDevice> device, net::GrpcRemoteDevice::Connect(o));
     std::vector<std::string> names;
-    for (const net::pb::PuInfo& info : device->hello().pus()) {
+    for (const net::AgentPuInfo& info : device->hello().pus) {
       config::PuConfig pu;
-      pu.name = absl::StrCat(d.name, "/", info.name());
-      pu.kind = info.kind();
-      pu.threads = std::max(1, info.threads());
-      if (info.kind() == "emu") {
-        pu.speed = info.speed();
-        pu.op_speed = {info.op_speed().begin(), info.op_speed().end()};
-        pu.unsupported_ops = {info.unsupported_ops().begin(), info.unsupported_ops().end()};
-        pu.compute = info.compute();
+      pu.name = absl::StrCat(d.name, "/", info.name);
+      pu.kind = info.kind;
+      pu.threads = std::max(1, info.threads);
+      if (info.kind == "emu") {
+        pu.speed = info.speed;
+        pu.op_speed = {info.op_speed.begin(), info.op_speed.end()};
+        pu.unsupported_ops = info.unsupported_ops;
+        pu.compute = info.compute;
       }
       names.push_back(pu.name);
       d.pus.push_back(std::move(pu));
@@ -69,7 +69,7 @@ absl::StatusOr<Remotes> ConnectRemotes(const config::RunConfig& config, const Sa
     }
     out.links[i] = link;
     say(absl::StrFormat("device '%s': agent '%s' at %s (%s); link %.2f ms one way, %.1f Mbit/s (%s)", d.name,
-                        device->hello().name(), d.address, absl::StrJoin(names, ", "), link.latency_ms, link.mbps,
+                        device->hello().name, d.address, absl::StrJoin(names, ", "), link.latency_ms, link.mbps,
                         link.measured ? "measured" : "from the config"));
     out.by_device[i] = std::move(device);
   }

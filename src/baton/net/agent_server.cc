@@ -110,7 +110,7 @@ grpc::Status AgentServer::Impl::Hello(grpc::ServerContext* context, const pb::He
   reply->set_version(kVersion);
   for (const AgentPu& pu : pus_) {
     pb::PuInfo* info = reply->add_pus();
-    *info = pu.info;
+    ToProto(pu.info, info);
     if (info->name().empty()) info->set_name(pu.name);
     if (info->kind().empty()) info->set_kind(pu.kind);
   }

@@ -27,11 +27,13 @@
 #include <string>
 #include <vector>
 
-#include "baton/agent/v1/agent.pb.h"
 #include "baton/backend/executor.h"
 #include "baton/core/status.h"
-#include "baton/net/codec.h"
-#include "baton/net/security.h"
+#include "baton/net/agent_types.h"
+
+namespace baton::agent::v1 {
+class StatsReply;  // generated (agent.pb.h); only net/ and its tests include it
+}  // namespace baton::agent::v1
 
 namespace baton::net {
 
@@ -40,7 +42,7 @@ namespace baton::net {
 struct AgentPu {
   std::string name;
   std::string kind;                       // "cpu" | "emu"
-  pb::PuInfo info;                        // sent in HelloReply (name/kind filled from above when empty)
+  AgentPuInfo info;                       // sent in HelloReply (name/kind filled from above when empty)
   const backend::Executor* executor = nullptr;  // borrowed; must outlive the server
   std::string share_key;                  // PUs with the same non-empty key share one prepared session
   std::vector<int> pin_cores;             // the PU's worker thread pins itself to these; empty = not pinned
@@ -78,7 +80,8 @@ class AgentServer {
   // Idempotent.
   void Shutdown();
 
-  pb::StatsReply Stats() const;
+  // What the Stats RPC answers (callers include agent.pb.h to read it).
+  agent::v1::StatsReply Stats() const;
 
  private:
   class Impl;

@@ -29,6 +29,8 @@
 #include "baton/core/hash.h"
 #include "baton/graph/extract.h"
 #include "baton/graph/model.h"
+#include "baton/net/codec.h"
+#include "baton/net/security.h"
 #include "baton/policy/latency_model.h"
 #include "baton/policy/policy.h"
 #include "baton/runtime/device_shell.h"

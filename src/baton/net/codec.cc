@@ -89,4 +89,37 @@ absl::StatusOr<std::optional<std::string>> FrameReader::Add(const pb::Frame& fra
   return std::optional<std::string>(std::move(whole));
 }
 
+void ToProto(const AgentPuInfo& info, pb::PuInfo* out) {
+  out->set_name(info.name);
+  out->set_kind(info.kind);
+  out->set_threads(info.threads);
+  out->set_speed(info.speed);
+  for (const auto& [op, speed] : info.op_speed) (*out->mutable_op_speed())[op] = speed;
+  for (const std::string& op : info.unsupported_ops) out->add_unsupported_ops(op);
+  out->set_compute(info.compute);
+}
+
+AgentPuInfo FromProto(const pb::PuInfo& proto) {
+  AgentPuInfo info;
+  info.name = proto.name();
+  info.kind = proto.kind();
+  info.threads = proto.threads();
+  info.speed = proto.speed();
+  for (const auto& [op, speed] : proto.op_speed()) info.op_speed[op] = speed;
+  info.unsupported_ops.assign(proto.unsupported_ops().begin(), proto.unsupported_ops().end());
+  info.compute = proto.compute();
+  return info;
+}
+
+AgentHello FromProto(const pb::HelloReply& proto) {
+  AgentHello hello;
+  hello.name = proto.name();
+  hello.version = proto.version();
+  for (const pb::PuInfo& pu : proto.pus()) hello.pus.push_back(FromProto(pu));
+  hello.max_partition_bytes = proto.max_partition_bytes();
+  hello.chunk_bytes = proto.chunk_bytes();
+  hello.instance = proto.instance();
+  return hello;
+}
+
 }  // namespace baton::net

@@ -1,6 +1,7 @@
 // Between the runtime's messages and the agent protocol's (proto/): tensors,
 // assignments and completions, and the framing of messages above the chunk
-// size. The only place, with the rest of net/, that sees generated protobuf.
+// size. The only place, with the rest of net/, that sees generated protobuf;
+// internal to net/ (and its tests).
 //
 // Thread-safety: pure functions; FrameReader is a value type (one per stream).
 #pragma once
@@ -14,21 +15,22 @@
 #include "baton/core/status.h"
 #include "baton/core/tensor.h"
 #include "baton/dispatch/messages.h"
+#include "baton/net/agent_types.h"
 
 namespace baton::net {
 
 namespace pb = ::baton::agent::v1;
-
-// Default limits (both ends set them explicitly on the channel / server).
-inline constexpr int64_t kDefaultChunkBytes = 1 << 20;          // 1 MiB per stream message
-inline constexpr int kMaxGrpcMessageBytes = 8 << 20;            // > chunk + headers
-inline constexpr int64_t kDefaultMaxPartitionBytes = 512 << 20;
 
 void ToProto(const std::string& name, const Tensor& tensor, pb::TensorProto* out);
 // InvalidArgument naming the tensor when the type is unknown or the data size
 // does not match the shape.
 absl::StatusOr<std::pair<std::string, Tensor>> FromProto(const pb::TensorProto& proto);
 absl::StatusOr<dispatch::NamedTensors> FromProto(const google::protobuf::RepeatedPtrField<pb::TensorProto>& protos);
+
+// Hello's description of a PU, both ways.
+void ToProto(const AgentPuInfo& info, pb::PuInfo* out);
+AgentPuInfo FromProto(const pb::PuInfo& proto);
+AgentHello FromProto(const pb::HelloReply& proto);
 
 // Splits a serialized message into frames of at most `chunk_bytes` each.
 std::vector<pb::Frame> SplitFrames(const std::string& serialized, int64_t chunk_bytes);

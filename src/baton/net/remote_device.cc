@@ -1,15 +1,115 @@
 #include "baton/net/remote_device.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/agent/v1/agent.grpc.pb.h"
 #include "baton/core/hash.h"
+#include "baton/net/codec.h"
+#include "baton/net/security.h"
 
 namespace baton::net {
 
-struct GrpcRemoteDevice::Stream {
+// The connection behind GrpcRemoteDevice: everything that touches gRPC. The
+// public class forwards to it, so no gRPC header leaves this folder.
+class GrpcRemoteDevice::Impl {
+ public:
+  static absl::StatusOr<std::unique_ptr<Impl>> Connect(RemoteDeviceOptions options);
+  ~Impl();
+
+  const AgentHello& hello() const { return hello_plain_; }
+  const std::string& name() const { return options_.name; }
+  // Global ids of the agent's PUs, in Hello order; DeviceId of this device.
+  // Before Start.
+  void Bind(DeviceId device, std::vector<runtime::PuSetup> pus, const runtime::RunnerTable* runners);
+
+  using Loaded = GrpcRemoteDevice::Loaded;
+  using Link = GrpcRemoteDevice::Link;
+  absl::StatusOr<Loaded> Load(const std::string& partition_name, const std::string& bytes);
+
+  absl::StatusOr<Link> MeasureLink(int64_t probe_bytes);
+
+  void Submit(dispatch::Assignment assignment);
+  void Start(runtime::RemoteDeviceEvents events);
+  void Stop();
+  std::vector<runtime::PuStats> pu_stats() const;
+  void ResetStats();
+  bool reachable() const;
+
+  RemoteDeviceCounters counters() const;
+  // Test hook: treats the agent as lost now, as a missed heartbeat would.
+  void SimulateLoss(const std::string& why);
+
+ private:
+  struct Stream;
+  struct Loadable {
+    std::string name;
+    std::string bytes;
+    Loaded loaded;
+  };
+
+  explicit Impl(RemoteDeviceOptions options);
+  void AddAuth(grpc::ClientContext& context) const;
+  absl::Status Hello(std::chrono::milliseconds timeout, pb::HelloReply& reply);
+  absl::StatusOr<Loaded> LoadOnAgent(const std::string& name, const std::string& bytes);
+  // Opens a new Execute stream and starts its threads (mu_ not held);
+  // `rejoin` counts it as a rejoin.
+  absl::Status OpenStream(bool rejoin);
+  void ReaderLoop(std::shared_ptr<Stream> stream);
+  void WriterLoop(std::shared_ptr<Stream> stream);
+  void SupervisorLoop();
+  // Joins a retired stream's threads and finishes its call (mu_ not held).
+  void Reap(Stream& stream);
+  // Marks the agent lost (once per connection) and hands back in-flight work.
+  void Lose(const std::shared_ptr<Stream>& stream, const std::string& why);
+  void Deliver(std::vector<dispatch::Assignment> returned);
+  Time Now() const;
+  std::optional<std::string> HandleFor(const dispatch::Assignment& a) const;
+
+  const RemoteDeviceOptions options_;
+  ClientSecurity security_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<pb::Agent::Stub> stub_;
+  pb::HelloReply hello_;      // immutable after Connect (PU list)
+  AgentHello hello_plain_;    // the same, for callers outside net/
+
+  DeviceId device_;
+  std::vector<runtime::PuSetup> pus_;
+  const runtime::RunnerTable* runners_ = nullptr;
+  runtime::RemoteDeviceEvents events_;
+
+  mutable std::mutex load_mu_;  // serialises loads; guards loads_ and instance_
+  absl::flat_hash_map<std::string, Loadable> loads_;  // by content hash
+  std::string instance_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // supervisor wake-ups
+  std::shared_ptr<Stream> stream_;  // guarded by mu_; null while lost
+  absl::flat_hash_map<AssignmentId, dispatch::Assignment> in_flight_;  // guarded by mu_
+  std::vector<dispatch::Assignment> bounced_;  // guarded by mu_; submitted while lost, to hand back
+  std::vector<std::shared_ptr<Stream>> retired_;  // guarded by mu_; lost streams whose threads are joined later
+  std::vector<Duration> busy_;      // guarded by mu_; per PU
+  std::vector<uint64_t> runs_;      // guarded by mu_
+  std::vector<uint64_t> failures_;  // guarded by mu_
+  RemoteDeviceCounters counters_;   // guarded by mu_
+  bool started_ = false;            // guarded by mu_
+  bool stopping_ = false;           // guarded by mu_
+  std::thread supervisor_;
+  std::atomic<uint64_t> ping_seq_{0};
+};
+
+struct GrpcRemoteDevice::Impl::Stream {
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReaderWriter<pb::ExecuteIn, pb::ExecuteOut>> rw;
   std::mutex mu;
@@ -50,10 +150,10 @@ int64_t SteadyNanos() {
 
 }  // namespace
 
-GrpcRemoteDevice::GrpcRemoteDevice(RemoteDeviceOptions options) : options_(std::move(options)) {}
+GrpcRemoteDevice::Impl::Impl(RemoteDeviceOptions options) : options_(std::move(options)) {}
 
-absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> GrpcRemoteDevice::Connect(RemoteDeviceOptions options) {
-  std::shared_ptr<GrpcRemoteDevice> d(new GrpcRemoteDevice(std::move(options)));
+absl::StatusOr<std::unique_ptr<GrpcRemoteDevice::Impl>> GrpcRemoteDevice::Impl::Connect(RemoteDeviceOptions options) {
+  std::unique_ptr<Impl> d(new Impl(std::move(options)));
   BATON_ASSIGN_OR_RETURN(d->security_, MakeClientSecurity(d->options_.security));
   d->channel_ =
       grpc::CreateCustomChannel(d->options_.address, d->security_.credentials, ChannelArgs(d->security_.server_name));
@@ -71,6 +171,7 @@ absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> GrpcRemoteDevice::Connect(Remo
     return absl::FailedPreconditionError(
         absl::StrCat("device '", d->options_.name, "': the agent at ", d->options_.address, " has no PUs"));
   }
+  d->hello_plain_ = FromProto(d->hello_);
   d->instance_ = d->hello_.instance();
   const size_t n = static_cast<size_t>(d->hello_.pus_size());
   d->busy_.assign(n, Duration(0));
@@ -79,13 +180,13 @@ absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> GrpcRemoteDevice::Connect(Remo
   return d;
 }
 
-GrpcRemoteDevice::~GrpcRemoteDevice() { Stop(); }
+GrpcRemoteDevice::Impl::~Impl() { Stop(); }
 
-void GrpcRemoteDevice::AddAuth(grpc::ClientContext& context) const {
+void GrpcRemoteDevice::Impl::AddAuth(grpc::ClientContext& context) const {
   if (security_.token) context.AddMetadata("authorization", "Bearer " + *security_.token);
 }
 
-absl::Status GrpcRemoteDevice::Hello(std::chrono::milliseconds timeout, pb::HelloReply& reply) {
+absl::Status GrpcRemoteDevice::Impl::Hello(std::chrono::milliseconds timeout, pb::HelloReply& reply) {
   grpc::ClientContext context;
   AddAuth(context);
   context.set_deadline(std::chrono::system_clock::now() + timeout);
@@ -97,13 +198,13 @@ absl::Status GrpcRemoteDevice::Hello(std::chrono::milliseconds timeout, pb::Hell
   return absl::OkStatus();
 }
 
-void GrpcRemoteDevice::Bind(DeviceId device, std::vector<runtime::PuSetup> pus, const runtime::RunnerTable* runners) {
+void GrpcRemoteDevice::Impl::Bind(DeviceId device, std::vector<runtime::PuSetup> pus, const runtime::RunnerTable* runners) {
   device_ = device;
   pus_ = std::move(pus);
   runners_ = runners;
 }
 
-absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::LoadOnAgent(const std::string& name,
+absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(const std::string& name,
                                                                        const std::string& bytes) {
   grpc::ClientContext context;
   AddAuth(context);
@@ -141,7 +242,7 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::LoadOnAgent(const std
   return out;
 }
 
-absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Load(const std::string& partition_name,
+absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::Load(const std::string& partition_name,
                                                                const std::string& bytes) {
   std::lock_guard lock(load_mu_);
   const std::string hash = HashHex(bytes);
@@ -151,17 +252,7 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Load(const std::strin
   return loaded;
 }
 
-absl::StatusOr<pb::StatsReply> GrpcRemoteDevice::Stats() {
-  grpc::ClientContext context;
-  AddAuth(context);
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  pb::StatsReply reply;
-  grpc::Status s = stub_->Stats(&context, pb::StatsRequest(), &reply);
-  if (!s.ok()) return FromGrpc(s, absl::StrCat("device '", options_.name, "': stats"));
-  return reply;
-}
-
-absl::StatusOr<GrpcRemoteDevice::Link> GrpcRemoteDevice::MeasureLink(int64_t probe_bytes) {
+absl::StatusOr<GrpcRemoteDevice::Link> GrpcRemoteDevice::Impl::MeasureLink(int64_t probe_bytes) {
   auto echo = [&](const std::string& payload) -> absl::StatusOr<double> {
     grpc::ClientContext context;
     AddAuth(context);
@@ -196,9 +287,9 @@ absl::StatusOr<GrpcRemoteDevice::Link> GrpcRemoteDevice::MeasureLink(int64_t pro
   return link;
 }
 
-Time GrpcRemoteDevice::Now() const { return events_.now ? events_.now() : Time(Duration(SteadyNanos())); }
+Time GrpcRemoteDevice::Impl::Now() const { return events_.now ? events_.now() : Time(Duration(SteadyNanos())); }
 
-std::optional<std::string> GrpcRemoteDevice::HandleFor(const dispatch::Assignment& a) const {
+std::optional<std::string> GrpcRemoteDevice::Impl::HandleFor(const dispatch::Assignment& a) const {
   if (runners_ == nullptr) return std::nullopt;
   for (const runtime::PuSetup& pu : pus_) {
     if (const auto* r = dynamic_cast<const RemotePartition*>(runners_->Find(a.model, a.partition, pu.id))) {
@@ -208,7 +299,7 @@ std::optional<std::string> GrpcRemoteDevice::HandleFor(const dispatch::Assignmen
   return std::nullopt;
 }
 
-absl::Status GrpcRemoteDevice::OpenStream(bool rejoin) {
+absl::Status GrpcRemoteDevice::Impl::OpenStream(bool rejoin) {
   auto stream = std::make_shared<Stream>();
   AddAuth(stream->context);
   stream->rw = stub_->Execute(&stream->context);
@@ -225,7 +316,7 @@ absl::Status GrpcRemoteDevice::OpenStream(bool rejoin) {
   return absl::OkStatus();
 }
 
-void GrpcRemoteDevice::Start(runtime::RemoteDeviceEvents events) {
+void GrpcRemoteDevice::Impl::Start(runtime::RemoteDeviceEvents events) {
   {
     std::lock_guard lock(mu_);
     if (started_) return;
@@ -236,7 +327,7 @@ void GrpcRemoteDevice::Start(runtime::RemoteDeviceEvents events) {
   supervisor_ = std::thread([this] { SupervisorLoop(); });
 }
 
-void GrpcRemoteDevice::Stop() {
+void GrpcRemoteDevice::Impl::Stop() {
   std::vector<std::shared_ptr<Stream>> streams;
   {
     std::lock_guard lock(mu_);
@@ -272,7 +363,7 @@ void GrpcRemoteDevice::Stop() {
   }
 }
 
-void GrpcRemoteDevice::Reap(Stream& stream) {
+void GrpcRemoteDevice::Impl::Reap(Stream& stream) {
   if (stream.reader.joinable()) stream.reader.join();
   if (stream.writer.joinable()) stream.writer.join();
   // Both threads are done with the call: collect its status so gRPC can free it.
@@ -282,7 +373,7 @@ void GrpcRemoteDevice::Reap(Stream& stream) {
   }
 }
 
-void GrpcRemoteDevice::Submit(dispatch::Assignment assignment) {
+void GrpcRemoteDevice::Impl::Submit(dispatch::Assignment assignment) {
   std::optional<std::string> handle = HandleFor(assignment);
   pb::ExecuteIn msg;
   std::vector<pb::Frame> frames;
@@ -335,7 +426,7 @@ void GrpcRemoteDevice::Submit(dispatch::Assignment assignment) {
   stream->cv.notify_one();
 }
 
-void GrpcRemoteDevice::WriterLoop(std::shared_ptr<Stream> stream) {
+void GrpcRemoteDevice::Impl::WriterLoop(std::shared_ptr<Stream> stream) {
   while (true) {
     pb::ExecuteIn msg;
     {
@@ -352,7 +443,7 @@ void GrpcRemoteDevice::WriterLoop(std::shared_ptr<Stream> stream) {
   }
 }
 
-void GrpcRemoteDevice::ReaderLoop(std::shared_ptr<Stream> stream) {
+void GrpcRemoteDevice::Impl::ReaderLoop(std::shared_ptr<Stream> stream) {
   FrameReader frames(std::max<int64_t>(hello_.max_partition_bytes(), kDefaultMaxPartitionBytes));
   pb::ExecuteOut out;
   while (stream->rw->Read(&out)) {
@@ -419,7 +510,7 @@ void GrpcRemoteDevice::ReaderLoop(std::shared_ptr<Stream> stream) {
   Lose(stream, "the agent closed the connection");
 }
 
-void GrpcRemoteDevice::Lose(const std::shared_ptr<Stream>& stream, const std::string& why) {
+void GrpcRemoteDevice::Impl::Lose(const std::shared_ptr<Stream>& stream, const std::string& why) {
   std::vector<dispatch::Assignment> back;
   {
     std::lock_guard lock(mu_);
@@ -443,7 +534,7 @@ void GrpcRemoteDevice::Lose(const std::shared_ptr<Stream>& stream, const std::st
   Deliver(std::move(back));
 }
 
-void GrpcRemoteDevice::Deliver(std::vector<dispatch::Assignment> returned) {
+void GrpcRemoteDevice::Impl::Deliver(std::vector<dispatch::Assignment> returned) {
   if (returned.empty()) return;
   // Oldest first, so the HL re-issues in the order it sent.
   std::sort(returned.begin(), returned.end(),
@@ -451,7 +542,7 @@ void GrpcRemoteDevice::Deliver(std::vector<dispatch::Assignment> returned) {
   events_.returned(std::move(returned));
 }
 
-void GrpcRemoteDevice::SimulateLoss(const std::string& why) {
+void GrpcRemoteDevice::Impl::SimulateLoss(const std::string& why) {
   std::shared_ptr<Stream> s;
   {
     std::lock_guard lock(mu_);
@@ -460,7 +551,7 @@ void GrpcRemoteDevice::SimulateLoss(const std::string& why) {
   if (s) Lose(s, why);
 }
 
-void GrpcRemoteDevice::SupervisorLoop() {
+void GrpcRemoteDevice::Impl::SupervisorLoop() {
   auto last_try = std::chrono::steady_clock::now() - options_.reconnect_every;
   while (true) {
     std::shared_ptr<Stream> stream;
@@ -519,7 +610,7 @@ void GrpcRemoteDevice::SupervisorLoop() {
   }
 }
 
-std::vector<runtime::PuStats> GrpcRemoteDevice::pu_stats() const {
+std::vector<runtime::PuStats> GrpcRemoteDevice::Impl::pu_stats() const {
   std::vector<runtime::PuStats> out;
   std::lock_guard lock(mu_);
   for (size_t i = 0; i < pus_.size() && i < busy_.size(); ++i) {
@@ -529,22 +620,52 @@ std::vector<runtime::PuStats> GrpcRemoteDevice::pu_stats() const {
   return out;
 }
 
-void GrpcRemoteDevice::ResetStats() {
+void GrpcRemoteDevice::Impl::ResetStats() {
   std::lock_guard lock(mu_);
   std::fill(busy_.begin(), busy_.end(), Duration(0));
   std::fill(runs_.begin(), runs_.end(), 0);
   std::fill(failures_.begin(), failures_.end(), 0);
 }
 
-bool GrpcRemoteDevice::reachable() const {
+bool GrpcRemoteDevice::Impl::reachable() const {
   std::lock_guard lock(mu_);
   return stream_ != nullptr;
 }
 
-RemoteDeviceCounters GrpcRemoteDevice::counters() const {
+RemoteDeviceCounters GrpcRemoteDevice::Impl::counters() const {
   std::lock_guard lock(mu_);
   return counters_;
 }
+
+GrpcRemoteDevice::GrpcRemoteDevice(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> GrpcRemoteDevice::Connect(RemoteDeviceOptions options) {
+  BATON_ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl, Impl::Connect(std::move(options)));
+  return std::shared_ptr<GrpcRemoteDevice>(new GrpcRemoteDevice(std::move(impl)));
+}
+
+GrpcRemoteDevice::~GrpcRemoteDevice() = default;  // ~Impl stops the threads
+
+const AgentHello& GrpcRemoteDevice::hello() const { return impl_->hello(); }
+const std::string& GrpcRemoteDevice::name() const { return impl_->name(); }
+void GrpcRemoteDevice::Bind(DeviceId device, std::vector<runtime::PuSetup> pus, const runtime::RunnerTable* runners) {
+  impl_->Bind(device, std::move(pus), runners);
+}
+absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Load(const std::string& partition_name,
+                                                                const std::string& bytes) {
+  return impl_->Load(partition_name, bytes);
+}
+absl::StatusOr<GrpcRemoteDevice::Link> GrpcRemoteDevice::MeasureLink(int64_t probe_bytes) {
+  return impl_->MeasureLink(probe_bytes);
+}
+void GrpcRemoteDevice::Submit(dispatch::Assignment assignment) { impl_->Submit(std::move(assignment)); }
+void GrpcRemoteDevice::Start(runtime::RemoteDeviceEvents events) { impl_->Start(std::move(events)); }
+void GrpcRemoteDevice::Stop() { impl_->Stop(); }
+std::vector<runtime::PuStats> GrpcRemoteDevice::pu_stats() const { return impl_->pu_stats(); }
+void GrpcRemoteDevice::ResetStats() { impl_->ResetStats(); }
+bool GrpcRemoteDevice::reachable() const { return impl_->reachable(); }
+RemoteDeviceCounters GrpcRemoteDevice::counters() const { return impl_->counters(); }
+void GrpcRemoteDevice::SimulateLoss(const std::string& why) { impl_->SimulateLoss(why); }
 
 RemoteExecutor::RemoteExecutor(std::shared_ptr<GrpcRemoteDevice> device, int pu_index, std::string pu_name,
                                std::string kind, const backend::Executor* capability)

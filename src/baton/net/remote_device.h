@@ -26,30 +26,23 @@
 // nothing); Prepare loads the partition on the agent and fails with
 // FailedPrecondition when the agent says that PU cannot run it.
 //
+// gRPC and the generated protocol stay in remote_device.cc (GrpcRemoteDevice
+// holds them behind a pointer); this header includes neither.
+//
 // Thread-safety: GrpcRemoteDevice is thread-safe (see runtime::RemoteDevice);
 // RemoteExecutor is immutable.
 #pragma once
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
+#include <cstdint>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
-#include "absl/container/flat_hash_map.h"
-#include "baton/agent/v1/agent.grpc.pb.h"
 #include "baton/backend/executor.h"
 #include "baton/core/ids.h"
 #include "baton/core/status.h"
-#include "baton/net/codec.h"
-#include "baton/net/security.h"
+#include "baton/net/agent_types.h"
 #include "baton/runtime/device_shell.h"
 #include "baton/runtime/remote_device.h"
 
@@ -80,8 +73,9 @@ class GrpcRemoteDevice : public runtime::RemoteDevice {
   static absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> Connect(RemoteDeviceOptions options);
   ~GrpcRemoteDevice() override;
 
-  const pb::HelloReply& hello() const { return hello_; }
-  const std::string& name() const { return options_.name; }
+  // What the agent said in Hello (its PUs, in order, and limits).
+  const AgentHello& hello() const;
+  const std::string& name() const;
   // Global ids of the agent's PUs, in Hello order; DeviceId of this device.
   // Before Start.
   void Bind(DeviceId device, std::vector<runtime::PuSetup> pus, const runtime::RunnerTable* runners);
@@ -93,9 +87,6 @@ class GrpcRemoteDevice : public runtime::RemoteDevice {
     std::vector<int> capable_pus;
   };
   absl::StatusOr<Loaded> Load(const std::string& partition_name, const std::string& bytes);
-
-  // One Stats RPC.
-  absl::StatusOr<pb::StatsReply> Stats();
 
   // The link to the agent, measured with Echo: the median round trip of an
   // empty call, and the bandwidth of `probe_bytes` sent on top of it.
@@ -118,60 +109,9 @@ class GrpcRemoteDevice : public runtime::RemoteDevice {
   void SimulateLoss(const std::string& why);
 
  private:
-  struct Stream;
-  struct Loadable {
-    std::string name;
-    std::string bytes;
-    Loaded loaded;
-  };
-
-  explicit GrpcRemoteDevice(RemoteDeviceOptions options);
-  void AddAuth(grpc::ClientContext& context) const;
-  absl::Status Hello(std::chrono::milliseconds timeout, pb::HelloReply& reply);
-  absl::StatusOr<Loaded> LoadOnAgent(const std::string& name, const std::string& bytes);
-  // Opens a new Execute stream and starts its threads (mu_ not held);
-  // `rejoin` counts it as a rejoin.
-  absl::Status OpenStream(bool rejoin);
-  void ReaderLoop(std::shared_ptr<Stream> stream);
-  void WriterLoop(std::shared_ptr<Stream> stream);
-  void SupervisorLoop();
-  // Joins a retired stream's threads and finishes its call (mu_ not held).
-  void Reap(Stream& stream);
-  // Marks the agent lost (once per connection) and hands back in-flight work.
-  void Lose(const std::shared_ptr<Stream>& stream, const std::string& why);
-  void Deliver(std::vector<dispatch::Assignment> returned);
-  Time Now() const;
-  std::optional<std::string> HandleFor(const dispatch::Assignment& a) const;
-
-  const RemoteDeviceOptions options_;
-  ClientSecurity security_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<pb::Agent::Stub> stub_;
-  pb::HelloReply hello_;  // immutable after Connect (PU list)
-
-  DeviceId device_;
-  std::vector<runtime::PuSetup> pus_;
-  const runtime::RunnerTable* runners_ = nullptr;
-  runtime::RemoteDeviceEvents events_;
-
-  mutable std::mutex load_mu_;  // serialises loads; guards loads_ and instance_
-  absl::flat_hash_map<std::string, Loadable> loads_;  // by content hash
-  std::string instance_;
-
-  mutable std::mutex mu_;
-  std::condition_variable cv_;  // supervisor wake-ups
-  std::shared_ptr<Stream> stream_;  // guarded by mu_; null while lost
-  absl::flat_hash_map<AssignmentId, dispatch::Assignment> in_flight_;  // guarded by mu_
-  std::vector<dispatch::Assignment> bounced_;  // guarded by mu_; submitted while lost, to hand back
-  std::vector<std::shared_ptr<Stream>> retired_;  // guarded by mu_; lost streams whose threads are joined later
-  std::vector<Duration> busy_;      // guarded by mu_; per PU
-  std::vector<uint64_t> runs_;      // guarded by mu_
-  std::vector<uint64_t> failures_;  // guarded by mu_
-  RemoteDeviceCounters counters_;   // guarded by mu_
-  bool started_ = false;            // guarded by mu_
-  bool stopping_ = false;           // guarded by mu_
-  std::thread supervisor_;
-  std::atomic<uint64_t> ping_seq_{0};
+  class Impl;  // the channel, the streams and their threads (remote_device.cc)
+  explicit GrpcRemoteDevice(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 class RemoteExecutor : public backend::Executor {

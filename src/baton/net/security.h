@@ -1,6 +1,7 @@
 // Security settings of the agent protocol: TLS credentials (server
 // certificate, optional client certificates), bearer tokens, and the rule that
-// an agent without TLS and a token only listens on loopback.
+// an agent without TLS and a token only listens on loopback. Internal to
+// net/ (it includes gRPC); the options are in agent_types.h.
 //
 // Thread-safety: pure functions; TokenChecker is immutable after creation.
 #pragma once
@@ -12,19 +13,13 @@
 #include <grpcpp/grpcpp.h>
 
 #include "baton/core/status.h"
+#include "baton/net/agent_types.h"
 
 namespace baton::net {
 
 // Reads a secret or PEM file; NotFound / InvalidArgument (empty) naming the
 // file and what it is for. A token file's trailing whitespace is dropped.
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, const std::string& what);
-
-struct ServerSecurityOptions {
-  std::string tls_cert_file;   // PEM server certificate chain ("" = plaintext)
-  std::string tls_key_file;    // PEM private key
-  std::string client_ca_file;  // PEM CA: when set, clients must present a certificate it signed
-  std::string token_file;      // bearer token ("" = none)
-};
 
 // "host:port" -> host (brackets of an IPv6 literal removed).
 std::string HostOf(const std::string& address);
@@ -44,14 +39,6 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(const ServerSecurityOptions& o
 
 // True when `metadata_value` is "Bearer <token>" (constant-time compare).
 bool TokenMatches(const std::string& metadata_value, const std::string& token);
-
-struct ClientSecurityOptions {
-  std::string ca_cert_file;      // PEM CA that signed the agent's certificate ("" = plaintext)
-  std::string client_cert_file;  // PEM client certificate (for agents that require one)
-  std::string client_key_file;
-  std::string token_file;        // bearer token
-  std::string server_name;       // TLS name to check instead of the address's host ("" = host)
-};
 
 struct ClientSecurity {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
