@@ -68,15 +68,6 @@ const TestPartition& Partition() {
   return *partition;
 }
 
-graph::Submodel Whole(const graph::Model& model) {
-  graph::Submodel sub;
-  sub.interface.inputs = model.inputs();
-  sub.interface.outputs = model.outputs();
-  sub.nodes = model.topo_order();
-  sub.onnx_bytes = model.SerializeToString();
-  return sub;
-}
-
 // Claims no node: no partition can be placed on it.
 class NothingExecutor : public backend::Executor {
  public:
@@ -278,7 +269,7 @@ dispatch::NamedTensors Inputs(uint64_t seed = 7) {
 // The partition's outputs for `inputs`, run directly (not through the agent).
 dispatch::NamedTensors RunDirectly(const dispatch::NamedTensors& inputs) {
   backend::CpuExecutor cpu(backend::CpuPuSpec{"reference", 1, {}});
-  auto prepared = cpu.Prepare(*Partition().model, Whole(*Partition().model));
+  auto prepared = cpu.Prepare(*Partition().model, graph::WholeSubmodel(*Partition().model));
   EXPECT_TRUE(prepared.ok()) << prepared.status();
   std::vector<std::pair<std::string, const Tensor*>> feeds;
   for (const auto& [name, tensor] : inputs) feeds.emplace_back(name, &tensor);

@@ -21,24 +21,10 @@ using baton::testing::AgentProcess;
 using baton::testing::Baton;
 using Result = baton::testing::CliResult;
 
-class CliAgentTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("baton_cli_agent_test_" + std::to_string(getpid()));
-    fs::create_directories(dir_);
-    Result r = Baton("zoo --small --out " + (dir_ / "zoo").string());
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
-  static std::string Zoo(const std::string& name) { return (dir_ / "zoo" / (name + ".onnx")).string(); }
-  static std::string Write(const std::string& name, const std::string& text) {
-    const fs::path p = dir_ / name;
-    std::ofstream(p) << text;
-    return p.string();
-  }
-  static fs::path dir_;
+class CliAgentTest : public baton::testing::ZooDirTest<CliAgentTest> {
+ public:
+  static constexpr const char* kDir = "baton_cli_agent_test_";
 };
-fs::path CliAgentTest::dir_;
 
 TEST_F(CliAgentTest, OneLocalDeviceAndTwoAgentsRunVerifiedWithPerDeviceUtilisation) {
   const std::string agent_cfg = std::string(BATON_SOURCE_DIR) + "/tests/data/agent_1cpu.yaml";

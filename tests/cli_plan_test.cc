@@ -21,19 +21,18 @@ using ::testing::HasSubstr;
 using Result = baton::testing::CliResult;
 using baton::testing::Baton;
 
-class CliPlanTest : public ::testing::Test {
+class CliPlanTest : public baton::testing::ZooDirTest<CliPlanTest> {
+ public:
+  static constexpr const char* kDir = "baton_cli_plan_test_";
+
  protected:
   static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("baton_cli_plan_test_" + std::to_string(getpid()));
-    fs::create_directories(dir_);
-    Result r = Baton("zoo --small --out " + (dir_ / "zoo").string());
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    ZooDirTest::SetUpTestSuite();
+    if (::testing::Test::HasFatalFailure()) return;
     config_ = Config("squeezenet", "cpu1", 1);
     Result p = Baton("profile " + config_ + " -o " + Path("p.json") + Quick() + " --quiet");
     ASSERT_EQ(p.exit_code, 0) << p.output;
   }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
-  static std::string Path(const std::string& name) { return (dir_ / name).string(); }
   static std::string Quick() { return " --budget 10 --min-atoms 4 --warmup-runs 1 --min-runs 2 --min-time-ms 0"; }
   // Two CPU PUs and an emulated accelerator that cannot run Softmax or Flatten.
   static std::string Config(const std::string& cls_model, const std::string& second_cpu, int threads) {
@@ -46,22 +45,15 @@ devices:
       - {name: )" << second_cpu << R"(, kind: cpu, threads: )" << threads << R"(}
       - {name: npu0, kind: emu, speed: 6, op_speed: {Conv: 12}, unsupported_ops: [Softmax, Flatten], compute: true}
 models:
-  - {name: cls, path: )" << (dir_ / "zoo" / (cls_model + ".onnx")).string() << R"(, arrival: {mode: closed, concurrency: 2}}
-  - {name: seq, path: )" << (dir_ / "zoo" / "lstm.onnx").string() << R"(, arrival: {mode: closed, concurrency: 1, think_ms: 5}}
+  - {name: cls, path: )" << Zoo(cls_model) << R"(, arrival: {mode: closed, concurrency: 2}}
+  - {name: seq, path: )" << Zoo("lstm") << R"(, arrival: {mode: closed, concurrency: 1, think_ms: 5}}
 policy: {high_level: search, low_level: fixed}
 run: {duration_s: 0.5, warmup_s: 0.1, slices: 1}
 )";
     return (dir_ / name).string();
   }
-  static nlohmann::json ReadJson(const std::string& path) {
-    std::ifstream in(path);
-    return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  }
-  static fs::path dir_;
-  static std::string config_;
+  static inline std::string config_;
 };
-fs::path CliPlanTest::dir_;
-std::string CliPlanTest::config_;
 
 TEST_F(CliPlanTest, PlanWrittenReadAndRunGivesThePlannedPlacement) {
   for (const char* policy : {"capability", "balanced", "lp", "search"}) {

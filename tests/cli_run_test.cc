@@ -19,28 +19,10 @@ using ::testing::HasSubstr;
 using Result = baton::testing::CliResult;
 using baton::testing::Baton;
 
-class CliRunTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("baton_cli_run_test_" + std::to_string(getpid()));
-    fs::create_directories(dir_);
-    Result r = Baton("zoo --small --out " + (dir_ / "zoo").string());
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
-  static std::string Zoo(const std::string& name) { return (dir_ / "zoo" / (name + ".onnx")).string(); }
-  static std::string Write(const std::string& name, const std::string& text) {
-    const fs::path p = dir_ / name;
-    std::ofstream(p) << text;
-    return p.string();
-  }
-  static nlohmann::json ReadJson(const std::string& name) {
-    std::ifstream in(dir_ / name);
-    return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  }
-  static fs::path dir_;
+class CliRunTest : public baton::testing::ZooDirTest<CliRunTest> {
+ public:
+  static constexpr const char* kDir = "baton_cli_run_test_";
 };
-fs::path CliRunTest::dir_;
 
 TEST_F(CliRunTest, RunsTwoModelsOnCpuPusAgainstBothOrtBaselines) {
   const std::string config = Write("cpu.yaml", R"(
@@ -64,7 +46,7 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
   EXPECT_THAT(r.output, HasSubstr("PU utilisation"));
   EXPECT_THAT(r.output, HasSubstr("0 mismatches"));
 
-  nlohmann::json j = ReadJson("cpu.json");
+  nlohmann::json j = ReadJson(Path("cpu.json"));
   ASSERT_FALSE(j.is_discarded()) << r.output;
   EXPECT_GT(j["throughput_rps"].get<double>(), 0);
   ASSERT_EQ(j["models"].size(), 2u);
@@ -125,7 +107,7 @@ run: {duration_s: 0.5, warmup_s: 0.1, slices: 1}
 )");
   Result r = Baton("run " + config + " --verify --json " + (dir_ / "emu.json").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  nlohmann::json j = ReadJson("emu.json");
+  nlohmann::json j = ReadJson(Path("emu.json"));
   ASSERT_TRUE(j["baselines"].contains("whole_on_one_pu")) << j.dump(2);
   EXPECT_THAT(j["baselines"]["whole_on_one_pu"]["note"].get<std::string>(), HasSubstr("->"));
   EXPECT_TRUE(j.contains("speedup_vs_whole_on_one_pu"));

@@ -16,19 +16,10 @@ using ::testing::HasSubstr;
 using Result = baton::testing::CliResult;
 using baton::testing::Baton;
 
-class CliTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = fs::temp_directory_path() / ("baton_cli_test_" + std::to_string(getpid()));
-    fs::create_directories(dir_);
-    Result r = Baton("zoo --small --out " + (dir_ / "zoo").string());
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
-  static std::string Zoo(const std::string& name) { return (dir_ / "zoo" / (name + ".onnx")).string(); }
-  static fs::path dir_;
+class CliTest : public baton::testing::ZooDirTest<CliTest> {
+ public:
+  static constexpr const char* kDir = "baton_cli_test_";
 };
-fs::path CliTest::dir_;
 
 TEST_F(CliTest, HelpOnEverySubcommand) {
   for (const char* sub : {"zoo", "inspect", "partition", "verify"}) {

@@ -1,11 +1,18 @@
-// Running the `baton` binary as a user runs it, for the CLI tests.
+// Running the `baton` binary as a user runs it, for the CLI tests, and the
+// temporary folder with the small zoo that their suites share.
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace baton::testing {
 
@@ -27,5 +34,37 @@ inline CliResult Baton(const std::string& args) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
+
+// A test suite sharing one temporary folder that holds the small zoo
+// (`baton zoo --small`), removed after the suite. The suite names the folder:
+//   class CliRunTest : public ZooDirTest<CliRunTest> {
+//    public:
+//     static constexpr const char* kDir = "baton_cli_run_test_";  // + the pid
+//   };
+template <typename Suite>
+class ZooDirTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = std::filesystem::temp_directory_path() / (std::string(Suite::kDir) + std::to_string(getpid()));
+    std::filesystem::create_directories(dir_);
+    CliResult r = Baton("zoo --small --out " + (dir_ / "zoo").string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+  // The path of zoo model `name`, and of `name` in the folder.
+  static std::string Zoo(const std::string& name) { return (dir_ / "zoo" / (name + ".onnx")).string(); }
+  static std::string Path(const std::string& name) { return (dir_ / name).string(); }
+  // Writes `text` to `name` in the folder; returns its path.
+  static std::string Write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ / name) << text;
+    return Path(name);
+  }
+  // The JSON file at `path` (a null-like discarded value when it does not parse).
+  static nlohmann::json ReadJson(const std::string& path) {
+    std::ifstream in(path);
+    return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  }
+  static inline std::filesystem::path dir_;
+};
 
 }  // namespace baton::testing

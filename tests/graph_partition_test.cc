@@ -183,6 +183,20 @@ TEST(Extract, StandaloneModelPassesCheckerAndCopiesConstants) {
   EXPECT_EQ(plan->edges[0].bytes, 16);
 }
 
+TEST(Extract, WholeSubmodelIsTheModelItself) {
+  Proto p;
+  p.Input("x").Output("y");
+  p.Node("A", "Relu", {"x"}, {"a"});
+  p.Node("B", "Neg", {"a"}, {"y"});
+  auto m = p.Load();
+  ASSERT_TRUE(m);
+  const graph::Submodel whole = graph::WholeSubmodel(*m);
+  EXPECT_EQ(whole.nodes, m->topo_order());
+  EXPECT_EQ(whole.interface.inputs, m->inputs());
+  EXPECT_EQ(whole.interface.outputs, m->outputs());
+  EXPECT_EQ(whole.onnx_bytes, m->SerializeToString());
+}
+
 TEST(Extract, IfBodyReadingOuterScopeMakesInputs) {
   Proto p;
   p.Input("x").Output("y");

@@ -335,8 +335,13 @@ std::optional<std::pair<int, int>> AtomRangeOf(const Planning& planning, size_t 
   return std::pair(first, last);
 }
 
-absl::Status SetPriors(const Planning& planning, const runtime::Deployment& deployment,
-                       policy::OnlineLatencyModel& latency) {
+namespace {
+
+// Calls fn(deployed model, partition, PU, profiled ms) for every partition of
+// `deployment` that is a range of the planning problem's atoms, on every PU
+// it was prepared on that the profile has a time for; stops at an error.
+template <typename Fn>
+absl::Status ForEachProfiledRun(const Planning& planning, const runtime::Deployment& deployment, Fn fn) {
   for (size_t i = 0; i < deployment.models().size(); ++i) {
     const runtime::DeployedModel& dm = deployment.models()[i];
     for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
@@ -346,11 +351,21 @@ absl::Status SetPriors(const Planning& planning, const runtime::Deployment& depl
       for (PuId u : dm.capable_pus[p]) {
         const std::optional<double> ms =
             planning.problem.RangeMs(static_cast<int>(i), range->first, range->second, static_cast<int>(u.value));
-        if (ms) BATON_RETURN_IF_ERROR(latency.SetPrior(dm.id, part.id, u, FromMillis(*ms)));
+        if (ms) BATON_RETURN_IF_ERROR(fn(dm, part, u, *ms));
       }
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SetPriors(const Planning& planning, const runtime::Deployment& deployment,
+                       policy::OnlineLatencyModel& latency) {
+  return ForEachProfiledRun(planning, deployment,
+                            [&](const runtime::DeployedModel& dm, const partition::Partition& part, PuId u, double ms) {
+                              return latency.SetPrior(dm.id, part.id, u, FromMillis(ms));
+                            });
 }
 
 absl::StatusOr<Calibration> Calibrate(const Planning& planning, const runtime::Deployment& deployment,
@@ -360,23 +375,16 @@ absl::StatusOr<Calibration> Calibrate(const Planning& planning, const runtime::D
   const profile::Problem& problem = planning.problem;
   const size_t n = problem.pus.size();
   std::vector<double> observed(n, 0), profiled(n, 0);
-  for (size_t i = 0; i < deployment.models().size(); ++i) {
-    const runtime::DeployedModel& dm = deployment.models()[i];
-    for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
-      const partition::Partition& part = dm.plan.partitions[p];
-      const std::optional<std::pair<int, int>> range = AtomRangeOf(planning, i, part.nodes);
-      if (!range) continue;
-      for (PuId u : dm.capable_pus[p]) {
+  BATON_RETURN_IF_ERROR(ForEachProfiledRun(
+      planning, deployment,
+      [&](const runtime::DeployedModel& dm, const partition::Partition& part, PuId u, double ms) {
         const int64_t runs = latency.Observations(dm.id, part.id, u);
-        const std::optional<double> prof =
-            problem.RangeMs(static_cast<int>(i), range->first, range->second, static_cast<int>(u.value));
-        if (runs == 0 || !prof) continue;
+        if (runs == 0) return absl::OkStatus();
         observed[u.value] += ToMillis(latency.ObservedTotal(dm.id, part.id, u));
         // A run's measured time is the executor call: no dispatch cost in it.
-        profiled[u.value] += static_cast<double>(runs) * (*prof - problem.dispatch_ms);
-      }
-    }
-  }
+        profiled[u.value] += static_cast<double>(runs) * (ms - problem.dispatch_ms);
+        return absl::OkStatus();
+      }));
   double all_observed = 0, all_profiled = 0;
   for (size_t u = 0; u < n; ++u) {
     all_observed += observed[u];

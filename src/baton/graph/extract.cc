@@ -123,6 +123,15 @@ absl::StatusOr<SubgraphInterface> ComputeInterface(const Model& model, std::span
   return iface;
 }
 
+Submodel WholeSubmodel(const Model& model) {
+  Submodel sub;
+  sub.interface.inputs = model.inputs();
+  sub.interface.outputs = model.outputs();
+  sub.nodes = model.topo_order();
+  sub.onnx_bytes = model.SerializeToString();
+  return sub;
+}
+
 absl::StatusOr<Submodel> ExtractSubmodel(const Model& model, std::span<const NodeId> nodes,
                                          const std::string& graph_name) {
   BATON_RETURN_IF_ERROR(CheckConvex(model, nodes));

@@ -53,6 +53,10 @@ struct Submodel {
   std::string onnx_bytes;     // serialized standalone ModelProto
 };
 
+// The whole model as a submodel: every node, the model's own inputs and
+// outputs, and its own serialized bytes (nothing is re-extracted).
+Submodel WholeSubmodel(const Model& model);
+
 // Validates the set (CheckConvex) and emits the standalone model.
 // `graph_name` names the emitted graph (e.g. "resnet.part2").
 absl::StatusOr<Submodel> ExtractSubmodel(const Model& model, std::span<const NodeId> nodes,

@@ -223,7 +223,7 @@ absl::StatusOr<std::vector<std::unique_ptr<backend::PreparedPartition>>> AgentSe
     std::lock_guard lock(prepare_mu_);
     if (stopping_) return absl::UnavailableError(absl::StrCat(what, ": the agent is shutting down"));
     prepare_threads_.emplace_back(task, std::thread([task, model, executors] {
-      const graph::Submodel whole = WholeSubmodel(*model);
+      const graph::Submodel whole = graph::WholeSubmodel(*model);
       std::vector<absl::StatusOr<std::unique_ptr<backend::PreparedPartition>>> results;
       for (const backend::Executor* executor : executors) results.push_back(executor->Prepare(*model, whole));
       std::lock_guard task_lock(task->mu);

@@ -59,17 +59,6 @@ inline std::string RandomInstance() {
   return absl::StrCat(absl::Hex(rng(), absl::kZeroPad16), absl::Hex(rng(), absl::kZeroPad16));
 }
 
-// The Submodel that is the whole (loaded partition) model: what the HL side
-// extracted and sent is exactly one partition.
-inline graph::Submodel WholeSubmodel(const graph::Model& model) {
-  graph::Submodel sub;
-  sub.interface.inputs = model.inputs();
-  sub.interface.outputs = model.outputs();
-  sub.nodes = model.topo_order();
-  sub.onnx_bytes = model.SerializeToString();
-  return sub;
-}
-
 // Sessions of one Load, created on a thread of their own so the RPC can give
 // up after load_timeout; the thread keeps the task alive and finishes it.
 struct PrepareTask {
