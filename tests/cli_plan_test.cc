@@ -69,6 +69,17 @@ TEST_F(CliPlanTest, PlanWrittenReadAndRunGivesThePlannedPlacement) {
     EXPECT_EQ(p["policy"], policy);
     EXPECT_GT(p["predicted_throughput_rps"].get<double>(), 0);
     EXPECT_LE(p["predicted_throughput_rps"].get<double>(), p["bound_throughput_rps"].get<double>() * 1.0001);
+    // Every partition of a model the prediction serves has its split: one share per PU, summing to 1.
+    for (const auto& m : p["models"]) {
+      if (m["predicted_rps"].get<double>() <= 0) continue;
+      for (const auto& q : m["partitions"]) {
+        ASSERT_TRUE(q.contains("shares")) << q.dump();
+        ASSERT_EQ(q["shares"].size(), q["pus"].size()) << q.dump();
+        double sum = 0;
+        for (const auto& v : q["shares"]) sum += v.get<double>();
+        EXPECT_NEAR(sum, 1, 1e-9) << q.dump();
+      }
+    }
 
     const std::string json = Path(std::string("run_") + policy + ".json");
     r = Baton("run " + config_ + " --plan " + plan + " --verify --no-baselines --quiet --json " + json);
@@ -97,6 +108,22 @@ TEST_F(CliPlanTest, PlanWrittenReadAndRunGivesThePlannedPlacement) {
       EXPECT_EQ(ran, planned) << p["models"][m]["name"];
     }
   }
+}
+
+TEST_F(CliPlanTest, ShareFollowsThePlanAndEveryOutputMatchesWholeModelOrt) {
+  const std::string plan = Path("plan_share.json");
+  Result r = Baton("plan " + config_ + " --profile " + Path("p.json") + " -o " + plan + " --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("%"));  // PUs are printed with their shares
+  const std::string json = Path("run_share.json");
+  r = Baton("run " + config_ + " --plan " + plan + " --low-level share --verify --no-baselines --quiet --json " +
+            json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("0 mismatches"));
+  nlohmann::json j = ReadJson(json);
+  ASSERT_FALSE(j.is_discarded()) << r.output;
+  EXPECT_EQ(j["policy"]["low_level"], "share");
+  EXPECT_GT(j["completed"].get<double>(), 0);
 }
 
 TEST_F(CliPlanTest, RunWithoutAProfileMeasuresOneAndReportsTheBound) {

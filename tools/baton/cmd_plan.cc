@@ -69,9 +69,14 @@ int Plan(const PlanArgs& args) {
                                  m.latency_bound_ms);
     for (size_t k = 0; k < m.partitions.size(); ++k) {
       const plan::PlanPartition& p = m.partitions[k];
-      std::cout << absl::StrFormat("      p%zu  %3zu nodes  %-28s on %-16s %7.2f ms\n", k, p.nodes.size(),
+      // PUs with their share of the runs ("npu0 85%,gpu0 15%") when the plan has a split.
+      std::vector<std::string> listed;
+      for (size_t i = 0; i < p.pus.size(); ++i) {
+        listed.push_back(i < p.shares.size() ? absl::StrFormat("%s %.0f%%", p.pus[i], 100 * p.shares[i]) : p.pus[i]);
+      }
+      std::cout << absl::StrFormat("      p%zu  %3zu nodes  %-28s on %-36s %7.2f ms\n", k, p.nodes.size(),
                                    absl::StrCat(p.nodes.front(), "..", p.nodes.back()).substr(0, 28),
-                                   absl::StrJoin(p.pus, ","), p.predicted_ms);
+                                   absl::StrJoin(listed, ","), p.predicted_ms);
     }
   }
   for (const plan::PlanPu& p : file->pus) {
