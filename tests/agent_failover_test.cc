@@ -78,7 +78,8 @@ class Cluster {
       for (size_t u = 0; u < (*remote)->hello().pus.size(); ++u) {
         const std::string name = absl::StrCat(o.name, "/", (*remote)->hello().pus[u].name);
         shadows_.push_back(std::make_unique<backend::CpuExecutor>(backend::CpuPuSpec{name, 1, {}}));
-        executors_.push_back(std::make_unique<net::RemoteExecutor>(*remote, static_cast<int>(u), name, "cpu", shadows_.back().get()));
+        executors_.push_back(
+            std::make_unique<net::RemoteExecutor>(*remote, static_cast<int>(u), name, "cpu", shadows_.back().get()));
         dev.pus.push_back(DeployPu{PuId(next_pu), name, executors_.back().get(), ""});
         setups.push_back(runtime::PuSetup{PuId(next_pu), name, "cpu", {}});
         ++next_pu;

@@ -28,10 +28,9 @@ class GrpcRemoteDevice::Impl {
   static absl::StatusOr<std::unique_ptr<Impl>> Connect(RemoteDeviceOptions options);
   ~Impl();
 
-  const AgentHello& hello() const { return hello_plain_; }
+  const AgentHello& hello() const { return hello_; }
   const std::string& name() const { return options_.name; }
-  // Global ids of the agent's PUs, in Hello order; DeviceId of this device.
-  // Before Start.
+  // The public methods of GrpcRemoteDevice (remote_device.h says what they do).
   void Bind(DeviceId device, std::vector<runtime::PuSetup> pus, const runtime::RunnerTable* runners);
 
   using Loaded = GrpcRemoteDevice::Loaded;
@@ -48,7 +47,6 @@ class GrpcRemoteDevice::Impl {
   bool reachable() const;
 
   RemoteDeviceCounters counters() const;
-  // Test hook: treats the agent as lost now, as a missed heartbeat would.
   void SimulateLoss(const std::string& why);
 
  private:
@@ -81,8 +79,7 @@ class GrpcRemoteDevice::Impl {
   ClientSecurity security_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pb::Agent::Stub> stub_;
-  pb::HelloReply hello_;      // immutable after Connect (PU list)
-  AgentHello hello_plain_;    // the same, for callers outside net/
+  AgentHello hello_;  // immutable after Connect (PU list, limits)
 
   DeviceId device_;
   std::vector<runtime::PuSetup> pus_;
@@ -166,14 +163,15 @@ absl::StatusOr<std::unique_ptr<GrpcRemoteDevice::Impl>> GrpcRemoteDevice::Impl::
                                                " ms; start it with `baton agent --listen ", d->options_.address,
                                                "` or fix the address (and ca_cert when it uses TLS)"));
   }
-  BATON_RETURN_IF_ERROR(d->Hello(d->options_.connect_timeout, d->hello_));
-  if (d->hello_.pus().empty()) {
+  pb::HelloReply hello;
+  BATON_RETURN_IF_ERROR(d->Hello(d->options_.connect_timeout, hello));
+  d->hello_ = FromProto(hello);
+  if (d->hello_.pus.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("device '", d->options_.name, "': the agent at ", d->options_.address, " has no PUs"));
   }
-  d->hello_plain_ = FromProto(d->hello_);
-  d->instance_ = d->hello_.instance();
-  const size_t n = static_cast<size_t>(d->hello_.pus_size());
+  d->instance_ = d->hello_.instance;
+  const size_t n = d->hello_.pus.size();
   d->busy_.assign(n, Duration(0));
   d->runs_.assign(n, 0);
   d->failures_.assign(n, 0);
@@ -198,20 +196,21 @@ absl::Status GrpcRemoteDevice::Impl::Hello(std::chrono::milliseconds timeout, pb
   return absl::OkStatus();
 }
 
-void GrpcRemoteDevice::Impl::Bind(DeviceId device, std::vector<runtime::PuSetup> pus, const runtime::RunnerTable* runners) {
+void GrpcRemoteDevice::Impl::Bind(DeviceId device, std::vector<runtime::PuSetup> pus,
+                                  const runtime::RunnerTable* runners) {
   device_ = device;
   pus_ = std::move(pus);
   runners_ = runners;
 }
 
 absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(const std::string& name,
-                                                                       const std::string& bytes) {
+                                                                             const std::string& bytes) {
   grpc::ClientContext context;
   AddAuth(context);
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
   pb::LoadReply reply;
   std::unique_ptr<grpc::ClientWriter<pb::LoadChunk>> writer = stub_->Load(&context, &reply);
-  const int64_t chunk = std::max<int64_t>(hello_.chunk_bytes() > 0 ? hello_.chunk_bytes() : kDefaultChunkBytes, 1);
+  const int64_t chunk = std::max<int64_t>(hello_.chunk_bytes > 0 ? hello_.chunk_bytes : kDefaultChunkBytes, 1);
   size_t at = 0;
   bool first = true;
   while (first || at < bytes.size()) {
@@ -243,7 +242,7 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(con
 }
 
 absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::Load(const std::string& partition_name,
-                                                               const std::string& bytes) {
+                                                                      const std::string& bytes) {
   std::lock_guard lock(load_mu_);
   const std::string hash = HashHex(bytes);
   if (auto it = loads_.find(hash); it != loads_.end()) return it->second.loaded;
@@ -395,7 +394,7 @@ void GrpcRemoteDevice::Impl::Submit(dispatch::Assignment assignment) {
         }
       }
     }
-    const int64_t chunk = hello_.chunk_bytes() > 0 ? hello_.chunk_bytes() : kDefaultChunkBytes;
+    const int64_t chunk = hello_.chunk_bytes > 0 ? hello_.chunk_bytes : kDefaultChunkBytes;
     if (static_cast<int64_t>(msg.ByteSizeLong()) > chunk) frames = SplitFrames(a->SerializeAsString(), chunk);
   }
   std::shared_ptr<Stream> stream;
@@ -444,7 +443,7 @@ void GrpcRemoteDevice::Impl::WriterLoop(std::shared_ptr<Stream> stream) {
 }
 
 void GrpcRemoteDevice::Impl::ReaderLoop(std::shared_ptr<Stream> stream) {
-  FrameReader frames(std::max<int64_t>(hello_.max_partition_bytes(), kDefaultMaxPartitionBytes));
+  FrameReader frames(std::max<int64_t>(hello_.max_partition_bytes, kDefaultMaxPartitionBytes));
   pb::ExecuteOut out;
   while (stream->rw->Read(&out)) {
     stream->last_heard_ns = SteadyNanos();
@@ -496,13 +495,13 @@ void GrpcRemoteDevice::Impl::ReaderLoop(std::shared_ptr<Stream> stream) {
     }
     if (c.code() != 0) {
       done.status = absl::Status(static_cast<absl::StatusCode>(c.code()),
-                                 absl::StrCat("agent '", hello_.name(), "': ", c.message()));
+                                 absl::StrCat("agent '", hello_.name, "': ", c.message()));
     } else {
       absl::StatusOr<dispatch::NamedTensors> outputs = FromProto(c.outputs());
       if (outputs.ok()) {
         done.outputs = std::move(*outputs);
       } else {
-        done.status = absl::InternalError(absl::StrCat("agent '", hello_.name(), "': ", outputs.status().message()));
+        done.status = absl::InternalError(absl::StrCat("agent '", hello_.name, "': ", outputs.status().message()));
       }
     }
     events_.completion(std::move(done));
@@ -682,7 +681,9 @@ std::vector<bool> RemoteExecutor::QueryCapability(const graph::Model& model) con
 absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> RemoteExecutor::Prepare(
     const graph::Model& model, const graph::Submodel& partition) const {
   BATON_RETURN_IF_ERROR(backend::CheckCapable(model, partition, QueryCapability(model), pu_name_));
-  BATON_ASSIGN_OR_RETURN(GrpcRemoteDevice::Loaded loaded, device_->Load(absl::StrCat(model.display_name(), " (", partition.nodes.size(), " nodes)"), partition.onnx_bytes));
+  BATON_ASSIGN_OR_RETURN(
+      GrpcRemoteDevice::Loaded loaded,
+      device_->Load(absl::StrCat(model.display_name(), " (", partition.nodes.size(), " nodes)"), partition.onnx_bytes));
   if (std::find(loaded.capable_pus.begin(), loaded.capable_pus.end(), pu_index_) == loaded.capable_pus.end()) {
     return absl::FailedPreconditionError(absl::StrCat("PU '", pu_name_, "' of device '", device_->name(),
                                                       "': the agent says this PU cannot run the partition"));

@@ -37,7 +37,6 @@
 #include <string>
 #include <vector>
 
-#include "baton/policy/placement.h"
 #include "baton/policy/policy.h"
 #include "baton/policy/split.h"
 
@@ -51,9 +50,6 @@ class SharePolicy : public LowLevelPolicy {
   std::vector<Decision> Decide(const Snapshot& snapshot) const override;
 
  private:
-  // Whether the split gives a positive share to a PU of this snapshot that can run `item`.
-  bool HasRunnableSplit(const DecisionBuilder& builder, const WorkItem& item) const;
-
   std::shared_ptr<const PlanSplit> split_;
 };
 

@@ -37,11 +37,15 @@ std::span<const PuShare> PlanSplit::Of(ModelId model, PartitionId partition) con
   return it->second;
 }
 
-double PlanSplit::ShareOf(ModelId model, PartitionId partition, PuId pu) const {
-  for (const PuShare& s : Of(model, partition)) {
+double ShareIn(std::span<const PuShare> shares, PuId pu) {
+  for (const PuShare& s : shares) {
     if (s.pu == pu) return s.share;
   }
   return 0;
+}
+
+double PlanSplit::ShareOf(ModelId model, PartitionId partition, PuId pu) const {
+  return ShareIn(Of(model, partition), pu);
 }
 
 }  // namespace baton::policy

@@ -27,6 +27,9 @@ struct PuShare {
   friend bool operator==(const PuShare&, const PuShare&) = default;
 };
 
+// The share of `pu` in `shares` (0 when it is not listed).
+double ShareIn(std::span<const PuShare> shares, PuId pu);
+
 class PlanSplit {
  public:
   // Sets the split of (model, partition). Shares must be finite and >= 0,
