@@ -46,6 +46,16 @@ TEST(OnlineLatencyModelTest, CreateRejectsBadOptions) {
   auto negative = OnlineLatencyModel::Create({.default_latency = Ms(-1)});
   ASSERT_FALSE(negative.ok());
   EXPECT_THAT(negative.status().message(), HasSubstr("default_latency"));
+  auto warmups = OnlineLatencyModel::Create({.warmup_runs = -1});
+  ASSERT_FALSE(warmups.ok());
+  EXPECT_THAT(warmups.status().message(), HasSubstr("warmup_runs"));
+  for (double step : {0.5, 0.0, std::numeric_limits<double>::quiet_NaN()}) {
+    auto model = OnlineLatencyModel::Create({.max_step = step});
+    ASSERT_FALSE(model.ok()) << step;
+    EXPECT_THAT(model.status().message(), HasSubstr("max_step"));
+  }
+  EXPECT_TRUE(OnlineLatencyModel::Create({.warmup_runs = 0, .max_step = 1.0}).ok());
+  EXPECT_TRUE(OnlineLatencyModel::Create({.max_step = std::numeric_limits<double>::infinity()}).ok());
 }
 
 TEST(OnlineLatencyModelTest, PerPuPriorBeatsKindPriorBeatsDefault) {
@@ -80,8 +90,9 @@ TEST(OnlineLatencyModelTest, SpeedFactorScalesKindPriorsAndDefaultOnly) {
   EXPECT_THAT(model.Expected(kModel, PartitionId(5), kCpu), Optional(Us(500)));  // default 1 ms / 2
   ASSERT_TRUE(model.SetPrior(kModel, kPart, kCpu, Ms(3)).ok());
   EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Ms(3)));  // per-PU prior: not scaled
-  model.Observe(kModel, kPart, kCpu, Ms(8));
-  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Ms(8)));  // measurement: not scaled
+  model.Observe(kModel, kPart, kCpu, Ms(8));                          // the warm-up: not used
+  model.Observe(kModel, kPart, kCpu, Ms(4));
+  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Us(3200)));  // 0.2 * 4 + 0.8 * 3: not scaled
 
   ASSERT_TRUE(model.SetSpeedFactor(kGpu, 0.5).ok());  // half as fast
   EXPECT_THAT(model.Expected(kModel, kPart, kGpu), Optional(Ms(2)));
@@ -101,33 +112,109 @@ TEST(OnlineLatencyModelTest, RejectsBadSpeedFactorsAndNegativePriors) {
 TEST(OnlineLatencyModelTest, CapabilityOverridesEverything) {
   OnlineLatencyModel model;
   ASSERT_TRUE(model.SetPrior(kModel, kPart, kGpu, Ms(2)).ok());
+  model.Observe(kModel, kPart, kGpu, Ms(3));  // the warm-up
   model.Observe(kModel, kPart, kGpu, Ms(3));
   model.SetCapable(kModel, kPart, kGpu, false);
   EXPECT_EQ(model.Expected(kModel, kPart, kGpu), std::nullopt);
   EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Ms(1)));           // other PU
   EXPECT_THAT(model.Expected(kModel, PartitionId(0), kGpu), Optional(Ms(1)));  // other partition
   model.SetCapable(kModel, kPart, kGpu, true);
-  EXPECT_THAT(model.Expected(kModel, kPart, kGpu), Optional(Ms(3)));
+  EXPECT_THAT(model.Expected(kModel, kPart, kGpu), Optional(Us(2200)));  // 0.2 * 3 + 0.8 * 2
 }
 
-TEST(OnlineLatencyModelTest, EmaStartsAtTheFirstMeasurementThenMovesByAlpha) {
-  OnlineLatencyModel model;  // alpha 0.2
-  ASSERT_TRUE(model.SetPrior(kModel, kPart, kCpu, Ms(50)).ok());
-  model.Observe(kModel, kPart, kCpu, Ms(8));
-  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Ms(8)));  // prior not blended in
+TEST(OnlineLatencyModelTest, TheFirstRunIsAWarmUpAndCountsNowhere) {
+  OnlineLatencyModel model;  // warmup_runs 1
+  ASSERT_TRUE(model.SetPrior(kModel, kPart, kCpu, Ms(2)).ok());
+  model.Observe(kModel, kPart, kCpu, Ms(30));  // a cold session
+  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Ms(2)));
+  EXPECT_EQ(model.Observations(kModel, kPart, kCpu), 0);
+  EXPECT_EQ(model.ObservedTotal(kModel, kPart, kCpu), Ms(0));
   model.Observe(kModel, kPart, kCpu, Ms(3));
-  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Ms(7)));  // 0.2 * 3 + 0.8 * 8
-  model.Observe(kModel, kPart, kCpu, Ms(17));
-  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Us(9000)));  // 0.2 * 17 + 0.8 * 7
+  EXPECT_EQ(model.Observations(kModel, kPart, kCpu), 1);
+  EXPECT_EQ(model.ObservedTotal(kModel, kPart, kCpu), Ms(3));
+
+  auto two = OnlineLatencyModel::Create({.warmup_runs = 2});
+  ASSERT_TRUE(two.ok());
+  (*two)->Observe(kModel, kPart, kCpu, Ms(30));
+  (*two)->Observe(kModel, kPart, kCpu, Ms(20));
+  EXPECT_THAT((*two)->Expected(kModel, kPart, kCpu), Optional(Ms(1)));  // still the default
+  (*two)->Observe(kModel, kPart, kCpu, Ms(5));
+  EXPECT_THAT((*two)->Expected(kModel, kPart, kCpu), Optional(Ms(5)));
+}
+
+TEST(OnlineLatencyModelTest, EmaStartsAtThePerPuPriorAndEachRunIsClipped) {
+  OnlineLatencyModel model;  // alpha 0.2, warmup_runs 1, max_step 2
+  ASSERT_TRUE(model.SetPrior(kModel, kPart, kCpu, Ms(2)).ok());
+  model.Observe(kModel, kPart, kCpu, Ms(30));  // warm-up
+  model.Observe(kModel, kPart, kCpu, Ms(9));
+  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Us(2400)));  // 0.2 * min(9, 2*2) + 0.8 * 2
+  model.Observe(kModel, kPart, kCpu, Ms(1));
+  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Us(2160)));  // 0.2 * max(1, 2.4/2) + 0.8 * 2.4
+  model.Observe(kModel, kPart, kCpu, Ms(2));
+  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Us(2128)));  // 0.2 * 2 + 0.8 * 2.16
   EXPECT_EQ(model.Observations(kModel, kPart, kCpu), 3);
+  EXPECT_EQ(model.ObservedTotal(kModel, kPart, kCpu), Ms(12));  // 9 + 1 + 2, as measured
   EXPECT_EQ(model.Observations(kModel, kPart, kGpu), 0);
-  EXPECT_EQ(model.ObservedTotal(kModel, kPart, kCpu), Ms(28));  // 8 + 3 + 17
-  EXPECT_EQ(model.ObservedTotal(kModel, kPart, kGpu), Ms(0));
   EXPECT_THAT(model.Expected(kModel, kPart, kGpu), Optional(Ms(1)));  // other PU untouched
 }
 
+TEST(OnlineLatencyModelTest, WithoutAPerPuPriorTheFirstUsedRunSetsTheEma) {
+  OnlineLatencyModel model;
+  model.SetPuKind(kCpu, "cpu");
+  ASSERT_TRUE(model.SetSpeedFactor(kCpu, 2.0).ok());
+  ASSERT_TRUE(model.SetPrior(kModel, kPart, std::string("cpu"), Ms(10)).ok());
+  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Ms(5)));
+  model.Observe(kModel, kPart, kCpu, Ms(30));  // warm-up
+  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Ms(5)));
+  model.Observe(kModel, kPart, kCpu, Ms(8));
+  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Ms(8)));  // a kind prior is no measurement
+  model.Observe(kModel, kPart, kCpu, Ms(3));
+  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Us(7200)));  // 0.2 * max(3, 8/2) + 0.8 * 8
+}
+
+// The trap this guards against (measured on the 2-core machine): a 1.8 ms
+// partition's first runs on a core took 34 ms and 11 ms while every session
+// started at once; the plain average then said ~30 ms, no policy chose that
+// core for it again, and nothing ever corrected it.
+TEST(OnlineLatencyModelTest, ColdAndPreemptedRunsCannotMakeAPuLookSlowForGood) {
+  OnlineLatencyModel model;
+  ASSERT_TRUE(model.SetPrior(kModel, kPart, kCpu, Us(1800)).ok());
+  model.Observe(kModel, kPart, kCpu, Ms(34));
+  model.Observe(kModel, kPart, kCpu, Us(11300));
+  const std::optional<Duration> after = model.Expected(kModel, kPart, kCpu);
+  ASSERT_TRUE(after.has_value());
+  EXPECT_LE(*after, Us(2160));  // at most 1.2x the prior
+  for (int i = 0; i < 20; ++i) model.Observe(kModel, kPart, kCpu, Us(1800));
+  EXPECT_NEAR(static_cast<double>(model.Expected(kModel, kPart, kCpu)->count()), 1.8e6, 0.01 * 1.8e6);
+}
+
+TEST(OnlineLatencyModelTest, ARealSlowdownStillShowsWithinAFewRuns) {
+  // A PU turns 3x slower than its prior: the clip costs little next to the
+  // plain average (no warm-up, no clip), which alpha already makes gradual.
+  auto unclipped = OnlineLatencyModel::Create({.warmup_runs = 0, .max_step = std::numeric_limits<double>::infinity()});
+  ASSERT_TRUE(unclipped.ok());
+  OnlineLatencyModel model;
+  for (OnlineLatencyModel* m : {&model, unclipped->get()}) ASSERT_TRUE(m->SetPrior(kModel, kPart, kGpu, Ms(1)).ok());
+  model.Observe(kModel, kPart, kGpu, Ms(3));  // warm-up
+  std::vector<double> clipped_ms, plain_ms;
+  for (int i = 0; i < 6; ++i) {
+    model.Observe(kModel, kPart, kGpu, Ms(3));
+    (*unclipped)->Observe(kModel, kPart, kGpu, Ms(3));
+    clipped_ms.push_back(ToMillis(*model.Expected(kModel, kPart, kGpu)));
+    plain_ms.push_back(ToMillis(*(*unclipped)->Expected(kModel, kPart, kGpu)));
+  }
+  // Clipped: 1.2, 1.44, 1.728, then 3 is within 2x: 1.98, 2.19, 2.35.
+  // Plain:   1.4, 1.72, 1.98, 2.18, 2.35, 2.48.
+  EXPECT_NEAR(clipped_ms[0], 1.2, 1e-6);
+  EXPECT_NEAR(plain_ms[0], 1.4, 1e-6);
+  EXPECT_NEAR(clipped_ms[5], 2.349, 0.001);
+  EXPECT_GE(clipped_ms[5], 0.9 * plain_ms[5]);
+}
+
 TEST(OnlineLatencyModelTest, EmaMatchesTheClosedFormOverALongRun) {
-  auto created = OnlineLatencyModel::Create({.alpha = 0.5});
+  // No warm-up and no clip: the plain EMA.
+  auto created = OnlineLatencyModel::Create(
+      {.alpha = 0.5, .warmup_runs = 0, .max_step = std::numeric_limits<double>::infinity()});
   ASSERT_TRUE(created.ok());
   OnlineLatencyModel& model = **created;
   double ema = 0;
@@ -143,23 +230,28 @@ TEST(OnlineLatencyModelTest, EmaMatchesTheClosedFormOverALongRun) {
 }
 
 TEST(OnlineLatencyModelTest, AlphaOneKeepsOnlyTheLastMeasurement) {
-  auto created = OnlineLatencyModel::Create({.alpha = 1.0});
+  auto created = OnlineLatencyModel::Create({.alpha = 1.0, .warmup_runs = 0});
   ASSERT_TRUE(created.ok());
   (*created)->Observe(kModel, kPart, kCpu, Ms(4));
-  (*created)->Observe(kModel, kPart, kCpu, Ms(9));
-  EXPECT_THAT((*created)->Expected(kModel, kPart, kCpu), Optional(Ms(9)));
+  (*created)->Observe(kModel, kPart, kCpu, Ms(7));  // within the clip (4 * 2)
+  EXPECT_THAT((*created)->Expected(kModel, kPart, kCpu), Optional(Ms(7)));
 }
 
 TEST(OnlineLatencyModelTest, NegativeMeasurementCountsAsZero) {
   OnlineLatencyModel model;
+  model.Observe(kModel, kPart, kCpu, Ms(-5));  // warm-up
   model.Observe(kModel, kPart, kCpu, Ms(-5));
   EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Duration::zero()));
+  model.Observe(kModel, kPart, kCpu, Ms(5));  // an estimate of zero clips nothing
+  EXPECT_THAT(model.Expected(kModel, kPart, kCpu), Optional(Ms(1)));  // 0.2 * 5
 }
 
 // Four workers Observe (each its own PU, plus one shared entry) while a reader
 // calls Expected. Constant measurements make the final EMAs order-independent.
 TEST(OnlineLatencyModelTest, ConcurrentObserveFromFourThreads) {
-  OnlineLatencyModel model;
+  auto created = OnlineLatencyModel::Create({.warmup_runs = 0});
+  ASSERT_TRUE(created.ok());
+  OnlineLatencyModel& model = **created;
   model.SetPuKind(kCpu, "cpu");
   constexpr int kThreads = 4;
   constexpr int kPerThread = 2000;

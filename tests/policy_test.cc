@@ -496,7 +496,12 @@ TEST(SelTest, FollowsObservedLatencies) {
   ASSERT_TRUE(model.SetPrior(ModelId(0), PartitionId(0), PuId(1), Ms(2)).ok());
   const Snapshot s{kTimeZero, ready, pus, &model, 0};
   EXPECT_THAT(Make("sel")->Decide(s), ElementsAre(RunOn(1, 1)));
-  model.Observe(ModelId(0), PartitionId(0), PuId(1), Ms(9));  // the GPU turned out slow
+  // The GPU turned out slow: after the warm-up, one run moves the estimate by
+  // at most 1.2x (2.4 ms), so sel still picks it; steady 9 ms runs win over.
+  model.Observe(ModelId(0), PartitionId(0), PuId(1), Ms(9));
+  model.Observe(ModelId(0), PartitionId(0), PuId(1), Ms(9));
+  EXPECT_THAT(Make("sel")->Decide(s), ElementsAre(RunOn(1, 1)));
+  for (int i = 0; i < 6; ++i) model.Observe(ModelId(0), PartitionId(0), PuId(1), Ms(9));
   EXPECT_THAT(Make("sel")->Decide(s), ElementsAre(RunOn(1, 0)));
 }
 
@@ -533,6 +538,35 @@ TEST(ShareTest, UsesAnIdlePuThePlanGivesNoShare) {
   b.Item(1);
   b.Latency(1, 0, 1).Latency(1, 1, 2);
   EXPECT_THAT(Decide("share", b, PolicyOptions{.split = SplitOf(1, {{PuId(1), 1.0}})}), ElementsAre(RunOn(1, 0)));
+}
+
+TEST(ShareTest, AnIdlePuAtMostOneAndAHalfTimesSlowerBeatsWaiting) {
+  // pu0 busy until 1, 10 for the item there; pu1 idle. sel waits for pu0
+  // (done at 11) whenever pu1 needs more than 11.
+  for (const bool planned : {true, false}) {
+    SCOPED_TRACE(planned ? "pu1 planned" : "pu1 not planned");
+    const PolicyOptions options{.split = SplitOf(1, planned ? std::vector<PuShare>{{PuId(0), 0.5}, {PuId(1), 0.5}}
+                                                            : std::vector<PuShare>{{PuId(0), 1.0}})};
+    SnapshotBuilder near;
+    near.Now(0).BusyPu(0, 1).IdlePu(1);
+    near.Item(1);
+    near.Latency(1, 0, 10).Latency(1, 1, 12);
+    EXPECT_THAT(Decide("sel", near), IsEmpty());
+    EXPECT_THAT(Decide("share", near, options), ElementsAre(RunOn(1, 1)));  // 12 <= 1.5 * 10
+
+    SnapshotBuilder far;
+    far.Now(0).BusyPu(0, 1).IdlePu(1);
+    far.Item(1);
+    far.Latency(1, 0, 10).Latency(1, 1, 16);
+    EXPECT_THAT(Decide("share", far, options), IsEmpty());  // 16 > 15: waits for pu0
+  }
+  // Of several near-speed idle PUs, the one finishing first; without a split, sel.
+  SnapshotBuilder b;
+  b.Now(0).BusyPu(0, 1).IdlePu(1).IdlePu(2);
+  b.Item(1);
+  b.Latency(1, 0, 10).Latency(1, 1, 14).Latency(1, 2, 12);
+  EXPECT_THAT(Decide("share", b, PolicyOptions{.split = SplitOf(1, {{PuId(0), 1.0}})}), ElementsAre(RunOn(1, 2)));
+  EXPECT_THAT(Decide("share", b), IsEmpty());
 }
 
 TEST(ShareTest, ASplitWhosePusCannotRunTheItemFallsBackToSel) {

@@ -19,6 +19,14 @@ absl::Status OnlineLatencyModelOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("latency model option alpha is ", alpha, "; it must be in (0, 1]"));
   }
+  if (warmup_runs < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("latency model option warmup_runs is ", warmup_runs, "; it must not be negative"));
+  }
+  if (!(max_step >= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("latency model option max_step is ", max_step, "; it must be at least 1 (infinity: no limit)"));
+  }
   if (default_latency < Duration::zero()) {
     return absl::InvalidArgumentError(absl::StrCat("latency model option default_latency is ",
                                                    ToMillis(default_latency),
@@ -37,7 +45,7 @@ std::optional<Duration> OnlineLatencyModel::Expected(ModelId model, PartitionId 
   const LatencyKey key{model, partition, pu};
   std::lock_guard<std::mutex> lock(mu_);
   if (auto it = capable_.find(key); it != capable_.end() && !it->second) return std::nullopt;
-  if (auto it = observed_.find(key); it != observed_.end()) {
+  if (auto it = observed_.find(key); it != observed_.end() && it->second.count > 0) {
     return Duration(static_cast<Duration::rep>(std::llround(it->second.nanos)));
   }
   if (auto it = pu_priors_.find(key); it != pu_priors_.end()) return it->second;
@@ -98,8 +106,22 @@ void OnlineLatencyModel::SetCapable(ModelId model, PartitionId partition, PuId p
 void OnlineLatencyModel::Observe(ModelId model, PartitionId partition, PuId pu, Duration measured) {
   const double nanos = static_cast<double>(std::max(measured, Duration::zero()).count());
   std::lock_guard<std::mutex> lock(mu_);
-  Ema& ema = observed_[LatencyKey{model, partition, pu}];
-  ema.nanos = ema.count == 0 ? nanos : options_.alpha * nanos + (1.0 - options_.alpha) * ema.nanos;
+  const LatencyKey key{model, partition, pu};
+  Ema& ema = observed_[key];
+  if (ema.warmups < options_.warmup_runs) {
+    ++ema.warmups;
+    return;
+  }
+  const auto prior = ema.count == 0 ? pu_priors_.find(key) : pu_priors_.end();
+  if (ema.count == 0 && prior == pu_priors_.end()) {
+    ema.nanos = nanos;  // nothing better yet: the first used run sets it
+  } else {
+    if (ema.count == 0) ema.nanos = static_cast<double>(prior->second.count());
+    // An estimate of zero (a zero prior) cannot bound anything: take the run as is.
+    const double clipped =
+        ema.nanos > 0 ? std::clamp(nanos, ema.nanos / options_.max_step, ema.nanos * options_.max_step) : nanos;
+    ema.nanos = options_.alpha * clipped + (1.0 - options_.alpha) * ema.nanos;
+  }
   ema.total_nanos += nanos;
   ++ema.count;
 }

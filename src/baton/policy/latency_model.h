@@ -37,6 +37,15 @@ struct LatencyKey {
 struct OnlineLatencyModelOptions {
   // Weight of the newest measurement in the moving average, in (0, 1].
   double alpha = 0.2;
+  // The first measurements of each entry that are not used (warm-ups: the
+  // first run of an ONNX Runtime session pays its one-time setup, and at the
+  // start of a run every session's first run competes for the cores at once;
+  // the profiler discards warm-ups too). >= 0.
+  int warmup_runs = 1;
+  // A measurement enters the average clipped to [estimate / max_step,
+  // estimate * max_step], so one run moves the estimate by at most a factor
+  // 1 + alpha * (max_step - 1). >= 1; infinity: no clipping.
+  double max_step = 2.0;
   // Expected latency when nothing is known (no observation, no prior).
   Duration default_latency = std::chrono::milliseconds(1);
 
@@ -46,20 +55,33 @@ struct OnlineLatencyModelOptions {
 
 // Expected latency of (model, partition, PU), first match wins:
 //   1. not capable (SetCapable(..., false))          -> nullopt
-//   2. observed at least once                         -> EMA of the measurements
+//   2. a used measurement                             -> EMA (below)
 //   3. a per-PU prior (SetPrior with a PuId)          -> that prior
 //   4. a per-kind prior for the PU's kind (SetPuKind) -> prior / speed factor of the PU
 //   5. otherwise                                      -> default_latency / speed factor
-// EMA: the first measurement m1 sets it (ema = m1); each later one updates
-// ema = alpha * m + (1 - alpha) * ema. Priors are not blended into the EMA: a
-// measurement on the real PU is better evidence than any estimate.
+// Measurements: the first `warmup_runs` of an entry are not used (they count
+// nowhere, not in Observations or ObservedTotal either). The EMA starts at the
+// per-PU prior when there is one (a profile's median of warm runs on that
+// PU), else at the first used measurement; each used measurement m then
+// updates ema = alpha * clip(m) + (1 - alpha) * ema, clip(m) = m limited to
+// [ema / max_step, ema * max_step].
+// Why so cautious: a policy does not choose a PU that looks slow, so an entry
+// that one cold or preempted run made look several times slower would never
+// be measured again and never corrected (measured: a 34 ms cold run of a
+// 1.8 ms partition kept one of two CPU cores from it for a whole run). With
+// the defaults one run moves an estimate by at most 20 %; a real change of
+// speed shows almost as fast as with the plain average (a 3x slowdown reads
+// 2.35x after 6 runs, against 2.48x).
 // Speed factor (SetSpeedFactor, default 1): how much faster this PU is than
 // the reference that per-kind priors and the default describe; it is not
 // applied to per-PU priors or measurements, which already describe that PU.
 //
-// Example (alpha 0.2): kind prior for ("cpu") is 10 ms, PU 1 is a "cpu" with
-// speed 2 -> Expected = 5 ms. Observe 8 ms -> 8 ms. Observe 3 ms ->
-// 0.2*3 + 0.8*8 = 7 ms.
+// Example (alpha 0.2, warmup_runs 1, max_step 2): kind prior for ("cpu") is
+// 10 ms, PU 1 is a "cpu" with speed 2 -> Expected = 5 ms. Observe 30 ms (the
+// warm-up) -> still 5 ms. Observe 8 ms -> 8 ms (no per-PU prior: the first
+// used run sets it). Observe 3 ms -> 0.2*4 + 0.8*8 = 7.2 ms (3 is clipped to
+// 8/2 = 4). With a per-PU prior of 2 ms instead, Observe 30 ms (warm-up) ->
+// 2 ms; Observe 9 ms -> 0.2*4 + 0.8*2 = 2.4 ms.
 //
 // Thread-safety: thread-safe. Every method locks one internal mutex, so worker
 // threads may Observe while a dispatcher thread calls Expected. Note that a
@@ -89,9 +111,9 @@ class OnlineLatencyModel : public LatencyModel {
   // One measured run time. Negative measurements (impossible from a steady
   // clock) count as zero.
   void Observe(ModelId model, PartitionId partition, PuId pu, Duration measured);
-  // How many measurements the EMA of this entry has seen.
+  // How many measurements the EMA of this entry has used (warm-ups excluded).
   int64_t Observations(ModelId model, PartitionId partition, PuId pu) const;
-  // The sum of those measurements (zero when there is none).
+  // The sum of those measurements, as measured (not clipped; zero when none).
   Duration ObservedTotal(ModelId model, PartitionId partition, PuId pu) const;
 
   const OnlineLatencyModelOptions& options() const { return options_; }
@@ -103,6 +125,7 @@ class OnlineLatencyModel : public LatencyModel {
     double nanos = 0;  // double: repeated rounding to whole ns would drift
     int64_t count = 0;
     double total_nanos = 0;
+    int warmups = 0;  // measurements not used so far (up to warmup_runs)
   };
   using KindKey = std::tuple<ModelId, PartitionId, std::string>;
 

@@ -20,23 +20,36 @@ bool HasRunnableSplit(const DecisionBuilder& builder, const WorkItem& item, std:
 
 std::vector<Decision> SharePolicy::Decide(const Snapshot& snapshot) const {
   DecisionBuilder builder(snapshot);
+  const std::span<const DecisionBuilder::Slot> slots = builder.slots();
   for (const WorkItem* item : ItemsBySeq(snapshot.ready)) {
     if (!builder.AnyStartable()) break;
     const std::span<const PuShare> shares =
         split_ != nullptr ? split_->Of(item->model, item->partition) : std::span<const PuShare>();
     std::optional<DecisionBuilder::Choice> best;
     if (HasRunnableSplit(builder, *item, shares)) {
-      for (size_t slot = 0; slot < builder.slots().size(); ++slot) {
-        const DecisionBuilder::Slot& s = builder.slots()[slot];
+      for (size_t slot = 0; slot < slots.size(); ++slot) {
         // A PU the plan gives no share of this partition is never waited for.
-        if (!s.startable && !(ShareIn(shares, s.pu->id) > 0)) continue;
+        if (!slots[slot].startable && !(ShareIn(shares, slots[slot].pu->id) > 0)) continue;
         std::optional<DecisionBuilder::Choice> choice = builder.ChoiceOn(*item, slot);
         if (!choice) continue;
         // As EarliestFinish: ties go to an idle PU, then to the lowest PuId (slots are in PuId order).
         if (!best || choice->finish < best->finish ||
-            (choice->finish == best->finish && s.startable && !builder.slots()[best->slot].startable)) {
+            (choice->finish == best->finish && slots[slot].startable && !slots[best->slot].startable)) {
           best = choice;
         }
+      }
+      // Rather than wait for a busy PU, an idle one at most kNearSpeed times
+      // slower takes the item (the one finishing first).
+      if (best && !slots[best->slot].startable) {
+        const double limit = kNearSpeed * static_cast<double>(best->latency.count());
+        std::optional<DecisionBuilder::Choice> now;
+        for (size_t slot = 0; slot < slots.size(); ++slot) {
+          if (!slots[slot].startable) continue;
+          std::optional<DecisionBuilder::Choice> choice = builder.ChoiceOn(*item, slot);
+          if (!choice || static_cast<double>(choice->latency.count()) > limit) continue;
+          if (!now || choice->finish < now->finish) now = choice;
+        }
+        if (now) best = now;
       }
     }
     // No split, or none of its PUs can run the item (a stale plan): as sel.

@@ -11,17 +11,28 @@
 // the earliest projected finish; an idle PU starts it, a busy one is waited
 // for and reserved), except that a PU the plan gives no share of the item's
 // partition is a candidate only while it is idle: the item may use it now,
-// but never waits for it. A partition without a split (PolicyOptions::split
-// null or without an entry for it) is placed exactly as by `sel`; so is one
-// whose split gives no PU of this snapshot that can run it a share (a plan
-// made for other PUs).
+// but never waits for it; and an item that would wait for a busy PU starts at
+// once on an idle PU instead when that PU is at most kNearSpeed (1.5) times
+// slower for it (of several, the one finishing first). A partition without a
+// split (PolicyOptions::split null or without an entry for it) is placed
+// exactly as by `sel`; so is one whose split gives no PU of this snapshot that
+// can run it a share (a plan made for other PUs).
 //
 // Example (now = 0): npu0 busy until 3 ms, gpu0 busy until 1 ms. Item A, a
 // detector head, takes 0.3 ms on npu0 and 1 ms on gpu0; the plan gives A's
 // partition gpu0 1.0 and npu0 0. sel: npu0 would finish it at 3.3 ms > gpu0's
 // 2 ms, so A waits for gpu0 either way. Had gpu0 been busy until 4 ms, sel
 // would wait for npu0 (3.3 < 5); share still waits for gpu0. Had npu0 been
-// idle, both run A on npu0 at once.
+// idle, both run A on npu0 at once. Had gpu0 been busy only until 0.1 ms
+// and cpu1, unplanned, been idle with 1.2 ms for A: sel waits for gpu0 (done
+// at 1.1 ms < 1.2 ms); share runs A on cpu1 at once (1.2 <= 1.5 * 1 ms).
+//
+// Why kNearSpeed: between PUs of about the same speed (two CPU cores, or a
+// core that the online model saw run a little slower), waiting for the one
+// that looks faster leaves the other idle; on this project's 2-core machine
+// it kept one core 15-20 % idle in half of the runs of the default workload
+// (docs/benchmarks.md). Real accelerator/CPU gaps are 3-12x, far above 1.5,
+// so the planned bottleneck PU is still waited for.
 //
 // Why not follow the split's fractions exactly (run counts per PU)? We tried:
 // the LP also gives slow PUs small fractions of a bottleneck partition (a
@@ -46,6 +57,9 @@ class SharePolicy : public LowLevelPolicy {
  public:
   // `split` may be null (then the policy is `sel`).
   explicit SharePolicy(std::shared_ptr<const PlanSplit> split) : split_(std::move(split)) {}
+  // An idle PU at most this many times slower than the busy PU an item would
+  // wait for takes the item at once.
+  static constexpr double kNearSpeed = 1.5;
   std::string name() const override { return "share"; }
   std::vector<Decision> Decide(const Snapshot& snapshot) const override;
 
