@@ -124,6 +124,19 @@ TEST_F(CliPlanTest, ShareFollowsThePlanAndEveryOutputMatchesWholeModelOrt) {
   ASSERT_FALSE(j.is_discarded()) << r.output;
   EXPECT_EQ(j["policy"]["low_level"], "share");
   EXPECT_GT(j["completed"].get<double>(), 0);
+  // Each partition reports its runs per PU, one count per listed PU; every
+  // partition ran (its first run on a PU is a warm-up and not counted, so a
+  // partition that ran more than once somewhere shows a positive count).
+  for (const auto& m : j["models"]) {
+    for (const auto& q : m["placement"]) {
+      ASSERT_TRUE(q.contains("runs")) << q.dump();
+      const auto runs = q["runs"].get<std::vector<int64_t>>();
+      ASSERT_EQ(runs.size(), q["pus"].size()) << q.dump();
+      int64_t total = 0;
+      for (int64_t n : runs) total += n;
+      EXPECT_GT(total, 0) << m["name"] << " " << q.dump();
+    }
+  }
 }
 
 TEST_F(CliPlanTest, RunWithoutAProfileMeasuresOneAndReportsTheBound) {

@@ -107,7 +107,9 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
       j["device"] = report->models[i].device;
       nlohmann::json placement = nlohmann::json::array();
       for (const PlacedPartition& p : report->models[i].placement) {
-        placement.push_back({{"nodes", p.nodes}, {"pus", p.pus}});
+        nlohmann::json q = {{"nodes", p.nodes}, {"pus", p.pus}};
+        if (!p.runs.empty()) q["runs"] = p.runs;
+        placement.push_back(std::move(q));
       }
       j["placement"] = std::move(placement);
     }

@@ -565,6 +565,8 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   BATON_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Deployment> baton_deployment,
                          runtime::Deployment::Build(devices, deploy));
   report.sessions = baton_deployment->prepared_count();
+  // Per model, per partition: its PUs in report order (for the run counts).
+  std::vector<std::vector<std::vector<PuId>>> placed_pus(models.size());
   for (size_t i = 0; i < models.size(); ++i) {
     const graph::Model& g = *models[i].model;
     const runtime::DeployedModel& dm = baton_deployment->models()[i];
@@ -580,6 +582,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       }
       for (PuId u : order) placed.pus.push_back(pu_set.profiler_pus[u.value].name);
       info.placement.push_back(std::move(placed));
+      placed_pus[i].push_back(std::move(order));
     }
     report.models.push_back(std::move(info));
   }
@@ -775,6 +778,16 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
 
   // Trace of baton's PU runs.
   baton_rt.rt->Stop();
+  for (size_t i = 0; i < models.size(); ++i) {
+    if (!config.devices[deploy[i].device.value].address.empty()) continue;  // remote: its agent measures
+    const runtime::DeployedModel& dm = baton_deployment->models()[i];
+    for (size_t p = 0; p < placed_pus[i].size(); ++p) {
+      for (PuId u : placed_pus[i][p]) {
+        report.models[i].placement[p].runs.push_back(
+            baton_rt.latency->Observations(dm.id, dm.plan.partitions[p].id, u));
+      }
+    }
+  }
   if (planning) {
     BATON_ASSIGN_OR_RETURN(Calibration c, Calibrate(*planning, *baton_deployment, *baton_rt.latency, planned_placement));
     report.pu_speed = std::move(c.pu_speed);

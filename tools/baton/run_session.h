@@ -60,6 +60,11 @@ struct ModeOutcome {
 struct PlacedPartition {
   std::vector<std::string> nodes;  // node names
   std::vector<std::string> pus;    // the PUs it was prepared on, the plan's preferred one first
+  // Per entry of `pus`: how many times baton ran the partition there over the
+  // whole run, the unmeasured warm-up periods included, each PU's first run
+  // of it left out (as the latency model leaves it out). Empty on a remote
+  // device, whose runs its agent measures.
+  std::vector<int64_t> runs;
 };
 
 struct ModelPlanInfo {
