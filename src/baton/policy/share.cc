@@ -21,17 +21,20 @@ bool HasRunnableSplit(const DecisionBuilder& builder, const WorkItem& item, std:
 std::vector<Decision> SharePolicy::Decide(const Snapshot& snapshot) const {
   DecisionBuilder builder(snapshot);
   const std::span<const DecisionBuilder::Slot> slots = builder.slots();
+  std::vector<std::optional<DecisionBuilder::Choice>> idle_choices;  // per slot, for the near-speed pass
   for (const WorkItem* item : ItemsBySeq(snapshot.ready)) {
     if (!builder.AnyStartable()) break;
     const std::span<const PuShare> shares =
         split_ != nullptr ? split_->Of(item->model, item->partition) : std::span<const PuShare>();
     std::optional<DecisionBuilder::Choice> best;
     if (HasRunnableSplit(builder, *item, shares)) {
+      idle_choices.assign(slots.size(), std::nullopt);
       for (size_t slot = 0; slot < slots.size(); ++slot) {
         // A PU the plan gives no share of this partition is never waited for.
         if (!slots[slot].startable && !(ShareIn(shares, slots[slot].pu->id) > 0)) continue;
         std::optional<DecisionBuilder::Choice> choice = builder.ChoiceOn(*item, slot);
         if (!choice) continue;
+        if (slots[slot].startable) idle_choices[slot] = choice;
         // As EarliestFinish: ties go to an idle PU, then to the lowest PuId (slots are in PuId order).
         if (!best || choice->finish < best->finish ||
             (choice->finish == best->finish && slots[slot].startable && !slots[best->slot].startable)) {
@@ -43,9 +46,7 @@ std::vector<Decision> SharePolicy::Decide(const Snapshot& snapshot) const {
       if (best && !slots[best->slot].startable) {
         const double limit = kNearSpeed * static_cast<double>(best->latency.count());
         std::optional<DecisionBuilder::Choice> now;
-        for (size_t slot = 0; slot < slots.size(); ++slot) {
-          if (!slots[slot].startable) continue;
-          std::optional<DecisionBuilder::Choice> choice = builder.ChoiceOn(*item, slot);
+        for (const std::optional<DecisionBuilder::Choice>& choice : idle_choices) {
           if (!choice || static_cast<double>(choice->latency.count()) > limit) continue;
           if (!now || choice->finish < now->finish) now = choice;
         }
