@@ -69,6 +69,10 @@ TEST_F(CliPlanTest, PlanWrittenReadAndRunGivesThePlannedPlacement) {
     EXPECT_EQ(p["policy"], policy);
     EXPECT_GT(p["predicted_throughput_rps"].get<double>(), 0);
     EXPECT_LE(p["predicted_throughput_rps"].get<double>(), p["bound_throughput_rps"].get<double>() * 1.0001);
+    // Priorities: the saturating cls after the paced seq (the config sets none).
+    ASSERT_EQ(p["models"].size(), 2u);
+    EXPECT_EQ(p["models"][0]["priority"], 0);
+    EXPECT_EQ(p["models"][1]["priority"], 1);
     // Every partition of a model the prediction serves has its split: one share per PU, summing to 1.
     for (const auto& m : p["models"]) {
       if (m["predicted_rps"].get<double>() <= 0) continue;
@@ -98,6 +102,7 @@ TEST_F(CliPlanTest, PlanWrittenReadAndRunGivesThePlannedPlacement) {
       return Pus(v.at(0), std::set<std::string>(v.begin(), v.end()));
     };
     for (size_t m = 0; m < p["models"].size(); ++m) {
+      EXPECT_EQ(j["models"][m]["priority"], p["models"][m]["priority"]);  // the run used the plan's priorities
       std::map<std::set<std::string>, Pus> planned, ran;
       for (const auto& q : p["models"][m]["partitions"]) {
         planned[q["nodes"].get<std::set<std::string>>()] = pus_of(q["pus"]);

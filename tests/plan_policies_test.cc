@@ -316,6 +316,23 @@ TEST(AllPolicies, AnAtomNoPuCanRunIsAnErrorNamingModelAndAtom) {
   }
 }
 
+TEST(PlannedPriorities, PacedStreamsBeforeSaturatingOnesUnlessTheUserSetPriorities) {
+  Problem problem = WithPus(1, {ChainModel("batch", {{1.0}}), ChainModel("camera", {{1.0}}),
+                                ChainModel("video", {{1.0}}), ChainModel("loop", {{1.0}})});
+  problem.models[0].demand = {profile::Demand::Kind::kSaturating, 0, 2, 0};
+  problem.models[1].demand = {profile::Demand::Kind::kClosed, 0, 1, 30};
+  problem.models[2].demand = {profile::Demand::Kind::kRate, 25, 0, 0};
+  problem.models[3].demand = {profile::Demand::Kind::kSaturating, 0, 1, 0};
+  absl::StatusOr<std::vector<int>> planned = PlannedPriorities(problem, {0, 0, 0, 0});
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  EXPECT_THAT(*planned, ElementsAre(0, 1, 1, 0));
+  // Any priority set in the config: the config's, as is.
+  planned = PlannedPriorities(problem, {3, 0, 0, -1});
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  EXPECT_THAT(*planned, ElementsAre(3, 0, 0, -1));
+  EXPECT_THAT(PlannedPriorities(problem, {0, 0}).status().message(), HasSubstr("2 configured priorities for 4 models"));
+}
+
 TEST(AllPolicies, OptionsOutOfRangeAreErrorsNamingTheOption) {
   const Problem problem = WithPus(1, {ChainModel("m", {{1}})});
   for (PlanPolicy policy : kAllPolicies) {

@@ -569,6 +569,27 @@ TEST(ShareTest, AnIdlePuAtMostOneAndAHalfTimesSlowerBeatsWaiting) {
   EXPECT_THAT(Decide("share", b), IsEmpty());
 }
 
+TEST(ShareTest, AHigherPriorityItemIsPlacedFirst) {
+  // now = 6: npu0 idle, gpu1 busy until 8. A (older, priority 0, a detector
+  // body) takes 6 on npu0 and 22 on gpu1; B (priority 1, a classifier) 1 on
+  // npu0 and 4 on gpu1. In arrival order A takes npu0 (12 < 30) and B waits
+  // for gpu1 (12 < 13); by priority B takes npu0 (7 < 12) and A waits for it
+  // (13 < 30).
+  for (const int b_priority : {1, 0}) {
+    SCOPED_TRACE(b_priority == 1 ? "B before A" : "equal priorities");
+    SnapshotBuilder b;
+    b.Now(6).IdlePu(0).BusyPu(1, 8);
+    b.Item(1).priority = 0;
+    b.Latency(1, 0, 6).Latency(1, 1, 22);
+    b.Item(2).priority = b_priority;
+    b.Latency(2, 0, 1).Latency(2, 1, 4);
+    const PolicyOptions split{.split = SplitOf(1, {{PuId(0), 1.0}})};
+    EXPECT_THAT(Decide("share", b, split), ElementsAre(RunOn(b_priority == 1 ? 2 : 1, 0)));
+    EXPECT_THAT(Decide("share", b), ElementsAre(RunOn(b_priority == 1 ? 2 : 1, 0)));  // also without a split
+    EXPECT_THAT(Decide("sel", b), ElementsAre(RunOn(1, 0)));                          // sel: arrival order
+  }
+}
+
 TEST(ShareTest, ASplitWhosePusCannotRunTheItemFallsBackToSel) {
   SnapshotBuilder b;
   b.Now(0).BusyPu(0, 2).IdlePu(1);
@@ -610,8 +631,10 @@ TEST(ShareTest, InvariantsHoldWithRandomSplits) {
       std::shuffle(shuffled.items.begin(), shuffled.items.end(), rng);
       std::shuffle(shuffled.pus.begin(), shuffled.pus.end(), rng);
       EXPECT_EQ(Make("share", options)->Decide(shuffled.snapshot()), decisions);
-      // Without a split it is sel, decision for decision.
-      EXPECT_EQ(Make("share")->Decide(s), Make("sel")->Decide(s));
+      // Without a split and with equal priorities it is sel, decision for decision.
+      RandomCase equal = *c;
+      for (WorkItem& item : equal.items) item.priority = 0;
+      EXPECT_EQ(Make("share")->Decide(equal.snapshot()), Make("sel")->Decide(equal.snapshot()));
       for (const Decision& d : decisions) runs += d.kind == Decision::Kind::kRun;
       differs_from_sel += decisions != Make("sel")->Decide(s);
     }

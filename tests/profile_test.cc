@@ -276,7 +276,8 @@ plan::PlanFile SamplePlan() {
                                plan::PlanPartition{{"c"}, {"cpu0"}, 0.25}},
                               63.5,
                               0.8,
-                              0.7}};
+                              0.7,
+                              1}};
   return f;
 }
 
@@ -321,6 +322,23 @@ TEST(PlanFileTest, SharesAreOptionalAndChecked) {
     absl::Status s = plan::PlanFile::Parse(broken, "plan.json").status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(s.message(), HasSubstr("models[1].partitions[0].shares")) << bad;
+  }
+}
+
+TEST(PlanFileTest, PriorityIsOptionalAndChecked) {
+  const std::string text = SamplePlan().ToJson();
+  EXPECT_THAT(text, HasSubstr("\"priority\": 1"));
+  // Absent (plans written before it existed, and cls here): none; the run then uses the config's.
+  absl::StatusOr<plan::PlanFile> back = plan::PlanFile::Parse(text, "plan.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->models[0].priority, std::nullopt);
+  EXPECT_EQ(back->models[1].priority, 1);
+  for (const char* bad : {"1.5", "\"high\"", "99999999999"}) {
+    std::string broken = text;
+    broken.replace(broken.find("\"priority\": 1") + 12, 1, bad);
+    absl::Status s = plan::PlanFile::Parse(broken, "plan.json").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("models[1].priority")) << bad;
   }
 }
 

@@ -105,6 +105,7 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
     if (report != nullptr && i < report->models.size()) {
       j["partitions"] = report->models[i].partitions;
       j["device"] = report->models[i].device;
+      j["priority"] = report->models[i].priority;
       nlohmann::json placement = nlohmann::json::array();
       for (const PlacedPartition& p : report->models[i].placement) {
         nlohmann::json q = {{"nodes", p.nodes}, {"pus", p.pus}};

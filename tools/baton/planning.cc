@@ -145,6 +145,9 @@ absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::
                                  u < prediction.pu_busy.size() ? prediction.pu_busy[u] : 0,
                                  {}});
   }
+  std::vector<int> configured;
+  for (const LoadedModel& m : models) configured.push_back(m.config->priority);
+  BATON_ASSIGN_OR_RETURN(const std::vector<int> priorities, plan::PlannedPriorities(problem, configured));
   // Per PU: the partitions it may run, the more important model first.
   struct Entry {
     int priority;
@@ -161,6 +164,7 @@ absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::
     pm.predicted_rps = prediction.model_rps.at(m);
     pm.predicted_latency_ms = prediction.latency_ms.at(m);
     pm.latency_bound_ms = planning.bounds.latency_ms.at(m);
+    pm.priority = priorities.at(m);
     for (size_t k = 0; k < placement.models[m].size(); ++k) {
       const profile::PlannedPartition& q = placement.models[m][k];
       plan::PlanPartition pp;
@@ -168,7 +172,7 @@ absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::
       for (int u : q.pus) {
         pp.pus.push_back(problem.pus[static_cast<size_t>(u)].name);
         order[static_cast<size_t>(u)].push_back(
-            Entry{models[m].config->priority, m, k, absl::StrCat(pm.name, ".p", k)});
+            Entry{priorities.at(m), m, k, absl::StrCat(pm.name, ".p", k)});
       }
       pp.predicted_ms = problem.RangeMs(static_cast<int>(m), q.first, q.last, q.pus.at(0)).value_or(0);
       // The prediction's split of this partition's runs, when it runs at all.

@@ -79,9 +79,16 @@ std::optional<Duration> DeadlineOf(const config::ModelConfig& m) {
 
 class WindowDriver {
  public:
+  // `priorities`: per model, the priority of its requests.
   WindowDriver(runtime::Runtime& rt, const std::vector<config::DeviceConfig>& devices,
-               const std::vector<LoadedModel>& models, bool verify)
-      : rt_(rt), devices_(devices), models_(models), verify_(verify), out_(models.size()), seq_(models.size()) {
+               const std::vector<LoadedModel>& models, std::vector<int> priorities, bool verify)
+      : rt_(rt),
+        devices_(devices),
+        models_(models),
+        priorities_(std::move(priorities)),
+        verify_(verify),
+        out_(models.size()),
+        seq_(models.size()) {
     for (size_t i = 0; i < models.size(); ++i) out_[i].name = models[i].config->name;
     for (auto& s : seq_) s.store(0);
   }
@@ -166,7 +173,7 @@ class WindowDriver {
     dispatch::RequestOptions options;
     const std::optional<Duration> deadline = DeadlineOf(*m.config);
     if (deadline) options.deadline = rt_.Now() + *deadline;
-    options.priority = m.config->priority;
+    options.priority = priorities_.at(i);
     rt_.Submit(m.id, CloneAll(m.samples[sample]), options, [this, i, sample, closed, deadline](runtime::RequestResult r) {
       Record(i, sample, deadline, r);
       if (!closed || stop_.load()) return;
@@ -228,6 +235,7 @@ class WindowDriver {
   runtime::Runtime& rt_;
   const std::vector<config::DeviceConfig>& devices_;
   const std::vector<LoadedModel>& models_;
+  const std::vector<int> priorities_;
   const bool verify_;
   Time t0_{}, t1_{};
   // Record runs on the runtime's dispatcher thread only; read after Drain.
@@ -586,6 +594,19 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     }
     report.models.push_back(std::move(info));
   }
+  // Request priorities: the config's, or the plan's where it gives one
+  // (plan::PlannedPriorities); the whole_on_one_pu baseline keeps the config's.
+  std::vector<int> configured_priorities;
+  for (const LoadedModel& m : models) configured_priorities.push_back(m.config->priority);
+  std::vector<int> baton_priorities = configured_priorities;
+  if (plan_file) {
+    for (size_t i = 0; i < models.size(); ++i) {
+      for (const plan::PlanModel& pm : plan_file->models) {
+        if (pm.name == models[i].config->name && pm.priority) baton_priorities[i] = *pm.priority;
+      }
+    }
+  }
+  for (size_t i = 0; i < models.size(); ++i) report.models[i].priority = baton_priorities[i];
   BATON_ASSIGN_OR_RETURN(RuntimeBundle baton_rt, MakeRuntime(config, *baton_deployment, config.policy.low_level,
                                                              /*fixed=*/config.policy.low_level == "fixed",
                                                              !options.trace_path.empty(), remotes));
@@ -600,9 +621,9 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   uint64_t verified = 0, mismatches = 0;
   std::string first_mismatch;
   // Only baton's answers are verified (the fixed baseline may run emulators without outputs).
-  auto runtime_mode = [&](runtime::Runtime* rt, bool verify) {
+  auto runtime_mode = [&](runtime::Runtime* rt, const std::vector<int>& priorities, bool verify) {
     return [&, rt, verify](Duration warmup, Duration duration, uint64_t seed, ModeOutcome& total) -> absl::Status {
-      WindowDriver driver(*rt, config.devices, models, verify);
+      WindowDriver driver(*rt, config.devices, models, priorities, verify);
       std::vector<PuOutcome> pus;
       driver.Run(warmup, duration, seed, pus);
       Accumulate(total, driver.outcomes(), pus, duration);
@@ -612,7 +633,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       return absl::OkStatus();
     };
   };
-  modes.push_back(Mode{EmptyMode("baton", models), runtime_mode(baton_rt.rt.get(), options.verify)});
+  modes.push_back(Mode{EmptyMode("baton", models), runtime_mode(baton_rt.rt.get(), baton_priorities, options.verify)});
 
   // Each model whole on one PU (the fair baseline when ORT cannot use every PU).
   std::unique_ptr<runtime::Deployment> whole_deployment;
@@ -673,7 +694,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
         BATON_ASSIGN_OR_RETURN(whole_rt, MakeRuntime(config, *whole_deployment, "fixed", /*fixed=*/true, false));
         ModeOutcome outcome = EmptyMode("whole_on_one_pu", models);
         outcome.note = absl::StrJoin(described, ", ");
-        modes.push_back(Mode{std::move(outcome), runtime_mode(whole_rt.rt.get(), false)});
+        modes.push_back(Mode{std::move(outcome), runtime_mode(whole_rt.rt.get(), configured_priorities, false)});
       }
     }
   }

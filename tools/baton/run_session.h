@@ -75,6 +75,7 @@ struct ModelPlanInfo {
   int64_t param_bytes = 0;
   double gflops = 0;
   std::string device = {};  // the device its partitions are placed on
+  int priority = 0;         // of its requests in baton's run: the plan's, else the config's
 };
 
 // One device of baton's run: utilisation is the mean over its PUs of busy /

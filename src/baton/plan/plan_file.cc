@@ -1,6 +1,8 @@
 #include "baton/plan/plan_file.h"
 
+#include <cstdint>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -66,8 +68,9 @@ std::string PlanFile::ToJson() const {
     const PlanModel& m = models[i];
     absl::StrAppend(&out, "    {\"name\": ", Str(m.name), ", \"content_hash\": ", Str(m.content_hash),
                     ",\n     \"predicted_rps\": ", Num(m.predicted_rps), ", \"predicted_latency_ms\": ",
-                    Num(m.predicted_latency_ms), ", \"latency_bound_ms\": ", Num(m.latency_bound_ms),
-                    ",\n     \"partitions\": [\n");
+                    Num(m.predicted_latency_ms), ", \"latency_bound_ms\": ", Num(m.latency_bound_ms));
+    if (m.priority) absl::StrAppend(&out, ", \"priority\": ", *m.priority);
+    absl::StrAppend(&out, ",\n     \"partitions\": [\n");
     for (size_t k = 0; k < m.partitions.size(); ++k) {
       const PlanPartition& p = m.partitions[k];
       absl::StrAppend(&out, "       {\"pus\": ", Line(p.pus));
@@ -117,6 +120,14 @@ absl::StatusOr<PlanFile> PlanFile::Parse(std::string_view text, const std::strin
     BATON_ASSIGN_OR_RETURN(m.predicted_rps, Get<double>(jm, "predicted_rps", source, path));
     BATON_ASSIGN_OR_RETURN(m.predicted_latency_ms, Get<double>(jm, "predicted_latency_ms", source, path));
     BATON_ASSIGN_OR_RETURN(m.latency_bound_ms, Get<double>(jm, "latency_bound_ms", source, path));
+    if (jm.contains("priority")) {
+      const json& jp = jm["priority"];
+      if (!jp.is_number_integer() || jp.get<int64_t>() < std::numeric_limits<int>::min() ||
+          jp.get<int64_t>() > std::numeric_limits<int>::max()) {
+        return Bad(source, path + ".priority", "must be an integer");
+      }
+      m.priority = static_cast<int>(jp.get<int64_t>());
+    }
     if (!jm.contains("partitions") || !jm["partitions"].is_array() || jm["partitions"].empty()) {
       return Bad(source, path + ".partitions", "missing, empty or not a list");
     }

@@ -12,6 +12,7 @@
 // Thread-safety: value types.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,6 +41,10 @@ struct PlanModel {
   double predicted_rps = 0;
   double predicted_latency_ms = 0;
   double latency_bound_ms = 0;
+  // The priority its requests get when the plan is carried out (larger
+  // first; plan::PlannedPriorities). Absent in plans written before it
+  // existed: the config's `priority` then applies.
+  std::optional<int> priority = {};
 
   friend bool operator==(const PlanModel&, const PlanModel&) = default;
 };

@@ -688,4 +688,18 @@ absl::StatusOr<Placement> MakePlacement(PlanPolicy policy, const Problem& proble
   return placement;
 }
 
+absl::StatusOr<std::vector<int>> PlannedPriorities(const profile::Problem& problem, const std::vector<int>& configured) {
+  if (configured.size() != problem.models.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("planned priorities: ", configured.size(),
+                                                   " configured priorities for ", problem.models.size(),
+                                                   " models; give one per model"));
+  }
+  if (std::any_of(configured.begin(), configured.end(), [](int p) { return p != 0; })) return configured;
+  std::vector<int> priorities;
+  for (const profile::ProblemModel& model : problem.models) {
+    priorities.push_back(model.demand.kind == profile::Demand::Kind::kSaturating ? 0 : 1);
+  }
+  return priorities;
+}
+
 }  // namespace baton::plan

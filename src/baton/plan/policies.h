@@ -50,6 +50,20 @@ struct PlanOptions {
   uint64_t seed = 1;       // search: move order
 };
 
+// The priority each model's requests get when a plan is carried out
+// (larger first; the `share` low-level policy places higher-priority items
+// first). When `configured` (one per model of the problem, the config's
+// `priority`) holds any non-zero value, it is returned as is: the user
+// decided. Otherwise paced streams get 1 and saturating ones 0: a closed
+// loop with a pause, or periodic or Poisson arrivals (Demand kClosed,
+// kRate), before a closed loop without a pause (kSaturating). Why: a paced
+// stream's rate is concurrency / (pause + latency), so its time queued behind
+// a saturating job's work is throughput lost, while a saturating job, with
+// requests always waiting, loses only the PU time the stream takes, which
+// the plan counts already (docs/planning.md). InvalidArgument when the sizes
+// disagree.
+absl::StatusOr<std::vector<int>> PlannedPriorities(const profile::Problem& problem, const std::vector<int>& configured);
+
 // Errors: InvalidArgument naming the model and atom when an atom can run on
 // no PU, or when the options are out of range.
 absl::StatusOr<profile::Placement> MakePlacement(PlanPolicy policy, const profile::Problem& problem,

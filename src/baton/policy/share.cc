@@ -1,5 +1,7 @@
 #include "baton/policy/share.h"
 
+#include <cstdint>
+
 #include "baton/policy/placement.h"
 
 namespace baton::policy {
@@ -22,7 +24,9 @@ std::vector<Decision> SharePolicy::Decide(const Snapshot& snapshot) const {
   DecisionBuilder builder(snapshot);
   const std::span<const DecisionBuilder::Slot> slots = builder.slots();
   std::vector<std::optional<DecisionBuilder::Choice>> idle_choices;  // per slot, for the near-speed pass
-  for (const WorkItem* item : ItemsBySeq(snapshot.ready)) {
+  // Larger priority first (negated; widened so that INT_MIN negates), then seq.
+  const auto by_priority = [](const WorkItem& item) { return -static_cast<int64_t>(item.priority); };
+  for (const WorkItem* item : OrderedItems(snapshot.ready, by_priority)) {
     if (!builder.AnyStartable()) break;
     const std::span<const PuShare> shares =
         split_ != nullptr ? split_->Of(item->model, item->partition) : std::span<const PuShare>();
