@@ -145,9 +145,8 @@ absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::
                                  u < prediction.pu_busy.size() ? prediction.pu_busy[u] : 0,
                                  {}});
   }
-  std::vector<int> configured;
-  for (const LoadedModel& m : models) configured.push_back(m.config->priority);
-  BATON_ASSIGN_OR_RETURN(const std::vector<int> priorities, plan::PlannedPriorities(problem, configured));
+  BATON_ASSIGN_OR_RETURN(const std::vector<int> priorities,
+                         plan::PlannedPriorities(problem, RequestPriorities(nullptr, models)));
   // Per PU: the partitions it may run, the more important model first.
   struct Entry {
     int priority;
@@ -192,6 +191,18 @@ absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::
     for (const Entry& e : order[u]) f.pus[u].order.push_back(e.name);
   }
   return f;
+}
+
+std::vector<int> RequestPriorities(const plan::PlanFile* plan, const std::vector<LoadedModel>& models) {
+  std::vector<int> priorities;
+  for (const LoadedModel& lm : models) {
+    priorities.push_back(lm.config->priority);
+    if (plan == nullptr) continue;
+    for (const plan::PlanModel& pm : plan->models) {
+      if (pm.name == lm.config->name && pm.priority) priorities.back() = *pm.priority;
+    }
+  }
+  return priorities;
 }
 
 absl::StatusOr<std::vector<runtime::DeployModel>> DeployFromPlan(const plan::PlanFile& plan, const std::string& source,

@@ -48,6 +48,10 @@ absl::StatusOr<std::vector<runtime::DeployModel>> DeployFromPlan(const plan::Pla
                                                                  const std::vector<LoadedModel>& models,
                                                                  const PuSet& pus);
 
+// Per model, the priority of its requests: the plan's (PlanModel::priority)
+// where `plan` is given and has one for the model, else the config's.
+std::vector<int> RequestPriorities(const plan::PlanFile* plan, const std::vector<LoadedModel>& models);
+
 // The plan's placement over the problem's atoms; nullopt when a partition is
 // not a range of atoms (a plan made from a profile with another cut). With
 // `widen`, each partition may also run on every other PU of its model's

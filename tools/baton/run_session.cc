@@ -594,18 +594,10 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     }
     report.models.push_back(std::move(info));
   }
-  // Request priorities: the config's, or the plan's where it gives one
-  // (plan::PlannedPriorities); the whole_on_one_pu baseline keeps the config's.
-  std::vector<int> configured_priorities;
-  for (const LoadedModel& m : models) configured_priorities.push_back(m.config->priority);
-  std::vector<int> baton_priorities = configured_priorities;
-  if (plan_file) {
-    for (size_t i = 0; i < models.size(); ++i) {
-      for (const plan::PlanModel& pm : plan_file->models) {
-        if (pm.name == models[i].config->name && pm.priority) baton_priorities[i] = *pm.priority;
-      }
-    }
-  }
+  // Request priorities: the plan's where it gives one (plan::PlannedPriorities),
+  // else the config's; the whole_on_one_pu baseline keeps the config's.
+  const std::vector<int> configured_priorities = RequestPriorities(nullptr, models);
+  const std::vector<int> baton_priorities = RequestPriorities(plan_file ? &*plan_file : nullptr, models);
   for (size_t i = 0; i < models.size(); ++i) report.models[i].priority = baton_priorities[i];
   BATON_ASSIGN_OR_RETURN(RuntimeBundle baton_rt, MakeRuntime(config, *baton_deployment, config.policy.low_level,
                                                              /*fixed=*/config.policy.low_level == "fixed",
@@ -622,7 +614,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   std::string first_mismatch;
   // Only baton's answers are verified (the fixed baseline may run emulators without outputs).
   auto runtime_mode = [&](runtime::Runtime* rt, const std::vector<int>& priorities, bool verify) {
-    return [&, rt, verify](Duration warmup, Duration duration, uint64_t seed, ModeOutcome& total) -> absl::Status {
+    return [&, rt, priorities, verify](Duration warmup, Duration duration, uint64_t seed, ModeOutcome& total) -> absl::Status {
       WindowDriver driver(*rt, config.devices, models, priorities, verify);
       std::vector<PuOutcome> pus;
       driver.Run(warmup, duration, seed, pus);
