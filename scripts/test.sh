@@ -1,55 +1,143 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: dependencies, third-party test models,
-# an optimised build with warnings as errors and all tests, then the unit tests
-# again under AddressSanitizer + UndefinedBehaviorSanitizer, then the tests of the
-# threaded runtime and of the remote agents under ThreadSanitizer.
+# The whole test suite, as CI runs it (docs/development.md):
+#   1. release  an optimised build with warnings as errors, every test label
+#               (unit, integration, corpus, timing), then one smoke run of each
+#               benchmark binary;
+#   2. asan     AddressSanitizer + UndefinedBehaviorSanitizer: the unit and
+#               integration tests, and a check of the one LSan suppression;
+#   3. tsan     ThreadSanitizer: the threaded runtime and the network layer.
+# Usage: scripts/test.sh [STAGE...]   (default: all three, in that order)
+# Compilations go through ccache when it is installed (~/.cache/ccache, shared
+# by every clone on the machine); its statistics are printed at the end.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+stages=("$@")
+[ "${#stages[@]}" -eq 0 ] && stages=(release asan tsan)
+for s in "${stages[@]}"; do
+  case "$s" in release | asan | tsan) ;; *) echo "scripts/test.sh: unknown stage '$s' (release, asan, tsan)" >&2; exit 2 ;; esac
+done
+
 bash scripts/install_deps.sh
 bash scripts/fetch_test_models.sh
 jobs="$(nproc)"
+summary=()
+command -v ccache >/dev/null 2>&1 && ccache --zero-stats >/dev/null
 
-echo "== Release build (-Werror) and tests"
-cmake --preset ci >/dev/null
-cmake --build --preset ci -j "$jobs"
-ctest --preset ci -j "$jobs"
+# run_ctest STAGE ARGS...: ctest with ARGS; records how many tests ran.
+run_ctest() {
+  local stage="$1"
+  shift
+  local log
+  log="$(mktemp)"
+  local rc=0
+  ctest "$@" 2>&1 | tee "$log" || rc=$?  # pipefail: ctest's status
+  local n
+  n="$(sed -nE 's/.* tests? failed out of ([0-9]+)$/\1/p' "$log" | tail -1)"
+  rm -f "$log"
+  summary+=("$stage: ${n:-0} ctest tests ($*)")
+  return "$rc"
+}
 
-echo "== ASan + UBSan build and tests"
-cmake --preset asan >/dev/null
-cmake --build --preset asan -j "$jobs"
-ctest --preset asan -j "$jobs" -LE slow
+# run_gtest STAGE BINARY [ARGS...]: a test binary run directly; records its count.
+run_gtest() {
+  local stage="$1"
+  shift
+  local log
+  log="$(mktemp)"
+  local rc=0
+  "$@" 2>&1 | tee "$log" || rc=$?  # pipefail: the binary's status
+  local n
+  n="$(sed -nE 's/^\[==========\] ([0-9]+) tests? from .* ran\..*/\1/p' "$log" | tail -1)"
+  rm -f "$log"
+  summary+=("$stage: ${n:-0} test cases in $(basename "$1")")
+  return "$rc"
+}
 
-echo "== The LSan suppression hides at most ONNX Runtime's one 14-byte leak"
-# Whether ORT leaks its 14-byte block depends on the host CPU (it is not seen on
-# every machine), so "nothing suppressed" is fine; anything beyond one block of
-# 14 bytes means a new leak is hiding behind the module-wide rule.
-log="$(ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=1" \
-  build/asan/tests/zoo_partition_test --gtest_filter='*BalancedCuts*/resnet' 2>&1)" || {
-  echo "$log" >&2; echo "the LSan probe run failed (output above)" >&2; exit 1; }
-if ! grep -q '\[  PASSED  \] 1 test' <<<"$log"; then
-  echo "$log" >&2; echo "the LSan probe ran no test: its --gtest_filter matches nothing; update it" >&2; exit 1
-fi
-used="$(awk '/libonnxruntime.so.1$/ {print $1, $2}' <<<"$log")"
-case "$used" in
-  "") echo "ok: nothing suppressed (ONNX Runtime did not leak on this machine)" ;;
-  "1 14") echo "ok: 1 allocation, 14 bytes" ;;
-  *) echo "tests/lsan.supp suppressed '$used' (count bytes); expected at most '1 14'. A new leak is hiding behind it." >&2
-     exit 1 ;;
-esac
+stage_release() {
+  echo "== release: optimised build (-Werror), all tests, benchmark smoke runs"
+  cmake --preset ci >/dev/null
+  cmake --build --preset ci -j "$jobs"
+  run_ctest release --preset ci -j "$jobs"
+  # Each benchmark binary once, with a tiny iteration count: they must build
+  # and run; their numbers are meaningless here (docs/benchmarks.md).
+  local n=0
+  for b in build/ci/bench/*_bench; do
+    [ -x "$b" ] || continue
+    echo "-- smoke: $b"
+    case "$(basename "$b")" in
+      agent_bench) "$b" --requests 20 --seconds 0.2 >/dev/null ;;
+      *) "$b" --benchmark_min_time=0.0001 >/dev/null ;;
+    esac
+    n=$((n + 1))
+  done
+  summary+=("release: $n benchmark binaries smoke-run")
+}
 
-echo "== ThreadSanitizer build and the tests that run threads"
-# runtime_test (the threaded runtime shell, with 1-thread ONNX Runtime
-# sessions). ort_baseline_test is left out: its 2-thread sessions give reports
-# inside libonnxruntime's thread pool, which is not instrumented and could only
-# be suppressed as a whole library. TSAN_OPTIONS (halt_on_error=1) come from the
-# tsan test preset: any report fails the test.
-cmake --preset tsan >/dev/null
-cmake --build --preset tsan -j "$jobs" --target runtime_test port_contract_test agent_failover_test
-ctest --preset tsan -j "$jobs" -R '^(Runtime|Deployment|Zoo/ZooRuntimeTest)\.'
-# The remote device and the agent (gRPC): Debian's gRPC and abseil are not
-# built with TSan, so races inside those libraries are suppressed
-# (tests/tsan_net.supp); baton's own code is still checked.
-for t in port_contract_test agent_failover_test; do
-  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" build/tsan/tests/$t
+stage_asan() {
+  echo "== asan: AddressSanitizer + UndefinedBehaviorSanitizer, unit and integration tests"
+  cmake --preset asan >/dev/null
+  cmake --build --preset asan -j "$jobs"
+  run_ctest asan --preset asan -j "$jobs" -L '^(unit|integration)$'
+
+  echo "-- the LSan suppression hides at most ONNX Runtime's one 14-byte leak"
+  # Whether ORT leaks its 14-byte block depends on the host CPU (it is not seen on
+  # every machine), so "nothing suppressed" is fine; anything beyond one block of
+  # 14 bytes means a new leak is hiding behind the module-wide rule.
+  local log used
+  log="$(ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=1" \
+    build/asan/tests/zoo_partition_test --gtest_filter='*BalancedCuts*/resnet' 2>&1)" || {
+    echo "$log" >&2; echo "the LSan probe run failed (output above)" >&2; return 1; }
+  if ! grep -q '\[  PASSED  \] 1 test' <<<"$log"; then
+    echo "$log" >&2; echo "the LSan probe ran no test: its --gtest_filter matches nothing; update it" >&2; return 1
+  fi
+  used="$(awk '/libonnxruntime.so.1$/ {print $1, $2}' <<<"$log")"
+  case "$used" in
+    "") echo "ok: nothing suppressed (ONNX Runtime did not leak on this machine)" ;;
+    "1 14") echo "ok: 1 allocation, 14 bytes" ;;
+    *) echo "tests/lsan.supp suppressed '$used' (count bytes); expected at most '1 14'. A new leak is hiding behind it." >&2
+       return 1 ;;
+  esac
+  summary+=("asan: LSan suppression probe")
+}
+
+stage_tsan() {
+  echo "== tsan: ThreadSanitizer, the threaded runtime and the network layer"
+  # runtime_test (the threaded runtime shell, with 1-thread ONNX Runtime
+  # sessions). ort_baseline_test is left out: its 2-thread sessions give reports
+  # inside libonnxruntime's thread pool, which is not instrumented and could only
+  # be suppressed as a whole library. TSAN_OPTIONS (halt_on_error=1) come from the
+  # tsan test preset: any report fails the test.
+  cmake --preset tsan >/dev/null
+  cmake --build --preset tsan -j "$jobs" --target runtime_test port_contract_test agent_failover_test
+  run_ctest tsan --preset tsan -j "$jobs" -R '^(Runtime|Deployment|Zoo/ZooRuntimeTest)\.'
+  # The remote device and the agent (gRPC): Debian's gRPC and abseil are not
+  # built with TSan, so races inside those libraries are suppressed
+  # (tests/tsan_net.supp); baton's own code is still checked, in this process
+  # and in the agents it starts (their stderr is checked for reports).
+  local t
+  for t in port_contract_test agent_failover_test; do
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
+      run_gtest tsan "build/tsan/tests/$t"
+  done
+}
+
+# The summary is printed however the run ends; the first failing command
+# stops it (set -e), so stages are called plainly, not in an `||` list.
+print_summary() {
+  local rc=$?
+  echo "== summary"
+  printf '  %s\n' "${summary[@]}"
+  if command -v ccache >/dev/null 2>&1; then
+    echo "== ccache (this run)"
+    ccache --show-stats
+  fi
+  [ "$rc" -eq 0 ] || echo "scripts/test.sh: FAILED (exit status $rc)"
+}
+trap print_summary EXIT
+
+for s in "${stages[@]}"; do
+  start=$SECONDS
+  "stage_$s"
+  summary+=("$s: $((SECONDS - start)) s")
 done

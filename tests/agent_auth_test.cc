@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent_test_util.h"
 #include "baton/net/remote_device.h"
+#include "test_paths.h"
 
 namespace baton {
 namespace {

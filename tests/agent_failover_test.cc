@@ -24,6 +24,7 @@
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
 #include "zoo_case.h"
+#include "test_paths.h"
 
 namespace baton {
 namespace {

@@ -1,4 +1,8 @@
 // Starting `baton agent` processes on loopback for the integration tests.
+// Each agent's stderr goes to a file that is checked when the agent is
+// stopped or killed: a sanitizer report there, an agent that died on its own,
+// or one that does not stop on SIGTERM fails the test, so a crashed agent can
+// never pass for a "lost" one.
 #pragma once
 
 #include <fcntl.h>
@@ -8,22 +12,29 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "gtest/gtest.h"
+#include "sanitizer_report.h"
+#include "test_paths.h"
+
 namespace baton::testing {
 
 // One `baton agent --listen 127.0.0.1:0 ARGS...` child; the port is read from
-// its start-up line. The destructor kills it.
+// its start-up line. The destructor stops it with SIGTERM and expects exit 0.
 class AgentProcess {
  public:
   explicit AgentProcess(std::vector<std::string> args, std::vector<std::string> prefix = {})
       : args_(std::move(args)), prefix_(std::move(prefix)) {
     Start();
   }
-  ~AgentProcess() { Kill(SIGKILL); }
+  ~AgentProcess() { Stop(); }
   AgentProcess(const AgentProcess&) = delete;
   AgentProcess& operator=(const AgentProcess&) = delete;
 
@@ -36,18 +47,46 @@ class AgentProcess {
   void Signal(int sig) {
     if (pid_ > 0) ::kill(pid_, sig);
   }
-  // Sends `sig` and reaps the child (returns its wait status).
+  // Sends `sig` (SIGKILL: a crash the test stages) and reaps the child
+  // (returns its wait status). Fails the test when the agent had already
+  // died on its own or printed a sanitizer report.
   int Kill(int sig) {
     if (pid_ <= 0) return -1;
     ::kill(pid_, sig);
     int status = 0;
     ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    if (out_) {
-      std::fclose(out_);
-      out_ = nullptr;
+    if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+      ADD_FAILURE() << "agent " << pid_ << " had exited with status " << WEXITSTATUS(status)
+                    << " before the test sent it signal " << sig << "; its stderr:\n" << Stderr();
     }
+    Reap();
     return status;
+  }
+  // Stops it as a user does (SIGTERM) and expects exit status 0 within
+  // `limit`; after that it is killed and the test fails.
+  void Stop(std::chrono::seconds limit = std::chrono::seconds(60)) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGCONT);  // a test may have left it stopped
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    const auto give_up = std::chrono::steady_clock::now() + limit;
+    pid_t done = 0;
+    while ((done = ::waitpid(pid_, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (done == 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      ADD_FAILURE() << "agent " << pid_ << " did not exit within " << limit.count() << " s of SIGTERM; its stderr:\n"
+                    << Stderr();
+    } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      ADD_FAILURE() << "agent " << pid_ << " ended with "
+                    << (WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
+                                          : "signal " + std::to_string(WTERMSIG(status)))
+                    << " on SIGTERM (expected exit status 0); its stderr:\n"
+                    << Stderr();
+    }
+    Reap();
   }
   // Starts it again on the same port (a restarted agent).
   void Restart() {
@@ -72,9 +111,37 @@ class AgentProcess {
   }
 
  private:
+  // The agent's stderr so far.
+  std::string Stderr() const {
+    std::ifstream in(err_path_);
+    std::ostringstream os;
+    os << in.rdbuf();
+    return os.str();
+  }
+  // Closes the pipe, checks the stderr file for a sanitizer report, removes it.
+  void Reap() {
+    const std::string report = SanitizerReport(Stderr());
+    if (!report.empty()) ADD_FAILURE() << "agent " << pid_ << " printed a sanitizer report:\n" << report;
+    pid_ = -1;
+    if (out_) {
+      std::fclose(out_);
+      out_ = nullptr;
+    }
+    if (!err_path_.empty()) std::remove(err_path_.c_str());
+    err_path_.clear();
+  }
+
   void Start() {
     int fds[2];
     if (::pipe(fds) != 0) return;
+    std::string err_template = ::testing::TempDir() + "baton_agent_stderr_XXXXXX";
+    const int err_fd = ::mkstemp(err_template.data());
+    if (err_fd < 0) {
+      ::close(fds[0]);
+      ::close(fds[1]);
+      return;
+    }
+    err_path_ = err_template;
     // `prefix` runs it through another command (e.g. `ip netns exec NS`).
     std::vector<std::string> argv_s = prefix_;
     argv_s.push_back(BATON_CLI);
@@ -89,8 +156,10 @@ class AgentProcess {
     pid_ = ::fork();
     if (pid_ == 0) {
       ::dup2(fds[1], 1);
+      ::dup2(err_fd, 2);
       ::close(fds[0]);
       ::close(fds[1]);
+      ::close(err_fd);
       std::vector<char*> argv;
       for (std::string& s : argv_s) argv.push_back(s.data());
       argv.push_back(nullptr);
@@ -98,6 +167,7 @@ class AgentProcess {
       _exit(127);
     }
     ::close(fds[1]);
+    ::close(err_fd);
     out_ = ::fdopen(fds[0], "r");
     char line[1024];
     // "baton agent 'NAME' listening on HOST:PORT (PUs: ...)"
@@ -112,6 +182,7 @@ class AgentProcess {
         }
       }
     }
+    if (port_ <= 0) banner_ += Stderr();  // why it did not start
   }
 
   std::vector<std::string> args_;
@@ -121,6 +192,7 @@ class AgentProcess {
   int port_ = -1;
   std::string host_ = "127.0.0.1";
   std::string banner_;
+  std::string err_path_;
 };
 
 }  // namespace baton::testing

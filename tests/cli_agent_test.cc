@@ -12,6 +12,7 @@
 #include "agent_test_util.h"
 #include "cli_test_util.h"
 #include "nlohmann/json.hpp"
+#include "test_paths.h"
 
 namespace {
 

@@ -56,7 +56,10 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
       EXPECT_GT(m["latency_ms"][p].get<double>(), 0) << p;
     }
     EXPECT_LE(m["latency_ms"]["p50"].get<double>(), m["latency_ms"]["p99"].get<double>());
-    EXPECT_EQ(m["partitions"].get<int>(), 2);
+    // `stages: 2` is an upper bound: the planner cuts a model only where its
+    // measured profile says a cut pays, so 1 is a valid answer too.
+    EXPECT_GE(m["partitions"].get<int>(), 1);
+    EXPECT_LE(m["partitions"].get<int>(), 2);
   }
   EXPECT_GT(j["baselines"]["ort_sequential"]["throughput_rps"].get<double>(), 0);
   EXPECT_GT(j["baselines"]["ort_concurrent"]["throughput_rps"].get<double>(), 0);

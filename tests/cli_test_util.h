@@ -13,6 +13,8 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "sanitizer_report.h"
+#include "test_paths.h"
 
 namespace baton::testing {
 
@@ -32,6 +34,8 @@ inline CliResult Baton(const std::string& args) {
   while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
   int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const std::string report = SanitizerReport(r.output);
+  if (!report.empty()) ADD_FAILURE() << "`baton " << args << "` printed a sanitizer report:\n" << report;
   return r;
 }
 

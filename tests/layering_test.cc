@@ -13,6 +13,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "test_paths.h"
 
 namespace baton {
 namespace {

@@ -14,7 +14,6 @@
 // BATON_ONNX_TESTDATA overrides the corpus directory (default
 // /usr/share/libonnx-testdata/data); the test is skipped when it is missing.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -22,7 +21,6 @@
 #include <iostream>
 #include <mutex>
 #include <sstream>
-#include <thread>
 
 #include "baton/backend/ort/ort_runner.h"
 #include "baton/graph/model.h"
@@ -240,7 +238,14 @@ std::string FirstLine(const std::string& s, size_t max = 240) {
   return line.size() > max ? line.substr(0, max) + "..." : line;
 }
 
-TEST(OnnxBackendCorpusTest, BatonGraphLayerLosesNoCaseThatPlainOrtPasses) {
+// The corpus runs in kShards shards, each its own test, so ctest runs them in
+// parallel; case i belongs to shard i % kShards.
+constexpr int kShards = 4;
+
+class OnnxBackendCorpusTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(OnnxBackendCorpusTest, BatonGraphLayerLosesNoCaseThatPlainOrtPasses) {
+  const int shard = GetParam();
   const fs::path root = CorpusRoot();
   if (!fs::is_directory(root)) GTEST_SKIP() << "ONNX backend test corpus not found at " << root;
   std::vector<std::pair<fs::path, std::string>> cases;
@@ -255,17 +260,10 @@ TEST(OnnxBackendCorpusTest, BatonGraphLayerLosesNoCaseThatPlainOrtPasses) {
   std::sort(cases.begin(), cases.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
   ASSERT_FALSE(cases.empty()) << "no model.onnx under " << root;
 
-  // Two workers (each session has one intra-op thread); results by index keep
-  // the report deterministic.
-  std::vector<CaseResult> results(cases.size());
-  std::atomic<size_t> next{0};
-  {
-    std::vector<std::jthread> workers;
-    for (int w = 0; w < 2; ++w) {
-      workers.emplace_back([&] {
-        for (size_t i = next++; i < cases.size(); i = next++) results[i] = RunCase(cases[i].first, cases[i].second);
-      });
-    }
+  // Each session has one intra-op thread; the shards give the parallelism.
+  std::vector<CaseResult> results;
+  for (size_t i = static_cast<size_t>(shard); i < cases.size(); i += kShards) {
+    results.push_back(RunCase(cases[i].first, cases[i].second));
   }
 
   int total = 0, skipped = 0, plain_pass = 0, baton_pass = 0, rejected = 0, baton_only = 0;
@@ -297,7 +295,8 @@ TEST(OnnxBackendCorpusTest, BatonGraphLayerLosesNoCaseThatPlainOrtPasses) {
     }
   }
 
-  std::cout << "ONNX backend corpus at " << root.string() << " (ONNX Runtime " << ort::OrtVersion() << ")\n"
+  std::cout << "ONNX backend corpus at " << root.string() << " (ONNX Runtime " << ort::OrtVersion() << "), shard "
+            << shard + 1 << " of " << kShards << "\n"
             << "  cases:                         " << total << "\n"
             << "  skipped (non-tensor I/O):      " << skipped << "\n"
             << "  plain ORT passes:              " << plain_pass << "\n"
@@ -323,6 +322,11 @@ TEST(OnnxBackendCorpusTest, BatonGraphLayerLosesNoCaseThatPlainOrtPasses) {
   // The corpus is ONNX's own conformance suite: most of it must run.
   EXPECT_GT(plain_pass, total / 2);
 }
+
+INSTANTIATE_TEST_SUITE_P(Shard, OnnxBackendCorpusTest, ::testing::Range(0, kShards),
+                         [](const ::testing::TestParamInfo<int>& shard_info) {
+                           return std::to_string(shard_info.param + 1) + "of" + std::to_string(kShards);
+                         });
 
 }  // namespace
 }  // namespace baton

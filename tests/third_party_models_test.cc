@@ -32,6 +32,7 @@
 #include "baton/partition/plan.h"
 #include "baton/verify/verify.h"
 #include "gtest/gtest.h"
+#include "test_paths.h"
 
 namespace baton {
 namespace {

@@ -2,8 +2,6 @@
 // VerifyPlan on built and zoo models; tensor_proto reading.
 #include "baton/verify/verify.h"
 
-#include <sys/wait.h>
-
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +13,7 @@
 #include "baton/graph/builder.h"
 #include "baton/graph/tensor_proto.h"
 #include "baton/zoo/zoo.h"
+#include "layernorm_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
@@ -375,31 +374,6 @@ std::shared_ptr<const graph::Model> ChainModel() {
   return Load(b, "chain");
 }
 
-// y = LayerNorm(x) over the last axis, decomposed into ONNX ops (the pattern
-// ORT's LayerNormFusion recognises). As a whole, ORT fuses it into its
-// LayerNormalization kernel (E[x^2] - E[x]^2 variance); cut after the first
-// ReduceMean ("mean"), each partition runs the ops one by one. The results
-// differ in the last bits: within the default tolerance, not bit-identical.
-graph::GraphBuilder LayerNormModel() {
-  graph::GraphBuilder b;
-  b.AddInput("x", dtype::kFloat, {int64_t{64}, int64_t{256}});
-  b.AddInitializer("two", dtype::kFloat, {}, std::vector<float>{2.0f});
-  b.AddInitializer("eps", dtype::kFloat, {}, std::vector<float>{1e-5f});
-  b.AddInitializer("gamma", dtype::kFloat, {256}, std::vector<float>(256, 1.5f));
-  b.AddInitializer("beta", dtype::kFloat, {256}, std::vector<float>(256, 0.25f));
-  b.AddNode("ReduceMean", {"x"}, {"mean"}, {graph::Attr::Ints("axes", {-1})});
-  b.AddNode("Sub", {"x", "mean"}, {"centered"});
-  b.AddNode("Pow", {"centered", "two"}, {"sq"});
-  b.AddNode("ReduceMean", {"sq"}, {"var"}, {graph::Attr::Ints("axes", {-1})});
-  b.AddNode("Add", {"var", "eps"}, {"var_eps"});
-  b.AddNode("Sqrt", {"var_eps"}, {"std"});
-  b.AddNode("Div", {"centered", "std"}, {"normed"});
-  b.AddNode("Mul", {"normed", "gamma"}, {"scaled"});
-  b.AddNode("Add", {"scaled", "beta"}, {"y"});
-  b.AddOutput("y", dtype::kFloat, {int64_t{64}, int64_t{256}});
-  return b;
-}
-
 TEST(VerifyPlanTest, BalancedCutsOfAChainMatchIncludingPassThroughOutput) {
   auto model = ChainModel();
   ASSERT_NE(model, nullptr);
@@ -448,7 +422,7 @@ TEST(VerifyPlanTest, PartitionsOutOfDependencyOrderAreReported) {
 TEST(VerifyPlanTest, MismatchNamesOutputAndPartition) {
   // See LayerNormModel: a zero tolerance must report the output and the
   // partition producing it.
-  auto model = Load(LayerNormModel(), "layernorm");
+  auto model = Load(baton::testing::LayerNormModel(), "layernorm");
   ASSERT_NE(model, nullptr);
   std::vector<std::string> cut = {"mean"};
   auto plan = partition::CutAtTensors(*model, cut);
@@ -525,48 +499,6 @@ TEST(RunWholeModelTest, ReturnsOutputsInModelOrder) {
   EXPECT_FLOAT_EQ((*outs)[0].second.data<float>()[11], 1.0f / (1.0f + std::exp(-9.0f)));
   EXPECT_FLOAT_EQ((*outs)[1].second.data<float>()[11], std::tanh(6.0f));
   EXPECT_EQ((*outs)[2].second.data<float>()[0], -8.0f);
-}
-
-// ---------------------------------------------------------------------------
-// `baton verify` (the CLI binary, when it has been built)
-
-int RunCli(const std::string& args) {
-  const std::string cmd = std::string(BATON_CLI) + " verify " + args + " >/dev/null 2>&1";
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string WriteModel(const std::string& bytes, const std::string& file) {
-  const std::filesystem::path path = std::filesystem::path(::testing::TempDir()) / file;
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-  return path.string();
-}
-
-TEST(VerifyCliTest, ExitStatusTellsMatchMismatchAndErrors) {
-  if (!std::filesystem::exists(BATON_CLI)) GTEST_SKIP() << "baton CLI not built at " << BATON_CLI;
-  auto resnet = zoo::Generate("resnet", /*small=*/true);
-  ASSERT_TRUE(resnet.ok()) << resnet.status();
-  const std::string resnet_path = WriteModel(*resnet, "verify_cli_resnet.onnx");
-  EXPECT_EQ(RunCli(resnet_path), 0);
-  EXPECT_EQ(RunCli(resnet_path + " --parts 4 --seed 9 --threads 2"), 0);
-  EXPECT_EQ(RunCli(resnet_path + " --atol 0 --rtol 0 --parts 1"), 0);  // one partition: bit-identical
-  EXPECT_EQ(RunCli(resnet_path + " --cut no_such_tensor"), 2);
-  EXPECT_EQ(RunCli(resnet_path + " --input nope=1"), 2);
-  EXPECT_EQ(RunCli(resnet_path + " --dim missing_equals"), 2);
-  EXPECT_EQ(RunCli("/nonexistent/model.onnx"), 2);
-  const std::string junk = WriteModel("not a model", "verify_cli_junk.onnx");
-  EXPECT_EQ(RunCli(junk), 2);
-
-  // See LayerNormModel: a zero tolerance sees the difference.
-  auto bytes = LayerNormModel().Serialize();
-  ASSERT_TRUE(bytes.ok()) << bytes.status();
-  const std::string ln = WriteModel(*bytes, "verify_cli_layernorm.onnx");
-  EXPECT_EQ(RunCli(ln + " --cut mean"), 0);
-  EXPECT_EQ(RunCli(ln + " --cut mean --atol 0 --rtol 0"), 1);
-  for (const char* f : {"verify_cli_resnet.onnx", "verify_cli_junk.onnx", "verify_cli_layernorm.onnx"}) {
-    std::filesystem::remove(std::filesystem::path(::testing::TempDir()) / f);
-  }
 }
 
 // ---------------------------------------------------------------------------

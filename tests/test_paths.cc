@@ -1,0 +1,6 @@
+#include "test_paths.h"
+
+namespace baton::testing {
+const char* const kSourceDir = BATON_TEST_SOURCE_DIR;
+const char* const kCliPath = BATON_TEST_CLI;
+}  // namespace baton::testing
