@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -167,7 +168,20 @@ void AddAgentCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--allowed-ops", args->allowed_ops, "Comma-separated op types partitions may use (default: any)")
       ->delimiter(',');
   cmd->add_option("--load-timeout-s", args->load_timeout_s, "Time to create one partition's sessions (default 30)");
-  cmd->callback([args, exit_code] { *exit_code = Agent(*args); });
+  cmd->callback([args, exit_code] {
+    *exit_code = Agent(*args);
+    if (*exit_code == 0) {
+      // Stopped by a signal; the server, sessions and executors are released.
+      // ONNX Runtime's process-wide environment is never destroyed
+      // (ort_runner.cc), so its threads outlive them, and the static destructors
+      // exit() runs would race with those threads (ThreadSanitizer reported it
+      // when agent_failover_test stopped agents with SIGTERM). Leave without them.
+      std::cout.flush();
+      std::cerr.flush();
+      std::fflush(nullptr);
+      std::_Exit(0);
+    }
+  });
 }
 
 }  // namespace baton::cli

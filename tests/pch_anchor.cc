@@ -1,1 +1,0 @@
-// Anchor for the precompiled header the tests share (tests/CMakeLists.txt).
