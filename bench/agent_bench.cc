@@ -162,15 +162,16 @@ double ClosedLoop(runtime::Runtime& rt, const std::vector<dispatch::NamedTensors
       std::lock_guard lock(mu);
       ++open;
     }
+    // The follow-up is submitted before this request stops counting as open,
+    // and the notify happens under the lock: once `open` reaches 0 the waiter
+    // below returns and destroys everything this callback refers to.
     rt.Submit(ModelId(static_cast<uint32_t>(m)), Clone(inputs[m]), {}, [&, m](runtime::RequestResult r) {
       if (!r.status.ok()) Die(r.status, "request");
       done.fetch_add(1);
-      {
-        std::lock_guard lock(mu);
-        --open;
-      }
-      cv.notify_all();
       if (!stop.load()) next(m);
+      std::lock_guard lock(mu);
+      --open;
+      cv.notify_all();
     });
   };
   const auto t0 = std::chrono::steady_clock::now();
