@@ -31,7 +31,8 @@ run_ctest() {
   local log
   log="$(mktemp)"
   local rc=0
-  ctest "$@" 2>&1 | tee "$log" || rc=$?  # pipefail: ctest's status
+  # --no-tests=error: a label or -R pattern that matches nothing fails the stage.
+  ctest --no-tests=error "$@" 2>&1 | tee "$log" || rc=$?  # pipefail: ctest's status
   local n
   n="$(sed -nE 's/.* tests? failed out of ([0-9]+)$/\1/p' "$log" | tail -1)"
   rm -f "$log"
