@@ -6,7 +6,9 @@
 #pragma once
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,11 +71,16 @@ class AgentProcess {
     ::kill(pid_, SIGCONT);  // a test may have left it stopped
     ::kill(pid_, SIGTERM);
     int status = 0;
-    const auto give_up = std::chrono::steady_clock::now() + limit;
-    pid_t done = 0;
-    while ((done = ::waitpid(pid_, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < give_up) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // Wait for the exit itself (a pidfd becomes readable), at most `limit`;
+    // without pidfd_open (Linux < 5.3), waitpid blocks until it exits.
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    bool exited = true;
+    if (pidfd >= 0) {
+      pollfd p{pidfd, POLLIN, 0};
+      exited = ::poll(&p, 1, static_cast<int>(limit.count() * 1000)) > 0;
+      ::close(pidfd);
     }
+    const pid_t done = exited ? ::waitpid(pid_, &status, 0) : 0;
     if (done == 0) {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, &status, 0);
