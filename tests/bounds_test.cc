@@ -477,5 +477,18 @@ TEST(ValidatePlacementTest, RejectsAPuThatCannotRunThePartition) {
   EXPECT_THAT(ValidatePlacement(problem, none).message(), HasSubstr("lists no PU"));
 }
 
+TEST(BoundViolationTest, NamesEveryModeAboveTheBoundWithBothNumbers) {
+  const std::vector<std::pair<std::string, double>> modes = {
+      {"baton", 99.5}, {"ort_tuned", 101.0}, {"ort_pinned", 100.0}, {"ort_concurrent", 250.0}};
+  const std::vector<BoundViolation> v = FindBoundViolations(100.0, modes);
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(v[0].mode, "ort_tuned");
+  EXPECT_EQ(v[0].throughput_rps, 101.0);
+  EXPECT_EQ(v[0].bound_rps, 100.0);
+  EXPECT_EQ(v[1].mode, "ort_concurrent");
+  EXPECT_TRUE(FindBoundViolations(1000.0, modes).empty());
+  EXPECT_TRUE(FindBoundViolations(1.0, {}).empty());
+}
+
 }  // namespace
 }  // namespace baton::profile

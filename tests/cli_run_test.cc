@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include "cli_test_util.h"
@@ -15,6 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 using Result = baton::testing::CliResult;
 using baton::testing::Baton;
@@ -24,7 +26,7 @@ class CliRunTest : public baton::testing::ZooDirTest<CliRunTest> {
   static constexpr const char* kDir = "baton_cli_run_test_";
 };
 
-TEST_F(CliRunTest, RunsTwoModelsOnCpuPusAgainstBothOrtBaselines) {
+TEST_F(CliRunTest, RunsTwoModelsOnCpuPusAgainstEveryOrtBaseline) {
   const std::string config = Write("cpu.yaml", R"(
 devices:
   - name: local
@@ -33,7 +35,8 @@ devices:
       - {name: cpu1, kind: cpu, threads: 1}
 models:
   - {name: cls, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 2, think_ms: 5}}
-  - {name: seq, path: )" + Zoo("lstm") + R"(, arrival: {mode: periodic, fps: 50}, deadline_ms: 500, priority: 1}
+  - {name: seq, path: )" + Zoo("lstm") + R"(, arrival: {mode: periodic, fps: 50}, deadline_ms: 500, priority: 1,
+     slo_ms: 400}
 policy: {high_level: balanced, low_level: sel, stages: 2}
 run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
 )");
@@ -61,9 +64,47 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
     EXPECT_GE(m["partitions"].get<int>(), 1);
     EXPECT_LE(m["partitions"].get<int>(), 2);
   }
-  EXPECT_GT(j["baselines"]["ort_sequential"]["throughput_rps"].get<double>(), 0);
-  EXPECT_GT(j["baselines"]["ort_concurrent"]["throughput_rps"].get<double>(), 0);
-  EXPECT_GT(j["speedup_vs_best_baseline"].get<double>(), 0);
+  // Every baseline ran, with the same fields as baton's, labelled.
+  const std::vector<std::string> baselines = {"ort_tuned", "ort_pinned", "ort_global_pool", "ort_sequential",
+                                              "ort_concurrent"};
+  ASSERT_EQ(j["baselines"].size(), baselines.size()) << j["baselines"].dump(2);
+  std::string best;
+  double best_rps = -1;
+  for (const std::string& name : baselines) {
+    SCOPED_TRACE(name);
+    const nlohmann::json& b = j["baselines"][name];
+    EXPECT_GT(b["throughput_rps"].get<double>(), 0);
+    EXPECT_EQ(b["label"], name == "ort_sequential" || name == "ort_concurrent" ? "ORT defaults" : "tuned");
+    EXPECT_TRUE(b["bound_ratio"].is_number()) << b["bound_ratio"];
+    EXPECT_GE(b["goodput_rps"].get<double>(), 0);
+    EXPECT_LE(b["goodput_rps"].get<double>(), b["throughput_rps"].get<double>() + 1e-9);
+    EXPECT_GE(b["slo_attainment"].get<double>(), 0);
+    EXPECT_LE(b["slo_attainment"].get<double>(), 1);
+    ASSERT_EQ(b["models"].size(), 2u);
+    if (b["throughput_rps"].get<double>() > best_rps) {
+      best_rps = b["throughput_rps"].get<double>();
+      best = name;
+    }
+  }
+  EXPECT_THAT(j["baselines"]["ort_pinned"]["note"].get<std::string>(), HasSubstr("cls->"));
+  EXPECT_EQ(j["best_baseline"], best);
+  EXPECT_DOUBLE_EQ(j["speedup_vs_best_baseline"].get<double>(), j["throughput_rps"].get<double>() / best_rps);
+  EXPECT_TRUE(j["goodput_speedup_vs_best_baseline"].is_number());
+  // SLOs: `seq` has one, `cls` is best effort (every answer counts).
+  EXPECT_EQ(j["models"][0]["slo_ms"], nullptr);
+  EXPECT_EQ(j["models"][1]["slo_ms"].get<double>(), 400);
+  EXPECT_DOUBLE_EQ(j["models"][0]["goodput_rps"].get<double>(), j["models"][0]["throughput_rps"].get<double>());
+  // The bound: from the profile and probes, checked against every mode.
+  ASSERT_TRUE(j["bound"].is_object());
+  EXPECT_GT(j["bound"]["probes"].get<int>(), 0);
+  EXPECT_THAT(j["bound"]["method"].get<std::string>(), HasSubstr("probe"));
+  ASSERT_TRUE(j["bound_violated"].is_array());
+  for (const auto& v : j["bound_violated"]) {
+    EXPECT_GT(v["throughput_rps"].get<double>(), v["bound_rps"].get<double>()) << v;
+  }
+  EXPECT_GT(j["peak_rss_mb"].get<double>(), 0);
+  EXPECT_THAT(r.output, HasSubstr("goodput/s"));
+  EXPECT_THAT(r.output, HasSubstr("ORT defaults"));
   EXPECT_GT(j["verify"]["checked"].get<int>(), 0);
   EXPECT_EQ(j["verify"]["mismatches"].get<int>(), 0);
   ASSERT_EQ(j["pus"].size(), 2u);
@@ -92,7 +133,103 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
   }
   EXPECT_EQ(lanes, (std::set<std::string>{"cpu0 (cpu)", "cpu1 (cpu)", "mode"}));
   EXPECT_GT(slices, 0);
-  EXPECT_EQ(modes, (std::set<std::string>{"baton", "ort_sequential", "ort_concurrent"}));
+  EXPECT_EQ(modes, (std::set<std::string>{"baton", "ort_tuned", "ort_pinned", "ort_global_pool", "ort_sequential",
+                                          "ort_concurrent"}));
+}
+
+TEST_F(CliRunTest, BaselinesPicksASubsetAndNoBatonRunsThemAlone) {
+  const std::string config = Write("alone.yaml", R"(
+devices: [{name: local, pus: [{name: cpu0, kind: cpu}, {name: cpu1, kind: cpu}]}]
+models:
+  - {name: cls, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 2}, slo_ms: 1000}
+run: {duration_s: 0.4, warmup_s: 0.1, slices: 1}
+)");
+  Result r = Baton("run " + config + " --no-baton --baselines ort_tuned --json " + Path("alone.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json j = ReadJson(Path("alone.json"));
+  ASSERT_FALSE(j.is_discarded()) << r.output;
+  EXPECT_EQ(j["baton_ran"], false);
+  EXPECT_FALSE(j.contains("throughput_rps"));
+  EXPECT_EQ(j["sessions"], 0);
+  ASSERT_EQ(j["baselines"].size(), 1u) << j["baselines"].dump(2);
+  EXPECT_GT(j["baselines"]["ort_tuned"]["throughput_rps"].get<double>(), 0);
+  EXPECT_EQ(j["best_baseline"], "ort_tuned");
+  EXPECT_EQ(j["speedup_vs_best_baseline"], nullptr);
+  EXPECT_GT(j["peak_rss_mb"].get<double>(), 0);
+  EXPECT_THAT(r.output, Not(HasSubstr("\nbaton:\n")));
+
+  Result two = Baton("run " + config + " --baselines ort_pinned,ort_global_pool --json " + Path("two.json"));
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  nlohmann::json k = ReadJson(Path("two.json"));
+  EXPECT_EQ(k["baton_ran"], true);
+  ASSERT_EQ(k["baselines"].size(), 2u) << k["baselines"].dump(2);
+  EXPECT_TRUE(k["baselines"].contains("ort_pinned"));
+  EXPECT_TRUE(k["baselines"].contains("ort_global_pool"));
+}
+
+TEST_F(CliRunTest, BaselineChoiceErrorsExitTwo) {
+  const std::string config = Write("errs.yaml", R"(
+devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]
+models: [{name: cls, path: )" + Zoo("squeezenet") + R"(}]
+run: {duration_s: 0.2, warmup_s: 0, slices: 1}
+)");
+  Result unknown = Baton("run " + config + " --baselines ort_tuned,ort_fast");
+  EXPECT_EQ(unknown.exit_code, 2) << unknown.output;
+  EXPECT_THAT(unknown.output, HasSubstr("unknown baseline 'ort_fast'"));
+  Result nothing = Baton("run " + config + " --no-baton --baselines none");
+  EXPECT_EQ(nothing.exit_code, 2) << nothing.output;
+  EXPECT_THAT(nothing.output, HasSubstr("nothing to run"));
+  Result trace = Baton("run " + config + " --no-baton --trace " + Path("t.json"));
+  EXPECT_EQ(trace.exit_code, 2) << trace.output;
+  EXPECT_THAT(trace.output, HasSubstr("--trace"));
+}
+
+TEST_F(CliRunTest, AModeAboveTheBoundIsReportedAsAViolation) {
+  // A profile that says every run takes 1000 times longer than it does: the
+  // bound computed from it is far below what ort_tuned does. Without baton
+  // there are no speed probes to correct it, so the run must report the
+  // violation, naming the mode and both numbers.
+  const std::string config = Write("violate.yaml", R"(
+devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]
+models: [{name: cls, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 1}}]
+run: {duration_s: 0.5, warmup_s: 0.1, slices: 1}
+)");
+  Result profiled = Baton("profile " + config + " --quiet --budget 2 --min-runs 2 --min-time-ms 1 -o " +
+                          Path("violate.profile.json"));
+  ASSERT_EQ(profiled.exit_code, 0) << profiled.output;
+  nlohmann::json p = ReadJson(Path("violate.profile.json"));
+  ASSERT_FALSE(p.is_discarded());
+  int scaled = 0;
+  std::function<void(nlohmann::json&)> slow_down = [&](nlohmann::json& v) {
+    if (v.is_object()) {
+      for (auto it = v.begin(); it != v.end(); ++it) {
+        if (it.key().size() > 3 && it.key().substr(it.key().size() - 3) == "_ms" && it.value().is_number() &&
+            it.key() != "min_time_ms") {
+          it.value() = it.value().get<double>() * 1000;
+          ++scaled;
+        } else {
+          slow_down(it.value());
+        }
+      }
+    } else if (v.is_array()) {
+      for (auto& e : v) slow_down(e);
+    }
+  };
+  slow_down(p);
+  ASSERT_GT(scaled, 0);
+  std::ofstream(Path("violate.profile.json")) << p.dump();
+
+  Result r = Baton("run " + config + " --no-baton --baselines ort_tuned --profile " + Path("violate.profile.json") +
+                   " --json " + Path("violate.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json j = ReadJson(Path("violate.json"));
+  ASSERT_FALSE(j.is_discarded()) << r.output;
+  EXPECT_EQ(j["bound"]["probes"], 0);
+  ASSERT_EQ(j["bound_violated"].size(), 1u) << j.dump(2);
+  EXPECT_EQ(j["bound_violated"][0]["mode"], "ort_tuned");
+  EXPECT_GT(j["bound_violated"][0]["throughput_rps"].get<double>(), j["bound_violated"][0]["bound_rps"].get<double>());
+  EXPECT_DOUBLE_EQ(j["bound_violated"][0]["bound_rps"].get<double>(), j["bound"]["throughput_rps"].get<double>());
+  EXPECT_THAT(r.output, HasSubstr("BOUND VIOLATED: ort_tuned"));
 }
 
 TEST_F(CliRunTest, EmulatedAcceleratorGetsTheWholeOnOnePuBaseline) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "baton/backend/ort/ort_runner.h"
 #include "baton/graph/model.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
@@ -57,6 +58,19 @@ BaselineOptions Threads(int threads, std::vector<int> cores = {}) {
   return options;
 }
 
+// The global pool must exist before the first session of the process; each
+// test runs in its own process (gtest_discover_tests), so configure it first.
+const bool kGlobalPoolConfigured = ort::ConfigureGlobalThreadPool(2).ok();
+
+// Options every mode accepts for `models`: two threads, and for kPinned two
+// unpinned 1-thread PUs with model m on PU m % 2.
+BaselineOptions AnyModeOptions(size_t models) {
+  BaselineOptions options = Threads(2);
+  options.pus = {PinnedPu{1, {}}, PinnedPu{1, {}}};
+  for (size_t m = 0; m < models; ++m) options.pu_of_model.push_back(m % 2);
+  return options;
+}
+
 void ExpectConsistent(const ModelResult& r) {
   EXPECT_EQ(r.latencies.size(), r.completed);
   EXPECT_LE(r.deadline_missed, r.completed);
@@ -67,12 +81,23 @@ void ExpectConsistent(const ModelResult& r) {
 TEST(OrtBaselineTest, ModeNames) {
   EXPECT_STREQ(ModeName(Mode::kSequential), "ort_sequential");
   EXPECT_STREQ(ModeName(Mode::kConcurrent), "ort_concurrent");
+  EXPECT_STREQ(ModeName(Mode::kTuned), "ort_tuned");
+  EXPECT_STREQ(ModeName(Mode::kPinned), "ort_pinned");
+  EXPECT_STREQ(ModeName(Mode::kGlobalPool), "ort_global_pool");
+  for (Mode mode : AllModes()) EXPECT_EQ(ModeFromName(ModeName(mode)), mode);
+  EXPECT_EQ(ModeFromName("ort_fast"), std::nullopt);
+  EXPECT_TRUE(IsOrtDefaults(Mode::kSequential));
+  EXPECT_TRUE(IsOrtDefaults(Mode::kConcurrent));
+  EXPECT_FALSE(IsOrtDefaults(Mode::kTuned));
+  EXPECT_FALSE(IsOrtDefaults(Mode::kPinned));
+  EXPECT_FALSE(IsOrtDefaults(Mode::kGlobalPool));
 }
 
-TEST(OrtBaselineTest, BothModesServeTwoClosedLoopModelsAndCanRunAgain) {
-  for (Mode mode : {Mode::kSequential, Mode::kConcurrent}) {
+TEST(OrtBaselineTest, EveryModeServesTwoClosedLoopModelsAndCanRunAgain) {
+  ASSERT_TRUE(kGlobalPoolConfigured);
+  for (Mode mode : AllModes()) {
     SCOPED_TRACE(ModeName(mode));
-    auto baseline = OrtBaseline::Create(mode, TwoClosedLoopModels(), Threads(2));
+    auto baseline = OrtBaseline::Create(mode, TwoClosedLoopModels(), AnyModeOptions(2));
     ASSERT_TRUE(baseline.ok()) << baseline.status();
     EXPECT_EQ((*baseline)->mode(), mode);
     for (uint64_t seed : {1u, 2u}) {  // sessions are reused across slices
@@ -95,11 +120,11 @@ TEST(OrtBaselineTest, BothModesServeTwoClosedLoopModelsAndCanRunAgain) {
 TEST(OrtBaselineTest, PeriodicArrivalsCompleteAboutDurationTimesFps) {
   // 20 fps for 0.5 s after a 0.1 s warm-up: arrivals at k * 50 ms, k = 2..11
   // fall in the window, so exactly 10 requests arrive in it, each counted once.
-  for (Mode mode : {Mode::kSequential, Mode::kConcurrent}) {
+  for (Mode mode : AllModes()) {
     SCOPED_TRACE(ModeName(mode));
     std::vector<ModelSpec> models;
     models.push_back(ZooSpec("mobilenetv2", dispatch::Periodic{.period = 50ms}));
-    auto baseline = OrtBaseline::Create(mode, std::move(models), {});
+    auto baseline = OrtBaseline::Create(mode, std::move(models), AnyModeOptions(1));
     ASSERT_TRUE(baseline.ok()) << baseline.status();
     auto slice = (*baseline)->RunFor(500ms, 100ms, 1);
     ASSERT_TRUE(slice.ok()) << slice.status();
@@ -127,11 +152,11 @@ TEST(OrtBaselineTest, PoissonArrivalsAreServed) {
 }
 
 TEST(OrtBaselineTest, OneNanosecondDeadlineIsAlwaysMissed) {
-  for (Mode mode : {Mode::kSequential, Mode::kConcurrent}) {
+  for (Mode mode : AllModes()) {
     SCOPED_TRACE(ModeName(mode));
     std::vector<ModelSpec> models = TwoClosedLoopModels();
     for (ModelSpec& m : models) m.deadline = Duration(1);
-    auto baseline = OrtBaseline::Create(mode, std::move(models), {});
+    auto baseline = OrtBaseline::Create(mode, std::move(models), AnyModeOptions(2));
     ASSERT_TRUE(baseline.ok()) << baseline.status();
     auto slice = (*baseline)->RunFor(200ms, 0ms, 3);
     ASSERT_TRUE(slice.ok()) << slice.status();
@@ -242,6 +267,76 @@ TEST(OrtBaselineTest, CreateErrorsNameTheProblem) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(r.status().message(), HasSubstr("ort_sequential"));
   }
+}
+
+TEST(OrtBaselineTest, TunedAndGlobalPoolRunOneThreadPerRequestInFlight) {
+  // Closed loop x3 with a think time far longer than the slice: each of the
+  // three threads answers its first request and then waits, so exactly three
+  // requests arrive in the window [0, 300 ms) and all are answered (one
+  // thread serving them in turn would answer them too, but a fourth cannot
+  // arrive). With one thread per request in flight, none waits for another,
+  // so the three are answered about as fast as one.
+  ASSERT_TRUE(kGlobalPoolConfigured);
+  for (Mode mode : {Mode::kTuned, Mode::kGlobalPool}) {
+    SCOPED_TRACE(ModeName(mode));
+    std::vector<ModelSpec> models;
+    models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{.concurrency = 3, .think = 10s}));
+    auto baseline = OrtBaseline::Create(mode, std::move(models), {});
+    ASSERT_TRUE(baseline.ok()) << baseline.status();
+    auto slice = (*baseline)->RunFor(300ms, 0ms, 1);
+    ASSERT_TRUE(slice.ok()) << slice.status();
+    const ModelResult& r = slice->models[0];
+    ExpectConsistent(r);
+    EXPECT_EQ(r.completed + r.unfinished + r.failed, 3u);
+  }
+}
+
+TEST(OrtBaselineTest, PinnedAndThreadLimitErrorsNameTheProblem) {
+  {
+    BaselineOptions options;  // no PUs
+    auto r = OrtBaseline::Create(Mode::kPinned, TwoClosedLoopModels(), options);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("no PUs"));
+  }
+  {
+    BaselineOptions options = AnyModeOptions(2);
+    options.pu_of_model = {0};
+    auto r = OrtBaseline::Create(Mode::kPinned, TwoClosedLoopModels(), options);
+    EXPECT_THAT(r.status().message(), HasSubstr("1 PU assignments for 2 models"));
+  }
+  {
+    BaselineOptions options = AnyModeOptions(2);
+    options.pu_of_model = {0, 7};
+    auto r = OrtBaseline::Create(Mode::kPinned, TwoClosedLoopModels(), options);
+    EXPECT_THAT(r.status().message(), HasSubstr("model 'lstm_small' is assigned to PU 7 of 2"));
+  }
+  {
+    BaselineOptions options = AnyModeOptions(2);
+    options.pus[1] = PinnedPu{2, {0}};  // 2 threads, 1 core
+    auto r = OrtBaseline::Create(Mode::kPinned, TwoClosedLoopModels(), options);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("ort_pinned"));
+  }
+  {
+    std::vector<ModelSpec> many;
+    many.push_back(ZooSpec("lstm", dispatch::ClosedLoop{.concurrency = 1000000}));
+    auto r = OrtBaseline::Create(Mode::kTuned, std::move(many), {});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("1000000 requests in flight"));
+    EXPECT_THAT(r.status().message(), HasSubstr("at most 256"));
+  }
+}
+
+TEST(OrtBaselineTest, TheGlobalPoolIsFixedOnceTheEnvironmentExists) {
+  ASSERT_TRUE(kGlobalPoolConfigured);
+  auto baseline = OrtBaseline::Create(Mode::kGlobalPool, TwoClosedLoopModels(), {});
+  ASSERT_TRUE(baseline.ok()) << baseline.status();
+  EXPECT_EQ(ort::GlobalThreadPoolThreads(), 2);
+  EXPECT_TRUE(ort::ConfigureGlobalThreadPool(2).ok());  // the same again is fine
+  absl::Status other = ort::ConfigureGlobalThreadPool(3);
+  EXPECT_EQ(other.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(other.message(), HasSubstr("global pool of 2 threads"));
+  EXPECT_EQ(ort::ConfigureGlobalThreadPool(0).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(OrtBaselineTest, RunForRejectsBadDurations) {

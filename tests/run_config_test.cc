@@ -447,7 +447,12 @@ TEST(RunConfigTest, DefaultConfigIsValidForOneTwoAndFourCores) {
       EXPECT_EQ(config.models[m].arrival.mode, ArrivalConfig::Mode::kClosed);
       EXPECT_GE(config.models[m].arrival.concurrency, 1);
     }
-    // Three frame-by-frame streams with a pause, one throughput stream.
+    // Three frame-by-frame streams with a pause and an SLO of about a frame
+    // period, one best-effort throughput stream.
+    EXPECT_EQ(config.models[0].slo_ms, 33.0);
+    EXPECT_EQ(config.models[1].slo_ms, 20.0);
+    EXPECT_EQ(config.models[2].slo_ms, 100.0);
+    EXPECT_EQ(config.models[3].slo_ms, std::nullopt);
     EXPECT_GT(config.models[0].arrival.think_ms, 0);
     EXPECT_EQ(config.models[3].arrival.think_ms, 0);
     EXPECT_EQ(config.models[3].arrival.concurrency, 2);
@@ -508,17 +513,61 @@ TEST(RunConfigTest, EveryKeyRoundTrips) {
   config.models[0].priority = -2;
   config.models[0].partitions = 64;
   config.models[2].priority = 7;
+  config.models[1].slo_ms = 0.125;
   config.policy = PolicyConfig{.high_level = "capability", .low_level = "edf", .stages = 5};
   config.run = RunSettings{.duration_s = 0.5,
                            .warmup_s = 0,
                            .seed = 18446744073709551615u,
                            .baselines = false,
+                           .baseline_modes = {},
                            .slices = 7,
                            .max_queue = 1,
                            .max_in_flight = 1000};
   ASSERT_TRUE(Validate(config).ok()) << Validate(config);
   ExpectRoundTrip(config);
+  config.run.baselines = true;
+  config.run.baseline_modes = {"ort_pinned", "whole_on_one_pu"};
+  ExpectRoundTrip(config);
   ExpectRoundTrip(*ParseRunConfig(kExample, "example.yaml"));
+}
+
+TEST(RunConfigTest, BaselinesIsABoolOrAListOfKnownNames) {
+  const std::string head = "devices: [{name: d, pus: [{name: c}]}]\nmodels: [{name: m, path: zoo:lstm}]\n";
+  auto parse = [&](const std::string& run) { return ParseRunConfig(head + "run: {baselines: " + run + "}\n", "b.yaml"); };
+  absl::StatusOr<RunConfig> list = parse("[ort_tuned, ort_global_pool]");
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_TRUE(list->run.baselines);
+  EXPECT_EQ(list->run.baseline_modes, (std::vector<std::string>{"ort_tuned", "ort_global_pool"}));
+  absl::StatusOr<RunConfig> none = parse("[]");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->run.baselines);
+  absl::StatusOr<RunConfig> off = parse("false");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->run.baselines);
+  EXPECT_TRUE(off->run.baseline_modes.empty());
+  absl::StatusOr<RunConfig> unknown = parse("[ort_tuned, ort_fast]");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_THAT(unknown.status().message(), HasSubstr("run.baselines[1]"));
+  EXPECT_THAT(unknown.status().message(), HasSubstr("unknown baseline 'ort_fast'"));
+  EXPECT_THAT(unknown.status().message(), HasSubstr("ort_pinned"));
+  absl::StatusOr<RunConfig> twice = parse("[ort_tuned, ort_tuned]");
+  ASSERT_FALSE(twice.ok());
+  EXPECT_THAT(twice.status().message(), HasSubstr("listed twice"));
+  EXPECT_EQ(BaselineNames().size(), 6u);
+}
+
+TEST(RunConfigTest, SloMustBePositive) {
+  const std::string head = "devices: [{name: d, pus: [{name: c}]}]\n";
+  for (const char* bad : {"0", "-5", "1e12", "nan"}) {
+    SCOPED_TRACE(bad);
+    absl::StatusOr<RunConfig> r =
+        ParseRunConfig(head + "models: [{name: m, path: zoo:lstm, slo_ms: " + bad + "}]\n", "slo.yaml");
+    ASSERT_FALSE(r.ok());
+    EXPECT_THAT(r.status().message(), HasSubstr("models[0].slo_ms"));
+  }
+  absl::StatusOr<RunConfig> ok = ParseRunConfig(head + "models: [{name: m, path: zoo:lstm, slo_ms: 12.5}]\n", "s.yaml");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->models[0].slo_ms, 12.5);
 }
 
 // --- files --------------------------------------------------------------------

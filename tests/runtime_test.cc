@@ -5,6 +5,7 @@
 // onto CPU PUs.
 #include "baton/runtime/runtime.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <condition_variable>
@@ -21,6 +22,7 @@
 #include "baton/backend/ort/cpu_executor.h"
 #include "baton/dispatch/workload.h"
 #include "baton/runtime/deployment.h"
+#include "baton/runtime/speed_probe.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
 #include "zoo_case.h"
@@ -406,6 +408,49 @@ INSTANTIATE_TEST_SUITE_P(Zoo, ZooRuntimeTest,
                          ::testing::Values("resnet", "mobilenetv2", "squeezenet", "vgg", "unet", "yolo", "transformer",
                                            "lstm", "ifloop"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+// The speed probe runs every partition on every PU it was prepared on, with
+// the inputs the earlier partitions produce, all PUs at once.
+TEST(SpeedProbe, RunsEveryPartitionOnEveryListedPu) {
+  const ZooCase c = LoadZoo("squeezenet", 1);
+  backend::CpuExecutor cpu0(backend::CpuPuSpec{"cpu0", 1, {}});
+  backend::CpuExecutor cpu1(backend::CpuPuSpec{"cpu1", 1, {}});
+  DeployDevice dev{DeviceId(0), "local",
+                   {DeployPu{PuId(0), "cpu0", &cpu0, "cpu:1"}, DeployPu{PuId(1), "cpu1", &cpu1, "cpu:1"}}};
+  auto deployment = Deployment::Build(
+      {dev}, {DeployModel{ModelId(3), "sq", c.model, HighLevelPolicy::kBalanced, 3, DeviceId(0), std::nullopt, {}, {}}});
+  ASSERT_TRUE(deployment.ok()) << deployment.status();
+  const size_t partitions = (*deployment)->models()[0].plan.partitions.size();
+  ASSERT_GE(partitions, 2u);
+  std::vector<dispatch::NamedTensors> samples;
+  samples.push_back(CloneAll(c.inputs[0]));
+  auto probe = SpeedProbe::Create(**deployment, {ProbePu{PuId(0), "cpu0", {}}, ProbePu{PuId(1), "cpu1", {}}}, samples);
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  auto runs = (*probe)->Run(2, std::chrono::seconds(30));
+  ASSERT_TRUE(runs.ok()) << runs.status();
+  ASSERT_EQ(runs->size(), 2 * partitions);
+  std::map<uint32_t, size_t> per_pu;
+  for (const ProbeRun& r : *runs) {
+    EXPECT_EQ(r.model, ModelId(3));
+    EXPECT_GE(r.runs, 1);  // each PU ran each partition at least once, usually twice or more
+    EXPECT_GT(r.total, Duration::zero());
+    ++per_pu[r.pu.value];
+  }
+  EXPECT_EQ(per_pu[0], partitions);
+  EXPECT_EQ(per_pu[1], partitions);
+
+  // Only the listed PUs are probed; bad arguments and sizes are errors.
+  auto one = SpeedProbe::Create(**deployment, {ProbePu{PuId(1), "cpu1", {}}}, samples);
+  ASSERT_TRUE(one.ok()) << one.status();
+  auto one_runs = (*one)->Run(1, std::chrono::seconds(30));
+  ASSERT_TRUE(one_runs.ok()) << one_runs.status();
+  for (const ProbeRun& r : *one_runs) EXPECT_EQ(r.pu, PuId(1));
+  EXPECT_EQ((*one)->Run(0, std::chrono::seconds(1)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*one)->Run(1, Duration::zero()).status().code(), absl::StatusCode::kInvalidArgument);
+  auto none = SpeedProbe::Create(**deployment, {}, {});
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(none.status().message()), ::testing::HasSubstr("0 input sets for 1 models"));
+}
 
 TEST(Deployment, WholeModelNeedsOnePuThatRunsEveryNode) {
   const ZooCase c = LoadZoo("squeezenet", 1);

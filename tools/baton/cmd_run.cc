@@ -39,6 +39,8 @@ struct RunArgs {
   double warmup_s = -1;   // < 0 = from the config
   int slices = 0;
   bool no_baselines = false;
+  std::vector<std::string> baselines;  // --baselines LIST
+  bool no_baton = false;
   std::string high_level;
   std::string low_level;
   int stages = -1;
@@ -89,14 +91,26 @@ nlohmann::json LatencyJson(const trace::LatencySummary& s) {
   return {{"p50", s.p50_ms}, {"p95", s.p95_ms}, {"p99", s.p99_ms}, {"mean", s.mean_ms}, {"max", s.max_ms}};
 }
 
+nlohmann::json OptionalNumber(std::optional<double> v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); }
+
+std::optional<double> BoundRatio(const RunReport& r, const ModeOutcome& mode) {
+  if (!r.bound || r.bound->throughput_rps <= 0) return std::nullopt;
+  return mode.throughput_rps() / r.bound->throughput_rps;
+}
+
 nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
   nlohmann::json models = nlohmann::json::array();
   for (size_t i = 0; i < mode.models.size(); ++i) {
     const ModelOutcome& m = mode.models[i];
+    const trace::SloSummary slo = m.Slo(mode.measured);
     nlohmann::json j = {{"name", m.name},
                         {"completed", m.completed},
                         {"throughput_rps", ModelRps(m, mode)},
                         {"latency_ms", LatencyJson(trace::Summarize(m.latencies))},
+                        {"slo_ms", OptionalNumber(m.slo_ms)},
+                        {"answered", slo.answered},
+                        {"goodput_rps", slo.goodput_rps},
+                        {"slo_attainment", slo.attainment},
                         {"deadline_missed", m.deadline_missed},
                         {"rejected", m.rejected},
                         {"failed", m.failed},
@@ -116,8 +130,11 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
     }
     models.push_back(std::move(j));
   }
+  const trace::SloSummary slo = mode.Slo();
   nlohmann::json j = {{"throughput_rps", mode.throughput_rps()},
                       {"completed", mode.completed()},
+                      {"goodput_rps", slo.goodput_rps},
+                      {"slo_attainment", slo.attainment},
                       {"measured_s", Seconds(mode.measured)},
                       {"latency_ms", LatencyJson(trace::Summarize(AllLatencies(mode)))},
                       {"models", std::move(models)}};
@@ -136,6 +153,7 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
   return j;
 }
 
+// The fastest baseline that ran (ORT defaults included: it is a fact of the run).
 const ModeOutcome* BestBaseline(const RunReport& r) {
   const ModeOutcome* best = nullptr;
   for (const ModeOutcome& b : r.baselines) {
@@ -143,6 +161,22 @@ const ModeOutcome* BestBaseline(const RunReport& r) {
   }
   return best;
 }
+
+// The baseline with the highest goodput.
+const ModeOutcome* BestGoodputBaseline(const RunReport& r) {
+  const ModeOutcome* best = nullptr;
+  for (const ModeOutcome& b : r.baselines) {
+    if (best == nullptr || b.Slo().goodput_rps > best->Slo().goodput_rps) best = &b;
+  }
+  return best;
+}
+
+std::string Label(const ModeOutcome& m) {
+  if (m.name == "baton") return "";
+  return m.ort_defaults ? "ORT defaults" : m.name == "whole_on_one_pu" ? "static placement" : "tuned";
+}
+
+std::string Percent(double fraction) { return absl::StrFormat("%.1f", 100.0 * fraction); }
 
 void PrintReport(const RunReport& r) {
   const config::RunConfig& c = r.config;
@@ -155,7 +189,7 @@ void PrintReport(const RunReport& r) {
             << c.policy.low_level << "; " << c.run.duration_s << " s per mode in " << c.run.slices
             << " interleaved slices; setup " << F1(Seconds(r.setup)) << " s, " << r.sessions << " sessions\n\n";
 
-  std::vector<std::vector<std::string>> rows = {{"model", "partitions", "params", "GFLOPs", "arrival"}};
+  std::vector<std::vector<std::string>> rows = {{"model", "partitions", "params", "GFLOPs", "arrival", "SLO ms"}};
   for (size_t i = 0; i < r.models.size(); ++i) {
     const config::ArrivalConfig& a = c.models[i].arrival;
     std::string arrival = a.mode == config::ArrivalConfig::Mode::kClosed
@@ -164,68 +198,97 @@ void PrintReport(const RunReport& r) {
                           : a.mode == config::ArrivalConfig::Mode::kPeriodic ? absl::StrCat(a.fps, " fps")
                                                                              : absl::StrCat("poisson ", a.rate, "/s");
     if (c.models[i].deadline_ms) absl::StrAppend(&arrival, ", deadline ", *c.models[i].deadline_ms, " ms");
-    rows.push_back({r.models[i].name, std::to_string(r.models[i].partitions), HumanBytes(r.models[i].param_bytes),
-                    F2(r.models[i].gflops), arrival});
+    rows.push_back({r.models[i].name, r.baton_ran ? std::to_string(r.models[i].partitions) : "-",
+                    HumanBytes(r.models[i].param_bytes), F2(r.models[i].gflops), arrival,
+                    c.models[i].slo_ms ? absl::StrCat(*c.models[i].slo_ms) : "-"});
   }
   PrintTable(rows);
 
-  std::cout << "\nbaton:\n";
-  rows = {{"model", "completed", "req/s", "p50 ms", "p95 ms", "p99 ms", "missed", "rejected", "failed"}};
-  for (const ModelOutcome& m : r.baton.models) {
-    const trace::LatencySummary s = trace::Summarize(m.latencies);
-    rows.push_back({m.name, std::to_string(m.completed), F1(ModelRps(m, r.baton)), F2(s.p50_ms), F2(s.p95_ms),
-                    F2(s.p99_ms), std::to_string(m.deadline_missed), std::to_string(m.rejected),
-                    std::to_string(m.failed)});
-  }
-  const trace::LatencySummary all = trace::Summarize(AllLatencies(r.baton));
-  uint64_t missed = 0, rejected = 0, failed = 0;
-  for (const ModelOutcome& m : r.baton.models) {
-    missed += m.deadline_missed;
-    rejected += m.rejected;
-    failed += m.failed;
-  }
-  rows.push_back({"all", std::to_string(r.baton.completed()), F1(r.baton.throughput_rps()), F2(all.p50_ms),
-                  F2(all.p95_ms), F2(all.p99_ms), std::to_string(missed), std::to_string(rejected),
-                  std::to_string(failed)});
-  PrintTable(rows);
-  for (const ModelOutcome& m : r.baton.models) {
-    if (!m.first_error.empty()) std::cout << "  " << m.name << ": first error: " << m.first_error << "\n";
-  }
+  if (r.baton_ran) {
+    std::cout << "\nbaton:\n";
+    rows = {{"model", "completed", "req/s", "goodput/s", "SLO %", "p50 ms", "p95 ms", "p99 ms", "missed", "rejected",
+             "failed"}};
+    for (const ModelOutcome& m : r.baton.models) {
+      const trace::LatencySummary s = trace::Summarize(m.latencies);
+      const trace::SloSummary slo = m.Slo(r.baton.measured);
+      rows.push_back({m.name, std::to_string(m.completed), F1(ModelRps(m, r.baton)), F1(slo.goodput_rps),
+                      Percent(slo.attainment), F2(s.p50_ms), F2(s.p95_ms), F2(s.p99_ms),
+                      std::to_string(m.deadline_missed), std::to_string(m.rejected), std::to_string(m.failed)});
+    }
+    const trace::LatencySummary all = trace::Summarize(AllLatencies(r.baton));
+    const trace::SloSummary slo = r.baton.Slo();
+    uint64_t missed = 0, rejected = 0, failed = 0;
+    for (const ModelOutcome& m : r.baton.models) {
+      missed += m.deadline_missed;
+      rejected += m.rejected;
+      failed += m.failed;
+    }
+    rows.push_back({"all", std::to_string(r.baton.completed()), F1(r.baton.throughput_rps()), F1(slo.goodput_rps),
+                    Percent(slo.attainment), F2(all.p50_ms), F2(all.p95_ms), F2(all.p99_ms), std::to_string(missed),
+                    std::to_string(rejected), std::to_string(failed)});
+    PrintTable(rows);
+    for (const ModelOutcome& m : r.baton.models) {
+      if (!m.first_error.empty()) std::cout << "  " << m.name << ": first error: " << m.first_error << "\n";
+    }
 
-  std::cout << "\nPU utilisation (baton):";
-  for (const PuOutcome& p : r.baton.pus) {
-    std::cout << "  " << p.name << " " << F1(100.0 * Seconds(p.busy) / std::max(1e-9, Seconds(r.baton.measured)))
-              << " %";
-  }
-  std::cout << "\n";
-  if (r.devices.size() > 1 || (!r.devices.empty() && !r.devices[0].address.empty())) {
-    std::cout << "\ndevice utilisation (baton):";
-    for (const DeviceOutcome& d : r.devices) {
-      std::cout << "  " << d.name << (d.address.empty() ? "" : absl::StrCat(" @", d.address)) << " "
-                << F1(100.0 * d.utilization) << " %";
-      if (d.lost > 0) std::cout << " (lost " << d.lost << "x, " << d.returned << " re-issued)";
-      if (!d.reachable) std::cout << " [unreachable]";
+    std::cout << "\nPU utilisation (baton):";
+    for (const PuOutcome& p : r.baton.pus) {
+      std::cout << "  " << p.name << " "
+                << F1(100.0 * Seconds(p.busy) / std::max(1e-9, Seconds(r.baton.measured))) << " %";
     }
     std::cout << "\n";
+    if (r.devices.size() > 1 || (!r.devices.empty() && !r.devices[0].address.empty())) {
+      std::cout << "\ndevice utilisation (baton):";
+      for (const DeviceOutcome& d : r.devices) {
+        std::cout << "  " << d.name << (d.address.empty() ? "" : absl::StrCat(" @", d.address)) << " "
+                  << F1(100.0 * d.utilization) << " %";
+        if (d.lost > 0) std::cout << " (lost " << d.lost << "x, " << d.returned << " re-issued)";
+        if (!d.reachable) std::cout << " [unreachable]";
+      }
+      std::cout << "\n";
+    }
   }
+
   std::cout << "\ncomparison (same PUs, same time, interleaved):\n";
-  rows = {{"mode", "req/s", "p50 ms", "p99 ms", "baton speed-up"}};
-  rows.push_back({"baton", F1(r.baton.throughput_rps()), F2(all.p50_ms), F2(all.p99_ms), "-"});
-  for (const ModeOutcome& b : r.baselines) {
-    const trace::LatencySummary s = trace::Summarize(AllLatencies(b));
-    const double ratio = b.throughput_rps() > 0 ? r.baton.throughput_rps() / b.throughput_rps() : 0;
-    rows.push_back({b.name, F1(b.throughput_rps()), F2(s.p50_ms), F2(s.p99_ms),
-                    b.throughput_rps() > 0 ? absl::StrFormat("%.2fx", ratio) : "-"});
-  }
+  rows = {{"mode", "req/s", "goodput/s", "SLO %", "p50 ms", "p99 ms", "baton speed-up", "bound ratio", "kind"}};
+  auto mode_row = [&](const ModeOutcome& m) {
+    const trace::LatencySummary s = trace::Summarize(AllLatencies(m));
+    const trace::SloSummary slo = m.Slo();
+    std::string speedup = "-";
+    if (r.baton_ran && m.name != "baton" && m.throughput_rps() > 0) {
+      speedup = absl::StrFormat("%.2fx", r.baton.throughput_rps() / m.throughput_rps());
+    }
+    const std::optional<double> ratio = BoundRatio(r, m);
+    rows.push_back({m.name, F1(m.throughput_rps()), F1(slo.goodput_rps), Percent(slo.attainment), F2(s.p50_ms),
+                    F2(s.p99_ms), speedup, ratio ? F2(*ratio) : "-", Label(m)});
+  };
+  if (r.baton_ran) mode_row(r.baton);
+  for (const ModeOutcome& b : r.baselines) mode_row(b);
   PrintTable(rows);
-  // Per model: a higher total can hide a starved model; this table shows it.
+  // Per model: a higher total can hide a starved model; these tables show it.
+  std::vector<const ModeOutcome*> shown;
+  if (r.baton_ran) shown.push_back(&r.baton);
+  for (const ModeOutcome& b : r.baselines) shown.push_back(&b);
+  std::vector<std::string> header = {"model"};
+  for (const ModeOutcome* m : shown) header.push_back(m->name);
   std::cout << "\n  req/s per model:\n";
-  std::vector<std::string> header = {"model", "baton"};
-  for (const ModeOutcome& b : r.baselines) header.push_back(b.name);
   rows = {header};
-  for (size_t i = 0; i < r.baton.models.size(); ++i) {
-    std::vector<std::string> row = {r.baton.models[i].name, F1(ModelRps(r.baton.models[i], r.baton))};
-    for (const ModeOutcome& b : r.baselines) row.push_back(F1(ModelRps(b.models[i], b)));
+  for (size_t i = 0; i < c.models.size(); ++i) {
+    std::vector<std::string> row = {c.models[i].name};
+    for (const ModeOutcome* m : shown) row.push_back(F1(ModelRps(m->models[i], *m)));
+    rows.push_back(std::move(row));
+  }
+  PrintTable(rows, "    ");
+  std::cout << "\n  p99 ms / SLO % per model:\n";
+  rows = {header};
+  for (size_t i = 0; i < c.models.size(); ++i) {
+    std::vector<std::string> row = {c.models[i].name};
+    for (const ModeOutcome* m : shown) {
+      const trace::LatencySummary s = trace::Summarize(m->models[i].latencies);
+      row.push_back(c.models[i].slo_ms
+                        ? absl::StrCat(F2(s.p99_ms), " / ", Percent(m->models[i].Slo(m->measured).attainment))
+                        : absl::StrCat(F2(s.p99_ms), " / -"));
+    }
     rows.push_back(std::move(row));
   }
   PrintTable(rows, "    ");
@@ -233,25 +296,41 @@ void PrintReport(const RunReport& r) {
     if (!b.note.empty()) std::cout << "  " << b.name << ": " << b.note << "\n";
   }
   if (!r.baselines_note.empty()) std::cout << "  note: " << r.baselines_note << "\n";
-  if (const ModeOutcome* best = BestBaseline(r); best != nullptr && best->throughput_rps() > 0) {
-    std::cout << "\nspeed-up vs best baseline (" << best->name
-              << "): " << absl::StrFormat("%.2fx", r.baton.throughput_rps() / best->throughput_rps()) << "\n";
+  if (r.baton_ran) {
+    if (const ModeOutcome* best = BestBaseline(r); best != nullptr && best->throughput_rps() > 0) {
+      std::cout << "\nspeed-up vs best baseline (" << best->name << ", " << Label(*best)
+                << "): " << absl::StrFormat("%.2fx", r.baton.throughput_rps() / best->throughput_rps()) << "\n";
+    }
+    if (const ModeOutcome* best = BestGoodputBaseline(r); best != nullptr && best->Slo().goodput_rps > 0) {
+      std::cout << "goodput vs best baseline (" << best->name << "): "
+                << absl::StrFormat("%.2fx", r.baton.Slo().goodput_rps / best->Slo().goodput_rps) << "\n";
+    }
   }
   if (r.bound) {
     std::vector<std::string> speeds;
     for (const auto& [pu, k] : r.pu_speed) speeds.push_back(absl::StrFormat("%s x%.2f", pu, k));
-    std::cout << absl::StrFormat("bound: %.1f req/s; baton reached %.2f of it (profile %s: %.1f req/s, run times "
-                                 "measured/profiled: %s)",
-                                 r.bound->throughput_rps,
-                                 r.bound->throughput_rps > 0 ? r.baton.throughput_rps() / r.bound->throughput_rps : 0,
-                                 r.bound_source, r.profile_bound ? r.profile_bound->throughput_rps : 0,
-                                 absl::StrJoin(speeds, ", "));
-    if (!r.plan_policy.empty() && r.predicted_rps > 0) {
+    std::cout << absl::StrFormat("bound: %.1f req/s, from profile %s (%.1f req/s as profiled)", r.bound->throughput_rps,
+                                 r.bound_source, r.profile_bound ? r.profile_bound->throughput_rps : 0);
+    if (r.probes > 0) {
+      std::cout << absl::StrFormat(" scaled by the fastest of %d speed probes (%s)", r.probes,
+                                   absl::StrJoin(speeds, ", "));
+    }
+    if (r.baton_ran) {
+      std::cout << absl::StrFormat("; baton reached %.2f of it", BoundRatio(r, r.baton).value_or(0));
+    }
+    if (!r.plan_policy.empty() && r.predicted_rps > 0 && r.baton_ran) {
       std::cout << absl::StrFormat("; plan (%s) predicted %.1f req/s, measured/predicted %.2f", r.plan_policy,
                                    r.predicted_rps, r.baton.throughput_rps() / r.predicted_rps);
     }
     std::cout << "\n";
+    for (const profile::BoundViolation& v : r.bound_violations) {
+      std::cout << absl::StrFormat(
+          "BOUND VIOLATED: %s did %.1f req/s, above the bound of %.1f req/s (the profile or the probes "
+          "under-state what these PUs can do; see docs/planning.md)\n",
+          v.mode, v.throughput_rps, v.bound_rps);
+    }
   }
+  if (r.peak_rss_mb) std::cout << absl::StrFormat("peak RSS: %.0f MB\n", *r.peak_rss_mb);
   if (r.verified > 0 || r.mismatches > 0) {
     std::cout << "verify: " << r.verified << " outputs checked against whole-model ONNX Runtime, " << r.mismatches
               << " mismatches\n";
@@ -260,18 +339,34 @@ void PrintReport(const RunReport& r) {
 }
 
 nlohmann::json ReportJson(const RunReport& r) {
-  nlohmann::json j = ModeJson(r.baton, &r);
+  nlohmann::json j = r.baton_ran ? ModeJson(r.baton, &r) : nlohmann::json::object();
+  j["baton_ran"] = r.baton_ran;
   nlohmann::json baselines = nlohmann::json::object();
-  for (const ModeOutcome& b : r.baselines) baselines[b.name] = ModeJson(b, nullptr);
+  for (const ModeOutcome& b : r.baselines) {
+    nlohmann::json bj = ModeJson(b, nullptr);
+    bj["label"] = Label(b);
+    bj["bound_ratio"] = OptionalNumber(BoundRatio(r, b));
+    baselines[b.name] = std::move(bj);
+  }
   j["baselines"] = std::move(baselines);
-  if (const ModeOutcome* best = BestBaseline(r); best != nullptr && best->throughput_rps() > 0) {
-    j["best_baseline"] = best->name;
+  const ModeOutcome* best = BestBaseline(r);
+  j["best_baseline"] = best != nullptr ? nlohmann::json(best->name) : nlohmann::json(nullptr);
+  if (r.baton_ran && best != nullptr && best->throughput_rps() > 0) {
     j["speedup_vs_best_baseline"] = r.baton.throughput_rps() / best->throughput_rps();
   } else {
     j["speedup_vs_best_baseline"] = nullptr;
   }
-  for (const ModeOutcome& b : r.baselines) {
-    if (b.throughput_rps() > 0) j["speedup_vs_" + b.name] = r.baton.throughput_rps() / b.throughput_rps();
+  const ModeOutcome* best_goodput = BestGoodputBaseline(r);
+  j["best_goodput_baseline"] = best_goodput != nullptr ? nlohmann::json(best_goodput->name) : nlohmann::json(nullptr);
+  if (r.baton_ran && best_goodput != nullptr && best_goodput->Slo().goodput_rps > 0) {
+    j["goodput_speedup_vs_best_baseline"] = r.baton.Slo().goodput_rps / best_goodput->Slo().goodput_rps;
+  } else {
+    j["goodput_speedup_vs_best_baseline"] = nullptr;
+  }
+  if (r.baton_ran) {
+    for (const ModeOutcome& b : r.baselines) {
+      if (b.throughput_rps() > 0) j["speedup_vs_" + b.name] = r.baton.throughput_rps() / b.throughput_rps();
+    }
   }
   if (!r.baselines_note.empty()) j["baselines_note"] = r.baselines_note;
   nlohmann::json devices = nlohmann::json::array();
@@ -297,10 +392,15 @@ nlohmann::json ReportJson(const RunReport& r) {
               {"seed", r.config.run.seed}};
   j["verify"] = {{"checked", r.verified}, {"mismatches", r.mismatches}};
   if (!r.first_mismatch.empty()) j["verify"]["first_mismatch"] = r.first_mismatch;
+  nlohmann::json violations = nlohmann::json::array();
+  for (const profile::BoundViolation& v : r.bound_violations) {
+    violations.push_back({{"mode", v.mode}, {"throughput_rps", v.throughput_rps}, {"bound_rps", v.bound_rps}});
+  }
+  j["bound_violated"] = std::move(violations);
   if (r.bound) {
     nlohmann::json lat = nlohmann::json::object();
-    for (size_t i = 0; i < r.bound->latency_ms.size() && i < r.baton.models.size(); ++i) {
-      lat[r.baton.models[i].name] = r.bound->latency_ms[i];
+    for (size_t i = 0; i < r.bound->latency_ms.size() && i < r.config.models.size(); ++i) {
+      lat[r.config.models[i].name] = r.bound->latency_ms[i];
     }
     nlohmann::json speed = nlohmann::json::object();
     for (const auto& [pu, k] : r.pu_speed) speed[pu] = k;
@@ -308,8 +408,10 @@ nlohmann::json ReportJson(const RunReport& r) {
                   {"latency_ms", lat},
                   {"profile", r.bound_source},
                   {"profile_throughput_rps", r.profile_bound ? r.profile_bound->throughput_rps : 0},
+                  {"method", r.probes > 0 ? "profile scaled by the fastest speed probe" : "profile"},
+                  {"probes", r.probes},
                   {"pu_speed", speed}};
-    j["bound_ratio"] = r.bound->throughput_rps > 0 ? r.baton.throughput_rps() / r.bound->throughput_rps : 0;
+    j["bound_ratio"] = r.baton_ran ? OptionalNumber(BoundRatio(r, r.baton)) : nlohmann::json(nullptr);
   } else {
     j["bound"] = nullptr;
     j["bound_ratio"] = nullptr;
@@ -318,10 +420,12 @@ nlohmann::json ReportJson(const RunReport& r) {
     j["plan"] = {{"policy", r.plan_policy},
                  {"predicted_throughput_rps", r.predicted_rps},
                  {"profile_predicted_throughput_rps", r.profile_predicted_rps},
-                 {"measured_over_predicted", r.predicted_rps > 0 ? r.baton.throughput_rps() / r.predicted_rps : 0}};
+                 {"measured_over_predicted",
+                  r.predicted_rps > 0 && r.baton_ran ? r.baton.throughput_rps() / r.predicted_rps : 0}};
   }
   j["sessions"] = r.sessions;
   j["setup_s"] = Seconds(r.setup);
+  j["peak_rss_mb"] = OptionalNumber(r.peak_rss_mb);
   return j;
 }
 
@@ -339,6 +443,14 @@ int Run(const RunArgs& args) {
   if (args.duration_s > 0) config.run.duration_s = args.duration_s;
   if (args.warmup_s >= 0) config.run.warmup_s = args.warmup_s;
   if (args.slices > 0) config.run.slices = args.slices;
+  if (!args.baselines.empty()) {
+    config.run.baselines = true;
+    config.run.baseline_modes.clear();
+    for (const std::string& name : args.baselines) {
+      if (name == "none") config.run.baselines = false;
+      if (name != "all" && name != "none") config.run.baseline_modes.push_back(name);
+    }
+  }
   if (args.no_baselines) config.run.baselines = false;
   if (!args.high_level.empty()) config.policy.high_level = args.high_level;
   if (!args.low_level.empty()) config.policy.low_level = args.low_level;
@@ -359,6 +471,7 @@ int Run(const RunArgs& args) {
   options.plan_path = args.plan;
   options.profile_path = args.profile;
   options.no_profile = args.no_profile;
+  options.no_baton = args.no_baton;
   if (!args.quiet) {
     const auto start = std::chrono::steady_clock::now();
     options.progress = [start](const std::string& line) {
@@ -394,9 +507,14 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
       "Run many models at once on the configured PUs and compare with plain ONNX Runtime.\n"
       "Without CONFIG: the embedded default (4 zoo models in closed loop, one 1-thread CPU PU per core).\n"
       "baton and the baselines run interleaved, on the same PUs, for the same time:\n"
-      "  ort_sequential   one session per model over all the CPU PUs' cores, one request at a time\n"
-      "  ort_concurrent   one thread and one default-threaded session per model\n"
+      "  ort_tuned        a session per model with 1 intra-op thread, spinning off, a thread per request in flight\n"
+      "  ort_pinned       each model whole on one CPU PU (best static assignment), a pinned thread per PU\n"
+      "  ort_global_pool  one global intra-op pool over the CPU PUs' cores, a thread per request in flight\n"
+      "  ort_sequential   (ORT defaults) one session per model over all the CPU cores, one request at a time\n"
+      "  ort_concurrent   (ORT defaults) one thread and one default-threaded session per model\n"
       "  whole_on_one_pu  (configs with non-CPU PUs) each model whole on one PU, best static assignment\n"
+      "Settings of each: docs/benchmarks.md. The bound comes from the profile and speed probes taken\n"
+      "between slices, never from the modes' own run times (docs/planning.md).\n"
       "Exit status: 0 done, 1 a request failed or --verify found a mismatch, 2 usage/config/setup error.\n"
       "Config reference: docs/config.md.");
   cmd->add_option("CONFIG", args->config, "YAML run configuration (default: the embedded workload)");
@@ -410,6 +528,13 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--slices", args->slices, "Interleaved slices per mode (overrides run.slices)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-baselines", args->no_baselines, "Run baton only");
+  cmd->add_option("--baselines", args->baselines,
+                  absl::StrCat("Baselines to run, comma-separated, or all / none (overrides run.baselines; default: "
+                               "all that apply): ",
+                               absl::StrJoin(config::BaselineNames(), ", ")))
+      ->delimiter(',');
+  cmd->add_flag("--no-baton", args->no_baton,
+                "Run only the baselines (baton's sessions are never made), e.g. to measure one baseline's memory");
   cmd->add_option("--high-level", args->high_level, "High-level policy: whole, capability, balanced, lp, search");
   cmd->add_option("--low-level", args->low_level,
                   absl::StrCat("Low-level policy: ", absl::StrJoin(policy::LowLevelPolicyNames(), ", ")));

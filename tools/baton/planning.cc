@@ -420,6 +420,35 @@ absl::StatusOr<Calibration> Calibrate(const Planning& planning, const runtime::D
   return out;
 }
 
+absl::StatusOr<std::vector<double>> ProbeSpeeds(const Planning& planning, const runtime::Deployment& deployment,
+                                                std::span<const runtime::ProbeRun> runs) {
+  const profile::Problem& problem = planning.problem;
+  const size_t n = problem.pus.size();
+  std::vector<double> observed(n, 0), profiled(n, 0);
+  BATON_RETURN_IF_ERROR(ForEachProfiledRun(
+      planning, deployment,
+      [&](const runtime::DeployedModel& dm, const partition::Partition& part, PuId u, double ms) {
+        for (const runtime::ProbeRun& r : runs) {
+          if (r.model != dm.id || r.partition != part.id || r.pu != u || r.runs == 0) continue;
+          observed[u.value] += ToMillis(r.total);
+          // A probe run is the executor call: no dispatch cost in it.
+          profiled[u.value] += static_cast<double>(r.runs) * (ms - problem.dispatch_ms);
+        }
+        return absl::OkStatus();
+      }));
+  double all_observed = 0, all_profiled = 0;
+  for (size_t u = 0; u < n; ++u) {
+    all_observed += observed[u];
+    all_profiled += profiled[u];
+  }
+  const double overall = all_profiled > 0 ? all_observed / all_profiled : 1;
+  std::vector<double> speed(n, overall);
+  for (size_t u = 0; u < n; ++u) {
+    if (profiled[u] > 0) speed[u] = observed[u] / profiled[u];
+  }
+  return speed;
+}
+
 profiler::ProfilerOptions QuickProfilerOptions(size_t pus) {
   profiler::ProfilerOptions o;
   o.min_atoms = std::max<int>(4, 2 * static_cast<int>(pus));

@@ -16,6 +16,7 @@
 #include "baton/profile/profile.h"
 #include "baton/profiler/profiler.h"
 #include "baton/runtime/deployment.h"
+#include "baton/runtime/speed_probe.h"
 #include "setup.h"
 
 namespace baton::cli {
@@ -82,6 +83,13 @@ struct Calibration {
 absl::StatusOr<Calibration> Calibrate(const Planning& planning, const runtime::Deployment& deployment,
                                       const policy::OnlineLatencyModel& latency,
                                       const std::optional<profile::Placement>& placement);
+
+// Per PU (Problem::pus order): the speed probes' run time over the profile's
+// time for as many runs, over every deployed partition that is a range of the
+// problem's atoms; a PU without such runs gets the overall factor (1 when
+// there are none). What the bound of `baton run` scales the profile by.
+absl::StatusOr<std::vector<double>> ProbeSpeeds(const Planning& planning, const runtime::Deployment& deployment,
+                                                std::span<const runtime::ProbeRun> runs);
 
 // Loads `path` if it exists, measures what is missing (quick settings unless
 // `options` say otherwise) and saves it back. Used by `baton run` without

@@ -23,7 +23,11 @@
 #include "baton/baseline/ort_baseline.h"
 #include "baton/dispatch/workload.h"
 #include "baton/graph/model.h"
+#include "baton/plan/whole_assignment.h"
 #include "baton/policy/latency_model.h"
+#include "baton/core/process.h"
+#include "baton/backend/ort/ort_runner.h"
+#include "baton/runtime/speed_probe.h"
 #include "baton/runtime/deployment.h"
 #include "baton/runtime/runtime.h"
 #include "baton/trace/chrome_trace.h"
@@ -45,6 +49,18 @@ uint64_t ModeOutcome::completed() const {
 double ModeOutcome::throughput_rps() const {
   const double seconds = std::chrono::duration<double>(measured).count();
   return seconds > 0 ? static_cast<double>(completed()) / seconds : 0;
+}
+
+trace::SloSummary ModelOutcome::Slo(Duration measured) const {
+  std::optional<Duration> slo;
+  if (slo_ms) slo = FromMillis(*slo_ms);
+  return trace::SummarizeSlo(latencies, answered, slo, measured);
+}
+
+trace::SloSummary ModeOutcome::Slo() const {
+  trace::SloSummary all;
+  for (const ModelOutcome& m : models) all = all + m.Slo(measured);
+  return all;
 }
 
 namespace {
@@ -199,6 +215,7 @@ class WindowDriver {
       ++o.unfinished;
       return;
     }
+    ++o.answered;
     switch (r.status.code()) {
       case absl::StatusCode::kOk:
         ++o.completed;
@@ -262,6 +279,7 @@ void Accumulate(ModeOutcome& total, const std::vector<ModelOutcome>& part, const
     t.rejected += p.rejected;
     t.failed += p.failed;
     t.unfinished += p.unfinished;
+    t.answered += p.answered;
     t.latencies.insert(t.latencies.end(), p.latencies.begin(), p.latencies.end());
     if (t.first_error.empty()) t.first_error = p.first_error;
   }
@@ -281,6 +299,7 @@ ModeOutcome EmptyMode(const std::string& name, const std::vector<LoadedModel>& m
   for (const LoadedModel& lm : models) {
     ModelOutcome o;
     o.name = lm.config->name;
+    o.slo_ms = lm.config->slo_ms;
     m.models.push_back(std::move(o));
   }
   return m;
@@ -340,62 +359,6 @@ absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const
   return b;
 }
 
-// The static "each model whole on one PU" assignment with the least loaded
-// busiest PU: load(u) = sum over its models of one request's latency there.
-// Exhaustive up to 200k assignments, greedy beyond. Returns the PU index
-// (global) per model.
-std::vector<size_t> BestWholeAssignment(const std::vector<std::vector<double>>& latency_ms) {
-  const size_t models = latency_ms.size();
-  const size_t pus = models ? latency_ms[0].size() : 0;
-  const double inf = std::numeric_limits<double>::infinity();
-  auto score = [&](const std::vector<size_t>& a) {
-    std::vector<double> load(pus, 0);
-    for (size_t m = 0; m < models; ++m) load[a[m]] += latency_ms[m][a[m]];
-    double worst = 0, sum = 0;
-    for (double l : load) {
-      worst = std::max(worst, l);
-      sum += l;
-    }
-    return std::pair(worst, sum);
-  };
-  double combos = 1;
-  for (size_t m = 0; m < models; ++m) combos *= static_cast<double>(pus);
-  std::vector<size_t> best(models, 0);
-  if (combos <= 200000) {
-    std::vector<size_t> a(models, 0);
-    std::pair<double, double> best_score{inf, inf};
-    while (true) {
-      auto s = score(a);
-      if (s < best_score) {
-        best_score = s;
-        best = a;
-      }
-      size_t k = 0;
-      while (k < models && ++a[k] == pus) a[k++] = 0;
-      if (k == models) break;
-    }
-    return best;
-  }
-  std::vector<size_t> order(models);
-  for (size_t m = 0; m < models; ++m) order[m] = m;
-  auto fastest = [&](size_t m) { return *std::min_element(latency_ms[m].begin(), latency_ms[m].end()); };
-  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return fastest(x) > fastest(y); });
-  std::vector<double> load(pus, 0);
-  for (size_t m : order) {
-    size_t pick = 0;
-    double pick_load = inf;
-    for (size_t u = 0; u < pus; ++u) {
-      if (load[u] + latency_ms[m][u] < pick_load) {
-        pick_load = load[u] + latency_ms[m][u];
-        pick = u;
-      }
-    }
-    best[m] = pick;
-    load[pick] = pick_load;
-  }
-  return best;
-}
-
 double MedianRunMs(const backend::PreparedPartition& runner, const NamedTensors& sample) {
   std::vector<std::pair<std::string, const Tensor*>> feeds;
   for (const auto& [n, t] : sample) feeds.emplace_back(n, &t);
@@ -410,6 +373,26 @@ double MedianRunMs(const backend::PreparedPartition& runner, const NamedTensors&
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
 }
+
+// One request of `sample` on a plain ORT session: the median of 3 runs after
+// a warm-up run (+inf when it fails).
+double MedianOrtRunMs(const ort::OrtRunner& runner, const NamedTensors& sample) {
+  std::vector<std::pair<std::string, const Tensor*>> feeds;
+  for (const auto& [n, t] : sample) feeds.emplace_back(n, &t);
+  std::vector<double> ms;
+  for (int i = 0; i < 4; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    if (!runner.Run(feeds).ok()) return std::numeric_limits<double>::infinity();
+    if (i > 0) ms.push_back(ToMillis(std::chrono::steady_clock::now() - start));
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Each speed probe: every PU cycles through its partitions this many times
+// (all PUs at once), for at most this long.
+constexpr int kProbeRounds = 3;
+constexpr Duration kProbeMaxTime = std::chrono::milliseconds(300);
 
 absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const RunOptions& options,
                                      Remotes* remotes);
@@ -459,6 +442,34 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   const auto setup_start = std::chrono::steady_clock::now();
   RunReport report;
   report.config = config;
+  report.baton_ran = !options.no_baton;
+  if (options.no_baton && !options.trace_path.empty()) {
+    return absl::InvalidArgumentError("--trace records baton's PU runs, and --no-baton leaves baton out; drop one");
+  }
+  if (options.no_baton && options.verify) {
+    return absl::InvalidArgumentError("--verify checks baton's answers, and --no-baton leaves baton out; drop one");
+  }
+  // Which baselines to run: every one that applies, or the listed ones.
+  auto wanted = [&](const std::string& name) {
+    if (!config.run.baselines || remotes != nullptr) return false;
+    const std::vector<std::string>& list = config.run.baseline_modes;
+    return list.empty() || std::find(list.begin(), list.end(), name) != list.end();
+  };
+  std::vector<std::string> skipped;  // why a wanted baseline did not run
+  // ONNX Runtime fixes its global thread pool when its environment is created,
+  // so ort_global_pool's pool is set up before anything creates a session.
+  bool global_pool_ready = false;
+  if (wanted(baseline::ModeName(baseline::Mode::kGlobalPool))) {
+    int cores = 0;
+    for (const config::DeviceConfig& d : config.devices) {
+      for (const config::PuConfig& pu : d.pus) cores += pu.kind == "cpu" ? pu.threads : 0;
+    }
+    if (cores > 0) {
+      absl::Status pool = ort::ConfigureGlobalThreadPool(std::min(cores, ort::kMaxGlobalPoolThreads));
+      global_pool_ready = pool.ok();
+      if (!pool.ok()) skipped.push_back(absl::StrCat("ort_global_pool skipped: ", pool.message()));
+    }
+  }
 
   // Models, inputs and (for --verify) the whole-model reference outputs.
   const std::string cache_dir = options.cache_dir.empty() ? DefaultCacheDir() : options.cache_dir;
@@ -569,40 +580,61 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       }
     }
   }
-  say(absl::StrCat("creating sessions (", planned ? "plan " + report.plan_policy : config.policy.high_level, ")"));
-  BATON_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Deployment> baton_deployment,
-                         runtime::Deployment::Build(devices, deploy));
-  report.sessions = baton_deployment->prepared_count();
+  // baton's sessions and runtime (not with --no-baton).
+  std::unique_ptr<runtime::Deployment> baton_deployment;
+  RuntimeBundle baton_rt;
   // Per model, per partition: its PUs in report order (for the run counts).
   std::vector<std::vector<std::vector<PuId>>> placed_pus(models.size());
-  for (size_t i = 0; i < models.size(); ++i) {
-    const graph::Model& g = *models[i].model;
-    const runtime::DeployedModel& dm = baton_deployment->models()[i];
-    ModelPlanInfo info{models[i].config->name, models[i].source, static_cast<int>(dm.plan.partitions.size()), {},
-                       g.total_param_bytes(), static_cast<double>(g.total_flops()) / 1e9,
-                       config.devices[deploy[i].device.value].name};
-    for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
-      PlacedPartition placed;
-      for (NodeId n : dm.plan.partitions[p].nodes) placed.nodes.push_back(g.node(n).name);
-      std::vector<PuId> order = dm.capable_pus[p];
-      if (const std::optional<PuId>& fixed = dm.graph.partitions[p].fixed_pu) {
-        std::stable_partition(order.begin(), order.end(), [&](PuId u) { return u == *fixed; });
-      }
-      for (PuId u : order) placed.pus.push_back(pu_set.profiler_pus[u.value].name);
-      info.placement.push_back(std::move(placed));
-      placed_pus[i].push_back(std::move(order));
-    }
-    report.models.push_back(std::move(info));
-  }
   // Request priorities: the plan's where it gives one (plan::PlannedPriorities),
   // else the config's; the whole_on_one_pu baseline keeps the config's.
   const std::vector<int> configured_priorities = RequestPriorities(nullptr, models);
   const std::vector<int> baton_priorities = RequestPriorities(plan_file ? &*plan_file : nullptr, models);
-  for (size_t i = 0; i < models.size(); ++i) report.models[i].priority = baton_priorities[i];
-  BATON_ASSIGN_OR_RETURN(RuntimeBundle baton_rt, MakeRuntime(config, *baton_deployment, config.policy.low_level,
-                                                             /*fixed=*/config.policy.low_level == "fixed",
-                                                             !options.trace_path.empty(), remotes));
-  if (planning) BATON_RETURN_IF_ERROR(SetPriors(*planning, *baton_deployment, *baton_rt.latency));
+  if (!options.no_baton) {
+    say(absl::StrCat("creating sessions (", planned ? "plan " + report.plan_policy : config.policy.high_level, ")"));
+    BATON_ASSIGN_OR_RETURN(baton_deployment, runtime::Deployment::Build(devices, deploy));
+    report.sessions = baton_deployment->prepared_count();
+  }
+  for (size_t i = 0; i < models.size(); ++i) {
+    const graph::Model& g = *models[i].model;
+    ModelPlanInfo info{models[i].config->name, models[i].source, 0, {}, g.total_param_bytes(),
+                       static_cast<double>(g.total_flops()) / 1e9, config.devices[deploy[i].device.value].name};
+    info.priority = baton_priorities[i];
+    if (baton_deployment) {
+      const runtime::DeployedModel& dm = baton_deployment->models()[i];
+      info.partitions = static_cast<int>(dm.plan.partitions.size());
+      for (size_t p = 0; p < dm.plan.partitions.size(); ++p) {
+        PlacedPartition placed;
+        for (NodeId n : dm.plan.partitions[p].nodes) placed.nodes.push_back(g.node(n).name);
+        std::vector<PuId> order = dm.capable_pus[p];
+        if (const std::optional<PuId>& fixed = dm.graph.partitions[p].fixed_pu) {
+          std::stable_partition(order.begin(), order.end(), [&](PuId u) { return u == *fixed; });
+        }
+        for (PuId u : order) placed.pus.push_back(pu_set.profiler_pus[u.value].name);
+        info.placement.push_back(std::move(placed));
+        placed_pus[i].push_back(std::move(order));
+      }
+    }
+    report.models.push_back(std::move(info));
+  }
+  if (baton_deployment) {
+    BATON_ASSIGN_OR_RETURN(baton_rt, MakeRuntime(config, *baton_deployment, config.policy.low_level,
+                                                 /*fixed=*/config.policy.low_level == "fixed",
+                                                 !options.trace_path.empty(), remotes));
+    if (planning) BATON_RETURN_IF_ERROR(SetPriors(*planning, *baton_deployment, *baton_rt.latency));
+  }
+
+  // The local PUs, numbered as MakeRuntime numbers them (PuId order).
+  struct LocalPu {
+    PuId id;
+    const config::PuConfig* config;
+  };
+  std::vector<LocalPu> local_pus;
+  {
+    uint32_t pu_id = 0;
+    for (const config::DeviceConfig& d : config.devices) {
+      for (const config::PuConfig& pu : d.pus) local_pus.push_back(LocalPu{PuId(pu_id++), &pu});
+    }
+  }
 
   // Modes to interleave.
   struct Mode {
@@ -625,16 +657,18 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       return absl::OkStatus();
     };
   };
-  modes.push_back(Mode{EmptyMode("baton", models), runtime_mode(baton_rt.rt.get(), baton_priorities, options.verify)});
+  if (baton_rt.rt) {
+    modes.push_back(Mode{EmptyMode("baton", models), runtime_mode(baton_rt.rt.get(), baton_priorities, options.verify)});
+  }
 
   // Each model whole on one PU (the fair baseline when ORT cannot use every PU).
   std::unique_ptr<runtime::Deployment> whole_deployment;
   RuntimeBundle whole_rt;
   if (remotes != nullptr && config.run.baselines) {
-    report.baselines_note =
+    skipped.push_back(
         "baselines skipped: they run on local PUs only, and this config has remote devices (compare with the "
-        "same PUs in one process instead, see docs/agent.md)";
-  } else if (!all_cpu && config.run.baselines) {
+        "same PUs in one process instead, see docs/agent.md)");
+  } else if (!all_cpu && wanted("whole_on_one_pu")) {
     say("whole_on_one_pu: measuring each model whole on each PU");
     std::vector<runtime::DeployModel> whole;
     for (const runtime::DeployModel& dm : deploy) {
@@ -642,11 +676,12 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       w.high_level = runtime::HighLevelPolicy::kWhole;
       w.groups.clear();
       w.group_pus.clear();
+      w.group_shares.clear();
       whole.push_back(w);
     }
     absl::StatusOr<std::unique_ptr<runtime::Deployment>> built = runtime::Deployment::Build(devices, whole);
     if (!built.ok()) {
-      report.baselines_note = absl::StrCat("whole_on_one_pu skipped: ", built.status().message());
+      skipped.push_back(absl::StrCat("whole_on_one_pu skipped: ", built.status().message()));
     } else {
       whole_deployment = std::move(*built);
       // Latency of every model whole on every PU of its device (inf where it cannot run).
@@ -660,7 +695,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
           }
         }
       }
-      const std::vector<size_t> assignment = BestWholeAssignment(latency_ms);
+      const std::vector<size_t> assignment = plan::BestWholeAssignment(latency_ms);
       std::vector<runtime::DeployModel> fixed = whole;
       std::vector<std::string> described;
       std::vector<std::string> pu_names;
@@ -678,9 +713,10 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
         described.push_back(absl::StrFormat("%s->%s (%.2f ms)", models[i].config->name, pu_names[assignment[i]],
                                             latency_ms[i][assignment[i]]));
       }
+      whole_deployment.reset();  // its sessions, before the fixed ones are made
       absl::StatusOr<std::unique_ptr<runtime::Deployment>> fixed_built = runtime::Deployment::Build(devices, fixed);
       if (!fixed_built.ok()) {
-        report.baselines_note = absl::StrCat("whole_on_one_pu skipped: ", fixed_built.status().message());
+        skipped.push_back(absl::StrCat("whole_on_one_pu skipped: ", fixed_built.status().message()));
       } else {
         whole_deployment = std::move(*fixed_built);
         BATON_ASSIGN_OR_RETURN(whole_rt, MakeRuntime(config, *whole_deployment, "fixed", /*fixed=*/true, false));
@@ -689,12 +725,26 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
         modes.push_back(Mode{std::move(outcome), runtime_mode(whole_rt.rt.get(), configured_priorities, false)});
       }
     }
+  } else if (all_cpu && !config.run.baseline_modes.empty() && wanted("whole_on_one_pu")) {
+    skipped.push_back("whole_on_one_pu skipped: it is for configs with non-CPU PUs; on CPU PUs see ort_pinned");
   }
 
   // Plain ONNX Runtime baselines over the CPU PUs' cores.
   std::vector<std::unique_ptr<baseline::OrtBaseline>> ort_baselines;
-  if (config.run.baselines && cpu_threads > 0 && remotes == nullptr) {
-    for (baseline::Mode mode : {baseline::Mode::kSequential, baseline::Mode::kConcurrent}) {
+  bool any_ort_wanted = false;
+  for (baseline::Mode mode : baseline::AllModes()) any_ort_wanted = any_ort_wanted || wanted(baseline::ModeName(mode));
+  if (any_ort_wanted && cpu_threads == 0) {
+    skipped.push_back("the ORT baselines need CPU PUs; this config has none");
+  } else if (any_ort_wanted) {
+    // The CPU PUs, for ort_pinned.
+    std::vector<LocalPu> cpu_pus;
+    for (const LocalPu& pu : local_pus) {
+      if (pu.config->kind == "cpu") cpu_pus.push_back(pu);
+    }
+    for (baseline::Mode mode : baseline::AllModes()) {
+      const std::string name = baseline::ModeName(mode);
+      if (!wanted(name)) continue;
+      if (mode == baseline::Mode::kGlobalPool && !global_pool_ready) continue;  // said why above
       std::vector<baseline::ModelSpec> specs;
       for (const LoadedModel& lm : models) {
         baseline::ModelSpec spec;
@@ -708,12 +758,55 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       baseline::BaselineOptions bo;
       bo.threads = cpu_threads;
       if (cpu_cores_complete && static_cast<int>(cpu_cores.size()) == cpu_threads) bo.cores = cpu_cores;
-      say(absl::StrCat(baseline::ModeName(mode), ": creating sessions"));
-      BATON_ASSIGN_OR_RETURN(std::unique_ptr<baseline::OrtBaseline> b,
-                             baseline::OrtBaseline::Create(mode, std::move(specs), bo));
-      baseline::OrtBaseline* raw = b.get();
-      ort_baselines.push_back(std::move(b));
-      modes.push_back(Mode{EmptyMode(baseline::ModeName(mode), models),
+      std::string note;
+      if (mode == baseline::Mode::kPinned) {
+        // Each model whole on one CPU PU: the assignment with the least loaded
+        // busiest PU, from the profile's whole-model times (measured with a
+        // session per model and PU when there is no profile).
+        std::vector<std::vector<double>> latency_ms(models.size(), std::vector<double>(cpu_pus.size(), 1e300));
+        for (size_t u = 0; u < cpu_pus.size(); ++u) {
+          bo.pus.push_back(baseline::PinnedPu{cpu_pus[u].config->threads, cpu_pus[u].config->cores});
+          for (size_t i = 0; i < models.size(); ++i) {
+            std::optional<double> ms;
+            if (planning) {
+              const profile::ProblemModel& pm = planning->problem.models[i];
+              if (pm.atoms() > 0) {
+                ms = planning->problem.RangeMs(static_cast<int>(i), 0, pm.atoms(), static_cast<int>(cpu_pus[u].id.value));
+              }
+            } else {
+              ort::SessionOptions so;
+              so.intra_op_threads = cpu_pus[u].config->threads;
+              so.allow_spinning = false;
+              absl::StatusOr<std::unique_ptr<ort::OrtRunner>> r = ort::OrtRunner::Create(models[i].bytes, so, name);
+              if (r.ok()) ms = MedianOrtRunMs(**r, models[i].samples[0]);
+            }
+            if (ms) latency_ms[i][u] = *ms;
+          }
+        }
+        bo.pu_of_model = plan::BestWholeAssignment(latency_ms);
+        std::vector<std::string> described;
+        for (size_t i = 0; i < models.size(); ++i) {
+          const size_t u = bo.pu_of_model[i];
+          described.push_back(absl::StrFormat("%s->%s (%.2f ms)", models[i].config->name, cpu_pus[u].config->name,
+                                              latency_ms[i][u]));
+        }
+        note = absl::StrJoin(described, ", ");
+      }
+      say(absl::StrCat(name, ": creating sessions"));
+      absl::StatusOr<std::unique_ptr<baseline::OrtBaseline>> created =
+          baseline::OrtBaseline::Create(mode, std::move(specs), bo);
+      if (!created.ok()) {
+        // A baseline that cannot run here (e.g. more requests in flight than
+        // threads it may start) is reported, not fatal: baton still runs.
+        skipped.push_back(absl::StrCat(name, " skipped: ", created.status().message()));
+        continue;
+      }
+      baseline::OrtBaseline* raw = created->get();
+      ort_baselines.push_back(*std::move(created));
+      ModeOutcome outcome = EmptyMode(name, models);
+      outcome.ort_defaults = baseline::IsOrtDefaults(mode);
+      outcome.note = note;
+      modes.push_back(Mode{std::move(outcome),
                            [raw](Duration warmup, Duration duration, uint64_t seed, ModeOutcome& total) -> absl::Status {
                              BATON_ASSIGN_OR_RETURN(baseline::SliceResult r, raw->RunFor(duration, warmup, seed));
                              std::vector<ModelOutcome> part;
@@ -723,6 +816,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
                                o.deadline_missed = m.deadline_missed;
                                o.failed = m.failed;
                                o.unfinished = m.unfinished;
+                               o.answered = m.completed + m.failed;
                                o.latencies = m.latencies;
                                o.first_error = m.first_error;
                                part.push_back(std::move(o));
@@ -731,9 +825,37 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
                              return absl::OkStatus();
                            }});
     }
-  } else if (config.run.baselines && remotes == nullptr) {
-    report.baselines_note = "the ORT baselines need CPU PUs; this config has none";
   }
+  report.baselines_note = absl::StrJoin(skipped, "; ");
+  if (modes.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "nothing to run: --no-baton leaves baton out and no baseline ran",
+        skipped.empty() ? std::string(" (run.baselines is false or empty)") : absl::StrCat(" (", report.baselines_note, ")"),
+        "; drop --no-baton or pick a baseline that applies"));
+  }
+
+  // Speed probes for the bound: baton's partitions on every local PU at once,
+  // between rounds of slices, outside every mode.
+  std::unique_ptr<runtime::SpeedProbe> probe;
+  std::vector<std::vector<double>> probe_speeds;  // per probe, per PU
+  if (planning && baton_deployment && remotes == nullptr) {
+    std::vector<runtime::ProbePu> probe_pus;
+    for (const LocalPu& pu : local_pus) {
+      std::vector<int> pin;
+      if (pu.config->kind == "cpu" && !pu.config->cores.empty()) pin = {pu.config->cores[0]};
+      probe_pus.push_back(runtime::ProbePu{pu.id, pu.config->name, std::move(pin)});
+    }
+    std::vector<NamedTensors> samples;
+    for (const LoadedModel& lm : models) samples.push_back(CloneAll(lm.samples[0]));
+    BATON_ASSIGN_OR_RETURN(probe, runtime::SpeedProbe::Create(*baton_deployment, std::move(probe_pus), samples));
+  }
+  auto take_probe = [&]() -> absl::Status {
+    if (!probe) return absl::OkStatus();
+    BATON_ASSIGN_OR_RETURN(std::vector<runtime::ProbeRun> runs, probe->Run(kProbeRounds, kProbeMaxTime));
+    BATON_ASSIGN_OR_RETURN(std::vector<double> speed, ProbeSpeeds(*planning, *baton_deployment, runs));
+    probe_speeds.push_back(std::move(speed));
+    return absl::OkStatus();
+  };
   report.setup = std::chrono::steady_clock::now() - setup_start;
 
   // Interleaved slices; the order of the modes rotates every slice.
@@ -749,22 +871,25 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     Time start, end;
   };
   std::vector<Turn> turns;
+  auto now = [&] { return baton_rt.rt ? baton_rt.rt->Now() : kTimeZero; };
   for (int s = 0; s < slices; ++s) {
+    BATON_RETURN_IF_ERROR(take_probe());
     for (size_t k = 0; k < modes.size(); ++k) {
       const size_t m = (k + static_cast<size_t>(s)) % modes.size();
       Mode& mode = modes[m];
       const Duration warmup = warmed[m] ? later_warmup : first_warmup;
       warmed[m] = true;
-      const Time began = baton_rt.rt->Now();
+      const Time began = now();
       BATON_RETURN_IF_ERROR(mode.run(warmup, slice, config.run.seed + static_cast<uint64_t>(s), mode.outcome));
-      turns.push_back(Turn{mode.outcome.name, s + 1, began, baton_rt.rt->Now()});
+      turns.push_back(Turn{mode.outcome.name, s + 1, began, now()});
       say(absl::StrFormat("slice %d/%d  %-16s %8.1f req/s so far", s + 1, slices, mode.outcome.name,
                           mode.outcome.throughput_rps()));
     }
   }
+  BATON_RETURN_IF_ERROR(take_probe());
 
   // Per-device utilisation and failures.
-  {
+  if (baton_rt.rt) {
     const runtime::RuntimeStats stats = baton_rt.rt->stats();
     report.reissued = stats.high_level.reissued;
     report.rerouted = stats.high_level.rerouted;
@@ -787,30 +912,44 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       }
       report.devices.push_back(std::move(o));
     }
-  }
 
-  // Trace of baton's PU runs.
-  baton_rt.rt->Stop();
-  for (size_t i = 0; i < models.size(); ++i) {
-    if (!config.devices[deploy[i].device.value].address.empty()) continue;  // remote: its agent measures
-    const runtime::DeployedModel& dm = baton_deployment->models()[i];
-    for (size_t p = 0; p < placed_pus[i].size(); ++p) {
-      for (PuId u : placed_pus[i][p]) {
-        report.models[i].placement[p].runs.push_back(
-            baton_rt.latency->Observations(dm.id, dm.plan.partitions[p].id, u));
+    // Runs per partition and PU.
+    baton_rt.rt->Stop();
+    for (size_t i = 0; i < models.size(); ++i) {
+      if (!config.devices[deploy[i].device.value].address.empty()) continue;  // remote: its agent measures
+      const runtime::DeployedModel& dm = baton_deployment->models()[i];
+      for (size_t p = 0; p < placed_pus[i].size(); ++p) {
+        for (PuId u : placed_pus[i][p]) {
+          report.models[i].placement[p].runs.push_back(
+              baton_rt.latency->Observations(dm.id, dm.plan.partitions[p].id, u));
+        }
       }
     }
+    // The plan's prediction, calibrated by baton's own run times (how well
+    // the plan's model of this run held; not used for the bound).
+    if (planning && planned_placement) {
+      BATON_ASSIGN_OR_RETURN(Calibration c,
+                             Calibrate(*planning, *baton_deployment, *baton_rt.latency, planned_placement));
+      report.predicted_rps = c.predicted_rps;
+    }
   }
+  // The bound: the profile's costs scaled per PU by the fastest probe.
   if (planning) {
-    BATON_ASSIGN_OR_RETURN(Calibration c, Calibrate(*planning, *baton_deployment, *baton_rt.latency, planned_placement));
-    report.pu_speed = std::move(c.pu_speed);
-    report.bound = std::move(c.bounds);
-    if (planned_placement) report.predicted_rps = c.predicted_rps;
+    std::vector<double> speed(planning->problem.pus.size(), 1.0);
+    if (!probe_speeds.empty()) {
+      speed = probe_speeds[0];
+      for (const std::vector<double>& p : probe_speeds) {
+        for (size_t u = 0; u < speed.size() && u < p.size(); ++u) speed[u] = std::min(speed[u], p[u]);
+      }
+      BATON_ASSIGN_OR_RETURN(profile::Bounds scaled, profile::ComputeBounds(planning->problem.Scaled(speed)));
+      report.bound = std::move(scaled);
+    }
+    report.probes = static_cast<int>(probe_speeds.size());
+    for (size_t u = 0; u < speed.size(); ++u) report.pu_speed.emplace_back(planning->problem.pus[u].name, speed[u]);
   }
   if (whole_rt.rt) whole_rt.rt->Stop();
-  if (!options.trace_path.empty()) {
+  if (!options.trace_path.empty() && baton_rt.rt) {
     trace::ChromeTrace trace;
-    std::vector<std::string> pu_device;
     std::vector<std::string> pu_names;
     for (size_t d = 0; d < config.devices.size(); ++d) {
       for (const config::PuConfig& pu : config.devices[d].pus) {
@@ -845,9 +984,17 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       report.baselines.push_back(std::move(mode.outcome));
     }
   }
+  if (!report.baton_ran) report.baton = EmptyMode("baton", models);
+  if (report.bound) {
+    std::vector<std::pair<std::string, double>> measured;
+    if (report.baton_ran) measured.emplace_back("baton", report.baton.throughput_rps());
+    for (const ModeOutcome& b : report.baselines) measured.emplace_back(b.name, b.throughput_rps());
+    report.bound_violations = profile::FindBoundViolations(report.bound->throughput_rps, measured);
+  }
   report.verified = verified;
   report.mismatches = mismatches;
   report.first_mismatch = first_mismatch;
+  report.peak_rss_mb = PeakRssMb();
   return report;
 }
 

@@ -4,15 +4,29 @@
 //
 // Modes (each runs run.duration_s in total, split into run.slices slices that
 // alternate between the modes, the order rotating every slice):
-//   baton            the configured high- and low-level policies
-//   ort_sequential   plain ONNX Runtime, one session per model over all the CPU
-//                    PUs' cores, one request at a time (baseline/ort_baseline.h)
-//   ort_concurrent   plain ONNX Runtime, a thread and a default-threaded session
-//                    per model
+//   baton            the configured high- and low-level policies (left out
+//                    with RunOptions::no_baton)
+//   ort_tuned        plain ONNX Runtime as tuned for many sessions: 1 intra-op
+//                    thread per session, spinning off, one OS thread per request
+//                    in flight (baseline/ort_baseline.h has every setting)
+//   ort_pinned       plain ONNX Runtime, the best static assignment of whole
+//                    models to the CPU PUs, one pinned thread per PU
+//   ort_global_pool  plain ONNX Runtime, one global intra-op pool over the CPU
+//                    PUs' cores, one OS thread per request in flight
+//   ort_sequential   ORT defaults: one session per model over all the CPU PUs'
+//                    cores, one request at a time
+//   ort_concurrent   ORT defaults: a thread and a default-threaded session per
+//                    model
 //   whole_on_one_pu  only when a PU is not a CPU (ORT cannot use it): each model
 //                    whole on one PU, the best such static assignment, run by
 //                    baton's own runtime with `fixed` placement
-// The ORT baselines need CPU PUs; with none they are skipped (and said so).
+// run.baselines picks them (all that apply by default). The ORT baselines use
+// the CPU PUs only; with none they are skipped (and said so).
+//
+// The bound: the profile's costs, scaled per PU by the fastest of the speed
+// probes taken between rounds of slices (runtime/speed_probe.h), so that it
+// comes from measurements no mode under test influences. Every mode's
+// throughput is checked against it (bound_violations).
 #pragma once
 
 #include <cstdint>
@@ -25,6 +39,7 @@
 #include "baton/core/status.h"
 #include "baton/core/time.h"
 #include "baton/profile/bounds.h"
+#include "baton/trace/summary.h"
 
 namespace baton::cli {
 
@@ -35,8 +50,13 @@ struct ModelOutcome {
   uint64_t rejected = 0;         // ResourceExhausted (queue or in-flight limit)
   uint64_t failed = 0;           // any other error
   uint64_t unfinished = 0;       // arrived in the window, answered after it
+  // Answered in the window, OK or not (completed, dropped for a deadline,
+  // rejected, failed): what SLO attainment is counted over.
+  uint64_t answered = 0;
   std::vector<Duration> latencies;  // of the completed ones
   std::string first_error;
+  std::optional<double> slo_ms;  // the config's
+  trace::SloSummary Slo(Duration measured) const;
 };
 
 struct PuOutcome {
@@ -53,8 +73,10 @@ struct ModeOutcome {
   std::vector<ModelOutcome> models;  // config order
   std::vector<PuOutcome> pus;        // runtime modes only
   std::string note;                  // e.g. the whole_on_one_pu assignment
+  bool ort_defaults = false;         // ort_sequential, ort_concurrent: ORT's default threading
   uint64_t completed() const;
   double throughput_rps() const;
+  trace::SloSummary Slo() const;  // over all models
 };
 
 struct PlacedPartition {
@@ -105,8 +127,12 @@ struct RunReport {
   // and as profiled.
   std::optional<profile::Bounds> bound;
   std::optional<profile::Bounds> profile_bound;
-  std::vector<std::pair<std::string, double>> pu_speed;  // per PU: measured / profiled run time
+  // Per PU: probed / profiled run time, the fastest probe (1 without probes).
+  std::vector<std::pair<std::string, double>> pu_speed;
+  int probes = 0;            // speed probes taken (0: the bound is the profile's)
   std::string bound_source;  // the profile they come from
+  // Modes whose throughput exceeded the bound (none, if the bound holds).
+  std::vector<profile::BoundViolation> bound_violations;
   std::string plan_policy;   // the high-level policy that made baton's plan ("" = no plan)
   double predicted_rps = 0;          // the plan's predicted throughput, calibrated like the bound
   double profile_predicted_rps = 0;  // the same from the profile alone
@@ -114,6 +140,8 @@ struct RunReport {
   std::vector<DeviceOutcome> devices;  // baton's run, config order
   uint64_t reissued = 0;  // assignments sent again after their device was lost
   uint64_t rerouted = 0;  // assignments sent to a fallback device
+  bool baton_ran = true;  // false with RunOptions::no_baton
+  std::optional<double> peak_rss_mb;  // of this process, at the end of the run
 };
 
 struct RunOptions {
@@ -123,6 +151,9 @@ struct RunOptions {
   std::string plan_path;     // carry out this plan (`baton plan`)
   std::string profile_path;  // use this profile; "" = the plan's, else an automatic one cached per config
   bool no_profile = false;   // no profile, no bounds: FLOP-based cuts (whole, capability, balanced only)
+  // Run only the baselines (e.g. to measure one baseline's memory alone):
+  // baton's sessions are never created. The bound is then the profile's.
+  bool no_baton = false;
   // Progress lines (phase by phase) go here; nullptr = silent.
   std::function<void(const std::string&)> progress;
 };

@@ -29,9 +29,25 @@ const char* ModeName(Mode mode) {
   switch (mode) {
     case Mode::kSequential: return "ort_sequential";
     case Mode::kConcurrent: return "ort_concurrent";
+    case Mode::kTuned: return "ort_tuned";
+    case Mode::kPinned: return "ort_pinned";
+    case Mode::kGlobalPool: return "ort_global_pool";
   }
   return "unknown";
 }
+
+std::vector<Mode> AllModes() {
+  return {Mode::kTuned, Mode::kPinned, Mode::kGlobalPool, Mode::kSequential, Mode::kConcurrent};
+}
+
+std::optional<Mode> ModeFromName(std::string_view name) {
+  for (Mode m : AllModes()) {
+    if (name == ModeName(m)) return m;
+  }
+  return std::nullopt;
+}
+
+bool IsOrtDefaults(Mode mode) { return mode == Mode::kSequential || mode == Mode::kConcurrent; }
 
 namespace {
 
@@ -149,7 +165,7 @@ absl::Status PinCallingThread(int core) {
   }
   CPU_SET(core, &set);
   if (int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set); err != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("baseline ort_sequential: cannot pin the serving thread to core ",
+    return absl::InvalidArgumentError(absl::StrCat("cannot pin the serving thread to core ",
                                                    core, ": ", std::strerror(err),
                                                    " (hint: pick cores this process may run on; see `baton devices`)"));
   }
@@ -167,11 +183,85 @@ struct StartGate {
   Clock::time_point start;
 };
 
+// One request stream a serving thread owns: a model's arrivals, or one of the
+// `concurrency` slots of a closed loop (then a closed loop of 1).
+struct Unit {
+  size_t model = 0;
+  dispatch::Arrival arrival;
+  uint64_t sample_offset = 0;  // request i of the unit feeds sample (offset + i) % n
+};
+
+// What one OS thread serves, and the core it pins itself to.
+struct Group {
+  std::vector<Unit> units;
+  std::optional<int> pin_core;
+};
+
+// The serving threads of `mode` (see the header).
+std::vector<Group> MakeGroups(Mode mode, const std::vector<ModelSpec>& models, const BaselineOptions& options) {
+  std::vector<Group> groups;
+  switch (mode) {
+    case Mode::kSequential: {
+      Group g;
+      for (size_t m = 0; m < models.size(); ++m) g.units.push_back(Unit{m, models[m].arrival, 0});
+      if (!options.cores.empty()) g.pin_core = options.cores[0];
+      groups.push_back(std::move(g));
+      break;
+    }
+    case Mode::kConcurrent:
+      for (size_t m = 0; m < models.size(); ++m) groups.push_back(Group{{Unit{m, models[m].arrival, 0}}, {}});
+      break;
+    case Mode::kPinned:
+      groups.resize(options.pus.size());
+      for (size_t u = 0; u < options.pus.size(); ++u) {
+        if (!options.pus[u].cores.empty()) groups[u].pin_core = options.pus[u].cores[0];
+      }
+      for (size_t m = 0; m < models.size(); ++m) {
+        groups[options.pu_of_model[m]].units.push_back(Unit{m, models[m].arrival, 0});
+      }
+      std::erase_if(groups, [](const Group& g) { return g.units.empty(); });
+      break;
+    case Mode::kTuned:
+    case Mode::kGlobalPool:
+      // One thread per request in flight.
+      for (size_t m = 0; m < models.size(); ++m) {
+        if (const auto* c = std::get_if<dispatch::ClosedLoop>(&models[m].arrival)) {
+          for (int k = 0; k < c->concurrency; ++k) {
+            groups.push_back(Group{{Unit{m, dispatch::ClosedLoop{1, c->think}, static_cast<uint64_t>(k)}}, {}});
+          }
+        } else {
+          groups.push_back(Group{{Unit{m, models[m].arrival, 0}}, {}});
+        }
+      }
+      break;
+  }
+  return groups;
+}
+
+// The number of serving threads MakeGroups would make, without making them
+// (a closed loop's concurrency may be huge).
+int64_t CountThreads(Mode mode, const std::vector<ModelSpec>& models, const BaselineOptions& options) {
+  switch (mode) {
+    case Mode::kSequential: return 1;
+    case Mode::kConcurrent: return static_cast<int64_t>(models.size());
+    case Mode::kPinned: return static_cast<int64_t>(options.pus.size());
+    case Mode::kTuned:
+    case Mode::kGlobalPool: break;
+  }
+  int64_t n = 0;
+  for (const ModelSpec& m : models) {
+    const auto* c = std::get_if<dispatch::ClosedLoop>(&m.arrival);
+    n += c != nullptr ? std::max(c->concurrency, 1) : 1;
+  }
+  return n;
+}
+
 class OrtBaselineImpl final : public OrtBaseline {
  public:
   OrtBaselineImpl(Mode mode, std::vector<ModelSpec> models, BaselineOptions options,
                   std::vector<std::unique_ptr<ort::OrtRunner>> runners)
       : mode_(mode), models_(std::move(models)), options_(std::move(options)), runners_(std::move(runners)) {
+    groups_ = MakeGroups(mode_, models_, options_);
     // Borrowed feeds, built once: pointers into models_[m].samples, which never
     // change after construction.
     feeds_.resize(models_.size());
@@ -193,32 +283,35 @@ class OrtBaselineImpl final : public OrtBaseline {
     Clock::time_point measure_from;
     Clock::time_point end;
   };
-  // Serves the models in `indices` on the calling thread from `start` until
-  // `window.end`, always taking the pending request with the earliest arrival
-  // (ties: the lower model index); fills results[m] for m in `indices`.
-  void Serve(std::span<const size_t> indices, Clock::time_point start, Window window, uint64_t seed,
+  // Serves `group` on the calling thread from `start` until `window.end`,
+  // always taking the pending request with the earliest arrival (ties: the
+  // lower unit index); adds into results[m] (one entry per model).
+  void Serve(const Group& group, Clock::time_point start, Window window, uint64_t seed,
              std::vector<ModelResult>& results) const;
   // The body of one serving thread: pins itself if asked, waits at the gate,
-  // serves. Writes only results[m] for m in `indices` and statuses[slot].
-  void ServingThread(std::span<const size_t> indices, std::optional<int> pin_core, StartGate& gate, Duration warmup,
-                     Duration duration, uint64_t seed, std::vector<ModelResult>& results,
-                     std::vector<absl::Status>& statuses, size_t slot) const noexcept;
+  // serves. Writes only `results` and statuses[slot].
+  void ServingThread(const Group& group, StartGate& gate, Duration warmup, Duration duration, uint64_t seed,
+                     std::vector<ModelResult>& results, std::vector<absl::Status>& statuses,
+                     size_t slot) const noexcept;
 
   Mode mode_;
   std::vector<ModelSpec> models_;
   BaselineOptions options_;
   std::vector<std::unique_ptr<ort::OrtRunner>> runners_;
+  std::vector<Group> groups_;
   std::vector<std::vector<Feeds>> feeds_;  // [model][sample]
   std::atomic<bool> running_{false};
 };
 
-void OrtBaselineImpl::Serve(std::span<const size_t> indices, Clock::time_point start, Window window, uint64_t seed,
+void OrtBaselineImpl::Serve(const Group& group, Clock::time_point start, Window window, uint64_t seed,
                             std::vector<ModelResult>& results) const {
   std::vector<Stream> streams;
-  streams.reserve(indices.size());
-  for (size_t m : indices) {
-    // The same per-stream seed derivation as the virtual shell.
-    streams.emplace_back(models_[m].arrival, start, seed ^ (0x9E3779B97F4A7C15ull * (m + 1)));
+  streams.reserve(group.units.size());
+  for (size_t k = 0; k < group.units.size(); ++k) {
+    const Unit& unit = group.units[k];
+    // The same per-stream seed derivation as the virtual shell (open-loop
+    // units are one per model, so the model index identifies the stream).
+    streams.emplace_back(unit.arrival, start, seed ^ (0x9E3779B97F4A7C15ull * (unit.model + 1)));
   }
   auto in_window = [&](Clock::time_point arrival) {
     return arrival >= window.measure_from && arrival < window.end;
@@ -237,9 +330,9 @@ void OrtBaselineImpl::Serve(std::span<const size_t> indices, Clock::time_point s
       std::this_thread::sleep_until(std::min(arrival, window.end));
       continue;
     }
-    const size_t m = indices[best];
+    const size_t m = group.units[best].model;
     const std::vector<Feeds>& samples = feeds_[m];
-    const size_t sample = streams[best].index() % samples.size();
+    const size_t sample = (group.units[best].sample_offset + streams[best].index()) % samples.size();
     const Feeds* feeds = &samples[sample];
     // A fresh copy of the inputs per request, as an application hands over a
     // new frame (baton's requests pay the same copy).
@@ -270,15 +363,15 @@ void OrtBaselineImpl::Serve(std::span<const size_t> indices, Clock::time_point s
     }
   }
   for (size_t s = 0; s < streams.size(); ++s) {
-    results[indices[s]].unfinished += streams[s].CountUntaken(window.measure_from, window.end);
+    results[group.units[s].model].unfinished += streams[s].CountUntaken(window.measure_from, window.end);
   }
 }
 
-void OrtBaselineImpl::ServingThread(std::span<const size_t> indices, std::optional<int> pin_core, StartGate& gate,
-                                    Duration warmup, Duration duration, uint64_t seed,
-                                    std::vector<ModelResult>& results, std::vector<absl::Status>& statuses,
-                                    size_t slot) const noexcept {
-  absl::Status pinned = pin_core.has_value() ? PinCallingThread(*pin_core) : absl::OkStatus();
+void OrtBaselineImpl::ServingThread(const Group& group, StartGate& gate, Duration warmup, Duration duration,
+                                    uint64_t seed, std::vector<ModelResult>& results,
+                                    std::vector<absl::Status>& statuses, size_t slot) const noexcept {
+  absl::Status pinned = group.pin_core.has_value() ? PinCallingThread(*group.pin_core) : absl::OkStatus();
+  if (!pinned.ok()) pinned = absl::Status(pinned.code(), absl::StrCat("baseline ", ModeName(mode_), ": ", pinned.message()));
   Clock::time_point start;
   {
     std::unique_lock lock(gate.mu);
@@ -291,7 +384,7 @@ void OrtBaselineImpl::ServingThread(std::span<const size_t> indices, std::option
   }
   const Window window{start + warmup, start + warmup + duration};
   try {
-    Serve(indices, start, window, seed, results);
+    Serve(group, start, window, seed, results);
   } catch (const std::exception& e) {
     // Only allocation can throw here; report it rather than terminate.
     statuses[slot] = absl::InternalError(absl::StrCat("baseline ", ModeName(mode_), ": serving failed: ", e.what()));
@@ -317,35 +410,23 @@ absl::StatusOr<SliceResult> OrtBaselineImpl::RunFor(Duration duration, Duration 
     ~Reset() { flag.store(false); }
   } reset{running_};
 
-  // Which models each serving thread owns: all of them on one thread
-  // (sequential), or one model per thread (concurrent).
-  std::vector<std::vector<size_t>> groups;
-  if (mode_ == Mode::kSequential) {
-    groups.emplace_back();
-    for (size_t m = 0; m < models_.size(); ++m) groups[0].push_back(m);
-  } else {
-    for (size_t m = 0; m < models_.size(); ++m) groups.push_back({m});
-  }
-  std::optional<int> pin_core;
-  if (mode_ == Mode::kSequential && !options_.cores.empty()) pin_core = options_.cores[0];
-
-  SliceResult result;
-  result.models.resize(models_.size());
-  std::vector<absl::Status> statuses(groups.size());
+  // Each thread writes its own results; they are added up after the join.
+  std::vector<std::vector<ModelResult>> per_thread(groups_.size(), std::vector<ModelResult>(models_.size()));
+  std::vector<absl::Status> statuses(groups_.size());
   StartGate gate;
   absl::Status spawn_status;
   {
     std::vector<std::jthread> threads;
     try {
-      for (size_t g = 0; g < groups.size(); ++g) {
-        threads.emplace_back([this, &groups, g, pin_core, &gate, warmup, duration, seed, &result, &statuses] {
-          ServingThread(groups[g], pin_core, gate, warmup, duration, seed, result.models, statuses, g);
+      for (size_t g = 0; g < groups_.size(); ++g) {
+        threads.emplace_back([this, g, &gate, warmup, duration, seed, &per_thread, &statuses] {
+          ServingThread(groups_[g], gate, warmup, duration, seed, per_thread[g], statuses, g);
         });
       }
     } catch (const std::system_error& e) {
       spawn_status = absl::ResourceExhaustedError(
           absl::StrCat("baseline ", mode_name, ": cannot start serving thread ", threads.size() + 1, " of ",
-                       groups.size(), ": ", e.what(), " (hint: fewer models)"));
+                       groups_.size(), ": ", e.what(), " (hint: fewer models or fewer requests in flight)"));
     }
     std::unique_lock lock(gate.mu);
     gate.cv.wait(lock, [&] { return gate.ready == static_cast<int>(threads.size()); });
@@ -358,40 +439,109 @@ absl::StatusOr<SliceResult> OrtBaselineImpl::RunFor(Duration duration, Duration 
   }  // joins
   BATON_RETURN_IF_ERROR(spawn_status);
   for (const absl::Status& s : statuses) BATON_RETURN_IF_ERROR(s);
+  SliceResult result;
+  result.models.resize(models_.size());
+  for (const std::vector<ModelResult>& part : per_thread) {
+    for (size_t m = 0; m < models_.size(); ++m) {
+      ModelResult& t = result.models[m];
+      const ModelResult& p = part[m];
+      t.completed += p.completed;
+      t.deadline_missed += p.deadline_missed;
+      t.failed += p.failed;
+      t.unfinished += p.unfinished;
+      t.latencies.insert(t.latencies.end(), p.latencies.begin(), p.latencies.end());
+      if (t.first_error.empty()) t.first_error = p.first_error;
+    }
+  }
   result.elapsed = duration;  // the window [start + warmup, start + warmup + duration) on the steady clock
   return result;
+}
+
+// The session options of model `m` under `mode`.
+ort::SessionOptions SessionFor(Mode mode, size_t m, const BaselineOptions& options) {
+  ort::SessionOptions session;
+  switch (mode) {
+    case Mode::kSequential:
+      session.intra_op_threads = options.threads;
+      session.pinned_cores = options.cores;
+      break;
+    case Mode::kConcurrent:
+      session.ort_default_threading = true;
+      break;
+    case Mode::kTuned:
+      session.intra_op_threads = 1;
+      session.inter_op_threads = 1;
+      session.allow_spinning = false;
+      break;
+    case Mode::kPinned: {
+      const PinnedPu& pu = options.pus[options.pu_of_model[m]];
+      session.intra_op_threads = pu.threads;
+      session.pinned_cores = pu.cores;
+      session.allow_spinning = false;
+      break;
+    }
+    case Mode::kGlobalPool:
+      session.global_thread_pool = true;
+      session.allow_spinning = false;
+      break;
+  }
+  return session;
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<OrtBaseline>> OrtBaseline::Create(Mode mode, std::vector<ModelSpec> models,
                                                                  BaselineOptions options) {
-  const std::string mode_name = ModeName(mode);
-  if (mode != Mode::kSequential && mode != Mode::kConcurrent) {
+  if (!ModeFromName(ModeName(mode)).has_value()) {
     return absl::InvalidArgumentError(absl::StrCat("baseline mode ", static_cast<int>(mode), " is unknown"));
   }
+  const std::string mode_name = ModeName(mode);
   if (models.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("baseline ", mode_name, ": no models; give at least one"));
   }
-  ort::SessionOptions session;
-  if (mode == Mode::kSequential) {
-    session.intra_op_threads = options.threads;
-    session.pinned_cores = options.cores;
-    if (absl::Status s = ort::ValidateSessionOptions(session); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("baseline ", mode_name, ": threads/cores: ", s.message()));
+  for (const ModelSpec& spec : models) BATON_RETURN_IF_ERROR(CheckArrival(spec));
+  if (mode == Mode::kPinned) {
+    if (options.pus.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("baseline ", mode_name, ": no PUs to pin models to; give at least one in BaselineOptions::pus"));
     }
-  } else {
-    session.ort_default_threading = true;
+    if (options.pu_of_model.size() != models.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("baseline ", mode_name, ": ", options.pu_of_model.size(),
+                                                     " PU assignments for ", models.size(),
+                                                     " models; give one PU index per model"));
+    }
+    for (size_t m = 0; m < models.size(); ++m) {
+      if (options.pu_of_model[m] >= options.pus.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("baseline ", mode_name, ": model '", models[m].name,
+                                                       "' is assigned to PU ", options.pu_of_model[m], " of ",
+                                                       options.pus.size(), "; give an index below ",
+                                                       options.pus.size()));
+      }
+    }
+  }
+  if (const int64_t threads = CountThreads(mode, models, options); threads > kMaxServingThreads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "baseline ", mode_name, ": ", threads, " requests in flight would need as many serving threads; at most ",
+        kMaxServingThreads, " (hint: lower the closed-loop concurrency, or leave this baseline out)"));
+  }
+  if (mode == Mode::kGlobalPool && ort::GlobalThreadPoolThreads() == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("baseline ", mode_name,
+                     ": this process has no ONNX Runtime global thread pool (hint: call "
+                     "ort::ConfigureGlobalThreadPool before the first session is created)"));
   }
   std::vector<std::unique_ptr<ort::OrtRunner>> runners;
-  for (const ModelSpec& spec : models) {
+  for (size_t m = 0; m < models.size(); ++m) {
+    const ModelSpec& spec = models[m];
     if (spec.samples.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "model '", spec.name, "': no input samples; give at least one set of inputs (request i feeds sample i % n)"));
     }
-    BATON_RETURN_IF_ERROR(CheckArrival(spec));
-    absl::StatusOr<std::unique_ptr<ort::OrtRunner>> runner =
-        ort::OrtRunner::Create(spec.onnx_bytes, session, spec.name);
+    const ort::SessionOptions session = SessionFor(mode, m, options);
+    if (absl::Status s = ort::ValidateSessionOptions(session); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("baseline ", mode_name, ": threads/cores: ", s.message()));
+    }
+    absl::StatusOr<std::unique_ptr<ort::OrtRunner>> runner = ort::OrtRunner::Create(spec.onnx_bytes, session, spec.name);
     if (!runner.ok()) {
       // OrtRunner's message already names the model.
       return absl::Status(runner.status().code(),

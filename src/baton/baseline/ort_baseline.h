@@ -1,13 +1,34 @@
 // The plain-ONNX-Runtime baselines that `baton run` measures baton against, in
-// the same invocation, on the same PUs, for the same time:
+// the same invocation, on the same PUs, for the same time. Tuned setups, the
+// ones a user who knows ORT's threading guidance would pick for many sessions
+// in one process:
+//
+//   kTuned       one session per model, intra_op_num_threads=1,
+//                inter_op_num_threads=1, sequential execution, intra- and
+//                inter-op spinning off, one OS thread per request in flight
+//                (closed loop: `concurrency` threads per model; open loop: one
+//                thread per model, requests queue in arrival order), unpinned,
+//                so the OS balances the threads over the cores.
+//   kPinned      a static assignment of whole models to the CPU PUs
+//                (BaselineOptions::pu_of_model; `baton run` picks the best one):
+//                per PU one OS thread pinned to the PU's first core serves its
+//                models' requests in arrival order, through sessions with the
+//                PU's thread count and cores, spinning off.
+//   kGlobalPool  one ORT environment with a global intra-op pool of
+//                ConfigureGlobalThreadPool threads (the CPU PUs' cores),
+//                spinning off, denormals as zero globally and per session,
+//                per-session threads disabled; one OS thread per request in
+//                flight as kTuned.
+//
+// ORT defaults, kept for comparison with earlier reports:
 //
 //   kSequential  one whole-model session per model with an explicit thread
 //                budget (all the PUs' cores), one request at a time over all
 //                models: the server always takes the request that arrived first.
 //   kConcurrent  one thread per model, each with a whole-model session using
-//                ONNX Runtime's default threading (one intra-op thread per core,
-//                so the models compete for the cores); each thread serves its
-//                own model's requests in arrival order.
+//                ONNX Runtime's default threading (one spinning intra-op thread
+//                per core per session, so the models compete for the cores);
+//                each thread serves its own model's requests in arrival order.
 //
 // Arrivals follow the same processes as baton's streams (dispatch::Arrival):
 // closed loop (`concurrency` requests always waiting: the next one arrives
@@ -27,6 +48,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "baton/core/status.h"
@@ -36,8 +58,16 @@
 
 namespace baton::baseline {
 
-enum class Mode { kSequential, kConcurrent };
-const char* ModeName(Mode mode);  // "ort_sequential", "ort_concurrent"
+enum class Mode { kSequential, kConcurrent, kTuned, kPinned, kGlobalPool };
+// "ort_sequential", "ort_concurrent", "ort_tuned", "ort_pinned", "ort_global_pool".
+const char* ModeName(Mode mode);
+std::optional<Mode> ModeFromName(std::string_view name);
+// Every mode, tuned ones first.
+std::vector<Mode> AllModes();
+// kSequential and kConcurrent: ORT's default threading, not a tuned setup.
+bool IsOrtDefaults(Mode mode);
+// Serving threads one RunFor may start, over all models.
+inline constexpr int kMaxServingThreads = 256;
 
 struct ModelSpec {
   std::string name;
@@ -61,11 +91,19 @@ struct SliceResult {
   std::vector<ModelResult> models;  // in ModelSpec order
 };
 
+struct PinnedPu {
+  int threads = 1;         // intra-op threads of each session on it (>= 1)
+  std::vector<int> cores;  // empty (unpinned), or exactly `threads` ids
+};
+
 struct BaselineOptions {
   // kSequential: intra-op threads of every session (>= 1); cores to pin them to
-  // (empty, or exactly `threads` ids). kConcurrent ignores both (ORT default).
+  // (empty, or exactly `threads` ids). Only kSequential uses them.
   int threads = 1;
   std::vector<int> cores;
+  // kPinned: the PUs, and per model (ModelSpec order) the index of its PU.
+  std::vector<PinnedPu> pus;
+  std::vector<size_t> pu_of_model;
   // Copy each request's inputs before running it, as an application hands over
   // a fresh buffer per request (baton's requests own their inputs, so they pay
   // the same copy); false feeds the samples in place.
@@ -76,7 +114,10 @@ class OrtBaseline {
  public:
   virtual ~OrtBaseline() = default;
   // Creates the sessions. Errors: no models, a model without samples, bad
-  // options, or the ORT error for a model it cannot load (naming the model).
+  // options (kPinned: an assignment that does not name a PU per model), more
+  // than kMaxServingThreads threads, kGlobalPool without a configured global
+  // pool (FailedPrecondition), or the ORT error for a model it cannot load
+  // (naming the model).
   static absl::StatusOr<std::unique_ptr<OrtBaseline>> Create(Mode mode, std::vector<ModelSpec> models,
                                                              BaselineOptions options);
   virtual Mode mode() const = 0;

@@ -25,17 +25,20 @@ namespace {
 
 // The embedded default workload (DefaultRunConfig): the one place to tune the
 // mix. Each entry becomes {name: NAME, path: zoo:NAME} in closed loop.
+// Paced streams get an SLO of about one frame period; the throughput job is
+// best effort (slo_ms 0 = none).
 struct DefaultModel {
   const char* name;
   const char* zoo_name;
   int concurrency;
   double think_ms;
+  double slo_ms;
 };
 constexpr std::array<DefaultModel, 4> kDefaultModels = {{
-    {"camera", "squeezenet", 1, 30},
-    {"audio", "lstm", 1, 15},
-    {"text", "transformer", 1, 80},
-    {"batch", "mobilenetv2", 2, 0},
+    {"camera", "squeezenet", 1, 30, 33},
+    {"audio", "lstm", 1, 15, 20},
+    {"text", "transformer", 1, 80, 100},
+    {"batch", "mobilenetv2", 2, 0, 0},
 }};
 constexpr double kDefaultDurationS = 8;
 constexpr double kDefaultWarmupS = 1;
@@ -57,7 +60,11 @@ constexpr std::array<const char*, 8> kPuKeys = {"name",  "kind",     "threads", 
                                                 "speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 2> kCpuOnlyKeys = {"threads", "cores"};
 constexpr std::array<const char*, 4> kEmuOnlyKeys = {"speed", "op_speed", "unsupported_ops", "compute"};
-constexpr std::array<const char*, 6> kModelKeys = {"name", "path", "arrival", "deadline_ms", "priority", "partitions"};
+constexpr std::array<const char*, 7> kModelKeys = {"name",     "path",       "arrival", "deadline_ms",
+                                                   "priority", "partitions", "slo_ms"};
+// The modes `baton run` can compare with (run.baselines as a list).
+constexpr std::array<const char*, 6> kBaselineNames = {"ort_tuned",      "ort_pinned",     "ort_global_pool",
+                                                       "ort_sequential", "ort_concurrent", "whole_on_one_pu"};
 constexpr std::array<const char*, 5> kArrivalKeys = {"mode", "concurrency", "think_ms", "fps", "rate"};
 constexpr std::array<const char*, 4> kPolicyKeys = {"high_level", "low_level", "stages", "device_placement"};
 constexpr std::array<const char*, 3> kDevicePlacements = {"auto", "round_robin", "transfer_aware"};
@@ -271,6 +278,11 @@ absl::Status ValidateModels(const std::vector<ModelConfig>& models) {
       BATON_RETURN_IF_ERROR(CheckPositive(*model.deadline_ms, Child(path, "deadline_ms"), kMaxDeadlineMs,
                                           "the deadline in milliseconds after arrival, or omit it"));
     }
+    if (model.slo_ms) {
+      BATON_RETURN_IF_ERROR(CheckPositive(*model.slo_ms, Child(path, "slo_ms"), kMaxDeadlineMs,
+                                          "the latency in milliseconds an answer must meet to count as good, or "
+                                          "omit it (best effort)"));
+    }
     if (model.partitions && (*model.partitions < 1 || *model.partitions > kMaxPartitions)) {
       return Invalid(Child(path, "partitions"), absl::StrCat("must be in 1..", kMaxPartitions, ", got ",
                                                              *model.partitions, "; or omit it to use policy.stages"));
@@ -308,6 +320,18 @@ absl::Status ValidateRun(const RunSettings& run) {
   BATON_RETURN_IF_ERROR(CheckAtLeast(run.max_queue, 1, "run.max_queue", "the per-device ready-queue capacity"));
   BATON_RETURN_IF_ERROR(
       CheckAtLeast(run.max_in_flight, 1, "run.max_in_flight", "the per-model limit on requests in flight"));
+  for (size_t i = 0; i < run.baseline_modes.size(); ++i) {
+    const std::string& name = run.baseline_modes[i];
+    const std::string where = absl::StrCat("run.baselines[", i, "]");
+    if (!Contains(kBaselineNames, name)) {
+      return Invalid(where, absl::StrCat("unknown baseline '", name, "'; known: ", absl::StrJoin(kBaselineNames, ", ")));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (run.baseline_modes[j] == name) {
+        return Invalid(where, absl::StrCat("baseline '", name, "' is listed twice; list each once"));
+      }
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -628,6 +652,8 @@ class Parser {
         BATON_RETURN_IF_ERROR(ParseArrival(f.value, f.path, model.arrival));
       } else if (f.key == "deadline_ms") {
         BATON_RETURN_IF_ERROR(Double(f, model.deadline_ms.emplace()));
+      } else if (f.key == "slo_ms") {
+        BATON_RETURN_IF_ERROR(Double(f, model.slo_ms.emplace()));
       } else if (f.key == "priority") {
         BATON_RETURN_IF_ERROR(Int(f, model.priority));
       } else if (f.key == "partitions") {
@@ -700,7 +726,15 @@ class Parser {
       } else if (f.key == "seed") {
         BATON_RETURN_IF_ERROR(Uint64(f, run.seed));
       } else if (f.key == "baselines") {
-        BATON_RETURN_IF_ERROR(Bool(f, run.baselines));
+        // true (all that apply), false (none), or a list of names.
+        if (f.value.IsSequence()) {
+          run.baselines = true;
+          run.baseline_modes.clear();
+          BATON_RETURN_IF_ERROR(StringList(f, run.baseline_modes));
+          if (run.baseline_modes.empty()) run.baselines = false;
+        } else {
+          BATON_RETURN_IF_ERROR(Bool(f, run.baselines));
+        }
       } else if (f.key == "slices") {
         BATON_RETURN_IF_ERROR(Int(f, run.slices));
       } else if (f.key == "max_queue") {
@@ -831,12 +865,15 @@ RunConfig DefaultRunConfig(int cores) {
     model.arrival.mode = ArrivalConfig::Mode::kClosed;
     model.arrival.concurrency = entry.concurrency;
     model.arrival.think_ms = entry.think_ms;
+    if (entry.slo_ms > 0) model.slo_ms = entry.slo_ms;
   }
   config.policy = PolicyConfig{.high_level = "search", .low_level = "share", .stages = 0};
   config.run.duration_s = kDefaultDurationS;
   config.run.warmup_s = kDefaultWarmupS;
   return config;
 }
+
+std::vector<std::string> BaselineNames() { return {kBaselineNames.begin(), kBaselineNames.end()}; }
 
 std::string ToYaml(const RunConfig& config) {
   // Keys that do not apply to a PU's kind or a model's mode are left out (the
@@ -911,6 +948,7 @@ std::string ToYaml(const RunConfig& config) {
     }
     out << YAML::EndMap;
     if (model.deadline_ms) out << YAML::Key << "deadline_ms" << YAML::Value << FormatDouble(*model.deadline_ms);
+    if (model.slo_ms) out << YAML::Key << "slo_ms" << YAML::Value << FormatDouble(*model.slo_ms);
     out << YAML::Key << "priority" << YAML::Value << model.priority;
     if (model.partitions) out << YAML::Key << "partitions" << YAML::Value << *model.partitions;
     out << YAML::EndMap;
@@ -931,7 +969,13 @@ std::string ToYaml(const RunConfig& config) {
   out << YAML::Key << "duration_s" << YAML::Value << FormatDouble(run.duration_s);
   out << YAML::Key << "warmup_s" << YAML::Value << FormatDouble(run.warmup_s);
   out << YAML::Key << "seed" << YAML::Value << run.seed;
-  out << YAML::Key << "baselines" << YAML::Value << run.baselines;
+  if (run.baselines && !run.baseline_modes.empty()) {
+    out << YAML::Key << "baselines" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const std::string& name : run.baseline_modes) out << name;
+    out << YAML::EndSeq;
+  } else {
+    out << YAML::Key << "baselines" << YAML::Value << run.baselines;
+  }
   out << YAML::Key << "slices" << YAML::Value << run.slices;
   out << YAML::Key << "max_queue" << YAML::Value << run.max_queue;
   out << YAML::Key << "max_in_flight" << YAML::Value << run.max_in_flight;

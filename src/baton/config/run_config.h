@@ -13,12 +13,12 @@
 //     - {name: edge1, address: edge1.lan:50051, token_file: edge1.token, ca_cert: ca.pem}  # a baton agent
 //   models:                          # required, at least one
 //     - {name: det, path: zoo:yolo, arrival: {mode: periodic, fps: 10},
-//        deadline_ms: 200, priority: 1, partitions: 3}
+//        deadline_ms: 200, slo_ms: 100, priority: 1, partitions: 3}
 //     - {name: cls, path: models/resnet.onnx, arrival: {mode: closed, concurrency: 2}}
 //     - {name: cam, path: zoo:squeezenet, arrival: {mode: closed, concurrency: 1, think_ms: 30}}
 //     - {name: vad, path: zoo:lstm, arrival: {mode: poisson, rate: 20}}
 //   policy: {high_level: balanced, low_level: heft, stages: 0}
-//   run: {duration_s: 20, warmup_s: 2, seed: 1, baselines: true, slices: 3,
+//   run: {duration_s: 20, warmup_s: 2, seed: 1, baselines: true, slices: 3,   # or baselines: [ort_tuned, ...]
 //         max_queue: 256, max_in_flight: 64}
 //
 // Errors name the key by its path (e.g. "models[1].arrival.fps"), what is
@@ -91,6 +91,9 @@ struct ModelConfig {
   std::optional<double> deadline_ms;  // relative to arrival (> 0)
   int priority = 0;                   // larger = more important
   std::optional<int> partitions;      // overrides policy.stages for this model (1..64)
+  // Service-level objective: an answer within slo_ms of arrival is "good"
+  // (goodput, SLO attainment in `baton run`'s report); none = best effort.
+  std::optional<double> slo_ms;
 
   friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };
@@ -111,6 +114,9 @@ struct RunSettings {
   double warmup_s = 1;      // unmeasured time before it (>= 0)
   uint64_t seed = 1;        // inputs and Poisson arrivals
   bool baselines = true;    // also run the plain ONNX Runtime baselines
+  // Which ones (YAML: `baselines: [ort_tuned, ort_pinned]`); empty = every
+  // one that applies. Names: BaselineNames().
+  std::vector<std::string> baseline_modes;
   int slices = 3;           // interleaving: each mode runs duration_s / slices at a time (>= 1)
   int max_queue = 256;      // per device ready queue (>= 1)
   int max_in_flight = 64;   // per model requests in flight (>= 1)
@@ -142,6 +148,10 @@ absl::Status Validate(const RunConfig& config);
 // a camera or microphone pipeline) and one stream that keeps two requests in
 // flight (a throughput job).
 RunConfig DefaultRunConfig(int cores);
+
+// The baselines `baton run` knows, in report order: ort_tuned, ort_pinned,
+// ort_global_pool, ort_sequential, ort_concurrent, whole_on_one_pu.
+std::vector<std::string> BaselineNames();
 
 // YAML text that ParseRunConfig reads back into an equal config (base_dir is
 // not written; keys that do not apply to a PU's kind or a model's arrival mode

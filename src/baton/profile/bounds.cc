@@ -567,4 +567,13 @@ absl::StatusOr<Prediction> Predict(const Problem& problem, const Placement& plac
   return prediction;
 }
 
+std::vector<BoundViolation> FindBoundViolations(double bound_rps,
+                                                std::span<const std::pair<std::string, double>> modes) {
+  std::vector<BoundViolation> out;
+  for (const auto& [mode, rps] : modes) {
+    if (rps > bound_rps) out.push_back(BoundViolation{mode, rps, bound_rps});
+  }
+  return out;
+}
+
 }  // namespace baton::profile

@@ -59,6 +59,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "baton/core/status.h"
@@ -102,6 +103,19 @@ struct Bounds {
 // InvalidArgument naming the model and atom when an atom can run on no PU,
 // or naming the model when its sizes, ranges, edges or demand are malformed.
 absl::StatusOr<Bounds> ComputeBounds(const Problem& problem);
+
+// A measured throughput above the bound: the bound is wrong for this run (a
+// profile measured while the machine was slower, or a mode using capacity the
+// problem does not model, e.g. cores no PU claims).
+struct BoundViolation {
+  std::string mode;
+  double throughput_rps = 0;
+  double bound_rps = 0;
+};
+// Every mode whose measured throughput is above `bound_rps` (strictly; no
+// tolerance), in the order given. Modes are (name, req/s).
+std::vector<BoundViolation> FindBoundViolations(double bound_rps,
+                                                std::span<const std::pair<std::string, double>> modes);
 
 struct Prediction {
   double throughput_rps = 0;

@@ -1,6 +1,7 @@
 #include "baton/trace/summary.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 namespace baton::trace {
@@ -23,6 +24,26 @@ LatencySummary Summarize(std::vector<Duration> samples) {
   s.p95_ms = ToMillis(Percentile(samples, 95));
   s.p99_ms = ToMillis(Percentile(samples, 99));
   s.max_ms = ToMillis(samples.back());
+  return s;
+}
+
+SloSummary SummarizeSlo(const std::vector<Duration>& latencies, uint64_t answered, std::optional<Duration> slo,
+                        Duration measured) {
+  SloSummary s;
+  s.answered = std::max<uint64_t>(answered, latencies.size());
+  for (Duration d : latencies) s.within += (!slo || d <= *slo) ? 1 : 0;
+  const double seconds = std::chrono::duration<double>(measured).count();
+  s.goodput_rps = seconds > 0 ? static_cast<double>(s.within) / seconds : 0;
+  s.attainment = s.answered > 0 ? static_cast<double>(s.within) / static_cast<double>(s.answered) : 0;
+  return s;
+}
+
+SloSummary operator+(const SloSummary& a, const SloSummary& b) {
+  SloSummary s;
+  s.answered = a.answered + b.answered;
+  s.within = a.within + b.within;
+  s.goodput_rps = a.goodput_rps + b.goodput_rps;
+  s.attainment = s.answered > 0 ? static_cast<double>(s.within) / static_cast<double>(s.answered) : 0;
   return s;
 }
 

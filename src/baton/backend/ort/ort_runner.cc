@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <new>
 #include <optional>
 
@@ -106,16 +107,36 @@ struct EnvHolder {
   absl::Status status;
 };
 
-// The process-wide environment. Deliberately leaked: sessions held by other
-// static objects may outlive any static destructor order we could pick.
+// The process-wide environment, created on first use. Deliberately leaked:
+// sessions held by other static objects may outlive any static destructor
+// order we could pick. ONNX Runtime keeps one environment per process, so its
+// global thread pool (ConfigureGlobalThreadPool) is fixed when it is created.
+std::mutex& EnvMutex() {
+  static std::mutex* mu = new std::mutex;
+  return *mu;
+}
+int g_global_pool_threads = 0;      // guarded by EnvMutex()
+const EnvHolder* g_env = nullptr;   // guarded by EnvMutex()
+
 const EnvHolder& GlobalEnv() {
-  static const EnvHolder* holder = [] {
+  std::lock_guard lock(EnvMutex());
+  if (g_env == nullptr) {
     auto* h = new EnvHolder;
-    h->status = CallOrt("<env>", "create the process-wide environment",
-                        [&] { h->env = new Ort::Env(ORT_LOGGING_LEVEL_WARNING, "baton"); });
-    return h;
-  }();
-  return *holder;
+    h->status = CallOrt("<env>", "create the process-wide environment", [&] {
+      if (g_global_pool_threads > 0) {
+        Ort::ThreadingOptions threading;
+        threading.SetGlobalIntraOpNumThreads(g_global_pool_threads);
+        threading.SetGlobalInterOpNumThreads(1);
+        threading.SetGlobalSpinControl(0);
+        threading.SetGlobalDenormalAsZero();
+        h->env = new Ort::Env(threading, ORT_LOGGING_LEVEL_WARNING, "baton");
+      } else {
+        h->env = new Ort::Env(ORT_LOGGING_LEVEL_WARNING, "baton");
+      }
+    });
+    g_env = h;
+  }
+  return *g_env;
 }
 
 // ElemTypeName as an absl::string_view, whatever string type core returns.
@@ -175,6 +196,11 @@ std::optional<int64_t> CheckedElementCount(const std::vector<int64_t>& shape) {
 }  // namespace
 
 absl::Status ValidateSessionOptions(const SessionOptions& options) {
+  if (options.global_thread_pool && (options.ort_default_threading || !options.pinned_cores.empty())) {
+    return absl::InvalidArgumentError(
+        "global_thread_pool is set together with ort_default_threading or pinned_cores; the global pool has its own "
+        "threads (ConfigureGlobalThreadPool), so clear the other two");
+  }
   if (options.ort_default_threading) {
     // ORT picks the thread counts (one per core); there is no budget to check
     // and nothing to pin the unknown number of workers to.
@@ -244,6 +270,12 @@ absl::StatusOr<std::unique_ptr<OrtRunner>> OrtRunner::Create(std::string_view on
   }
   const EnvHolder& env = GlobalEnv();
   if (!env.status.ok()) return env.status;
+  if (options.global_thread_pool && GlobalThreadPoolThreads() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model '", display_name,
+        "': the session asks for the global thread pool, but the process-wide ONNX Runtime environment has none "
+        "(hint: call ort::ConfigureGlobalThreadPool before the first session is created)"));
+  }
 
   auto impl = std::make_unique<Impl>();
   std::vector<ValueInfo> inputs, outputs;
@@ -253,6 +285,10 @@ absl::StatusOr<std::unique_ptr<OrtRunner>> OrtRunner::Create(std::string_view on
       so.SetIntraOpNumThreads(options.intra_op_threads);
       so.SetInterOpNumThreads(options.inter_op_threads);
     }  // else: leave ORT's 0 = "one per core" (the plain-ORT baseline only)
+    if (options.global_thread_pool) {
+      so.DisablePerSessionThreads();
+      so.AddConfigEntry(kOrtSessionOptionsConfigSetDenormalAsZero, "1");
+    }
     so.SetGraphOptimizationLevel(static_cast<GraphOptimizationLevel>(options.graph_optimization_level));
     if (options.enable_cpu_mem_arena) {
       so.EnableCpuMemArena();
@@ -459,6 +495,29 @@ absl::StatusOr<std::vector<Tensor>> OrtRunner::Run(std::span<const std::pair<std
   BATON_RETURN_IF_ERROR(status);
   BATON_RETURN_IF_ERROR(conversion_status);
   return results;
+}
+
+absl::Status ConfigureGlobalThreadPool(int intra_op_threads) {
+  if (intra_op_threads < 1 || intra_op_threads > kMaxGlobalPoolThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("global thread pool of ", intra_op_threads,
+                                                   " threads; give 1..", kMaxGlobalPoolThreads));
+  }
+  std::lock_guard lock(EnvMutex());
+  if (g_env != nullptr) {
+    if (g_global_pool_threads == intra_op_threads) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ONNX Runtime environment already exists with ",
+        g_global_pool_threads == 0 ? std::string("no global thread pool")
+                                   : absl::StrCat("a global pool of ", g_global_pool_threads, " threads"),
+        "; it is made once per process, so configure the pool before the first session is created"));
+  }
+  g_global_pool_threads = intra_op_threads;
+  return absl::OkStatus();
+}
+
+int GlobalThreadPoolThreads() {
+  std::lock_guard lock(EnvMutex());
+  return g_global_pool_threads;
 }
 
 std::string OrtVersion() {

@@ -82,7 +82,24 @@ struct SessionOptions {
   // cores). intra_op_threads and inter_op_threads are then ignored, and
   // pinned_cores must be empty. Every other session keeps an explicit budget.
   bool ort_default_threading = false;
+  // Run on the process-wide global intra-op pool (ConfigureGlobalThreadPool)
+  // instead of threads of its own: ORT's DisablePerSessionThreads, with
+  // denormals flushed to zero as the pool does. Thread counts are then ignored
+  // and pinned_cores must be empty. Create fails when the process has no pool.
+  bool global_thread_pool = false;
 };
+
+inline constexpr int kMaxGlobalPoolThreads = 1024;
+// Gives the process-wide ONNX Runtime environment a global intra-op pool of
+// `intra_op_threads` threads (1..kMaxGlobalPoolThreads; inter-op 1, spinning
+// off, denormals as zero) for sessions with global_thread_pool. ORT keeps one
+// environment per process, so this must come before the first session is
+// created: FailedPrecondition once it exists with another setting (the same
+// setting again is OK). Sessions without global_thread_pool keep their own
+// threads either way.
+absl::Status ConfigureGlobalThreadPool(int intra_op_threads);
+// The configured global pool size, 0 = none.
+int GlobalThreadPoolThreads();
 
 // Checks the options without touching ONNX Runtime (thread counts >= 1 unless
 // ort_default_threading, pinned_cores size and ids, known optimisation level).
