@@ -2,6 +2,8 @@
 
 #include "remote.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -736,6 +738,21 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   if (any_ort_wanted && cpu_threads == 0) {
     skipped.push_back("the ORT baselines need CPU PUs; this config has none");
   } else if (any_ort_wanted) {
+    // The serialized models, once. Without baton nothing else needs the
+    // loaded graphs: free them first, so that a baseline run alone holds what
+    // a plain ORT program holds (its sessions), not baton's copy of the model.
+    std::vector<std::string> onnx_bytes;
+    for (const LoadedModel& lm : models) onnx_bytes.push_back(lm.model->SerializeToString());
+    const bool release_graphs = options.no_baton && !whole_rt.rt;
+    if (release_graphs) {
+      deploy.clear();
+      for (LoadedModel& lm : models) lm.model.reset();
+      malloc_trim(0);  // hand the freed pages back, or they stay in the peak
+    }
+    baseline::Mode last_ort_mode = baseline::Mode::kTuned;
+    for (baseline::Mode mode : baseline::AllModes()) {
+      if (wanted(baseline::ModeName(mode))) last_ort_mode = mode;
+    }
     // The CPU PUs, for ort_pinned.
     std::vector<LocalPu> cpu_pus;
     for (const LocalPu& pu : local_pus) {
@@ -746,10 +763,13 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       if (!wanted(name)) continue;
       if (mode == baseline::Mode::kGlobalPool && !global_pool_ready) continue;  // said why above
       std::vector<baseline::ModelSpec> specs;
+      size_t spec_index = 0;
       for (const LoadedModel& lm : models) {
         baseline::ModelSpec spec;
         spec.name = lm.config->name;
-        spec.onnx_bytes = lm.bytes;
+        // The last baseline takes the bytes; Create frees each once its session exists.
+        spec.onnx_bytes = last_ort_mode == mode ? std::move(onnx_bytes[spec_index]) : onnx_bytes[spec_index];
+        ++spec_index;
         for (const NamedTensors& s : lm.samples) spec.samples.push_back(CloneAll(s));
         spec.arrival = ToArrival(lm.config->arrival);
         spec.deadline = DeadlineOf(*lm.config);
@@ -777,7 +797,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
               ort::SessionOptions so;
               so.intra_op_threads = cpu_pus[u].config->threads;
               so.allow_spinning = false;
-              absl::StatusOr<std::unique_ptr<ort::OrtRunner>> r = ort::OrtRunner::Create(models[i].bytes, so, name);
+              absl::StatusOr<std::unique_ptr<ort::OrtRunner>> r = ort::OrtRunner::Create(specs[i].onnx_bytes, so, name);
               if (r.ok()) ms = MedianOrtRunMs(**r, models[i].samples[0]);
             }
             if (ms) latency_ms[i][u] = *ms;

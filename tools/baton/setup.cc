@@ -94,9 +94,10 @@ absl::StatusOr<std::vector<LoadedModel>> LoadModels(const config::RunConfig& con
       return absl::Status(model.status().code(), absl::StrCat("model '", mc.name, "': ", model.status().message()));
     }
     lm.model = *model;
-    // The loaded model, external data inlined: what baton partitions is what the baselines run.
-    lm.bytes = lm.model->SerializeToString();
-    lm.content_hash = profile::HashHex(lm.bytes);
+    // The loaded model, external data inlined: what baton partitions is what
+    // the baselines run. Not kept: a second copy of every weight would count
+    // in every run's memory; the baselines serialize it again when they need it.
+    lm.content_hash = profile::HashHex(lm.model->SerializeToString());
     for (int s = 0; s < samples; ++s) {
       absl::StatusOr<dispatch::NamedTensors> in =
           verify::RandomInputs(*lm.model, config.run.seed * 1000 + i * 10 + static_cast<uint64_t>(s));

@@ -37,8 +37,7 @@ struct LoadedModel {
   const config::ModelConfig* config = nullptr;  // points into the RunConfig passed to LoadModels
   ModelId id;
   std::string source;
-  std::string bytes;         // the whole model, serialized (for the ORT baselines)
-  std::string content_hash;  // profile::HashHex(bytes)
+  std::string content_hash;  // profile::HashHex of the serialized model (model->SerializeToString())
   std::shared_ptr<const graph::Model> model;
   std::vector<dispatch::NamedTensors> samples;
   std::vector<dispatch::NamedTensors> expected;  // whole-model ORT outputs per sample (with_expected)

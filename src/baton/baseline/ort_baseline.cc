@@ -568,6 +568,9 @@ absl::StatusOr<std::unique_ptr<OrtBaseline>> OrtBaseline::Create(Mode mode, std:
       }
     }
     runners.push_back(*std::move(runner));
+    // ONNX Runtime keeps no reference to the bytes: free them, as an
+    // application would once its session exists.
+    std::string().swap(models[m].onnx_bytes);
   }
   return std::unique_ptr<OrtBaseline>(
       new OrtBaselineImpl(mode, std::move(models), std::move(options), std::move(runners)));

@@ -71,7 +71,7 @@ inline constexpr int kMaxServingThreads = 256;
 
 struct ModelSpec {
   std::string name;
-  std::string onnx_bytes;                        // the whole model, serialized
+  std::string onnx_bytes;                        // the whole model, serialized (freed once the session exists)
   std::vector<dispatch::NamedTensors> samples;   // request i feeds samples[i % size] (at least one)
   dispatch::Arrival arrival;
   std::optional<Duration> deadline;              // relative to arrival
