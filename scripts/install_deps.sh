@@ -15,7 +15,7 @@ packages=(
   libonnx-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libglpk-dev
-  libonnx-testdata npm openssl ccache
+  libonnx-testdata npm openssl ccache python3
 )
 missing=()
 for p in "${packages[@]}"; do
