@@ -184,6 +184,49 @@ run: {duration_s: 0.2, warmup_s: 0, slices: 1}
   EXPECT_THAT(trace.output, HasSubstr("--trace"));
 }
 
+TEST_F(CliRunTest, DynamicBatchingAnswersEveryRequestWithItsOwnRows) {
+  // Four requests in flight, batches of up to 4 within 5 ms; --verify checks
+  // every answer against the whole model run on that request alone.
+  const std::string config = Write("batching.yaml", R"(
+devices: [{name: local, pus: [{name: cpu0, kind: cpu}, {name: cpu1, kind: cpu}]}]
+models:
+  - {name: cls, path: )" + Zoo("mobilenetv2") + R"(, arrival: {mode: closed, concurrency: 4}, max_batch: 4,
+     max_queue_delay_ms: 5}
+  - {name: seq, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 1, think_ms: 5}}
+policy: {high_level: whole, low_level: sel}
+run: {duration_s: 0.5, warmup_s: 0.1, slices: 1}
+)");
+  Result r = Baton("run " + config + " --verify --baselines ort_tuned --json " + Path("batching.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json j = ReadJson(Path("batching.json"));
+  ASSERT_FALSE(j.is_discarded()) << r.output;
+  EXPECT_EQ(j["verify"]["mismatches"], 0);
+  EXPECT_GT(j["verify"]["checked"].get<int>(), 0);
+  EXPECT_GT(j["models"][0]["completed"].get<int>(), 0);
+  const nlohmann::json& b = j["models"][0]["batching"];
+  ASSERT_TRUE(b.is_object()) << j["models"][0].dump(2);
+  EXPECT_EQ(b["max_batch"], 4);
+  EXPECT_GT(b["batches"].get<int>(), 0);
+  EXPECT_GE(b["mean_batch"].get<double>(), 1.0);
+  EXPECT_LE(b["mean_batch"].get<double>(), 4.0);
+  EXPECT_FALSE(j["models"][1].contains("batching"));
+  EXPECT_GT(j["baselines"]["ort_tuned"]["models"][0]["completed"].get<int>(), 0);  // the model as loaded
+}
+
+TEST_F(CliRunTest, AModelThatCannotBeBatchedIsRefusedBeforeTheRun) {
+  // The LSTM model reshapes with its batch size built in: stacked requests fail.
+  const std::string config = Write("nobatch.yaml", R"(
+devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]
+models: [{name: seq, path: )" + Zoo("lstm") + R"(, arrival: {mode: closed, concurrency: 2}, max_batch: 2,
+          max_queue_delay_ms: 1}]
+run: {duration_s: 0.2, warmup_s: 0, slices: 1}
+)");
+  Result r = Baton("run " + config + " --no-baselines");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("model 'seq': max_batch 2"));
+  EXPECT_THAT(r.output, HasSubstr("leave max_batch at 1"));
+}
+
 TEST_F(CliRunTest, AModeAboveTheBoundIsReportedAsAViolation) {
   // A profile that says every run takes 1000 times longer than it does: the
   // bound computed from it is far below what ort_tuned does. Without baton

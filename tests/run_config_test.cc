@@ -514,6 +514,8 @@ TEST(RunConfigTest, EveryKeyRoundTrips) {
   config.models[0].partitions = 64;
   config.models[2].priority = 7;
   config.models[1].slo_ms = 0.125;
+  config.models[2].max_batch = 8;
+  config.models[2].max_queue_delay_ms = 2.5;
   config.policy = PolicyConfig{.high_level = "capability", .low_level = "edf", .stages = 5};
   config.run = RunSettings{.duration_s = 0.5,
                            .warmup_s = 0,
@@ -554,6 +556,29 @@ TEST(RunConfigTest, BaselinesIsABoolOrAListOfKnownNames) {
   ASSERT_FALSE(twice.ok());
   EXPECT_THAT(twice.status().message(), HasSubstr("listed twice"));
   EXPECT_EQ(BaselineNames().size(), 6u);
+}
+
+TEST(RunConfigTest, BatchingKeysAreChecked) {
+  const std::string head = "devices: [{name: d, pus: [{name: c}]}]\n";
+  auto parse = [&](const std::string& keys) {
+    return ParseRunConfig(head + "models: [{name: m, path: zoo:lstm, " + keys + "}]\n", "batch.yaml");
+  };
+  absl::StatusOr<RunConfig> ok = parse("max_batch: 4, max_queue_delay_ms: 2");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->models[0].max_batch, 4);
+  EXPECT_EQ(ok->models[0].max_queue_delay_ms, 2.0);
+  EXPECT_EQ(parse("")->models[0].max_batch, 1);
+  for (const auto& [keys, where] : std::vector<std::pair<std::string, std::string>>{
+           {"max_batch: 0", "models[0].max_batch"},
+           {"max_batch: 2000", "models[0].max_batch"},
+           {"max_batch: 2, max_queue_delay_ms: -1", "models[0].max_queue_delay_ms"},
+           {"max_queue_delay_ms: 3", "models[0].max_queue_delay_ms"}}) {
+    SCOPED_TRACE(keys);
+    absl::StatusOr<RunConfig> r = parse(keys);
+    ASSERT_FALSE(r.ok());
+    EXPECT_THAT(r.status().message(), HasSubstr(where));
+  }
+  EXPECT_THAT(parse("max_queue_delay_ms: 3").status().message(), HasSubstr("set max_batch > 1"));
 }
 
 TEST(RunConfigTest, SloMustBePositive) {

@@ -10,6 +10,7 @@
 #include <limits>
 #include <set>
 
+#include "baton/graph/batch.h"
 #include "baton/graph/builder.h"
 #include "baton/graph/tensor_proto.h"
 #include "baton/zoo/zoo.h"
@@ -700,6 +701,71 @@ TEST(TensorProtoTest, ReadsAFile) {
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ(t->data<int64_t>()[2], 6);
   std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace baton::verify
+
+namespace baton::verify {
+namespace {
+
+// Dynamic batching's checks: a free leading dimension, and the proof on real
+// inputs that the model computes row by row.
+TEST(BatchableTest, ZooCnnGetsAFreeBatchDimAndStaysRowByRow) {
+  auto bytes = zoo::Generate("mobilenetv2", /*small=*/true);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto model = graph::Model::LoadBytes(*bytes, "mnv2");
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto batched = graph::WithFreeBatchDim(**model);
+  ASSERT_TRUE(batched.ok()) << batched.status();
+  EXPECT_EQ((*batched)->display_name(), "mnv2+batch");
+  const graph::Value* in = (*batched)->FindValue((*batched)->inputs()[0]);
+  ASSERT_NE(in, nullptr);
+  ASSERT_TRUE(in->type.shape.has_value());
+  ASSERT_FALSE(in->type.shape->empty());
+  EXPECT_EQ((*in->type.shape)[0].param, graph::kBatchDimParam);
+  EXPECT_FALSE((*in->type.shape)[0].size.has_value());
+  std::vector<NamedTensors> samples;
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    auto s = RandomInputs(**model, seed);
+    ASSERT_TRUE(s.ok()) << s.status();
+    samples.push_back(*std::move(s));
+  }
+  EXPECT_TRUE(CheckBatchable(**batched, samples).ok()) << CheckBatchable(**batched, samples);
+  EXPECT_THAT(CheckBatchable(**batched, std::span(samples).first(1)).message(), ::testing::HasSubstr("at least 2"));
+}
+
+TEST(BatchableTest, AModelThatMixesRowsIsRefused) {
+  // y = x - mean over the batch axis: each row depends on the others.
+  graph::GraphBuilder b;
+  b.AddInput("x", dtype::kFloat, {int64_t{1}, int64_t{4}});
+  b.AddNode("ReduceMean", {"x"}, {"m"}, {graph::Attr::Ints("axes", {0})});
+  b.AddNode("Sub", {"x", "m"}, {"y"});
+  b.AddOutput("y", dtype::kFloat, {int64_t{1}, int64_t{4}});
+  auto bytes = b.Serialize();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto model = graph::Model::LoadBytes(*bytes, "mix");
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto batched = graph::WithFreeBatchDim(**model);
+  ASSERT_TRUE(batched.ok()) << batched.status();
+  std::vector<NamedTensors> samples;
+  for (uint64_t seed : {1u, 2u}) samples.push_back(*RandomInputs(**model, seed));
+  absl::Status s = CheckBatchable(**batched, samples);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("differs when batched"));
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("leave max_batch at 1"));
+}
+
+TEST(BatchableTest, AScalarInputCannotBeBatched) {
+  graph::GraphBuilder b;
+  b.AddInput("x", dtype::kFloat, {});
+  b.AddNode("Neg", {"x"}, {"y"});
+  b.AddOutput("y", dtype::kFloat, {});
+  auto model = graph::Model::LoadBytes(*b.Serialize(), "scalar");
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto batched = graph::WithFreeBatchDim(**model);
+  ASSERT_FALSE(batched.ok());
+  EXPECT_THAT(batched.status().message(), ::testing::HasSubstr("input 'x' has no leading dimension"));
 }
 
 }  // namespace

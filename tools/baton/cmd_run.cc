@@ -118,6 +118,16 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
     if (!m.first_error.empty()) j["first_error"] = m.first_error;
     if (report != nullptr && i < report->models.size()) {
       j["partitions"] = report->models[i].partitions;
+      const config::ModelConfig& mc = report->config.models[i];
+      if (mc.max_batch > 1) {
+        const ModelPlanInfo& info = report->models[i];
+        j["batching"] = {{"max_batch", mc.max_batch},
+                         {"max_queue_delay_ms", mc.max_queue_delay_ms},
+                         {"batches", info.batches},
+                         {"mean_batch", info.batches > 0 ? static_cast<double>(info.batched_requests) /
+                                                               static_cast<double>(info.batches)
+                                                         : 0.0}};
+      }
       j["device"] = report->models[i].device;
       j["priority"] = report->models[i].priority;
       nlohmann::json placement = nlohmann::json::array();
@@ -198,6 +208,14 @@ void PrintReport(const RunReport& r) {
                           : a.mode == config::ArrivalConfig::Mode::kPeriodic ? absl::StrCat(a.fps, " fps")
                                                                              : absl::StrCat("poisson ", a.rate, "/s");
     if (c.models[i].deadline_ms) absl::StrAppend(&arrival, ", deadline ", *c.models[i].deadline_ms, " ms");
+    if (c.models[i].max_batch > 1) {
+      absl::StrAppend(&arrival, ", batch <= ", c.models[i].max_batch, " within ", c.models[i].max_queue_delay_ms,
+                      " ms");
+      if (r.models[i].batches > 0) {
+        absl::StrAppend(&arrival, absl::StrFormat(" (mean %.2f)", static_cast<double>(r.models[i].batched_requests) /
+                                                                     static_cast<double>(r.models[i].batches)));
+      }
+    }
     rows.push_back({r.models[i].name, r.baton_ran ? std::to_string(r.models[i].partitions) : "-",
                     HumanBytes(r.models[i].param_bytes), F2(r.models[i].gflops), arrival,
                     c.models[i].slo_ms ? absl::StrCat(*c.models[i].slo_ms) : "-"});

@@ -30,6 +30,7 @@
 #include "baton/core/process.h"
 #include "baton/backend/ort/ort_runner.h"
 #include "baton/runtime/speed_probe.h"
+#include "baton/runtime/batcher.h"
 #include "baton/runtime/deployment.h"
 #include "baton/runtime/runtime.h"
 #include "baton/trace/chrome_trace.h"
@@ -98,9 +99,11 @@ std::optional<Duration> DeadlineOf(const config::ModelConfig& m) {
 class WindowDriver {
  public:
   // `priorities`: per model, the priority of its requests.
-  WindowDriver(runtime::Runtime& rt, const std::vector<config::DeviceConfig>& devices,
+  // `batcher` (may be null): where batched models' requests go.
+  WindowDriver(runtime::Runtime& rt, runtime::Batcher* batcher, const std::vector<config::DeviceConfig>& devices,
                const std::vector<LoadedModel>& models, std::vector<int> priorities, bool verify)
       : rt_(rt),
+        batcher_(batcher),
         devices_(devices),
         models_(models),
         priorities_(std::move(priorities)),
@@ -175,7 +178,12 @@ class WindowDriver {
       pus.push_back(PuOutcome{s.name, s.kind, devices_.at(s.device.value).name, s.busy, s.runs});
     }
     stop_.store(true);
-    rt_.Drain();
+    // Requests waiting in the batcher are not in the runtime yet: send them,
+    // and again for any a closed loop submitted before it saw stop_.
+    do {
+      if (batcher_ != nullptr) batcher_->Flush();
+      rt_.Drain();
+    } while (batcher_ != nullptr && batcher_->waiting() > 0);
   }
 
   std::vector<ModelOutcome>& outcomes() { return out_; }
@@ -192,7 +200,7 @@ class WindowDriver {
     const std::optional<Duration> deadline = DeadlineOf(*m.config);
     if (deadline) options.deadline = rt_.Now() + *deadline;
     options.priority = priorities_.at(i);
-    rt_.Submit(m.id, CloneAll(m.samples[sample]), options, [this, i, sample, closed, deadline](runtime::RequestResult r) {
+    auto done = [this, i, sample, closed, deadline](runtime::RequestResult r) {
       Record(i, sample, deadline, r);
       if (!closed || stop_.load()) return;
       const double think_ms = models_[i].config->arrival.think_ms;
@@ -207,7 +215,12 @@ class WindowDriver {
         std::push_heap(timers_.begin(), timers_.end(), std::greater<>());
       }
       timer_cv_.notify_one();
-    });
+    };
+    if (batcher_ != nullptr) {
+      batcher_->Submit(m.id, CloneAll(m.samples[sample]), options, std::move(done));
+    } else {
+      rt_.Submit(m.id, CloneAll(m.samples[sample]), options, std::move(done));
+    }
   }
 
   void Record(size_t i, size_t sample, std::optional<Duration> deadline, const runtime::RequestResult& r) {
@@ -252,6 +265,7 @@ class WindowDriver {
   }
 
   runtime::Runtime& rt_;
+  runtime::Batcher* batcher_;
   const std::vector<config::DeviceConfig>& devices_;
   const std::vector<LoadedModel>& models_;
   const std::vector<int> priorities_;
@@ -647,9 +661,11 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   uint64_t verified = 0, mismatches = 0;
   std::string first_mismatch;
   // Only baton's answers are verified (the fixed baseline may run emulators without outputs).
-  auto runtime_mode = [&](runtime::Runtime* rt, const std::vector<int>& priorities, bool verify) {
-    return [&, rt, priorities, verify](Duration warmup, Duration duration, uint64_t seed, ModeOutcome& total) -> absl::Status {
-      WindowDriver driver(*rt, config.devices, models, priorities, verify);
+  auto runtime_mode = [&](runtime::Runtime* rt, runtime::Batcher* batcher, const std::vector<int>& priorities,
+                          bool verify) {
+    return [&, rt, batcher, priorities, verify](Duration warmup, Duration duration, uint64_t seed,
+                                                ModeOutcome& total) -> absl::Status {
+      WindowDriver driver(*rt, batcher, config.devices, models, priorities, verify);
       std::vector<PuOutcome> pus;
       driver.Run(warmup, duration, seed, pus);
       Accumulate(total, driver.outcomes(), pus, duration);
@@ -659,8 +675,25 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       return absl::OkStatus();
     };
   };
+  // Dynamic batching of baton's requests, for the models that ask for it.
+  std::unique_ptr<runtime::Batcher> batcher;
   if (baton_rt.rt) {
-    modes.push_back(Mode{EmptyMode("baton", models), runtime_mode(baton_rt.rt.get(), baton_priorities, options.verify)});
+    for (size_t i = 0; i < models.size(); ++i) {
+      const config::ModelConfig& mc = *models[i].config;
+      if (mc.max_batch <= 1) continue;
+      if (!batcher) {
+        runtime::Runtime* rt = baton_rt.rt.get();
+        batcher = std::make_unique<runtime::Batcher>(
+            [rt](ModelId m, NamedTensors in, dispatch::RequestOptions o, runtime::DoneCallback done) {
+              rt->Submit(m, std::move(in), o, std::move(done));
+            },
+            [rt] { return rt->Now(); });
+      }
+      BATON_RETURN_IF_ERROR(batcher->SetModel(
+          models[i].id, runtime::BatchingOptions{mc.max_batch, FromMillis(mc.max_queue_delay_ms)}));
+    }
+    modes.push_back(Mode{EmptyMode("baton", models),
+                         runtime_mode(baton_rt.rt.get(), batcher.get(), baton_priorities, options.verify)});
   }
 
   // Each model whole on one PU (the fair baseline when ORT cannot use every PU).
@@ -724,7 +757,8 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
         BATON_ASSIGN_OR_RETURN(whole_rt, MakeRuntime(config, *whole_deployment, "fixed", /*fixed=*/true, false));
         ModeOutcome outcome = EmptyMode("whole_on_one_pu", models);
         outcome.note = absl::StrJoin(described, ", ");
-        modes.push_back(Mode{std::move(outcome), runtime_mode(whole_rt.rt.get(), configured_priorities, false)});
+        modes.push_back(
+            Mode{std::move(outcome), runtime_mode(whole_rt.rt.get(), nullptr, configured_priorities, false)});
       }
     }
   } else if (all_cpu && !config.run.baseline_modes.empty() && wanted("whole_on_one_pu")) {
@@ -742,11 +776,15 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     // loaded graphs: free them first, so that a baseline run alone holds what
     // a plain ORT program holds (its sessions), not baton's copy of the model.
     std::vector<std::string> onnx_bytes;
-    for (const LoadedModel& lm : models) onnx_bytes.push_back(lm.model->SerializeToString());
+    // The baselines run each model as loaded (not baton's batching copy).
+    for (const LoadedModel& lm : models) onnx_bytes.push_back(lm.baseline_model().SerializeToString());
     const bool release_graphs = options.no_baton && !whole_rt.rt;
     if (release_graphs) {
       deploy.clear();
-      for (LoadedModel& lm : models) lm.model.reset();
+      for (LoadedModel& lm : models) {
+        lm.model.reset();
+        lm.unbatched.reset();
+      }
       malloc_trim(0);  // hand the freed pages back, or they stay in the peak
     }
     baseline::Mode last_ort_mode = baseline::Mode::kTuned;
@@ -934,6 +972,14 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     }
 
     // Runs per partition and PU.
+    if (batcher) {
+      batcher->Stop();
+      for (size_t i = 0; i < models.size(); ++i) {
+        const runtime::BatcherStats b = batcher->stats(models[i].id);
+        report.models[i].batches = b.batches;
+        report.models[i].batched_requests = b.requests;
+      }
+    }
     baton_rt.rt->Stop();
     for (size_t i = 0; i < models.size(); ++i) {
       if (!config.devices[deploy[i].device.value].address.empty()) continue;  // remote: its agent measures

@@ -98,6 +98,10 @@ struct ModelPlanInfo {
   double gflops = 0;
   std::string device = {};  // the device its partitions are placed on
   int priority = 0;         // of its requests in baton's run: the plan's, else the config's
+  // Dynamic batching in baton's run (max_batch > 1): batches sent and the
+  // requests in them, warm-up periods included.
+  uint64_t batches = 0;
+  uint64_t batched_requests = 0;
 };
 
 // One device of baton's run: utilisation is the mean over its PUs of busy /

@@ -15,6 +15,7 @@
 #include "baton/backend/emu/emu_executor.h"
 #include "baton/backend/ort/cpu_executor.h"
 #include "baton/profile/profile.h"
+#include "baton/graph/batch.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
 
@@ -114,6 +115,21 @@ absl::StatusOr<std::vector<LoadedModel>> LoadModels(const config::RunConfig& con
         lm.expected.push_back(std::move(*out));
       }
       lm.samples.push_back(std::move(*in));
+    }
+    if (mc.max_batch > 1) {
+      // Dynamic batching: a copy with a free leading dimension, used only if
+      // it answers every sample, stacked, as it answers each alone.
+      absl::StatusOr<std::shared_ptr<const graph::Model>> batched = graph::WithFreeBatchDim(*lm.model);
+      if (!batched.ok()) {
+        return absl::Status(batched.status().code(), absl::StrCat("model '", mc.name, "': max_batch ", mc.max_batch,
+                                                                  ": ", batched.status().message()));
+      }
+      if (absl::Status s = verify::CheckBatchable(**batched, lm.samples); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("model '", mc.name, "': max_batch ", mc.max_batch, ": ", s.message()));
+      }
+      lm.unbatched = std::move(lm.model);
+      lm.model = *std::move(batched);
+      lm.content_hash = profile::HashHex(lm.model->SerializeToString());
     }
     models.push_back(std::move(lm));
   }

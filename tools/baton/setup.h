@@ -38,7 +38,12 @@ struct LoadedModel {
   ModelId id;
   std::string source;
   std::string content_hash;  // profile::HashHex of the serialized model (model->SerializeToString())
+  // What baton runs: the model, or with max_batch > 1 its copy with a free
+  // leading dimension (graph::WithFreeBatchDim, checked on the samples).
   std::shared_ptr<const graph::Model> model;
+  // With batching: the model as loaded, which the baselines run (null otherwise).
+  std::shared_ptr<const graph::Model> unbatched;
+  const graph::Model& baseline_model() const { return unbatched ? *unbatched : *model; }
   std::vector<dispatch::NamedTensors> samples;
   std::vector<dispatch::NamedTensors> expected;  // whole-model ORT outputs per sample (with_expected)
 };

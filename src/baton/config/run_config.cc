@@ -60,8 +60,10 @@ constexpr std::array<const char*, 8> kPuKeys = {"name",  "kind",     "threads", 
                                                 "speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 2> kCpuOnlyKeys = {"threads", "cores"};
 constexpr std::array<const char*, 4> kEmuOnlyKeys = {"speed", "op_speed", "unsupported_ops", "compute"};
-constexpr std::array<const char*, 7> kModelKeys = {"name",     "path",       "arrival", "deadline_ms",
-                                                   "priority", "partitions", "slo_ms"};
+constexpr std::array<const char*, 9> kModelKeys = {"name",       "path",   "arrival",   "deadline_ms",
+                                                   "priority",   "partitions", "slo_ms", "max_batch",
+                                                   "max_queue_delay_ms"};
+constexpr int kMaxBatch = 1024;
 // The modes `baton run` can compare with (run.baselines as a list).
 constexpr std::array<const char*, 6> kBaselineNames = {"ort_tuned",      "ort_pinned",     "ort_global_pool",
                                                        "ort_sequential", "ort_concurrent", "whole_on_one_pu"};
@@ -282,6 +284,18 @@ absl::Status ValidateModels(const std::vector<ModelConfig>& models) {
       BATON_RETURN_IF_ERROR(CheckPositive(*model.slo_ms, Child(path, "slo_ms"), kMaxDeadlineMs,
                                           "the latency in milliseconds an answer must meet to count as good, or "
                                           "omit it (best effort)"));
+    }
+    if (model.max_batch < 1 || model.max_batch > kMaxBatch) {
+      return Invalid(Child(path, "max_batch"), absl::StrCat("must be in 1..", kMaxBatch, ", got ", model.max_batch,
+                                                            "; 1 = no batching"));
+    }
+    if (!(model.max_queue_delay_ms >= 0 && model.max_queue_delay_ms <= kMaxDeadlineMs)) {
+      return Invalid(Child(path, "max_queue_delay_ms"),
+                     absl::StrCat("must be between 0 and ", kMaxDeadlineMs, " (got ", model.max_queue_delay_ms, ")"));
+    }
+    if (model.max_batch == 1 && model.max_queue_delay_ms > 0) {
+      return Invalid(Child(path, "max_queue_delay_ms"),
+                     "applies only to batching; set max_batch > 1 as well, or drop max_queue_delay_ms");
     }
     if (model.partitions && (*model.partitions < 1 || *model.partitions > kMaxPartitions)) {
       return Invalid(Child(path, "partitions"), absl::StrCat("must be in 1..", kMaxPartitions, ", got ",
@@ -654,6 +668,10 @@ class Parser {
         BATON_RETURN_IF_ERROR(Double(f, model.deadline_ms.emplace()));
       } else if (f.key == "slo_ms") {
         BATON_RETURN_IF_ERROR(Double(f, model.slo_ms.emplace()));
+      } else if (f.key == "max_batch") {
+        BATON_RETURN_IF_ERROR(Int(f, model.max_batch));
+      } else if (f.key == "max_queue_delay_ms") {
+        BATON_RETURN_IF_ERROR(Double(f, model.max_queue_delay_ms));
       } else if (f.key == "priority") {
         BATON_RETURN_IF_ERROR(Int(f, model.priority));
       } else if (f.key == "partitions") {
@@ -949,6 +967,10 @@ std::string ToYaml(const RunConfig& config) {
     out << YAML::EndMap;
     if (model.deadline_ms) out << YAML::Key << "deadline_ms" << YAML::Value << FormatDouble(*model.deadline_ms);
     if (model.slo_ms) out << YAML::Key << "slo_ms" << YAML::Value << FormatDouble(*model.slo_ms);
+    if (model.max_batch != 1) {
+      out << YAML::Key << "max_batch" << YAML::Value << model.max_batch;
+      out << YAML::Key << "max_queue_delay_ms" << YAML::Value << FormatDouble(model.max_queue_delay_ms);
+    }
     out << YAML::Key << "priority" << YAML::Value << model.priority;
     if (model.partitions) out << YAML::Key << "partitions" << YAML::Value << *model.partitions;
     out << YAML::EndMap;

@@ -13,7 +13,8 @@
 //     - {name: edge1, address: edge1.lan:50051, token_file: edge1.token, ca_cert: ca.pem}  # a baton agent
 //   models:                          # required, at least one
 //     - {name: det, path: zoo:yolo, arrival: {mode: periodic, fps: 10},
-//        deadline_ms: 200, slo_ms: 100, priority: 1, partitions: 3}
+//        deadline_ms: 200, slo_ms: 100, priority: 1, partitions: 3,
+//        max_batch: 4, max_queue_delay_ms: 2}
 //     - {name: cls, path: models/resnet.onnx, arrival: {mode: closed, concurrency: 2}}
 //     - {name: cam, path: zoo:squeezenet, arrival: {mode: closed, concurrency: 1, think_ms: 30}}
 //     - {name: vad, path: zoo:lstm, arrival: {mode: poisson, rate: 20}}
@@ -94,6 +95,12 @@ struct ModelConfig {
   // Service-level objective: an answer within slo_ms of arrival is "good"
   // (goodput, SLO attainment in `baton run`'s report); none = best effort.
   std::optional<double> slo_ms;
+  // Dynamic batching (off with max_batch 1): up to max_batch requests of this
+  // model that wait at most max_queue_delay_ms run as one, stacked along their
+  // leading dimension (runtime/batcher.h). The model must compute row by row;
+  // `baton run` checks that on its inputs before it runs.
+  int max_batch = 1;                // 1..1024
+  double max_queue_delay_ms = 0;    // >= 0; only with max_batch > 1
 
   friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };

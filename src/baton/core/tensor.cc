@@ -1,6 +1,8 @@
 #include "baton/core/tensor.h"
 
+#include <algorithm>
 #include <cassert>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -43,6 +45,76 @@ int64_t Tensor::num_elements() const { return Product(shape_); }
 
 std::string Tensor::DebugString() const {
   return absl::StrCat(ElemTypeName(elem_type_), "[", absl::StrJoin(shape_, ","), "]");
+}
+
+absl::StatusOr<Tensor> ConcatDim0(std::span<const Tensor* const> parts) {
+  if (parts.empty()) return absl::InvalidArgumentError("ConcatDim0: no tensors to stack; give at least one");
+  const Tensor& first = *parts[0];
+  const std::optional<size_t> elem = ElemTypeSize(first.elem_type());
+  if (!elem.has_value() || first.elem_type() == dtype::kString) {
+    return absl::InvalidArgumentError(absl::StrCat("ConcatDim0: ", first.DebugString(),
+                                                   " cannot be batched (only fixed-size element types can)"));
+  }
+  if (first.shape().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ConcatDim0: ", first.DebugString(), " is a scalar; batching needs a leading dimension"));
+  }
+  int64_t rows = 0;
+  size_t bytes = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Tensor& t = *parts[i];
+    const bool same_tail = t.shape().size() == first.shape().size() &&
+                           std::equal(t.shape().begin() + 1, t.shape().end(), first.shape().begin() + 1);
+    if (t.elem_type() != first.elem_type() || !same_tail) {
+      return absl::InvalidArgumentError(absl::StrCat("ConcatDim0: part ", i, " is ", t.DebugString(), " but part 0 is ",
+                                                     first.DebugString(),
+                                                     "; batched tensors need the same type and dims after the first"));
+    }
+    rows += t.shape()[0];
+    bytes += t.byte_size();
+  }
+  std::vector<int64_t> shape = first.shape();
+  shape[0] = rows;
+  Tensor out(first.elem_type(), shape);
+  if (out.byte_size() != bytes) {
+    return absl::InternalError(absl::StrCat("ConcatDim0: ", bytes, " bytes for ", out.DebugString()));
+  }
+  size_t offset = 0;
+  for (const Tensor* t : parts) {
+    if (t->byte_size() > 0) std::memcpy(out.bytes().data() + offset, t->bytes().data(), t->byte_size());
+    offset += t->byte_size();
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Tensor>> SplitDim0(const Tensor& whole, std::span<const int64_t> sizes) {
+  const std::optional<size_t> elem = ElemTypeSize(whole.elem_type());
+  if (!elem.has_value() || whole.elem_type() == dtype::kString || whole.shape().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SplitDim0: ", whole.DebugString(), " cannot be split along a leading dimension"));
+  }
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    if (s < 0) return absl::InvalidArgumentError(absl::StrCat("SplitDim0: a piece of ", s, " rows; sizes are >= 0"));
+    total += s;
+  }
+  if (total != whole.shape()[0]) {
+    return absl::InvalidArgumentError(absl::StrCat("SplitDim0: pieces of ", absl::StrJoin(sizes, "+"), " = ", total,
+                                                   " rows, but ", whole.DebugString(), " has ", whole.shape()[0]));
+  }
+  const size_t row_bytes = whole.shape()[0] > 0 ? whole.byte_size() / static_cast<size_t>(whole.shape()[0]) : 0;
+  std::vector<Tensor> out;
+  out.reserve(sizes.size());
+  size_t offset = 0;
+  for (int64_t s : sizes) {
+    std::vector<int64_t> shape = whole.shape();
+    shape[0] = s;
+    Tensor piece(whole.elem_type(), std::move(shape));
+    if (piece.byte_size() > 0) std::memcpy(piece.bytes().data(), whole.bytes().data() + offset, piece.byte_size());
+    offset += static_cast<size_t>(s) * row_bytes;
+    out.push_back(std::move(piece));
+  }
+  return out;
 }
 
 }  // namespace baton

@@ -101,6 +101,14 @@ absl::StatusOr<NamedTensors> RunWholeModel(const graph::Model& model,
                                            std::span<const std::pair<std::string, Tensor>> inputs,
                                            const ort::SessionOptions& options = {});
 
+// Dynamic batching's safety check: `batched` (graph::WithFreeBatchDim of the
+// model) fed the samples stacked along dimension 0 must answer, row block by
+// row block, what it answers for each sample alone (within `tolerance`). At
+// least two samples are needed. Errors name the output and sample that
+// differ, or the failure that stacking or running caused.
+absl::Status CheckBatchable(const graph::Model& batched, std::span<const NamedTensors> samples,
+                            const Tolerance& tolerance = {});
+
 struct OutputReport {
   std::string name;
   // Partition that produced the output ("model input" for a model input passed

@@ -1,0 +1,218 @@
+// Dynamic batching: stacking tensors along dimension 0 and cutting them back,
+// and the batcher in front of a (fake) runtime: when a batch goes out, what
+// each caller gets back, and what is never batched.
+#include "baton/runtime/batcher.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace baton::runtime {
+namespace {
+
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+Tensor Rows(std::vector<float> values, int64_t cols) {
+  Tensor t(dtype::kFloat, {static_cast<int64_t>(values.size()) / cols, cols});
+  for (size_t i = 0; i < values.size(); ++i) t.data<float>()[i] = values[i];
+  return t;
+}
+
+std::vector<float> Values(const Tensor& t) { return {t.data<float>().begin(), t.data<float>().end()}; }
+
+TEST(BatchTensors, ConcatThenSplitGivesThePartsBack) {
+  const Tensor a = Rows({1, 2}, 2);
+  const Tensor b = Rows({3, 4, 5, 6}, 2);
+  const Tensor* parts[] = {&a, &b};
+  absl::StatusOr<Tensor> whole = ConcatDim0(parts);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->shape(), (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(Values(*whole), (std::vector<float>{1, 2, 3, 4, 5, 6}));
+  const int64_t sizes[] = {1, 2};
+  absl::StatusOr<std::vector<Tensor>> pieces = SplitDim0(*whole, sizes);
+  ASSERT_TRUE(pieces.ok()) << pieces.status();
+  ASSERT_EQ(pieces->size(), 2u);
+  EXPECT_EQ(Values((*pieces)[0]), Values(a));
+  EXPECT_EQ(Values((*pieces)[1]), Values(b));
+  EXPECT_EQ((*pieces)[1].shape(), b.shape());
+}
+
+TEST(BatchTensors, MismatchesAreErrorsNamingThePart) {
+  const Tensor a = Rows({1, 2}, 2);
+  const Tensor c = Rows({1, 2, 3}, 3);
+  const Tensor* bad[] = {&a, &c};
+  absl::StatusOr<Tensor> r = ConcatDim0(bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("part 1 is float32[1,3]"));
+  const Tensor scalar(dtype::kFloat, {});
+  const Tensor* one[] = {&scalar};
+  EXPECT_THAT(ConcatDim0(one).status().message(), HasSubstr("scalar"));
+  EXPECT_FALSE(ConcatDim0({}).ok());
+  const Tensor s = Tensor::Strings({1}, {"x"});
+  const Tensor* strings[] = {&s};
+  EXPECT_FALSE(ConcatDim0(strings).ok());
+  const int64_t wrong[] = {1, 1};
+  EXPECT_THAT(SplitDim0(a, wrong).status().message(), HasSubstr("1+1 = 2 rows"));
+  const int64_t negative[] = {-1, 2};
+  EXPECT_FALSE(SplitDim0(a, negative).ok());
+}
+
+// A fake runtime: records what it was sent; the test answers.
+struct FakeRuntime {
+  struct Sent {
+    ModelId model;
+    NamedTensors inputs;
+    dispatch::RequestOptions options;
+    DoneCallback done;
+  };
+  std::mutex mu;
+  std::vector<Sent> sent;
+  Batcher::SubmitFn Submit() {
+    return [this](ModelId m, NamedTensors in, dispatch::RequestOptions o, DoneCallback done) {
+      std::lock_guard lock(mu);
+      sent.push_back(Sent{m, std::move(in), o, std::move(done)});
+    };
+  }
+  size_t count() {
+    std::lock_guard lock(mu);
+    return sent.size();
+  }
+  // Answers request k with its own input doubled, as output "y".
+  void AnswerDoubled(size_t k, Time finished) {
+    Sent s;
+    {
+      std::lock_guard lock(mu);
+      s = std::move(sent[k]);
+    }
+    Tensor y = s.inputs[0].second.Clone();
+    for (float& v : y.data<float>()) v *= 2;
+    RequestResult r;
+    r.id = RequestId(static_cast<uint32_t>(k));
+    r.model = s.model;
+    r.outputs.emplace_back("y", std::move(y));
+    r.finished = finished;
+    s.done(std::move(r));
+  }
+};
+
+Time At(int ms) { return kTimeZero + std::chrono::milliseconds(ms); }
+
+NamedTensors Input(std::vector<float> row) {
+  NamedTensors in;
+  in.emplace_back("x", Rows(std::move(row), 2));
+  return in;
+}
+
+TEST(BatcherTest, AFullBatchGoesAtOnceAndEachCallerGetsItsRows) {
+  FakeRuntime rt;
+  std::atomic<int> now_ms{0};
+  Batcher batcher(rt.Submit(), [&] { return At(now_ms.load()); });
+  ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 3, .max_queue_delay = std::chrono::hours(1)}).ok());
+  std::vector<RequestResult> got(3);
+  for (int i = 0; i < 3; ++i) {
+    now_ms = 10 * i;
+    dispatch::RequestOptions o;
+    o.priority = i;
+    if (i == 1) o.deadline = At(500);
+    if (i == 2) o.deadline = At(900);
+    batcher.Submit(ModelId(1), Input({float(i), float(i) + 0.5f}), o, [&, i](RequestResult r) { got[i] = std::move(r); });
+    EXPECT_EQ(rt.count(), i < 2 ? 0u : 1u);
+  }
+  ASSERT_EQ(rt.count(), 1u);
+  EXPECT_EQ(rt.sent[0].inputs[0].second.shape(), (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(rt.sent[0].options.priority, 2);       // the highest
+  EXPECT_EQ(rt.sent[0].options.deadline, At(500));  // the earliest
+  rt.AnswerDoubled(0, At(70));
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status;
+    ASSERT_EQ(got[i].outputs.size(), 1u);
+    EXPECT_EQ(Values(got[i].outputs[0].second), (std::vector<float>{2.0f * i, 2.0f * i + 1}));
+    EXPECT_EQ(got[i].submitted, At(10 * i));  // its own submit time
+    EXPECT_EQ(got[i].finished, At(70));
+  }
+  EXPECT_EQ(batcher.stats(ModelId(1)).batches, 1u);
+  EXPECT_EQ(batcher.stats(ModelId(1)).requests, 3u);
+}
+
+TEST(BatcherTest, TheOldestRequestWaitsAtMostTheDelay) {
+  FakeRuntime rt;
+  const auto start = std::chrono::steady_clock::now();
+  auto now = [&] { return kTimeZero + (std::chrono::steady_clock::now() - start); };
+  Batcher batcher(rt.Submit(), now);
+  ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 8, .max_queue_delay = 20ms}).ok());
+  std::promise<RequestResult> a, b;
+  batcher.Submit(ModelId(1), Input({1, 2}), {}, [&](RequestResult r) { a.set_value(std::move(r)); });
+  batcher.Submit(ModelId(1), Input({3, 4}), {}, [&](RequestResult r) { b.set_value(std::move(r)); });
+  // The timer sends both as one batch once the first has waited 20 ms.
+  for (int i = 0; i < 1000 && rt.count() == 0; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(rt.count(), 1u);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 20ms);
+  EXPECT_EQ(rt.sent[0].inputs[0].second.shape()[0], 2);
+  rt.AnswerDoubled(0, now());
+  EXPECT_EQ(Values(a.get_future().get().outputs[0].second), (std::vector<float>{2, 4}));
+  EXPECT_EQ(Values(b.get_future().get().outputs[0].second), (std::vector<float>{6, 8}));
+  EXPECT_EQ(batcher.waiting(), 0u);
+}
+
+TEST(BatcherTest, UnstackableRequestsGoOneByOneAndFailuresReachEveryMember) {
+  FakeRuntime rt;
+  Batcher batcher(rt.Submit(), [] { return kTimeZero; });
+  ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 2, .max_queue_delay = std::chrono::hours(1)}).ok());
+  NamedTensors wide;
+  wide.emplace_back("x", Rows({1, 2, 3}, 3));
+  batcher.Submit(ModelId(1), Input({1, 2}), {}, [](RequestResult) {});
+  batcher.Submit(ModelId(1), std::move(wide), {}, [](RequestResult) {});
+  ASSERT_EQ(rt.count(), 2u);  // another shape: sent separately
+  EXPECT_EQ(rt.sent[0].inputs[0].second.shape()[0], 1);
+  EXPECT_EQ(rt.sent[1].inputs[0].second.shape()[1], 3);
+
+  std::vector<absl::Status> statuses;
+  for (int i = 0; i < 2; ++i) {
+    batcher.Submit(ModelId(1), Input({1, 2}), {}, [&](RequestResult r) { statuses.push_back(r.status); });
+  }
+  ASSERT_EQ(rt.count(), 3u);
+  RequestResult failed;
+  failed.status = absl::ResourceExhaustedError("queue full");
+  rt.sent[2].done(std::move(failed));
+  ASSERT_EQ(statuses.size(), 2u);
+  for (const absl::Status& s : statuses) EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(BatcherTest, UnbatchedModelsPassThroughAndFlushAndStopSendWhatWaits) {
+  FakeRuntime rt;
+  Batcher batcher(rt.Submit(), [] { return kTimeZero; });
+  batcher.Submit(ModelId(7), Input({1, 2}), {}, [](RequestResult) {});
+  EXPECT_EQ(rt.count(), 1u);  // no SetModel: straight through
+  ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 4, .max_queue_delay = std::chrono::hours(1)}).ok());
+  batcher.Submit(ModelId(1), Input({1, 2}), {}, [](RequestResult) {});
+  EXPECT_EQ(batcher.waiting(), 1u);
+  batcher.Flush();
+  EXPECT_EQ(rt.count(), 2u);
+  batcher.Submit(ModelId(1), Input({1, 2}), {}, [](RequestResult) {});
+  batcher.Stop();
+  EXPECT_EQ(rt.count(), 3u);
+  EXPECT_EQ(batcher.waiting(), 0u);
+  batcher.Submit(ModelId(1), Input({1, 2}), {}, [](RequestResult) {});  // after Stop: straight through
+  EXPECT_EQ(rt.count(), 4u);
+}
+
+TEST(BatcherTest, SetModelChecksItsOptions) {
+  FakeRuntime rt;
+  Batcher batcher(rt.Submit(), [] { return kTimeZero; });
+  EXPECT_THAT(batcher.SetModel(ModelId(1), {.max_batch = 0}).message(), HasSubstr("1..1024"));
+  EXPECT_THAT(batcher.SetModel(ModelId(1), {.max_batch = kMaxBatch + 1}).message(), HasSubstr("max_batch"));
+  EXPECT_THAT(batcher.SetModel(ModelId(1), {.max_batch = 2, .max_queue_delay = -1ms}).message(), HasSubstr(">= 0"));
+  batcher.Stop();
+  EXPECT_EQ(batcher.SetModel(ModelId(1), {.max_batch = 2}).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace baton::runtime
