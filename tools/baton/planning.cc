@@ -373,6 +373,21 @@ absl::Status ForEachProfiledRun(const Planning& planning, const runtime::Deploym
   return absl::OkStatus();
 }
 
+// Per PU: observed / profiled time; a PU without profiled time gets the
+// overall factor (1 when nothing was observed anywhere).
+std::vector<double> SpeedFactors(const std::vector<double>& observed, const std::vector<double>& profiled) {
+  double all_observed = 0, all_profiled = 0;
+  for (size_t u = 0; u < observed.size(); ++u) {
+    all_observed += observed[u];
+    all_profiled += profiled[u];
+  }
+  std::vector<double> speed(observed.size(), all_profiled > 0 ? all_observed / all_profiled : 1);
+  for (size_t u = 0; u < observed.size(); ++u) {
+    if (profiled[u] > 0) speed[u] = observed[u] / profiled[u];
+  }
+  return speed;
+}
+
 }  // namespace
 
 absl::Status SetPriors(const Planning& planning, const runtime::Deployment& deployment,
@@ -400,17 +415,8 @@ absl::StatusOr<Calibration> Calibrate(const Planning& planning, const runtime::D
         profiled[u.value] += static_cast<double>(runs) * (ms - problem.dispatch_ms);
         return absl::OkStatus();
       }));
-  double all_observed = 0, all_profiled = 0;
-  for (size_t u = 0; u < n; ++u) {
-    all_observed += observed[u];
-    all_profiled += profiled[u];
-  }
-  const double overall = all_profiled > 0 ? all_observed / all_profiled : 1;
-  std::vector<double> speed(n, overall);  // a PU without runs gets the overall factor
-  for (size_t u = 0; u < n; ++u) {
-    if (profiled[u] > 0) speed[u] = observed[u] / profiled[u];
-    out.pu_speed.emplace_back(problem.pus[u].name, speed[u]);
-  }
+  const std::vector<double> speed = SpeedFactors(observed, profiled);
+  for (size_t u = 0; u < n; ++u) out.pu_speed.emplace_back(problem.pus[u].name, speed[u]);
   const profile::Problem scaled = problem.Scaled(speed);
   BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(scaled));
   if (placement) {
@@ -436,17 +442,7 @@ absl::StatusOr<std::vector<double>> ProbeSpeeds(const Planning& planning, const 
         }
         return absl::OkStatus();
       }));
-  double all_observed = 0, all_profiled = 0;
-  for (size_t u = 0; u < n; ++u) {
-    all_observed += observed[u];
-    all_profiled += profiled[u];
-  }
-  const double overall = all_profiled > 0 ? all_observed / all_profiled : 1;
-  std::vector<double> speed(n, overall);
-  for (size_t u = 0; u < n; ++u) {
-    if (profiled[u] > 0) speed[u] = observed[u] / profiled[u];
-  }
-  return speed;
+  return SpeedFactors(observed, profiled);
 }
 
 profiler::ProfilerOptions QuickProfilerOptions(size_t pus) {

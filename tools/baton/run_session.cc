@@ -375,34 +375,42 @@ absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const
   return b;
 }
 
-double MedianRunMs(const backend::PreparedPartition& runner, const NamedTensors& sample) {
-  std::vector<std::pair<std::string, const Tensor*>> feeds;
-  for (const auto& [n, t] : sample) feeds.emplace_back(n, &t);
+// The median of 3 timed calls of `run_once` after a warm-up call; +inf when
+// one fails. `run_once` returns the time one call took, or nullopt.
+template <typename RunOnce>
+double MedianMs(RunOnce run_once) {
   std::vector<double> ms;
   for (int i = 0; i < 4; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<backend::RunResult> r = runner.Run(feeds);
-    const Duration wall = std::chrono::steady_clock::now() - start;
-    if (!r.ok()) return std::numeric_limits<double>::infinity();
-    if (i > 0) ms.push_back(ToMillis(std::max(wall, r->busy)));  // run 0 warms up
+    const std::optional<Duration> took = run_once();
+    if (!took) return std::numeric_limits<double>::infinity();
+    if (i > 0) ms.push_back(ToMillis(*took));  // run 0 warms up
   }
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
 }
 
-// One request of `sample` on a plain ORT session: the median of 3 runs after
-// a warm-up run (+inf when it fails).
+// One request of `sample` on a prepared partition (an emulated PU's charged
+// time counts when it is longer than the call).
+double MedianRunMs(const backend::PreparedPartition& runner, const NamedTensors& sample) {
+  std::vector<std::pair<std::string, const Tensor*>> feeds;
+  for (const auto& [n, t] : sample) feeds.emplace_back(n, &t);
+  return MedianMs([&]() -> std::optional<Duration> {
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<backend::RunResult> r = runner.Run(feeds);
+    if (!r.ok()) return std::nullopt;
+    return std::max<Duration>(std::chrono::steady_clock::now() - start, r->busy);
+  });
+}
+
+// One request of `sample` on a plain ORT session.
 double MedianOrtRunMs(const ort::OrtRunner& runner, const NamedTensors& sample) {
   std::vector<std::pair<std::string, const Tensor*>> feeds;
   for (const auto& [n, t] : sample) feeds.emplace_back(n, &t);
-  std::vector<double> ms;
-  for (int i = 0; i < 4; ++i) {
+  return MedianMs([&]() -> std::optional<Duration> {
     const auto start = std::chrono::steady_clock::now();
-    if (!runner.Run(feeds).ok()) return std::numeric_limits<double>::infinity();
-    if (i > 0) ms.push_back(ToMillis(std::chrono::steady_clock::now() - start));
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+    if (!runner.Run(feeds).ok()) return std::nullopt;
+    return std::chrono::steady_clock::now() - start;
+  });
 }
 
 // Each speed probe: every PU cycles through its partitions this many times

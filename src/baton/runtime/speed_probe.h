@@ -10,7 +10,9 @@
 // cycles through its partitions in a fixed order, feeding each the inputs it
 // gets from one request of sample inputs (computed once, at Create, by running
 // each model's partitions in order). A probe stops once every PU has finished
-// `rounds` cycles, or at `max_time`; every run is reported.
+// `rounds` cycles, or at `max_time`; every run is reported. An emulated PU
+// whose call returns before the time it charges sleeps until then, as the
+// runtime's PU thread does, so it takes no CPU from the other PUs.
 //
 // Example:
 //   BATON_ASSIGN_OR_RETURN(auto probe, SpeedProbe::Create(deployment, pus, samples));
