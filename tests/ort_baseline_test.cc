@@ -10,72 +10,25 @@
 #include <string>
 #include <vector>
 
-#include "baton/backend/ort/ort_runner.h"
-#include "baton/graph/model.h"
-#include "baton/verify/verify.h"
-#include "baton/zoo/zoo.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ort_baseline_test_util.h"
 
 namespace baton::baseline {
 namespace {
 
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
+using namespace baton::baseline::testing;
 
-// A ModelSpec for the small variant of zoo model `zoo_name`, with `num_samples`
-// random input sets.
-ModelSpec ZooSpec(const std::string& zoo_name, dispatch::Arrival arrival, int num_samples = 2) {
-  ModelSpec spec;
-  spec.name = zoo_name + "_small";
-  spec.arrival = arrival;
-  auto bytes = zoo::Generate(zoo_name, /*small=*/true);
-  EXPECT_TRUE(bytes.ok()) << bytes.status();
-  if (!bytes.ok()) return spec;
-  spec.onnx_bytes = *bytes;
-  auto model = graph::Model::LoadBytes(spec.onnx_bytes, spec.name);
-  EXPECT_TRUE(model.ok()) << model.status();
-  if (!model.ok()) return spec;
-  for (int s = 0; s < num_samples; ++s) {
-    auto inputs = verify::RandomInputs(**model, /*seed=*/100 + s);
-    EXPECT_TRUE(inputs.ok()) << inputs.status();
-    if (inputs.ok()) spec.samples.push_back(*std::move(inputs));
+// Every mode but kGlobalPool: this process has no global pool (see
+// ort_baseline_test_util.h; ort_global_pool_test.cc covers that mode).
+std::vector<Mode> ModesHere() {
+  std::vector<Mode> modes;
+  for (Mode m : AllModes()) {
+    if (m != Mode::kGlobalPool) modes.push_back(m);
   }
-  return spec;
-}
-
-std::vector<ModelSpec> TwoClosedLoopModels() {
-  std::vector<ModelSpec> models;
-  models.push_back(ZooSpec("mobilenetv2", dispatch::ClosedLoop{.concurrency = 1}));
-  models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{.concurrency = 2}));
-  return models;
-}
-
-BaselineOptions Threads(int threads, std::vector<int> cores = {}) {
-  BaselineOptions options;
-  options.threads = threads;
-  options.cores = std::move(cores);
-  return options;
-}
-
-// The global pool must exist before the first session of the process; each
-// test runs in its own process (gtest_discover_tests), so configure it first.
-const bool kGlobalPoolConfigured = ort::ConfigureGlobalThreadPool(2).ok();
-
-// Options every mode accepts for `models`: two threads, and for kPinned two
-// unpinned 1-thread PUs with model m on PU m % 2.
-BaselineOptions AnyModeOptions(size_t models) {
-  BaselineOptions options = Threads(2);
-  options.pus = {PinnedPu{1, {}}, PinnedPu{1, {}}};
-  for (size_t m = 0; m < models; ++m) options.pu_of_model.push_back(m % 2);
-  return options;
-}
-
-void ExpectConsistent(const ModelResult& r) {
-  EXPECT_EQ(r.latencies.size(), r.completed);
-  EXPECT_LE(r.deadline_missed, r.completed);
-  for (Duration latency : r.latencies) EXPECT_GT(latency, Duration::zero());
-  EXPECT_EQ(r.first_error.empty(), r.failed == 0) << r.first_error;
+  return modes;
 }
 
 TEST(OrtBaselineTest, ModeNames) {
@@ -94,8 +47,7 @@ TEST(OrtBaselineTest, ModeNames) {
 }
 
 TEST(OrtBaselineTest, EveryModeServesTwoClosedLoopModelsAndCanRunAgain) {
-  ASSERT_TRUE(kGlobalPoolConfigured);
-  for (Mode mode : AllModes()) {
+  for (Mode mode : ModesHere()) {
     SCOPED_TRACE(ModeName(mode));
     auto baseline = OrtBaseline::Create(mode, TwoClosedLoopModels(), AnyModeOptions(2));
     ASSERT_TRUE(baseline.ok()) << baseline.status();
@@ -120,7 +72,7 @@ TEST(OrtBaselineTest, EveryModeServesTwoClosedLoopModelsAndCanRunAgain) {
 TEST(OrtBaselineTest, PeriodicArrivalsCompleteAboutDurationTimesFps) {
   // 20 fps for 0.5 s after a 0.1 s warm-up: arrivals at k * 50 ms, k = 2..11
   // fall in the window, so exactly 10 requests arrive in it, each counted once.
-  for (Mode mode : AllModes()) {
+  for (Mode mode : ModesHere()) {
     SCOPED_TRACE(ModeName(mode));
     std::vector<ModelSpec> models;
     models.push_back(ZooSpec("mobilenetv2", dispatch::Periodic{.period = 50ms}));
@@ -152,7 +104,7 @@ TEST(OrtBaselineTest, PoissonArrivalsAreServed) {
 }
 
 TEST(OrtBaselineTest, OneNanosecondDeadlineIsAlwaysMissed) {
-  for (Mode mode : AllModes()) {
+  for (Mode mode : ModesHere()) {
     SCOPED_TRACE(ModeName(mode));
     std::vector<ModelSpec> models = TwoClosedLoopModels();
     for (ModelSpec& m : models) m.deadline = Duration(1);
@@ -269,31 +221,13 @@ TEST(OrtBaselineTest, CreateErrorsNameTheProblem) {
   }
 }
 
-// Closed loop x3 with a think time far longer than the slice: each of the
-// three threads answers its first request and then waits, so exactly three
-// requests arrive in the window [0, 300 ms) and each is counted once, however
-// the threads' results are merged.
-void ExpectOneThreadPerRequestInFlight(Mode mode) {
-  std::vector<ModelSpec> models;
-  models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{.concurrency = 3, .think = 10s}));
-  models.push_back(ZooSpec("mobilenetv2", dispatch::ClosedLoop{.concurrency = 2}));
-  auto baseline = OrtBaseline::Create(mode, std::move(models), {});
-  ASSERT_TRUE(baseline.ok()) << baseline.status();
-  auto slice = (*baseline)->RunFor(300ms, 0ms, 1);
-  ASSERT_TRUE(slice.ok()) << slice.status();
-  ASSERT_EQ(slice->models.size(), 2u);
-  for (const ModelResult& r : slice->models) ExpectConsistent(r);
-  EXPECT_EQ(slice->models[0].completed + slice->models[0].unfinished + slice->models[0].failed, 3u);
-  EXPECT_GT(slice->models[1].completed, 0u);
-  EXPECT_LE(slice->models[1].unfinished, 2u);
-}
-
 // Runs under ThreadSanitizer in CI (1-thread sessions only; scripts/test.sh).
 TEST(OrtBaselineTest, TunedRunsOneThreadPerRequestInFlight) { ExpectOneThreadPerRequestInFlight(Mode::kTuned); }
 
-TEST(OrtBaselineTest, GlobalPoolRunsOneThreadPerRequestInFlight) {
-  ASSERT_TRUE(kGlobalPoolConfigured);
-  ExpectOneThreadPerRequestInFlight(Mode::kGlobalPool);
+TEST(OrtBaselineTest, GlobalPoolNeedsAConfiguredPool) {
+  auto r = OrtBaseline::Create(Mode::kGlobalPool, TwoClosedLoopModels(), {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), HasSubstr("ConfigureGlobalThreadPool"));
 }
 
 TEST(OrtBaselineTest, PinnedAndThreadLimitErrorsNameTheProblem) {
@@ -330,18 +264,6 @@ TEST(OrtBaselineTest, PinnedAndThreadLimitErrorsNameTheProblem) {
     EXPECT_THAT(r.status().message(), HasSubstr("1000000 requests in flight"));
     EXPECT_THAT(r.status().message(), HasSubstr("at most 256"));
   }
-}
-
-TEST(OrtBaselineTest, TheGlobalPoolIsFixedOnceTheEnvironmentExists) {
-  ASSERT_TRUE(kGlobalPoolConfigured);
-  auto baseline = OrtBaseline::Create(Mode::kGlobalPool, TwoClosedLoopModels(), {});
-  ASSERT_TRUE(baseline.ok()) << baseline.status();
-  EXPECT_EQ(ort::GlobalThreadPoolThreads(), 2);
-  EXPECT_TRUE(ort::ConfigureGlobalThreadPool(2).ok());  // the same again is fine
-  absl::Status other = ort::ConfigureGlobalThreadPool(3);
-  EXPECT_EQ(other.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(other.message(), HasSubstr("global pool of 2 threads"));
-  EXPECT_EQ(ort::ConfigureGlobalThreadPool(0).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(OrtBaselineTest, RunForRejectsBadDurations) {
