@@ -41,16 +41,7 @@ TEST(OrtGlobalPoolTest, ServesTwoClosedLoopModelsAndCanRunAgain) {
 
 TEST(OrtGlobalPoolTest, PeriodicArrivalsAreCountedOnceEach) {
   ASSERT_TRUE(kGlobalPoolConfigured);
-  std::vector<ModelSpec> models;
-  models.push_back(ZooSpec("mobilenetv2", dispatch::Periodic{.period = 50ms}));
-  auto baseline = OrtBaseline::Create(Mode::kGlobalPool, std::move(models), {});
-  ASSERT_TRUE(baseline.ok()) << baseline.status();
-  auto slice = (*baseline)->RunFor(500ms, 100ms, 1);
-  ASSERT_TRUE(slice.ok()) << slice.status();
-  const ModelResult& r = slice->models[0];
-  ExpectConsistent(r);
-  EXPECT_EQ(r.completed + r.failed + r.unfinished, 10u);
-  EXPECT_GE(r.completed, 1u);
+  ExpectPeriodicArrivalsCountedOnce(Mode::kGlobalPool, {});
 }
 
 TEST(OrtGlobalPoolTest, RunsOneThreadPerRequestInFlight) {

@@ -373,16 +373,33 @@ absl::Status ForEachProfiledRun(const Planning& planning, const runtime::Deploym
   return absl::OkStatus();
 }
 
-// Per PU: observed / profiled time; a PU without profiled time gets the
-// overall factor (1 when nothing was observed anywhere).
-std::vector<double> SpeedFactors(const std::vector<double>& observed, const std::vector<double>& profiled) {
+// Per PU (Problem::pus order): the measured time of every deployed partition
+// that is a range of the problem's atoms, over the profile's time for as many
+// runs. `measured(dm, part, u)` gives (runs, their total time). A PU without
+// such runs gets the overall factor (1 when nothing was measured anywhere).
+// Measured runs are executor calls, so the profile's dispatch cost is left out.
+template <typename Measured>
+absl::StatusOr<std::vector<double>> MeasuredOverProfiled(const Planning& planning,
+                                                         const runtime::Deployment& deployment, Measured measured) {
+  const profile::Problem& problem = planning.problem;
+  const size_t n = problem.pus.size();
+  std::vector<double> observed(n, 0), profiled(n, 0);
+  BATON_RETURN_IF_ERROR(ForEachProfiledRun(
+      planning, deployment,
+      [&](const runtime::DeployedModel& dm, const partition::Partition& part, PuId u, double ms) {
+        const auto [runs, total] = measured(dm, part, u);
+        if (runs <= 0) return absl::OkStatus();
+        observed[u.value] += ToMillis(total);
+        profiled[u.value] += static_cast<double>(runs) * (ms - problem.dispatch_ms);
+        return absl::OkStatus();
+      }));
   double all_observed = 0, all_profiled = 0;
-  for (size_t u = 0; u < observed.size(); ++u) {
+  for (size_t u = 0; u < n; ++u) {
     all_observed += observed[u];
     all_profiled += profiled[u];
   }
-  std::vector<double> speed(observed.size(), all_profiled > 0 ? all_observed / all_profiled : 1);
-  for (size_t u = 0; u < observed.size(); ++u) {
+  std::vector<double> speed(n, all_profiled > 0 ? all_observed / all_profiled : 1);
+  for (size_t u = 0; u < n; ++u) {
     if (profiled[u] > 0) speed[u] = observed[u] / profiled[u];
   }
   return speed;
@@ -403,20 +420,13 @@ absl::StatusOr<Calibration> Calibrate(const Planning& planning, const runtime::D
                                       const std::optional<profile::Placement>& placement) {
   Calibration out;
   const profile::Problem& problem = planning.problem;
-  const size_t n = problem.pus.size();
-  std::vector<double> observed(n, 0), profiled(n, 0);
-  BATON_RETURN_IF_ERROR(ForEachProfiledRun(
-      planning, deployment,
-      [&](const runtime::DeployedModel& dm, const partition::Partition& part, PuId u, double ms) {
-        const int64_t runs = latency.Observations(dm.id, part.id, u);
-        if (runs == 0) return absl::OkStatus();
-        observed[u.value] += ToMillis(latency.ObservedTotal(dm.id, part.id, u));
-        // A run's measured time is the executor call: no dispatch cost in it.
-        profiled[u.value] += static_cast<double>(runs) * (ms - problem.dispatch_ms);
-        return absl::OkStatus();
+  BATON_ASSIGN_OR_RETURN(
+      std::vector<double> speed,
+      MeasuredOverProfiled(planning, deployment, [&](const runtime::DeployedModel& dm, const partition::Partition& part,
+                                                     PuId u) {
+        return std::pair(latency.Observations(dm.id, part.id, u), latency.ObservedTotal(dm.id, part.id, u));
       }));
-  const std::vector<double> speed = SpeedFactors(observed, profiled);
-  for (size_t u = 0; u < n; ++u) out.pu_speed.emplace_back(problem.pus[u].name, speed[u]);
+  for (size_t u = 0; u < speed.size(); ++u) out.pu_speed.emplace_back(problem.pus[u].name, speed[u]);
   const profile::Problem scaled = problem.Scaled(speed);
   BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(scaled));
   if (placement) {
@@ -428,21 +438,13 @@ absl::StatusOr<Calibration> Calibrate(const Planning& planning, const runtime::D
 
 absl::StatusOr<std::vector<double>> ProbeSpeeds(const Planning& planning, const runtime::Deployment& deployment,
                                                 std::span<const runtime::ProbeRun> runs) {
-  const profile::Problem& problem = planning.problem;
-  const size_t n = problem.pus.size();
-  std::vector<double> observed(n, 0), profiled(n, 0);
-  BATON_RETURN_IF_ERROR(ForEachProfiledRun(
-      planning, deployment,
-      [&](const runtime::DeployedModel& dm, const partition::Partition& part, PuId u, double ms) {
+  return MeasuredOverProfiled(
+      planning, deployment, [&](const runtime::DeployedModel& dm, const partition::Partition& part, PuId u) {
         for (const runtime::ProbeRun& r : runs) {
-          if (r.model != dm.id || r.partition != part.id || r.pu != u || r.runs == 0) continue;
-          observed[u.value] += ToMillis(r.total);
-          // A probe run is the executor call: no dispatch cost in it.
-          profiled[u.value] += static_cast<double>(r.runs) * (ms - problem.dispatch_ms);
+          if (r.model == dm.id && r.partition == part.id && r.pu == u) return std::pair(r.runs, r.total);
         }
-        return absl::OkStatus();
-      }));
-  return SpeedFactors(observed, profiled);
+        return std::pair(int64_t{0}, Duration::zero());
+      });
 }
 
 profiler::ProfilerOptions QuickProfilerOptions(size_t pus) {

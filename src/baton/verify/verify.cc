@@ -547,16 +547,16 @@ absl::StatusOr<VerifyReport> VerifyPlan(const graph::Model& model, const partiti
 
 absl::Status CheckBatchable(const graph::Model& batched, std::span<const NamedTensors> samples,
                             const Tolerance& tolerance) {
-  const std::string where = absl::StrCat("model '", batched.display_name(), "': ");
+  // The caller names the model; ONNX Runtime's own messages name it too.
   if (samples.size() < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(where, "checking batching needs at least 2 samples, got ",
+    return absl::InvalidArgumentError(absl::StrCat("checking batching needs at least 2 samples, got ",
                                                    samples.size()));
   }
   // Each sample alone, then all of them stacked.
   std::vector<NamedTensors> alone;
   for (const NamedTensors& sample : samples) {
     absl::StatusOr<NamedTensors> out = RunWholeModel(batched, sample);
-    if (!out.ok()) return absl::Status(out.status().code(), absl::StrCat(where, out.status().message()));
+    if (!out.ok()) return out.status();
     alone.push_back(*std::move(out));
   }
   NamedTensors stacked;
@@ -564,19 +564,19 @@ absl::Status CheckBatchable(const graph::Model& batched, std::span<const NamedTe
     std::vector<const Tensor*> parts;
     for (const NamedTensors& sample : samples) {
       if (sample.size() != samples[0].size() || sample[k].first != samples[0][k].first) {
-        return absl::InvalidArgumentError(absl::StrCat(where, "the samples feed different inputs"));
+        return absl::InvalidArgumentError(absl::StrCat("the samples feed different inputs"));
       }
       parts.push_back(&sample[k].second);
     }
     absl::StatusOr<Tensor> t = ConcatDim0(parts);
     if (!t.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, "input '", samples[0][k].first, "': ", t.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat("input '", samples[0][k].first, "': ", t.status().message()));
     }
     stacked.emplace_back(samples[0][k].first, *std::move(t));
   }
   absl::StatusOr<NamedTensors> together = RunWholeModel(batched, stacked);
   if (!together.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(where, "fails on ", samples.size(),
+    return absl::FailedPreconditionError(absl::StrCat("fails on ", samples.size(),
                                                       " stacked requests, so it cannot be batched (",
                                                       together.status().message(), "); leave max_batch at 1"));
   }
@@ -586,13 +586,13 @@ absl::Status CheckBatchable(const graph::Model& batched, std::span<const NamedTe
     const auto& [name, tensor] = (*together)[o];
     absl::StatusOr<std::vector<Tensor>> pieces = SplitDim0(tensor, rows);
     if (!pieces.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat(where, "output '", name, "' does not grow with the batch (",
+      return absl::FailedPreconditionError(absl::StrCat("output '", name, "' does not grow with the batch (",
                                                         pieces.status().message(), "); leave max_batch at 1"));
     }
     for (size_t s = 0; s < samples.size(); ++s) {
       const Comparison c = Compare(alone[s][o].second, (*pieces)[s], tolerance);
       if (!c.ok) {
-        return absl::FailedPreconditionError(absl::StrCat(where, "output '", name, "' of sample ", s,
+        return absl::FailedPreconditionError(absl::StrCat("output '", name, "' of sample ", s,
                                                           " differs when batched: ", c.message,
                                                           "; the model mixes rows of a batch, leave max_batch at 1"));
       }

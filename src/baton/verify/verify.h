@@ -105,7 +105,8 @@ absl::StatusOr<NamedTensors> RunWholeModel(const graph::Model& model,
 // model) fed the samples stacked along dimension 0 must answer, row block by
 // row block, what it answers for each sample alone (within `tolerance`). At
 // least two samples are needed. Errors name the output and sample that
-// differ, or the failure that stacking or running caused.
+// differ, or the failure that stacking or running caused (not the model:
+// the caller says which one it checked).
 absl::Status CheckBatchable(const graph::Model& batched, std::span<const NamedTensors> samples,
                             const Tolerance& tolerance = {});
 
