@@ -217,7 +217,7 @@ TEST(RunConfigTest, HugeAndNegativeNumbers) {
               HasSubstr("devices[0].pus[0].threads: 99999999999 is out of range"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c, threads: 999999999999999999999999999}")),
               HasSubstr("threads: expected an integer"));
-  EXPECT_THAT(ErrorOf(Minimal("{name: c, threads: -3}")), HasSubstr("devices[0].pus[0].threads: must be >= 1, got -3"));
+  EXPECT_THAT(ErrorOf(Minimal("{name: c, threads: -3}")), HasSubstr("devices[0].pus[0].threads: must be in 1..1024, got -3"));
   EXPECT_THAT(ErrorOf(Minimal() + "run: {duration_s: 1e300}\n"), HasSubstr("run.duration_s: must be > 0"));
   EXPECT_THAT(ErrorOf(Minimal() + "run: {duration_s: 1e999}\n"), HasSubstr("run.duration_s: expected a number"));
   EXPECT_THAT(ErrorOf(Minimal() + "run: {duration_s: nan}\n"), HasSubstr("run.duration_s: must be > 0"));
@@ -327,7 +327,8 @@ TEST(RunConfigTest, OutOfRangeValuesNameKeyValueAndRange) {
   };
   const std::string c = "{name: c}";
   const std::vector<Case> cases = {
-      {Minimal("{name: c, threads: 0}"), "devices[0].pus[0].threads: must be >= 1, got 0"},
+      {Minimal("{name: c, threads: 0}"), "devices[0].pus[0].threads: must be in 1..1024, got 0"},
+      {Minimal("{name: c, threads: 100000}"), "devices[0].pus[0].threads: must be in 1..1024, got 100000"},
       {Minimal("{name: c, threads: 2, cores: [0]}"),
        "devices[0].pus[0].cores: has 1 entries but threads is 2; list exactly one"},
       {Minimal("{name: c, threads: 1, cores: [-1]}"), "devices[0].pus[0].cores[0]: CPU -1 does not exist; allowed:"},
@@ -343,7 +344,9 @@ TEST(RunConfigTest, OutOfRangeValuesNameKeyValueAndRange) {
       {Minimal(c, "{name: m, path: zoo:lstm, arrival: {mode: poisson, rate: -5}}"),
        "models[0].arrival.rate: must be > 0 and at most 1e+06, got -5"},
       {Minimal(c, "{name: m, path: zoo:lstm, arrival: {concurrency: 0}}"),
-       "models[0].arrival.concurrency: must be >= 1, got 0"},
+       "models[0].arrival.concurrency: must be in 1..4096, got 0"},
+      {Minimal(c, "{name: m, path: zoo:lstm, arrival: {concurrency: 1000000000}}"),
+       "models[0].arrival.concurrency: must be in 1..4096, got 1000000000"},
       {Minimal(c, "{name: m, path: zoo:lstm, deadline_ms: 0}"), "models[0].deadline_ms: must be > 0"},
       {Minimal(c, "{name: m, path: zoo:lstm, partitions: 0}"), "models[0].partitions: must be in 1..64, got 0"},
       {Minimal(c, "{name: m, path: zoo:lstm, partitions: 65}"), "models[0].partitions: must be in 1..64, got 65"},
@@ -389,7 +392,7 @@ TEST(RunConfigTest, ValidateChecksConfigsBuiltInCode) {
   RunConfig bad_threads = config;
   bad_threads.devices[0].pus[0].threads = 0;
   bad_threads.devices[0].pus[0].cores.clear();
-  EXPECT_THAT(ValidateError(bad_threads), HasSubstr("devices[0].pus[0].threads: must be >= 1, got 0"));
+  EXPECT_THAT(ValidateError(bad_threads), HasSubstr("devices[0].pus[0].threads: must be in 1..1024, got 0"));
 
   RunConfig bad_kind = config;
   bad_kind.devices[0].pus[0].kind = "tpu";

@@ -45,6 +45,10 @@ constexpr double kDefaultWarmupS = 1;
 
 constexpr size_t kMaxFileBytes = size_t{1} << 20;  // 1 MiB
 constexpr int kMaxPartitions = 64;
+// Far beyond any edge box, and small enough that a typo (1e9) is an error
+// rather than a process that allocates until it dies.
+constexpr int kMaxThreads = 1024;       // devices[].pus[].threads
+constexpr int kMaxConcurrency = 4096;   // models[].arrival.concurrency
 // Upper bounds that keep later conversions to std::chrono nanoseconds (and
 // periods 1/fps) far from overflow and underflow.
 constexpr double kMaxSeconds = 1e6;     // duration_s, warmup_s (~11.6 days)
@@ -129,13 +133,18 @@ absl::Status CheckAtLeast(int value, int min, const std::string& path, const std
   return Invalid(path, absl::StrCat("must be >= ", min, ", got ", value, "; set ", meaning));
 }
 
+absl::Status CheckInRange(int value, int min, int max, const std::string& path, const std::string& meaning) {
+  if (value >= min && value <= max) return absl::OkStatus();
+  return Invalid(path, absl::StrCat("must be in ", min, "..", max, ", got ", value, "; set ", meaning));
+}
+
 absl::Status ValidatePu(const PuConfig& pu, const std::string& path, unsigned host_cpus) {
   if (!Contains(kKinds, pu.kind)) {
     return Invalid(Child(path, "kind"), absl::StrCat("unknown kind '", pu.kind, "'; allowed: ", Join(kKinds)));
   }
   if (pu.kind == "cpu") {
-    BATON_RETURN_IF_ERROR(
-        CheckAtLeast(pu.threads, 1, Child(path, "threads"), "the intra-op threads of this PU's sessions (1 or more)"));
+    BATON_RETURN_IF_ERROR(CheckInRange(pu.threads, 1, kMaxThreads, Child(path, "threads"),
+                                       "the intra-op threads of this PU's sessions (about one per core)"));
     if (pu.cores.empty()) return absl::OkStatus();
     const std::string cores_path = Child(path, "cores");
     if (pu.cores.size() != static_cast<size_t>(pu.threads)) {
@@ -245,8 +254,8 @@ absl::Status ValidateArrival(const ArrivalConfig& arrival, const std::string& pa
                                                               arrival.think_ms, "); it is the pause in ms between an "
                                                               "answer and the next request"));
       }
-      return CheckAtLeast(arrival.concurrency, 1, Child(path, "concurrency"),
-                          "the number of requests kept in flight (1 or more)");
+      return CheckInRange(arrival.concurrency, 1, kMaxConcurrency, Child(path, "concurrency"),
+                          "the number of requests kept in flight");
     case ArrivalConfig::Mode::kPeriodic:
       return CheckPositive(arrival.fps, Child(path, "fps"), kMaxRate, "the requests per second");
     case ArrivalConfig::Mode::kPoisson:

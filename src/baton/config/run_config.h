@@ -43,7 +43,7 @@ struct PuConfig {
   std::string name;         // unique over all devices
   std::string kind = "cpu"; // "cpu" or "emu"
   // cpu only
-  int threads = 1;          // intra-op threads of each session on this PU (>= 1)
+  int threads = 1;          // intra-op threads of each session on this PU (1..1024)
   std::vector<int> cores;   // empty, or exactly `threads` logical CPU ids
   // emu only
   double speed = 4.0;                      // speed-up over one host CPU thread (> 0)
@@ -77,7 +77,7 @@ struct DeviceConfig {
 struct ArrivalConfig {
   enum class Mode { kClosed, kPeriodic, kPoisson };
   Mode mode = Mode::kClosed;
-  int concurrency = 1;  // closed: requests in flight (>= 1)
+  int concurrency = 1;  // closed: requests in flight (1..4096)
   double think_ms = 0;  // closed: pause between an answer and the next request (>= 0)
   double fps = 0;       // periodic: requests per second (> 0)
   double rate = 0;      // poisson: mean requests per second (> 0)
