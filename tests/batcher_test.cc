@@ -8,9 +8,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <future>
+#include <condition_variable>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 namespace baton::runtime {
@@ -73,12 +72,21 @@ struct FakeRuntime {
     DoneCallback done;
   };
   std::mutex mu;
+  std::condition_variable cv;
   std::vector<Sent> sent;
   Batcher::SubmitFn Submit() {
     return [this](ModelId m, NamedTensors in, dispatch::RequestOptions o, DoneCallback done) {
-      std::lock_guard lock(mu);
-      sent.push_back(Sent{m, std::move(in), o, std::move(done)});
+      {
+        std::lock_guard lock(mu);
+        sent.push_back(Sent{m, std::move(in), o, std::move(done)});
+      }
+      cv.notify_all();
     };
+  }
+  // Waits (bounded, not polled) until `n` requests were sent; false on timeout.
+  bool WaitForCount(size_t n) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, 60s, [&] { return sent.size() >= n; });
   }
   size_t count() {
     std::lock_guard lock(mu);
@@ -143,23 +151,40 @@ TEST(BatcherTest, AFullBatchGoesAtOnceAndEachCallerGetsItsRows) {
 }
 
 TEST(BatcherTest, TheOldestRequestWaitsAtMostTheDelay) {
+  // A fake clock and no timer thread: SendDue decides exactly at the delay.
+  FakeRuntime rt;
+  std::atomic<int> now_ms{0};
+  Batcher batcher(rt.Submit(), [&] { return At(now_ms.load()); }, /*own_timer=*/false);
+  ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 8, .max_queue_delay = 20ms}).ok());
+  std::vector<RequestResult> got(2);
+  batcher.Submit(ModelId(1), Input({1, 2}), {}, [&](RequestResult r) { got[0] = std::move(r); });
+  now_ms = 5;
+  batcher.Submit(ModelId(1), Input({3, 4}), {}, [&](RequestResult r) { got[1] = std::move(r); });
+  now_ms = 19;
+  batcher.SendDue();
+  EXPECT_EQ(rt.count(), 0u);  // the oldest has waited 19 ms
+  now_ms = 20;
+  batcher.SendDue();
+  ASSERT_EQ(rt.count(), 1u);  // both, as one batch
+  EXPECT_EQ(rt.sent[0].inputs[0].second.shape()[0], 2);
+  rt.AnswerDoubled(0, At(30));
+  EXPECT_EQ(Values(got[0].outputs[0].second), (std::vector<float>{2, 4}));
+  EXPECT_EQ(Values(got[1].outputs[0].second), (std::vector<float>{6, 8}));
+  EXPECT_EQ(got[1].submitted, At(5));
+  EXPECT_EQ(batcher.waiting(), 0u);
+}
+
+TEST(BatcherTest, ItsTimerThreadSendsAWaitingBatch) {
+  // The real clock and the batcher's own timer: a lone request is sent once
+  // its 1 ms delay is over (waited for on a condition variable, bounded).
   FakeRuntime rt;
   const auto start = std::chrono::steady_clock::now();
-  auto now = [&] { return kTimeZero + (std::chrono::steady_clock::now() - start); };
-  Batcher batcher(rt.Submit(), now);
-  ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 8, .max_queue_delay = 20ms}).ok());
-  std::promise<RequestResult> a, b;
-  batcher.Submit(ModelId(1), Input({1, 2}), {}, [&](RequestResult r) { a.set_value(std::move(r)); });
-  batcher.Submit(ModelId(1), Input({3, 4}), {}, [&](RequestResult r) { b.set_value(std::move(r)); });
-  // The timer sends both as one batch once the first has waited 20 ms.
-  for (int i = 0; i < 1000 && rt.count() == 0; ++i) std::this_thread::sleep_for(5ms);
-  ASSERT_EQ(rt.count(), 1u);
-  EXPECT_GE(std::chrono::steady_clock::now() - start, 20ms);
-  EXPECT_EQ(rt.sent[0].inputs[0].second.shape()[0], 2);
-  rt.AnswerDoubled(0, now());
-  EXPECT_EQ(Values(a.get_future().get().outputs[0].second), (std::vector<float>{2, 4}));
-  EXPECT_EQ(Values(b.get_future().get().outputs[0].second), (std::vector<float>{6, 8}));
+  Batcher batcher(rt.Submit(), [&] { return kTimeZero + (std::chrono::steady_clock::now() - start); });
+  ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 8, .max_queue_delay = 1ms}).ok());
+  batcher.Submit(ModelId(1), Input({1, 2}), {}, [](RequestResult) {});
+  ASSERT_TRUE(rt.WaitForCount(1));
   EXPECT_EQ(batcher.waiting(), 0u);
+  EXPECT_EQ(batcher.stats(ModelId(1)).batches, 1u);
 }
 
 TEST(BatcherTest, UnstackableRequestsGoOneByOneAndFailuresReachEveryMember) {

@@ -9,8 +9,8 @@
 
 namespace baton::runtime {
 
-Batcher::Batcher(SubmitFn submit, NowFn now) : submit_(std::move(submit)), now_(std::move(now)) {
-  timer_ = std::thread([this] { TimerLoop(); });
+Batcher::Batcher(SubmitFn submit, NowFn now, bool own_timer) : submit_(std::move(submit)), now_(std::move(now)) {
+  if (own_timer) timer_ = std::thread([this] { TimerLoop(); });
 }
 
 Batcher::~Batcher() { Stop(); }
@@ -169,6 +169,25 @@ BatcherStats Batcher::stats(ModelId model) const {
   return it == queues_.end() ? BatcherStats{} : it->second.stats;
 }
 
+std::vector<std::pair<ModelId, std::vector<Batcher::Waiting>>> Batcher::TakeDueLocked(Time now) {
+  std::vector<std::pair<ModelId, std::vector<Waiting>>> ready;
+  for (auto& [id, q] : queues_) {
+    if (!q.waiting.empty() && q.waiting.front().submitted + q.options.max_queue_delay <= now) {
+      ready.emplace_back(ModelId(id), TakeLocked(q));
+    }
+  }
+  return ready;
+}
+
+void Batcher::SendDue() {
+  std::vector<std::pair<ModelId, std::vector<Waiting>>> ready;
+  {
+    std::lock_guard lock(mu_);
+    ready = TakeDueLocked(now_());
+  }
+  for (auto& [model, batch] : ready) Send(model, std::move(batch));
+}
+
 void Batcher::TimerLoop() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
@@ -188,12 +207,7 @@ void Batcher::TimerLoop() {
       cv_.wait_for(lock, *due - now);
       continue;
     }
-    std::vector<std::pair<ModelId, std::vector<Waiting>>> ready;
-    for (auto& [id, q] : queues_) {
-      if (!q.waiting.empty() && q.waiting.front().submitted + q.options.max_queue_delay <= now) {
-        ready.emplace_back(ModelId(id), TakeLocked(q));
-      }
-    }
+    std::vector<std::pair<ModelId, std::vector<Waiting>>> ready = TakeDueLocked(now);
     lock.unlock();
     for (auto& [model, batch] : ready) Send(model, std::move(batch));
     lock.lock();
@@ -203,7 +217,6 @@ void Batcher::TimerLoop() {
 void Batcher::Stop() {
   {
     std::lock_guard lock(mu_);
-    if (stopping_ && !timer_.joinable()) return;
     stopping_ = true;
   }
   cv_.notify_all();

@@ -31,6 +31,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "baton/core/ids.h"
@@ -56,7 +57,10 @@ class Batcher {
  public:
   using SubmitFn = std::function<void(ModelId, NamedTensors, dispatch::RequestOptions, DoneCallback)>;
   using NowFn = std::function<Time()>;
-  Batcher(SubmitFn submit, NowFn now);
+  // `own_timer`: a thread of its own sends batches whose delay is over (on
+  // the `now` clock). Without it the caller drives time and calls SendDue
+  // (a virtual-time shell, or a test with a fake clock).
+  Batcher(SubmitFn submit, NowFn now, bool own_timer = true);
   ~Batcher();  // Stop()
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
@@ -66,6 +70,8 @@ class Batcher {
   void Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done);
   // Sends every waiting request now.
   void Flush();
+  // Sends the batches whose oldest request has waited max_queue_delay by now().
+  void SendDue();
   // Requests waiting in the batcher (not yet sent to the runtime).
   size_t waiting() const;
   BatcherStats stats(ModelId model) const;
@@ -86,6 +92,8 @@ class Batcher {
   };
   // Takes the queue's waiting requests (under mu_); Send sends them (without it).
   std::vector<Waiting> TakeLocked(Queue& q);
+  // The batches due at `now` (under mu_).
+  std::vector<std::pair<ModelId, std::vector<Waiting>>> TakeDueLocked(Time now);
   void Send(ModelId model, std::vector<Waiting> batch);
   void TimerLoop();
 
