@@ -3,6 +3,8 @@
 // each caller gets back, and what is never batched.
 #include "baton/runtime/batcher.h"
 
+#include "baton/core/tensor_ops.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 

@@ -23,7 +23,7 @@
 #include "baton/config/run_config.h"
 #include "baton/net/agent_server.h"
 #include "commands.h"
-#include "setup.h"
+#include "library.h"
 
 namespace baton::cli {
 

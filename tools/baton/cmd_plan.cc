@@ -11,8 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "commands.h"
-#include "planning.h"
-#include "setup.h"
+#include "library.h"
 
 namespace baton::cli {
 

@@ -12,8 +12,7 @@
 
 #include "absl/strings/str_format.h"
 #include "commands.h"
-#include "planning.h"
-#include "setup.h"
+#include "library.h"
 
 namespace baton::cli {
 

@@ -22,9 +22,9 @@
 #include "baton/policy/policy.h"
 #include "baton/trace/summary.h"
 #include "commands.h"
+#include "library.h"
 #include "format.h"
 #include "nlohmann/json.hpp"
-#include "run_session.h"
 
 namespace baton::cli {
 

@@ -1,5 +1,7 @@
 #include "baton/core/tensor.h"
 
+#include "baton/core/tensor_ops.h"
+
 #include <algorithm>
 #include <cassert>
 #include <optional>
@@ -24,6 +26,69 @@ Tensor::Tensor(ElemType elem_type, std::vector<int64_t> shape)
   data_.assign(static_cast<size_t>(Product(shape_) * size.value_or(0)), std::byte{0});
 }
 
+Tensor::Tensor(ElemType elem_type, std::vector<int64_t> shape, std::vector<std::byte> bytes)
+    : elem_type_(elem_type), shape_(std::move(shape)) {
+  const std::optional<size_t> want = ExpectedBytes(elem_type_, shape_);
+  if (want.has_value() && *want == bytes.size()) {
+    data_ = std::move(bytes);
+  } else {
+    shape_.clear();  // not a valid tensor: byte_size() 0 tells the caller
+  }
+}
+
+Tensor Tensor::Adopt(ElemType elem_type, std::vector<int64_t> shape, void* data, size_t byte_size,
+                     std::shared_ptr<const void> keep_alive) {
+  Tensor t = Borrow(elem_type, std::move(shape), data, byte_size);
+  t.keep_ = std::move(keep_alive);
+  return t;
+}
+
+Tensor Tensor::Borrow(ElemType elem_type, std::vector<int64_t> shape, void* data, size_t byte_size) {
+  Tensor t;
+  t.elem_type_ = elem_type;
+  t.shape_ = std::move(shape);
+  if (byte_size > 0 && data != nullptr) {
+    t.external_ = static_cast<std::byte*>(data);
+    t.external_size_ = byte_size;
+  }
+  return t;
+}
+
+std::optional<size_t> Tensor::ExpectedBytes(ElemType elem_type, const std::vector<int64_t>& shape) {
+  const std::optional<int64_t> size = ElemTypeSize(elem_type);
+  if (!size.has_value() || elem_type == dtype::kString) return std::nullopt;
+  uint64_t n = static_cast<uint64_t>(*size);
+  constexpr uint64_t kMax = uint64_t{1} << 62;
+  for (int64_t d : shape) {
+    if (d < 0) return std::nullopt;
+    if (d != 0 && n > kMax / static_cast<uint64_t>(d)) return std::nullopt;
+    n *= static_cast<uint64_t>(d);
+  }
+  return static_cast<size_t>(n);
+}
+
+Tensor::Tensor(Tensor&& other) noexcept
+    : elem_type_(other.elem_type_),
+      shape_(std::move(other.shape_)),
+      data_(std::move(other.data_)),
+      external_(std::exchange(other.external_, nullptr)),
+      external_size_(std::exchange(other.external_size_, 0)),
+      keep_(std::move(other.keep_)),
+      strings_(std::move(other.strings_)) {}
+
+Tensor& Tensor::operator=(Tensor&& other) noexcept {
+  if (this != &other) {
+    elem_type_ = other.elem_type_;
+    shape_ = std::move(other.shape_);
+    data_ = std::move(other.data_);
+    external_ = std::exchange(other.external_, nullptr);
+    external_size_ = std::exchange(other.external_size_, 0);
+    keep_ = std::move(other.keep_);
+    strings_ = std::move(other.strings_);
+  }
+  return *this;
+}
+
 Tensor Tensor::Strings(std::vector<int64_t> shape, std::vector<std::string> strings) {
   Tensor t;
   t.elem_type_ = dtype::kString;
@@ -36,7 +101,8 @@ Tensor Tensor::Clone() const {
   Tensor t;
   t.elem_type_ = elem_type_;
   t.shape_ = shape_;
-  t.data_ = data_;
+  const std::span<const std::byte> b = bytes();
+  t.data_.assign(b.begin(), b.end());
   t.strings_ = strings_;
   return t;
 }

@@ -36,6 +36,7 @@
 
 #include "baton/core/ids.h"
 #include "baton/core/status.h"
+#include "baton/core/tensor_ops.h"
 #include "baton/core/time.h"
 #include "baton/runtime/runtime.h"
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "baton/core/tensor_ops.h"
 #include "baton/graph/extract.h"
 
 namespace baton::verify {

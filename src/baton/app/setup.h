@@ -18,7 +18,7 @@
 #include "baton/profiler/profiler.h"
 #include "baton/runtime/deployment.h"
 
-namespace baton::cli {
+namespace baton::app {
 
 // The folder zoo models are cached in: $BATON_CACHE_DIR, else
 // $XDG_CACHE_HOME/baton, else $HOME/.cache/baton, else ./.baton-cache.
@@ -29,9 +29,6 @@ using Say = std::function<void(const std::string&)>;
 // The config at `path`, or the embedded default workload (one CPU PU per
 // core) when `path` is empty.
 absl::StatusOr<config::RunConfig> LoadConfigOrDefault(const std::string& path);
-
-// Progress lines on stderr with the time since `start`, or nothing when quiet.
-Say StderrProgress(bool quiet);
 
 struct LoadedModel {
   const config::ModelConfig* config = nullptr;  // points into the RunConfig passed to LoadModels
@@ -81,4 +78,4 @@ absl::StatusOr<PuSet> MakePus(const config::RunConfig& config);
 // The device each model runs on: models go round-robin over the devices.
 DeviceId DeviceOfModel(const config::RunConfig& config, size_t model_index);
 
-}  // namespace baton::cli
+}  // namespace baton::app

@@ -1,4 +1,4 @@
-#include "planning.h"
+#include "baton/app/planning.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "baton/core/time.h"
 
-namespace baton::cli {
+namespace baton::app {
 
 namespace fs = std::filesystem;
 
@@ -486,4 +486,4 @@ absl::StatusOr<profile::Profile> ProfileInto(const std::string& path, const std:
   return p;
 }
 
-}  // namespace baton::cli
+}  // namespace baton::app

@@ -12,9 +12,9 @@
 #include "baton/config/run_config.h"
 #include "baton/core/status.h"
 #include "baton/net/remote_device.h"
-#include "setup.h"
+#include "baton/app/setup.h"
 
-namespace baton::cli {
+namespace baton::app {
 
 struct Remotes {
   // The config with each remote device's PUs filled in from its agent (named
@@ -60,4 +60,4 @@ struct DevicePlacement {
 DevicePlacement PlaceModelsOnDevices(const config::RunConfig& config, const std::vector<LoadedModel>& models,
                                      const PuSet& pus, const std::vector<std::optional<Remotes::Link>>& links);
 
-}  // namespace baton::cli
+}  // namespace baton::app

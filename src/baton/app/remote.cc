@@ -1,4 +1,4 @@
-#include "remote.h"
+#include "baton/app/remote.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -7,7 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
-namespace baton::cli {
+namespace baton::app {
 
 namespace {
 
@@ -169,4 +169,4 @@ DevicePlacement PlaceModelsOnDevices(const config::RunConfig& config, const std:
   return out;
 }
 
-}  // namespace baton::cli
+}  // namespace baton::app

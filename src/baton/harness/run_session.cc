@@ -1,6 +1,7 @@
-#include "run_session.h"
+#include "baton/harness/run_session.h"
 
-#include "remote.h"
+#include "baton/app/assembly.h"
+#include "baton/app/remote.h"
 
 #include <malloc.h>
 
@@ -35,10 +36,12 @@
 #include "baton/runtime/runtime.h"
 #include "baton/trace/chrome_trace.h"
 #include "baton/verify/verify.h"
-#include "planning.h"
-#include "setup.h"
+#include "baton/app/planning.h"
+#include "baton/app/setup.h"
 
-namespace baton::cli {
+namespace baton::harness {
+
+using namespace baton::app;  // NOLINT: the harness runs what the composition root builds
 
 namespace fs = std::filesystem;
 using dispatch::NamedTensors;
@@ -321,60 +324,6 @@ ModeOutcome EmptyMode(const std::string& name, const std::vector<LoadedModel>& m
   return m;
 }
 
-// A runtime over `deployment` for the configured devices.
-struct RuntimeBundle {
-  std::unique_ptr<policy::OnlineLatencyModel> latency;
-  std::unique_ptr<runtime::Runtime> rt;
-};
-
-absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const runtime::Deployment& deployment,
-                                          const std::string& low_level, bool fixed, bool record_runs,
-                                          const Remotes* remotes = nullptr) {
-  RuntimeBundle b;
-  BATON_ASSIGN_OR_RETURN(b.latency, policy::OnlineLatencyModel::Create({}));
-  // The plan's split of each partition's runs between PUs (for `share`).
-  auto split = std::make_shared<policy::PlanSplit>();
-  for (const runtime::DeployedModel& m : deployment.models()) {
-    for (size_t p = 0; p < m.shares.size(); ++p) {
-      if (!m.shares[p].empty()) BATON_RETURN_IF_ERROR(split->Set(m.id, m.graph.partitions[p].id, m.shares[p]));
-    }
-  }
-  policy::PolicyOptions policy_options;
-  policy_options.split = std::move(split);
-  std::vector<runtime::DeviceSetup> devices;
-  uint32_t pu_id = 0;
-  for (size_t d = 0; d < config.devices.size(); ++d) {
-    runtime::DeviceSetup dev;
-    dev.id = DeviceId(static_cast<uint32_t>(d));
-    dev.name = config.devices[d].name;
-    dev.max_queue = static_cast<size_t>(config.run.max_queue);
-    BATON_ASSIGN_OR_RETURN(dev.policy, policy::MakeLowLevelPolicy(low_level, policy_options));
-    for (const config::PuConfig& pu : config.devices[d].pus) {
-      runtime::PuSetup s{PuId(pu_id++), pu.name, pu.kind, {}};
-      // The PU's thread runs every session call; ORT pins the pool workers (cores[1..]).
-      if (pu.kind == "cpu" && !pu.cores.empty()) s.pin_cores = {pu.cores[0]};
-      dev.pus.push_back(std::move(s));
-    }
-    if (remotes != nullptr && remotes->by_device[d]) {
-      remotes->by_device[d]->Bind(dev.id, dev.pus, &deployment.runners());
-      dev.remote = remotes->by_device[d];
-    }
-    devices.push_back(std::move(dev));
-  }
-  BATON_ASSIGN_OR_RETURN(b.rt, runtime::Runtime::Create(std::move(devices), b.latency.get(), &deployment.runners(),
-                                                        {.record_runs = record_runs}));
-  for (const runtime::DeployedModel& m : deployment.models()) {
-    dispatch::ModelGraph graph = m.graph;
-    if (!fixed) {
-      for (auto& p : graph.partitions) p.fixed_pu.reset();
-    }
-    BATON_RETURN_IF_ERROR(b.rt->AddModel(
-        m.id, std::move(graph), dispatch::ModelOptions{.max_in_flight = config.run.max_in_flight}));
-  }
-  BATON_RETURN_IF_ERROR(b.rt->Start());
-  return b;
-}
-
 // The median of 3 timed calls of `run_once` after a warm-up call; +inf when
 // one fails. `run_once` returns the time one call took, or nullopt.
 template <typename RunOnce>
@@ -425,25 +374,15 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
 
 absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunOptions& options) {
   BATON_RETURN_IF_ERROR(config::Validate(config));
-  if (!HasRemoteDevices(config)) return RunResolved(config, options, nullptr);
-  if (!options.plan_path.empty() || !options.profile_path.empty()) {
-    return absl::InvalidArgumentError(
-        "--plan and --profile are not supported with remote devices yet (profiles measure local PUs only); "
-        "drop them, or run the plan on local devices");
-  }
-  auto say = [&](const std::string& line) {
-    if (options.progress) options.progress(line);
-  };
-  BATON_ASSIGN_OR_RETURN(Remotes remotes, ConnectRemotes(config, say));
-  if (!runtime::ParseHighLevelPolicy(config.policy.high_level).ok()) {
-    // Profiles measure local PUs only; without one, cut by op support and FLOPs.
-    say(absl::StrCat("high-level policy '", config.policy.high_level,
-                     "' needs a profile, which remote devices do not have yet; using balanced"));
-    remotes.resolved.policy.high_level = "balanced";
-  }
+  AssembleOptions connect;
+  connect.plan_path = options.plan_path;
+  connect.profile_path = options.profile_path;
+  connect.say = options.progress;
+  BATON_ASSIGN_OR_RETURN(std::unique_ptr<Remotes> remotes, ConnectRemoteDevices(config, connect));
+  if (!remotes) return RunResolved(config, options, nullptr);
   RunOptions remote_options = options;
   remote_options.no_profile = true;
-  return RunResolved(remotes.resolved, remote_options, &remotes);
+  return RunResolved(remotes->resolved, remote_options, remotes.get());
 }
 
 namespace {
@@ -495,129 +434,46 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     }
   }
 
-  // Models, inputs and (for --verify) the whole-model reference outputs.
-  const std::string cache_dir = options.cache_dir.empty() ? DefaultCacheDir() : options.cache_dir;
-  BATON_ASSIGN_OR_RETURN(std::vector<LoadedModel> models,
-                         LoadModels(config, cache_dir, kSamplesPerModel, options.verify, say));
-
-  // Executors, one per PU.
-  BATON_ASSIGN_OR_RETURN(PuSet pu_set, MakePus(config));
-  if (remotes != nullptr) AttachRemoteExecutors(pu_set, *remotes);
+  // Models, PUs, profile, plan, sessions and runtime: the library's one path.
+  AssembleOptions assemble;
+  assemble.cache_dir = options.cache_dir;
+  assemble.plan_path = options.plan_path;
+  assemble.profile_path = options.profile_path;
+  assemble.no_profile = options.no_profile;
+  assemble.samples = kSamplesPerModel;
+  assemble.with_expected = options.verify;
+  assemble.deploy = !options.no_baton;
+  assemble.record_runs = !options.trace_path.empty();
+  assemble.say = say;
+  BATON_ASSIGN_OR_RETURN(Assembly assembly, Assemble(config, remotes, assemble));
+  std::vector<LoadedModel>& models = assembly.models;
+  const PuSet& pu_set = assembly.pus;
   const std::vector<runtime::DeployDevice>& devices = pu_set.devices;
   const bool all_cpu = pu_set.all_cpu;
   const int cpu_threads = pu_set.cpu_threads;
   const std::vector<int>& cpu_cores = pu_set.cpu_cores;
   const bool cpu_cores_complete = pu_set.cpu_cores_complete;
   const auto pu_count = static_cast<uint32_t>(pu_set.profiler_pus.size());
-
-  // The profile: for the bounds, and for every high-level policy but `whole`.
-  std::optional<Planning> planning;
-  std::string profile_source = options.profile_path;
-  std::optional<plan::PlanFile> plan_file;
-  if (!options.plan_path.empty()) {
-    BATON_ASSIGN_OR_RETURN(plan::PlanFile loaded, plan::PlanFile::Load(options.plan_path));
-    if (profile_source.empty() && !loaded.profile.empty() && fs::exists(loaded.profile)) profile_source = loaded.profile;
-    plan_file = std::move(loaded);
-  }
-  if (!options.no_profile) {
-    profile::Profile prof;
-    if (!profile_source.empty()) {
-      BATON_ASSIGN_OR_RETURN(prof, profile::Profile::Load(profile_source));
-    } else {
-      const profiler::ProfilerOptions quick = QuickProfilerOptions(pu_set.profiler_pus.size());
-      profile_source = AutoProfilePath(cache_dir, models, pu_set, quick);
-      say(absl::StrCat("profiling into ", profile_source, " (kept for the next run of this config)"));
-      BATON_ASSIGN_OR_RETURN(prof, ProfileInto(profile_source, models, pu_set, quick, nullptr));
-    }
-    BATON_ASSIGN_OR_RETURN(Planning built, BuildPlanning(config, models, pu_set, prof, profile_source));
-    planning = std::move(built);
+  const std::optional<Planning>& planning = assembly.planning;
+  std::vector<runtime::DeployModel>& deploy = assembly.deploy;
+  const std::optional<profile::Placement>& planned_placement = assembly.planned_placement;
+  std::unique_ptr<runtime::Deployment>& baton_deployment = assembly.deployment;
+  RuntimeBundle& baton_rt = assembly.runtime;
+  const std::vector<int>& configured_priorities = assembly.configured_priorities;
+  const std::vector<int>& baton_priorities = assembly.priorities;
+  if (planning) {
     report.bound = planning->bounds;
     report.profile_bound = planning->bounds;
-    report.bound_source = profile_source;
+    report.bound_source = assembly.profile_source;
   }
-
-  // baton's own deployment: a plan (given, or made now by the configured
-  // high-level policy from the profile), or a cut without profile.
-  std::vector<runtime::DeployModel> deploy;
-  std::optional<profile::Placement> planned_placement;
-  bool per_model_stages = false;
-  for (const config::ModelConfig& mc : config.models) per_model_stages = per_model_stages || mc.partitions.has_value();
-  const bool planned = plan_file.has_value() ||
-                       (planning.has_value() && config.policy.high_level != "whole" && !per_model_stages);
-  if (planned) {
-    if (!plan_file) {
-      BATON_ASSIGN_OR_RETURN(plan::PlanPolicy policy, plan::ParsePlanPolicy(config.policy.high_level));
-      plan::PlanOptions plan_options;
-      plan_options.max_stages = config.policy.stages;
-      plan_options.seed = config.run.seed;
-      say(absl::StrCat("planning (", config.policy.high_level, ") from the profile"));
-      BATON_ASSIGN_OR_RETURN(plan::PlanFile made,
-                             MakePlan(*planning, config, models, pu_set, policy, plan_options, profile_source));
-      plan_file = std::move(made);
-    }
-    BATON_ASSIGN_OR_RETURN(deploy, DeployFromPlan(*plan_file, options.plan_path.empty() ? "(made for this run)"
-                                                                                          : options.plan_path,
-                                                  config, models, pu_set));
-    // With an online low-level policy the plan is a starting point: its
-    // partitions are kept, and each may run on any PU that supports it.
-    const bool widen = config.policy.low_level != "fixed";
-    for (runtime::DeployModel& dm : deploy) dm.other_pus = widen;
-    report.plan_policy = plan_file->policy;
-    report.profile_predicted_rps = plan_file->predicted_throughput_rps;
-    if (planning) {
-      planned_placement = PlacementOfPlan(*plan_file, *planning, models, widen);
-      if (planned_placement) {
-        BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(planning->problem, *planned_placement));
-        report.profile_predicted_rps = prediction.throughput_rps;
-      }
-    }
-    report.predicted_rps = report.profile_predicted_rps;
-  } else {
-    absl::StatusOr<runtime::HighLevelPolicy> hl = runtime::ParseHighLevelPolicy(config.policy.high_level);
-    if (!hl.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("high-level policy '", config.policy.high_level,
-                                                     "' needs a profile; drop --no-profile"));
-    }
-    std::vector<DeviceId> device_of(models.size());
-    for (size_t i = 0; i < models.size(); ++i) device_of[i] = DeviceOfModel(config, i);
-    const bool transfer_aware = config.policy.device_placement == "transfer_aware" ||
-                                (config.policy.device_placement == "auto" && remotes != nullptr);
-    if (transfer_aware && config.devices.size() > 1) {
-      const std::vector<std::optional<Remotes::Link>> no_links;
-      DevicePlacement placed =
-          PlaceModelsOnDevices(config, models, pu_set, remotes != nullptr ? remotes->links : no_links);
-      device_of = placed.device_of;
-      for (const std::string& line : placed.explain) say(absl::StrCat("device placement: ", line));
-    }
-    for (size_t i = 0; i < models.size(); ++i) {
-      const config::ModelConfig& mc = *models[i].config;
-      deploy.push_back(runtime::DeployModel{models[i].id, mc.name, models[i].model, *hl,
-                                            mc.partitions.value_or(config.policy.stages), device_of[i],
-                                            std::nullopt, {}, {}});
-      if (remotes != nullptr) {
-        // Every other device is a fallback for the model's partitions.
-        for (size_t d = 0; d < config.devices.size(); ++d) {
-          if (DeviceId(static_cast<uint32_t>(d)) != deploy.back().device) {
-            deploy.back().fallback_devices.push_back(DeviceId(static_cast<uint32_t>(d)));
-          }
-        }
-      }
-    }
+  if (assembly.plan) {
+    report.plan_policy = assembly.plan->policy;
+    report.profile_predicted_rps = assembly.profile_predicted_rps;
+    report.predicted_rps = assembly.profile_predicted_rps;
   }
-  // baton's sessions and runtime (not with --no-baton).
-  std::unique_ptr<runtime::Deployment> baton_deployment;
-  RuntimeBundle baton_rt;
+  if (baton_deployment) report.sessions = baton_deployment->prepared_count();
   // Per model, per partition: its PUs in report order (for the run counts).
   std::vector<std::vector<std::vector<PuId>>> placed_pus(models.size());
-  // Request priorities: the plan's where it gives one (plan::PlannedPriorities),
-  // else the config's; the whole_on_one_pu baseline keeps the config's.
-  const std::vector<int> configured_priorities = RequestPriorities(nullptr, models);
-  const std::vector<int> baton_priorities = RequestPriorities(plan_file ? &*plan_file : nullptr, models);
-  if (!options.no_baton) {
-    say(absl::StrCat("creating sessions (", planned ? "plan " + report.plan_policy : config.policy.high_level, ")"));
-    BATON_ASSIGN_OR_RETURN(baton_deployment, runtime::Deployment::Build(devices, deploy));
-    report.sessions = baton_deployment->prepared_count();
-  }
   for (size_t i = 0; i < models.size(); ++i) {
     const graph::Model& g = *models[i].model;
     ModelPlanInfo info{models[i].config->name, models[i].source, 0, {}, g.total_param_bytes(),
@@ -639,12 +495,6 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       }
     }
     report.models.push_back(std::move(info));
-  }
-  if (baton_deployment) {
-    BATON_ASSIGN_OR_RETURN(baton_rt, MakeRuntime(config, *baton_deployment, config.policy.low_level,
-                                                 /*fixed=*/config.policy.low_level == "fixed",
-                                                 !options.trace_path.empty(), remotes));
-    if (planning) BATON_RETURN_IF_ERROR(SetPriors(*planning, *baton_deployment, *baton_rt.latency));
   }
 
   // The local PUs, numbered as MakeRuntime numbers them (PuId order).
@@ -722,7 +572,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       w.group_shares.clear();
       whole.push_back(w);
     }
-    absl::StatusOr<std::unique_ptr<runtime::Deployment>> built = runtime::Deployment::Build(devices, whole);
+    absl::StatusOr<std::unique_ptr<runtime::Deployment>> built = runtime::Deployment::Build(pu_set.devices, whole);
     if (!built.ok()) {
       skipped.push_back(absl::StrCat("whole_on_one_pu skipped: ", built.status().message()));
     } else {
@@ -1074,4 +924,4 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
 
 }  // namespace
 
-}  // namespace baton::cli
+}  // namespace baton::harness

@@ -1,11 +1,10 @@
-#include "setup.h"
+#include "baton/app/setup.h"
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <iostream>
 #include <thread>
 #include <filesystem>
 #include <fstream>
@@ -19,7 +18,7 @@
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
 
-namespace baton::cli {
+namespace baton::app {
 
 namespace fs = std::filesystem;
 
@@ -33,15 +32,6 @@ std::string DefaultCacheDir() {
 absl::StatusOr<config::RunConfig> LoadConfigOrDefault(const std::string& path) {
   if (path.empty()) return config::DefaultRunConfig(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   return config::LoadRunConfig(path);
-}
-
-Say StderrProgress(bool quiet) {
-  if (quiet) return nullptr;
-  const auto start = std::chrono::steady_clock::now();
-  return [start](const std::string& line) {
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::cerr << absl::StrFormat("[%5.1fs] ", s) << line << "\n";
-  };
 }
 
 namespace {
@@ -192,4 +182,4 @@ DeviceId DeviceOfModel(const config::RunConfig& config, size_t model_index) {
   return DeviceId(static_cast<uint32_t>(model_index % config.devices.size()));
 }
 
-}  // namespace baton::cli
+}  // namespace baton::app

@@ -17,9 +17,9 @@
 #include "baton/profiler/profiler.h"
 #include "baton/runtime/deployment.h"
 #include "baton/runtime/speed_probe.h"
-#include "setup.h"
+#include "baton/app/setup.h"
 
-namespace baton::cli {
+namespace baton::app {
 
 struct Planning {
   profile::Problem problem;           // PUs in PuId order, models in config order
@@ -105,4 +105,4 @@ std::string AutoProfilePath(const std::string& cache_dir, const std::vector<Load
 // Quick settings for the automatic profile of `baton run`.
 profiler::ProfilerOptions QuickProfilerOptions(size_t pus);
 
-}  // namespace baton::cli
+}  // namespace baton::app

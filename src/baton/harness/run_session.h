@@ -41,7 +41,7 @@
 #include "baton/profile/bounds.h"
 #include "baton/trace/summary.h"
 
-namespace baton::cli {
+namespace baton::harness {
 
 struct ModelOutcome {
   std::string name;
@@ -164,4 +164,4 @@ struct RunOptions {
 
 absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunOptions& options);
 
-}  // namespace baton::cli
+}  // namespace baton::harness

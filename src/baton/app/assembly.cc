@@ -1,0 +1,202 @@
+#include "baton/app/assembly.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "baton/plan/policies.h"
+#include "baton/policy/policy.h"
+
+namespace baton::app {
+
+namespace fs = std::filesystem;
+
+absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const runtime::Deployment& deployment,
+                                          const std::string& low_level, bool fixed, bool record_runs,
+                                          const Remotes* remotes) {
+  RuntimeBundle b;
+  BATON_ASSIGN_OR_RETURN(b.latency, policy::OnlineLatencyModel::Create({}));
+  // The plan's split of each partition's runs between PUs (for `share`).
+  auto split = std::make_shared<policy::PlanSplit>();
+  for (const runtime::DeployedModel& m : deployment.models()) {
+    for (size_t p = 0; p < m.shares.size(); ++p) {
+      if (!m.shares[p].empty()) BATON_RETURN_IF_ERROR(split->Set(m.id, m.graph.partitions[p].id, m.shares[p]));
+    }
+  }
+  policy::PolicyOptions policy_options;
+  policy_options.split = std::move(split);
+  std::vector<runtime::DeviceSetup> devices;
+  uint32_t pu_id = 0;
+  for (size_t d = 0; d < config.devices.size(); ++d) {
+    runtime::DeviceSetup dev;
+    dev.id = DeviceId(static_cast<uint32_t>(d));
+    dev.name = config.devices[d].name;
+    dev.max_queue = static_cast<size_t>(config.run.max_queue);
+    BATON_ASSIGN_OR_RETURN(dev.policy, policy::MakeLowLevelPolicy(low_level, policy_options));
+    for (const config::PuConfig& pu : config.devices[d].pus) {
+      runtime::PuSetup s{PuId(pu_id++), pu.name, pu.kind, {}};
+      // The PU's thread runs every session call; ORT pins the pool workers (cores[1..]).
+      if (pu.kind == "cpu" && !pu.cores.empty()) s.pin_cores = {pu.cores[0]};
+      dev.pus.push_back(std::move(s));
+    }
+    if (remotes != nullptr && remotes->by_device[d]) {
+      remotes->by_device[d]->Bind(dev.id, dev.pus, &deployment.runners());
+      dev.remote = remotes->by_device[d];
+    }
+    devices.push_back(std::move(dev));
+  }
+  BATON_ASSIGN_OR_RETURN(b.rt, runtime::Runtime::Create(std::move(devices), b.latency.get(), &deployment.runners(),
+                                                        {.record_runs = record_runs}));
+  for (const runtime::DeployedModel& m : deployment.models()) {
+    dispatch::ModelGraph graph = m.graph;
+    if (!fixed) {
+      for (auto& p : graph.partitions) p.fixed_pu.reset();
+    }
+    BATON_RETURN_IF_ERROR(b.rt->AddModel(
+        m.id, std::move(graph), dispatch::ModelOptions{.max_in_flight = config.run.max_in_flight}));
+  }
+  BATON_RETURN_IF_ERROR(b.rt->Start());
+  return b;
+}
+
+absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remotes, const AssembleOptions& options) {
+  auto say = [&](const std::string& line) {
+    if (options.say) options.say(line);
+  };
+  // Models, inputs and (for --verify) the whole-model reference outputs.
+  const std::string cache_dir = options.cache_dir.empty() ? DefaultCacheDir() : options.cache_dir;
+  Assembly a;
+  BATON_ASSIGN_OR_RETURN(a.models, LoadModels(config, cache_dir, options.samples, options.with_expected, say));
+  std::vector<LoadedModel>& models = a.models;
+
+  // Executors, one per PU.
+  BATON_ASSIGN_OR_RETURN(a.pus, MakePus(config));
+  PuSet& pu_set = a.pus;
+  if (remotes != nullptr) AttachRemoteExecutors(pu_set, *remotes);
+
+  // The profile: for the bounds, and for every high-level policy but `whole`.
+  std::optional<Planning>& planning = a.planning;
+  std::string& profile_source = a.profile_source;
+  profile_source = options.profile_path;
+  std::optional<plan::PlanFile>& plan_file = a.plan;
+  if (!options.plan_path.empty()) {
+    BATON_ASSIGN_OR_RETURN(plan::PlanFile loaded, plan::PlanFile::Load(options.plan_path));
+    if (profile_source.empty() && !loaded.profile.empty() && fs::exists(loaded.profile)) profile_source = loaded.profile;
+    plan_file = std::move(loaded);
+  }
+  if (!options.no_profile) {
+    profile::Profile prof;
+    if (!profile_source.empty()) {
+      BATON_ASSIGN_OR_RETURN(prof, profile::Profile::Load(profile_source));
+    } else {
+      const profiler::ProfilerOptions quick = QuickProfilerOptions(pu_set.profiler_pus.size());
+      profile_source = AutoProfilePath(cache_dir, models, pu_set, quick);
+      say(absl::StrCat("profiling into ", profile_source, " (kept for the next run of this config)"));
+      BATON_ASSIGN_OR_RETURN(prof, ProfileInto(profile_source, models, pu_set, quick, options.profile_progress));
+    }
+    BATON_ASSIGN_OR_RETURN(Planning built, BuildPlanning(config, models, pu_set, prof, profile_source));
+    planning = std::move(built);
+  }
+
+  // baton's own deployment: a plan (given, or made now by the configured
+  // high-level policy from the profile), or a cut without profile.
+  std::vector<runtime::DeployModel>& deploy = a.deploy;
+  std::optional<profile::Placement>& planned_placement = a.planned_placement;
+  bool per_model_stages = false;
+  for (const config::ModelConfig& mc : config.models) per_model_stages = per_model_stages || mc.partitions.has_value();
+  a.planned = plan_file.has_value() ||
+                       (planning.has_value() && config.policy.high_level != "whole" && !per_model_stages);
+  if (a.planned) {
+    if (!plan_file) {
+      BATON_ASSIGN_OR_RETURN(plan::PlanPolicy policy, plan::ParsePlanPolicy(config.policy.high_level));
+      plan::PlanOptions plan_options;
+      plan_options.max_stages = config.policy.stages;
+      plan_options.seed = config.run.seed;
+      say(absl::StrCat("planning (", config.policy.high_level, ") from the profile"));
+      BATON_ASSIGN_OR_RETURN(plan::PlanFile made,
+                             MakePlan(*planning, config, models, pu_set, policy, plan_options, profile_source));
+      plan_file = std::move(made);
+    }
+    BATON_ASSIGN_OR_RETURN(deploy, DeployFromPlan(*plan_file, options.plan_path.empty() ? "(made for this run)"
+                                                                                          : options.plan_path,
+                                                  config, models, pu_set));
+    // With an online low-level policy the plan is a starting point: its
+    // partitions are kept, and each may run on any PU that supports it.
+    const bool widen = config.policy.low_level != "fixed";
+    for (runtime::DeployModel& dm : deploy) dm.other_pus = widen;
+    a.profile_predicted_rps = plan_file->predicted_throughput_rps;
+    if (planning) {
+      planned_placement = PlacementOfPlan(*plan_file, *planning, models, widen);
+      if (planned_placement) {
+        BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(planning->problem, *planned_placement));
+        a.profile_predicted_rps = prediction.throughput_rps;
+      }
+    }
+  } else {
+    absl::StatusOr<runtime::HighLevelPolicy> hl = runtime::ParseHighLevelPolicy(config.policy.high_level);
+    if (!hl.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("high-level policy '", config.policy.high_level,
+                                                     "' needs a profile; drop --no-profile"));
+    }
+    std::vector<DeviceId> device_of(models.size());
+    for (size_t i = 0; i < models.size(); ++i) device_of[i] = DeviceOfModel(config, i);
+    const bool transfer_aware = config.policy.device_placement == "transfer_aware" ||
+                                (config.policy.device_placement == "auto" && remotes != nullptr);
+    if (transfer_aware && config.devices.size() > 1) {
+      const std::vector<std::optional<Remotes::Link>> no_links;
+      DevicePlacement placed =
+          PlaceModelsOnDevices(config, models, pu_set, remotes != nullptr ? remotes->links : no_links);
+      device_of = placed.device_of;
+      for (const std::string& line : placed.explain) say(absl::StrCat("device placement: ", line));
+    }
+    for (size_t i = 0; i < models.size(); ++i) {
+      const config::ModelConfig& mc = *models[i].config;
+      deploy.push_back(runtime::DeployModel{models[i].id, mc.name, models[i].model, *hl,
+                                            mc.partitions.value_or(config.policy.stages), device_of[i],
+                                            std::nullopt, {}, {}});
+      if (remotes != nullptr) {
+        // Every other device is a fallback for the model's partitions.
+        for (size_t d = 0; d < config.devices.size(); ++d) {
+          if (DeviceId(static_cast<uint32_t>(d)) != deploy.back().device) {
+            deploy.back().fallback_devices.push_back(DeviceId(static_cast<uint32_t>(d)));
+          }
+        }
+      }
+    }
+  }
+  // Request priorities: the plan's where it gives one (plan::PlannedPriorities),
+  // else the config's.
+  a.configured_priorities = RequestPriorities(nullptr, models);
+  a.priorities = RequestPriorities(plan_file ? &*plan_file : nullptr, models);
+  if (!options.deploy) return a;
+  say(absl::StrCat("creating sessions (", a.planned ? "plan " + plan_file->policy : config.policy.high_level, ")"));
+  BATON_ASSIGN_OR_RETURN(a.deployment, runtime::Deployment::Build(pu_set.devices, deploy));
+  BATON_ASSIGN_OR_RETURN(a.runtime, MakeRuntime(config, *a.deployment, config.policy.low_level,
+                                                /*fixed=*/config.policy.low_level == "fixed", options.record_runs,
+                                                remotes));
+  if (planning) BATON_RETURN_IF_ERROR(SetPriors(*planning, *a.deployment, *a.runtime.latency));
+  return a;
+}
+
+absl::StatusOr<std::unique_ptr<Remotes>> ConnectRemoteDevices(const config::RunConfig& config,
+                                                              const AssembleOptions& options) {
+  if (!HasRemoteDevices(config)) return nullptr;
+  if (!options.plan_path.empty() || !options.profile_path.empty()) {
+    return absl::InvalidArgumentError(
+        "--plan and --profile are not supported with remote devices yet (profiles measure local PUs only); "
+        "drop them, or run the plan on local devices");
+  }
+  auto say = [&](const std::string& line) {
+    if (options.say) options.say(line);
+  };
+  BATON_ASSIGN_OR_RETURN(Remotes remotes, ConnectRemotes(config, say));
+  if (!runtime::ParseHighLevelPolicy(config.policy.high_level).ok()) {
+    // Profiles measure local PUs only; without one, cut by op support and FLOPs.
+    say(absl::StrCat("high-level policy '", config.policy.high_level,
+                     "' needs a profile, which remote devices do not have yet; using balanced"));
+    remotes.resolved.policy.high_level = "balanced";
+  }
+  return std::make_unique<Remotes>(std::move(remotes));
+}
+
+}  // namespace baton::app
