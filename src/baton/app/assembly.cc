@@ -178,6 +178,24 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
   return a;
 }
 
+absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* rt,
+                                                              const std::vector<LoadedModel>& models) {
+  std::unique_ptr<runtime::Batcher> batcher;
+  for (const LoadedModel& m : models) {
+    if (m.config->max_batch <= 1) continue;
+    if (!batcher) {
+      batcher = std::make_unique<runtime::Batcher>(
+          [rt](ModelId id, dispatch::NamedTensors in, dispatch::RequestOptions o, runtime::DoneCallback done) {
+            rt->Submit(id, std::move(in), o, std::move(done));
+          },
+          [rt] { return rt->Now(); });
+    }
+    BATON_RETURN_IF_ERROR(batcher->SetModel(
+        m.id, runtime::BatchingOptions{m.config->max_batch, FromMillis(m.config->max_queue_delay_ms)}));
+  }
+  return batcher;
+}
+
 absl::StatusOr<std::unique_ptr<Remotes>> ConnectRemoteDevices(const config::RunConfig& config,
                                                               const AssembleOptions& options) {
   if (!HasRemoteDevices(config)) return nullptr;

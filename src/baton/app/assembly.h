@@ -21,6 +21,7 @@
 #include "baton/plan/plan_file.h"
 #include "baton/policy/latency_model.h"
 #include "baton/profile/profile.h"
+#include "baton/runtime/batcher.h"
 #include "baton/runtime/deployment.h"
 #include "baton/runtime/runtime.h"
 
@@ -77,6 +78,11 @@ struct Assembly {
 // Assembles `config` (already resolved: remote PUs filled in, see
 // ConnectRemotes; `remotes` is then non-null and outlives the result).
 absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remotes, const AssembleOptions& options);
+
+// Dynamic batching in front of `rt` for the models with max_batch > 1
+// (Triton-style, runtime/batcher.h); null when no model batches.
+absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* rt,
+                                                              const std::vector<LoadedModel>& models);
 
 // A config with remote devices, connected: Remotes::resolved is what to
 // assemble. Remote devices have no profile yet, so a high-level policy that

@@ -536,20 +536,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   // Dynamic batching of baton's requests, for the models that ask for it.
   std::unique_ptr<runtime::Batcher> batcher;
   if (baton_rt.rt) {
-    for (size_t i = 0; i < models.size(); ++i) {
-      const config::ModelConfig& mc = *models[i].config;
-      if (mc.max_batch <= 1) continue;
-      if (!batcher) {
-        runtime::Runtime* rt = baton_rt.rt.get();
-        batcher = std::make_unique<runtime::Batcher>(
-            [rt](ModelId m, NamedTensors in, dispatch::RequestOptions o, runtime::DoneCallback done) {
-              rt->Submit(m, std::move(in), o, std::move(done));
-            },
-            [rt] { return rt->Now(); });
-      }
-      BATON_RETURN_IF_ERROR(batcher->SetModel(
-          models[i].id, runtime::BatchingOptions{mc.max_batch, FromMillis(mc.max_queue_delay_ms)}));
-    }
+    BATON_ASSIGN_OR_RETURN(batcher, MakeBatcher(baton_rt.rt.get(), models));
     modes.push_back(Mode{EmptyMode("baton", models),
                          runtime_mode(baton_rt.rt.get(), batcher.get(), baton_priorities, options.verify)});
   }

@@ -1,0 +1,416 @@
+// baton::Engine (baton/baton.h): Assemble (app/assembly.h) behind a small
+// public API, with inputs checked before any work runs and per-model stats.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <shared_mutex>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "baton/app/assembly.h"
+#include "baton/baton.h"
+#include "baton/config/run_config.h"
+#include "baton/core/status.h"
+#include "baton/core/time.h"
+
+namespace baton {
+
+const char* StatusCodeName(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk: return "OK";
+    case StatusCode::kCancelled: return "CANCELLED";
+    case StatusCode::kUnknown: return "UNKNOWN";
+    case StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
+    case StatusCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
+    case StatusCode::kNotFound: return "NOT_FOUND";
+    case StatusCode::kAlreadyExists: return "ALREADY_EXISTS";
+    case StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
+    case StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
+    case StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
+    case StatusCode::kAborted: return "ABORTED";
+    case StatusCode::kOutOfRange: return "OUT_OF_RANGE";
+    case StatusCode::kUnimplemented: return "UNIMPLEMENTED";
+    case StatusCode::kInternal: return "INTERNAL";
+    case StatusCode::kUnavailable: return "UNAVAILABLE";
+    case StatusCode::kDataLoss: return "DATA_LOSS";
+    case StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
+  }
+  return "UNKNOWN";
+}
+
+std::string Status::ToString() const {
+  if (ok()) return "OK";
+  return absl::StrCat(StatusCodeName(code_), ": ", message_);
+}
+
+namespace {
+
+Status FromAbsl(const absl::Status& s) {
+  if (s.ok()) return Status();
+  return Status(static_cast<StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
+}
+
+TensorInfo InfoOf(const graph::Model& model, const std::string& name) {
+  TensorInfo info;
+  info.name = name;
+  if (const graph::Value* v = model.FindValue(name)) {
+    info.elem_type = v->type.elem_type;
+    if (v->type.shape.has_value()) {
+      for (const graph::Dim& d : *v->type.shape) info.shape.push_back(d.size.value_or(-1));
+    } else {
+      info.rank_known = false;
+    }
+  } else {
+    info.rank_known = false;
+  }
+  info.type_name = ElemTypeName(info.elem_type);
+  return info;
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+// Per-model counters and a window of recent latencies.
+struct ModelCounters {
+  uint64_t submitted = 0, completed = 0, deadline_exceeded = 0, rejected = 0, invalid = 0, failed = 0;
+  uint64_t slo_met = 0, with_slo = 0;
+  std::vector<double> latencies_ms;  // ring of Engine::kLatencyWindow
+  size_t next = 0;
+};
+
+double Percentile(std::vector<double> sorted_ms, double q) {
+  if (sorted_ms.empty()) return 0;
+  const size_t i = std::min(sorted_ms.size() - 1, static_cast<size_t>(q * static_cast<double>(sorted_ms.size())));
+  return sorted_ms[i];
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  // Declared so that the runtime (in assembly) goes first, then what it uses.
+  config::RunConfig config;
+  std::unique_ptr<app::Remotes> remotes;
+  app::Assembly assembly;
+  std::unique_ptr<runtime::Batcher> batcher;
+  std::vector<ModelInfo> infos;
+  std::vector<std::optional<Duration>> default_deadline;  // per model
+  std::chrono::steady_clock::time_point opened = std::chrono::steady_clock::now();
+
+  std::shared_mutex close_mu;  // shared: a request being submitted; exclusive: Close
+  bool closed = false;         // guarded by close_mu
+
+  mutable std::mutex stats_mu;
+  std::vector<ModelCounters> counters;  // guarded by stats_mu
+
+  const config::RunConfig& assembled_config() const { return remotes ? remotes->resolved : config; }
+
+  std::optional<size_t> IndexOf(std::string_view name) const {
+    for (size_t i = 0; i < infos.size(); ++i) {
+      if (infos[i].name == name) return i;
+    }
+    return std::nullopt;
+  }
+
+  // The request's inputs in the model's order, or why they do not fit.
+  absl::StatusOr<dispatch::NamedTensors> CheckInputs(size_t m, Tensors inputs) const {
+    const ModelInfo& info = infos[m];
+    dispatch::NamedTensors out;
+    out.reserve(info.inputs.size());
+    for (const TensorInfo& want : info.inputs) {
+      auto it = inputs.find(want.name);
+      if (it == inputs.end()) {
+        std::vector<std::string> given;
+        for (const auto& [n, t] : inputs) given.push_back(n);
+        return absl::InvalidArgumentError(
+            absl::StrCat("model '", info.name, "': input '", want.name, "' (", want.type_name,
+                         want.rank_known ? ShapeString(want.shape) : "[?]", ") is missing; given: [",
+                         absl::StrJoin(given, ", "), "]"));
+      }
+      const Tensor& t = it->second;
+      if (want.elem_type != dtype::kUndefined && t.elem_type() != want.elem_type) {
+        return absl::InvalidArgumentError(absl::StrCat("model '", info.name, "': input '", want.name, "' is ",
+                                                       ElemTypeName(t.elem_type()), ", expected ", want.type_name));
+      }
+      if (want.rank_known) {
+        bool fits = t.shape().size() == want.shape.size();
+        for (size_t d = 0; fits && d < want.shape.size(); ++d) {
+          fits = want.shape[d] < 0 || want.shape[d] == t.shape()[d];
+        }
+        if (!fits) {
+          return absl::InvalidArgumentError(absl::StrCat("model '", info.name, "': input '", want.name,
+                                                         "' has shape ", ShapeString(t.shape()), ", expected ",
+                                                         ShapeString(want.shape), " (-1: any size)"));
+        }
+      }
+      for (int64_t d : t.shape()) {
+        if (d < 0) {
+          return absl::InvalidArgumentError(absl::StrCat("model '", info.name, "': input '", want.name,
+                                                         "' has a negative dimension: ", ShapeString(t.shape())));
+        }
+      }
+      if (t.elem_type() == dtype::kString) {
+        if (static_cast<int64_t>(t.strings().size()) != t.num_elements()) {
+          return absl::InvalidArgumentError(absl::StrCat("model '", info.name, "': input '", want.name, "' has ",
+                                                         t.strings().size(), " strings for shape ",
+                                                         ShapeString(t.shape())));
+        }
+      } else {
+        const std::optional<size_t> bytes = Tensor::ExpectedBytes(t.elem_type(), t.shape());
+        if (!bytes.has_value() || *bytes != t.byte_size()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "model '", info.name, "': input '", want.name, "' holds ", t.byte_size(), " bytes, but ",
+              t.DebugString(), " needs ", bytes.has_value() ? absl::StrCat(*bytes) : "a valid size"));
+        }
+      }
+    }
+    if (inputs.size() != info.inputs.size()) {
+      for (const auto& [n, t] : inputs) {
+        bool known = false;
+        for (const TensorInfo& want : info.inputs) known = known || want.name == n;
+        if (!known) {
+          std::vector<std::string> names;
+          for (const TensorInfo& want : info.inputs) names.push_back(want.name);
+          return absl::InvalidArgumentError(absl::StrCat("model '", info.name, "' has no input '", n,
+                                                         "'; its inputs: [", absl::StrJoin(names, ", "), "]"));
+        }
+      }
+    }
+    for (const TensorInfo& want : info.inputs) out.emplace_back(want.name, std::move(inputs.at(want.name)));
+    return out;
+  }
+
+  // One answer of model `m`; `refused`: turned away before any work ran.
+  void Count(size_t m, const absl::Status& status, Duration latency, std::optional<Duration> slo, bool refused) {
+    std::lock_guard<std::mutex> lock(stats_mu);
+    ModelCounters& c = counters[m];
+    if (status.ok()) {
+      ++c.completed;
+      const double ms = ToMillis(latency);
+      if (c.latencies_ms.size() < kLatencyWindow) {
+        c.latencies_ms.push_back(ms);
+      } else {
+        c.latencies_ms[c.next] = ms;
+      }
+      c.next = (c.next + 1) % kLatencyWindow;
+    } else if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+      ++c.deadline_exceeded;
+    } else if (status.code() == absl::StatusCode::kResourceExhausted) {
+      ++c.rejected;
+    } else if (refused) {
+      ++c.invalid;
+    } else {
+      ++c.failed;
+    }
+    if (slo) {
+      ++c.with_slo;
+      if (status.ok() && latency <= *slo) ++c.slo_met;
+    }
+  }
+};
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Engine::~Engine() { Close(); }
+
+namespace {
+
+absl::StatusOr<std::unique_ptr<Engine::Impl>> OpenImpl(config::RunConfig config, const EngineOptions& options) {
+  BATON_RETURN_IF_ERROR(config::Validate(config));
+  auto impl = std::make_unique<Engine::Impl>();
+  impl->config = std::move(config);
+  app::AssembleOptions assemble;
+  assemble.cache_dir = options.cache_dir;
+  assemble.plan_path = options.plan_path;
+  assemble.profile_path = options.profile_path;
+  assemble.no_profile = options.no_profile;
+  assemble.samples = 2;  // inputs for the profiler and the batching check (which stacks two)
+  assemble.say = options.progress;
+  assemble.profile_progress = options.profile_progress;
+  BATON_ASSIGN_OR_RETURN(impl->remotes, app::ConnectRemoteDevices(impl->config, assemble));
+  if (impl->remotes) assemble.no_profile = true;  // remote PUs have no profile yet
+  BATON_ASSIGN_OR_RETURN(impl->assembly, app::Assemble(impl->assembled_config(), impl->remotes.get(), assemble));
+  app::Assembly& a = impl->assembly;
+  BATON_ASSIGN_OR_RETURN(impl->batcher, app::MakeBatcher(a.runtime.rt.get(), a.models));
+  const config::RunConfig& cfg = impl->assembled_config();
+  for (size_t i = 0; i < a.models.size(); ++i) {
+    const app::LoadedModel& lm = a.models[i];
+    const graph::Model& g = lm.baseline_model();  // as loaded (without the batching copy's free dim)
+    ModelInfo info;
+    info.name = lm.config->name;
+    info.source = lm.source;
+    for (const std::string& n : g.inputs()) info.inputs.push_back(InfoOf(g, n));
+    for (const std::string& n : g.outputs()) info.outputs.push_back(InfoOf(g, n));
+    info.device = cfg.devices[a.deploy[i].device.value].name;
+    info.partitions = static_cast<int>(a.deployment->models()[i].plan.partitions.size());
+    info.slo_ms = lm.config->slo_ms;
+    impl->infos.push_back(std::move(info));
+    impl->default_deadline.push_back(lm.config->deadline_ms ? std::optional<Duration>(FromMillis(*lm.config->deadline_ms))
+                                                            : std::nullopt);
+  }
+  impl->counters.resize(impl->infos.size());
+  if (options.progress) options.progress("ready");
+  return impl;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> Engine::Open(const std::string& config_path, EngineOptions options) {
+  absl::StatusOr<config::RunConfig> config = config::LoadRunConfig(config_path);
+  if (!config.ok()) return FromAbsl(config.status());
+  absl::StatusOr<std::unique_ptr<Impl>> impl = OpenImpl(*std::move(config), options);
+  if (!impl.ok()) return FromAbsl(impl.status());
+  return std::unique_ptr<Engine>(new Engine(*std::move(impl)));
+}
+
+Result<std::unique_ptr<Engine>> Engine::OpenText(std::string_view yaml, const std::string& base_dir,
+                                                 EngineOptions options) {
+  absl::StatusOr<config::RunConfig> config = config::ParseRunConfig(yaml, "(engine config)");
+  if (!config.ok()) return FromAbsl(config.status());
+  config->base_dir = base_dir;
+  absl::StatusOr<std::unique_ptr<Impl>> impl = OpenImpl(*std::move(config), options);
+  if (!impl.ok()) return FromAbsl(impl.status());
+  return std::unique_ptr<Engine>(new Engine(*std::move(impl)));
+}
+
+const std::vector<ModelInfo>& Engine::Models() const { return impl_->infos; }
+
+const ModelInfo* Engine::FindModel(std::string_view name) const {
+  const std::optional<size_t> m = impl_->IndexOf(name);
+  return m ? &impl_->infos[*m] : nullptr;
+}
+
+void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
+                        std::function<void(Result<Tensors>)> done) {
+  Impl& impl = *impl_;
+  const std::optional<size_t> m = impl.IndexOf(model);
+  if (!m) {
+    std::vector<std::string> names;
+    for (const ModelInfo& i : impl.infos) names.push_back(i.name);
+    done(Status(StatusCode::kNotFound,
+                absl::StrCat("no model '", model, "' in this engine; its models: [", absl::StrJoin(names, ", "), "]")));
+    return;
+  }
+  absl::StatusOr<dispatch::NamedTensors> feeds = impl.CheckInputs(*m, std::move(inputs));
+  const std::optional<Duration> slo =
+      options.slo ? std::optional<Duration>(*options.slo)
+                  : (impl.infos[*m].slo_ms ? std::optional<Duration>(FromMillis(*impl.infos[*m].slo_ms)) : std::nullopt);
+  {
+    std::lock_guard<std::mutex> lock(impl.stats_mu);
+    ++impl.counters[*m].submitted;
+  }
+  if (!feeds.ok()) {
+    impl.Count(*m, feeds.status(), Duration{}, slo, /*refused=*/true);
+    done(FromAbsl(feeds.status()));
+    return;
+  }
+  std::shared_lock<std::shared_mutex> lock(impl.close_mu);
+  if (impl.closed) {
+    const absl::Status closed = absl::FailedPreconditionError(
+        absl::StrCat("model '", model, "': the engine is closed; open a new one"));
+    impl.Count(*m, closed, Duration{}, slo, /*refused=*/true);
+    done(FromAbsl(closed));
+    return;
+  }
+  runtime::Runtime& rt = *impl.assembly.runtime.rt;
+  const app::Assembly& a = impl.assembly;
+  dispatch::RequestOptions request;
+  const std::optional<Duration> deadline =
+      options.deadline ? std::optional<Duration>(*options.deadline) : impl.default_deadline[*m];
+  if (deadline) request.deadline = rt.Now() + *deadline;
+  request.priority = options.priority.value_or(a.priorities[*m]);
+  const size_t index = *m;
+  auto answer = [&impl, index, slo, done = std::move(done)](runtime::RequestResult r) {
+    impl.Count(index, r.status, r.finished - r.submitted, slo, /*refused=*/false);
+    if (!r.status.ok()) {
+      done(FromAbsl(r.status));
+      return;
+    }
+    Tensors out;
+    for (auto& [n, t] : r.outputs) out.emplace(n, std::move(t));
+    done(std::move(out));
+  };
+  const ModelId id = a.models[index].id;
+  if (impl.batcher) {
+    impl.batcher->Submit(id, *std::move(feeds), request, std::move(answer));
+  } else {
+    rt.Submit(id, *std::move(feeds), request, std::move(answer));
+  }
+}
+
+std::future<Result<Tensors>> Engine::InferAsync(const std::string& model, Tensors inputs, const InferOptions& options) {
+  auto promise = std::make_shared<std::promise<Result<Tensors>>>();
+  std::future<Result<Tensors>> future = promise->get_future();
+  InferAsync(model, std::move(inputs), options,
+             [promise](Result<Tensors> r) { promise->set_value(std::move(r)); });
+  return future;
+}
+
+Result<Tensors> Engine::Infer(const std::string& model, Tensors inputs, const InferOptions& options) {
+  return InferAsync(model, std::move(inputs), options).get();
+}
+
+EngineStats Engine::Stats() const {
+  const Impl& impl = *impl_;
+  EngineStats s;
+  const auto now = std::chrono::steady_clock::now();
+  s.uptime_s = std::chrono::duration<double>(now - impl.opened).count();
+  {
+    std::lock_guard<std::mutex> lock(impl.stats_mu);
+    for (size_t m = 0; m < impl.infos.size(); ++m) {
+      const ModelCounters& c = impl.counters[m];
+      ModelStats ms;
+      ms.name = impl.infos[m].name;
+      ms.submitted = c.submitted;
+      ms.completed = c.completed;
+      ms.deadline_exceeded = c.deadline_exceeded;
+      ms.rejected = c.rejected;
+      ms.invalid = c.invalid;
+      ms.failed = c.failed;
+      ms.slo_met = c.slo_met;
+      ms.with_slo = c.with_slo;
+      std::vector<double> sorted = c.latencies_ms;
+      std::sort(sorted.begin(), sorted.end());
+      if (!sorted.empty()) {
+        ms.latency.p50_ms = Percentile(sorted, 0.50);
+        ms.latency.p90_ms = Percentile(sorted, 0.90);
+        ms.latency.p99_ms = Percentile(sorted, 0.99);
+        ms.latency.max_ms = sorted.back();
+        double sum = 0;
+        for (double v : sorted) sum += v;
+        ms.latency.mean_ms = sum / static_cast<double>(sorted.size());
+      }
+      s.models.push_back(std::move(ms));
+    }
+  }
+  const runtime::Runtime& rt = *impl.assembly.runtime.rt;
+  s.in_flight = rt.pending();
+  const config::RunConfig& cfg = impl.assembled_config();
+  for (const runtime::PuStats& p : rt.pu_stats()) {
+    PuStatsView v;
+    v.name = p.name;
+    v.kind = p.kind;
+    v.device = p.device.value < cfg.devices.size() ? cfg.devices[p.device.value].name : "";
+    v.runs = p.runs;
+    v.busy_s = std::chrono::duration<double>(p.busy).count();
+    v.utilization = s.uptime_s > 0 ? v.busy_s / s.uptime_s : 0;
+    s.pus.push_back(std::move(v));
+  }
+  return s;
+}
+
+void Engine::Close() {
+  if (!impl_) return;
+  {
+    std::unique_lock<std::shared_mutex> lock(impl_->close_mu);
+    if (impl_->closed) return;
+    impl_->closed = true;
+  }
+  // Requests waiting for a batch go out now; Stop drains what is in flight.
+  if (impl_->batcher) impl_->batcher->Stop();
+  impl_->assembly.runtime.rt->Stop();
+}
+
+}  // namespace baton

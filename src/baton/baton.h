@@ -1,0 +1,243 @@
+// baton's public API: an Engine an application opens on a configuration and
+// sends inference requests to (docs/embedding.md).
+//
+//   auto engine = baton::Engine::Open("models.yaml");
+//   if (!engine.ok()) { std::cerr << engine.status().ToString(); return 1; }
+//   baton::Tensors in;
+//   in.emplace("input", baton::Tensor::Borrow(baton::dtype::kFloat, {1, 3, 64, 64}, buf.data(), buf.size() * 4));
+//   baton::InferOptions opt;
+//   opt.deadline = std::chrono::milliseconds(50);
+//   baton::Result<baton::Tensors> out = (*engine)->Infer("camera", std::move(in), opt);
+//
+// Open loads and validates the models, builds the devices and their PUs
+// (local, and remote `baton agent`s), profiles them when no cached profile
+// fits the configuration, plans with the configured high-level policy (or
+// carries out a given plan), deploys and starts the runtime: what `baton run`
+// does before it measures, through the same library code.
+//
+// Errors are values (Status, Result<T>); nothing here throws. Every request
+// is answered exactly once: outputs, or an error naming what went wrong.
+// Inputs are checked against the model before any work runs (names, element
+// types, shapes; -1 in a declared shape is a free dimension).
+//
+// Ownership: inputs move into the engine. A Tensor may own its bytes, adopt
+// the caller's buffer with a keep-alive handle, or borrow one the caller keeps
+// alive and unchanged until the request is answered (core/tensor.h); ONNX
+// Runtime reads inputs in place, so no input is copied on its way to the
+// session. Outputs are owned by the returned tensors.
+//
+// Thread-safety: every member function may be called from many threads at
+// once, except that Close and the destructor must not run concurrently with
+// each other. Callbacks of InferAsync run on baton's dispatcher thread: keep
+// them short, and never call Close from one.
+//
+// Only the standard library and baton's own small types appear here, so an
+// application needs no ONNX, ONNX Runtime, gRPC, protobuf or Abseil headers.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "baton/core/dtype.h"
+#include "baton/core/tensor.h"
+
+namespace baton {
+
+// gRPC's status codes (absl::StatusCode has the same values).
+enum class StatusCode : int {
+  kOk = 0,
+  kCancelled = 1,
+  kUnknown = 2,
+  kInvalidArgument = 3,
+  kDeadlineExceeded = 4,
+  kNotFound = 5,
+  kAlreadyExists = 6,
+  kPermissionDenied = 7,
+  kResourceExhausted = 8,
+  kFailedPrecondition = 9,
+  kAborted = 10,
+  kOutOfRange = 11,
+  kUnimplemented = 12,
+  kInternal = 13,
+  kUnavailable = 14,
+  kDataLoss = 15,
+  kUnauthenticated = 16,
+};
+
+// "OK", "INVALID_ARGUMENT", ...
+const char* StatusCodeName(StatusCode code);
+
+class Status {
+ public:
+  Status() = default;  // OK
+  Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
+  bool ok() const { return code_ == StatusCode::kOk; }
+  StatusCode code() const { return code_; }
+  const std::string& message() const { return message_; }
+  std::string ToString() const;  // "INVALID_ARGUMENT: model 'x': ..."
+
+ private:
+  StatusCode code_ = StatusCode::kOk;
+  std::string message_;
+};
+
+// A value or the error that stopped it.
+template <typename T>
+class Result {
+ public:
+  Result(T value) : v_(std::move(value)) {}              // NOLINT: implicit, like absl::StatusOr
+  Result(Status error) : v_(std::move(error)) {           // NOLINT
+    if (std::get<Status>(v_).ok()) v_ = Status(StatusCode::kInternal, "Result made from an OK status");
+  }
+  bool ok() const { return std::holds_alternative<T>(v_); }
+  // OK when a value is held.
+  Status status() const { return ok() ? Status() : std::get<Status>(v_); }
+  // The value; only when ok().
+  T& value() & { return std::get<T>(v_); }
+  const T& value() const& { return std::get<T>(v_); }
+  T&& value() && { return std::get<T>(std::move(v_)); }
+  T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+  T* operator->() { return &value(); }
+  const T* operator->() const { return &value(); }
+
+ private:
+  std::variant<T, Status> v_;
+};
+
+// Tensors by input or output name.
+using Tensors = std::map<std::string, Tensor>;
+
+// One input or output of a model. shape: -1 for a free dimension; empty with
+// rank_known false when the model does not say.
+struct TensorInfo {
+  std::string name;
+  ElemType elem_type = dtype::kUndefined;
+  std::string type_name;  // "float32", "int64", ...
+  std::vector<int64_t> shape;
+  bool rank_known = true;
+};
+
+struct ModelInfo {
+  std::string name;    // as configured
+  std::string source;  // the file loaded
+  std::vector<TensorInfo> inputs;
+  std::vector<TensorInfo> outputs;
+  std::string device;          // the device its partitions run on
+  int partitions = 0;          // as deployed
+  std::optional<double> slo_ms;  // the config's
+};
+
+struct InferOptions {
+  // Time from now after which the request is dropped and answered
+  // DEADLINE_EXCEEDED (work not started yet is skipped). Unset: the model's
+  // configured deadline_ms, else none.
+  std::optional<std::chrono::nanoseconds> deadline;
+  // Larger is more important; passed to the low-level policy. Unset: the
+  // plan's or the config's priority of the model.
+  std::optional<int> priority;
+  // An answer within this time is "good" in Stats(); unset: the model's slo_ms.
+  std::optional<std::chrono::nanoseconds> slo;
+};
+
+struct LatencyStats {
+  double p50_ms = 0;
+  double p90_ms = 0;
+  double p99_ms = 0;
+  double max_ms = 0;
+  double mean_ms = 0;
+};
+
+struct ModelStats {
+  std::string name;
+  uint64_t submitted = 0;
+  uint64_t completed = 0;          // answered OK
+  uint64_t deadline_exceeded = 0;  // dropped for their deadline
+  uint64_t rejected = 0;           // RESOURCE_EXHAUSTED: queue or in-flight limit
+  uint64_t invalid = 0;            // refused before any work (bad inputs, engine closed)
+  uint64_t failed = 0;             // any other error
+  uint64_t slo_met = 0;            // completed within their SLO (requests with one)
+  uint64_t with_slo = 0;           // answered requests that had an SLO
+  // Of the completed requests (the last kLatencyWindow of them).
+  LatencyStats latency;
+};
+
+struct PuStatsView {
+  std::string name;
+  std::string kind;    // "cpu", "emu", "remote"
+  std::string device;
+  uint64_t runs = 0;       // partitions run
+  double busy_s = 0;       // time spent running them
+  double utilization = 0;  // busy / time since Open
+};
+
+struct EngineStats {
+  double uptime_s = 0;
+  std::vector<ModelStats> models;  // config order
+  std::vector<PuStatsView> pus;    // local PUs, PuId order
+  uint64_t in_flight = 0;
+};
+
+struct EngineOptions {
+  std::string plan_path;     // carry out this plan (`baton plan`); "" = plan now
+  std::string profile_path;  // use this profile; "" = the plan's, else one cached per configuration
+  std::string cache_dir;     // zoo models and profiles; "" = $BATON_CACHE_DIR, else ~/.cache/baton
+  bool no_profile = false;   // no profiling: FLOP-based cuts (high-level whole, capability, balanced only)
+  // Start-up progress ("loading models", "profiling", ...); null = silent.
+  std::function<void(const std::string&)> progress;
+  // Profiling progress: measurements done out of total, and what.
+  std::function<void(int done, int total, const std::string& what)> profile_progress;
+};
+
+class Engine {
+ public:
+  // Completed requests kept per model for the latency percentiles of Stats().
+  static constexpr size_t kLatencyWindow = 4096;
+
+  // From a YAML config file (relative model paths resolve against its folder).
+  static Result<std::unique_ptr<Engine>> Open(const std::string& config_path, EngineOptions options = {});
+  // From YAML (or JSON) text; relative model paths resolve against `base_dir`
+  // ("" = the working directory).
+  static Result<std::unique_ptr<Engine>> OpenText(std::string_view yaml, const std::string& base_dir = "",
+                                                  EngineOptions options = {});
+
+  ~Engine();  // Close()
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const std::vector<ModelInfo>& Models() const;
+  // The model called `name`, or nullptr.
+  const ModelInfo* FindModel(std::string_view name) const;
+
+  // Runs one request and waits for its answer.
+  Result<Tensors> Infer(const std::string& model, Tensors inputs, const InferOptions& options = {});
+  std::future<Result<Tensors>> InferAsync(const std::string& model, Tensors inputs, const InferOptions& options = {});
+  // `done` is called exactly once, on baton's dispatcher thread (or on the
+  // caller's thread when the request is refused before it starts).
+  void InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
+                  std::function<void(Result<Tensors>)> done);
+
+  EngineStats Stats() const;
+
+  // Waits for every request in flight to be answered, then stops the
+  // runtime. Later requests are answered FAILED_PRECONDITION. Idempotent.
+  void Close();
+
+  struct Impl;
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace baton

@@ -1,0 +1,335 @@
+// baton::Engine (baton/baton.h): partitioned answers equal whole-model ONNX
+// Runtime's, many threads at once, deadlines, bad inputs refused before any
+// work runs, borrowed and adopted input buffers, stats, and Close.
+#include "baton/baton.h"
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "baton/backend/ort/ort_runner.h"
+#include "baton/graph/model.h"
+#include "baton/verify/verify.h"
+#include "baton/zoo/zoo.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace baton {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::temp_directory_path() / ("baton_engine_test_" + std::to_string(::getpid())));
+    fs::create_directories(*dir_);
+    for (const char* name : {"squeezenet", "mobilenetv2"}) {
+      absl::StatusOr<std::string> bytes = zoo::Generate(name, /*small=*/true);
+      ASSERT_TRUE(bytes.ok()) << bytes.status();
+      std::ofstream(*dir_ / (std::string(name) + ".onnx"), std::ios::binary) << *bytes;
+    }
+  }
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    fs::remove_all(*dir_, ec);
+    delete dir_;
+  }
+
+  // Two models on two 1-thread CPU PUs; `high_level` cuts them (no profile).
+  static std::string Config(const std::string& high_level, const std::string& extra = "") {
+    return "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}, {name: cpu1, kind: cpu, threads: 1}]}]\n"
+           "models:\n"
+           "  - {name: cam, path: squeezenet.onnx" + extra + "}\n"
+           "  - {name: det, path: mobilenetv2.onnx}\n"
+           "policy: {high_level: " + high_level + ", stages: 2}\n";
+  }
+
+  static std::unique_ptr<Engine> Open(const std::string& high_level, const std::string& extra = "") {
+    EngineOptions options;
+    options.no_profile = true;
+    options.cache_dir = (*dir_ / "cache").string();
+    Result<std::unique_ptr<Engine>> engine = Engine::OpenText(Config(high_level, extra), dir_->string(), options);
+    EXPECT_TRUE(engine.ok()) << engine.status().ToString();
+    return engine.ok() ? std::move(engine).value() : nullptr;
+  }
+
+  // Random inputs of `model` (seeded) and whole-model ONNX Runtime's outputs for them.
+  struct Reference {
+    std::vector<std::pair<std::string, Tensor>> inputs;
+    std::vector<std::pair<std::string, Tensor>> outputs;
+  };
+  static Reference MakeReference(const std::string& file, uint64_t seed) {
+    Reference ref;
+    auto model = graph::Model::LoadFile(*dir_ / file);
+    EXPECT_TRUE(model.ok()) << model.status();
+    auto inputs = verify::RandomInputs(**model, seed);
+    EXPECT_TRUE(inputs.ok()) << inputs.status();
+    auto runner = ort::OrtRunner::Create((*model)->SerializeToString(), {}, file);
+    EXPECT_TRUE(runner.ok()) << runner.status();
+    std::vector<std::pair<std::string, const Tensor*>> feeds;
+    for (const auto& [n, t] : *inputs) feeds.emplace_back(n, &t);
+    auto outs = (*runner)->Run(feeds);
+    EXPECT_TRUE(outs.ok()) << outs.status();
+    for (size_t i = 0; i < outs->size(); ++i) ref.outputs.emplace_back((*runner)->outputs()[i].name, std::move((*outs)[i]));
+    ref.inputs = std::move(*inputs);
+    return ref;
+  }
+
+  static Tensors Copy(const std::vector<std::pair<std::string, Tensor>>& in) {
+    Tensors t;
+    for (const auto& [n, v] : in) t.emplace(n, v.Clone());
+    return t;
+  }
+
+  static void ExpectEqual(const Tensors& got, const std::vector<std::pair<std::string, Tensor>>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (const auto& [n, w] : want) {
+      auto it = got.find(n);
+      ASSERT_NE(it, got.end()) << "output " << n;
+      ASSERT_EQ(it->second.shape(), w.shape()) << n;
+      std::span<const float> a = it->second.data<float>(), b = w.data<float>();
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-4) << n << "[" << i << "]";
+    }
+  }
+
+  static fs::path* dir_;
+};
+fs::path* EngineTest::dir_ = nullptr;
+
+TEST_F(EngineTest, DescribesItsModels) {
+  std::unique_ptr<Engine> engine = Open("whole");
+  ASSERT_NE(engine, nullptr);
+  ASSERT_EQ(engine->Models().size(), 2u);
+  const ModelInfo* cam = engine->FindModel("cam");
+  ASSERT_NE(cam, nullptr);
+  EXPECT_EQ(cam->device, "local");
+  EXPECT_EQ(cam->partitions, 1);
+  ASSERT_EQ(cam->inputs.size(), 1u);
+  EXPECT_EQ(cam->inputs[0].type_name, "float32");
+  EXPECT_EQ(cam->inputs[0].shape.size(), 4u);
+  EXPECT_FALSE(cam->outputs.empty());
+  EXPECT_EQ(engine->FindModel("nope"), nullptr);
+}
+
+TEST_F(EngineTest, PartitionedAnswersEqualWholeModelOrt) {
+  std::unique_ptr<Engine> engine = Open("balanced");
+  ASSERT_NE(engine, nullptr);
+  for (const char* name : {"cam", "det"}) {
+    EXPECT_GE(engine->FindModel(name)->partitions, 2) << name << " should be cut in two";
+  }
+  for (uint64_t seed : {1, 2}) {
+    Reference cam = MakeReference("squeezenet.onnx", seed);
+    Reference det = MakeReference("mobilenetv2.onnx", seed);
+    Result<Tensors> a = engine->Infer("cam", Copy(cam.inputs));
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    ExpectEqual(*a, cam.outputs);
+    Result<Tensors> b = engine->Infer("det", Copy(det.inputs));
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    ExpectEqual(*b, det.outputs);
+  }
+  const EngineStats stats = engine->Stats();
+  ASSERT_EQ(stats.models.size(), 2u);
+  EXPECT_EQ(stats.models[0].completed, 2u);
+  EXPECT_EQ(stats.models[0].submitted, 2u);
+  EXPECT_GT(stats.models[0].latency.p50_ms, 0);
+  ASSERT_EQ(stats.pus.size(), 2u);
+  uint64_t runs = 0;
+  for (const PuStatsView& pu : stats.pus) runs += pu.runs;
+  EXPECT_GE(runs, 8u);  // 4 requests x 2 partitions
+}
+
+TEST_F(EngineTest, ManyThreadsAtOnce) {
+  std::unique_ptr<Engine> engine = Open("balanced");
+  ASSERT_NE(engine, nullptr);
+  const Reference ref = MakeReference("squeezenet.onnx", 7);
+  constexpr int kThreads = 8, kEach = 6;
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kEach; ++i) {
+        Result<Tensors> r = engine->Infer("cam", Copy(ref.inputs));
+        if (!r.ok()) {
+          ADD_FAILURE() << r.status().ToString();
+          continue;
+        }
+        ExpectEqual(*r, ref.outputs);
+        ++good;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(good.load(), kThreads * kEach);
+  EXPECT_EQ(engine->Stats().models[0].completed, static_cast<uint64_t>(kThreads * kEach));
+}
+
+TEST_F(EngineTest, AsyncFormsGiveTheSameAnswers) {
+  std::unique_ptr<Engine> engine = Open("whole");
+  ASSERT_NE(engine, nullptr);
+  const Reference ref = MakeReference("squeezenet.onnx", 3);
+  std::future<Result<Tensors>> future = engine->InferAsync("cam", Copy(ref.inputs));
+  std::promise<Result<Tensors>> promise;
+  engine->InferAsync("cam", Copy(ref.inputs), {}, [&](Result<Tensors> r) { promise.set_value(std::move(r)); });
+  Result<Tensors> a = future.get();
+  Result<Tensors> b = promise.get_future().get();
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  ExpectEqual(*a, ref.outputs);
+  ExpectEqual(*b, ref.outputs);
+}
+
+TEST_F(EngineTest, BorrowedAndAdoptedInputsAreNotCopiedAndAreReleased) {
+  std::unique_ptr<Engine> engine = Open("balanced");
+  ASSERT_NE(engine, nullptr);
+  const Reference ref = MakeReference("squeezenet.onnx", 5);
+  const Tensor& x = ref.inputs[0].second;
+  std::vector<float> buffer(x.data<float>().begin(), x.data<float>().end());
+
+  Tensors borrowed;
+  borrowed.emplace(ref.inputs[0].first,
+                   Tensor::Borrow(x.elem_type(), x.shape(), buffer.data(), buffer.size() * sizeof(float)));
+  EXPECT_TRUE(borrowed.begin()->second.external());
+  Result<Tensors> a = engine->Infer("cam", std::move(borrowed));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ExpectEqual(*a, ref.outputs);
+
+  auto owned = std::make_shared<std::vector<float>>(buffer);
+  std::weak_ptr<std::vector<float>> watch = owned;
+  Tensors adopted;
+  adopted.emplace(ref.inputs[0].first, Tensor::Adopt(x.elem_type(), x.shape(), owned->data(),
+                                                     owned->size() * sizeof(float), owned));
+  owned.reset();  // the tensor keeps it alive now
+  EXPECT_FALSE(watch.expired());
+  Result<Tensors> b = engine->Infer("cam", std::move(adopted));
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  ExpectEqual(*b, ref.outputs);
+  engine->Close();  // everything answered and released
+  EXPECT_TRUE(watch.expired());
+  EXPECT_EQ(buffer, std::vector<float>(x.data<float>().begin(), x.data<float>().end())) << "inputs are read only";
+}
+
+TEST_F(EngineTest, BadInputsAreRefusedBeforeAnyWorkRuns) {
+  std::unique_ptr<Engine> engine = Open("balanced");
+  ASSERT_NE(engine, nullptr);
+  const Reference ref = MakeReference("squeezenet.onnx", 1);
+  const std::string input = ref.inputs[0].first;
+  const Tensor& x = ref.inputs[0].second;
+  auto expect_error = [&](Tensors in, const std::string& model, StatusCode code, std::vector<std::string> words) {
+    Result<Tensors> r = engine->Infer(model, std::move(in));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), code) << r.status().ToString();
+    for (const std::string& w : words) EXPECT_THAT(r.status().message(), HasSubstr(w));
+  };
+  expect_error(Copy(ref.inputs), "camera", StatusCode::kNotFound, {"camera", "cam", "det"});
+  expect_error(Tensors{}, "cam", StatusCode::kInvalidArgument, {input, "missing", "float32"});
+  {
+    Tensors extra = Copy(ref.inputs);
+    extra.emplace("bogus", Tensor(dtype::kFloat, {1}));
+    expect_error(std::move(extra), "cam", StatusCode::kInvalidArgument, {"bogus", input});
+  }
+  {
+    Tensors wrong_type;
+    wrong_type.emplace(input, Tensor(dtype::kInt64, x.shape()));
+    expect_error(std::move(wrong_type), "cam", StatusCode::kInvalidArgument, {input, "int64", "expected float32"});
+  }
+  {
+    std::vector<int64_t> shape = x.shape();
+    shape.back() += 1;
+    Tensors wrong_shape;
+    wrong_shape.emplace(input, Tensor(dtype::kFloat, shape));
+    expect_error(std::move(wrong_shape), "cam", StatusCode::kInvalidArgument, {input, "shape", "expected"});
+  }
+  {
+    std::vector<float> small(3);
+    Tensors short_buffer;
+    short_buffer.emplace(input, Tensor::Borrow(dtype::kFloat, x.shape(), small.data(), small.size() * sizeof(float)));
+    expect_error(std::move(short_buffer), "cam", StatusCode::kInvalidArgument, {input, "12 bytes"});
+  }
+  const EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.models[0].invalid, 5u);
+  EXPECT_EQ(stats.models[0].completed, 0u);
+  for (const PuStatsView& pu : stats.pus) EXPECT_EQ(pu.runs, 0u) << pu.name << " ran work for a refused request";
+}
+
+TEST_F(EngineTest, APassedDeadlineIsAnsweredDeadlineExceeded) {
+  std::unique_ptr<Engine> engine = Open("whole");
+  ASSERT_NE(engine, nullptr);
+  const Reference ref = MakeReference("squeezenet.onnx", 1);
+  InferOptions options;
+  options.deadline = std::chrono::nanoseconds(0);
+  Result<Tensors> r = engine->Infer("cam", Copy(ref.inputs), options);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
+  EXPECT_EQ(engine->Stats().models[0].deadline_exceeded, 1u);
+  // A generous deadline, a priority and an SLO are carried out.
+  options.deadline = std::chrono::seconds(60);
+  options.priority = 3;
+  options.slo = std::chrono::seconds(60);
+  Result<Tensors> ok = engine->Infer("cam", Copy(ref.inputs), options);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(engine->Stats().models[0].slo_met, 1u);
+  EXPECT_EQ(engine->Stats().models[0].with_slo, 1u);
+}
+
+TEST_F(EngineTest, BatchedModelsAnswerPerRequest) {
+  std::unique_ptr<Engine> engine = Open("whole", ", max_batch: 4, max_queue_delay_ms: 1");
+  ASSERT_NE(engine, nullptr);
+  // The model as loaded, not its free-batch copy.
+  EXPECT_EQ(engine->FindModel("cam")->inputs[0].shape[0], 1);
+  const Reference ref = MakeReference("squeezenet.onnx", 9);
+  std::vector<std::future<Result<Tensors>>> futures;
+  for (int i = 0; i < 6; ++i) futures.push_back(engine->InferAsync("cam", Copy(ref.inputs)));
+  for (auto& f : futures) {
+    Result<Tensors> r = f.get();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ExpectEqual(*r, ref.outputs);
+  }
+}
+
+TEST_F(EngineTest, CloseDrainsAndLaterRequestsAreRefused) {
+  std::unique_ptr<Engine> engine = Open("balanced");
+  ASSERT_NE(engine, nullptr);
+  const Reference ref = MakeReference("squeezenet.onnx", 2);
+  std::vector<std::future<Result<Tensors>>> futures;
+  for (int i = 0; i < 4; ++i) futures.push_back(engine->InferAsync("cam", Copy(ref.inputs)));
+  engine->Close();
+  for (auto& f : futures) {
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(0)), std::future_status::ready) << "Close returned before an answer";
+    EXPECT_TRUE(f.get().ok());
+  }
+  Result<Tensors> late = engine->Infer("cam", Copy(ref.inputs));
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(late.status().message(), HasSubstr("closed"));
+  engine->Close();  // idempotent
+}
+
+TEST_F(EngineTest, OpenErrorsSayWhatAndWhere) {
+  Result<std::unique_ptr<Engine>> missing = Engine::Open((*dir_ / "nope.yaml").string());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("nope.yaml"));
+
+  Result<std::unique_ptr<Engine>> bad_key = Engine::OpenText("devices: [{name: d, pus: [{name: c, kind: cpu}]}]\n"
+                                                             "models: [{name: a, path: x.onnx, colour: red}]\n");
+  ASSERT_FALSE(bad_key.ok());
+  EXPECT_EQ(bad_key.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_key.status().message(), HasSubstr("colour"));
+
+  EngineOptions options;
+  options.no_profile = true;
+  Result<std::unique_ptr<Engine>> bad_model = Engine::OpenText(
+      "devices: [{name: d, pus: [{name: c, kind: cpu}]}]\nmodels: [{name: a, path: missing.onnx}]\n", dir_->string(),
+      options);
+  ASSERT_FALSE(bad_model.ok());
+  EXPECT_THAT(bad_model.status().message(), HasSubstr("missing.onnx"));
+}
+
+}  // namespace
+}  // namespace baton
