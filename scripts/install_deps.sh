@@ -16,6 +16,7 @@ packages=(
   libabsl-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libglpk-dev
   libonnx-testdata npm openssl ccache python3
+  python3-dev python3-pybind11 pybind11-dev python3-numpy python3-pytest
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (docs/development.md):
 #   1. release  an optimised build with warnings as errors, every test label
-#               (unit, integration, corpus, timing), then one smoke run of each
-#               benchmark binary;
+#               (unit, integration, corpus, timing; the Python module's pytest
+#               suite is an integration test), one smoke run of each benchmark
+#               binary, then `cmake --install` into a temporary prefix and
+#               examples/embed built against it and run;
 #   2. asan     AddressSanitizer + UndefinedBehaviorSanitizer: the unit and
 #               integration tests, and a check of the one LSan suppression;
 #   3. tsan     ThreadSanitizer: the threaded runtime and the network layer.
@@ -73,6 +75,9 @@ stage_release() {
     n=$((n + 1))
   done
   summary+=("release: $n benchmark binaries smoke-run")
+  echo "-- install: examples/embed built against the installed tree and run"
+  bash scripts/check_install.sh build/ci
+  summary+=("release: examples/embed against the installed tree (find_package and pkg-config)")
 }
 
 stage_asan() {

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "baton/app/setup.h"
 #include "baton/backend/ort/ort_runner.h"
 #include "baton/graph/model.h"
 #include "baton/verify/verify.h"
@@ -309,6 +310,17 @@ TEST_F(EngineTest, CloseDrainsAndLaterRequestsAreRefused) {
   EXPECT_EQ(late.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_THAT(late.status().message(), HasSubstr("closed"));
   engine->Close();  // idempotent
+}
+
+TEST_F(EngineTest, OneThreadCpuPusShareSessionsUnlessConfiguredNot) {
+  config::PuConfig pu;
+  pu.name = "cpu0";
+  EXPECT_EQ(app::MakePuExecutor(pu).share_key, "cpu:1");
+  pu.share_session = false;
+  EXPECT_EQ(app::MakePuExecutor(pu).share_key, "");
+  pu.share_session = true;
+  pu.threads = 2;
+  EXPECT_EQ(app::MakePuExecutor(pu).share_key, "") << "a session with a pool is never shared";
 }
 
 TEST_F(EngineTest, OpenErrorsSayWhatAndWhere) {

@@ -236,7 +236,7 @@ TEST(RunConfigTest, UnknownKeysAtEveryLevelListTheKnownKeys) {
   EXPECT_THAT(ErrorOf("devices: [{name: d, pu: []}]\nmodels: []"),
               HasSubstr("config.yaml: devices[0]: unknown key 'pu'; known keys: name, pus"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c, thread: 2}")),
-              HasSubstr("devices[0].pus[0]: unknown key 'thread'; known keys: name, kind, threads, cores, speed, "
+              HasSubstr("devices[0].pus[0]: unknown key 'thread'; known keys: name, kind, threads, cores, share_session, speed, "
                         "op_speed, unsupported_ops, compute"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c}", "{name: m, path: zoo:lstm, prio: 2}")),
               HasSubstr("models[0]: unknown key 'prio'; known keys: name, path, arrival, deadline_ms, priority, "
@@ -303,6 +303,21 @@ TEST(RunConfigTest, KeysOfAnotherKindAreErrorsWithTheFix) {
               HasSubstr("devices[0].pus[0].threads: 'threads' applies only to kind cpu, but this PU is kind emu; "
                         "remove threads, or set kind: cpu"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c, kind: emu, cores: [0]}")), HasSubstr("'cores' applies only to kind cpu"));
+  EXPECT_THAT(ErrorOf(Minimal("{name: c, kind: emu, share_session: false}")),
+              HasSubstr("'share_session' applies only to kind cpu"));
+}
+
+TEST(RunConfigTest, ShareSessionIsAConfigKey) {
+  absl::StatusOr<RunConfig> shared = ParseRunConfig(Minimal(), "c.yaml");
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_TRUE(shared->devices[0].pus[0].share_session);
+  absl::StatusOr<RunConfig> own = ParseRunConfig(Minimal("{name: c, share_session: false}"), "c.yaml");
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_FALSE(own->devices[0].pus[0].share_session);
+  absl::StatusOr<RunConfig> back = ParseRunConfig(ToYaml(*own), "round-trip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, *own);
+  EXPECT_THAT(ErrorOf(Minimal("{name: c, share_session: maybe}")), HasSubstr("share_session"));
 }
 
 // --- bad values ---------------------------------------------------------------

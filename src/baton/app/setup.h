@@ -52,7 +52,7 @@ absl::StatusOr<std::vector<LoadedModel>> LoadModels(const config::RunConfig& con
 
 // The executor of one configured PU ("cpu" or "emu"), the key of the prepared
 // session it may share with other PUs (1-thread CPU PUs share one unless
-// BATON_NO_SHARE is set; "" = none) and the cores its worker thread pins
+// its config sets share_session: false; "" = none) and the cores its worker thread pins
 // itself to (a CPU PU's first core; ORT pins the pool workers).
 struct PuExecutor {
   std::unique_ptr<backend::Executor> executor;

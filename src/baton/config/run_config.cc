@@ -60,9 +60,9 @@ constexpr std::array<const char*, 4> kTopKeys = {"devices", "models", "policy", 
 constexpr std::array<const char*, 10> kDeviceKeys = {"name",        "pus",         "address",    "token_file",
                                                     "ca_cert",     "client_cert", "client_key", "server_name",
                                                     "link_latency_ms", "link_mbps"};
-constexpr std::array<const char*, 8> kPuKeys = {"name",  "kind",     "threads",         "cores",
+constexpr std::array<const char*, 9> kPuKeys = {"name",  "kind",     "threads",         "cores",  "share_session",
                                                 "speed", "op_speed", "unsupported_ops", "compute"};
-constexpr std::array<const char*, 2> kCpuOnlyKeys = {"threads", "cores"};
+constexpr std::array<const char*, 3> kCpuOnlyKeys = {"threads", "cores", "share_session"};
 constexpr std::array<const char*, 4> kEmuOnlyKeys = {"speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 9> kModelKeys = {"name",       "path",   "arrival",   "deadline_ms",
                                                    "priority",   "partitions", "slo_ms", "max_batch",
@@ -635,6 +635,8 @@ class Parser {
         BATON_RETURN_IF_ERROR(Int(f, pu.threads));
       } else if (f.key == "cores") {
         BATON_RETURN_IF_ERROR(IntList(f, pu.cores));
+      } else if (f.key == "share_session") {
+        BATON_RETURN_IF_ERROR(Bool(f, pu.share_session));
       } else if (f.key == "speed") {
         BATON_RETURN_IF_ERROR(Double(f, pu.speed));
       } else if (f.key == "op_speed") {
@@ -934,6 +936,7 @@ std::string ToYaml(const RunConfig& config) {
       if (pu.kind == "cpu") {
         out << YAML::Key << "threads" << YAML::Value << pu.threads;
         if (!pu.cores.empty()) out << YAML::Key << "cores" << YAML::Value << YAML::Flow << pu.cores;
+        if (!pu.share_session) out << YAML::Key << "share_session" << YAML::Value << false;
       } else {
         out << YAML::Key << "speed" << YAML::Value << FormatDouble(pu.speed);
         if (!pu.op_speed.empty()) {

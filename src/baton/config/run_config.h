@@ -45,6 +45,10 @@ struct PuConfig {
   // cpu only
   int threads = 1;          // intra-op threads of each session on this PU (1..1024)
   std::vector<int> cores;   // empty, or exactly `threads` logical CPU ids
+  // 1-thread PUs only: PUs with this set share one prepared session per
+  // partition (a 1-thread session has no pool, so sharing saves memory and
+  // start-up); false gives this PU sessions of its own.
+  bool share_session = true;
   // emu only
   double speed = 4.0;                      // speed-up over one host CPU thread (> 0)
   std::map<std::string, double> op_speed;  // per-op speed-up (> 0)

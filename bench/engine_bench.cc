@@ -1,0 +1,161 @@
+// Per-request overhead of baton::Engine::Infer over a direct ONNX Runtime Run
+// of the same whole model on a small tensor (issue target: <= 20 us median).
+//
+// Model: y = x * 2 + 1 over float[1, 64]. Both sides run it in a 1-thread
+// session with spinning off (the engine: one 1-thread CPU PU, high-level
+// `whole`, no profile). Rounds alternate the two sides, each timing `calls`
+// sequential requests; the per-call medians over the rounds, and the median
+// of the per-round differences, are printed. Numbers go in docs/benchmarks.md.
+//
+//   engine_bench [--rounds N] [--calls N]   (--benchmark_* flags: a smoke run)
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "baton/backend/ort/ort_runner.h"
+#include "baton/baton.h"
+#include "onnx/onnx_pb.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using baton::Tensor;
+
+std::string AffineModel(int n) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.set_producer_name("engine_bench");
+  auto* op = m.add_opset_import();
+  op->set_domain("");
+  op->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("affine");
+  auto typed = [n](onnx::ValueInfoProto* v, const char* name) {
+    v->set_name(name);
+    auto* t = v->mutable_type()->mutable_tensor_type();
+    t->set_elem_type(onnx::TensorProto::FLOAT);
+    t->mutable_shape()->add_dim()->set_dim_value(1);
+    t->mutable_shape()->add_dim()->set_dim_value(n);
+  };
+  typed(g->add_input(), "x");
+  typed(g->add_output(), "y");
+  for (auto [name, value] : {std::pair{"two", 2.0f}, std::pair{"one", 1.0f}}) {
+    auto* init = g->add_initializer();
+    init->set_name(name);
+    init->set_data_type(onnx::TensorProto::FLOAT);
+    init->add_float_data(value);
+  }
+  auto node = [&](const char* type, const char* a, const char* b, const char* out) {
+    auto* nd = g->add_node();
+    nd->set_op_type(type);
+    nd->set_name(std::string(type) + "_" + out);
+    nd->add_input(a);
+    nd->add_input(b);
+    nd->add_output(out);
+  };
+  node("Mul", "x", "two", "t");
+  node("Add", "t", "one", "y");
+  return m.SerializeAsString();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int rounds = 15, calls = 2000;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--rounds" && i + 1 < argc) {
+      rounds = std::atoi(argv[++i]);
+    } else if (a == "--calls" && i + 1 < argc) {
+      calls = std::atoi(argv[++i]);
+    } else if (a.rfind("--benchmark_", 0) == 0) {
+      rounds = 2;
+      calls = 20;
+    } else {
+      std::fprintf(stderr, "usage: %s [--rounds N] [--calls N]\n", argv[0]);
+      return 2;
+    }
+  }
+  constexpr int kN = 64;
+  const fs::path dir = fs::temp_directory_path() / ("baton_engine_bench_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string bytes = AffineModel(kN);
+  std::ofstream(dir / "affine.onnx", std::ios::binary) << bytes;
+
+  baton::ort::SessionOptions so;
+  so.intra_op_threads = 1;
+  so.allow_spinning = false;
+  auto runner = baton::ort::OrtRunner::Create(bytes, so, "affine");
+  if (!runner.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", std::string(runner.status().message()).c_str());
+    return 1;
+  }
+  baton::EngineOptions eo;
+  eo.no_profile = true;
+  eo.cache_dir = (dir / "cache").string();
+  auto engine = baton::Engine::OpenText(
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
+      "models: [{name: affine, path: affine.onnx}]\n"
+      "policy: {high_level: whole, low_level: share}\n",
+      dir.string(), eo);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", engine.status().ToString().c_str());
+    return 1;
+  }
+  std::vector<float> x(kN, 0.5f);
+
+  auto time_ort = [&] {
+    Tensor t = Tensor::Borrow(baton::dtype::kFloat, {1, kN}, x.data(), x.size() * sizeof(float));
+    std::vector<std::pair<std::string, const Tensor*>> feeds = {{"x", &t}};
+    const auto start = std::chrono::steady_clock::now();
+    for (int c = 0; c < calls; ++c) {
+      if (!(*runner)->Run(feeds).ok()) std::abort();
+    }
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() / calls;
+  };
+  auto time_engine = [&] {
+    const auto start = std::chrono::steady_clock::now();
+    for (int c = 0; c < calls; ++c) {
+      baton::Tensors in;
+      in.emplace("x", Tensor::Borrow(baton::dtype::kFloat, {1, kN}, x.data(), x.size() * sizeof(float)));
+      if (!(*engine)->Infer("affine", std::move(in)).ok()) std::abort();
+    }
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() / calls;
+  };
+  time_ort();  // warm-up
+  time_engine();
+  std::vector<double> ort_us, engine_us, overhead_us;
+  for (int r = 0; r < rounds; ++r) {
+    // Alternate which side goes first.
+    double o = 0, e = 0;
+    if (r % 2 == 0) {
+      o = time_ort();
+      e = time_engine();
+    } else {
+      e = time_engine();
+      o = time_ort();
+    }
+    ort_us.push_back(o);
+    engine_us.push_back(e);
+    overhead_us.push_back(e - o);
+  }
+  std::printf("engine_bench: float32[1,%d] affine model, %d rounds x %d sequential calls, alternating\n", kN, rounds,
+              calls);
+  std::printf("  ORT Run (1 intra-op thread, no spinning)  median %.2f us/call\n", Median(ort_us));
+  std::printf("  Engine::Infer (same session settings)     median %.2f us/call\n", Median(engine_us));
+  std::printf("  overhead (per-round difference)           median %.2f us/call (target <= 20)\n", Median(overhead_us));
+  (*engine)->Close();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  return 0;
+}
