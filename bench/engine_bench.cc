@@ -7,7 +7,9 @@
 // sequential requests; the per-call medians over the rounds, and the median
 // of the per-round differences, are printed. Numbers go in docs/benchmarks.md.
 //
-//   engine_bench [--rounds N] [--calls N]   (--benchmark_* flags: a smoke run)
+//   engine_bench [--rounds N] [--calls N] [--keep DIR]   (--benchmark_* flags: a smoke run)
+// --keep DIR writes the model to DIR/affine.onnx and leaves it there (for
+// bench/engine_py_bench.py, which measures the Python module on it).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -72,22 +74,26 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   int rounds = 15, calls = 2000;
+  std::string keep;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--rounds" && i + 1 < argc) {
       rounds = std::atoi(argv[++i]);
     } else if (a == "--calls" && i + 1 < argc) {
       calls = std::atoi(argv[++i]);
+    } else if (a == "--keep" && i + 1 < argc) {
+      keep = argv[++i];
     } else if (a.rfind("--benchmark_", 0) == 0) {
       rounds = 2;
       calls = 20;
     } else {
-      std::fprintf(stderr, "usage: %s [--rounds N] [--calls N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--rounds N] [--calls N] [--keep DIR]\n", argv[0]);
       return 2;
     }
   }
   constexpr int kN = 64;
-  const fs::path dir = fs::temp_directory_path() / ("baton_engine_bench_" + std::to_string(::getpid()));
+  const fs::path dir =
+      keep.empty() ? fs::temp_directory_path() / ("baton_engine_bench_" + std::to_string(::getpid())) : fs::path(keep);
   fs::create_directories(dir);
   const std::string bytes = AffineModel(kN);
   std::ofstream(dir / "affine.onnx", std::ios::binary) << bytes;
@@ -156,6 +162,6 @@ int main(int argc, char** argv) {
   std::printf("  overhead (per-round difference)           median %.2f us/call (target <= 20)\n", Median(overhead_us));
   (*engine)->Close();
   std::error_code ec;
-  fs::remove_all(dir, ec);
+  if (keep.empty()) fs::remove_all(dir, ec);
   return 0;
 }
