@@ -144,8 +144,9 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
                                 (config.policy.device_placement == "auto" && remotes != nullptr);
     if (transfer_aware && config.devices.size() > 1) {
       const std::vector<std::optional<Remotes::Link>> no_links;
-      DevicePlacement placed =
-          PlaceModelsOnDevices(config, models, pu_set, remotes != nullptr ? remotes->links : no_links);
+      BATON_ASSIGN_OR_RETURN(
+          plan::DevicePlacement placed,
+          PlaceModelsOnDevices(config, models, pu_set, remotes != nullptr ? remotes->links : no_links));
       device_of = placed.device_of;
       for (const std::string& line : placed.explain) say(absl::StrCat("device placement: ", line));
     }

@@ -1,11 +1,13 @@
 #include "baton/app/remote.h"
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "baton/backend/ort/ort_runner.h"
 
 namespace baton::app {
 
@@ -102,71 +104,61 @@ void AttachRemoteExecutors(PuSet& pus, Remotes& remotes) {
   }
 }
 
-DevicePlacement PlaceModelsOnDevices(const config::RunConfig& config, const std::vector<LoadedModel>& models,
-                                     const PuSet& pus, const std::vector<std::optional<Remotes::Link>>& links) {
-  const size_t devices = pus.devices.size();
-  std::vector<double> capacity(devices, 0);  // in 1-thread CPU equivalents
-  for (size_t d = 0; d < devices; ++d) {
-    for (const config::PuConfig& pu : config.devices[d].pus) capacity[d] += pu.kind == "cpu" ? pu.threads : pu.speed;
+namespace {
+
+// One request of `m`'s first sample on one CPU thread: the median of 3 runs after a warm-up.
+absl::StatusOr<double> OneThreadMs(const LoadedModel& m) {
+  ort::SessionOptions options;
+  options.intra_op_threads = 1;
+  options.allow_spinning = false;
+  BATON_ASSIGN_OR_RETURN(std::unique_ptr<ort::OrtRunner> runner,
+                         ort::OrtRunner::Create(m.model->SerializeToString(), options, m.config->name));
+  if (m.samples.empty()) return absl::InternalError(absl::StrCat("model '", m.config->name, "' has no sample inputs"));
+  std::vector<std::pair<std::string, const Tensor*>> feeds;
+  for (const auto& [n, t] : m.samples[0]) feeds.emplace_back(n, &t);
+  std::vector<double> ms;
+  for (int i = 0; i < 4; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    BATON_RETURN_IF_ERROR(runner->Run(feeds).status());
+    if (i > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
-  struct Cost {
-    double compute_ms = 0;
-    double transfer_ms = 0;
-    bool can = false;
-  };
-  std::vector<std::vector<Cost>> cost(models.size(), std::vector<Cost>(devices));
+  std::sort(ms.begin(), ms.end());
+  return ms[1];
+}
+
+}  // namespace
+
+absl::StatusOr<plan::DevicePlacement> PlaceModelsOnDevices(const config::RunConfig& config,
+                                                           const std::vector<LoadedModel>& models, const PuSet& pus,
+                                                           const std::vector<std::optional<Remotes::Link>>& links) {
+  std::vector<plan::PlacementDevice> devices(pus.devices.size());
+  for (size_t d = 0; d < devices.size(); ++d) {
+    devices[d].name = config.devices[d].name;
+    for (const config::PuConfig& pu : config.devices[d].pus) devices[d].capacity += pu.kind == "cpu" ? pu.threads : pu.speed;
+    if (d < links.size() && links[d]) devices[d].link = plan::PlacementLink{links[d]->latency_ms, links[d]->mbps};
+  }
+  std::vector<plan::PlacementModel> placed(models.size());
   for (size_t m = 0; m < models.size(); ++m) {
     const graph::Model& g = *models[m].model;
-    double bytes = 0;
+    plan::PlacementModel& pm = placed[m];
+    pm.name = models[m].config->name;
+    BATON_ASSIGN_OR_RETURN(pm.one_thread_ms, OneThreadMs(models[m]));
     if (!models[m].samples.empty()) {
-      for (const auto& [name, t] : models[m].samples[0]) bytes += static_cast<double>(t.byte_size());
+      for (const auto& [name, t] : models[m].samples[0]) pm.io_bytes += static_cast<double>(t.byte_size());
     }
     for (const std::string& out : g.outputs()) {
-      if (const graph::Value* v = g.FindValue(out)) bytes += static_cast<double>(v->type.Bytes().value_or(0));
+      if (const graph::Value* v = g.FindValue(out)) pm.io_bytes += static_cast<double>(v->type.Bytes().value_or(0));
     }
-    for (size_t d = 0; d < devices; ++d) {
+    for (size_t d = 0; d < devices.size(); ++d) {
       std::vector<bool> covered(g.nodes().size(), false);
       for (const runtime::DeployPu& pu : pus.devices[d].pus) {
         std::vector<bool> can = pu.executor->QueryCapability(g);
         for (size_t n = 0; n < can.size() && n < covered.size(); ++n) covered[n] = covered[n] || can[n];
       }
-      Cost& c = cost[m][d];
-      c.can = capacity[d] > 0 && std::all_of(covered.begin(), covered.end(), [](bool b) { return b; });
-      c.compute_ms = static_cast<double>(g.total_flops()) / (capacity[d] * kAssumedGflopsPerThread * 1e9) * 1e3;
-      if (d < links.size() && links[d]) {
-        c.transfer_ms = 2 * links[d]->latency_ms + bytes * 8.0 / (std::max(links[d]->mbps, 1e-6) * 1e3);
-      }
+      pm.can_run_on.push_back(std::all_of(covered.begin(), covered.end(), [](bool b) { return b; }));
     }
   }
-  std::vector<size_t> order(models.size());
-  for (size_t m = 0; m < order.size(); ++m) order[m] = m;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return models[a].model->total_flops() > models[b].model->total_flops();
-  });
-  std::vector<double> compute_load(devices, 0), link_load(devices, 0);
-  DevicePlacement out;
-  out.device_of.assign(models.size(), DeviceId(0));
-  out.explain.assign(models.size(), "");
-  for (size_t m : order) {
-    std::optional<size_t> best;
-    double best_score = 0;
-    for (size_t d = 0; d < devices; ++d) {
-      const Cost& c = cost[m][d];
-      if (!c.can) continue;
-      const double score = std::max(compute_load[d] + c.compute_ms, link_load[d] + c.transfer_ms);
-      if (!best || score < best_score - 1e-9) {
-        best = d;
-        best_score = score;
-      }
-    }
-    const size_t d = best.value_or(m % devices);  // none can: Deployment names the unsupported node
-    compute_load[d] += cost[m][d].compute_ms;
-    link_load[d] += cost[m][d].transfer_ms;
-    out.device_of[m] = DeviceId(static_cast<uint32_t>(d));
-    out.explain[m] = absl::StrFormat("%s -> %s (compute ~%.2f ms, transfer %.2f ms)", models[m].config->name,
-                                     config.devices[d].name, cost[m][d].compute_ms, cost[m][d].transfer_ms);
-  }
-  return out;
+  return plan::PlaceModelsOnDevices(placed, devices);
 }
 
 }  // namespace baton::app

@@ -12,6 +12,7 @@
 #include "baton/config/run_config.h"
 #include "baton/core/status.h"
 #include "baton/net/remote_device.h"
+#include "baton/plan/device_placement.h"
 #include "baton/app/setup.h"
 
 namespace baton::app {
@@ -43,21 +44,14 @@ absl::StatusOr<Remotes> ConnectRemotes(const config::RunConfig& config, const Sa
 // capability queries.
 void AttachRemoteExecutors(PuSet& pus, Remotes& remotes);
 
-// transfer_aware device placement: which device each model goes to, so that
-// no device's compute or link is the bottleneck. Per model, one request costs
-//   compute(m, d) = FLOPs / (d's PU capacity x kAssumedGflopsPerThread)
-//   transfer(m, d) = 2 x latency + (input + output bytes) / bandwidth  (remote d)
-// (no profile exists for remote PUs, so compute comes from FLOPs). Models,
-// largest first, go where max(compute load, link load) after adding them is
-// least; a device that cannot run every node of the model is never chosen.
-// Example: a 12 KB input over an 8 Mbit/s link costs 24 ms per request, so
-// a 1 ms model stays on the fast device even if that device already has one.
-inline constexpr double kAssumedGflopsPerThread = 20;
-struct DevicePlacement {
-  std::vector<DeviceId> device_of;  // per model
-  std::vector<std::string> explain;  // per model: "cls -> edge1 (compute 3.1 ms, transfer 0.4 ms)"
-};
-DevicePlacement PlaceModelsOnDevices(const config::RunConfig& config, const std::vector<LoadedModel>& models,
-                                     const PuSet& pus, const std::vector<std::optional<Remotes::Link>>& links);
+// transfer_aware device placement (plan/device_placement.h) for `config`:
+// each model's one-thread time is measured here (a 1-thread ONNX Runtime
+// session, spinning off, the median of 3 runs of its first sample after a
+// warm-up), each device's capacity is its PUs' threads (cpu) or speed (emu),
+// what a device can run is asked of its PUs' executors, and the links are
+// `links` (per device; nullopt = local).
+absl::StatusOr<plan::DevicePlacement> PlaceModelsOnDevices(const config::RunConfig& config,
+                                                           const std::vector<LoadedModel>& models, const PuSet& pus,
+                                                           const std::vector<std::optional<Remotes::Link>>& links);
 
 }  // namespace baton::app
