@@ -45,22 +45,6 @@ struct AgentArgs {
 
 constexpr int64_t kMaxPartitionMb = int64_t{1} << 20;  // 1 TiB: far above any real partition
 
-// What Hello tells the HL side about a PU (it cuts models for the agent's PUs).
-net::AgentPuInfo PuInfoOf(const config::PuConfig& pu) {
-  net::AgentPuInfo info;
-  info.name = pu.name;
-  info.kind = pu.kind;
-  if (pu.kind == "cpu") {
-    info.threads = pu.threads;
-    return info;
-  }
-  info.speed = pu.speed;
-  for (const auto& [op, speed] : pu.op_speed) info.op_speed[op] = speed;
-  info.unsupported_ops = pu.unsupported_ops;
-  info.compute = pu.compute;
-  return info;
-}
-
 int Agent(const AgentArgs& args) {
   // Block the stop signals before any thread starts, so every thread inherits
   // the mask and only sigwait below sees them.
@@ -97,20 +81,8 @@ int Agent(const AgentArgs& args) {
     if (!args.name.empty()) device.name = args.name;
   }
 
-  std::vector<std::unique_ptr<backend::Executor>> executors;
-  std::vector<net::AgentPu> pus;
-  for (const config::PuConfig& pu : device.pus) {
-    PuExecutor made = MakePuExecutor(pu);
-    net::AgentPu agent_pu;
-    agent_pu.name = pu.name;
-    agent_pu.kind = pu.kind;
-    agent_pu.info = PuInfoOf(pu);
-    agent_pu.executor = made.executor.get();
-    agent_pu.share_key = std::move(made.share_key);
-    agent_pu.pin_cores = std::move(made.pin_cores);
-    executors.push_back(std::move(made.executor));
-    pus.push_back(std::move(agent_pu));
-  }
+  AgentPus agent_pus = MakeAgentPus(device);
+  std::vector<net::AgentPu>& pus = agent_pus.pus;
 
   net::AgentOptions options;
   options.name = device.name;

@@ -76,27 +76,11 @@ std::string F2(double v) { return absl::StrFormat("%.2f", v); }
 
 double Seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
 
-double ModelRps(const ModelOutcome& m, const ModeOutcome& mode) {
-  const double s = Seconds(mode.measured);
-  return s > 0 ? static_cast<double>(m.completed) / s : 0;
-}
-
-std::vector<Duration> AllLatencies(const ModeOutcome& mode) {
-  std::vector<Duration> all;
-  for (const ModelOutcome& m : mode.models) all.insert(all.end(), m.latencies.begin(), m.latencies.end());
-  return all;
-}
-
 nlohmann::json LatencyJson(const trace::LatencySummary& s) {
   return {{"p50", s.p50_ms}, {"p95", s.p95_ms}, {"p99", s.p99_ms}, {"mean", s.mean_ms}, {"max", s.max_ms}};
 }
 
 nlohmann::json OptionalNumber(std::optional<double> v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); }
-
-std::optional<double> BoundRatio(const RunReport& r, const ModeOutcome& mode) {
-  if (!r.bound || r.bound->throughput_rps <= 0) return std::nullopt;
-  return mode.throughput_rps() / r.bound->throughput_rps;
-}
 
 nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
   nlohmann::json models = nlohmann::json::array();
@@ -105,7 +89,7 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
     const trace::SloSummary slo = m.Slo(mode.measured);
     nlohmann::json j = {{"name", m.name},
                         {"completed", m.completed},
-                        {"throughput_rps", ModelRps(m, mode)},
+                        {"throughput_rps", mode.model_throughput_rps(i)},
                         {"latency_ms", LatencyJson(trace::Summarize(m.latencies))},
                         {"slo_ms", OptionalNumber(m.slo_ms)},
                         {"answered", slo.answered},
@@ -146,7 +130,7 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
                       {"goodput_rps", slo.goodput_rps},
                       {"slo_attainment", slo.attainment},
                       {"measured_s", Seconds(mode.measured)},
-                      {"latency_ms", LatencyJson(trace::Summarize(AllLatencies(mode)))},
+                      {"latency_ms", LatencyJson(trace::Summarize(mode.AllLatencies()))},
                       {"models", std::move(models)}};
   if (!mode.pus.empty()) {
     nlohmann::json pus = nlohmann::json::array();
@@ -161,24 +145,6 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
   }
   if (!mode.note.empty()) j["note"] = mode.note;
   return j;
-}
-
-// The fastest baseline that ran (ORT defaults included: it is a fact of the run).
-const ModeOutcome* BestBaseline(const RunReport& r) {
-  const ModeOutcome* best = nullptr;
-  for (const ModeOutcome& b : r.baselines) {
-    if (best == nullptr || b.throughput_rps() > best->throughput_rps()) best = &b;
-  }
-  return best;
-}
-
-// The baseline with the highest goodput.
-const ModeOutcome* BestGoodputBaseline(const RunReport& r) {
-  const ModeOutcome* best = nullptr;
-  for (const ModeOutcome& b : r.baselines) {
-    if (best == nullptr || b.Slo().goodput_rps > best->Slo().goodput_rps) best = &b;
-  }
-  return best;
 }
 
 std::string Label(const ModeOutcome& m) {
@@ -226,14 +192,15 @@ void PrintReport(const RunReport& r) {
     std::cout << "\nbaton:\n";
     rows = {{"model", "completed", "req/s", "goodput/s", "SLO %", "p50 ms", "p95 ms", "p99 ms", "missed", "rejected",
              "failed"}};
-    for (const ModelOutcome& m : r.baton.models) {
+    for (size_t i = 0; i < r.baton.models.size(); ++i) {
+      const ModelOutcome& m = r.baton.models[i];
       const trace::LatencySummary s = trace::Summarize(m.latencies);
       const trace::SloSummary slo = m.Slo(r.baton.measured);
-      rows.push_back({m.name, std::to_string(m.completed), F1(ModelRps(m, r.baton)), F1(slo.goodput_rps),
+      rows.push_back({m.name, std::to_string(m.completed), F1(r.baton.model_throughput_rps(i)), F1(slo.goodput_rps),
                       Percent(slo.attainment), F2(s.p50_ms), F2(s.p95_ms), F2(s.p99_ms),
                       std::to_string(m.deadline_missed), std::to_string(m.rejected), std::to_string(m.failed)});
     }
-    const trace::LatencySummary all = trace::Summarize(AllLatencies(r.baton));
+    const trace::LatencySummary all = trace::Summarize(r.baton.AllLatencies());
     const trace::SloSummary slo = r.baton.Slo();
     uint64_t missed = 0, rejected = 0, failed = 0;
     for (const ModelOutcome& m : r.baton.models) {
@@ -270,13 +237,13 @@ void PrintReport(const RunReport& r) {
   std::cout << "\ncomparison (same PUs, same time, interleaved):\n";
   rows = {{"mode", "req/s", "goodput/s", "SLO %", "p50 ms", "p99 ms", "baton speed-up", "bound ratio", "kind"}};
   auto mode_row = [&](const ModeOutcome& m) {
-    const trace::LatencySummary s = trace::Summarize(AllLatencies(m));
+    const trace::LatencySummary s = trace::Summarize(m.AllLatencies());
     const trace::SloSummary slo = m.Slo();
     std::string speedup = "-";
     if (r.baton_ran && m.name != "baton" && m.throughput_rps() > 0) {
       speedup = absl::StrFormat("%.2fx", r.baton.throughput_rps() / m.throughput_rps());
     }
-    const std::optional<double> ratio = BoundRatio(r, m);
+    const std::optional<double> ratio = r.BoundRatio(m);
     rows.push_back({m.name, F1(m.throughput_rps()), F1(slo.goodput_rps), Percent(slo.attainment), F2(s.p50_ms),
                     F2(s.p99_ms), speedup, ratio ? F2(*ratio) : "-", Label(m)});
   };
@@ -293,7 +260,7 @@ void PrintReport(const RunReport& r) {
   rows = {header};
   for (size_t i = 0; i < c.models.size(); ++i) {
     std::vector<std::string> row = {c.models[i].name};
-    for (const ModeOutcome* m : shown) row.push_back(F1(ModelRps(m->models[i], *m)));
+    for (const ModeOutcome* m : shown) row.push_back(F1(m->model_throughput_rps(i)));
     rows.push_back(std::move(row));
   }
   PrintTable(rows, "    ");
@@ -315,11 +282,11 @@ void PrintReport(const RunReport& r) {
   }
   if (!r.baselines_note.empty()) std::cout << "  note: " << r.baselines_note << "\n";
   if (r.baton_ran) {
-    if (const ModeOutcome* best = BestBaseline(r); best != nullptr && best->throughput_rps() > 0) {
+    if (const ModeOutcome* best = r.BestBaseline(); best != nullptr && best->throughput_rps() > 0) {
       std::cout << "\nspeed-up vs best baseline (" << best->name << ", " << Label(*best)
                 << "): " << absl::StrFormat("%.2fx", r.baton.throughput_rps() / best->throughput_rps()) << "\n";
     }
-    if (const ModeOutcome* best = BestGoodputBaseline(r); best != nullptr && best->Slo().goodput_rps > 0) {
+    if (const ModeOutcome* best = r.BestGoodputBaseline(); best != nullptr && best->Slo().goodput_rps > 0) {
       std::cout << "goodput vs best baseline (" << best->name << "): "
                 << absl::StrFormat("%.2fx", r.baton.Slo().goodput_rps / best->Slo().goodput_rps) << "\n";
     }
@@ -334,7 +301,7 @@ void PrintReport(const RunReport& r) {
                                    absl::StrJoin(speeds, ", "));
     }
     if (r.baton_ran) {
-      std::cout << absl::StrFormat("; baton reached %.2f of it", BoundRatio(r, r.baton).value_or(0));
+      std::cout << absl::StrFormat("; baton reached %.2f of it", r.BoundRatio(r.baton).value_or(0));
     }
     if (!r.plan_policy.empty() && r.predicted_rps > 0 && r.baton_ran) {
       std::cout << absl::StrFormat("; plan (%s) predicted %.1f req/s, measured/predicted %.2f", r.plan_policy,
@@ -363,18 +330,18 @@ nlohmann::json ReportJson(const RunReport& r) {
   for (const ModeOutcome& b : r.baselines) {
     nlohmann::json bj = ModeJson(b, nullptr);
     bj["label"] = Label(b);
-    bj["bound_ratio"] = OptionalNumber(BoundRatio(r, b));
+    bj["bound_ratio"] = OptionalNumber(r.BoundRatio(b));
     baselines[b.name] = std::move(bj);
   }
   j["baselines"] = std::move(baselines);
-  const ModeOutcome* best = BestBaseline(r);
+  const ModeOutcome* best = r.BestBaseline();
   j["best_baseline"] = best != nullptr ? nlohmann::json(best->name) : nlohmann::json(nullptr);
   if (r.baton_ran && best != nullptr && best->throughput_rps() > 0) {
     j["speedup_vs_best_baseline"] = r.baton.throughput_rps() / best->throughput_rps();
   } else {
     j["speedup_vs_best_baseline"] = nullptr;
   }
-  const ModeOutcome* best_goodput = BestGoodputBaseline(r);
+  const ModeOutcome* best_goodput = r.BestGoodputBaseline();
   j["best_goodput_baseline"] = best_goodput != nullptr ? nlohmann::json(best_goodput->name) : nlohmann::json(nullptr);
   if (r.baton_ran && best_goodput != nullptr && best_goodput->Slo().goodput_rps > 0) {
     j["goodput_speedup_vs_best_baseline"] = r.baton.Slo().goodput_rps / best_goodput->Slo().goodput_rps;
@@ -429,7 +396,7 @@ nlohmann::json ReportJson(const RunReport& r) {
                   {"method", r.probes > 0 ? "profile scaled by the fastest speed probe" : "profile"},
                   {"probes", r.probes},
                   {"pu_speed", speed}};
-    j["bound_ratio"] = r.baton_ran ? OptionalNumber(BoundRatio(r, r.baton)) : nlohmann::json(nullptr);
+    j["bound_ratio"] = r.baton_ran ? OptionalNumber(r.BoundRatio(r.baton)) : nlohmann::json(nullptr);
   } else {
     j["bound"] = nullptr;
     j["bound_ratio"] = nullptr;

@@ -126,6 +126,43 @@ absl::StatusOr<std::vector<LoadedModel>> LoadModels(const config::RunConfig& con
   return models;
 }
 
+namespace {
+
+// What Hello tells the HL side about a PU (it cuts models for the agent's PUs).
+net::AgentPuInfo PuInfoOf(const config::PuConfig& pu) {
+  net::AgentPuInfo info;
+  info.name = pu.name;
+  info.kind = pu.kind;
+  if (pu.kind == "cpu") {
+    info.threads = pu.threads;
+    return info;
+  }
+  info.speed = pu.speed;
+  for (const auto& [op, speed] : pu.op_speed) info.op_speed[op] = speed;
+  info.unsupported_ops = pu.unsupported_ops;
+  info.compute = pu.compute;
+  return info;
+}
+
+}  // namespace
+
+AgentPus MakeAgentPus(const config::DeviceConfig& device) {
+  AgentPus out;
+  for (const config::PuConfig& pu : device.pus) {
+    PuExecutor made = MakePuExecutor(pu);
+    net::AgentPu agent_pu;
+    agent_pu.name = pu.name;
+    agent_pu.kind = pu.kind;
+    agent_pu.info = PuInfoOf(pu);
+    agent_pu.executor = made.executor.get();
+    agent_pu.share_key = std::move(made.share_key);
+    agent_pu.pin_cores = std::move(made.pin_cores);
+    out.executors.push_back(std::move(made.executor));
+    out.pus.push_back(std::move(agent_pu));
+  }
+  return out;
+}
+
 PuExecutor MakePuExecutor(const config::PuConfig& pu) {
   PuExecutor out;
   if (pu.kind == "cpu") {

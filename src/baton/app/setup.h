@@ -15,6 +15,7 @@
 #include "baton/core/status.h"
 #include "baton/dispatch/messages.h"
 #include "baton/graph/model.h"
+#include "baton/net/agent_server.h"
 #include "baton/profiler/profiler.h"
 #include "baton/runtime/deployment.h"
 
@@ -60,6 +61,15 @@ struct PuExecutor {
   std::vector<int> pin_cores;
 };
 PuExecutor MakePuExecutor(const config::PuConfig& pu);
+
+// An agent's PUs (`baton agent`): one executor per PU of `device`, and what
+// the agent serves for each (AgentPu borrows the executor, which
+// `executors` owns; keep both together).
+struct AgentPus {
+  std::vector<std::unique_ptr<backend::Executor>> executors;
+  std::vector<net::AgentPu> pus;
+};
+AgentPus MakeAgentPus(const config::DeviceConfig& device);
 
 // One executor per configured PU; PuIds number the PUs over all devices in
 // config order, DeviceIds the devices.

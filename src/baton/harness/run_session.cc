@@ -57,6 +57,38 @@ double ModeOutcome::throughput_rps() const {
   return seconds > 0 ? static_cast<double>(completed()) / seconds : 0;
 }
 
+double ModeOutcome::model_throughput_rps(size_t model) const {
+  const double s = std::chrono::duration<double>(measured).count();
+  return s > 0 && model < models.size() ? static_cast<double>(models[model].completed) / s : 0;
+}
+
+std::vector<Duration> ModeOutcome::AllLatencies() const {
+  std::vector<Duration> all;
+  for (const ModelOutcome& m : models) all.insert(all.end(), m.latencies.begin(), m.latencies.end());
+  return all;
+}
+
+std::optional<double> RunReport::BoundRatio(const ModeOutcome& mode) const {
+  if (!bound || bound->throughput_rps <= 0) return std::nullopt;
+  return mode.throughput_rps() / bound->throughput_rps;
+}
+
+const ModeOutcome* RunReport::BestBaseline() const {
+  const ModeOutcome* best = nullptr;
+  for (const ModeOutcome& b : baselines) {
+    if (best == nullptr || b.throughput_rps() > best->throughput_rps()) best = &b;
+  }
+  return best;
+}
+
+const ModeOutcome* RunReport::BestGoodputBaseline() const {
+  const ModeOutcome* best = nullptr;
+  for (const ModeOutcome& b : baselines) {
+    if (best == nullptr || b.Slo().goodput_rps > best->Slo().goodput_rps) best = &b;
+  }
+  return best;
+}
+
 trace::SloSummary ModelOutcome::Slo(Duration measured) const {
   std::optional<Duration> slo;
   if (slo_ms) slo = FromMillis(*slo_ms);

@@ -76,6 +76,8 @@ struct ModeOutcome {
   bool ort_defaults = false;         // ort_sequential, ort_concurrent: ORT's default threading
   uint64_t completed() const;
   double throughput_rps() const;
+  double model_throughput_rps(size_t model) const;  // models[model].completed / measured
+  std::vector<Duration> AllLatencies() const;       // of every model's completed requests
   trace::SloSummary Slo() const;  // over all models
 };
 
@@ -146,6 +148,13 @@ struct RunReport {
   uint64_t rerouted = 0;  // assignments sent to a fallback device
   bool baton_ran = true;  // false with RunOptions::no_baton
   std::optional<double> peak_rss_mb;  // of this process, at the end of the run
+
+  // mode's throughput over the bound's (nullopt without a bound).
+  std::optional<double> BoundRatio(const ModeOutcome& mode) const;
+  // The fastest baseline that ran (ORT defaults included: it is a fact of the
+  // run), and the one with the highest goodput; null when none ran.
+  const ModeOutcome* BestBaseline() const;
+  const ModeOutcome* BestGoodputBaseline() const;
 };
 
 struct RunOptions {
