@@ -110,15 +110,17 @@ stage_asan() {
 stage_tsan() {
   echo "== tsan: ThreadSanitizer, the threaded runtime and the network layer"
   # runtime_test (the threaded runtime shell and the speed probe, with 1-thread
-  # ONNX Runtime sessions), and the ort_tuned baseline's serving threads. The
+  # ONNX Runtime sessions), baton::Engine (many application threads, 1-thread
+  # PUs), the trace observer, and the ort_tuned baseline's serving threads. The
   # other ort_baseline tests are left out: their multi-thread sessions give
   # reports inside libonnxruntime's thread pool, which is not instrumented and
   # could only be suppressed as a whole library. TSAN_OPTIONS (halt_on_error=1)
   # come from the tsan test preset: any report fails the test.
   cmake --preset tsan >/dev/null
-  cmake --build --preset tsan -j "$jobs" --target runtime_test ort_baseline_test port_contract_test agent_failover_test
+  cmake --build --preset tsan -j "$jobs" --target runtime_test ort_baseline_test port_contract_test agent_failover_test \
+    engine_test trace_observer_test
   run_ctest tsan --preset tsan -j "$jobs" \
-    -R '^(Runtime\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned)'
+    -R '^(Runtime\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned|EngineTest\.|TraceObserverTest\.)'
   # The remote device and the agent (gRPC): Debian's gRPC and abseil are not
   # built with TSan, so races inside those libraries are suppressed
   # (tests/tsan_net.supp); baton's own code is still checked, in this process

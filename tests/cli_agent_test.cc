@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "agent_test_util.h"
 #include "cli_test_util.h"
@@ -47,7 +48,8 @@ policy: {high_level: balanced, low_level: sel, stages: 2, device_placement: roun
 run: {duration_s: 1.0, warmup_s: 0.2, slices: 1}
 )");
   const std::string json = (dir_ / "agents.json").string();
-  Result r = Baton("run " + config + " --verify --json " + json);
+  const std::string trace = (dir_ / "agents.trace.json").string();
+  Result r = Baton("run " + config + " --verify --json " + json + " --trace " + trace);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("device utilisation (baton):"));
   EXPECT_THAT(r.output, HasSubstr("0 mismatches"));
@@ -68,6 +70,16 @@ run: {duration_s: 1.0, warmup_s: 0.2, slices: 1}
     EXPECT_EQ(m["failed"], 0) << m.dump();
   }
   EXPECT_THAT(j["baselines_note"].get<std::string>(), HasSubstr("remote devices"));
+
+  // The trace covers the remote devices too: partition runs on every device's process.
+  std::ifstream trace_in(trace);
+  const nlohmann::json t = nlohmann::json::parse(trace_in, nullptr, false);
+  ASSERT_FALSE(t.is_discarded());
+  std::map<int, int> runs_per_device;
+  for (const auto& e : t["traceEvents"]) {
+    if (e["ph"] == "X" && e["args"].contains("partition")) ++runs_per_device[e["pid"].get<int>()];
+  }
+  for (int d = 0; d < 3; ++d) EXPECT_GT(runs_per_device[d], 0) << "no partition run drawn for device " << d;
 }
 
 // Transfer-aware placement: a device behind a slow link (told by the config)

@@ -113,15 +113,27 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
     EXPECT_LE(pu["utilization"].get<double>(), 1.05);
   }
 
-  // The trace: a lane per PU, a slice per partition run.
+  // The trace (from the dispatcher's events): a lane per PU with a slice per
+  // partition run, a queue lane per device with enqueue instants and a depth
+  // counter, a lane of request arrivals, and the mode lane.
   std::ifstream in(trace);
   nlohmann::json t = nlohmann::json::parse(in, nullptr, false);
   ASSERT_FALSE(t.is_discarded());
   std::set<std::string> lanes;
   std::set<std::string> modes;  // the "mode" lane: which mode had the PUs when
-  int slices = 0;
+  int slices = 0, enqueues = 0, arrivals = 0, counters = 0;
   for (const auto& e : t["traceEvents"]) {
     if (e["ph"] == "M" && e["name"] == "thread_name") lanes.insert(e["args"]["name"].get<std::string>());
+    if (e["ph"] == "i") {
+      const std::string name = e["name"].get<std::string>();
+      enqueues += name.rfind("enqueue ", 0) == 0;
+      arrivals += name.rfind("arrive ", 0) == 0;
+      EXPECT_TRUE(e["args"].contains("request"));
+    }
+    if (e["ph"] == "C") {
+      ++counters;
+      EXPECT_GE(e["args"]["queued"].get<double>(), 0);
+    }
     if (e["ph"] == "X" && e["args"].contains("slice")) {
       modes.insert(e["name"].get<std::string>());
     } else if (e["ph"] == "X") {
@@ -131,8 +143,11 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
       EXPECT_GE(e["dur"].get<double>(), 0);
     }
   }
-  EXPECT_EQ(lanes, (std::set<std::string>{"cpu0 (cpu)", "cpu1 (cpu)", "mode"}));
+  EXPECT_EQ(lanes, (std::set<std::string>{"cpu0 (cpu)", "cpu1 (cpu)", "queue", "arrivals and failed answers", "mode"}));
   EXPECT_GT(slices, 0);
+  EXPECT_GE(enqueues, slices) << "every run was enqueued first";
+  EXPECT_GT(arrivals, 0);
+  EXPECT_GT(counters, 0);
   EXPECT_EQ(modes, (std::set<std::string>{"baton", "ort_tuned", "ort_pinned", "ort_global_pool", "ort_sequential",
                                           "ort_concurrent"}));
 }

@@ -148,7 +148,7 @@ class LocalHarness : public Harness {
     latency_->SetCapable(kModel, kUnknown, PuId(0), false);
     auto shell = runtime::DeviceShell::Create(
         DeviceId(0), "local", {runtime::PuSetup{PuId(0), "cpu0", "cpu", {}}}, *policy::MakeLowLevelPolicy("fifo"),
-        16, latency_.get(), &runners_, std::chrono::steady_clock::now(), false,
+        16, latency_.get(), &runners_, std::chrono::steady_clock::now(),
         [this](std::vector<Completion> cs) {
           for (Completion& c : cs) seen.Answer(c);
         });

@@ -12,8 +12,8 @@ namespace baton::app {
 namespace fs = std::filesystem;
 
 absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const runtime::Deployment& deployment,
-                                          const std::string& low_level, bool fixed, bool record_runs,
-                                          const Remotes* remotes) {
+                                          const std::string& low_level, bool fixed,
+                                          dispatch::DispatchObserver* observer, const Remotes* remotes) {
   RuntimeBundle b;
   BATON_ASSIGN_OR_RETURN(b.latency, policy::OnlineLatencyModel::Create({}));
   // The plan's split of each partition's runs between PUs (for `share`).
@@ -46,7 +46,7 @@ absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const
     devices.push_back(std::move(dev));
   }
   BATON_ASSIGN_OR_RETURN(b.rt, runtime::Runtime::Create(std::move(devices), b.latency.get(), &deployment.runners(),
-                                                        {.record_runs = record_runs}));
+                                                        {.observer = observer}));
   for (const runtime::DeployedModel& m : deployment.models()) {
     dispatch::ModelGraph graph = m.graph;
     if (!fixed) {
@@ -173,7 +173,7 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
   say(absl::StrCat("creating sessions (", a.planned ? "plan " + plan_file->policy : config.policy.high_level, ")"));
   BATON_ASSIGN_OR_RETURN(a.deployment, runtime::Deployment::Build(pu_set.devices, deploy));
   BATON_ASSIGN_OR_RETURN(a.runtime, MakeRuntime(config, *a.deployment, config.policy.low_level,
-                                                /*fixed=*/config.policy.low_level == "fixed", options.record_runs,
+                                                /*fixed=*/config.policy.low_level == "fixed", options.observer,
                                                 remotes));
   if (planning) BATON_RETURN_IF_ERROR(SetPriors(*planning, *a.deployment, *a.runtime.latency));
   return a;

@@ -37,10 +37,12 @@ struct RuntimeBundle {
 // A started runtime over `deployment` for the configured devices, PuIds
 // numbered over all devices in config order, a CPU PU's worker pinned to its
 // first core. `low_level` names the LL policy; `fixed` keeps each
-// partition's fixed_pu (else the LL policy picks the PU). `remotes` (may be
-// null) binds the remote devices.
+// partition's fixed_pu (else the LL policy picks the PU). `observer` (may be
+// null, borrowed) sees every core's events; `remotes` (may be null) binds the
+// remote devices.
 absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const runtime::Deployment& deployment,
-                                          const std::string& low_level, bool fixed, bool record_runs,
+                                          const std::string& low_level, bool fixed,
+                                          dispatch::DispatchObserver* observer = nullptr,
                                           const Remotes* remotes = nullptr);
 
 struct AssembleOptions {
@@ -53,7 +55,9 @@ struct AssembleOptions {
   // false: everything up to the deployment's plan, but no sessions and no
   // runtime (`baton run --no-baton`).
   bool deploy = true;
-  bool record_runs = false;  // RuntimeOptions::record_runs (traces)
+  // Attached to the runtime's cores before it starts (e.g. a
+  // trace::TraceObserver); borrowed, must outlive the Assembly.
+  dispatch::DispatchObserver* observer = nullptr;
   Say say;                   // progress lines; null = silent
   profiler::Progress profile_progress;  // profiling progress (when no cached profile fits); null = none
 };

@@ -447,7 +447,7 @@ void HighLevelCore::Trace(TraceKind kind, Time now, RequestId request, ModelId m
                           std::optional<PartitionId> partition, std::optional<AssignmentId> assignment,
                           std::optional<DeviceId> device, absl::StatusCode code) {
   if (observer_ == nullptr) return;
-  observer_->OnEvent(TraceEvent{kind, now, request, model, partition, assignment, device, std::nullopt, code});
+  observer_->OnEvent(TraceEvent{kind, now, request, model, partition, assignment, device, std::nullopt, code, std::nullopt});
 }
 
 }  // namespace baton::dispatch

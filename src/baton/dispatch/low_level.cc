@@ -143,7 +143,7 @@ LowLevelActions LowLevelCore::OnPuFinished(PuResult result, Time now) {
     c.end = result.end;
     if (observer_ != nullptr) {
       observer_->OnEvent(TraceEvent{TraceKind::kFinished, now, r.request, r.model, r.partition, r.id,
-                                    options_.device, result.pu, c.status.code()});
+                                    options_.device, result.pu, c.status.code(), c.start});
     }
     out.completions.push_back(std::move(c));
   }
@@ -307,7 +307,7 @@ void LowLevelCore::Trace(TraceKind kind, Time now, const Assignment& a, std::opt
                          absl::StatusCode code) {
   if (observer_ == nullptr) return;
   observer_->OnEvent(
-      TraceEvent{kind, now, a.request, a.model, a.partition, a.id, options_.device, pu, code});
+      TraceEvent{kind, now, a.request, a.model, a.partition, a.id, options_.device, pu, code, std::nullopt});
 }
 
 }  // namespace baton::dispatch

@@ -45,6 +45,9 @@ struct TraceEvent {
   std::optional<DeviceId> device;
   std::optional<PuId> pu;
   absl::StatusCode code = absl::StatusCode::kOk;
+  // kFinished: when the PU began this run (the event's time is when the core
+  // learned it ended), so an observer can draw the run without pairing events.
+  std::optional<Time> started;
 };
 
 // One line, e.g. "1500 started r=3 m=1 p=2 a=7 d=0 pu=1".

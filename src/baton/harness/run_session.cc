@@ -35,6 +35,7 @@
 #include "baton/runtime/deployment.h"
 #include "baton/runtime/runtime.h"
 #include "baton/trace/chrome_trace.h"
+#include "baton/trace/trace_observer.h"
 #include "baton/verify/verify.h"
 #include "baton/app/planning.h"
 #include "baton/app/setup.h"
@@ -475,7 +476,20 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   assemble.samples = kSamplesPerModel;
   assemble.with_expected = options.verify;
   assemble.deploy = !options.no_baton;
-  assemble.record_runs = !options.trace_path.empty();
+  // The trace: baton's cores' events, from every device (remote ones included).
+  std::unique_ptr<trace::TraceObserver> tracer;
+  if (!options.trace_path.empty()) {
+    trace::TraceNames names;
+    for (size_t d = 0; d < config.devices.size(); ++d) {
+      names.devices.push_back(config.devices[d].name);
+      for (const config::PuConfig& pu : config.devices[d].pus) {
+        names.pus.push_back({DeviceId(static_cast<uint32_t>(d)), absl::StrCat(pu.name, " (", pu.kind, ")")});
+      }
+    }
+    for (const config::ModelConfig& m : config.models) names.models.push_back(m.name);
+    tracer = std::make_unique<trace::TraceObserver>(std::move(names));
+  }
+  assemble.observer = tracer.get();
   assemble.say = say;
   BATON_ASSIGN_OR_RETURN(Assembly assembly, Assemble(config, remotes, assemble));
   std::vector<LoadedModel>& models = assembly.models;
@@ -631,7 +645,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
         skipped.push_back(absl::StrCat("whole_on_one_pu skipped: ", fixed_built.status().message()));
       } else {
         whole_deployment = std::move(*fixed_built);
-        BATON_ASSIGN_OR_RETURN(whole_rt, MakeRuntime(config, *whole_deployment, "fixed", /*fixed=*/true, false));
+        BATON_ASSIGN_OR_RETURN(whole_rt, MakeRuntime(config, *whole_deployment, "fixed", /*fixed=*/true));
         ModeOutcome outcome = EmptyMode("whole_on_one_pu", models);
         outcome.note = absl::StrJoin(described, ", ");
         modes.push_back(
@@ -891,33 +905,20 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     for (size_t u = 0; u < speed.size(); ++u) report.pu_speed.emplace_back(planning->problem.pus[u].name, speed[u]);
   }
   if (whole_rt.rt) whole_rt.rt->Stop();
-  if (!options.trace_path.empty() && baton_rt.rt) {
+  if (tracer && baton_rt.rt) {
     trace::ChromeTrace trace;
-    std::vector<std::string> pu_names;
-    for (size_t d = 0; d < config.devices.size(); ++d) {
-      for (const config::PuConfig& pu : config.devices[d].pus) {
-        trace.AddLane(static_cast<uint32_t>(d), config.devices[d].name, static_cast<uint32_t>(pu_names.size()),
-                      absl::StrCat(pu.name, " (", pu.kind, ")"));
-        pu_names.push_back(pu.name);
-      }
-    }
+    tracer->WriteTo(trace);
     // One more lane: which mode had the PUs when (warm-up included).
-    const auto run_pid = static_cast<uint32_t>(config.devices.size());
+    const auto run_pid = static_cast<uint32_t>(config.devices.size() + 1);
     trace.AddLane(run_pid, "baton run", 0, "mode");
     for (const Turn& t : turns) {
       trace.AddSlice(run_pid, 0, t.mode, t.start, t.end, {{"slice", std::to_string(t.slice)}});
     }
-    for (const runtime::PuRun& run : baton_rt.rt->TakeRuns()) {
-      const std::string& model_name = config.models[run.model.value].name;
-      trace.AddSlice(run.device.value, run.pu.value, absl::StrCat(model_name, ".p", run.partition.value), run.start,
-                     run.end,
-                     {{"model", model_name},
-                      {"request", std::to_string(run.request.value)},
-                      {"partition", std::to_string(run.partition.value)},
-                      {"ok", run.ok ? "true" : "false"}});
-    }
     BATON_RETURN_IF_ERROR(trace.Write(options.trace_path));
-    say(absl::StrCat("trace: ", trace.slices() - turns.size(), " partition runs written to ", options.trace_path));
+    say(absl::StrCat("trace: ", tracer->runs(), " partition runs written to ", options.trace_path,
+                     tracer->dropped_events() > 0
+                         ? absl::StrCat(" (", tracer->dropped_events(), " events over the limit left out)")
+                         : std::string()));
   }
 
   for (Mode& mode : modes) {

@@ -18,7 +18,6 @@ absl::Status AgentServer::Impl::Init() {
   BATON_ASSIGN_OR_RETURN(
       shell_, runtime::DeviceShell::Create(DeviceId(0), options_.name, std::move(setups), std::move(*policy),
                                            options_.max_queue, latency_.get(), &runners_, epoch_,
-                                           /*record_runs=*/false,
                                            [this](std::vector<dispatch::Completion> c) { OnCompletions(std::move(c)); }));
   shell_->Start();
   ticker_ = std::thread([this] { TickLoop(); });

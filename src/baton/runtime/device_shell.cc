@@ -35,7 +35,6 @@ struct DeviceShell::Pu {
   Duration busy{};                          // guarded by mu_
   uint64_t runs = 0;                        // guarded by mu_
   uint64_t failures = 0;                    // guarded by mu_
-  std::vector<PuRun> log;                   // guarded by mu_
   std::thread thread;
 };
 
@@ -56,22 +55,19 @@ std::string PinThisThread(const std::vector<int>& cores) {
 }  // namespace
 
 DeviceShell::DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyModel* latency,
-                         const RunnerTable* runners, std::chrono::steady_clock::time_point epoch, bool record_runs,
-                         Sink sink)
+                         const RunnerTable* runners, std::chrono::steady_clock::time_point epoch, Sink sink)
     : id_(id),
       name_(std::move(name)),
       latency_(latency),
       runners_(runners),
       epoch_(epoch),
-      record_runs_(record_runs),
       sink_(std::move(sink)) {}
 
 absl::StatusOr<std::unique_ptr<DeviceShell>> DeviceShell::Create(
     DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
     size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
-    std::chrono::steady_clock::time_point epoch, bool record_runs, Sink sink) {
-  std::unique_ptr<DeviceShell> shell(
-      new DeviceShell(id, std::move(name), latency, runners, epoch, record_runs, std::move(sink)));
+    std::chrono::steady_clock::time_point epoch, Sink sink) {
+  std::unique_ptr<DeviceShell> shell(new DeviceShell(id, std::move(name), latency, runners, epoch, std::move(sink)));
   dispatch::LowLevelOptions ll;
   ll.device = id;
   ll.max_queue = max_queue;
@@ -175,12 +171,10 @@ void DeviceShell::PuLoop(Pu& pu) {
       result.status = run.status();
     }
 
-    const PuRun record{pu.setup.id, id_, a.model, a.request, a.partition, result.start, result.end, run.ok()};
     lock.lock();
     if (result.end > window_start_) pu.busy += result.end - std::max(result.start, window_start_);
     ++pu.runs;
     if (!run.ok()) ++pu.failures;
-    if (record_runs_) pu.log.push_back(record);
     ApplyLocked(core_->OnPuFinished(std::move(result), Now()));
   }
 }
@@ -217,16 +211,6 @@ void DeviceShell::ResetStats(Time now) {
     pu->runs = 0;
     pu->failures = 0;
   }
-}
-
-std::vector<PuRun> DeviceShell::TakeRuns() {
-  std::vector<PuRun> out;
-  std::lock_guard lock(mu_);
-  for (auto& pu : pus_) {
-    out.insert(out.end(), pu->log.begin(), pu->log.end());
-    pu->log.clear();
-  }
-  return out;
 }
 
 void DeviceShell::set_observer(dispatch::DispatchObserver* observer) {

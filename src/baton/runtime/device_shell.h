@@ -17,7 +17,7 @@
 // Time: Now() = steady_clock since `epoch`, the clock of the owner.
 //
 // Thread-safety: Submit, TickIfDue, NextExpiry, pu_stats, core_stats,
-// ResetStats, TakeRuns and set_observer may be called from any thread; Start
+// ResetStats and set_observer may be called from any thread; Start
 // once; Stop (idempotent) joins the workers.
 #pragma once
 
@@ -67,18 +67,6 @@ class RunnerTable {
   absl::flat_hash_map<policy::LatencyKey, const backend::PreparedPartition*> table_;  // guarded by mu_
 };
 
-// One partition run on a PU (kept when record_runs).
-struct PuRun {
-  PuId pu;
-  DeviceId device;
-  ModelId model;
-  RequestId request;
-  PartitionId partition;
-  Time start{};
-  Time end{};  // when the PU became free again
-  bool ok = true;
-};
-
 struct PuStats {
   PuId pu;
   DeviceId device;
@@ -97,7 +85,7 @@ class DeviceShell : public dispatch::LowLevelPort {
   static absl::StatusOr<std::unique_ptr<DeviceShell>> Create(
       DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
       size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
-      std::chrono::steady_clock::time_point epoch, bool record_runs, Sink sink);
+      std::chrono::steady_clock::time_point epoch, Sink sink);
   ~DeviceShell() override;  // Stop()
   DeviceShell(const DeviceShell&) = delete;
   DeviceShell& operator=(const DeviceShell&) = delete;
@@ -119,13 +107,12 @@ class DeviceShell : public dispatch::LowLevelPort {
   size_t queued() const;
   size_t running() const;
   void ResetStats(Time now);
-  std::vector<PuRun> TakeRuns();
   void set_observer(dispatch::DispatchObserver* observer);
 
  private:
   struct Pu;
   DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
-              std::chrono::steady_clock::time_point epoch, bool record_runs, Sink sink);
+              std::chrono::steady_clock::time_point epoch, Sink sink);
   // Under mu_: starts runs on PUs and sends completions to the sink.
   void ApplyLocked(dispatch::LowLevelActions actions);
   void PuLoop(Pu& pu);
@@ -135,7 +122,6 @@ class DeviceShell : public dispatch::LowLevelPort {
   policy::OnlineLatencyModel* latency_;
   const RunnerTable* runners_;
   const std::chrono::steady_clock::time_point epoch_;
-  const bool record_runs_;
   const Sink sink_;
   std::vector<PuSetup> pu_setups_;
 

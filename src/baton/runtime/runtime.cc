@@ -60,13 +60,14 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(std::vector<DeviceSetup
       BATON_ASSIGN_OR_RETURN(
           device->shell,
           DeviceShell::Create(setup.id, setup.name, std::move(setup.pus), std::move(setup.policy), setup.max_queue,
-                              latency, runners, rt->epoch_, options.record_runs,
+                              latency, runners, rt->epoch_,
                               [self](std::vector<dispatch::Completion> c) { self->PostCompletions(std::move(c)); }));
     }
     rt->status_.push_back(DeviceStatus{device->id, device->name, device->remote != nullptr, true, 0, 0});
     rt->device_by_id_.emplace(device->id, device.get());
     rt->devices_.push_back(std::move(device));
   }
+  if (options.observer != nullptr) rt->set_observer(options.observer);
   return rt;
 }
 
@@ -231,6 +232,16 @@ void Runtime::DispatcherLoop() {
         clients_[r->id] = Client{std::move(r->done), r->submitted};
         Apply(hl_.OnRequest(r->id, r->model, std::move(r->inputs), r->options, Now()));
       } else if (auto* c = std::get_if<dispatch::Completion>(&item)) {
+        if (observer_ != nullptr && c->pu.has_value()) {
+          // A remote device's LL core runs in its agent: its runs reach the
+          // observer from their completions (times already on this clock).
+          auto it = device_by_id_.find(c->device);
+          if (it != device_by_id_.end() && it->second->remote) {
+            observer_->OnEvent(dispatch::TraceEvent{dispatch::TraceKind::kFinished, c->end, c->request, c->model,
+                                                    c->partition, c->id, c->device, c->pu, c->status.code(),
+                                                    c->start});
+          }
+        }
         Apply(hl_.OnCompletion(std::move(*c), Now()));
       } else if (auto* back = std::get_if<Returned>(&item)) {
         Device& d = *device_by_id_.at(back->from);
@@ -350,14 +361,5 @@ void Runtime::ResetStats() {
   window_start_ = now;
 }
 
-std::vector<PuRun> Runtime::TakeRuns() {
-  std::vector<PuRun> out;
-  for (auto& d : devices_) {
-    if (!d->shell) continue;
-    std::vector<PuRun> runs = d->shell->TakeRuns();
-    out.insert(out.end(), runs.begin(), runs.end());
-  }
-  return out;
-}
 
 }  // namespace baton::runtime

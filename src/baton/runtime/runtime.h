@@ -114,7 +114,10 @@ struct RuntimeStats {
 };
 
 struct RuntimeOptions {
-  bool record_runs = false;  // keep every PuRun (for traces); costs memory per run
+  // Attached to every core before the threads start (e.g. a
+  // trace::TraceObserver); borrowed, must outlive the runtime; called from
+  // several threads at once, so it synchronises itself.
+  dispatch::DispatchObserver* observer = nullptr;
 };
 
 class Runtime {
@@ -154,8 +157,6 @@ class Runtime {
   // Zeroes the PU busy times and run counts and restarts the stats window
   // (the start of a measurement).
   void ResetStats();
-  // Every recorded run (RuntimeOptions::record_runs), in per-PU order; call after Stop.
-  std::vector<PuRun> TakeRuns();
 
   // Attached to every core; called from several threads (the dispatcher and
   // the PU workers), so it must synchronise itself. Before Start only.

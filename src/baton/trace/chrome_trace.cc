@@ -24,21 +24,44 @@ void ChromeTrace::AddSlice(uint32_t pid, uint32_t tid, const std::string& name, 
   ++slices_;
 }
 
+void ChromeTrace::AddInstant(uint32_t pid, uint32_t tid, const std::string& name, Time time,
+                             std::vector<std::pair<std::string, std::string>> args) {
+  events_.push_back(Event{'i', pid, tid, name, Micros(time.time_since_epoch()), 0, std::move(args)});
+}
+
+void ChromeTrace::AddCounter(uint32_t pid, const std::string& name, Time time, double value) {
+  events_.push_back(Event{'C', pid, 0, name, Micros(time.time_since_epoch()), 0, {}, value});
+}
+
+void ChromeTrace::AddMetadata(const std::string& key, const std::string& value) { metadata_.emplace_back(key, value); }
+
 std::string ChromeTrace::ToJson() const {
   nlohmann::json events = nlohmann::json::array();
   for (const Event& e : events_) {
     nlohmann::json j = {{"ph", std::string(1, e.phase)}, {"pid", e.pid}, {"tid", e.tid}, {"name", e.name}};
+    nlohmann::json args = nlohmann::json::object();
     if (e.phase == 'X') {
       j["ts"] = e.ts_us;
       j["dur"] = e.dur_us;
       j["cat"] = "partition";
+    } else if (e.phase == 'i') {
+      j["ts"] = e.ts_us;
+      j["s"] = "t";
+      j["cat"] = "queue";
+    } else if (e.phase == 'C') {
+      j["ts"] = e.ts_us;
+      args[e.name] = e.value;
     }
-    nlohmann::json args = nlohmann::json::object();
     for (const auto& [k, v] : e.args) args[k] = v;
     j["args"] = std::move(args);
     events.push_back(std::move(j));
   }
   nlohmann::json doc = {{"traceEvents", std::move(events)}, {"displayTimeUnit", "ms"}};
+  if (!metadata_.empty()) {
+    nlohmann::json meta = nlohmann::json::object();
+    for (const auto& [k, v] : metadata_) meta[k] = v;
+    doc["metadata"] = std::move(meta);
+  }
   return doc.dump();
 }
 

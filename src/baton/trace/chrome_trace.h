@@ -1,7 +1,7 @@
-// Chrome / Perfetto trace files (the JSON "Trace Event Format"): one process
-// per device, one thread lane per PU, one complete ("X") slice per partition
-// run named "<model>.p<partition>" with the model, request and partition in
-// its args. Open the file at ui.perfetto.dev or chrome://tracing.
+// Chrome / Perfetto trace files (the JSON "Trace Event Format"): processes
+// and named thread lanes, complete ("X") slices, instants ("i") and counters
+// ("C"). TraceObserver (trace_observer.h) fills one from the dispatcher's
+// events. Open the file at ui.perfetto.dev or chrome://tracing.
 //
 // Example:
 //   ChromeTrace trace;
@@ -29,6 +29,13 @@ class ChromeTrace {
   // A slice from `start` to `end` (times on any common clock; written in µs).
   void AddSlice(uint32_t pid, uint32_t tid, const std::string& name, Time start, Time end,
                 std::vector<std::pair<std::string, std::string>> args = {});
+  // An instant ("i", thread scope) at `time`.
+  void AddInstant(uint32_t pid, uint32_t tid, const std::string& name, Time time,
+                  std::vector<std::pair<std::string, std::string>> args = {});
+  // A counter track ("C") of process `pid` named `name`: `value` from `time` on.
+  void AddCounter(uint32_t pid, const std::string& name, Time time, double value);
+  // A top-level metadata entry of the trace file (e.g. what was left out).
+  void AddMetadata(const std::string& key, const std::string& value);
   size_t slices() const { return slices_; }
   // The whole trace as JSON text.
   std::string ToJson() const;
@@ -37,15 +44,17 @@ class ChromeTrace {
 
  private:
   struct Event {
-    char phase;  // 'M' metadata, 'X' complete
+    char phase;  // 'M' metadata, 'X' complete, 'i' instant, 'C' counter
     uint32_t pid = 0;
     uint32_t tid = 0;
     std::string name;
     double ts_us = 0;
     double dur_us = 0;
     std::vector<std::pair<std::string, std::string>> args;
+    double value = 0;  // 'C': the counter's value
   };
   std::vector<Event> events_;
+  std::vector<std::pair<std::string, std::string>> metadata_;
   size_t slices_ = 0;
 };
 
