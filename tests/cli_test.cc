@@ -1,6 +1,7 @@
 // The `baton` command line, run as a user runs it.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -95,6 +96,38 @@ TEST_F(CliTest, BadInputGivesClearErrorAndNonZeroExit) {
     Result r = Baton(std::string(sub) + " " + garbage.string());
     EXPECT_NE(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("garbage.onnx")) << sub;
+  }
+}
+
+TEST_F(CliTest, OutOfRangeOptionsExitTwoWithTheBound) {
+  const std::string model = (dir_ / "m.onnx").string();
+  struct Case {
+    std::string args;
+    std::string says;
+  };
+  for (const Case& c : std::vector<Case>{{"verify " + model + " --parts 0", "--parts: must be an integer in 1..1024, got 0"},
+                                         {"verify " + model + " --threads 100000", "1..1024, got 100000"},
+                                         {"verify " + model + " --atol -1", "must be a finite number >= 0, got -1"},
+                                         {"run --duration nan", "must be a finite number > 0, got nan"},
+                                         {"run --duration inf", "got inf"},
+                                         {"run --slices 2147483647", "1..1000"},
+                                         {"partition " + model + " --parts 0", "1..1024"}}) {
+    Result r = Baton(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_THAT(r.output, HasSubstr(c.says)) << c.args;
+    EXPECT_LT(r.output.size(), 400u) << "no 309-digit bound: " << r.output;
+  }
+  EXPECT_EQ(Baton("run --help").exit_code, 0);
+}
+
+TEST_F(CliTest, ConfigPlanAndProfilePathsMustBeRegularFiles) {
+  const fs::path fifo = dir_ / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& args : {"run " + fifo.string(), "run --plan " + fifo.string(),
+                                  std::string("run --profile /dev/zero"), "plan --profile /dev/zero -o " + (dir_ / "p.json").string()}) {
+    Result r = Baton(args);  // used to block on the FIFO or read /dev/zero until memory ran out
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_THAT(r.output, HasSubstr("not a regular file")) << args;
   }
 }
 

@@ -307,6 +307,15 @@ TEST(RunConfigTest, KeysOfAnotherKindAreErrorsWithTheFix) {
               HasSubstr("'share_session' applies only to kind cpu"));
 }
 
+TEST(RunConfigTest, SlicesQueuesAndDocumentsHaveBounds) {
+  EXPECT_THAT(ErrorOf(Minimal() + "run: {slices: 100000000}\n"), HasSubstr("run.slices: must be in 1..1000"));
+  EXPECT_THAT(ErrorOf(Minimal() + "run: {duration_s: 1, slices: 1000}\n"),
+              HasSubstr("would last 1 ms each, too short to measure; use at most 100 slices"));
+  EXPECT_THAT(ErrorOf(Minimal() + "run: {max_queue: 2000000000}\n"), HasSubstr("run.max_queue: must be in 1..1000000"));
+  EXPECT_THAT(ErrorOf(Minimal() + "run: {max_in_flight: 0}\n"), HasSubstr("run.max_in_flight: must be in 1..1000000"));
+  EXPECT_THAT(ErrorOf(Minimal() + "---\n" + Minimal()), HasSubstr("holds 2 YAML documents"));
+}
+
 TEST(RunConfigTest, ShareSessionIsAConfigKey) {
   absl::StatusOr<RunConfig> shared = ParseRunConfig(Minimal(), "c.yaml");
   ASSERT_TRUE(shared.ok()) << shared.status();
@@ -368,9 +377,9 @@ TEST(RunConfigTest, OutOfRangeValuesNameKeyValueAndRange) {
       {Minimal() + "policy: {stages: -1}\n", "policy.stages: must be in 0..64, got -1"},
       {Minimal() + "run: {duration_s: 0}\n", "run.duration_s: must be > 0 and at most 1e+06, got 0"},
       {Minimal() + "run: {warmup_s: -1}\n", "run.warmup_s: must be >= 0 and at most 1e+06, got -1"},
-      {Minimal() + "run: {slices: 0}\n", "run.slices: must be >= 1, got 0"},
-      {Minimal() + "run: {max_queue: 0}\n", "run.max_queue: must be >= 1, got 0"},
-      {Minimal() + "run: {max_in_flight: -4}\n", "run.max_in_flight: must be >= 1, got -4"},
+      {Minimal() + "run: {slices: 0}\n", "run.slices: must be in 1..1000, got 0"},
+      {Minimal() + "run: {max_queue: 0}\n", "run.max_queue: must be in 1..1000000, got 0"},
+      {Minimal() + "run: {max_in_flight: -4}\n", "run.max_in_flight: must be in 1..1000000, got -4"},
   };
   for (const Case& test : cases) {
     EXPECT_THAT(ErrorOf(test.yaml), HasSubstr("config.yaml: " + test.expected)) << test.yaml;
@@ -666,7 +675,7 @@ TEST_F(LoadRunConfigTest, FilesOverOneMebibyteAreRefused) {
   absl::StatusOr<RunConfig> config = LoadRunConfig(big);
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(config.status().message(), HasSubstr("larger than 1 MiB"));
+  EXPECT_THAT(config.status().message(), HasSubstr("more than the limit of 1048576 bytes"));
   EXPECT_THAT(config.status().message(), HasSubstr(big));
 }
 

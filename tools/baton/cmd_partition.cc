@@ -8,6 +8,7 @@
 #include "baton/graph/model.h"
 #include "baton/partition/plan.h"
 #include "commands.h"
+#include "validators.h"
 #include "format.h"
 #include "nlohmann/json.hpp"
 
@@ -81,7 +82,7 @@ void AddPartitionCommand(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand("partition", "Cut a model into partitions and write them with a plan JSON");
   cmd->add_option("MODEL", args->model, "Path of an .onnx model")->required();
   auto* parts = cmd->add_option("--parts", args->parts, "Number of partitions, balanced by estimated cost")
-                    ->check(CLI::PositiveNumber);
+                    ->check(IntIn(1, 1024));
   auto* cut = cmd->add_option("--cut", args->cut, "Cut after these tensors, in order (comma-separated)")
                   ->delimiter(',');
   parts->excludes(cut);

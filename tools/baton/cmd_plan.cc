@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "commands.h"
+#include "validators.h"
 #include "library.h"
 
 namespace baton::cli {
@@ -103,8 +104,8 @@ void AddPlanCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("-o,--output", args->output, "The plan to write (JSON)")->required();
   cmd->add_option("--policy", args->policy, "High-level policy (default: the config's policy.high_level)");
   cmd->add_option("--stages", args->stages, "balanced: stages per model (0 = number of PUs)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--iterations", args->iterations, "search: moves tried")->check(CLI::NonNegativeNumber);
+      ->check(IntIn(0, 64));
+  cmd->add_option("--iterations", args->iterations, "search: moves tried")->check(IntIn(0, 100'000'000));
   cmd->add_flag("--quiet", args->quiet, "No progress on stderr");
   cmd->add_option("--cache-dir", args->cache_dir, "Where zoo models are generated");
   cmd->callback([args, exit_code] { *exit_code = Plan(*args); });

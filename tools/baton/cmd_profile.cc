@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_format.h"
 #include "commands.h"
+#include "validators.h"
 #include "library.h"
 
 namespace baton::cli {
@@ -109,13 +110,13 @@ void AddProfileCommand(CLI::App& app, int* exit_code) {
       "Resumes from -o PROFILE when it exists; --fresh starts over. Exit status: 0 done, 2 error.");
   cmd->add_option("CONFIG", args->config, "YAML run configuration (default: the embedded workload)");
   cmd->add_option("-o,--output", args->output, "The profile to write (JSON)")->required();
-  cmd->add_option("--budget", args->budget, "Candidate partitions per model (default 24)")->check(CLI::PositiveNumber);
+  cmd->add_option("--budget", args->budget, "Candidate partitions per model (default 24)")->check(IntIn(1, 10'000));
   cmd->add_option("--min-atoms", args->min_atoms, "Atoms per model at least (0 = max(4, 2 x PUs))")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--warmup-runs", args->warmup_runs, "Unmeasured runs first (default 2)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--min-runs", args->min_runs, "Measured runs at least (default 7)")->check(CLI::PositiveNumber);
+      ->check(IntIn(0, 10'000));
+  cmd->add_option("--warmup-runs", args->warmup_runs, "Unmeasured runs first (default 2)")->check(IntIn(0, 1'000'000));
+  cmd->add_option("--min-runs", args->min_runs, "Measured runs at least (default 7)")->check(IntIn(1, 1'000'000));
   cmd->add_option("--min-time-ms", args->min_time_ms, "Measured time at least, per entry (default 100)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_flag("--fresh", args->fresh, "Ignore an existing PROFILE instead of resuming it");
   cmd->add_flag("--quiet", args->quiet, "No progress on stderr");
   cmd->add_option("--cache-dir", args->cache_dir, "Where zoo models are generated");

@@ -22,6 +22,7 @@
 #include "baton/policy/policy.h"
 #include "baton/trace/summary.h"
 #include "commands.h"
+#include "validators.h"
 #include "library.h"
 #include "format.h"
 #include "nlohmann/json.hpp"
@@ -507,11 +508,11 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--trace", args->trace, "Write a Chrome/Perfetto trace of baton's PU runs to this file");
   cmd->add_flag("--verify", args->verify, "Check every completed request's outputs against whole-model ORT");
   cmd->add_option("--duration", args->duration_s, "Measured seconds per mode (overrides run.duration_s)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--warmup", args->warmup_s, "Warm-up seconds (overrides run.warmup_s)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--slices", args->slices, "Interleaved slices per mode (overrides run.slices)")
-      ->check(CLI::PositiveNumber);
+      ->check(IntIn(1, 1000));
   cmd->add_flag("--no-baselines", args->no_baselines, "Run baton only");
   cmd->add_option("--baselines", args->baselines,
                   absl::StrCat("Baselines to run, comma-separated, or all / none (overrides run.baselines; default: "
@@ -524,7 +525,7 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--low-level", args->low_level,
                   absl::StrCat("Low-level policy: ", absl::StrJoin(policy::LowLevelPolicyNames(), ", ")));
   cmd->add_option("--stages", args->stages, "Partitions per model for balanced (0 = number of PUs)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(IntIn(0, 64));
   cmd->add_flag("--print-config", args->print_config, "Print the effective configuration as YAML and exit");
   cmd->add_flag("--quiet", args->quiet, "No progress lines on stderr");
   cmd->add_option("--plan", args->plan, "Carry out this plan (from `baton plan`) instead of planning now");

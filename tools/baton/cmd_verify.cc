@@ -17,6 +17,7 @@
 #include "baton/partition/plan.h"
 #include "baton/verify/verify.h"
 #include "commands.h"
+#include "validators.h"
 
 namespace baton::cli {
 
@@ -177,7 +178,7 @@ void AddVerifyCommand(CLI::App& app, int* exit_code) {
                          "Exit status: 0 all outputs match, 1 mismatch or a partition failed, 2 usage/load error.");
   cmd->add_option("MODEL", args->model, "Path of an .onnx model")->required();
   auto* parts = cmd->add_option("--parts", args->parts, "Number of partitions, balanced by estimated cost")
-                    ->check(CLI::PositiveNumber)
+                    ->check(IntIn(1, 1024))
                     ->capture_default_str();
   auto* cut =
       cmd->add_option("--cut", args->cut, "Cut after these tensors, in order (comma-separated)")->delimiter(',');
@@ -187,12 +188,12 @@ void AddVerifyCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--shape", args->shapes, "Whole shape of input NAME, NAME=D1,D2,... (repeatable)");
   cmd->add_option("--input", args->fixed, "Fill input NAME with one value, NAME=VALUE (repeatable)");
   cmd->add_option("--threads", args->threads, "ONNX Runtime intra-op threads per session")
-      ->check(CLI::PositiveNumber)
+      ->check(IntIn(1, 1024))
       ->capture_default_str();
   cmd->add_option("--int-low", args->int_low, "Lowest random integer input value")->capture_default_str();
   cmd->add_option("--int-high", args->int_high, "Random integer inputs stay below this")->capture_default_str();
-  cmd->add_option("--atol", args->atol, "Absolute tolerance")->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->add_option("--rtol", args->rtol, "Relative tolerance")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--atol", args->atol, "Absolute tolerance")->check(kNonNegative)->capture_default_str();
+  cmd->add_option("--rtol", args->rtol, "Relative tolerance")->check(kNonNegative)->capture_default_str();
   cmd->callback([args, exit_code] { *exit_code = RunVerify(*args); });
 }
 

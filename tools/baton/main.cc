@@ -17,6 +17,12 @@ int main(int argc, char** argv) {
   baton::cli::AddProfileCommand(app, &exit_code);
   baton::cli::AddPlanCommand(app, &exit_code);
   baton::cli::AddAgentCommand(app, &exit_code);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every usage error exits 2, as documented
+    // (CLI11's own codes, 105 for a failed check, would leak out otherwise).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   return exit_code;
 }

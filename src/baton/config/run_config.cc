@@ -1,5 +1,7 @@
 #include "baton/config/run_config.h"
 
+#include "baton/core/file.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -49,6 +51,9 @@ constexpr int kMaxPartitions = 64;
 // rather than a process that allocates until it dies.
 constexpr int kMaxThreads = 1024;       // devices[].pus[].threads
 constexpr int kMaxConcurrency = 4096;   // models[].arrival.concurrency
+constexpr int kMaxSlices = 1000;        // run.slices
+constexpr double kMinSliceS = 0.01;     // run.duration_s / run.slices: shorter slices measure nothing
+constexpr int kMaxQueue = 1'000'000;    // run.max_queue, run.max_in_flight
 // Upper bounds that keep later conversions to std::chrono nanoseconds (and
 // periods 1/fps) far from overflow and underflow.
 constexpr double kMaxSeconds = 1e6;     // duration_s, warmup_s (~11.6 days)
@@ -126,11 +131,6 @@ absl::Status CheckPositive(double value, const std::string& path, double max, co
   if (ok) return absl::OkStatus();
   return Invalid(path, absl::StrCat("must be ", zero_ok ? ">= 0" : "> 0", " and at most ", FormatDouble(max), ", got ",
                                     FormatDouble(value), "; set ", meaning));
-}
-
-absl::Status CheckAtLeast(int value, int min, const std::string& path, const std::string& meaning) {
-  if (value >= min) return absl::OkStatus();
-  return Invalid(path, absl::StrCat("must be >= ", min, ", got ", value, "; set ", meaning));
 }
 
 absl::Status CheckInRange(int value, int min, int max, const std::string& path, const std::string& meaning) {
@@ -339,10 +339,19 @@ absl::Status ValidateRun(const RunSettings& run) {
   BATON_RETURN_IF_ERROR(CheckPositive(run.duration_s, "run.duration_s", kMaxSeconds, "the measured seconds per mode"));
   BATON_RETURN_IF_ERROR(CheckPositive(run.warmup_s, "run.warmup_s", kMaxSeconds,
                                       "the unmeasured warm-up seconds (0 for none)", /*zero_ok=*/true));
-  BATON_RETURN_IF_ERROR(CheckAtLeast(run.slices, 1, "run.slices", "how many slices each mode's time is cut into"));
-  BATON_RETURN_IF_ERROR(CheckAtLeast(run.max_queue, 1, "run.max_queue", "the per-device ready-queue capacity"));
   BATON_RETURN_IF_ERROR(
-      CheckAtLeast(run.max_in_flight, 1, "run.max_in_flight", "the per-model limit on requests in flight"));
+      CheckInRange(run.slices, 1, kMaxSlices, "run.slices", "how many slices each mode's time is cut into"));
+  if (run.duration_s / run.slices < kMinSliceS) {
+    return Invalid("run.slices",
+                   absl::StrCat(run.slices, " slices of run.duration_s ", run.duration_s, " s would last ",
+                                run.duration_s / run.slices * 1e3, " ms each, too short to measure; use at most ",
+                                std::max(1, static_cast<int>(run.duration_s / kMinSliceS)),
+                                " slices or a longer duration_s (each slice at least ", kMinSliceS * 1e3, " ms)"));
+  }
+  BATON_RETURN_IF_ERROR(
+      CheckInRange(run.max_queue, 1, kMaxQueue, "run.max_queue", "the per-device ready-queue capacity"));
+  BATON_RETURN_IF_ERROR(CheckInRange(run.max_in_flight, 1, kMaxQueue, "run.max_in_flight",
+                                     "the per-model limit on requests in flight"));
   for (size_t i = 0; i < run.baseline_modes.size(); ++i) {
     const std::string& name = run.baseline_modes[i];
     const std::string where = absl::StrCat("run.baselines[", i, "]");
@@ -785,28 +794,7 @@ std::string YamlErrorLocation(const YAML::Mark& mark) {
 
 // The text of a configuration file, read with the limits every config file has.
 absl::StatusOr<std::string> ReadConfigText(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config file '", path, "' is a folder; give the path of a YAML file"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("config file '", path, "' not found or not readable; check the path and its permissions"));
-  }
-  // Read at most one byte past the limit, so special files (pipes, /dev/zero) cannot run away.
-  std::string text(kMaxFileBytes + 1, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  if (in.bad()) {
-    return absl::NotFoundError(absl::StrCat("config file '", path, "' could not be read; check the file"));
-  }
-  text.resize(static_cast<size_t>(in.gcount()));
-  if (text.size() > kMaxFileBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("config file '", path, "' is larger than 1 MiB (", kMaxFileBytes,
-                                                   " bytes), the limit for a configuration; is it the right file?"));
-  }
-  return text;
+  return ReadRegularFile(path, kMaxFileBytes, "config file");
 }
 
 // An agent's one device: a name and at least one valid PU with a unique name.
@@ -838,7 +826,12 @@ template <typename T, typename Parse, typename Check>
 absl::StatusOr<T> ParseDocument(std::string_view yaml, const std::string& source, const char* what,
                                 const char* doc, Parse parse, Check validate) {
   try {
-    const YAML::Node root = YAML::Load(std::string(yaml));
+    const std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml));
+    if (docs.size() > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": holds ", docs.size(), " YAML documents (separated by "
+                                                     "'---'); baton reads one ", what, " per file: keep one"));
+    }
+    const YAML::Node root = docs.empty() ? YAML::Node() : docs[0];
     Parser parser(source);
     BATON_ASSIGN_OR_RETURN(T value, parse(parser, root));
     if (absl::Status status = validate(value); !status.ok()) {

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "baton/core/file.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 
@@ -163,11 +164,12 @@ absl::StatusOr<PlanFile> PlanFile::Parse(std::string_view text, const std::strin
 }
 
 absl::StatusOr<PlanFile> PlanFile::Load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("plan '", path, "' cannot be read; make one with `baton plan`"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return Parse(ss.str(), path);
+  absl::StatusOr<std::string> text = ReadRegularFile(path, kMaxFileBytes, "plan");
+  if (!text.ok()) {
+    if (absl::IsNotFound(text.status())) return absl::NotFoundError(absl::StrCat(text.status().message(), "; make one with `baton plan`"));
+    return text.status();
+  }
+  return Parse(*text, path);
 }
 
 absl::Status PlanFile::Save(const std::string& path) const {

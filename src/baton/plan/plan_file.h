@@ -72,6 +72,8 @@ struct PlanFile {
   std::string ToJson() const;
   // InvalidArgument naming the field (`source` names the text).
   static absl::StatusOr<PlanFile> Parse(std::string_view json, const std::string& source);
+  // Largest plan file Load reads (a plan of hundreds of models is far smaller).
+  static constexpr size_t kMaxFileBytes = size_t{64} << 20;
   static absl::StatusOr<PlanFile> Load(const std::string& path);
   absl::Status Save(const std::string& path) const;
 

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "baton/core/file.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 
@@ -247,11 +248,12 @@ absl::StatusOr<Profile> Profile::Parse(std::string_view text, const std::string&
 }
 
 absl::StatusOr<Profile> Profile::Load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("profile '", path, "' cannot be read; make one with `baton profile`"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return Parse(ss.str(), path);
+  absl::StatusOr<std::string> text = ReadRegularFile(path, kMaxFileBytes, "profile");
+  if (!text.ok()) {
+    if (absl::IsNotFound(text.status())) return absl::NotFoundError(absl::StrCat(text.status().message(), "; make one with `baton profile`"));
+    return text.status();
+  }
+  return Parse(*text, path);
 }
 
 absl::Status Profile::Save(const std::string& path) const {

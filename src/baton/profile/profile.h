@@ -101,7 +101,10 @@ struct Profile {
   // `source` names the text in errors. InvalidArgument naming the field on
   // malformed input or another format version.
   static absl::StatusOr<Profile> Parse(std::string_view json, const std::string& source);
-  // NotFound when the file does not exist.
+  // Largest profile file Load reads (a profile of hundreds of models is far smaller).
+  static constexpr size_t kMaxFileBytes = size_t{64} << 20;
+  // NotFound when the file does not exist; InvalidArgument when it is not a
+  // regular file or is larger than kMaxFileBytes.
   static absl::StatusOr<Profile> Load(const std::string& path);
   // Atomic: writes `path`.tmp.<pid> and renames it over `path`.
   absl::Status Save(const std::string& path) const;
