@@ -152,6 +152,26 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
                                           "ort_concurrent"}));
 }
 
+TEST_F(CliRunTest, ClosedLoopsBackOffAfterFailedRequests) {
+  // max_in_flight 1 with 8 closed-loop streams: 7 of every 8 requests are
+  // rejected at once. Without a backoff the streams resubmit immediately
+  // (about 27,000 rejections in 0.5 s on the CI machine); with it, each
+  // stream waits up to 100 ms, so a few hundred.
+  const std::string config = Write("reject.yaml", R"(
+devices: [{name: d, pus: [{name: cpu0, kind: cpu}]}]
+models: [{name: a, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 8}}]
+run: {duration_s: 0.5, warmup_s: 0.1, slices: 1, max_in_flight: 1, baselines: false}
+)");
+  Result r = Baton("run " + config + " --json " + Path("reject.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json j = ReadJson(Path("reject.json"));
+  ASSERT_FALSE(j.is_discarded()) << r.output;
+  const nlohmann::json& m = j["models"][0];
+  EXPECT_GT(m["completed"].get<int>(), 0);
+  EXPECT_GT(m["rejected"].get<int>(), 0);
+  EXPECT_LT(m["rejected"].get<int>(), 5000) << "closed loops resubmit rejected requests without waiting";
+}
+
 TEST_F(CliRunTest, BaselinesPicksASubsetAndNoBatonRunsThemAlone) {
   const std::string config = Write("alone.yaml", R"(
 devices: [{name: local, pus: [{name: cpu0, kind: cpu}, {name: cpu1, kind: cpu}]}]

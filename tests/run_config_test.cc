@@ -316,6 +316,20 @@ TEST(RunConfigTest, SlicesQueuesAndDocumentsHaveBounds) {
   EXPECT_THAT(ErrorOf(Minimal() + "---\n" + Minimal()), HasSubstr("holds 2 YAML documents"));
 }
 
+TEST(RunConfigTest, RemoteAddressPortIsInRange) {
+  auto remote = [](const std::string& address) {
+    return "devices: [{name: d, pus: [{name: cpu0}]}, {name: e, address: '" + address +
+           "'}]\nmodels: [{name: m, path: zoo:lstm}]\n";
+  };
+  EXPECT_THAT(ErrorOf(remote("edge:99999")),
+              HasSubstr("devices[1].address: 'edge:99999': port '99999' is not a number in 1..65535"));
+  EXPECT_THAT(ErrorOf(remote("edge:0")), HasSubstr("1..65535"));
+  EXPECT_THAT(ErrorOf(remote("edge:http")), HasSubstr("port 'http'"));
+  EXPECT_THAT(ErrorOf(remote("edge")), HasSubstr("has no port"));
+  EXPECT_TRUE(ParseRunConfig(remote("edge:50051"), "c.yaml").ok());
+  EXPECT_TRUE(ParseRunConfig(remote("[::1]:50051"), "c.yaml").ok());
+}
+
 TEST(RunConfigTest, ShareSessionIsAConfigKey) {
   absl::StatusOr<RunConfig> shared = ParseRunConfig(Minimal(), "c.yaml");
   ASSERT_TRUE(shared.ok()) << shared.status();

@@ -228,10 +228,16 @@ void PrintReport(const RunReport& r) {
       for (const DeviceOutcome& d : r.devices) {
         std::cout << "  " << d.name << (d.address.empty() ? "" : absl::StrCat(" @", d.address)) << " "
                   << F1(100.0 * d.utilization) << " %";
-        if (d.lost > 0) std::cout << " (lost " << d.lost << "x, " << d.returned << " re-issued)";
+        // `returned`: assignments the device handed back (JSON devices[].returned).
+        if (d.lost > 0) std::cout << " (lost " << d.lost << "x, " << d.returned << " handed back)";
         if (!d.reachable) std::cout << " [unreachable]";
       }
       std::cout << "\n";
+      // The run-wide counts, as in the JSON's reissued and rerouted.
+      if (r.reissued > 0 || r.rerouted > 0) {
+        std::cout << "  failover: " << r.reissued << " assignments re-issued after their device was lost, "
+                  << r.rerouted << " sent to a fallback device\n";
+      }
     }
   }
 

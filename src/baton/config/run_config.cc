@@ -205,8 +205,16 @@ absl::Status ValidateDevices(const std::vector<DeviceConfig>& devices) {
                                                        "); device names must be unique"));
     }
     if (device.remote()) {
-      if (device.address.find(':') == std::string::npos) {
+      const size_t colon = device.address.rfind(':');
+      if (colon == std::string::npos) {
         return Invalid(Child(path, "address"), absl::StrCat("'", device.address, "' has no port; write HOST:PORT"));
+      }
+      const std::string port = device.address.substr(colon + 1);
+      const bool digits =
+          !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (!digits || std::stoi(port) < 1 || std::stoi(port) > 65535) {
+        return Invalid(Child(path, "address"),
+                       absl::StrCat("'", device.address, "': port '", port, "' is not a number in 1..65535"));
       }
       if (device.client_cert.empty() != device.client_key.empty()) {
         return Invalid(Child(path, "client_cert"), "client_cert and client_key go together; give both or neither");

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
@@ -145,9 +146,11 @@ class WindowDriver {
         priorities_(std::move(priorities)),
         verify_(verify),
         out_(models.size()),
-        seq_(models.size()) {
+        seq_(models.size()),
+        failures_(models.size()) {
     for (size_t i = 0; i < models.size(); ++i) out_[i].name = models[i].config->name;
     for (auto& s : seq_) s.store(0);
+    for (auto& f : failures_) f.store(0);
   }
 
   // Warm-up, then the measured window. Returns per-model outcomes; fills `pus`
@@ -239,7 +242,16 @@ class WindowDriver {
     auto done = [this, i, sample, closed, deadline](runtime::RequestResult r) {
       Record(i, sample, deadline, r);
       if (!closed || stop_.load()) return;
-      const double think_ms = models_[i].config->arrival.think_ms;
+      double think_ms = models_[i].config->arrival.think_ms;
+      // A closed-loop client whose request failed (rejected, device lost, an
+      // error; not a missed deadline, which is load) waits before it tries
+      // again: 1 ms, doubling per failure in a row, at most kMaxBackoffMs.
+      if (r.status.ok() || r.status.code() == absl::StatusCode::kDeadlineExceeded) {
+        failures_[i].store(0);
+      } else {
+        const int in_a_row = std::min(failures_[i].fetch_add(1) + 1, 30);
+        think_ms = std::max(think_ms, std::min(kMaxBackoffMs, std::ldexp(1.0, in_a_row - 1)));
+      }
       if (think_ms <= 0) {
         Submit(i, true);
         return;
@@ -313,6 +325,9 @@ class WindowDriver {
   std::string first_mismatch_;
   std::vector<std::atomic<uint64_t>> seq_;
   std::atomic<bool> stop_{false};
+  // Per model: failed answers in a row of its closed-loop streams (backoff).
+  std::vector<std::atomic<int>> failures_;
+  static constexpr double kMaxBackoffMs = 100;
   // Closed-loop streams waiting out their think time: (when, model), a min-heap.
   std::mutex mu_;
   std::condition_variable timer_cv_;

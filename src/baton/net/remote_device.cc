@@ -309,6 +309,10 @@ absl::Status GrpcRemoteDevice::Impl::OpenStream(bool rejoin) {
     stream_ = stream;
     // Counted with the stream in place: whoever sees reachable() sees it.
     if (rejoin) ++counters_.rejoined;
+    // Posted under mu_, as Lose posts reachable(false): the runtime sees the
+    // changes in the order the stream changed (a rejoin racing a loss must
+    // not leave a healthy agent marked unreachable for good).
+    if (rejoin) events_.reachable(true, "");
   }
   stream->reader = std::thread([this, stream] { ReaderLoop(stream); });
   stream->writer = std::thread([this, stream] { WriterLoop(stream); });
@@ -521,6 +525,8 @@ void GrpcRemoteDevice::Impl::Lose(const std::shared_ptr<Stream>& stream, const s
     in_flight_.clear();
     ++counters_.lost;
     counters_.returned += back.size();
+    // Under mu_, before the supervisor can rejoin (see OpenStream).
+    events_.reachable(false, absl::StrCat("agent at ", options_.address, ": ", why));
   }
   stream->context.TryCancel();
   {
@@ -529,7 +535,6 @@ void GrpcRemoteDevice::Impl::Lose(const std::shared_ptr<Stream>& stream, const s
   }
   stream->cv.notify_all();
   cv_.notify_all();
-  events_.reachable(false, absl::StrCat("agent at ", options_.address, ": ", why));
   Deliver(std::move(back));
 }
 
@@ -605,7 +610,6 @@ void GrpcRemoteDevice::Impl::SupervisorLoop() {
       }
     }
     if (!reloaded || !OpenStream(/*rejoin=*/true).ok()) continue;
-    events_.reachable(true, "");
   }
 }
 

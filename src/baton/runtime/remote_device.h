@@ -36,6 +36,8 @@ namespace baton::runtime {
 struct RemoteDeviceEvents {
   std::function<void(dispatch::Completion)> completion;
   std::function<void(std::vector<dispatch::Assignment>)> returned;
+  // Called with the device's lock held, so that changes arrive in order:
+  // post and return, never call back into the device.
   std::function<void(bool reachable, std::string why)> reachable;
   std::function<Time()> now;  // the runtime's clock
 };

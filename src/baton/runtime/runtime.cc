@@ -252,8 +252,13 @@ void Runtime::DispatcherLoop() {
         Device& d = *device_by_id_.at(change.device);
         if (d.reachable && !change.reachable) ++d.lost;
         if (d.reachable != change.reachable) {
+          bool others = false;  // another device that can take the work
+          for (const auto& other : devices_) others = others || (other.get() != &d && other->reachable);
           std::fprintf(stderr, "baton: device '%s' %s%s%s\n", d.name.c_str(),
-                       change.reachable ? "is back; it takes work again" : "is lost; its work goes to other devices",
+                       change.reachable ? "is back; it takes work again"
+                       : others         ? "is lost; its work goes to other devices"
+                                        : "is lost, and no other device is reachable: its requests fail "
+                                          "(UNAVAILABLE) until it is back",
                        change.why.empty() ? "" : ": ", change.why.c_str());
         }
         d.reachable = change.reachable;
