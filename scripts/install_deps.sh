@@ -15,7 +15,7 @@ packages=(
   libonnx-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libglpk-dev
-  libonnx-testdata npm openssl ccache python3
+  libonnx-testdata npm openssl ccache python3 libcpp-httplib-dev prometheus
   python3-dev python3-pybind11 pybind11-dev python3-numpy python3-pytest
 )
 missing=()

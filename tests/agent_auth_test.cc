@@ -4,6 +4,10 @@
 // openssl command at test time.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -70,6 +74,28 @@ class AgentAuthTest : public ::testing::Test {
 fs::path* AgentAuthTest::dir_ = nullptr;
 bool AgentAuthTest::certs_ok_ = false;
 
+struct CliResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// `baton agent ARGS` that is expected to refuse to start; `timeout` ends it
+// (exit 124) should it start serving instead.
+CliResult AgentThatMustNotStart(const std::string& args) {
+  const std::string cmd = absl::StrCat("timeout 60 ", BATON_CLI, " agent ", args, " 2>&1");
+  CliResult r;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n = 0;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int status = ::pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const std::string report = testing::SanitizerReport(r.output);
+  if (!report.empty()) ADD_FAILURE() << "`" << cmd << "` printed a sanitizer report:\n" << report;
+  return r;
+}
+
 TEST_F(AgentAuthTest, TlsAgentWithTokenRefusesNoTokenWrongTokenAndPlaintext) {
   ASSERT_TRUE(certs_ok_) << "openssl could not make the test certificates";
   AgentProcess a({"--name", "secure", "--config", absl::StrCat(BATON_SOURCE_DIR, "/tests/data/agent_1cpu.yaml"),
@@ -111,6 +137,30 @@ TEST_F(AgentAuthTest, TokenWithoutTlsOnLoopbackIsEnforced) {
   EXPECT_TRUE(Try(a.address(), "", F("good.token")).ok());
   EXPECT_EQ(Try(a.address(), "", F("bad.token")).code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(Try(a.address(), "", "").code(), absl::StatusCode::kUnauthenticated);
+}
+
+TEST_F(AgentAuthTest, TlsFilesThatAreNotPemAndAPortOutOfRangeAreUsageErrors) {
+  // The reported case: --tls-cert /etc/passwd was called "the port is in use".
+  const std::string passwd = F("passwd");
+  std::ofstream(passwd) << "root:x:0:0:root:/root:/bin/bash\n";
+  CliResult r = AgentThatMustNotStart(absl::StrCat("--listen 127.0.0.1:0 --tls-cert ", passwd, " --tls-key ", passwd));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("'" + passwd + "' (--tls-cert)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("BEGIN CERTIFICATE"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("in use"), std::string::npos) << r.output;
+  if (certs_ok_) {
+    r = AgentThatMustNotStart(
+        absl::StrCat("--listen 127.0.0.1:0 --tls-cert ", F("server.pem"), " --tls-key ", F("server.pem")));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("'" + F("server.pem") + "' (--tls-key)"), std::string::npos) << r.output;
+  }
+
+  // A port outside 0..65535 is refused, not replaced by a random one.
+  r = AgentThatMustNotStart("--listen 127.0.0.1:99999");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("'99999'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("0..65535"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("listening on"), std::string::npos) << r.output;
 }
 
 }  // namespace

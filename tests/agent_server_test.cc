@@ -621,14 +621,15 @@ TEST(AgentServerTest, UnknownHandleAndLateAssignmentAreAnsweredAtOnce) {
   EXPECT_THAT(c->message(), HasSubstr("no-such-handle"));
   EXPECT_FALSE(c->ran());
 
+  uint64_t late_id = 20;  // ids are unique per stream: a repeat would be refused
   for (int64_t budget : {int64_t{0}, int64_t{-1000000}}) {
-    pb::Assignment late = MakeAssignment(2, loaded.handle(), inputs);
+    pb::Assignment late = MakeAssignment(late_id, loaded.handle(), inputs);
     late.set_has_deadline(true);
     late.set_deadline_budget_ns(budget);
     ASSERT_TRUE(exec.Send(late));
     c = exec.NextCompletion();
     ASSERT_TRUE(c.has_value());
-    EXPECT_EQ(c->id(), 2u);
+    EXPECT_EQ(c->id(), late_id++);
     EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED)) << c->message();
     EXPECT_FALSE(c->ran());
   }

@@ -1,8 +1,8 @@
-// Starting `baton agent` processes on loopback for the integration tests.
-// Each agent's stderr goes to a file that is checked when the agent is
-// stopped or killed: a sanitizer report there, an agent that died on its own,
-// or one that does not stop on SIGTERM fails the test, so a crashed agent can
-// never pass for a "lost" one.
+// Starting `baton agent` and `baton serve` processes on loopback for the
+// integration tests. Each one's stderr goes to a file that is checked when it
+// is stopped or killed: a sanitizer report there, a process that died on its
+// own, or one that does not stop on SIGTERM with exit status 0 fails the test,
+// so a crashed agent can never pass for a "lost" one.
 #pragma once
 
 #include <fcntl.h>
@@ -28,17 +28,21 @@
 
 namespace baton::testing {
 
-// One `baton agent --listen 127.0.0.1:0 ARGS...` child; the port is read from
-// its start-up line. The destructor stops it with SIGTERM and expects exit 0.
-class AgentProcess {
+// One `baton COMMAND --listen 127.0.0.1:0 ARGS...` child (`--http` for
+// serve); the port is read from its start-up line ("... listening on
+// HOST:PORT ..."). The destructor stops it with SIGTERM and expects exit 0.
+class BatonProcess {
  public:
-  explicit AgentProcess(std::vector<std::string> args, std::vector<std::string> prefix = {})
-      : args_(std::move(args)), prefix_(std::move(prefix)) {
+  BatonProcess(std::string command, std::vector<std::string> args, std::vector<std::string> prefix = {})
+      : command_(std::move(command)),
+        listen_flag_(command_ == "serve" ? "--http" : "--listen"),
+        args_(std::move(args)),
+        prefix_(std::move(prefix)) {
     Start();
   }
-  ~AgentProcess() { Stop(); }
-  AgentProcess(const AgentProcess&) = delete;
-  AgentProcess& operator=(const AgentProcess&) = delete;
+  ~BatonProcess() { Stop(); }
+  BatonProcess(const BatonProcess&) = delete;
+  BatonProcess& operator=(const BatonProcess&) = delete;
 
   bool ok() const { return port_ > 0; }
   int port() const { return port_; }
@@ -58,7 +62,7 @@ class AgentProcess {
     int status = 0;
     ::waitpid(pid_, &status, 0);
     if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-      ADD_FAILURE() << "agent " << pid_ << " had exited with status " << WEXITSTATUS(status)
+      ADD_FAILURE() << "baton " << command_ << " " << pid_ << " had exited with status " << WEXITSTATUS(status)
                     << " before the test sent it signal " << sig << "; its stderr:\n" << Stderr();
     }
     Reap();
@@ -84,10 +88,10 @@ class AgentProcess {
     if (done == 0) {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, &status, 0);
-      ADD_FAILURE() << "agent " << pid_ << " did not exit within " << limit.count() << " s of SIGTERM; its stderr:\n"
+      ADD_FAILURE() << "baton " << command_ << " " << pid_ << " did not exit within " << limit.count() << " s of SIGTERM; its stderr:\n"
                     << Stderr();
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      ADD_FAILURE() << "agent " << pid_ << " ended with "
+      ADD_FAILURE() << "baton " << command_ << " " << pid_ << " ended with "
                     << (WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
                                           : "signal " + std::to_string(WTERMSIG(status)))
                     << " on SIGTERM (expected exit status 0); its stderr:\n"
@@ -101,13 +105,13 @@ class AgentProcess {
     std::vector<std::string> args = args_;
     bool replaced = false;
     for (size_t i = 0; i + 1 < args.size(); ++i) {
-      if (args[i] == "--listen") {
+      if (args[i] == listen_flag_) {
         args[i + 1] = address();
         replaced = true;
       }
     }
     if (!replaced) {
-      args.push_back("--listen");
+      args.push_back(listen_flag_);
       args.push_back(address());
     }
     const int port = port_;
@@ -128,7 +132,7 @@ class AgentProcess {
   // Closes the pipe, checks the stderr file for a sanitizer report, removes it.
   void Reap() {
     const std::string report = SanitizerReport(Stderr());
-    if (!report.empty()) ADD_FAILURE() << "agent " << pid_ << " printed a sanitizer report:\n" << report;
+    if (!report.empty()) ADD_FAILURE() << "baton " << command_ << " " << pid_ << " printed a sanitizer report:\n" << report;
     pid_ = -1;
     if (out_) {
       std::fclose(out_);
@@ -152,11 +156,11 @@ class AgentProcess {
     // `prefix` runs it through another command (e.g. `ip netns exec NS`).
     std::vector<std::string> argv_s = prefix_;
     argv_s.push_back(BATON_CLI);
-    argv_s.push_back("agent");
+    argv_s.push_back(command_);
     bool has_listen = false;
-    for (const std::string& a : args_) has_listen = has_listen || a == "--listen";
+    for (const std::string& a : args_) has_listen = has_listen || a == listen_flag_;
     if (!has_listen) {
-      argv_s.push_back("--listen");
+      argv_s.push_back(listen_flag_);
       argv_s.push_back("127.0.0.1:0");
     }
     argv_s.insert(argv_s.end(), args_.begin(), args_.end());
@@ -177,7 +181,8 @@ class AgentProcess {
     ::close(err_fd);
     out_ = ::fdopen(fds[0], "r");
     char line[1024];
-    // "baton agent 'NAME' listening on HOST:PORT (PUs: ...)"
+    // "baton agent 'NAME' listening on HOST:PORT (PUs: ...)",
+    // "baton serve: KServe v2 HTTP listening on HOST:PORT (models: ...)"
     if (out_ && std::fgets(line, sizeof(line), out_)) {
       banner_ = line;
       const char* on = std::strstr(line, "listening on ");
@@ -192,6 +197,8 @@ class AgentProcess {
     if (port_ <= 0) banner_ += Stderr();  // why it did not start
   }
 
+  std::string command_;
+  std::string listen_flag_;
   std::vector<std::string> args_;
   std::vector<std::string> prefix_;
   pid_t pid_ = -1;
@@ -200,6 +207,13 @@ class AgentProcess {
   std::string host_ = "127.0.0.1";
   std::string banner_;
   std::string err_path_;
+};
+
+// `baton agent` (the tests' most common child).
+class AgentProcess : public BatonProcess {
+ public:
+  explicit AgentProcess(std::vector<std::string> args, std::vector<std::string> prefix = {})
+      : BatonProcess("agent", std::move(args), std::move(prefix)) {}
 };
 
 }  // namespace baton::testing

@@ -5,6 +5,7 @@
 //     include neither them nor net/'s internal headers, and nothing outside
 //     net/ (and the tests) includes them.
 //   * ONNX Runtime's headers are included only under src/baton/backend/ort/.
+//   * The HTTP library (cpp-httplib) only under src/baton/serve/ (in .cc files).
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -75,6 +76,19 @@ TEST(LayeringTest, OnnxRuntimeHeadersOnlyInBackendOrt) {
     for (const std::string& include : IncludesOf(f)) {
       EXPECT_THAT(include, ::testing::Not(::testing::StartsWith("onnxruntime")))
           << f.lexically_relative(kRoot).string() << " includes ONNX Runtime; only src/baton/backend/ort/ may";
+    }
+  }
+}
+
+TEST(LayeringTest, HttpLibraryOnlyInServe) {
+  std::vector<fs::path> files = SourcesUnder(kRoot / "tools");
+  for (const fs::path& f : SourcesUnder(kRoot / "src" / "baton")) {
+    if (f.parent_path() != kRoot / "src" / "baton" / "serve" || f.extension() == ".h") files.push_back(f);
+  }
+  for (const fs::path& f : files) {
+    for (const std::string& include : IncludesOf(f)) {
+      EXPECT_NE(include, "httplib.h") << f.lexically_relative(kRoot).string()
+                                      << " includes the HTTP library; only src/baton/serve/*.cc may";
     }
   }
 }

@@ -170,7 +170,17 @@ struct ModelStats {
   uint64_t with_slo = 0;           // answered requests that had an SLO
   // Of the completed requests (the last kLatencyWindow of them).
   LatencyStats latency;
+  // Every completed request since Open: a cumulative histogram of its
+  // latency (latency_bucket_counts[i] = requests that took at most
+  // kLatencyBucketsS[i] seconds), their sum in seconds, and their count
+  // (= completed). The Prometheus histogram of `baton serve`.
+  std::vector<uint64_t> latency_bucket_counts;
+  double latency_sum_s = 0;
 };
+
+// Upper bounds (seconds) of the latency histogram's buckets (ModelStats).
+inline constexpr double kLatencyBucketsS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                              0.25,  0.5,    1,     2.5,  5,     10};
 
 struct PuStatsView {
   std::string name;
@@ -181,10 +191,19 @@ struct PuStatsView {
   double utilization = 0;  // busy / time since Open
 };
 
+struct DeviceStatsView {
+  std::string name;
+  bool remote = false;
+  bool reachable = true;
+  uint64_t queued = 0;   // assignments waiting in its ready queue (local devices)
+  uint64_t running = 0;  // assignments running on its PUs (local devices)
+};
+
 struct EngineStats {
   double uptime_s = 0;
-  std::vector<ModelStats> models;  // config order
-  std::vector<PuStatsView> pus;    // local PUs, PuId order
+  std::vector<ModelStats> models;    // config order
+  std::vector<PuStatsView> pus;      // local PUs, PuId order
+  std::vector<DeviceStatsView> devices;  // config order
   uint64_t in_flight = 0;
 };
 

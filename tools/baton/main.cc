@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   baton::cli::AddProfileCommand(app, &exit_code);
   baton::cli::AddPlanCommand(app, &exit_code);
   baton::cli::AddAgentCommand(app, &exit_code);
+  baton::cli::AddServeCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

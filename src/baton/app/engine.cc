@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <iterator>
 #include <mutex>
 #include <shared_mutex>
 #include <utility>
@@ -79,6 +80,8 @@ struct ModelCounters {
   uint64_t slo_met = 0, with_slo = 0;
   std::vector<double> latencies_ms;  // ring of Engine::kLatencyWindow
   size_t next = 0;
+  std::vector<uint64_t> buckets = std::vector<uint64_t>(std::size(kLatencyBucketsS), 0);  // not cumulative
+  double sum_s = 0;
 };
 
 double Percentile(std::vector<double> sorted_ms, double q) {
@@ -189,6 +192,13 @@ struct Engine::Impl {
     if (status.ok()) {
       ++c.completed;
       const double ms = ToMillis(latency);
+      c.sum_s += ms / 1e3;
+      for (size_t b = 0; b < c.buckets.size(); ++b) {
+        if (ms / 1e3 <= kLatencyBucketsS[b]) {
+          ++c.buckets[b];
+          break;
+        }
+      }
       if (c.latencies_ms.size() < kLatencyWindow) {
         c.latencies_ms.push_back(ms);
       } else {
@@ -371,6 +381,9 @@ EngineStats Engine::Stats() const {
       ms.failed = c.failed;
       ms.slo_met = c.slo_met;
       ms.with_slo = c.with_slo;
+      uint64_t cumulative = 0;
+      for (uint64_t n : c.buckets) ms.latency_bucket_counts.push_back(cumulative += n);
+      ms.latency_sum_s = c.sum_s;
       std::vector<double> sorted = c.latencies_ms;
       std::sort(sorted.begin(), sorted.end());
       if (!sorted.empty()) {
@@ -387,6 +400,21 @@ EngineStats Engine::Stats() const {
   }
   const runtime::Runtime& rt = *impl.assembly.runtime.rt;
   s.in_flight = rt.pending();
+  const runtime::RuntimeStats rs = rt.stats();
+  for (size_t d = 0; d < rs.status.size(); ++d) {
+    DeviceStatsView v;
+    v.name = rs.status[d].name;
+    v.remote = rs.status[d].remote;
+    v.reachable = rs.status[d].reachable;
+    if (d < rs.devices.size() && !v.remote) {
+      const dispatch::LowLevelStats& ll = rs.devices[d];
+      const uint64_t left = ll.started + ll.rejected_full + ll.rejected_unrunnable + ll.dropped_expired +
+                            ll.dropped_by_policy;
+      v.queued = ll.assignments > left ? ll.assignments - left : 0;
+      v.running = ll.started > ll.finished ? ll.started - ll.finished : 0;
+    }
+    s.devices.push_back(std::move(v));
+  }
   const config::RunConfig& cfg = impl.assembled_config();
   for (const runtime::PuStats& p : rt.pu_stats()) {
     PuStatsView v;

@@ -1,5 +1,7 @@
 #include "baton/net/agent_server.h"
 
+#include <cstdio>
+
 #include "baton/net/agent_server_impl.h"
 
 namespace baton::net {
@@ -39,9 +41,12 @@ absl::Status AgentServer::Impl::Init() {
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
     server_.reset();
-    return absl::UnavailableError(absl::StrCat("agent '", options_.name, "': cannot listen on ", security_.listen,
-                                               " (the port is in use, or the host is not an address of this "
-                                               "machine); choose another --listen HOST:PORT"));
+    // gRPC does not say why (its own log line on stderr may): name the possible causes, claim none.
+    return absl::UnavailableError(absl::StrCat(
+        "agent '", options_.name, "': could not listen on ", security_.listen,
+        ": the port may be in use, or the host may not be an address of this machine",
+        security_.tls ? ", or the TLS files are not accepted by gRPC (--tls-cert, --tls-key, --client-ca)" : "",
+        "; choose another --listen HOST:PORT", security_.tls ? ", or check the TLS files" : ""));
   }
   if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
     health->SetServingStatus(true);
@@ -184,7 +189,7 @@ grpc::Status AgentServer::Impl::Unload(grpc::ServerContext* context, const pb::U
 grpc::Status AgentServer::Impl::Execute(grpc::ServerContext* context,
                                         grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw) {
   if (grpc::Status auth = CheckAuth(context); !auth.ok()) return auth;
-  auto stream = std::make_shared<Stream>();
+  auto stream = std::make_shared<Stream>(options_.answered_ids_kept);
   stream->context = context;
   {
     std::lock_guard lock(streams_mu_);
@@ -206,6 +211,16 @@ grpc::Status AgentServer::Impl::Execute(grpc::ServerContext* context,
     stream->cv.notify_all();
   }
   writer.join();
+  uint64_t duplicates = 0;
+  {
+    std::lock_guard lock(stream->mu);
+    duplicates = stream->duplicates_dropped;
+  }
+  if (duplicates > 1) {
+    std::fprintf(stderr,
+                 "baton: agent '%s': an Execute stream ended after %llu repeats of ids in flight, all dropped\n",
+                 options_.name.c_str(), static_cast<unsigned long long>(duplicates));
+  }
   {
     std::lock_guard lock(streams_mu_);
     streams_.erase(stream);
@@ -271,12 +286,47 @@ void AgentServer::Impl::Reject(Stream& stream, uint64_t hl_id, const absl::Statu
   c->set_code(static_cast<int32_t>(status.code()));
   c->set_message(std::string(status.message()));
   std::lock_guard lock(stream.mu);
+  stream.ids.Answered(hl_id);
   stream.outbox.push_back(std::move(item));
   stream.cv.notify_all();
 }
 
+bool AgentServer::Impl::AdmitId(const pb::Assignment& in, Stream& stream) {
+  StreamIds::Seen seen = StreamIds::Seen::kNew;
+  bool first_duplicate = false;
+  {
+    std::lock_guard lock(stream.mu);
+    seen = stream.ids.Admit(in.id());
+    if (seen == StreamIds::Seen::kInFlight) first_duplicate = ++stream.duplicates_dropped == 1;
+  }
+  switch (seen) {
+    case StreamIds::Seen::kNew:
+      return true;
+    case StreamIds::Seen::kInFlight:
+      // Not answered: a second completion for an id whose first copy is still
+      // running would be taken as that copy's answer (the HL side keeps the
+      // first completion per id). The first copy's completion answers the id.
+      if (first_duplicate) {
+        std::fprintf(stderr,
+                     "baton: agent '%s': dropped assignment %llu: an assignment with that id is still in flight on "
+                     "the same Execute stream (ids must be unique per stream); its completion answers the id. "
+                     "Further repeats on this stream are counted and reported when it ends\n",
+                     options_.name.c_str(), static_cast<unsigned long long>(in.id()));
+      }
+      return false;
+    case StreamIds::Seen::kAnswered:
+      Reject(stream, in.id(),
+             absl::AlreadyExistsError(absl::StrCat("agent '", options_.name, "': assignment ", in.id(),
+                                                   " was already answered on this Execute stream and is not run "
+                                                   "again; give each assignment of a stream its own id")));
+      return false;
+  }
+  return false;
+}
+
 void AgentServer::Impl::HandleAssignment(const pb::Assignment& in, const std::shared_ptr<Stream>& stream) {
   ++assignments_;
+  if (!AdmitId(in, *stream)) return;
   const Time arrival = shell_->Now();
   const std::string what = absl::StrCat("agent '", options_.name, "': assignment ", in.id());
   ModelId model;
@@ -341,11 +391,7 @@ void AgentServer::Impl::HandleAssignment(const pb::Assignment& in, const std::sh
   a.model = model;
   a.partition = PartitionId(0);
   a.inputs = std::move(*inputs);
-  if (in.has_deadline()) {
-    // A budget <= 0 is already late: put the deadline strictly in the past.
-    const Duration budget(in.deadline_budget_ns());
-    a.deadline = arrival + (budget > Duration(0) ? budget : budget - Duration(1));
-  }
+  if (in.has_deadline()) a.deadline = DeadlineFromBudget(arrival, in.deadline_budget_ns());
   a.priority = in.priority();
   if (in.has_fixed_pu()) a.fixed_pu = PuId(static_cast<uint32_t>(in.fixed_pu()));
 
@@ -382,6 +428,7 @@ void AgentServer::Impl::OnCompletions(std::vector<dispatch::Completion> completi
     inflight_.erase(it);
     std::lock_guard stream_lock(f.stream->mu);
     --f.stream->in_flight;
+    f.stream->ids.Answered(f.hl_id);
     if (!f.stream->closed) {
       OutItem item;
       item.completion.emplace(std::move(c));

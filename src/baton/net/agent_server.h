@@ -4,6 +4,12 @@
 // another process loads partitions into it (Load, cached by content hash) and
 // streams assignments to it (Execute), receiving completions back.
 //
+// Execute streams: assignment ids are unique per stream. A repeat of an id
+// still in flight on the stream is dropped (its first copy's completion
+// answers the id; the agent logs the drop on stderr); a repeat of one of the
+// last `answered_ids_kept` ids answered on the stream is answered at once
+// with ALREADY_EXISTS and not run. Neither runs again.
+//
 // Untrusted input: partition bytes are parsed without external data and
 // within max_partition_bytes, checked against their content hash, the op
 // allow-list and the parameter budget before any session is created; every
@@ -50,7 +56,7 @@ struct AgentPu {
 
 struct AgentOptions {
   std::string name = "agent";
-  std::string listen = "127.0.0.1:0";  // host:port; port 0 picks a free one (see AgentServer::port)
+  std::string listen = "127.0.0.1:0";  // host:port, port in 0..65535; 0 picks a free one (see AgentServer::port)
   ServerSecurityOptions security;
   std::string low_level = "fifo";  // the agent's low-level policy (policy::MakeLowLevelPolicy)
   size_t max_queue = 256;          // ready-queue capacity of the agent's low-level core
@@ -59,13 +65,19 @@ struct AgentOptions {
   std::vector<std::string> allowed_ops;      // empty = any op
   std::chrono::milliseconds load_timeout{30000};  // budget for creating the sessions of one partition
   int64_t max_param_bytes = int64_t{1} << 31;     // a partition whose parameters exceed it is refused
+  // Per Execute stream, how many answered assignment ids the agent remembers
+  // to refuse a repeat (ALREADY_EXISTS); ids in flight are always remembered.
+  // 0 = only ids in flight. See "Assignment ids" in docs/agent.md.
+  size_t answered_ids_kept = 1024;
 };
 
 class AgentServer {
  public:
   // Validates the options, builds the device shell, binds and serves.
-  // InvalidArgument naming the option for bad options or PUs; Unavailable
-  // when the address cannot be bound; security errors from MakeServerSecurity.
+  // InvalidArgument naming the option for bad options or PUs, a listen port
+  // outside 0..65535, or TLS files that are not PEM (NotFound when one does
+  // not exist); Unavailable when gRPC cannot listen (it does not say why: the
+  // message names the possible causes).
   static absl::StatusOr<std::unique_ptr<AgentServer>> Start(AgentOptions options, std::vector<AgentPu> pus);
   ~AgentServer();  // Shutdown()
   AgentServer(const AgentServer&) = delete;

@@ -31,6 +31,7 @@
 #include "baton/graph/model.h"
 #include "baton/net/codec.h"
 #include "baton/net/security.h"
+#include "baton/net/stream_ids.h"
 #include "baton/policy/latency_model.h"
 #include "baton/policy/policy.h"
 #include "baton/runtime/device_shell.h"
@@ -125,6 +126,7 @@ class AgentServer::Impl final : public pb::Agent::Service {
   };
 
   struct Stream {
+    explicit Stream(size_t answered_ids_kept) : ids(answered_ids_kept) {}
     grpc::ServerContext* context = nullptr;
     std::mutex mu;
     std::condition_variable cv;
@@ -132,6 +134,8 @@ class AgentServer::Impl final : public pb::Agent::Service {
     size_t in_flight = 0;        // guarded by mu; submitted, not yet answered by the shell
     bool closed = false;         // guarded by mu; the writer stops, later completions are discarded
     bool draining = false;       // guarded by mu; the client half-closed: finish once all is answered
+    StreamIds ids;               // guarded by mu; what this stream sent: its ids run once
+    uint64_t duplicates_dropped = 0;  // guarded by mu; repeats of an id in flight (logged at the first and the end)
   };
 
   struct InFlight {
@@ -155,7 +159,10 @@ class AgentServer::Impl final : public pb::Agent::Service {
   void WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
   bool WriteItem(OutItem& item, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
   void HandleAssignment(const pb::Assignment& in, const std::shared_ptr<Stream>& stream);
+  // Answers `hl_id` at once with `status` (the id, if in flight, counts as answered).
   void Reject(Stream& stream, uint64_t hl_id, const absl::Status& status);
+  // False when `in` repeats an id of `stream` (it is then answered or dropped).
+  bool AdmitId(const pb::Assignment& in, Stream& stream);
   void OnCompletions(std::vector<dispatch::Completion> completions);  // the shell's sink
   void TickLoop();
 

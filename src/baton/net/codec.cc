@@ -1,6 +1,8 @@
 #include "baton/net/codec.h"
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "baton/core/dtype.h"
@@ -59,6 +61,17 @@ absl::StatusOr<dispatch::NamedTensors> FromProto(const google::protobuf::Repeate
     out.push_back(std::move(named));
   }
   return out;
+}
+
+Time DeadlineFromBudget(Time arrival, int64_t budget_ns) {
+  const int64_t cap = kMaxDeadlineBudget.count();
+  const int64_t budget = std::clamp(budget_ns, -cap, cap);
+  int64_t at = 0;
+  if (__builtin_add_overflow(arrival.time_since_epoch().count(), budget, &at)) {
+    at = budget > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+  }
+  if (budget <= 0 && at > std::numeric_limits<int64_t>::min()) --at;  // already late: strictly before arrival
+  return Time(Duration(at));
 }
 
 std::vector<pb::Frame> SplitFrames(const std::string& serialized, int64_t chunk_bytes) {

@@ -1,0 +1,190 @@
+#include "baton/serve/http_server.h"
+
+#include <arpa/inet.h>
+
+#include <exception>
+#include <regex>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "baton/serve/kserve_json.h"
+#include "baton/serve/metrics.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+
+namespace baton::serve {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxElements = size_t{1} << 28;  // per tensor, over JSON
+constexpr char kVersion[] = "0.1.0";
+
+void Reply(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  // Strings from a model (BYTES outputs) may not be valid UTF-8: replace, never throw.
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+void Error(httplib::Response& res, int status, const std::string& message) { Reply(res, status, {{"error", message}}); }
+
+// Constant-time comparison, so the token cannot be guessed byte by byte.
+bool SameSecret(const std::string& given, const std::string& want) {
+  if (want.empty()) return false;
+  unsigned char diff = given.size() == want.size() ? 0 : 1;
+  for (size_t i = 0; i < given.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ want[i % want.size()]);
+  return diff == 0;
+}
+
+}  // namespace
+
+bool IsLoopbackLiteral(const std::string& host) {
+  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  return false;
+}
+
+HttpServer::HttpServer(Engine& engine, HttpOptions options) : engine_(engine), options_(std::move(options)) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, HttpOptions options) {
+  if (options.port < 0 || options.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--http: port ", options.port, " is not in 0..65535"));
+  }
+  if (options.threads < 1 || options.threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads must be in 1..256, got ", options.threads));
+  }
+  if (options.max_request_bytes < 1024) {
+    return absl::InvalidArgumentError("--max-request-mb must allow at least 1 KiB");
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together; give both or neither");
+  }
+  const bool secure = !options.tls_cert.empty() && !options.token.empty();
+  if (!IsLoopbackLiteral(options.host) && !secure) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing to serve on ", options.host,
+        " without TLS and a token: anyone who can reach it could use this machine's PUs. Give --tls-cert, --tls-key "
+        "and --token-file, or serve on 127.0.0.1"));
+  }
+  std::unique_ptr<HttpServer> s(new HttpServer(engine, std::move(options)));
+  const HttpOptions& o = s->options_;
+  if (!o.tls_cert.empty()) {
+    auto ssl = std::make_unique<httplib::SSLServer>(o.tls_cert.c_str(), o.tls_key.c_str());
+    if (!ssl->is_valid()) {
+      return absl::InvalidArgumentError(absl::StrCat("the TLS certificate '", o.tls_cert, "' or key '", o.tls_key,
+                                                     "' cannot be used (not readable, not PEM, or not a pair)"));
+    }
+    s->server_ = std::move(ssl);
+  } else {
+    s->server_ = std::make_unique<httplib::Server>();
+  }
+  httplib::Server& srv = *s->server_;
+  srv.set_payload_max_length(o.max_request_bytes);
+  srv.set_read_timeout(o.read_timeout);
+  srv.set_write_timeout(o.write_timeout);
+  srv.set_keep_alive_max_count(1000);
+  const int threads = o.threads;
+  srv.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  s->Route();
+  const int port = o.port == 0 ? srv.bind_to_any_port(o.host) : (srv.bind_to_port(o.host, o.port) ? o.port : -1);
+  if (port < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", o.host, ":", o.port,
+                                               " (in use, or not an address of this machine); pick another with --http"));
+  }
+  s->port_ = port;
+  httplib::Server* raw = s->server_.get();
+  s->thread_ = std::thread([raw] { raw->listen_after_bind(); });
+  return s;
+}
+
+void HttpServer::Stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void HttpServer::Route() {
+  httplib::Server& srv = *server_;
+  const bool loopback = IsLoopbackLiteral(options_.host);
+  // The token check: health and metrics stay open on loopback.
+  srv.set_pre_routing_handler([this, loopback](const httplib::Request& req, httplib::Response& res) {
+    if (options_.token.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    const bool open = loopback && (req.path.rfind("/v2/health/", 0) == 0 || req.path == "/metrics");
+    if (open) return httplib::Server::HandlerResponse::Unhandled;
+    const std::string auth = req.get_header_value("Authorization");
+    if (auth.rfind("Bearer ", 0) != 0 || !SameSecret(auth.substr(7), options_.token)) {
+      Error(res, 401, "missing or wrong token: send 'Authorization: Bearer <token>'");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  srv.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    Error(res, 500, absl::StrCat("internal error: ", what));
+  });
+  srv.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;  // a handler already answered
+    if (res.status == 413) {
+      Error(res, 413, "request body too large; raise --max-request-mb or send less");
+    } else if (res.status == 404) {
+      Error(res, 404, absl::StrCat("no endpoint ", req.method, " ", req.path, " (KServe v2: /v2/...)"));
+    }
+  });
+
+  srv.Get("/v2/health/live", [](const httplib::Request&, httplib::Response& res) { Reply(res, 200, {{"live", true}}); });
+  srv.Get("/v2/health/ready",
+          [](const httplib::Request&, httplib::Response& res) { Reply(res, 200, {{"ready", true}}); });
+  srv.Get("/v2", [](const httplib::Request&, httplib::Response& res) {
+    Reply(res, 200, {{"name", "baton"}, {"version", kVersion}, {"extensions", json::array()}});
+  });
+  srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(PrometheusText(engine_.Stats()), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  auto model_of = [this](const httplib::Request& req, httplib::Response& res) -> const ModelInfo* {
+    const std::string name = req.matches[1];
+    const ModelInfo* m = engine_.FindModel(name);
+    if (m == nullptr) {
+      std::string names;
+      for (const ModelInfo& i : engine_.Models()) absl::StrAppend(&names, names.empty() ? "" : ", ", i.name);
+      Error(res, 400, absl::StrCat("unknown model '", name, "'; this server has: [", names, "]"));
+    }
+    return m;
+  };
+  srv.Get(R"(/v2/models/([^/]+))", [model_of](const httplib::Request& req, httplib::Response& res) {
+    if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, ModelMetadataJson(*m));
+  });
+  srv.Get(R"(/v2/models/([^/]+)/ready)", [model_of](const httplib::Request& req, httplib::Response& res) {
+    if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, {{"name", m->name}, {"ready", true}});
+  });
+  srv.Post(R"(/v2/models/([^/]+)/infer)", [this, model_of](const httplib::Request& req, httplib::Response& res) {
+    const ModelInfo* m = model_of(req, res);
+    if (m == nullptr) return;
+    absl::StatusOr<ParsedRequest> parsed = ParseInferRequest(req.body, *m, kMaxElements);
+    if (!parsed.ok()) {
+      Error(res, 400, std::string(parsed.status().message()));
+      return;
+    }
+    Result<Tensors> out = engine_.Infer(m->name, std::move(parsed->inputs), parsed->options);
+    if (!out.ok()) {
+      Error(res, HttpStatusOf(out.status().code()), out.status().message());
+      return;
+    }
+    absl::StatusOr<json> body = InferResponseJson(*m, parsed->id, *out, parsed->outputs);
+    if (!body.ok()) {
+      Error(res, 500, std::string(body.status().message()));
+      return;
+    }
+    Reply(res, 200, *body);
+  });
+}
+
+}  // namespace baton::serve

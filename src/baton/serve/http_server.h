@@ -1,0 +1,88 @@
+// `baton serve`'s HTTP front-end: the KServe v2 inference protocol's REST
+// form (as Triton serves it) over a baton::Engine, and Prometheus metrics.
+//
+//   GET  /v2/health/live              200 {"live": true}
+//   GET  /v2/health/ready             200 {"ready": true} (the engine is open before the server starts)
+//   GET  /v2                          server metadata
+//   GET  /v2/models/{m}               model metadata (KServe datatypes, -1 = free dim)
+//   GET  /v2/models/{m}/ready         200 {"name", "ready": true}
+//   POST /v2/models/{m}/infer         JSON tensors in and out (serve/kserve_json.h)
+//   GET  /metrics                     Prometheus text (serve/metrics.h)
+//
+// Errors answer {"error": "<baton's message>"} with 400 (bad request: an
+// unknown model or input, a wrong datatype or shape, a data length that does
+// not match the shape, a missing input, malformed JSON), 401 (token), 413
+// (body over the limit), 429 (RESOURCE_EXHAUSTED: a full queue or the
+// model's in-flight limit), 503 (closing), 504 (DEADLINE_EXCEEDED), 500.
+//
+// Requests from every connection share the engine (its dispatcher arbitrates
+// the PUs). Each request is served on one of `threads` workers, which waits
+// for the engine's answer; bodies are limited to max_request_bytes, and a
+// client that sends or reads too slowly is cut off after the timeouts.
+//
+// Security, as for `baton agent`: without TLS and a token the server only
+// binds to a loopback address (Start refuses anything else and says why).
+// With a token, every request but the health and metrics endpoints needs
+// `Authorization: Bearer <token>`; health and metrics stay open only when the
+// server is on loopback.
+//
+// Thread-safety: Start/Stop from one thread; the handlers run on the
+// server's workers.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "baton/baton.h"
+#include "baton/core/status.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace baton::serve {
+
+struct HttpOptions {
+  std::string host = "127.0.0.1";
+  int port = 8000;  // 0 = a free port (see HttpServer::port)
+  size_t max_request_bytes = size_t{64} << 20;
+  int threads = 8;  // requests served at once (1..256)
+  std::chrono::seconds read_timeout{10};
+  std::chrono::seconds write_timeout{10};
+  std::string token;     // "" = no token
+  std::string tls_cert;  // PEM files; both or neither
+  std::string tls_key;
+};
+
+// True for "localhost", a literal IPv4 address in 127.0.0.0/8 and "::1".
+bool IsLoopbackLiteral(const std::string& host);
+
+class HttpServer {
+ public:
+  // Binds and starts serving `engine` (borrowed; it must outlive the server).
+  // Errors: InvalidArgument for bad options (naming them), Unavailable when
+  // the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(Engine& engine, HttpOptions options);
+  ~HttpServer();  // Stop()
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  int port() const { return port_; }
+  // Stops accepting, lets the requests being served finish, joins the threads. Idempotent.
+  void Stop();
+
+ private:
+  HttpServer(Engine& engine, HttpOptions options);
+  void Route();
+
+  Engine& engine_;
+  const HttpOptions options_;
+  std::unique_ptr<httplib::Server> server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace baton::serve

@@ -1,0 +1,359 @@
+#include "baton/serve/kserve_json.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "baton/verify/verify.h"
+
+namespace baton::serve {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::pair<ElemType, const char*> kDatatypes[] = {
+    {dtype::kBool, "BOOL"},     {dtype::kUint8, "UINT8"},   {dtype::kUint16, "UINT16"}, {dtype::kUint32, "UINT32"},
+    {dtype::kUint64, "UINT64"}, {dtype::kInt8, "INT8"},     {dtype::kInt16, "INT16"},   {dtype::kInt32, "INT32"},
+    {dtype::kInt64, "INT64"},   {dtype::kFloat16, "FP16"},  {dtype::kFloat, "FP32"},    {dtype::kDouble, "FP64"},
+    {dtype::kString, "BYTES"},  {dtype::kBfloat16, "BF16"},
+};
+
+std::string ShapeText(const std::vector<int64_t>& shape) { return absl::StrCat("[", absl::StrJoin(shape, ","), "]"); }
+
+absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(what); }
+
+// Appends the leaves of `v` (nested arrays flattened row-major) to `out`,
+// at most `limit` of them.
+absl::Status Flatten(const json& v, std::vector<const json*>& out, size_t limit, const std::string& where) {
+  if (!v.is_array()) {
+    if (out.size() >= limit) return Bad(absl::StrCat(where, ": more than ", limit, " elements"));
+    out.push_back(&v);
+    return absl::OkStatus();
+  }
+  for (const json& e : v) BATON_RETURN_IF_ERROR(Flatten(e, out, limit, where));
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status FillInts(const std::vector<const json*>& in, Tensor& t, const std::string& where) {
+  std::span<T> out = t.data<T>();
+  for (size_t i = 0; i < in.size(); ++i) {
+    const json& v = *in[i];
+    if (v.is_boolean()) {
+      out[i] = static_cast<T>(v.get<bool>());
+      continue;
+    }
+    if (!v.is_number_integer()) {
+      return Bad(absl::StrCat(where, ": element ", i, " is ", v.dump(), ", expected an integer"));
+    }
+    if (v.is_number_unsigned()) {
+      const uint64_t u = v.get<uint64_t>();
+      if (u > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+        return Bad(absl::StrCat(where, ": element ", i, " (", u, ") does not fit the datatype"));
+      }
+      out[i] = static_cast<T>(u);
+    } else {
+      const int64_t s = v.get<int64_t>();
+      if (s < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
+          (s > 0 && static_cast<uint64_t>(s) > static_cast<uint64_t>(std::numeric_limits<T>::max()))) {
+        return Bad(absl::StrCat(where, ": element ", i, " (", s, ") does not fit the datatype"));
+      }
+      out[i] = static_cast<T>(s);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> Number(const json& v, size_t i, const std::string& where) {
+  if (v.is_number()) return v.get<double>();
+  if (v.is_boolean()) return v.get<bool>() ? 1.0 : 0.0;
+  return Bad(absl::StrCat(where, ": element ", i, " is ", v.dump(), ", expected a number"));
+}
+
+absl::Status Fill(const std::vector<const json*>& in, Tensor& t, const std::string& where) {
+  switch (t.elem_type()) {
+    case dtype::kBool: {
+      std::span<uint8_t> out = t.data<uint8_t>();
+      for (size_t i = 0; i < in.size(); ++i) {
+        const json& v = *in[i];
+        if (!v.is_boolean() && !(v.is_number_integer() && (v.get<int64_t>() == 0 || v.get<int64_t>() == 1))) {
+          return Bad(absl::StrCat(where, ": element ", i, " is ", v.dump(), ", expected true or false"));
+        }
+        out[i] = v.is_boolean() ? v.get<bool>() : static_cast<uint8_t>(v.get<int64_t>());
+      }
+      return absl::OkStatus();
+    }
+    case dtype::kUint8: return FillInts<uint8_t>(in, t, where);
+    case dtype::kUint16: return FillInts<uint16_t>(in, t, where);
+    case dtype::kUint32: return FillInts<uint32_t>(in, t, where);
+    case dtype::kUint64: return FillInts<uint64_t>(in, t, where);
+    case dtype::kInt8: return FillInts<int8_t>(in, t, where);
+    case dtype::kInt16: return FillInts<int16_t>(in, t, where);
+    case dtype::kInt32: return FillInts<int32_t>(in, t, where);
+    case dtype::kInt64: return FillInts<int64_t>(in, t, where);
+    case dtype::kFloat: {
+      std::span<float> out = t.data<float>();
+      for (size_t i = 0; i < in.size(); ++i) {
+        BATON_ASSIGN_OR_RETURN(const double d, Number(*in[i], i, where));
+        out[i] = static_cast<float>(d);
+      }
+      return absl::OkStatus();
+    }
+    case dtype::kDouble: {
+      std::span<double> out = t.data<double>();
+      for (size_t i = 0; i < in.size(); ++i) {
+        BATON_ASSIGN_OR_RETURN(out[i], Number(*in[i], i, where));
+      }
+      return absl::OkStatus();
+    }
+    case dtype::kFloat16:
+    case dtype::kBfloat16: {
+      std::span<uint16_t> out = t.data<uint16_t>();
+      for (size_t i = 0; i < in.size(); ++i) {
+        BATON_ASSIGN_OR_RETURN(const double d, Number(*in[i], i, where));
+        out[i] = t.elem_type() == dtype::kFloat16 ? verify::FloatToHalf(static_cast<float>(d))
+                                                  : verify::FloatToBfloat16(static_cast<float>(d));
+      }
+      return absl::OkStatus();
+    }
+    default:
+      return Bad(absl::StrCat(where, ": datatype not supported over JSON"));
+  }
+}
+
+template <typename T>
+json Array(const Tensor& t) {
+  json a = json::array();
+  for (T v : t.data<T>()) a.push_back(v);
+  return a;
+}
+
+absl::StatusOr<json> DataOf(const Tensor& t) {
+  switch (t.elem_type()) {
+    case dtype::kBool: {
+      json a = json::array();
+      for (uint8_t v : t.data<uint8_t>()) a.push_back(v != 0);
+      return a;
+    }
+    case dtype::kUint8: return Array<uint8_t>(t);
+    case dtype::kUint16: return Array<uint16_t>(t);
+    case dtype::kUint32: return Array<uint32_t>(t);
+    case dtype::kUint64: return Array<uint64_t>(t);
+    case dtype::kInt8: return Array<int8_t>(t);
+    case dtype::kInt16: return Array<int16_t>(t);
+    case dtype::kInt32: return Array<int32_t>(t);
+    case dtype::kInt64: return Array<int64_t>(t);
+    case dtype::kFloat: return Array<float>(t);
+    case dtype::kDouble: return Array<double>(t);
+    case dtype::kFloat16:
+    case dtype::kBfloat16: {
+      json a = json::array();
+      for (uint16_t v : t.data<uint16_t>()) {
+        a.push_back(t.elem_type() == dtype::kFloat16 ? verify::HalfToFloat(v) : verify::Bfloat16ToFloat(v));
+      }
+      return a;
+    }
+    case dtype::kString: {
+      json a = json::array();
+      for (const std::string& s : t.strings()) a.push_back(s);
+      return a;
+    }
+    default:
+      return absl::UnimplementedError(absl::StrCat("output type ", ElemTypeName(t.elem_type()),
+                                                   " has no KServe datatype"));
+  }
+}
+
+json TensorMetadata(const TensorInfo& t) {
+  json shape = json::array();
+  for (int64_t d : t.shape) shape.push_back(d);
+  return {{"name", t.name}, {"datatype", KServeDatatype(t.elem_type).value_or(t.type_name)}, {"shape", shape}};
+}
+
+}  // namespace
+
+std::optional<std::string> KServeDatatype(ElemType type) {
+  for (const auto& [t, name] : kDatatypes) {
+    if (t == type) return std::string(name);
+  }
+  return std::nullopt;
+}
+
+std::optional<ElemType> ElemTypeOfKServe(std::string_view datatype) {
+  for (const auto& [t, name] : kDatatypes) {
+    if (datatype == name) return t;
+  }
+  return std::nullopt;
+}
+
+nlohmann::json ModelMetadataJson(const ModelInfo& model) {
+  json inputs = json::array(), outputs = json::array();
+  for (const TensorInfo& t : model.inputs) inputs.push_back(TensorMetadata(t));
+  for (const TensorInfo& t : model.outputs) outputs.push_back(TensorMetadata(t));
+  return {{"name", model.name},  {"versions", json::array({"1"})}, {"platform", "onnxruntime_onnx"},
+          {"inputs", inputs},     {"outputs", outputs}};
+}
+
+absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const ModelInfo& model, size_t max_elements) {
+  const json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return Bad(absl::StrCat("model '", model.name, "': the request body is not valid JSON"));
+  if (!doc.is_object()) return Bad(absl::StrCat("model '", model.name, "': the request body must be a JSON object"));
+  ParsedRequest req;
+  if (auto it = doc.find("id"); it != doc.end()) {
+    if (!it->is_string()) return Bad("request 'id' must be a string");
+    req.id = it->get<std::string>();
+  }
+  if (auto it = doc.find("parameters"); it != doc.end()) {
+    if (!it->is_object()) return Bad("request 'parameters' must be an object");
+    if (auto p = it->find("priority"); p != it->end()) {
+      if (!p->is_number_integer()) return Bad("parameter 'priority' must be an integer");
+      req.options.priority = static_cast<int>(std::clamp<int64_t>(p->get<int64_t>(), -1'000'000, 1'000'000));
+    }
+    if (auto p = it->find("timeout"); p != it->end()) {
+      if (!p->is_number() || p->get<double>() < 0 || !std::isfinite(p->get<double>()) || p->get<double>() > 1e15) {
+        return Bad("parameter 'timeout' must be microseconds in 0..1e15");
+      }
+      if (p->get<double>() > 0) {
+        req.options.deadline = std::chrono::nanoseconds(static_cast<int64_t>(p->get<double>() * 1e3));
+      }
+    }
+  }
+  auto inputs = doc.find("inputs");
+  if (inputs == doc.end() || !inputs->is_array()) {
+    return Bad(absl::StrCat("model '", model.name, "': the request has no 'inputs' array"));
+  }
+  for (const json& in : *inputs) {
+    if (!in.is_object() || !in.contains("name") || !in["name"].is_string()) {
+      return Bad(absl::StrCat("model '", model.name, "': every input needs a string 'name'"));
+    }
+    const std::string name = in["name"].get<std::string>();
+    const std::string where = absl::StrCat("model '", model.name, "' input '", name, "'");
+    const TensorInfo* want = nullptr;
+    for (const TensorInfo& t : model.inputs) want = t.name == name ? &t : want;
+    if (want == nullptr) {
+      std::vector<std::string> names;
+      for (const TensorInfo& t : model.inputs) names.push_back(t.name);
+      return Bad(absl::StrCat("model '", model.name, "' has no input '", name, "'; its inputs: [",
+                              absl::StrJoin(names, ", "), "]"));
+    }
+    if (req.inputs.count(name)) return Bad(absl::StrCat(where, " is given twice"));
+    const std::string expected_type = KServeDatatype(want->elem_type).value_or(want->type_name);
+    if (!in.contains("datatype") || !in["datatype"].is_string()) {
+      return Bad(absl::StrCat(where, ": needs a 'datatype' (", expected_type, ")"));
+    }
+    const std::string datatype = in["datatype"].get<std::string>();
+    if (datatype != expected_type) return Bad(absl::StrCat(where, " is ", datatype, ", expected ", expected_type));
+    if (!in.contains("shape") || !in["shape"].is_array()) return Bad(absl::StrCat(where, ": needs a 'shape' array"));
+    std::vector<int64_t> shape;
+    for (const json& d : in["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) {
+        return Bad(absl::StrCat(where, ": shape entries must be integers >= 0, got ", in["shape"].dump()));
+      }
+      shape.push_back(d.get<int64_t>());
+    }
+    if (want->rank_known) {
+      bool fits = shape.size() == want->shape.size();
+      for (size_t k = 0; fits && k < shape.size(); ++k) fits = want->shape[k] < 0 || want->shape[k] == shape[k];
+      if (!fits) {
+        return Bad(absl::StrCat(where, " has shape ", ShapeText(shape), ", expected ", ShapeText(want->shape),
+                                " (-1: any size)"));
+      }
+    }
+    uint64_t elements = 1;
+    for (int64_t d : shape) {
+      if (d != 0 && elements > max_elements / static_cast<uint64_t>(d)) {
+        return Bad(absl::StrCat(where, ": shape ", ShapeText(shape), " has more than ", max_elements, " elements"));
+      }
+      elements *= static_cast<uint64_t>(d);
+    }
+    if (!in.contains("data")) return Bad(absl::StrCat(where, ": needs 'data'"));
+    std::vector<const json*> leaves;
+    BATON_RETURN_IF_ERROR(Flatten(in["data"], leaves, max_elements, where));
+    if (leaves.size() != elements) {
+      return Bad(absl::StrCat(where, ": 'data' has ", leaves.size(), " elements, but shape ", ShapeText(shape),
+                              " needs ", elements));
+    }
+    if (want->elem_type == dtype::kString) {
+      std::vector<std::string> strings;
+      for (size_t i = 0; i < leaves.size(); ++i) {
+        if (!leaves[i]->is_string()) {
+          return Bad(absl::StrCat(where, ": element ", i, " is ", leaves[i]->dump(), ", expected a string"));
+        }
+        strings.push_back(leaves[i]->get<std::string>());
+      }
+      req.inputs.emplace(name, Tensor::Strings(shape, std::move(strings)));
+      continue;
+    }
+    Tensor t(want->elem_type, shape);
+    BATON_RETURN_IF_ERROR(Fill(leaves, t, where));
+    req.inputs.emplace(name, std::move(t));
+  }
+  for (const TensorInfo& t : model.inputs) {
+    if (!req.inputs.count(t.name)) {
+      return Bad(absl::StrCat("model '", model.name, "': input '", t.name, "' (",
+                              KServeDatatype(t.elem_type).value_or(t.type_name), " ", ShapeText(t.shape),
+                              ") is missing"));
+    }
+  }
+  if (auto outs = doc.find("outputs"); outs != doc.end()) {
+    if (!outs->is_array()) return Bad("request 'outputs' must be an array");
+    for (const json& o : *outs) {
+      if (!o.is_object() || !o.contains("name") || !o["name"].is_string()) {
+        return Bad("every requested output needs a string 'name'");
+      }
+      const std::string name = o["name"].get<std::string>();
+      bool known = false;
+      for (const TensorInfo& t : model.outputs) known = known || t.name == name;
+      if (!known) return Bad(absl::StrCat("model '", model.name, "' has no output '", name, "'"));
+      req.outputs.push_back(name);
+    }
+  }
+  return req;
+}
+
+absl::StatusOr<nlohmann::json> InferResponseJson(const ModelInfo& model, const std::string& id, const Tensors& outputs,
+                                                 const std::vector<std::string>& requested) {
+  std::vector<std::string> names = requested;
+  if (names.empty()) {
+    for (const TensorInfo& t : model.outputs) names.push_back(t.name);
+  }
+  json outs = json::array();
+  for (const std::string& name : names) {
+    auto it = outputs.find(name);
+    if (it == outputs.end()) return absl::InternalError(absl::StrCat("model '", model.name, "' gave no output '", name, "'"));
+    const Tensor& t = it->second;
+    BATON_ASSIGN_OR_RETURN(json data, DataOf(t));
+    json shape = json::array();
+    for (int64_t d : t.shape()) shape.push_back(d);
+    outs.push_back({{"name", name},
+                    {"datatype", KServeDatatype(t.elem_type()).value_or(ElemTypeName(t.elem_type()))},
+                    {"shape", shape},
+                    {"data", std::move(data)}});
+  }
+  json doc = {{"model_name", model.name}, {"model_version", "1"}, {"outputs", std::move(outs)}};
+  if (!id.empty()) doc["id"] = id;
+  return doc;
+}
+
+int HttpStatusOf(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk: return 200;
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kOutOfRange: return 400;
+    case StatusCode::kNotFound: return 404;
+    case StatusCode::kResourceExhausted: return 429;
+    case StatusCode::kUnavailable:
+    case StatusCode::kFailedPrecondition: return 503;
+    case StatusCode::kDeadlineExceeded: return 504;
+    case StatusCode::kUnauthenticated: return 401;
+    case StatusCode::kPermissionDenied: return 403;
+    default: return 500;
+  }
+}
+
+}  // namespace baton::serve

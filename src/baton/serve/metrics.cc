@@ -1,0 +1,91 @@
+#include "baton/serve/metrics.h"
+
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+
+namespace baton::serve {
+
+namespace {
+
+// A label value with \, " and newlines escaped.
+std::string Label(const std::string& v) {
+  return absl::StrReplaceAll(v, {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}});
+}
+
+std::string Num(double v) { return absl::StrFormat("%.9g", v); }
+
+void Header(std::string& out, const char* name, const char* type, const char* help) {
+  absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+}
+
+}  // namespace
+
+std::string PrometheusText(const EngineStats& stats) {
+  std::string out;
+  Header(out, "baton_inference_requests_total", "counter", "Inference requests answered, by outcome.");
+  for (const ModelStats& m : stats.models) {
+    const std::string model = Label(m.name);
+    const std::pair<const char*, uint64_t> outcomes[] = {{"success", m.completed},
+                                                         {"failed", m.failed},
+                                                         {"rejected", m.rejected},
+                                                         {"deadline_exceeded", m.deadline_exceeded},
+                                                         {"invalid", m.invalid}};
+    for (const auto& [status, n] : outcomes) {
+      absl::StrAppend(&out, "baton_inference_requests_total{model=\"", model, "\",status=\"", status, "\"} ", n, "\n");
+    }
+  }
+  Header(out, "baton_inference_slo_met_total", "counter", "Requests answered OK within their SLO.");
+  for (const ModelStats& m : stats.models) {
+    absl::StrAppend(&out, "baton_inference_slo_met_total{model=\"", Label(m.name), "\"} ", m.slo_met, "\n");
+  }
+  Header(out, "baton_inference_slo_requests_total", "counter", "Answered requests that had an SLO.");
+  for (const ModelStats& m : stats.models) {
+    absl::StrAppend(&out, "baton_inference_slo_requests_total{model=\"", Label(m.name), "\"} ", m.with_slo, "\n");
+  }
+  Header(out, "baton_inference_request_duration_seconds", "histogram",
+         "Latency of completed requests, arrival to answer (queueing and compute).");
+  for (const ModelStats& m : stats.models) {
+    const std::string model = Label(m.name);
+    for (size_t b = 0; b < std::size(kLatencyBucketsS) && b < m.latency_bucket_counts.size(); ++b) {
+      absl::StrAppend(&out, "baton_inference_request_duration_seconds_bucket{model=\"", model, "\",le=\"",
+                      Num(kLatencyBucketsS[b]), "\"} ", m.latency_bucket_counts[b], "\n");
+    }
+    absl::StrAppend(&out, "baton_inference_request_duration_seconds_bucket{model=\"", model, "\",le=\"+Inf\"} ",
+                    m.completed, "\n");
+    absl::StrAppend(&out, "baton_inference_request_duration_seconds_sum{model=\"", model, "\"} ", Num(m.latency_sum_s),
+                    "\n");
+    absl::StrAppend(&out, "baton_inference_request_duration_seconds_count{model=\"", model, "\"} ", m.completed, "\n");
+  }
+  Header(out, "baton_pu_busy_seconds_total", "counter", "Time each processing unit spent running partitions.");
+  for (const PuStatsView& p : stats.pus) {
+    absl::StrAppend(&out, "baton_pu_busy_seconds_total{pu=\"", Label(p.name), "\",kind=\"", Label(p.kind),
+                    "\",device=\"", Label(p.device), "\"} ", Num(p.busy_s), "\n");
+  }
+  Header(out, "baton_pu_runs_total", "counter", "Partitions each processing unit ran.");
+  for (const PuStatsView& p : stats.pus) {
+    absl::StrAppend(&out, "baton_pu_runs_total{pu=\"", Label(p.name), "\",kind=\"", Label(p.kind), "\",device=\"",
+                    Label(p.device), "\"} ", p.runs, "\n");
+  }
+  Header(out, "baton_device_queue_depth", "gauge", "Assignments waiting in each local device's ready queue.");
+  for (const DeviceStatsView& d : stats.devices) {
+    absl::StrAppend(&out, "baton_device_queue_depth{device=\"", Label(d.name), "\"} ", d.queued, "\n");
+  }
+  Header(out, "baton_device_running", "gauge", "Assignments running on each local device's processing units.");
+  for (const DeviceStatsView& d : stats.devices) {
+    absl::StrAppend(&out, "baton_device_running{device=\"", Label(d.name), "\"} ", d.running, "\n");
+  }
+  Header(out, "baton_device_reachable", "gauge", "1 when the device is reachable (always 1 for a local device).");
+  for (const DeviceStatsView& d : stats.devices) {
+    absl::StrAppend(&out, "baton_device_reachable{device=\"", Label(d.name), "\"} ", d.reachable ? 1 : 0, "\n");
+  }
+  Header(out, "baton_requests_in_flight", "gauge", "Requests submitted and not answered yet.");
+  absl::StrAppend(&out, "baton_requests_in_flight ", stats.in_flight, "\n");
+  Header(out, "baton_uptime_seconds", "gauge", "Seconds since the engine opened.");
+  absl::StrAppend(&out, "baton_uptime_seconds ", Num(stats.uptime_s), "\n");
+  return out;
+}
+
+}  // namespace baton::serve

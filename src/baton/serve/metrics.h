@@ -1,0 +1,30 @@
+// Prometheus text exposition (format 0.0.4) of an engine's stats, for
+// `baton serve`'s GET /metrics. Names follow Prometheus conventions
+// (`baton_` prefix, `_total` counters, seconds), modelled on Triton's:
+//
+//   baton_inference_requests_total{model,status}   counter: success, failed, rejected,
+//                                                  deadline_exceeded, invalid
+//   baton_inference_slo_met_total{model}            counter: answered within the model's SLO
+//   baton_inference_slo_requests_total{model}       counter: answered requests that had an SLO
+//   baton_inference_request_duration_seconds{model} histogram of completed requests' latency
+//                                                  (arrival to answer: queue and compute)
+//   baton_pu_busy_seconds_total{pu,kind,device}     counter
+//   baton_pu_runs_total{pu,kind,device}             counter: partitions run
+//   baton_device_queue_depth{device}                gauge: assignments waiting
+//   baton_device_running{device}                    gauge: assignments running
+//   baton_device_reachable{device}                  gauge: 1 or 0
+//   baton_requests_in_flight                        gauge
+//   baton_uptime_seconds                            gauge
+//
+// Thread-safety: a pure function.
+#pragma once
+
+#include <string>
+
+#include "baton/baton.h"
+
+namespace baton::serve {
+
+std::string PrometheusText(const EngineStats& stats);
+
+}  // namespace baton::serve

@@ -1,0 +1,197 @@
+// `baton serve` as a real process on loopback, reached over HTTP: health,
+// metadata, inference equal to whole-model ONNX Runtime, every kind of bad
+// request answered 400 without affecting other clients, many clients at once
+// with different priorities, a full queue answered 429, the token, metrics
+// that promtool accepts, and SIGTERM exiting 0 (checked by the process helper).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent_test_util.h"
+#include "baton/backend/ort/ort_runner.h"
+#include "baton/graph/model.h"
+#include "baton/verify/verify.h"
+#include "cli_test_util.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+
+namespace baton {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using nlohmann::json;
+using testing::BatonProcess;
+
+class CliServeTest : public baton::testing::ZooDirTest<CliServeTest> {
+ public:
+  static constexpr const char* kDir = "baton_cli_serve_test_";
+
+ protected:
+  std::string Config(const std::string& extra_run = "") {
+    const std::string path = (dir_ / "serve.yaml").string();
+    std::ofstream(path) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}, {name: cpu1, kind: cpu}]}]\n"
+                        << "models:\n  - {name: cam, path: " << Zoo("squeezenet") << ", slo_ms: 1000}\n"
+                        << "policy: {high_level: balanced, stages: 2}\n"
+                        << (extra_run.empty() ? "" : "run: {" + extra_run + "}\n");
+    return path;
+  }
+
+  // A request body for the model's sample `seed`, and whole-model ORT's outputs for it.
+  struct Sample {
+    std::string body;
+    std::vector<float> want;
+  };
+  Sample MakeSample(uint64_t seed, const std::string& id = "") {
+    auto model = graph::Model::LoadFile(Zoo("squeezenet"));
+    EXPECT_TRUE(model.ok()) << model.status();
+    auto inputs = verify::RandomInputs(**model, seed);
+    EXPECT_TRUE(inputs.ok());
+    const Tensor& x = (*inputs)[0].second;
+    json in = {{"name", (*inputs)[0].first}, {"datatype", "FP32"}, {"shape", x.shape()}};
+    in["data"] = std::vector<float>(x.data<float>().begin(), x.data<float>().end());
+    json body = {{"inputs", json::array({in})}};
+    if (!id.empty()) body["id"] = id;
+    auto runner = ort::OrtRunner::Create((*model)->SerializeToString(), {}, "whole");
+    EXPECT_TRUE(runner.ok());
+    std::vector<std::pair<std::string, const Tensor*>> feeds = {{(*inputs)[0].first, &x}};
+    auto outs = (*runner)->Run(feeds);
+    EXPECT_TRUE(outs.ok());
+    return Sample{body.dump(), std::vector<float>((*outs)[0].data<float>().begin(), (*outs)[0].data<float>().end())};
+  }
+
+  static void ExpectOutputs(const httplib::Result& r, const std::vector<float>& want) {
+    ASSERT_TRUE(r) << "no answer";
+    ASSERT_EQ(r->status, 200) << r->body;
+    const json j = json::parse(r->body);
+    const std::vector<float> got = j["outputs"][0]["data"].get<std::vector<float>>();
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4) << i;
+  }
+};
+
+TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
+  BatonProcess server("serve", {Config(), "--no-profile", "-q"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  EXPECT_THAT(server.banner(), HasSubstr("models: cam"));
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+
+  auto live = c.Get("/v2/health/live");
+  ASSERT_TRUE(live);
+  EXPECT_EQ(live->status, 200);
+  EXPECT_EQ(json::parse(c.Get("/v2/health/ready")->body)["ready"], true);
+  EXPECT_EQ(json::parse(c.Get("/v2")->body)["name"], "baton");
+  const json meta = json::parse(c.Get("/v2/models/cam")->body);
+  EXPECT_EQ(meta["inputs"][0]["datatype"], "FP32");
+  EXPECT_EQ(meta["inputs"][0]["shape"], json({1, 3, 64, 64}));
+  EXPECT_EQ(c.Get("/v2/models/cam/ready")->status, 200);
+
+  const Sample s = MakeSample(1, "req-7");
+  auto r = c.Post("/v2/models/cam/infer", s.body, "application/json");
+  ExpectOutputs(r, s.want);
+  EXPECT_EQ(json::parse(r->body)["id"], "req-7");
+
+  // Bad requests: 400 naming what was wrong; the server keeps serving.
+  const json good = json::parse(s.body);
+  auto with = [&](const std::function<void(json&)>& change) {
+    json b = good;
+    change(b);
+    return b.dump();
+  };
+  struct Case {
+    std::string path;
+    std::string body;
+    std::string says;
+  };
+  for (const Case& bad : std::vector<Case>{
+           {"/v2/models/nope/infer", s.body, "unknown model 'nope'"},
+           {"/v2/models/cam/infer", "{\"inputs\": [", "not valid JSON"},
+           {"/v2/models/cam/infer", with([](json& b) { b["inputs"][0]["name"] = "img"; }), "has no input 'img'"},
+           {"/v2/models/cam/infer", with([](json& b) { b["inputs"][0]["datatype"] = "INT64"; }), "expected FP32"},
+           {"/v2/models/cam/infer", with([](json& b) { b["inputs"][0]["shape"] = {1, 3, 32, 32}; }),
+            "expected [1,3,64,64]"},
+           {"/v2/models/cam/infer", with([](json& b) { b["inputs"][0]["data"] = {1, 2, 3}; }), "'data' has 3 elements"},
+           {"/v2/models/cam/infer", R"({"inputs": []})", "is missing"},
+       }) {
+    auto res = c.Post(bad.path, bad.body, "application/json");
+    ASSERT_TRUE(res) << bad.path;
+    EXPECT_EQ(res->status, 400) << bad.body.substr(0, 200);
+    EXPECT_THAT(res->body, HasSubstr(bad.says));
+  }
+  ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
+
+  // Metrics: the two good requests, and promtool accepts the text.
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_THAT(m->body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 2"));
+  EXPECT_THAT(m->body, HasSubstr("baton_pu_runs_total{pu=\"cpu0\""));
+  if (fs::exists("/usr/bin/promtool")) {
+    const std::string path = (dir_ / "metrics.txt").string();
+    std::ofstream(path) << m->body;
+    EXPECT_EQ(std::system(("/usr/bin/promtool check metrics < " + path + " >/dev/null 2>&1").c_str()), 0);
+  }
+}
+
+TEST_F(CliServeTest, ManyClientsWithPrioritiesAndAFullQueueIsAnsweredAtOnce) {
+  // max_in_flight 2: with 6 clients at once some requests find the model full.
+  BatonProcess server("serve", {Config("max_in_flight: 2"), "--no-profile", "-q", "--threads", "8"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  const Sample s = MakeSample(2);
+  std::atomic<int> ok{0}, full{0}, other{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 6; ++t) {
+    clients.emplace_back([&, t] {
+      httplib::Client c("127.0.0.1", server.port());
+      c.set_read_timeout(60, 0);
+      json body = json::parse(s.body);
+      body["parameters"] = {{"priority", t % 2}};
+      for (int i = 0; i < 5; ++i) {
+        auto r = c.Post("/v2/models/cam/infer", body.dump(), "application/json");
+        if (r && r->status == 200) {
+          ++ok;
+        } else if (r && r->status == 429) {
+          ++full;
+          EXPECT_THAT(r->body, HasSubstr("error"));
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(ok + full, 30);
+  EXPECT_EQ(other, 0);
+  EXPECT_GT(ok, 0);
+}
+
+TEST_F(CliServeTest, TokenAndStartUpErrors) {
+  const std::string token = (dir_ / "token").string();
+  std::ofstream(token) << "s3cret\n";
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--token-file", token});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  EXPECT_EQ(c.Get("/v2/health/live")->status, 200) << "health stays open on loopback";
+  EXPECT_EQ(c.Get("/v2/models/cam")->status, 401);
+  httplib::Headers wrong = {{"Authorization", "Bearer nope"}};
+  EXPECT_EQ(c.Get("/v2/models/cam", wrong)->status, 401);
+  httplib::Headers right = {{"Authorization", "Bearer s3cret"}};
+  EXPECT_EQ(c.Get("/v2/models/cam", right)->status, 200);
+
+  testing::CliResult open = testing::Baton("serve " + Config() + " --no-profile -q --http 0.0.0.0:0");
+  EXPECT_EQ(open.exit_code, 2) << open.output;
+  EXPECT_THAT(open.output, HasSubstr("without TLS and a token"));
+  testing::CliResult port = testing::Baton("serve " + Config() + " --http 127.0.0.1:99999");
+  EXPECT_EQ(port.exit_code, 2);
+  EXPECT_THAT(port.output, HasSubstr("0..65535"));
+}
+
+}  // namespace
+}  // namespace baton
