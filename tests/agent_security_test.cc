@@ -15,6 +15,7 @@
 #include "baton/backend/executor.h"
 #include "baton/net/agent_server.h"
 #include "baton/net/security.h"
+#include "nothing_executor.h"
 
 namespace baton::net {
 namespace {
@@ -25,24 +26,10 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 // Claims nothing; the agent needs a PU to start, these tests never run one.
-class IdleExecutor : public backend::Executor {
- public:
-  const std::string& pu_name() const override { return name_; }
-  std::string kind() const override { return "emu"; }
-  std::vector<bool> QueryCapability(const graph::Model& model) const override {
-    return std::vector<bool>(model.nodes().size(), false);
-  }
-  absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> Prepare(const graph::Model&,
-                                                                      const graph::Submodel&) const override {
-    return absl::FailedPreconditionError("IdleExecutor prepares nothing");
-  }
-
- private:
-  std::string name_ = "idle0";
-};
+using testing::NothingExecutor;
 
 absl::StatusOr<std::unique_ptr<AgentServer>> Start(const AgentOptions& options) {
-  static const IdleExecutor* executor = new IdleExecutor;
+  static const NothingExecutor* executor = new NothingExecutor("idle0");
   AgentPu pu;
   pu.name = "idle0";
   pu.kind = "emu";

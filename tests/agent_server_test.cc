@@ -29,6 +29,7 @@
 #include "baton/net/codec.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
+#include "nothing_executor.h"
 #include "onnx/onnx_pb.h"
 
 namespace baton::net {
@@ -68,22 +69,7 @@ const TestPartition& Partition() {
   return *partition;
 }
 
-// Claims no node: no partition can be placed on it.
-class NothingExecutor : public backend::Executor {
- public:
-  const std::string& pu_name() const override { return name_; }
-  std::string kind() const override { return "emu"; }
-  std::vector<bool> QueryCapability(const graph::Model& model) const override {
-    return std::vector<bool>(model.nodes().size(), false);
-  }
-  absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> Prepare(const graph::Model&,
-                                                                      const graph::Submodel&) const override {
-    return absl::FailedPreconditionError("NothingExecutor prepares nothing");
-  }
-
- private:
-  std::string name_ = "nothing0";
-};
+using testing::NothingExecutor;  // claims no node: no partition can be placed on it
 
 // Runs everything, but Prepare blocks until Release() (a session that takes
 // long to create).

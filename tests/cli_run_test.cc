@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <set>
 
 #include "cli_test_util.h"
@@ -150,6 +152,42 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
   EXPECT_GT(counters, 0);
   EXPECT_EQ(modes, (std::set<std::string>{"baton", "ort_tuned", "ort_pinned", "ort_global_pool", "ort_sequential",
                                           "ort_concurrent"}));
+}
+
+TEST_F(CliRunTest, SigintFinishesTheSliceAndWritesWhatRan) {
+  // 40 slices of 0.25 s per mode: interrupted once the first slice is done,
+  // the run must stop long before its 20 s, print the report, write the JSON
+  // (interrupted: true) and exit 128 + SIGINT.
+  const std::string config = Write("long.yaml", R"(
+devices: [{name: d, pus: [{name: cpu0, kind: cpu}]}]
+models: [{name: a, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 1}}]
+run: {duration_s: 10, warmup_s: 0.1, slices: 40, baselines: [ort_tuned]}
+policy: {high_level: whole}
+)");
+  const std::string log = Path("long.log");
+  // The shell starts the run, waits (at most 120 s) until it reports its
+  // first slice, sends SIGINT and prints the run's exit status.
+  const std::string script = std::string("'") + BATON_CLI + "' run " + config + " --no-profile --json " +
+                             Path("long.json") + " > " + log + " 2>&1 & p=$!; i=0; "
+                             "until grep -q 'slice 1/' " + log + " || [ $i -ge 1200 ]; do sleep 0.1; i=$((i+1)); done; "
+                             "kill -INT $p; wait $p; echo \"rc=$?\"";
+  FILE* pipe = popen(script.c_str(), "r");  // popen runs it with sh -c
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[256];
+  while (std::fgets(buf, sizeof(buf), pipe)) out += buf;
+  pclose(pipe);
+  std::ifstream in(log);
+  const std::string printed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(out, HasSubstr("rc=130")) << printed;
+  EXPECT_THAT(printed, HasSubstr("INTERRUPTED by a signal after"));
+  EXPECT_THAT(printed, HasSubstr("finishing the current slice"));
+  nlohmann::json j = ReadJson(Path("long.json"));
+  ASSERT_FALSE(j.is_discarded()) << printed;
+  EXPECT_EQ(j["interrupted"], true);
+  EXPECT_GE(j["slices_run"].get<int>(), 1);
+  EXPECT_LT(j["slices_run"].get<int>(), 40);
+  EXPECT_GT(j["completed"].get<int>(), 0);
 }
 
 TEST_F(CliRunTest, ClosedLoopsBackOffAfterFailedRequests) {

@@ -46,13 +46,7 @@ struct AgentArgs {
 constexpr int64_t kMaxPartitionMb = int64_t{1} << 20;  // 1 TiB: far above any real partition
 
 int Agent(const AgentArgs& args) {
-  // Block the stop signals before any thread starts, so every thread inherits
-  // the mask and only sigwait below sees them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  sigset_t stop_signals = BlockStopSignals();
 
   if (args.listen.empty() || args.listen.find(':') == std::string::npos) {
     std::cerr << "baton agent: give --listen HOST:PORT (e.g. --listen 127.0.0.1:50051; port 0 picks a free one)"
@@ -142,17 +136,7 @@ void AddAgentCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--load-timeout-s", args->load_timeout_s, "Time to create one partition's sessions (default 30)");
   cmd->callback([args, exit_code] {
     *exit_code = Agent(*args);
-    if (*exit_code == 0) {
-      // Stopped by a signal; the server, sessions and executors are released.
-      // ONNX Runtime's process-wide environment is never destroyed
-      // (ort_runner.cc), so its threads outlive them, and the static destructors
-      // exit() runs would race with those threads (ThreadSanitizer reported it
-      // when agent_failover_test stopped agents with SIGTERM). Leave without them.
-      std::cout.flush();
-      std::cerr.flush();
-      std::fflush(nullptr);
-      std::_Exit(0);
-    }
+    if (*exit_code == 0) ExitCleanlyAfterSignal();
   });
 }
 

@@ -165,6 +165,10 @@ void PrintReport(const RunReport& r) {
             << pus.size() << " PUs [" << absl::StrJoin(pus, " ") << "]; policies " << c.policy.high_level << " + "
             << c.policy.low_level << "; " << c.run.duration_s << " s per mode in " << c.run.slices
             << " interleaved slices; setup " << F1(Seconds(r.setup)) << " s, " << r.sessions << " sessions\n\n";
+  if (r.interrupted) {
+    std::cout << "INTERRUPTED by a signal after " << r.slices_run << " of " << c.run.slices
+              << " slices: the numbers cover what ran (each mode's measured time is its own)\n\n";
+  }
 
   std::vector<std::vector<std::string>> rows = {{"model", "partitions", "params", "GFLOPs", "arrival", "SLO ms"}};
   for (size_t i = 0; i < r.models.size(); ++i) {
@@ -374,6 +378,8 @@ nlohmann::json ReportJson(const RunReport& r) {
   }
   j["devices"] = std::move(devices);
   j["reissued"] = r.reissued;
+  j["interrupted"] = r.interrupted;
+  j["slices_run"] = r.slices_run;
   j["rerouted"] = r.rerouted;
   j["policy"] = {{"high_level", r.config.policy.high_level},
                  {"low_level", r.config.policy.low_level},
@@ -422,6 +428,7 @@ nlohmann::json ReportJson(const RunReport& r) {
 }
 
 int Run(const RunArgs& args) {
+  StopOnSignal stop_signal;  // before any thread starts
   absl::StatusOr<config::RunConfig> loaded =
       args.config.empty()
           ? absl::StatusOr<config::RunConfig>(
@@ -464,12 +471,8 @@ int Run(const RunArgs& args) {
   options.profile_path = args.profile;
   options.no_profile = args.no_profile;
   options.no_baton = args.no_baton;
-  if (!args.quiet) {
-    const auto start = std::chrono::steady_clock::now();
-    options.progress = [start](const std::string& line) {
-      std::cerr << absl::StrFormat("[%5.1fs] ", Seconds(std::chrono::steady_clock::now() - start)) << line << "\n";
-    };
-  }
+  options.progress = StderrProgress(args.quiet);
+  options.interrupt = stop_signal.stop();
   absl::StatusOr<RunReport> report = RunSession(config, options);
   if (!report.ok()) {
     std::cerr << "baton run: " << report.status().message() << "\n";
@@ -484,6 +487,8 @@ int Run(const RunArgs& args) {
       return 2;
     }
   }
+  // Interrupted: the report and files are written; the exit status says why it stopped.
+  if (report->interrupted) return 128 + stop_signal.signal();
   uint64_t failed = 0;
   for (const ModelOutcome& m : report->baton.models) failed += m.failed;
   if (report->mismatches > 0 || failed > 0) return 1;

@@ -46,12 +46,7 @@ struct ServeArgs {
 };
 
 int Serve(const ServeArgs& args) {
-  // Block the stop signals before any thread starts, so only sigwait sees them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  sigset_t stop_signals = BlockStopSignals();
 
   serve::HttpOptions http;
   const size_t colon = args.http.rfind(':');
@@ -149,14 +144,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("-q,--quiet", args->quiet, "No start-up progress lines");
   cmd->callback([args, exit_code] {
     *exit_code = Serve(*args);
-    if (*exit_code == 0) {
-      // As `baton agent`: ONNX Runtime's environment outlives us (its threads
-      // would race the static destructors exit() runs), so leave without them.
-      std::cout.flush();
-      std::cerr.flush();
-      std::fflush(nullptr);
-      std::_Exit(0);
-    }
+    if (*exit_code == 0) ExitCleanlyAfterSignal();
   });
 }
 

@@ -74,10 +74,10 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
 }
 
-// Per-model counters and a window of recent latencies.
+// Per-model counters (the ModelStats counts), a window of recent latencies
+// and a latency histogram.
 struct ModelCounters {
-  uint64_t submitted = 0, completed = 0, deadline_exceeded = 0, rejected = 0, invalid = 0, failed = 0;
-  uint64_t slo_met = 0, with_slo = 0;
+  ModelStats counts;  // the counters only; Stats() fills the rest
   std::vector<double> latencies_ms;  // ring of Engine::kLatencyWindow
   size_t next = 0;
   std::vector<uint64_t> buckets = std::vector<uint64_t>(std::size(kLatencyBucketsS), 0);  // not cumulative
@@ -190,7 +190,7 @@ struct Engine::Impl {
     std::lock_guard<std::mutex> lock(stats_mu);
     ModelCounters& c = counters[m];
     if (status.ok()) {
-      ++c.completed;
+      ++c.counts.completed;
       const double ms = ToMillis(latency);
       c.sum_s += ms / 1e3;
       for (size_t b = 0; b < c.buckets.size(); ++b) {
@@ -206,17 +206,17 @@ struct Engine::Impl {
       }
       c.next = (c.next + 1) % kLatencyWindow;
     } else if (status.code() == absl::StatusCode::kDeadlineExceeded) {
-      ++c.deadline_exceeded;
+      ++c.counts.deadline_exceeded;
     } else if (status.code() == absl::StatusCode::kResourceExhausted) {
-      ++c.rejected;
+      ++c.counts.rejected;
     } else if (refused) {
-      ++c.invalid;
+      ++c.counts.invalid;
     } else {
-      ++c.failed;
+      ++c.counts.failed;
     }
     if (slo) {
-      ++c.with_slo;
-      if (status.ok() && latency <= *slo) ++c.slo_met;
+      ++c.counts.with_slo;
+      if (status.ok() && latency <= *slo) ++c.counts.slo_met;
     }
   }
 };
@@ -309,7 +309,7 @@ void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOpt
                   : (impl.infos[*m].slo_ms ? std::optional<Duration>(FromMillis(*impl.infos[*m].slo_ms)) : std::nullopt);
   {
     std::lock_guard<std::mutex> lock(impl.stats_mu);
-    ++impl.counters[*m].submitted;
+    ++impl.counters[*m].counts.submitted;
   }
   if (!feeds.ok()) {
     impl.Count(*m, feeds.status(), Duration{}, slo, /*refused=*/true);
@@ -371,16 +371,8 @@ EngineStats Engine::Stats() const {
     std::lock_guard<std::mutex> lock(impl.stats_mu);
     for (size_t m = 0; m < impl.infos.size(); ++m) {
       const ModelCounters& c = impl.counters[m];
-      ModelStats ms;
+      ModelStats ms = c.counts;
       ms.name = impl.infos[m].name;
-      ms.submitted = c.submitted;
-      ms.completed = c.completed;
-      ms.deadline_exceeded = c.deadline_exceeded;
-      ms.rejected = c.rejected;
-      ms.invalid = c.invalid;
-      ms.failed = c.failed;
-      ms.slo_met = c.slo_met;
-      ms.with_slo = c.with_slo;
       uint64_t cumulative = 0;
       for (uint64_t n : c.buckets) ms.latency_bucket_counts.push_back(cumulative += n);
       ms.latency_sum_s = c.sum_s;

@@ -836,9 +836,15 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   };
   std::vector<Turn> turns;
   auto now = [&] { return baton_rt.rt ? baton_rt.rt->Now() : kTimeZero; };
-  for (int s = 0; s < slices; ++s) {
+  auto interrupted = [&] { return options.interrupt != nullptr && options.interrupt->load(); };
+  for (int s = 0; s < slices && !report.interrupted; ++s) {
     BATON_RETURN_IF_ERROR(take_probe());
     for (size_t k = 0; k < modes.size(); ++k) {
+      if (interrupted()) {
+        report.interrupted = true;
+        say(absl::StrFormat("interrupted: stopping after %d slice turns", static_cast<int>(turns.size())));
+        break;
+      }
       const size_t m = (k + static_cast<size_t>(s)) % modes.size();
       Mode& mode = modes[m];
       const Duration warmup = warmed[m] ? later_warmup : first_warmup;
@@ -846,6 +852,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       const Time began = now();
       BATON_RETURN_IF_ERROR(mode.run(warmup, slice, config.run.seed + static_cast<uint64_t>(s), mode.outcome));
       turns.push_back(Turn{mode.outcome.name, s + 1, began, now()});
+      report.slices_run = s + 1;
       say(absl::StrFormat("slice %d/%d  %-16s %8.1f req/s so far", s + 1, slices, mode.outcome.name,
                           mode.outcome.throughput_rps()));
     }

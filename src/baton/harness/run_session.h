@@ -29,6 +29,7 @@
 // throughput is checked against it (bound_violations).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -147,6 +148,10 @@ struct RunReport {
   uint64_t reissued = 0;  // assignments sent again after their device was lost
   uint64_t rerouted = 0;  // assignments sent to a fallback device
   bool baton_ran = true;  // false with RunOptions::no_baton
+  // Stopped early by RunOptions::interrupt after `slices_run` of the
+  // configured slices (each mode's own measured time is in its outcome).
+  bool interrupted = false;
+  int slices_run = 0;
   std::optional<double> peak_rss_mb;  // of this process, at the end of the run
 
   // mode's throughput over the bound's (nullopt without a bound).
@@ -169,6 +174,10 @@ struct RunOptions {
   bool no_baton = false;
   // Progress lines (phase by phase) go here; nullptr = silent.
   std::function<void(const std::string&)> progress;
+  // Set (e.g. by a SIGINT handler) to stop early: the slice running then
+  // finishes, no further slice starts, and the report covers what ran
+  // (RunReport::interrupted). Null = never.
+  const std::atomic<bool>* interrupt = nullptr;
 };
 
 absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunOptions& options);
