@@ -105,6 +105,10 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
     EXPECT_GT(v["throughput_rps"].get<double>(), v["bound_rps"].get<double>()) << v;
   }
   EXPECT_GT(j["peak_rss_mb"].get<double>(), 0);
+  EXPECT_EQ(j["interrupted"], false);
+  ASSERT_EQ(j["devices"].size(), 1u);
+  EXPECT_EQ(j["devices"][0]["policy_violations"], 0) << "the built-in low-level policies keep the contract";
+  EXPECT_THAT(r.output, Not(HasSubstr("POLICY CONTRACT VIOLATED")));
   EXPECT_THAT(r.output, HasSubstr("goodput/s"));
   EXPECT_THAT(r.output, HasSubstr("ORT defaults"));
   EXPECT_GT(j["verify"]["checked"].get<int>(), 0);

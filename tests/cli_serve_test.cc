@@ -133,6 +133,7 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
   ASSERT_TRUE(m);
   EXPECT_THAT(m->body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 2"));
   EXPECT_THAT(m->body, HasSubstr("baton_pu_runs_total{pu=\"cpu0\""));
+  EXPECT_THAT(m->body, HasSubstr("baton_policy_violations_total{device=\"local\"} 0"));
   if (fs::exists("/usr/bin/promtool")) {
     const std::string path = (dir_ / "metrics.txt").string();
     std::ofstream(path) << m->body;

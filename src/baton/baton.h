@@ -197,6 +197,9 @@ struct DeviceStatsView {
   bool reachable = true;
   uint64_t queued = 0;   // assignments waiting in its ready queue (local devices)
   uint64_t running = 0;  // assignments running on its PUs (local devices)
+  // Decisions of its low-level policy the dispatcher ignored for breaking the
+  // policy contract (a bug in the policy; local devices).
+  uint64_t policy_violations = 0;
 };
 
 struct EngineStats {

@@ -165,6 +165,14 @@ void PrintReport(const RunReport& r) {
             << pus.size() << " PUs [" << absl::StrJoin(pus, " ") << "]; policies " << c.policy.high_level << " + "
             << c.policy.low_level << "; " << c.run.duration_s << " s per mode in " << c.run.slices
             << " interleaved slices; setup " << F1(Seconds(r.setup)) << " s, " << r.sessions << " sessions\n\n";
+  for (const DeviceOutcome& d : r.devices) {
+    if (d.policy_violations > 0) {
+      std::cout << "POLICY CONTRACT VIOLATED: the low-level policy '" << c.policy.low_level << "' on device '"
+                << d.name << "' made " << d.policy_violations
+                << " decisions the dispatcher had to ignore (a bug in the policy; see docs/dispatch.md, "
+                << "Policy contract)\n\n";
+    }
+  }
   if (r.interrupted) {
     std::cout << "INTERRUPTED by a signal after " << r.slices_run << " of " << c.run.slices
               << " slices: the numbers cover what ran (each mode's measured time is its own)\n\n";
@@ -374,7 +382,8 @@ nlohmann::json ReportJson(const RunReport& r) {
                        {"utilization", d.utilization},
                        {"reachable", d.reachable},
                        {"lost", d.lost},
-                       {"returned", d.returned}});
+                       {"returned", d.returned},
+                       {"policy_violations", d.policy_violations}});
   }
   j["devices"] = std::move(devices);
   j["reissued"] = r.reissued;

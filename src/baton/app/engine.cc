@@ -404,6 +404,7 @@ EngineStats Engine::Stats() const {
                             ll.dropped_by_policy;
       v.queued = ll.assignments > left ? ll.assignments - left : 0;
       v.running = ll.started > ll.finished ? ll.started - ll.finished : 0;
+      v.policy_violations = ll.violations;
     }
     s.devices.push_back(std::move(v));
   }

@@ -881,6 +881,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
         o.lost = stats.status[d].lost;
         o.returned = stats.status[d].returned;
       }
+      if (d < stats.devices.size()) o.policy_violations = stats.devices[d].violations;
       report.devices.push_back(std::move(o));
     }
 

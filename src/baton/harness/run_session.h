@@ -117,6 +117,10 @@ struct DeviceOutcome {
   bool reachable = true;  // at the end of the run
   uint64_t lost = 0;      // times it was found unreachable
   uint64_t returned = 0;  // assignments it handed back, re-issued elsewhere
+  // Decisions of its low-level policy that broke the policy contract and
+  // that the core ignored (a bug in the policy; 0 for a remote device, whose
+  // agent counts its own).
+  uint64_t policy_violations = 0;
 };
 
 struct RunReport {

@@ -81,6 +81,11 @@ std::string PrometheusText(const EngineStats& stats) {
   for (const DeviceStatsView& d : stats.devices) {
     absl::StrAppend(&out, "baton_device_reachable{device=\"", Label(d.name), "\"} ", d.reachable ? 1 : 0, "\n");
   }
+  Header(out, "baton_policy_violations_total", "counter",
+         "Low-level policy decisions the dispatcher ignored for breaking the policy contract.");
+  for (const DeviceStatsView& d : stats.devices) {
+    absl::StrAppend(&out, "baton_policy_violations_total{device=\"", Label(d.name), "\"} ", d.policy_violations, "\n");
+  }
   Header(out, "baton_requests_in_flight", "gauge", "Requests submitted and not answered yet.");
   absl::StrAppend(&out, "baton_requests_in_flight ", stats.in_flight, "\n");
   Header(out, "baton_uptime_seconds", "gauge", "Seconds since the engine opened.");

@@ -13,6 +13,7 @@
 //   baton_device_queue_depth{device}                gauge: assignments waiting
 //   baton_device_running{device}                    gauge: assignments running
 //   baton_device_reachable{device}                  gauge: 1 or 0
+//   baton_policy_violations_total{device}           counter: LL decisions the core ignored
 //   baton_requests_in_flight                        gauge
 //   baton_uptime_seconds                            gauge
 //
