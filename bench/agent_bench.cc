@@ -82,7 +82,7 @@ class Setup {
     std::vector<runtime::DeployModel> deploy;
     for (size_t i = 0; i < models.size(); ++i) {
       deploy.push_back(runtime::DeployModel{ModelId(static_cast<uint32_t>(i)), absl::StrCat("m", i), models[i],
-                                            runtime::HighLevelPolicy::kWhole, 1,
+                                            runtime::Cut::kWhole, 1,
                                             DeviceId(static_cast<uint32_t>(i % devices_.size())), std::nullopt,
                                             {}, {}});
     }

@@ -47,20 +47,20 @@ profile::Problem Mix(int models, int pus, int atoms, uint32_t seed) {
 }
 
 void BM_Plan(benchmark::State& state) {
-  const auto policy = static_cast<plan::PlanPolicy>(state.range(0));
+  const auto policy = static_cast<plan::HighLevelPolicy>(state.range(0));
   const profile::Problem problem = Mix(8, 6, 8, 1);
   for (auto _ : state) {
     absl::StatusOr<profile::Placement> placement = plan::MakePlacement(policy, problem);
     if (!placement.ok()) state.SkipWithError(std::string(placement.status().message()).c_str());
     benchmark::DoNotOptimize(placement);
   }
-  state.SetLabel(plan::PlanPolicyName(policy));
+  state.SetLabel(plan::HighLevelPolicyName(policy));
 }
 BENCHMARK(BM_Plan)
-    ->Arg(static_cast<int>(plan::PlanPolicy::kCapability))
-    ->Arg(static_cast<int>(plan::PlanPolicy::kBalanced))
-    ->Arg(static_cast<int>(plan::PlanPolicy::kLp))
-    ->Arg(static_cast<int>(plan::PlanPolicy::kSearch))
+    ->Arg(static_cast<int>(plan::HighLevelPolicy::kCapability))
+    ->Arg(static_cast<int>(plan::HighLevelPolicy::kBalanced))
+    ->Arg(static_cast<int>(plan::HighLevelPolicy::kLp))
+    ->Arg(static_cast<int>(plan::HighLevelPolicy::kSearch))
     ->Unit(benchmark::kMillisecond);
 
 void BM_Bounds(benchmark::State& state) {

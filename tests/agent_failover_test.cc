@@ -33,7 +33,7 @@ using runtime::DeployDevice;
 using runtime::DeployModel;
 using runtime::DeployPu;
 using runtime::Deployment;
-using runtime::HighLevelPolicy;
+using runtime::Cut;
 using testing::AgentProcess;
 
 using testing::CloneAll;
@@ -95,7 +95,7 @@ class Cluster {
 
   // Deploys `model` (balanced into `stages`) on device `primary`.
   absl::Status Deploy(const ZooCase& c, DeviceId primary, int stages) {
-    DeployModel m{ModelId(1), "m", c.model, HighLevelPolicy::kBalanced, stages, primary, std::nullopt, {}, {}};
+    DeployModel m{ModelId(1), "m", c.model, Cut::kBalanced, stages, primary, std::nullopt, {}, {}};
     for (const DeployDevice& d : devices_) {
       if (d.id != primary) m.fallback_devices.push_back(d.id);
     }

@@ -29,8 +29,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 constexpr std::optional<double> kNo = std::nullopt;
-constexpr PlanPolicy kAllPolicies[] = {PlanPolicy::kCapability, PlanPolicy::kBalanced, PlanPolicy::kLp,
-                                       PlanPolicy::kSearch};
+constexpr HighLevelPolicy kAllPolicies[] = {HighLevelPolicy::kCapability, HighLevelPolicy::kBalanced, HighLevelPolicy::kLp,
+                                       HighLevelPolicy::kSearch};
 
 // A model whose atoms form a chain; units are the maximal runs of atoms that
 // the same PUs can run (as partition/units.h builds them).
@@ -60,9 +60,9 @@ Problem WithPus(int pus, std::vector<ProblemModel> models) {
   return problem;
 }
 
-Placement Plan(PlanPolicy policy, const Problem& problem, const PlanOptions& options = {}) {
+Placement Plan(HighLevelPolicy policy, const Problem& problem, const PlanOptions& options = {}) {
   absl::StatusOr<Placement> placement = MakePlacement(policy, problem, options);
-  EXPECT_TRUE(placement.ok()) << PlanPolicyName(policy) << ": " << placement.status();
+  EXPECT_TRUE(placement.ok()) << HighLevelPolicyName(policy) << ": " << placement.status();
   return placement.ok() ? *placement : Placement{};
 }
 
@@ -120,16 +120,16 @@ std::vector<int> AtomsPerPu(const Problem& problem, const std::vector<PlannedPar
 }
 
 TEST(PlanPolicyNames, RoundTrip) {
-  for (PlanPolicy policy : kAllPolicies) {
-    absl::StatusOr<PlanPolicy> parsed = ParsePlanPolicy(PlanPolicyName(policy));
+  for (HighLevelPolicy policy : kAllPolicies) {
+    absl::StatusOr<HighLevelPolicy> parsed = ParseHighLevelPolicy(HighLevelPolicyName(policy));
     ASSERT_TRUE(parsed.ok()) << parsed.status();
     EXPECT_EQ(*parsed, policy);
-    EXPECT_STRNE(PlanPolicyObjective(policy), "");
+    EXPECT_STRNE(HighLevelPolicyObjective(policy), "");
   }
 }
 
 TEST(PlanPolicyNames, UnknownNameListsTheNames) {
-  absl::StatusOr<PlanPolicy> parsed = ParsePlanPolicy("fastest");
+  absl::StatusOr<HighLevelPolicy> parsed = ParseHighLevelPolicy("fastest");
   ASSERT_FALSE(parsed.ok());
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(parsed.status().message(), AllOf(HasSubstr("'fastest'"), HasSubstr("capability"), HasSubstr("balanced"),
@@ -139,14 +139,14 @@ TEST(PlanPolicyNames, UnknownNameListsTheNames) {
 TEST(CapabilityPolicy, OnePartitionPerUnitOnEveryCapablePuFastestFirst) {
   // Units {0, 1} (both PUs), {2} (pu1 only), {3} (both; pu0 faster).
   const Problem problem = WithPus(2, {ChainModel("m", {{4, 2}, {4, 2}, {kNo, 3}, {1, 5}})});
-  const Placement placement = Plan(PlanPolicy::kCapability, problem);
+  const Placement placement = Plan(HighLevelPolicy::kCapability, problem);
   EXPECT_THAT(placement.models[0],
               ElementsAre(PlannedPartition{0, 2, {1, 0}}, PlannedPartition{2, 3, {1}}, PlannedPartition{3, 4, {0, 1}}));
 }
 
 TEST(BalancedPolicy, HomogeneousPusTakeTwoEqualAtomsEach) {
   const Problem problem = WithPus(2, {ChainModel("m", {{5, 5}, {5, 5}, {5, 5}, {5, 5}})});
-  const Placement placement = Plan(PlanPolicy::kBalanced, problem);
+  const Placement placement = Plan(HighLevelPolicy::kBalanced, problem);
   ASSERT_EQ(placement.models[0].size(), 2u);
   EXPECT_THAT(AtomsPerPu(problem, placement.models[0]), ElementsAre(2, 2));
 }
@@ -155,7 +155,7 @@ TEST(BalancedPolicy, ThreeTimesFasterPuTakesThreeOfFourAtoms) {
   // pu0 with a atoms: 3a ms; pu1 with 4 - a: 4 - a ms; max(3a, 4 - a) is
   // smallest at a = 1 (3 ms); one stage on pu1 alone would take 4 ms.
   const Problem problem = WithPus(2, {ChainModel("m", {{3, 1}, {3, 1}, {3, 1}, {3, 1}})});
-  const Placement placement = Plan(PlanPolicy::kBalanced, problem);
+  const Placement placement = Plan(HighLevelPolicy::kBalanced, problem);
   ASSERT_EQ(placement.models[0].size(), 2u);
   EXPECT_THAT(AtomsPerPu(problem, placement.models[0]), ElementsAre(1, 3));
 }
@@ -165,7 +165,7 @@ TEST(BalancedPolicy, LighterModelFillsTheLessLoadedPu) {
   // costs 12 ms; two stages on distinct PUs cannot beat it here since it is
   // one atom); light (4 ms) then goes to the other, idle PU (4 < 12 + 4).
   const Problem problem = WithPus(2, {ChainModel("light", {{4, 4}}), ChainModel("heavy", {{12, 12}})});
-  const Placement placement = Plan(PlanPolicy::kBalanced, problem);
+  const Placement placement = Plan(HighLevelPolicy::kBalanced, problem);
   ASSERT_EQ(placement.models[0].size(), 1u);
   ASSERT_EQ(placement.models[1].size(), 1u);
   EXPECT_NE(placement.models[0][0].pus, placement.models[1][0].pus);
@@ -173,7 +173,7 @@ TEST(BalancedPolicy, LighterModelFillsTheLessLoadedPu) {
 
 TEST(BalancedPolicy, MaxStagesOneKeepsEachModelWhole) {
   const Problem problem = WithPus(2, {ChainModel("m", {{5, 5}, {5, 5}, {5, 5}, {5, 5}})});
-  const Placement placement = Plan(PlanPolicy::kBalanced, problem, {.max_stages = 1});
+  const Placement placement = Plan(HighLevelPolicy::kBalanced, problem, {.max_stages = 1});
   ASSERT_EQ(placement.models[0].size(), 1u);
   EXPECT_EQ(placement.models[0][0].first, 0);
   EXPECT_EQ(placement.models[0][0].last, 4);
@@ -182,30 +182,30 @@ TEST(BalancedPolicy, MaxStagesOneKeepsEachModelWhole) {
 TEST(BalancedPolicy, AlternatingCapabilitiesReuseAPu) {
   // pu0, pu1, pu0: three stages on two PUs; no cut on distinct PUs exists.
   const Problem problem = WithPus(2, {ChainModel("m", {{2, kNo}, {kNo, 2}, {2, kNo}})});
-  const Placement placement = Plan(PlanPolicy::kBalanced, problem);
+  const Placement placement = Plan(HighLevelPolicy::kBalanced, problem);
   EXPECT_THAT(placement.models[0],
               ElementsAre(PlannedPartition{0, 1, {0}}, PlannedPartition{1, 2, {1}}, PlannedPartition{2, 3, {0}}));
 }
 
 TEST(BalancedPolicy, SixteenPusPlanAndSeventeenAreAnErrorThatSearchSkips) {
   const Problem sixteen = RandomProblem(2, 16, 8, 3);
-  EXPECT_TRUE(profile::ValidatePlacement(sixteen, Plan(PlanPolicy::kBalanced, sixteen)).ok());
+  EXPECT_TRUE(profile::ValidatePlacement(sixteen, Plan(HighLevelPolicy::kBalanced, sixteen)).ok());
   const Problem seventeen = RandomProblem(2, 17, 4, 3);
-  absl::StatusOr<Placement> balanced = MakePlacement(PlanPolicy::kBalanced, seventeen);
+  absl::StatusOr<Placement> balanced = MakePlacement(HighLevelPolicy::kBalanced, seventeen);
   ASSERT_FALSE(balanced.ok());
   EXPECT_EQ(balanced.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(balanced.status().message(), AllOf(HasSubstr("17 PUs"), HasSubstr("16")));
-  EXPECT_TRUE(profile::ValidatePlacement(seventeen, Plan(PlanPolicy::kSearch, seventeen, {.iterations = 50})).ok());
+  EXPECT_TRUE(profile::ValidatePlacement(seventeen, Plan(HighLevelPolicy::kSearch, seventeen, {.iterations = 50})).ok());
 }
 
 TEST(AllPolicies, AnAtomOnlyPu1CanRunIsPlacedOnPu1Only) {
   const Problem problem = WithPus(2, {ChainModel("m", {{5, 5}, {kNo, 5}, {5, 5}})});
-  for (PlanPolicy policy : kAllPolicies) {
+  for (HighLevelPolicy policy : kAllPolicies) {
     const Placement placement = Plan(policy, problem);
     ASSERT_EQ(placement.models.size(), 1u);
     for (const PlannedPartition& part : placement.models[0]) {
       if (part.first <= 1 && 1 < part.last) {
-        EXPECT_THAT(part.pus, ElementsAre(1)) << PlanPolicyName(policy);
+        EXPECT_THAT(part.pus, ElementsAre(1)) << HighLevelPolicyName(policy);
       }
     }
   }
@@ -216,26 +216,26 @@ TEST(LpPolicy, ComparativeAdvantageSplitsTheChain) {
   // optimum (500 req/s, each PU 2 ms per request) runs each pair on its PU.
   const Problem problem = WithPus(2, {ChainModel("m", {{1, 10}, {1, 10}, {10, 1}, {10, 1}})});
   const std::vector<PlannedPartition> expected{{0, 2, {0}}, {2, 4, {1}}};
-  EXPECT_EQ(Plan(PlanPolicy::kLp, problem).models[0], expected);
-  EXPECT_EQ(Plan(PlanPolicy::kBalanced, problem).models[0], expected);
-  EXPECT_NEAR(Throughput(problem, Plan(PlanPolicy::kLp, problem)), 500, 1e-6);
+  EXPECT_EQ(Plan(HighLevelPolicy::kLp, problem).models[0], expected);
+  EXPECT_EQ(Plan(HighLevelPolicy::kBalanced, problem).models[0], expected);
+  EXPECT_NEAR(Throughput(problem, Plan(HighLevelPolicy::kLp, problem)), 500, 1e-6);
 }
 
 TEST(LpPolicy, AtomOnlyPu1CanRunPushesTheOtherToPu0) {
   // pu1 must run atom 1 (5 ms) for every request; the optimum (200 req/s)
   // leaves atom 0 entirely to pu0.
   const Problem problem = WithPus(2, {ChainModel("m", {{5, 5}, {kNo, 5}})});
-  EXPECT_THAT(Plan(PlanPolicy::kLp, problem).models[0],
+  EXPECT_THAT(Plan(HighLevelPolicy::kLp, problem).models[0],
               ElementsAre(PlannedPartition{0, 1, {0}}, PlannedPartition{1, 2, {1}}));
 }
 
 TEST(LpPolicy, SecondaryPuFromTenPercentOfTheWork) {
   // One atom, 30 ms on pu0, 10 ms on pu1: the optimum runs 100/s on pu1 and
   // 33.3/s on pu0 (25 % of the runs): pu1 first, pu0 listed.
-  EXPECT_THAT(Plan(PlanPolicy::kLp, WithPus(2, {ChainModel("m", {{30, 10}})})).models[0],
+  EXPECT_THAT(Plan(HighLevelPolicy::kLp, WithPus(2, {ChainModel("m", {{30, 10}})})).models[0],
               ElementsAre(PlannedPartition{0, 1, {1, 0}}));
   // 10 ms on pu0, 100 ms on pu1: pu1 adds 10/s of 110/s (9 %): not listed.
-  EXPECT_THAT(Plan(PlanPolicy::kLp, WithPus(2, {ChainModel("m", {{10, 100}})})).models[0],
+  EXPECT_THAT(Plan(HighLevelPolicy::kLp, WithPus(2, {ChainModel("m", {{10, 100}})})).models[0],
               ElementsAre(PlannedPartition{0, 1, {0}}));
 }
 
@@ -246,7 +246,7 @@ TEST(LpPolicy, DegenerateInstancesStillReachTheLpBound) {
                                  WithPus(2, {ChainModel("m", {{3, 1}, {3, 1}, {3, 1}, {3, 1}})})}) {
     absl::StatusOr<profile::Bounds> bounds = profile::ComputeBounds(problem);
     ASSERT_TRUE(bounds.ok()) << bounds.status();
-    EXPECT_NEAR(Throughput(problem, Plan(PlanPolicy::kLp, problem)), bounds->throughput_rps,
+    EXPECT_NEAR(Throughput(problem, Plan(HighLevelPolicy::kLp, problem)), bounds->throughput_rps,
                 1e-6 * bounds->throughput_rps);
   }
 }
@@ -257,32 +257,32 @@ TEST(SearchPolicy, NeverPredictsLessThroughputThanTheOtherPolicies) {
   for (uint32_t seed = 1; seed <= 3; ++seed) problems.push_back(RandomProblem(3, 3, 5, seed));
   for (const Problem& problem : problems) {
     double best = 0;
-    for (PlanPolicy policy : {PlanPolicy::kCapability, PlanPolicy::kBalanced, PlanPolicy::kLp}) {
+    for (HighLevelPolicy policy : {HighLevelPolicy::kCapability, HighLevelPolicy::kBalanced, HighLevelPolicy::kLp}) {
       best = std::max(best, Throughput(problem, Plan(policy, problem)));
     }
-    EXPECT_GE(Throughput(problem, Plan(PlanPolicy::kSearch, problem, {.iterations = 300})), best * (1 - 1e-9));
+    EXPECT_GE(Throughput(problem, Plan(HighLevelPolicy::kSearch, problem, {.iterations = 300})), best * (1 - 1e-9));
   }
 }
 
 TEST(SearchPolicy, ZeroIterationsReturnsTheBestStart) {
   const Problem problem = RandomProblem(3, 3, 5, 7);
   double best = 0;
-  for (PlanPolicy policy : {PlanPolicy::kCapability, PlanPolicy::kBalanced, PlanPolicy::kLp}) {
+  for (HighLevelPolicy policy : {HighLevelPolicy::kCapability, HighLevelPolicy::kBalanced, HighLevelPolicy::kLp}) {
     best = std::max(best, Throughput(problem, Plan(policy, problem)));
   }
-  EXPECT_NEAR(Throughput(problem, Plan(PlanPolicy::kSearch, problem, {.iterations = 0})), best, 1e-9 * best);
+  EXPECT_NEAR(Throughput(problem, Plan(HighLevelPolicy::kSearch, problem, {.iterations = 0})), best, 1e-9 * best);
 }
 
 TEST(AllPolicies, EightModelsOnSixPusGiveValidPlacements) {
   const Problem problem = RandomProblem(8, 6, 8, 42);
-  for (PlanPolicy policy : kAllPolicies) {
+  for (HighLevelPolicy policy : kAllPolicies) {
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<Placement> placement = MakePlacement(policy, problem);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    ASSERT_TRUE(placement.ok()) << PlanPolicyName(policy) << ": " << placement.status();
-    EXPECT_TRUE(profile::ValidatePlacement(problem, *placement).ok()) << PlanPolicyName(policy);
+    ASSERT_TRUE(placement.ok()) << HighLevelPolicyName(policy) << ": " << placement.status();
+    EXPECT_TRUE(profile::ValidatePlacement(problem, *placement).ok()) << HighLevelPolicyName(policy);
     // Informational only: timings belong in benchmarks, not assertions.
-    std::cout << "[ timing ] " << PlanPolicyName(policy) << " planned 8 models x 6 PUs in " << ms << " ms, "
+    std::cout << "[ timing ] " << HighLevelPolicyName(policy) << " planned 8 models x 6 PUs in " << ms << " ms, "
               << Throughput(problem, *placement) << " req/s predicted\n";
   }
 }
@@ -290,27 +290,27 @@ TEST(AllPolicies, EightModelsOnSixPusGiveValidPlacements) {
 TEST(AllPolicies, VaryingPuCountsGiveValidPlacements) {
   for (int pus : {1, 2, 4, 8}) {
     const Problem problem = RandomProblem(3, pus, 5, static_cast<uint32_t>(100 + pus));
-    for (PlanPolicy policy : kAllPolicies) {
+    for (HighLevelPolicy policy : kAllPolicies) {
       absl::StatusOr<Placement> placement = MakePlacement(policy, problem, {.iterations = 200});
-      ASSERT_TRUE(placement.ok()) << PlanPolicyName(policy) << " on " << pus << " PUs: " << placement.status();
-      EXPECT_TRUE(profile::ValidatePlacement(problem, *placement).ok()) << PlanPolicyName(policy);
+      ASSERT_TRUE(placement.ok()) << HighLevelPolicyName(policy) << " on " << pus << " PUs: " << placement.status();
+      EXPECT_TRUE(profile::ValidatePlacement(problem, *placement).ok()) << HighLevelPolicyName(policy);
     }
   }
 }
 
 TEST(AllPolicies, SameInputGivesTheSamePlacement) {
   const Problem problem = RandomProblem(4, 4, 6, 9);
-  for (PlanPolicy policy : kAllPolicies) {
+  for (HighLevelPolicy policy : kAllPolicies) {
     const PlanOptions options{.iterations = 300, .seed = 5};
-    EXPECT_EQ(Plan(policy, problem, options), Plan(policy, problem, options)) << PlanPolicyName(policy);
+    EXPECT_EQ(Plan(policy, problem, options), Plan(policy, problem, options)) << HighLevelPolicyName(policy);
   }
 }
 
 TEST(AllPolicies, AnAtomNoPuCanRunIsAnErrorNamingModelAndAtom) {
   const Problem problem = WithPus(2, {ChainModel("resnet", {{1, 1}, {1, 1}, {kNo, kNo}})});
-  for (PlanPolicy policy : kAllPolicies) {
+  for (HighLevelPolicy policy : kAllPolicies) {
     absl::StatusOr<Placement> placement = MakePlacement(policy, problem);
-    ASSERT_FALSE(placement.ok()) << PlanPolicyName(policy);
+    ASSERT_FALSE(placement.ok()) << HighLevelPolicyName(policy);
     EXPECT_EQ(placement.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(placement.status().message(), AllOf(HasSubstr("'resnet'"), HasSubstr("atom 2")));
   }
@@ -335,7 +335,7 @@ TEST(PlannedPriorities, PacedStreamsBeforeSaturatingOnesUnlessTheUserSetPrioriti
 
 TEST(AllPolicies, OptionsOutOfRangeAreErrorsNamingTheOption) {
   const Problem problem = WithPus(1, {ChainModel("m", {{1}})});
-  for (PlanPolicy policy : kAllPolicies) {
+  for (HighLevelPolicy policy : kAllPolicies) {
     absl::StatusOr<Placement> stages = MakePlacement(policy, problem, {.max_stages = -1});
     ASSERT_FALSE(stages.ok());
     EXPECT_EQ(stages.status().code(), absl::StatusCode::kInvalidArgument);

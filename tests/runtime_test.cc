@@ -388,7 +388,7 @@ TEST_P(ZooRuntimeTest, EveryCutUnderEveryPolicyOnOneTwoAndFourCpuPusMatchesWhole
   }
   for (int k = 1; k <= 5; ++k) {
     auto deployment = Deployment::Build({dev}, {DeployModel{ModelId(1), GetParam(), c.model,
-                                                            HighLevelPolicy::kBalanced, k, DeviceId(0), std::nullopt, {}, {}}});
+                                                            Cut::kBalanced, k, DeviceId(0), std::nullopt, {}, {}}});
     ASSERT_TRUE(deployment.ok()) << deployment.status();
     // One session per partition, shared by the four 1-thread CPU PUs.
     EXPECT_EQ((*deployment)->prepared_count(), (*deployment)->models()[0].plan.partitions.size());
@@ -414,7 +414,7 @@ TEST_P(ZooRuntimeTest, EmuPusWithUnsupportedOpsForcePartitionsOntoCpu) {
   backend::EmuExecutor npu(spec);
   DeployDevice dev{DeviceId(0), "local", {DeployPu{PuId(0), "cpu0", &cpu, "cpu:1"}, DeployPu{PuId(1), "npu0", &npu, ""}}};
   const std::vector<PuSetup> pus = {PuSetup{PuId(0), "cpu0", "cpu", {}}, PuSetup{PuId(1), "npu0", "emu", {}}};
-  for (HighLevelPolicy hl : {HighLevelPolicy::kCapability, HighLevelPolicy::kBalanced}) {
+  for (Cut hl : {Cut::kCapability, Cut::kBalanced}) {
     auto deployment =
         Deployment::Build({dev}, {DeployModel{ModelId(1), GetParam(), c.model, hl, 3, DeviceId(0), std::nullopt, {}, {}}});
     ASSERT_TRUE(deployment.ok()) << deployment.status();
@@ -424,7 +424,7 @@ TEST_P(ZooRuntimeTest, EmuPusWithUnsupportedOpsForcePartitionsOntoCpu) {
     EXPECT_TRUE(some_cpu_only) << "no partition was forced onto the CPU";
     for (const char* policy_name : {"heft", "sel", "fifo", "fixed"}) {
       RunAndCompare(**deployment, c, pus, policy_name, std::string(policy_name) == "fixed",
-                    absl::StrCat(HighLevelPolicyName(hl), " policy=", policy_name));
+                    absl::StrCat(CutName(hl), " policy=", policy_name));
     }
   }
 }
@@ -443,7 +443,7 @@ TEST(SpeedProbe, RunsEveryPartitionOnEveryListedPu) {
   DeployDevice dev{DeviceId(0), "local",
                    {DeployPu{PuId(0), "cpu0", &cpu0, "cpu:1"}, DeployPu{PuId(1), "cpu1", &cpu1, "cpu:1"}}};
   auto deployment = Deployment::Build(
-      {dev}, {DeployModel{ModelId(3), "sq", c.model, HighLevelPolicy::kBalanced, 3, DeviceId(0), std::nullopt, {}, {}}});
+      {dev}, {DeployModel{ModelId(3), "sq", c.model, Cut::kBalanced, 3, DeviceId(0), std::nullopt, {}, {}}});
   ASSERT_TRUE(deployment.ok()) << deployment.status();
   const size_t partitions = (*deployment)->models()[0].plan.partitions.size();
   ASSERT_GE(partitions, 2u);
@@ -484,20 +484,20 @@ TEST(Deployment, WholeModelNeedsOnePuThatRunsEveryNode) {
   spec.unsupported_ops = {"Relu"};
   backend::EmuExecutor npu(spec);
   DeployDevice dev{DeviceId(0), "local", {DeployPu{PuId(0), "npu0", &npu, ""}}};
-  auto d = Deployment::Build({dev}, {DeployModel{ModelId(1), "sq", c.model, HighLevelPolicy::kWhole, 0, DeviceId(0),
+  auto d = Deployment::Build({dev}, {DeployModel{ModelId(1), "sq", c.model, Cut::kWhole, 0, DeviceId(0),
                                                   std::nullopt, {}, {}}});
   ASSERT_FALSE(d.ok());
   EXPECT_NE(d.status().message().find("no single PU"), std::string::npos) << d.status();
-  auto d2 = Deployment::Build({dev}, {DeployModel{ModelId(1), "sq", c.model, HighLevelPolicy::kCapability, 0,
+  auto d2 = Deployment::Build({dev}, {DeployModel{ModelId(1), "sq", c.model, Cut::kCapability, 0,
                                                    DeviceId(0), std::nullopt, {}, {}}});
   ASSERT_FALSE(d2.ok());
   EXPECT_NE(d2.status().message().find("Relu"), std::string::npos) << d2.status();
 }
 
 TEST(Deployment, ParsesHighLevelPolicyNames) {
-  EXPECT_EQ(*ParseHighLevelPolicy("whole"), HighLevelPolicy::kWhole);
-  EXPECT_EQ(*ParseHighLevelPolicy("balanced"), HighLevelPolicy::kBalanced);
-  EXPECT_FALSE(ParseHighLevelPolicy("lp").ok());
+  EXPECT_EQ(*ParseCut("whole"), Cut::kWhole);
+  EXPECT_EQ(*ParseCut("balanced"), Cut::kBalanced);
+  EXPECT_FALSE(ParseCut("lp").ok());
 }
 
 }  // namespace

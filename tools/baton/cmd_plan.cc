@@ -37,7 +37,7 @@ int Plan(const PlanArgs& args) {
   absl::StatusOr<config::RunConfig> config = LoadConfigOrDefault(args.config);
   if (!config.ok()) return fail(config.status());
   const std::string policy_name = args.policy.empty() ? config->policy.high_level : args.policy;
-  absl::StatusOr<plan::PlanPolicy> policy = plan::ParsePlanPolicy(policy_name);
+  absl::StatusOr<plan::HighLevelPolicy> policy = plan::ParseHighLevelPolicy(policy_name);
   if (!policy.ok()) return fail(policy.status());
   plan::PlanOptions options;
   options.max_stages = args.stages >= 0 ? args.stages : config->policy.stages;

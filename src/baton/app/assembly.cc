@@ -98,32 +98,72 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
     planning = std::move(built);
   }
 
-  // baton's own deployment: a plan (given, or made now by the configured
-  // high-level policy from the profile), or a cut without profile.
+  // Which device each model runs on: round-robin, or transfer_aware.
+  std::vector<DeviceId> round_robin(models.size());
+  for (size_t i = 0; i < models.size(); ++i) round_robin[i] = DeviceOfModel(config, i);
+  std::vector<DeviceId>& device_of = a.device_of;
+  device_of = round_robin;
+  const bool transfer_aware = config.policy.device_placement == "transfer_aware" ||
+                              (config.policy.device_placement == "auto" && remotes != nullptr);
+  if (transfer_aware && config.devices.size() > 1 && !plan_file) {
+    const std::vector<std::optional<Remotes::Link>> no_links;
+    BATON_ASSIGN_OR_RETURN(plan::DevicePlacement placed,
+                           PlaceModelsOnDevices(config, models, pu_set, remotes != nullptr ? remotes->links : no_links));
+    device_of = placed.device_of;
+    for (const std::string& line : placed.explain) say(absl::StrCat("device placement: ", line));
+  }
+  if (planning && device_of != round_robin) {
+    // The profile's problem was built for round-robin devices: rebuild it for these.
+    BATON_ASSIGN_OR_RETURN(profile::Profile prof, profile::Profile::Load(profile_source));
+    BATON_ASSIGN_OR_RETURN(Planning built, BuildPlanning(config, models, pu_set, prof, profile_source, device_of));
+    planning = std::move(built);
+  }
+
+  // baton's own deployment: the given plan, or one made now by the configured
+  // high-level policy (plan::MakePlacement, the one implementation of each
+  // name) from the profile, or from estimated costs when there is none.
   std::vector<runtime::DeployModel>& deploy = a.deploy;
   std::optional<profile::Placement>& planned_placement = a.planned_placement;
-  bool per_model_stages = false;
-  for (const config::ModelConfig& mc : config.models) per_model_stages = per_model_stages || mc.partitions.has_value();
-  a.planned = plan_file.has_value() ||
-                       (planning.has_value() && config.policy.high_level != "whole" && !per_model_stages);
-  if (a.planned) {
-    if (!plan_file) {
-      BATON_ASSIGN_OR_RETURN(plan::PlanPolicy policy, plan::ParsePlanPolicy(config.policy.high_level));
-      plan::PlanOptions plan_options;
-      plan_options.max_stages = config.policy.stages;
-      plan_options.seed = config.run.seed;
-      say(absl::StrCat("planning (", config.policy.high_level, ") from the profile"));
-      BATON_ASSIGN_OR_RETURN(plan::PlanFile made,
-                             MakePlan(*planning, config, models, pu_set, policy, plan_options, profile_source));
-      plan_file = std::move(made);
+  if (!plan_file) {
+    BATON_ASSIGN_OR_RETURN(const plan::HighLevelPolicy policy, plan::ParseHighLevelPolicy(config.policy.high_level));
+    std::optional<Planning> estimate;
+    if (!planning) {
+      if (plan::InfoOf(policy).needs_profile) {
+        return absl::InvalidArgumentError(absl::StrCat("high-level policy '", config.policy.high_level,
+                                                       "' needs a profile; drop --no-profile, or use whole, "
+                                                       "capability or balanced"));
+      }
+      BATON_ASSIGN_OR_RETURN(Planning built, BuildEstimatedPlanning(config, models, pu_set, device_of));
+      estimate = std::move(built);
+      a.estimated = true;
     }
-    BATON_ASSIGN_OR_RETURN(deploy, DeployFromPlan(*plan_file, options.plan_path.empty() ? "(made for this run)"
-                                                                                          : options.plan_path,
-                                                  config, models, pu_set));
-    // With an online low-level policy the plan is a starting point: its
-    // partitions are kept, and each may run on any PU that supports it.
-    const bool widen = config.policy.low_level != "fixed";
-    for (runtime::DeployModel& dm : deploy) dm.other_pus = widen;
+    plan::PlanOptions plan_options;
+    plan_options.max_stages = config.policy.stages;
+    for (const LoadedModel& lm : models) plan_options.model_stages.push_back(lm.config->partitions.value_or(0));
+    plan_options.seed = config.run.seed;
+    say(absl::StrCat("planning (", config.policy.high_level, ") from ",
+                     planning ? "the profile" : "estimated costs (no profile)"));
+    BATON_ASSIGN_OR_RETURN(plan::PlanFile made, MakePlan(planning ? *planning : *estimate, config, models, pu_set,
+                                                         policy, plan_options,
+                                                         planning ? profile_source : std::string()));
+    plan_file = std::move(made);
+  }
+  BATON_ASSIGN_OR_RETURN(deploy, DeployFromPlan(*plan_file, options.plan_path.empty() ? "(made for this run)"
+                                                                                        : options.plan_path,
+                                                config, models, pu_set, device_of));
+  // With an online low-level policy the plan is a starting point: its
+  // partitions are kept, and each may run on any PU that supports it.
+  const bool widen = config.policy.low_level != "fixed";
+  for (runtime::DeployModel& dm : deploy) {
+    dm.other_pus = widen;
+    if (remotes != nullptr) {
+      // Every other device is a fallback for the model's partitions.
+      for (size_t d = 0; d < config.devices.size(); ++d) {
+        if (DeviceId(static_cast<uint32_t>(d)) != dm.device) dm.fallback_devices.push_back(DeviceId(static_cast<uint32_t>(d)));
+      }
+    }
+  }
+  if (!a.estimated) {
     a.profile_predicted_rps = plan_file->predicted_throughput_rps;
     if (planning) {
       planned_placement = PlacementOfPlan(*plan_file, *planning, models, widen);
@@ -132,45 +172,13 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
         a.profile_predicted_rps = prediction.throughput_rps;
       }
     }
-  } else {
-    absl::StatusOr<runtime::HighLevelPolicy> hl = runtime::ParseHighLevelPolicy(config.policy.high_level);
-    if (!hl.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("high-level policy '", config.policy.high_level,
-                                                     "' needs a profile; drop --no-profile"));
-    }
-    std::vector<DeviceId> device_of(models.size());
-    for (size_t i = 0; i < models.size(); ++i) device_of[i] = DeviceOfModel(config, i);
-    const bool transfer_aware = config.policy.device_placement == "transfer_aware" ||
-                                (config.policy.device_placement == "auto" && remotes != nullptr);
-    if (transfer_aware && config.devices.size() > 1) {
-      const std::vector<std::optional<Remotes::Link>> no_links;
-      BATON_ASSIGN_OR_RETURN(
-          plan::DevicePlacement placed,
-          PlaceModelsOnDevices(config, models, pu_set, remotes != nullptr ? remotes->links : no_links));
-      device_of = placed.device_of;
-      for (const std::string& line : placed.explain) say(absl::StrCat("device placement: ", line));
-    }
-    for (size_t i = 0; i < models.size(); ++i) {
-      const config::ModelConfig& mc = *models[i].config;
-      deploy.push_back(runtime::DeployModel{models[i].id, mc.name, models[i].model, *hl,
-                                            mc.partitions.value_or(config.policy.stages), device_of[i],
-                                            std::nullopt, {}, {}});
-      if (remotes != nullptr) {
-        // Every other device is a fallback for the model's partitions.
-        for (size_t d = 0; d < config.devices.size(); ++d) {
-          if (DeviceId(static_cast<uint32_t>(d)) != deploy.back().device) {
-            deploy.back().fallback_devices.push_back(DeviceId(static_cast<uint32_t>(d)));
-          }
-        }
-      }
-    }
   }
   // Request priorities: the plan's where it gives one (plan::PlannedPriorities),
   // else the config's.
   a.configured_priorities = RequestPriorities(nullptr, models);
   a.priorities = RequestPriorities(plan_file ? &*plan_file : nullptr, models);
   if (!options.deploy) return a;
-  say(absl::StrCat("creating sessions (", a.planned ? "plan " + plan_file->policy : config.policy.high_level, ")"));
+  say(absl::StrCat("creating sessions (plan ", plan_file->policy, ")"));
   BATON_ASSIGN_OR_RETURN(a.deployment, runtime::Deployment::Build(pu_set.devices, deploy));
   BATON_ASSIGN_OR_RETURN(a.runtime, MakeRuntime(config, *a.deployment, config.policy.low_level,
                                                 /*fixed=*/config.policy.low_level == "fixed", options.observer,
@@ -209,8 +217,9 @@ absl::StatusOr<std::unique_ptr<Remotes>> ConnectRemoteDevices(const config::RunC
     if (options.say) options.say(line);
   };
   BATON_ASSIGN_OR_RETURN(Remotes remotes, ConnectRemotes(config, say));
-  if (!runtime::ParseHighLevelPolicy(config.policy.high_level).ok()) {
-    // Profiles measure local PUs only; without one, cut by op support and FLOPs.
+  const plan::HighLevelPolicyInfo* info = plan::FindHighLevelPolicy(config.policy.high_level);
+  if (info != nullptr && info->needs_profile) {
+    // Profiles measure local PUs only; without one, plan from estimated costs.
     say(absl::StrCat("high-level policy '", config.policy.high_level,
                      "' needs a profile, which remote devices do not have yet; using balanced"));
     remotes.resolved.policy.high_level = "balanced";

@@ -68,8 +68,9 @@ struct Assembly {
   PuSet pus;
   std::optional<Planning> planning;  // absent with no_profile
   std::string profile_source;        // the profile's file ("" without)
-  std::optional<plan::PlanFile> plan;  // the plan carried out (given or made now), if any
-  bool planned = false;                // deployed from `plan`, else cut by a runtime::HighLevelPolicy
+  std::optional<plan::PlanFile> plan;  // the plan carried out (given, or made now)
+  bool estimated = false;              // the plan was made from estimated costs (no profile): no prediction
+  std::vector<DeviceId> device_of;     // per model: the device it runs on
   std::vector<runtime::DeployModel> deploy;
   std::optional<profile::Placement> planned_placement;  // the plan over the problem's atoms
   double profile_predicted_rps = 0;   // the plan's prediction from the profile (0 without a plan)

@@ -34,6 +34,15 @@ profile::Demand DemandOf(const config::ArrivalConfig& a) {
   return d;
 }
 
+// What a problem model takes from its cut and its config besides costs.
+void SetWorkload(profile::ProblemModel& m, const profiler::ModelCut& cut, const config::ModelConfig& config) {
+  m.cut_bytes = cut.atoms.cut_bytes;
+  for (const partition::AtomEdge& e : cut.atoms.edges) m.edges.push_back(profile::AtomEdge{e.from, e.to, e.bytes});
+  m.demand = DemandOf(config.arrival);
+  m.weight = m.demand.kind == profile::Demand::Kind::kSaturating ? m.demand.concurrency : 1;
+  m.deadline_ms = config.deadline_ms;
+}
+
 profiler::ProfilerOptions CutOptions(const profile::Profile& profile) {
   profiler::ProfilerOptions o;
   o.budget = profile.budget;
@@ -44,7 +53,9 @@ profiler::ProfilerOptions CutOptions(const profile::Profile& profile) {
 }  // namespace
 
 absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const std::vector<LoadedModel>& models,
-                                       const PuSet& pus, const profile::Profile& profile, const std::string& source) {
+                                       const PuSet& pus, const profile::Profile& profile, const std::string& source,
+                                       const std::vector<DeviceId>& device_of) {
+  auto device_of_model = [&](size_t i) { return i < device_of.size() ? device_of[i] : DeviceOfModel(config, i); };
   Planning out;
   const profiler::ProfilerOptions cut_options = CutOptions(profile);
   std::vector<profile::ExpectedModel> expected;
@@ -55,7 +66,7 @@ absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const st
       return absl::Status(cut.status().code(), absl::StrCat("model '", lm.config->name, "': ", cut.status().message()));
     }
     profile::ExpectedModel e{lm.config->name, lm.content_hash, cut->atoms_key, {}};
-    const DeviceId dev = DeviceOfModel(config, i);
+    const DeviceId dev = device_of_model(i);
     for (size_t u = 0; u < pus.profiler_pus.size(); ++u) {
       if (pus.device_of[u] == dev.value) e.pu_kinds.emplace(pus.profiler_pus[u].kind_key, pus.profiler_pus[u].name);
     }
@@ -78,7 +89,7 @@ absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const st
     const LoadedModel& lm = models[i];
     const profiler::ModelCut& cut = out.cuts[i];
     const profile::ProfiledModel& pm = *profile.FindModel(lm.config->name);
-    const DeviceId dev = DeviceOfModel(config, i);
+    const DeviceId dev = device_of_model(i);
     profile::ProblemModel m;
     m.name = lm.config->name;
     // Per-PU costs of a profiled range: nullopt where the PU cannot run all of it.
@@ -115,12 +126,52 @@ absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const st
       profile::PuCosts pc = costs(*r, c.support, missing);
       if (!missing) m.range_ms[{c.first, c.last}] = std::move(pc);
     }
-    m.cut_bytes = cut.atoms.cut_bytes;
-    for (const partition::AtomEdge& e : cut.atoms.edges) m.edges.push_back(profile::AtomEdge{e.from, e.to, e.bytes});
-    m.demand = DemandOf(lm.config->arrival);
-    m.weight = m.demand.kind == profile::Demand::Kind::kSaturating ? m.demand.concurrency : 1;
-    m.deadline_ms = lm.config->deadline_ms;
+    SetWorkload(m, cut, *lm.config);
     p.models.push_back(std::move(m));
+  }
+  BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(p));
+  return out;
+}
+
+absl::StatusOr<Planning> BuildEstimatedPlanning(const config::RunConfig& config, const std::vector<LoadedModel>& models,
+                                                const PuSet& pus, const std::vector<DeviceId>& device_of) {
+  // Each PU's speed in 1-thread CPU equivalents, in PuId order.
+  std::vector<double> speed;
+  for (const config::DeviceConfig& d : config.devices) {
+    for (const config::PuConfig& pu : d.pus) speed.push_back(pu.kind == "cpu" ? pu.threads : pu.speed);
+  }
+  const size_t n_pus = pus.profiler_pus.size();
+  if (speed.size() != n_pus) {
+    return absl::InternalError(absl::StrCat("estimated planning: ", speed.size(), " configured PUs, ", n_pus, " built"));
+  }
+  Planning out;
+  profile::Problem& p = out.problem;
+  for (size_t u = 0; u < n_pus; ++u) {
+    p.pus.push_back(profile::ProblemPu{pus.profiler_pus[u].name, pus.profiler_pus[u].kind_key, pus.device_of[u]});
+  }
+  const profiler::ProfilerOptions cut_options = QuickProfilerOptions(n_pus);
+  for (size_t i = 0; i < models.size(); ++i) {
+    const LoadedModel& lm = models[i];
+    absl::StatusOr<profiler::ModelCut> cut = profiler::CutModel(*lm.model, pus.profiler_pus, cut_options);
+    if (!cut.ok()) {
+      return absl::Status(cut.status().code(), absl::StrCat("model '", lm.config->name, "': ", cut.status().message()));
+    }
+    const DeviceId dev = i < device_of.size() ? device_of[i] : DeviceOfModel(config, i);
+    profile::ProblemModel m;
+    m.name = lm.config->name;
+    for (const partition::Atom& atom : cut->atoms.atoms) {
+      profile::PuCosts c(n_pus);
+      for (size_t u = 0; u < n_pus; ++u) {
+        if (!(atom.support >> u & 1) || pus.device_of[u] != dev.value || speed[u] <= 0) continue;
+        // Milliseconds at 1 GFLOP/s per unit of speed: only the ratios matter.
+        c[u] = std::max(atom.cost, 1.0) / (speed[u] * 1e6);
+      }
+      m.atom_ms.push_back(std::move(c));
+      m.unit_of_atom.push_back(atom.unit);
+    }
+    SetWorkload(m, *cut, *lm.config);
+    p.models.push_back(std::move(m));
+    out.cuts.push_back(*std::move(cut));
   }
   BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(p));
   return out;
@@ -128,14 +179,14 @@ absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const st
 
 absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::RunConfig& config,
                                         const std::vector<LoadedModel>& models, const PuSet& pus,
-                                        plan::PlanPolicy policy, const plan::PlanOptions& options,
+                                        plan::HighLevelPolicy policy, const plan::PlanOptions& options,
                                         const std::string& profile_source) {
   const profile::Problem& problem = planning.problem;
   BATON_ASSIGN_OR_RETURN(profile::Placement placement, plan::MakePlacement(policy, problem, options));
   BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(problem, placement));
   plan::PlanFile f;
-  f.policy = plan::PlanPolicyName(policy);
-  f.objective = plan::PlanPolicyObjective(policy);
+  f.policy = plan::HighLevelPolicyName(policy);
+  f.objective = plan::HighLevelPolicyObjective(policy);
   f.profile = profile_source;
   f.predicted_throughput_rps = prediction.throughput_rps;
   f.bound_throughput_rps = planning.bounds.throughput_rps;
@@ -208,7 +259,8 @@ std::vector<int> RequestPriorities(const plan::PlanFile* plan, const std::vector
 absl::StatusOr<std::vector<runtime::DeployModel>> DeployFromPlan(const plan::PlanFile& plan, const std::string& source,
                                                                  const config::RunConfig& config,
                                                                  const std::vector<LoadedModel>& models,
-                                                                 const PuSet& pus) {
+                                                                 const PuSet& pus,
+                                                                 const std::vector<DeviceId>& device_of) {
   auto changed = [&](const std::string& what) {
     return absl::FailedPreconditionError(absl::StrCat("plan '", source, "' no longer matches this config: ", what,
                                                       "; make the plan again with `baton plan`"));
@@ -249,7 +301,7 @@ absl::StatusOr<std::vector<runtime::DeployModel>> DeployFromPlan(const plan::Pla
     dm.id = lm.id;
     dm.name = lm.config->name;
     dm.model = lm.model;
-    dm.device = DeviceOfModel(config, i);
+    dm.device = i < device_of.size() ? device_of[i] : DeviceOfModel(config, i);
     for (size_t k = 0; k < pm->partitions.size(); ++k) {
       const plan::PlanPartition& pp = pm->partitions[k];
       std::vector<NodeId> group;

@@ -31,13 +31,25 @@ struct Planning {
 // only use the PUs of its device. FailedPrecondition when the profile is
 // stale or incomplete for this config (saying what changed and to run `baton
 // profile` again).
+// `device_of` (per model; empty = round-robin, DeviceOfModel) is the device
+// each model runs on.
 absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const std::vector<LoadedModel>& models,
-                                       const PuSet& pus, const profile::Profile& profile, const std::string& source);
+                                       const PuSet& pus, const profile::Profile& profile, const std::string& source,
+                                       const std::vector<DeviceId>& device_of = {});
+
+// The same problem without a profile, from estimates: each atom's cost
+// (partition::CostOf, from FLOPs) over the PU's speed (a CPU PU's threads, an
+// emulated PU's `speed`), no transfer or dispatch costs. Its numbers only
+// rank placements against each other: the high-level policies that do not
+// need a profile (plan/high_level_policy.h) plan from it, and no bound or
+// prediction is reported from it.
+absl::StatusOr<Planning> BuildEstimatedPlanning(const config::RunConfig& config, const std::vector<LoadedModel>& models,
+                                                const PuSet& pus, const std::vector<DeviceId>& device_of = {});
 
 // Runs `policy` and writes the result as a plan file (with predictions and bounds).
 absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::RunConfig& config,
                                         const std::vector<LoadedModel>& models, const PuSet& pus,
-                                        plan::PlanPolicy policy, const plan::PlanOptions& options,
+                                        plan::HighLevelPolicy policy, const plan::PlanOptions& options,
                                         const std::string& profile_source);
 
 // The runtime's models for `plan`. InvalidArgument/FailedPrecondition saying
@@ -47,7 +59,8 @@ absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::
 absl::StatusOr<std::vector<runtime::DeployModel>> DeployFromPlan(const plan::PlanFile& plan, const std::string& source,
                                                                  const config::RunConfig& config,
                                                                  const std::vector<LoadedModel>& models,
-                                                                 const PuSet& pus);
+                                                                 const PuSet& pus,
+                                                                 const std::vector<DeviceId>& device_of = {});
 
 // Per model, the priority of its requests: the plan's (PlanModel::priority)
 // where `plan` is given and has one for the model, else the config's.

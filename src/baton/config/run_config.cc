@@ -1,6 +1,7 @@
 #include "baton/config/run_config.h"
 
 #include "baton/core/file.h"
+#include "baton/plan/high_level_policy.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -83,7 +84,6 @@ constexpr std::array<const char*, 7> kRunKeys = {"duration_s", "warmup_s",  "see
                                                  "slices",     "max_queue", "max_in_flight"};
 constexpr std::array<const char*, 2> kKinds = {"cpu", "emu"};
 constexpr std::array<const char*, 3> kModes = {"closed", "periodic", "poisson"};
-constexpr std::array<const char*, 5> kHighLevelPolicies = {"whole", "capability", "balanced", "lp", "search"};
 
 bool Contains(std::span<const char* const> names, const std::string& name) {
   return std::any_of(names.begin(), names.end(), [&](const char* n) { return name == n; });
@@ -323,9 +323,11 @@ absl::Status ValidateModels(const std::vector<ModelConfig>& models) {
 }
 
 absl::Status ValidatePolicy(const PolicyConfig& policy) {
-  if (!Contains(kHighLevelPolicies, policy.high_level)) {
+  if (plan::FindHighLevelPolicy(policy.high_level) == nullptr) {
+    std::vector<const char*> names;
+    for (const plan::HighLevelPolicyInfo& info : plan::kHighLevelPolicies) names.push_back(info.name);
     return Invalid("policy.high_level", absl::StrCat("unknown high-level policy '", policy.high_level,
-                                                     "'; allowed: ", Join(kHighLevelPolicies)));
+                                                     "'; allowed: ", Join(names)));
   }
   const std::vector<std::string> low_level = policy::LowLevelPolicyNames();
   if (std::find(low_level.begin(), low_level.end(), policy.low_level) == low_level.end()) {

@@ -527,8 +527,8 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     report.profile_bound = planning->bounds;
     report.bound_source = assembly.profile_source;
   }
-  if (assembly.plan) {
-    report.plan_policy = assembly.plan->policy;
+  if (assembly.plan) report.plan_policy = assembly.plan->policy;
+  if (assembly.plan && !assembly.estimated) {
     report.profile_predicted_rps = assembly.profile_predicted_rps;
     report.predicted_rps = assembly.profile_predicted_rps;
   }
@@ -614,7 +614,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     std::vector<runtime::DeployModel> whole;
     for (const runtime::DeployModel& dm : deploy) {
       runtime::DeployModel w = dm;
-      w.high_level = runtime::HighLevelPolicy::kWhole;
+      w.cut = runtime::Cut::kWhole;
       w.groups.clear();
       w.group_pus.clear();
       w.group_shares.clear();

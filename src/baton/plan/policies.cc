@@ -37,24 +37,6 @@ constexpr double kSearchGain = 1e-3;
 // Relative tolerance of "equal" for floating-point objectives.
 constexpr double kRelTol = 1e-9;
 
-struct PolicyInfo {
-  PlanPolicy policy;
-  const char* name;
-  const char* objective;
-};
-constexpr PolicyInfo kPolicies[] = {
-    {PlanPolicy::kCapability, "capability", "none (one partition per capability unit, on every PU that can run it)"},
-    {PlanPolicy::kBalanced, "balanced", "pipeline throughput (smallest largest PU load, stage by stage)"},
-    {PlanPolicy::kLp, "lp", "throughput (fractional LP over atoms, rounded to each atom's main PU)"},
-    {PlanPolicy::kSearch, "search", "predicted throughput, then mean latency (local search)"},
-};
-
-const PolicyInfo& InfoOf(PlanPolicy policy) {
-  for (const PolicyInfo& info : kPolicies) {
-    if (info.policy == policy) return info;
-  }
-  return kPolicies[0];  // unreachable for a valid enum value
-}
 
 size_t Z(int i) { return static_cast<size_t>(i); }
 int NumPus(const Problem& problem) { return static_cast<int>(problem.pus.size()); }
@@ -182,6 +164,24 @@ std::vector<PlannedPartition> CapabilityCuts(const RangeTable& table, const Prob
     first = last;
   }
   return parts;
+}
+
+// Each model whole: atoms [0, n) on every PU that can run all of them,
+// fastest first (a model no PU can run whole gets no PU; Validate says so).
+Placement Whole(const Problem& problem) {
+  Placement placement;
+  for (int m = 0; m < static_cast<int>(problem.models.size()); ++m) {
+    const int n = problem.models[Z(m)].atoms();
+    std::vector<std::pair<double, int>> pus;
+    for (int u = 0; u < NumPus(problem); ++u) {
+      if (std::optional<double> ms = problem.RangeMs(m, 0, n, u)) pus.emplace_back(*ms, u);
+    }
+    std::stable_sort(pus.begin(), pus.end());
+    PlannedPartition whole{0, n, {}};
+    for (const auto& [ms, u] : pus) whole.pus.push_back(u);
+    placement.models.push_back(n == 0 ? std::vector<PlannedPartition>{} : std::vector<PlannedPartition>{whole});
+  }
+  return placement;
 }
 
 Placement Capability(const Problem& problem) {
@@ -324,7 +324,12 @@ absl::StatusOr<Placement> Balanced(const Problem& problem, const PlanOptions& op
     return absl::InvalidArgumentError(absl::StrCat("plan policy 'balanced': ", pus, " PUs exceed the ", kMaxBalancedPus,
                                                    " its DP over PU subsets allows; use policy 'lp' or 'capability'"));
   }
-  const int k = options.max_stages == 0 ? pus : std::min(options.max_stages, pus);
+  auto stages_of = [&](int m) {
+    const int limit = static_cast<size_t>(m) < options.model_stages.size() && options.model_stages[Z(m)] > 0
+                          ? options.model_stages[Z(m)]
+                          : options.max_stages;
+    return limit == 0 ? pus : std::min(limit, pus);
+  };
   // Heaviest first: a model's work is the sum over its atoms of the atom's
   // time on its fastest PU, times the model's weight (what it asks of the
   // PUs at best), so the big models claim the PUs they fit before the small
@@ -339,7 +344,7 @@ absl::StatusOr<Placement> Balanced(const Problem& problem, const PlanOptions& op
   for (int m : order) {
     const ProblemModel& model = problem.models[Z(m)];
     if (model.atoms() == 0) continue;
-    const int stages_max = std::min(k, model.atoms());
+    const int stages_max = std::min(stages_of(m), model.atoms());
     size_t subsets = 0;
     for (uint32_t s = 0; s < (uint32_t{1} << pus); ++s) subsets += std::popcount(s) <= stages_max ? 1 : 0;
     const double steps = static_cast<double>(model.atoms() + 1) * static_cast<double>(subsets) * pus * model.atoms();
@@ -605,7 +610,7 @@ absl::StatusOr<Placement> Search(const Problem& problem, const PlanOptions& opti
   // this problem (balanced beyond its DP limits) is left out.
   std::optional<Scored> current;
   absl::Status first_error;
-  for (PlanPolicy policy : {PlanPolicy::kLp, PlanPolicy::kBalanced, PlanPolicy::kCapability}) {
+  for (HighLevelPolicy policy : {HighLevelPolicy::kLp, HighLevelPolicy::kBalanced, HighLevelPolicy::kCapability}) {
     absl::StatusOr<Placement> start = MakePlacement(policy, problem, options);
     absl::StatusOr<Scored> scored = start.ok() ? Score(problem, *std::move(start)) : start.status();
     if (!scored.ok()) {
@@ -648,34 +653,35 @@ absl::StatusOr<Placement> Search(const Problem& problem, const PlanOptions& opti
 
 }  // namespace
 
-const char* PlanPolicyName(PlanPolicy policy) { return InfoOf(policy).name; }
+const char* HighLevelPolicyName(HighLevelPolicy policy) { return InfoOf(policy).name; }
 
-const char* PlanPolicyObjective(PlanPolicy policy) { return InfoOf(policy).objective; }
+const char* HighLevelPolicyObjective(HighLevelPolicy policy) { return InfoOf(policy).objective; }
 
-absl::StatusOr<PlanPolicy> ParsePlanPolicy(const std::string& name) {
+absl::StatusOr<HighLevelPolicy> ParseHighLevelPolicy(const std::string& name) {
+  if (const HighLevelPolicyInfo* info = FindHighLevelPolicy(name)) return info->policy;
   std::vector<std::string> names;
-  for (const PolicyInfo& info : kPolicies) {
-    if (name == info.name) return info.policy;
-    names.push_back(info.name);
-  }
+  for (const HighLevelPolicyInfo& info : kHighLevelPolicies) names.push_back(info.name);
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown plan policy '", name, "'; use one of: ", absl::StrJoin(names, ", ")));
+      absl::StrCat("unknown high-level policy '", name, "'; use one of: ", absl::StrJoin(names, ", ")));
 }
 
-absl::StatusOr<Placement> MakePlacement(PlanPolicy policy, const Problem& problem, const PlanOptions& options) {
+absl::StatusOr<Placement> MakePlacement(HighLevelPolicy policy, const Problem& problem, const PlanOptions& options) {
   BATON_RETURN_IF_ERROR(ValidateInputs(problem, options));
   absl::StatusOr<Placement> placement;
   switch (policy) {
-    case PlanPolicy::kCapability:
+    case HighLevelPolicy::kWhole:
+      placement = Whole(problem);
+      break;
+    case HighLevelPolicy::kCapability:
       placement = Capability(problem);
       break;
-    case PlanPolicy::kBalanced:
+    case HighLevelPolicy::kBalanced:
       placement = Balanced(problem, options);
       break;
-    case PlanPolicy::kLp:
+    case HighLevelPolicy::kLp:
       placement = Lp(problem);
       break;
-    case PlanPolicy::kSearch:
+    case HighLevelPolicy::kSearch:
       placement = Search(problem, options);
       break;
   }
@@ -683,7 +689,7 @@ absl::StatusOr<Placement> MakePlacement(PlanPolicy policy, const Problem& proble
   // The problem checks that only the placement check makes (cut_bytes, edges,
   // times, demands) surface here, in its words.
   if (absl::Status valid = profile::ValidatePlacement(problem, *placement); !valid.ok()) {
-    return absl::Status(valid.code(), absl::StrCat("plan policy '", PlanPolicyName(policy), "': ", valid.message()));
+    return absl::Status(valid.code(), absl::StrCat("plan policy '", HighLevelPolicyName(policy), "': ", valid.message()));
   }
   return placement;
 }

@@ -1,8 +1,11 @@
-// High-level policies: from a planning Problem (profile/problem.h) to a
-// Placement (each model's atoms grouped into partitions, each with the PUs
-// it may run on). Pure: a policy reads the problem and returns decisions; it
-// never measures, sleeps or reads a clock. Each states its objective.
+// High-level policies (plan/high_level_policy.h has the list): from a
+// planning Problem (profile/problem.h) to a Placement (each model's atoms
+// grouped into partitions, each with the PUs it may run on). Pure: a policy
+// reads the problem and returns decisions; it never measures, sleeps or reads
+// a clock. Each states its objective.
 //
+//   whole       objective: none (no cut). Each model is one partition, listed
+//               on every PU that can run all of it, fastest first.
 //   capability  objective: none (the baseline cut). One partition per
 //               capability unit, listed on every PU that can run it, fastest
 //               first.
@@ -33,21 +36,23 @@
 #include <vector>
 
 #include "baton/core/status.h"
+#include "baton/plan/high_level_policy.h"
 #include "baton/profile/problem.h"
 
 namespace baton::plan {
 
-enum class PlanPolicy { kCapability, kBalanced, kLp, kSearch };
-const char* PlanPolicyName(PlanPolicy policy);
-// "capability" | "balanced" | "lp" | "search"; InvalidArgument listing them otherwise.
-absl::StatusOr<PlanPolicy> ParsePlanPolicy(const std::string& name);
+const char* HighLevelPolicyName(HighLevelPolicy policy);
+// A name of kHighLevelPolicies; InvalidArgument listing them otherwise.
+absl::StatusOr<HighLevelPolicy> ParseHighLevelPolicy(const std::string& name);
 // The objective each policy optimizes, in words (for plans and reports).
-const char* PlanPolicyObjective(PlanPolicy policy);
+const char* HighLevelPolicyObjective(HighLevelPolicy policy);
 
 struct PlanOptions {
   int max_stages = 0;      // balanced: stages per model; 0 = number of PUs
   int iterations = 2000;   // search: moves tried
   uint64_t seed = 1;       // search: move order
+  // balanced: per model (problem order), its own stage limit (0 or absent = max_stages).
+  std::vector<int> model_stages = {};
 };
 
 // The priority each model's requests get when a plan is carried out
@@ -66,7 +71,7 @@ absl::StatusOr<std::vector<int>> PlannedPriorities(const profile::Problem& probl
 
 // Errors: InvalidArgument naming the model and atom when an atom can run on
 // no PU, or when the options are out of range.
-absl::StatusOr<profile::Placement> MakePlacement(PlanPolicy policy, const profile::Problem& problem,
+absl::StatusOr<profile::Placement> MakePlacement(HighLevelPolicy policy, const profile::Problem& problem,
                                                  const PlanOptions& options = {});
 
 }  // namespace baton::plan

@@ -11,21 +11,21 @@
 
 namespace baton::runtime {
 
-const char* HighLevelPolicyName(HighLevelPolicy policy) {
+const char* CutName(Cut policy) {
   switch (policy) {
-    case HighLevelPolicy::kWhole: return "whole";
-    case HighLevelPolicy::kCapability: return "capability";
-    case HighLevelPolicy::kBalanced: return "balanced";
+    case Cut::kWhole: return "whole";
+    case Cut::kCapability: return "capability";
+    case Cut::kBalanced: return "balanced";
   }
   return "?";
 }
 
-absl::StatusOr<HighLevelPolicy> ParseHighLevelPolicy(const std::string& name) {
-  for (HighLevelPolicy p : {HighLevelPolicy::kWhole, HighLevelPolicy::kCapability, HighLevelPolicy::kBalanced}) {
-    if (name == HighLevelPolicyName(p)) return p;
+absl::StatusOr<Cut> ParseCut(const std::string& name) {
+  for (Cut p : {Cut::kWhole, Cut::kCapability, Cut::kBalanced}) {
+    if (name == CutName(p)) return p;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown high-level policy '", name, "'; use one of: whole, capability, balanced"));
+      absl::StrCat("unknown cut '", name, "'; use one of: whole, capability, balanced"));
 }
 
 namespace {
@@ -105,10 +105,10 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
         for (NodeId n : m.groups[gi]) group_of[n.value] = gi;
       }
     } else {
-      switch (m.high_level) {
-        case HighLevelPolicy::kWhole: plan = WholePlan(model); break;
-        case HighLevelPolicy::kCapability: plan = partition::CutForPus(model, support, 1); break;
-        case HighLevelPolicy::kBalanced: {
+      switch (m.cut) {
+        case Cut::kWhole: plan = WholePlan(model); break;
+        case Cut::kCapability: plan = partition::CutForPus(model, support, 1); break;
+        case Cut::kBalanced: {
           const int k = m.stages > 0 ? m.stages : static_cast<int>(std::popcount(allowed));
           plan = partition::CutForPus(model, support, k);
           break;
@@ -170,9 +170,10 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
       std::vector<PuId> capable;
       if (mask == 0) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "model '", m.name, "' partition '", p.name, "' (high-level policy ", HighLevelPolicyName(m.high_level),
+            "model '", m.name, "' partition '", p.name, "' (cut ", CutName(m.cut),
             "): no single PU of device '", dev.name,
-            "' supports all of its nodes; use high_level: capability or balanced, which cut where op support changes"));
+            "' supports all of its nodes; use policy.high_level: capability or balanced, which cut where op support "
+            "changes"));
       }
       BATON_ASSIGN_OR_RETURN(graph::Submodel sub, graph::ExtractSubmodel(model, p.nodes, p.name));
       absl::flat_hash_map<std::string, const backend::PreparedPartition*> shared;

@@ -4,13 +4,15 @@
 // standalone ONNX model, and prepares it on every PU that can run all of its
 // nodes. The result is a RunnerTable and one ModelGraph per model.
 //
-// High-level policies (for now; profile-driven ones come with the planner):
+// A model comes with explicit partitions (a plan's node groups: what baton's
+// high-level policies, plan/high_level_policy.h, decide), or with a Cut, the
+// mechanism tests, benchmarks and the whole-model baselines use:
 //   whole       no cut: each model is one partition (it runs only on PUs that
 //               support every node; an error if there is none)
 //   capability  cut only where the set of PUs that support a node changes
-//   balanced    the capability cuts plus balanced cuts into `stages`
-//               partitions (0 = as many as the device has PUs), by estimated
-//               cost (FLOPs; see partition::CostOf)
+//   balanced    the capability cuts plus equal cuts into `stages` partitions
+//               (0 = as many as the device has PUs) by estimated cost (FLOPs;
+//               see partition::CostOf), not by PU speed
 //
 // Weights are not duplicated per PU where sessions can be shared: PUs with the
 // same non-empty `share_key` (1-thread CPU PUs: the session has no thread pool
@@ -38,10 +40,11 @@
 
 namespace baton::runtime {
 
-enum class HighLevelPolicy { kWhole, kCapability, kBalanced };
-const char* HighLevelPolicyName(HighLevelPolicy policy);
+enum class Cut { kWhole, kCapability, kBalanced };
+const char* CutName(Cut policy);
 // "whole" | "capability" | "balanced"; InvalidArgument listing them otherwise.
-absl::StatusOr<HighLevelPolicy> ParseHighLevelPolicy(const std::string& name);
+// (A Cut is a mechanism, not a policy: see above.)
+absl::StatusOr<Cut> ParseCut(const std::string& name);
 
 struct DeployPu {
   PuId id;  // unique over all devices
@@ -60,14 +63,14 @@ struct DeployModel {
   ModelId id;
   std::string name;
   std::shared_ptr<const graph::Model> model;
-  HighLevelPolicy high_level = HighLevelPolicy::kBalanced;
+  Cut cut = Cut::kBalanced;
   int stages = 0;                // balanced: partitions; 0 = the device's PU count
   DeviceId device;               // every partition of the model runs on this device
   std::optional<PuId> fixed_pu;  // pin every partition to this PU (and prepare only there)
   // A plan's partitions (from `baton plan`): explicit node groups, and per
   // group the PUs it may run on, preferred first (empty = every PU of the
   // device that supports it). The preferred PU becomes the partition's
-  // fixed_pu (used by the `fixed` low-level policy). When set, `high_level`
+  // fixed_pu (used by the `fixed` low-level policy). When set, `cut`
   // and `stages` are ignored.
   std::vector<std::vector<NodeId>> groups;
   std::vector<std::vector<PuId>> group_pus;
