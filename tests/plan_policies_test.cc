@@ -179,6 +179,29 @@ TEST(BalancedPolicy, MaxStagesOneKeepsEachModelWhole) {
   EXPECT_EQ(placement.models[0][0].last, 4);
 }
 
+TEST(BalancedPolicy, PerModelStagesCapOnlyThatModel) {
+  // Three equal PUs: a is held to one stage (20 ms on one PU); b, unlimited,
+  // splits over the two PUs left (10 ms each) rather than take one whole.
+  const Problem problem = WithPus(3, {ChainModel("a", {{5, 5, 5}, {5, 5, 5}, {5, 5, 5}, {5, 5, 5}}),
+                                      ChainModel("b", {{5, 5, 5}, {5, 5, 5}, {5, 5, 5}, {5, 5, 5}})});
+  PlanOptions options;
+  options.model_stages = {1, 0};  // a: one stage; b: the default (as many as PUs)
+  const Placement placement = Plan(HighLevelPolicy::kBalanced, problem, options);
+  EXPECT_EQ(placement.models[0].size(), 1u);
+  EXPECT_EQ(placement.models[1].size(), 2u);
+}
+
+TEST(WholePolicy, EachModelOnePartitionOnEveryCapablePuFastestFirst) {
+  // m runs on pu1 (8 ms) and pu0 (12 ms); n only on pu0 (pu1 cannot run its second atom).
+  const Problem problem = WithPus(2, {ChainModel("m", {{6, 4}, {6, 4}}), ChainModel("n", {{1, 1}, {1, kNo}})});
+  const Placement placement = Plan(HighLevelPolicy::kWhole, problem);
+  ASSERT_EQ(placement.models[0].size(), 1u);
+  EXPECT_EQ(placement.models[0][0].first, 0);
+  EXPECT_EQ(placement.models[0][0].last, 2);
+  EXPECT_EQ(placement.models[0][0].pus, (std::vector<int>{1, 0}));
+  EXPECT_EQ(placement.models[1][0].pus, (std::vector<int>{0}));
+}
+
 TEST(BalancedPolicy, AlternatingCapabilitiesReuseAPu) {
   // pu0, pu1, pu0: three stages on two PUs; no cut on distinct PUs exists.
   const Problem problem = WithPus(2, {ChainModel("m", {{2, kNo}, {kNo, 2}, {2, kNo}})});
