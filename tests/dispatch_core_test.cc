@@ -78,7 +78,7 @@ class HighLevelTest : public ::testing::Test {
     hl_.set_observer(&trace_);
   }
   // Sends request `id` with x = `x`; returns the assignment it produces (p0).
-  Assignment Start(uint32_t id, int64_t x, RequestOptions options = {}, Time now = kTimeZero) {
+  Assignment Start(uint64_t id, int64_t x, RequestOptions options = {}, Time now = kTimeZero) {
     HighLevelActions out = hl_.OnRequest(RequestId(id), kDiamond, Named({{"x", x}}), options, now);
     EXPECT_TRUE(out.finished.empty());
     EXPECT_EQ(out.assignments.size(), 1u);
@@ -215,6 +215,15 @@ TEST(HighLevelFailoverTest, UnavailableDevicesAreAvoidedAndReturnedWorkIsReissue
   ASSERT_EQ(out.finished.size(), 1u);
   EXPECT_EQ(out.finished[0].status.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(out.finished[0].status.message().find("diamond.p0"), std::string::npos);
+}
+
+TEST_F(HighLevelTest, RequestIdsBeyond32BitsTravelWhole) {
+  // Request ids are 64-bit: a long-lived server hands out more than 2^32.
+  const uint64_t big = (uint64_t{1} << 32) + 5;
+  Assignment p0 = Start(big, 1);
+  EXPECT_EQ(p0.request, RequestId(big));
+  EXPECT_EQ(p0.request.value, big);
+  static_assert(sizeof(RequestId::Value) == 8 && sizeof(AssignmentId::Value) == 8);
 }
 
 TEST_F(HighLevelTest, TensorsMoveAndAreClonedOnlyForExtraReaders) {

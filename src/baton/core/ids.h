@@ -1,5 +1,7 @@
 // Strong integer ids: a NodeId cannot be passed where a PartitionId is expected.
-// Absence is expressed with std::optional<Id>, never with -1.
+// Absence is expressed with std::optional<Id>, never with -1. Ids a long-lived
+// process hands out per request (RequestId, AssignmentId) are 64-bit, so they
+// do not wrap (at a million a second, 2^32 is 72 minutes; 2^64 is 584,000 years).
 // Thread-safety: value types.
 #pragma once
 
@@ -10,12 +12,13 @@
 
 namespace baton {
 
-template <typename Tag>
+template <typename Tag, typename T = uint32_t>
 struct StrongId {
-  uint32_t value = 0;
+  using Value = T;
+  T value = 0;
 
   constexpr StrongId() = default;
-  constexpr explicit StrongId(uint32_t v) : value(v) {}
+  constexpr explicit StrongId(T v) : value(v) {}
   constexpr auto operator<=>(const StrongId&) const = default;
 
   template <typename H>
@@ -35,14 +38,14 @@ struct AssignmentIdTag {};
 using NodeId = StrongId<NodeIdTag>;
 using PartitionId = StrongId<PartitionIdTag>;
 using ModelId = StrongId<ModelIdTag>;
-using RequestId = StrongId<RequestIdTag>;
+using RequestId = StrongId<RequestIdTag, uint64_t>;
 using PuId = StrongId<PuIdTag>;          // index of a PU within its device
 using DeviceId = StrongId<DeviceIdTag>;
-using AssignmentId = StrongId<AssignmentIdTag>;
+using AssignmentId = StrongId<AssignmentIdTag, uint64_t>;
 
 }  // namespace baton
 
-template <typename Tag>
-struct std::hash<baton::StrongId<Tag>> {
-  size_t operator()(baton::StrongId<Tag> id) const noexcept { return std::hash<uint32_t>{}(id.value); }
+template <typename Tag, typename T>
+struct std::hash<baton::StrongId<Tag, T>> {
+  size_t operator()(baton::StrongId<Tag, T> id) const noexcept { return std::hash<T>{}(id.value); }
 };

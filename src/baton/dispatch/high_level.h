@@ -178,7 +178,7 @@ class HighLevelCore {
   absl::flat_hash_map<AssignmentId, Outstanding> outstanding_;
   absl::flat_hash_set<DeviceId> unavailable_;
   std::priority_queue<Expiry, std::vector<Expiry>, std::greater<Expiry>> expiries_;
-  uint32_t next_assignment_ = 1;
+  uint64_t next_assignment_ = 1;
   uint64_t next_serial_ = 1;
   HighLevelStats stats_;
   DispatchObserver* observer_ = nullptr;

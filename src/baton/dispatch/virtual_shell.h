@@ -193,7 +193,7 @@ class VirtualShell {
   std::vector<Event> queue_;  // a min-heap on (at, seq)
   uint64_t next_seq_ = 0;
   Time now_{};
-  uint32_t next_request_ = 1;
+  uint64_t next_request_ = 1;
   absl::flat_hash_map<RequestId, Pending> pending_;
   std::vector<RequestRecord> finished_;
   uint64_t duplicate_answers_ = 0;

@@ -188,9 +188,9 @@ class AgentServer::Impl final : public pb::Agent::Service {
   std::vector<std::pair<std::shared_ptr<PrepareTask>, std::thread>> prepare_threads_;  // guarded by prepare_mu_
 
   std::mutex inflight_mu_;  // lock order: shell mutex, inflight_mu_, Stream::mu
-  absl::flat_hash_map<uint32_t, InFlight> inflight_;  // guarded by inflight_mu_; by agent AssignmentId
-  std::atomic<uint32_t> next_assignment_{0};
-  std::atomic<uint32_t> next_request_{0};
+  absl::flat_hash_map<uint64_t, InFlight> inflight_;  // guarded by inflight_mu_; by agent AssignmentId
+  std::atomic<uint64_t> next_assignment_{0};
+  std::atomic<uint64_t> next_request_{0};
 
   mutable std::mutex streams_mu_;
   std::set<std::shared_ptr<Stream>> streams_;  // guarded by streams_mu_; open Execute streams

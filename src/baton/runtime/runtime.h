@@ -213,7 +213,7 @@ class Runtime {
   bool stopping_ = false;      // guarded by mail_mu_
   bool accepting_ = true;      // guarded by mail_mu_
 
-  std::atomic<uint32_t> next_request_{1};
+  std::atomic<uint64_t> next_request_{1};
   std::atomic<size_t> pending_{0};
   std::mutex drain_mu_;
   std::condition_variable drain_cv_;
