@@ -163,13 +163,18 @@ AgentPus MakeAgentPus(const config::DeviceConfig& device) {
   return out;
 }
 
+std::vector<int> PinCoresOf(const config::PuConfig& pu) {
+  // The PU's thread runs every session call; ORT pins the pool workers (cores[1..]).
+  if (pu.kind == "cpu" && !pu.cores.empty()) return {pu.cores[0]};
+  return {};
+}
+
 PuExecutor MakePuExecutor(const config::PuConfig& pu) {
   PuExecutor out;
   if (pu.kind == "cpu") {
     out.executor = std::make_unique<backend::CpuExecutor>(backend::CpuPuSpec{pu.name, pu.threads, pu.cores});
     if (pu.threads == 1 && pu.share_session) out.share_key = "cpu:1";
-    // The PU's thread runs every session call; ORT pins the pool workers (cores[1..]).
-    if (!pu.cores.empty()) out.pin_cores = {pu.cores[0]};
+    out.pin_cores = PinCoresOf(pu);
     return out;
   }
   backend::EmuPuSpec spec;

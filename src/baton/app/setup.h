@@ -62,6 +62,11 @@ struct PuExecutor {
 };
 PuExecutor MakePuExecutor(const config::PuConfig& pu);
 
+// The one pinning rule: the cores a PU's worker thread pins itself to (a CPU
+// PU's first configured core; ORT pins its pool workers to the others; none
+// for an emulated PU or an unpinned CPU PU).
+std::vector<int> PinCoresOf(const config::PuConfig& pu);
+
 // An agent's PUs (`baton agent`): one executor per PU of `device`, and what
 // the agent serves for each (AgentPu borrows the executor, which
 // `executors` owns; keep both together).

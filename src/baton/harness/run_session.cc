@@ -805,9 +805,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   if (planning && baton_deployment && remotes == nullptr) {
     std::vector<runtime::ProbePu> probe_pus;
     for (const LocalPu& pu : local_pus) {
-      std::vector<int> pin;
-      if (pu.config->kind == "cpu" && !pu.config->cores.empty()) pin = {pu.config->cores[0]};
-      probe_pus.push_back(runtime::ProbePu{pu.id, pu.config->name, std::move(pin)});
+      probe_pus.push_back(runtime::ProbePu{pu.id, pu.config->name, PinCoresOf(*pu.config)});
     }
     std::vector<NamedTensors> samples;
     for (const LoadedModel& lm : models) samples.push_back(CloneAll(lm.samples[0]));
