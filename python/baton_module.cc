@@ -624,7 +624,7 @@ folder), or a dict in the same form (relative model paths resolve against the
 working directory). plan: carry out this plan file (`baton plan`); profile:
 use this profile; cache_dir: zoo models and profiles (default
 $BATON_CACHE_DIR, else ~/.cache/baton); no_profile: plan without profiling
-(FLOP-based cuts); progress: callable(str) told the start-up steps.
+(planned from estimated costs); progress: callable(str) told the start-up steps.
 
 Every method may be called from many threads at once. Use it as a context
 manager, or call close(): it waits for every request in flight.

@@ -214,7 +214,7 @@ struct EngineOptions {
   std::string plan_path;     // carry out this plan (`baton plan`); "" = plan now
   std::string profile_path;  // use this profile; "" = the plan's, else one cached per configuration
   std::string cache_dir;     // zoo models and profiles; "" = $BATON_CACHE_DIR, else ~/.cache/baton
-  bool no_profile = false;   // no profiling: FLOP-based cuts (high-level whole, capability, balanced only)
+  bool no_profile = false;   // no profiling: plan from estimated costs (whole, capability, balanced only)
   // Start-up progress ("loading models", "profiling", ...); null = silent.
   std::function<void(const std::string&)> progress;
   // Profiling progress: measurements done out of total, and what.

@@ -553,7 +553,7 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
                   "Profile for the bounds and the planner (default: the plan's, else one measured on first use and "
                   "cached per config)");
   cmd->add_flag("--no-profile", args->no_profile,
-                "No profile and no bounds: FLOP-based cuts (high-level whole, capability, balanced)");
+                "No profile and no bounds: plan from estimated costs (high-level whole, capability, balanced)");
   cmd->add_option("--cache-dir", args->cache_dir, "Where zoo models are generated (default: $BATON_CACHE_DIR or "
                                                   "~/.cache/baton)");
   cmd->callback([args, exit_code] { *exit_code = Run(*args); });

@@ -130,8 +130,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("CONFIG", args->config, "YAML run configuration (default: the embedded models)");
   cmd->add_option("--plan", args->plan, "Carry out this plan (`baton plan`)");
   cmd->add_option("--profile", args->profile, "Use this profile (default: the plan's, else one cached per config)");
-  cmd->add_flag("--no-profile", args->no_profile, "No profiling: cut by estimated cost (whole, capability, balanced)");
-  cmd->add_option("--cache-dir", args->cache_dir, "Zoo models and profiles (default: $BATON_CACHE_DIR or ~/.cache/baton)");
+  cmd->add_flag("--no-profile", args->no_profile,
+                "No profiling: plan from estimated costs (whole, capability, balanced)");
+  cmd->add_option("--cache-dir", args->cache_dir,
+                  "Zoo models and profiles (default: $BATON_CACHE_DIR or ~/.cache/baton)");
   cmd->add_option("--http", args->http, "HOST:PORT for KServe v2 REST and /metrics (default 127.0.0.1:8000)");
   cmd->add_option("--token-file", args->token_file, "File with the bearer token requests must carry");
   cmd->add_option("--tls-cert", args->tls_cert, "PEM server certificate chain (HTTPS)");

@@ -49,7 +49,7 @@ struct AssembleOptions {
   std::string cache_dir;     // zoo models are generated here; "" = DefaultCacheDir()
   std::string plan_path;     // carry out this plan (`baton plan`); "" = plan now
   std::string profile_path;  // use this profile; "" = the plan's, else an automatic one cached per config
-  bool no_profile = false;   // no profile, no bounds: FLOP-based cuts (whole, capability, balanced only)
+  bool no_profile = false;   // no profile, no bounds: plan from estimated costs (whole, capability, balanced only)
   int samples = 1;           // random input sets per model (LoadedModel::samples)
   bool with_expected = false;  // whole-model ORT outputs for the samples
   // false: everything up to the deployment's plan, but no sessions and no

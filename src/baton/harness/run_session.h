@@ -172,7 +172,7 @@ struct RunOptions {
   std::string cache_dir;   // zoo models are generated here on first use
   std::string plan_path;     // carry out this plan (`baton plan`)
   std::string profile_path;  // use this profile; "" = the plan's, else an automatic one cached per config
-  bool no_profile = false;   // no profile, no bounds: FLOP-based cuts (whole, capability, balanced only)
+  bool no_profile = false;   // no profile, no bounds: plan from estimated costs (whole, capability, balanced only)
   // Run only the baselines (e.g. to measure one baseline's memory alone):
   // baton's sessions are never created. The bound is then the profile's.
   bool no_baton = false;
