@@ -46,6 +46,7 @@ class BatonProcess {
 
   bool ok() const { return port_ > 0; }
   int port() const { return port_; }
+  int grpc_port() const { return grpc_port_; }  // `baton serve`'s gRPC port (-1: none)
   std::string address() const { return host_ + ":" + std::to_string(port_); }
   const std::string& banner() const { return banner_; }
   pid_t pid() const { return pid_; }
@@ -157,12 +158,23 @@ class BatonProcess {
     std::vector<std::string> argv_s = prefix_;
     argv_s.push_back(BATON_CLI);
     argv_s.push_back(command_);
-    bool has_listen = false;
-    for (const std::string& a : args_) has_listen = has_listen || a == listen_flag_;
+    bool has_listen = false, has_grpc = false, no_http = false, no_grpc = false;
+    for (const std::string& a : args_) {
+      has_listen = has_listen || a == listen_flag_;
+      has_grpc = has_grpc || a == "--grpc";
+      no_http = no_http || a == "--no-http";
+      no_grpc = no_grpc || a == "--no-grpc";
+    }
     if (!has_listen) {
       argv_s.push_back(listen_flag_);
       argv_s.push_back("127.0.0.1:0");
     }
+    if (command_ == "serve" && !has_grpc) {
+      argv_s.push_back("--grpc");
+      argv_s.push_back("127.0.0.1:0");
+    }
+    // `baton serve` prints a line per front-end (gRPC first), other commands one.
+    const int lines = command_ == "serve" ? (no_http ? 0 : 1) + (no_grpc ? 0 : 1) : 1;
     argv_s.insert(argv_s.end(), args_.begin(), args_.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -182,17 +194,24 @@ class BatonProcess {
     out_ = ::fdopen(fds[0], "r");
     char line[1024];
     // "baton agent 'NAME' listening on HOST:PORT (PUs: ...)",
-    // "baton serve: KServe v2 HTTP listening on HOST:PORT (models: ...)"
-    if (out_ && std::fgets(line, sizeof(line), out_)) {
-      banner_ = line;
+    // "baton serve: KServe v2 gRPC listening on HOST:PORT (models: ...)",
+    // "baton serve: KServe v2 HTTP listening on HOST:PORT (models: ...)".
+    // port() is the agent's or the HTTP port (the gRPC one with --no-http).
+    for (int n = 0; n < lines && out_ && std::fgets(line, sizeof(line), out_); ++n) {
+      banner_ += line;
       const char* on = std::strstr(line, "listening on ");
-      if (on) {
-        const char* colon = std::strchr(on + 13, ':');
-        if (colon) {
-          host_.assign(on + 13, colon);
-          port_ = std::atoi(colon + 1);
-        }
+      if (on == nullptr) break;
+      const std::string address(on + 13, std::strcspn(on + 13, " \n"));  // HOST:PORT, [V6]:PORT
+      const size_t last = address.rfind(':');
+      if (last == std::string::npos) break;
+      const char* colon = on + 13 + last;
+      const int port = std::atoi(colon + 1);
+      if (std::strstr(line, " gRPC ") != nullptr) {
+        grpc_port_ = port;
+        if (!no_http) continue;
       }
+      host_.assign(on + 13, colon);
+      port_ = port;
     }
     if (port_ <= 0) banner_ += Stderr();  // why it did not start
   }
@@ -204,6 +223,7 @@ class BatonProcess {
   pid_t pid_ = -1;
   FILE* out_ = nullptr;
   int port_ = -1;
+  int grpc_port_ = -1;
   std::string host_ = "127.0.0.1";
   std::string banner_;
   std::string err_path_;

@@ -176,6 +176,19 @@ struct ModelStats {
   // (= completed). The Prometheus histogram of `baton serve`.
   std::vector<uint64_t> latency_bucket_counts;
   double latency_sum_s = 0;
+  // The same split in two for completed requests (same buckets): compute is
+  // the time PUs spent running the request's partitions (summed over its
+  // partitions; a batched request counts its batch's), queue is the rest of
+  // its latency (waiting in queues, hand-overs, transfers; never negative).
+  std::vector<uint64_t> queue_bucket_counts;
+  double queue_sum_s = 0;
+  std::vector<uint64_t> compute_bucket_counts;
+  double compute_sum_s = 0;
+  // Requests answered with an error (deadline_exceeded + rejected + invalid +
+  // failed) and the sum of their latencies.
+  double failed_sum_s = 0;
+  // When the last request was answered, in milliseconds since the Unix epoch; 0 = none yet.
+  uint64_t last_answer_unix_ms = 0;
 };
 
 // Upper bounds (seconds) of the latency histogram's buckets (ModelStats).

@@ -1,7 +1,7 @@
-// `baton serve [CONFIG] [--plan PLAN] [--http HOST:PORT] ...`: opens a
-// baton::Engine on the config (the embedded default models without one) and
-// serves it over the KServe v2 REST protocol with Prometheus metrics
-// (src/baton/serve/). SIGINT/SIGTERM: stop accepting, answer what is in
+// `baton serve [CONFIG] [--plan PLAN] [--grpc HOST:PORT] [--http HOST:PORT] ...`:
+// opens a baton::Engine on the config (the embedded default models without
+// one) and serves it over the KServe v2 protocol, gRPC and REST, with
+// Prometheus metrics (src/baton/serve/). SIGINT/SIGTERM: stop accepting, answer what is in
 // flight, exit 0. Exit status 2 for usage and start-up errors.
 #include <pthread.h>
 #include <signal.h>
@@ -20,6 +20,7 @@
 #include "baton/baton.h"
 #include "baton/config/run_config.h"
 #include "baton/core/file.h"
+#include "baton/serve/grpc_server.h"
 #include "baton/serve/http_server.h"
 #include "commands.h"
 #include "library.h"
@@ -36,6 +37,11 @@ struct ServeArgs {
   std::string cache_dir;
   bool no_profile = false;
   std::string http = "127.0.0.1:8000";
+  std::string grpc = "127.0.0.1:8001";
+  bool no_http = false;
+  bool no_grpc = false;
+  int grpc_max_streams = 100;
+  int stream_in_flight = 64;
   std::string token_file;
   std::string tls_cert;
   std::string tls_key;
@@ -45,24 +51,36 @@ struct ServeArgs {
   bool quiet = false;
 };
 
+// "HOST:PORT" ("[V6]:PORT") into host and port, or a usage message naming `flag`.
+bool SplitHostPort(const std::string& address, const char* flag, std::string& host, int& port) {
+  const size_t colon = address.rfind(':');
+  const std::string digits = colon == std::string::npos ? "" : address.substr(colon + 1);
+  int64_t value = -1;
+  if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(digits, &value) || value < 0 || value > 65535 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    std::cerr << "baton serve: " << flag << " wants HOST:PORT with a port in 0..65535 (0 picks a free one), got '"
+              << address << "'\n";
+    return false;
+  }
+  host = address.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  port = static_cast<int>(value);
+  return true;
+}
+
 int Serve(const ServeArgs& args) {
   sigset_t stop_signals = BlockStopSignals();
 
-  serve::HttpOptions http;
-  const size_t colon = args.http.rfind(':');
-  const std::string port = colon == std::string::npos ? "" : args.http.substr(colon + 1);
-  int64_t port_value = -1;
-  if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(port, &port_value) || port_value < 0 ||
-      port_value > 65535 || port.find_first_not_of("0123456789") != std::string::npos) {
-    std::cerr << "baton serve: --http wants HOST:PORT with a port in 0..65535 (0 picks a free one), got '"
-              << args.http << "'\n";
+  if (args.no_http && args.no_grpc) {
+    std::cerr << "baton serve: --no-http and --no-grpc together leave nothing to serve; drop one\n";
     return 2;
   }
-  http.host = args.http.substr(0, colon);
-  if (http.host.size() > 2 && http.host.front() == '[' && http.host.back() == ']') {
-    http.host = http.host.substr(1, http.host.size() - 2);
+  serve::HttpOptions http;
+  serve::GrpcOptions grpc;
+  if (!SplitHostPort(args.http, "--http", http.host, http.port) ||
+      !SplitHostPort(args.grpc, "--grpc", grpc.host, grpc.port)) {
+    return 2;
   }
-  http.port = static_cast<int>(port_value);
   http.threads = args.threads;
   http.max_request_bytes = static_cast<size_t>(args.max_request_mb) << 20;
   http.read_timeout = std::chrono::seconds(args.timeout_s);
@@ -81,6 +99,12 @@ int Serve(const ServeArgs& args) {
       return 2;
     }
   }
+  grpc.max_request_bytes = http.max_request_bytes;
+  grpc.max_streams_per_connection = args.grpc_max_streams;
+  grpc.max_stream_in_flight = args.stream_in_flight;
+  grpc.token = http.token;
+  grpc.tls_cert = http.tls_cert;
+  grpc.tls_key = http.tls_key;
 
   EngineOptions options;
   options.plan_path = args.plan;
@@ -96,16 +120,36 @@ int Serve(const ServeArgs& args) {
     std::cerr << "baton serve: " << engine.status().message() << "\n";
     return 2;
   }
-  absl::StatusOr<std::unique_ptr<serve::HttpServer>> server = serve::HttpServer::Start(**engine, http);
-  if (!server.ok()) {
-    std::cerr << "baton serve: " << server.status().message() << "\n";
-    return 2;
+  std::unique_ptr<serve::GrpcServer> grpc_server;
+  std::unique_ptr<serve::HttpServer> http_server;
+  if (!args.no_grpc) {
+    absl::StatusOr<std::unique_ptr<serve::GrpcServer>> started = serve::GrpcServer::Start(**engine, grpc);
+    if (!started.ok()) {
+      std::cerr << "baton serve: " << started.status().message() << "\n";
+      return 2;
+    }
+    grpc_server = *std::move(started);
+  }
+  if (!args.no_http) {
+    absl::StatusOr<std::unique_ptr<serve::HttpServer>> started = serve::HttpServer::Start(**engine, http);
+    if (!started.ok()) {
+      std::cerr << "baton serve: " << started.status().message() << "\n";
+      return 2;
+    }
+    http_server = *std::move(started);
   }
   std::vector<std::string> names;
   for (const ModelInfo& m : (*engine)->Models()) names.push_back(m.name);
-  // Tests and scripts read the port from this line.
-  std::cout << "baton serve: KServe v2 HTTP listening on " << http.host << ":" << (*server)->port()
-            << " (models: " << absl::StrJoin(names, ", ") << ")" << std::endl;
+  // Tests and scripts read the ports from these lines.
+  auto shown = [](const std::string& host) { return host.find(':') != std::string::npos ? "[" + host + "]" : host; };
+  if (grpc_server) {
+    std::cout << "baton serve: KServe v2 gRPC listening on " << shown(grpc.host) << ":" << grpc_server->port()
+              << " (models: " << absl::StrJoin(names, ", ") << ")" << std::endl;
+  }
+  if (http_server) {
+    std::cout << "baton serve: KServe v2 HTTP listening on " << shown(http.host) << ":" << http_server->port()
+              << " (models: " << absl::StrJoin(names, ", ") << ")" << std::endl;
+  }
   if (http.token.empty() || http.tls_cert.empty()) {
     std::cerr << "baton serve: without " << (http.tls_cert.empty() ? "TLS" : "a token")
               << ", so serving on loopback only\n";
@@ -114,7 +158,9 @@ int Serve(const ServeArgs& args) {
   sigwait(&stop_signals, &sig);
   std::cerr << "baton serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
             << ": no new connections; answering what is in flight\n";
-  (*server)->Stop();
+  // Both stop accepting first; then each answers what it has in flight.
+  if (grpc_server) grpc_server->Stop();
+  if (http_server) http_server->Stop();
   (*engine)->Close();
   return 0;
 }
@@ -125,8 +171,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<ServeArgs>();
   CLI::App* cmd = app.add_subcommand(
       "serve",
-      "Serve the config's models over the KServe v2 / Triton REST protocol (docs/serve.md). Exit status: 0 after "
-      "SIGINT/SIGTERM, 2 usage or start-up error.");
+      "Serve the config's models over the KServe v2 / Triton protocol, gRPC and REST (docs/serve.md). Exit status: 0 "
+      "after SIGINT/SIGTERM, 2 usage or start-up error.");
   cmd->add_option("CONFIG", args->config, "YAML run configuration (default: the embedded models)");
   cmd->add_option("--plan", args->plan, "Carry out this plan (`baton plan`)");
   cmd->add_option("--profile", args->profile, "Use this profile (default: the plan's, else one cached per config)");
@@ -134,14 +180,23 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                 "No profiling: plan from estimated costs (whole, capability, balanced)");
   cmd->add_option("--cache-dir", args->cache_dir,
                   "Zoo models and profiles (default: $BATON_CACHE_DIR or ~/.cache/baton)");
+  cmd->add_option("--grpc", args->grpc, "HOST:PORT for KServe v2 gRPC and gRPC health (default 127.0.0.1:8001)");
   cmd->add_option("--http", args->http, "HOST:PORT for KServe v2 REST and /metrics (default 127.0.0.1:8000)");
+  cmd->add_flag("--no-grpc", args->no_grpc, "Serve REST only");
+  cmd->add_flag("--no-http", args->no_http, "Serve gRPC only (no REST, no /metrics)");
+  cmd->add_option("--grpc-max-streams", args->grpc_max_streams,
+                  "gRPC calls at once on one connection (default 100)")
+      ->check(IntIn(1, 10000));
+  cmd->add_option("--stream-in-flight", args->stream_in_flight,
+                  "Requests of one ModelStreamInfer stream in flight before reading pauses (default 64)")
+      ->check(IntIn(1, 10000));
   cmd->add_option("--token-file", args->token_file, "File with the bearer token requests must carry");
   cmd->add_option("--tls-cert", args->tls_cert, "PEM server certificate chain (HTTPS)");
   cmd->add_option("--tls-key", args->tls_key, "PEM private key of --tls-cert");
-  cmd->add_option("--threads", args->threads, "Requests served at once (default 8)")->check(IntIn(1, 256));
-  cmd->add_option("--max-request-mb", args->max_request_mb, "Largest request body, in MiB (default 64)")
-      ->check(IntIn(1, 4096));
-  cmd->add_option("--timeout-s", args->timeout_s, "Cut off a client that sends or reads slower (default 10)")
+  cmd->add_option("--threads", args->threads, "HTTP requests served at once (default 8)")->check(IntIn(1, 256));
+  cmd->add_option("--max-request-mb", args->max_request_mb, "Largest request (HTTP body, gRPC message), in MiB (default 64)")
+      ->check(IntIn(1, 2047));
+  cmd->add_option("--timeout-s", args->timeout_s, "Cut off an HTTP client that sends or reads slower (default 10)")
       ->check(IntIn(1, 3600));
   cmd->add_flag("-q,--quiet", args->quiet, "No start-up progress lines");
   cmd->callback([args, exit_code] {

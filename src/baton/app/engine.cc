@@ -80,9 +80,31 @@ struct ModelCounters {
   ModelStats counts;  // the counters only; Stats() fills the rest
   std::vector<double> latencies_ms;  // ring of Engine::kLatencyWindow
   size_t next = 0;
-  std::vector<uint64_t> buckets = std::vector<uint64_t>(std::size(kLatencyBucketsS), 0);  // not cumulative
+  // Histograms (not cumulative) and sums in seconds: latency, queue, compute.
+  std::vector<uint64_t> buckets = std::vector<uint64_t>(std::size(kLatencyBucketsS), 0);
+  std::vector<uint64_t> queue_buckets = std::vector<uint64_t>(std::size(kLatencyBucketsS), 0);
+  std::vector<uint64_t> compute_buckets = std::vector<uint64_t>(std::size(kLatencyBucketsS), 0);
   double sum_s = 0;
+  double queue_sum_s = 0;
+  double compute_sum_s = 0;
 };
+
+// Counts `seconds` into the bucket it falls in (none past the last bound: +Inf is the total count).
+void AddToBucket(std::vector<uint64_t>& buckets, double seconds) {
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    if (seconds <= kLatencyBucketsS[b]) {
+      ++buckets[b];
+      return;
+    }
+  }
+}
+
+std::vector<uint64_t> Cumulative(const std::vector<uint64_t>& buckets) {
+  std::vector<uint64_t> out;
+  uint64_t sum = 0;
+  for (uint64_t n : buckets) out.push_back(sum += n);
+  return out;
+}
 
 double Percentile(std::vector<double> sorted_ms, double q) {
   if (sorted_ms.empty()) return 0;
@@ -186,33 +208,43 @@ struct Engine::Impl {
   }
 
   // One answer of model `m`; `refused`: turned away before any work ran.
-  void Count(size_t m, const absl::Status& status, Duration latency, std::optional<Duration> slo, bool refused) {
+  // `compute`: PU time of its partitions (RequestResult::compute).
+  void Count(size_t m, const absl::Status& status, Duration latency, Duration compute, std::optional<Duration> slo,
+             bool refused) {
+    const uint64_t now_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                      std::chrono::system_clock::now().time_since_epoch())
+                                                      .count());
     std::lock_guard<std::mutex> lock(stats_mu);
     ModelCounters& c = counters[m];
+    c.counts.last_answer_unix_ms = now_ms;
+    const double ms = ToMillis(latency);
     if (status.ok()) {
       ++c.counts.completed;
-      const double ms = ToMillis(latency);
+      const double compute_s = std::min(ToMillis(compute), ms) / 1e3;
+      const double queue_s = ms / 1e3 - compute_s;
       c.sum_s += ms / 1e3;
-      for (size_t b = 0; b < c.buckets.size(); ++b) {
-        if (ms / 1e3 <= kLatencyBucketsS[b]) {
-          ++c.buckets[b];
-          break;
-        }
-      }
+      c.queue_sum_s += queue_s;
+      c.compute_sum_s += compute_s;
+      AddToBucket(c.buckets, ms / 1e3);
+      AddToBucket(c.queue_buckets, queue_s);
+      AddToBucket(c.compute_buckets, compute_s);
       if (c.latencies_ms.size() < kLatencyWindow) {
         c.latencies_ms.push_back(ms);
       } else {
         c.latencies_ms[c.next] = ms;
       }
       c.next = (c.next + 1) % kLatencyWindow;
-    } else if (status.code() == absl::StatusCode::kDeadlineExceeded) {
-      ++c.counts.deadline_exceeded;
-    } else if (status.code() == absl::StatusCode::kResourceExhausted) {
-      ++c.counts.rejected;
-    } else if (refused) {
-      ++c.counts.invalid;
     } else {
-      ++c.counts.failed;
+      c.counts.failed_sum_s += ms / 1e3;
+      if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+        ++c.counts.deadline_exceeded;
+      } else if (status.code() == absl::StatusCode::kResourceExhausted) {
+        ++c.counts.rejected;
+      } else if (refused) {
+        ++c.counts.invalid;
+      } else {
+        ++c.counts.failed;
+      }
     }
     if (slo) {
       ++c.counts.with_slo;
@@ -312,7 +344,7 @@ void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOpt
     ++impl.counters[*m].counts.submitted;
   }
   if (!feeds.ok()) {
-    impl.Count(*m, feeds.status(), Duration{}, slo, /*refused=*/true);
+    impl.Count(*m, feeds.status(), Duration{}, Duration{}, slo, /*refused=*/true);
     done(FromAbsl(feeds.status()));
     return;
   }
@@ -320,7 +352,7 @@ void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOpt
   if (impl.closed) {
     const absl::Status closed = absl::FailedPreconditionError(
         absl::StrCat("model '", model, "': the engine is closed; open a new one"));
-    impl.Count(*m, closed, Duration{}, slo, /*refused=*/true);
+    impl.Count(*m, closed, Duration{}, Duration{}, slo, /*refused=*/true);
     done(FromAbsl(closed));
     return;
   }
@@ -333,7 +365,7 @@ void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOpt
   request.priority = options.priority.value_or(a.priorities[*m]);
   const size_t index = *m;
   auto answer = [&impl, index, slo, done = std::move(done)](runtime::RequestResult r) {
-    impl.Count(index, r.status, r.finished - r.submitted, slo, /*refused=*/false);
+    impl.Count(index, r.status, r.finished - r.submitted, r.compute, slo, /*refused=*/false);
     if (!r.status.ok()) {
       done(FromAbsl(r.status));
       return;
@@ -373,9 +405,12 @@ EngineStats Engine::Stats() const {
       const ModelCounters& c = impl.counters[m];
       ModelStats ms = c.counts;
       ms.name = impl.infos[m].name;
-      uint64_t cumulative = 0;
-      for (uint64_t n : c.buckets) ms.latency_bucket_counts.push_back(cumulative += n);
+      ms.latency_bucket_counts = Cumulative(c.buckets);
       ms.latency_sum_s = c.sum_s;
+      ms.queue_bucket_counts = Cumulative(c.queue_buckets);
+      ms.queue_sum_s = c.queue_sum_s;
+      ms.compute_bucket_counts = Cumulative(c.compute_buckets);
+      ms.compute_sum_s = c.compute_sum_s;
       std::vector<double> sorted = c.latencies_ms;
       std::sort(sorted.begin(), sorted.end());
       if (!sorted.empty()) {

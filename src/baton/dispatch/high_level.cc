@@ -51,6 +51,7 @@ struct HighLevelCore::Request {
   std::vector<Tensor> outputs;              // per model output
   size_t outputs_missing = 0;
   std::vector<AssignmentId> outstanding;    // sent and not yet answered
+  Duration compute{};                       // PU time of its partitions that ran
 };
 
 HighLevelCore::HighLevelCore() = default;
@@ -228,6 +229,7 @@ HighLevelActions HighLevelCore::OnCompletion(Completion c, Time now) {
   *pos = r->outstanding.back();
   r->outstanding.pop_back();
 
+  if (c.pu.has_value() && c.end > c.start) r->compute += c.end - c.start;
   const PartitionNode& node = r->model->graph.partitions[p];
   auto where = [&] {
     return absl::StrCat("model '", r->model->graph.name, "' partition '", node.name, "' (id ", node.id.value,
@@ -418,10 +420,12 @@ void HighLevelCore::Finish(Request& r, absl::Status status, Time now, HighLevelA
   const RequestId id = r.id;
   const ModelId model = r.model->id;
   const Time arrived = r.arrived;
+  const Duration compute = r.compute;
   requests_.erase(id);  // `r` is gone from here on
   Answer(id, model, std::move(status), now, out);
   out.finished.back().outputs = std::move(outputs);
   out.finished.back().arrived = arrived;
+  out.finished.back().compute = compute;
 }
 
 void HighLevelCore::Answer(RequestId id, ModelId model, absl::Status status, Time now,

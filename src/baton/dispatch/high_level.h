@@ -79,6 +79,9 @@ struct FinishRequest {
   NamedTensors outputs;
   Time arrived{};   // the `now` of its OnRequest
   Time finished{};  // the `now` of the event that finished it
+  // Time PUs spent running its partitions (start to end of each completion
+  // that ran), summed; zero when none ran.
+  Duration compute{};
 };
 
 struct HighLevelActions {

@@ -139,6 +139,7 @@ void Batcher::Send(ModelId model, std::vector<Waiting> batch) {
       if (status.ok()) mine.outputs = std::move(outputs[i]);
       mine.submitted = members->submitted[i];
       mine.finished = r.finished;
+      mine.compute = r.compute;  // the batch's: each member waited for all of it
       members->done[i](std::move(mine));
     }
   });

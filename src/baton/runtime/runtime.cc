@@ -307,7 +307,7 @@ void Runtime::Apply(dispatch::HighLevelActions actions) {
     clients_.erase(it);
     if (client.done) {
       client.done(RequestResult{f.request, f.model, std::move(f.status), std::move(f.outputs), client.submitted,
-                                f.finished});
+                                f.finished, f.compute});
     }
     {
       std::lock_guard lock(drain_mu_);

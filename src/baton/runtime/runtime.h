@@ -94,6 +94,7 @@ struct RequestResult {
   NamedTensors outputs;  // the model outputs when OK
   Time submitted{};      // Now() when Submit was called
   Time finished{};       // when the HL core answered it
+  Duration compute{};    // PU time its partitions took (FinishRequest::compute)
 };
 using DoneCallback = std::function<void(RequestResult)>;
 

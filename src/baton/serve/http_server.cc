@@ -1,12 +1,11 @@
 #include "baton/serve/http_server.h"
 
-#include <arpa/inet.h>
-
 #include <exception>
 #include <regex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "baton/serve/auth.h"
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/metrics.h"
 #include "httplib.h"
@@ -29,22 +28,7 @@ void Reply(httplib::Response& res, int status, const json& body) {
 
 void Error(httplib::Response& res, int status, const std::string& message) { Reply(res, status, {{"error", message}}); }
 
-// Constant-time comparison, so the token cannot be guessed byte by byte.
-bool SameSecret(const std::string& given, const std::string& want) {
-  if (want.empty()) return false;
-  unsigned char diff = given.size() == want.size() ? 0 : 1;
-  for (size_t i = 0; i < given.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ want[i % want.size()]);
-  return diff == 0;
-}
-
 }  // namespace
-
-bool IsLoopbackLiteral(const std::string& host) {
-  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
-  in_addr v4{};
-  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
-  return false;
-}
 
 HttpServer::HttpServer(Engine& engine, HttpOptions options) : engine_(engine), options_(std::move(options)) {}
 
@@ -115,7 +99,7 @@ void HttpServer::Route() {
     const bool open = loopback && (req.path.rfind("/v2/health/", 0) == 0 || req.path == "/metrics");
     if (open) return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
-    if (auth.rfind("Bearer ", 0) != 0 || !SameSecret(auth.substr(7), options_.token)) {
+    if (!BearerTokenMatches(auth, options_.token)) {
       Error(res, 401, "missing or wrong token: send 'Authorization: Bearer <token>'");
       return httplib::Server::HandlerResponse::Handled;
     }

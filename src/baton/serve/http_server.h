@@ -57,9 +57,6 @@ struct HttpOptions {
   std::string tls_key;
 };
 
-// True for "localhost", a literal IPv4 address in 127.0.0.0/8 and "::1".
-bool IsLoopbackLiteral(const std::string& host);
-
 class HttpServer {
  public:
   // Binds and starts serving `engine` (borrowed; it must outlive the server).

@@ -1,6 +1,7 @@
 #include "baton/serve/metrics.h"
 
 #include <iterator>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -19,6 +20,23 @@ std::string Num(double v) { return absl::StrFormat("%.9g", v); }
 
 void Header(std::string& out, const char* name, const char* type, const char* help) {
   absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+}
+
+// A per-model histogram over kLatencyBucketsS; `of` gives a model's cumulative bucket counts and sum.
+template <typename Of>
+void Histogram(std::string& out, const EngineStats& stats, const std::string& name, const char* help, Of of) {
+  Header(out, name.c_str(), "histogram", help);
+  for (const ModelStats& m : stats.models) {
+    const std::string model = Label(m.name);
+    const auto [buckets, sum] = of(m);
+    for (size_t b = 0; b < std::size(kLatencyBucketsS) && b < buckets->size(); ++b) {
+      absl::StrAppend(&out, name, "_bucket{model=\"", model, "\",le=\"", Num(kLatencyBucketsS[b]), "\"} ",
+                      (*buckets)[b], "\n");
+    }
+    absl::StrAppend(&out, name, "_bucket{model=\"", model, "\",le=\"+Inf\"} ", m.completed, "\n");
+    absl::StrAppend(&out, name, "_sum{model=\"", model, "\"} ", Num(sum), "\n");
+    absl::StrAppend(&out, name, "_count{model=\"", model, "\"} ", m.completed, "\n");
+  }
 }
 
 }  // namespace
@@ -45,20 +63,15 @@ std::string PrometheusText(const EngineStats& stats) {
   for (const ModelStats& m : stats.models) {
     absl::StrAppend(&out, "baton_inference_slo_requests_total{model=\"", Label(m.name), "\"} ", m.with_slo, "\n");
   }
-  Header(out, "baton_inference_request_duration_seconds", "histogram",
-         "Latency of completed requests, arrival to answer (queueing and compute).");
-  for (const ModelStats& m : stats.models) {
-    const std::string model = Label(m.name);
-    for (size_t b = 0; b < std::size(kLatencyBucketsS) && b < m.latency_bucket_counts.size(); ++b) {
-      absl::StrAppend(&out, "baton_inference_request_duration_seconds_bucket{model=\"", model, "\",le=\"",
-                      Num(kLatencyBucketsS[b]), "\"} ", m.latency_bucket_counts[b], "\n");
-    }
-    absl::StrAppend(&out, "baton_inference_request_duration_seconds_bucket{model=\"", model, "\",le=\"+Inf\"} ",
-                    m.completed, "\n");
-    absl::StrAppend(&out, "baton_inference_request_duration_seconds_sum{model=\"", model, "\"} ", Num(m.latency_sum_s),
-                    "\n");
-    absl::StrAppend(&out, "baton_inference_request_duration_seconds_count{model=\"", model, "\"} ", m.completed, "\n");
-  }
+  Histogram(out, stats, "baton_inference_request_duration_seconds",
+            "Latency of completed requests, arrival to answer (queueing and compute).",
+            [](const ModelStats& m) { return std::make_pair(&m.latency_bucket_counts, m.latency_sum_s); });
+  Histogram(out, stats, "baton_inference_queue_duration_seconds",
+            "Time completed requests spent not running on a PU: queues, hand-overs, transfers.",
+            [](const ModelStats& m) { return std::make_pair(&m.queue_bucket_counts, m.queue_sum_s); });
+  Histogram(out, stats, "baton_inference_compute_duration_seconds",
+            "Time PUs spent running completed requests' partitions (summed over partitions).",
+            [](const ModelStats& m) { return std::make_pair(&m.compute_bucket_counts, m.compute_sum_s); });
   Header(out, "baton_pu_busy_seconds_total", "counter", "Time each processing unit spent running partitions.");
   for (const PuStatsView& p : stats.pus) {
     absl::StrAppend(&out, "baton_pu_busy_seconds_total{pu=\"", Label(p.name), "\",kind=\"", Label(p.kind),

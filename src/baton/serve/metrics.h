@@ -8,6 +8,8 @@
 //   baton_inference_slo_requests_total{model}       counter: answered requests that had an SLO
 //   baton_inference_request_duration_seconds{model} histogram of completed requests' latency
 //                                                  (arrival to answer: queue and compute)
+//   baton_inference_queue_duration_seconds{model}   histogram: the part not spent running on a PU
+//   baton_inference_compute_duration_seconds{model} histogram: PU time of its partitions
 //   baton_pu_busy_seconds_total{pu,kind,device}     counter
 //   baton_pu_runs_total{pu,kind,device}             counter: partitions run
 //   baton_device_queue_depth{device}                gauge: assignments waiting

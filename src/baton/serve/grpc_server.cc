@@ -1,0 +1,745 @@
+#include "baton/serve/grpc_server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "baton/core/file.h"
+#include "baton/serve/auth.h"
+#include "baton/serve/kserve_json.h"
+#include "inference/grpc_service.grpc.pb.h"
+
+namespace baton::serve {
+
+namespace {
+
+using inference::ModelInferRequest;
+using inference::ModelInferResponse;
+using inference::ModelStreamInferResponse;
+
+constexpr char kVersion[] = "0.1.0";
+constexpr size_t kMaxElements = size_t{1} << 31;  // per tensor; the message size limit binds first
+
+grpc::Status ToGrpc(const Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), s.message());
+}
+grpc::Status Invalid(const std::string& message) { return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message); }
+
+std::string ShapeText(const std::vector<int64_t>& shape) { return absl::StrCat("[", absl::StrJoin(shape, ","), "]"); }
+
+// Typed `contents` of one input into a new tensor of `type` and `shape`
+// (`elements` of them), or why they do not fit.
+absl::StatusOr<Tensor> FromContents(const inference::InferTensorContents& c, ElemType type,
+                                    const std::vector<int64_t>& shape, uint64_t elements, const std::string& where) {
+  auto count_error = [&](int given, const char* field) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": contents.", field, " has ", given, " elements, but shape ",
+                                                   ShapeText(shape), " needs ", elements));
+  };
+  auto ints = [&]<typename T>(const auto& field, const char* name) -> absl::StatusOr<Tensor> {
+    if (static_cast<uint64_t>(field.size()) != elements) return count_error(field.size(), name);
+    Tensor t(type, shape);
+    std::span<T> out = t.data<T>();
+    for (int i = 0; i < field.size(); ++i) {
+      const auto v = field.Get(i);
+      if (static_cast<decltype(v)>(static_cast<T>(v)) != v) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": element ", i, " (", v, ") does not fit the datatype"));
+      }
+      out[static_cast<size_t>(i)] = static_cast<T>(v);
+    }
+    return t;
+  };
+  switch (type) {
+    case dtype::kBool: {
+      if (static_cast<uint64_t>(c.bool_contents_size()) != elements) {
+        return count_error(c.bool_contents_size(), "bool_contents");
+      }
+      Tensor t(type, shape);
+      std::span<uint8_t> out = t.data<uint8_t>();
+      for (int i = 0; i < c.bool_contents_size(); ++i) out[static_cast<size_t>(i)] = c.bool_contents(i) ? 1 : 0;
+      return t;
+    }
+    case dtype::kInt8: return ints.operator()<int8_t>(c.int_contents(), "int_contents");
+    case dtype::kInt16: return ints.operator()<int16_t>(c.int_contents(), "int_contents");
+    case dtype::kInt32: return ints.operator()<int32_t>(c.int_contents(), "int_contents");
+    case dtype::kInt64: return ints.operator()<int64_t>(c.int64_contents(), "int64_contents");
+    case dtype::kUint8: return ints.operator()<uint8_t>(c.uint_contents(), "uint_contents");
+    case dtype::kUint16: return ints.operator()<uint16_t>(c.uint_contents(), "uint_contents");
+    case dtype::kUint32: return ints.operator()<uint32_t>(c.uint_contents(), "uint_contents");
+    case dtype::kUint64: return ints.operator()<uint64_t>(c.uint64_contents(), "uint64_contents");
+    case dtype::kFloat: {
+      if (static_cast<uint64_t>(c.fp32_contents_size()) != elements) {
+        return count_error(c.fp32_contents_size(), "fp32_contents");
+      }
+      Tensor t(type, shape);
+      if (elements > 0) std::memcpy(t.data<float>().data(), c.fp32_contents().data(), elements * sizeof(float));
+      return t;
+    }
+    case dtype::kDouble: {
+      if (static_cast<uint64_t>(c.fp64_contents_size()) != elements) {
+        return count_error(c.fp64_contents_size(), "fp64_contents");
+      }
+      Tensor t(type, shape);
+      if (elements > 0) std::memcpy(t.data<double>().data(), c.fp64_contents().data(), elements * sizeof(double));
+      return t;
+    }
+    case dtype::kString: {
+      if (static_cast<uint64_t>(c.bytes_contents_size()) != elements) {
+        return count_error(c.bytes_contents_size(), "bytes_contents");
+      }
+      std::vector<std::string> strings(c.bytes_contents().begin(), c.bytes_contents().end());
+      return Tensor::Strings(shape, std::move(strings));
+    }
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": ", ElemTypeName(type), " has no typed contents field; send it as raw_input_contents"));
+  }
+}
+
+// BYTES in raw form: each element is a 4-byte little-endian length and its bytes.
+absl::StatusOr<Tensor> StringsFromRaw(const std::string& raw, const std::vector<int64_t>& shape, uint64_t elements,
+                                      const std::string& where) {
+  std::vector<std::string> strings;
+  size_t at = 0;
+  while (at < raw.size()) {
+    if (raw.size() - at < 4) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": raw BYTES content ends inside a 4-byte length"));
+    }
+    const auto* p = reinterpret_cast<const unsigned char*>(raw.data() + at);
+    const uint32_t n = p[0] | (p[1] << 8) | (p[2] << 16) | (static_cast<uint32_t>(p[3]) << 24);
+    at += 4;
+    if (n > raw.size() - at) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": raw BYTES element ", strings.size(), " claims ", n, " bytes; only ", raw.size() - at,
+                       " are left"));
+    }
+    if (strings.size() >= elements) break;
+    strings.emplace_back(raw.data() + at, n);
+    at += n;
+  }
+  if (strings.size() != elements || at != raw.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": raw BYTES content holds ",
+                                                   at != raw.size() ? "more than " : "", strings.size(),
+                                                   " elements, but shape ", ShapeText(shape), " needs ", elements));
+  }
+  return Tensor::Strings(shape, std::move(strings));
+}
+
+struct Parsed {
+  Tensors inputs;
+  InferOptions options;
+  std::vector<std::string> outputs;  // requested, in order; empty = all
+};
+
+// Checks `req` against `model` and builds the engine's inputs. Raw input
+// bytes are moved out of `req` (no copy) and kept alive by the tensors.
+absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& model) {
+  Parsed out;
+  const auto& params = req.parameters();
+  if (auto it = params.find("priority"); it != params.end()) {
+    if (it->second.parameter_choice_case() != inference::InferParameter::kInt64Param) {
+      return absl::InvalidArgumentError("parameter 'priority' must be an int64_param");
+    }
+    out.options.priority = static_cast<int>(std::clamp<int64_t>(it->second.int64_param(), -1'000'000, 1'000'000));
+  }
+  if (auto it = params.find("timeout"); it != params.end()) {
+    if (it->second.parameter_choice_case() != inference::InferParameter::kInt64Param || it->second.int64_param() < 0 ||
+        it->second.int64_param() > 1'000'000'000'000'000) {
+      return absl::InvalidArgumentError("parameter 'timeout' must be an int64_param of microseconds in 0..1e15");
+    }
+    if (it->second.int64_param() > 0) out.options.deadline = std::chrono::microseconds(it->second.int64_param());
+  }
+  const bool raw = req.raw_input_contents_size() > 0;
+  if (raw && req.raw_input_contents_size() != req.inputs_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "': ", req.raw_input_contents_size(),
+                                                   " raw_input_contents for ", req.inputs_size(),
+                                                   " inputs; give one per input, in the order of 'inputs'"));
+  }
+  for (int i = 0; i < req.inputs_size(); ++i) {
+    const ModelInferRequest::InferInputTensor& in = req.inputs(i);
+    const std::string where = absl::StrCat("model '", model.name, "' input '", in.name(), "'");
+    const TensorInfo* want = nullptr;
+    for (const TensorInfo& t : model.inputs) want = t.name == in.name() ? &t : want;
+    if (want == nullptr) {
+      std::vector<std::string> names;
+      for (const TensorInfo& t : model.inputs) names.push_back(t.name);
+      return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "' has no input '", in.name(),
+                                                     "'; its inputs: [", absl::StrJoin(names, ", "), "]"));
+    }
+    if (out.inputs.count(in.name())) return absl::InvalidArgumentError(absl::StrCat(where, " is given twice"));
+    const std::string expected_type = KServeDatatype(want->elem_type).value_or(want->type_name);
+    if (in.datatype() != expected_type) {
+      return absl::InvalidArgumentError(absl::StrCat(where, " is ", in.datatype().empty() ? "(no datatype)" : in.datatype(),
+                                                     ", expected ", expected_type));
+    }
+    std::vector<int64_t> shape(in.shape().begin(), in.shape().end());
+    uint64_t elements = 1;
+    for (int64_t d : shape) {
+      if (d < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": shape entries must be >= 0, got ", ShapeText(shape)));
+      }
+      if (d != 0 && elements > kMaxElements / static_cast<uint64_t>(d)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": shape ", ShapeText(shape), " has more than ", kMaxElements, " elements"));
+      }
+      elements *= static_cast<uint64_t>(d);
+    }
+    if (want->rank_known) {
+      bool fits = shape.size() == want->shape.size();
+      for (size_t k = 0; fits && k < shape.size(); ++k) fits = want->shape[k] < 0 || want->shape[k] == shape[k];
+      if (!fits) {
+        return absl::InvalidArgumentError(absl::StrCat(where, " has shape ", ShapeText(shape), ", expected ",
+                                                       ShapeText(want->shape), " (-1: any size)"));
+      }
+    }
+    if (raw) {
+      if (in.has_contents()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": has typed 'contents' while the request uses raw_input_contents; use one form"));
+      }
+      std::string& bytes = *req.mutable_raw_input_contents(i);
+      if (want->elem_type == dtype::kString) {
+        BATON_ASSIGN_OR_RETURN(Tensor t, StringsFromRaw(bytes, shape, elements, where));
+        out.inputs.emplace(in.name(), std::move(t));
+        continue;
+      }
+      const std::optional<size_t> need = Tensor::ExpectedBytes(want->elem_type, shape);
+      if (!need.has_value() || *need != bytes.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": raw content holds ", bytes.size(), " bytes, but ",
+                                                       expected_type, " ", ShapeText(shape), " needs ",
+                                                       need.has_value() ? absl::StrCat(*need) : "a valid size"));
+      }
+      auto owned = std::make_shared<std::string>();
+      owned->swap(bytes);
+      void* data = owned->data();
+      out.inputs.emplace(in.name(), Tensor::Adopt(want->elem_type, shape, data, owned->size(), owned));
+    } else {
+      if (!in.has_contents()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": has no data; give typed 'contents' or raw_input_contents"));
+      }
+      BATON_ASSIGN_OR_RETURN(Tensor t, FromContents(in.contents(), want->elem_type, shape, elements, where));
+      out.inputs.emplace(in.name(), std::move(t));
+    }
+  }
+  for (const TensorInfo& t : model.inputs) {
+    if (!out.inputs.count(t.name)) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "': input '", t.name, "' (",
+                                                     KServeDatatype(t.elem_type).value_or(t.type_name), " ",
+                                                     ShapeText(t.shape), ") is missing"));
+    }
+  }
+  for (const ModelInferRequest::InferRequestedOutputTensor& o : req.outputs()) {
+    bool known = false;
+    for (const TensorInfo& t : model.outputs) known = known || t.name == o.name();
+    if (!known) {
+      std::vector<std::string> names;
+      for (const TensorInfo& t : model.outputs) names.push_back(t.name);
+      return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "' has no output '", o.name(),
+                                                     "'; its outputs: [", absl::StrJoin(names, ", "), "]"));
+    }
+    out.outputs.push_back(o.name());
+  }
+  return out;
+}
+
+// The answer: requested outputs (all, in model order, when none were named)
+// as raw_output_contents.
+grpc::Status FillResponse(const ModelInfo& model, const std::string& id, const Tensors& outputs,
+                          const std::vector<std::string>& requested, ModelInferResponse& resp) {
+  resp.set_model_name(model.name);
+  resp.set_model_version("1");
+  resp.set_id(id);
+  std::vector<std::string> names = requested;
+  if (names.empty()) {
+    for (const TensorInfo& t : model.outputs) names.push_back(t.name);
+  }
+  for (const std::string& name : names) {
+    auto it = outputs.find(name);
+    if (it == outputs.end()) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("model '", model.name, "' gave no output '", name, "'"));
+    }
+    const Tensor& t = it->second;
+    const std::optional<std::string> datatype = KServeDatatype(t.elem_type());
+    if (!datatype) {
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, absl::StrCat("model '", model.name, "' output '", name,
+                                                                        "' is ", ElemTypeName(t.elem_type()),
+                                                                        ", which has no KServe datatype"));
+    }
+    ModelInferResponse::InferOutputTensor* o = resp.add_outputs();
+    o->set_name(name);
+    o->set_datatype(*datatype);
+    for (int64_t d : t.shape()) o->add_shape(d);
+    std::string* raw = resp.add_raw_output_contents();
+    if (t.elem_type() == dtype::kString) {
+      for (const std::string& s : t.strings()) {
+        const uint32_t n = static_cast<uint32_t>(s.size());
+        const char len[4] = {static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
+                             static_cast<char>((n >> 16) & 0xff), static_cast<char>((n >> 24) & 0xff)};
+        raw->append(len, 4);
+        raw->append(s);
+      }
+    } else {
+      raw->assign(reinterpret_cast<const char*>(t.bytes().data()), t.byte_size());
+    }
+  }
+  return grpc::Status::OK;
+}
+
+void FillTensorMetadata(const TensorInfo& t, inference::ModelMetadataResponse::TensorMetadata* m) {
+  m->set_name(t.name);
+  m->set_datatype(KServeDatatype(t.elem_type).value_or(t.type_name));
+  for (int64_t d : t.shape) m->add_shape(d);
+}
+
+}  // namespace
+
+struct GrpcServer::Impl final : public inference::GRPCInferenceService::CallbackService {
+  Impl(Engine& e, GrpcOptions o) : engine(e), options(std::move(o)), loopback(IsLoopbackLiteral(options.host)) {}
+
+  class Stream;
+
+  Engine& engine;
+  const GrpcOptions options;
+  const bool loopback;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+
+  // Recursive: Stop finishes streams while holding it, and gRPC may run a
+  // finished stream's OnDone (which unregisters it) on the same thread.
+  std::recursive_mutex streams_mu;
+  std::set<Stream*> streams;  // live ModelStreamInfer calls; guarded by streams_mu
+  bool stopping = false;      // guarded by streams_mu
+  bool stopped = false;       // guarded by streams_mu
+
+  // OK, or UNAUTHENTICATED when a token is configured and the call lacks it.
+  // `open_on_loopback`: health-like calls that need no token on loopback.
+  grpc::Status Authorize(const grpc::CallbackServerContext* ctx, bool open_on_loopback = false) const {
+    if (options.token.empty() || (open_on_loopback && loopback)) return grpc::Status::OK;
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("authorization");
+    if (it != md.end()) {
+      const std::string_view v(it->second.data(), it->second.size());
+      if (BearerTokenMatches(v, options.token)) return grpc::Status::OK;
+    }
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "missing or wrong token: send the metadata 'authorization: Bearer <token>'");
+  }
+
+  // The model, or INVALID_ARGUMENT naming the models there are.
+  absl::StatusOr<const ModelInfo*> ModelOf(const std::string& name) const {
+    if (const ModelInfo* m = engine.FindModel(name)) return m;
+    std::vector<std::string> names;
+    for (const ModelInfo& i : engine.Models()) names.push_back(i.name);
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown model '", name, "'; this server has: [", absl::StrJoin(names, ", "), "]"));
+  }
+
+  // Parses `req` and sends it to the engine; `done` gets the filled response
+  // status exactly once (on the engine's thread, or here when refused).
+  void Submit(std::shared_ptr<ModelInferRequest> req, ModelInferResponse* resp,
+              std::function<void(grpc::Status)> done) {
+    absl::StatusOr<const ModelInfo*> model = ModelOf(req->model_name());
+    if (!model.ok()) {
+      done(Invalid(std::string(model.status().message())));
+      return;
+    }
+    absl::StatusOr<Parsed> parsed = ParseRequest(*req, **model);
+    if (!parsed.ok()) {
+      done(Invalid(std::string(parsed.status().message())));
+      return;
+    }
+    const ModelInfo* m = *model;
+    std::vector<std::string> requested = std::move(parsed->outputs);
+    engine.InferAsync(m->name, std::move(parsed->inputs), parsed->options,
+                      [m, req, resp, requested = std::move(requested), done = std::move(done)](Result<Tensors> r) {
+                        if (!r.ok()) {
+                          done(ToGrpc(r.status()));
+                          return;
+                        }
+                        done(FillResponse(*m, req->id(), *r, requested, *resp));
+                      });
+  }
+
+  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx, const inference::ServerLiveRequest*,
+                                       inference::ServerLiveResponse* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    grpc::Status auth = Authorize(ctx, /*open_on_loopback=*/true);
+    if (auth.ok()) resp->set_live(true);
+    r->Finish(auth);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* ctx, const inference::ServerReadyRequest*,
+                                        inference::ServerReadyResponse* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    grpc::Status auth = Authorize(ctx, /*open_on_loopback=*/true);
+    if (auth.ok()) resp->set_ready(true);
+    r->Finish(auth);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* ctx, const inference::ModelReadyRequest* req,
+                                       inference::ModelReadyResponse* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    grpc::Status auth = Authorize(ctx);
+    if (!auth.ok()) {
+      r->Finish(auth);
+      return r;
+    }
+    absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+    if (!m.ok()) {
+      r->Finish(Invalid(std::string(m.status().message())));
+      return r;
+    }
+    resp->set_ready(true);
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* ctx, const inference::ServerMetadataRequest*,
+                                           inference::ServerMetadataResponse* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    grpc::Status auth = Authorize(ctx);
+    if (auth.ok()) {
+      resp->set_name("baton");
+      resp->set_version(kVersion);
+      resp->add_extensions("statistics");
+    }
+    r->Finish(auth);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* ctx,
+                                          const inference::ModelMetadataRequest* req,
+                                          inference::ModelMetadataResponse* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    grpc::Status auth = Authorize(ctx);
+    if (!auth.ok()) {
+      r->Finish(auth);
+      return r;
+    }
+    absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+    if (!m.ok()) {
+      r->Finish(Invalid(std::string(m.status().message())));
+      return r;
+    }
+    resp->set_name((*m)->name);
+    resp->add_versions("1");
+    resp->set_platform("onnxruntime_onnx");
+    for (const TensorInfo& t : (*m)->inputs) FillTensorMetadata(t, resp->add_inputs());
+    for (const TensorInfo& t : (*m)->outputs) FillTensorMetadata(t, resp->add_outputs());
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx, const ModelInferRequest* req,
+                                       ModelInferResponse* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    grpc::Status auth = Authorize(ctx);
+    if (!auth.ok()) {
+      r->Finish(auth);
+      return r;
+    }
+    // The request is gRPC's, alive until Finish; its raw bytes are moved into
+    // the input tensors, which may outlive the answer on a PU still running.
+    auto owned = std::make_shared<ModelInferRequest>();
+    owned->Swap(const_cast<ModelInferRequest*>(req));
+    Submit(std::move(owned), resp, [r](grpc::Status s) { r->Finish(std::move(s)); });
+    return r;
+  }
+
+  grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse>* ModelStreamInfer(
+      grpc::CallbackServerContext* ctx) override;
+
+  grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* ctx,
+                                            const inference::ModelStatisticsRequest* req,
+                                            inference::ModelStatisticsResponse* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    grpc::Status auth = Authorize(ctx);
+    if (!auth.ok()) {
+      r->Finish(auth);
+      return r;
+    }
+    if (!req->name().empty()) {
+      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+      if (!m.ok()) {
+        r->Finish(Invalid(std::string(m.status().message())));
+        return r;
+      }
+    }
+    const EngineStats stats = engine.Stats();
+    auto ns = [](double s) { return static_cast<uint64_t>(std::max(0.0, s) * 1e9); };
+    for (const ModelStats& m : stats.models) {
+      if (!req->name().empty() && m.name != req->name()) continue;
+      inference::ModelStatistics* out = resp->add_model_stats();
+      out->set_name(m.name);
+      out->set_version("1");
+      out->set_last_inference(m.last_answer_unix_ms);
+      out->set_inference_count(m.completed);
+      out->set_execution_count(m.completed);
+      inference::InferStatistics* s = out->mutable_inference_stats();
+      s->mutable_success()->set_count(m.completed);
+      s->mutable_success()->set_ns(ns(m.latency_sum_s));
+      s->mutable_fail()->set_count(m.failed + m.deadline_exceeded + m.rejected + m.invalid);
+      s->mutable_fail()->set_ns(ns(m.failed_sum_s));
+      s->mutable_queue()->set_count(m.completed);
+      s->mutable_queue()->set_ns(ns(m.queue_sum_s));
+      s->mutable_compute_infer()->set_count(m.completed);
+      s->mutable_compute_infer()->set_ns(ns(m.compute_sum_s));
+    }
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+};
+
+// One ModelStreamInfer call. Reads requests while fewer than
+// max_stream_in_flight of its own are unanswered, writes answers in
+// completion order (one write at a time), and finishes once the client has
+// stopped sending (or the server is stopping) and every answer is written.
+// Deletes itself in OnDone, which gRPC calls after Finish, when no engine
+// callback can still reach it (Finish waits for in_flight == 0).
+class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse> {
+ public:
+  Stream(Impl& impl, grpc::CallbackServerContext* ctx) : impl_(impl) {
+    grpc::Status auth = impl_.Authorize(ctx);
+    if (!auth.ok()) {
+      finished_ = true;
+      Finish(auth);
+      return;
+    }
+    {
+      std::lock_guard lock(impl_.streams_mu);
+      if (impl_.stopping) {
+        finished_ = true;
+        Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping"));
+        return;
+      }
+      impl_.streams.insert(this);
+      registered_ = true;
+    }
+    std::lock_guard lock(mu_);
+    reading_ = true;
+    StartRead(&incoming_);
+  }
+
+  void OnReadDone(bool ok) override {
+    std::unique_lock lock(mu_);
+    reading_ = false;
+    if (!ok) {
+      read_closed_ = true;
+      MaybeFinishLocked(lock);
+      return;
+    }
+    auto req = std::make_shared<ModelInferRequest>();
+    req->Swap(&incoming_);
+    ++in_flight_;
+    lock.unlock();
+    auto resp = std::make_shared<ModelStreamInferResponse>();
+    impl_.Submit(req, resp->mutable_infer_response(), [this, resp, req](grpc::Status s) {
+      if (!s.ok()) {
+        resp->Clear();
+        resp->set_error_message(absl::StrCat(StatusCodeName(static_cast<StatusCode>(s.error_code())), ": ", s.error_message()));
+        resp->mutable_infer_response()->set_id(req->id());
+        resp->mutable_infer_response()->set_model_name(req->model_name());
+      }
+      Answer(resp);
+    });
+    lock.lock();
+    ReadMoreLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock lock(mu_);
+    outbox_.pop_front();
+    if (!ok) broken_ = true;  // the client is gone: answers still come, and are dropped
+    if (!outbox_.empty() && !broken_) {
+      StartWrite(outbox_.front().get());
+      return;
+    }
+    if (broken_) outbox_.clear();
+    writing_ = false;
+    MaybeFinishLocked(lock);
+  }
+
+  void OnCancel() override {
+    std::unique_lock lock(mu_);
+    broken_ = true;
+    read_closed_ = true;
+    MaybeFinishLocked(lock);
+  }
+
+  void OnDone() override {
+    if (registered_) {
+      std::lock_guard lock(impl_.streams_mu);
+      impl_.streams.erase(this);
+    }
+    delete this;
+  }
+
+  // The server is stopping: read no more; finish after the answers in flight.
+  void Stop() {
+    std::unique_lock lock(mu_);
+    stopping_ = true;
+    MaybeFinishLocked(lock);
+  }
+
+ private:
+  void Answer(std::shared_ptr<ModelStreamInferResponse> resp) {
+    std::unique_lock lock(mu_);
+    --in_flight_;
+    if (!broken_) {
+      outbox_.push_back(std::move(resp));
+      if (!writing_) {
+        writing_ = true;
+        StartWrite(outbox_.front().get());
+      }
+    }
+    ReadMoreLocked();
+    MaybeFinishLocked(lock);
+  }
+
+  void ReadMoreLocked() {
+    if (!reading_ && !read_closed_ && !stopping_ && !finished_ &&
+        in_flight_ < static_cast<size_t>(impl_.options.max_stream_in_flight)) {
+      reading_ = true;
+      StartRead(&incoming_);
+    }
+  }
+
+  // Finish once nothing more can be written; the last thing this object does
+  // under `lock` (OnDone may delete it as soon as Finish is called).
+  void MaybeFinishLocked(std::unique_lock<std::mutex>& lock) {
+    if (finished_ || in_flight_ > 0 || writing_ || !(read_closed_ || stopping_)) return;
+    finished_ = true;
+    lock.unlock();
+    Finish(grpc::Status::OK);
+  }
+
+  Impl& impl_;
+  bool registered_ = false;
+  std::mutex mu_;
+  ModelInferRequest incoming_;  // the read in progress
+  std::deque<std::shared_ptr<ModelStreamInferResponse>> outbox_;
+  size_t in_flight_ = 0;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool read_closed_ = false;
+  bool stopping_ = false;
+  bool broken_ = false;
+  bool finished_ = false;
+};
+
+grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse>* GrpcServer::Impl::ModelStreamInfer(
+    grpc::CallbackServerContext* ctx) {
+  return new Stream(*this, ctx);
+}
+
+GrpcServer::GrpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+GrpcServer::~GrpcServer() { Stop(); }
+
+int GrpcServer::port() const { return impl_->port; }
+
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, GrpcOptions options) {
+  if (options.port < 0 || options.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--grpc: port ", options.port, " is not in 0..65535"));
+  }
+  if (options.max_request_bytes < 1024 || options.max_request_bytes > (size_t{2} << 30) - 1) {
+    return absl::InvalidArgumentError("--max-request-mb must be in 1..2047 for gRPC");
+  }
+  if (options.max_streams_per_connection < 1 || options.max_streams_per_connection > 10000) {
+    return absl::InvalidArgumentError(absl::StrCat("--grpc-max-streams must be in 1..10000, got ",
+                                                   options.max_streams_per_connection));
+  }
+  if (options.max_stream_in_flight < 1 || options.max_stream_in_flight > 10000) {
+    return absl::InvalidArgumentError(absl::StrCat("--grpc-stream-in-flight must be in 1..10000, got ",
+                                                   options.max_stream_in_flight));
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together; give both or neither");
+  }
+  const bool secure = !options.tls_cert.empty() && !options.token.empty();
+  if (!IsLoopbackLiteral(options.host) && !secure) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing to serve gRPC on ", options.host,
+        " without TLS and a token: anyone who can reach it could use this machine's PUs. Give --tls-cert, --tls-key "
+        "and --token-file, or serve on 127.0.0.1"));
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_cert.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    for (auto [path, out, marker] : {std::tuple{&options.tls_cert, &pair.cert_chain, "-----BEGIN CERTIFICATE-----"},
+                                     std::tuple{&options.tls_key, &pair.private_key, "PRIVATE KEY-----"}}) {
+      absl::StatusOr<std::string> pem = ReadRegularFile(*path, 1 << 20, "TLS file");
+      if (!pem.ok()) return pem.status();
+      if (pem->find(marker) == std::string::npos) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", *path, "' is not a PEM ", marker[5] == 'B' ? "certificate" : "private key",
+                         " (no '", marker, "'); give --tls-cert a certificate chain and --tls-key its key"));
+      }
+      *out = *std::move(pem);
+    }
+    ssl.pem_key_cert_pairs.push_back(std::move(pair));
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  auto impl = std::make_unique<Impl>(engine, std::move(options));
+  const GrpcOptions& o = impl->options;
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(static_cast<int>(o.max_request_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(std::min<size_t>(o.max_request_bytes * 4, (size_t{2} << 30) - 1)));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, o.max_streams_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second server on the port must fail, not share
+  const std::string host = o.host.find(':') != std::string::npos ? absl::StrCat("[", o.host, "]") : o.host;
+  builder.AddListeningPort(absl::StrCat(host, ":", o.port), credentials, &impl->port);
+  builder.RegisterService(impl.get());
+  impl->server = builder.BuildAndStart();
+  if (!impl->server || impl->port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", o.host, ":", o.port,
+                                               " (in use, or not an address of this machine",
+                                               o.tls_cert.empty() ? "" : ", or gRPC refused the TLS files",
+                                               "); pick another with --grpc"));
+  }
+  if (grpc::HealthCheckServiceInterface* health = impl->server->GetHealthCheckService()) {
+    health->SetServingStatus(true);
+    health->SetServingStatus(inference::GRPCInferenceService::service_full_name(), true);
+  }
+  return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
+}
+
+void GrpcServer::Stop() {
+  if (!impl_ || !impl_->server) return;
+  Impl& impl = *impl_;
+  {
+    std::lock_guard lock(impl.streams_mu);
+    if (impl.stopped) return;
+    impl.stopped = true;
+    impl.stopping = true;
+  }
+  if (grpc::HealthCheckServiceInterface* health = impl.server->GetHealthCheckService()) {
+    health->SetServingStatus(false);
+  }
+  // Streams stop reading and end after their answers; Shutdown stops new
+  // calls and waits for the ones in flight (unary calls end when the engine answers).
+  {
+    std::lock_guard lock(impl.streams_mu);
+    const std::vector<Impl::Stream*> live(impl.streams.begin(), impl.streams.end());
+    for (Impl::Stream* s : live) s->Stop();  // may end (and delete) s
+  }
+  impl.server->Shutdown(std::chrono::system_clock::now() + impl.options.stop_grace);
+  impl.server->Wait();
+}
+
+}  // namespace baton::serve

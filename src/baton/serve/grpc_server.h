@@ -1,0 +1,79 @@
+// `baton serve`'s gRPC front-end: the KServe v2 / Triton inference protocol
+// (`inference.GRPCInferenceService`, proto/inference/grpc_service.proto) over
+// a baton::Engine, and the standard `grpc.health.v1.Health` service.
+//
+//   ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata
+//   ModelInfer        inputs as raw_input_contents or typed contents; outputs
+//                     as raw_output_contents; requested outputs honoured; id echoed
+//   ModelStreamInfer  a bidirectional stream; answers in completion order
+//   ModelStatistics   per model: success, fail, queue and compute counts and durations
+//
+// Errors are gRPC statuses with baton's message: INVALID_ARGUMENT for a bad
+// request (naming the tensor and what was expected), NOT_FOUND for an unknown
+// model, RESOURCE_EXHAUSTED when a queue or in-flight limit is full (at once),
+// DEADLINE_EXCEEDED, UNAUTHENTICATED, UNAVAILABLE while closing. On a stream
+// an error answer carries `error_message` and the stream goes on.
+//
+// No request blocks a thread: ModelInfer hands the request to the engine and
+// is answered from the engine's completion (gRPC's callback API). Requests
+// from every connection share the engine's dispatcher.
+//
+// Limits: messages up to max_request_bytes; at most max_streams_per_connection
+// calls at once on one connection (HTTP/2 streams); a ModelStreamInfer stream
+// reads no further requests while max_stream_in_flight of its own are being
+// answered. Dead peers are found by keepalive pings.
+//
+// Security, as for the HTTP front-end (http_server.h): without TLS and a
+// token, Start refuses any but a loopback address. With a token, every call
+// needs the metadata `authorization: Bearer <token>`, except ServerLive,
+// ServerReady and the health service on a loopback address.
+//
+// Thread-safety: Start/Stop from one thread; the handlers run on gRPC's threads.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "baton/baton.h"
+#include "baton/core/status.h"
+
+namespace baton::serve {
+
+struct GrpcOptions {
+  std::string host = "127.0.0.1";
+  int port = 8001;  // 0 = a free port (see GrpcServer::port)
+  size_t max_request_bytes = size_t{64} << 20;
+  int max_streams_per_connection = 100;  // 1..10000
+  int max_stream_in_flight = 64;         // per ModelStreamInfer stream, 1..10000
+  std::string token;                     // "" = no token
+  std::string tls_cert;                  // PEM files; both or neither
+  std::string tls_key;
+  // How long Stop lets calls in flight finish before cancelling them.
+  std::chrono::seconds stop_grace{30};
+};
+
+class GrpcServer {
+ public:
+  // Binds and starts serving `engine` (borrowed; it must outlive the server).
+  // Errors: InvalidArgument for bad options (naming them), Unavailable when
+  // the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(Engine& engine, GrpcOptions options);
+  ~GrpcServer();  // Stop()
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
+
+  int port() const;
+  // Stops accepting calls, answers the ones in flight (streams end after
+  // their last answer), then returns. Idempotent.
+  void Stop();
+
+  struct Impl;
+
+ private:
+  explicit GrpcServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace baton::serve

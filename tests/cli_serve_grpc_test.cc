@@ -1,0 +1,433 @@
+// `baton serve` as a real process on loopback, reached over gRPC with a
+// client generated from the KServe v2 protocol file (proto/inference/):
+// health, metadata, ModelInfer (raw and typed contents) equal to whole-model
+// ONNX Runtime, every kind of bad request answered INVALID_ARGUMENT without
+// affecting other calls, ModelStreamInfer, ModelStatistics, two client
+// processes with different priorities, overload answered RESOURCE_EXHAUSTED,
+// the token, and SIGTERM while a stream has requests in flight.
+// GCC 12 at -O3 warns about a memcpy bound inside protobuf's inlined string
+// setters that cannot happen (known false positives of -Wstringop-overflow and -Wrestrict).
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#pragma GCC diagnostic ignored "-Wrestrict"
+#include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <functional>
+#include <set>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent_test_util.h"
+#include "baton/backend/ort/ort_runner.h"
+#include "baton/graph/model.h"
+#include "baton/verify/verify.h"
+#include "cli_test_util.h"
+#include "inference/grpc_service.grpc.pb.h"
+
+namespace baton {
+namespace {
+
+namespace fs = std::filesystem;
+using inference::GRPCInferenceService;
+using inference::ModelInferRequest;
+using inference::ModelInferResponse;
+using ::testing::HasSubstr;
+using testing::BatonProcess;
+
+std::unique_ptr<GRPCInferenceService::Stub> Connect(int port) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return GRPCInferenceService::NewStub(grpc::CreateCustomChannel(
+      "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials(), args));
+}
+
+void Prepare(grpc::ClientContext& ctx, const std::string& token = "") {
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+}
+
+class CliServeGrpcTest : public baton::testing::ZooDirTest<CliServeGrpcTest> {
+ public:
+  static constexpr const char* kDir = "baton_cli_serve_grpc_test_";
+
+ protected:
+  std::string Config(const std::string& extra_run = "") {
+    const std::string path = (dir_ / "serve.yaml").string();
+    std::ofstream(path) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}, {name: cpu1, kind: cpu}]}]\n"
+                        << "models:\n  - {name: cam, path: " << Zoo("squeezenet") << ", slo_ms: 1000}\n"
+                        << "policy: {high_level: balanced, stages: 2}\n"
+                        << (extra_run.empty() ? "" : "run: {" + extra_run + "}\n");
+    return path;
+  }
+
+  // A raw request for the model's sample `seed`, and whole-model ORT's outputs for it.
+  struct Sample {
+    ModelInferRequest request;
+    std::vector<float> input;
+    std::vector<float> want;
+  };
+  Sample MakeSample(uint64_t seed, const std::string& id = "") {
+    auto model = graph::Model::LoadFile(Zoo("squeezenet"));
+    EXPECT_TRUE(model.ok()) << model.status();
+    auto inputs = verify::RandomInputs(**model, seed);
+    EXPECT_TRUE(inputs.ok());
+    const Tensor& x = (*inputs)[0].second;
+    Sample s;
+    s.request.set_model_name("cam");
+    s.request.set_id(id);
+    ModelInferRequest::InferInputTensor* in = s.request.add_inputs();
+    in->set_name((*inputs)[0].first);
+    in->set_datatype("FP32");
+    for (int64_t d : x.shape()) in->add_shape(d);
+    s.input.assign(x.data<float>().begin(), x.data<float>().end());
+    s.request.add_raw_input_contents(std::string(reinterpret_cast<const char*>(s.input.data()), x.byte_size()));
+    auto runner = ort::OrtRunner::Create((*model)->SerializeToString(), {}, "whole");
+    EXPECT_TRUE(runner.ok());
+    std::vector<std::pair<std::string, const Tensor*>> feeds = {{(*inputs)[0].first, &x}};
+    auto outs = (*runner)->Run(feeds);
+    EXPECT_TRUE(outs.ok());
+    s.want.assign((*outs)[0].data<float>().begin(), (*outs)[0].data<float>().end());
+    return s;
+  }
+
+  static void ExpectOutputs(const ModelInferResponse& r, const std::vector<float>& want) {
+    ASSERT_EQ(r.outputs_size(), 1);
+    ASSERT_EQ(r.raw_output_contents_size(), 1);
+    EXPECT_EQ(r.outputs(0).datatype(), "FP32");
+    const std::string& raw = r.raw_output_contents(0);
+    ASSERT_EQ(raw.size(), want.size() * sizeof(float));
+    std::vector<float> got(want.size());
+    std::memcpy(got.data(), raw.data(), raw.size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4) << i;
+  }
+};
+
+TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
+  BatonProcess server("serve", {Config(), "--no-profile", "-q"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  ASSERT_GT(server.grpc_port(), 0) << server.banner();
+  auto stub = Connect(server.grpc_port());
+
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ServerLiveResponse live;
+    ASSERT_TRUE(stub->ServerLive(&ctx, {}, &live).ok());
+    EXPECT_TRUE(live.live());
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ServerReadyResponse ready;
+    ASSERT_TRUE(stub->ServerReady(&ctx, {}, &ready).ok());
+    EXPECT_TRUE(ready.ready());
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ServerMetadataResponse meta;
+    ASSERT_TRUE(stub->ServerMetadata(&ctx, {}, &meta).ok());
+    EXPECT_EQ(meta.name(), "baton");
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ModelMetadataRequest req;
+    req.set_name("cam");
+    inference::ModelMetadataResponse meta;
+    ASSERT_TRUE(stub->ModelMetadata(&ctx, req, &meta).ok());
+    ASSERT_EQ(meta.inputs_size(), 1);
+    EXPECT_EQ(meta.inputs(0).datatype(), "FP32");
+    EXPECT_THAT(std::vector<int64_t>(meta.inputs(0).shape().begin(), meta.inputs(0).shape().end()),
+                ::testing::ElementsAre(1, 3, 64, 64));
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ModelReadyRequest req;
+    req.set_name("nope");
+    inference::ModelReadyResponse ready;
+    grpc::Status s = stub->ModelReady(&ctx, req, &ready);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("unknown model 'nope'"));
+  }
+
+  // Raw contents, the id echoed, and the output equal to whole-model ORT.
+  const Sample s = MakeSample(1, "req-7");
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    ModelInferResponse r;
+    grpc::Status st = stub->ModelInfer(&ctx, s.request, &r);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(r.id(), "req-7");
+    EXPECT_EQ(r.model_name(), "cam");
+    ExpectOutputs(r, s.want);
+  }
+  // Typed contents and a requested output.
+  {
+    ModelInferRequest typed = s.request;
+    typed.clear_raw_input_contents();
+    for (float v : s.input) typed.mutable_inputs(0)->mutable_contents()->add_fp32_contents(v);
+    grpc::ClientContext meta_ctx;
+    Prepare(meta_ctx);
+    inference::ModelMetadataRequest mreq;
+    mreq.set_name("cam");
+    inference::ModelMetadataResponse meta;
+    ASSERT_TRUE(stub->ModelMetadata(&meta_ctx, mreq, &meta).ok());
+    typed.add_outputs()->set_name(meta.outputs(0).name());
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    ModelInferResponse r;
+    grpc::Status st = stub->ModelInfer(&ctx, typed, &r);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(r.outputs(0).name(), meta.outputs(0).name());
+    ExpectOutputs(r, s.want);
+  }
+
+  // Bad requests: INVALID_ARGUMENT naming what was wrong; the server keeps serving.
+  struct Case {
+    std::function<void(ModelInferRequest&)> change;
+    std::string says;
+  };
+  for (const Case& bad : std::vector<Case>{
+           {[](ModelInferRequest& r) { r.set_model_name("nope"); }, "unknown model 'nope'"},
+           {[](ModelInferRequest& r) { r.mutable_inputs(0)->set_name("img"); }, "has no input 'img'"},
+           {[](ModelInferRequest& r) { r.mutable_inputs(0)->set_datatype("INT64"); }, "expected FP32"},
+           {[](ModelInferRequest& r) { r.mutable_inputs(0)->set_shape(2, 32); }, "expected [1,3,64,64]"},
+           {[](ModelInferRequest& r) { r.set_raw_input_contents(0, std::string(12, '\0')); }, "holds 12 bytes"},
+           {[](ModelInferRequest& r) {
+              r.clear_inputs();
+              r.clear_raw_input_contents();
+            },
+            "is missing"},
+           {[](ModelInferRequest& r) { *r.add_raw_input_contents() = std::string(1, 'x'); }, "2 raw_input_contents for 1 inputs"},
+           {[](ModelInferRequest& r) { r.add_outputs()->set_name("nope"); }, "has no output 'nope'"},
+           {[](ModelInferRequest& r) {
+              r.clear_raw_input_contents();
+              r.mutable_inputs(0)->mutable_contents()->add_fp32_contents(1);
+            },
+            "fp32_contents has 1 elements"},
+       }) {
+    ModelInferRequest req = s.request;
+    bad.change(req);
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    ModelInferResponse r;
+    grpc::Status st = stub->ModelInfer(&ctx, req, &r);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad.says << ": " << st.error_message();
+    EXPECT_THAT(st.error_message(), HasSubstr(bad.says));
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    ModelInferResponse r;
+    ASSERT_TRUE(stub->ModelInfer(&ctx, s.request, &r).ok());
+    ExpectOutputs(r, s.want);
+  }
+
+  // Statistics: the three good requests, with queue and compute time.
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ModelStatisticsRequest req;
+    req.set_name("cam");
+    inference::ModelStatisticsResponse stats;
+    ASSERT_TRUE(stub->ModelStatistics(&ctx, req, &stats).ok());
+    ASSERT_EQ(stats.model_stats_size(), 1);
+    const inference::InferStatistics& is = stats.model_stats(0).inference_stats();
+    EXPECT_EQ(is.success().count(), 3u);
+    EXPECT_GT(is.success().ns(), 0u);
+    EXPECT_EQ(is.compute_infer().count(), 3u);
+    EXPECT_GT(is.compute_infer().ns(), 0u);
+    EXPECT_LE(is.compute_infer().ns() + is.queue().ns(), is.success().ns() + 1000);
+    EXPECT_GT(stats.model_stats(0).last_inference(), 0u);
+  }
+
+  // The standard health service: SERVING, for the server and for the KServe service.
+  grpc::GenericStub generic(grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()),
+                                                grpc::InsecureChannelCredentials()));
+  for (const std::string& service : {std::string(), std::string("inference.GRPCInferenceService")}) {
+    SCOPED_TRACE(service);
+    std::string request;  // HealthCheckRequest{service}: field 1, length-delimited
+    if (!service.empty()) {
+      request.push_back(0x0a);
+      request.push_back(static_cast<char>(service.size()));
+      request.append(service);
+    }
+    grpc::Slice slice(request);
+    grpc::ByteBuffer request_buffer(&slice, 1);
+    grpc::ByteBuffer response_buffer;
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    std::promise<grpc::Status> result;
+    generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request_buffer, &response_buffer,
+                      [&](grpc::Status st) { result.set_value(std::move(st)); });
+    grpc::Status st = result.get_future().get();
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    std::vector<grpc::Slice> slices;
+    ASSERT_TRUE(response_buffer.Dump(&slices).ok());
+    std::string response;
+    for (const grpc::Slice& sl : slices) response.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    EXPECT_EQ(response, std::string("\x08\x01", 2));  // HealthCheckResponse{status: SERVING}
+  }
+}
+
+TEST_F(CliServeGrpcTest, StreamAnswersEveryRequestAndSigtermAnswersWhatIsInFlight) {
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-http"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  auto stub = Connect(server.grpc_port());
+  const Sample s = MakeSample(3);
+  constexpr int kRequests = 12;
+  grpc::ClientContext ctx;
+  Prepare(ctx);
+  auto stream = stub->ModelStreamInfer(&ctx);
+  for (int i = 0; i < kRequests; ++i) {
+    ModelInferRequest req = s.request;
+    req.set_id("s" + std::to_string(i));
+    if (i == 4) req.mutable_inputs(0)->set_datatype("INT64");  // one bad request: answered, the stream goes on
+    ASSERT_TRUE(stream->Write(req));
+  }
+  stream->WritesDone();
+  std::set<std::string> ids;
+  inference::ModelStreamInferResponse resp;
+  bool signalled = false;
+  while (stream->Read(&resp)) {
+    const std::string id = resp.infer_response().id();
+    EXPECT_TRUE(ids.insert(id).second) << "answered twice: " << id;
+    if (id == "s4") {
+      EXPECT_THAT(resp.error_message(), HasSubstr("expected FP32"));
+    } else {
+      EXPECT_EQ(resp.error_message(), "") << id;
+      ExpectOutputs(resp.infer_response(), s.want);
+    }
+    if (!signalled && resp.error_message().empty()) {
+      server.Signal(SIGTERM);  // the rest are in flight: they are still answered
+      signalled = true;
+    }
+  }
+  grpc::Status st = stream->Finish();
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kRequests));
+  server.Stop();  // expects exit status 0 and no sanitizer report
+}
+
+TEST_F(CliServeGrpcTest, TwoClientProcessesWithPrioritiesAndOverload) {
+  // max_in_flight 2: with several calls at once some find the model full.
+  BatonProcess server("serve", {Config("max_in_flight: 2"), "--no-profile", "-q", "--no-http"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  const int port = server.grpc_port();
+  const Sample s = MakeSample(4);
+  // Two client processes, priorities 0 and 5, each with three threads of
+  // five requests. Exit status: 0 when every answer was OK or RESOURCE_EXHAUSTED
+  // and at least one was OK; 1 otherwise.
+  std::vector<pid_t> children;
+  for (int priority : {0, 5}) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      auto stub = Connect(port);
+      std::atomic<int> ok{0}, full{0}, other{0};
+      std::vector<std::thread> threads;
+      for (int t = 0; t < 3; ++t) {
+        threads.emplace_back([&] {
+          for (int i = 0; i < 5; ++i) {
+            ModelInferRequest req = s.request;
+            (*req.mutable_parameters())["priority"].set_int64_param(priority);
+            (*req.mutable_parameters())["timeout"].set_int64_param(30'000'000);
+            grpc::ClientContext ctx;
+            Prepare(ctx);
+            ModelInferResponse r;
+            grpc::Status st = stub->ModelInfer(&ctx, req, &r);
+            if (st.ok() && r.raw_output_contents_size() == 1) {
+              ++ok;
+            } else if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+              ++full;
+            } else {
+              ++other;
+            }
+          }
+        });
+      }
+      for (std::thread& t : threads) t.join();
+      _exit(ok > 0 && other == 0 && ok + full == 15 ? 0 : 1);
+    }
+    children.push_back(pid);
+  }
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "client process " << pid << " status " << status;
+  }
+  auto stub = Connect(port);
+  grpc::ClientContext ctx;
+  Prepare(ctx);
+  inference::ModelStatisticsResponse stats;
+  ASSERT_TRUE(stub->ModelStatistics(&ctx, {}, &stats).ok());
+  ASSERT_EQ(stats.model_stats_size(), 1);
+  const inference::InferStatistics& is = stats.model_stats(0).inference_stats();
+  EXPECT_EQ(is.success().count() + is.fail().count(), 30u);
+  EXPECT_GT(is.success().count(), 0u);
+}
+
+TEST_F(CliServeGrpcTest, TokenAndStartUpErrors) {
+  const std::string token = (dir_ / "token").string();
+  std::ofstream(token) << "s3cret\n";
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--token-file", token});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  auto stub = Connect(server.grpc_port());
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ServerLiveResponse live;
+    EXPECT_TRUE(stub->ServerLive(&ctx, {}, &live).ok()) << "liveness stays open on loopback";
+  }
+  inference::ModelMetadataRequest req;
+  req.set_name("cam");
+  for (const std::string& given : {std::string(), std::string("nope")}) {
+    grpc::ClientContext ctx;
+    Prepare(ctx, given);
+    inference::ModelMetadataResponse meta;
+    grpc::Status st = stub->ModelMetadata(&ctx, req, &meta);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << given;
+    EXPECT_THAT(st.error_message(), HasSubstr("Bearer"));
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx, "s3cret");
+    inference::ModelMetadataResponse meta;
+    EXPECT_TRUE(stub->ModelMetadata(&ctx, req, &meta).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    auto stream = stub->ModelStreamInfer(&ctx);
+    inference::ModelStreamInferResponse resp;
+    EXPECT_FALSE(stream->Read(&resp));
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+
+  testing::CliResult open = testing::Baton("serve " + Config() + " --no-profile -q --grpc 0.0.0.0:0 --http 127.0.0.1:0");
+  EXPECT_EQ(open.exit_code, 2) << open.output;
+  EXPECT_THAT(open.output, HasSubstr("without TLS and a token"));
+  testing::CliResult port = testing::Baton("serve " + Config() + " --grpc 127.0.0.1:99999");
+  EXPECT_EQ(port.exit_code, 2);
+  EXPECT_THAT(port.output, HasSubstr("--grpc wants HOST:PORT"));
+  testing::CliResult none = testing::Baton("serve " + Config() + " --no-grpc --no-http");
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_THAT(none.output, HasSubstr("nothing to serve"));
+}
+
+}  // namespace
+}  // namespace baton
