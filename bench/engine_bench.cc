@@ -21,49 +21,12 @@
 
 #include "baton/backend/ort/ort_runner.h"
 #include "baton/baton.h"
-#include "onnx/onnx_pb.h"
+#include "affine_model.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using baton::Tensor;
-
-std::string AffineModel(int n) {
-  onnx::ModelProto m;
-  m.set_ir_version(8);
-  m.set_producer_name("engine_bench");
-  auto* op = m.add_opset_import();
-  op->set_domain("");
-  op->set_version(17);
-  auto* g = m.mutable_graph();
-  g->set_name("affine");
-  auto typed = [n](onnx::ValueInfoProto* v, const char* name) {
-    v->set_name(name);
-    auto* t = v->mutable_type()->mutable_tensor_type();
-    t->set_elem_type(onnx::TensorProto::FLOAT);
-    t->mutable_shape()->add_dim()->set_dim_value(1);
-    t->mutable_shape()->add_dim()->set_dim_value(n);
-  };
-  typed(g->add_input(), "x");
-  typed(g->add_output(), "y");
-  for (auto [name, value] : {std::pair{"two", 2.0f}, std::pair{"one", 1.0f}}) {
-    auto* init = g->add_initializer();
-    init->set_name(name);
-    init->set_data_type(onnx::TensorProto::FLOAT);
-    init->add_float_data(value);
-  }
-  auto node = [&](const char* type, const char* a, const char* b, const char* out) {
-    auto* nd = g->add_node();
-    nd->set_op_type(type);
-    nd->set_name(std::string(type) + "_" + out);
-    nd->add_input(a);
-    nd->add_input(b);
-    nd->add_output(out);
-  };
-  node("Mul", "x", "two", "t");
-  node("Add", "t", "one", "y");
-  return m.SerializeAsString();
-}
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -95,7 +58,7 @@ int main(int argc, char** argv) {
   const fs::path dir =
       keep.empty() ? fs::temp_directory_path() / ("baton_engine_bench_" + std::to_string(::getpid())) : fs::path(keep);
   fs::create_directories(dir);
-  const std::string bytes = AffineModel(kN);
+  const std::string bytes = baton::bench::AffineModel(kN);
   std::ofstream(dir / "affine.onnx", std::ios::binary) << bytes;
 
   baton::ort::SessionOptions so;

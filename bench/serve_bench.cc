@@ -1,0 +1,166 @@
+// Latency `baton serve` adds per request over loopback, against the
+// in-process baton::Engine::Infer (issue targets: <= 150 us median for gRPC,
+// <= 300 us for HTTP/JSON).
+//
+// Model: y = x * 2 + 1 over float[1, 64] (bench/affine_model.h), one 1-thread
+// CPU PU, high-level `whole`, no profile. One engine serves all three sides:
+// direct Infer calls, a gRPC ModelInfer client (raw contents, one channel),
+// and an HTTP/JSON client (one keep-alive connection), all in this process
+// over 127.0.0.1, and an empty gRPC call (ServerLive) for the transport's own
+// cost. Rounds rotate which side goes first; each side times
+// `calls` sequential requests. Printed: per-call medians over the rounds and
+// the medians of the per-round differences. Numbers go in docs/benchmarks.md.
+//
+//   serve_bench [--rounds N] [--calls N]   (--benchmark_* flags: a smoke run)
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "affine_model.h"
+#include "baton/baton.h"
+#include "baton/serve/grpc_server.h"
+#include "baton/serve/http_server.h"
+#include "httplib.h"
+#include "inference/grpc_service.grpc.pb.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using baton::Tensor;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int rounds = 15, calls = 1000;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--rounds" && i + 1 < argc) {
+      rounds = std::atoi(argv[++i]);
+    } else if (a == "--calls" && i + 1 < argc) {
+      calls = std::atoi(argv[++i]);
+    } else if (a.rfind("--benchmark_", 0) == 0) {
+      rounds = 2;
+      calls = 20;
+    } else {
+      std::fprintf(stderr, "usage: %s [--rounds N] [--calls N]\n", argv[0]);
+      return 2;
+    }
+  }
+  constexpr int kN = 64;
+  const fs::path dir = fs::temp_directory_path() / ("baton_serve_bench_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "affine.onnx", std::ios::binary) << baton::bench::AffineModel(kN);
+
+  baton::EngineOptions eo;
+  eo.no_profile = true;
+  eo.cache_dir = (dir / "cache").string();
+  auto engine = baton::Engine::OpenText(
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
+      "models: [{name: affine, path: affine.onnx}]\n"
+      "policy: {high_level: whole, low_level: share}\n",
+      dir.string(), eo);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "serve_bench: %s\n", engine.status().ToString().c_str());
+    return 1;
+  }
+  baton::serve::GrpcOptions go;
+  go.port = 0;
+  auto grpc_srv = baton::serve::GrpcServer::Start(**engine, go);
+  baton::serve::HttpOptions ho;
+  ho.port = 0;
+  auto http_srv = baton::serve::HttpServer::Start(**engine, ho);
+  if (!grpc_srv.ok() || !http_srv.ok()) {
+    std::fprintf(stderr, "serve_bench: cannot start the servers\n");
+    return 1;
+  }
+  std::vector<float> x(kN, 0.5f);
+
+  auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*grpc_srv)->port()), grpc::InsecureChannelCredentials()));
+  inference::ModelInferRequest request;
+  request.set_model_name("affine");
+  auto* in = request.add_inputs();
+  in->set_name("x");
+  in->set_datatype("FP32");
+  in->add_shape(1);
+  in->add_shape(kN);
+  request.add_raw_input_contents(std::string(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float)));
+
+  httplib::Client http("127.0.0.1", (*http_srv)->port());
+  http.set_keep_alive(true);
+  http.set_tcp_nodelay(true);
+  nlohmann::json body = {{"inputs", {{{"name", "x"}, {"datatype", "FP32"}, {"shape", {1, kN}}, {"data", x}}}}};
+  const std::string body_text = body.dump();
+
+  auto timed = [&](const std::function<bool()>& call) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int c = 0; c < calls; ++c) {
+      if (!call()) {
+        std::fprintf(stderr, "serve_bench: a request failed\n");
+        std::exit(1);
+      }
+    }
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() / calls;
+  };
+  const std::function<bool()> sides[4] = {
+      [&] {
+        baton::Tensors t;
+        t.emplace("x", Tensor::Borrow(baton::dtype::kFloat, {1, kN}, x.data(), x.size() * sizeof(float)));
+        return (*engine)->Infer("affine", std::move(t)).ok();
+      },
+      [&] {
+        grpc::ClientContext ctx;
+        inference::ModelInferResponse resp;
+        return stub->ModelInfer(&ctx, request, &resp).ok() && resp.raw_output_contents_size() == 1;
+      },
+      [&] {
+        auto r = http.Post("/v2/models/affine/infer", body_text, "application/json");
+        return r && r->status == 200;
+      },
+      [&] {
+        grpc::ClientContext ctx;
+        inference::ServerLiveResponse resp;
+        return stub->ServerLive(&ctx, {}, &resp).ok() && resp.live();
+      },
+  };
+  for (const auto& side : sides) timed(side);  // warm-up
+  std::vector<double> us[4], grpc_over, http_over;
+  for (int r = 0; r < rounds; ++r) {
+    double t[4];
+    for (int k = 0; k < 4; ++k) {
+      const int s = (r + k) % 4;  // rotate which side goes first
+      t[s] = timed(sides[s]);
+    }
+    for (int s = 0; s < 4; ++s) us[s].push_back(t[s]);
+    grpc_over.push_back(t[1] - t[0]);
+    http_over.push_back(t[2] - t[0]);
+  }
+  std::printf("serve_bench: float32[1,%d] affine model, %d rounds x %d sequential calls, rotating, loopback\n", kN,
+              rounds, calls);
+  std::printf("  Engine::Infer (in process)          median %.2f us/call\n", Median(us[0]));
+  std::printf("  gRPC ModelInfer (raw contents)      median %.2f us/call\n", Median(us[1]));
+  std::printf("  HTTP/JSON POST .../infer            median %.2f us/call\n", Median(us[2]));
+  std::printf("  gRPC ServerLive (no inference)      median %.2f us/call (the transport alone)\n", Median(us[3]));
+  std::printf("  gRPC added (per-round difference)   median %.2f us/call (target <= 150)\n", Median(grpc_over));
+  std::printf("  HTTP added (per-round difference)   median %.2f us/call (target <= 300)\n", Median(http_over));
+  (*grpc_srv)->Stop();
+  (*http_srv)->Stop();
+  (*engine)->Close();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  return 0;
+}
