@@ -34,6 +34,7 @@
 #include "baton/verify/verify.h"
 #include "cli_test_util.h"
 #include "inference/grpc_service.grpc.pb.h"
+#include "nlohmann/json.hpp"
 
 namespace baton {
 namespace {
@@ -379,6 +380,51 @@ TEST_F(CliServeGrpcTest, TwoClientProcessesWithPrioritiesAndOverload) {
   const inference::InferStatistics& is = stats.model_stats(0).inference_stats();
   EXPECT_EQ(is.success().count() + is.fail().count(), 30u);
   EXPECT_GT(is.success().count(), 0u);
+}
+
+TEST_F(CliServeGrpcTest, RunSendsItsWorkloadToAServer) {
+  const std::string token = (dir_ / "token").string();
+  std::ofstream(token) << "s3cret\n";
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-http", "--token-file", token});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  const std::string address = "127.0.0.1:" + std::to_string(server.grpc_port());
+  const std::string json_path = (dir_ / "server_run.json").string();
+  testing::CliResult run = testing::Baton("run " + Config() + " --server " + address + " --token-file " + token +
+                                          " --duration 1 --warmup 0.2 --slices 2 --verify --quiet --json " + json_path);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, HasSubstr("sent to the server at " + address));
+  std::ifstream in(json_path);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["server"], address);
+  EXPECT_GT(j["completed"].get<int>(), 0);
+  EXPECT_EQ(j["verify"]["mismatches"], 0);
+  EXPECT_GT(j["verify"]["checked"].get<int>(), 0);
+  EXPECT_TRUE(j["baselines"].empty());
+
+  // The server's own count agrees that the requests reached it.
+  auto stub = Connect(server.grpc_port());
+  grpc::ClientContext ctx;
+  Prepare(ctx, "s3cret");
+  inference::ModelStatisticsResponse stats;
+  ASSERT_TRUE(stub->ModelStatistics(&ctx, {}, &stats).ok());
+  EXPECT_GE(stats.model_stats(0).inference_stats().success().count(), j["completed"].get<uint64_t>());
+
+  testing::CliResult no_token = testing::Baton("run " + Config() + " --server " + address + " --duration 1");
+  EXPECT_EQ(no_token.exit_code, 2);
+  EXPECT_THAT(no_token.output, HasSubstr("Bearer"));
+  const std::string other = (dir_ / "other.yaml").string();
+  std::ofstream(other) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]\n"
+                       << "models:\n  - {name: radar, path: " << Zoo("squeezenet") << "}\n";
+  testing::CliResult missing =
+      testing::Baton("run " + other + " --server " + address + " --token-file " + token + " --duration 1");
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.output, HasSubstr("cannot serve model 'radar'"));
+  testing::CliResult nobody = testing::Baton("run " + Config() + " --server 127.0.0.1:1 --duration 1");
+  EXPECT_EQ(nobody.exit_code, 2);
+  EXPECT_THAT(nobody.output, HasSubstr("no KServe v2 gRPC server answered at 127.0.0.1:1"));
+  testing::CliResult stray = testing::Baton("run " + Config() + " --token-file " + token + " --duration 1");
+  EXPECT_EQ(stray.exit_code, 2);
+  EXPECT_THAT(stray.output, HasSubstr("are for --server"));
 }
 
 TEST_F(CliServeGrpcTest, TokenAndStartUpErrors) {

@@ -15,10 +15,13 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "baton/config/run_config.h"
+#include "baton/core/file.h"
+#include "baton/serve/grpc_client.h"
 #include "baton/policy/policy.h"
 #include "baton/trace/summary.h"
 #include "commands.h"
@@ -51,6 +54,9 @@ struct RunArgs {
   std::string plan;
   std::string profile;
   bool no_profile = false;
+  std::string server;      // --server HOST:PORT: a running `baton serve` takes the workload
+  std::string token_file;  // its bearer token
+  std::string tls_ca;      // its CA, for TLS
 };
 
 void PrintTable(const std::vector<std::vector<std::string>>& rows, const std::string& indent = "  ") {
@@ -161,10 +167,16 @@ void PrintReport(const RunReport& r) {
   for (const auto& d : c.devices) {
     for (const auto& p : d.pus) pus.push_back(absl::StrCat(p.name, "(", p.kind, ")"));
   }
-  std::cout << "\nbaton run: " << c.models.size() << " models on " << c.devices.size() << " device(s), "
-            << pus.size() << " PUs [" << absl::StrJoin(pus, " ") << "]; policies " << c.policy.high_level << " + "
-            << c.policy.low_level << "; " << c.run.duration_s << " s per mode in " << c.run.slices
-            << " interleaved slices; setup " << F1(Seconds(r.setup)) << " s, " << r.sessions << " sessions\n\n";
+  if (!r.server.empty()) {
+    std::cout << "\nbaton run: " << c.models.size() << " models sent to the server at " << r.server
+              << " (its own devices, PUs and plan; measured here); " << c.run.duration_s << " s in " << c.run.slices
+              << " slices; setup " << F1(Seconds(r.setup)) << " s\n\n";
+  } else {
+    std::cout << "\nbaton run: " << c.models.size() << " models on " << c.devices.size() << " device(s), "
+              << pus.size() << " PUs [" << absl::StrJoin(pus, " ") << "]; policies " << c.policy.high_level << " + "
+              << c.policy.low_level << "; " << c.run.duration_s << " s per mode in " << c.run.slices
+              << " interleaved slices; setup " << F1(Seconds(r.setup)) << " s, " << r.sessions << " sessions\n\n";
+  }
   for (const DeviceOutcome& d : r.devices) {
     if (d.policy_violations > 0) {
       std::cout << "POLICY CONTRACT VIOLATED: the low-level policy '" << c.policy.low_level << "' on device '"
@@ -195,7 +207,8 @@ void PrintReport(const RunReport& r) {
                                                                      static_cast<double>(r.models[i].batches)));
       }
     }
-    rows.push_back({r.models[i].name, r.baton_ran ? std::to_string(r.models[i].partitions) : "-",
+    rows.push_back({r.models[i].name,
+                    r.baton_ran && r.server.empty() ? std::to_string(r.models[i].partitions) : "-",
                     HumanBytes(r.models[i].param_bytes), F2(r.models[i].gflops), arrival,
                     c.models[i].slo_ms ? absl::StrCat(*c.models[i].slo_ms) : "-"});
   }
@@ -229,7 +242,11 @@ void PrintReport(const RunReport& r) {
       if (!m.first_error.empty()) std::cout << "  " << m.name << ": first error: " << m.first_error << "\n";
     }
 
-    std::cout << "\nPU utilisation (baton):";
+    if (!r.server.empty()) {
+      std::cout << "\nPU utilisation: the server's (its /metrics: baton_pu_busy_seconds_total)";
+    } else {
+      std::cout << "\nPU utilisation (baton):";
+    }
     for (const PuOutcome& p : r.baton.pus) {
       std::cout << "  " << p.name << " "
                 << F1(100.0 * Seconds(p.busy) / std::max(1e-9, Seconds(r.baton.measured))) << " %";
@@ -345,6 +362,7 @@ void PrintReport(const RunReport& r) {
 nlohmann::json ReportJson(const RunReport& r) {
   nlohmann::json j = r.baton_ran ? ModeJson(r.baton, &r) : nlohmann::json::object();
   j["baton_ran"] = r.baton_ran;
+  j["server"] = r.server.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.server);
   nlohmann::json baselines = nlohmann::json::object();
   for (const ModeOutcome& b : r.baselines) {
     nlohmann::json bj = ModeJson(b, nullptr);
@@ -482,7 +500,43 @@ int Run(const RunArgs& args) {
   options.no_baton = args.no_baton;
   options.progress = StderrProgress(args.quiet);
   options.interrupt = stop_signal.stop();
-  absl::StatusOr<RunReport> report = RunSession(config, options);
+  absl::StatusOr<RunReport> report = absl::UnknownError("not run");
+  if (args.server.empty()) {
+    if (!args.token_file.empty() || !args.tls_ca.empty()) {
+      std::cerr << "baton run: --token-file and --tls-ca are for --server; give --server HOST:PORT or drop them\n";
+      return 2;
+    }
+    report = RunSession(config, options);
+  } else {
+    serve::GrpcClientOptions client_options;
+    client_options.tls_ca = args.tls_ca;
+    if (!args.token_file.empty()) {
+      absl::StatusOr<std::string> token = ReadRegularFile(args.token_file, 4096, "token file");
+      if (!token.ok()) {
+        std::cerr << "baton run: " << token.status().message() << "\n";
+        return 2;
+      }
+      client_options.token = std::string(absl::StripAsciiWhitespace(*token));
+    }
+    absl::StatusOr<std::unique_ptr<serve::GrpcClient>> client = serve::GrpcClient::Connect(args.server, client_options);
+    absl::Status checked = client.ok() ? absl::OkStatus() : client.status();
+    if (checked.ok()) {
+      std::vector<std::string> names;
+      for (const config::ModelConfig& m : config.models) names.push_back(m.name);
+      checked = (*client)->CheckModels(names);
+    }
+    if (!checked.ok()) {
+      std::cerr << "baton run: " << checked.message() << "\n";
+      return 2;
+    }
+    harness::ServerTarget target;
+    target.address = args.server;
+    target.infer = [c = client->get()](const std::string& model, Tensors inputs, const InferOptions& o,
+                                       std::function<void(Result<Tensors>)> done) {
+      c->InferAsync(model, std::move(inputs), o, std::move(done));
+    };
+    report = harness::RunAgainstServer(config, options, target);
+  }
   if (!report.ok()) {
     std::cerr << "baton run: " << report.status().message() << "\n";
     return 2;
@@ -554,6 +608,11 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
                   "cached per config)");
   cmd->add_flag("--no-profile", args->no_profile,
                 "No profile and no bounds: plan from estimated costs (high-level whole, capability, balanced)");
+  cmd->add_option("--server", args->server,
+                  "Send the workload to a running `baton serve` at HOST:PORT (its gRPC endpoint) and report what "
+                  "this client measured; no baselines");
+  cmd->add_option("--token-file", args->token_file, "With --server: file with the server's bearer token");
+  cmd->add_option("--tls-ca", args->tls_ca, "With --server: PEM CA that signed the server's certificate (TLS)");
   cmd->add_option("--cache-dir", args->cache_dir, "Where zoo models are generated (default: $BATON_CACHE_DIR or "
                                                   "~/.cache/baton)");
   cmd->callback([args, exit_code] { *exit_code = Run(*args); });

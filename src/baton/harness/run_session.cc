@@ -131,17 +131,137 @@ std::optional<Duration> DeadlineOf(const config::ModelConfig& m) {
   return FromMillis(*m.deadline_ms);
 }
 
-// ---- Driving a runtime with the configured arrivals for one slice ----------
+// ---- Driving a target with the configured arrivals for one slice -----------
+
+// Where a window's requests go: baton's in-process runtime, or a running
+// `baton serve` (RunAgainstServer).
+class RequestTarget {
+ public:
+  virtual ~RequestTarget() = default;
+  virtual Time Now() const = 0;
+  // `model`: an index into the session's models. `done` is called exactly once, from any thread.
+  virtual void Submit(size_t model, NamedTensors inputs, dispatch::RequestOptions options,
+                      runtime::DoneCallback done) = 0;
+  // The measured window starts.
+  virtual void ResetStats() = 0;
+  // PU busy time and runs since ResetStats (none for a server's PUs).
+  virtual std::vector<PuOutcome> Pus() const = 0;
+  // Returns once every request submitted so far has been answered.
+  virtual void Drain() = 0;
+};
+
+// A runtime of this process, with the batcher of batched models (may be null).
+class RuntimeTarget final : public RequestTarget {
+ public:
+  RuntimeTarget(runtime::Runtime& rt, runtime::Batcher* batcher, const std::vector<config::DeviceConfig>& devices,
+                const std::vector<LoadedModel>& models)
+      : rt_(rt), batcher_(batcher), devices_(devices), models_(models) {}
+  Time Now() const override { return rt_.Now(); }
+  void Submit(size_t model, NamedTensors inputs, dispatch::RequestOptions options,
+              runtime::DoneCallback done) override {
+    if (batcher_ != nullptr) {
+      batcher_->Submit(models_[model].id, std::move(inputs), options, std::move(done));
+    } else {
+      rt_.Submit(models_[model].id, std::move(inputs), options, std::move(done));
+    }
+  }
+  void ResetStats() override { rt_.ResetStats(); }
+  std::vector<PuOutcome> Pus() const override {
+    // The runtime's DeviceIds are indices into config.devices (see MakeRuntime).
+    std::vector<PuOutcome> pus;
+    for (const runtime::PuStats& s : rt_.pu_stats()) {
+      pus.push_back(PuOutcome{s.name, s.kind, devices_.at(s.device.value).name, s.busy, s.runs});
+    }
+    return pus;
+  }
+  void Drain() override {
+    // Requests waiting in the batcher are not in the runtime yet: send them,
+    // and again for any a closed loop submitted meanwhile.
+    do {
+      if (batcher_ != nullptr) batcher_->Flush();
+      rt_.Drain();
+    } while (batcher_ != nullptr && batcher_->waiting() > 0);
+  }
+
+ private:
+  runtime::Runtime& rt_;
+  runtime::Batcher* batcher_;
+  const std::vector<config::DeviceConfig>& devices_;
+  const std::vector<LoadedModel>& models_;
+};
+
+// A running `baton serve`, reached through ServerTarget::infer. Times are this
+// process's steady clock.
+class ServerRequestTarget final : public RequestTarget {
+ public:
+  ServerRequestTarget(const ServerTarget& server, const std::vector<LoadedModel>& models)
+      : server_(server), models_(models) {}
+  ~ServerRequestTarget() override { Drain(); }
+  Time Now() const override {
+    return Time(std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now().time_since_epoch()));
+  }
+  void Submit(size_t model, NamedTensors inputs, dispatch::RequestOptions options,
+              runtime::DoneCallback done) override {
+    InferOptions o;
+    const Time submitted = Now();
+    if (options.deadline) o.deadline = std::max(Duration(0), *options.deadline - submitted);
+    o.priority = options.priority;
+    Tensors in;
+    for (auto& [name, t] : inputs) in.emplace(name, std::move(t));
+    const RequestId id(next_id_.fetch_add(1));
+    {
+      std::lock_guard lock(mu_);
+      ++in_flight_;
+    }
+    server_.infer(models_[model].config->name, std::move(in), o,
+                  [this, model, id, submitted, done = std::move(done)](Result<Tensors> r) {
+                    runtime::RequestResult result;
+                    result.id = id;
+                    result.model = models_[model].id;
+                    result.submitted = submitted;
+                    result.finished = Now();
+                    if (!r.ok()) {
+                      result.status = absl::Status(static_cast<absl::StatusCode>(r.status().code()),
+                                                   r.status().message());
+                    } else {
+                      // In the model's output order, as whole-model ORT gives them.
+                      for (const std::string& name : models_[model].baseline_model().outputs()) {
+                        auto it = r->find(name);
+                        if (it == r->end()) {
+                          result.status = absl::InternalError(absl::StrCat("the server's answer lacks output '", name, "'"));
+                          result.outputs.clear();
+                          break;
+                        }
+                        result.outputs.emplace_back(name, std::move(it->second));
+                      }
+                    }
+                    done(std::move(result));
+                    std::lock_guard lock(mu_);
+                    if (--in_flight_ == 0) drained_.notify_all();
+                  });
+  }
+  void ResetStats() override {}
+  std::vector<PuOutcome> Pus() const override { return {}; }
+  // Every call ends: the client gives each one a deadline.
+  void Drain() override {
+    std::unique_lock lock(mu_);
+    drained_.wait(lock, [&] { return in_flight_ == 0; });
+  }
+
+ private:
+  const ServerTarget& server_;
+  const std::vector<LoadedModel>& models_;
+  std::atomic<uint64_t> next_id_{1};
+  std::mutex mu_;
+  std::condition_variable drained_;
+  uint64_t in_flight_ = 0;  // guarded by mu_
+};
 
 class WindowDriver {
  public:
   // `priorities`: per model, the priority of its requests.
-  // `batcher` (may be null): where batched models' requests go.
-  WindowDriver(runtime::Runtime& rt, runtime::Batcher* batcher, const std::vector<config::DeviceConfig>& devices,
-               const std::vector<LoadedModel>& models, std::vector<int> priorities, bool verify)
-      : rt_(rt),
-        batcher_(batcher),
-        devices_(devices),
+  WindowDriver(RequestTarget& target, const std::vector<LoadedModel>& models, std::vector<int> priorities, bool verify)
+      : rt_(target),
         models_(models),
         priorities_(std::move(priorities)),
         verify_(verify),
@@ -212,17 +332,9 @@ class WindowDriver {
       }
       for (size_t i : due) Submit(i, /*closed=*/true);
     }
-    // The runtime's DeviceIds are indices into config.devices (see MakeRuntime).
-    for (const runtime::PuStats& s : rt_.pu_stats()) {
-      pus.push_back(PuOutcome{s.name, s.kind, devices_.at(s.device.value).name, s.busy, s.runs});
-    }
+    pus = rt_.Pus();
     stop_.store(true);
-    // Requests waiting in the batcher are not in the runtime yet: send them,
-    // and again for any a closed loop submitted before it saw stop_.
-    do {
-      if (batcher_ != nullptr) batcher_->Flush();
-      rt_.Drain();
-    } while (batcher_ != nullptr && batcher_->waiting() > 0);
+    rt_.Drain();  // closed loops that submitted before they saw stop_ included
   }
 
   std::vector<ModelOutcome>& outcomes() { return out_; }
@@ -264,15 +376,12 @@ class WindowDriver {
       }
       timer_cv_.notify_one();
     };
-    if (batcher_ != nullptr) {
-      batcher_->Submit(m.id, CloneAll(m.samples[sample]), options, std::move(done));
-    } else {
-      rt_.Submit(m.id, CloneAll(m.samples[sample]), options, std::move(done));
-    }
+    rt_.Submit(i, CloneAll(m.samples[sample]), options, std::move(done));
   }
 
   void Record(size_t i, size_t sample, std::optional<Duration> deadline, const runtime::RequestResult& r) {
     if (r.submitted < t0_ || r.submitted >= t1_) return;
+    std::lock_guard lock(record_mu_);
     ModelOutcome& o = out_[i];
     if (r.finished > t1_) {
       ++o.unfinished;
@@ -312,14 +421,14 @@ class WindowDriver {
     }
   }
 
-  runtime::Runtime& rt_;
-  runtime::Batcher* batcher_;
-  const std::vector<config::DeviceConfig>& devices_;
+  RequestTarget& rt_;
   const std::vector<LoadedModel>& models_;
   const std::vector<int> priorities_;
   const bool verify_;
   Time t0_{}, t1_{};
-  // Record runs on the runtime's dispatcher thread only; read after Drain.
+  // Written by Record under record_mu_ (answers may come from several
+  // threads, e.g. a server client's); read after Drain.
+  std::mutex record_mu_;
   std::vector<ModelOutcome> out_;
   uint64_t verified_ = 0, mismatches_ = 0;
   std::string first_mismatch_;
@@ -584,7 +693,8 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
                           bool verify) {
     return [&, rt, batcher, priorities, verify](Duration warmup, Duration duration, uint64_t seed,
                                                 ModeOutcome& total) -> absl::Status {
-      WindowDriver driver(*rt, batcher, config.devices, models, priorities, verify);
+      RuntimeTarget target(*rt, batcher, config.devices, models);
+      WindowDriver driver(target, models, priorities, verify);
       std::vector<PuOutcome> pus;
       driver.Run(warmup, duration, seed, pus);
       Accumulate(total, driver.outcomes(), pus, duration);
@@ -964,5 +1074,78 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
 }
 
 }  // namespace
+
+absl::StatusOr<RunReport> RunAgainstServer(const config::RunConfig& config, const RunOptions& options,
+                                           const ServerTarget& server) {
+  if (!options.plan_path.empty() || !options.trace_path.empty() || options.no_baton) {
+    return absl::InvalidArgumentError(
+        "--server sends the workload to a running `baton serve`, which has its own plan and PUs: --plan, --trace "
+        "and --no-baton do not apply; give them to `baton serve` or drop them");
+  }
+  auto say = [&](const std::string& line) {
+    if (options.progress) options.progress(line);
+  };
+  const auto setup_start = std::chrono::steady_clock::now();
+  RunReport report;
+  report.config = config;
+  report.server = server.address;
+  report.baselines_note = absl::StrCat("baselines skipped: --server ", server.address,
+                                       " measures a running server, whose PUs this process does not hold");
+  // The models, for their samples (and whole-model outputs with --verify);
+  // nothing is deployed here.
+  AssembleOptions assemble;
+  assemble.cache_dir = options.cache_dir;
+  assemble.no_profile = true;
+  assemble.samples = kSamplesPerModel;
+  assemble.with_expected = options.verify;
+  assemble.deploy = false;
+  assemble.say = say;
+  // The server plans; here no plan is made (`whole` needs no profile).
+  config::RunConfig local = config;
+  local.policy.high_level = "whole";
+  BATON_ASSIGN_OR_RETURN(Assembly assembly, Assemble(local, nullptr, assemble));
+  std::vector<LoadedModel>& models = assembly.models;
+  for (size_t i = 0; i < models.size(); ++i) {
+    ModelPlanInfo info;
+    info.name = models[i].config->name;
+    info.source = models[i].source;
+    info.device = server.address;
+    info.priority = assembly.configured_priorities[i];
+    const graph::Model& g = models[i].baseline_model();
+    info.param_bytes = g.total_param_bytes();
+    info.gflops = static_cast<double>(g.total_flops()) / 1e9;
+    report.models.push_back(std::move(info));
+  }
+  report.setup = std::chrono::steady_clock::now() - setup_start;
+
+  ServerRequestTarget target(server, models);
+  report.baton = EmptyMode("baton", models);
+  uint64_t verified = 0, mismatches = 0;
+  const int slices = config.run.slices;
+  const Duration slice = FromMillis(config.run.duration_s * 1000.0 / slices);
+  const Duration first_warmup = FromMillis(config.run.warmup_s * 1000.0);
+  const Duration later_warmup = std::min(first_warmup, Duration(std::chrono::milliseconds(250)));
+  for (int s = 0; s < slices; ++s) {
+    if (options.interrupt != nullptr && options.interrupt->load()) {
+      report.interrupted = true;
+      say(absl::StrFormat("interrupted: stopping after %d slices", s));
+      break;
+    }
+    WindowDriver driver(target, models, assembly.configured_priorities, options.verify);
+    std::vector<PuOutcome> pus;
+    driver.Run(s == 0 ? first_warmup : later_warmup, slice, config.run.seed + static_cast<uint64_t>(s), pus);
+    Accumulate(report.baton, driver.outcomes(), pus, slice);
+    verified += driver.verified();
+    mismatches += driver.mismatches();
+    if (report.first_mismatch.empty()) report.first_mismatch = driver.first_mismatch();
+    report.slices_run = s + 1;
+    say(absl::StrFormat("slice %d/%d  baton via %s %8.1f req/s so far", s + 1, slices, server.address,
+                        report.baton.throughput_rps()));
+  }
+  report.verified = verified;
+  report.mismatches = mismatches;
+  report.peak_rss_mb = PeakRssMb();
+  return report;
+}
 
 }  // namespace baton::harness

@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "baton/baton.h"
 #include "baton/config/run_config.h"
 #include "baton/core/status.h"
 #include "baton/core/time.h"
@@ -157,6 +158,7 @@ struct RunReport {
   bool interrupted = false;
   int slices_run = 0;
   std::optional<double> peak_rss_mb;  // of this process, at the end of the run
+  std::string server;  // RunAgainstServer: the server's address ("" = baton ran in this process)
 
   // mode's throughput over the bound's (nullopt without a bound).
   std::optional<double> BoundRatio(const ModeOutcome& mode) const;
@@ -185,5 +187,24 @@ struct RunOptions {
 };
 
 absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunOptions& options);
+
+// `baton run --server`: a running `baton serve` that takes the workload
+// instead of an in-process runtime. `infer` sends one request and calls `done`
+// exactly once, from any thread (serve::GrpcClient::InferAsync fits).
+struct ServerTarget {
+  std::string address;  // for the report
+  std::function<void(const std::string& model, Tensors inputs, const InferOptions& options,
+                     std::function<void(Result<Tensors>)> done)>
+      infer;
+};
+
+// The config's workload (models, arrivals, deadlines, priorities, slices,
+// warm-up) sent to `server`, measured at this client: throughput, latency,
+// SLO and errors of baton's run (RunReport::baton, named "baton"). The
+// devices of `config` are not used: the server runs its own. No baselines,
+// no bound and no PU times (they belong to the server). With
+// options.verify, answers are compared with whole-model ONNX Runtime here.
+absl::StatusOr<RunReport> RunAgainstServer(const config::RunConfig& config, const RunOptions& options,
+                                           const ServerTarget& server);
 
 }  // namespace baton::harness

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Throughput of a workload sent through `baton serve` over gRPC (`baton run
+# --server`) against the same workload in process (`baton run --no-baselines`),
+# in alternating runs on this machine (issue target: >= 0.9x). The server runs
+# the same config; both sides' client and server share the machine's cores.
+#
+#   bench/serve_throughput.sh [CONFIG] [--runs N] [--duration S] [--baton PATH]
+#
+# CONFIG: a run config (default: the embedded default workload). Prints each
+# run's req/s and p99, then the medians and their ratio.
+# Exit status: 0 done, 1 a run failed, 2 usage.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+config=""
+runs=5
+duration=6
+baton=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) runs="${2:?--runs needs a number}"; shift 2 ;;
+    --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
+    --baton) baton="${2:?--baton needs a path}"; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -*) echo "serve_throughput.sh: unknown option $1" >&2; exit 2 ;;
+    *) config="$1"; shift ;;
+  esac
+done
+if [ -z "$baton" ]; then
+  for b in "$root/build/release/tools/baton/baton" "$root/build/ci/tools/baton/baton"; do
+    if [ -x "$b" ]; then baton="$b"; break; fi
+  done
+fi
+[ -x "$baton" ] || { echo "serve_throughput.sh: no baton binary; build first or give --baton" >&2; exit 2; }
+out="$(mktemp -d -t baton_serve_throughput.XXXXXX)"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$out"
+}
+trap cleanup EXIT
+
+cfg_args=()
+[ -n "$config" ] && cfg_args=("$config")
+"$baton" serve "${cfg_args[@]}" -q --grpc 127.0.0.1:0 --no-http >"$out/serve.out" 2>"$out/serve.err" &
+server_pid=$!
+for _ in $(seq 1 600); do
+  grep -q "listening on" "$out/serve.out" 2>/dev/null && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$out/serve.err" >&2; exit 1; }
+  sleep 0.5
+done
+address="$(sed -n 's/.*gRPC listening on \([^ ]*\) .*/\1/p' "$out/serve.out")"
+[ -n "$address" ] || { echo "serve_throughput.sh: the server did not start" >&2; cat "$out/serve.err" >&2; exit 1; }
+echo "server: $address (pid $server_pid)"
+
+for i in $(seq 1 "$runs"); do
+  "$baton" run "${cfg_args[@]}" --no-baselines --duration "$duration" --quiet --json "$out/local-$i.json" >/dev/null
+  "$baton" run "${cfg_args[@]}" --server "$address" --duration "$duration" --quiet --json "$out/server-$i.json" >/dev/null
+done
+
+python3 - "$out" "$runs" <<'PY'
+import json, statistics, sys
+out, runs = sys.argv[1], int(sys.argv[2])
+def load(kind):
+    rows = []
+    for i in range(1, runs + 1):
+        j = json.load(open(f"{out}/{kind}-{i}.json"))
+        rows.append((j["throughput_rps"], j["latency_ms"]["p99"]))
+    return rows
+local, server = load("local"), load("server")
+for i in range(runs):
+    print(f"run {i + 1}: in process {local[i][0]:7.1f} req/s p99 {local[i][1]:6.2f} ms | "
+          f"--server {server[i][0]:7.1f} req/s p99 {server[i][1]:6.2f} ms")
+ml = statistics.median(r[0] for r in local)
+ms = statistics.median(r[0] for r in server)
+ratios = [s[0] / l[0] for l, s in zip(local, server)]
+print(f"median: in process {ml:.1f} req/s, --server {ms:.1f} req/s; "
+      f"ratio of medians {ms / ml:.3f}, median of per-pair ratios {statistics.median(ratios):.3f} (target >= 0.9)")
+PY

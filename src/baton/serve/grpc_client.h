@@ -1,0 +1,62 @@
+// A KServe v2 gRPC client for a running `baton serve` (or any server of the
+// protocol): what `baton run --server` sends its workload through.
+//
+//   auto client = serve::GrpcClient::Connect("127.0.0.1:8001", {});
+//   (*client)->InferAsync("cam", std::move(inputs), options, [](Result<Tensors> r) { ... });
+//
+// Connect checks that the server is live and reads every model's metadata,
+// so a wrong address or a server without a model is an error up front.
+// Inputs go as raw_input_contents; outputs come back as tensors that own
+// their bytes. Each call carries the request's deadline (InferOptions) as
+// Triton's `timeout` parameter and as the gRPC deadline (plus `call_slack`),
+// so every call ends.
+//
+// Thread-safety: InferAsync may be called from many threads at once; `done`
+// runs on one of gRPC's threads.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "baton/baton.h"
+#include "baton/core/status.h"
+
+namespace baton::serve {
+
+struct GrpcClientOptions {
+  std::string token;    // "" = none; sent as `authorization: Bearer <token>`
+  std::string tls_ca;   // PEM CA file for a TLS server ("" = plaintext)
+  std::chrono::seconds connect_timeout{10};
+  // A call without a request deadline gets this one; a call with one gets
+  // the request's deadline plus this slack (the server answers DEADLINE_EXCEEDED itself).
+  std::chrono::seconds call_slack{60};
+  size_t max_message_bytes = size_t{256} << 20;
+};
+
+class GrpcClient {
+ public:
+  // Unavailable when the server cannot be reached in connect_timeout;
+  // Unauthenticated for a token it refuses; InvalidArgument for bad options.
+  static absl::StatusOr<std::unique_ptr<GrpcClient>> Connect(const std::string& address, GrpcClientOptions options);
+  ~GrpcClient();
+  GrpcClient(const GrpcClient&) = delete;
+  GrpcClient& operator=(const GrpcClient&) = delete;
+
+  // The server's models (ModelMetadata), in the order Connect was given them.
+  // NotFound (naming the server's models) when the server lacks one.
+  absl::Status CheckModels(const std::vector<std::string>& names);
+
+  void InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
+                  std::function<void(Result<Tensors>)> done);
+
+  struct Impl;
+
+ private:
+  explicit GrpcClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace baton::serve
