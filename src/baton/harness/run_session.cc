@@ -205,7 +205,8 @@ class ServerRequestTarget final : public RequestTarget {
     InferOptions o;
     const Time submitted = Now();
     if (options.deadline) o.deadline = std::max(Duration(0), *options.deadline - submitted);
-    o.priority = options.priority;
+    // No priority: the server's own (its plan's, else its config's) applies,
+    // as baton's in-process run uses its plan's.
     Tensors in;
     for (auto& [name, t] : inputs) in.emplace(name, std::move(t));
     const RequestId id(next_id_.fetch_add(1));

@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -27,21 +28,69 @@ Status FromGrpc(const grpc::Status& s, const std::string& address) {
                                                     : std::string()));
 }
 
-// One call in flight: what gRPC needs alive until its callback.
+// One call in flight: what gRPC needs alive until it completes on the queue.
 struct Call {
   grpc::ClientContext context;
   inference::ModelInferRequest request;
   inference::ModelInferResponse response;
+  grpc::Status status;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<inference::ModelInferResponse>> rpc;
   std::function<void(Result<Tensors>)> done;
 };
 
+// The answer of a finished call, as tensors, or why there is none.
+Result<Tensors> AnswerOf(Call& call, const std::string& address) {
+  if (!call.status.ok()) return FromGrpc(call.status, address);
+  inference::ModelInferResponse& r = call.response;
+  if (r.raw_output_contents_size() != r.outputs_size()) {
+    return Status(StatusCode::kInternal, absl::StrCat("server ", address, " answered ", r.outputs_size(),
+                                                      " outputs with ", r.raw_output_contents_size(),
+                                                      " raw contents; baton reads raw outputs"));
+  }
+  Tensors out;
+  for (int i = 0; i < r.outputs_size(); ++i) {
+    const auto& o = r.outputs(i);
+    const std::string where = absl::StrCat("server ", address, " output '", o.name(), "'");
+    const std::optional<ElemType> type = ElemTypeOfKServe(o.datatype());
+    if (!type) {
+      return Status(StatusCode::kInternal,
+                    absl::StrCat(where, " has datatype '", o.datatype(), "', which baton does not know"));
+    }
+    absl::StatusOr<Tensor> t = TensorFromRaw(std::move(*r.mutable_raw_output_contents(i)), *type,
+                                             std::vector<int64_t>(o.shape().begin(), o.shape().end()), where);
+    if (!t.ok()) return Status(StatusCode::kInternal, std::string(t.status().message()));
+    out.emplace(o.name(), *std::move(t));
+  }
+  return out;
+}
+
 }  // namespace
 
+// Calls complete on one completion queue, drained by one thread that runs
+// their `done` callbacks; the destructor shuts it down and joins it. (The
+// async API rather than the callback API: with gRPC 1.51 the callback API's
+// client threads can outlive the library at process exit.)
 struct GrpcClient::Impl {
   std::string address;
   GrpcClientOptions options;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub;
+  grpc::CompletionQueue cq;
+  std::thread poller;
+
+  ~Impl() {
+    cq.Shutdown();  // Next returns false once every call in flight has completed (each has a deadline)
+    if (poller.joinable()) poller.join();
+  }
+
+  void Poll() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq.Next(&tag, &ok)) {
+      std::unique_ptr<Call> call(static_cast<Call*>(tag));
+      call->done(AnswerOf(*call, address));
+    }
+  }
 
   void Prepare(grpc::ClientContext& ctx, std::chrono::nanoseconds timeout) const {
     ctx.set_deadline(std::chrono::system_clock::now() + timeout);
@@ -88,6 +137,8 @@ absl::StatusOr<std::unique_ptr<GrpcClient>> GrpcClient::Connect(const std::strin
     return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
                         absl::StrCat("server ", address, ": ", s.error_message()));
   }
+  Impl* raw = impl.get();
+  impl->poller = std::thread([raw] { raw->Poll(); });
   return std::unique_ptr<GrpcClient>(new GrpcClient(std::move(impl)));
 }
 
@@ -129,46 +180,9 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
     timeout += *options.deadline;
   }
   impl_->Prepare(call->context, timeout);
-  const std::string address = impl_->address;
-  impl_->stub->async()->ModelInfer(&call->context, &call->request, &call->response,
-                                   [call, address](grpc::Status s) {
-                                     std::unique_ptr<Call> owned(call);
-                                     if (!s.ok()) {
-                                       owned->done(FromGrpc(s, address));
-                                       return;
-                                     }
-                                     const inference::ModelInferResponse& r = owned->response;
-                                     if (r.raw_output_contents_size() != r.outputs_size()) {
-                                       owned->done(Status(StatusCode::kInternal,
-                                                          absl::StrCat("server ", address, " answered ",
-                                                                       r.outputs_size(), " outputs with ",
-                                                                       r.raw_output_contents_size(),
-                                                                       " raw contents; baton reads raw outputs")));
-                                       return;
-                                     }
-                                     Tensors out;
-                                     for (int i = 0; i < r.outputs_size(); ++i) {
-                                       const auto& o = r.outputs(i);
-                                       const std::optional<ElemType> type = ElemTypeOfKServe(o.datatype());
-                                       const std::string where = absl::StrCat("server ", address, " output '",
-                                                                              o.name(), "'");
-                                       if (!type) {
-                                         owned->done(Status(StatusCode::kInternal,
-                                                            absl::StrCat(where, " has datatype '", o.datatype(),
-                                                                         "', which baton does not know")));
-                                         return;
-                                       }
-                                       absl::StatusOr<Tensor> t = TensorFromRaw(
-                                           std::move(*owned->response.mutable_raw_output_contents(i)), *type,
-                                           std::vector<int64_t>(o.shape().begin(), o.shape().end()), where);
-                                       if (!t.ok()) {
-                                         owned->done(Status(StatusCode::kInternal, std::string(t.status().message())));
-                                         return;
-                                       }
-                                       out.emplace(o.name(), *std::move(t));
-                                     }
-                                     owned->done(std::move(out));
-                                   });
+  call->rpc = impl_->stub->PrepareAsyncModelInfer(&call->context, call->request, &impl_->cq);
+  call->rpc->StartCall();
+  call->rpc->Finish(&call->response, &call->status, call);
 }
 
 }  // namespace baton::serve

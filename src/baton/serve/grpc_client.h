@@ -11,8 +11,9 @@
 // Triton's `timeout` parameter and as the gRPC deadline (plus `call_slack`),
 // so every call ends.
 //
-// Thread-safety: InferAsync may be called from many threads at once; `done`
-// runs on one of gRPC's threads.
+// Thread-safety: InferAsync may be called from many threads at once (and
+// from a `done`); `done` runs on the client's one completion thread. The
+// destructor waits for the calls in flight.
 #pragma once
 
 #include <chrono>
