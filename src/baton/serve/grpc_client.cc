@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -77,6 +78,11 @@ struct GrpcClient::Impl {
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub;
   grpc::CompletionQueue cq;
   std::thread poller;
+  // Calls started and not yet completed. Its mutex also hands each Call from
+  // the starting thread to the poller visibly to ThreadSanitizer (the queue's
+  // own synchronisation is inside the uninstrumented gRPC library).
+  std::mutex calls_mu;
+  uint64_t calls = 0;
 
   ~Impl() {
     cq.Shutdown();  // Next returns false once every call in flight has completed (each has a deadline)
@@ -87,6 +93,10 @@ struct GrpcClient::Impl {
     void* tag = nullptr;
     bool ok = false;
     while (cq.Next(&tag, &ok)) {
+      {
+        std::lock_guard lock(calls_mu);
+        --calls;
+      }
       std::unique_ptr<Call> call(static_cast<Call*>(tag));
       call->done(AnswerOf(*call, address));
     }
@@ -180,6 +190,10 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
     timeout += *options.deadline;
   }
   impl_->Prepare(call->context, timeout);
+  // Held until Finish has registered the tag: the poller, which takes the
+  // mutex before it touches a call, then sees everything done here.
+  std::lock_guard lock(impl_->calls_mu);
+  ++impl_->calls;
   call->rpc = impl_->stub->PrepareAsyncModelInfer(&call->context, call->request, &impl_->cq);
   call->rpc->StartCall();
   call->rpc->Finish(&call->response, &call->status, call);
