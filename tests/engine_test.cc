@@ -216,6 +216,37 @@ TEST_F(EngineTest, BorrowedAndAdoptedInputsAreNotCopiedAndAreReleased) {
   EXPECT_EQ(buffer, std::vector<float>(x.data<float>().begin(), x.data<float>().end())) << "inputs are read only";
 }
 
+TEST_F(EngineTest, AnInputBufferIsReleasedBeforeADeadlineAnswer) {
+  // A slow emulated PU still runs the request when its deadline passes; the
+  // answer must wait until the engine holds the caller's buffer no more, or a
+  // caller that frees a borrowed buffer on the answer frees it under the PU.
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (*dir_ / "cache").string();
+  Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
+      "devices: [{name: local, pus: [{name: slow, kind: emu, speed: 0.02, compute: true}]}]\n"
+      "models: [{name: cam, path: squeezenet.onnx}]\n"
+      "policy: {high_level: whole}\n",
+      dir_->string(), options);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  const Reference ref = MakeReference("squeezenet.onnx", 5);
+  const Tensor& x = ref.inputs[0].second;
+  for (int round = 0; round < 3; ++round) {
+    auto owned = std::make_shared<std::vector<float>>(x.data<float>().begin(), x.data<float>().end());
+    std::weak_ptr<std::vector<float>> watch = owned;
+    Tensors in;
+    in.emplace(ref.inputs[0].first, Tensor::Adopt(x.elem_type(), x.shape(), owned->data(),
+                                                  owned->size() * sizeof(float), owned));
+    owned.reset();
+    InferOptions o;
+    o.deadline = std::chrono::milliseconds(5);
+    Result<Tensors> r = (*engine)->Infer("cam", std::move(in), o);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
+    EXPECT_TRUE(watch.expired()) << "round " << round << ": answered while the engine still held the input";
+  }
+}
+
 TEST_F(EngineTest, BadInputsAreRefusedBeforeAnyWorkRuns) {
   std::unique_ptr<Engine> engine = Open("balanced");
   ASSERT_NE(engine, nullptr);

@@ -24,12 +24,15 @@
 // the caller's buffer with a keep-alive handle, or borrow one the caller keeps
 // alive and unchanged until the request is answered (core/tensor.h); ONNX
 // Runtime reads inputs in place, so no input is copied on its way to the
-// session. Outputs are owned by the returned tensors.
+// session. An answer never comes while the engine still holds a lent buffer
+// (a partition may still be running when a deadline passes: the answer then
+// waits for it). Outputs are owned by the returned tensors.
 //
 // Thread-safety: every member function may be called from many threads at
 // once, except that Close and the destructor must not run concurrently with
-// each other. Callbacks of InferAsync run on baton's dispatcher thread: keep
-// them short, and never call Close from one.
+// each other. Callbacks of InferAsync run on one of baton's threads (its
+// dispatcher, or the PU worker that let go of the request's last lent input
+// buffer): keep them short, and never call Infer or Close from one.
 //
 // Only the standard library and baton's own small types appear here, so an
 // application needs no ONNX, ONNX Runtime, gRPC, protobuf or Abseil headers.
@@ -257,8 +260,8 @@ class Engine {
   // Runs one request and waits for its answer.
   Result<Tensors> Infer(const std::string& model, Tensors inputs, const InferOptions& options = {});
   std::future<Result<Tensors>> InferAsync(const std::string& model, Tensors inputs, const InferOptions& options = {});
-  // `done` is called exactly once, on baton's dispatcher thread (or on the
-  // caller's thread when the request is refused before it starts).
+  // `done` is called exactly once, on one of baton's threads (see above), or
+  // on the caller's thread when the request is refused before it starts.
   void InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
                   std::function<void(Result<Tensors>)> done);
 

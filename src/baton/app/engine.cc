@@ -112,6 +112,57 @@ double Percentile(std::vector<double> sorted_ms, double q) {
   return sorted_ms[i];
 }
 
+// Holds back a request's answer until the engine has let go of every input
+// buffer the caller lent it (adopted or borrowed): a partition may still be
+// running on a PU when the request is answered (its deadline passed, a
+// sibling partition failed), and the caller may free a borrowed buffer as
+// soon as it has the answer.
+class InputGuard {
+ public:
+  explicit InputGuard(std::function<void(Result<Tensors>)> done) : done_(std::move(done)) {}
+
+  // `t` (external) becomes a tensor over the same bytes whose last copy, when
+  // destroyed, releases the original and counts down.
+  static Tensor Wrap(const std::shared_ptr<InputGuard>& guard, Tensor t) {
+    {
+      std::lock_guard lock(guard->mu_);
+      ++guard->held_;
+    }
+    std::shared_ptr<Tensor> original(new Tensor(std::move(t)), [guard](Tensor* p) {
+      delete p;
+      guard->Release();
+    });
+    void* data = original->bytes().data();
+    const size_t size = original->byte_size();
+    return Tensor::Adopt(original->elem_type(), original->shape(), data, size, original);
+  }
+
+  void Answer(Result<Tensors> r) {
+    std::unique_lock lock(mu_);
+    if (held_ > 0) {
+      answer_.emplace(std::move(r));  // delivered by the last Release
+      return;
+    }
+    lock.unlock();
+    done_(std::move(r));
+  }
+
+ private:
+  void Release() {
+    std::unique_lock lock(mu_);
+    if (--held_ > 0 || !answer_) return;
+    Result<Tensors> r = std::move(*answer_);
+    answer_.reset();
+    lock.unlock();
+    done_(std::move(r));
+  }
+
+  std::mutex mu_;
+  int held_ = 0;
+  std::optional<Result<Tensors>> answer_;
+  std::function<void(Result<Tensors>)> done_;
+};
+
 }  // namespace
 
 struct Engine::Impl {
@@ -364,15 +415,26 @@ void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOpt
   if (deadline) request.deadline = rt.Now() + *deadline;
   request.priority = options.priority.value_or(a.priorities[*m]);
   const size_t index = *m;
-  auto answer = [&impl, index, slo, done = std::move(done)](runtime::RequestResult r) {
+  // Lent buffers: the answer waits until the engine has let go of them.
+  std::shared_ptr<InputGuard> guard;
+  for (auto& [name, t] : *feeds) {
+    if (!t.external()) continue;
+    if (!guard) guard = std::make_shared<InputGuard>(std::move(done));
+    t = InputGuard::Wrap(guard, std::move(t));
+  }
+  auto answer = [&impl, index, slo, guard, done = std::move(done)](runtime::RequestResult r) {
     impl.Count(index, r.status, r.finished - r.submitted, r.compute, slo, /*refused=*/false);
-    if (!r.status.ok()) {
-      done(FromAbsl(r.status));
-      return;
+    auto outputs = [&r] {
+      Tensors out;
+      for (auto& [n, t] : r.outputs) out.emplace(n, std::move(t));
+      return out;
+    };
+    Result<Tensors> result = r.status.ok() ? Result<Tensors>(outputs()) : Result<Tensors>(FromAbsl(r.status));
+    if (guard) {
+      guard->Answer(std::move(result));
+    } else {
+      done(std::move(result));
     }
-    Tensors out;
-    for (auto& [n, t] : r.outputs) out.emplace(n, std::move(t));
-    done(std::move(out));
   };
   const ModelId id = a.models[index].id;
   if (impl.batcher) {

@@ -457,7 +457,8 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
 // One ModelStreamInfer call. Reads requests while fewer than
 // max_stream_in_flight of its own are unanswered, writes answers in
 // completion order (one write at a time), and finishes once the client has
-// stopped sending (or the server is stopping) and every answer is written.
+// stopped sending and every answer is written. While the server stops, what
+// still arrives is answered UNAVAILABLE, so no request goes unanswered.
 // Deletes itself in OnDone, which gRPC calls after Finish, when no engine
 // callback can still reach it (Finish waits for in_flight == 0).
 class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse> {
@@ -495,9 +496,10 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
     auto req = std::make_shared<ModelInferRequest>();
     req->Swap(&incoming_);
     ++in_flight_;
+    const bool stopping = stopping_;
     lock.unlock();
     auto resp = std::make_shared<ModelStreamInferResponse>();
-    impl_.Submit(req, resp->mutable_infer_response(), [this, resp, req](grpc::Status s) {
+    auto answer = [this, resp, req](grpc::Status s) {
       if (!s.ok()) {
         resp->Clear();
         resp->set_error_message(absl::StrCat(StatusCodeName(static_cast<StatusCode>(s.error_code())), ": ", s.error_message()));
@@ -505,7 +507,13 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
         resp->mutable_infer_response()->set_model_name(req->model_name());
       }
       Answer(resp);
-    });
+    };
+    if (stopping) {
+      // Sent before the client saw the server stop: answered, not dropped.
+      answer(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping; send the request again later"));
+    } else {
+      impl_.Submit(req, resp->mutable_infer_response(), std::move(answer));
+    }
     lock.lock();
     ReadMoreLocked();
   }
@@ -538,7 +546,9 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
     delete this;
   }
 
-  // The server is stopping: read no more; finish after the answers in flight.
+  // The server is stopping: requests still arriving are answered UNAVAILABLE;
+  // the stream ends once the client has stopped sending and every answer is
+  // written (or when gRPC cancels it after GrpcOptions::stop_grace).
   void Stop() {
     std::unique_lock lock(mu_);
     stopping_ = true;
@@ -561,7 +571,7 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
   }
 
   void ReadMoreLocked() {
-    if (!reading_ && !read_closed_ && !stopping_ && !finished_ &&
+    if (!reading_ && !read_closed_ && !finished_ &&
         in_flight_ < static_cast<size_t>(impl_.options.max_stream_in_flight)) {
       reading_ = true;
       StartRead(&incoming_);
@@ -571,7 +581,7 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
   // Finish once nothing more can be written; the last thing this object does
   // under `lock` (OnDone may delete it as soon as Finish is called).
   void MaybeFinishLocked(std::unique_lock<std::mutex>& lock) {
-    if (finished_ || in_flight_ > 0 || writing_ || !(read_closed_ || stopping_)) return;
+    if (finished_ || in_flight_ > 0 || writing_ || !read_closed_) return;
     finished_ = true;
     lock.unlock();
     Finish(grpc::Status::OK);
@@ -684,8 +694,9 @@ void GrpcServer::Stop() {
   if (grpc::HealthCheckServiceInterface* health = impl.server->GetHealthCheckService()) {
     health->SetServingStatus(false);
   }
-  // Streams stop reading and end after their answers; Shutdown stops new
-  // calls and waits for the ones in flight (unary calls end when the engine answers).
+  // Streams answer what still arrives UNAVAILABLE and end once their clients
+  // stop sending; Shutdown stops new calls and waits for the ones in flight
+  // (unary calls end when the engine answers), cancelling what is left after stop_grace.
   {
     std::lock_guard lock(impl.streams_mu);
     const std::vector<Impl::Stream*> live(impl.streams.begin(), impl.streams.end());

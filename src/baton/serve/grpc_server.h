@@ -65,8 +65,10 @@ class GrpcServer {
   GrpcServer& operator=(const GrpcServer&) = delete;
 
   int port() const;
-  // Stops accepting calls, answers the ones in flight (streams end after
-  // their last answer), then returns. Idempotent.
+  // Stops accepting calls and answers the ones in flight, then returns. A
+  // stream answers requests that still arrive UNAVAILABLE and ends when its
+  // client stops sending; calls still open after stop_grace are cancelled.
+  // Idempotent.
   void Stop();
 
   struct Impl;
