@@ -314,6 +314,15 @@ TEST(RunConfigTest, SlicesQueuesAndDocumentsHaveBounds) {
   EXPECT_THAT(ErrorOf(Minimal() + "run: {max_queue: 2000000000}\n"), HasSubstr("run.max_queue: must be in 1..1000000"));
   EXPECT_THAT(ErrorOf(Minimal() + "run: {max_in_flight: 0}\n"), HasSubstr("run.max_in_flight: must be in 1..1000000"));
   EXPECT_THAT(ErrorOf(Minimal() + "---\n" + Minimal()), HasSubstr("holds 2 YAML documents"));
+  // A trailing document marker is not a second document.
+  EXPECT_TRUE(ParseRunConfig(Minimal() + "---\n", "t").ok());
+}
+
+TEST(RunConfigTest, InputsThatHangYamlCppsLoadAllAreClearErrors) {
+  // yaml-cpp 0.7's LoadAll loops forever (allocating) on these; found by tests/fuzz/config_fuzz.
+  for (const char* text : {", devices: [{name: local, ", ", a", ",[", ", {"}) {
+    EXPECT_THAT(ErrorOf(text), HasSubstr("invalid YAML: no document could be read")) << text;
+  }
 }
 
 TEST(RunConfigTest, RemoteAddressPortIsInRange) {

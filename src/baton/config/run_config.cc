@@ -3,6 +3,7 @@
 #include "baton/core/file.h"
 #include "baton/plan/high_level_policy.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <limits>
 #include <set>
+#include <sstream>
 #include <span>
 #include <system_error>
 #include <thread>
@@ -832,16 +834,78 @@ absl::Status ValidateAgentDevice(const DeviceConfig& device) {
 
 // Parses one YAML document with `parse` (a Parser member) and checks it with
 // `validate`; every error is prefixed with `source`. No exception leaves.
+//
+// Documents that have content (more than a null), counting at most
+// kMaxDocuments documents in all. YAML::LoadAll is not used: in yaml-cpp 0.7
+// it loops forever, allocating, on some malformed input (e.g. a leading ','),
+// each round adding another null document (fixed upstream after 0.7).
+class DocumentCounter final : public YAML::EventHandler {
+ public:
+  static constexpr int kMaxDocuments = 16;
+  static int WithContent(const std::string& yaml) {
+    std::stringstream in(yaml);
+    YAML::Parser parser(in);
+    DocumentCounter counter;
+    for (int n = 0; n < kMaxDocuments && parser.HandleNextDocument(counter); ++n) {
+    }
+    return counter.with_content_;
+  }
+  void OnDocumentStart(const YAML::Mark&) override { content_ = false; }
+  void OnDocumentEnd() override { with_content_ += content_ ? 1 : 0; }
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override { content_ = true; }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override { content_ = true; }
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    content_ = true;
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    content_ = true;
+  }
+  void OnMapEnd() override {}
+
+ private:
+  bool content_ = false;
+  int with_content_ = 0;
+};
+
+// True when `text` has a line that is not blank, a comment, a document
+// marker or an explicit null: something that should have parsed to a value.
+bool HasYamlContent(std::string_view text) {
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(start, end - start);
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first != std::string_view::npos) {
+      line = line.substr(first);
+      const size_t last = line.find_last_not_of(" \t\r");
+      line = line.substr(0, last + 1);
+      if (line[0] != '#' && line != "---" && line != "..." && line != "~" && line != "null") return true;
+    }
+    start = end + 1;
+  }
+  return false;
+}
+
 template <typename T, typename Parse, typename Check>
 absl::StatusOr<T> ParseDocument(std::string_view yaml, const std::string& source, const char* what,
                                 const char* doc, Parse parse, Check validate) {
   try {
-    const std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml));
-    if (docs.size() > 1) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": holds ", docs.size(), " YAML documents (separated by "
-                                                     "'---'); baton reads one ", what, " per file: keep one"));
+    const std::string text(yaml);
+    if (const int docs = DocumentCounter::WithContent(text); docs > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": holds ", docs,
+                                                     docs >= DocumentCounter::kMaxDocuments ? " or more" : "",
+                                                     " YAML documents (separated by '---'); baton reads one ", what,
+                                                     " per file: keep one"));
     }
-    const YAML::Node root = docs.empty() ? YAML::Node() : docs[0];
+    const YAML::Node root = YAML::Load(text);
+    if (root.IsNull() && HasYamlContent(text)) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": invalid YAML: no document could be read from it (a ",
+                                                     "stray ',' or bracket at the start?); fix the syntax (", doc,
+                                                     " shows the format)"));
+    }
     Parser parser(source);
     BATON_ASSIGN_OR_RETURN(T value, parse(parser, root));
     if (absl::Status status = validate(value); !status.ok()) {

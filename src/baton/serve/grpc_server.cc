@@ -255,6 +255,14 @@ void FillTensorMetadata(const TensorInfo& t, inference::ModelMetadataResponse::T
 
 }  // namespace
 
+absl::Status CheckSerializedInferRequest(std::string_view bytes, const ModelInfo& model) {
+  ModelInferRequest req;
+  if (!req.ParseFromArray(bytes.data(), static_cast<int>(std::min<size_t>(bytes.size(), INT32_MAX)))) {
+    return absl::InvalidArgumentError("not a serialized ModelInferRequest");
+  }
+  return ParseRequest(req, model).status();
+}
+
 struct GrpcServer::Impl final : public inference::GRPCInferenceService::CallbackService {
   Impl(Engine& e, GrpcOptions o) : engine(e), options(std::move(o)), loopback(IsLoopbackLiteral(options.host)) {}
 

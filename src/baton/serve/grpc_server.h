@@ -54,6 +54,11 @@ struct GrpcOptions {
   std::chrono::seconds stop_grace{30};
 };
 
+// What ModelInfer does with a request before the engine sees it, on its
+// serialized bytes: parse, then check against `model` (the inputs it would
+// run with, or the INVALID_ARGUMENT it would answer). For fuzzing and tests.
+absl::Status CheckSerializedInferRequest(std::string_view bytes, const ModelInfo& model);
+
 class GrpcServer {
  public:
   // Binds and starts serving `engine` (borrowed; it must outlive the server).

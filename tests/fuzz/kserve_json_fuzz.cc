@@ -1,0 +1,48 @@
+// Fuzz target: a KServe v2 REST inference request body
+// (serve::ParseInferRequest) against a model with inputs of several datatypes.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "baton/serve/kserve_json.h"
+#include "fuzz_target.h"
+
+namespace baton::fuzz {
+
+namespace {
+
+ModelInfo FuzzModel() {
+  ModelInfo m;
+  m.name = "fz";
+  m.inputs = {{"x", dtype::kFloat, "float32", {1, -1}, true},   {"ids", dtype::kInt64, "int64", {-1}, true},
+              {"s", dtype::kString, "string", {2}, true},       {"flag", dtype::kBool, "bool", {1}, true},
+              {"h", dtype::kFloat16, "float16", {2}, true},     {"u", dtype::kUint8, "uint8", {}, false}};
+  m.outputs = {{"y", dtype::kFloat, "float32", {1, -1}, true}};
+  return m;
+}
+
+}  // namespace
+
+std::vector<std::string> Seeds() {
+  return {
+      R"({"id": "7", "parameters": {"priority": 2, "timeout": 5000},
+          "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1.5, -2, 3e3]},
+                     {"name": "ids", "shape": [2], "datatype": "INT64", "data": [[1], [9007199254740993]]},
+                     {"name": "s", "shape": [2], "datatype": "BYTES", "data": ["a", "\u00e9"]},
+                     {"name": "flag", "shape": [1], "datatype": "BOOL", "data": [true]},
+                     {"name": "h", "shape": [2], "datatype": "FP16", "data": [0.5, 65504]},
+                     {"name": "u", "shape": [2, 2], "datatype": "UINT8", "data": [0, 1, 254, 255]}],
+          "outputs": [{"name": "y"}]})",
+      R"({"inputs": []})",
+  };
+}
+
+}  // namespace baton::fuzz
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const baton::ModelInfo model = baton::fuzz::FuzzModel();
+  (void)baton::serve::ParseInferRequest(std::string_view(reinterpret_cast<const char*>(data), size), model,
+                                        size_t{1} << 16);
+  return 0;
+}
