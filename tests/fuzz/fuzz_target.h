@@ -5,7 +5,7 @@
 //
 // Two builds (docs/reliability.md):
 //   * with clang and -DBATON_FUZZ=ON (scripts/fuzz.sh): real libFuzzer
-//     binaries; the seeds are written to the corpus folder first;
+//     binaries; seed_writer.cc puts the seeds in an empty corpus first;
 //   * otherwise, with replay_main.cc: a smoke run in the test suite that feeds
 //     the seeds and a fixed number of deterministic mutations of each (run
 //     under ASan/UBSan in CI's asan stage).

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs the fuzz targets of tests/fuzz as libFuzzer binaries (clang, ASan +
+# UBSan; CMake preset `fuzz`), each for SECONDS, on a corpus kept between
+# runs. The test suite runs a short deterministic smoke run of the same
+# targets; this is the long run (docs/reliability.md).
+#
+#   scripts/fuzz.sh [SECONDS] [--only TARGET]... [--jobs J] [--corpus DIR]
+#
+#   SECONDS    per target (default 60)
+#   --only     one target (repeatable): config_fuzz, kserve_json_fuzz,
+#              kserve_grpc_fuzz, model_fuzz, plan_profile_fuzz, agent_codec_fuzz
+#   --jobs     libFuzzer worker processes per target (default 1)
+#   --corpus   the corpora's folder (default build/fuzz/corpus); an empty
+#              corpus starts from the target's seeds
+# Compiler: clang++-16 when installed (apt-get install clang-16 libfuzzer-16-dev),
+# else clang++ (Debian 12's clang 14 has libFuzzer too).
+# A crash, leak, sanitizer report or slow input (over 10 s) stops that target
+# and leaves the input as crash-*/leak-*/timeout-* in the working directory;
+# replay it with the smoke binary: build/ci/tests/fuzz/TARGET --mutations 0 FILE.
+# Exit status: 0 no finding, 1 a target found something, 2 usage or build error.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+seconds=60
+jobs=1
+corpus_root=""
+targets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only) targets+=("${2:?--only needs a target}"); shift 2 ;;
+    --jobs) jobs="${2:?--jobs needs a number}"; shift 2 ;;
+    --corpus) corpus_root="${2:?--corpus needs a folder}"; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
+    *) [[ "$1" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: SECONDS must be a number, got '$1'" >&2; exit 2; }
+       seconds="$1"; shift ;;
+  esac
+done
+[ ${#targets[@]} -eq 0 ] && targets=(config_fuzz kserve_json_fuzz kserve_grpc_fuzz model_fuzz plan_profile_fuzz
+  agent_codec_fuzz)
+cxx=clang++
+cc=clang
+if command -v clang++-16 >/dev/null; then cxx=clang++-16; cc=clang-16; fi
+command -v "$cxx" >/dev/null || { echo "fuzz.sh: clang is needed (apt-get install clang-16 libfuzzer-16-dev)" >&2; exit 2; }
+cd "$root"
+cmake --preset fuzz -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_C_COMPILER="$cc" >/dev/null || exit 2
+cmake --build build/fuzz -j "$(nproc)" --target "${targets[@]}" || exit 2
+[ -n "$corpus_root" ] || corpus_root="$root/build/fuzz/corpus"
+
+found=0
+for t in "${targets[@]}"; do
+  corpus="$corpus_root/$t"
+  mkdir -p "$corpus"
+  echo "== $t: ${seconds}s, corpus $corpus"
+  # An empty corpus starts from the seeds (fuzz_target.h).
+  if [ -z "$(ls -A "$corpus")" ]; then
+    BATON_FUZZ_WRITE_SEEDS="$corpus" "build/fuzz/tests/fuzz/$t" -runs=0 >/dev/null 2>&1 || true
+  fi
+  if ! "build/fuzz/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
+      -jobs="$jobs" -workers="$jobs" -print_final_stats=1; then
+    echo "fuzz.sh: $t found a problem (see the crash-/leak-/timeout- file above)" >&2
+    found=1
+  fi
+done
+exit "$found"

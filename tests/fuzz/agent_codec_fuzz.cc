@@ -1,0 +1,47 @@
+// Fuzz target: the agent protocol's messages as both ends decode them — an
+// Assignment (what `baton agent` receives, whole or reassembled from
+// frames) and a Completion (what the remote device receives): protobuf
+// parsing, then net::FromProto on their tensors.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "baton/agent/v1/agent.pb.h"
+#include "baton/net/codec.h"
+#include "fuzz_target.h"
+
+namespace baton::fuzz {
+
+std::vector<std::string> Seeds() {
+  namespace pb = ::baton::agent::v1;
+  pb::ExecuteIn in;
+  pb::Assignment* a = in.mutable_assignment();
+  a->set_id(7);
+  a->set_handle("h1");
+  a->set_has_deadline(true);
+  a->set_deadline_budget_ns(5'000'000);
+  a->set_priority(2);
+  Tensor x(dtype::kFloat, {1, 3});
+  net::ToProto("x", x, a->add_inputs());
+  net::ToProto("s", Tensor::Strings({2}, {"a", "bc"}), a->add_inputs());
+  pb::Completion c;
+  c.set_id(7);
+  c.set_ran(true);
+  c.set_run_ns(1000);
+  net::ToProto("y", Tensor(dtype::kInt64, {2}), c.add_outputs());
+  return {in.SerializeAsString(), in.assignment().SerializeAsString(), c.SerializeAsString()};
+}
+
+}  // namespace baton::fuzz
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  namespace pb = ::baton::agent::v1;
+  const int n = static_cast<int>(size);
+  pb::ExecuteIn in;
+  if (in.ParseFromArray(data, n) && in.has_assignment()) (void)baton::net::FromProto(in.assignment().inputs());
+  pb::Assignment a;
+  if (a.ParseFromArray(data, n)) (void)baton::net::FromProto(a.inputs());
+  pb::Completion c;
+  if (c.ParseFromArray(data, n)) (void)baton::net::FromProto(c.outputs());
+  return 0;
+}
