@@ -1,5 +1,6 @@
 // Graph view, convexity, interfaces, extraction and cuts on small hand-built models.
 #include <gmock/gmock.h>
+#include <filesystem>
 #include <gtest/gtest.h>
 
 #include "baton/graph/extract.h"
@@ -311,3 +312,33 @@ TEST(Plan, JsonNamesNodesAndEdges) {
 
 }  // namespace
 }  // namespace baton
+
+// A model whose nodes pass sequences to each other (ONNX backend corpus,
+// Debian's libonnx-testdata): cuts never fall on a sequence.
+TEST(Plan, CutsNeverFallOnSequences) {
+  const std::string path = "/usr/share/libonnx-testdata/data/simple/test_sequence_model1/model.onnx";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is not installed (libonnx-testdata)";
+  auto model = baton::graph::Model::LoadFile(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const baton::graph::Model& m = **model;
+  std::string sequence;
+  for (const baton::graph::Value& v : m.values()) {
+    if (!v.type.is_tensor && v.producer && !v.consumers.empty()) sequence = v.name;
+  }
+  ASSERT_FALSE(sequence.empty());
+  for (int k : {2, 3, 5}) {
+    auto plan = baton::partition::CutBalanced(m, k);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    for (const auto& e : plan->edges) EXPECT_TRUE(m.FindValue(e.tensor)->type.is_tensor) << e.tensor;
+  }
+  // A plan that splits a sequence's producer from its reader is refused, naming the value.
+  const baton::graph::Value* v = m.FindValue(sequence);
+  std::vector<std::vector<baton::NodeId>> groups(2);
+  for (baton::NodeId id : m.topo_order()) {
+    groups[m.topo_index(id) <= m.topo_index(*v->producer) ? 0 : 1].push_back(id);
+  }
+  auto refused = baton::partition::BuildPlan(m, groups);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("baton passes only tensors"));
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr(sequence));
+}

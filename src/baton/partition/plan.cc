@@ -53,7 +53,34 @@ uint64_t SplitMix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-std::vector<std::vector<NodeId>> Segments(const std::vector<NodeId>& order, const std::vector<size_t>& starts) {
+// The segments of `order` that begin at `starts`, merged where a cut would
+// fall on a non-tensor value (a sequence, map or optional): baton moves only
+// tensors between partitions, so a producer of one and all its readers stay
+// in one segment.
+std::vector<std::vector<NodeId>> Segments(const Model& model, const std::vector<NodeId>& order,
+                                          std::vector<size_t> starts) {
+  absl::flat_hash_map<uint32_t, size_t> position;
+  for (size_t i = 0; i < order.size(); ++i) position[order[i].value] = i;
+  auto segment_of = [&](size_t pos) {
+    return static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), pos) - starts.begin()) - 1;
+  };
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (const graph::Value& v : model.values()) {
+      if (v.type.is_tensor || !v.producer) continue;
+      auto from = position.find(v.producer->value);
+      if (from == position.end()) continue;
+      const size_t first = segment_of(from->second);
+      size_t last = first;
+      for (NodeId c : v.consumers) {
+        if (auto to = position.find(c.value); to != position.end()) last = std::max(last, segment_of(to->second));
+      }
+      if (last > first) {
+        starts.erase(starts.begin() + static_cast<long>(first) + 1, starts.begin() + static_cast<long>(last) + 1);
+        merged = true;
+      }
+    }
+  }
   std::vector<std::vector<NodeId>> groups;
   for (size_t i = 0; i < starts.size(); ++i) {
     size_t end = i + 1 < starts.size() ? starts[i + 1] : order.size();
@@ -124,6 +151,12 @@ absl::StatusOr<PartitionPlan> BuildPlan(const Model& model, std::vector<std::vec
     for (const auto& in : ifaces[gi].inputs) {
       const graph::Value* v = model.FindValue(in);
       if (v->producer && group_of[v->producer->value] && *group_of[v->producer->value] != gi) {
+        if (!v->type.is_tensor) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "model ", Q(model.display_name()), ": the plan cuts at ", Q(in), ", a ", v->type.ToString(),
+              " value; baton passes only tensors between partitions: keep its producer ",
+              Q(model.node(*v->producer).name), " and its readers in one partition"));
+        }
         preds[*group_of[v->producer->value]] = true;
       }
     }
@@ -265,7 +298,7 @@ absl::StatusOr<PartitionPlan> CutBalanced(const Model& model, int k, std::string
   std::vector<double> cost(order.size());
   for (size_t i = 0; i < order.size(); ++i) cost[i] = CostOf(model.node(order[i]));
   std::vector<size_t> starts = BalancedStarts(cost, k);
-  return BuildPlan(model, Segments(order, starts));
+  return BuildPlan(model, Segments(model, order, starts));
 }
 
 absl::StatusOr<PartitionPlan> CutForPus(const Model& model, std::span<const uint64_t> support, int k) {
@@ -297,7 +330,7 @@ absl::StatusOr<PartitionPlan> CutForPus(const Model& model, std::span<const uint
     std::sort(starts.begin(), starts.end());
     starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
   }
-  return BuildPlan(model, Segments(order, starts));
+  return BuildPlan(model, Segments(model, order, starts));
 }
 
 absl::StatusOr<PartitionPlan> CutAtTensors(const Model& model, std::span<const std::string> tensors) {
@@ -401,7 +434,7 @@ absl::StatusOr<PartitionPlan> CutRandom(const Model& model, int k, uint64_t seed
   std::vector<size_t> starts{0};
   starts.insert(starts.end(), cuts.begin(), cuts.begin() + (k - 1));
   std::sort(starts.begin(), starts.end());
-  return BuildPlan(model, Segments(order, starts));
+  return BuildPlan(model, Segments(model, order, starts));
 }
 
 std::string PartitionPlan::ToJson(const Model& model) const {
