@@ -242,6 +242,26 @@ run: {duration_s: 0.5, warmup_s: 0.1, slices: 1, max_in_flight: 1, baselines: fa
   EXPECT_LT(m["rejected"].get<int>(), 5000) << "closed loops resubmit rejected requests without waiting";
 }
 
+TEST_F(CliRunTest, AnArrivalRateTheGeneratorCannotIssueIsReportedAsMissedArrivals) {
+  // 1e6 requests/s: far more than one process can send. Before, the generator
+  // tried to send every one, so a slice never ended; now arrivals more than
+  // 10 ms late are counted `arrivals_missed` and the run ends on time.
+  const std::string config = Write("overload.yaml", R"(
+devices: [{name: d, pus: [{name: cpu0, kind: cpu}]}]
+models: [{name: a, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: poisson, rate: 1000000}}]
+policy: {high_level: whole}
+run: {duration_s: 0.5, warmup_s: 0.1, slices: 1, baselines: false}
+)");
+  Result r = Baton("run " + config + " --no-profile --json " + Path("overload.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("the arrival generator missed"));
+  nlohmann::json j = ReadJson(Path("overload.json"));
+  ASSERT_FALSE(j.is_discarded()) << r.output;
+  const nlohmann::json& m = j["models"][0];
+  EXPECT_GT(m["arrivals_missed"].get<int64_t>(), 0);
+  EXPECT_GT(m["rejected"].get<int64_t>(), 0) << "a full queue answers at once";
+}
+
 TEST_F(CliRunTest, BaselinesPicksASubsetAndNoBatonRunsThemAlone) {
   const std::string config = Write("alone.yaml", R"(
 devices: [{name: local, pus: [{name: cpu0, kind: cpu}, {name: cpu1, kind: cpu}]}]

@@ -105,7 +105,8 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
                         {"deadline_missed", m.deadline_missed},
                         {"rejected", m.rejected},
                         {"failed", m.failed},
-                        {"unfinished", m.unfinished}};
+                        {"unfinished", m.unfinished},
+                        {"arrivals_missed", m.arrivals_missed}};
     if (!m.first_error.empty()) j["first_error"] = m.first_error;
     if (report != nullptr && i < report->models.size()) {
       j["partitions"] = report->models[i].partitions;
@@ -240,6 +241,11 @@ void PrintReport(const RunReport& r) {
     PrintTable(rows);
     for (const ModelOutcome& m : r.baton.models) {
       if (!m.first_error.empty()) std::cout << "  " << m.name << ": first error: " << m.first_error << "\n";
+      if (m.arrivals_missed > 0) {
+        std::cout << "  " << m.name << ": the arrival generator missed " << m.arrivals_missed
+                  << " arrivals (more than " << ToMillis(kMaxArrivalLag)
+                  << " ms late, not sent): this process cannot issue the configured rate\n";
+      }
     }
 
     if (!r.server.empty()) {

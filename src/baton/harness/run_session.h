@@ -52,6 +52,10 @@ struct ModelOutcome {
   uint64_t rejected = 0;         // ResourceExhausted (queue or in-flight limit)
   uint64_t failed = 0;           // any other error
   uint64_t unfinished = 0;       // arrived in the window, answered after it
+  // Open-loop arrivals in the window the generator could not send on time
+  // (more than kMaxArrivalLag late, e.g. a rate this process cannot issue):
+  // counted here and not sent, so the others keep their schedule.
+  uint64_t arrivals_missed = 0;
   // Answered in the window, OK or not (completed, dropped for a deadline,
   // rejected, failed): what SLO attainment is counted over.
   uint64_t answered = 0;
@@ -60,6 +64,9 @@ struct ModelOutcome {
   std::optional<double> slo_ms;  // the config's
   trace::SloSummary Slo(Duration measured) const;
 };
+
+// How late an open-loop arrival may be sent before it counts as missed.
+inline constexpr Duration kMaxArrivalLag = std::chrono::milliseconds(10);
 
 struct PuOutcome {
   std::string name;
