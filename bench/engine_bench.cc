@@ -21,17 +21,14 @@
 
 #include "baton/backend/ort/ort_runner.h"
 #include "baton/baton.h"
-#include "affine_model.h"
+#include "bench_common.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using baton::Tensor;
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
+using baton::bench::Median;
 
 }  // namespace
 

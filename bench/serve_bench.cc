@@ -2,7 +2,7 @@
 // in-process baton::Engine::Infer (issue targets: <= 150 us median for gRPC,
 // <= 300 us for HTTP/JSON).
 //
-// Model: y = x * 2 + 1 over float[1, 64] (bench/affine_model.h), one 1-thread
+// Model: y = x * 2 + 1 over float[1, 64] (bench/bench_common.h), one 1-thread
 // CPU PU, high-level `whole`, no profile. One engine serves all three sides:
 // direct Infer calls, a gRPC ModelInfer client (raw contents, one channel),
 // and an HTTP/JSON client (one keep-alive connection), all in this process
@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "affine_model.h"
+#include "bench_common.h"
 #include "baton/baton.h"
 #include "baton/serve/grpc_server.h"
 #include "baton/serve/http_server.h"
@@ -37,10 +37,7 @@ namespace {
 namespace fs = std::filesystem;
 using baton::Tensor;
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
+using baton::bench::Median;
 
 }  // namespace
 

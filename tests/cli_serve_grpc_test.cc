@@ -33,6 +33,7 @@
 #include "baton/graph/model.h"
 #include "baton/verify/verify.h"
 #include "cli_test_util.h"
+#include "serve_test_util.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "nlohmann/json.hpp"
 
@@ -64,12 +65,7 @@ class CliServeGrpcTest : public baton::testing::ZooDirTest<CliServeGrpcTest> {
 
  protected:
   std::string Config(const std::string& extra_run = "") {
-    const std::string path = (dir_ / "serve.yaml").string();
-    std::ofstream(path) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}, {name: cpu1, kind: cpu}]}]\n"
-                        << "models:\n  - {name: cam, path: " << Zoo("squeezenet") << ", slo_ms: 1000}\n"
-                        << "policy: {high_level: balanced, stages: 2}\n"
-                        << (extra_run.empty() ? "" : "run: {" + extra_run + "}\n");
-    return path;
+    return testing::WriteServeConfig(dir_, Zoo("squeezenet"), extra_run);
   }
 
   // A raw request for the model's sample `seed`, and whole-model ORT's outputs for it.

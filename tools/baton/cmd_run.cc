@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "baton/config/run_config.h"
 #include "baton/core/file.h"
+#include "baton/serve/auth.h"
 #include "baton/serve/grpc_client.h"
 #include "baton/policy/policy.h"
 #include "baton/trace/summary.h"
@@ -517,12 +518,12 @@ int Run(const RunArgs& args) {
     serve::GrpcClientOptions client_options;
     client_options.tls_ca = args.tls_ca;
     if (!args.token_file.empty()) {
-      absl::StatusOr<std::string> token = ReadRegularFile(args.token_file, 4096, "token file");
+      absl::StatusOr<std::string> token = serve::ReadTokenFile(args.token_file);
       if (!token.ok()) {
         std::cerr << "baton run: " << token.status().message() << "\n";
         return 2;
       }
-      client_options.token = std::string(absl::StripAsciiWhitespace(*token));
+      client_options.token = *std::move(token);
     }
     absl::StatusOr<std::unique_ptr<serve::GrpcClient>> client = serve::GrpcClient::Connect(args.server, client_options);
     absl::Status checked = client.ok() ? absl::OkStatus() : client.status();

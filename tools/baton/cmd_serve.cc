@@ -20,6 +20,7 @@
 #include "baton/baton.h"
 #include "baton/config/run_config.h"
 #include "baton/core/file.h"
+#include "baton/serve/auth.h"
 #include "baton/serve/grpc_server.h"
 #include "baton/serve/http_server.h"
 #include "commands.h"
@@ -88,16 +89,12 @@ int Serve(const ServeArgs& args) {
   http.tls_cert = args.tls_cert;
   http.tls_key = args.tls_key;
   if (!args.token_file.empty()) {
-    absl::StatusOr<std::string> token = ReadRegularFile(args.token_file, 4096, "token file");
+    absl::StatusOr<std::string> token = serve::ReadTokenFile(args.token_file);
     if (!token.ok()) {
       std::cerr << "baton serve: " << token.status().message() << "\n";
       return 2;
     }
-    http.token = std::string(absl::StripAsciiWhitespace(*token));
-    if (http.token.empty()) {
-      std::cerr << "baton serve: token file '" << args.token_file << "' is empty; put the token in it\n";
-      return 2;
-    }
+    http.token = *std::move(token);
   }
   grpc.max_request_bytes = http.max_request_bytes;
   grpc.max_streams_per_connection = args.grpc_max_streams;

@@ -367,7 +367,8 @@ void AgentServer::Impl::HandleAssignment(const pb::Assignment& in, const std::sh
     }
   }
   if (inputs->size() != expected.size()) {
-    for (const auto& [name, tensor] : *inputs) {
+    for (const auto& input : *inputs) {
+      const std::string& name = input.first;  // not a structured binding: clang before 16 cannot capture one
       if (std::none_of(expected.begin(), expected.end(), [&](const auto& e) { return e.first == name; })) {
         Reject(*stream, in.id(),
                absl::InvalidArgumentError(absl::StrCat(what, ": '", name, "' is not an input of the partition (",

@@ -2,6 +2,10 @@
 
 #include <arpa/inet.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "baton/core/file.h"
+
 namespace baton::serve {
 
 bool IsLoopbackLiteral(const std::string& host) {
@@ -18,6 +22,29 @@ bool BearerTokenMatches(std::string_view header, const std::string& token) {
   unsigned char diff = given.size() == token.size() ? 0 : 1;
   for (size_t i = 0; i < given.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ token[i % token.size()]);
   return diff == 0;
+}
+
+absl::Status CheckExposure(const std::string& what, const std::string& host, const std::string& tls_cert,
+                           const std::string& tls_key, const std::string& token) {
+  if (tls_cert.empty() != tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together; give both or neither");
+  }
+  if (!IsLoopbackLiteral(host) && (tls_cert.empty() || token.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing to serve ", what, " on ", host,
+        " without TLS and a token: anyone who can reach it could use this machine's PUs. Give --tls-cert, --tls-key "
+        "and --token-file, or serve on 127.0.0.1"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  BATON_ASSIGN_OR_RETURN(std::string text, ReadRegularFile(path, 4096, "token file"));
+  std::string token(absl::StripAsciiWhitespace(text));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("token file '", path, "' is empty; put the token in it"));
+  }
+  return token;
 }
 
 }  // namespace baton::serve

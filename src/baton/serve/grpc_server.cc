@@ -63,6 +63,13 @@ absl::StatusOr<Tensor> FromContents(const inference::InferTensorContents& c, Ele
     }
     return t;
   };
+  // Fields whose element type is the tensor's: copied as they are (NaN included).
+  auto exact = [&]<typename T>(const auto& field, const char* name) -> absl::StatusOr<Tensor> {
+    if (static_cast<uint64_t>(field.size()) != elements) return count_error(field.size(), name);
+    Tensor t(type, shape);
+    if (elements > 0) std::memcpy(t.data<T>().data(), field.data(), elements * sizeof(T));
+    return t;
+  };
   switch (type) {
     case dtype::kBool: {
       if (static_cast<uint64_t>(c.bool_contents_size()) != elements) {
@@ -81,22 +88,8 @@ absl::StatusOr<Tensor> FromContents(const inference::InferTensorContents& c, Ele
     case dtype::kUint16: return ints.operator()<uint16_t>(c.uint_contents(), "uint_contents");
     case dtype::kUint32: return ints.operator()<uint32_t>(c.uint_contents(), "uint_contents");
     case dtype::kUint64: return ints.operator()<uint64_t>(c.uint64_contents(), "uint64_contents");
-    case dtype::kFloat: {
-      if (static_cast<uint64_t>(c.fp32_contents_size()) != elements) {
-        return count_error(c.fp32_contents_size(), "fp32_contents");
-      }
-      Tensor t(type, shape);
-      if (elements > 0) std::memcpy(t.data<float>().data(), c.fp32_contents().data(), elements * sizeof(float));
-      return t;
-    }
-    case dtype::kDouble: {
-      if (static_cast<uint64_t>(c.fp64_contents_size()) != elements) {
-        return count_error(c.fp64_contents_size(), "fp64_contents");
-      }
-      Tensor t(type, shape);
-      if (elements > 0) std::memcpy(t.data<double>().data(), c.fp64_contents().data(), elements * sizeof(double));
-      return t;
-    }
+    case dtype::kFloat: return exact.operator()<float>(c.fp32_contents(), "fp32_contents");
+    case dtype::kDouble: return exact.operator()<double>(c.fp64_contents(), "fp64_contents");
     case dtype::kString: {
       if (static_cast<uint64_t>(c.bytes_contents_size()) != elements) {
         return count_error(c.bytes_contents_size(), "bytes_contents");
@@ -635,16 +628,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
     return absl::InvalidArgumentError(absl::StrCat("--grpc-stream-in-flight must be in 1..10000, got ",
                                                    options.max_stream_in_flight));
   }
-  if (options.tls_cert.empty() != options.tls_key.empty()) {
-    return absl::InvalidArgumentError("--tls-cert and --tls-key go together; give both or neither");
-  }
-  const bool secure = !options.tls_cert.empty() && !options.token.empty();
-  if (!IsLoopbackLiteral(options.host) && !secure) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "refusing to serve gRPC on ", options.host,
-        " without TLS and a token: anyone who can reach it could use this machine's PUs. Give --tls-cert, --tls-key "
-        "and --token-file, or serve on 127.0.0.1"));
-  }
+  BATON_RETURN_IF_ERROR(CheckExposure("gRPC", options.host, options.tls_cert, options.tls_key, options.token));
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!options.tls_cert.empty()) {
     grpc::SslServerCredentialsOptions ssl;

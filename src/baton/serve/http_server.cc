@@ -44,16 +44,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   if (options.max_request_bytes < 1024) {
     return absl::InvalidArgumentError("--max-request-mb must allow at least 1 KiB");
   }
-  if (options.tls_cert.empty() != options.tls_key.empty()) {
-    return absl::InvalidArgumentError("--tls-cert and --tls-key go together; give both or neither");
-  }
-  const bool secure = !options.tls_cert.empty() && !options.token.empty();
-  if (!IsLoopbackLiteral(options.host) && !secure) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "refusing to serve on ", options.host,
-        " without TLS and a token: anyone who can reach it could use this machine's PUs. Give --tls-cert, --tls-key "
-        "and --token-file, or serve on 127.0.0.1"));
-  }
+  BATON_RETURN_IF_ERROR(CheckExposure("HTTP", options.host, options.tls_cert, options.tls_key, options.token));
   std::unique_ptr<HttpServer> s(new HttpServer(engine, std::move(options)));
   const HttpOptions& o = s->options_;
   if (!o.tls_cert.empty()) {

@@ -1,13 +1,16 @@
-// The benchmarks' small model: y = x * 2 + 1 over float[1, n], as ONNX bytes.
+// What several benchmarks share: a small model, and the median of rounds.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "onnx/onnx_pb.h"
 
 namespace baton::bench {
 
+// y = x * 2 + 1 over float[1, n], as ONNX bytes.
 inline std::string AffineModel(int n) {
   onnx::ModelProto m;
   m.set_ir_version(8);
@@ -43,6 +46,11 @@ inline std::string AffineModel(int n) {
   node("Mul", "x", "two", "t");
   node("Add", "t", "one", "y");
   return m.SerializeAsString();
+}
+
+inline double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 }  // namespace baton::bench
