@@ -88,8 +88,13 @@ std::string PlanFile::ToJson() const {
 absl::StatusOr<PlanFile> PlanFile::Parse(std::string_view text, const std::string& source) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Bad(source, "(file)", "not valid JSON");
-  if (!j.is_object() || j.value("format", "") != "baton-plan") return Bad(source, "format", "not a baton plan");
-  if (j.value("version", 0) != kVersion) {
+  // json::value() throws when the key holds another type: look before reading.
+  const auto format = j.is_object() ? j.find("format") : j.end();
+  if (format == j.end() || !format->is_string() || *format != "baton-plan") {
+    return Bad(source, "format", "not a baton plan");
+  }
+  const auto version = j.find("version");
+  if (version == j.end() || !version->is_number_integer() || version->get<int64_t>() != kVersion) {
     return Bad(source, "version", absl::StrCat("this baton reads plan format version ", kVersion));
   }
   PlanFile p;

@@ -149,7 +149,11 @@ absl::StatusOr<Profile> Profile::Parse(std::string_view text, const std::string&
   const Reader rd(source);
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return rd.Error("(file)", "not valid JSON");
-  if (!j.is_object() || j.value("format", "") != "baton-profile") return rd.Error("format", "not a baton profile");
+  // json::value() throws when the key holds another type: look before reading.
+  const auto format = j.is_object() ? j.find("format") : j.end();
+  if (format == j.end() || !format->is_string() || *format != "baton-profile") {
+    return rd.Error("format", "not a baton profile");
+  }
   BATON_ASSIGN_OR_RETURN(int64_t version, rd.Int(j, "", "version"));
   if (version != kVersion) {
     return rd.Error("version", absl::StrCat("format version ", version, ", this baton reads version ", kVersion));
