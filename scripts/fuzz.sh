@@ -15,8 +15,9 @@
 # Compiler: clang++-16 when installed (apt-get install clang-16 libfuzzer-16-dev),
 # else clang++ (Debian 12's clang 14 has libFuzzer too).
 # A crash, leak, sanitizer report or slow input (over 10 s) stops that target
-# and leaves the input as crash-*/leak-*/timeout-* in the working directory;
-# replay it with the smoke binary: build/ci/tests/fuzz/TARGET --mutations 0 FILE.
+# and leaves the input as crash-*/leak-*/timeout-* in build/fuzz/work/ (with
+# libFuzzer's logs); replay it with the smoke binary:
+# build/ci/tests/fuzz/TARGET --mutations 0 FILE, and keep it in tests/fuzz/regressions/TARGET/.
 # Exit status: 0 no finding, 1 a target found something, 2 usage or build error.
 set -euo pipefail
 
@@ -46,6 +47,8 @@ cd "$root"
 cmake --preset fuzz -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_C_COMPILER="$cc" >/dev/null || exit 2
 cmake --build build/fuzz -j "$(nproc)" --target "${targets[@]}" || exit 2
 [ -n "$corpus_root" ] || corpus_root="$root/build/fuzz/corpus"
+work="$root/build/fuzz/work"
+mkdir -p "$work"
 
 found=0
 for t in "${targets[@]}"; do
@@ -54,11 +57,12 @@ for t in "${targets[@]}"; do
   echo "== $t: ${seconds}s, corpus $corpus"
   # An empty corpus starts from the seeds (fuzz_target.h).
   if [ -z "$(ls -A "$corpus")" ]; then
-    BATON_FUZZ_WRITE_SEEDS="$corpus" "build/fuzz/tests/fuzz/$t" -runs=0 >/dev/null 2>&1 || true
+    BATON_FUZZ_WRITE_SEEDS="$corpus" "$root/build/fuzz/tests/fuzz/$t" -runs=0 >/dev/null 2>&1 || true
   fi
-  if ! "build/fuzz/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
-      -jobs="$jobs" -workers="$jobs" -print_final_stats=1; then
-    echo "fuzz.sh: $t found a problem (see the crash-/leak-/timeout- file above)" >&2
+  # Run in the work folder: libFuzzer writes its logs (fuzz-N.log) and findings there.
+  if ! (cd "$work" && "$root/build/fuzz/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -timeout=10 \
+      -rss_limit_mb=4096 -jobs="$jobs" -workers="$jobs" -print_final_stats=1); then
+    echo "fuzz.sh: $t found a problem: see the crash-/leak-/timeout- file in $work" >&2
     found=1
   fi
 done
