@@ -323,76 +323,65 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
                       });
   }
 
+  // A unary call: `body` fills the response and gives the status, when the
+  // call is authorized (`open_on_loopback`: see Authorize).
+  template <typename Body>
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, bool open_on_loopback, Body body) {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    const grpc::Status auth = Authorize(ctx, open_on_loopback);
+    r->Finish(auth.ok() ? body() : auth);
+    return r;
+  }
+
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx, const inference::ServerLiveRequest*,
                                        inference::ServerLiveResponse* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    grpc::Status auth = Authorize(ctx, /*open_on_loopback=*/true);
-    if (auth.ok()) resp->set_live(true);
-    r->Finish(auth);
-    return r;
+    return Unary(ctx, /*open_on_loopback=*/true, [&] {
+      resp->set_live(true);
+      return grpc::Status::OK;
+    });
   }
 
   grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* ctx, const inference::ServerReadyRequest*,
                                         inference::ServerReadyResponse* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    grpc::Status auth = Authorize(ctx, /*open_on_loopback=*/true);
-    if (auth.ok()) resp->set_ready(true);
-    r->Finish(auth);
-    return r;
+    return Unary(ctx, /*open_on_loopback=*/true, [&] {
+      resp->set_ready(true);
+      return grpc::Status::OK;
+    });
   }
 
   grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* ctx, const inference::ModelReadyRequest* req,
                                        inference::ModelReadyResponse* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    grpc::Status auth = Authorize(ctx);
-    if (!auth.ok()) {
-      r->Finish(auth);
-      return r;
-    }
-    absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
-    if (!m.ok()) {
-      r->Finish(Invalid(std::string(m.status().message())));
-      return r;
-    }
-    resp->set_ready(true);
-    r->Finish(grpc::Status::OK);
-    return r;
+    return Unary(ctx, false, [&] {
+      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+      if (!m.ok()) return Invalid(std::string(m.status().message()));
+      resp->set_ready(true);
+      return grpc::Status::OK;
+    });
   }
 
   grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* ctx, const inference::ServerMetadataRequest*,
                                            inference::ServerMetadataResponse* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    grpc::Status auth = Authorize(ctx);
-    if (auth.ok()) {
+    return Unary(ctx, false, [&] {
       resp->set_name("baton");
       resp->set_version(kVersion);
       resp->add_extensions("statistics");
-    }
-    r->Finish(auth);
-    return r;
+      return grpc::Status::OK;
+    });
   }
 
   grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* ctx,
                                           const inference::ModelMetadataRequest* req,
                                           inference::ModelMetadataResponse* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    grpc::Status auth = Authorize(ctx);
-    if (!auth.ok()) {
-      r->Finish(auth);
-      return r;
-    }
-    absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
-    if (!m.ok()) {
-      r->Finish(Invalid(std::string(m.status().message())));
-      return r;
-    }
-    resp->set_name((*m)->name);
-    resp->add_versions("1");
-    resp->set_platform("onnxruntime_onnx");
-    for (const TensorInfo& t : (*m)->inputs) FillTensorMetadata(t, resp->add_inputs());
-    for (const TensorInfo& t : (*m)->outputs) FillTensorMetadata(t, resp->add_outputs());
-    r->Finish(grpc::Status::OK);
-    return r;
+    return Unary(ctx, false, [&] {
+      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+      if (!m.ok()) return Invalid(std::string(m.status().message()));
+      resp->set_name((*m)->name);
+      resp->add_versions("1");
+      resp->set_platform("onnxruntime_onnx");
+      for (const TensorInfo& t : (*m)->inputs) FillTensorMetadata(t, resp->add_inputs());
+      for (const TensorInfo& t : (*m)->outputs) FillTensorMetadata(t, resp->add_outputs());
+      return grpc::Status::OK;
+    });
   }
 
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx, const ModelInferRequest* req,
@@ -417,41 +406,33 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
   grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* ctx,
                                             const inference::ModelStatisticsRequest* req,
                                             inference::ModelStatisticsResponse* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    grpc::Status auth = Authorize(ctx);
-    if (!auth.ok()) {
-      r->Finish(auth);
-      return r;
-    }
-    if (!req->name().empty()) {
-      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
-      if (!m.ok()) {
-        r->Finish(Invalid(std::string(m.status().message())));
-        return r;
+    return Unary(ctx, false, [&] {
+      if (!req->name().empty()) {
+        absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+        if (!m.ok()) return Invalid(std::string(m.status().message()));
       }
-    }
-    const EngineStats stats = engine.Stats();
-    auto ns = [](double s) { return static_cast<uint64_t>(std::max(0.0, s) * 1e9); };
-    for (const ModelStats& m : stats.models) {
-      if (!req->name().empty() && m.name != req->name()) continue;
-      inference::ModelStatistics* out = resp->add_model_stats();
-      out->set_name(m.name);
-      out->set_version("1");
-      out->set_last_inference(m.last_answer_unix_ms);
-      out->set_inference_count(m.completed);
-      out->set_execution_count(m.completed);
-      inference::InferStatistics* s = out->mutable_inference_stats();
-      s->mutable_success()->set_count(m.completed);
-      s->mutable_success()->set_ns(ns(m.latency_sum_s));
-      s->mutable_fail()->set_count(m.failed + m.deadline_exceeded + m.rejected + m.invalid);
-      s->mutable_fail()->set_ns(ns(m.failed_sum_s));
-      s->mutable_queue()->set_count(m.completed);
-      s->mutable_queue()->set_ns(ns(m.queue_sum_s));
-      s->mutable_compute_infer()->set_count(m.completed);
-      s->mutable_compute_infer()->set_ns(ns(m.compute_sum_s));
-    }
-    r->Finish(grpc::Status::OK);
-    return r;
+      const EngineStats stats = engine.Stats();
+      auto ns = [](double s) { return static_cast<uint64_t>(std::max(0.0, s) * 1e9); };
+      for (const ModelStats& m : stats.models) {
+        if (!req->name().empty() && m.name != req->name()) continue;
+        inference::ModelStatistics* out = resp->add_model_stats();
+        out->set_name(m.name);
+        out->set_version("1");
+        out->set_last_inference(m.last_answer_unix_ms);
+        out->set_inference_count(m.completed);
+        out->set_execution_count(m.completed);
+        inference::InferStatistics* s = out->mutable_inference_stats();
+        s->mutable_success()->set_count(m.completed);
+        s->mutable_success()->set_ns(ns(m.latency_sum_s));
+        s->mutable_fail()->set_count(m.failed + m.deadline_exceeded + m.rejected + m.invalid);
+        s->mutable_fail()->set_ns(ns(m.failed_sum_s));
+        s->mutable_queue()->set_count(m.completed);
+        s->mutable_queue()->set_ns(ns(m.queue_sum_s));
+        s->mutable_compute_infer()->set_count(m.completed);
+        s->mutable_compute_infer()->set_ns(ns(m.compute_sum_s));
+      }
+      return grpc::Status::OK;
+    });
   }
 };
 
