@@ -9,8 +9,8 @@
 //   ModelStatistics   per model: success, fail, queue and compute counts and durations
 //
 // Errors are gRPC statuses with baton's message: INVALID_ARGUMENT for a bad
-// request (naming the tensor and what was expected), NOT_FOUND for an unknown
-// model, RESOURCE_EXHAUSTED when a queue or in-flight limit is full (at once),
+// request, an unknown model included (naming the tensor or model and what was
+// expected), RESOURCE_EXHAUSTED when a queue or in-flight limit is full (at once),
 // DEADLINE_EXCEEDED, UNAUTHENTICATED, UNAVAILABLE while closing. On a stream
 // an error answer carries `error_message` and the stream goes on.
 //
