@@ -172,6 +172,11 @@ TEST_F(ServeGrpcTest, StopWhileCallsAreInFlightAnswersThemAll) {
   std::mutex mu;
   std::string first_other;
   std::vector<std::string> refusals;
+  // A gate, not a sleep: Stop begins when the first answer arrives, so the
+  // server has accepted at least one call and the others are in flight or
+  // still on their way.
+  std::promise<void> first_answer;
+  std::once_flag first_once;
   {
     auto client = serve::GrpcClient::Connect(Address(), {});
     ASSERT_TRUE(client.ok()) << client.status();
@@ -179,6 +184,7 @@ TEST_F(ServeGrpcTest, StopWhileCallsAreInFlightAnswersThemAll) {
       (*client)->InferAsync("cam", Inputs(), {}, [&](Result<Tensors> r) {
         if (r.ok()) {
           ++ok;
+          std::call_once(first_once, [&] { first_answer.set_value(); });
         } else if (r.status().code() == StatusCode::kUnavailable ||
                    r.status().code() == StatusCode::kCancelled) {
           ++refused;  // not accepted before Stop began: gRPC turns it away
@@ -191,10 +197,9 @@ TEST_F(ServeGrpcTest, StopWhileCallsAreInFlightAnswersThemAll) {
         }
       });
     }
-    // Stop once the engine has some of them.
-    for (int wait = 0; wait < 2000 && engine_->Stats().models[0].submitted == 0; ++wait) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    // Bounded: every call carries a deadline, so an answer comes whatever happens.
+    ASSERT_EQ(first_answer.get_future().wait_for(std::chrono::seconds(120)), std::future_status::ready)
+        << "no call was answered";
     server_->Stop();  // waits for the calls it accepted
     // The client's destructor waits for its own calls.
   }
