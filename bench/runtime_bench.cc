@@ -26,7 +26,7 @@ namespace {
 class NoOp : public backend::PreparedPartition {
  public:
   NoOp(std::string in, std::string out) : in_(std::move(in)), out_(std::move(out)) {}
-  absl::StatusOr<backend::RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs) const override {
+  absl::StatusOr<backend::RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs, RunCancel* = nullptr) const override {
     backend::RunResult r;
     r.outputs.emplace_back(out_, inputs[0].second->Clone());
     return r;

@@ -88,7 +88,7 @@ class GatedExecutor : public backend::Executor {
    public:
     explicit Prepared(std::shared_ptr<State> state) : state_(std::move(state)) {}
     absl::StatusOr<backend::RunResult> Run(
-        std::span<const std::pair<std::string, const Tensor*>> inputs) const override {
+        std::span<const std::pair<std::string, const Tensor*>> inputs, RunCancel* = nullptr) const override {
       {
         std::unique_lock lock(state_->mu);
         ++state_->started;

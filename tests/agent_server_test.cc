@@ -30,6 +30,7 @@
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
 #include "nothing_executor.h"
+#include "spin_model.h"
 #include "onnx/onnx_pb.h"
 
 namespace baton::net {
@@ -587,6 +588,61 @@ TEST(AgentServerTest, TokenIsRequiredOnEveryAgentCall) {
     EXPECT_EQ(exec.Finish().error_code(), want);
   }
   EXPECT_EQ(server->Stats().auth_failures(), 8u);  // 4 calls x 2 bad tokens
+}
+
+// An untrusted partition that loops forever holds a PU only until the agent's
+// cap (or the client's shorter timeout); the run is stopped and answered
+// ABORTED, and the agent keeps serving on that PU.
+TEST(AgentServerTest, ARunPastItsTimeoutIsStoppedAndAnsweredAborted) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  options.max_run = std::chrono::milliseconds(300);
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  pb::LoadReply loaded;
+  ASSERT_TRUE(Load(*stub, LoadRequest(*spin), &loaded).ok());
+  dispatch::NamedTensors x;
+  x.emplace_back("x", Tensor(dtype::kFloat, {1}));
+
+  ExecuteClient exec(*stub);
+  // Asks for an hour: the agent's 300 ms cap wins.
+  pb::Assignment capped = MakeAssignment(1, loaded.handle(), x);
+  capped.set_exec_timeout_ns(int64_t{3600} * 1000000000);
+  ASSERT_TRUE(exec.Send(capped));
+  std::optional<pb::Completion> c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->id(), 1u);
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::ABORTED)) << c->message();
+  EXPECT_THAT(c->message(), HasSubstr("execution timeout of 300 ms"));
+  // The client's own, shorter timeout.
+  pb::Assignment own = MakeAssignment(2, loaded.handle(), x);
+  own.set_exec_timeout_ns(50 * 1000000);
+  ASSERT_TRUE(exec.Send(own));
+  c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->id(), 2u);
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::ABORTED)) << c->message();
+  EXPECT_THAT(c->message(), HasSubstr("execution timeout of 50 ms"));
+  pb::Assignment negative = MakeAssignment(3, loaded.handle(), x);
+  negative.set_exec_timeout_ns(-1);
+  ASSERT_TRUE(exec.Send(negative));
+  c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_THAT(c->message(), HasSubstr("exec_timeout_ns"));
+  // The PU is free again: a normal partition runs on it.
+  pb::LoadReply normal;
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &normal).ok());
+  const dispatch::NamedTensors inputs = Inputs();
+  ASSERT_TRUE(exec.Send(MakeAssignment(4, normal.handle(), inputs)));
+  c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  ExpectOutputsMatch(*c, RunDirectly(inputs));
+  exec.WritesDone();
+  EXPECT_TRUE(exec.Finish().ok());
 }
 
 TEST(AgentServerTest, UnknownHandleAndLateAssignmentAreAnsweredAtOnce) {

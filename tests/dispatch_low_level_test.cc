@@ -76,8 +76,10 @@ class FirstIdlePolicy : public policy::LowLevelPolicy {
 class LowLevelTest : public ::testing::Test {
  protected:
   LowLevelCore Make(std::unique_ptr<policy::LowLevelPolicy> policy, size_t pus = 2, size_t max_queue = 8,
-                    ContractMode contract = ContractMode::kIgnore) {
+                    ContractMode contract = ContractMode::kIgnore,
+                    std::optional<ExecTimeoutRule> exec_timeout = std::nullopt) {
     LowLevelOptions o;
+    o.exec_timeout = exec_timeout;
     o.device = DeviceId(3);
     for (size_t i = 0; i < pus; ++i) o.pus.push_back({PuId(static_cast<uint32_t>(i)), i == 0 ? "cpu" : "gpu"});
     o.max_queue = max_queue;
@@ -176,6 +178,69 @@ TEST_F(LowLevelTest, AppliesRunDecisionsAndReportsCompletions) {
   ASSERT_EQ(out.completions.size(), 1u);
   EXPECT_EQ(out.completions[0].status.code(), absl::StatusCode::kInternal);
   EXPECT_TRUE(out.completions[0].outputs.empty());
+}
+
+TEST_F(LowLevelTest, WithoutAnExecutionTimeoutRuleRunsHaveNoTimeout) {
+  LowLevelCore ll = Make(std::make_unique<FirstIdlePolicy>());
+  ASSERT_EQ(ll.OnAssignment(Work(1), kTimeZero).starts.size(), 1u);
+  EXPECT_EQ(ll.NextRunTimeout(), std::nullopt);
+  EXPECT_TRUE(ll.OnTick(Ms(1e9)).completions.empty());
+}
+
+// Past its limit a run is answered Aborted at once and its PU is asked to stop
+// it; the PU stays busy until it reports, and that late report is dropped.
+TEST_F(LowLevelTest, ARunPastItsExecutionTimeoutIsAnsweredAbortedAndItsPuKeptUntilItReports) {
+  // 10 x 1 ms on PU 0 is under the 50 ms floor: the limit is 50 ms.
+  LowLevelCore ll = Make(std::make_unique<FirstIdlePolicy>(), 1, 8, ContractMode::kAbort,
+                         ExecTimeoutRule{.factor = 10, .floor = FromMillis(50), .cap = std::nullopt});
+  ASSERT_EQ(ll.OnAssignment(Work(1), kTimeZero).starts.size(), 1u);
+  EXPECT_EQ(ll.NextRunTimeout(), ExpiryTime(Ms(50)));
+  EXPECT_TRUE(ll.OnTick(Ms(50)).completions.empty()) << "at the limit it is still on time";
+  EXPECT_TRUE(ll.OnAssignment(Work(2), Ms(10)).starts.empty());  // PU busy
+  LowLevelActions out = ll.OnTick(ExpiryTime(Ms(50)));
+  ASSERT_EQ(out.completions.size(), 1u);
+  const Completion& c = out.completions[0];
+  EXPECT_EQ(c.id, AssignmentId(1));
+  EXPECT_EQ(c.status.code(), absl::StatusCode::kAborted);
+  EXPECT_NE(c.status.message().find("execution timeout of 50 ms"), std::string::npos) << c.status;
+  EXPECT_EQ(c.pu, PuId(0));
+  EXPECT_EQ(c.start, kTimeZero);
+  ASSERT_EQ(out.cancels.size(), 1u);
+  EXPECT_EQ(out.cancels[0], PuId(0));
+  EXPECT_TRUE(out.starts.empty()) << "the PU still runs the stopped work";
+  EXPECT_EQ(ll.stats().timed_out, 1u);
+  EXPECT_EQ(ll.NextRunTimeout(), std::nullopt);
+  EXPECT_TRUE(ll.OnTick(Ms(500)).completions.empty()) << "answered once";
+  // The run returns (stopped): no second answer, and the PU takes the next item.
+  out = ll.OnPuFinished({PuId(0), AssignmentId(1), absl::AbortedError("stopped"), {}, kTimeZero, Ms(600)}, Ms(600));
+  EXPECT_TRUE(out.completions.empty());
+  ASSERT_EQ(out.starts.size(), 1u);
+  EXPECT_EQ(out.starts[0].assignment.id, AssignmentId(2));
+  EXPECT_EQ(ll.stats().violations, 0u);
+}
+
+TEST_F(LowLevelTest, TheAssignmentsOwnTimeoutWinsAndTheCapBoundsEveryRun) {
+  // PU 1 expects 3 ms: 10 x 3 ms = 30 ms over the 1 ms floor.
+  LowLevelCore ll = Make(std::make_unique<FirstIdlePolicy>(), 2, 8, ContractMode::kAbort,
+                         ExecTimeoutRule{.factor = 10, .floor = FromMillis(1), .cap = FromMillis(100)});
+  Assignment a = Work(1);
+  a.exec_timeout = FromMillis(7);
+  ASSERT_EQ(ll.OnAssignment(std::move(a), kTimeZero).starts.size(), 1u);  // PU 0
+  EXPECT_EQ(ll.NextRunTimeout(), ExpiryTime(Ms(7)));
+  ASSERT_EQ(ll.OnAssignment(Work(2), kTimeZero).starts.size(), 1u);  // PU 1, derived: 30 ms
+  LowLevelActions out = ll.OnTick(ExpiryTime(Ms(7)));
+  ASSERT_EQ(out.completions.size(), 1u);
+  EXPECT_EQ(out.completions[0].id, AssignmentId(1));
+  EXPECT_EQ(ll.NextRunTimeout(), ExpiryTime(Ms(30)));
+  out = ll.OnPuFinished({PuId(1), AssignmentId(2), absl::OkStatus(), {}, kTimeZero, Ms(20)}, Ms(20));
+  ASSERT_EQ(out.completions.size(), 1u);
+  EXPECT_TRUE(out.completions[0].status.ok());
+  EXPECT_EQ(ll.NextRunTimeout(), std::nullopt);
+  // A longer own timeout is held to the cap.
+  Assignment b = Work(3);
+  b.exec_timeout = FromMillis(1e6);
+  ASSERT_EQ(ll.OnAssignment(std::move(b), Ms(20)).starts.size(), 1u);
+  EXPECT_EQ(ll.NextRunTimeout(), ExpiryTime(Ms(120)));
 }
 
 TEST_F(LowLevelTest, SnapshotShowsQueueInArrivalOrderAndExpectedFreeTimes) {

@@ -16,6 +16,7 @@
 #include "baton/graph/model.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
+#include "spin_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -308,6 +309,39 @@ TEST_F(EngineTest, APassedDeadlineIsAnsweredDeadlineExceeded) {
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(engine->Stats().models[0].slo_met, 1u);
   EXPECT_EQ(engine->Stats().models[0].with_slo, 1u);
+}
+
+// A run that would never end is stopped at its execution timeout: its request
+// fails ABORTED naming the timeout, and the PU serves the next request.
+TEST_F(EngineTest, ARunPastItsExecutionTimeoutIsStoppedAndItsPuServesAgain) {
+  absl::StatusOr<std::string> spin = testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  std::ofstream(*dir_ / "spin.onnx", std::ios::binary) << *spin;
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (*dir_ / "cache").string();
+  Result<std::unique_ptr<Engine>> opened = Engine::OpenText(
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
+      "models:\n"
+      "  - {name: spin, path: spin.onnx, execution_timeout_ms: 200}\n"
+      "  - {name: cam, path: squeezenet.onnx}\n"
+      "policy: {high_level: whole}\n",
+      dir_->string(), options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Engine& engine = **opened;
+  Tensors x;
+  x.emplace("x", Tensor(dtype::kFloat, {1}));
+  Result<Tensors> r = engine.Infer("spin", std::move(x));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kAborted) << r.status().ToString();
+  EXPECT_THAT(r.status().message(), HasSubstr("execution timeout of 200 ms"));
+  EXPECT_EQ(engine.Stats().models[0].failed, 1u);
+  // The run was stopped (the one PU would be taken for days otherwise).
+  const Reference ref = MakeReference("squeezenet.onnx", 4);
+  Result<Tensors> ok = engine.Infer("cam", Copy(ref.inputs));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  ExpectEqual(*ok, ref.outputs);
+  engine.Close();
 }
 
 TEST_F(EngineTest, BatchedModelsAnswerPerRequest) {

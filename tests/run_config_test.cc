@@ -564,6 +564,7 @@ TEST(RunConfigTest, EveryKeyRoundTrips) {
   config.models[0].partitions = 64;
   config.models[2].priority = 7;
   config.models[1].slo_ms = 0.125;
+  config.models[1].execution_timeout_ms = 2500;
   config.models[2].max_batch = 8;
   config.models[2].max_queue_delay_ms = 2.5;
   config.policy = PolicyConfig{.high_level = "capability", .low_level = "edf", .stages = 5};
@@ -643,6 +644,21 @@ TEST(RunConfigTest, SloMustBePositive) {
   absl::StatusOr<RunConfig> ok = ParseRunConfig(head + "models: [{name: m, path: zoo:lstm, slo_ms: 12.5}]\n", "s.yaml");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->models[0].slo_ms, 12.5);
+}
+
+TEST(RunConfigTest, ExecutionTimeoutMustBePositiveAndBounded) {
+  const std::string head = "devices: [{name: d, pus: [{name: c}]}]\n";
+  for (const char* bad : {"0", "-5", "1e12", "nan", "fast"}) {
+    SCOPED_TRACE(bad);
+    absl::StatusOr<RunConfig> r = ParseRunConfig(
+        head + "models: [{name: m, path: zoo:lstm, execution_timeout_ms: " + bad + "}]\n", "t.yaml");
+    ASSERT_FALSE(r.ok());
+    EXPECT_THAT(r.status().message(), HasSubstr("models[0].execution_timeout_ms"));
+  }
+  absl::StatusOr<RunConfig> ok =
+      ParseRunConfig(head + "models: [{name: m, path: zoo:lstm, execution_timeout_ms: 250}]\n", "t.yaml");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->models[0].execution_timeout_ms, 250.0);
 }
 
 // --- files --------------------------------------------------------------------

@@ -46,7 +46,7 @@ class FakePartition : public backend::PreparedPartition {
       : in_(std::move(in)), out_(std::move(out)), add_(add), work_(work), charged_(charged) {}
   // Set before the runtime starts.
   void set_gate(std::shared_future<void> gate) { gate_ = std::move(gate); }
-  absl::StatusOr<backend::RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs) const override {
+  absl::StatusOr<backend::RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs, RunCancel* = nullptr) const override {
     const Tensor* x = nullptr;
     for (const auto& [name, t] : inputs) {
       if (name == in_) x = t;

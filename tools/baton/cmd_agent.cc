@@ -41,6 +41,7 @@ struct AgentArgs {
   int64_t max_partition_mb = net::kDefaultMaxPartitionBytes >> 20;
   std::vector<std::string> allowed_ops;
   double load_timeout_s = 30;
+  double max_run_s = 60;
 };
 
 constexpr int64_t kMaxPartitionMb = int64_t{1} << 20;  // 1 TiB: far above any real partition
@@ -61,6 +62,10 @@ int Agent(const AgentArgs& args) {
   if (!(std::isfinite(args.load_timeout_s) && args.load_timeout_s > 0 && args.load_timeout_s <= 86400)) {
     std::cerr << "baton agent: --load-timeout-s must be > 0 and at most 86400 (a day), got " << args.load_timeout_s
               << "\n";
+    return 2;
+  }
+  if (!(std::isfinite(args.max_run_s) && args.max_run_s > 0 && args.max_run_s <= 86400)) {
+    std::cerr << "baton agent: --max-run-s must be > 0 and at most 86400 (a day), got " << args.max_run_s << "\n";
     return 2;
   }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -89,6 +94,7 @@ int Agent(const AgentArgs& args) {
   options.max_partition_bytes = args.max_partition_mb << 20;
   options.allowed_ops = args.allowed_ops;
   options.load_timeout = std::chrono::milliseconds(static_cast<int64_t>(std::llround(args.load_timeout_s * 1000)));
+  options.max_run = std::chrono::milliseconds(static_cast<int64_t>(std::llround(args.max_run_s * 1000)));
   absl::StatusOr<std::unique_ptr<net::AgentServer>> server = net::AgentServer::Start(options, std::move(pus));
   if (!server.ok()) {
     std::cerr << "baton agent: " << server.status().message() << "\n";
@@ -134,6 +140,8 @@ void AddAgentCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--allowed-ops", args->allowed_ops, "Comma-separated op types partitions may use (default: any)")
       ->delimiter(',');
   cmd->add_option("--load-timeout-s", args->load_timeout_s, "Time to create one partition's sessions (default 30)");
+  cmd->add_option("--max-run-s", args->max_run_s,
+                  "Longest one run may take on this agent's PUs before it is stopped (default 60)");
   cmd->callback([args, exit_code] {
     *exit_code = Agent(*args);
     if (*exit_code == 0) ExitCleanlyAfterSignal();

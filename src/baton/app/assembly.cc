@@ -50,8 +50,14 @@ absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const
     if (!fixed) {
       for (auto& p : graph.partitions) p.fixed_pu.reset();
     }
-    BATON_RETURN_IF_ERROR(b.rt->AddModel(
-        m.id, std::move(graph), dispatch::ModelOptions{.max_in_flight = config.run.max_in_flight}));
+    dispatch::ModelOptions model_options{.max_in_flight = config.run.max_in_flight};
+    for (const config::ModelConfig& mc : config.models) {
+      if (mc.name == m.name && mc.execution_timeout_ms) {
+        model_options.exec_timeout = std::chrono::duration_cast<Duration>(
+            std::chrono::duration<double, std::milli>(*mc.execution_timeout_ms));
+      }
+    }
+    BATON_RETURN_IF_ERROR(b.rt->AddModel(m.id, std::move(graph), model_options));
   }
   BATON_RETURN_IF_ERROR(b.rt->Start());
   return b;

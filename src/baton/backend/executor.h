@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "baton/core/run_cancel.h"
 #include "baton/core/status.h"
 #include "baton/core/tensor.h"
 #include "baton/core/time.h"
@@ -41,8 +42,10 @@ class PreparedPartition {
  public:
   virtual ~PreparedPartition() = default;
   // `inputs` must name every interface input of the partition; they are
-  // borrowed for the call.
-  virtual absl::StatusOr<RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs) const = 0;
+  // borrowed for the call. `cancel`, when given, may stop the call from
+  // another thread (Aborted); an executor that cannot stop a call ignores it.
+  virtual absl::StatusOr<RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs,
+                                        RunCancel* cancel = nullptr) const = 0;
 };
 
 class Executor {

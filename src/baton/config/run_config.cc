@@ -72,9 +72,9 @@ constexpr std::array<const char*, 9> kPuKeys = {"name",  "kind",     "threads", 
                                                 "speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 3> kCpuOnlyKeys = {"threads", "cores", "share_session"};
 constexpr std::array<const char*, 4> kEmuOnlyKeys = {"speed", "op_speed", "unsupported_ops", "compute"};
-constexpr std::array<const char*, 9> kModelKeys = {"name",       "path",   "arrival",   "deadline_ms",
-                                                   "priority",   "partitions", "slo_ms", "max_batch",
-                                                   "max_queue_delay_ms"};
+constexpr std::array<const char*, 10> kModelKeys = {"name",       "path",   "arrival",   "deadline_ms",
+                                                    "priority",   "partitions", "slo_ms", "max_batch",
+                                                    "max_queue_delay_ms", "execution_timeout_ms"};
 constexpr int kMaxBatch = 1024;
 // The modes `baton run` can compare with (run.baselines as a list).
 constexpr std::array<const char*, 6> kBaselineNames = {"ort_tuned",      "ort_pinned",     "ort_global_pool",
@@ -303,6 +303,12 @@ absl::Status ValidateModels(const std::vector<ModelConfig>& models) {
       BATON_RETURN_IF_ERROR(CheckPositive(*model.slo_ms, Child(path, "slo_ms"), kMaxDeadlineMs,
                                           "the latency in milliseconds an answer must meet to count as good, or "
                                           "omit it (best effort)"));
+    }
+    if (model.execution_timeout_ms) {
+      BATON_RETURN_IF_ERROR(CheckPositive(*model.execution_timeout_ms, Child(path, "execution_timeout_ms"),
+                                          kMaxDeadlineMs,
+                                          "how long one run of a partition may take before it is stopped, in "
+                                          "milliseconds, or omit it (10x the expected run time, at least 1 s)"));
     }
     if (model.max_batch < 1 || model.max_batch > kMaxBatch) {
       return Invalid(Child(path, "max_batch"), absl::StrCat("must be in 1..", kMaxBatch, ", got ", model.max_batch,
@@ -700,6 +706,8 @@ class Parser {
         BATON_RETURN_IF_ERROR(Double(f, model.deadline_ms.emplace()));
       } else if (f.key == "slo_ms") {
         BATON_RETURN_IF_ERROR(Double(f, model.slo_ms.emplace()));
+      } else if (f.key == "execution_timeout_ms") {
+        BATON_RETURN_IF_ERROR(Double(f, model.execution_timeout_ms.emplace()));
       } else if (f.key == "max_batch") {
         BATON_RETURN_IF_ERROR(Int(f, model.max_batch));
       } else if (f.key == "max_queue_delay_ms") {
@@ -1046,6 +1054,9 @@ std::string ToYaml(const RunConfig& config) {
     out << YAML::EndMap;
     if (model.deadline_ms) out << YAML::Key << "deadline_ms" << YAML::Value << FormatDouble(*model.deadline_ms);
     if (model.slo_ms) out << YAML::Key << "slo_ms" << YAML::Value << FormatDouble(*model.slo_ms);
+    if (model.execution_timeout_ms) {
+      out << YAML::Key << "execution_timeout_ms" << YAML::Value << FormatDouble(*model.execution_timeout_ms);
+    }
     if (model.max_batch != 1) {
       out << YAML::Key << "max_batch" << YAML::Value << model.max_batch;
       out << YAML::Key << "max_queue_delay_ms" << YAML::Value << FormatDouble(model.max_queue_delay_ms);

@@ -99,6 +99,10 @@ struct ModelConfig {
   // Service-level objective: an answer within slo_ms of arrival is "good"
   // (goodput, SLO attainment in `baton run`'s report); none = best effort.
   std::optional<double> slo_ms;
+  // How long one run of one of its partitions may take before the device stops
+  // it (ONNX Runtime's terminate flag) and its request fails ABORTED; none =
+  // 10x the expected run time, at least 1 s (dispatch::ExecTimeoutRule).
+  std::optional<double> execution_timeout_ms;
   // Dynamic batching (off with max_batch 1): up to max_batch requests of this
   // model that wait at most max_queue_delay_ms run as one, stacked along their
   // leading dimension (runtime/batcher.h). The model must compute row by row;

@@ -68,6 +68,10 @@ absl::Status HighLevelCore::AddModel(ModelId id, ModelGraph graph, ModelOptions 
     return absl::InvalidArgumentError(absl::StrCat("model '", graph.name, "': max_in_flight is ",
                                                    options.max_in_flight, "; it must be at least 1"));
   }
+  if (options.exec_timeout && *options.exec_timeout <= Duration(0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model '", graph.name, "': the execution timeout must be positive (or unset)"));
+  }
   BATON_RETURN_IF_ERROR(ValidateModelGraph(graph));
   auto m = std::make_unique<CompiledModel>();
   m->id = id;
@@ -363,6 +367,7 @@ void HighLevelCore::SendReady(Request& r, const std::vector<uint32_t>& ready, Ti
     }
     a.deadline = r.deadline;
     a.priority = r.priority;
+    a.exec_timeout = r.model->options.exec_timeout;
     // A fixed PU belongs to the partition's own device.
     if (where[i] == node.device) a.fixed_pu = node.fixed_pu;
     else ++stats_.rerouted;

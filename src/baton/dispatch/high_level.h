@@ -62,6 +62,9 @@ struct RequestOptions {
 
 struct ModelOptions {
   int max_in_flight = 64;  // requests of this model in flight at once; more are rejected
+  // Each of its assignments carries this execution timeout (Assignment::exec_timeout);
+  // nullopt leaves it to the devices' rule.
+  std::optional<Duration> exec_timeout = std::nullopt;
 };
 
 // Action: send `assignment` to the LL dispatcher of `device` (through its port).

@@ -130,6 +130,11 @@ LowLevelActions LowLevelCore::OnPuFinished(PuResult result, Time now) {
     Violation(absl::StrCat("device ", options_.device.value, ": PU ", result.pu.value,
                            " reported assignment ", result.assignment.value,
                            " finished, but it is not running it; report each StartOnPu exactly once"));
+  } else if (running_[*i]->timed_out) {
+    // Answered Aborted when its timeout passed; the PU is free again now.
+    running_[*i].reset();
+    pu_states_[*i].busy = false;
+    pu_states_[*i].expected_free = now;
   } else {
     Running r = *running_[*i];
     running_[*i].reset();
@@ -165,6 +170,55 @@ std::optional<Time> LowLevelCore::NextExpiry() const {
   return next;
 }
 
+std::optional<Time> LowLevelCore::NextRunTimeout() const {
+  std::optional<Time> next;
+  for (const auto& r : running_) {
+    if (!r || r->timed_out || !r->timeout_at) continue;
+    const Time t = ExpiryTime(*r->timeout_at);
+    if (!next || t < *next) next = t;
+  }
+  return next;
+}
+
+std::optional<Duration> LowLevelCore::RunLimit(const Assignment& a, Duration expected) const {
+  if (!options_.exec_timeout) return std::nullopt;
+  const ExecTimeoutRule& rule = *options_.exec_timeout;
+  Duration limit;
+  if (a.exec_timeout) {
+    limit = *a.exec_timeout;
+  } else {
+    limit = std::max(rule.floor, std::chrono::duration_cast<Duration>(expected * rule.factor));
+  }
+  if (rule.cap) limit = std::min(limit, *rule.cap);
+  return limit;
+}
+
+void LowLevelCore::TimeOutRuns(Time now, LowLevelActions& out) {
+  for (size_t i = 0; i < running_.size(); ++i) {
+    std::optional<Running>& r = running_[i];
+    if (!r || r->timed_out || !r->timeout_at || !DeadlinePassed(r->timeout_at, now)) continue;
+    r->timed_out = true;
+    ++stats_.timed_out;
+    const double limit_ms = std::chrono::duration<double, std::milli>(r->limit).count();
+    Completion c = AnswerFor(
+        r->id, r->request, r->model, r->partition,
+        absl::AbortedError(absl::StrCat(
+            "device ", options_.device.value, ": assignment ", r->id.value, " (request ", r->request.value,
+            ", model ", r->model.value, ", partition ", r->partition.value, ") ran past its execution timeout of ",
+            limit_ms, " ms on PU ", pu_states_[i].id.value,
+            " and was stopped; if it is legitimately this slow, raise the model's execution_timeout_ms")));
+    c.pu = pu_states_[i].id;
+    c.start = r->start;
+    c.end = now;
+    if (observer_ != nullptr) {
+      observer_->OnEvent(TraceEvent{TraceKind::kFinished, now, r->request, r->model, r->partition, r->id,
+                                    options_.device, pu_states_[i].id, c.status.code(), c.start});
+    }
+    out.completions.push_back(std::move(c));
+    out.cancels.push_back(pu_states_[i].id);
+  }
+}
+
 void LowLevelCore::DropExpired(Time now, LowLevelActions& out) {
   std::vector<bool> expired(ready_.size(), false);
   for (size_t i = 0; i < ready_.size(); ++i) {
@@ -194,6 +248,7 @@ void LowLevelCore::RemoveFromReady(const std::vector<bool>& remove) {
 }
 
 void LowLevelCore::Schedule(Time now, LowLevelActions& out) {
+  TimeOutRuns(now, out);
   DropExpired(now, out);
   if (ready_.empty()) return;
   // With every PU busy, the only legal decision is kDrop of an item that has a
@@ -261,7 +316,12 @@ void LowLevelCore::Schedule(Time now, LowLevelActions& out) {
     ++stats_.started;
     pu_states_[*p].busy = true;
     pu_states_[*p].expected_free = now + *expected;
-    running_[*p] = Running{w.id, w.request, w.model, w.partition, now, now + *expected};
+    Running run{w.id, w.request, w.model, w.partition, now, now + *expected};
+    if (std::optional<Duration> limit = RunLimit(ready_assignments_[k], *expected)) {
+      run.limit = *limit;
+      run.timeout_at = now + *limit;
+    }
+    running_[*p] = run;
     Trace(TraceKind::kStarted, now, ready_assignments_[k], d.pu);
     out.starts.push_back(StartOnPu{d.pu, std::move(ready_assignments_[k])});
   }

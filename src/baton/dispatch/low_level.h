@@ -24,7 +24,16 @@
 //   FailedPrecondition   no PU of this device can run it (latency model says
 //                        nullopt for all), or its fixed_pu is not such a PU
 //   AlreadyExists        an assignment with that id is queued or running
-// Work that is running is not interrupted; its deadline is judged by the HL.
+// Work that is running is not interrupted for its deadline (the HL judges
+// that), only for its execution timeout (below).
+//
+// Execution timeout: with LowLevelOptions::exec_timeout set, each run has a
+// limit: its Assignment::exec_timeout, else max(floor, factor x the latency
+// model's expected time), never more than `cap`. Once a run is past it
+// (OnTick at NextRunTimeout), the core answers the assignment Aborted at once,
+// asks the shell to stop the run (LowLevelActions::cancels), and keeps the PU
+// busy until the shell reports the run finished; that late report is then
+// dropped (the assignment was already answered).
 //
 // Contract enforcement: a decision for an unknown or already decided item, for
 // an unknown or busy PU, onto a PU that cannot run the item, or a kDrop of an
@@ -65,11 +74,20 @@ inline constexpr ContractMode kDefaultContractMode = ContractMode::kIgnore;
 inline constexpr ContractMode kDefaultContractMode = ContractMode::kAbort;
 #endif
 
+struct ExecTimeoutRule {
+  double factor = 10;             // x the expected run time
+  Duration floor = std::chrono::seconds(1);
+  std::optional<Duration> cap;    // upper limit for every run (an agent's own cap)
+};
+
 struct LowLevelOptions {
   DeviceId device;
   std::vector<PuSpec> pus;
   size_t max_queue = 256;  // ready (not running) assignments; more are rejected at once
   ContractMode contract = kDefaultContractMode;
+  // nullopt: runs have no execution timeout (the virtual-time shell, whose
+  // runs always end).
+  std::optional<ExecTimeoutRule> exec_timeout = std::nullopt;
 };
 
 // Action: run `assignment` on `pu` now; report the result with OnPuFinished.
@@ -81,6 +99,9 @@ struct StartOnPu {
 struct LowLevelActions {
   std::vector<StartOnPu> starts;
   std::vector<Completion> completions;  // to the HL dispatcher
+  // Runs past their execution timeout, already answered: stop them if the
+  // executor can (each PU still reports OnPuFinished when its run ends).
+  std::vector<PuId> cancels;
 };
 
 // What an executor reports when a run started by StartOnPu ends.
@@ -102,6 +123,7 @@ struct LowLevelStats {
   uint64_t dropped_expired = 0;     // deadline passed while queued (by the core)
   uint64_t dropped_by_policy = 0;   // kDrop decisions
   uint64_t violations = 0;          // ignored decisions and reports (kIgnore)
+  uint64_t timed_out = 0;           // runs past their execution timeout (answered Aborted)
 };
 
 class LowLevelCore {
@@ -123,6 +145,10 @@ class LowLevelCore {
   // When OnTick next has something to do (the earliest ExpiryTime of a queued
   // item), or nullopt.
   std::optional<Time> NextExpiry() const;
+  // When the earliest running run passes its execution timeout (OnTick then
+  // answers it), or nullopt. Runs start on any event, so a threaded shell
+  // watches this from its own thread (DeviceShell's watchdog).
+  std::optional<Time> NextRunTimeout() const;
 
   DeviceId device() const { return options_.device; }
   const std::string& policy_name() const { return policy_name_; }
@@ -144,6 +170,9 @@ class LowLevelCore {
     PartitionId partition;
     Time start{};
     Time expected_end{};
+    std::optional<Time> timeout_at = std::nullopt;  // past it (now > timeout_at) the run is answered Aborted
+    Duration limit = Duration(0);
+    bool timed_out = false;          // answered; waiting for the PU to report
   };
 
   LowLevelCore(LowLevelOptions options, std::unique_ptr<policy::LowLevelPolicy> policy,
@@ -152,6 +181,8 @@ class LowLevelCore {
   // Drops expired work, asks the policy, applies its decisions.
   void Schedule(Time now, LowLevelActions& out);
   void DropExpired(Time now, LowLevelActions& out);
+  void TimeOutRuns(Time now, LowLevelActions& out);
+  std::optional<Duration> RunLimit(const Assignment& a, Duration expected) const;
   // Erases the ready items flagged in `remove` (indexed like ready_), keeping order.
   void RemoveFromReady(const std::vector<bool>& remove);
   // A Completion of this device for one assignment, without outputs or times.

@@ -58,11 +58,16 @@ struct Assignment {
   std::optional<Time> deadline;   // absolute; the request's deadline
   int priority = 0;               // larger = more important
   std::optional<PuId> fixed_pu;   // placement fixed by the plan, if any
+  // How long one run of it may take on a PU before the device stops it and
+  // answers Aborted (the model's execution_timeout_ms); nullopt = the device's
+  // rule (LowLevelOptions::exec_timeout).
+  std::optional<Duration> exec_timeout = std::nullopt;
 };
 
 // LL -> HL: the answer to exactly one Assignment (same id). `status` is OK when
 // the partition ran; otherwise it says why not (ResourceExhausted: queue full;
-// DeadlineExceeded: dropped; anything else: the executor failed) and `outputs`
+// DeadlineExceeded: dropped; Aborted: it ran past its execution timeout;
+// anything else: the executor failed) and `outputs`
 // is empty. `pu` is the PU it ran on, nullopt when it never started; then
 // start == end == the instant it was answered.
 struct Completion {

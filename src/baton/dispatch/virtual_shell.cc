@@ -249,7 +249,9 @@ void VirtualShell::ScheduleTicks() {
   for (auto& d : devices_) {
     if (!d->touched) continue;
     d->touched = false;
-    if (std::optional<Time> next = d->core.NextExpiry(); next && (!d->tick || *next < *d->tick)) {
+    std::optional<Time> next = d->core.NextExpiry();
+    if (std::optional<Time> t = d->core.NextRunTimeout(); t && (!next || *t < *next)) next = t;
+    if (next && (!d->tick || *next < *d->tick)) {
       d->tick = std::max(*next, now_);
       Schedule(*d->tick, TickLowLevel{d->index});
     }

@@ -20,7 +20,8 @@ absl::Status AgentServer::Impl::Init() {
   BATON_ASSIGN_OR_RETURN(
       shell_, runtime::DeviceShell::Create(DeviceId(0), options_.name, std::move(setups), std::move(*policy),
                                            options_.max_queue, latency_.get(), &runners_, epoch_,
-                                           [this](std::vector<dispatch::Completion> c) { OnCompletions(std::move(c)); }));
+                                           [this](std::vector<dispatch::Completion> c) { OnCompletions(std::move(c)); },
+                                           dispatch::ExecTimeoutRule{.cap = options_.max_run}));
   shell_->Start();
   ticker_ = std::thread([this] { TickLoop(); });
 
@@ -379,6 +380,12 @@ void AgentServer::Impl::HandleAssignment(const pb::Assignment& in, const std::sh
     Reject(*stream, in.id(), absl::InvalidArgumentError(absl::StrCat(what, ": an input is sent twice")));
     return;
   }
+  if (in.exec_timeout_ns() < 0) {
+    Reject(*stream, in.id(),
+           absl::InvalidArgumentError(absl::StrCat(what, ": exec_timeout_ns is ", in.exec_timeout_ns(),
+                                                   "; give a positive number of nanoseconds, or 0 for the agent's rule")));
+    return;
+  }
   if (in.has_fixed_pu() && (in.fixed_pu() < 0 || static_cast<size_t>(in.fixed_pu()) >= pus_.size())) {
     Reject(*stream, in.id(),
            absl::InvalidArgumentError(absl::StrCat(what, ": fixed_pu ", in.fixed_pu(), " is not a PU index (0..",
@@ -395,6 +402,7 @@ void AgentServer::Impl::HandleAssignment(const pb::Assignment& in, const std::sh
   if (in.has_deadline()) a.deadline = DeadlineFromBudget(arrival, in.deadline_budget_ns());
   a.priority = in.priority();
   if (in.has_fixed_pu()) a.fixed_pu = PuId(static_cast<uint32_t>(in.fixed_pu()));
+  if (in.exec_timeout_ns() > 0) a.exec_timeout = Duration(in.exec_timeout_ns());
 
   {
     std::lock_guard lock(stream->mu);
@@ -545,6 +553,9 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions opt
   if (options.chunk_bytes <= 0 || options.chunk_bytes > kMaxChunk) {
     return absl::InvalidArgumentError(absl::StrCat(agent, ": chunk_bytes must be in 1..", kMaxChunk, ", got ",
                                                    options.chunk_bytes));
+  }
+  if (options.max_run <= std::chrono::milliseconds(0)) {
+    return absl::InvalidArgumentError(absl::StrCat(agent, ": max_run must be > 0"));
   }
   if (options.load_timeout <= std::chrono::milliseconds(0)) {
     return absl::InvalidArgumentError(absl::StrCat(agent, ": load_timeout must be > 0"));

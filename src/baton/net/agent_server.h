@@ -64,6 +64,10 @@ struct AgentOptions {
   int64_t chunk_bytes = kDefaultChunkBytes;  // completions above this travel as Frames
   std::vector<std::string> allowed_ops;      // empty = any op
   std::chrono::milliseconds load_timeout{30000};  // budget for creating the sessions of one partition
+  // The longest one run may take on this agent's PUs, whatever a client asks:
+  // past it the run is stopped (ONNX Runtime's terminate flag) and answered
+  // ABORTED, so an untrusted partition cannot hold a PU for longer.
+  std::chrono::milliseconds max_run{60000};
   int64_t max_param_bytes = int64_t{1} << 31;     // a partition whose parameters exceed it is refused
   // Per Execute stream, how many answered assignment ids the agent remembers
   // to refuse a repeat (ALREADY_EXISTS); ids in flight are always remembered.

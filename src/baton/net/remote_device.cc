@@ -390,6 +390,7 @@ void GrpcRemoteDevice::Impl::Submit(dispatch::Assignment assignment) {
       a->set_deadline_budget_ns((*assignment.deadline - Now()).count());
     }
     a->set_priority(assignment.priority);
+    if (assignment.exec_timeout) a->set_exec_timeout_ns(assignment.exec_timeout->count());
     if (assignment.fixed_pu) {
       for (size_t i = 0; i < pus_.size(); ++i) {
         if (pus_[i].id == *assignment.fixed_pu) {
@@ -695,7 +696,7 @@ absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> RemoteExecutor::Prep
   return std::make_unique<RemotePartition>(loaded.handle);
 }
 
-absl::StatusOr<backend::RunResult> RemotePartition::Run(std::span<const std::pair<std::string, const Tensor*>>) const {
+absl::StatusOr<backend::RunResult> RemotePartition::Run(std::span<const std::pair<std::string, const Tensor*>>, RunCancel*) const {
   return absl::FailedPreconditionError(
       "a remote partition runs on its agent, not in this process (a runtime bug sent it to a local PU)");
 }

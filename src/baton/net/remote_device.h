@@ -138,7 +138,7 @@ class RemotePartition : public backend::PreparedPartition {
  public:
   explicit RemotePartition(std::string handle) : handle_(std::move(handle)) {}
   const std::string& handle() const { return handle_; }
-  absl::StatusOr<backend::RunResult> Run(std::span<const std::pair<std::string, const Tensor*>>) const override;
+  absl::StatusOr<backend::RunResult> Run(std::span<const std::pair<std::string, const Tensor*>>, RunCancel* = nullptr) const override;
 
  private:
   std::string handle_;

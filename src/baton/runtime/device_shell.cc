@@ -35,6 +35,7 @@ struct DeviceShell::Pu {
   Duration busy{};                          // guarded by mu_
   uint64_t runs = 0;                        // guarded by mu_
   uint64_t failures = 0;                    // guarded by mu_
+  RunCancel cancel;                         // reset under mu_ when a run is handed over
   std::thread thread;
 };
 
@@ -66,11 +67,12 @@ DeviceShell::DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyMod
 absl::StatusOr<std::unique_ptr<DeviceShell>> DeviceShell::Create(
     DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
     size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
-    std::chrono::steady_clock::time_point epoch, Sink sink) {
+    std::chrono::steady_clock::time_point epoch, Sink sink, dispatch::ExecTimeoutRule exec_timeout) {
   std::unique_ptr<DeviceShell> shell(new DeviceShell(id, std::move(name), latency, runners, epoch, std::move(sink)));
   dispatch::LowLevelOptions ll;
   ll.device = id;
   ll.max_queue = max_queue;
+  ll.exec_timeout = exec_timeout;
   for (PuSetup& pu : pus) {
     ll.pus.push_back(dispatch::PuSpec{pu.id, pu.kind});
     latency->SetPuKind(pu.id, pu.kind);
@@ -95,6 +97,7 @@ void DeviceShell::Start() {
   if (started_ || stop_) return;
   started_ = true;
   for (auto& pu : pus_) pu->thread = std::thread([this, p = pu.get()] { PuLoop(*p); });
+  watchdog_ = std::thread([this] { WatchdogLoop(); });
 }
 
 void DeviceShell::Stop() {
@@ -102,10 +105,32 @@ void DeviceShell::Stop() {
     std::lock_guard lock(mu_);
     if (stop_) return;
     stop_ = true;
+    // Nobody waits for these runs any more.
+    for (auto& pu : pus_) pu->cancel.Cancel();
   }
   for (auto& pu : pus_) pu->cv.notify_all();
+  watch_cv_.notify_all();
   for (auto& pu : pus_) {
     if (pu->thread.joinable()) pu->thread.join();
+  }
+  if (watchdog_.joinable()) watchdog_.join();
+}
+
+void DeviceShell::WatchdogLoop() {
+  std::unique_lock lock(mu_);
+  while (!stop_) {
+    std::optional<Time> due = core_->NextRunTimeout();
+    if (!due) {
+      watch_cv_.wait(lock);
+      continue;
+    }
+    const Time now = Now();
+    if (now < *due) {
+      watch_cv_.wait_until(lock, epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                              due->time_since_epoch()));
+      continue;
+    }
+    ApplyLocked(core_->OnTick(now));
   }
 }
 
@@ -121,11 +146,16 @@ std::optional<Time> DeviceShell::TickIfDue(Time now) {
 }
 
 void DeviceShell::ApplyLocked(dispatch::LowLevelActions actions) {
+  for (PuId id : actions.cancels) pu_by_id_.at(id)->cancel.Cancel();
   for (dispatch::StartOnPu& start : actions.starts) {
     Pu* pu = pu_by_id_.at(start.pu);
+    // Before any timeout of this run can cancel it (the PU was idle, so no
+    // earlier run can be cancelled any more).
+    pu->cancel.Reset();
     pu->slot.emplace(std::move(start));
     pu->cv.notify_one();
   }
+  if (!actions.starts.empty()) watch_cv_.notify_all();
   if (!actions.completions.empty()) sink_(std::move(actions.completions));
 }
 
@@ -152,7 +182,7 @@ void DeviceShell::PuLoop(Pu& pu) {
     result.start = Now();
     absl::StatusOr<backend::RunResult> run =
         runner != nullptr
-            ? runner->Run(feeds)
+            ? runner->Run(feeds, &pu.cancel)
             : absl::StatusOr<backend::RunResult>(absl::FailedPreconditionError(absl::StrCat(
                   "PU '", pu.setup.name, "' has no runner for model ", a.model.value, " partition ", a.partition.value)));
     result.end = Now();

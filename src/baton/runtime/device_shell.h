@@ -14,6 +14,11 @@
 // therefore only enqueues (the runtime's mailbox), which keeps the port
 // contract for the HL core behind it (tests/port_contract_test.cc).
 //
+// Execution timeout: a watchdog thread ticks the core when a run passes its
+// execution timeout (LowLevelCore::NextRunTimeout); the core answers it
+// Aborted and the shell stops the run through the PU's RunCancel (ONNX
+// Runtime's terminate flag). The PU takes new work once the run returns.
+//
 // Time: Now() = steady_clock since `epoch`, the clock of the owner.
 //
 // Thread-safety: Submit, TickIfDue, NextExpiry, pu_stats, core_stats,
@@ -85,13 +90,14 @@ class DeviceShell : public dispatch::LowLevelPort {
   static absl::StatusOr<std::unique_ptr<DeviceShell>> Create(
       DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
       size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
-      std::chrono::steady_clock::time_point epoch, Sink sink);
+      std::chrono::steady_clock::time_point epoch, Sink sink, dispatch::ExecTimeoutRule exec_timeout = {});
   ~DeviceShell() override;  // Stop()
   DeviceShell(const DeviceShell&) = delete;
   DeviceShell& operator=(const DeviceShell&) = delete;
 
   void Start();
-  // Joins the PU workers; work still queued is not answered (drain first).
+  // Stops the runs in progress (RunCancel) and joins the PU workers and the
+  // watchdog; work still queued is not answered (drain first).
   void Stop();
 
   void Submit(dispatch::Assignment assignment) override;
@@ -116,6 +122,8 @@ class DeviceShell : public dispatch::LowLevelPort {
   // Under mu_: starts runs on PUs and sends completions to the sink.
   void ApplyLocked(dispatch::LowLevelActions actions);
   void PuLoop(Pu& pu);
+  // Ticks the core when a run passes its execution timeout.
+  void WatchdogLoop();
 
   const DeviceId id_;
   const std::string name_;
@@ -132,6 +140,8 @@ class DeviceShell : public dispatch::LowLevelPort {
   Time window_start_{};  // guarded by mu_
   bool stop_ = false;    // guarded by mu_
   bool started_ = false; // guarded by mu_
+  std::condition_variable watch_cv_;  // signalled on every start and on stop
+  std::thread watchdog_;
 };
 
 }  // namespace baton::runtime

@@ -17,14 +17,14 @@ class EmuPrepared : public PreparedPartition {
               Duration charged)
       : runner_(std::move(runner)), outputs_(std::move(outputs)), zeros_(std::move(zeros)), charged_(charged) {}
 
-  absl::StatusOr<RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs) const override {
+  absl::StatusOr<RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs, RunCancel* cancel = nullptr) const override {
     RunResult result;
     result.busy = charged_;
     if (!runner_) {
       for (const auto& [name, t] : zeros_) result.outputs.emplace_back(name, t.Clone());
       return result;
     }
-    BATON_ASSIGN_OR_RETURN(std::vector<Tensor> outs, runner_->Run(inputs, outputs_));
+    BATON_ASSIGN_OR_RETURN(std::vector<Tensor> outs, runner_->Run(inputs, outputs_, cancel));
     for (size_t i = 0; i < outs.size(); ++i) result.outputs.emplace_back(outputs_[i], std::move(outs[i]));
     return result;
   }

@@ -13,9 +13,9 @@ class CpuPrepared : public PreparedPartition {
   CpuPrepared(std::unique_ptr<ort::OrtRunner> runner, std::vector<std::string> outputs)
       : runner_(std::move(runner)), outputs_(std::move(outputs)) {}
 
-  absl::StatusOr<RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs) const override {
+  absl::StatusOr<RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs, RunCancel* cancel = nullptr) const override {
     auto start = std::chrono::steady_clock::now();
-    BATON_ASSIGN_OR_RETURN(std::vector<Tensor> outs, runner_->Run(inputs, outputs_));
+    BATON_ASSIGN_OR_RETURN(std::vector<Tensor> outs, runner_->Run(inputs, outputs_, cancel));
     RunResult result;
     result.busy = std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - start);
     result.outputs.reserve(outs.size());

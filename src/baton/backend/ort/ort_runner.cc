@@ -340,7 +340,8 @@ std::vector<std::string> OrtRunner::output_names() const {
 }
 
 absl::StatusOr<std::vector<Tensor>> OrtRunner::Run(std::span<const std::pair<std::string, const Tensor*>> inputs,
-                                                   std::span<const std::string> output_names) const {
+                                                   std::span<const std::string> output_names,
+                                                   RunCancel* cancel) const {
   const std::string& model = display_name_;
   auto bad = [&](auto&&... parts) {
     return absl::InvalidArgumentError(absl::StrCat("model '", model, "': ", parts...));
@@ -453,8 +454,21 @@ absl::StatusOr<std::vector<Tensor>> OrtRunner::Run(std::span<const std::pair<std
                                                        static_cast<ONNXTensorElementDataType>(t.elem_type())));
       }
     }
+    // A RunOptions only when the call may be cancelled (creating one costs an allocation).
+    Ort::RunOptions run_options{nullptr};
+    struct Disarm {
+      RunCancel* cancel;
+      ~Disarm() {
+        if (cancel != nullptr) cancel->Disarm();
+      }
+    } disarm{cancel};
+    if (cancel != nullptr) {
+      run_options = Ort::RunOptions();
+      Ort::RunOptions* options = &run_options;
+      cancel->Arm([options] { options->SetTerminate(); });
+    }
     std::vector<Ort::Value> fetched =
-        impl_->session.Run(Ort::RunOptions{nullptr}, feed_names.data(), feed_values.data(), feed_values.size(),
+        impl_->session.Run(run_options, feed_names.data(), feed_values.data(), feed_values.size(),
                            fetch_names.data(), fetch_names.size());
     results.reserve(fetched.size());
     for (size_t i = 0; i < fetched.size(); ++i) {
@@ -492,6 +506,9 @@ absl::StatusOr<std::vector<Tensor>> OrtRunner::Run(std::span<const std::pair<std
       results.push_back(std::move(t));
     }
   });
+  if (!status.ok() && cancel != nullptr && cancel->cancelled()) {
+    return absl::AbortedError(absl::StrCat("model '", model, "': the run was stopped (cancelled) before it finished"));
+  }
   BATON_RETURN_IF_ERROR(status);
   BATON_RETURN_IF_ERROR(conversion_status);
   return results;

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "baton/core/dtype.h"
+#include "baton/core/run_cancel.h"
 #include "baton/core/status.h"
 #include "baton/core/tensor.h"
 
@@ -143,11 +144,13 @@ class OrtRunner {
   // tensor). `output_names` selects outputs in the order wanted; empty means
   // all outputs in outputs() order. Every output must be a tensor. Returns one
   // owned Tensor per requested output.
+  // `cancel`, when given, stops the call from another thread (core/run_cancel.h).
   // Errors: InvalidArgument for feeds that do not match the model (naming the
-  // input and what was expected), and the ORT error (with a hint) when a
-  // kernel fails.
+  // input and what was expected), the ORT error (with a hint) when a kernel
+  // fails, and Aborted when `cancel` stopped it.
   absl::StatusOr<std::vector<Tensor>> Run(std::span<const std::pair<std::string, const Tensor*>> inputs,
-                                          std::span<const std::string> output_names = {}) const;
+                                          std::span<const std::string> output_names = {},
+                                          RunCancel* cancel = nullptr) const;
 
  private:
   struct Impl;
