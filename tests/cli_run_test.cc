@@ -14,6 +14,7 @@
 #include <iterator>
 #include <set>
 
+#include "spin_model.h"
 #include "cli_test_util.h"
 #include "nlohmann/json.hpp"
 
@@ -260,6 +261,30 @@ run: {duration_s: 0.5, warmup_s: 0.1, slices: 1, baselines: false}
   const nlohmann::json& m = j["models"][0];
   EXPECT_GT(m["arrivals_missed"].get<int64_t>(), 0);
   EXPECT_GT(m["rejected"].get<int64_t>(), 0) << "a full queue answers at once";
+}
+
+TEST_F(CliRunTest, ARunThatNeverEndsIsStoppedAtItsExecutionTimeoutAndTheRunEnds) {
+  // A Loop of 2^40 iterations: before, `baton run` waited for it for good.
+  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  std::ofstream(Path("spin.onnx"), std::ios::binary) << *spin;
+  const std::string config = Write("spin.yaml", R"(
+devices: [{name: d, pus: [{name: cpu0, kind: cpu}]}]
+models:
+  - {name: spin, path: )" + Path("spin.onnx") + R"(, execution_timeout_ms: 100}
+  - {name: cam, path: )" + Zoo("squeezenet") + R"(}
+policy: {high_level: whole}
+run: {duration_s: 0.6, warmup_s: 0.1, slices: 1, baselines: false}
+)");
+  Result r = Baton("run " + config + " --no-profile --json " + Path("spin.json"));
+  ASSERT_EQ(r.exit_code, 1) << "exit 1: requests failed\n" << r.output;
+  EXPECT_THAT(r.output, HasSubstr("ran past its execution timeout of 100 ms"));
+  nlohmann::json j = ReadJson(Path("spin.json"));
+  ASSERT_FALSE(j.is_discarded()) << r.output;
+  const nlohmann::json& spin_model = j["models"][0];
+  EXPECT_EQ(spin_model["completed"].get<int>(), 0);
+  EXPECT_GT(spin_model["failed"].get<int>() + spin_model["unfinished"].get<int>(), 0);
+  EXPECT_GT(j["models"][1]["completed"].get<int>(), 0) << "the other model shares the PU between timeouts";
 }
 
 TEST_F(CliRunTest, BaselinesPicksASubsetAndNoBatonRunsThemAlone) {

@@ -92,6 +92,24 @@ class HighLevelTest : public ::testing::Test {
   TraceRecorder trace_;
 };
 
+TEST_F(HighLevelTest, AbortAllAnswersEveryRequestInFlightOnceAndIgnoresLaterCompletions) {
+  Assignment a = Start(1, 5, {.deadline = Ms(50)});
+  Start(2, 6);
+  HighLevelActions out = hl_.AbortAll(absl::UnavailableError("stopping"), Ms(1));
+  ASSERT_EQ(out.finished.size(), 2u);
+  EXPECT_EQ(out.finished[0].request, RequestId(1));
+  EXPECT_EQ(out.finished[1].request, RequestId(2));
+  for (const FinishRequest& f : out.finished) EXPECT_EQ(f.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(hl_.in_flight(), 0u);
+  EXPECT_EQ(hl_.NextExpiry(), std::nullopt) << "no expiry left for an answered request";
+  EXPECT_EQ(hl_.stats().failed, 2u);
+  out = hl_.OnCompletion(Ok(a, Named({{"a", 6}})), Ms(2));
+  EXPECT_TRUE(out.finished.empty());
+  EXPECT_TRUE(out.assignments.empty());
+  EXPECT_EQ(hl_.stats().completions_ignored, 1u);
+  EXPECT_TRUE(hl_.AbortAll(absl::UnavailableError("again"), Ms(3)).finished.empty());
+}
+
 TEST_F(HighLevelTest, DiamondRunsInDataflowOrderAndFinishesWithAllOutputs) {
   Assignment p0 = Start(1, 5);
   EXPECT_EQ(p0.partition, PartitionId(0));

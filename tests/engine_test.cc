@@ -344,6 +344,33 @@ TEST_F(EngineTest, ARunPastItsExecutionTimeoutIsStoppedAndItsPuServesAgain) {
   engine.Close();
 }
 
+// Close waits at most close_timeout: a request still running then is answered
+// UNAVAILABLE, and its run is stopped so the engine's threads end.
+TEST_F(EngineTest, CloseGivesUpAfterItsTimeoutAndAnswersWhatIsLeft) {
+  absl::StatusOr<std::string> spin = testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  std::ofstream(*dir_ / "spin.onnx", std::ios::binary) << *spin;
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (*dir_ / "cache").string();
+  options.close_timeout = std::chrono::milliseconds(100);
+  Result<std::unique_ptr<Engine>> opened = Engine::OpenText(
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
+      "models: [{name: spin, path: spin.onnx, execution_timeout_ms: 600000}]\n"
+      "policy: {high_level: whole}\n",
+      dir_->string(), options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Tensors x;
+  x.emplace("x", Tensor(dtype::kFloat, {1}));
+  std::future<Result<Tensors>> answer = (*opened)->InferAsync("spin", std::move(x));
+  (*opened)->Close();
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(0)), std::future_status::ready) << "Close returned before an answer";
+  Result<Tensors> r = answer.get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  EXPECT_THAT(r.status().message(), HasSubstr("drain limit"));
+}
+
 TEST_F(EngineTest, BatchedModelsAnswerPerRequest) {
   std::unique_ptr<Engine> engine = Open("whole", ", max_batch: 4, max_queue_delay_ms: 1");
   ASSERT_NE(engine, nullptr);

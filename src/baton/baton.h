@@ -235,6 +235,9 @@ struct EngineOptions {
   std::function<void(const std::string&)> progress;
   // Profiling progress: measurements done out of total, and what.
   std::function<void(int done, int total, const std::string& what)> profile_progress;
+  // How long Close (and the destructor) waits for requests in flight; those
+  // still unanswered then are answered UNAVAILABLE. Zero or less = no limit.
+  std::chrono::milliseconds close_timeout{30000};
 };
 
 class Engine {
@@ -267,8 +270,10 @@ class Engine {
 
   EngineStats Stats() const;
 
-  // Waits for every request in flight to be answered, then stops the
-  // runtime. Later requests are answered FAILED_PRECONDITION. Idempotent.
+  // Waits for every request in flight to be answered (at most
+  // EngineOptions::close_timeout; what is left is answered UNAVAILABLE), then
+  // stops the runtime. Later requests are answered FAILED_PRECONDITION.
+  // Idempotent.
   void Close();
 
   struct Impl;

@@ -173,6 +173,7 @@ struct Engine::Impl {
   std::unique_ptr<runtime::Batcher> batcher;
   std::vector<ModelInfo> infos;
   std::vector<std::optional<Duration>> default_deadline;  // per model
+  std::optional<Duration> close_timeout;                  // none = no limit
   std::chrono::steady_clock::time_point opened = std::chrono::steady_clock::now();
 
   std::shared_mutex close_mu;  // shared: a request being submitted; exclusive: Close
@@ -344,6 +345,7 @@ absl::StatusOr<std::unique_ptr<Engine::Impl>> OpenImpl(config::RunConfig config,
                                                             : std::nullopt);
   }
   impl->counters.resize(impl->infos.size());
+  if (options.close_timeout > std::chrono::milliseconds(0)) impl->close_timeout = options.close_timeout;
   if (options.progress) options.progress("ready");
   return impl;
 }
@@ -528,7 +530,7 @@ void Engine::Close() {
   }
   // Requests waiting for a batch go out now; Stop drains what is in flight.
   if (impl_->batcher) impl_->batcher->Stop();
-  impl_->assembly.runtime.rt->Stop();
+  impl_->assembly.runtime.rt->Stop(impl_->close_timeout);
 }
 
 }  // namespace baton

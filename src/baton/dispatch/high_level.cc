@@ -269,6 +269,17 @@ HighLevelActions HighLevelCore::OnCompletion(Completion c, Time now) {
   return out;
 }
 
+HighLevelActions HighLevelCore::AbortAll(absl::Status status, Time now) {
+  HighLevelActions out;
+  std::vector<RequestId> ids;
+  ids.reserve(requests_.size());
+  for (const auto& entry : requests_) ids.push_back(entry.first);
+  std::sort(ids.begin(), ids.end(), [](RequestId a, RequestId b) { return a.value < b.value; });
+  for (RequestId id : ids) Finish(*requests_.at(id), status, now, out);
+  PruneExpiries();
+  return out;
+}
+
 HighLevelActions HighLevelCore::OnTick(Time now) {
   HighLevelActions out;
   ExpireRequests(now, out);

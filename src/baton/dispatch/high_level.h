@@ -133,6 +133,11 @@ class HighLevelCore {
   // run it; its request fails with Unavailable when there is none.
   HighLevelActions OnReturned(std::vector<Assignment> returned, DeviceId from, Time now);
 
+  // Answers every request in flight with `status` now (a runtime that stops
+  // before its work is done); completions that arrive for them later are
+  // ignored.
+  HighLevelActions AbortAll(absl::Status status, Time now);
+
   // When OnTick next has something to do (the earliest ExpiryTime of a request
   // in flight), or nullopt. May be early, never late.
   std::optional<Time> NextExpiry() const;

@@ -146,8 +146,10 @@ class RequestTarget {
   virtual void ResetStats() = 0;
   // PU busy time and runs since ResetStats (none for a server's PUs).
   virtual std::vector<PuOutcome> Pus() const = 0;
-  // Returns once every request submitted so far has been answered.
-  virtual void Drain() = 0;
+  // Returns once every request submitted so far has been answered. Requests
+  // still in flight after `limit` are answered UNAVAILABLE at once (none = no
+  // limit).
+  virtual void Drain(std::optional<Duration> limit) = 0;
 };
 
 // A runtime of this process, with the batcher of batched models (may be null).
@@ -174,12 +176,19 @@ class RuntimeTarget final : public RequestTarget {
     }
     return pus;
   }
-  void Drain() override {
+  void Drain(std::optional<Duration> limit) override {
     // Requests waiting in the batcher are not in the runtime yet: send them,
     // and again for any a closed loop submitted meanwhile.
+    const Time until = limit ? rt_.Now() + *limit : Time::max();
     do {
       if (batcher_ != nullptr) batcher_->Flush();
-      rt_.Drain();
+      if (!limit) {
+        rt_.Drain();
+      } else if (!rt_.Drain(std::max(Duration(0), until - rt_.Now()))) {
+        rt_.Abandon(absl::UnavailableError(absl::StrCat(
+            "abandoned: still in flight ", std::chrono::duration<double>(*limit).count(),
+            " s after the measured window ended")));
+      }
     } while (batcher_ != nullptr && batcher_->waiting() > 0);
   }
 
@@ -196,7 +205,7 @@ class ServerRequestTarget final : public RequestTarget {
  public:
   ServerRequestTarget(const ServerTarget& server, const std::vector<LoadedModel>& models)
       : server_(server), models_(models) {}
-  ~ServerRequestTarget() override { Drain(); }
+  ~ServerRequestTarget() override { Drain(std::nullopt); }
   Time Now() const override {
     return Time(std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now().time_since_epoch()));
   }
@@ -244,7 +253,7 @@ class ServerRequestTarget final : public RequestTarget {
   void ResetStats() override {}
   std::vector<PuOutcome> Pus() const override { return {}; }
   // Every call ends: the client gives each one a deadline.
-  void Drain() override {
+  void Drain(std::optional<Duration>) override {
     std::unique_lock lock(mu_);
     drained_.wait(lock, [&] { return in_flight_ == 0; });
   }
@@ -345,7 +354,10 @@ class WindowDriver {
     }
     pus = rt_.Pus();
     stop_.store(true);
-    rt_.Drain();  // closed loops that submitted before they saw stop_ included
+    // Closed loops that submitted before they saw stop_ included. What is
+    // still in flight a while after the window is abandoned (it counts as
+    // unfinished either way), so one stuck request cannot hold the run.
+    rt_.Drain(std::max(kMaxDrainAfterWindow, duration));
   }
 
   std::vector<ModelOutcome>& outcomes() { return out_; }

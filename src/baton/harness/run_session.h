@@ -67,6 +67,10 @@ struct ModelOutcome {
 
 // How late an open-loop arrival may be sent before it counts as missed.
 inline constexpr Duration kMaxArrivalLag = std::chrono::milliseconds(10);
+// How long a measured window waits, after it ends, for the requests still in
+// flight (or the window's length, if longer); the rest are abandoned
+// (answered UNAVAILABLE, counted unfinished) so the next slice can start.
+inline constexpr Duration kMaxDrainAfterWindow = std::chrono::seconds(1);
 
 struct PuOutcome {
   std::string name;

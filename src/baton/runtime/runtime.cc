@@ -180,12 +180,23 @@ std::future<RequestResult> Runtime::Submit(ModelId model, NamedTensors inputs, d
   return future;
 }
 
-void Runtime::Drain() {
+bool Runtime::Drain(std::optional<Duration> timeout) {
   std::unique_lock lock(drain_mu_);
-  drain_cv_.wait(lock, [this] { return pending_.load() == 0; });
+  auto drained = [this] { return pending_.load() == 0; };
+  if (!timeout) {
+    drain_cv_.wait(lock, drained);
+    return true;
+  }
+  return drain_cv_.wait_for(lock, *timeout, drained);
 }
 
-void Runtime::Stop() {
+void Runtime::Abandon(absl::Status status) {
+  if (state_.load() != State::kRunning) return;
+  Post(AbandonAll{std::move(status)});
+  Drain();
+}
+
+void Runtime::Stop(std::optional<Duration> drain_timeout) {
   std::lock_guard stop_lock(stop_mu_);
   if (state_.load() == State::kCreated) {
     state_.store(State::kStopped);
@@ -196,7 +207,13 @@ void Runtime::Stop() {
     std::lock_guard lock(mail_mu_);
     accepting_ = false;
   }
-  Drain();
+  if (!Drain(drain_timeout)) {
+    const double s = std::chrono::duration<double>(*drain_timeout).count();
+    Post(AbandonAll{absl::UnavailableError(absl::StrCat(
+        "runtime: stopped before the request finished (it was still in flight when the drain limit of ", s,
+        " s passed)"))});
+    Drain();
+  }
   {
     std::lock_guard lock(mail_mu_);
     stopping_ = true;
@@ -243,6 +260,8 @@ void Runtime::DispatcherLoop() {
           }
         }
         Apply(hl_.OnCompletion(std::move(*c), Now()));
+      } else if (auto* abandon = std::get_if<AbandonAll>(&item)) {
+        Apply(hl_.AbortAll(std::move(abandon->status), Now()));
       } else if (auto* back = std::get_if<Returned>(&item)) {
         Device& d = *device_by_id_.at(back->from);
         d.returned += back->assignments.size();

@@ -146,10 +146,17 @@ class Runtime {
   std::future<RequestResult> Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options = {});
 
   Time Now() const;
-  // Blocks until every request submitted so far is answered.
-  void Drain();
-  // Drains, then stops and joins every thread. Idempotent.
-  void Stop();
+  // Blocks until every request submitted so far is answered, or `timeout`
+  // (none = no limit) has passed. True when nothing is pending.
+  bool Drain(std::optional<Duration> timeout = std::nullopt);
+  // Answers every request in flight with `status` now (their work still
+  // queued or running finishes unseen; runs stay bounded by their execution
+  // timeouts). Returns once they are answered. Not from a callback.
+  void Abandon(absl::Status status);
+  // Stops taking requests, drains for at most `drain_timeout` (none = no
+  // limit), answers what is left UNAVAILABLE, then stops the devices (runs in
+  // progress are cancelled) and joins every thread. Idempotent.
+  void Stop(std::optional<Duration> drain_timeout = std::nullopt);
 
   // Requests submitted and not answered yet.
   size_t pending() const { return pending_.load(); }
@@ -174,6 +181,9 @@ class Runtime {
     bool reachable;
     std::string why;
   };
+  struct AbandonAll {
+    absl::Status status;
+  };
   struct NewRequest {
     RequestId id;
     ModelId model;
@@ -186,7 +196,7 @@ class Runtime {
     DoneCallback done;
     Time submitted{};
   };
-  using MailItem = std::variant<NewRequest, dispatch::Completion, Returned, Reachability>;
+  using MailItem = std::variant<NewRequest, dispatch::Completion, Returned, Reachability, AbandonAll>;
 
   Runtime(policy::OnlineLatencyModel* latency, const RunnerTable* runners, RuntimeOptions options);
 
