@@ -105,6 +105,7 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
                         {"slo_attainment", slo.attainment},
                         {"deadline_missed", m.deadline_missed},
                         {"rejected", m.rejected},
+                        {"rejection_latency_ms", LatencyJson(trace::Summarize(m.rejection_latencies))},
                         {"failed", m.failed},
                         {"unfinished", m.unfinished},
                         {"arrivals_missed", m.arrivals_missed}};

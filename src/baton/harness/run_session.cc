@@ -418,7 +418,10 @@ class WindowDriver {
         if (deadline && r.finished - r.submitted > *deadline) ++o.deadline_missed;
         break;
       case absl::StatusCode::kDeadlineExceeded: ++o.deadline_missed; break;
-      case absl::StatusCode::kResourceExhausted: ++o.rejected; break;
+      case absl::StatusCode::kResourceExhausted:
+        ++o.rejected;
+        o.rejection_latencies.push_back(r.finished - r.submitted);
+        break;
       default:
         ++o.failed;
         if (o.first_error.empty()) o.first_error = std::string(r.status.message());
@@ -481,6 +484,8 @@ void Accumulate(ModeOutcome& total, const std::vector<ModelOutcome>& part, const
     t.arrivals_missed += p.arrivals_missed;
     t.answered += p.answered;
     t.latencies.insert(t.latencies.end(), p.latencies.begin(), p.latencies.end());
+    t.rejection_latencies.insert(t.rejection_latencies.end(), p.rejection_latencies.begin(),
+                                 p.rejection_latencies.end());
     if (t.first_error.empty()) t.first_error = p.first_error;
   }
   if (total.pus.empty()) {

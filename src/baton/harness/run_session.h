@@ -60,6 +60,8 @@ struct ModelOutcome {
   // rejected, failed): what SLO attainment is counted over.
   uint64_t answered = 0;
   std::vector<Duration> latencies;  // of the completed ones
+  // Of the rejected ones (submit to answer): a full queue must answer at once.
+  std::vector<Duration> rejection_latencies;
   std::string first_error;
   std::optional<double> slo_ms;  // the config's
   trace::SloSummary Slo(Duration measured) const;
