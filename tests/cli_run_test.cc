@@ -285,6 +285,8 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 1, baselines: false}
   EXPECT_EQ(spin_model["completed"].get<int>(), 0);
   EXPECT_GT(spin_model["failed"].get<int>() + spin_model["unfinished"].get<int>(), 0);
   EXPECT_GT(j["models"][1]["completed"].get<int>(), 0) << "the other model shares the PU between timeouts";
+  EXPECT_EQ(j["answered_twice"].get<int>(), 0);
+  EXPECT_TRUE(j.contains("abandoned"));
 }
 
 TEST_F(CliRunTest, BaselinesPicksASubsetAndNoBatonRunsThemAlone) {

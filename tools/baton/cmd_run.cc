@@ -277,6 +277,11 @@ void PrintReport(const RunReport& r) {
       }
     }
   }
+  if (r.abandoned > 0) {
+    std::cout << "  " << r.abandoned
+              << " requests were still in flight 1 s after their window ended and were abandoned (counted "
+                 "unfinished)\n";
+  }
 
   std::cout << "\ncomparison (same PUs, same time, interleaved):\n";
   rows = {{"mode", "req/s", "goodput/s", "SLO %", "p50 ms", "p99 ms", "baton speed-up", "bound ratio", "kind"}};
@@ -413,6 +418,8 @@ nlohmann::json ReportJson(const RunReport& r) {
   }
   j["devices"] = std::move(devices);
   j["reissued"] = r.reissued;
+  j["abandoned"] = r.abandoned;
+  j["answered_twice"] = r.answered_twice;
   j["interrupted"] = r.interrupted;
   j["slices_run"] = r.slices_run;
   j["rerouted"] = r.rerouted;

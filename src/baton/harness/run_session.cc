@@ -1000,6 +1000,8 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   if (baton_rt.rt) {
     const runtime::RuntimeStats stats = baton_rt.rt->stats();
     report.reissued = stats.high_level.reissued;
+    report.abandoned = stats.abandoned;
+    report.answered_twice = stats.answered_twice;
     report.rerouted = stats.high_level.rerouted;
     for (size_t d = 0; d < config.devices.size(); ++d) {
       DeviceOutcome o;

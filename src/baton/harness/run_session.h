@@ -164,6 +164,10 @@ struct RunReport {
   Duration setup{};     // loading, partitioning, session creation
   std::vector<DeviceOutcome> devices;  // baton's run, config order
   uint64_t reissued = 0;  // assignments sent again after their device was lost
+  // baton's requests still in flight at a drain limit, answered UNAVAILABLE
+  // (counted unfinished too), and second answers dropped (always 0).
+  uint64_t abandoned = 0;
+  uint64_t answered_twice = 0;
   uint64_t rerouted = 0;  // assignments sent to a fallback device
   bool baton_ran = true;  // false with RunOptions::no_baton
   // Stopped early by RunOptions::interrupt after `slices_run` of the

@@ -190,10 +190,17 @@ bool Runtime::Drain(std::optional<Duration> timeout) {
   return drain_cv_.wait_for(lock, *timeout, drained);
 }
 
-void Runtime::Abandon(absl::Status status) {
-  if (state_.load() != State::kRunning) return;
+uint64_t Runtime::Abandon(absl::Status status) {
+  if (state_.load() != State::kRunning) return 0;
+  uint64_t before;
+  {
+    std::lock_guard lock(stats_mu_);
+    before = abandoned_;
+  }
   Post(AbandonAll{std::move(status)});
   Drain();
+  std::lock_guard lock(stats_mu_);
+  return abandoned_ - before;
 }
 
 void Runtime::Stop(std::optional<Duration> drain_timeout) {
@@ -261,7 +268,12 @@ void Runtime::DispatcherLoop() {
         }
         Apply(hl_.OnCompletion(std::move(*c), Now()));
       } else if (auto* abandon = std::get_if<AbandonAll>(&item)) {
-        Apply(hl_.AbortAll(std::move(abandon->status), Now()));
+        dispatch::HighLevelActions answers = hl_.AbortAll(std::move(abandon->status), Now());
+        {
+          std::lock_guard lock(stats_mu_);
+          abandoned_ += answers.finished.size();
+        }
+        Apply(std::move(answers));
       } else if (auto* back = std::get_if<Returned>(&item)) {
         Device& d = *device_by_id_.at(back->from);
         d.returned += back->assignments.size();
@@ -321,7 +333,11 @@ void Runtime::Apply(dispatch::HighLevelActions actions) {
   }
   for (dispatch::FinishRequest& f : actions.finished) {
     auto it = clients_.find(f.request);
-    if (it == clients_.end()) continue;  // cannot happen: the HL core answers each request once
+    if (it == clients_.end()) {  // cannot happen: the HL core answers each request once
+      std::lock_guard lock(stats_mu_);
+      ++answered_twice_;
+      continue;
+    }
     Client client = std::move(it->second);
     clients_.erase(it);
     if (client.done) {
@@ -369,6 +385,8 @@ RuntimeStats Runtime::stats() const {
   }
   std::lock_guard lock(stats_mu_);
   s.status = status_;
+  s.abandoned = abandoned_;
+  s.answered_twice = answered_twice_;
   // The HL core belongs to the dispatcher thread, which copies its counters here.
   s.high_level = state_.load() == State::kRunning ? hl_stats_ : hl_.stats();
   s.window = Now() - window_start_;

@@ -112,6 +112,11 @@ struct RuntimeStats {
   std::vector<dispatch::LowLevelStats> devices;  // in DeviceSetup order (remote: zeros)
   std::vector<DeviceStatus> status;              // in DeviceSetup order
   Duration window{};  // time since the last ResetStats (or Start)
+  // Requests answered by Abandon or by Stop's drain limit (since Start).
+  uint64_t abandoned = 0;
+  // A second answer for a request already answered, dropped before the
+  // client (since Start; the HL core answers once, so this stays 0).
+  uint64_t answered_twice = 0;
 };
 
 struct RuntimeOptions {
@@ -152,7 +157,8 @@ class Runtime {
   // Answers every request in flight with `status` now (their work still
   // queued or running finishes unseen; runs stay bounded by their execution
   // timeouts). Returns once they are answered. Not from a callback.
-  void Abandon(absl::Status status);
+  // Returns how many it answered.
+  uint64_t Abandon(absl::Status status);
   // Stops taking requests, drains for at most `drain_timeout` (none = no
   // limit), answers what is left UNAVAILABLE, then stops the devices (runs in
   // progress are cancelled) and joins every thread. Idempotent.
@@ -233,6 +239,8 @@ class Runtime {
   Time window_start_{};  // guarded by stats_mu_
   dispatch::HighLevelStats hl_stats_;  // guarded by stats_mu_; the dispatcher's copy
   std::vector<DeviceStatus> status_;   // guarded by stats_mu_; the dispatcher's copy
+  uint64_t abandoned_ = 0;             // guarded by stats_mu_
+  uint64_t answered_twice_ = 0;        // guarded by stats_mu_
 
   enum class State { kCreated, kRunning, kStopped };
   std::atomic<State> state_{State::kCreated};
