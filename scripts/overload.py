@@ -33,6 +33,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer", "runtime error:")
 PUS = 2
 MAX_QUEUE = 32
 
@@ -82,6 +83,9 @@ def run(baton, out, name, arrival, duration, slices, env):
             samples.append(r)
         time.sleep(0.2)
     reader.join()
+    text = "".join(output)
+    if any(mark in text for mark in SANITIZER_MARKS):
+        sys.exit(f"overload.py: `{' '.join(cmd)}` printed a sanitizer report:\n{text}")
     # 0 = done; 1 = some request failed (judged below from the JSON).
     if proc.returncode not in (0, 1):
         sys.exit(f"overload.py: `{' '.join(cmd)}` exited {proc.returncode}:\n{''.join(output)}")

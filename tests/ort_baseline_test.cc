@@ -76,6 +76,27 @@ TEST(OrtBaselineTest, PeriodicArrivalsCompleteAboutDurationTimesFps) {
   }
 }
 
+// Open-loop arrivals beyond max_in_flight in flight are rejected at once, as
+// baton rejects them: every arrival in the window is counted exactly once, and
+// at most max_in_flight are left when the window ends.
+TEST(OrtBaselineTest, OverloadBeyondMaxInFlightIsRejectedAndCountedOnce) {
+  for (Mode mode : ModesHere()) {
+    SCOPED_TRACE(ModeName(mode));
+    std::vector<ModelSpec> models;
+    models.push_back(ZooSpec("mobilenetv2", dispatch::Periodic{.period = 50us}));
+    models[0].max_in_flight = 2;
+    auto baseline = OrtBaseline::Create(mode, std::move(models), AnyModeOptions(1));
+    ASSERT_TRUE(baseline.ok()) << baseline.status();
+    auto slice = (*baseline)->RunFor(300ms, 50ms, 1);
+    ASSERT_TRUE(slice.ok()) << slice.status();
+    const ModelResult& r = slice->models[0];
+    ExpectConsistent(r);
+    EXPECT_EQ(r.completed + r.failed + r.unfinished + r.rejected, 6000u);
+    EXPECT_GT(r.rejected, 0u) << "20,000 requests/s, more than one session can run";
+    EXPECT_LE(r.unfinished, 2u);
+  }
+}
+
 TEST(OrtBaselineTest, PoissonArrivalsAreServed) {
   std::vector<ModelSpec> models;
   models.push_back(ZooSpec("mobilenetv2", dispatch::Poisson{.per_second = 50}));

@@ -87,73 +87,106 @@ absl::Status CheckArrival(const ModelSpec& spec) {
   return absl::OkStatus();
 }
 
-// The requests of one model, served in arrival order: Head() is the arrival
-// instant of the oldest request not yet taken (possibly in the future), Pop()
-// takes it once it has been answered at `finish`.
+// The requests of one model, served in arrival order by one thread: Head() is
+// the arrival instant of the oldest request not yet taken (possibly in the
+// future); the serving thread Take()s it when it starts it and Pop()s it once
+// it has been answered at `finish`.
 //
-// Open loop (periodic, Poisson): arrival k is generated from the slice start
-// lazily, one at a time, so a backlog costs nothing to hold. Closed loop:
-// `concurrency` requests arrive at the slice start; each answer makes the next
-// one arrive `think` after it.
+// Open loop (periodic, Poisson): arrivals are generated lazily, one at a time,
+// and admitted as baton admits them: while fewer than `limit` requests of the
+// model are in flight (waiting or running; 0 = no limit). An arrival beyond
+// that is rejected at once (rejected(): those in the measured window). Arrivals
+// are admitted up to each Take and Pop instant, before the number in flight
+// changes, so each one is judged by what was in flight when it arrived.
+// Closed loop: `concurrency` requests arrive at the slice start; each answer
+// makes the next one arrive `think` after it.
 class Stream {
  public:
-  Stream(const dispatch::Arrival& arrival, Clock::time_point start, uint64_t rng_seed)
-      : arrival_(arrival), start_(start), rng_(rng_seed) {
-    head_ = start;
+  Stream(const dispatch::Arrival& arrival, Clock::time_point start, uint64_t rng_seed, size_t limit,
+         Clock::time_point window_from, Clock::time_point window_end)
+      : arrival_(arrival), start_(start), rng_(rng_seed), limit_(limit), from_(window_from), end_(window_end) {
+    next_ = start;
     if (const auto* c = std::get_if<dispatch::ClosedLoop>(&arrival_)) {
       pending_.assign(static_cast<size_t>(c->concurrency), start);
     }
   }
 
-  Clock::time_point Head() const { return IsClosed() ? pending_.front() : head_; }
+  Clock::time_point Head() const {
+    if (IsClosed()) return pending_.front();
+    return waiting_.empty() ? next_ : waiting_.front();
+  }
   uint64_t index() const { return index_; }  // of the request at the head
+  uint64_t rejected() const { return rejected_; }
+
+  // The head request starts at `now` (>= Head()).
+  void Take(Clock::time_point now) {
+    if (IsClosed()) return;
+    Admit(now);
+    running_ = true;
+  }
 
   void Pop(Clock::time_point finish) {
     ++index_;
     if (const auto* c = std::get_if<dispatch::ClosedLoop>(&arrival_)) {
       pending_.pop_front();
       pending_.push_back(finish + c->think);
-    } else if (const auto* p = std::get_if<dispatch::Periodic>(&arrival_)) {
-      // From the index, not by accumulation: exact however long the slice.
-      head_ = start_ + p->period * static_cast<Duration::rep>(index_);
-    } else {
-      const double per_second = std::get<dispatch::Poisson>(arrival_).per_second;
-      head_ += rng_.Exponential(Duration(static_cast<Duration::rep>(std::llround(1e9 / per_second))));
+      return;
     }
+    Admit(finish);
+    waiting_.pop_front();
+    running_ = false;
   }
 
-  // Requests not yet taken that arrive in [from, to). Consumes the stream.
+  // Requests not yet taken that arrive in [from, to), after admitting every
+  // arrival before `to`. Consumes the stream.
   uint64_t CountUntaken(Clock::time_point from, Clock::time_point to) {
     uint64_t n = 0;
     if (IsClosed()) {
       for (Clock::time_point a : pending_) n += (a >= from && a < to) ? 1 : 0;
       return n;
     }
-    if (const auto* p = std::get_if<dispatch::Periodic>(&arrival_)) {
-      // Arrival k is start + k * period; count k >= index_ with from <= arrival < to.
-      auto ceil_div = [](Duration a, Duration b) -> int64_t {
-        return a <= Duration::zero() ? 0 : (a + b - Duration(1)) / b;
-      };
-      const int64_t lo = std::max<int64_t>(static_cast<int64_t>(index_), ceil_div(from - start_, p->period));
-      const int64_t hi = ceil_div(to - start_, p->period);
-      return hi > lo ? static_cast<uint64_t>(hi - lo) : 0;
-    }
-    while (head_ < to) {
-      n += head_ >= from ? 1 : 0;
-      Pop(head_);
-    }
+    running_ = false;
+    Admit(to - Duration(1));
+    for (Clock::time_point a : waiting_) n += (a >= from && a < to) ? 1 : 0;
     return n;
   }
 
  private:
   bool IsClosed() const { return std::holds_alternative<dispatch::ClosedLoop>(arrival_); }
 
+  void Admit(Clock::time_point now) {
+    while (next_ <= now) {
+      const size_t in_flight = waiting_.size() + (running_ ? 1 : 0);
+      if (limit_ > 0 && in_flight >= limit_) {
+        if (next_ >= from_ && next_ < end_) ++rejected_;
+      } else {
+        waiting_.push_back(next_);
+      }
+      ++arrivals_;
+      if (const auto* p = std::get_if<dispatch::Periodic>(&arrival_)) {
+        // From the count, not by accumulation: exact however long the slice.
+        next_ = start_ + p->period * static_cast<Duration::rep>(arrivals_);
+      } else {
+        const double per_second = std::get<dispatch::Poisson>(arrival_).per_second;
+        next_ += rng_.Exponential(Duration(static_cast<Duration::rep>(std::llround(1e9 / per_second))));
+      }
+    }
+  }
+
   dispatch::Arrival arrival_;
   Clock::time_point start_;
   dispatch::Rng rng_;
-  uint64_t index_ = 0;
-  Clock::time_point head_;                  // open loop
-  std::deque<Clock::time_point> pending_;  // closed loop, nondecreasing
+  size_t limit_;
+  Clock::time_point from_, end_;            // the measured window
+  uint64_t index_ = 0;                      // requests taken so far
+  // Open loop.
+  Clock::time_point next_;                  // the next arrival not yet admitted or rejected
+  uint64_t arrivals_ = 0;                   // admitted or rejected so far
+  std::deque<Clock::time_point> waiting_;   // admitted, not taken yet
+  bool running_ = false;                    // the head is running
+  uint64_t rejected_ = 0;
+  // Closed loop.
+  std::deque<Clock::time_point> pending_;   // nondecreasing
 };
 
 // Pins the calling thread to `core` (ORT never pins the thread that calls Run).
@@ -311,7 +344,9 @@ void OrtBaselineImpl::Serve(const Group& group, Clock::time_point start, Window 
     const Unit& unit = group.units[k];
     // The same per-stream seed derivation as the virtual shell (open-loop
     // units are one per model, so the model index identifies the stream).
-    streams.emplace_back(unit.arrival, start, seed ^ (0x9E3779B97F4A7C15ull * (unit.model + 1)));
+    streams.emplace_back(unit.arrival, start, seed ^ (0x9E3779B97F4A7C15ull * (unit.model + 1)),
+                         static_cast<size_t>(std::max(0, models_[unit.model].max_in_flight)), window.measure_from,
+                         window.end);
   }
   auto in_window = [&](Clock::time_point arrival) {
     return arrival >= window.measure_from && arrival < window.end;
@@ -330,6 +365,7 @@ void OrtBaselineImpl::Serve(const Group& group, Clock::time_point start, Window 
       std::this_thread::sleep_until(std::min(arrival, window.end));
       continue;
     }
+    streams[best].Take(now);
     const size_t m = group.units[best].model;
     const std::vector<Feeds>& samples = feeds_[m];
     const size_t sample = (group.units[best].sample_offset + streams[best].index()) % samples.size();
@@ -364,6 +400,7 @@ void OrtBaselineImpl::Serve(const Group& group, Clock::time_point start, Window 
   }
   for (size_t s = 0; s < streams.size(); ++s) {
     results[group.units[s].model].unfinished += streams[s].CountUntaken(window.measure_from, window.end);
+    results[group.units[s].model].rejected += streams[s].rejected();
   }
 }
 
@@ -449,6 +486,7 @@ absl::StatusOr<SliceResult> OrtBaselineImpl::RunFor(Duration duration, Duration 
       t.deadline_missed += p.deadline_missed;
       t.failed += p.failed;
       t.unfinished += p.unfinished;
+      t.rejected += p.rejected;
       t.latencies.insert(t.latencies.end(), p.latencies.begin(), p.latencies.end());
       if (t.first_error.empty()) t.first_error = p.first_error;
     }

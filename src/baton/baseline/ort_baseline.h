@@ -35,7 +35,8 @@
 // when one is answered, plus `think`), periodic or Poisson (open loop: requests
 // queue up while the server is busy). Latency is answer time minus arrival
 // time, so queueing counts. Requests still waiting when a slice ends are not
-// counted (`unfinished`).
+// counted (`unfinished`). Open-loop arrivals beyond ModelSpec::max_in_flight
+// in flight are rejected at once (`rejected`), as baton rejects them.
 //
 // Each request's inputs are copied once (BaselineOptions::copy_inputs), as in
 // baton. Sessions are created once (Create) and reused by every RunFor call, so a
@@ -75,6 +76,10 @@ struct ModelSpec {
   std::vector<dispatch::NamedTensors> samples;   // request i feeds samples[i % size] (at least one)
   dispatch::Arrival arrival;
   std::optional<Duration> deadline;              // relative to arrival
+  // Open loop: an arrival while this many requests of the model are in flight
+  // (waiting or running) is rejected at once, as baton's run.max_in_flight
+  // rejects it; 0 = no limit (the queue grows without bound).
+  int max_in_flight = 0;
 };
 
 struct ModelResult {
@@ -82,6 +87,7 @@ struct ModelResult {
   uint64_t deadline_missed = 0;  // of those, answered after their deadline
   uint64_t failed = 0;           // ORT returned an error
   uint64_t unfinished = 0;       // arrived but not answered when the slice ended
+  uint64_t rejected = 0;         // open loop: arrived while max_in_flight were in flight
   std::vector<Duration> latencies;
   std::string first_error;       // the first failure's message, "" if none
 };

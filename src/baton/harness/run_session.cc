@@ -856,6 +856,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
         for (const NamedTensors& s : lm.samples) spec.samples.push_back(CloneAll(s));
         spec.arrival = ToArrival(lm.config->arrival);
         spec.deadline = DeadlineOf(*lm.config);
+        spec.max_in_flight = config.run.max_in_flight;
         specs.push_back(std::move(spec));
       }
       baseline::BaselineOptions bo;
@@ -919,7 +920,8 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
                                o.deadline_missed = m.deadline_missed;
                                o.failed = m.failed;
                                o.unfinished = m.unfinished;
-                               o.answered = m.completed + m.failed;
+                               o.rejected = m.rejected;
+                               o.answered = m.completed + m.failed + m.rejected;
                                o.latencies = m.latencies;
                                o.first_error = m.first_error;
                                part.push_back(std::move(o));
