@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "baton/agent/v1/agent.grpc.pb.h"
-#include "baton/core/hash.h"
+#include "baton/net/content_hash.h"
 #include "baton/graph/builder.h"
 #include "baton/net/agent_server.h"
 #include "baton/net/codec.h"
@@ -133,7 +133,7 @@ class AgentExecuteTest : public ::testing::Test {
     pb::LoadReply reply;
     std::unique_ptr<grpc::ClientWriter<pb::LoadChunk>> writer = stub_->Load(&context, &reply);
     pb::LoadChunk chunk;
-    chunk.mutable_header()->set_content_hash(HashHex(bytes));
+    chunk.mutable_header()->set_content_hash(net::Sha256Hex(bytes));
     chunk.mutable_header()->set_total_bytes(static_cast<int64_t>(bytes.size()));
     chunk.mutable_header()->set_name("relu");
     chunk.set_data(bytes);

@@ -23,7 +23,7 @@
 #include "baton/agent/v1/agent.grpc.pb.h"
 #include "baton/backend/ort/cpu_executor.h"
 #include "baton/config/run_config.h"
-#include "baton/core/hash.h"
+#include "baton/net/content_hash.h"
 #include "baton/graph/extract.h"
 #include "baton/graph/model.h"
 #include "baton/net/codec.h"
@@ -61,7 +61,7 @@ const TestPartition& Partition() {
     absl::StatusOr<graph::Submodel> sub = graph::ExtractSubmodel(**whole, prefix, "resnet.p0");
     EXPECT_TRUE(sub.ok()) << sub.status();
     p->bytes = sub->onnx_bytes;
-    p->hash = HashHex(p->bytes);
+    p->hash = net::Sha256Hex(p->bytes);
     absl::StatusOr<std::shared_ptr<const graph::Model>> model = graph::Model::LoadBytes(p->bytes, "resnet.p0");
     EXPECT_TRUE(model.ok()) << model.status();
     p->model = *model;
@@ -142,7 +142,7 @@ struct LoadRequest {
 
   std::string bytes;
   std::string name = "resnet.p0";
-  std::optional<std::string> hash;     // default: HashHex(bytes)
+  std::optional<std::string> hash;     // default: net::Sha256Hex(bytes)
   std::optional<int64_t> total_bytes;  // default: bytes.size()
   size_t chunk = 64 * 1024;
   std::string token;
@@ -157,7 +157,7 @@ grpc::Status Load(pb::Agent::Stub& stub, const LoadRequest& request, pb::LoadRep
   while (first || at < request.bytes.size()) {
     pb::LoadChunk chunk;
     if (first) {
-      chunk.mutable_header()->set_content_hash(request.hash.value_or(HashHex(request.bytes)));
+      chunk.mutable_header()->set_content_hash(request.hash.value_or(net::Sha256Hex(request.bytes)));
       chunk.mutable_header()->set_total_bytes(
           request.total_bytes.value_or(static_cast<int64_t>(request.bytes.size())));
       chunk.mutable_header()->set_name(request.name);
@@ -399,10 +399,14 @@ TEST(AgentServerTest, RejectedLoadsNameTheProblemAndTheAgentKeepsServing) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("not a valid self-contained ONNX model"));
 
-  // Hash mismatch.
+  // A 64-bit hash (what older clients sent) is refused: the key is SHA-256.
   status = Load(*stub, LoadRequest(bytes).Hash("0123456789abcdef"), &reply);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(status.error_message(), HasSubstr("content_hash"));
+  EXPECT_THAT(status.error_message(), HasSubstr("SHA-256 of the bytes, 64 lowercase hex digits"));
+  // Hash mismatch.
+  status = Load(*stub, LoadRequest(bytes).Hash(std::string(64, 'a')), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("not to the header's content_hash"));
 
   // More bytes than declared.
   status = Load(*stub, LoadRequest(bytes).Total(static_cast<int64_t>(bytes.size()) - 10), &reply);
@@ -442,7 +446,7 @@ TEST(AgentServerTest, RejectedLoadsNameTheProblemAndTheAgentKeepsServing) {
   EXPECT_TRUE(exec.Finish().ok());
 
   const pb::StatsReply stats = server->Stats();
-  EXPECT_EQ(stats.loads_rejected(), 5u);
+  EXPECT_EQ(stats.loads_rejected(), 6u);
   EXPECT_EQ(stats.loads(), 1u);
 }
 
@@ -643,6 +647,11 @@ TEST(AgentServerTest, ARunPastItsTimeoutIsStoppedAndAnsweredAborted) {
   ExpectOutputsMatch(*c, RunDirectly(inputs));
   exec.WritesDone();
   EXPECT_TRUE(exec.Finish().ok());
+}
+
+TEST(ContentHashTest, IsSha256InLowercaseHex) {
+  EXPECT_EQ(net::Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(net::Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
 TEST(AgentServerTest, UnknownHandleAndLateAssignmentAreAnsweredAtOnce) {

@@ -38,9 +38,10 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
   }
   const pb::LoadHeader header = chunk.header();
   const std::string what = absl::StrCat(agent, ": partition '", header.name(), "' (", header.content_hash(), ")");
-  if (header.content_hash().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": the header has no content_hash; set it to HashHex (FNV-1a 64) of the bytes"));
+  if (header.content_hash().size() != kContentHashHexDigits) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        agent, ": partition '", header.name(), "': the header's content_hash has ", header.content_hash().size(),
+        " characters; set it to the SHA-256 of the bytes, 64 lowercase hex digits"));
   }
   if (header.total_bytes() <= 0) {
     return absl::InvalidArgumentError(
@@ -72,10 +73,10 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
     return absl::InvalidArgumentError(absl::StrCat(what, ": got ", bytes.size(), " of ", header.total_bytes(),
                                                    " bytes before the stream ended; resend the whole partition"));
   }
-  if (const std::string hash = HashHex(bytes); hash != header.content_hash()) {
+  if (const std::string hash = Sha256Hex(bytes); hash != header.content_hash()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": the bytes hash to ", hash,
                                                    ", not to the header's content_hash; the partition was corrupted "
-                                                   "or hashed differently (FNV-1a 64 of the exact bytes); resend it"));
+                                                   "or hashed differently (SHA-256 of the exact bytes); resend it"));
   }
 
   pb::LoadReply reply;

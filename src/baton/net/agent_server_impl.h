@@ -26,7 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "baton/agent/v1/agent.grpc.pb.h"
 #include "baton/core/dtype.h"
-#include "baton/core/hash.h"
+#include "baton/net/content_hash.h"
 #include "baton/graph/extract.h"
 #include "baton/graph/model.h"
 #include "baton/net/codec.h"

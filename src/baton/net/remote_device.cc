@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "baton/agent/v1/agent.grpc.pb.h"
-#include "baton/core/hash.h"
+#include "baton/net/content_hash.h"
 #include "baton/net/codec.h"
 #include "baton/net/security.h"
 
@@ -216,7 +216,7 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(con
   while (first || at < bytes.size()) {
     pb::LoadChunk c;
     if (first) {
-      c.mutable_header()->set_content_hash(HashHex(bytes));
+      c.mutable_header()->set_content_hash(Sha256Hex(bytes));
       c.mutable_header()->set_total_bytes(static_cast<int64_t>(bytes.size()));
       c.mutable_header()->set_name(name);
       first = false;
@@ -244,7 +244,7 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(con
 absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::Load(const std::string& partition_name,
                                                                       const std::string& bytes) {
   std::lock_guard lock(load_mu_);
-  const std::string hash = HashHex(bytes);
+  const std::string hash = Sha256Hex(bytes);
   if (auto it = loads_.find(hash); it != loads_.end()) return it->second.loaded;
   BATON_ASSIGN_OR_RETURN(Loaded loaded, LoadOnAgent(partition_name, bytes));
   loads_.emplace(hash, Loadable{partition_name, bytes, loaded});
