@@ -115,6 +115,44 @@ TEST_F(CliPlanTest, PlanWrittenReadAndRunGivesThePlannedPlacement) {
   }
 }
 
+// SIGINT during `baton profile` keeps what was measured; the same command
+// then resumes from it instead of starting over.
+TEST_F(CliPlanTest, ProfileInterruptedKeepsItsMeasurementsAndResumes) {
+  const std::string out = Path("interrupted.json");
+  const std::vector<std::string> args = {"profile", config_, "-o", out, "--budget", "10", "--min-atoms", "4",
+                                         "--warmup-runs", "1", "--min-runs", "2", "--min-time-ms", "20"};
+  const baton::testing::SignalledRun r = baton::testing::SignalWhenPrinted(args, "measured (", SIGINT);
+  ASSERT_TRUE(r.signalled) << r.output;
+  EXPECT_EQ(r.exit_code, 128 + SIGINT) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("run the same command again to resume"));
+  // Each measurement: "model range-key kind" -> its stats, as JSON text.
+  auto measurements = [&] {
+    std::map<std::string, std::string> m;
+    const nlohmann::json j = ReadJson(out);
+    for (const auto& model : j["models"]) {
+      for (const auto& range : model["ranges"]) {
+        for (const auto& [kind, stats] : range["latency"].items()) {
+          m[model["name"].get<std::string>() + " " + range["key"].dump() + " " + kind] = stats.dump();
+        }
+      }
+    }
+    return m;
+  };
+  const std::map<std::string, std::string> saved = measurements();
+  ASSERT_FALSE(saved.empty()) << "nothing measured before the signal was kept\n" << r.output;
+  std::string resume_cmd;
+  for (size_t i = 1; i < args.size(); ++i) resume_cmd += args[i] + " ";
+  Result again = Baton("profile " + resume_cmd);
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_THAT(again.output, HasSubstr("resuming from"));
+  const std::map<std::string, std::string> done = measurements();
+  EXPECT_GT(done.size(), saved.size());
+  for (const auto& [key, stats] : saved) {
+    ASSERT_TRUE(done.contains(key)) << key;
+    EXPECT_EQ(done.at(key), stats) << key << " was measured again instead of kept";
+  }
+}
+
 TEST_F(CliPlanTest, ShareFollowsThePlanAndEveryOutputMatchesWholeModelOrt) {
   const std::string plan = Path("plan_share.json");
   Result r = Baton("plan " + config_ + " --profile " + Path("p.json") + " -o " + plan + " --quiet");

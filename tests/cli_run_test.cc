@@ -172,47 +172,12 @@ models: [{name: a, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, c
 run: {duration_s: 10, warmup_s: 0.1, slices: 40, baselines: [ort_tuned]}
 policy: {high_level: whole}
 )");
-  // The run's stdout and stderr into one pipe; SIGINT once it reports its
-  // first slice (each read waits at most 120 s).
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  const std::vector<std::string> argv_s = {BATON_CLI, "run", config, "--no-profile", "--json", Path("long.json")};
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::dup2(fds[1], 1);
-    ::dup2(fds[1], 2);
-    ::close(fds[0]);
-    ::close(fds[1]);
-    std::vector<char*> argv;
-    for (const std::string& arg : argv_s) argv.push_back(const_cast<char*>(arg.c_str()));
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  std::string printed;
-  bool signalled = false;
-  char buf[4096];
-  while (true) {
-    pollfd p{fds[0], POLLIN, 0};
-    if (::poll(&p, 1, 120'000) <= 0) break;  // nothing for 120 s: give up (the checks below fail)
-    const ssize_t n = ::read(fds[0], buf, sizeof(buf));
-    if (n <= 0) break;
-    printed.append(buf, static_cast<size_t>(n));
-    if (!signalled && printed.find("slice 1/") != std::string::npos) {
-      ::kill(pid, SIGINT);
-      signalled = true;
-    }
-  }
-  ::close(fds[0]);
-  if (!signalled) ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ASSERT_TRUE(signalled) << printed;
-  EXPECT_EQ(baton::testing::SanitizerReport(printed), "");
-  ASSERT_TRUE(WIFEXITED(status)) << printed;
-  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT) << printed;
+  // SIGINT once it reports its first slice.
+  const baton::testing::SignalledRun r = baton::testing::SignalWhenPrinted(
+      {"run", config, "--no-profile", "--json", Path("long.json")}, "slice 1/", SIGINT);
+  const std::string& printed = r.output;
+  ASSERT_TRUE(r.signalled) << printed;
+  EXPECT_EQ(r.exit_code, 128 + SIGINT) << printed;
   EXPECT_THAT(printed, HasSubstr("INTERRUPTED by a signal after"));
   EXPECT_THAT(printed, HasSubstr("finishing the current slice"));
   nlohmann::json j = ReadJson(Path("long.json"));

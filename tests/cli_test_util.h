@@ -2,6 +2,8 @@
 // temporary folder with the small zoo that their suites share.
 #pragma once
 
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -36,6 +39,58 @@ inline CliResult Baton(const std::string& args) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   const std::string report = SanitizerReport(r.output);
   if (!report.empty()) ADD_FAILURE() << "`baton " << args << "` printed a sanitizer report:\n" << report;
+  return r;
+}
+
+// Runs `baton ARGS...` (no shell) with stdout and stderr in one pipe, and
+// sends it `sig` once its output contains `trigger`. Each read waits at most
+// 120 s; without the trigger by then, or at the end, the process is killed
+// (SIGKILL) and `signalled` stays false. The exit code is -1 when it did not
+// exit normally.
+struct SignalledRun {
+  bool signalled = false;
+  int exit_code = -1;
+  std::string output;
+};
+inline SignalledRun SignalWhenPrinted(const std::vector<std::string>& args, const std::string& trigger, int sig) {
+  SignalledRun r;
+  int fds[2];
+  if (::pipe(fds) != 0) return r;
+  std::vector<std::string> argv_s = {BATON_CLI};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  const pid_t pid = ::fork();
+  if (pid < 0) return r;
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    std::vector<char*> argv;
+    for (const std::string& arg : argv_s) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  char buf[4096];
+  while (true) {
+    pollfd p{fds[0], POLLIN, 0};
+    if (::poll(&p, 1, 120'000) <= 0) break;
+    const ssize_t n = ::read(fds[0], buf, sizeof(buf));
+    if (n <= 0) break;
+    r.output.append(buf, static_cast<size_t>(n));
+    if (!r.signalled && r.output.find(trigger) != std::string::npos) {
+      ::kill(pid, sig);
+      r.signalled = true;
+    }
+  }
+  ::close(fds[0]);
+  if (!r.signalled) ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const std::string report = SanitizerReport(r.output);
+  if (!report.empty()) ADD_FAILURE() << "`baton` printed a sanitizer report:\n" << report;
   return r;
 }
 

@@ -55,6 +55,9 @@ profiler::Progress Bar(bool quiet) {
 }
 
 int Profile(const ProfileArgs& args) {
+  // Before any thread starts: SIGINT/SIGTERM stop after the measurement in
+  // progress, keeping everything measured so far for the resume.
+  StopOnSignal stop_signal("saving what is measured, then stopping");
   absl::StatusOr<config::RunConfig> config = LoadConfigOrDefault(args.config);
   if (!config.ok()) {
     std::cerr << "baton profile: " << config.status().message() << "\n";
@@ -68,6 +71,7 @@ int Profile(const ProfileArgs& args) {
   options.max_runs = std::max(args.min_runs, 200);
   options.min_time_ms = args.min_time_ms;
   options.seed = config->run.seed;
+  options.stop = stop_signal.stop();
   if (absl::Status s = options.Validate(); !s.ok()) {
     std::cerr << "baton profile: " << s.message() << "\n";
     return 2;
@@ -83,6 +87,11 @@ int Profile(const ProfileArgs& args) {
   if (args.fresh) std::filesystem::remove(args.output);
   if (say && std::filesystem::exists(args.output)) say("resuming from " + args.output);
   absl::StatusOr<profile::Profile> p = ProfileInto(args.output, *models, *pus, options, Bar(args.quiet));
+  if (!p.ok() && p.status().code() == absl::StatusCode::kCancelled && stop_signal.signal() != 0) {
+    std::cerr << "\nbaton profile: " << p.status().message() << " in " << args.output
+              << "; run the same command again to resume\n";
+    return 128 + stop_signal.signal();
+  }
   if (!p.ok()) {
     std::cerr << "\nbaton profile: " << p.status().message() << "\n";
     return 2;
@@ -107,7 +116,8 @@ void AddProfileCommand(CLI::App& app, int* exit_code) {
       "profile",
       "Measure every candidate partition of every model on every PU kind (for `baton plan`).\n"
       "Candidates: capability units cut into atoms, merged into larger ranges up to --budget per model.\n"
-      "Resumes from -o PROFILE when it exists; --fresh starts over. Exit status: 0 done, 2 error.");
+      "Resumes from -o PROFILE when it exists; --fresh starts over. SIGINT/SIGTERM save what is measured\n"
+      "and stop. Exit status: 0 done, 2 error, 128 + the signal when stopped by one.");
   cmd->add_option("CONFIG", args->config, "YAML run configuration (default: the embedded workload)");
   cmd->add_option("-o,--output", args->output, "The profile to write (JSON)")->required();
   cmd->add_option("--budget", args->budget, "Candidate partitions per model (default 24)")->check(IntIn(1, 10'000));

@@ -50,7 +50,9 @@ inline sigset_t BlockStopSignals() {
 // with 128 + the signal. Construct it before any other thread starts.
 class StopOnSignal {
  public:
-  StopOnSignal() : signals_(BlockStopSignals()), watcher_([this] { Watch(); }) {}
+  // `what_next`: what the command does after the first signal (printed).
+  explicit StopOnSignal(std::string what_next = "finishing the current slice, then reporting what ran")
+      : what_next_(std::move(what_next)), signals_(BlockStopSignals()), watcher_([this] { Watch(); }) {}
   ~StopOnSignal() {
     done_.store(true);
     watcher_.join();
@@ -73,11 +75,12 @@ class StopOnSignal {
       }
       signal_.store(sig);
       stop_.store(true);
-      std::fprintf(stderr, "baton: %s: finishing the current slice, then reporting what ran (again to stop at once)\n",
-                   sig == SIGINT ? "SIGINT" : "SIGTERM");
+      std::fprintf(stderr, "baton: %s: %s (again to stop at once)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                   what_next_.c_str());
     }
   }
 
+  const std::string what_next_;
   sigset_t signals_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> done_{false};

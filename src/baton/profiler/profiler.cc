@@ -315,6 +315,11 @@ absl::Status ProfileModels(const std::vector<ProfilerModel>& models, const std::
         profile::ProfiledRange* range = entry->Find(c.first, c.last);
         const std::string what = absl::StrFormat("%s [%d, %d) on %s", pm.name, c.first, c.last, pu.kind_key);
         if (!range->latency.contains(pu.kind_key)) {
+          if (options.stop != nullptr && options.stop->load()) {
+            if (checkpoint) BATON_RETURN_IF_ERROR(checkpoint(profile));
+            return absl::CancelledError(
+                absl::StrFormat("interrupted after %d of %d measurements; those are saved", done, total));
+          }
           std::optional<graph::Submodel> extracted;
           const graph::Submodel* sub = nullptr;
           if (c.last == c.first + 1) {

@@ -21,6 +21,8 @@
 // short-lived thread per measurement, pinned like the PU); not reentrant.
 #pragma once
 
+#include <atomic>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -57,6 +59,9 @@ struct ProfilerOptions {
   int max_runs = 200;
   double min_time_ms = 100;
   uint64_t seed = 1;
+  // Set (e.g. by a signal): ProfileModels saves what it measured through its
+  // checkpoint before the next measurement and returns Cancelled. Borrowed.
+  const std::atomic<bool>* stop = nullptr;
 
   absl::Status Validate() const;
 };
