@@ -12,11 +12,12 @@
    - rejections are immediate: their p99 is at most 20 ms;
    - RSS stays flat: the peak of the last third of the samples is within 10 %
      (+ 8 MB) of the peak of the first third;
-   - overload is rejected, not failed: rejected > 0, failed == 0.
+   - overload is rejected, not failed: rejected > 0, failed == 0;
+   - every PU's reported utilisation is within [0, 1].
    It prints one table row per factor and exits 1 when a check fails.
 
 --smoke (what CI runs): short runs at 10x only. It checks what does not depend
-on timing (rejections happen, nothing fails, every number is reported) and
+on timing (rejections happen, nothing fails, utilisation within [0, 1]) and
 prints the timing figures without judging them: CI machines are shared and
 noisy, and tests never assert wall-clock times.
 
@@ -143,6 +144,9 @@ def main():
             problems.append(f"{where}: nothing completed")
         if m["rejected"] <= 0:
             problems.append(f"{where}: nothing was rejected at {rate:.0f} req/s (queue bound {MAX_QUEUE})")
+        for pu in report["pus"]:
+            if not 0.0 <= pu["utilization"] <= 1.0:
+                problems.append(f"{where}: PU {pu['name']} reports utilisation {pu['utilization']:.3f}, outside [0, 1]")
         if m["failed"] != 0:
             problems.append(f"{where}: {m['failed']} requests failed: {m.get('first_error', '')}")
         if not args.smoke:

@@ -228,6 +228,34 @@ TEST(Runtime, ChargedTimeHoldsThePuUntilItsEnd) {
   for (const RunLog::Run& run : sys.log.runs()) EXPECT_GE(run.end - run.start, 10ms);
 }
 
+// Busy time read for a window that ended at `until` never exceeds the window,
+// whether the runs ended after `until` or are still in progress: utilisation
+// stays within [0, 1] when the window is read late.
+TEST(Runtime, BusyTimeUpToTheWindowEndNeverExceedsTheWindow) {
+  std::promise<void> open;
+  FakeSystem sys(1, 1, "fifo", 20ms);
+  sys.parts[0]->set_gate(open.get_future().share());
+  ASSERT_TRUE(sys.rt->Start().ok());
+  sys.rt->ResetStats();
+  const Time window_start = sys.rt->Now();
+  std::future<RequestResult> answer = sys.rt->Submit(ModelId(0), Input(1));
+  std::this_thread::sleep_for(5ms);
+  const Time until = sys.rt->Now();
+  // In progress (held at the gate): counted up to `until`, not beyond.
+  std::vector<PuStats> during = sys.rt->pu_stats(until);
+  ASSERT_EQ(during.size(), 1u);
+  EXPECT_LE(during[0].busy, until - window_start);
+  open.set_value();
+  ASSERT_TRUE(answer.get().status.ok());
+  // Both runs ended after `until`: only their parts before it count.
+  std::vector<PuStats> after = sys.rt->pu_stats(until);
+  EXPECT_LE(after[0].busy, until - window_start);
+  EXPECT_EQ(after[0].runs, 2u);
+  // Without `until`, everything since ResetStats.
+  EXPECT_GE(sys.rt->pu_stats()[0].busy, 40ms);
+  sys.rt->Stop();
+}
+
 TEST(Runtime, PartitionWithoutRunnerIsRefusedAtAddModel) {
   auto latency = *policy::OnlineLatencyModel::Create({});
   RunnerTable runners;  // empty

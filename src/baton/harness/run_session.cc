@@ -144,8 +144,9 @@ class RequestTarget {
                       runtime::DoneCallback done) = 0;
   // The measured window starts.
   virtual void ResetStats() = 0;
-  // PU busy time and runs since ResetStats (none for a server's PUs).
-  virtual std::vector<PuOutcome> Pus() const = 0;
+  // PU busy time since ResetStats, up to `until` (the window's end), and runs
+  // (none for a server's PUs).
+  virtual std::vector<PuOutcome> Pus(Time until) const = 0;
   // Returns once every request submitted so far has been answered. Requests
   // still in flight after `limit` are answered UNAVAILABLE at once (none = no
   // limit).
@@ -168,10 +169,10 @@ class RuntimeTarget final : public RequestTarget {
     }
   }
   void ResetStats() override { rt_.ResetStats(); }
-  std::vector<PuOutcome> Pus() const override {
+  std::vector<PuOutcome> Pus(Time until) const override {
     // The runtime's DeviceIds are indices into config.devices (see MakeRuntime).
     std::vector<PuOutcome> pus;
-    for (const runtime::PuStats& s : rt_.pu_stats()) {
+    for (const runtime::PuStats& s : rt_.pu_stats(until)) {
       pus.push_back(PuOutcome{s.name, s.kind, devices_.at(s.device.value).name, s.busy, s.runs});
     }
     return pus;
@@ -251,7 +252,7 @@ class ServerRequestTarget final : public RequestTarget {
                   });
   }
   void ResetStats() override {}
-  std::vector<PuOutcome> Pus() const override { return {}; }
+  std::vector<PuOutcome> Pus(Time) const override { return {}; }
   // Every call ends: the client gives each one a deadline.
   void Drain(std::optional<Duration>) override {
     std::unique_lock lock(mu_);
@@ -352,7 +353,7 @@ class WindowDriver {
       }
       for (size_t i : due) Submit(i, /*closed=*/true);
     }
-    pus = rt_.Pus();
+    pus = rt_.Pus(t1_);
     stop_.store(true);
     // Closed loops that submitted before they saw stop_ included. What is
     // still in flight a while after the window is abandoned (it counts as

@@ -4,6 +4,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <deque>
 #include <cstdio>
 #include <utility>
 
@@ -36,6 +37,9 @@ struct DeviceShell::Pu {
   uint64_t runs = 0;                        // guarded by mu_
   uint64_t failures = 0;                    // guarded by mu_
   RunCancel cancel;                         // reset under mu_ when a run is handed over
+  std::optional<Time> running_since;        // guarded by mu_; the run in progress began then
+  // The last kRecentRuns counted runs, as counted: [max(start, window start), end].
+  std::deque<std::pair<Time, Time>> recent;  // guarded by mu_
   std::thread thread;
 };
 
@@ -170,6 +174,8 @@ void DeviceShell::PuLoop(Pu& pu) {
     if (!pu.slot) return;
     dispatch::StartOnPu job = std::move(*pu.slot);
     pu.slot.reset();
+    const Time started = Now();
+    pu.running_since = started;
     lock.unlock();
 
     const dispatch::Assignment& a = job.assignment;
@@ -179,7 +185,7 @@ void DeviceShell::PuLoop(Pu& pu) {
     dispatch::PuResult result;
     result.pu = pu.setup.id;
     result.assignment = a.id;
-    result.start = Now();
+    result.start = started;
     absl::StatusOr<backend::RunResult> run =
         runner != nullptr
             ? runner->Run(feeds, &pu.cancel)
@@ -202,18 +208,37 @@ void DeviceShell::PuLoop(Pu& pu) {
     }
 
     lock.lock();
-    if (result.end > window_start_) pu.busy += result.end - std::max(result.start, window_start_);
+    pu.running_since.reset();
+    if (result.end > window_start_) {
+      const Time from = std::max(result.start, window_start_);
+      pu.busy += result.end - from;
+      pu.recent.emplace_back(from, result.end);
+      if (pu.recent.size() > kRecentRuns) pu.recent.pop_front();
+    }
     ++pu.runs;
     if (!run.ok()) ++pu.failures;
     ApplyLocked(core_->OnPuFinished(std::move(result), Now()));
   }
 }
 
-std::vector<PuStats> DeviceShell::pu_stats() const {
+std::vector<PuStats> DeviceShell::pu_stats(std::optional<Time> until) const {
   std::vector<PuStats> out;
+  const Time now = Now();
   std::lock_guard lock(mu_);
   for (const auto& pu : pus_) {
-    out.push_back(PuStats{pu->setup.id, id_, pu->setup.name, pu->setup.kind, pu->busy, pu->runs, pu->failures});
+    Duration busy = pu->busy;
+    if (until) {
+      for (const auto& [from, end] : pu->recent) {
+        if (end > *until) busy -= end - std::max(from, *until);
+      }
+      if (pu->running_since) {
+        const Time from = std::max(*pu->running_since, window_start_);
+        const Time to = std::min(now, *until);
+        if (to > from) busy += to - from;
+      }
+    }
+    out.push_back(PuStats{pu->setup.id, id_, pu->setup.name, pu->setup.kind, std::max(busy, Duration(0)), pu->runs,
+                          pu->failures});
   }
   return out;
 }
@@ -240,6 +265,7 @@ void DeviceShell::ResetStats(Time now) {
     pu->busy = Duration(0);
     pu->runs = 0;
     pu->failures = 0;
+    pu->recent.clear();
   }
 }
 

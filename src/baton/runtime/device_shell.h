@@ -108,7 +108,12 @@ class DeviceShell : public dispatch::LowLevelPort {
   const std::string& name() const { return name_; }
   const std::vector<PuSetup>& pu_setups() const { return pu_setups_; }
   Time Now() const;
-  std::vector<PuStats> pu_stats() const;
+  // Busy time since ResetStats. With `until`, only the busy time up to that
+  // instant: a run still in progress counts up to it, and a run that ended
+  // after it only its part before it (for a window that ended at `until`
+  // but is read a little later; exact for the last kRecentRuns runs per PU).
+  std::vector<PuStats> pu_stats(std::optional<Time> until = std::nullopt) const;
+  static constexpr size_t kRecentRuns = 64;
   dispatch::LowLevelStats core_stats() const;
   size_t queued() const;
   size_t running() const;

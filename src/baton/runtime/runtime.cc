@@ -369,10 +369,10 @@ void Runtime::Post(MailItem item) {
   mail_cv_.notify_one();
 }
 
-std::vector<PuStats> Runtime::pu_stats() const {
+std::vector<PuStats> Runtime::pu_stats(std::optional<Time> until) const {
   std::vector<PuStats> out;
   for (const auto& d : devices_) {
-    std::vector<PuStats> s = d->shell ? d->shell->pu_stats() : d->remote->pu_stats();
+    std::vector<PuStats> s = d->shell ? d->shell->pu_stats(until) : d->remote->pu_stats();
     out.insert(out.end(), s.begin(), s.end());
   }
   return out;

@@ -166,7 +166,9 @@ class Runtime {
 
   // Requests submitted and not answered yet.
   size_t pending() const { return pending_.load(); }
-  std::vector<PuStats> pu_stats() const;
+  // Busy times of every PU (see DeviceShell::pu_stats for `until`; a remote
+  // device's come from its agent and ignore it).
+  std::vector<PuStats> pu_stats(std::optional<Time> until = std::nullopt) const;
   RuntimeStats stats() const;
   // Zeroes the PU busy times and run counts and restarts the stats window
   // (the start of a measurement).
