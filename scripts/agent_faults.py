@@ -23,93 +23,27 @@ It prints the rejoin times (median, max) and the detection time.
 --smoke (what CI runs): 3 kills and no SIGSTOP; timing is printed, not judged.
 Exit status: 0 all checks held, 1 a check failed, 2 the setup failed.
 """
-import argparse
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer", "runtime error:")
-
-
-def find_baton():
-    for d in ("build/release", "build/ci"):
-        p = os.path.join(ROOT, d, "tools/baton/baton")
-        if os.path.exists(p):
-            return p
-    return shutil.which("baton")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Agent:
-    def __init__(self, baton, port, out, env):
-        self.cmd = [baton, "agent", "--listen", f"127.0.0.1:{port}", "--config", os.path.join(out, "agent.yaml")]
-        self.log = open(os.path.join(out, "agent.log"), "a")
-        self.env = env
-        self.proc = None
-        self.starts = 0
-
-    def start(self, wait=True):
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self.log, env=self.env, text=True)
-        self.starts += 1
-        if wait:
-            line = self.proc.stdout.readline()
-            if "listening on" not in line:
-                print(f"agent_faults.py: the agent did not start: {line!r}", file=sys.stderr)
-                sys.exit(2)
-
-    def signal(self, sig):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def kill(self):
-        self.signal(signal.SIGKILL)
-        if self.proc:
-            self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode if self.proc else None
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from load_common import Agent, free_port, parser, report_problems, run_problems, setup  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--baton", default=None)
+    ap = parser(__doc__)
     ap.add_argument("--kills", type=int, default=100)
     ap.add_argument("--interval", type=float, default=1.5)
     ap.add_argument("--stop-s", type=float, default=4.0)
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.smoke:
         args.kills, args.stop_s = 3, 0.0
-    baton = args.baton or find_baton()
-    if not baton:
-        print("agent_faults.py: no baton binary; build first or give --baton", file=sys.stderr)
-        return 2
-    out = args.out or tempfile.mkdtemp(prefix="baton_agent_faults_")
-    os.makedirs(out, exist_ok=True)
-    env = dict(os.environ)
-    env.setdefault("BATON_CACHE_DIR", os.path.join(out, "cache"))
+    baton, out, env = setup(args, "agent_faults.py")
     port = free_port()
     with open(os.path.join(out, "agent.yaml"), "w") as f:
         f.write("name: edge\npus:\n  - {name: ecpu0, kind: cpu, threads: 1}\n")
@@ -227,28 +161,12 @@ def main():
           f"completed {completed}, failed {failed}, abandoned {r['abandoned']}, answered twice "
           f"{r['answered_twice']}; verified {r['verify']['checked']}, mismatches {r['verify']['mismatches']}; "
           f"slowest answer {max_ms:.0f} ms; files in {out}")
-    with open(os.path.join(out, "agent.log")) as f:
-        agent_log = f.read()
-    for name, text in (("baton run", output), ("the agent", agent_log)):
-        if any(mark in text for mark in SANITIZER_MARKS):
-            problems.append(f"{name} printed a sanitizer report (see {out})")
-    if agent_rc != 0:
-        problems.append(f"the agent exited {agent_rc} on SIGTERM (want 0)")
-    if r["abandoned"] != 0:
-        problems.append(f"{r['abandoned']} requests were lost (abandoned at the drain limit)")
-    if r["answered_twice"] != 0:
-        problems.append(f"{r['answered_twice']} requests were answered twice")
-    if r["verify"]["checked"] <= 0 or r["verify"]["mismatches"] != 0:
-        problems.append(f"verification: {r['verify']}")
-    if failed != 0:
-        problems.append(f"{failed} requests failed: " + "; ".join(m.get("first_error", "") for m in r["models"]))
+    problems += run_problems(r, output, [agent], [agent_rc])
     if edge["lost"] < kills:
         problems.append(f"the agent was found lost {edge['lost']}x for {kills} kills")
     if not args.smoke and detect_s is not None and detect_s > 3.0:
         problems.append(f"a SIGSTOPped agent was found lost after {detect_s:.2f} s (limit: 2 s of silence)")
-    for p in problems:
-        print("FAIL " + p)
-    return 1 if problems else 0
+    return report_problems(problems)
 
 
 if __name__ == "__main__":

@@ -23,28 +23,18 @@ noisy, and tests never assert wall-clock times.
 
 Every run is a plain `baton run --json`; the files stay in --out.
 """
-import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer", "runtime error:")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from load_common import has_sanitizer_report, parser, rss_mb, setup  # noqa: E402
+
 PUS = 2
 MAX_QUEUE = 32
-
-
-def find_baton():
-    for d in ("build/release", "build/ci"):
-        p = os.path.join(ROOT, d, "tools/baton/baton")
-        if os.path.exists(p):
-            return p
-    return shutil.which("baton")
 
 
 def config_text(arrival, duration, slices):
@@ -54,17 +44,6 @@ def config_text(arrival, duration, slices):
             "policy: {high_level: whole}\n"
             f"run: {{duration_s: {duration}, warmup_s: 0.3, slices: {slices}, baselines: false, "
             f"max_queue: {MAX_QUEUE}, max_in_flight: 1000}}\n")
-
-
-def rss_mb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
 
 
 def run(baton, out, name, arrival, duration, slices, env):
@@ -85,7 +64,7 @@ def run(baton, out, name, arrival, duration, slices, env):
         time.sleep(0.2)
     reader.join()
     text = "".join(output)
-    if any(mark in text for mark in SANITIZER_MARKS):
+    if has_sanitizer_report(text):
         sys.exit(f"overload.py: `{' '.join(cmd)}` printed a sanitizer report:\n{text}")
     # 0 = done; 1 = some request failed (judged below from the JSON).
     if proc.returncode not in (0, 1):
@@ -96,22 +75,13 @@ def run(baton, out, name, arrival, duration, slices, env):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--baton", default=None)
+    ap = parser(__doc__)
     ap.add_argument("--factors", default="2,10")
     ap.add_argument("--duration", type=float, default=6.0)
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    baton = args.baton or find_baton()
-    if not baton:
-        sys.exit("overload.py: no baton binary; build first (cmake --build build/release) or give --baton")
+    baton, out, env = setup(args, "overload.py")
     factors = [10.0] if args.smoke else [float(x) for x in args.factors.split(",")]
     duration = 1.0 if args.smoke else args.duration
-    out = args.out or tempfile.mkdtemp(prefix="baton_overload_")
-    os.makedirs(out, exist_ok=True)
-    env = dict(os.environ)
-    env.setdefault("BATON_CACHE_DIR", os.path.join(out, "cache"))
 
     cap_report, _ = run(baton, out, "capacity", f"{{mode: closed, concurrency: {2 * PUS}}}",
                         0.5 if args.smoke else 3.0, 1, env)

@@ -18,17 +18,14 @@ every second. Checks:
 --smoke (what CI runs): 30 s, a kill every 10 s, RSS printed but not judged (too short
 for a trend). It prints a summary line and exits 1 when a check fails.
 """
-import argparse
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agent_faults import SANITIZER_MARKS, Agent, find_baton, free_port  # noqa: E402
-from overload import rss_mb  # noqa: E402
+from load_common import Agent, free_port, parser, report_problems, rss_mb, run_problems, setup  # noqa: E402
 
 
 def default_models(baton, env):
@@ -41,23 +38,13 @@ def default_models(baton, env):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--baton", default=None)
+    ap = parser(__doc__)
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--kill-every", type=float, default=60)
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.smoke:
         args.minutes, args.kill_every = 0.5, 10.0
-    baton = args.baton or find_baton()
-    if not baton:
-        print("soak.py: no baton binary; build first or give --baton", file=sys.stderr)
-        return 2
-    out = args.out or tempfile.mkdtemp(prefix="baton_soak_")
-    os.makedirs(out, exist_ok=True)
-    env = dict(os.environ)
-    env.setdefault("BATON_CACHE_DIR", os.path.join(out, "cache"))
+    baton, out, env = setup(args, "soak.py")
 
     agents = []
     devices = []
@@ -117,24 +104,12 @@ def main():
           f"answered twice {r['answered_twice']}; verified {r['verify']['checked']}, mismatches "
           f"{r['verify']['mismatches']}; agents found lost {lost}; RSS {early:.0f} MB after warm-up -> {late:.0f} MB "
           f"at the end ({100 * growth:+.1f} %); files in {out}")
-    problems = []
-    if any(mark in output for mark in SANITIZER_MARKS):
-        problems.append("baton run printed a sanitizer report")
-    if any(rc != 0 for rc in agent_rcs):
-        problems.append(f"agents exited {agent_rcs} on SIGTERM (want 0)")
-    if r["abandoned"] != 0 or r["answered_twice"] != 0:
-        problems.append(f"abandoned {r['abandoned']}, answered twice {r['answered_twice']}")
-    if r["verify"]["checked"] <= 0 or r["verify"]["mismatches"] != 0:
-        problems.append(f"verification: {r['verify']}")
-    if failed != 0:
-        problems.append(f"{failed} requests failed: " + "; ".join(m.get("first_error", "") for m in r["models"]))
+    problems = run_problems(r, output, agents, agent_rcs)
     if sum(lost.values()) < kills:
         problems.append(f"the agents were found lost {sum(lost.values())}x for {kills} kills")
     if not args.smoke and growth >= 0.05:
         problems.append(f"RSS grew {100 * growth:.1f} % after warm-up (limit 5 %)")
-    for p in problems:
-        print("FAIL " + p)
-    return 1 if problems else 0
+    return report_problems(problems)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,25 @@ class EngineTest : public ::testing::Test {
     return engine.ok() ? std::move(engine).value() : nullptr;
   }
 
+  // One 1-thread CPU PU, plan `whole`, the `models:` entries given (YAML list
+  // items), with spin.onnx (tests/spin_model.h) written beside the zoo models.
+  static std::unique_ptr<Engine> OpenWithSpin(const std::string& models, std::chrono::milliseconds close_timeout) {
+    absl::StatusOr<std::string> spin = testing::SpinModelBytes();
+    EXPECT_TRUE(spin.ok()) << spin.status();
+    if (!spin.ok()) return nullptr;
+    std::ofstream(*dir_ / "spin.onnx", std::ios::binary) << *spin;
+    EngineOptions options;
+    options.no_profile = true;
+    options.cache_dir = (*dir_ / "cache").string();
+    options.close_timeout = close_timeout;
+    Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
+        "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\nmodels:\n" + models +
+            "policy: {high_level: whole}\n",
+        dir_->string(), options);
+    EXPECT_TRUE(engine.ok()) << engine.status().ToString();
+    return engine.ok() ? std::move(engine).value() : nullptr;
+  }
+
   // Random inputs of `model` (seeded) and whole-model ONNX Runtime's outputs for them.
   struct Reference {
     std::vector<std::pair<std::string, Tensor>> inputs;
@@ -314,21 +333,12 @@ TEST_F(EngineTest, APassedDeadlineIsAnsweredDeadlineExceeded) {
 // A run that would never end is stopped at its execution timeout: its request
 // fails ABORTED naming the timeout, and the PU serves the next request.
 TEST_F(EngineTest, ARunPastItsExecutionTimeoutIsStoppedAndItsPuServesAgain) {
-  absl::StatusOr<std::string> spin = testing::SpinModelBytes();
-  ASSERT_TRUE(spin.ok()) << spin.status();
-  std::ofstream(*dir_ / "spin.onnx", std::ios::binary) << *spin;
-  EngineOptions options;
-  options.no_profile = true;
-  options.cache_dir = (*dir_ / "cache").string();
-  Result<std::unique_ptr<Engine>> opened = Engine::OpenText(
-      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
-      "models:\n"
+  std::unique_ptr<Engine> opened = OpenWithSpin(
       "  - {name: spin, path: spin.onnx, execution_timeout_ms: 200}\n"
-      "  - {name: cam, path: squeezenet.onnx}\n"
-      "policy: {high_level: whole}\n",
-      dir_->string(), options);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  Engine& engine = **opened;
+      "  - {name: cam, path: squeezenet.onnx}\n",
+      std::chrono::seconds(30));
+  ASSERT_NE(opened, nullptr);
+  Engine& engine = *opened;
   Tensors x;
   x.emplace("x", Tensor(dtype::kFloat, {1}));
   Result<Tensors> r = engine.Infer("spin", std::move(x));
@@ -347,23 +357,13 @@ TEST_F(EngineTest, ARunPastItsExecutionTimeoutIsStoppedAndItsPuServesAgain) {
 // Close waits at most close_timeout: a request still running then is answered
 // UNAVAILABLE, and its run is stopped so the engine's threads end.
 TEST_F(EngineTest, CloseGivesUpAfterItsTimeoutAndAnswersWhatIsLeft) {
-  absl::StatusOr<std::string> spin = testing::SpinModelBytes();
-  ASSERT_TRUE(spin.ok()) << spin.status();
-  std::ofstream(*dir_ / "spin.onnx", std::ios::binary) << *spin;
-  EngineOptions options;
-  options.no_profile = true;
-  options.cache_dir = (*dir_ / "cache").string();
-  options.close_timeout = std::chrono::milliseconds(100);
-  Result<std::unique_ptr<Engine>> opened = Engine::OpenText(
-      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
-      "models: [{name: spin, path: spin.onnx, execution_timeout_ms: 600000}]\n"
-      "policy: {high_level: whole}\n",
-      dir_->string(), options);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<Engine> opened =
+      OpenWithSpin("  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000}\n", std::chrono::milliseconds(100));
+  ASSERT_NE(opened, nullptr);
   Tensors x;
   x.emplace("x", Tensor(dtype::kFloat, {1}));
-  std::future<Result<Tensors>> answer = (*opened)->InferAsync("spin", std::move(x));
-  (*opened)->Close();
+  std::future<Result<Tensors>> answer = opened->InferAsync("spin", std::move(x));
+  opened->Close();
   ASSERT_EQ(answer.wait_for(std::chrono::seconds(0)), std::future_status::ready) << "Close returned before an answer";
   Result<Tensors> r = answer.get();
   ASSERT_FALSE(r.ok());
