@@ -4,8 +4,8 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <deque>
 #include <cstdio>
+#include <deque>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
