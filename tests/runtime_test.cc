@@ -239,7 +239,8 @@ TEST(Runtime, BusyTimeUpToTheWindowEndNeverExceedsTheWindow) {
   sys.rt->ResetStats();
   const Time window_start = sys.rt->Now();
   std::future<RequestResult> answer = sys.rt->Submit(ModelId(0), Input(1));
-  std::this_thread::sleep_for(5ms);
+  // Until the first partition is handed to the PU (it then waits at the gate).
+  while (sys.rt->stats().devices[0].started == 0) std::this_thread::yield();
   const Time until = sys.rt->Now();
   // In progress (held at the gate): counted up to `until`, not beyond.
   std::vector<PuStats> during = sys.rt->pu_stats(until);
