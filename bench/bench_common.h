@@ -2,50 +2,32 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include "onnx/onnx_pb.h"
+#include "baton/core/dtype.h"
+#include "baton/graph/builder.h"
 
 namespace baton::bench {
 
 // y = x * 2 + 1 over float[1, n], as ONNX bytes.
 inline std::string AffineModel(int n) {
-  onnx::ModelProto m;
-  m.set_ir_version(8);
-  m.set_producer_name("engine_bench");
-  auto* op = m.add_opset_import();
-  op->set_domain("");
-  op->set_version(17);
-  auto* g = m.mutable_graph();
-  g->set_name("affine");
-  auto typed = [n](onnx::ValueInfoProto* v, const char* name) {
-    v->set_name(name);
-    auto* t = v->mutable_type()->mutable_tensor_type();
-    t->set_elem_type(onnx::TensorProto::FLOAT);
-    t->mutable_shape()->add_dim()->set_dim_value(1);
-    t->mutable_shape()->add_dim()->set_dim_value(n);
-  };
-  typed(g->add_input(), "x");
-  typed(g->add_output(), "y");
-  for (auto [name, value] : {std::pair{"two", 2.0f}, std::pair{"one", 1.0f}}) {
-    auto* init = g->add_initializer();
-    init->set_name(name);
-    init->set_data_type(onnx::TensorProto::FLOAT);
-    init->add_float_data(value);
+  graph::GraphBuilder b("affine");
+  b.AddInput("x", dtype::kFloat, {int64_t{1}, int64_t{n}});
+  b.AddInitializer("two", dtype::kFloat, {}, std::vector<float>{2.0f});
+  b.AddInitializer("one", dtype::kFloat, {}, std::vector<float>{1.0f});
+  b.AddNode("Mul", {"x", "two"}, {"t"});
+  b.AddNode("Add", {"t", "one"}, {"y"});
+  b.AddOutput("y", dtype::kFloat, {int64_t{1}, int64_t{n}});
+  absl::StatusOr<std::string> bytes = b.Serialize();
+  if (!bytes.ok()) {
+    std::fprintf(stderr, "bench: the affine model does not build: %s\n", std::string(bytes.status().message()).c_str());
+    std::abort();
   }
-  auto node = [&](const char* type, const char* a, const char* b, const char* out) {
-    auto* nd = g->add_node();
-    nd->set_op_type(type);
-    nd->set_name(std::string(type) + "_" + out);
-    nd->add_input(a);
-    nd->add_input(b);
-    nd->add_output(out);
-  };
-  node("Mul", "x", "two", "t");
-  node("Add", "t", "one", "y");
-  return m.SerializeAsString();
+  return *std::move(bytes);
 }
 
 inline double Median(std::vector<double> v) {
