@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -369,6 +370,28 @@ TEST_F(EngineTest, CloseGivesUpAfterItsTimeoutAndAnswersWhatIsLeft) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
   EXPECT_THAT(r.status().message(), HasSubstr("drain limit"));
+}
+
+// The same when the request runs on the thread inside Infer: Close answers it
+// at its limit, stops the run, and returns once that thread is out.
+TEST_F(EngineTest, CloseAnswersAnInferWhoseRunIsOnItsCaller) {
+  std::unique_ptr<Engine> opened =
+      OpenWithSpin("  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000}\n", std::chrono::milliseconds(100));
+  ASSERT_NE(opened, nullptr);
+  std::promise<Result<Tensors>> answer;
+  std::thread caller([&] {
+    Tensors x;
+    x.emplace("x", Tensor(dtype::kFloat, {1}));
+    answer.set_value(opened->Infer("spin", std::move(x)));
+  });
+  while (opened->Stats().models[0].submitted == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  opened->Close();
+  caller.join();
+  Result<Tensors> r = answer.get_future().get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  opened.reset();
 }
 
 TEST_F(EngineTest, BatchedModelsAnswerPerRequest) {

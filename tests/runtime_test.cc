@@ -46,13 +46,22 @@ class FakePartition : public backend::PreparedPartition {
       : in_(std::move(in)), out_(std::move(out)), add_(add), work_(work), charged_(charged) {}
   // Set before the runtime starts.
   void set_gate(std::shared_future<void> gate) { gate_ = std::move(gate); }
-  absl::StatusOr<backend::RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs, RunCancel* = nullptr) const override {
+  absl::StatusOr<backend::RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs,
+                                         RunCancel* cancel = nullptr) const override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      threads_.push_back(std::this_thread::get_id());
+    }
+    entered_.fetch_add(1);
     const Tensor* x = nullptr;
     for (const auto& [name, t] : inputs) {
       if (name == in_) x = t;
     }
     if (x == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing input ", in_));
-    if (gate_.valid()) gate_.wait();
+    // Waits for the gate, or stops when cancelled.
+    while (gate_.valid() && gate_.wait_for(1ms) != std::future_status::ready) {
+      if (cancel != nullptr && cancel->cancelled()) return absl::AbortedError("cancelled");
+    }
     if (work_ > Duration(0)) std::this_thread::sleep_for(work_);
     backend::RunResult r;
     r.outputs.emplace_back(out_, Scalar(ValueOf(*x) + add_));
@@ -65,6 +74,19 @@ class FakePartition : public backend::PreparedPartition {
   int64_t add_;
   Duration work_, charged_;
   std::shared_future<void> gate_;
+
+ public:
+  // The threads that ran it, in order; how many runs began.
+  std::vector<std::thread::id> threads() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return threads_;
+  }
+  int entered() const { return entered_.load(); }
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::vector<std::thread::id> threads_;  // guarded by mu_
+  mutable std::atomic<int> entered_{0};
 };
 
 // x -> (p0: +1) -> a -> (p1: +10) -> y, on device 0.
@@ -116,7 +138,7 @@ struct FakeSystem {
 
   // `models` chain models on one device with `pus` PUs running `policy`.
   FakeSystem(int models, int pus, const std::string& policy_name, Duration work = {}, Duration charged = {},
-             dispatch::ModelOptions model_options = {}, size_t max_queue = 256) {
+             dispatch::ModelOptions model_options = {}, size_t max_queue = 256, RuntimeOptions options = {}) {
     DeviceSetup dev;
     dev.id = DeviceId(0);
     dev.name = "local";
@@ -133,15 +155,31 @@ struct FakeSystem {
         runners.Set(ModelId(m), PartitionId(1), PuId(u), parts.back().get());
       }
     }
-    rt = std::move(*Runtime::Create(std::move(devices), latency.get(), &runners, {.observer = &log}));
+    options.observer = &log;
+    rt = std::move(*Runtime::Create(std::move(devices), latency.get(), &runners, options));
     for (int m = 0; m < models; ++m) {
       EXPECT_TRUE(rt->AddModel(ModelId(m), Chain(absl::StrCat("m", m)), model_options).ok());
     }
   }
 };
 
-TEST(Runtime, ChainAnswersEveryRequestWithTheRightOutput) {
-  FakeSystem sys(2, 2, "heft", {}, {}, dispatch::ModelOptions{.max_in_flight = 256});
+// Where the dispatcher's work runs: inline on the posting thread (the
+// default), always on the dispatcher thread, and inline without runs on Run's
+// caller.
+const RuntimeOptions kModes[] = {RuntimeOptions{},
+                                 RuntimeOptions{.inline_dispatch = false, .caller_runs = false},
+                                 RuntimeOptions{.inline_dispatch = true, .caller_runs = false}};
+
+class RuntimeModeTest : public ::testing::TestWithParam<int> {
+ protected:
+  RuntimeOptions mode() const { return kModes[GetParam()]; }
+};
+INSTANTIATE_TEST_SUITE_P(Modes, RuntimeModeTest, ::testing::Values(0, 1, 2), [](const auto& p) {
+  return std::string(p.param == 0 ? "Inline" : p.param == 1 ? "DispatcherThread" : "InlineNoCallerRuns");
+});
+
+TEST_P(RuntimeModeTest, ChainAnswersEveryRequestWithTheRightOutput) {
+  FakeSystem sys(2, 2, "heft", {}, {}, dispatch::ModelOptions{.max_in_flight = 256}, 256, mode());
   ASSERT_TRUE(sys.rt->Start().ok());
   std::vector<std::future<RequestResult>> answers;
   for (int i = 0; i < 200; ++i) answers.push_back(sys.rt->Submit(ModelId(i % 2), Input(i)));
@@ -160,6 +198,119 @@ TEST(Runtime, ChainAnswersEveryRequestWithTheRightOutput) {
   EXPECT_EQ(runs, 400u);
   EXPECT_EQ(sys.log.runs().size(), 400u);
   EXPECT_EQ(sys.rt->stats().high_level.answered_ok, 200u);
+}
+
+// Run and Submit from several threads at once: every request answered once,
+// with its own output, under every mode.
+TEST_P(RuntimeModeTest, ManyThreadsRunAndSubmitAtOnce) {
+  FakeSystem sys(2, 2, "fifo", {}, {}, dispatch::ModelOptions{.max_in_flight = 256}, 256, mode());
+  ASSERT_TRUE(sys.rt->Start().ok());
+  constexpr int kThreads = 4, kEach = 150;
+  std::atomic<int> wrong{0}, answered{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        const int v = t * 1000 + i;
+        RequestResult r = sys.rt->Run(ModelId(t % 2), Input(v));
+        if (!r.status.ok() || r.outputs.size() != 1 || ValueOf(r.outputs[0].second) != v + 11) wrong.fetch_add(1);
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    for (int i = 0; i < kEach; ++i) {
+      sys.rt->Submit(ModelId(i % 2), Input(-i), {}, [&, i](RequestResult r) {
+        if (!r.status.ok() || r.outputs.size() != 1 || ValueOf(r.outputs[0].second) != -i + 11) wrong.fetch_add(1);
+        answered.fetch_add(1);
+      });
+    }
+  });
+  for (std::thread& t : threads) t.join();
+  ASSERT_TRUE(sys.rt->Drain(30s));
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(answered.load(), kEach);
+  sys.rt->Stop();
+  EXPECT_EQ(sys.rt->stats().high_level.answered_ok, static_cast<uint64_t>((kThreads + 1) * kEach));
+  EXPECT_EQ(sys.rt->stats().answered_twice, 0u);
+}
+
+// On an idle runtime, Run's caller runs its request's partitions itself (no
+// hand-over to a PU worker); the PU's stats and the trace still see each run.
+TEST(Runtime, RunDoesTheWorkOnItsCallersThreadWhenThePuIsIdle) {
+  for (const bool caller_runs : {true, false}) {
+    SCOPED_TRACE(caller_runs ? "caller_runs" : "no caller_runs");
+    FakeSystem sys(1, 1, "fifo", {}, {}, {}, 256, RuntimeOptions{.caller_runs = caller_runs});
+    ASSERT_TRUE(sys.rt->Start().ok());
+    for (int i = 0; i < 3; ++i) {
+      RequestResult r = sys.rt->Run(ModelId(0), Input(i));
+      ASSERT_TRUE(r.status.ok()) << r.status;
+      ASSERT_EQ(r.outputs.size(), 1u);
+      EXPECT_EQ(ValueOf(r.outputs[0].second), i + 11);
+    }
+    sys.rt->Stop();
+    for (const auto& p : sys.parts) {
+      ASSERT_EQ(p->threads().size(), 3u);
+      for (std::thread::id id : p->threads()) EXPECT_EQ(id == std::this_thread::get_id(), caller_runs);
+    }
+    EXPECT_EQ(sys.rt->pu_stats()[0].runs, 6u);
+    EXPECT_EQ(sys.log.runs().size(), 6u);
+  }
+}
+
+// A callback may take locks its Submit caller holds: it never runs on the
+// thread inside Submit, even for a request refused at once.
+TEST(Runtime, CallbacksNeverRunOnTheThreadInsideSubmit) {
+  FakeSystem sys(1, 1, "fifo", {}, {}, dispatch::ModelOptions{.max_in_flight = 2});
+  std::promise<void> open;
+  const std::shared_future<void> gate = open.get_future().share();
+  for (auto& p : sys.parts) p->set_gate(gate);
+  ASSERT_TRUE(sys.rt->Start().ok());
+  std::mutex mu;
+  std::vector<std::pair<absl::StatusCode, std::thread::id>> calls;
+  {
+    std::lock_guard<std::mutex> held(mu);  // a deadlock if a callback ran here
+    for (int i = 0; i < 6; ++i) {
+      sys.rt->Submit(ModelId(0), Input(i), {}, [&](RequestResult r) {
+        std::lock_guard<std::mutex> lock(mu);
+        calls.emplace_back(r.status.code(), std::this_thread::get_id());
+      });
+    }
+  }
+  open.set_value();
+  ASSERT_TRUE(sys.rt->Drain(30s));
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(calls.size(), 6u);
+  int rejected = 0;
+  for (const auto& [code, thread] : calls) {
+    rejected += code == absl::StatusCode::kResourceExhausted;
+    EXPECT_NE(thread, std::this_thread::get_id());
+  }
+  EXPECT_EQ(rejected, 4);
+}
+
+// Stop while Run's caller is running its own partition: the request is
+// answered UNAVAILABLE at the drain limit, the run is cancelled, and Stop
+// returns only once that thread has left the runtime.
+TEST(Runtime, StopAnswersARunWhosePartitionRunsOnItsCaller) {
+  FakeSystem sys(1, 1, "fifo");
+  std::promise<void> never;
+  const std::shared_future<void> gate = never.get_future().share();
+  for (auto& p : sys.parts) p->set_gate(gate);
+  ASSERT_TRUE(sys.rt->Start().ok());
+  std::promise<RequestResult> result;
+  std::thread::id caller;
+  std::thread t([&] {
+    caller = std::this_thread::get_id();
+    result.set_value(sys.rt->Run(ModelId(0), Input(1)));
+  });
+  while (sys.parts[0]->entered() == 0) std::this_thread::sleep_for(1ms);
+  sys.rt->Stop(20ms);
+  t.join();
+  RequestResult r = result.get_future().get();
+  EXPECT_EQ(r.status.code(), absl::StatusCode::kUnavailable) << r.status;
+  ASSERT_EQ(sys.parts[0]->threads().size(), 1u);
+  EXPECT_EQ(sys.parts[0]->threads()[0], caller);
+  EXPECT_EQ(sys.rt->stats().abandoned, 1u);
 }
 
 TEST(Runtime, SubmitBeforeStartAndAfterStopIsAnsweredAtOnce) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <future>
 #include <iterator>
 #include <mutex>
 #include <shared_mutex>
@@ -178,6 +180,13 @@ struct Engine::Impl {
 
   std::shared_mutex close_mu;  // shared: a request being submitted; exclusive: Close
   bool closed = false;         // guarded by close_mu
+  // Infer calls inside Runtime::Run (they hold no close_mu while they wait).
+  std::mutex here_mu;
+  std::condition_variable here_cv;
+  int here_calls = 0;  // guarded by here_mu
+
+  void Request(const std::string& model, Tensors inputs, const InferOptions& options,
+               std::function<void(Result<Tensors>)> done, bool here);
 
   mutable std::mutex stats_mu;
   std::vector<ModelCounters> counters;  // guarded by stats_mu
@@ -377,9 +386,12 @@ const ModelInfo* Engine::FindModel(std::string_view name) const {
   return m ? &impl_->infos[*m] : nullptr;
 }
 
-void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
-                        std::function<void(Result<Tensors>)> done) {
-  Impl& impl = *impl_;
+// A request, answered through `done`. `here`: the calling thread waits for the
+// answer and does the work it can itself (runtime::Runtime::Run), so `done`
+// runs on it before this returns unless a lent input buffer is still held.
+void Engine::Impl::Request(const std::string& model, Tensors inputs, const InferOptions& options,
+                           std::function<void(Result<Tensors>)> done, bool here) {
+  Impl& impl = *this;
   const std::optional<size_t> m = impl.IndexOf(model);
   if (!m) {
     std::vector<std::string> names;
@@ -403,11 +415,21 @@ void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOpt
   }
   std::shared_lock<std::shared_mutex> lock(impl.close_mu);
   if (impl.closed) {
-    const absl::Status closed = absl::FailedPreconditionError(
+    const absl::Status refused = absl::FailedPreconditionError(
         absl::StrCat("model '", model, "': the engine is closed; open a new one"));
-    impl.Count(*m, closed, Duration{}, Duration{}, slo, /*refused=*/true);
-    done(FromAbsl(closed));
+    impl.Count(*m, refused, Duration{}, Duration{}, slo, /*refused=*/true);
+    done(FromAbsl(refused));
     return;
+  }
+  here = here && !impl.batcher;
+  if (here) {
+    // Run may wait long (a slow run): Close must not wait for close_mu
+    // meanwhile; it waits for here_calls instead (counted before letting go).
+    {
+      std::lock_guard<std::mutex> calls(impl.here_mu);
+      ++impl.here_calls;
+    }
+    lock.unlock();
   }
   runtime::Runtime& rt = *impl.assembly.runtime.rt;
   const app::Assembly& a = impl.assembly;
@@ -439,12 +461,26 @@ void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOpt
     }
   };
   const ModelId id = a.models[index].id;
-  if (impl.batcher) {
+  if (here) {
+    // Close stops the runtime (which answers this request) and then waits
+    // for here_calls to drop before the runtime may be destroyed.
+    answer(rt.Run(id, *std::move(feeds), request));
+    std::lock_guard<std::mutex> calls(impl.here_mu);
+    --impl.here_calls;
+    impl.here_cv.notify_all();
+  } else if (impl.batcher) {
     impl.batcher->Submit(id, *std::move(feeds), request, std::move(answer));
   } else {
     rt.Submit(id, *std::move(feeds), request, std::move(answer));
   }
 }
+
+void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
+                        std::function<void(Result<Tensors>)> done) {
+  impl_->Request(model, std::move(inputs), options, std::move(done), /*here=*/false);
+}
+
+
 
 std::future<Result<Tensors>> Engine::InferAsync(const std::string& model, Tensors inputs, const InferOptions& options) {
   auto promise = std::make_shared<std::promise<Result<Tensors>>>();
@@ -455,7 +491,11 @@ std::future<Result<Tensors>> Engine::InferAsync(const std::string& model, Tensor
 }
 
 Result<Tensors> Engine::Infer(const std::string& model, Tensors inputs, const InferOptions& options) {
-  return InferAsync(model, std::move(inputs), options).get();
+  auto promise = std::make_shared<std::promise<Result<Tensors>>>();
+  std::future<Result<Tensors>> future = promise->get_future();
+  impl_->Request(model, std::move(inputs), options,
+                 [promise](Result<Tensors> r) { promise->set_value(std::move(r)); }, /*here=*/true);
+  return future.get();
 }
 
 EngineStats Engine::Stats() const {
@@ -531,6 +571,9 @@ void Engine::Close() {
   // Requests waiting for a batch go out now; Stop drains what is in flight.
   if (impl_->batcher) impl_->batcher->Stop();
   impl_->assembly.runtime.rt->Stop(impl_->close_timeout);
+  // Infer calls still inside Run have their answers now; let them leave.
+  std::unique_lock<std::mutex> lock(impl_->here_mu);
+  impl_->here_cv.wait(lock, [this] { return impl_->here_calls == 0; });
 }
 
 }  // namespace baton

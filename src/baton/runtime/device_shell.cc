@@ -45,6 +45,9 @@ struct DeviceShell::Pu {
 
 namespace {
 
+// The DirectCatcher installed on this thread, if any.
+thread_local DeviceShell::DirectCatcher* t_catcher = nullptr;
+
 // Pins the calling thread to `cores`; an error message, or "" on success.
 std::string PinThisThread(const std::vector<int>& cores) {
   if (cores.empty()) return "";
@@ -60,19 +63,36 @@ std::string PinThisThread(const std::vector<int>& cores) {
 }  // namespace
 
 DeviceShell::DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyModel* latency,
-                         const RunnerTable* runners, std::chrono::steady_clock::time_point epoch, Sink sink)
+                         const RunnerTable* runners, std::chrono::steady_clock::time_point epoch, Sink sink,
+                         std::function<void()> flush)
     : id_(id),
       name_(std::move(name)),
       latency_(latency),
       runners_(runners),
       epoch_(epoch),
-      sink_(std::move(sink)) {}
+      sink_(std::move(sink)),
+      flush_(std::move(flush)) {}
+
+DeviceShell::DirectCatcher::DirectCatcher(RequestId request) : request_(request) { t_catcher = this; }
+
+DeviceShell::DirectCatcher::~DirectCatcher() {
+  if (t_catcher == this) t_catcher = nullptr;
+}
+
+void DeviceShell::DirectCatcher::RunJob() {
+  if (!job_) return;
+  dispatch::StartOnPu job = std::move(*job_);
+  job_.reset();
+  shell_->RunDirect(*pu_, std::move(job));
+}
 
 absl::StatusOr<std::unique_ptr<DeviceShell>> DeviceShell::Create(
     DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
     size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
-    std::chrono::steady_clock::time_point epoch, Sink sink, dispatch::ExecTimeoutRule exec_timeout) {
-  std::unique_ptr<DeviceShell> shell(new DeviceShell(id, std::move(name), latency, runners, epoch, std::move(sink)));
+    std::chrono::steady_clock::time_point epoch, Sink sink, dispatch::ExecTimeoutRule exec_timeout,
+    std::function<void()> flush) {
+  std::unique_ptr<DeviceShell> shell(
+      new DeviceShell(id, std::move(name), latency, runners, epoch, std::move(sink), std::move(flush)));
   dispatch::LowLevelOptions ll;
   ll.device = id;
   ll.max_queue = max_queue;
@@ -125,16 +145,22 @@ void DeviceShell::WatchdogLoop() {
   while (!stop_) {
     std::optional<Time> due = core_->NextRunTimeout();
     if (!due) {
+      watch_until_.reset();
       watch_cv_.wait(lock);
       continue;
     }
     const Time now = Now();
     if (now < *due) {
+      watch_until_ = due;
       watch_cv_.wait_until(lock, epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                               due->time_since_epoch()));
       continue;
     }
-    ApplyLocked(core_->OnTick(now));
+    if (ApplyLocked(core_->OnTick(now)) && flush_) {
+      lock.unlock();
+      flush_();
+      lock.lock();
+    }
   }
 }
 
@@ -149,25 +175,41 @@ std::optional<Time> DeviceShell::TickIfDue(Time now) {
   return core_->NextExpiry();
 }
 
-void DeviceShell::ApplyLocked(dispatch::LowLevelActions actions) {
+bool DeviceShell::ApplyLocked(dispatch::LowLevelActions actions) {
   for (PuId id : actions.cancels) pu_by_id_.at(id)->cancel.Cancel();
   for (dispatch::StartOnPu& start : actions.starts) {
     Pu* pu = pu_by_id_.at(start.pu);
     // Before any timeout of this run can cancel it (the PU was idle, so no
     // earlier run can be cancelled any more).
     pu->cancel.Reset();
+    DirectCatcher* catcher = t_catcher;
+    if (catcher != nullptr && !catcher->job_ && !stop_ && catcher->request_ == start.assignment.request &&
+        (pu->setup.pin_cores.empty() ||
+         std::find(pu->setup.pin_cores.begin(), pu->setup.pin_cores.end(), sched_getcpu()) !=
+             pu->setup.pin_cores.end())) {
+      pu->running_since = Now();
+      catcher->shell_ = this;
+      catcher->pu_ = pu;
+      catcher->job_.emplace(std::move(start));
+      continue;
+    }
     pu->slot.emplace(std::move(start));
     pu->cv.notify_one();
   }
-  if (!actions.starts.empty()) watch_cv_.notify_all();
-  if (!actions.completions.empty()) sink_(std::move(actions.completions));
+  if (!actions.starts.empty()) {
+    // Wake the watchdog only when it must look earlier than it will anyway.
+    const std::optional<Time> due = core_->NextRunTimeout();
+    if (due && (!watch_until_ || *due < *watch_until_)) watch_cv_.notify_all();
+  }
+  if (actions.completions.empty()) return false;
+  sink_(std::move(actions.completions));
+  return true;
 }
 
 void DeviceShell::PuLoop(Pu& pu) {
   if (std::string error = PinThisThread(pu.setup.pin_cores); !error.empty()) {
     std::fprintf(stderr, "baton: PU '%s': %s\n", pu.setup.name.c_str(), error.c_str());
   }
-  std::vector<std::pair<std::string, const Tensor*>> feeds;
   std::unique_lock lock(mu_);
   while (true) {
     pu.cv.wait(lock, [&] { return pu.slot.has_value() || stop_; });
@@ -177,48 +219,66 @@ void DeviceShell::PuLoop(Pu& pu) {
     const Time started = Now();
     pu.running_since = started;
     lock.unlock();
-
-    const dispatch::Assignment& a = job.assignment;
-    const backend::PreparedPartition* runner = runners_->Find(a.model, a.partition, pu.setup.id);
-    feeds.clear();
-    for (const auto& [name, tensor] : a.inputs) feeds.emplace_back(name, &tensor);
-    dispatch::PuResult result;
-    result.pu = pu.setup.id;
-    result.assignment = a.id;
-    result.start = started;
-    absl::StatusOr<backend::RunResult> run =
-        runner != nullptr
-            ? runner->Run(feeds, &pu.cancel)
-            : absl::StatusOr<backend::RunResult>(absl::FailedPreconditionError(absl::StrCat(
-                  "PU '", pu.setup.name, "' has no runner for model ", a.model.value, " partition ", a.partition.value)));
-    result.end = Now();
-    if (run.ok()) {
-      // An emulated accelerator may charge more than the call took: hold the PU
-      // (asleep, no CPU) until the charged end.
-      const Time charged_end = result.start + run->busy;
-      if (charged_end > result.end) {
-        std::this_thread::sleep_until(epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                   charged_end.time_since_epoch()));
-        result.end = std::max(charged_end, Now());
-      }
-      latency_->Observe(a.model, a.partition, pu.setup.id, result.end - result.start);
-      result.outputs = std::move(run->outputs);
-    } else {
-      result.status = run.status();
-    }
-
+    dispatch::PuResult result = Execute(pu, job, started);
     lock.lock();
-    pu.running_since.reset();
-    if (result.end > window_start_) {
-      const Time from = std::max(result.start, window_start_);
-      pu.busy += result.end - from;
-      pu.recent.emplace_back(from, result.end);
-      if (pu.recent.size() > kRecentRuns) pu.recent.pop_front();
+    if (FinishLocked(pu, std::move(result)) && flush_) {
+      lock.unlock();
+      flush_();
+      lock.lock();
     }
-    ++pu.runs;
-    if (!run.ok()) ++pu.failures;
-    ApplyLocked(core_->OnPuFinished(std::move(result), Now()));
   }
+}
+
+void DeviceShell::RunDirect(Pu& pu, dispatch::StartOnPu job) {
+  dispatch::PuResult result = Execute(pu, job, Now());
+  std::lock_guard lock(mu_);
+  FinishLocked(pu, std::move(result));
+}
+
+dispatch::PuResult DeviceShell::Execute(Pu& pu, const dispatch::StartOnPu& job, Time started) {
+  const dispatch::Assignment& a = job.assignment;
+  const backend::PreparedPartition* runner = runners_->Find(a.model, a.partition, pu.setup.id);
+  std::vector<std::pair<std::string, const Tensor*>> feeds;
+  feeds.reserve(a.inputs.size());
+  for (const auto& [name, tensor] : a.inputs) feeds.emplace_back(name, &tensor);
+  dispatch::PuResult result;
+  result.pu = pu.setup.id;
+  result.assignment = a.id;
+  result.start = started;
+  absl::StatusOr<backend::RunResult> run =
+      runner != nullptr
+          ? runner->Run(feeds, &pu.cancel)
+          : absl::StatusOr<backend::RunResult>(absl::FailedPreconditionError(absl::StrCat(
+                "PU '", pu.setup.name, "' has no runner for model ", a.model.value, " partition ", a.partition.value)));
+  result.end = Now();
+  if (run.ok()) {
+    // An emulated accelerator may charge more than the call took: hold the PU
+    // (asleep, no CPU) until the charged end.
+    const Time charged_end = result.start + run->busy;
+    if (charged_end > result.end) {
+      std::this_thread::sleep_until(epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                 charged_end.time_since_epoch()));
+      result.end = std::max(charged_end, Now());
+    }
+    latency_->Observe(a.model, a.partition, pu.setup.id, result.end - result.start);
+    result.outputs = std::move(run->outputs);
+  } else {
+    result.status = run.status();
+  }
+  return result;
+}
+
+bool DeviceShell::FinishLocked(Pu& pu, dispatch::PuResult result) {
+  pu.running_since.reset();
+  if (result.end > window_start_) {
+    const Time from = std::max(result.start, window_start_);
+    pu.busy += result.end - from;
+    pu.recent.emplace_back(from, result.end);
+    if (pu.recent.size() > kRecentRuns) pu.recent.pop_front();
+  }
+  ++pu.runs;
+  if (!result.status.ok()) ++pu.failures;
+  return ApplyLocked(core_->OnPuFinished(std::move(result), Now()));
 }
 
 std::vector<PuStats> DeviceShell::pu_stats(std::optional<Time> until) const {

@@ -19,6 +19,14 @@
 // Aborted and the shell stops the run through the PU's RunCancel (ONNX
 // Runtime's terminate flag). The PU takes new work once the run returns.
 //
+// Flush: when the sink was called on a PU worker or the watchdog thread, the
+// shell calls `flush` there after letting go of the device mutex, so that the
+// owner can handle the completions on that thread (the runtime does; the
+// agent passes none).
+//
+// Direct runs: a thread that waits for a request may run that request's
+// partitions itself (DirectCatcher below) instead of waking a PU's worker.
+//
 // Time: Now() = steady_clock since `epoch`, the clock of the owner.
 //
 // Thread-safety: Submit, TickIfDue, NextExpiry, pu_stats, core_stats,
@@ -85,12 +93,40 @@ struct PuStats {
 class DeviceShell : public dispatch::LowLevelPort {
  public:
   using Sink = std::function<void(std::vector<dispatch::Completion>)>;
+  struct Pu;
+
+  // While alive on a thread, makes that thread the runner of the next run of
+  // `request` that a DeviceShell's LL core starts from this thread (inside
+  // Submit or TickIfDue) on an idle PU which is not pinned, or is pinned to
+  // the CPU this thread is on (so a direct run never takes another PU's
+  // core). The PU stays busy for the LL core as usual; its worker is just not
+  // woken. The owner must call RunJob for a caught run, then look at its
+  // mailbox (the completion went to the sink). One at a time per thread.
+  class DirectCatcher {
+   public:
+    explicit DirectCatcher(RequestId request);
+    ~DirectCatcher();
+    DirectCatcher(const DirectCatcher&) = delete;
+    DirectCatcher& operator=(const DirectCatcher&) = delete;
+    bool has_job() const { return job_.has_value(); }
+    // Runs the caught run on this thread (stopped by the run's execution
+    // timeout or the shell's Stop like any other) and reports it.
+    void RunJob();
+
+   private:
+    friend class DeviceShell;
+    RequestId request_;
+    DeviceShell* shell_ = nullptr;
+    Pu* pu_ = nullptr;
+    std::optional<dispatch::StartOnPu> job_;
+  };
 
   // Errors: LowLevelCore::Create's. `latency` and `runners` are borrowed.
   static absl::StatusOr<std::unique_ptr<DeviceShell>> Create(
       DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
       size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
-      std::chrono::steady_clock::time_point epoch, Sink sink, dispatch::ExecTimeoutRule exec_timeout = {});
+      std::chrono::steady_clock::time_point epoch, Sink sink, dispatch::ExecTimeoutRule exec_timeout = {},
+      std::function<void()> flush = {});
   ~DeviceShell() override;  // Stop()
   DeviceShell(const DeviceShell&) = delete;
   DeviceShell& operator=(const DeviceShell&) = delete;
@@ -121,12 +157,18 @@ class DeviceShell : public dispatch::LowLevelPort {
   void set_observer(dispatch::DispatchObserver* observer);
 
  private:
-  struct Pu;
   DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
-              std::chrono::steady_clock::time_point epoch, Sink sink);
-  // Under mu_: starts runs on PUs and sends completions to the sink.
-  void ApplyLocked(dispatch::LowLevelActions actions);
+              std::chrono::steady_clock::time_point epoch, Sink sink, std::function<void()> flush);
+  // Under mu_: starts runs on PUs and sends completions to the sink; true
+  // when it called the sink.
+  bool ApplyLocked(dispatch::LowLevelActions actions);
   void PuLoop(Pu& pu);
+  // Runs `job` on the calling thread (not under mu_).
+  dispatch::PuResult Execute(Pu& pu, const dispatch::StartOnPu& job, Time started);
+  // Under mu_: counts a finished run and reports it to the core; true when
+  // the sink was called.
+  bool FinishLocked(Pu& pu, dispatch::PuResult result);
+  void RunDirect(Pu& pu, dispatch::StartOnPu job);
   // Ticks the core when a run passes its execution timeout.
   void WatchdogLoop();
 
@@ -136,6 +178,7 @@ class DeviceShell : public dispatch::LowLevelPort {
   const RunnerTable* runners_;
   const std::chrono::steady_clock::time_point epoch_;
   const Sink sink_;
+  const std::function<void()> flush_;
   std::vector<PuSetup> pu_setups_;
 
   mutable std::mutex mu_;
@@ -145,7 +188,8 @@ class DeviceShell : public dispatch::LowLevelPort {
   Time window_start_{};  // guarded by mu_
   bool stop_ = false;    // guarded by mu_
   bool started_ = false; // guarded by mu_
-  std::condition_variable watch_cv_;  // signalled on every start and on stop
+  std::condition_variable watch_cv_;  // signalled on stop and when a run's timeout is due earlier
+  std::optional<Time> watch_until_;   // guarded by mu_: the watchdog's timer; none = asleep for good
   std::thread watchdog_;
 };
 

@@ -57,11 +57,18 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(std::vector<DeviceSetup
       device->remote = std::move(setup.remote);
     } else {
       Runtime* self = rt.get();
+      std::function<void()> flush;
+      if (options.inline_dispatch) {
+        flush = [self] {
+          if (self->TakeRole()) self->DrainMail(/*call_back=*/true);
+        };
+      }
       BATON_ASSIGN_OR_RETURN(
           device->shell,
           DeviceShell::Create(setup.id, setup.name, std::move(setup.pus), std::move(setup.policy), setup.max_queue,
                               latency, runners, rt->epoch_,
-                              [self](std::vector<dispatch::Completion> c) { self->PostCompletions(std::move(c)); }));
+                              [self](std::vector<dispatch::Completion> c) { self->PostCompletions(std::move(c)); },
+                              dispatch::ExecTimeoutRule{}, std::move(flush)));
     }
     rt->status_.push_back(DeviceStatus{device->id, device->name, device->remote != nullptr, true, 0, 0});
     rt->device_by_id_.emplace(device->id, device.get());
@@ -149,27 +156,44 @@ absl::Status Runtime::Start() {
 
 Time Runtime::Now() const { return Time(std::chrono::steady_clock::now() - epoch_); }
 
-RequestId Runtime::Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done) {
-  const RequestId id(next_request_.fetch_add(1));
-  const Time submitted = Now();
-  absl::Status refused;
+bool Runtime::Enqueue(NewRequest& request, absl::Status& refused, bool take_role, bool& took_role) {
+  bool notify = false;
   {
     std::lock_guard lock(mail_mu_);
     const State state = state_.load();
     if (state == State::kCreated) {
       refused = absl::FailedPreconditionError("runtime: Submit before Start; call Start first");
-    } else if (state == State::kStopped || !accepting_) {
+      return false;
+    }
+    if (state == State::kStopped || !accepting_) {
       refused = absl::UnavailableError("runtime: stopped; the request was not run");
+      return false;
+    }
+    pending_.fetch_add(1);
+    mail_.push_back(std::move(request));
+    if (!dispatching_ && take_role) {
+      dispatching_ = true;
+      took_role = true;
     } else {
-      pending_.fetch_add(1);
-      mail_.push_back(NewRequest{id, model, std::move(inputs), options, std::move(done), submitted});
+      notify = !dispatching_;
     }
   }
-  if (!refused.ok()) {
-    if (done) done(RequestResult{id, model, std::move(refused), {}, submitted, Now()});
+  if (notify) mail_cv_.notify_one();
+  return true;
+}
+
+RequestId Runtime::Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done) {
+  const RequestId id(next_request_.fetch_add(1));
+  const Time submitted = Now();
+  NewRequest request{id, model, std::move(inputs), options, std::move(done), submitted, /*any_thread=*/false};
+  absl::Status refused;
+  bool took_role = false;
+  if (!Enqueue(request, refused, options_.inline_dispatch, took_role)) {
+    if (request.done) request.done(RequestResult{id, model, std::move(refused), {}, submitted, Now()});
     return id;
   }
-  mail_cv_.notify_one();
+  // The caller may hold locks its own callbacks take: it runs none here.
+  if (took_role) DrainMail(/*call_back=*/false);
   return id;
 }
 
@@ -178,6 +202,51 @@ std::future<RequestResult> Runtime::Submit(ModelId model, NamedTensors inputs, d
   std::future<RequestResult> future = promise->get_future();
   Submit(model, std::move(inputs), options, [promise](RequestResult r) { promise->set_value(std::move(r)); });
   return future;
+}
+
+RequestResult Runtime::Run(ModelId model, NamedTensors inputs, dispatch::RequestOptions options) {
+  const RequestId id(next_request_.fetch_add(1));
+  const Time submitted = Now();
+  auto promise = std::make_shared<std::promise<RequestResult>>();
+  std::future<RequestResult> future = promise->get_future();
+  NewRequest request{id,
+                     model,
+                     std::move(inputs),
+                     options,
+                     [promise](RequestResult r) { promise->set_value(std::move(r)); },
+                     submitted,
+                     /*any_thread=*/true};
+  {
+    std::lock_guard lock(mail_mu_);
+    ++runs_in_progress_;
+  }
+  absl::Status refused;
+  bool took_role = false;
+  if (!Enqueue(request, refused, options_.inline_dispatch, took_role)) {
+    EndRun();
+    return RequestResult{id, model, std::move(refused), {}, submitted, Now()};
+  }
+  if (took_role) {
+    std::optional<DeviceShell::DirectCatcher> catcher;
+    if (options_.caller_runs) catcher.emplace(id);
+    DrainMail(/*call_back=*/false);
+    // Each run this thread caught: run it here, then hand its completion to
+    // the HL core (which may start the request's next partition, caught too).
+    while (catcher && catcher->has_job()) {
+      catcher->RunJob();
+      if (TakeRole()) DrainMail(/*call_back=*/false);
+    }
+  }
+  RequestResult result = future.get();
+  EndRun();
+  return result;
+}
+
+void Runtime::EndRun() {
+  std::lock_guard lock(mail_mu_);
+  --runs_in_progress_;
+  // Under the lock: Stop may destroy this runtime once it sees zero.
+  runs_cv_.notify_all();
 }
 
 bool Runtime::Drain(std::optional<Duration> timeout) {
@@ -231,77 +300,128 @@ void Runtime::Stop(std::optional<Duration> drain_timeout) {
     if (d->shell) d->shell->Stop();
     if (d->remote) d->remote->Stop();
   }
+  {
+    // Threads still inside Run have their answers; their direct runs were
+    // cancelled by the shells' Stop.
+    std::unique_lock lock(mail_mu_);
+    runs_cv_.wait(lock, [this] { return runs_in_progress_ == 0; });
+  }
   state_.store(State::kStopped);
 }
 
 void Runtime::DispatcherLoop() {
+  std::unique_lock lock(mail_mu_);
+  while (true) {
+    if (stopping_ && !answers_waiting_ && (mail_.empty() || dispatching_)) return;
+    const bool due = wake_ && *wake_ <= Now();
+    if (!dispatching_ && (!mail_.empty() || answers_waiting_ || due)) {
+      dispatching_ = true;
+      lock.unlock();
+      DrainMail(/*call_back=*/true);
+      lock.lock();
+      continue;
+    }
+    // Another thread holds the role: it ticks what is due before it lets go.
+    std::optional<Time> until = wake_;
+    if (until && *until <= Now()) until.reset();
+    sleeping_until_ = until;
+    if (until) {
+      mail_cv_.wait_until(lock, epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                             until->time_since_epoch()));
+    } else {
+      mail_cv_.wait(lock);
+    }
+    sleeping_until_.reset();
+  }
+}
+
+bool Runtime::TakeRole() {
+  std::lock_guard lock(mail_mu_);
+  if (dispatching_ || mail_.empty()) return false;
+  dispatching_ = true;
+  return true;
+}
+
+void Runtime::DrainMail(bool call_back) {
+  call_back_ = call_back;
   std::deque<MailItem> batch;
-  std::optional<Time> wake;  // the earliest expiry at any level, from the last TickExpired
   while (true) {
     {
-      std::unique_lock lock(mail_mu_);
-      auto ready = [this] { return !mail_.empty() || stopping_; };
-      if (wake) {
-        mail_cv_.wait_until(lock, epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                               wake->time_since_epoch()),
-                            ready);
-      } else {
-        mail_cv_.wait(lock, ready);
-      }
-      if (mail_.empty() && stopping_) return;
+      std::lock_guard lock(mail_mu_);
       batch.swap(mail_);
+      if (call_back) answers_waiting_ = false;
     }
-    for (MailItem& item : batch) {
-      if (auto* r = std::get_if<NewRequest>(&item)) {
-        clients_[r->id] = Client{std::move(r->done), r->submitted};
-        Apply(hl_.OnRequest(r->id, r->model, std::move(r->inputs), r->options, Now()));
-      } else if (auto* c = std::get_if<dispatch::Completion>(&item)) {
-        if (observer_ != nullptr && c->pu.has_value()) {
-          // A remote device's LL core runs in its agent: its runs reach the
-          // observer from their completions (times already on this clock).
-          auto it = device_by_id_.find(c->device);
-          if (it != device_by_id_.end() && it->second->remote) {
-            observer_->OnEvent(dispatch::TraceEvent{dispatch::TraceKind::kFinished, c->end, c->request, c->model,
-                                                    c->partition, c->id, c->device, c->pu, c->status.code(),
-                                                    c->start});
-          }
-        }
-        Apply(hl_.OnCompletion(std::move(*c), Now()));
-      } else if (auto* abandon = std::get_if<AbandonAll>(&item)) {
-        dispatch::HighLevelActions answers = hl_.AbortAll(std::move(abandon->status), Now());
-        {
-          std::lock_guard lock(stats_mu_);
-          abandoned_ += answers.finished.size();
-        }
-        Apply(std::move(answers));
-      } else if (auto* back = std::get_if<Returned>(&item)) {
-        Device& d = *device_by_id_.at(back->from);
-        d.returned += back->assignments.size();
-        Apply(hl_.OnReturned(std::move(back->assignments), back->from, Now()));
-      } else {
-        const Reachability& change = std::get<Reachability>(item);
-        Device& d = *device_by_id_.at(change.device);
-        if (d.reachable && !change.reachable) ++d.lost;
-        if (d.reachable != change.reachable) {
-          bool others = false;  // another device that can take the work
-          for (const auto& other : devices_) others = others || (other.get() != &d && other->reachable);
-          std::fprintf(stderr, "baton: device '%s' %s%s%s\n", d.name.c_str(),
-                       change.reachable ? "is back; it takes work again"
-                       : others         ? "is lost; its work goes to other devices"
-                                        : "is lost, and no other device is reachable: its requests fail "
-                                          "(UNAVAILABLE) until it is back",
-                       change.why.empty() ? "" : ": ", change.why.c_str());
-        }
-        d.reachable = change.reachable;
-        hl_.SetDeviceAvailable(change.device, change.reachable);
-        std::lock_guard lock(stats_mu_);
-        for (DeviceStatus& st : status_) {
-          if (st.id == d.id) st = DeviceStatus{d.id, d.name, true, d.reachable, d.lost, d.returned};
-        }
+    for (MailItem& item : batch) Handle(item);
+    batch.clear();
+    if (call_back && !deferred_.empty()) {
+      std::vector<Answer> answers;
+      answers.swap(deferred_);
+      for (Answer& a : answers) Deliver(std::move(a));
+    }
+    const std::optional<Time> wake = TickExpired(Now());
+    bool notify = false;
+    {
+      std::lock_guard lock(mail_mu_);
+      wake_ = wake;
+      if (!mail_.empty()) continue;
+      dispatching_ = false;
+      if (!deferred_.empty()) {  // answers this thread may not deliver
+        answers_waiting_ = true;
+        notify = true;
+      }
+      if (wake && (!sleeping_until_ || *wake < *sleeping_until_)) notify = true;
+    }
+    if (notify) mail_cv_.notify_one();
+    return;
+  }
+}
+
+void Runtime::Handle(MailItem& item) {
+  if (auto* r = std::get_if<NewRequest>(&item)) {
+    clients_[r->id] = Client{std::move(r->done), r->submitted, r->any_thread};
+    Apply(hl_.OnRequest(r->id, r->model, std::move(r->inputs), r->options, Now()));
+  } else if (auto* c = std::get_if<dispatch::Completion>(&item)) {
+    if (observer_ != nullptr && c->pu.has_value()) {
+      // A remote device's LL core runs in its agent: its runs reach the
+      // observer from their completions (times already on this clock).
+      auto it = device_by_id_.find(c->device);
+      if (it != device_by_id_.end() && it->second->remote) {
+        observer_->OnEvent(dispatch::TraceEvent{dispatch::TraceKind::kFinished, c->end, c->request, c->model,
+                                                c->partition, c->id, c->device, c->pu, c->status.code(), c->start});
       }
     }
-    batch.clear();
-    wake = TickExpired(Now());
+    Apply(hl_.OnCompletion(std::move(*c), Now()));
+  } else if (auto* abandon = std::get_if<AbandonAll>(&item)) {
+    dispatch::HighLevelActions answers = hl_.AbortAll(std::move(abandon->status), Now());
+    {
+      std::lock_guard lock(stats_mu_);
+      abandoned_ += answers.finished.size();
+    }
+    Apply(std::move(answers));
+  } else if (auto* back = std::get_if<Returned>(&item)) {
+    Device& d = *device_by_id_.at(back->from);
+    d.returned += back->assignments.size();
+    Apply(hl_.OnReturned(std::move(back->assignments), back->from, Now()));
+  } else {
+    const Reachability& change = std::get<Reachability>(item);
+    Device& d = *device_by_id_.at(change.device);
+    if (d.reachable && !change.reachable) ++d.lost;
+    if (d.reachable != change.reachable) {
+      bool others = false;  // another device that can take the work
+      for (const auto& other : devices_) others = others || (other.get() != &d && other->reachable);
+      std::fprintf(stderr, "baton: device '%s' %s%s%s\n", d.name.c_str(),
+                   change.reachable ? "is back; it takes work again"
+                   : others         ? "is lost; its work goes to other devices"
+                                    : "is lost, and no other device is reachable: its requests fail "
+                                      "(UNAVAILABLE) until it is back",
+                   change.why.empty() ? "" : ": ", change.why.c_str());
+    }
+    d.reachable = change.reachable;
+    hl_.SetDeviceAvailable(change.device, change.reachable);
+    std::lock_guard lock(stats_mu_);
+    for (DeviceStatus& st : status_) {
+      if (st.id == d.id) st = DeviceStatus{d.id, d.name, true, d.reachable, d.lost, d.returned};
+    }
   }
 }
 
@@ -338,35 +458,47 @@ void Runtime::Apply(dispatch::HighLevelActions actions) {
       ++answered_twice_;
       continue;
     }
-    Client client = std::move(it->second);
+    Answer answer{std::move(it->second), RequestResult{f.request, f.model, std::move(f.status), std::move(f.outputs),
+                                                       it->second.submitted, f.finished, f.compute}};
     clients_.erase(it);
-    if (client.done) {
-      client.done(RequestResult{f.request, f.model, std::move(f.status), std::move(f.outputs), client.submitted,
-                                f.finished, f.compute});
+    if (call_back_ || answer.client.any_thread) {
+      Deliver(std::move(answer));
+    } else {
+      deferred_.push_back(std::move(answer));
     }
-    {
-      std::lock_guard lock(drain_mu_);
-      pending_.fetch_sub(1);
-    }
-    drain_cv_.notify_all();
   }
+}
+
+void Runtime::Deliver(Answer answer) {
+  if (answer.client.done) answer.client.done(std::move(answer.result));
+  {
+    std::lock_guard lock(drain_mu_);
+    pending_.fetch_sub(1);
+  }
+  drain_cv_.notify_all();
 }
 
 void Runtime::PostCompletions(std::vector<dispatch::Completion> completions) {
   if (completions.empty()) return;
+  bool notify;
   {
     std::lock_guard lock(mail_mu_);
     for (dispatch::Completion& c : completions) mail_.push_back(std::move(c));
+    // Inline: the shell's flush, the role's holder (Submit and TickIfDue
+    // run under it) or Run's caller (after a direct run) takes it from here.
+    notify = !options_.inline_dispatch && !dispatching_;
   }
-  mail_cv_.notify_one();
+  if (notify) mail_cv_.notify_one();
 }
 
 void Runtime::Post(MailItem item) {
+  bool notify;
   {
     std::lock_guard lock(mail_mu_);
     mail_.push_back(std::move(item));
+    notify = !dispatching_;  // the holder looks at the mail before it lets go
   }
-  mail_cv_.notify_one();
+  if (notify) mail_cv_.notify_one();
 }
 
 std::vector<PuStats> Runtime::pu_stats(std::optional<Time> until) const {

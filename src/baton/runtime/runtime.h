@@ -3,22 +3,31 @@
 // real executors (backend::PreparedPartition).
 //
 // Threads and who owns what:
-//   * one dispatcher thread owns the HL core. It takes client requests and
-//     completions from its mailbox, runs the HL core, hands assignments to the
-//     devices' ports, ticks every core at its NextExpiry, and calls the
-//     clients' callbacks;
+//   * the HL core has one owner at a time, "the dispatcher": whichever thread
+//     holds the dispatcher role (a flag under the mailbox mutex) drains the
+//     mailbox (client requests, completions, device events), runs the HL
+//     core, hands assignments to the devices' ports, ticks every core at its
+//     NextExpiry, and calls the clients' callbacks. The role is taken inline
+//     by the thread that posts the mail when nobody holds it — the caller of
+//     Submit, or a PU worker that just finished a run — so a request on an
+//     idle runtime crosses no extra thread. A dispatcher thread takes it for
+//     everything else (timers, remote devices' events, callbacks that an
+//     inline caller may not run; see Submit);
 //   * each local device is a DeviceShell (device_shell.h): its LL core behind
-//     the device's mutex, Submit runs OnAssignment under it on the dispatcher
+//     the device's mutex, Submit runs OnAssignment under it on the dispatcher's
 //     thread, and one worker thread per PU (pinned when the PU says so) runs
 //     one partition at a time and reports it under the mutex;
 //   * each remote device is a RemoteDevice (a `baton agent`, see net/): it
 //     delivers completions, hands back the work of a lost agent, and reports
 //     reachability from its own threads. The dispatcher re-routes that work
 //     through the HL core (OnReturned, SetDeviceAvailable).
-// Everything from the LL side goes to the dispatcher's mailbox (never into
-// the HL core directly), so the HL core is only ever touched by one thread.
+// Everything from the LL side goes to the mailbox (never into the HL core
+// directly), so the HL core is only ever touched by the role's holder.
 // Lock order: device mutex, then mailbox mutex; nothing is called while the
 // mailbox mutex is held.
+// RuntimeOptions::inline_dispatch = false keeps every piece of dispatcher
+// work on the dispatcher thread (the behaviour before the role could move;
+// kept to measure against).
 //
 // Time: Now() is steady_clock time since the runtime was created; deadlines in
 // RequestOptions are on this clock (Now() + budget).
@@ -35,10 +44,11 @@
 //   auto answer = (*rt)->Submit(model, std::move(inputs), {.deadline = (*rt)->Now() + 50ms}).get();
 //   (*rt)->Stop();
 //
-// Thread-safety: Submit, Now, Drain, pu_stats, stats and ResetStats may be
-// called from any thread (including from inside a callback); AddModel and
-// set_observer only before Start. Callbacks run on the dispatcher thread: keep
-// them short, and never call Drain or Stop from one.
+// Thread-safety: Submit, Run, Now, Drain, pu_stats, stats and ResetStats may
+// be called from any thread (Submit also from inside a callback); AddModel and
+// set_observer only before Start. Callbacks run on the dispatcher thread or on
+// a PU worker thread, one at a time, never on the thread inside Submit: keep
+// them short, and never call Run, Drain or Stop from one.
 #pragma once
 
 #include <atomic>
@@ -124,6 +134,14 @@ struct RuntimeOptions {
   // trace::TraceObserver); borrowed, must outlive the runtime; called from
   // several threads at once, so it synchronises itself.
   dispatch::DispatchObserver* observer = nullptr;
+  // Let the thread that posts dispatcher work (Submit's caller, a PU worker
+  // that finished a run) do it at once when no other thread is doing it,
+  // instead of waking the dispatcher thread (see the top of this file).
+  bool inline_dispatch = true;
+  // Let Run's caller run its request's partitions itself when the LL core
+  // starts one on an idle local PU that is unpinned or pinned to the CPU the
+  // caller is on (DeviceShell::DirectCatcher). Needs inline_dispatch.
+  bool caller_runs = true;
 };
 
 class Runtime {
@@ -149,6 +167,13 @@ class Runtime {
   // A request; `done` is called exactly once (see above).
   RequestId Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done);
   std::future<RequestResult> Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options = {});
+  // Submit and wait for the answer, the calling thread doing the work it
+  // can: the dispatcher's for this request when no other thread holds that
+  // role, and (RuntimeOptions::caller_runs) the request's partitions that the
+  // LL core starts on an idle local PU it may use. On an idle runtime a
+  // request then crosses no thread at all. Other clients' callbacks are never
+  // run here. Not from a callback.
+  RequestResult Run(ModelId model, NamedTensors inputs, dispatch::RequestOptions options = {});
 
   Time Now() const;
   // Blocks until every request submitted so far is answered, or `timeout`
@@ -199,17 +224,38 @@ class Runtime {
     dispatch::RequestOptions options;
     DoneCallback done;
     Time submitted{};
+    bool any_thread = false;
   };
   struct Client {
     DoneCallback done;
     Time submitted{};
+    // Safe on any thread (Run's own hand-over): run even by a dispatcher that
+    // may not call clients back (see DrainMail).
+    bool any_thread = false;
+  };
+  struct Answer {
+    Client client;
+    RequestResult result;
   };
   using MailItem = std::variant<NewRequest, dispatch::Completion, Returned, Reachability, AbandonAll>;
 
   Runtime(policy::OnlineLatencyModel* latency, const RunnerTable* runners, RuntimeOptions options);
 
   void DispatcherLoop();
+  // Queues `request`; false (and `request` untouched) when refused, with the
+  // reason in `refused`. Takes the dispatcher role when `take_role` and it is
+  // free: true in `took_role`, and the caller must then call DrainMail.
+  bool Enqueue(NewRequest& request, absl::Status& refused, bool take_role, bool& took_role);
+  // The holder of the dispatcher role: handles the mail until there is none,
+  // then gives the role up. `call_back`: may run clients' callbacks here
+  // (else only `any_thread` ones; the rest go to the dispatcher thread).
+  void DrainMail(bool call_back);
+  // Takes the dispatcher role if it is free and there is mail; true if taken.
+  bool TakeRole();
+  void Handle(MailItem& item);
   void Apply(dispatch::HighLevelActions actions);
+  void Deliver(Answer answer);
+  void EndRun();
   void Post(MailItem item);
   void PostCompletions(std::vector<dispatch::Completion> completions);
   // Drops expired work at every level (dispatcher thread); returns when to look
@@ -231,6 +277,16 @@ class Runtime {
   std::deque<MailItem> mail_;  // guarded by mail_mu_
   bool stopping_ = false;      // guarded by mail_mu_
   bool accepting_ = true;      // guarded by mail_mu_
+  bool dispatching_ = false;   // guarded by mail_mu_: some thread holds the dispatcher role
+  bool answers_waiting_ = false;  // guarded by mail_mu_: deferred_ holds answers for the dispatcher thread
+  std::optional<Time> wake_;      // guarded by mail_mu_: the earliest expiry at any level
+  // guarded by mail_mu_: the dispatcher thread's timer while it waits; none =
+  // it waits without one, or is not waiting.
+  std::optional<Time> sleeping_until_;
+  std::vector<Answer> deferred_;  // the role's holder only: answers a holder could not deliver
+  bool call_back_ = true;         // the role's holder only: DrainMail's `call_back`
+  size_t runs_in_progress_ = 0;   // guarded by mail_mu_: threads inside Run (Stop waits for them)
+  std::condition_variable runs_cv_;
 
   std::atomic<uint64_t> next_request_{1};
   std::atomic<size_t> pending_{0};
