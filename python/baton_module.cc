@@ -15,7 +15,7 @@
 // The GIL:
 //  * it is released while the engine opens, while a request is submitted,
 //    runs and is waited for, while stats are gathered, and while close drains;
-//  * baton's dispatcher thread takes it (py::gil_scoped_acquire) to answer a
+//  * baton's threads (dispatcher, PU workers) take it (py::gil_scoped_acquire) to answer a
 //    Future, to call `progress`, and to drop the references that kept input
 //    arrays alive; nothing thrown there leaves the callback;
 //  * at interpreter exit an atexit hook closes every open engine (draining
@@ -84,8 +84,8 @@ class CallbackScope {
   bool was_;
 };
 
-// infer() and close() wait for baton's dispatcher thread: called from one of
-// its callbacks (a Future's done-callback) they would wait forever.
+// infer() and close() wait for baton's threads: called from one of their
+// callbacks (a Future's done-callback) they would wait forever.
 void RefuseOnDispatcher(const char* what);
 
 // A strong reference to a Python object that may be dropped on any thread:
@@ -128,7 +128,7 @@ py::object MakeError(StatusCode code, const std::string& message) {
 void RefuseOnDispatcher(const char* what) {
   if (!t_in_baton_callback) return;
   Raise(StatusCode::kFailedPrecondition,
-        std::string(what) + " called from a callback on baton's dispatcher thread (a Future's done-callback) "
+        std::string(what) + " called from a callback on one of baton's threads (a Future's done-callback) "
                             "would wait for that thread; use infer_async there, or act on the result elsewhere");
 }
 
@@ -400,7 +400,7 @@ class PyEngine {
   ~PyEngine() {
     if (!engine_) return;
     if (t_in_baton_callback) {
-      // The last reference went away on baton's dispatcher thread (e.g. in a
+      // The last reference went away on one of baton's threads (e.g. in a
       // Future's done-callback): closing here would wait for this thread.
       std::thread([e = std::move(engine_)]() mutable { e.reset(); }).detach();
       return;
@@ -503,7 +503,7 @@ py::dict Infer(PyEngine& self, const std::string& model, const py::object& input
   return ToDict(std::move(*r).value());
 }
 
-// Answers `future` from a request's result. Runs on baton's dispatcher thread
+// Answers `future` from a request's result. Runs on one of baton's threads
 // (or the submitting thread when the request is refused up front), without
 // the GIL; never throws.
 void Answer(const std::shared_ptr<py::object>& future, Result<Tensors> r) noexcept {
@@ -669,7 +669,7 @@ Raises baton.Error (INVALID_ARGUMENT, NOT_FOUND, DEADLINE_EXCEEDED, ...).)doc")
 
 Like infer(), but the error is set on the future. The input arrays are used
 in place (no copy): do not modify them until the future is done. Callbacks
-added to the future run on baton's dispatcher thread: keep them short and do
+added to the future run on one of baton's threads: keep them short and do
 not call infer() or close() from them.)doc")
       .def("stats", &b::StatsDict,
            R"doc(Counters since the engine opened:

@@ -120,7 +120,7 @@ stage_tsan() {
   cmake --build --preset tsan -j "$jobs" --target runtime_test ort_baseline_test port_contract_test agent_failover_test \
     engine_test trace_observer_test serve_grpc_test
   run_ctest tsan --preset tsan -j "$jobs" \
-    -R '^(Runtime\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned|EngineTest\.|TraceObserverTest\.)'
+    -R '^(Runtime\.|Modes/RuntimeModeTest\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned|EngineTest\.|TraceObserverTest\.)'
   # The remote device and the agent, and `baton serve`'s gRPC front-end and
   # client (serve_grpc_test): Debian's gRPC and abseil are not
   # built with TSan, so races inside those libraries are suppressed

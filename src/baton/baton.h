@@ -30,9 +30,10 @@
 //
 // Thread-safety: every member function may be called from many threads at
 // once, except that Close and the destructor must not run concurrently with
-// each other. Callbacks of InferAsync run on one of baton's threads (its
-// dispatcher, or the PU worker that let go of the request's last lent input
-// buffer): keep them short, and never call Infer or Close from one.
+// each other. Infer's calling thread does the dispatching and, on an idle PU,
+// the run itself. Callbacks of InferAsync run on one of baton's threads (its
+// dispatcher, or a PU worker): keep them short, and never call Infer or Close
+// from one.
 //
 // Only the standard library and baton's own small types appear here, so an
 // application needs no ONNX, ONNX Runtime, gRPC, protobuf or Abseil headers.

@@ -60,7 +60,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(std::vector<DeviceSetup
       std::function<void()> flush;
       if (options.inline_dispatch) {
         flush = [self] {
-          if (self->TakeRole()) self->DrainMail(/*call_back=*/true);
+          if (self->TakeRole()) self->DrainMail(/*call_back=*/true, /*inline_holder=*/true);
         };
       }
       BATON_ASSIGN_OR_RETURN(
@@ -193,7 +193,7 @@ RequestId Runtime::Submit(ModelId model, NamedTensors inputs, dispatch::RequestO
     return id;
   }
   // The caller may hold locks its own callbacks take: it runs none here.
-  if (took_role) DrainMail(/*call_back=*/false);
+  if (took_role) DrainMail(/*call_back=*/false, /*inline_holder=*/true);
   return id;
 }
 
@@ -229,12 +229,12 @@ RequestResult Runtime::Run(ModelId model, NamedTensors inputs, dispatch::Request
   if (took_role) {
     std::optional<DeviceShell::DirectCatcher> catcher;
     if (options_.caller_runs) catcher.emplace(id);
-    DrainMail(/*call_back=*/false);
+    DrainMail(/*call_back=*/false, /*inline_holder=*/true);
     // Each run this thread caught: run it here, then hand its completion to
     // the HL core (which may start the request's next partition, caught too).
     while (catcher && catcher->has_job()) {
       catcher->RunJob();
-      if (TakeRole()) DrainMail(/*call_back=*/false);
+      if (TakeRole()) DrainMail(/*call_back=*/false, /*inline_holder=*/true);
     }
   }
   RequestResult result = future.get();
@@ -317,7 +317,7 @@ void Runtime::DispatcherLoop() {
     if (!dispatching_ && (!mail_.empty() || answers_waiting_ || due)) {
       dispatching_ = true;
       lock.unlock();
-      DrainMail(/*call_back=*/true);
+      DrainMail(/*call_back=*/true, /*inline_holder=*/false);
       lock.lock();
       continue;
     }
@@ -342,10 +342,10 @@ bool Runtime::TakeRole() {
   return true;
 }
 
-void Runtime::DrainMail(bool call_back) {
+void Runtime::DrainMail(bool call_back, bool inline_holder) {
   call_back_ = call_back;
   std::deque<MailItem> batch;
-  while (true) {
+  for (int pass = 1;; ++pass) {
     {
       std::lock_guard lock(mail_mu_);
       batch.swap(mail_);
@@ -363,8 +363,12 @@ void Runtime::DrainMail(bool call_back) {
     {
       std::lock_guard lock(mail_mu_);
       wake_ = wake;
-      if (!mail_.empty()) continue;
+      // A thread that took the role on its way elsewhere (a client, a PU
+      // with work of its own) hands a steady stream of mail to the
+      // dispatcher thread after a few passes.
+      if (!mail_.empty() && (!inline_holder || pass < kMaxInlinePasses)) continue;
       dispatching_ = false;
+      if (!mail_.empty()) notify = true;
       if (!deferred_.empty()) {  // answers this thread may not deliver
         answers_waiting_ = true;
         notify = true;

@@ -249,7 +249,10 @@ class Runtime {
   // The holder of the dispatcher role: handles the mail until there is none,
   // then gives the role up. `call_back`: may run clients' callbacks here
   // (else only `any_thread` ones; the rest go to the dispatcher thread).
-  void DrainMail(bool call_back);
+  // `inline_holder` (not the dispatcher thread): at most kMaxInlinePasses
+  // passes over the mailbox, then the dispatcher thread takes what is left.
+  void DrainMail(bool call_back, bool inline_holder);
+  static constexpr int kMaxInlinePasses = 4;
   // Takes the dispatcher role if it is free and there is mail; true if taken.
   bool TakeRole();
   void Handle(MailItem& item);
