@@ -157,6 +157,9 @@ struct FakeSystem {
     }
     options.observer = &log;
     rt = std::move(*Runtime::Create(std::move(devices), latency.get(), &runners, options));
+    // The default limit (at least 1 s) is about real models; these runs take
+    // microseconds, but a loaded sanitizer machine can starve a thread longer.
+    if (!model_options.exec_timeout) model_options.exec_timeout = std::chrono::seconds(60);
     for (int m = 0; m < models; ++m) {
       EXPECT_TRUE(rt->AddModel(ModelId(m), Chain(absl::StrCat("m", m)), model_options).ok());
     }
@@ -672,6 +675,49 @@ TEST(Deployment, WholeModelNeedsOnePuThatRunsEveryNode) {
                                                    DeviceId(0), std::nullopt, {}, {}}});
   ASSERT_FALSE(d2.ok());
   EXPECT_NE(d2.status().message().find("Relu"), std::string::npos) << d2.status();
+}
+
+// Claims every node, then fails to prepare (a session that cannot be created).
+class FailingExecutor : public backend::Executor {
+ public:
+  const std::string& pu_name() const override { return name_; }
+  std::string kind() const override { return "cpu"; }
+  std::vector<bool> QueryCapability(const graph::Model& model) const override {
+    return std::vector<bool>(model.nodes().size(), true);
+  }
+  absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> Prepare(const graph::Model&,
+                                                                      const graph::Submodel&) const override {
+    return absl::ResourceExhaustedError("out of device memory");
+  }
+
+ private:
+  std::string name_ = "flaky0";
+};
+
+// A fallback device that cannot take a partition is dropped, and the
+// deployment says which and why (it was once silent).
+TEST(Deployment, AFallbackDeviceThatCannotTakeAPartitionIsNamedInAWarning) {
+  const ZooCase c = LoadZoo("squeezenet", 1);
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  backend::EmuPuSpec spec;
+  spec.name = "npu0";
+  spec.unsupported_ops = {"Relu"};
+  backend::EmuExecutor npu(spec);
+  FailingExecutor flaky;
+  DeployDevice main_dev{DeviceId(0), "main", {DeployPu{PuId(0), "cpu0", &cpu, ""}}};
+  DeployDevice npu_dev{DeviceId(1), "npubox", {DeployPu{PuId(1), "npu0", &npu, ""}}};
+  DeployDevice flaky_dev{DeviceId(2), "flakybox", {DeployPu{PuId(2), "flaky0", &flaky, ""}}};
+  DeployModel m{ModelId(1), "sq", c.model, Cut::kWhole, 0, DeviceId(0), std::nullopt, {}, {}};
+  m.fallback_devices = {DeviceId(1), DeviceId(2)};
+  auto d = Deployment::Build({main_dev, npu_dev, flaky_dev}, {m});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE((*d)->models()[0].graph.partitions[0].fallback_devices.empty());
+  ASSERT_EQ((*d)->warnings().size(), 2u);
+  EXPECT_THAT((*d)->warnings()[0], ::testing::HasSubstr("fallback device 'npubox' is not used; none of its PUs"));
+  EXPECT_THAT((*d)->warnings()[1], ::testing::HasSubstr(
+                                       "fallback device 'flakybox' is not used; preparing it on PU 'flaky0' failed: "
+                                       "out of device memory"));
+  EXPECT_THAT((*d)->warnings()[1], ::testing::HasSubstr("model 'sq' partition '"));
 }
 
 TEST(Deployment, ParsesHighLevelPolicyNames) {

@@ -1,5 +1,6 @@
 #include "baton/app/assembly.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <utility>
 
@@ -184,6 +185,7 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
   if (!options.deploy) return a;
   say(absl::StrCat("creating sessions (plan ", plan_file->policy, ")"));
   BATON_ASSIGN_OR_RETURN(a.deployment, runtime::Deployment::Build(pu_set.devices, deploy));
+  for (const std::string& w : a.deployment->warnings()) std::fprintf(stderr, "baton: warning: %s\n", w.c_str());
   BATON_ASSIGN_OR_RETURN(a.runtime, MakeRuntime(config, *a.deployment, config.policy.low_level,
                                                 /*fixed=*/config.policy.low_level == "fixed", options.observer,
                                                 remotes));

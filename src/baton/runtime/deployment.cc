@@ -204,7 +204,8 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
       // Fallback devices: the partition is also prepared on every PU of them
       // that supports all its nodes (shared where PUs share sessions), so the
       // HL can re-route it when its device is lost. A device where no PU can
-      // run it, or where preparing fails, is simply not a fallback.
+      // run it, or where preparing fails, is not a fallback; warnings() says
+      // which and why.
       std::vector<DeviceId> fallbacks;
       for (DeviceId fd : m.fallback_devices) {
         auto fit = device_by_id.find(fd);
@@ -212,6 +213,7 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
         const DeployDevice& other = *fit->second;
         absl::flat_hash_map<std::string, const backend::PreparedPartition*> other_shared;
         bool any = false;
+        std::vector<std::string> failures;
         for (const DeployPu& pu : other.pus) {
           std::vector<bool> can = pu.executor->QueryCapability(model);
           bool all = true;
@@ -222,7 +224,10 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
             runner = it->second;
           } else {
             absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> prepared = pu.executor->Prepare(model, sub);
-            if (!prepared.ok()) continue;
+            if (!prepared.ok()) {
+              failures.push_back(absl::StrCat("preparing it on PU '", pu.name, "' failed: ", prepared.status().message()));
+              continue;
+            }
             runner = prepared->get();
             d->prepared_.push_back(std::move(*prepared));
             if (!pu.share_key.empty()) other_shared.emplace(pu.share_key, runner);
@@ -231,6 +236,11 @@ absl::StatusOr<std::unique_ptr<Deployment>> Deployment::Build(const std::vector<
           any = true;
         }
         if (any) fallbacks.push_back(fd);
+        if (!any && failures.empty()) failures.push_back("none of its PUs supports all of the partition's nodes");
+        for (const std::string& why : failures) {
+          d->warnings_.push_back(absl::StrCat("model '", m.name, "' partition '", p.name, "': fallback device '",
+                                              other.name, "' ", any ? "keeps its other PUs; " : "is not used; ", why));
+        }
       }
       fallback_of.push_back(std::move(fallbacks));
     }

@@ -116,12 +116,17 @@ class Deployment {
   const std::vector<DeployedModel>& models() const { return models_; }
   // Prepared partitions (sessions) created, after sharing.
   size_t prepared_count() const { return prepared_.size(); }
+  // Fallback devices a partition lost, and why (no PU of the device supports
+  // all of its nodes, or preparing it there failed); the build succeeds
+  // without them. Owners print these: a missing fallback must not be silent.
+  const std::vector<std::string>& warnings() const { return warnings_; }
 
  private:
   Deployment() = default;
   std::vector<std::unique_ptr<backend::PreparedPartition>> prepared_;
   RunnerTable runners_;
   std::vector<DeployedModel> models_;
+  std::vector<std::string> warnings_;
 };
 
 }  // namespace baton::runtime

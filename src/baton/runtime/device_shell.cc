@@ -32,6 +32,7 @@ const backend::PreparedPartition* RunnerTable::Find(ModelId model, PartitionId p
 struct DeviceShell::Pu {
   PuSetup setup;
   std::optional<dispatch::StartOnPu> slot;  // guarded by mu_
+  std::atomic<bool> has_work{false};        // slot is filled (read without mu_ by the flush)
   std::condition_variable cv;               // signalled when `slot` is filled or on stop
   Duration busy{};                          // guarded by mu_
   uint64_t runs = 0;                        // guarded by mu_
@@ -64,7 +65,7 @@ std::string PinThisThread(const std::vector<int>& cores) {
 
 DeviceShell::DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyModel* latency,
                          const RunnerTable* runners, std::chrono::steady_clock::time_point epoch, Sink sink,
-                         std::function<void()> flush)
+                         Flush flush)
     : id_(id),
       name_(std::move(name)),
       latency_(latency),
@@ -90,7 +91,7 @@ absl::StatusOr<std::unique_ptr<DeviceShell>> DeviceShell::Create(
     DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
     size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
     std::chrono::steady_clock::time_point epoch, Sink sink, dispatch::ExecTimeoutRule exec_timeout,
-    std::function<void()> flush) {
+    Flush flush) {
   std::unique_ptr<DeviceShell> shell(
       new DeviceShell(id, std::move(name), latency, runners, epoch, std::move(sink), std::move(flush)));
   dispatch::LowLevelOptions ll;
@@ -157,8 +158,9 @@ void DeviceShell::WatchdogLoop() {
       continue;
     }
     if (ApplyLocked(core_->OnTick(now)) && flush_) {
+      static const std::atomic<bool> kNoWork{false};
       lock.unlock();
-      flush_();
+      flush_(kNoWork);
       lock.lock();
     }
   }
@@ -194,6 +196,7 @@ bool DeviceShell::ApplyLocked(dispatch::LowLevelActions actions) {
       continue;
     }
     pu->slot.emplace(std::move(start));
+    pu->has_work.store(true);
     pu->cv.notify_one();
   }
   if (!actions.starts.empty()) {
@@ -216,6 +219,7 @@ void DeviceShell::PuLoop(Pu& pu) {
     if (!pu.slot) return;
     dispatch::StartOnPu job = std::move(*pu.slot);
     pu.slot.reset();
+    pu.has_work.store(false);
     const Time started = Now();
     pu.running_since = started;
     lock.unlock();
@@ -223,7 +227,7 @@ void DeviceShell::PuLoop(Pu& pu) {
     lock.lock();
     if (FinishLocked(pu, std::move(result)) && flush_) {
       lock.unlock();
-      flush_();
+      flush_(pu.has_work);
       lock.lock();
     }
   }

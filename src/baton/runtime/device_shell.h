@@ -22,7 +22,8 @@
 // Flush: when the sink was called on a PU worker or the watchdog thread, the
 // shell calls `flush` there after letting go of the device mutex, so that the
 // owner can handle the completions on that thread (the runtime does; the
-// agent passes none).
+// agent passes none). Its argument turns true when that PU has been given its
+// next run meanwhile: the owner should then stop soon (false on the watchdog).
 //
 // Direct runs: a thread that waits for a request may run that request's
 // partitions itself (DirectCatcher below) instead of waking a PU's worker.
@@ -34,6 +35,7 @@
 // once; Stop (idempotent) joins the workers.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -93,6 +95,7 @@ struct PuStats {
 class DeviceShell : public dispatch::LowLevelPort {
  public:
   using Sink = std::function<void(std::vector<dispatch::Completion>)>;
+  using Flush = std::function<void(const std::atomic<bool>& pu_has_work)>;
   struct Pu;
 
   // While alive on a thread, makes that thread the runner of the next run of
@@ -126,7 +129,7 @@ class DeviceShell : public dispatch::LowLevelPort {
       DeviceId id, std::string name, std::vector<PuSetup> pus, std::unique_ptr<policy::LowLevelPolicy> policy,
       size_t max_queue, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
       std::chrono::steady_clock::time_point epoch, Sink sink, dispatch::ExecTimeoutRule exec_timeout = {},
-      std::function<void()> flush = {});
+      Flush flush = {});
   ~DeviceShell() override;  // Stop()
   DeviceShell(const DeviceShell&) = delete;
   DeviceShell& operator=(const DeviceShell&) = delete;
@@ -158,7 +161,7 @@ class DeviceShell : public dispatch::LowLevelPort {
 
  private:
   DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyModel* latency, const RunnerTable* runners,
-              std::chrono::steady_clock::time_point epoch, Sink sink, std::function<void()> flush);
+              std::chrono::steady_clock::time_point epoch, Sink sink, Flush flush);
   // Under mu_: starts runs on PUs and sends completions to the sink; true
   // when it called the sink.
   bool ApplyLocked(dispatch::LowLevelActions actions);
@@ -178,7 +181,7 @@ class DeviceShell : public dispatch::LowLevelPort {
   const RunnerTable* runners_;
   const std::chrono::steady_clock::time_point epoch_;
   const Sink sink_;
-  const std::function<void()> flush_;
+  const Flush flush_;
   std::vector<PuSetup> pu_setups_;
 
   mutable std::mutex mu_;

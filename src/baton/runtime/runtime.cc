@@ -57,10 +57,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(std::vector<DeviceSetup
       device->remote = std::move(setup.remote);
     } else {
       Runtime* self = rt.get();
-      std::function<void()> flush;
+      DeviceShell::Flush flush;
       if (options.inline_dispatch) {
-        flush = [self] {
-          if (self->TakeRole()) self->DrainMail(/*call_back=*/true, /*inline_holder=*/true);
+        flush = [self](const std::atomic<bool>& pu_has_work) {
+          if (self->TakeRole()) self->DrainMail(/*call_back=*/true, /*inline_holder=*/true, &pu_has_work);
         };
       }
       BATON_ASSIGN_OR_RETURN(
@@ -342,7 +342,7 @@ bool Runtime::TakeRole() {
   return true;
 }
 
-void Runtime::DrainMail(bool call_back, bool inline_holder) {
+void Runtime::DrainMail(bool call_back, bool inline_holder, const std::atomic<bool>* stop_early) {
   call_back_ = call_back;
   std::deque<MailItem> batch;
   for (int pass = 1;; ++pass) {
@@ -363,10 +363,13 @@ void Runtime::DrainMail(bool call_back, bool inline_holder) {
     {
       std::lock_guard lock(mail_mu_);
       wake_ = wake;
-      // A thread that took the role on its way elsewhere (a client, a PU
-      // with work of its own) hands a steady stream of mail to the
-      // dispatcher thread after a few passes.
-      if (!mail_.empty() && (!inline_holder || pass < kMaxInlinePasses)) continue;
+      // A thread that took the role on its way elsewhere (a client, a PU)
+      // hands a steady stream of mail to the dispatcher thread after a few
+      // passes, and a PU worker after one pass once its PU has work again.
+      if (!mail_.empty() && (!inline_holder || pass < kMaxInlinePasses) &&
+          (stop_early == nullptr || !stop_early->load())) {
+        continue;
+      }
       dispatching_ = false;
       if (!mail_.empty()) notify = true;
       if (!deferred_.empty()) {  // answers this thread may not deliver

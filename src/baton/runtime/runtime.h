@@ -250,8 +250,10 @@ class Runtime {
   // then gives the role up. `call_back`: may run clients' callbacks here
   // (else only `any_thread` ones; the rest go to the dispatcher thread).
   // `inline_holder` (not the dispatcher thread): at most kMaxInlinePasses
-  // passes over the mailbox, then the dispatcher thread takes what is left.
-  void DrainMail(bool call_back, bool inline_holder);
+  // passes over the mailbox, then the dispatcher thread takes what is left;
+  // likewise after any pass once `stop_early` is true (a PU worker whose PU
+  // has its next run waiting).
+  void DrainMail(bool call_back, bool inline_holder, const std::atomic<bool>* stop_early = nullptr);
   static constexpr int kMaxInlinePasses = 4;
   // Takes the dispatcher role if it is free and there is mail; true if taken.
   bool TakeRole();
