@@ -27,6 +27,7 @@
 #include "baton/zoo/zoo.h"
 #include "zoo_case.h"
 #include "dispatch_test_util.h"
+#include "nothing_executor.h"
 
 namespace baton::runtime {
 namespace {
@@ -677,23 +678,6 @@ TEST(Deployment, WholeModelNeedsOnePuThatRunsEveryNode) {
   EXPECT_NE(d2.status().message().find("Relu"), std::string::npos) << d2.status();
 }
 
-// Claims every node, then fails to prepare (a session that cannot be created).
-class FailingExecutor : public backend::Executor {
- public:
-  const std::string& pu_name() const override { return name_; }
-  std::string kind() const override { return "cpu"; }
-  std::vector<bool> QueryCapability(const graph::Model& model) const override {
-    return std::vector<bool>(model.nodes().size(), true);
-  }
-  absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> Prepare(const graph::Model&,
-                                                                      const graph::Submodel&) const override {
-    return absl::ResourceExhaustedError("out of device memory");
-  }
-
- private:
-  std::string name_ = "flaky0";
-};
-
 // A fallback device that cannot take a partition is dropped, and the
 // deployment says which and why (it was once silent).
 TEST(Deployment, AFallbackDeviceThatCannotTakeAPartitionIsNamedInAWarning) {
@@ -703,7 +687,7 @@ TEST(Deployment, AFallbackDeviceThatCannotTakeAPartitionIsNamedInAWarning) {
   spec.name = "npu0";
   spec.unsupported_ops = {"Relu"};
   backend::EmuExecutor npu(spec);
-  FailingExecutor flaky;
+  testing::FailingExecutor flaky("flaky0", absl::ResourceExhaustedError("out of device memory"));
   DeployDevice main_dev{DeviceId(0), "main", {DeployPu{PuId(0), "cpu0", &cpu, ""}}};
   DeployDevice npu_dev{DeviceId(1), "npubox", {DeployPu{PuId(1), "npu0", &npu, ""}}};
   DeployDevice flaky_dev{DeviceId(2), "flakybox", {DeployPu{PuId(2), "flaky0", &flaky, ""}}};
