@@ -480,8 +480,6 @@ void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOpt
   impl_->Request(model, std::move(inputs), options, std::move(done), /*here=*/false);
 }
 
-
-
 std::future<Result<Tensors>> Engine::InferAsync(const std::string& model, Tensors inputs, const InferOptions& options) {
   auto promise = std::make_shared<std::promise<Result<Tensors>>>();
   std::future<Result<Tensors>> future = promise->get_future();
