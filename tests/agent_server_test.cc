@@ -207,6 +207,12 @@ class ExecuteClient {
     in.mutable_ping()->set_seq(seq);
     return stream_->Write(in);
   }
+  bool Cancel(std::initializer_list<uint64_t> ids) {
+    pb::ExecuteIn in;
+    for (uint64_t id : ids) in.mutable_cancel()->add_ids(id);
+    return stream_->Write(in);
+  }
+  void TryCancel() { context_.TryCancel(); }
   std::optional<pb::ExecuteOut> Next() {
     pb::ExecuteOut out;
     if (!stream_->Read(&out)) return std::nullopt;
@@ -647,6 +653,75 @@ TEST(AgentServerTest, ARunPastItsTimeoutIsStoppedAndAnsweredAborted) {
   ExpectOutputsMatch(*c, RunDirectly(inputs));
   exec.WritesDone();
   EXPECT_TRUE(exec.Finish().ok());
+}
+
+// A client withdraws what it sent (Cancel): a queued assignment is removed, a
+// running one is stopped, each is answered CANCELLED, and the PU serves again.
+// A stream that ends withdraws what it left, so the next client is not stuck
+// behind runs nobody waits for.
+TEST(AgentServerTest, CancelAndAnEndedStreamWithdrawTheirWork) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  options.max_run = std::chrono::seconds(600);  // only a cancel frees the PU in time
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  pb::LoadReply spinning, normal;
+  ASSERT_TRUE(Load(*stub, LoadRequest(*spin), &spinning).ok());
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &normal).ok());
+  dispatch::NamedTensors x;
+  x.emplace_back("x", Tensor(dtype::kFloat, {1}));
+  const dispatch::NamedTensors inputs = Inputs();
+  // A deadline instead of a hang if the PU were never freed.
+  auto bounded = [&](uint64_t id) {
+    pb::Assignment a = MakeAssignment(id, normal.handle(), inputs);
+    a.set_has_deadline(true);
+    a.set_deadline_budget_ns(int64_t{30} * 1000000000);
+    return a;
+  };
+
+  ExecuteClient exec(*stub);
+  ASSERT_TRUE(exec.Send(MakeAssignment(1, spinning.handle(), x)));  // runs
+  ASSERT_TRUE(exec.Send(MakeAssignment(2, spinning.handle(), x)));  // queued behind it
+  ASSERT_TRUE(exec.Cancel({2, 77}));                                 // 77 was never sent: ignored
+  std::optional<pb::Completion> c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->id(), 2u);
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::CANCELLED)) << c->message();
+  EXPECT_FALSE(c->ran());
+  ASSERT_TRUE(exec.Cancel({1}));
+  c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->id(), 1u);
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::CANCELLED)) << c->message();
+  ASSERT_TRUE(exec.Send(bounded(3)));
+  c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->id(), 3u);
+  ExpectOutputsMatch(*c, RunDirectly(inputs));
+  exec.WritesDone();
+  EXPECT_TRUE(exec.Finish().ok());
+
+  {
+    ExecuteClient gone(*stub);
+    ASSERT_TRUE(gone.Send(MakeAssignment(1, spinning.handle(), x)));
+    ASSERT_TRUE(gone.Send(MakeAssignment(2, spinning.handle(), x)));
+    ASSERT_TRUE(gone.Ping(1));
+    std::optional<pb::ExecuteOut> pong = gone.Next();  // the agent has read both
+    ASSERT_TRUE(pong.has_value() && pong->has_pong());
+    gone.TryCancel();
+    EXPECT_FALSE(gone.Finish().ok());
+  }
+  ExecuteClient next(*stub);
+  ASSERT_TRUE(next.Send(bounded(1)));
+  c = next.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->code(), 0) << c->message();
+  ExpectOutputsMatch(*c, RunDirectly(inputs));
+  next.WritesDone();
+  EXPECT_TRUE(next.Finish().ok());
 }
 
 TEST(ContentHashTest, IsSha256InLowercaseHex) {

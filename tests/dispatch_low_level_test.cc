@@ -219,6 +219,42 @@ TEST_F(LowLevelTest, ARunPastItsExecutionTimeoutIsAnsweredAbortedAndItsPuKeptUnt
   EXPECT_EQ(ll.stats().violations, 0u);
 }
 
+// OnCancel: a queued assignment is answered with the given status and leaves
+// the queue; a running one is answered at once and its PU asked to stop, and
+// the PU stays busy until it reports (that report is dropped). Unknown and
+// already answered ids are ignored.
+TEST_F(LowLevelTest, CancelledWorkIsAnsweredOnceAndARunningOneKeepsItsPuUntilItReports) {
+  LowLevelCore ll = Make(std::make_unique<FirstIdlePolicy>(), 1, 8, ContractMode::kAbort);
+  ASSERT_EQ(ll.OnAssignment(Work(1), kTimeZero).starts.size(), 1u);
+  EXPECT_TRUE(ll.OnAssignment(Work(2), Ms(1)).starts.empty());
+  EXPECT_TRUE(ll.OnAssignment(Work(3), Ms(1)).starts.empty());
+  const absl::Status why = absl::CancelledError("withdrawn");
+  const AssignmentId queued[] = {AssignmentId(2), AssignmentId(42)};
+  LowLevelActions out = ll.OnCancel(queued, why, Ms(2));
+  ASSERT_EQ(out.completions.size(), 1u);
+  EXPECT_EQ(out.completions[0].id, AssignmentId(2));
+  EXPECT_EQ(out.completions[0].status.code(), absl::StatusCode::kCancelled);
+  EXPECT_FALSE(out.completions[0].pu.has_value()) << "it never ran";
+  EXPECT_TRUE(out.cancels.empty());
+  EXPECT_EQ(ll.queued(), 1u);
+  const AssignmentId running[] = {AssignmentId(1), AssignmentId(2)};
+  out = ll.OnCancel(running, why, Ms(3));
+  ASSERT_EQ(out.completions.size(), 1u) << "2 was answered already";
+  EXPECT_EQ(out.completions[0].id, AssignmentId(1));
+  EXPECT_EQ(out.completions[0].status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(out.completions[0].pu, PuId(0));
+  ASSERT_EQ(out.cancels.size(), 1u);
+  EXPECT_EQ(out.cancels[0], PuId(0));
+  EXPECT_TRUE(out.starts.empty()) << "the PU still runs the stopped work";
+  EXPECT_TRUE(ll.OnCancel(running, why, Ms(4)).completions.empty()) << "answered once";
+  EXPECT_EQ(ll.stats().cancelled, 2u);
+  out = ll.OnPuFinished({PuId(0), AssignmentId(1), absl::AbortedError("stopped"), {}, kTimeZero, Ms(5)}, Ms(5));
+  EXPECT_TRUE(out.completions.empty());
+  ASSERT_EQ(out.starts.size(), 1u);
+  EXPECT_EQ(out.starts[0].assignment.id, AssignmentId(3));
+  EXPECT_EQ(ll.stats().violations, 0u);
+}
+
 TEST_F(LowLevelTest, TheAssignmentsOwnTimeoutWinsAndTheCapBoundsEveryRun) {
   // PU 1 expects 3 ms: 10 x 3 ms = 30 ms over the 1 ms floor.
   LowLevelCore ll = Make(std::make_unique<FirstIdlePolicy>(), 2, 8, ContractMode::kAbort,

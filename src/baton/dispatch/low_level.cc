@@ -162,6 +162,41 @@ LowLevelActions LowLevelCore::OnTick(Time now) {
   return out;
 }
 
+LowLevelActions LowLevelCore::OnCancel(std::span<const AssignmentId> ids, const absl::Status& status, Time now) {
+  LowLevelActions out;
+  if (ids.empty()) return out;
+  const absl::flat_hash_set<AssignmentId> wanted(ids.begin(), ids.end());
+  std::vector<bool> remove(ready_.size(), false);
+  bool any_queued = false;
+  for (size_t i = 0; i < ready_assignments_.size(); ++i) {
+    if (!wanted.contains(ready_assignments_[i].id)) continue;
+    remove[i] = true;
+    any_queued = true;
+    ++stats_.cancelled;
+    Reject(ready_assignments_[i], status, now, out);
+  }
+  if (any_queued) RemoveFromReady(remove);
+  for (size_t i = 0; i < running_.size(); ++i) {
+    std::optional<Running>& r = running_[i];
+    if (!r || r->timed_out || !wanted.contains(r->id)) continue;
+    r->timed_out = true;
+    ++stats_.cancelled;
+    Completion c = AnswerFor(r->id, r->request, r->model, r->partition, status);
+    c.pu = pu_states_[i].id;
+    c.start = r->start;
+    c.end = now;
+    if (observer_ != nullptr) {
+      observer_->OnEvent(TraceEvent{TraceKind::kFinished, now, r->request, r->model, r->partition, r->id,
+                                    options_.device, pu_states_[i].id, c.status.code(), c.start});
+    }
+    out.completions.push_back(std::move(c));
+    out.cancels.push_back(pu_states_[i].id);
+  }
+  // Freed queue room changes nothing for the PUs: a cancelled run keeps its
+  // PU until it reports.
+  return out;
+}
+
 std::optional<Time> LowLevelCore::NextExpiry() const {
   std::optional<Time> next;
   for (const auto& w : ready_) {

@@ -124,6 +124,7 @@ struct LowLevelStats {
   uint64_t dropped_by_policy = 0;   // kDrop decisions
   uint64_t violations = 0;          // ignored decisions and reports (kIgnore)
   uint64_t timed_out = 0;           // runs past their execution timeout (answered Aborted)
+  uint64_t cancelled = 0;           // withdrawn by OnCancel (queued or running)
 };
 
 class LowLevelCore {
@@ -141,6 +142,13 @@ class LowLevelCore {
   LowLevelActions OnAssignment(Assignment assignment, Time now);
   LowLevelActions OnPuFinished(PuResult result, Time now);
   LowLevelActions OnTick(Time now);
+  // Withdraws assignments (the sender no longer wants them): each one still
+  // queued is answered `status` and removed; each one running is answered
+  // `status` at once and its PU asked to stop (`cancels`; the PU stays busy
+  // until it reports, and that late report is dropped, as after an execution
+  // timeout). Ids not queued or running (answered already, unknown) are
+  // ignored.
+  LowLevelActions OnCancel(std::span<const AssignmentId> ids, const absl::Status& status, Time now);
 
   // When OnTick next has something to do (the earliest ExpiryTime of a queued
   // item), or nullopt.
@@ -172,7 +180,7 @@ class LowLevelCore {
     Time expected_end{};
     std::optional<Time> timeout_at = std::nullopt;  // past it (now > timeout_at) the run is answered Aborted
     Duration limit = Duration(0);
-    bool timed_out = false;          // answered; waiting for the PU to report
+    bool timed_out = false;          // answered (timed out or cancelled); waiting for the PU to report
   };
 
   LowLevelCore(LowLevelOptions options, std::unique_ptr<policy::LowLevelPolicy> policy,

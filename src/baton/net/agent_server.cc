@@ -211,6 +211,13 @@ grpc::Status AgentServer::Impl::Execute(grpc::ServerContext* context,
     }
     stream->cv.notify_all();
   }
+  bool closed;
+  {
+    std::lock_guard lock(stream->mu);
+    closed = stream->closed;
+  }
+  // Nobody will read the answers: free the queue and the PUs for other clients.
+  if (closed) CancelFromStream(stream, nullptr, absl::CancelledError("the Execute stream that sent it ended"));
   writer.join();
   uint64_t duplicates = 0;
   {
@@ -269,10 +276,21 @@ grpc::Status AgentServer::Impl::ReadLoop(grpc::ServerContext* context,
         stream->cv.notify_all();
         break;
       }
+      case pb::ExecuteIn::kCancel: {
+        if (in.cancel().ids_size() > kMaxCancelIds) {
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              absl::StrCat("agent '", options_.name, "': a Cancel carries ", in.cancel().ids_size(),
+                                           " ids; send at most ", kMaxCancelIds, " per message"));
+        }
+        const absl::flat_hash_set<uint64_t> ids(in.cancel().ids().begin(), in.cancel().ids().end());
+        CancelFromStream(stream, &ids, absl::CancelledError("withdrawn by its sender (Cancel)"));
+        break;
+      }
       case pb::ExecuteIn::KIND_NOT_SET:
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                             absl::StrCat("agent '", options_.name,
-                                         "': an ExecuteIn message carries nothing; set assignment, frame or ping"));
+                                         "': an ExecuteIn message carries nothing; set assignment, frame, ping or "
+                                         "cancel"));
     }
     if (stopping_ || context->IsCancelled()) break;
   }
@@ -419,6 +437,19 @@ void AgentServer::Impl::HandleAssignment(const pb::Assignment& in, const std::sh
     tick_poked_ = true;
     tick_cv_.notify_all();
   }
+}
+
+void AgentServer::Impl::CancelFromStream(const std::shared_ptr<Stream>& stream,
+                                         const absl::flat_hash_set<uint64_t>* hl_ids, const absl::Status& status) {
+  std::vector<AssignmentId> ids;
+  {
+    std::lock_guard lock(inflight_mu_);
+    for (const auto& [id, f] : inflight_) {
+      if (f.stream == stream && (hl_ids == nullptr || hl_ids->contains(f.hl_id))) ids.push_back(AssignmentId(id));
+    }
+  }
+  // Not under inflight_mu_: the shell answers through OnCompletions.
+  if (!ids.empty()) shell_->Cancel(ids, status);
 }
 
 void AgentServer::Impl::OnCompletions(std::vector<dispatch::Completion> completions) {

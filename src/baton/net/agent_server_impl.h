@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "baton/agent/v1/agent.grpc.pb.h"
@@ -159,6 +160,12 @@ class AgentServer::Impl final : public pb::Agent::Service {
   void WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
   bool WriteItem(OutItem& item, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
   void HandleAssignment(const pb::Assignment& in, const std::shared_ptr<Stream>& stream);
+  // Withdraws what `stream` sent and is not answered yet: the assignments with
+  // these stream ids, or all of them (nullptr). They are answered `status`.
+  void CancelFromStream(const std::shared_ptr<Stream>& stream, const absl::flat_hash_set<uint64_t>* hl_ids,
+                        const absl::Status& status);
+  // Most ids one Cancel message may carry.
+  static constexpr int kMaxCancelIds = 65536;
   // Answers `hl_id` at once with `status` (the id, if in flight, counts as answered).
   void Reject(Stream& stream, uint64_t hl_id, const absl::Status& status);
   // False when `in` repeats an id of `stream` (it is then answered or dropped).

@@ -171,6 +171,11 @@ void DeviceShell::Submit(dispatch::Assignment assignment) {
   ApplyLocked(core_->OnAssignment(std::move(assignment), Now()));
 }
 
+void DeviceShell::Cancel(std::span<const AssignmentId> ids, const absl::Status& status) {
+  std::lock_guard lock(mu_);
+  ApplyLocked(core_->OnCancel(ids, status, Now()));
+}
+
 std::optional<Time> DeviceShell::TickIfDue(Time now) {
   std::lock_guard lock(mu_);
   if (std::optional<Time> t = core_->NextExpiry(); t && *t <= now) ApplyLocked(core_->OnTick(now));

@@ -43,6 +43,7 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -140,6 +141,9 @@ class DeviceShell : public dispatch::LowLevelPort {
   void Stop();
 
   void Submit(dispatch::Assignment assignment) override;
+  // Withdraws assignments (LowLevelCore::OnCancel): queued ones are answered
+  // `status` through the sink; running ones too, and their runs are stopped.
+  void Cancel(std::span<const AssignmentId> ids, const absl::Status& status);
   // Drops expired work when due; returns the next expiry, or nullopt.
   std::optional<Time> TickIfDue(Time now);
 
