@@ -179,18 +179,8 @@ LowLevelActions LowLevelCore::OnCancel(std::span<const AssignmentId> ids, const 
   for (size_t i = 0; i < running_.size(); ++i) {
     std::optional<Running>& r = running_[i];
     if (!r || r->timed_out || !wanted.contains(r->id)) continue;
-    r->timed_out = true;
     ++stats_.cancelled;
-    Completion c = AnswerFor(r->id, r->request, r->model, r->partition, status);
-    c.pu = pu_states_[i].id;
-    c.start = r->start;
-    c.end = now;
-    if (observer_ != nullptr) {
-      observer_->OnEvent(TraceEvent{TraceKind::kFinished, now, r->request, r->model, r->partition, r->id,
-                                    options_.device, pu_states_[i].id, c.status.code(), c.start});
-    }
-    out.completions.push_back(std::move(c));
-    out.cancels.push_back(pu_states_[i].id);
+    AnswerRunning(i, status, now, out);
   }
   // Freed queue room changes nothing for the PUs: a cancelled run keeps its
   // PU until it reports.
@@ -232,26 +222,31 @@ void LowLevelCore::TimeOutRuns(Time now, LowLevelActions& out) {
   for (size_t i = 0; i < running_.size(); ++i) {
     std::optional<Running>& r = running_[i];
     if (!r || r->timed_out || !r->timeout_at || !DeadlinePassed(r->timeout_at, now)) continue;
-    r->timed_out = true;
     ++stats_.timed_out;
     const double limit_ms = std::chrono::duration<double, std::milli>(r->limit).count();
-    Completion c = AnswerFor(
-        r->id, r->request, r->model, r->partition,
-        absl::AbortedError(absl::StrCat(
-            "device ", options_.device.value, ": assignment ", r->id.value, " (request ", r->request.value,
-            ", model ", r->model.value, ", partition ", r->partition.value, ") ran past its execution timeout of ",
-            limit_ms, " ms on PU ", pu_states_[i].id.value,
-            " and was stopped; if it is legitimately this slow, raise the model's execution_timeout_ms")));
-    c.pu = pu_states_[i].id;
-    c.start = r->start;
-    c.end = now;
-    if (observer_ != nullptr) {
-      observer_->OnEvent(TraceEvent{TraceKind::kFinished, now, r->request, r->model, r->partition, r->id,
-                                    options_.device, pu_states_[i].id, c.status.code(), c.start});
-    }
-    out.completions.push_back(std::move(c));
-    out.cancels.push_back(pu_states_[i].id);
+    AnswerRunning(i,
+                  absl::AbortedError(absl::StrCat(
+                      "device ", options_.device.value, ": assignment ", r->id.value, " (request ", r->request.value,
+                      ", model ", r->model.value, ", partition ", r->partition.value,
+                      ") ran past its execution timeout of ", limit_ms, " ms on PU ", pu_states_[i].id.value,
+                      " and was stopped; if it is legitimately this slow, raise the model's execution_timeout_ms")),
+                  now, out);
   }
+}
+
+void LowLevelCore::AnswerRunning(size_t i, absl::Status status, Time now, LowLevelActions& out) {
+  Running& r = *running_[i];
+  r.timed_out = true;
+  Completion c = AnswerFor(r.id, r.request, r.model, r.partition, std::move(status));
+  c.pu = pu_states_[i].id;
+  c.start = r.start;
+  c.end = now;
+  if (observer_ != nullptr) {
+    observer_->OnEvent(TraceEvent{TraceKind::kFinished, now, r.request, r.model, r.partition, r.id, options_.device,
+                                  pu_states_[i].id, c.status.code(), c.start});
+  }
+  out.completions.push_back(std::move(c));
+  out.cancels.push_back(pu_states_[i].id);
 }
 
 void LowLevelCore::DropExpired(Time now, LowLevelActions& out) {

@@ -190,6 +190,9 @@ class LowLevelCore {
   void Schedule(Time now, LowLevelActions& out);
   void DropExpired(Time now, LowLevelActions& out);
   void TimeOutRuns(Time now, LowLevelActions& out);
+  // Answers the run on PU index `i` with `status` now and asks its PU to stop
+  // it; the PU stays busy until it reports, and that report is dropped.
+  void AnswerRunning(size_t i, absl::Status status, Time now, LowLevelActions& out);
   std::optional<Duration> RunLimit(const Assignment& a, Duration expected) const;
   // Erases the ready items flagged in `remove` (indexed like ready_), keeping order.
   void RemoveFromReady(const std::vector<bool>& remove);
