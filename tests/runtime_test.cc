@@ -52,8 +52,9 @@ class FakePartition : public backend::PreparedPartition {
     {
       std::lock_guard<std::mutex> lock(mu_);
       threads_.push_back(std::this_thread::get_id());
+      entered_.fetch_add(1);  // under mu_: WaitEntered cannot miss it
     }
-    entered_.fetch_add(1);
+    entered_cv_.notify_all();
     const Tensor* x = nullptr;
     for (const auto& [name, t] : inputs) {
       if (name == in_) x = t;
@@ -83,11 +84,17 @@ class FakePartition : public backend::PreparedPartition {
     return threads_;
   }
   int entered() const { return entered_.load(); }
+  // Blocks until a run has begun (no sleeping poll).
+  void WaitEntered() const {
+    std::unique_lock<std::mutex> lock(mu_);
+    entered_cv_.wait(lock, [&] { return entered_.load() > 0; });
+  }
 
  private:
   mutable std::mutex mu_;
   mutable std::vector<std::thread::id> threads_;  // guarded by mu_
   mutable std::atomic<int> entered_{0};
+  mutable std::condition_variable entered_cv_;
 };
 
 // x -> (p0: +1) -> a -> (p1: +10) -> y, on device 0.
@@ -307,7 +314,7 @@ TEST(Runtime, StopAnswersARunWhosePartitionRunsOnItsCaller) {
     caller = std::this_thread::get_id();
     result.set_value(sys.rt->Run(ModelId(0), Input(1)));
   });
-  while (sys.parts[0]->entered() == 0) std::this_thread::sleep_for(1ms);
+  sys.parts[0]->WaitEntered();
   sys.rt->Stop(20ms);
   t.join();
   RequestResult r = result.get_future().get();
