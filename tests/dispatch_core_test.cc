@@ -165,6 +165,53 @@ TEST_F(HighLevelTest, DiamondRunsInDataflowOrderAndFinishesWithAllOutputs) {
   EXPECT_EQ(hl_.outstanding_assignments(), 0u);
   EXPECT_EQ(hl_.stats().answered_ok, 1u);
   EXPECT_EQ(hl_.stats().assignments_sent, 4u);
+  EXPECT_TRUE(out.cancels.empty()) << "nothing is left to withdraw after a success";
+  EXPECT_EQ(hl_.stats().withdrawn, 0u);
+}
+
+// When one partition fails, its request is answered at once, and the siblings
+// still out on other devices are withdrawn (their answers would be ignored).
+TEST_F(HighLevelTest, AFailedPartitionWithdrawsItsSiblingsFromTheirDevices) {
+  Assignment p0 = Start(1, 5);
+  HighLevelActions out = hl_.OnCompletion(Ok(p0, Named({{"a", 6}})), Ms(1));
+  ASSERT_EQ(out.assignments.size(), 2u);
+  Assignment p1 = std::move(out.assignments[0].assignment);
+  Assignment p2 = std::move(out.assignments[1].assignment);
+  out = hl_.OnCompletion(Failed(p1, absl::InternalError("kernel failed")), Ms(2));
+  ASSERT_EQ(out.finished.size(), 1u);
+  EXPECT_EQ(out.finished[0].status.code(), absl::StatusCode::kInternal);
+  ASSERT_EQ(out.cancels.size(), 1u);
+  EXPECT_EQ(out.cancels[0].device, DeviceId(1));
+  EXPECT_EQ(out.cancels[0].ids, std::vector<AssignmentId>{p2.id});
+  EXPECT_EQ(hl_.stats().withdrawn, 1u);
+  EXPECT_EQ(hl_.outstanding_assignments(), 0u);
+  // The device answers the withdrawn one Cancelled: ignored, nothing answered twice.
+  out = hl_.OnCompletion(Failed(p2, absl::CancelledError("withdrawn")), Ms(3));
+  EXPECT_TRUE(out.finished.empty());
+  EXPECT_TRUE(out.cancels.empty());
+  EXPECT_EQ(hl_.stats().completions_ignored, 1u);
+  EXPECT_EQ(hl_.stats().failed, 1u);
+}
+
+// A deadline that passes withdraws everything its request has out; AbortAll
+// withdraws everything in flight, grouped by device.
+TEST_F(HighLevelTest, AnExpiredOrAbortedRequestWithdrawsWhatItHasOut) {
+  Assignment a = Start(1, 5, {.deadline = Ms(10)});
+  HighLevelActions out = hl_.OnTick(ExpiryTime(Ms(10)));
+  ASSERT_EQ(out.finished.size(), 1u);
+  EXPECT_EQ(out.finished[0].status.code(), absl::StatusCode::kDeadlineExceeded);
+  ASSERT_EQ(out.cancels.size(), 1u);
+  EXPECT_EQ(out.cancels[0].device, DeviceId(0));
+  EXPECT_EQ(out.cancels[0].ids, std::vector<AssignmentId>{a.id});
+
+  Assignment b = Start(2, 1, {}, Ms(20));
+  Assignment c = Start(3, 2, {}, Ms(20));
+  out = hl_.AbortAll(absl::UnavailableError("stopping"), Ms(21));
+  ASSERT_EQ(out.finished.size(), 2u);
+  ASSERT_EQ(out.cancels.size(), 1u);
+  EXPECT_EQ(out.cancels[0].device, DeviceId(0));
+  EXPECT_EQ(out.cancels[0].ids, (std::vector<AssignmentId>{b.id, c.id}));
+  EXPECT_EQ(hl_.stats().withdrawn, 3u);
 }
 
 // Device loss (a remote agent): ready partitions avoid an unavailable device

@@ -4,7 +4,7 @@
 // virtual-time shell. Each must resolve every submitted assignment exactly
 // once — answered with its id, or (remote only) handed back — run good work
 // with its outputs, drop work whose deadline has passed, and never answer
-// work it cannot run with success.
+// work it cannot run with success, and withdraw what it is told to cancel.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -24,6 +24,7 @@
 #include "baton/net/remote_device.h"
 #include "baton/policy/latency_model.h"
 #include "baton/runtime/device_shell.h"
+#include "spin_model.h"
 
 namespace baton {
 namespace {
@@ -34,6 +35,7 @@ using dispatch::Completion;
 constexpr ModelId kModel(1);
 constexpr PartitionId kRunnable(0);
 constexpr PartitionId kUnknown(7);
+constexpr PartitionId kSpin(3);  // runs until it is stopped (spin_model.h)
 
 // What a harness saw: per assignment id, how often it was resolved, and how.
 struct Seen {
@@ -102,6 +104,18 @@ class Harness {
     std::lock_guard lock(seen.mu);
     seen.in_submit = false;
   }
+  // Cancel, watched like Submit: an answer inside it on this thread counts
+  // as inside a port call.
+  void Cancel(std::vector<AssignmentId> ids) {
+    {
+      std::lock_guard lock(seen.mu);
+      seen.in_submit = true;
+      seen.submitter = std::this_thread::get_id();
+    }
+    port()->Cancel(ids);
+    std::lock_guard lock(seen.mu);
+    seen.in_submit = false;
+  }
   Seen seen;
 };
 
@@ -137,6 +151,32 @@ std::unique_ptr<backend::PreparedPartition> PrepareRelu(const backend::Executor&
   return std::move(*prepared);
 }
 
+// The spin model as one whole partition: float x[1] -> y[1], practically forever.
+std::unique_ptr<backend::PreparedPartition> PrepareSpin(const backend::Executor& cpu, std::string* bytes,
+                                                        std::shared_ptr<const graph::Model>* keep) {
+  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+  EXPECT_TRUE(spin.ok()) << spin.status();
+  auto m = graph::Model::LoadBytes(*spin, "spin");
+  EXPECT_TRUE(m.ok()) << m.status();
+  *keep = *m;
+  std::vector<NodeId> all;
+  for (size_t n = 0; n < (*m)->nodes().size(); ++n) all.push_back(NodeId(static_cast<uint32_t>(n)));
+  auto sub = graph::ExtractSubmodel(**m, all, "spin.p0");
+  EXPECT_TRUE(sub.ok()) << sub.status();
+  if (bytes) *bytes = sub->onnx_bytes;
+  auto prepared = cpu.Prepare(**m, *sub);
+  EXPECT_TRUE(prepared.ok()) << prepared.status();
+  return std::move(*prepared);
+}
+
+dispatch::NamedTensors SpinInputs() {
+  dispatch::NamedTensors in;
+  Tensor x(dtype::kFloat, {1});
+  x.data<float>()[0] = 0.0f;
+  in.emplace_back("x", std::move(x));
+  return in;
+}
+
 // The local device shell, its sink feeding a mailbox as the runtime's does.
 class LocalHarness : public Harness {
  public:
@@ -144,6 +184,8 @@ class LocalHarness : public Harness {
     model_ = ReluModel();
     prepared_ = PrepareRelu(cpu_, *model_, nullptr);
     runners_.Set(kModel, kRunnable, PuId(0), prepared_.get());
+    spin_ = PrepareSpin(cpu_, nullptr, &spin_model_);
+    runners_.Set(kModel, kSpin, PuId(0), spin_.get());
     latency_ = *policy::OnlineLatencyModel::Create({});
     latency_->SetCapable(kModel, kUnknown, PuId(0), false);
     auto shell = runtime::DeviceShell::Create(
@@ -164,8 +206,8 @@ class LocalHarness : public Harness {
 
  private:
   backend::CpuExecutor cpu_;
-  std::shared_ptr<const graph::Model> model_;
-  std::unique_ptr<backend::PreparedPartition> prepared_;
+  std::shared_ptr<const graph::Model> model_, spin_model_;
+  std::unique_ptr<backend::PreparedPartition> prepared_, spin_;
   runtime::RunnerTable runners_;
   std::unique_ptr<policy::OnlineLatencyModel> latency_;
   std::unique_ptr<runtime::DeviceShell> shell_;
@@ -195,6 +237,12 @@ class RemoteHarness : public Harness {
     EXPECT_TRUE(loaded.ok()) << loaded.status();
     partition_ = std::make_unique<net::RemotePartition>(loaded->handle);
     runners_.Set(kModel, kRunnable, PuId(0), partition_.get());
+    std::string spin_bytes;
+    PrepareSpin(cpu_, &spin_bytes, &spin_model_);
+    auto spin = device_->Load("spin.p0", spin_bytes);
+    EXPECT_TRUE(spin.ok()) << spin.status();
+    spin_ = std::make_unique<net::RemotePartition>(spin->handle);
+    runners_.Set(kModel, kSpin, PuId(0), spin_.get());
     device_->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), "edge/cpu0", "cpu", {}}}, &runners_);
     device_->Start(runtime::RemoteDeviceEvents{
         .completion = [this](Completion c) { seen.Answer(c); },
@@ -218,8 +266,8 @@ class RemoteHarness : public Harness {
   std::chrono::steady_clock::time_point epoch_;
   std::unique_ptr<net::AgentServer> server_;
   std::shared_ptr<net::GrpcRemoteDevice> device_;
-  std::shared_ptr<const graph::Model> model_;
-  std::unique_ptr<net::RemotePartition> partition_;
+  std::shared_ptr<const graph::Model> model_, spin_model_;
+  std::unique_ptr<net::RemotePartition> partition_, spin_;
   runtime::RunnerTable runners_;
 };
 
@@ -229,6 +277,7 @@ class VirtualHarness : public Harness, public dispatch::VirtualExecutor, public 
  public:
   VirtualHarness() : shell_(this) {
     latency_.Set(kModel, kRunnable, PuId(0), FromMillis(1));
+    latency_.Set(kModel, kSpin, PuId(0), FromMillis(1));
     EXPECT_TRUE(shell_.AddDevice({.device = DeviceId(0), .pus = {{PuId(0), "cpu"}}, .max_queue = 16},
                                  *policy::MakeLowLevelPolicy("fifo"), &latency_)
                     .ok());
@@ -239,7 +288,9 @@ class VirtualHarness : public Harness, public dispatch::VirtualExecutor, public 
   Time Now() override { return shell_.now(); }
   void Settle(size_t) override { shell_.RunUntilIdle(); }
 
-  Duration RunTime(DeviceId, PuId, const Assignment&) override { return FromMillis(1); }
+  Duration RunTime(DeviceId, PuId, const Assignment& a) override {
+    return a.partition == kSpin ? Duration(std::chrono::hours(1)) : FromMillis(1);
+  }
   absl::StatusOr<dispatch::NamedTensors> Outputs(DeviceId, PuId, const Assignment& a) override {
     dispatch::NamedTensors out;
     out.emplace_back("y", a.inputs[0].second.Clone());
@@ -318,6 +369,32 @@ TEST_P(PortContractTest, WorkItCannotRunIsResolvedOnceAndNeverAsSuccess) {
   EXPECT_TRUE(h->seen.returned[1] || h->seen.code[1] != absl::StatusCode::kOk);
   EXPECT_EQ(h->seen.code[2], absl::StatusCode::kOk);
   EXPECT_EQ(h->seen.total(), 2u);
+  if (h->answers_outside_submit()) {
+    EXPECT_EQ(h->seen.inside_submit, 0);
+  }
+}
+
+// Cancel: a running and a queued assignment are each answered Cancelled, once;
+// an unknown id and an id already answered change nothing; the PU is free for
+// the next assignment once the stopped run returns.
+TEST_P(PortContractTest, CancelledWorkIsAnsweredOnceAndFreesThePu) {
+  std::unique_ptr<Harness> h = Make();
+  h->Submit(Make(*h, 1, kRunnable, std::nullopt));
+  h->Settle(1);
+  Assignment spin = Make(*h, 2, kSpin, std::nullopt);
+  spin.inputs = SpinInputs();
+  h->Submit(std::move(spin));                          // runs (forever)
+  h->Submit(Make(*h, 3, kRunnable, std::nullopt));      // queued behind it
+  h->Cancel({AssignmentId(2), AssignmentId(3), AssignmentId(1), AssignmentId(99)});
+  h->Submit(Make(*h, 4, kRunnable, std::nullopt));      // runs once the spin stops
+  h->Settle(4);
+  EXPECT_EQ(h->seen.code[1], absl::StatusCode::kOk);
+  EXPECT_EQ(h->seen.code[2], absl::StatusCode::kCancelled);
+  EXPECT_EQ(h->seen.code[3], absl::StatusCode::kCancelled);
+  EXPECT_EQ(h->seen.code[4], absl::StatusCode::kOk);
+  for (uint32_t i = 1; i <= 4; ++i) EXPECT_EQ(h->seen.resolved[i], 1) << "assignment " << i;
+  EXPECT_EQ(h->seen.resolved.count(99), 0u);
+  EXPECT_EQ(h->seen.total(), 4u);
   if (h->answers_outside_submit()) {
     EXPECT_EQ(h->seen.inside_submit, 0);
   }

@@ -62,7 +62,14 @@ class FakePartition : public backend::PreparedPartition {
     if (x == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing input ", in_));
     // Waits for the gate, or stops when cancelled.
     while (gate_.valid() && gate_.wait_for(1ms) != std::future_status::ready) {
-      if (cancel != nullptr && cancel->cancelled()) return absl::AbortedError("cancelled");
+      if (cancel != nullptr && cancel->cancelled()) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ++stopped_;
+        }
+        entered_cv_.notify_all();
+        return absl::AbortedError("cancelled");
+      }
     }
     if (work_ > Duration(0)) std::this_thread::sleep_for(work_);
     backend::RunResult r;
@@ -89,10 +96,16 @@ class FakePartition : public backend::PreparedPartition {
     std::unique_lock<std::mutex> lock(mu_);
     entered_cv_.wait(lock, [&] { return entered_.load() > 0; });
   }
+  // Whether a run was stopped by its RunCancel within `limit`.
+  bool WaitStopped(Duration limit) const {
+    std::unique_lock<std::mutex> lock(mu_);
+    return entered_cv_.wait_for(lock, limit, [&] { return stopped_ > 0; });
+  }
 
  private:
   mutable std::mutex mu_;
   mutable std::vector<std::thread::id> threads_;  // guarded by mu_
+  mutable int stopped_ = 0;                       // guarded by mu_
   mutable std::atomic<int> entered_{0};
   mutable std::condition_variable entered_cv_;
 };
@@ -322,6 +335,49 @@ TEST(Runtime, StopAnswersARunWhosePartitionRunsOnItsCaller) {
   ASSERT_EQ(sys.parts[0]->threads().size(), 1u);
   EXPECT_EQ(sys.parts[0]->threads()[0], caller);
   EXPECT_EQ(sys.rt->stats().abandoned, 1u);
+}
+
+// x -> p0 (waits for a gate that never opens) -> a, and x -> p1 (fails) -> b,
+// on two PUs: when p1 fails, the request is answered with its error at once
+// and p0, still running, is withdrawn and stopped instead of holding its PU
+// until the execution timeout.
+TEST(Runtime, AFailedPartitionStopsItsRunningSibling) {
+  ModelGraph g;
+  g.name = "fork";
+  g.inputs = {"x"};
+  g.outputs = {"a", "b"};
+  g.partitions.push_back(PartitionNode{PartitionId(0), "fork.p0", {"x"}, {"a"}, DeviceId(0), PuId(0)});
+  g.partitions.push_back(PartitionNode{PartitionId(1), "fork.p1", {"x"}, {"b"}, DeviceId(0), PuId(1)});
+  std::promise<void> never;
+  FakePartition waits("x", "a", 1);
+  waits.set_gate(never.get_future().share());
+  FakePartition fails("not_x", "b", 1);  // its input is not fed: it fails at once
+  auto latency = *policy::OnlineLatencyModel::Create({});
+  RunnerTable runners;
+  for (int u = 0; u < 2; ++u) {
+    runners.Set(ModelId(0), PartitionId(0), PuId(u), &waits);
+    runners.Set(ModelId(0), PartitionId(1), PuId(u), &fails);
+  }
+  DeviceSetup dev;
+  dev.id = DeviceId(0);
+  dev.name = "local";
+  dev.pus = {PuSetup{PuId(0), "pu0", "cpu", {}}, PuSetup{PuId(1), "pu1", "cpu", {}}};
+  dev.policy = *policy::MakeLowLevelPolicy("fifo");
+  std::vector<DeviceSetup> devices;
+  devices.push_back(std::move(dev));
+  std::unique_ptr<Runtime> rt = std::move(*Runtime::Create(std::move(devices), latency.get(), &runners, {}));
+  ASSERT_TRUE(rt->AddModel(ModelId(0), g, dispatch::ModelOptions{.exec_timeout = std::chrono::seconds(600)}).ok());
+  ASSERT_TRUE(rt->Start().ok());
+  RequestResult r = rt->Submit(ModelId(0), Input(1)).get();
+  EXPECT_EQ(r.status.code(), absl::StatusCode::kInvalidArgument) << r.status;
+  EXPECT_NE(r.status.message().find("fork.p1"), std::string::npos) << r.status;
+  // Without the withdrawal this would wait for the 600 s execution timeout.
+  EXPECT_TRUE(waits.WaitStopped(30s)) << "the sibling kept running";
+  const RuntimeStats stats = rt->stats();
+  EXPECT_EQ(stats.high_level.withdrawn, 1u);
+  EXPECT_EQ(stats.devices[0].cancelled, 1u);
+  rt->Stop();
+  EXPECT_EQ(rt->stats().answered_twice, 0u);
 }
 
 TEST(Runtime, SubmitBeforeStartAndAfterStopIsAnsweredAtOnce) {

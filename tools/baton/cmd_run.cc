@@ -275,6 +275,11 @@ void PrintReport(const RunReport& r) {
         std::cout << "  failover: " << r.reissued << " assignments re-issued after their device was lost, "
                   << r.rerouted << " sent to a fallback device\n";
       }
+      if (r.withdrawn > 0) {
+        std::cout << "  withdrawn: " << r.withdrawn
+                  << " assignments whose request was already answered (a sibling failed or the deadline "
+                     "passed)\n";
+      }
     }
   }
   if (r.abandoned > 0) {
@@ -423,6 +428,7 @@ nlohmann::json ReportJson(const RunReport& r) {
   j["interrupted"] = r.interrupted;
   j["slices_run"] = r.slices_run;
   j["rerouted"] = r.rerouted;
+  j["withdrawn"] = r.withdrawn;
   j["policy"] = {{"high_level", r.config.policy.high_level},
                  {"low_level", r.config.policy.low_level},
                  {"stages", r.config.policy.stages}};

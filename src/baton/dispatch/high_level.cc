@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <iterator>
 #include <string>
 #include <utility>
 
@@ -382,7 +383,7 @@ void HighLevelCore::SendReady(Request& r, const std::vector<uint32_t>& ready, Ti
     // A fixed PU belongs to the partition's own device.
     if (where[i] == node.device) a.fixed_pu = node.fixed_pu;
     else ++stats_.rerouted;
-    outstanding_.emplace(a.id, Outstanding{r.id, p});
+    outstanding_.emplace(a.id, Outstanding{r.id, p, where[i]});
     r.outstanding.push_back(a.id);
     ++stats_.assignments_sent;
     Trace(TraceKind::kAssignmentSent, now, r.id, r.model->id, node.id, a.id, where[i]);
@@ -414,6 +415,7 @@ HighLevelActions HighLevelCore::OnReturned(std::vector<Assignment> returned, Dev
       continue;
     }
     a.fixed_pu = *d == node.device ? node.fixed_pu : std::nullopt;
+    it->second.device = *d;
     ++stats_.reissued;
     ++stats_.assignments_sent;
     Trace(TraceKind::kAssignmentSent, now, r.id, r.model->id, node.id, a.id, *d);
@@ -424,7 +426,23 @@ HighLevelActions HighLevelCore::OnReturned(std::vector<Assignment> returned, Dev
 }
 
 void HighLevelCore::Finish(Request& r, absl::Status status, Time now, HighLevelActions& out) {
-  for (AssignmentId a : r.outstanding) outstanding_.erase(a);
+  // Withdraw what is still out: nobody wants its answer any more.
+  std::sort(r.outstanding.begin(), r.outstanding.end(),
+            [](AssignmentId a, AssignmentId b) { return a.value < b.value; });
+  for (AssignmentId a : r.outstanding) {
+    auto it = outstanding_.find(a);
+    if (it == outstanding_.end()) continue;
+    const DeviceId device = it->second.device;
+    outstanding_.erase(it);
+    auto c = std::find_if(out.cancels.begin(), out.cancels.end(),
+                          [&](const CancelAssignments& x) { return x.device == device; });
+    if (c == out.cancels.end()) {
+      out.cancels.push_back(CancelAssignments{device, {}});
+      c = std::prev(out.cancels.end());
+    }
+    c->ids.push_back(a);
+    ++stats_.withdrawn;
+  }
   --r.model->in_flight;
   NamedTensors outputs;
   if (status.ok()) {

@@ -32,7 +32,10 @@
 // sent again, with the same AssignmentId, to such a device.
 // After a request finishes, every Completion of its assignments is ignored;
 // completions are de-duplicated by AssignmentId, so a late, duplicate or
-// unknown Completion never answers a request twice.
+// unknown Completion never answers a request twice. Assignments of a finished
+// request that are still unanswered (the siblings of a partition that failed,
+// or everything in flight when its deadline passed) are withdrawn from their
+// devices (CancelAssignments), so they stop taking PU time.
 //
 // Thread-safety: not thread-safe; drive it from one thread (or under one lock).
 #pragma once
@@ -87,9 +90,18 @@ struct FinishRequest {
   Duration compute{};
 };
 
+// Action: withdraw assignments sent earlier to `device` (LowLevelPort::Cancel);
+// their requests were answered, so whatever the device answers is ignored.
+// Carried out after `assignments` of the same actions (an id may be in both).
+struct CancelAssignments {
+  DeviceId device;
+  std::vector<AssignmentId> ids;
+};
+
 struct HighLevelActions {
   std::vector<SendAssignment> assignments;
   std::vector<FinishRequest> finished;
+  std::vector<CancelAssignments> cancels;  // one entry per device
 };
 
 struct HighLevelStats {
@@ -102,6 +114,7 @@ struct HighLevelStats {
   uint64_t completions_ignored = 0;   // late, duplicate or unknown
   uint64_t reissued = 0;              // assignments sent again after their device was lost
   uint64_t rerouted = 0;              // assignments sent to a fallback device
+  uint64_t withdrawn = 0;             // assignments cancelled because their request was answered
 };
 
 class HighLevelCore {
@@ -157,6 +170,7 @@ class HighLevelCore {
   struct Outstanding {
     RequestId request;
     uint32_t partition;  // index into the compiled model's partitions
+    DeviceId device;     // where it was sent last
   };
   struct Expiry {
     Time at;

@@ -13,6 +13,11 @@
 //     error, Unavailable when the LL side is unreachable).
 //   * The sink is never called from inside Submit (callers may hold the HL lock
 //     while submitting).
+//   * Cancel withdraws assignments submitted earlier whose answers nobody
+//     wants any more: each one still queued or running is answered Cancelled
+//     (a running one is asked to stop; it may still finish first and be
+//     answered with its result). Ids already answered or unknown are ignored.
+//     Every assignment is still answered exactly once.
 //
 // Thread-safety: implementation-defined; the threaded runtime's ports accept
 // Submit from the HL thread and call the sink from the LL thread, so a sink must
@@ -20,6 +25,7 @@
 #pragma once
 
 #include <functional>
+#include <span>
 
 #include "baton/dispatch/messages.h"
 
@@ -29,6 +35,7 @@ class LowLevelPort {
  public:
   virtual ~LowLevelPort() = default;
   virtual void Submit(Assignment assignment) = 0;
+  virtual void Cancel(std::span<const AssignmentId> ids) = 0;
 };
 
 // Where a port delivers completions.

@@ -35,6 +35,12 @@ class VirtualShell::VirtualPort : public LowLevelPort {
   void Submit(Assignment assignment) override {
     shell_->Schedule(shell_->now_ + shell_->options_.link_delay, DeliverAssignment{device_, std::move(assignment)});
   }
+  // After the same link delay, so it reaches the core after the assignments
+  // sent before it.
+  void Cancel(std::span<const AssignmentId> ids) override {
+    shell_->Schedule(shell_->now_ + shell_->options_.link_delay,
+                     DeliverCancel{device_, std::vector<AssignmentId>(ids.begin(), ids.end())});
+  }
 
  private:
   VirtualShell* shell_;
@@ -169,6 +175,12 @@ void VirtualShell::Handle(DeliverAssignment& e) {
   Apply(d, d.core.OnAssignment(std::move(e.assignment), now_));
 }
 
+void VirtualShell::Handle(DeliverCancel& e) {
+  Device& d = *devices_[e.device];
+  Apply(d, d.core.OnCancel(e.ids, absl::CancelledError("withdrawn by the dispatcher: its request was already answered"),
+                           now_));
+}
+
 void VirtualShell::Handle(PuDone& e) {
   Device& d = *devices_[e.device];
   Apply(d, d.core.OnPuFinished(std::move(e.result), now_));
@@ -202,6 +214,9 @@ void VirtualShell::IssueFromStream(uint32_t index) {
 void VirtualShell::Apply(HighLevelActions actions) {
   for (auto& send : actions.assignments) {
     devices_[device_index_.at(send.device)]->port->Submit(std::move(send.assignment));
+  }
+  for (auto& cancel : actions.cancels) {
+    devices_[device_index_.at(cancel.device)]->port->Cancel(cancel.ids);
   }
   for (auto& f : actions.finished) {
     auto it = pending_.find(f.request);

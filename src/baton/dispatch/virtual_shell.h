@@ -151,6 +151,10 @@ class VirtualShell {
     uint32_t device;  // index into devices_
     Assignment assignment;
   };
+  struct DeliverCancel {
+    uint32_t device;
+    std::vector<AssignmentId> ids;
+  };
   struct PuDone {
     uint32_t device;
     PuResult result;
@@ -162,8 +166,8 @@ class VirtualShell {
   struct TickLowLevel {
     uint32_t device;
   };
-  using Payload = std::variant<ArriveRequest, StreamNext, DeliverAssignment, PuDone, DeliverCompletion,
-                               TickHighLevel, TickLowLevel>;
+  using Payload = std::variant<ArriveRequest, StreamNext, DeliverAssignment, DeliverCancel, PuDone,
+                               DeliverCompletion, TickHighLevel, TickLowLevel>;
   struct Event {
     Time at;
     uint64_t seq;
@@ -175,6 +179,7 @@ class VirtualShell {
   void Handle(ArriveRequest& e);
   void Handle(StreamNext& e);
   void Handle(DeliverAssignment& e);
+  void Handle(DeliverCancel& e);
   void Handle(PuDone& e);
   void Handle(DeliverCompletion& e);
   void Handle(TickHighLevel& e);

@@ -1006,6 +1006,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
     report.abandoned = stats.abandoned;
     report.answered_twice = stats.answered_twice;
     report.rerouted = stats.high_level.rerouted;
+    report.withdrawn = stats.high_level.withdrawn;
     for (size_t d = 0; d < config.devices.size(); ++d) {
       DeviceOutcome o;
       o.name = config.devices[d].name;

@@ -169,6 +169,9 @@ struct RunReport {
   uint64_t abandoned = 0;
   uint64_t answered_twice = 0;
   uint64_t rerouted = 0;  // assignments sent to a fallback device
+  // Assignments withdrawn from their devices because their request was
+  // already answered (a sibling partition failed, or the deadline passed).
+  uint64_t withdrawn = 0;
   bool baton_ran = true;  // false with RunOptions::no_baton
   // Stopped early by RunOptions::interrupt after `slices_run` of the
   // configured slices (each mode's own measured time is in its outcome).

@@ -40,6 +40,7 @@ class GrpcRemoteDevice::Impl {
   absl::StatusOr<Link> MeasureLink(int64_t probe_bytes);
 
   void Submit(dispatch::Assignment assignment);
+  void Cancel(std::span<const AssignmentId> ids);
   void Start(runtime::RemoteDeviceEvents events);
   void Stop();
   std::vector<runtime::PuStats> pu_stats() const;
@@ -430,6 +431,33 @@ void GrpcRemoteDevice::Impl::Submit(dispatch::Assignment assignment) {
   stream->cv.notify_one();
 }
 
+void GrpcRemoteDevice::Impl::Cancel(std::span<const AssignmentId> ids) {
+  // The agent takes at most this many ids per Cancel message.
+  constexpr int kMaxIdsPerMessage = 65536;
+  std::vector<pb::ExecuteIn> messages;
+  std::shared_ptr<Stream> stream;
+  {
+    std::lock_guard lock(mu_);
+    // Lost: what it held was handed back already, and a new stream knows none of it.
+    if (!stream_) return;
+    stream = stream_;
+    for (AssignmentId id : ids) {
+      // Answered already, or handed back: nothing to withdraw. The entry stays
+      // until the agent answers (Cancelled, or its result if it finished first).
+      if (!in_flight_.contains(id)) continue;
+      if (messages.empty() || messages.back().cancel().ids_size() >= kMaxIdsPerMessage) messages.emplace_back();
+      messages.back().mutable_cancel()->add_ids(id.value);
+      ++counters_.cancels_sent;
+    }
+  }
+  if (messages.empty()) return;
+  {
+    std::lock_guard lock(stream->mu);
+    for (pb::ExecuteIn& m : messages) stream->outbox.push_back(std::move(m));
+  }
+  stream->cv.notify_one();
+}
+
 void GrpcRemoteDevice::Impl::WriterLoop(std::shared_ptr<Stream> stream) {
   while (true) {
     pb::ExecuteIn msg;
@@ -663,6 +691,7 @@ absl::StatusOr<GrpcRemoteDevice::Link> GrpcRemoteDevice::MeasureLink(int64_t pro
   return impl_->MeasureLink(probe_bytes);
 }
 void GrpcRemoteDevice::Submit(dispatch::Assignment assignment) { impl_->Submit(std::move(assignment)); }
+void GrpcRemoteDevice::Cancel(std::span<const AssignmentId> ids) { impl_->Cancel(ids); }
 void GrpcRemoteDevice::Start(runtime::RemoteDeviceEvents events) { impl_->Start(std::move(events)); }
 void GrpcRemoteDevice::Stop() { impl_->Stop(); }
 std::vector<runtime::PuStats> GrpcRemoteDevice::pu_stats() const { return impl_->pu_stats(); }

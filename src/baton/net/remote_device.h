@@ -12,6 +12,8 @@
 //     flight); messages above the agent's chunk size travel as Frames. The
 //     assignment (with its inputs) is kept until it is answered, so that it can
 //     be handed back if the agent is lost.
+//   * Cancel: a Cancel message on the same stream withdraws what the HL side
+//     no longer wants (the siblings of a failed request).
 //   * Failure detection: a broken stream, a failed write, or no message from
 //     the agent for `lost_after` (it answers a ping every `heartbeat`) marks it
 //     lost: every unanswered assignment is handed back exactly once
@@ -66,6 +68,7 @@ struct RemoteDeviceCounters {
   uint64_t lost = 0;
   uint64_t rejoined = 0;
   uint64_t loads_sent = 0;    // partitions sent over the network (cache misses)
+  uint64_t cancels_sent = 0;  // assignment ids sent in Cancel messages
 };
 
 class GrpcRemoteDevice : public runtime::RemoteDevice {
@@ -98,6 +101,9 @@ class GrpcRemoteDevice : public runtime::RemoteDevice {
 
   // runtime::RemoteDevice
   void Submit(dispatch::Assignment assignment) override;
+  // Sends a Cancel on the current stream for the ids it still waits for;
+  // the agent answers each Cancelled (or with its result if it finished).
+  void Cancel(std::span<const AssignmentId> ids) override;
   void Start(runtime::RemoteDeviceEvents events) override;
   void Stop() override;
   std::vector<runtime::PuStats> pu_stats() const override;

@@ -176,6 +176,12 @@ void DeviceShell::Cancel(std::span<const AssignmentId> ids, const absl::Status& 
   ApplyLocked(core_->OnCancel(ids, status, Now()));
 }
 
+void DeviceShell::Cancel(std::span<const AssignmentId> ids) {
+  static const absl::Status kWithdrawn =
+      absl::CancelledError("withdrawn by the dispatcher: its request was already answered");
+  Cancel(ids, kWithdrawn);
+}
+
 std::optional<Time> DeviceShell::TickIfDue(Time now) {
   std::lock_guard lock(mu_);
   if (std::optional<Time> t = core_->NextExpiry(); t && *t <= now) ApplyLocked(core_->OnTick(now));

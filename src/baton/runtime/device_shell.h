@@ -144,6 +144,8 @@ class DeviceShell : public dispatch::LowLevelPort {
   // Withdraws assignments (LowLevelCore::OnCancel): queued ones are answered
   // `status` through the sink; running ones too, and their runs are stopped.
   void Cancel(std::span<const AssignmentId> ids, const absl::Status& status);
+  // LowLevelPort: the same, answered Cancelled (their request was answered).
+  void Cancel(std::span<const AssignmentId> ids) override;
   // Drops expired work when due; returns the next expiry, or nullopt.
   std::optional<Time> TickIfDue(Time now);
 

@@ -453,6 +453,15 @@ void Runtime::Apply(dispatch::HighLevelActions actions) {
       d.remote->Submit(std::move(send.assignment));
     }
   }
+  // After the sends: an id sent above may be withdrawn here.
+  for (const dispatch::CancelAssignments& cancel : actions.cancels) {
+    Device& d = *device_by_id_.at(cancel.device);
+    if (d.shell) {
+      d.shell->Cancel(cancel.ids);
+    } else {
+      d.remote->Cancel(cancel.ids);
+    }
+  }
   {
     // Before any callback: a client that has its answer sees it counted.
     std::lock_guard lock(stats_mu_);
