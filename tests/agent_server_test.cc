@@ -27,6 +27,7 @@
 #include "baton/graph/extract.h"
 #include "baton/graph/model.h"
 #include "baton/net/codec.h"
+#include "baton/net/remote_device.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
 #include "nothing_executor.h"
@@ -534,6 +535,7 @@ TEST(AgentServerTest, SlowSessionCreationIsDeadlineExceededAndTheAgentKeepsServi
   BlockingExecutor slow;
   AgentOptions options;
   options.load_timeout = std::chrono::milliseconds(50);
+  options.max_stuck_loads = 1;
   AgentPu pu;
   pu.name = "slow0";
   pu.kind = "cpu";
@@ -549,9 +551,41 @@ TEST(AgentServerTest, SlowSessionCreationIsDeadlineExceededAndTheAgentKeepsServi
   Prepare(context, "");
   pb::HelloReply hello;
   EXPECT_TRUE(stub->Hello(&context, pb::HelloRequest(), &hello).ok());
+  // The creation goes on after its Load gave up; with max_stuck_loads 1 the
+  // next Load is refused at once instead of starting another.
+  status = Load(*stub, LoadRequest(Partition().bytes), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("still creating sessions after they timed out (at most 1)"));
   slow.Release();  // the session thread finishes; Shutdown joins it
   server->Shutdown();
-  EXPECT_EQ(server->Stats().loads_rejected(), 1u);
+  EXPECT_EQ(server->Stats().loads_rejected(), 2u);
+  EXPECT_EQ(server->loads_left_running(), 0u);
+}
+
+// A session creation that never returns does not hang Shutdown: it is left
+// running, and the agent says how many it left.
+TEST(AgentServerTest, ShutdownDoesNotWaitForeverForASessionCreation) {
+  // Never destroyed (kept reachable for leak checkers): the detached creation
+  // thread may still use it after the test.
+  static auto* kept = new std::vector<BlockingExecutor*>;
+  BlockingExecutor* stuck = kept->emplace_back(new BlockingExecutor);
+  AgentOptions options;
+  options.load_timeout = std::chrono::milliseconds(50);
+  AgentPu pu;
+  pu.name = "slow0";
+  pu.kind = "cpu";
+  pu.executor = stuck;
+  std::unique_ptr<AgentServer> server = StartAgent(options, {pu});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  pb::LoadReply reply;
+  EXPECT_EQ(Load(*stub, LoadRequest(Partition().bytes), &reply).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  const auto t0 = std::chrono::steady_clock::now();
+  server->Shutdown();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));
+  EXPECT_EQ(server->loads_left_running(), 1u);
+  server.reset();
+  stuck->Release();  // lets the detached thread end
 }
 
 TEST(AgentServerTest, TokenIsRequiredOnEveryAgentCall) {
@@ -722,6 +756,112 @@ TEST(AgentServerTest, CancelAndAnEndedStreamWithdrawTheirWork) {
   ExpectOutputsMatch(*c, RunDirectly(inputs));
   next.WritesDone();
   EXPECT_TRUE(next.Finish().ok());
+}
+
+grpc::Status Unload(pb::Agent::Stub& stub, const std::string& handle) {
+  grpc::ClientContext context;
+  Prepare(context, "");
+  pb::UnloadRequest request;
+  request.set_handle(handle);
+  pb::UnloadReply reply;
+  return stub.Unload(&context, request, &reply);
+}
+
+// Loads are counted per handle and the last Unload frees the partition; the
+// parameters of everything loaded share one budget per agent.
+TEST(AgentServerTest, TheLastUnloadFreesAPartitionAndAllLoadsShareOneBudget) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  auto spin_model = graph::Model::LoadBytes(*spin, "spin");
+  ASSERT_TRUE(spin_model.ok()) << spin_model.status();
+  const int64_t resnet_bytes = Partition().model->total_param_bytes();
+  const int64_t spin_bytes = (*spin_model)->total_param_bytes();
+  ASSERT_GT(spin_bytes, 0);
+  AgentOptions options;
+  options.max_loaded_param_bytes = resnet_bytes + spin_bytes - 1;  // one of them at a time
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+
+  pb::LoadReply first, again, refused;
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &first).ok());
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &again).ok());  // cached: no more budget
+  EXPECT_TRUE(again.cached());
+  grpc::Status status = Load(*stub, LoadRequest(*spin), &refused);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("memory budget"));
+  EXPECT_THAT(status.error_message(), HasSubstr("--max-loaded-mb"));
+  pb::StatsReply stats = server->Stats();
+  EXPECT_EQ(stats.partitions_loaded(), 1u);
+  EXPECT_EQ(stats.loaded_param_bytes(), resnet_bytes);
+  EXPECT_EQ(stats.max_loaded_param_bytes(), options.max_loaded_param_bytes);
+
+  ASSERT_TRUE(Unload(*stub, first.handle()).ok());  // one Load is still out
+  EXPECT_EQ(server->Stats().partitions_loaded(), 1u);
+  ASSERT_TRUE(Unload(*stub, first.handle()).ok());  // the last one
+  stats = server->Stats();
+  EXPECT_EQ(stats.partitions_loaded(), 0u);
+  EXPECT_EQ(stats.loaded_param_bytes(), 0);
+  EXPECT_EQ(stats.unloads(), 1u);
+  EXPECT_EQ(Unload(*stub, first.handle()).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // Room again. A run survives the Unload of its partition (its session
+  // lives until the run returns); a stop then frees the PU for the next one.
+  pb::LoadReply spinning;
+  ASSERT_TRUE(Load(*stub, LoadRequest(*spin), &spinning).ok());
+  dispatch::NamedTensors x;
+  x.emplace_back("x", Tensor(dtype::kFloat, {1}));
+  ExecuteClient exec(*stub);
+  ASSERT_TRUE(exec.Send(MakeAssignment(1, spinning.handle(), x)));
+  ASSERT_TRUE(exec.Ping(1));
+  std::optional<pb::ExecuteOut> pong = exec.Next();  // the agent has read it
+  ASSERT_TRUE(pong.has_value() && pong->has_pong());
+  ASSERT_TRUE(Unload(*stub, spinning.handle()).ok());
+  EXPECT_EQ(server->Stats().partitions_loaded(), 0u);
+  ASSERT_TRUE(exec.Cancel({1}));
+  std::optional<pb::Completion> c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::CANCELLED)) << c->message();
+  pb::LoadReply back;
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &back).ok());
+  const dispatch::NamedTensors inputs = Inputs();
+  pb::Assignment bounded = MakeAssignment(2, back.handle(), inputs);
+  bounded.set_has_deadline(true);
+  bounded.set_deadline_budget_ns(int64_t{30} * 1000000000);
+  ASSERT_TRUE(exec.Send(bounded));
+  c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  ExpectOutputsMatch(*c, RunDirectly(inputs));
+  EXPECT_TRUE(exec.Finish().ok());
+}
+
+// The HL side gives back what it loaded when its device object goes away,
+// so an agent serving many runs does not keep every partition it ever got.
+TEST(AgentServerTest, ARemoteDeviceUnloadsWhatItLoadedWhenItGoesAway) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  std::unique_ptr<AgentServer> server = StartAgent(AgentOptions(), {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  pb::LoadReply other;  // another client's Load of the same partition
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &other).ok());
+  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  {
+    RemoteDeviceOptions o;
+    o.name = "edge";
+    o.address = server->address();
+    absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
+    ASSERT_TRUE(device.ok()) << device.status();
+    ASSERT_TRUE((*device)->Load("resnet.p0", Partition().bytes).ok());
+    ASSERT_TRUE((*device)->Load("spin", *spin).ok());
+    EXPECT_EQ(server->Stats().partitions_loaded(), 2u);
+  }
+  const pb::StatsReply stats = server->Stats();
+  EXPECT_EQ(stats.partitions_loaded(), 1u) << "the other client's Load stays";
+  EXPECT_EQ(stats.unloads(), 1u);
+  ASSERT_TRUE(Unload(*stub, other.handle()).ok());
+  EXPECT_EQ(server->Stats().partitions_loaded(), 0u);
 }
 
 TEST(ContentHashTest, IsSha256InLowercaseHex) {
@@ -915,6 +1055,19 @@ TEST(AgentServerTest, StartRefusesBadOptions) {
   {
     absl::StatusOr<std::unique_ptr<AgentServer>> server = AgentServer::Start(AgentOptions(), {});
     EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  {
+    AgentOptions options;
+    options.max_loaded_param_bytes = -1;
+    absl::StatusOr<std::unique_ptr<AgentServer>> server = AgentServer::Start(options, {CpuPu(cpu, "cpu0")});
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(server.status().message()), HasSubstr("max_loaded_param_bytes"));
+  }
+  {
+    // 0 = half of the physical memory, reported by Stats.
+    std::unique_ptr<AgentServer> server = StartAgent(AgentOptions(), {CpuPu(cpu, "cpu0")});
+    ASSERT_NE(server, nullptr);
+    EXPECT_GT(server->Stats().max_loaded_param_bytes(), 0);
   }
   {
     // The port is taken by a first agent.

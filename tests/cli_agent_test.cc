@@ -163,6 +163,9 @@ TEST_F(CliAgentTest, AgentRejectsBadFlagsAndConfigs) {
   r = Baton("agent --listen 127.0.0.1:0 --config " + bad);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("tpu"));
+  r = Baton("agent --listen 127.0.0.1:0 --max-loaded-mb -1");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("--max-loaded-mb must be in 0.."));
 }
 
 }  // namespace

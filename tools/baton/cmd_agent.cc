@@ -39,6 +39,7 @@ struct AgentArgs {
   std::string token_file;
   std::string low_level = "fifo";
   int64_t max_partition_mb = net::kDefaultMaxPartitionBytes >> 20;
+  int64_t max_loaded_mb = 0;  // 0 = half of the physical memory
   std::vector<std::string> allowed_ops;
   double load_timeout_s = 30;
   double max_run_s = 60;
@@ -57,6 +58,11 @@ int Agent(const AgentArgs& args) {
   if (args.max_partition_mb <= 0 || args.max_partition_mb > kMaxPartitionMb) {
     std::cerr << "baton agent: --max-partition-mb must be in 1.." << kMaxPartitionMb << ", got "
               << args.max_partition_mb << "\n";
+    return 2;
+  }
+  if (args.max_loaded_mb < 0 || args.max_loaded_mb > kMaxPartitionMb) {
+    std::cerr << "baton agent: --max-loaded-mb must be in 0.." << kMaxPartitionMb
+              << " (0 = half of this machine's memory), got " << args.max_loaded_mb << "\n";
     return 2;
   }
   if (!(std::isfinite(args.load_timeout_s) && args.load_timeout_s > 0 && args.load_timeout_s <= 86400)) {
@@ -92,6 +98,7 @@ int Agent(const AgentArgs& args) {
   options.security.token_file = args.token_file;
   options.low_level = args.low_level;
   options.max_partition_bytes = args.max_partition_mb << 20;
+  options.max_loaded_param_bytes = args.max_loaded_mb << 20;
   options.allowed_ops = args.allowed_ops;
   options.load_timeout = std::chrono::milliseconds(static_cast<int64_t>(std::llround(args.load_timeout_s * 1000)));
   options.max_run = std::chrono::milliseconds(static_cast<int64_t>(std::llround(args.max_run_s * 1000)));
@@ -114,6 +121,12 @@ int Agent(const AgentArgs& args) {
   std::cerr << "baton agent '" << device.name << "': stopping (" << (signal_number == SIGINT ? "SIGINT" : "SIGTERM")
             << ")\n";
   (*server)->Shutdown();
+  if (const size_t left = (*server)->loads_left_running(); left > 0) {
+    // They still use the executors: exit without destroying anything.
+    std::cerr << "baton agent '" << device.name << "': " << left
+              << " session creations did not finish; exiting without them\n";
+    ExitCleanlyAfterSignal();
+  }
   server->reset();  // before the executors it borrows
   return 0;
 }
@@ -137,6 +150,9 @@ void AddAgentCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--token-file", args->token_file, "File with the bearer token every call must carry");
   cmd->add_option("--low-level", args->low_level, "The agent's low-level policy (default fifo)");
   cmd->add_option("--max-partition-mb", args->max_partition_mb, "Largest partition accepted, in MiB (default 512)");
+  cmd->add_option("--max-loaded-mb", args->max_loaded_mb,
+                  "Memory budget for the parameters of all partitions loaded at once, over all clients, in MiB "
+                  "(default 0: half of this machine's memory)");
   cmd->add_option("--allowed-ops", args->allowed_ops, "Comma-separated op types partitions may use (default: any)")
       ->delimiter(',');
   cmd->add_option("--load-timeout-s", args->load_timeout_s, "Time to create one partition's sessions (default 30)");

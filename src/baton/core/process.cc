@@ -1,5 +1,7 @@
 #include "baton/core/process.h"
 
+#include <unistd.h>
+
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -18,6 +20,13 @@ std::optional<double> PeakRssMb() {
     return std::nullopt;
   }
   return std::nullopt;
+}
+
+std::optional<int64_t> PhysicalMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return std::nullopt;
+  return static_cast<int64_t>(pages) * static_cast<int64_t>(page);
 }
 
 }  // namespace baton

@@ -1,7 +1,8 @@
-// Facts about the running process.
+// Facts about the running process and its machine.
 // Thread-safety: safe from any thread.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 
 namespace baton {
@@ -9,5 +10,8 @@ namespace baton {
 // The process's peak resident set size so far, in MiB (VmHWM in
 // /proc/self/status); nullopt where the kernel does not report it.
 std::optional<double> PeakRssMb();
+
+// The machine's physical memory in bytes (sysconf); nullopt where unknown.
+std::optional<int64_t> PhysicalMemoryBytes();
 
 }  // namespace baton

@@ -82,8 +82,9 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
   pb::LoadReply reply;
   reply.set_handle(header.content_hash());
   {
-    std::shared_lock lock(partitions_mu_);
+    std::unique_lock lock(partitions_mu_);
     if (auto it = partitions_.find(header.content_hash()); it != partitions_.end()) {
+      ++it->second->refs;  // one more Load to give back
       reply.set_cached(true);
       for (int32_t u : it->second->capable) reply.add_capable_pus(u);
       return reply;
@@ -106,6 +107,11 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
     return absl::ResourceExhaustedError(absl::StrCat(
         what, " has ", m.total_param_bytes(), " bytes of parameters, above this agent's budget of ",
         options_.max_param_bytes, " bytes; cut the model into smaller partitions or place it on a larger device"));
+  }
+  {
+    // Checked again when it is added (another Load may fit in first).
+    std::shared_lock lock(partitions_mu_);
+    BATON_RETURN_IF_ERROR(CheckBudget(m.total_param_bytes(), what));
   }
 
   // Capability: a PU is capable when it can run every node.
@@ -149,7 +155,15 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
   auto partition = std::make_unique<Partition>();
   partition->name = header.name();
   partition->graph = *model;
-  partition->prepared = std::move(prepared);
+  partition->param_bytes = m.total_param_bytes();
+  std::vector<std::shared_ptr<const backend::PreparedPartition>> shared_of_pu(pus_.size());
+  for (std::unique_ptr<backend::PreparedPartition>& p : prepared) {
+    std::shared_ptr<const backend::PreparedPartition> shared(std::move(p));
+    for (size_t u = 0; u < pus_.size(); ++u) {
+      if (runner_of_pu[u] == shared.get()) shared_of_pu[u] = shared;
+    }
+    partition->prepared.push_back(std::move(shared));
+  }
   for (const std::string& input : m.inputs()) {
     const graph::Value* value = m.FindValue(input);
     partition->inputs.emplace_back(input, value != nullptr ? value->type.elem_type : ElemType{0});
@@ -161,19 +175,32 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
   std::unique_lock lock(partitions_mu_);
   if (auto it = partitions_.find(header.content_hash()); it != partitions_.end()) {
     // Loaded concurrently by another call: keep that one (ours was never used).
+    ++it->second->refs;
     reply.set_cached(true);
     for (int32_t u : it->second->capable) reply.add_capable_pus(u);
     return reply;
   }
+  BATON_RETURN_IF_ERROR(CheckBudget(partition->param_bytes, what));
   partition->model = ModelId(next_model_++);
   for (size_t u = 0; u < pus_.size(); ++u) {
     const PuId pu(static_cast<uint32_t>(u));
     latency_->SetCapable(partition->model, PartitionId(0), pu, capable[u]);
-    if (capable[u]) runners_.Set(partition->model, PartitionId(0), pu, runner_of_pu[u]);
+    if (capable[u]) runners_.Set(partition->model, PartitionId(0), pu, shared_of_pu[u]);
   }
   for (int32_t u : partition->capable) reply.add_capable_pus(u);
+  loaded_param_bytes_ += partition->param_bytes;
   partitions_.emplace(header.content_hash(), std::move(partition));
   return reply;
+}
+
+absl::Status AgentServer::Impl::CheckBudget(int64_t param_bytes, const std::string& what) const {
+  if (loaded_param_bytes_ + param_bytes <= options_.max_loaded_param_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      what, " has ", param_bytes, " bytes of parameters; with the ", loaded_param_bytes_, " bytes of the ",
+      partitions_.size(), " partitions loaded now that is above this agent's memory budget of ",
+      options_.max_loaded_param_bytes,
+      " bytes; unload partitions that are no longer used (a baton run unloads its own when it ends), restart the "
+      "agent to drop those of clients that ended without unloading, or start it with a larger --max-loaded-mb"));
 }
 
 absl::Status AgentServer::Impl::CheckOps(const graph::Model& model, const std::string& what) const {
@@ -223,6 +250,18 @@ absl::StatusOr<std::vector<std::unique_ptr<backend::PreparedPartition>>> AgentSe
   {
     std::lock_guard lock(prepare_mu_);
     if (stopping_) return absl::UnavailableError(absl::StrCat(what, ": the agent is shutting down"));
+    // ONNX Runtime cannot stop a session creation: one that outlived its
+    // Load keeps its thread and memory until it returns. Bound how many.
+    size_t stuck = 0;
+    for (const auto& [t, thread] : prepare_threads_) {
+      std::lock_guard task_lock(t->mu);
+      stuck += t->abandoned && !t->done;
+    }
+    if (stuck >= options_.max_stuck_loads) {
+      return absl::UnavailableError(absl::StrCat(
+          what, ": ", stuck, " earlier loads are still creating sessions after they timed out (at most ",
+          options_.max_stuck_loads, "); load again once they finish, or restart the agent"));
+    }
     prepare_threads_.emplace_back(task, std::thread([task, model, executors] {
       const graph::Submodel whole = graph::WholeSubmodel(*model);
       std::vector<absl::StatusOr<std::unique_ptr<backend::PreparedPartition>>> results;
@@ -239,10 +278,17 @@ absl::StatusOr<std::vector<std::unique_ptr<backend::PreparedPartition>>> AgentSe
     const auto deadline = std::chrono::steady_clock::now() + options_.load_timeout;
     std::unique_lock lock(task->mu);
     while (!task->done) {
-      if (stopping_) return absl::UnavailableError(absl::StrCat(what, ": the agent is shutting down"));
-      if (context->IsCancelled()) return absl::CancelledError(absl::StrCat(what, ": the client cancelled the load"));
+      if (stopping_) {
+        task->abandoned = true;
+        return absl::UnavailableError(absl::StrCat(what, ": the agent is shutting down"));
+      }
+      if (context->IsCancelled()) {
+        task->abandoned = true;
+        return absl::CancelledError(absl::StrCat(what, ": the client cancelled the load"));
+      }
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) {
+        task->abandoned = true;
         return absl::DeadlineExceededError(absl::StrCat(
             what, ": creating its sessions took longer than the agent's load timeout of ",
             options_.load_timeout.count(), " ms; start the agent with a larger --load-timeout-s or send smaller "
@@ -278,7 +324,7 @@ absl::StatusOr<std::vector<std::unique_ptr<backend::PreparedPartition>>> AgentSe
 }
 
 void AgentServer::Impl::ReapPrepareThreads(bool all) {
-  std::vector<std::thread> finished;
+  std::vector<std::pair<std::shared_ptr<PrepareTask>, std::thread>> taken;
   {
     std::lock_guard lock(prepare_mu_);
     for (auto it = prepare_threads_.begin(); it != prepare_threads_.end();) {
@@ -288,14 +334,29 @@ void AgentServer::Impl::ReapPrepareThreads(bool all) {
         done = it->first->done;
       }
       if (done) {
-        finished.push_back(std::move(it->second));
+        taken.push_back(std::move(*it));
         it = prepare_threads_.erase(it);
       } else {
         ++it;
       }
     }
   }
-  for (std::thread& t : finished) t.join();
+  // At Shutdown, a creation that does not finish within kLoadShutdownWait is
+  // left running (detached): waiting for it could take forever.
+  const auto deadline = std::chrono::steady_clock::now() + kLoadShutdownWait;
+  for (auto& [task, thread] : taken) {
+    bool done = false;
+    {
+      std::unique_lock task_lock(task->mu);
+      done = task->cv.wait_until(task_lock, deadline, [&] { return task->done; });
+    }
+    if (done) {
+      thread.join();
+    } else {
+      thread.detach();
+      ++loads_left_running_;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------

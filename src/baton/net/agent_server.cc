@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "baton/core/process.h"
 #include "baton/net/agent_server_impl.h"
 
 namespace baton::net {
@@ -146,6 +147,8 @@ pb::StatsReply AgentServer::Impl::MakeStats() const {
   }
   out.set_loads(loads_);
   out.set_loads_rejected(loads_rejected_);
+  out.set_unloads(unloads_);
+  out.set_max_loaded_param_bytes(options_.max_loaded_param_bytes);
   out.set_assignments(assignments_);
   out.set_completions_ok(completions_ok_);
   out.set_completions_failed(completions_failed_);
@@ -154,6 +157,7 @@ pb::StatsReply AgentServer::Impl::MakeStats() const {
   {
     std::shared_lock lock(partitions_mu_);
     out.set_partitions_loaded(partitions_.size());
+    out.set_loaded_param_bytes(loaded_param_bytes_);
   }
   {
     std::lock_guard lock(streams_mu_);
@@ -173,14 +177,17 @@ grpc::Status AgentServer::Impl::Unload(grpc::ServerContext* context, const pb::U
                                      "' is not loaded (never loaded, already unloaded, or the agent restarted)"));
   }
   Partition& p = *it->second;
+  if (--p.refs > 0) return grpc::Status::OK;  // another Load still uses it
   for (size_t u = 0; u < pus_.size(); ++u) {
     const PuId pu(static_cast<uint32_t>(u));
     runners_.Erase(p.model, PartitionId(0), pu);
     latency_->SetCapable(p.model, PartitionId(0), pu, false);
   }
-  // Work already queued may hold a runner: the sessions live until Shutdown.
-  graveyard_.push_back(std::move(it->second));
+  // Work still queued for it fails (no runner); a run still going holds its
+  // session (RunnerTable::Hold) until it returns.
+  loaded_param_bytes_ -= p.param_bytes;
   partitions_.erase(it);
+  ++unloads_;
   return grpc::Status::OK;
 }
 
@@ -594,6 +601,14 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions opt
   if (options.max_param_bytes <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(agent, ": max_param_bytes must be > 0"));
   }
+  if (options.max_loaded_param_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(agent, ": max_loaded_param_bytes must be >= 0 (0 = half of ",
+                                                   "the physical memory), got ", options.max_loaded_param_bytes));
+  }
+  if (options.max_loaded_param_bytes == 0) {
+    // Where the kernel does not say, 4 GiB (an 8 GiB edge board's half).
+    options.max_loaded_param_bytes = PhysicalMemoryBytes().value_or(int64_t{8} << 30) / 2;
+  }
   for (const std::string& op : options.allowed_ops) {
     if (op.empty()) return absl::InvalidArgumentError(absl::StrCat(agent, ": an allowed op name is empty"));
   }
@@ -607,6 +622,7 @@ int AgentServer::port() const { return impl_->port(); }
 const std::string& AgentServer::address() const { return impl_->address(); }
 const std::string& AgentServer::notice() const { return impl_->notice(); }
 void AgentServer::Shutdown() { impl_->Shutdown(); }
+size_t AgentServer::loads_left_running() const { return impl_->loads_left_running(); }
 pb::StatsReply AgentServer::Stats() const { return impl_->MakeStats(); }
 
 }  // namespace baton::net

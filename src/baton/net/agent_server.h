@@ -10,9 +10,15 @@
 // last `answered_ids_kept` ids answered on the stream is answered at once
 // with ALREADY_EXISTS and not run. Neither runs again.
 //
+// Partitions: cached by content hash and counted: every Load of a handle
+// (also one answered `cached`) takes a reference, every Unload gives one back,
+// and the last Unload frees its sessions (a run still going keeps them until it
+// returns). Their parameters count against one memory budget per agent
+// (max_loaded_param_bytes).
+//
 // Untrusted input: partition bytes are parsed without external data and
 // within max_partition_bytes, checked against their content hash, the op
-// allow-list and the parameter budget before any session is created; every
+// allow-list and the parameter budgets before any session is created; every
 // refusal is an error status that names the partition, the limit and the fix,
 // and the agent keeps serving. When a token is configured, every Agent RPC
 // must carry `authorization: Bearer <token>` (grpc.health.v1 is open).
@@ -20,7 +26,8 @@
 // Threads: gRPC's sync-server threads run the RPCs; each Execute stream has a
 // reader (its RPC thread) and a writer thread fed by an outbox; a ticker
 // thread drops late work from the shell's queue; session creation for a Load
-// runs on a thread of its own (bounded by load_timeout, joined at Shutdown).
+// runs on a thread of its own (the Load waits for it at most load_timeout; at
+// most max_stuck_loads may outlive their Load; Shutdown waits 5 s for them).
 //
 // Thread-safety: Start, then any method from any thread. Shutdown is
 // idempotent; the destructor calls it. Executors in AgentPu are borrowed and
@@ -69,10 +76,19 @@ struct AgentOptions {
   // ABORTED, so an untrusted partition cannot hold a PU for longer.
   std::chrono::milliseconds max_run{60000};
   int64_t max_param_bytes = int64_t{1} << 31;     // a partition whose parameters exceed it is refused
+  // The memory budget of the whole agent: the parameters of every partition
+  // loaded at once, over all clients. A Load that would go above it is
+  // refused (RESOURCE_EXHAUSTED) until partitions are unloaded. 0 = half of
+  // this machine's physical memory.
+  int64_t max_loaded_param_bytes = 0;
   // Per Execute stream, how many answered assignment ids the agent remembers
   // to refuse a repeat (ALREADY_EXISTS); ids in flight are always remembered.
   // 0 = only ids in flight. See "Assignment ids" in docs/agent.md.
   size_t answered_ids_kept = 1024;
+  // ONNX Runtime cannot stop a session creation, so one that outlives its
+  // Load's load_timeout keeps running on its thread. At most this many may;
+  // past it, Loads are refused (UNAVAILABLE) until one of them returns.
+  size_t max_stuck_loads = 2;
 };
 
 class AgentServer {
@@ -93,8 +109,13 @@ class AgentServer {
 
   // Stops serving: cancels open streams and loads, waits for the RPCs to
   // return, joins every thread it started. Work still queued is not answered.
-  // Idempotent.
+  // A session creation still running after 5 s is left running (detached;
+  // see loads_left_running). Idempotent.
   void Shutdown();
+  // Session creations Shutdown left running. They still use their PUs'
+  // executors: a process with any should exit (std::_Exit) rather than
+  // destroy the executors.
+  size_t loads_left_running() const;
 
   // What the Stats RPC answers (callers include agent.pb.h to read it).
   agent::v1::StatsReply Stats() const;

@@ -46,6 +46,9 @@ inline constexpr char kVersion[] = "0.1";
 inline constexpr std::chrono::milliseconds kPollInterval{100};
 // How long Shutdown lets open calls finish before gRPC cancels them.
 inline constexpr std::chrono::seconds kShutdownGrace{2};
+// How long Shutdown waits for session creations still running (ONNX Runtime
+// cannot stop one); it leaves the rest running (loads_left_running).
+inline constexpr std::chrono::seconds kLoadShutdownWait{5};
 
 inline grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -66,7 +69,8 @@ inline std::string RandomInstance() {
 struct PrepareTask {
   std::mutex mu;
   std::condition_variable cv;
-  bool done = false;  // guarded by mu
+  bool done = false;       // guarded by mu
+  bool abandoned = false;  // guarded by mu: its Load gave up waiting (timeout, cancel, shutdown)
   std::vector<absl::StatusOr<std::unique_ptr<backend::PreparedPartition>>> results;  // guarded by mu; per job
 };
 
@@ -90,6 +94,7 @@ class AgentServer::Impl final : public pb::Agent::Service {
   absl::Status Init();
   void Shutdown();
   pb::StatsReply MakeStats() const;
+  size_t loads_left_running() const { return loads_left_running_.load(); }
 
   int port() const { return port_; }
   const std::string& address() const { return address_; }
@@ -111,7 +116,9 @@ class AgentServer::Impl final : public pb::Agent::Service {
     std::string name;
     ModelId model;
     std::shared_ptr<const graph::Model> graph;
-    std::vector<std::unique_ptr<backend::PreparedPartition>> prepared;  // the runners point into these
+    std::vector<std::shared_ptr<const backend::PreparedPartition>> prepared;  // also in runners_
+    int64_t param_bytes = 0;  // counted in loaded_param_bytes_
+    uint64_t refs = 1;        // Loads minus Unloads
     std::vector<int32_t> capable;                                       // PU indices
     std::vector<std::pair<std::string, ElemType>> inputs;               // what an assignment must feed
   };
@@ -148,6 +155,9 @@ class AgentServer::Impl final : public pb::Agent::Service {
   grpc::Status CheckAuth(const grpc::ServerContext* context);
   absl::StatusOr<pb::LoadReply> DoLoad(grpc::ServerContext* context, grpc::ServerReader<pb::LoadChunk>* reader);
   absl::Status CheckOps(const graph::Model& model, const std::string& what) const;
+  // ResourceExhausted when `param_bytes` more would exceed max_loaded_param_bytes.
+  // Called with partitions_mu_ held (shared or unique).
+  absl::Status CheckBudget(int64_t param_bytes, const std::string& what) const;
   // Creates the sessions of `model` for the capable PUs (updating `capable` for
   // PUs whose Prepare fails) within load_timeout.
   absl::StatusOr<std::vector<std::unique_ptr<backend::PreparedPartition>>> PrepareAll(
@@ -187,12 +197,12 @@ class AgentServer::Impl final : public pb::Agent::Service {
 
   mutable std::shared_mutex partitions_mu_;
   std::map<std::string, std::unique_ptr<Partition>> partitions_;  // guarded by partitions_mu_; by handle
-  // Unloaded partitions: queued work may still hold their runners until Shutdown.
-  std::vector<std::unique_ptr<Partition>> graveyard_;  // guarded by partitions_mu_
+  int64_t loaded_param_bytes_ = 0;  // guarded by partitions_mu_; over partitions_
   std::atomic<uint32_t> next_model_{0};
 
   std::mutex prepare_mu_;
   std::vector<std::pair<std::shared_ptr<PrepareTask>, std::thread>> prepare_threads_;  // guarded by prepare_mu_
+  std::atomic<size_t> loads_left_running_{0};  // detached by Shutdown
 
   std::mutex inflight_mu_;  // lock order: shell mutex, inflight_mu_, Stream::mu
   absl::flat_hash_map<uint64_t, InFlight> inflight_;  // guarded by inflight_mu_; by agent AssignmentId
@@ -210,7 +220,7 @@ class AgentServer::Impl final : public pb::Agent::Service {
   bool tick_poked_ = false;  // guarded by tick_mu_
   std::thread ticker_;
 
-  std::atomic<uint64_t> loads_{0}, loads_rejected_{0}, assignments_{0}, completions_ok_{0},
+  std::atomic<uint64_t> loads_{0}, loads_rejected_{0}, unloads_{0}, assignments_{0}, completions_ok_{0},
       completions_failed_{0}, dropped_deadline_{0}, auth_failures_{0};
 
   // Declared last: destroyed first (the shell's workers read the runners and

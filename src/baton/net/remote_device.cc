@@ -41,6 +41,7 @@ class GrpcRemoteDevice::Impl {
 
   void Submit(dispatch::Assignment assignment);
   void Cancel(std::span<const AssignmentId> ids);
+  void UnloadAll(std::chrono::milliseconds limit);
   void Start(runtime::RemoteDeviceEvents events);
   void Stop();
   std::vector<runtime::PuStats> pu_stats() const;
@@ -56,6 +57,7 @@ class GrpcRemoteDevice::Impl {
     std::string name;
     std::string bytes;
     Loaded loaded;
+    std::string instance;  // the agent instance that holds our Load of it
   };
 
   explicit Impl(RemoteDeviceOptions options);
@@ -248,8 +250,27 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::Load(const std:
   const std::string hash = Sha256Hex(bytes);
   if (auto it = loads_.find(hash); it != loads_.end()) return it->second.loaded;
   BATON_ASSIGN_OR_RETURN(Loaded loaded, LoadOnAgent(partition_name, bytes));
-  loads_.emplace(hash, Loadable{partition_name, bytes, loaded});
+  loads_.emplace(hash, Loadable{partition_name, bytes, loaded, instance_});
   return loaded;
+}
+
+void GrpcRemoteDevice::Impl::UnloadAll(std::chrono::milliseconds limit) {
+  std::lock_guard lock(load_mu_);
+  const auto deadline = std::chrono::system_clock::now() + limit;
+  for (auto& [hash, l] : loads_) {
+    // Only what the agent we talk to now holds (a restarted one lost the rest).
+    if (l.instance != instance_) continue;
+    grpc::ClientContext context;
+    AddAuth(context);
+    context.set_deadline(deadline);
+    pb::UnloadRequest request;
+    request.set_handle(l.loaded.handle);
+    pb::UnloadReply reply;
+    // NOT_FOUND (the agent restarted meanwhile) and an unreachable agent are
+    // fine: there is nothing left to give back, or nobody to give it to.
+    if (stub_->Unload(&context, request, &reply).ok()) ++counters_.unloads_sent;
+  }
+  loads_.clear();
 }
 
 absl::StatusOr<GrpcRemoteDevice::Link> GrpcRemoteDevice::Impl::MeasureLink(int64_t probe_bytes) {
@@ -630,10 +651,12 @@ void GrpcRemoteDevice::Impl::SupervisorLoop() {
       std::lock_guard lock(load_mu_);
       if (hello.instance() != instance_) {  // restarted: its cache is empty
         for (auto& [hash, l] : loads_) {
+          if (l.instance == hello.instance()) continue;  // reloaded by an earlier try
           if (!LoadOnAgent(l.name, l.bytes).ok()) {
             reloaded = false;
             break;
           }
+          l.instance = hello.instance();
         }
         if (reloaded) instance_ = hello.instance();
       }
@@ -676,7 +699,12 @@ absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> GrpcRemoteDevice::Connect(Remo
   return std::shared_ptr<GrpcRemoteDevice>(new GrpcRemoteDevice(std::move(impl)));
 }
 
-GrpcRemoteDevice::~GrpcRemoteDevice() = default;  // ~Impl stops the threads
+GrpcRemoteDevice::~GrpcRemoteDevice() {
+  impl_->Stop();
+  // Nobody can run these partitions any more: give them back to the agent,
+  // so its memory budget does not fill with every run that used it.
+  impl_->UnloadAll(std::chrono::milliseconds(3000));
+}
 
 const AgentHello& GrpcRemoteDevice::hello() const { return impl_->hello(); }
 const std::string& GrpcRemoteDevice::name() const { return impl_->name(); }

@@ -7,7 +7,8 @@
 //     address when the agent does not answer within connect_timeout.
 //   * Load: sends a partition once per agent (cached by content hash here
 //     and there); the bytes are kept so that a restarted agent can be loaded
-//     again when it rejoins.
+//     again when it rejoins. The destructor gives every Load back (Unload,
+//     within 3 s in all), so the agent can free what no client uses.
 //   * Submit: the assignment goes on one bidirectional Execute stream (many in
 //     flight); messages above the agent's chunk size travel as Frames. The
 //     assignment (with its inputs) is kept until it is answered, so that it can
@@ -69,6 +70,7 @@ struct RemoteDeviceCounters {
   uint64_t rejoined = 0;
   uint64_t loads_sent = 0;    // partitions sent over the network (cache misses)
   uint64_t cancels_sent = 0;  // assignment ids sent in Cancel messages
+  uint64_t unloads_sent = 0;  // partitions given back to the agent (Unload accepted)
 };
 
 class GrpcRemoteDevice : public runtime::RemoteDevice {

@@ -14,8 +14,14 @@
 namespace baton::runtime {
 
 void RunnerTable::Set(ModelId model, PartitionId partition, PuId pu, const backend::PreparedPartition* runner) {
+  // Borrowed: an empty owner, so the table never deletes it.
+  Set(model, partition, pu, std::shared_ptr<const backend::PreparedPartition>(std::shared_ptr<void>(), runner));
+}
+
+void RunnerTable::Set(ModelId model, PartitionId partition, PuId pu,
+                      std::shared_ptr<const backend::PreparedPartition> runner) {
   std::unique_lock lock(mu_);
-  table_[policy::LatencyKey{model, partition, pu}] = runner;
+  table_[policy::LatencyKey{model, partition, pu}] = std::move(runner);
 }
 
 void RunnerTable::Erase(ModelId model, PartitionId partition, PuId pu) {
@@ -24,6 +30,13 @@ void RunnerTable::Erase(ModelId model, PartitionId partition, PuId pu) {
 }
 
 const backend::PreparedPartition* RunnerTable::Find(ModelId model, PartitionId partition, PuId pu) const {
+  std::shared_lock lock(mu_);
+  auto it = table_.find(policy::LatencyKey{model, partition, pu});
+  return it == table_.end() ? nullptr : it->second.get();
+}
+
+std::shared_ptr<const backend::PreparedPartition> RunnerTable::Hold(ModelId model, PartitionId partition,
+                                                                   PuId pu) const {
   std::shared_lock lock(mu_);
   auto it = table_.find(policy::LatencyKey{model, partition, pu});
   return it == table_.end() ? nullptr : it->second;
@@ -252,7 +265,8 @@ void DeviceShell::RunDirect(Pu& pu, dispatch::StartOnPu job) {
 
 dispatch::PuResult DeviceShell::Execute(Pu& pu, const dispatch::StartOnPu& job, Time started) {
   const dispatch::Assignment& a = job.assignment;
-  const backend::PreparedPartition* runner = runners_->Find(a.model, a.partition, pu.setup.id);
+  // Held for the run: an agent may unload the partition meanwhile.
+  const std::shared_ptr<const backend::PreparedPartition> runner = runners_->Hold(a.model, a.partition, pu.setup.id);
   std::vector<std::pair<std::string, const Tensor*>> feeds;
   feeds.reserve(a.inputs.size());
   for (const auto& [name, tensor] : a.inputs) feeds.emplace_back(name, &tensor);

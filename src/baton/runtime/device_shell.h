@@ -70,17 +70,23 @@ struct PuSetup {
 };
 
 // Which prepared partition runs partition `p` of model `m` on PU `u`.
-// Borrowed pointers: the PreparedPartitions must outlive every reader.
-// Thread-safety: thread-safe (an agent adds partitions while its PUs run).
+// A runner is either borrowed (Set with a pointer: it must outlive every
+// reader) or shared (Set with a shared_ptr: the table keeps it alive, and so
+// does each Hold, so an agent may Erase a partition while one of its runs is
+// still going; the run keeps it until it returns).
+// Thread-safety: thread-safe (an agent adds and removes partitions while its PUs run).
 class RunnerTable {
  public:
   void Set(ModelId model, PartitionId partition, PuId pu, const backend::PreparedPartition* runner);
+  void Set(ModelId model, PartitionId partition, PuId pu, std::shared_ptr<const backend::PreparedPartition> runner);
   void Erase(ModelId model, PartitionId partition, PuId pu);
   const backend::PreparedPartition* Find(ModelId model, PartitionId partition, PuId pu) const;
+  // The runner, kept alive while the result is (nullptr when there is none).
+  std::shared_ptr<const backend::PreparedPartition> Hold(ModelId model, PartitionId partition, PuId pu) const;
 
  private:
   mutable std::shared_mutex mu_;
-  absl::flat_hash_map<policy::LatencyKey, const backend::PreparedPartition*> table_;  // guarded by mu_
+  absl::flat_hash_map<policy::LatencyKey, std::shared_ptr<const backend::PreparedPartition>> table_;  // guarded by mu_
 };
 
 struct PuStats {
