@@ -169,30 +169,6 @@ TEST_F(HighLevelTest, DiamondRunsInDataflowOrderAndFinishesWithAllOutputs) {
   EXPECT_EQ(hl_.stats().withdrawn, 0u);
 }
 
-// When one partition fails, its request is answered at once, and the siblings
-// still out on other devices are withdrawn (their answers would be ignored).
-TEST_F(HighLevelTest, AFailedPartitionWithdrawsItsSiblingsFromTheirDevices) {
-  Assignment p0 = Start(1, 5);
-  HighLevelActions out = hl_.OnCompletion(Ok(p0, Named({{"a", 6}})), Ms(1));
-  ASSERT_EQ(out.assignments.size(), 2u);
-  Assignment p1 = std::move(out.assignments[0].assignment);
-  Assignment p2 = std::move(out.assignments[1].assignment);
-  out = hl_.OnCompletion(Failed(p1, absl::InternalError("kernel failed")), Ms(2));
-  ASSERT_EQ(out.finished.size(), 1u);
-  EXPECT_EQ(out.finished[0].status.code(), absl::StatusCode::kInternal);
-  ASSERT_EQ(out.cancels.size(), 1u);
-  EXPECT_EQ(out.cancels[0].device, DeviceId(1));
-  EXPECT_EQ(out.cancels[0].ids, std::vector<AssignmentId>{p2.id});
-  EXPECT_EQ(hl_.stats().withdrawn, 1u);
-  EXPECT_EQ(hl_.outstanding_assignments(), 0u);
-  // The device answers the withdrawn one Cancelled: ignored, nothing answered twice.
-  out = hl_.OnCompletion(Failed(p2, absl::CancelledError("withdrawn")), Ms(3));
-  EXPECT_TRUE(out.finished.empty());
-  EXPECT_TRUE(out.cancels.empty());
-  EXPECT_EQ(hl_.stats().completions_ignored, 1u);
-  EXPECT_EQ(hl_.stats().failed, 1u);
-}
-
 // A deadline that passes withdraws everything its request has out; AbortAll
 // withdraws everything in flight, grouped by device.
 TEST_F(HighLevelTest, AnExpiredOrAbortedRequestWithdrawsWhatItHasOut) {
@@ -434,7 +410,9 @@ TEST_F(HighLevelTest, DuplicateAndMismatchedCompletionsAreIgnored) {
   EXPECT_EQ(hl_.in_flight(), 1u);
 }
 
-TEST_F(HighLevelTest, FailedPartitionFailsTheRequestAndSilencesItsSiblings) {
+// When one partition fails, its request is answered at once, and the sibling
+// still out on another device is withdrawn; its late answer is ignored.
+TEST_F(HighLevelTest, FailedPartitionFailsTheRequestAndWithdrawsItsSiblings) {
   Assignment p0 = Start(1, 1);
   HighLevelActions out = hl_.OnCompletion(Ok(p0, Named({{"a", 1}})), Ms(1));
   ASSERT_EQ(out.assignments.size(), 2u);
@@ -446,10 +424,17 @@ TEST_F(HighLevelTest, FailedPartitionFailsTheRequestAndSilencesItsSiblings) {
   EXPECT_NE(out.finished[0].status.message().find("diamond.p2"), std::string::npos);
   EXPECT_NE(out.finished[0].status.message().find("PU fell over"), std::string::npos);
   EXPECT_TRUE(out.finished[0].outputs.empty());
-  out = hl_.OnCompletion(Ok(p1, Named({{"b", 1}})), Ms(3));  // the sibling, too late
+  ASSERT_EQ(out.cancels.size(), 1u);
+  EXPECT_EQ(out.cancels[0].device, DeviceId(0));  // p1's device
+  EXPECT_EQ(out.cancels[0].ids, std::vector<AssignmentId>{p1.id});
+  EXPECT_EQ(hl_.stats().withdrawn, 1u);
+  EXPECT_EQ(hl_.outstanding_assignments(), 0u);
+  out = hl_.OnCompletion(Failed(p1, absl::CancelledError("withdrawn")), Ms(3));  // its answer, ignored
   EXPECT_TRUE(out.finished.empty());
   EXPECT_TRUE(out.assignments.empty());
+  EXPECT_TRUE(out.cancels.empty());
   EXPECT_EQ(hl_.stats().failed, 1u);
+  EXPECT_EQ(hl_.stats().completions_ignored, 1u);
 }
 
 TEST_F(HighLevelTest, CompletionWithoutADeclaredOutputFailsTheRequest) {

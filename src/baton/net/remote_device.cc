@@ -42,6 +42,10 @@ class GrpcRemoteDevice::Impl {
   void Submit(dispatch::Assignment assignment);
   void Cancel(std::span<const AssignmentId> ids);
   void UnloadAll(std::chrono::milliseconds limit);
+  // Loads every partition the agent `instance` lacks again, a few at once;
+  // false when one failed (the next try loads what is still missing).
+  // With load_mu_ held.
+  bool ReloadAll(const std::string& instance);
   void Start(runtime::RemoteDeviceEvents events);
   void Stop();
   std::vector<runtime::PuStats> pu_stats() const;
@@ -254,9 +258,45 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::Load(const std:
   return loaded;
 }
 
+bool GrpcRemoteDevice::Impl::ReloadAll(const std::string& instance) {
+  // What the restarted agent lacks (an earlier try may have loaded some).
+  std::vector<Loadable*> todo;
+  for (auto& [hash, l] : loads_) {
+    if (l.instance != instance) todo.push_back(&l);
+  }
+  // A few at once: each is a session creation on the agent, and the agent
+  // counts as back only once all are there.
+  constexpr size_t kReloadThreads = 4;
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  auto work = [&] {
+    for (size_t i = next++; i < todo.size() && !failed.load(); i = next++) {
+      if (LoadOnAgent(todo[i]->name, todo[i]->bytes).ok()) {
+        todo[i]->instance = instance;
+      } else {
+        failed = true;
+      }
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < std::min(todo.size(), kReloadThreads); ++t) helpers.emplace_back(work);
+  work();
+  for (std::thread& t : helpers) t.join();
+  return !failed.load();
+}
+
 void GrpcRemoteDevice::Impl::UnloadAll(std::chrono::milliseconds limit) {
   std::lock_guard lock(load_mu_);
+  if (loads_.empty()) return;
   const auto deadline = std::chrono::system_clock::now() + limit;
+  // Only to the agent instance that holds our Loads: a restarted one we never
+  // rejoined may hold the same handles for other clients.
+  pb::HelloReply hello;
+  if (!Hello(std::chrono::duration_cast<std::chrono::milliseconds>(limit / 3), hello).ok() ||
+      hello.instance() != instance_) {
+    loads_.clear();
+    return;
+  }
   for (auto& [hash, l] : loads_) {
     // Only what the agent we talk to now holds (a restarted one lost the rest).
     if (l.instance != instance_) continue;
@@ -650,14 +690,7 @@ void GrpcRemoteDevice::Impl::SupervisorLoop() {
     {
       std::lock_guard lock(load_mu_);
       if (hello.instance() != instance_) {  // restarted: its cache is empty
-        for (auto& [hash, l] : loads_) {
-          if (l.instance == hello.instance()) continue;  // reloaded by an earlier try
-          if (!LoadOnAgent(l.name, l.bytes).ok()) {
-            reloaded = false;
-            break;
-          }
-          l.instance = hello.instance();
-        }
+        reloaded = ReloadAll(hello.instance());
         if (reloaded) instance_ = hello.instance();
       }
     }
