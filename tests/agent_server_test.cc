@@ -864,6 +864,48 @@ TEST(AgentServerTest, ARemoteDeviceUnloadsWhatItLoadedWhenItGoesAway) {
   EXPECT_EQ(server->Stats().partitions_loaded(), 0u);
 }
 
+// A client that used up its execution-time budget gets RESOURCE_EXHAUSTED for
+// new work; another client is not affected.
+TEST(AgentServerTest, AClientPastItsExecutionBudgetIsRefusedAndOthersAreNot) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  options.client_run_budget = std::chrono::milliseconds(100);
+  options.client_budget_window = std::chrono::seconds(600);  // refills 1 ms of budget per 6 s
+  options.max_run = std::chrono::milliseconds(300);           // the spin is stopped here, and charged
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  pb::LoadReply spinning, normal;
+  ASSERT_TRUE(Load(*stub, LoadRequest(*spin), &spinning).ok());
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &normal).ok());
+  dispatch::NamedTensors x;
+  x.emplace_back("x", Tensor(dtype::kFloat, {1}));
+  const dispatch::NamedTensors inputs = Inputs();
+
+  ExecuteClient greedy(*stub);
+  ASSERT_TRUE(greedy.Send(MakeAssignment(1, spinning.handle(), x)));
+  std::optional<pb::Completion> c = greedy.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::ABORTED)) << c->message();  // its max_run
+  ASSERT_TRUE(greedy.Send(MakeAssignment(2, normal.handle(), inputs)));
+  c = greedy.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED)) << c->message();
+  EXPECT_THAT(c->message(), HasSubstr("execution-time budget of 100 ms of PU time per 600000 ms"));
+  EXPECT_FALSE(c->ran());
+  EXPECT_TRUE(greedy.Finish().ok());
+
+  ExecuteClient other(*stub);
+  ASSERT_TRUE(other.Send(MakeAssignment(1, normal.handle(), inputs)));
+  c = other.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  ExpectOutputsMatch(*c, RunDirectly(inputs));
+  EXPECT_TRUE(other.Finish().ok());
+  EXPECT_EQ(server->Stats().budget_refusals(), 1u);
+}
+
 TEST(ContentHashTest, IsSha256InLowercaseHex) {
   EXPECT_EQ(net::Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(net::Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
@@ -1055,6 +1097,13 @@ TEST(AgentServerTest, StartRefusesBadOptions) {
   {
     absl::StatusOr<std::unique_ptr<AgentServer>> server = AgentServer::Start(AgentOptions(), {});
     EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  {
+    AgentOptions options;
+    options.client_budget_window = std::chrono::milliseconds(0);
+    absl::StatusOr<std::unique_ptr<AgentServer>> server = AgentServer::Start(options, {CpuPu(cpu, "cpu0")});
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(server.status().message()), HasSubstr("client_budget_window"));
   }
   {
     AgentOptions options;

@@ -166,6 +166,9 @@ TEST_F(CliAgentTest, AgentRejectsBadFlagsAndConfigs) {
   r = Baton("agent --listen 127.0.0.1:0 --max-loaded-mb -1");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("--max-loaded-mb must be in 0.."));
+  r = Baton("agent --listen 127.0.0.1:0 --client-budget-s nan");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("--client-budget-s must be in 0..86400"));
 }
 
 }  // namespace

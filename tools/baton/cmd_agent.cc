@@ -43,6 +43,8 @@ struct AgentArgs {
   std::vector<std::string> allowed_ops;
   double load_timeout_s = 30;
   double max_run_s = 60;
+  double client_budget_s = 0;          // 0 = none
+  double client_budget_window_s = 60;
 };
 
 constexpr int64_t kMaxPartitionMb = int64_t{1} << 20;  // 1 TiB: far above any real partition
@@ -74,6 +76,17 @@ int Agent(const AgentArgs& args) {
     std::cerr << "baton agent: --max-run-s must be > 0 and at most 86400 (a day), got " << args.max_run_s << "\n";
     return 2;
   }
+  if (!(std::isfinite(args.client_budget_s) && args.client_budget_s >= 0 && args.client_budget_s <= 86400)) {
+    std::cerr << "baton agent: --client-budget-s must be in 0..86400 (0 = no budget), got " << args.client_budget_s
+              << "\n";
+    return 2;
+  }
+  if (!(std::isfinite(args.client_budget_window_s) && args.client_budget_window_s >= 0.001 &&
+        args.client_budget_window_s <= 86400)) {
+    std::cerr << "baton agent: --client-budget-window-s must be in 0.001..86400, got " << args.client_budget_window_s
+              << "\n";
+    return 2;
+  }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   config::DeviceConfig device = config::DefaultAgentDevice(args.name.empty() ? "agent" : args.name, cores);
   if (!args.config.empty()) {
@@ -102,6 +115,10 @@ int Agent(const AgentArgs& args) {
   options.allowed_ops = args.allowed_ops;
   options.load_timeout = std::chrono::milliseconds(static_cast<int64_t>(std::llround(args.load_timeout_s * 1000)));
   options.max_run = std::chrono::milliseconds(static_cast<int64_t>(std::llround(args.max_run_s * 1000)));
+  options.client_run_budget =
+      std::chrono::milliseconds(static_cast<int64_t>(std::llround(args.client_budget_s * 1000)));
+  options.client_budget_window =
+      std::chrono::milliseconds(std::max<int64_t>(1, std::llround(args.client_budget_window_s * 1000)));
   absl::StatusOr<std::unique_ptr<net::AgentServer>> server = net::AgentServer::Start(options, std::move(pus));
   if (!server.ok()) {
     std::cerr << "baton agent: " << server.status().message() << "\n";
@@ -158,6 +175,11 @@ void AddAgentCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--load-timeout-s", args->load_timeout_s, "Time to create one partition's sessions (default 30)");
   cmd->add_option("--max-run-s", args->max_run_s,
                   "Longest one run may take on this agent's PUs before it is stopped (default 60)");
+  cmd->add_option("--client-budget-s", args->client_budget_s,
+                  "PU time one client (an Execute stream) may use per --client-budget-window-s; past it its new "
+                  "work is refused until the budget refills (default 0: no budget)");
+  cmd->add_option("--client-budget-window-s", args->client_budget_window_s,
+                  "The window of --client-budget-s, in seconds (default 60)");
   cmd->callback([args, exit_code] {
     *exit_code = Agent(*args);
     if (*exit_code == 0) ExitCleanlyAfterSignal();

@@ -148,6 +148,7 @@ pb::StatsReply AgentServer::Impl::MakeStats() const {
   out.set_loads(loads_);
   out.set_loads_rejected(loads_rejected_);
   out.set_unloads(unloads_);
+  out.set_budget_refusals(budget_refusals_);
   out.set_max_loaded_param_bytes(options_.max_loaded_param_bytes);
   out.set_assignments(assignments_);
   out.set_completions_ok(completions_ok_);
@@ -199,6 +200,8 @@ grpc::Status AgentServer::Impl::Execute(grpc::ServerContext* context,
   if (grpc::Status auth = CheckAuth(context); !auth.ok()) return auth;
   auto stream = std::make_shared<Stream>(options_.answered_ids_kept);
   stream->context = context;
+  stream->budget_ns = options_.client_run_budget.count() * 1000000;
+  stream->budget_at = shell_->Now();
   {
     std::lock_guard lock(streams_mu_);
     if (shut_down_) {
@@ -350,11 +353,42 @@ bool AgentServer::Impl::AdmitId(const pb::Assignment& in, Stream& stream) {
   return false;
 }
 
+void AgentServer::Impl::RefillBudgetLocked(Stream& stream, Time now) const {
+  const int64_t budget = options_.client_run_budget.count() * 1000000;
+  const int64_t window = options_.client_budget_window.count() * 1000000;
+  const int64_t elapsed = (now - stream.budget_at).count();
+  if (elapsed <= 0) return;
+  // budget * elapsed / window, without overflow for long idle times.
+  const double refill = static_cast<double>(budget) * static_cast<double>(elapsed) / static_cast<double>(window);
+  stream.budget_ns = static_cast<int64_t>(
+      std::min(static_cast<double>(budget), static_cast<double>(stream.budget_ns) + refill));
+  stream.budget_at = now;
+}
+
 void AgentServer::Impl::HandleAssignment(const pb::Assignment& in, const std::shared_ptr<Stream>& stream) {
   ++assignments_;
   if (!AdmitId(in, *stream)) return;
   const Time arrival = shell_->Now();
   const std::string what = absl::StrCat("agent '", options_.name, "': assignment ", in.id());
+  if (options_.client_run_budget.count() > 0) {
+    int64_t short_ns = 0;
+    {
+      std::lock_guard lock(stream->mu);
+      RefillBudgetLocked(*stream, arrival);
+      if (stream->budget_ns <= 0) short_ns = 1 - stream->budget_ns;
+    }
+    if (short_ns > 0) {
+      ++budget_refusals_;
+      const double wait_ms = static_cast<double>(short_ns) * static_cast<double>(options_.client_budget_window.count()) /
+                             static_cast<double>(options_.client_run_budget.count() * 1000000);
+      Reject(*stream, in.id(),
+             absl::ResourceExhaustedError(absl::StrCat(
+                 what, ": this client's runs used its execution-time budget of ", options_.client_run_budget.count(),
+                 " ms of PU time per ", options_.client_budget_window.count(), " ms; send again in ",
+                 static_cast<int64_t>(wait_ms) + 1, " ms, or ask the agent's operator for a larger --client-budget-s")));
+      return;
+    }
+  }
   ModelId model;
   std::vector<std::pair<std::string, ElemType>> expected;
   {
@@ -474,6 +508,11 @@ void AgentServer::Impl::OnCompletions(std::vector<dispatch::Completion> completi
     InFlight f = std::move(it->second);
     inflight_.erase(it);
     std::lock_guard stream_lock(f.stream->mu);
+    if (options_.client_run_budget.count() > 0 && c.pu.has_value() && c.end > c.start) {
+      // The PU time of the run (up to its answer: a stopped run is charged to its stop).
+      RefillBudgetLocked(*f.stream, c.end);
+      f.stream->budget_ns -= (c.end - c.start).count();
+    }
     --f.stream->in_flight;
     f.stream->ids.Answered(f.hl_id);
     if (!f.stream->closed) {
@@ -600,6 +639,12 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions opt
   }
   if (options.max_param_bytes <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(agent, ": max_param_bytes must be > 0"));
+  }
+  if (options.client_run_budget < std::chrono::milliseconds(0)) {
+    return absl::InvalidArgumentError(absl::StrCat(agent, ": client_run_budget must be >= 0 (0 = none)"));
+  }
+  if (options.client_budget_window <= std::chrono::milliseconds(0)) {
+    return absl::InvalidArgumentError(absl::StrCat(agent, ": client_budget_window must be > 0"));
   }
   if (options.max_loaded_param_bytes < 0) {
     return absl::InvalidArgumentError(absl::StrCat(agent, ": max_loaded_param_bytes must be >= 0 (0 = half of ",

@@ -89,6 +89,13 @@ struct AgentOptions {
   // Load's load_timeout keeps running on its thread. At most this many may;
   // past it, Loads are refused (UNAVAILABLE) until one of them returns.
   size_t max_stuck_loads = 2;
+  // An execution-time budget per client (one Execute stream): the PU time its
+  // runs may take in any client_budget_window, refilled evenly over the
+  // window. A client that used it up gets RESOURCE_EXHAUSTED for its new
+  // assignments until enough is refilled; other clients are not affected.
+  // 0 = no budget (only max_run bounds a run).
+  std::chrono::milliseconds client_run_budget{0};
+  std::chrono::milliseconds client_budget_window{60000};
 };
 
 class AgentServer {

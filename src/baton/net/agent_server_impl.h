@@ -144,6 +144,9 @@ class AgentServer::Impl final : public pb::Agent::Service {
     bool draining = false;       // guarded by mu; the client half-closed: finish once all is answered
     StreamIds ids;               // guarded by mu; what this stream sent: its ids run once
     uint64_t duplicates_dropped = 0;  // guarded by mu; repeats of an id in flight (logged at the first and the end)
+    // The client's execution-time budget left (client_run_budget), as of budget_at.
+    int64_t budget_ns = 0;   // guarded by mu; may go below 0 (a run longer than what was left)
+    Time budget_at{};        // guarded by mu
   };
 
   struct InFlight {
@@ -176,6 +179,9 @@ class AgentServer::Impl final : public pb::Agent::Service {
                         const absl::Status& status);
   // Most ids one Cancel message may carry.
   static constexpr int kMaxCancelIds = 65536;
+  // Adds what client_budget_window refilled since stream.budget_at (capped at
+  // client_run_budget). With stream.mu held.
+  void RefillBudgetLocked(Stream& stream, Time now) const;
   // Answers `hl_id` at once with `status` (the id, if in flight, counts as answered).
   void Reject(Stream& stream, uint64_t hl_id, const absl::Status& status);
   // False when `in` repeats an id of `stream` (it is then answered or dropped).
@@ -220,6 +226,7 @@ class AgentServer::Impl final : public pb::Agent::Service {
   bool tick_poked_ = false;  // guarded by tick_mu_
   std::thread ticker_;
 
+  std::atomic<uint64_t> budget_refusals_{0};
   std::atomic<uint64_t> loads_{0}, loads_rejected_{0}, unloads_{0}, assignments_{0}, completions_ok_{0},
       completions_failed_{0}, dropped_deadline_{0}, auth_failures_{0};
 
