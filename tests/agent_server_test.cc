@@ -693,20 +693,35 @@ TEST(AgentServerTest, ARunPastItsTimeoutIsStoppedAndAnsweredAborted) {
 // running one is stopped, each is answered CANCELLED, and the PU serves again.
 // A stream that ends withdraws what it left, so the next client is not stuck
 // behind runs nobody waits for.
+// An agent on one CPU PU with the spin model (runs until stopped) and the
+// test partition loaded.
+struct SpinAgent {
+  explicit SpinAgent(AgentOptions options) {
+    server = StartAgent(std::move(options), {CpuPu(cpu, "cpu0")});
+    if (server == nullptr) return;
+    stub = pb::Agent::NewStub(Channel(*server));
+    absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+    EXPECT_TRUE(spin.ok()) << spin.status();
+    EXPECT_TRUE(Load(*stub, LoadRequest(*spin), &spinning).ok());
+    EXPECT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &normal).ok());
+    x.emplace_back("x", Tensor(dtype::kFloat, {1}));
+  }
+  backend::CpuExecutor cpu{backend::CpuPuSpec{"cpu0", 1, {}}};
+  std::unique_ptr<AgentServer> server;
+  std::unique_ptr<pb::Agent::Stub> stub;
+  pb::LoadReply spinning, normal;
+  dispatch::NamedTensors x;  // the spin model's input
+};
+
 TEST(AgentServerTest, CancelAndAnEndedStreamWithdrawTheirWork) {
-  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
   AgentOptions options;
   options.max_run = std::chrono::seconds(600);  // only a cancel frees the PU in time
-  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
-  ASSERT_NE(server, nullptr);
-  auto stub = pb::Agent::NewStub(Channel(*server));
-  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
-  ASSERT_TRUE(spin.ok()) << spin.status();
-  pb::LoadReply spinning, normal;
-  ASSERT_TRUE(Load(*stub, LoadRequest(*spin), &spinning).ok());
-  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &normal).ok());
-  dispatch::NamedTensors x;
-  x.emplace_back("x", Tensor(dtype::kFloat, {1}));
+  SpinAgent agent(options);
+  ASSERT_NE(agent.server, nullptr);
+  pb::Agent::Stub* stub = agent.stub.get();
+  const pb::LoadReply& spinning = agent.spinning;
+  const pb::LoadReply& normal = agent.normal;
+  const dispatch::NamedTensors& x = agent.x;
   const dispatch::NamedTensors inputs = Inputs();
   // A deadline instead of a hang if the PU were never freed.
   auto bounded = [&](uint64_t id) {
@@ -867,21 +882,16 @@ TEST(AgentServerTest, ARemoteDeviceUnloadsWhatItLoadedWhenItGoesAway) {
 // A client that used up its execution-time budget gets RESOURCE_EXHAUSTED for
 // new work; another client is not affected.
 TEST(AgentServerTest, AClientPastItsExecutionBudgetIsRefusedAndOthersAreNot) {
-  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
   AgentOptions options;
   options.client_run_budget = std::chrono::milliseconds(100);
   options.client_budget_window = std::chrono::seconds(600);  // refills 1 ms of budget per 6 s
   options.max_run = std::chrono::milliseconds(300);           // the spin is stopped here, and charged
-  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
-  ASSERT_NE(server, nullptr);
-  auto stub = pb::Agent::NewStub(Channel(*server));
-  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
-  ASSERT_TRUE(spin.ok()) << spin.status();
-  pb::LoadReply spinning, normal;
-  ASSERT_TRUE(Load(*stub, LoadRequest(*spin), &spinning).ok());
-  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &normal).ok());
-  dispatch::NamedTensors x;
-  x.emplace_back("x", Tensor(dtype::kFloat, {1}));
+  SpinAgent agent(options);
+  ASSERT_NE(agent.server, nullptr);
+  pb::Agent::Stub* stub = agent.stub.get();
+  const pb::LoadReply& spinning = agent.spinning;
+  const pb::LoadReply& normal = agent.normal;
+  const dispatch::NamedTensors& x = agent.x;
   const dispatch::NamedTensors inputs = Inputs();
 
   ExecuteClient greedy(*stub);
@@ -903,7 +913,7 @@ TEST(AgentServerTest, AClientPastItsExecutionBudgetIsRefusedAndOthersAreNot) {
   ASSERT_TRUE(c.has_value());
   ExpectOutputsMatch(*c, RunDirectly(inputs));
   EXPECT_TRUE(other.Finish().ok());
-  EXPECT_EQ(server->Stats().budget_refusals(), 1u);
+  EXPECT_EQ(agent.server->Stats().budget_refusals(), 1u);
 }
 
 TEST(ContentHashTest, IsSha256InLowercaseHex) {
