@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <fstream>
 #include <limits>
+#include <mutex>
 #include <queue>
 #include <system_error>
 
@@ -93,6 +94,16 @@ const Value* Model::FindValue(std::string_view name) const {
 std::string Model::SerializeToString() const { return proto_->SerializeAsString(); }
 
 namespace {
+
+// ONNX's checker and shape inference are called from several threads at once
+// (an agent loads partitions in parallel; an engine and its tests load models
+// while an agent loads its own). libonnx does not say they are thread-safe,
+// and ThreadSanitizer saw a race inside the checker on first use; they run at
+// load time only, so one lock costs nothing that matters.
+std::mutex& OnnxCheckMutex() {
+  static std::mutex mu;
+  return mu;
+}
 
 std::string Q(absl::string_view s) { return absl::StrCat("'", s, "'"); }
 
@@ -573,6 +584,7 @@ class ModelLoader {
 
   absl::Status RunChecker(const onnx::ModelProto& m) {
     try {
+      std::lock_guard lock(OnnxCheckMutex());
       onnx::checker::check_model(m);
       return absl::OkStatus();
     } catch (const std::exception& e) {
@@ -611,6 +623,7 @@ class ModelLoader {
     try {
       onnx::ShapeInferenceOptions opts(/*check_type_val=*/false, /*strict_mode_val=*/strict ? 1 : 0,
                                        /*data_prop_val=*/true);
+      std::lock_guard lock(OnnxCheckMutex());
       onnx::shape_inference::InferShapes(m, onnx::OpSchemaRegistry::Instance(), opts);
     } catch (const std::exception& e) {
       if (strict) return Error(absl::StrCat("fails ONNX shape inference: ", e.what()));

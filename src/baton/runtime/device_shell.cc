@@ -45,6 +45,9 @@ std::shared_ptr<const backend::PreparedPartition> RunnerTable::Hold(ModelId mode
 struct DeviceShell::Pu {
   PuSetup setup;
   std::optional<dispatch::StartOnPu> slot;  // guarded by mu_
+  // The runner of the run just started (slot or a direct run), taken when the
+  // LL core starts it: from then on an agent's Unload cannot take it away.
+  std::shared_ptr<const backend::PreparedPartition> runner;  // guarded by mu_
   std::atomic<bool> has_work{false};        // slot is filled (read without mu_ by the flush)
   std::condition_variable cv;               // signalled when `slot` is filled or on stop
   Duration busy{};                          // guarded by mu_
@@ -208,6 +211,7 @@ bool DeviceShell::ApplyLocked(dispatch::LowLevelActions actions) {
     // Before any timeout of this run can cancel it (the PU was idle, so no
     // earlier run can be cancelled any more).
     pu->cancel.Reset();
+    pu->runner = runners_->Hold(start.assignment.model, start.assignment.partition, pu->setup.id);
     DirectCatcher* catcher = t_catcher;
     if (catcher != nullptr && !catcher->job_ && !stop_ && catcher->request_ == start.assignment.request &&
         (pu->setup.pin_cores.empty() ||
@@ -242,12 +246,14 @@ void DeviceShell::PuLoop(Pu& pu) {
     pu.cv.wait(lock, [&] { return pu.slot.has_value() || stop_; });
     if (!pu.slot) return;
     dispatch::StartOnPu job = std::move(*pu.slot);
+    std::shared_ptr<const backend::PreparedPartition> runner = std::move(pu.runner);
     pu.slot.reset();
     pu.has_work.store(false);
     const Time started = Now();
     pu.running_since = started;
     lock.unlock();
-    dispatch::PuResult result = Execute(pu, job, started);
+    dispatch::PuResult result = Execute(pu, job, started, runner.get());
+    runner.reset();  // before the lock: the last owner frees the session
     lock.lock();
     if (FinishLocked(pu, std::move(result)) && flush_) {
       lock.unlock();
@@ -258,15 +264,20 @@ void DeviceShell::PuLoop(Pu& pu) {
 }
 
 void DeviceShell::RunDirect(Pu& pu, dispatch::StartOnPu job) {
-  dispatch::PuResult result = Execute(pu, job, Now());
+  std::shared_ptr<const backend::PreparedPartition> runner;
+  {
+    std::lock_guard lock(mu_);
+    runner = std::move(pu.runner);
+  }
+  dispatch::PuResult result = Execute(pu, job, Now(), runner.get());
+  runner.reset();
   std::lock_guard lock(mu_);
   FinishLocked(pu, std::move(result));
 }
 
-dispatch::PuResult DeviceShell::Execute(Pu& pu, const dispatch::StartOnPu& job, Time started) {
+dispatch::PuResult DeviceShell::Execute(Pu& pu, const dispatch::StartOnPu& job, Time started,
+                                        const backend::PreparedPartition* runner) {
   const dispatch::Assignment& a = job.assignment;
-  // Held for the run: an agent may unload the partition meanwhile.
-  const std::shared_ptr<const backend::PreparedPartition> runner = runners_->Hold(a.model, a.partition, pu.setup.id);
   std::vector<std::pair<std::string, const Tensor*>> feeds;
   feeds.reserve(a.inputs.size());
   for (const auto& [name, tensor] : a.inputs) feeds.emplace_back(name, &tensor);

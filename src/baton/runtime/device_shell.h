@@ -179,7 +179,9 @@ class DeviceShell : public dispatch::LowLevelPort {
   bool ApplyLocked(dispatch::LowLevelActions actions);
   void PuLoop(Pu& pu);
   // Runs `job` on the calling thread (not under mu_).
-  dispatch::PuResult Execute(Pu& pu, const dispatch::StartOnPu& job, Time started);
+  // Runs `job` with `runner` (held by the caller; nullptr = none: the run fails).
+  dispatch::PuResult Execute(Pu& pu, const dispatch::StartOnPu& job, Time started,
+                             const backend::PreparedPartition* runner);
   // Under mu_: counts a finished run and reports it to the core; true when
   // the sink was called.
   bool FinishLocked(Pu& pu, dispatch::PuResult result);
