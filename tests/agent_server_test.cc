@@ -580,9 +580,7 @@ TEST(AgentServerTest, ShutdownDoesNotWaitForeverForASessionCreation) {
   auto stub = pb::Agent::NewStub(Channel(*server));
   pb::LoadReply reply;
   EXPECT_EQ(Load(*stub, LoadRequest(Partition().bytes), &reply).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  const auto t0 = std::chrono::steady_clock::now();
-  server->Shutdown();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));
+  server->Shutdown();  // returns (a hang would time the test out) and says what it left
   EXPECT_EQ(server->loads_left_running(), 1u);
   server.reset();
   stuck->Release();  // lets the detached thread end
