@@ -9,6 +9,7 @@
 #include "baton/partition/plan.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
+#include "onnx/onnx_pb.h"
 
 namespace baton::backend {
 namespace {
@@ -78,6 +79,66 @@ TEST(CpuExecutor, RunsBalancedPartitionsLikeTheWholeModel) {
   auto plan = partition::CutBalanced(*model, 3);
   ASSERT_TRUE(plan.ok()) << plan.status();
   ExpectPlanMatchesWholeModel(*model, *plan, {&cpu0, &cpu1, &cpu0});
+}
+
+TEST(CpuExecutor, PartitionsRunOnTheModelsOwnWeightsAndKeepTheModelAlive) {
+  // The sessions take their weights from the graph's protobuf (no second copy);
+  // so a prepared partition must keep the model alive after its owner lets go.
+  std::shared_ptr<const graph::Model> model = ZooModel("resnet");
+  ASSERT_TRUE(model);
+  auto inputs = verify::RandomInputs(*model, 3);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  auto expected = verify::RunWholeModel(*model, *inputs);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  auto plan = partition::CutBalanced(*model, 2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::vector<graph::Submodel> subs;
+  int64_t shared_bytes = 0;
+  for (const auto& p : plan->partitions) {
+    auto sub = graph::ExtractSubmodel(*model, p.nodes, p.name);
+    ASSERT_TRUE(sub.ok()) << sub.status();
+    EXPECT_FALSE(sub->initializers.empty()) << p.name;
+    for (const graph::InitializerView& v : graph::RawInitializerViews(*model, *sub)) {
+      EXPECT_THAT(sub->initializers, ::testing::Contains(v.name));
+      EXPECT_GE(v.bytes.size(), graph::kMinSharedInitializerBytes);
+      // A view into the model's own protobuf, not a copy.
+      bool inside = false;
+      for (const auto& init : model->proto().graph().initializer()) {
+        inside = inside || (init.name() == v.name && init.raw_data().data() == v.bytes.data());
+      }
+      EXPECT_TRUE(inside) << v.name;
+      shared_bytes += static_cast<int64_t>(v.bytes.size());
+    }
+    subs.push_back(*std::move(sub));
+  }
+  // Nearly all of the weights are shared (only tiny tensors are left to ORT).
+  EXPECT_GT(shared_bytes, model->total_param_bytes() * 9 / 10);
+
+  CpuExecutor cpu({.name = "cpu0", .threads = 1, .cores = {}});
+  std::vector<std::unique_ptr<PreparedPartition>> prepared;
+  for (const graph::Submodel& sub : subs) {
+    auto p = cpu.Prepare(*model, sub);
+    ASSERT_TRUE(p.ok()) << p.status();
+    prepared.push_back(*std::move(p));
+  }
+  std::weak_ptr<const graph::Model> watch = model;
+  model.reset();
+  EXPECT_FALSE(watch.expired()) << "the sessions run on the model's weights; it must live as long as they do";
+  std::map<std::string, Tensor> available;
+  for (auto& [name, t] : *inputs) available.emplace(name, t.Clone());
+  for (size_t i = 0; i < subs.size(); ++i) {
+    std::vector<std::pair<std::string, const Tensor*>> feeds;
+    for (const auto& in : subs[i].interface.inputs) feeds.emplace_back(in, &available.at(in));
+    auto result = prepared[i]->Run(feeds);
+    ASSERT_TRUE(result.ok()) << result.status();
+    for (auto& [name, t] : result->outputs) available.insert_or_assign(name, std::move(t));
+  }
+  for (const auto& [name, want] : *expected) {
+    auto cmp = verify::Compare(want, available.at(name));
+    EXPECT_TRUE(cmp.ok) << name << ": " << cmp.message;
+  }
+  prepared.clear();
+  EXPECT_TRUE(watch.expired()) << "the last session let go of the model";
 }
 
 TEST(EmuExecutor, UnsupportedOpsForceThoseNodesOntoCpu) {

@@ -21,6 +21,7 @@
 namespace baton::ort {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 // Sets `type` to a tensor type; a negative dim becomes the symbolic dim "n".
@@ -114,6 +115,70 @@ absl::StatusOr<std::vector<Tensor>> RunOne(const OrtRunner& runner, const std::s
 }
 
 std::vector<std::byte> Bytes(const Tensor& t) { return {t.bytes().begin(), t.bytes().end()}; }
+
+// y = x + w over float[256]; w is an initializer of 256 copies of `fill` in raw_data.
+std::string AddWeightModel(float fill) {
+  auto m = NewModel();
+  AddInput(m, "x", dtype::kFloat, {256});
+  auto* w = m.mutable_graph()->add_initializer();
+  w->set_name("w");
+  w->set_data_type(dtype::kFloat);
+  w->add_dims(256);
+  std::vector<float> values(256, fill);
+  w->set_raw_data(values.data(), values.size() * sizeof(float));
+  AddNode(m, "Add", {"x", "w"}, {"y"});
+  AddOutput(m, "y", dtype::kFloat, {256});
+  return m.SerializeAsString();
+}
+
+TEST(OrtRunnerTest, ASharedInitializerIsUsedInPlaceAndItsOwnerKeptAlive) {
+  auto mine = std::make_shared<std::vector<float>>(256, 5.0f);  // the model's own w is 1
+  std::weak_ptr<std::vector<float>> watch = mine;
+  SessionOptions options;
+  options.shared_initializers = {{"w", dtype::kFloat, {256}, mine->data(), mine->size() * sizeof(float)}};
+  options.shared_initializers_owner = mine;
+  float* data = mine->data();
+  mine.reset();
+  auto runner = OrtRunner::Create(AddWeightModel(1.0f), options, "add_w");
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  options.shared_initializers_owner.reset();
+  EXPECT_FALSE(watch.expired()) << "the runner holds the weights' owner";
+
+  Tensor x(dtype::kFloat, {256});
+  std::pair<std::string, const Tensor*> feeds[] = {{"x", &x}};
+  auto out = (*runner)->Run(feeds);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->at(0).data<float>()[0], 5.0f) << "ran on the model's w, not the shared one";
+  data[0] = 7.0f;  // ONNX Runtime reads the caller's bytes, not a copy of them
+  out = (*runner)->Run(feeds);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->at(0).data<float>()[0], 7.0f);
+  EXPECT_EQ(out->at(0).data<float>()[1], 5.0f);
+  runner->reset();
+  EXPECT_TRUE(watch.expired());
+}
+
+TEST(OrtRunnerTest, ASharedInitializerIsCheckedAgainstItsBufferAndNeverReadPastIt) {
+  std::vector<float> mine(128, 5.0f);
+  SessionOptions options;
+  // A byte count that does not match the shape is refused before ORT sees it.
+  options.shared_initializers = {{"w", dtype::kFloat, {256}, mine.data(), mine.size() * sizeof(float)}};
+  auto runner = OrtRunner::Create(AddWeightModel(1.0f), options, "add_w");
+  ASSERT_FALSE(runner.ok());
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(runner.status().message()), AllOf(HasSubstr("add_w"), HasSubstr("'w'"), HasSubstr("512")));
+  options.shared_initializers[0].data = nullptr;
+  EXPECT_FALSE(OrtRunner::Create(AddWeightModel(1.0f), options, "add_w").ok());
+
+  // ONNX Runtime does not compare a shared initializer's shape with the model's;
+  // the kernel that reads it does, at run time, within the buffer's own shape.
+  options.shared_initializers = {{"w", dtype::kFloat, {128}, mine.data(), mine.size() * sizeof(float)}};
+  runner = OrtRunner::Create(AddWeightModel(1.0f), options, "add_w");
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  Tensor x(dtype::kFloat, {256});
+  std::pair<std::string, const Tensor*> feeds[] = {{"x", &x}};
+  EXPECT_FALSE((*runner)->Run(feeds).ok());
+}
 
 TEST(OrtRunnerTest, EveryFixedSizeTypeRoundTripsThroughIdentity) {
   struct Case {

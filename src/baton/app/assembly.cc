@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "baton/core/process.h"
 #include "baton/plan/policies.h"
 #include "baton/policy/policy.h"
 
@@ -190,6 +191,9 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
                                                 /*fixed=*/config.policy.low_level == "fixed", options.observer,
                                                 remotes));
   if (planning) BATON_RETURN_IF_ERROR(SetPriors(*planning, *a.deployment, *a.runtime.latency));
+  // Parsing, profiling and extracting partitions freed much more than the
+  // sessions keep; hand it back rather than carry it for the whole run.
+  ReleaseFreedMemory();
   return a;
 }
 

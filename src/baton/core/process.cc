@@ -1,6 +1,9 @@
 #include "baton/core/process.h"
 
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <fstream>
 #include <sstream>
@@ -20,6 +23,12 @@ std::optional<double> PeakRssMb() {
     return std::nullopt;
   }
   return std::nullopt;
+}
+
+void ReleaseFreedMemory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
 }
 
 std::optional<int64_t> PhysicalMemoryBytes() {

@@ -1,6 +1,8 @@
 #include "baton/graph/extract.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <optional>
 #include <deque>
 
 #include "absl/container/flat_hash_map.h"
@@ -129,7 +131,31 @@ Submodel WholeSubmodel(const Model& model) {
   sub.interface.outputs = model.outputs();
   sub.nodes = model.topo_order();
   sub.onnx_bytes = model.SerializeToString();
+  sub.initializers = model.initializers();
   return sub;
+}
+
+std::vector<InitializerView> RawInitializerViews(const Model& model, const Submodel& sub) {
+  absl::flat_hash_set<std::string_view> wanted(sub.initializers.begin(), sub.initializers.end());
+  std::vector<InitializerView> views;
+  for (const onnx::TensorProto& init : model.proto().graph().initializer()) {
+    if (!wanted.contains(init.name())) continue;
+    if (init.data_location() == onnx::TensorProto::EXTERNAL || init.has_segment()) continue;
+    const std::string& raw = init.raw_data();
+    if (raw.size() < kMinSharedInitializerBytes || reinterpret_cast<uintptr_t>(raw.data()) % 16 != 0) continue;
+    const ElemType type = static_cast<ElemType>(init.data_type());
+    const std::optional<int64_t> elem = ElemTypeSize(type);
+    if (!elem || *elem <= 0) continue;  // strings and unknown types
+    int64_t count = 1;
+    for (int64_t d : init.dims()) {
+      if (d < 0) { count = -1; break; }
+      count *= d;
+    }
+    if (count < 0 || static_cast<uint64_t>(count) * static_cast<uint64_t>(*elem) != raw.size()) continue;
+    views.push_back(InitializerView{init.name(), type, {init.dims().begin(), init.dims().end()},
+                                    std::string_view(raw.data(), raw.size())});
+  }
+  return views;
 }
 
 absl::StatusOr<Submodel> ExtractSubmodel(const Model& model, std::span<const NodeId> nodes,
@@ -182,7 +208,9 @@ absl::StatusOr<Submodel> ExtractSubmodel(const Model& model, std::span<const Nod
   for (NodeId id : sub.nodes) copy_node(id);
 
   for (const auto& init : g.initializer()) {
-    if (needed_initializers.contains(init.name())) *out->add_initializer() = init;
+    if (!needed_initializers.contains(init.name())) continue;
+    *out->add_initializer() = init;
+    sub.initializers.push_back(init.name());
   }
   for (const auto& sp : g.sparse_initializer()) {
     if (needed_initializers.contains(sp.values().name())) *out->add_sparse_initializer() = sp;

@@ -19,10 +19,13 @@
 // Thread-safety: pure functions over an immutable Model.
 #pragma once
 
+#include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "baton/core/dtype.h"
 #include "baton/core/ids.h"
 #include "baton/core/status.h"
 #include "baton/graph/model.h"
@@ -51,7 +54,27 @@ struct Submodel {
   SubgraphInterface interface;
   std::vector<NodeId> nodes;  // in topological order
   std::string onnx_bytes;     // serialized standalone ModelProto
+  // The top-level initializers onnx_bytes carries (names in the model).
+  std::vector<std::string> initializers;
 };
+
+// A top-level initializer's bytes inside the model's own protobuf (raw_data),
+// valid while the Model lives. For a runtime that can run on caller-owned
+// weights instead of its own copy (ONNX Runtime's AddInitializer), so a
+// partition's weights are held once per process.
+struct InitializerView {
+  std::string name;
+  ElemType elem_type = 0;
+  std::vector<int64_t> dims;
+  std::string_view bytes;
+};
+
+// Views of `sub`'s initializers stored densely as raw_data, 16-byte aligned
+// and at least kMinSharedInitializerBytes long (the usual case for weights).
+// The rest (typed fields, tiny or misaligned buffers) are left out: a runtime
+// loads those from the partition's bytes as before.
+inline constexpr size_t kMinSharedInitializerBytes = 1024;
+std::vector<InitializerView> RawInitializerViews(const Model& model, const Submodel& sub);
 
 // The whole model as a submodel: every node, the model's own inputs and
 // outputs, and its own serialized bytes (nothing is re-extracted).

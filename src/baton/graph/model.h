@@ -92,7 +92,7 @@ struct LoadOptions {
   bool allow_external_data = true;
 };
 
-class Model {
+class Model : public std::enable_shared_from_this<Model> {
  public:
   ~Model();
   Model(const Model&) = delete;

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "baton/backend/ort/cpu_executor.h"
 #include "baton/backend/ort/ort_runner.h"
 #include "baton/partition/plan.h"
 
@@ -96,6 +97,7 @@ absl::StatusOr<std::unique_ptr<PreparedPartition>> EmuExecutor::Prepare(const gr
     return absl::InvalidArgumentError(absl::StrCat("PU '", spec_.name, "': speed must be > 0 (got ", spec_.speed, ")"));
   }
   ort::SessionOptions options;  // one host thread: the reference the speed factors refer to
+  ShareModelWeights(model, partition, options);
   BATON_ASSIGN_OR_RETURN(auto runner, ort::OrtRunner::Create(partition.onnx_bytes, options,
                                                              model.display_name() + " on " + spec_.name));
   BATON_ASSIGN_OR_RETURN(std::vector<Tensor> zeros, ZeroInputs(*runner));

@@ -1,6 +1,7 @@
 #include "baton/backend/ort/cpu_executor.h"
 
 #include <chrono>
+#include <memory>
 
 #include "baton/backend/ort/ort_runner.h"
 
@@ -30,6 +31,16 @@ class CpuPrepared : public PreparedPartition {
 
 }  // namespace
 
+void ShareModelWeights(const graph::Model& model, const graph::Submodel& partition, ort::SessionOptions& options) {
+  std::shared_ptr<const graph::Model> owner = model.weak_from_this().lock();
+  if (!owner) return;  // not held by a shared_ptr: nothing could keep the bytes alive
+  for (graph::InitializerView& w : graph::RawInitializerViews(model, partition)) {
+    options.shared_initializers.push_back(
+        ort::SharedInitializer{std::move(w.name), w.elem_type, std::move(w.dims), w.bytes.data(), w.bytes.size()});
+  }
+  if (!options.shared_initializers.empty()) options.shared_initializers_owner = std::move(owner);
+}
+
 std::vector<bool> CpuExecutor::QueryCapability(const graph::Model& model) const {
   return std::vector<bool>(model.nodes().size(), true);
 }
@@ -40,6 +51,7 @@ absl::StatusOr<std::unique_ptr<PreparedPartition>> CpuExecutor::Prepare(const gr
   ort::SessionOptions options;
   options.intra_op_threads = spec_.threads;
   options.pinned_cores = spec_.cores;
+  ShareModelWeights(model, partition, options);
   BATON_ASSIGN_OR_RETURN(auto runner, ort::OrtRunner::Create(partition.onnx_bytes, options,
                                                              model.display_name() + " on " + spec_.name));
   return std::make_unique<CpuPrepared>(std::move(runner), partition.interface.outputs);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "baton/backend/executor.h"
+#include "baton/backend/ort/ort_runner.h"
 
 namespace baton::backend {
 
@@ -15,6 +16,13 @@ struct CpuPuSpec {
   int threads = 1;         // intra-op threads of each session on this PU
   std::vector<int> cores;  // empty, or exactly `threads` logical CPU ids (see ort::SessionOptions)
 };
+
+// Lets the session run on the weights inside `model`'s own protobuf
+// (graph::RawInitializerViews, ONNX Runtime's AddInitializer) instead of a copy
+// of its own, so a model's weights are held once in the process rather than
+// once in the graph and again per session; the session keeps the model alive.
+// Does nothing for a model not owned by a shared_ptr.
+void ShareModelWeights(const graph::Model& model, const graph::Submodel& partition, ort::SessionOptions& options);
 
 class CpuExecutor : public Executor {
  public:

@@ -248,6 +248,9 @@ absl::Status ValidateSessionOptions(const SessionOptions& options) {
 }
 
 struct OrtRunner::Impl {
+  // Declared before the session, so they outlive it (members die in reverse order).
+  std::shared_ptr<const void> shared_initializers_owner;
+  std::vector<Ort::Value> shared_initializers;
   Ort::Session session{nullptr};
   Ort::MemoryInfo cpu_memory{nullptr};
   absl::flat_hash_map<std::string, size_t> input_index;
@@ -277,6 +280,23 @@ absl::StatusOr<std::unique_ptr<OrtRunner>> OrtRunner::Create(std::string_view on
         "(hint: call ort::ConfigureGlobalThreadPool before the first session is created)"));
   }
 
+  for (const SharedInitializer& w : options.shared_initializers) {
+    std::optional<int64_t> elem = ElemTypeSize(w.elem_type);
+    uint64_t want = elem && *elem > 0 ? static_cast<uint64_t>(*elem) : 0;
+    for (int64_t d : w.shape) {
+      // want stays <= w.bytes + 1, so the product cannot overflow.
+      if (d < 0) want = 0;
+      else if (d > 0 && want > (static_cast<uint64_t>(w.bytes) + 1) / static_cast<uint64_t>(d)) want = w.bytes + 1;
+      else want *= static_cast<uint64_t>(d);
+    }
+    if (w.data == nullptr || want == 0 || want != w.bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model '", display_name, "': shared initializer '", w.name, "' has ", w.bytes, " bytes",
+          w.data == nullptr ? " at a null address" : "", " for ", ElemTypeName(w.elem_type), "[",
+          absl::StrJoin(w.shape, ","), "] (", want,
+          " expected); give a non-empty, fixed-size tensor whose bytes match its shape"));
+    }
+  }
   auto impl = std::make_unique<Impl>();
   std::vector<ValueInfo> inputs, outputs;
   BATON_RETURN_IF_ERROR(CallOrt(display_name, "create a session", [&] {
@@ -305,6 +325,18 @@ absl::StatusOr<std::unique_ptr<OrtRunner>> OrtRunner::Create(std::string_view on
       std::vector<int> workers;
       for (size_t i = 1; i < options.pinned_cores.size(); ++i) workers.push_back(options.pinned_cores[i] + 1);
       so.AddConfigEntry(kOrtSessionOptionsConfigIntraOpThreadAffinities, absl::StrJoin(workers, ";").c_str());
+    }
+    if (!options.shared_initializers.empty()) {
+      Ort::MemoryInfo caller_memory = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault);
+      impl->shared_initializers_owner = options.shared_initializers_owner;
+      impl->shared_initializers.reserve(options.shared_initializers.size());
+      for (const SharedInitializer& w : options.shared_initializers) {
+        // ORT reads initializers only; CreateTensor's pointer is non-const by API.
+        impl->shared_initializers.push_back(Ort::Value::CreateTensor(
+            caller_memory, const_cast<void*>(w.data), w.bytes, w.shape.data(), w.shape.size(),
+            static_cast<ONNXTensorElementDataType>(w.elem_type)));
+        so.AddInitializer(w.name.c_str(), impl->shared_initializers.back());
+      }
     }
     impl->session = Ort::Session(*env.env, onnx_bytes.data(), onnx_bytes.size(), so);
     impl->cpu_memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);

@@ -47,6 +47,19 @@ inline constexpr int kGraphOptAll = 99;
 // Lowest severity of the messages ONNX Runtime logs for a session (to stderr).
 enum class LogSeverity { kVerbose = 0, kInfo = 1, kWarning = 2, kError = 3, kFatal = 4 };
 
+// A weight the caller already holds in memory, densely packed. The session runs
+// on these bytes instead of its own copy of the model's initializer of that
+// name (ONNX Runtime's AddInitializer: ORT does not copy them), so a model's
+// weights are held once. The bytes must stay valid and unchanged while the
+// session lives; SessionOptions::shared_initializers_owner keeps them alive.
+struct SharedInitializer {
+  std::string name;
+  ElemType elem_type = dtype::kUndefined;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;
+  size_t bytes = 0;
+};
+
 struct SessionOptions {
   // Threads that run one operator (the calling thread counts as one of them, so
   // N threads means N-1 pool workers). Must be >= 1: ONNX Runtime's "0 = one
@@ -88,6 +101,14 @@ struct SessionOptions {
   // denormals flushed to zero as the pool does. Thread counts are then ignored
   // and pinned_cores must be empty. Create fails when the process has no pool.
   bool global_thread_pool = false;
+  // Initializers the session takes from the caller's memory (see
+  // SharedInitializer). Create checks each buffer against its own type and
+  // shape (InvalidArgument otherwise); ONNX Runtime does not compare them with
+  // the model's initializer of that name, so give the model's own type and
+  // shape (graph::RawInitializerViews does). The runner holds
+  // shared_initializers_owner (the buffers' owner) for its whole life.
+  std::vector<SharedInitializer> shared_initializers;
+  std::shared_ptr<const void> shared_initializers_owner;
 };
 
 inline constexpr int kMaxGlobalPoolThreads = 1024;
