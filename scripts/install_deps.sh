@@ -17,6 +17,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libglpk-dev
   libonnx-testdata npm openssl ccache python3 libcpp-httplib-dev prometheus
   python3-dev python3-pybind11 pybind11-dev python3-numpy python3-pytest
+  clang-16 libfuzzer-16-dev libclang-rt-16-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,17 +7,19 @@
 #               examples/embed built against it and run;
 #   2. asan     AddressSanitizer + UndefinedBehaviorSanitizer: the unit and
 #               integration tests, and a check of the one LSan suppression;
-#   3. tsan     ThreadSanitizer: the threaded runtime and the network layer.
-# Usage: scripts/test.sh [STAGE...]   (default: all three, in that order)
+#   3. tsan     ThreadSanitizer: the threaded runtime and the network layer;
+#   4. fuzz     every libFuzzer target (clang, ASan + UBSan) for 30 s from its
+#               seeds and regression inputs (scripts/fuzz.sh; a finding fails it).
+# Usage: scripts/test.sh [STAGE...]   (default: all four, in that order)
 # Compilations go through ccache when it is installed (~/.cache/ccache, shared
 # by every clone on the machine); its statistics are printed at the end.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 stages=("$@")
-[ "${#stages[@]}" -eq 0 ] && stages=(release asan tsan)
+[ "${#stages[@]}" -eq 0 ] && stages=(release asan tsan fuzz)
 for s in "${stages[@]}"; do
-  case "$s" in release | asan | tsan) ;; *) echo "scripts/test.sh: unknown stage '$s' (release, asan, tsan)" >&2; exit 2 ;; esac
+  case "$s" in release | asan | tsan | fuzz) ;; *) echo "scripts/test.sh: unknown stage '$s' (release, asan, tsan, fuzz)" >&2; exit 2 ;; esac
 done
 
 bash scripts/install_deps.sh
@@ -131,6 +133,19 @@ stage_tsan() {
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
       run_gtest tsan "build/tsan/tests/$t"
   done
+}
+
+stage_fuzz() {
+  echo "== fuzz: each libFuzzer target for ${BATON_CI_FUZZ_SECONDS:-30} s (clang, ASan + UBSan)"
+  # A fresh corpus each run: every target starts from its seeds and the inputs
+  # in tests/fuzz/regressions/, so a run depends on nothing kept between runs.
+  local corpus
+  corpus="$(mktemp -d)"
+  local rc=0
+  bash scripts/fuzz.sh "${BATON_CI_FUZZ_SECONDS:-30}" --corpus "$corpus" || rc=$?
+  rm -rf "$corpus"
+  [ "$rc" -eq 0 ] || return "$rc"
+  summary+=("fuzz: every libFuzzer target for ${BATON_CI_FUZZ_SECONDS:-30} s, no finding")
 }
 
 # The summary is printed however the run ends; the first failing command
