@@ -7,8 +7,6 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -188,76 +186,6 @@ TEST_F(ProfilerTest, MeasuresEveryCandidateOnEveryCapableKindWithinTheBudget) {
   EXPECT_TRUE(some_emu);
   // The emulator cannot run the classifier head: the last atom has only the CPU.
   EXPECT_EQ(m.Find(m.atoms - 1, m.atoms)->latency.size(), 1u);
-}
-
-// A PU whose speed drifts: it charges 1 ms per node of a partition, three
-// times that during its first `slow_runs` runs (a busy spell on the machine).
-class DriftingExecutor : public backend::Executor {
- public:
-  DriftingExecutor(const backend::Executor* inner, int slow_runs) : inner_(inner), slow_left_(slow_runs) {}
-  const std::string& pu_name() const override { return inner_->pu_name(); }
-  std::string kind() const override { return "emu"; }
-  std::vector<bool> QueryCapability(const graph::Model& model) const override {
-    return inner_->QueryCapability(model);
-  }
-  absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> Prepare(const graph::Model& model,
-                                                                      const graph::Submodel& sub) const override {
-    BATON_ASSIGN_OR_RETURN(std::unique_ptr<backend::PreparedPartition> p, inner_->Prepare(model, sub));
-    return std::unique_ptr<backend::PreparedPartition>(
-        new Prepared(std::move(p), static_cast<int>(sub.nodes.size()), &slow_left_));
-  }
-
- private:
-  class Prepared : public backend::PreparedPartition {
-   public:
-    Prepared(std::unique_ptr<backend::PreparedPartition> inner, int nodes, std::atomic<int>* slow_left)
-        : inner_(std::move(inner)), nodes_(nodes), slow_left_(slow_left) {}
-    absl::StatusOr<backend::RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs,
-                                           RunCancel* cancel = nullptr) const override {
-      BATON_ASSIGN_OR_RETURN(backend::RunResult r, inner_->Run(inputs, cancel));
-      const int factor = slow_left_->fetch_sub(1) > 0 ? 3 : 1;
-      r.busy = std::chrono::milliseconds(nodes_ * factor);  // far above the real run time
-      return r;
-    }
-
-   private:
-    std::unique_ptr<backend::PreparedPartition> inner_;
-    int nodes_;
-    std::atomic<int>* slow_left_;
-  };
-  const backend::Executor* inner_;
-  mutable std::atomic<int> slow_left_;
-};
-
-TEST_F(ProfilerTest, CandidatesAreMeasuredInterleavedSoADriftFallsOnAllOfThemAlike) {
-  // The atoms are pushed through once first (to make every candidate's inputs:
-  // `atoms` runs), then every candidate runs once per round. The slow spell
-  // covers those and the first two rounds; with interleaving, every candidate
-  // then has 2 slow samples of at least 7 and its median is the true cost, so a
-  // range costs exactly the sum of its atoms. Measured one candidate after
-  // another (as before), the first candidates took the whole spell and the
-  // planner saw the whole model cheaper, or dearer, than its parts.
-  profile::Profile first;
-  ASSERT_TRUE(profiler::ProfileModels({model_}, {pus_[0]}, options_, first, nullptr).ok());
-  const int atoms = first.models[0].atoms;
-  const int candidates = static_cast<int>(first.models[0].ranges.size());
-  DriftingExecutor drifting(cpu_.get(), atoms + 2 * candidates);
-  profiler::ProfilerOptions o = options_;
-  o.warmup_runs = 0;
-  o.min_runs = 7;
-  o.max_runs = 7;
-  profile::Profile p;
-  ASSERT_TRUE(profiler::ProfileModels({model_}, {profiler::ProfilerPu{"cpu0", "drift", &drifting, {}, false}}, o, p,
-                                      nullptr)
-                  .ok());
-  const profile::ProfiledModel& m = p.models[0];
-  ASSERT_EQ(m.atoms, atoms);
-  for (const profile::ProfiledRange& r : m.ranges) {
-    double parts = 0;
-    for (int a = r.first; a < r.last; ++a) parts += m.Find(a, a + 1)->latency.at("drift").median_ms;
-    EXPECT_DOUBLE_EQ(r.latency.at("drift").median_ms, parts) << "range [" << r.first << ", " << r.last << ")";
-    EXPECT_EQ(r.latency.at("drift").runs, 7);
-  }
 }
 
 TEST_F(ProfilerTest, ResumingMeasuresOnlyWhatIsMissing) {

@@ -512,9 +512,7 @@ profiler::ProfilerOptions QuickProfilerOptions(size_t pus) {
 
 std::string AutoProfilePath(const std::string& cache_dir, const std::vector<LoadedModel>& models, const PuSet& pus,
                             const profiler::ProfilerOptions& options) {
-  // "interleaved": profiles measured one candidate after another (before the
-  // profiler interleaved them) are not reused; they favoured small partitions.
-  std::string key = absl::StrCat("budget=", options.budget, ";min_atoms=", options.min_atoms, ";interleaved;");
+  std::string key = absl::StrCat("budget=", options.budget, ";min_atoms=", options.min_atoms, ";");
   for (const LoadedModel& lm : models) absl::StrAppend(&key, lm.config->name, "=", lm.content_hash, ";");
   for (const profiler::ProfilerPu& p : pus.profiler_pus) absl::StrAppend(&key, p.name, "=", p.kind_key, ";");
   return (fs::path(cache_dir) / "profiles" / (profile::HashHex(key) + ".json")).string();

@@ -73,75 +73,6 @@ absl::StatusOr<std::vector<double>> Measure(const backend::PreparedPartition& ru
   return samples;
 }
 
-// One candidate of an interleaved measurement: its runner, feeds and samples.
-struct Measured {
-  const backend::PreparedPartition* runner = nullptr;
-  std::vector<std::pair<std::string, const Tensor*>> feeds;
-  std::vector<double> samples;
-  double total = 0;
-  // Enough samples: min_runs, and min_time_ms of run time or twice min_runs
-  // runs (a partition of microseconds would otherwise hold every other
-  // candidate of its model in the rounds until max_runs), or max_runs.
-  bool Done(const ProfilerOptions& o) const {
-    const int n = static_cast<int>(samples.size());
-    return n >= o.max_runs || (n >= o.min_runs && (total >= o.min_time_ms || n >= 2 * o.min_runs));
-  }
-};
-
-// Measures every entry of `all` in rounds, one run of each entry per round,
-// until every entry has its runs and time (so all get the same number of
-// samples, from the same stretch of time), on one thread pinned to `cores`;
-// `index` says which entry failed. Interleaving makes a change in the
-// machine's speed (frequency, other tenants) fall on every candidate alike
-// instead of on whichever was measured at the time; a whole model measured in
-// a slow second looked 30 % slower than its parts added up, and the planner
-// cut it for nothing. It also runs each partition after others, with the
-// caches they left, as the runtime does. Checks `stop` between rounds.
-absl::Status MeasureInterleaved(std::vector<Measured>& all, const ProfilerOptions& o, const std::vector<int>& cores,
-                                size_t* index) {
-  absl::Status status;
-  OnPinnedThread(cores, [&] {
-    auto run = [&](size_t i) -> absl::StatusOr<double> {
-      const auto start = Clock::now();
-      absl::StatusOr<backend::RunResult> r = all[i].runner->Run(all[i].feeds);
-      const double wall = Ms(Clock::now() - start);
-      if (!r.ok()) {
-        *index = i;
-        return r.status();
-      }
-      return std::max(wall, Ms(r->busy));
-    };
-    for (int w = 0; w < o.warmup_runs; ++w) {
-      for (size_t i = 0; i < all.size(); ++i) {
-        if (absl::StatusOr<double> t = run(i); !t.ok()) {
-          status = t.status();
-          return;
-        }
-      }
-    }
-    while (true) {
-      if (o.stop != nullptr && o.stop->load()) {
-        status = absl::CancelledError("stopped");
-        return;
-      }
-      bool any = false;
-      for (const Measured& m : all) any = any || !m.Done(o);
-      if (!any) return;
-      for (size_t i = 0; i < all.size(); ++i) {
-        if (static_cast<int>(all[i].samples.size()) >= o.max_runs) continue;
-        absl::StatusOr<double> t = run(i);
-        if (!t.ok()) {
-          status = t.status();
-          return;
-        }
-        all[i].samples.push_back(*t);
-        all[i].total += *t;
-      }
-    }
-  });
-  return status;
-}
-
 std::string AtomsKey(const graph::Model& model, const partition::Atoms& atoms) {
   std::string text;
   for (const partition::Atom& a : atoms.atoms) {
@@ -379,60 +310,38 @@ absl::Status ProfileModels(const std::vector<ProfilerModel>& models, const std::
 
     for (size_t r : reps) {
       const ProfilerPu& pu = pus[r];
-      if (options.stop != nullptr && options.stop->load()) {
-        if (checkpoint) BATON_RETURN_IF_ERROR(checkpoint(profile));
-        return absl::CancelledError(
-            absl::StrFormat("interrupted after %d of %d measurements; those are saved", done, total));
-      }
-      // Every candidate this PU kind still lacks, prepared first, then measured
-      // together, interleaved (MeasureInterleaved says why).
-      std::vector<const partition::Candidate*> todo;
-      std::vector<std::unique_ptr<backend::PreparedPartition>> runners;
-      std::vector<Measured> measured;
       for (const partition::Candidate& c : cut.candidates) {
         if (!(c.support >> r & 1)) continue;
-        if (entry->Find(c.first, c.last)->latency.contains(pu.kind_key)) {
-          ++done;
-          continue;
+        profile::ProfiledRange* range = entry->Find(c.first, c.last);
+        const std::string what = absl::StrFormat("%s [%d, %d) on %s", pm.name, c.first, c.last, pu.kind_key);
+        if (!range->latency.contains(pu.kind_key)) {
+          if (options.stop != nullptr && options.stop->load()) {
+            if (checkpoint) BATON_RETURN_IF_ERROR(checkpoint(profile));
+            return absl::CancelledError(
+                absl::StrFormat("interrupted after %d of %d measurements; those are saved", done, total));
+          }
+          std::optional<graph::Submodel> extracted;
+          const graph::Submodel* sub = nullptr;
+          if (c.last == c.first + 1) {
+            sub = &atom_subs[static_cast<size_t>(c.first)];
+          } else {
+            absl::StatusOr<graph::Submodel> s = graph::ExtractSubmodel(
+                model, partition::NodesOf(cut.atoms, c.first, c.last), absl::StrCat(pm.name, ".r", c.first, "_", c.last));
+            if (!s.ok()) return fail(s.status(), what);
+            extracted = std::move(*s);
+            sub = &*extracted;
+          }
+          absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> runner = pu.executor->Prepare(model, *sub);
+          if (!runner.ok()) return fail(runner.status(), absl::StrFormat("range [%d, %d) on PU '%s'", c.first, c.last, pu.name));
+          BATON_ASSIGN_OR_RETURN(auto feeds, feeds_for(*sub));
+          absl::StatusOr<std::vector<double>> samples = Measure(**runner, feeds, options, pu.pin_cores);
+          if (!samples.ok()) {
+            return fail(samples.status(), absl::StrFormat("range [%d, %d) on PU '%s'", c.first, c.last, pu.name));
+          }
+          range->latency[pu.kind_key] = profile::StatsOf(std::move(*samples));
         }
-        const std::string what = absl::StrFormat("range [%d, %d) on PU '%s'", c.first, c.last, pu.name);
-        const graph::Submodel* sub = nullptr;
-        std::optional<graph::Submodel> own;
-        if (c.last == c.first + 1) {
-          sub = &atom_subs[static_cast<size_t>(c.first)];
-        } else {
-          absl::StatusOr<graph::Submodel> s = graph::ExtractSubmodel(
-              model, partition::NodesOf(cut.atoms, c.first, c.last), absl::StrCat(pm.name, ".r", c.first, "_", c.last));
-          if (!s.ok()) return fail(s.status(), what);
-          own = std::move(*s);
-          sub = &*own;
-        }
-        absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> runner = pu.executor->Prepare(model, *sub);
-        if (!runner.ok()) return fail(runner.status(), what);
-        Measured m;
-        m.runner = runner->get();
-        BATON_ASSIGN_OR_RETURN(m.feeds, feeds_for(*sub));
-        runners.push_back(*std::move(runner));
-        todo.push_back(&c);
-        measured.push_back(std::move(m));
-      }
-      size_t failed = 0;
-      if (absl::Status st = MeasureInterleaved(measured, options, pu.pin_cores, &failed); !st.ok()) {
-        if (st.code() == absl::StatusCode::kCancelled) {
-          if (checkpoint) BATON_RETURN_IF_ERROR(checkpoint(profile));
-          return absl::CancelledError(
-              absl::StrFormat("interrupted after %d of %d measurements; those are saved", done, total));
-        }
-        return fail(st, absl::StrFormat("range [%d, %d) on PU '%s'", todo[failed]->first, todo[failed]->last, pu.name));
-      }
-      for (size_t i = 0; i < todo.size(); ++i) {
-        entry->Find(todo[i]->first, todo[i]->last)->latency[pu.kind_key] =
-            profile::StatsOf(std::move(measured[i].samples));
         ++done;
-        if (progress) {
-          progress(done, total, absl::StrFormat("%s [%d, %d) on %s", pm.name, todo[i]->first, todo[i]->last,
-                                                pu.kind_key));
-        }
+        if (progress) progress(done, total, what);
       }
       if (checkpoint) BATON_RETURN_IF_ERROR(checkpoint(profile));
     }
