@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <optional>
 #include <deque>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -146,12 +146,15 @@ std::vector<InitializerView> RawInitializerViews(const Model& model, const Submo
     const ElemType type = static_cast<ElemType>(init.data_type());
     const std::optional<int64_t> elem = ElemTypeSize(type);
     if (!elem || *elem <= 0) continue;  // strings and unknown types
-    int64_t count = 1;
+    // Bytes the dims call for, capped just above raw.size() so it cannot overflow.
+    const uint64_t limit = raw.size() + 1;
+    uint64_t want = static_cast<uint64_t>(*elem);
     for (int64_t d : init.dims()) {
-      if (d < 0) { count = -1; break; }
-      count *= d;
+      if (d < 0) want = limit;
+      else if (d > 0 && want > limit / static_cast<uint64_t>(d)) want = limit;
+      else want *= static_cast<uint64_t>(d);
     }
-    if (count < 0 || static_cast<uint64_t>(count) * static_cast<uint64_t>(*elem) != raw.size()) continue;
+    if (want != raw.size()) continue;
     views.push_back(InitializerView{init.name(), type, {init.dims().begin(), init.dims().end()},
                                     std::string_view(raw.data(), raw.size())});
   }

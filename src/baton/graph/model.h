@@ -92,6 +92,8 @@ struct LoadOptions {
   bool allow_external_data = true;
 };
 
+// Always owned by a shared_ptr (LoadFile, LoadBytes): a session that runs on
+// the model's own weights holds it through weak_from_this (graph/extract.h).
 class Model : public std::enable_shared_from_this<Model> {
  public:
   ~Model();
