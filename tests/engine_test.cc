@@ -260,8 +260,9 @@ TEST_F(EngineTest, AnInputBufferIsReleasedBeforeADeadlineAnswer) {
                                                   owned->size() * sizeof(float), owned));
     owned.reset();
     InferOptions o;
-    // Well below squeezenet's compute time (3-8 ms with one thread): the
-    // emulated PU answers when the compute ends, so 5 ms was not always enough.
+    // Well below the run's charged time: the small squeezenet computes in about
+    // 0.1 ms, which speed 0.02 charges as about 4-5 ms, so a 5 ms deadline was
+    // sometimes met on a fast machine.
     o.deadline = std::chrono::milliseconds(1);
     Result<Tensors> r = (*engine)->Infer("cam", std::move(in), o);
     ASSERT_FALSE(r.ok());
