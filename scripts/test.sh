@@ -136,16 +136,16 @@ stage_tsan() {
 }
 
 stage_fuzz() {
-  echo "== fuzz: each libFuzzer target for ${BATON_CI_FUZZ_SECONDS:-30} s (clang, ASan + UBSan)"
+  local seconds="${BATON_CI_FUZZ_SECONDS:-30}"
+  echo "== fuzz: each libFuzzer target for $seconds s (clang, ASan + UBSan)"
   # A fresh corpus each run: every target starts from its seeds and the inputs
   # in tests/fuzz/regressions/, so a run depends on nothing kept between runs.
-  local corpus
+  local corpus rc=0
   corpus="$(mktemp -d)"
-  local rc=0
-  bash scripts/fuzz.sh "${BATON_CI_FUZZ_SECONDS:-30}" --corpus "$corpus" || rc=$?
+  bash scripts/fuzz.sh "$seconds" --corpus "$corpus" || rc=$?
   rm -rf "$corpus"
   [ "$rc" -eq 0 ] || return "$rc"
-  summary+=("fuzz: every libFuzzer target for ${BATON_CI_FUZZ_SECONDS:-30} s, no finding")
+  summary+=("fuzz: every libFuzzer target for $seconds s, no finding")
 }
 
 # The summary is printed however the run ends; the first failing command

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
-#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "baton/core/tensor.h"
 #include "onnx/onnx_pb.h"
 
 namespace baton::graph {
@@ -144,19 +144,10 @@ std::vector<InitializerView> RawInitializerViews(const Model& model, const Submo
     const std::string& raw = init.raw_data();
     if (raw.size() < kMinSharedInitializerBytes || reinterpret_cast<uintptr_t>(raw.data()) % 16 != 0) continue;
     const ElemType type = static_cast<ElemType>(init.data_type());
-    const std::optional<int64_t> elem = ElemTypeSize(type);
-    if (!elem || *elem <= 0) continue;  // strings and unknown types
-    // Bytes the dims call for, capped just above raw.size() so it cannot overflow.
-    const uint64_t limit = raw.size() + 1;
-    uint64_t want = static_cast<uint64_t>(*elem);
-    for (int64_t d : init.dims()) {
-      if (d < 0) want = limit;
-      else if (d > 0 && want > limit / static_cast<uint64_t>(d)) want = limit;
-      else want *= static_cast<uint64_t>(d);
-    }
-    if (want != raw.size()) continue;
-    views.push_back(InitializerView{init.name(), type, {init.dims().begin(), init.dims().end()},
-                                    std::string_view(raw.data(), raw.size())});
+    std::vector<int64_t> dims(init.dims().begin(), init.dims().end());
+    // nullopt for strings, unknown types, negative dims and overflow.
+    if (Tensor::ExpectedBytes(type, dims) != raw.size()) continue;
+    views.push_back(InitializerView{init.name(), type, std::move(dims), std::string_view(raw.data(), raw.size())});
   }
   return views;
 }

@@ -281,19 +281,12 @@ absl::StatusOr<std::unique_ptr<OrtRunner>> OrtRunner::Create(std::string_view on
   }
 
   for (const SharedInitializer& w : options.shared_initializers) {
-    std::optional<int64_t> elem = ElemTypeSize(w.elem_type);
-    uint64_t want = elem && *elem > 0 ? static_cast<uint64_t>(*elem) : 0;
-    for (int64_t d : w.shape) {
-      // want stays <= w.bytes + 1, so the product cannot overflow.
-      if (d < 0) want = 0;
-      else if (d > 0 && want > (static_cast<uint64_t>(w.bytes) + 1) / static_cast<uint64_t>(d)) want = w.bytes + 1;
-      else want *= static_cast<uint64_t>(d);
-    }
-    if (w.data == nullptr || want == 0 || want != w.bytes) {
+    const std::optional<size_t> want = Tensor::ExpectedBytes(w.elem_type, w.shape);
+    if (w.data == nullptr || !want || *want == 0 || *want != w.bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
           "model '", display_name, "': shared initializer '", w.name, "' has ", w.bytes, " bytes",
           w.data == nullptr ? " at a null address" : "", " for ", ElemTypeName(w.elem_type), "[",
-          absl::StrJoin(w.shape, ","), "] (", want,
+          absl::StrJoin(w.shape, ","), "] (", want ? absl::StrCat(*want) : std::string("no fixed size"),
           " expected); give a non-empty, fixed-size tensor whose bytes match its shape"));
     }
   }
