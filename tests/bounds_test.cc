@@ -21,6 +21,7 @@ using ::testing::AllOf;
 using ::testing::DoubleNear;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Optional;
 
 constexpr double kEps = 1e-6;
 const std::optional<double> kNo = std::nullopt;
@@ -346,6 +347,51 @@ TEST(ComputeBoundsTest, CheaperMeasuredRangeScalesItsAtomsDown) {
   ASSERT_TRUE(bounds.ok()) << bounds.status();
   EXPECT_NEAR(bounds->throughput_rps, 100, kEps);
   EXPECT_NEAR(bounds->latency_ms[0], 10, kEps);
+}
+
+TEST(SubadditiveTest, ARangeIsNeverDearerThanItsPartsAndNothingGetsDearer) {
+  // Three atoms of 4, 5 and 6 ms on cpu (npu: 1 ms, only atom 0), 1 ms
+  // partition overhead. Measured: [0, 3) 20 ms (dearer than 4 + 5 + 6 - 2 =
+  // 13: noise), [0, 2) 5 ms (cheaper than its atoms: kept, and it makes
+  // [0, 3) cost 5 + 6 - 1 = 10).
+  Problem problem;
+  problem.pus = {Pu("cpu"), Pu("npu")};
+  problem.partition_overhead_ms = 1;
+  problem.dispatch_ms = 0.5;
+  problem.models.push_back(Model("m", {{4.0, 1.0}, {5.0, kNo}, {6.0, kNo}}, Chain(3)));
+  problem.models[0].range_ms[{0, 3}] = {20.0, kNo};
+  problem.models[0].range_ms[{0, 2}] = {5.0, kNo};
+  const Problem closed = Subadditive(problem);
+  EXPECT_EQ(closed.dispatch_ms, 0.5);
+  EXPECT_THAT(closed.RangeMs(0, 0, 3, 0), Optional(DoubleNear(10 + 0.5, kEps)));
+  EXPECT_THAT(closed.RangeMs(0, 0, 2, 0), Optional(DoubleNear(5 + 0.5, kEps)));
+  EXPECT_THAT(closed.RangeMs(0, 1, 3, 0), Optional(DoubleNear(10 + 0.5, kEps)));  // 5 + 6 - 1, as before
+  EXPECT_EQ(closed.RangeMs(0, 0, 3, 1), std::nullopt);  // the npu still cannot run atoms 1 and 2
+  EXPECT_THAT(closed.RangeMs(0, 0, 1, 1), Optional(DoubleNear(1 + 0.5, kEps)));
+  // Every range, on every PU: no dearer than before, no dearer than any split.
+  for (int first = 0; first < 3; ++first) {
+    for (int last = first + 1; last <= 3; ++last) {
+      for (int u = 0; u < 2; ++u) {
+        const std::optional<double> before = problem.RangeMs(0, first, last, u);
+        const std::optional<double> after = closed.RangeMs(0, first, last, u);
+        ASSERT_EQ(before.has_value(), after.has_value());
+        if (!after) continue;
+        EXPECT_LE(*after, *before + kEps);
+        for (int mid = first + 1; mid < last; ++mid) {
+          const std::optional<double> left = closed.RangeMs(0, first, mid, u);
+          const std::optional<double> right = closed.RangeMs(0, mid, last, u);
+          if (left && right) {
+            EXPECT_LE(*after, *left + *right - 0.5 - 1 + kEps);
+          }
+        }
+      }
+    }
+  }
+  // The bound of the closed problem is at least the original's.
+  auto before = ComputeBounds(problem);
+  auto after = ComputeBounds(closed);
+  ASSERT_TRUE(before.ok() && after.ok());
+  EXPECT_GE(after->throughput_rps, before->throughput_rps - kEps);
 }
 
 TEST(ComputeBoundsTest, MergingSavesThePartitionOverhead) {

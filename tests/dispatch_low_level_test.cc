@@ -319,6 +319,36 @@ TEST_F(LowLevelTest, SnapshotShowsQueueInArrivalOrderAndExpectedFreeTimes) {
   EXPECT_EQ(seen_pus[1].expected_free, Ms(6));
 }
 
+TEST_F(LowLevelTest, SnapshotShowsEachModelsDecayedPuTimePerRequestInFlight) {
+  // Model 1 runs 4 ms on PU 0 (finishing at 4 ms); then two of its requests
+  // and one of model 2 wait. At 4 ms model 1 had 4 ms over 2 requests in
+  // flight, model 2 nothing; one half-life later model 1's 4 ms count 2.
+  latency_.Set(ModelId(2), PartitionId(0), PuId(0), FromMillis(1));
+  std::vector<policy::WorkItem> seen;
+  bool run_first = true;
+  LowLevelCore ll = MakeScripted([&](const policy::Snapshot& s) {
+    seen.assign(s.ready.begin(), s.ready.end());
+    std::vector<Decision> d;
+    if (run_first && !s.ready.empty()) d.push_back({Kind::kRun, s.ready[0].id, PuId(0)});
+    run_first = false;
+    return d;
+  });
+  ll.OnAssignment(Work(2), kTimeZero);  // model 1, partition 0: runs
+  ll.OnPuFinished({PuId(0), AssignmentId(2), absl::OkStatus(), {}, kTimeZero, Ms(4)}, Ms(4));
+  ll.OnAssignment(Work(4), Ms(4));
+  ll.OnAssignment(Work(6), Ms(4));
+  Assignment other = Work(8);
+  other.model = ModelId(2);
+  ll.OnAssignment(std::move(other), Ms(4));
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_DOUBLE_EQ(seen[0].service_ms, 2);
+  EXPECT_DOUBLE_EQ(seen[1].service_ms, 2);
+  EXPECT_DOUBLE_EQ(seen[2].service_ms, 0);
+  ll.OnTick(Ms(4) + LowLevelCore::kServiceHalfLife);
+  EXPECT_NEAR(seen[0].service_ms, 1, 1e-9);
+  EXPECT_DOUBLE_EQ(seen[2].service_ms, 0);
+}
+
 TEST_F(LowLevelTest, PolicyDropAnswersDeadlineExceeded) {
   LowLevelCore ll = MakeScripted([](const policy::Snapshot& s) {
     std::vector<Decision> d;

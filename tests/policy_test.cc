@@ -590,6 +590,25 @@ TEST(ShareTest, AHigherPriorityItemIsPlacedFirst) {
   }
 }
 
+TEST(ShareTest, TheLeastServedModelGoesFirstWithinAPriorityClass) {
+  // One idle PU, two waiting items of equal priority: A (older) of a model
+  // that had 8 ms of PU time per request in flight lately, B of one that had
+  // 3 ms. share runs B; sel keeps arrival order. A higher priority still wins.
+  for (const int a_priority : {0, 1}) {
+    SCOPED_TRACE(a_priority == 1 ? "A more important" : "equal priorities");
+    SnapshotBuilder b;
+    b.Now(0).IdlePu(0);
+    WorkItem& a = b.Item(1);
+    a.service_ms = 8;
+    a.priority = a_priority;
+    b.Latency(1, 0, 2);
+    b.Item(2).service_ms = 3;
+    b.Latency(2, 0, 2);
+    EXPECT_THAT(Decide("share", b), ElementsAre(RunOn(a_priority == 1 ? 1 : 2, 0)));
+    EXPECT_THAT(Decide("sel", b), ElementsAre(RunOn(1, 0)));
+  }
+}
+
 TEST(ShareTest, ASplitWhosePusCannotRunTheItemFallsBackToSel) {
   SnapshotBuilder b;
   b.Now(0).BusyPu(0, 2).IdlePu(1);

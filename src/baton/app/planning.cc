@@ -181,7 +181,9 @@ absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::
                                         const std::vector<LoadedModel>& models, const PuSet& pus,
                                         plan::HighLevelPolicy policy, const plan::PlanOptions& options,
                                         const std::string& profile_source) {
-  const profile::Problem& problem = planning.problem;
+  // Planned on the profile made subadditive (profile::Subadditive says why);
+  // the bound stays the profile's own.
+  const profile::Problem problem = profile::Subadditive(planning.problem);
   BATON_ASSIGN_OR_RETURN(profile::Placement placement, plan::MakePlacement(policy, problem, options));
   BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(problem, placement));
   plan::PlanFile f;

@@ -1,6 +1,8 @@
 #include "baton/dispatch/low_level.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <utility>
@@ -141,6 +143,7 @@ LowLevelActions LowLevelCore::OnPuFinished(PuResult result, Time now) {
     pu_states_[*i].busy = false;
     pu_states_[*i].expected_free = now;
     ++stats_.finished;
+    Charge(r.model, result.end > result.start ? result.end - result.start : now - r.start, now);
     Completion c = AnswerFor(r.id, r.request, r.model, r.partition, std::move(result.status));
     if (c.status.ok()) c.outputs = std::move(result.outputs);
     c.pu = result.pu;
@@ -291,6 +294,7 @@ void LowLevelCore::Schedule(Time now, LowLevelActions& out) {
   for (size_t i = 0; i < pu_states_.size(); ++i) {
     pu_states_[i].expected_free = running_[i] ? std::max(now, running_[i]->expected_end) : now;
   }
+  SetService(now);
   policy::Snapshot snapshot;
   snapshot.now = now;
   snapshot.ready = ready_;
@@ -376,6 +380,39 @@ void LowLevelCore::Reject(const Assignment& a, absl::Status status, Time now, Lo
   c.start = now;
   c.end = now;
   out.completions.push_back(std::move(c));
+}
+
+namespace {
+
+// `ms` decayed from `from` to `to` with LowLevelCore::kServiceHalfLife.
+double Decayed(double ms, Time from, Time to) {
+  if (to <= from) return ms;
+  const double halves = std::chrono::duration<double>(to - from) /
+                        std::chrono::duration<double>(LowLevelCore::kServiceHalfLife);
+  return ms * std::exp2(-halves);
+}
+
+}  // namespace
+
+void LowLevelCore::Charge(ModelId model, Duration took, Time now) {
+  Served& s = served_[model];
+  s.ms = Decayed(s.ms, s.at, now) + std::chrono::duration<double, std::milli>(took).count();
+  s.at = std::max(s.at, now);
+}
+
+void LowLevelCore::SetService(Time now) {
+  // Requests of each model queued or running here (a request's partitions
+  // may be here twice: counted once).
+  absl::flat_hash_map<ModelId, absl::flat_hash_set<RequestId>> requests;
+  for (const policy::WorkItem& w : ready_) requests[w.model].insert(w.request);
+  for (const std::optional<Running>& r : running_) {
+    if (r && !r->timed_out) requests[r->model].insert(r->request);
+  }
+  for (policy::WorkItem& w : ready_) {
+    auto it = served_.find(w.model);
+    const double ms = it == served_.end() ? 0 : Decayed(it->second.ms, it->second.at, now);
+    w.service_ms = ms / static_cast<double>(requests[w.model].size());
+  }
 }
 
 void LowLevelCore::Violation(std::string message) {

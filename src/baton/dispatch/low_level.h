@@ -170,6 +170,9 @@ class LowLevelCore {
   // Not owned; nullptr detaches. Must outlive the core or be detached.
   void set_observer(DispatchObserver* observer) { observer_ = observer; }
 
+  // How long a model's PU time counts towards WorkItem::service_ms at full weight.
+  static constexpr Duration kServiceHalfLife = std::chrono::milliseconds(500);
+
  private:
   struct Running {
     AssignmentId id;
@@ -181,6 +184,12 @@ class LowLevelCore {
     std::optional<Time> timeout_at = std::nullopt;  // past it (now > timeout_at) the run is answered Aborted
     Duration limit = Duration(0);
     bool timed_out = false;          // answered (timed out or cancelled); waiting for the PU to report
+  };
+
+  // A model's decayed PU time on this device, as of `at`.
+  struct Served {
+    double ms = 0;
+    Time at{};
   };
 
   LowLevelCore(LowLevelOptions options, std::unique_ptr<policy::LowLevelPolicy> policy,
@@ -202,6 +211,10 @@ class LowLevelCore {
   // Answers an assignment that never ran.
   void Reject(const Assignment& a, absl::Status status, Time now, LowLevelActions& out);
   void Violation(std::string message);
+  // Adds a run of `model` that took `took` to its served time, decayed to `now`.
+  void Charge(ModelId model, Duration took, Time now);
+  // Sets every ready item's service_ms for `now`.
+  void SetService(Time now);
   std::optional<size_t> PuIndex(PuId pu) const;
   void Trace(TraceKind kind, Time now, const Assignment& a, std::optional<PuId> pu,
              absl::StatusCode code = absl::StatusCode::kOk);
@@ -216,6 +229,7 @@ class LowLevelCore {
   // The ready queue, in arrival order: the policy's view and the payloads.
   std::vector<policy::WorkItem> ready_;
   std::vector<Assignment> ready_assignments_;
+  absl::flat_hash_map<ModelId, Served> served_;
   uint64_t next_seq_ = 0;
   uint64_t decisions_so_far_ = 0;
   LowLevelStats stats_;

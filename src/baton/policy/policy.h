@@ -45,6 +45,13 @@ struct WorkItem {
   int priority = 0;              // larger = more important; classes 0..k-1
   std::optional<PuId> fixed_pu;  // placement chosen by the plan (used by `fixed`)
   uint64_t seq = 0;              // arrival order on this device (ties break by it)
+  // The PU time this device gave the item's model lately (decayed with a
+  // half-life of LowLevelCore::kServiceHalfLife), divided by the model's
+  // requests queued or running here: a model with two requests in flight
+  // counts as served half as much. `share` runs the least-served model first
+  // within a priority class, so saturating models share the PUs in proportion
+  // to their requests in flight, as the planner's weights assume.
+  double service_ms = 0;
 };
 
 struct PuState {

@@ -1,6 +1,7 @@
 #include "baton/policy/share.h"
 
 #include <cstdint>
+#include <utility>
 
 #include "baton/policy/placement.h"
 
@@ -24,8 +25,11 @@ std::vector<Decision> SharePolicy::Decide(const Snapshot& snapshot) const {
   DecisionBuilder builder(snapshot);
   const std::span<const DecisionBuilder::Slot> slots = builder.slots();
   std::vector<std::optional<DecisionBuilder::Choice>> idle_choices;  // per slot, for the near-speed pass
-  // Larger priority first (negated; widened so that INT_MIN negates), then seq.
-  const auto by_priority = [](const WorkItem& item) { return -static_cast<int64_t>(item.priority); };
+  // Larger priority first (negated; widened so that INT_MIN negates), then the
+  // least-served model, then seq.
+  const auto by_priority = [](const WorkItem& item) {
+    return std::pair<int64_t, double>(-static_cast<int64_t>(item.priority), item.service_ms);
+  };
   for (const WorkItem* item : OrderedItems(snapshot.ready, by_priority)) {
     if (!builder.AnyStartable()) break;
     const std::span<const PuShare> shares =

@@ -7,8 +7,9 @@
 // in the plan (`shares`). `sel` ignores it: an item waits for whichever PU
 // finishes it first, so the heads queue up on the busy NPU and the GPU idles.
 //
-// Rule: items by priority (larger first), then in arrival order (seq), each
-// placed as by `sel` (policy/sel.h:
+// Rule: items by priority (larger first), then the least-served model first
+// (WorkItem::service_ms: its recent PU time per request in flight), then in
+// arrival order (seq), each placed as by `sel` (policy/sel.h:
 // the earliest projected finish; an idle PU starts it, a busy one is waited
 // for and reserved), except that a PU the plan gives no share of the item's
 // partition is a candidate only while it is idle: the item may use it now,
@@ -18,7 +19,7 @@
 // split (PolicyOptions::split null or without an entry for it) is placed
 // exactly as by `sel` (in the priority order above); so is one whose split
 // gives no PU of this snapshot that can run it a share (a plan made for other
-// PUs). With equal priorities and no split, share is sel.
+// PUs). With equal priorities, equal service and no split, share is sel.
 //
 // Example (now = 0): npu0 busy until 3 ms, gpu0 busy until 1 ms. Item A, a
 // detector head, takes 0.3 ms on npu0 and 1 ms on gpu0; the plan gives A's
@@ -46,6 +47,14 @@
 // heterogeneous workload: the classifier's latency fell from 5.2 to 2.4 ms
 // and the whole mix's rate rose (docs/benchmarks.md). With equal priorities
 // this is arrival order, as before.
+//
+// Why the least-served model first: with several saturating closed loops,
+// arrival order gives every loop the same number of runs, so a model twice as
+// dear takes twice the PU time; the planner's objective (weights) and the OS
+// running one thread per request in flight both give every request in flight
+// the same PU time. Measured on docs/bench/saturating.yaml: arrival order got
+// 0.93x ort_tuned's requests per second, exactly what equal run counts
+// predict (docs/benchmarks.md).
 //
 // Why not follow the split's fractions exactly (run counts per PU)? We tried:
 // the LP also gives slow PUs small fractions of a bottleneck partition (a

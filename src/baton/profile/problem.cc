@@ -45,4 +45,44 @@ Problem Problem::Scaled(const std::vector<double>& speed) const {
   return out;
 }
 
+Problem Subadditive(const Problem& problem) {
+  Problem out = problem;
+  out.dispatch_ms = 0;  // RangeMs below: times without the hand-over
+  for (size_t m = 0; m < out.models.size(); ++m) {
+    const int n = out.models[m].atoms();
+    const size_t pus = out.pus.size();
+    // best[(first * (n + 1) + last) * pus + u]: the closed time, nullopt where u cannot run it.
+    std::vector<std::optional<double>> best(static_cast<size_t>(n + 1) * static_cast<size_t>(n + 1) * pus);
+    auto at = [&](int first, int last, size_t u) -> std::optional<double>& {
+      return best[(static_cast<size_t>(first) * static_cast<size_t>(n + 1) + static_cast<size_t>(last)) * pus + u];
+    };
+    for (int len = 1; len <= n; ++len) {
+      for (int first = 0; first + len <= n; ++first) {
+        const int last = first + len;
+        for (size_t u = 0; u < pus; ++u) {
+          const std::optional<double> own = out.RangeMs(static_cast<int>(m), first, last, static_cast<int>(u));
+          std::optional<double> t = own;
+          for (int mid = first + 1; mid < last && t; ++mid) {
+            const std::optional<double>& left = at(first, mid, u);
+            const std::optional<double>& right = at(mid, last, u);
+            if (left && right) t = std::min(*t, std::max(*left + *right - out.partition_overhead_ms, 1e-6));
+          }
+          at(first, last, u) = t;
+        }
+        if (len < 2) continue;
+        PuCosts lowered(pus);
+        bool any = false;
+        for (size_t u = 0; u < pus; ++u) {
+          const std::optional<double> own = out.RangeMs(static_cast<int>(m), first, last, static_cast<int>(u));
+          lowered[u] = at(first, last, u);
+          any = any || (own && lowered[u] && *lowered[u] < *own);
+        }
+        if (any) out.models[m].range_ms[{first, last}] = std::move(lowered);
+      }
+    }
+  }
+  out.dispatch_ms = problem.dispatch_ms;
+  return out;
+}
+
 }  // namespace baton::profile

@@ -116,6 +116,16 @@ struct Problem {
   Problem Scaled(const std::vector<double>& speed) const;
 };
 
+// The same problem with every range no dearer than any split of it into two
+// pieces (their times added, one partition overhead less): a measured range
+// costing more than its parts is measurement noise or a hot-cache effect of
+// profiling the parts alone, over and over; at run time the parts run between
+// other models' partitions and the whole saves a hand-over and lets the
+// backend fuse. Without this, planning cut models for a gain that no run
+// showed (docs/planning.md). Lowered ranges are added to range_ms; nothing
+// gets dearer, so bounds computed from the result stay bounds.
+Problem Subadditive(const Problem& problem);
+
 // One partition of a placement: atoms [first, last), runnable on `pus`
 // (indices into Problem::pus, preferred first; a `fixed` low-level policy uses
 // pus[0]).
