@@ -60,6 +60,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(std::vector<DeviceSetup
       DeviceShell::Flush flush;
       if (options.inline_dispatch) {
         flush = [self](const std::atomic<bool>& pu_has_work) {
+          if (pu_has_work.load()) {
+            self->WakeDispatcher();
+            return;
+          }
           if (self->TakeRole()) self->DrainMail(/*call_back=*/true, /*inline_holder=*/true, &pu_has_work);
         };
       }
@@ -333,6 +337,15 @@ void Runtime::DispatcherLoop() {
     }
     sleeping_until_.reset();
   }
+}
+
+void Runtime::WakeDispatcher() {
+  bool notify;
+  {
+    std::lock_guard lock(mail_mu_);
+    notify = !dispatching_ && !mail_.empty();
+  }
+  if (notify) mail_cv_.notify_one();
 }
 
 bool Runtime::TakeRole() {
