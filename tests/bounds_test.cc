@@ -105,6 +105,38 @@ TEST(SolveThroughputLpTest, MetMinimumThenTheCheaperModelTakesTheRest) {
   EXPECT_NEAR(lp->total_rps, 170, kEps);
 }
 
+TEST(SolveSharedLpTest, SaturatingModelsGetEqualPuTimePerWeightAfterTheDemands) {
+  // One PU. Model 0 is paced at 20/s x 10 ms (20 % busy); models 1 (5 ms,
+  // weight 1) and 2 (20 ms, weight 2) share the other 80 % as 1 : 2 in PU
+  // time: 26.7 % and 53.3 %, i.e. 53.3/s and 26.7/s. Maximizing the total
+  // alone would give model 1 all of it (160/s) and model 2 nothing.
+  const std::vector<LpUnit> units = {
+      {.model = 0, .ms = {10.0}}, {.model = 1, .ms = {5.0}}, {.model = 2, .ms = {20.0}}};
+  const std::vector<LpModel> models = {{.min_rps = 20.0, .max_rps = 20.0}, {}, {}};
+  auto greedy = SolveThroughputLp(1, units, models);
+  ASSERT_TRUE(greedy.ok()) << greedy.status();
+  EXPECT_NEAR(greedy->model_rps[2], 0, 1e-6);
+  const std::vector<FairShare> shared = {{.model = 1, .weight = 1, .work_ms = 5}, {.model = 2, .weight = 2, .work_ms = 20}};
+  auto lp = SolveSharedLp(1, units, models, shared);
+  ASSERT_TRUE(lp.ok()) << lp.status();
+  EXPECT_TRUE(lp->min_met);
+  // Within GLPK's tolerance (0.2 %).
+  EXPECT_NEAR(lp->model_rps[0], 20, 1e-3);
+  EXPECT_NEAR(lp->model_rps[1], 800.0 / 3 / 5, 800.0 / 3 / 5 * 2e-3);
+  EXPECT_NEAR(lp->model_rps[2], 1600.0 / 3 / 20, 1600.0 / 3 / 20 * 2e-3);
+  EXPECT_NEAR(lp->pu_busy[0], 1, 2e-3);
+  // Nothing to share: the plain LP.
+  auto plain = SolveSharedLp(1, units, models, {});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_NEAR(plain->model_rps[1], greedy->model_rps[1], 1e-9);
+  // Bad shares are named.
+  for (const FairShare& bad : {FairShare{.model = 3, .weight = 1, .work_ms = 1}, FairShare{.model = 1, .weight = 0, .work_ms = 1},
+                               FairShare{.model = 1, .weight = 1, .work_ms = -1}}) {
+    const std::vector<FairShare> one = {bad};
+    EXPECT_EQ(SolveSharedLp(1, units, models, one).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST(SolveThroughputLpTest, InfeasibleMinimaAreScaledByOneFactor) {
   // One PU; 60/s x 10 ms + 40/s x 20 ms = 140 % busy: theta = 1 / 1.4. The
   // saturating model 2 gets nothing: the PU is full.
@@ -458,6 +490,26 @@ TEST(PredictTest, ClosedLoopIsFixedByThePredictedLatency) {
   EXPECT_NEAR(prediction->pu_busy[0], 0.04, kEps);
   EXPECT_NEAR(prediction->pu_busy[1], 0.02, kEps);
   EXPECT_TRUE(prediction->demand_met);
+}
+
+TEST(PredictTest, SaturatingModelsShareThePusByWeightAsTheRuntimeDoes) {
+  // Two CPUs; a 6 ms model with one loop and a 9 ms model with two. Equal PU
+  // time per loop: 2000 ms/s over 3 loops, 666.7 ms/s each: 111.1/s and
+  // 2 x 74.1/s. The total-maximizing LP would run the cheap model alone on
+  // both PUs (its Little cap, 1 / 6 ms = 166.7/s, binding; the rest to the other).
+  Problem problem;
+  problem.pus = {Pu("cpu0"), Pu("cpu1")};
+  problem.models.push_back(Model("cheap", {{6.0, 6.0}}));
+  problem.models.push_back(Model("dear", {{9.0, 9.0}}));
+  problem.models[0].demand = {.kind = Demand::Kind::kSaturating, .concurrency = 1};
+  problem.models[1].demand = {.kind = Demand::Kind::kSaturating, .concurrency = 2};
+  problem.models[1].weight = 2;
+  Placement placement;
+  placement.models = {{PlannedPartition{0, 1, {0, 1}}}, {PlannedPartition{0, 1, {0, 1}}}};
+  auto prediction = Predict(problem, placement);
+  ASSERT_TRUE(prediction.ok()) << prediction.status();
+  EXPECT_NEAR(prediction->model_rps[0], 2000.0 / 3 / 6, 2000.0 / 3 / 6 * 2e-3);  // GLPK's tolerance
+  EXPECT_NEAR(prediction->model_rps[1], 2 * 2000.0 / 3 / 9, 2 * 2000.0 / 3 / 9 * 2e-3);
 }
 
 TEST(PredictTest, RateAboveCapacityIsNotMet) {

@@ -371,17 +371,12 @@ absl::StatusOr<Placement> Balanced(const Problem& problem, const PlanOptions& op
 // The rates the lp policy asks of the throughput LP, as Predict models them:
 // kRate and kClosed models are served first, at the rate their arrivals ask
 // for (kClosed: concurrency / (think time + latency bound)); kSaturating
-// models share what is left in proportion to their weights: each gets at
-// least theta x weight, for the largest theta that fits (found by bisection:
-// the LP maximizes the total, which alone would give all spare capacity to
-// the cheapest model and nothing to the others); capacity still left then
-// goes wherever it adds the most rate.
+// models share what is left by equal PU time per unit of weight
+// (profile::SolveSharedLp; work = the model's atoms on their fastest PUs).
 absl::StatusOr<profile::LpResult> SolveServedLp(const Problem& problem, std::span<const profile::LpUnit> units) {
-  const int pus = NumPus(problem);
   std::vector<profile::LpModel> rates(problem.models.size());
   std::optional<profile::Bounds> bounds;
-  std::vector<int> saturating;
-  double theta_hi = kInf;
+  std::vector<profile::FairShare> shared;
   for (int m = 0; m < static_cast<int>(problem.models.size()); ++m) {
     const ProblemModel& model = problem.models[Z(m)];
     const profile::Demand& demand = model.demand;
@@ -394,27 +389,10 @@ absl::StatusOr<profile::LpResult> SolveServedLp(const Problem& problem, std::spa
       const double cycle_ms = demand.think_ms + bounds->latency_ms.at(Z(m));
       if (cycle_ms > 0) rates[Z(m)].min_rps = rates[Z(m)].max_rps = std::max(demand.concurrency, 0) * 1000.0 / cycle_ms;
     } else if (model.weight > 0 && model.atoms() > 0) {
-      saturating.push_back(m);
-      // Alone on every PU, model m runs at most pus * 1000 / work per second:
-      // theta_hi asks twice that of some model, so it never fits.
-      theta_hi = std::min(theta_hi, 2.0 * pus * 1000 / (std::max(FastestWorkMs(problem, m), 1e-6) * model.weight));
+      shared.push_back(profile::FairShare{m, model.weight, std::max(FastestWorkMs(problem, m), 1e-6)});
     }
   }
-  BATON_ASSIGN_OR_RETURN(profile::LpResult best, profile::SolveThroughputLp(pus, units, rates));
-  if (saturating.empty() || !best.min_met) return best;  // demands alone do not fit: nothing to share
-  double theta_lo = 0;
-  for (int step = 0; step < 24; ++step) {  // theta within 2^-24 of theta_hi's bracket
-    const double theta = (theta_lo + theta_hi) / 2;
-    for (int m : saturating) rates[Z(m)].min_rps = theta * problem.models[Z(m)].weight;
-    BATON_ASSIGN_OR_RETURN(profile::LpResult result, profile::SolveThroughputLp(pus, units, rates));
-    if (result.min_met) {
-      theta_lo = theta;
-      best = std::move(result);
-    } else {
-      theta_hi = theta;
-    }
-  }
-  return best;
+  return profile::SolveSharedLp(NumPus(problem), units, std::move(rates), shared);
 }
 
 // One model's partitions from its atoms' LP shares (share[i][u]: fraction of

@@ -534,6 +534,7 @@ absl::StatusOr<Prediction> Predict(const Problem& problem, const Placement& plac
   Prediction prediction;
   std::vector<LpUnit> units;
   std::vector<LpModel> lp_models(Idx(n_models));
+  std::vector<FairShare> shared;
   for (int m = 0; m < n_models; ++m) {
     const ProblemModel& model = problem.models[Idx(m)];
     double latency = 0;
@@ -553,8 +554,12 @@ absl::StatusOr<Prediction> Predict(const Problem& problem, const Placement& plac
     prediction.latency_ms.push_back(latency);
     lp_models[Idx(m)].min_rps = lp_models[Idx(m)].max_rps = DemandRps(model.demand, latency);
     if (!lp_models[Idx(m)].max_rps) lp_models[Idx(m)].max_rps = LittleCap(model.demand, latency);
+    if (model.demand.kind == Demand::Kind::kSaturating && model.weight > 0 && latency > 0 &&
+        !placement.models[Idx(m)].empty()) {
+      shared.push_back(FairShare{m, model.weight, latency});
+    }
   }
-  BATON_ASSIGN_OR_RETURN(LpResult lp, SolveThroughputLp(pus, units, lp_models));
+  BATON_ASSIGN_OR_RETURN(LpResult lp, SolveSharedLp(pus, units, std::move(lp_models), shared));
   prediction.throughput_rps = lp.total_rps;
   prediction.model_rps = std::move(lp.model_rps);
   prediction.pu_busy = std::move(lp.pu_busy);
@@ -565,6 +570,45 @@ absl::StatusOr<Prediction> Predict(const Problem& problem, const Placement& plac
     for (size_t k = 0; k < placement.models[Idx(m)].size(); ++k) model_shares.push_back(lp.unit_share[unit++]);
   }
   return prediction;
+}
+
+absl::StatusOr<LpResult> SolveSharedLp(int pus, std::span<const LpUnit> units, std::vector<LpModel> models,
+                                       std::span<const FairShare> shared) {
+  double theta_hi = std::numeric_limits<double>::infinity();
+  for (const FairShare& f : shared) {
+    if (f.model < 0 || Idx(f.model) >= models.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("fair share: model index ", f.model, " is not one of the ",
+                                                     models.size(), " models"));
+    }
+    if (!(f.weight > 0) || !(f.work_ms > 0) || !std::isfinite(f.weight) || !std::isfinite(f.work_ms)) {
+      return absl::InvalidArgumentError(absl::StrCat("fair share of model ", f.model, ": weight ", f.weight,
+                                                     " and work ", f.work_ms, " ms must be positive and finite"));
+    }
+    // theta * weight is the model's PU time per second: more than every PU
+    // for a whole second never fits.
+    theta_hi = std::min(theta_hi, 2.0 * std::max(pus, 1) * 1000 / f.weight);
+  }
+  BATON_ASSIGN_OR_RETURN(LpResult best, SolveThroughputLp(pus, units, models));
+  // One model alone takes all that is left anyway; and when the other
+  // demands alone do not fit, there is nothing to share.
+  if (shared.size() < 2 || !best.min_met) return best;
+  double theta_lo = 0;
+  for (int step = 0; step < 24; ++step) {
+    const double theta = (theta_lo + theta_hi) / 2;
+    for (const FairShare& f : shared) {
+      LpModel& lm = models[Idx(f.model)];
+      // A model its own cap (Little's law) holds back leaves the rest to the others.
+      lm.min_rps = lm.max_rps ? std::min(theta * f.weight / f.work_ms, *lm.max_rps) : theta * f.weight / f.work_ms;
+    }
+    BATON_ASSIGN_OR_RETURN(LpResult result, SolveThroughputLp(pus, units, models));
+    if (result.min_met) {
+      theta_lo = theta;
+      best = std::move(result);
+    } else {
+      theta_hi = theta;
+    }
+  }
+  return best;
 }
 
 std::vector<BoundViolation> FindBoundViolations(double bound_rps,

@@ -44,7 +44,9 @@
 // as the LP does), kRate models fixed at their rate and kClosed models at
 // concurrency / (think_ms + predicted latency) when the PUs can serve that
 // (they are served first; otherwise they are all scaled by one factor and
-// demand_met is false), saturating models taking the rest. Predicted
+// demand_met is false), saturating models sharing the rest by their weight
+// (SolveSharedLp; work = the chain of the model's partitions on their
+// fastest listed PUs). Predicted
 // latency = the chain of the model's partitions, each on its fastest listed
 // PU, plus the transfer of the cut bytes between consecutive partitions'
 // preferred PUs (pus[0]; 0 when they are the same PU). No queueing.
@@ -93,6 +95,29 @@ struct LpResult {
 // time or rate is negative or not finite, or min_rps > max_rps; Internal
 // (naming GLPK's return code) when the solver fails.
 absl::StatusOr<LpResult> SolveThroughputLp(int pus, std::span<const LpUnit> units, std::span<const LpModel> models);
+
+// A saturating model's claim on what the other demands leave: `weight` (its
+// requests in flight) and `work_ms`, the PU time one request takes.
+struct FairShare {
+  int model = 0;
+  double weight = 0;   // > 0
+  double work_ms = 0;  // > 0
+};
+// SolveThroughputLp with `models`' own min_rps and max_rps, where the models
+// in `shared` split what is left by equal PU time per unit of weight, as the
+// runtime's `share` policy gives every request in flight the same PU time:
+// each gets at least theta * weight / work_ms (or its max_rps, if lower),
+// for the largest theta that
+// fits (bisection, within 2^-24 of the bracket), then capacity still left
+// goes wherever it adds the most rate. Maximizing the total alone would give
+// all spare capacity to the cheapest model and nothing to the others. When
+// the other minima alone do not fit, or `shared` has fewer than two models,
+// this is SolveThroughputLp. GLPK's presolver accepts minima a little above
+// capacity: shares can come out up to about 0.1 % high. Errors: those of SolveThroughputLp; InvalidArgument for
+// a model index out of range or a weight or work that is not positive and
+// finite.
+absl::StatusOr<LpResult> SolveSharedLp(int pus, std::span<const LpUnit> units, std::vector<LpModel> models,
+                                       std::span<const FairShare> shared);
 
 struct Bounds {
   std::vector<double> latency_ms;  // per model
