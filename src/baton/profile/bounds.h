@@ -46,10 +46,10 @@
 // (they are served first; otherwise they are all scaled by one factor and
 // demand_met is false), saturating models sharing the rest by their weight
 // (SolveSharedLp; work = the chain of the model's partitions on their
-// fastest listed PUs). Predicted
-// latency = the chain of the model's partitions, each on its fastest listed
-// PU, plus the transfer of the cut bytes between consecutive partitions'
-// preferred PUs (pus[0]; 0 when they are the same PU). No queueing.
+// fastest listed PUs). Predicted latency = the chain of the model's
+// partitions, each on its fastest listed PU, plus the transfer of the cut
+// bytes between consecutive partitions' preferred PUs (pus[0]; 0 when they
+// are the same PU). No queueing.
 //
 // Thread-safety: pure functions. GLPK's environment is thread-local; each
 // call builds and frees its own problem object with the terminal output off
@@ -107,15 +107,15 @@ struct FairShare {
 // in `shared` split what is left by equal PU time per unit of weight, as the
 // runtime's `share` policy gives every request in flight the same PU time:
 // each gets at least theta * weight / work_ms (or its max_rps, if lower),
-// for the largest theta that
-// fits (bisection, within 2^-24 of the bracket), then capacity still left
-// goes wherever it adds the most rate. Maximizing the total alone would give
-// all spare capacity to the cheapest model and nothing to the others. When
-// the other minima alone do not fit, or `shared` has fewer than two models,
-// this is SolveThroughputLp. GLPK's presolver accepts minima a little above
-// capacity: shares can come out up to about 0.1 % high. Errors: those of SolveThroughputLp; InvalidArgument for
-// a model index out of range or a weight or work that is not positive and
-// finite.
+// for the largest theta that fits (bisection, within 2^-24 of the bracket),
+// then capacity still left goes wherever it adds the most rate. Maximizing
+// the total alone would give all spare capacity to the cheapest model and
+// nothing to the others. When the other minima alone do not fit, or
+// `shared` has fewer than two models, this is SolveThroughputLp. GLPK's
+// presolver accepts minima a little above capacity: shares can come out up
+// to about 0.1 % high. Errors: those of SolveThroughputLp; InvalidArgument
+// for a model index out of range or a weight or work that is not positive
+// and finite.
 absl::StatusOr<LpResult> SolveSharedLp(int pus, std::span<const LpUnit> units, std::vector<LpModel> models,
                                        std::span<const FairShare> shared);
 
