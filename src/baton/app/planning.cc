@@ -130,6 +130,7 @@ absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const st
     p.models.push_back(std::move(m));
   }
   BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(p));
+  out.planned = profile::Subadditive(p);
   return out;
 }
 
@@ -174,6 +175,7 @@ absl::StatusOr<Planning> BuildEstimatedPlanning(const config::RunConfig& config,
     out.cuts.push_back(*std::move(cut));
   }
   BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(p));
+  out.planned = profile::Subadditive(p);
   return out;
 }
 
@@ -183,7 +185,7 @@ absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::
                                         const std::string& profile_source) {
   // Planned on the profile made subadditive (profile::Subadditive says why);
   // the bound stays the profile's own.
-  const profile::Problem problem = profile::Subadditive(planning.problem);
+  const profile::Problem& problem = planning.planned;
   BATON_ASSIGN_OR_RETURN(profile::Placement placement, plan::MakePlacement(policy, problem, options));
   BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(problem, placement));
   plan::PlanFile f;
@@ -484,7 +486,7 @@ absl::StatusOr<Calibration> Calibrate(const Planning& planning, const runtime::D
   const profile::Problem scaled = problem.Scaled(speed);
   BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(scaled));
   if (placement) {
-    BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(scaled, *placement));
+    BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(planning.planned.Scaled(speed), *placement));
     out.predicted_rps = prediction.throughput_rps;
   }
   return out;

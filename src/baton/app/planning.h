@@ -22,7 +22,10 @@
 namespace baton::app {
 
 struct Planning {
-  profile::Problem problem;           // PUs in PuId order, models in config order
+  profile::Problem problem;           // PUs in PuId order, models in config order: bounds and speed factors
+  // `problem` made subadditive (profile::Subadditive): what plans and
+  // predictions use.
+  profile::Problem planned;
   std::vector<profiler::ModelCut> cuts;  // per model
   profile::Bounds bounds;
 };

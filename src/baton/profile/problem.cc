@@ -59,6 +59,8 @@ Problem Subadditive(const Problem& problem) {
     for (int len = 1; len <= n; ++len) {
       for (int first = 0; first + len <= n; ++first) {
         const int last = first + len;
+        PuCosts lowered(pus);
+        bool any = false;
         for (size_t u = 0; u < pus; ++u) {
           const std::optional<double> own = out.RangeMs(static_cast<int>(m), first, last, static_cast<int>(u));
           std::optional<double> t = own;
@@ -67,16 +69,10 @@ Problem Subadditive(const Problem& problem) {
             const std::optional<double>& right = at(mid, last, u);
             if (left && right) t = std::min(*t, std::max(*left + *right - out.partition_overhead_ms, 1e-6));
           }
-          at(first, last, u) = t;
+          at(first, last, u) = lowered[u] = t;
+          any = any || (own && t && *t < *own);
         }
-        if (len < 2) continue;
-        PuCosts lowered(pus);
-        bool any = false;
-        for (size_t u = 0; u < pus; ++u) {
-          const std::optional<double> own = out.RangeMs(static_cast<int>(m), first, last, static_cast<int>(u));
-          lowered[u] = at(first, last, u);
-          any = any || (own && lowered[u] && *lowered[u] < *own);
-        }
+        // Written after the loop: RangeMs reads only this range's own entry.
         if (any) out.models[m].range_ms[{first, last}] = std::move(lowered);
       }
     }
