@@ -174,7 +174,7 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
     if (planning) {
       planned_placement = PlacementOfPlan(*plan_file, *planning, models, widen);
       if (planned_placement) {
-        BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(planning->planned, *planned_placement));
+        BATON_ASSIGN_OR_RETURN(profile::Prediction prediction, profile::Predict(planning->problem, *planned_placement));
         a.profile_predicted_rps = prediction.throughput_rps;
       }
     }

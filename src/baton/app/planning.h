@@ -22,9 +22,9 @@
 namespace baton::app {
 
 struct Planning {
-  profile::Problem problem;           // PUs in PuId order, models in config order: bounds and speed factors
-  // `problem` made subadditive (profile::Subadditive): what plans and
-  // predictions use.
+  profile::Problem problem;           // PUs in PuId order, models in config order: bounds, predictions, speed factors
+  // `problem` made subadditive (profile::Subadditive): what the high-level
+  // policies place on.
   profile::Problem planned;
   std::vector<profiler::ModelCut> cuts;  // per model
   profile::Bounds bounds;
