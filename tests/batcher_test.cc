@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -231,12 +232,79 @@ TEST(BatcherTest, UnbatchedModelsPassThroughAndFlushAndStopSendWhatWaits) {
   EXPECT_EQ(rt.count(), 4u);
 }
 
+TEST(BatcherTest, AClosedLoopOfFourOnTwoSlotsRunsAsTwoBatchesOfTwo) {
+  // max_in_flight 2 (two PUs): a batch of four would keep one PU busy four
+  // times as long while the other has none of this model's work; three and
+  // one would do half of that. Each answer here submits the next request.
+  FakeRuntime rt;
+  Batcher batcher(rt.Submit(), [] { return kTimeZero; }, /*own_timer=*/false);
+  ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 4, .max_queue_delay = std::chrono::hours(1),
+                                            .max_in_flight = 2}).ok());
+  std::function<void(RequestResult)> again = [&](RequestResult r) {
+    ASSERT_TRUE(r.status.ok()) << r.status;
+    batcher.Submit(ModelId(1), Input({1, 0}), {}, again);
+  };
+  for (int i = 0; i < 4; ++i) batcher.Submit(ModelId(1), Input({float(i), 0}), {}, again);
+  ASSERT_EQ(rt.count(), 2u);  // the first two alone, at once: the model was idle
+  EXPECT_EQ(batcher.waiting(), 2u);
+  for (size_t k = 0; k < 8; ++k) {
+    rt.AnswerDoubled(k, At(10 * static_cast<int>(k)));
+    ASSERT_EQ(rt.count(), k + 3);
+    EXPECT_EQ(rt.sent[k + 2].inputs[0].second.shape()[0], 2) << "batch " << k + 2;
+  }
+  EXPECT_EQ(batcher.waiting(), 0u);
+}
+
+TEST(BatcherTest, WhenEverySlotIsTakenRequestsWaitPastTheDelayAndLeaveWithTheNextAnswer) {
+  FakeRuntime rt;
+  std::atomic<int> now_ms{0};
+  Batcher batcher(rt.Submit(), [&] { return At(now_ms.load()); }, /*own_timer=*/false);
+  ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 4, .max_queue_delay = 0ms, .max_in_flight = 1}).ok());
+  int answered = 0;
+  auto count = [&](RequestResult r) {
+    EXPECT_TRUE(r.status.ok()) << r.status;
+    ++answered;
+  };
+  batcher.Submit(ModelId(1), Input({1, 0}), {}, count);
+  ASSERT_EQ(rt.count(), 1u);  // no delay and a free slot: alone, at once
+  for (int i = 0; i < 5; ++i) batcher.Submit(ModelId(1), Input({2, 0}), {}, count);
+  now_ms = 50;
+  batcher.SendDue();
+  EXPECT_EQ(rt.count(), 1u);  // the slot is taken: all five wait, whatever their age
+  EXPECT_EQ(batcher.waiting(), 5u);
+  rt.AnswerDoubled(0, At(50));
+  ASSERT_EQ(rt.count(), 2u);  // the answer freed the slot: the next batch, max_batch of the five
+  EXPECT_EQ(rt.sent[1].inputs[0].second.shape()[0], 4);
+  EXPECT_EQ(batcher.waiting(), 1u);
+  rt.AnswerDoubled(1, At(60));
+  ASSERT_EQ(rt.count(), 3u);
+  EXPECT_EQ(rt.sent[2].inputs[0].second.shape()[0], 1);
+  rt.AnswerDoubled(2, At(70));
+  EXPECT_EQ(answered, 6);
+  EXPECT_EQ(batcher.waiting(), 0u);
+}
+
+TEST(BatcherTest, AnswersAfterTheBatcherIsGoneStillReachTheirCallers) {
+  FakeRuntime rt;
+  bool answered = false;
+  {
+    Batcher batcher(rt.Submit(), [] { return kTimeZero; });
+    ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 2, .max_queue_delay = 0ms, .max_in_flight = 1}).ok());
+    batcher.Submit(ModelId(1), Input({1, 2}), {}, [&](RequestResult r) { answered = r.status.ok(); });
+  }
+  ASSERT_EQ(rt.count(), 1u);
+  rt.AnswerDoubled(0, At(1));  // its slot's batcher is gone: only the caller is reached
+  EXPECT_TRUE(answered);
+}
+
 TEST(BatcherTest, SetModelChecksItsOptions) {
   FakeRuntime rt;
   Batcher batcher(rt.Submit(), [] { return kTimeZero; });
   EXPECT_THAT(batcher.SetModel(ModelId(1), {.max_batch = 0}).message(), HasSubstr("1..1024"));
   EXPECT_THAT(batcher.SetModel(ModelId(1), {.max_batch = kMaxBatch + 1}).message(), HasSubstr("max_batch"));
   EXPECT_THAT(batcher.SetModel(ModelId(1), {.max_batch = 2, .max_queue_delay = -1ms}).message(), HasSubstr(">= 0"));
+  EXPECT_THAT(batcher.SetModel(ModelId(1), {.max_batch = 2, .max_in_flight = -1}).message(),
+              HasSubstr("max_in_flight"));
   batcher.Stop();
   EXPECT_EQ(batcher.SetModel(ModelId(1), {.max_batch = 2}).code(), absl::StatusCode::kFailedPrecondition);
 }

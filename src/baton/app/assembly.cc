@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -198,10 +199,25 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
 }
 
 absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* rt,
-                                                              const std::vector<LoadedModel>& models) {
+                                                              const std::vector<LoadedModel>& models,
+                                                              const runtime::Deployment* deployment) {
   std::unique_ptr<runtime::Batcher> batcher;
   for (const LoadedModel& m : models) {
     if (m.config->max_batch <= 1) continue;
+    // One batch in flight per PU the model's partitions were prepared on:
+    // batching then never leaves a PU without this model's work that
+    // unbatched requests would have given it.
+    int max_in_flight = 0;
+    if (deployment != nullptr) {
+      for (const runtime::DeployedModel& dm : deployment->models()) {
+        if (dm.id != m.id) continue;
+        std::set<uint32_t> pus;
+        for (const std::vector<PuId>& capable : dm.capable_pus) {
+          for (PuId pu : capable) pus.insert(pu.value);
+        }
+        max_in_flight = static_cast<int>(pus.size());
+      }
+    }
     if (!batcher) {
       batcher = std::make_unique<runtime::Batcher>(
           [rt](ModelId id, dispatch::NamedTensors in, dispatch::RequestOptions o, runtime::DoneCallback done) {
@@ -210,7 +226,7 @@ absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* 
           [rt] { return rt->Now(); });
     }
     BATON_RETURN_IF_ERROR(batcher->SetModel(
-        m.id, runtime::BatchingOptions{m.config->max_batch, FromMillis(m.config->max_queue_delay_ms)}));
+        m.id, runtime::BatchingOptions{m.config->max_batch, FromMillis(m.config->max_queue_delay_ms), max_in_flight}));
   }
   return batcher;
 }

@@ -85,9 +85,12 @@ struct Assembly {
 absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remotes, const AssembleOptions& options);
 
 // Dynamic batching in front of `rt` for the models with max_batch > 1
-// (Triton-style, runtime/batcher.h); null when no model batches.
+// (Triton-style, runtime/batcher.h); null when no model batches. Each model
+// keeps at most one batch in flight per PU `deployment` prepared it on (no
+// limit without a deployment).
 absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* rt,
-                                                              const std::vector<LoadedModel>& models);
+                                                              const std::vector<LoadedModel>& models,
+                                                              const runtime::Deployment* deployment);
 
 // A config with remote devices, connected: Remotes::resolved is what to
 // assemble. Remote devices have no profile yet, so a high-level policy that

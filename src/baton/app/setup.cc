@@ -89,7 +89,10 @@ absl::StatusOr<std::vector<LoadedModel>> LoadModels(const config::RunConfig& con
     // the baselines run. Not kept: a second copy of every weight would count
     // in every run's memory; the baselines serialize it again when they need it.
     lm.content_hash = profile::HashHex(lm.model->SerializeToString());
-    for (int s = 0; s < samples; ++s) {
+    // Batching is checked on two samples stacked, whatever the caller asked
+    // for (`baton plan` and `baton profile` ask for none).
+    const int model_samples = mc.max_batch > 1 ? std::max(samples, 2) : samples;
+    for (int s = 0; s < model_samples; ++s) {
       absl::StatusOr<dispatch::NamedTensors> in =
           verify::RandomInputs(*lm.model, config.run.seed * 1000 + i * 10 + static_cast<uint64_t>(s));
       if (!in.ok()) {

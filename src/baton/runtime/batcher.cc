@@ -1,6 +1,7 @@
 #include "baton/runtime/batcher.h"
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -10,10 +11,16 @@
 namespace baton::runtime {
 
 Batcher::Batcher(SubmitFn submit, NowFn now, bool own_timer) : submit_(std::move(submit)), now_(std::move(now)) {
+  life_->self = this;
   if (own_timer) timer_ = std::thread([this] { TimerLoop(); });
 }
 
-Batcher::~Batcher() { Stop(); }
+Batcher::~Batcher() {
+  Stop();
+  std::unique_lock lock(life_->mu);
+  life_->self = nullptr;
+  life_->cv.wait(lock, [&] { return life_->inside == 0; });
+}
 
 absl::Status Batcher::SetModel(ModelId model, BatchingOptions options) {
   if (options.max_batch < 1 || options.max_batch > kMaxBatch) {
@@ -24,24 +31,49 @@ absl::Status Batcher::SetModel(ModelId model, BatchingOptions options) {
     return absl::InvalidArgumentError(absl::StrCat("model ", model.value, ": max_queue_delay is ",
                                                    options.max_queue_delay.count(), " ns; it must be >= 0"));
   }
+  if (options.max_in_flight < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", model.value, ": max_in_flight is ",
+                                                   options.max_in_flight, "; it must be >= 0 (0 = no limit)"));
+  }
   std::lock_guard lock(mu_);
   if (stopping_) return absl::FailedPreconditionError("the batcher is stopped");
   queues_[model.value].options = options;
   return absl::OkStatus();
 }
 
-std::vector<Batcher::Waiting> Batcher::TakeLocked(Queue& q) {
-  std::vector<Waiting> batch;
-  batch.swap(q.waiting);
-  if (!batch.empty()) {
+void Batcher::TakeLocked(ModelId model, Queue& q, Time now, bool all, Batches& out) {
+  const int cap = q.options.max_in_flight;
+  const auto max_batch = static_cast<size_t>(q.options.max_batch);
+  while (!q.waiting.empty()) {
+    // A batch's size: max_batch, or with slots the even share of the
+    // model's requests (waiting and in flight) over them, if smaller.
+    size_t want = max_batch;
+    if (cap > 0) {
+      if (!all && q.in_flight >= cap) return;
+      const size_t total = q.waiting.size() + q.in_flight_requests;
+      want = std::clamp<size_t>((total + static_cast<size_t>(cap) - 1) / static_cast<size_t>(cap), 1, max_batch);
+    }
+    // Below that size it waits for more, until the oldest has waited the delay.
+    if (!all && q.waiting.size() < want && q.waiting.front().submitted + q.options.max_queue_delay > now) return;
+    const size_t n = std::min(want, q.waiting.size());
+    std::vector<Waiting> batch;
+    batch.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      batch.push_back(std::move(q.waiting.front()));
+      q.waiting.pop_front();
+    }
     ++q.stats.batches;
-    q.stats.requests += batch.size();
+    q.stats.requests += n;
+    if (cap > 0) {
+      ++q.in_flight;
+      q.in_flight_requests += n;
+    }
+    out.emplace_back(model, std::move(batch));
   }
-  return batch;
 }
 
 void Batcher::Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done) {
-  std::vector<Waiting> ready;
+  Batches ready;
   {
     std::unique_lock lock(mu_);
     auto it = queues_.find(model.value);
@@ -55,20 +87,57 @@ void Batcher::Submit(ModelId model, NamedTensors inputs, dispatch::RequestOption
       return;
     }
     Queue& q = it->second;
-    q.waiting.push_back(Waiting{std::move(inputs), options, std::move(done), now_()});
-    if (static_cast<int>(q.waiting.size()) >= q.options.max_batch) {
-      ready = TakeLocked(q);
-    } else if (q.waiting.size() == 1) {
-      cv_.notify_all();  // a new oldest request: the timer must watch its delay
-    }
+    const Time now = now_();
+    q.waiting.push_back(Waiting{std::move(inputs), options, std::move(done), now});
+    TakeLocked(model, q, now, /*all=*/false, ready);
+    if (!q.waiting.empty()) cv_.notify_all();  // the timer must watch the oldest's delay
   }
-  if (!ready.empty()) Send(model, std::move(ready));
+  for (auto& [m, batch] : ready) Send(m, std::move(batch));
+}
+
+void Batcher::Answered(ModelId model, size_t requests) {
+  Batches ready;
+  {
+    std::lock_guard lock(mu_);
+    auto it = queues_.find(model.value);
+    if (it == queues_.end()) return;
+    Queue& q = it->second;
+    if (q.in_flight > 0) --q.in_flight;
+    q.in_flight_requests -= std::min(q.in_flight_requests, requests);
+    TakeLocked(model, q, now_(), /*all=*/stopping_, ready);
+    if (!q.waiting.empty()) cv_.notify_all();  // a free slot: the timer may send it when due
+  }
+  for (auto& [m, batch] : ready) Send(m, std::move(batch));
 }
 
 void Batcher::Send(ModelId model, std::vector<Waiting> batch) {
+  // With max_in_flight, each batch's answer frees its slot, after its
+  // callers have their answers (a closed loop's next request then joins the
+  // queue before the next batch is formed).
+  bool counted = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = queues_.find(model.value);
+    counted = it != queues_.end() && it->second.options.max_in_flight > 0;
+  }
+  auto release = [counted, model, requests = batch.size(), life = life_] {
+    if (!counted) return;
+    {
+      std::lock_guard lock(life->mu);
+      if (life->self == nullptr) return;
+      ++life->inside;
+    }
+    life->self->Answered(model, requests);
+    std::lock_guard lock(life->mu);
+    --life->inside;
+    life->cv.notify_all();
+  };
   if (batch.size() == 1) {
     Waiting& w = batch[0];
-    submit_(model, std::move(w.inputs), w.options, std::move(w.done));
+    submit_(model, std::move(w.inputs), w.options, [done = std::move(w.done), release](RequestResult r) {
+      done(std::move(r));
+      release();
+    });
     return;
   }
   // Stack the inputs; requests that do not stack go one by one.
@@ -92,7 +161,14 @@ void Batcher::Send(ModelId model, std::vector<Waiting> batch) {
     stacked.emplace_back(batch[0].inputs[k].first, *std::move(t));
   }
   if (!stackable) {
-    for (Waiting& w : batch) submit_(model, std::move(w.inputs), w.options, std::move(w.done));
+    // One slot for all of them: the last answer frees it.
+    auto left = std::make_shared<std::atomic<size_t>>(batch.size());
+    for (Waiting& w : batch) {
+      submit_(model, std::move(w.inputs), w.options, [done = std::move(w.done), left, release](RequestResult r) {
+        done(std::move(r));
+        if (left->fetch_sub(1) == 1) release();
+      });
+    }
     return;
   }
   dispatch::RequestOptions options = batch[0].options;
@@ -116,7 +192,7 @@ void Batcher::Send(ModelId model, std::vector<Waiting> batch) {
   }
   members->rows = std::move(rows);
   batch.clear();
-  submit_(model, std::move(stacked), options, [members](RequestResult r) {
+  submit_(model, std::move(stacked), options, [members, release](RequestResult r) {
     const size_t n = members->done.size();
     // Each output cut into the members' rows.
     std::vector<NamedTensors> outputs(n);
@@ -142,17 +218,16 @@ void Batcher::Send(ModelId model, std::vector<Waiting> batch) {
       mine.compute = r.compute;  // the batch's: each member waited for all of it
       members->done[i](std::move(mine));
     }
+    release();
   });
 }
 
 void Batcher::Flush() {
-  std::vector<std::pair<ModelId, std::vector<Waiting>>> ready;
+  Batches ready;
   {
     std::lock_guard lock(mu_);
-    for (auto& [id, q] : queues_) {
-      std::vector<Waiting> batch = TakeLocked(q);
-      if (!batch.empty()) ready.emplace_back(ModelId(id), std::move(batch));
-    }
+    const Time now = now_();
+    for (auto& [id, q] : queues_) TakeLocked(ModelId(id), q, now, /*all=*/true, ready);
   }
   for (auto& [model, batch] : ready) Send(model, std::move(batch));
 }
@@ -170,21 +245,12 @@ BatcherStats Batcher::stats(ModelId model) const {
   return it == queues_.end() ? BatcherStats{} : it->second.stats;
 }
 
-std::vector<std::pair<ModelId, std::vector<Batcher::Waiting>>> Batcher::TakeDueLocked(Time now) {
-  std::vector<std::pair<ModelId, std::vector<Waiting>>> ready;
-  for (auto& [id, q] : queues_) {
-    if (!q.waiting.empty() && q.waiting.front().submitted + q.options.max_queue_delay <= now) {
-      ready.emplace_back(ModelId(id), TakeLocked(q));
-    }
-  }
-  return ready;
-}
-
 void Batcher::SendDue() {
-  std::vector<std::pair<ModelId, std::vector<Waiting>>> ready;
+  Batches ready;
   {
     std::lock_guard lock(mu_);
-    ready = TakeDueLocked(now_());
+    const Time now = now_();
+    for (auto& [id, q] : queues_) TakeLocked(ModelId(id), q, now, /*all=*/false, ready);
   }
   for (auto& [model, batch] : ready) Send(model, std::move(batch));
 }
@@ -192,10 +258,12 @@ void Batcher::SendDue() {
 void Batcher::TimerLoop() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
-    // The earliest moment a waiting batch is due.
+    // The earliest moment a waiting batch with a free slot is due (a queue
+    // whose slots are all taken is woken by Answered).
     std::optional<Time> due;
     for (const auto& [id, q] : queues_) {
       if (q.waiting.empty()) continue;
+      if (q.options.max_in_flight > 0 && q.in_flight >= q.options.max_in_flight) continue;
       const Time t = q.waiting.front().submitted + q.options.max_queue_delay;
       if (!due || t < *due) due = t;
     }
@@ -208,7 +276,8 @@ void Batcher::TimerLoop() {
       cv_.wait_for(lock, *due - now);
       continue;
     }
-    std::vector<std::pair<ModelId, std::vector<Waiting>>> ready = TakeDueLocked(now);
+    Batches ready;
+    for (auto& [id, q] : queues_) TakeLocked(ModelId(id), q, now, /*all=*/false, ready);
     lock.unlock();
     for (auto& [model, batch] : ready) Send(model, std::move(batch));
     lock.lock();

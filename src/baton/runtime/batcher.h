@@ -7,6 +7,17 @@
 // the batch's finish time. The model must accept a free leading dimension
 // (graph::WithFreeBatchDim, checked by verify::CheckBatchable).
 //
+// With `max_in_flight` (Triton's model instances), at most that many batches
+// of a model are in the runtime at once; the others wait, past the delay too,
+// and leave as soon as a batch is answered. A batch's size is then the even
+// share of the model's requests (waiting and in flight) over the slots, at
+// most max_batch, and it leaves as soon as it has that many: a closed loop
+// of four on two slots runs as two batches of two, never as one batch of
+// four on one PU while the other PU has none of this model's work, nor as
+// batches of three and one; a lone request on an idle model goes at once.
+// The delay applies only to a batch below its share (more requests arrived
+// than the slots' batches hold).
+//
 // A batch's deadline is the earliest of its requests', its priority the
 // highest. A failed batch fails each of its requests with the batch's status.
 // Requests whose inputs cannot be stacked (another shape or type) are sent one
@@ -28,7 +39,9 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -47,6 +60,7 @@ inline constexpr int kMaxBatch = 1024;
 struct BatchingOptions {
   int max_batch = 1;             // 1..kMaxBatch; 1 = no batching
   Duration max_queue_delay{};    // >= 0: how long the oldest request may wait for more
+  int max_in_flight = 0;         // batches sent and not answered, at most; 0 = no limit
 };
 
 struct BatcherStats {
@@ -66,7 +80,8 @@ class Batcher {
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
 
-  // Errors: max_batch outside 1..kMaxBatch, a negative delay, or Stop already called.
+  // Errors: max_batch outside 1..kMaxBatch, a negative delay or max_in_flight,
+  // or Stop already called.
   absl::Status SetModel(ModelId model, BatchingOptions options);
   void Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done);
   // Sends every waiting request now.
@@ -77,6 +92,8 @@ class Batcher {
   size_t waiting() const;
   BatcherStats stats(ModelId model) const;
   // Flushes and joins the timer thread; later Submits pass straight through.
+  // Batches still in the runtime may be answered after Stop, and after the
+  // destructor: their callbacks then only reach their callers.
   void Stop();
 
  private:
@@ -88,14 +105,28 @@ class Batcher {
   };
   struct Queue {
     BatchingOptions options;
-    std::vector<Waiting> waiting;
+    std::deque<Waiting> waiting;
+    int in_flight = 0;              // batches in the runtime (counted only with max_in_flight)
+    size_t in_flight_requests = 0;  // requests in them
     BatcherStats stats;
   };
-  // Takes the queue's waiting requests (under mu_); Send sends them (without it).
-  std::vector<Waiting> TakeLocked(Queue& q);
-  // The batches due at `now` (under mu_).
-  std::vector<std::pair<ModelId, std::vector<Waiting>>> TakeDueLocked(Time now);
+  using Batches = std::vector<std::pair<ModelId, std::vector<Waiting>>>;
+  // Lets answers that arrive after the destructor find no batcher: the
+  // destructor clears `self` and waits until no answer is inside it.
+  struct Life {
+    std::mutex mu;
+    std::condition_variable cv;
+    Batcher* self = nullptr;  // guarded by mu
+    int inside = 0;           // guarded by mu
+  };
+  // The batches to send from `q` now (under mu_): with `all`, everything
+  // that waits (Flush); else those with a free slot that are full (see
+  // above) or whose oldest request has waited the delay. Send sends them
+  // (without mu_).
+  void TakeLocked(ModelId model, Queue& q, Time now, bool all, Batches& out);
   void Send(ModelId model, std::vector<Waiting> batch);
+  // A batch of `requests` of `model` was answered: frees its slot, sends what is due.
+  void Answered(ModelId model, size_t requests);
   void TimerLoop();
 
   SubmitFn submit_;
@@ -104,6 +135,7 @@ class Batcher {
   std::condition_variable cv_;
   std::map<uint32_t, Queue> queues_;  // guarded by mu_; by ModelId value
   bool stopping_ = false;             // guarded by mu_
+  std::shared_ptr<Life> life_ = std::make_shared<Life>();
   std::thread timer_;
 };
 
