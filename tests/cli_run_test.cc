@@ -308,7 +308,7 @@ TEST_F(CliRunTest, DynamicBatchingAnswersEveryRequestWithItsOwnRows) {
 devices: [{name: local, pus: [{name: cpu0, kind: cpu}, {name: cpu1, kind: cpu}]}]
 models:
   - {name: cls, path: )" + Zoo("mobilenetv2") + R"(, arrival: {mode: closed, concurrency: 4}, max_batch: 4,
-     max_queue_delay_ms: 5}
+     max_queue_delay_ms: 5, batching: on}
   - {name: seq, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 1, think_ms: 5}}
 policy: {high_level: whole, low_level: sel}
 run: {duration_s: 0.5, warmup_s: 0.1, slices: 1}
@@ -323,11 +323,51 @@ run: {duration_s: 0.5, warmup_s: 0.1, slices: 1}
   const nlohmann::json& b = j["models"][0]["batching"];
   ASSERT_TRUE(b.is_object()) << j["models"][0].dump(2);
   EXPECT_EQ(b["max_batch"], 4);
+  EXPECT_EQ(b["mode"], "on");
+  EXPECT_EQ(b["batch"], 4);
   EXPECT_GT(b["batches"].get<int>(), 0);
   EXPECT_GE(b["mean_batch"].get<double>(), 1.0);
   EXPECT_LE(b["mean_batch"].get<double>(), 4.0);
   EXPECT_FALSE(j["models"][1].contains("batching"));
   EXPECT_GT(j["baselines"]["ort_tuned"]["models"][0]["completed"].get<int>(), 0);  // the model as loaded
+}
+
+TEST_F(CliRunTest, WithBatchingAutoTheProfileDecidesAndTheReportSaysWhy) {
+  // `batching: auto` (the default): the profile measures the whole model at
+  // batch 1, 2 and 4, and baton batches only if that saves time per request.
+  // Which way it goes depends on the machine; the report must agree with
+  // its own numbers.
+  const std::string config = Write("auto.yaml", R"(
+devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]
+models:
+  - {name: cls, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 2}, max_batch: 4}
+policy: {high_level: whole}
+run: {duration_s: 0.3, warmup_s: 0, slices: 1}
+)");
+  Result r = Baton("run " + config + " --no-baselines --json " + Path("auto.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("model 'cls': dynamic batching: batch"));
+  nlohmann::json j = ReadJson(Path("auto.json"));
+  ASSERT_FALSE(j.is_discarded()) << r.output;
+  const nlohmann::json& b = j["models"][0]["batching"];
+  ASSERT_TRUE(b.is_object()) << j["models"][0].dump(2);
+  EXPECT_EQ(b["mode"], "auto");
+  const double ratio = b["per_request_ratio"].get<double>();
+  EXPECT_GT(ratio, 0);
+  if (ratio <= 0.95) {
+    EXPECT_GT(b["batch"].get<int>(), 1) << b.dump();
+    EXPECT_GT(b["batches"].get<int>(), 0);
+  } else {
+    EXPECT_EQ(b["batch"], 1) << b.dump();
+    EXPECT_EQ(b["batches"], 0);  // no batcher: requests went straight to the runtime
+    EXPECT_THAT(r.output, HasSubstr("batching off"));
+  }
+  EXPECT_GT(j["models"][0]["completed"].get<int>(), 0);
+  // The profile it decided from has the batch sizes.
+  nlohmann::json profile = ReadJson(j["bound"]["profile"].get<std::string>());
+  ASSERT_FALSE(profile.is_discarded());
+  ASSERT_TRUE(profile["models"][0].contains("batched")) << profile["models"][0].dump().substr(0, 500);
+  EXPECT_EQ(profile["models"][0]["batched"].size(), 3u);
 }
 
 TEST_F(CliRunTest, AModelThatCannotBeBatchedIsRefusedBeforeTheRun) {

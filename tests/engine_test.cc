@@ -398,7 +398,7 @@ TEST_F(EngineTest, CloseAnswersAnInferWhoseRunIsOnItsCaller) {
 }
 
 TEST_F(EngineTest, BatchedModelsAnswerPerRequest) {
-  std::unique_ptr<Engine> engine = Open("whole", ", max_batch: 4, max_queue_delay_ms: 1");
+  std::unique_ptr<Engine> engine = Open("whole", ", max_batch: 4, max_queue_delay_ms: 1, batching: on");
   ASSERT_NE(engine, nullptr);
   // The model as loaded, not its free-batch copy.
   EXPECT_EQ(engine->FindModel("cam")->inputs[0].shape[0], 1);

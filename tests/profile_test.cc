@@ -1,6 +1,7 @@
 // Profiles: the store (JSON round trip, atomic save, malformed input, stale
 // detection), the profiler (candidate budget, resuming, real measurements on
 // CPU and emulated PUs), and plan files (round trip, errors).
+#include "baton/graph/batch.h"
 #include "baton/profile/profile.h"
 
 #include <gmock/gmock.h>
@@ -46,6 +47,8 @@ profile::Profile SampleProfile() {
   profile::ProfiledRange r1{1, 2, "k1", "fc", "fc", {{"cpu/threads=1", {0.5, 0.6, 0.7, 9}}, {"emu/speed=4", {0.1, 0.1, 0.2, 9}}}};
   profile::ProfiledRange r2{0, 2, "k2", "conv", "fc", {{"cpu/threads=1", {1.9, 2.1, 2.5, 5}}}};
   m.ranges = {r0, r1, r2};
+  m.batched[1]["cpu/threads=1"] = {1.9, 2.1, 2.5, 5};
+  m.batched[4]["cpu/threads=1"] = {6.0, 6.2, 6.5, 5};
   p.models.push_back(m);
   return p;
 }
@@ -84,6 +87,52 @@ TEST(ProfileStoreTest, MalformedInputNamesTheField) {
   absl::Status s = profile::Profile::Parse(text, "x.json").status();
   EXPECT_THAT(s.message(), HasSubstr("models[0].ranges[0].latency.cpu/threads=1.median_ms"));
   EXPECT_THAT(s.message(), HasSubstr("x.json"));
+}
+
+// ---- Whether dynamic batching pays ------------------------------------------
+
+profile::ProfiledModel Batched(std::map<int, std::map<std::string, double>> ms) {
+  profile::ProfiledModel m;
+  m.name = "cls";
+  for (const auto& [batch, kinds] : ms) {
+    for (const auto& [kind, median] : kinds) m.batched[batch][kind] = {median, median, median, 5};
+  }
+  return m;
+}
+
+TEST(ChooseBatchTest, TheSizeWithTheLeastTimePerRequestWinsWhenItSavesAtLeastFivePercent) {
+  // 10 ms alone, 16 ms for 2 (8 each), 28 ms for 4 (7 each): batch 4.
+  const profile::BatchChoice c = profile::ChooseBatch(Batched({{1, {{"gpu", 10}}}, {2, {{"gpu", 16}}}, {4, {{"gpu", 28}}}}), 4);
+  EXPECT_EQ(c.batch, 4);
+  EXPECT_NEAR(c.per_request_ratio, 0.7, 1e-9);
+  EXPECT_THAT(c.reason, HasSubstr("batch 4 takes 0.70x"));
+  EXPECT_THAT(c.reason, HasSubstr(": on"));
+  // A lower max_batch ignores the larger sizes measured.
+  EXPECT_EQ(profile::ChooseBatch(Batched({{1, {{"gpu", 10}}}, {2, {{"gpu", 16}}}, {4, {{"gpu", 28}}}}), 2).batch, 2);
+}
+
+TEST(ChooseBatchTest, NoGainOrNoMeasurementMeansOff) {
+  // A CPU that is as efficient per request at batch 1: 4 x 10 ms = 41 ms.
+  profile::BatchChoice c = profile::ChooseBatch(Batched({{1, {{"cpu", 10}}}, {4, {{"cpu", 41}}}}), 4);
+  EXPECT_EQ(c.batch, 1);
+  EXPECT_NEAR(c.per_request_ratio, 1.025, 1e-9);
+  EXPECT_THAT(c.reason, HasSubstr("batch 4 takes 1.02x"));
+  EXPECT_THAT(c.reason, HasSubstr("off"));
+  // 3 % is not enough.
+  EXPECT_EQ(profile::ChooseBatch(Batched({{1, {{"cpu", 10}}}, {4, {{"cpu", 38.8}}}}), 4).batch, 1);
+  // Summed over the kinds measured at every size: 0.6x on one, 1.1x on the other = 0.85x.
+  EXPECT_EQ(profile::ChooseBatch(Batched({{1, {{"a", 10}, {"b", 10}}}, {4, {{"a", 24}, {"b", 44}}}}), 4).batch, 4);
+  c = profile::ChooseBatch(Batched({}), 4);
+  EXPECT_EQ(c.batch, 1);
+  EXPECT_THAT(c.reason, HasSubstr("not profiled"));
+  EXPECT_EQ(profile::ChooseBatch(Batched({{1, {{"gpu", 10}}}, {4, {{"gpu", 20}}}}), 1).batch, 1);
+}
+
+TEST(ChooseBatchTest, TheSizesMeasuredArePowersOfTwoAndMaxBatch) {
+  EXPECT_EQ(profile::BatchSizesToMeasure(1), (std::vector<int>{1}));
+  EXPECT_EQ(profile::BatchSizesToMeasure(4), (std::vector<int>{1, 2, 4}));
+  EXPECT_EQ(profile::BatchSizesToMeasure(6), (std::vector<int>{1, 2, 4, 6}));
+  EXPECT_EQ(profile::BatchSizesToMeasure(1024), (std::vector<int>{1, 2, 4, 8, 16, 1024}));
 }
 
 TEST(ProfileStoreTest, StatsAreNearestRank) {
@@ -186,6 +235,31 @@ TEST_F(ProfilerTest, MeasuresEveryCandidateOnEveryCapableKindWithinTheBudget) {
   EXPECT_TRUE(some_emu);
   // The emulator cannot run the classifier head: the last atom has only the CPU.
   EXPECT_EQ(m.Find(m.atoms - 1, m.atoms)->latency.size(), 1u);
+}
+
+TEST_F(ProfilerTest, ABatchingModelIsMeasuredWholeAtEachBatchSizeOnTheCpus) {
+  absl::StatusOr<std::shared_ptr<const graph::Model>> free = graph::WithFreeBatchDim(*model_.model);
+  ASSERT_TRUE(free.ok()) << free.status();
+  profiler::ProfilerModel batching{"cls", *free, "00000000000000cc", 4};
+  const std::vector<profiler::ProfilerPu> cpus = {pus_[0], pus_[1]};
+  profile::Profile p;
+  ASSERT_TRUE(profiler::ProfileModels({batching}, cpus, options_, p, nullptr).ok());
+  const profile::ProfiledModel& m = p.models[0];
+  ASSERT_EQ(m.batched.size(), 3u);
+  for (int batch : {1, 2, 4}) {
+    SCOPED_TRACE(batch);
+    ASSERT_TRUE(m.batched.contains(batch));
+    ASSERT_EQ(m.batched.at(batch).size(), 1u);  // one CPU kind
+    EXPECT_GT(m.batched.at(batch).at(profiler::CpuKindKey(1)).median_ms, 0);
+    EXPECT_GE(m.batched.at(batch).at(profiler::CpuKindKey(1)).runs, 2);
+  }
+  // Kept when resumed; a model that does not batch gets none.
+  profile::Profile again = p;
+  ASSERT_TRUE(profiler::ProfileModels({batching}, cpus, options_, again, nullptr).ok());
+  EXPECT_EQ(again.models[0].batched, m.batched);
+  profile::Profile plain;
+  ASSERT_TRUE(profiler::ProfileModels({model_}, cpus, options_, plain, nullptr).ok());
+  EXPECT_TRUE(plain.models[0].batched.empty());
 }
 
 TEST_F(ProfilerTest, ResumingMeasuresOnlyWhatIsMissing) {

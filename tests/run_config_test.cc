@@ -614,6 +614,8 @@ TEST(RunConfigTest, BatchingKeysAreChecked) {
   auto parse = [&](const std::string& keys) {
     return ParseRunConfig(head + "models: [{name: m, path: zoo:lstm, " + keys + "}]\n", "batch.yaml");
   };
+  EXPECT_EQ(parse("max_batch: 4, batching: on")->models[0].batching, "on");
+  EXPECT_THAT(parse("max_batch: 4, batching: always").status().message(), HasSubstr("models[0].batching"));
   absl::StatusOr<RunConfig> ok = parse("max_batch: 4, max_queue_delay_ms: 2");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->models[0].max_batch, 4);

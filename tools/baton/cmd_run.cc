@@ -117,6 +117,10 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
         const ModelPlanInfo& info = report->models[i];
         j["batching"] = {{"max_batch", mc.max_batch},
                          {"max_queue_delay_ms", mc.max_queue_delay_ms},
+                         {"mode", mc.batching},
+                         {"batch", info.max_batch},
+                         {"per_request_ratio", info.batch_per_request_ratio},
+                         {"reason", info.batching_reason},
                          {"batches", info.batches},
                          {"mean_batch", info.batches > 0 ? static_cast<double>(info.batched_requests) /
                                                                static_cast<double>(info.batches)
@@ -202,9 +206,11 @@ void PrintReport(const RunReport& r) {
                           : a.mode == config::ArrivalConfig::Mode::kPeriodic ? absl::StrCat(a.fps, " fps")
                                                                              : absl::StrCat("poisson ", a.rate, "/s");
     if (c.models[i].deadline_ms) absl::StrAppend(&arrival, ", deadline ", *c.models[i].deadline_ms, " ms");
-    if (c.models[i].max_batch > 1) {
-      absl::StrAppend(&arrival, ", batch <= ", c.models[i].max_batch, " within ", c.models[i].max_queue_delay_ms,
-                      " ms");
+    if (c.models[i].max_batch > 1 && r.models[i].max_batch <= 1 && r.server.empty()) {
+      absl::StrAppend(&arrival, ", batching off");
+    } else if (c.models[i].max_batch > 1) {
+      absl::StrAppend(&arrival, ", batch <= ", r.models[i].max_batch > 1 ? r.models[i].max_batch : c.models[i].max_batch,
+                      " within ", c.models[i].max_queue_delay_ms, " ms");
       if (r.models[i].batches > 0) {
         absl::StrAppend(&arrival, absl::StrFormat(" (mean %.2f)", static_cast<double>(r.models[i].batched_requests) /
                                                                      static_cast<double>(r.models[i].batches)));

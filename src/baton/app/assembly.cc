@@ -103,6 +103,21 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
     }
     BATON_ASSIGN_OR_RETURN(Planning built, BuildPlanning(config, models, pu_set, prof, profile_source));
     planning = std::move(built);
+    for (const LoadedModel& lm : models) {
+      const profile::ProfiledModel* pm = prof.FindModel(lm.config->name);
+      a.batching.push_back(pm != nullptr ? profile::ChooseBatch(*pm, lm.config->max_batch) : profile::BatchChoice{});
+    }
+  }
+  // Batching: `on` overrides the profile's verdict; without a profile `auto` is off.
+  a.batching.resize(models.size(), profile::BatchChoice{1, 1, "no profile: off"});
+  for (size_t i = 0; i < models.size(); ++i) {
+    const config::ModelConfig& mc = *models[i].config;
+    if (mc.max_batch <= 1) {
+      a.batching[i] = profile::BatchChoice{1, 1, "max_batch is 1"};
+    } else if (mc.batching == "on") {
+      a.batching[i] = profile::BatchChoice{mc.max_batch, 1, "batching: on"};
+    }
+    if (mc.max_batch > 1) say(absl::StrCat("model '", mc.name, "': dynamic batching: ", a.batching[i].reason));
   }
 
   // Which device each model runs on: round-robin, or transfer_aware.
@@ -200,10 +215,13 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
 
 absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* rt,
                                                               const std::vector<LoadedModel>& models,
+                                                              const std::vector<profile::BatchChoice>& batching,
                                                               const runtime::Deployment* deployment) {
   std::unique_ptr<runtime::Batcher> batcher;
-  for (const LoadedModel& m : models) {
-    if (m.config->max_batch <= 1) continue;
+  for (size_t i = 0; i < models.size(); ++i) {
+    const LoadedModel& m = models[i];
+    const int max_batch = i < batching.size() ? batching[i].batch : 1;
+    if (max_batch <= 1) continue;
     // One batch in flight per PU the model's partitions were prepared on:
     // batching then never leaves a PU without this model's work that
     // unbatched requests would have given it.
@@ -226,7 +244,7 @@ absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* 
           [rt] { return rt->Now(); });
     }
     BATON_RETURN_IF_ERROR(batcher->SetModel(
-        m.id, runtime::BatchingOptions{m.config->max_batch, FromMillis(m.config->max_queue_delay_ms), max_in_flight}));
+        m.id, runtime::BatchingOptions{max_batch, FromMillis(m.config->max_queue_delay_ms), max_in_flight}));
   }
   return batcher;
 }

@@ -76,6 +76,10 @@ struct Assembly {
   double profile_predicted_rps = 0;   // the plan's prediction from the profile (0 without a plan)
   std::vector<int> configured_priorities;  // per model: the config's
   std::vector<int> priorities;             // per model: the plan's where it has one, else the config's
+  // Per model: its dynamic batching (batch 1 = off): the config's max_batch
+  // with `batching: on`, else profile::ChooseBatch on the profile (off
+  // without one), with the reason.
+  std::vector<profile::BatchChoice> batching;
   std::unique_ptr<runtime::Deployment> deployment;  // null with deploy = false
   RuntimeBundle runtime;                            // started; empty with deploy = false
 };
@@ -84,12 +88,14 @@ struct Assembly {
 // ConnectRemotes; `remotes` is then non-null and outlives the result).
 absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remotes, const AssembleOptions& options);
 
-// Dynamic batching in front of `rt` for the models with max_batch > 1
-// (Triton-style, runtime/batcher.h); null when no model batches. Each model
-// keeps at most one batch in flight per PU `deployment` prepared it on (no
-// limit without a deployment).
+// Dynamic batching in front of `rt` for the models whose `batching` choice
+// (Assembly::batching, per model) is above 1 (Triton-style,
+// runtime/batcher.h); null when no model batches. Each model keeps at most
+// one batch in flight per PU `deployment` prepared it on (no limit without
+// a deployment).
 absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* rt,
                                                               const std::vector<LoadedModel>& models,
+                                                              const std::vector<profile::BatchChoice>& batching,
                                                               const runtime::Deployment* deployment);
 
 // A config with remote devices, connected: Remotes::resolved is what to

@@ -336,7 +336,7 @@ absl::StatusOr<std::unique_ptr<Engine::Impl>> OpenImpl(config::RunConfig config,
   if (impl->remotes) assemble.no_profile = true;  // remote PUs have no profile yet
   BATON_ASSIGN_OR_RETURN(impl->assembly, app::Assemble(impl->assembled_config(), impl->remotes.get(), assemble));
   app::Assembly& a = impl->assembly;
-  BATON_ASSIGN_OR_RETURN(impl->batcher, app::MakeBatcher(a.runtime.rt.get(), a.models, a.deployment.get()));
+  BATON_ASSIGN_OR_RETURN(impl->batcher, app::MakeBatcher(a.runtime.rt.get(), a.models, a.batching, a.deployment.get()));
   const config::RunConfig& cfg = impl->assembled_config();
   for (size_t i = 0; i < a.models.size(); ++i) {
     const app::LoadedModel& lm = a.models[i];

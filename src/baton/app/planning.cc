@@ -537,7 +537,9 @@ absl::StatusOr<profile::Profile> ProfileInto(const std::string& path, const std:
     fs::create_directories(fs::path(path).parent_path(), ec);
   }
   std::vector<profiler::ProfilerModel> pm;
-  for (const LoadedModel& lm : models) pm.push_back(profiler::ProfilerModel{lm.config->name, lm.model, lm.content_hash});
+  for (const LoadedModel& lm : models) {
+    pm.push_back(profiler::ProfilerModel{lm.config->name, lm.model, lm.content_hash, lm.config->max_batch});
+  }
   BATON_RETURN_IF_ERROR(profiler::ProfileModels(
       pm, pus.profiler_pus, options, p, [&](const profile::Profile& now) { return now.Save(path); }, progress));
   BATON_RETURN_IF_ERROR(p.Save(path));

@@ -72,9 +72,9 @@ constexpr std::array<const char*, 9> kPuKeys = {"name",  "kind",     "threads", 
                                                 "speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 3> kCpuOnlyKeys = {"threads", "cores", "share_session"};
 constexpr std::array<const char*, 4> kEmuOnlyKeys = {"speed", "op_speed", "unsupported_ops", "compute"};
-constexpr std::array<const char*, 10> kModelKeys = {"name",       "path",   "arrival",   "deadline_ms",
+constexpr std::array<const char*, 11> kModelKeys = {"name",       "path",   "arrival",   "deadline_ms",
                                                     "priority",   "partitions", "slo_ms", "max_batch",
-                                                    "max_queue_delay_ms", "execution_timeout_ms"};
+                                                    "max_queue_delay_ms", "execution_timeout_ms", "batching"};
 constexpr int kMaxBatch = 1024;
 // The modes `baton run` can compare with (run.baselines as a list).
 constexpr std::array<const char*, 6> kBaselineNames = {"ort_tuned",      "ort_pinned",     "ort_global_pool",
@@ -317,6 +317,11 @@ absl::Status ValidateModels(const std::vector<ModelConfig>& models) {
     if (!(model.max_queue_delay_ms >= 0 && model.max_queue_delay_ms <= kMaxDeadlineMs)) {
       return Invalid(Child(path, "max_queue_delay_ms"),
                      absl::StrCat("must be between 0 and ", kMaxDeadlineMs, " (got ", model.max_queue_delay_ms, ")"));
+    }
+    if (model.batching != "auto" && model.batching != "on") {
+      return Invalid(Child(path, "batching"), absl::StrCat("is '", model.batching,
+                                                           "'; use auto (batch when the profile shows a gain) or on "
+                                                           "(always up to max_batch)"));
     }
     if (model.max_batch == 1 && model.max_queue_delay_ms > 0) {
       return Invalid(Child(path, "max_queue_delay_ms"),
@@ -712,6 +717,8 @@ class Parser {
         BATON_RETURN_IF_ERROR(Int(f, model.max_batch));
       } else if (f.key == "max_queue_delay_ms") {
         BATON_RETURN_IF_ERROR(Double(f, model.max_queue_delay_ms));
+      } else if (f.key == "batching") {
+        BATON_RETURN_IF_ERROR(String(f, model.batching));
       } else if (f.key == "priority") {
         BATON_RETURN_IF_ERROR(Int(f, model.priority));
       } else if (f.key == "partitions") {
@@ -1060,6 +1067,7 @@ std::string ToYaml(const RunConfig& config) {
     if (model.max_batch != 1) {
       out << YAML::Key << "max_batch" << YAML::Value << model.max_batch;
       out << YAML::Key << "max_queue_delay_ms" << YAML::Value << FormatDouble(model.max_queue_delay_ms);
+      out << YAML::Key << "batching" << YAML::Value << model.batching;
     }
     out << YAML::Key << "priority" << YAML::Value << model.priority;
     if (model.partitions) out << YAML::Key << "partitions" << YAML::Value << *model.partitions;

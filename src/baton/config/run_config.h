@@ -109,6 +109,9 @@ struct ModelConfig {
   // `baton run` checks that on its inputs before it runs.
   int max_batch = 1;                // 1..1024
   double max_queue_delay_ms = 0;    // >= 0; only with max_batch > 1
+  // auto: the planner batches only when the profile shows batching pays
+  // (profile::ChooseBatch; off without a profile); on: always up to max_batch.
+  std::string batching = "auto";
 
   friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };

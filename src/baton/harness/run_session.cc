@@ -676,9 +676,17 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   std::vector<std::vector<std::vector<PuId>>> placed_pus(models.size());
   for (size_t i = 0; i < models.size(); ++i) {
     const graph::Model& g = *models[i].model;
-    ModelPlanInfo info{models[i].config->name, models[i].source, 0, {}, g.total_param_bytes(),
-                       static_cast<double>(g.total_flops()) / 1e9, config.devices[deploy[i].device.value].name};
+    // Size and FLOPs of the model as loaded (a batching copy's free batch
+    // dimension has no FLOP count).
+    const graph::Model& loaded = models[i].baseline_model();
+    ModelPlanInfo info{models[i].config->name, models[i].source, 0, {}, loaded.total_param_bytes(),
+                       static_cast<double>(loaded.total_flops()) / 1e9, config.devices[deploy[i].device.value].name};
     info.priority = baton_priorities[i];
+    if (i < assembly.batching.size()) {
+      info.max_batch = assembly.batching[i].batch;
+      info.batch_per_request_ratio = assembly.batching[i].per_request_ratio;
+      info.batching_reason = assembly.batching[i].reason;
+    }
     if (baton_deployment) {
       const runtime::DeployedModel& dm = baton_deployment->models()[i];
       info.partitions = static_cast<int>(dm.plan.partitions.size());
@@ -737,7 +745,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   // Dynamic batching of baton's requests, for the models that ask for it.
   std::unique_ptr<runtime::Batcher> batcher;
   if (baton_rt.rt) {
-    BATON_ASSIGN_OR_RETURN(batcher, MakeBatcher(baton_rt.rt.get(), models, assembly.deployment.get()));
+    BATON_ASSIGN_OR_RETURN(batcher, MakeBatcher(baton_rt.rt.get(), models, assembly.batching, assembly.deployment.get()));
     modes.push_back(Mode{EmptyMode("baton", models),
                          runtime_mode(baton_rt.rt.get(), batcher.get(), baton_priorities, options.verify)});
   }

@@ -119,6 +119,10 @@ struct ModelPlanInfo {
   // requests in them, warm-up periods included.
   uint64_t batches = 0;
   uint64_t batched_requests = 0;
+  // The batch size baton ran it with (1 = off) and why (Assembly::batching).
+  int max_batch = 1;
+  double batch_per_request_ratio = 1;
+  std::string batching_reason = {};
 };
 
 // One device of baton's run: utilisation is the mean over its PUs of busy /

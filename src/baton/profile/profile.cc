@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "baton/core/file.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 
 namespace baton::profile {
@@ -112,6 +113,38 @@ class Reader {
 
 }  // namespace
 
+namespace {
+
+json LatencyJson(const std::map<std::string, LatencyStats>& latency) {
+  json out = json::object();
+  for (const auto& [kind, s] : latency) {
+    out[kind] = {{"median_ms", s.median_ms}, {"p90_ms", s.p90_ms}, {"p99_ms", s.p99_ms}, {"runs", s.runs}};
+  }
+  return out;
+}
+
+// `parent`'s "latency": stats by PU kind key.
+absl::StatusOr<std::map<std::string, LatencyStats>> ParseLatency(const Reader& rd, const json& parent,
+                                                                 const std::string& path) {
+  BATON_ASSIGN_OR_RETURN(const json* lat, rd.Field(parent, path, "latency"));
+  if (!lat->is_object()) return rd.Error(path + ".latency", "not a map");
+  std::map<std::string, LatencyStats> out;
+  for (const auto& [kind, js] : lat->items()) {
+    const std::string lp = absl::StrCat(path, ".latency.", kind);
+    LatencyStats s;
+    BATON_ASSIGN_OR_RETURN(s.median_ms, rd.Number(js, lp, "median_ms"));
+    BATON_ASSIGN_OR_RETURN(s.p90_ms, rd.Number(js, lp, "p90_ms"));
+    BATON_ASSIGN_OR_RETURN(s.p99_ms, rd.Number(js, lp, "p99_ms"));
+    BATON_ASSIGN_OR_RETURN(int64_t runs, rd.Int(js, lp, "runs"));
+    s.runs = static_cast<int>(runs);
+    if (s.median_ms < 0 || s.runs < 1) return rd.Error(lp, "needs median_ms >= 0 and runs >= 1");
+    out[kind] = s;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string Profile::ToJson() const {
   json j;
   j["format"] = "baton-profile";
@@ -135,14 +168,79 @@ std::string Profile::ToJson() const {
               {"first_node", r.first_node},
               {"last_node", r.last_node},
               {"latency", json::object()}};
-      for (const auto& [kind, s] : r.latency) {
-        jr["latency"][kind] = {{"median_ms", s.median_ms}, {"p90_ms", s.p90_ms}, {"p99_ms", s.p99_ms}, {"runs", s.runs}};
-      }
+      jr["latency"] = LatencyJson(r.latency);
       jm["ranges"].push_back(std::move(jr));
+    }
+    if (!m.batched.empty()) {
+      jm["batched"] = json::array();
+      for (const auto& [batch, latency] : m.batched) {
+        jm["batched"].push_back(json{{"batch", batch}, {"latency", LatencyJson(latency)}});
+      }
     }
     j["models"].push_back(std::move(jm));
   }
   return j.dump(1);
+}
+
+
+std::vector<int> BatchSizesToMeasure(int max_batch) {
+  std::vector<int> sizes;
+  for (int b = 1; b < max_batch && static_cast<int>(sizes.size()) < kMaxBatchSizes - 1; b *= 2) sizes.push_back(b);
+  if (max_batch > 1) sizes.push_back(max_batch);
+  if (sizes.empty()) sizes.push_back(1);
+  return sizes;
+}
+
+BatchChoice ChooseBatch(const ProfiledModel& model, int max_batch) {
+  BatchChoice choice;
+  auto one = model.batched.find(1);
+  if (max_batch <= 1) {
+    choice.reason = "max_batch is 1";
+    return choice;
+  }
+  if (one == model.batched.end() || one->second.empty()) {
+    choice.reason = "not profiled at batch sizes above 1: off";
+    return choice;
+  }
+  // PU kinds measured at every size up to max_batch.
+  std::vector<std::string> kinds;
+  for (const auto& [kind, stats] : one->second) {
+    bool everywhere = true;
+    for (const auto& [batch, latency] : model.batched) everywhere = everywhere && (batch > max_batch || latency.contains(kind));
+    if (everywhere) kinds.push_back(kind);
+  }
+  auto per_request = [&](int batch, const std::map<std::string, LatencyStats>& latency) {
+    double sum = 0;
+    for (const std::string& k : kinds) sum += latency.at(k).median_ms;
+    return sum / batch;
+  };
+  const double base = per_request(1, one->second);
+  int best = 1;
+  double best_ms = base;
+  for (const auto& [batch, latency] : model.batched) {
+    if (batch <= 1 || batch > max_batch) continue;
+    const double ms = per_request(batch, latency);
+    if (ms < best_ms) {
+      best = batch;
+      best_ms = ms;
+    }
+  }
+  if (best == 1) {
+    // Off: say how the largest measured size compares.
+    for (const auto& [batch, latency] : model.batched) {
+      if (batch > 1 && batch <= max_batch) {
+        best = batch;
+        best_ms = per_request(batch, latency);
+      }
+    }
+  }
+  choice.per_request_ratio = base > 0 ? best_ms / base : 1;
+  const bool on = best > 1 && choice.per_request_ratio <= kBatchGainThreshold;
+  choice.batch = on ? best : 1;
+  choice.reason = absl::StrFormat("batch %d takes %.2fx batch 1's time per request on %s: %s", best,
+                                  choice.per_request_ratio, absl::StrJoin(kinds, " + "),
+                                  on ? "on" : absl::StrFormat("off (on below %.2fx)", kBatchGainThreshold));
+  return choice;
 }
 
 absl::StatusOr<Profile> Profile::Parse(std::string_view text, const std::string& source) {
@@ -231,20 +329,18 @@ absl::StatusOr<Profile> Profile::Parse(std::string_view text, const std::string&
       BATON_ASSIGN_OR_RETURN(r.key, rd.String(jr, rp, "key"));
       BATON_ASSIGN_OR_RETURN(r.first_node, rd.String(jr, rp, "first_node"));
       BATON_ASSIGN_OR_RETURN(r.last_node, rd.String(jr, rp, "last_node"));
-      BATON_ASSIGN_OR_RETURN(const json* lat, rd.Field(jr, rp, "latency"));
-      if (!lat->is_object()) return rd.Error(rp + ".latency", "not a map");
-      for (const auto& [kind, js] : lat->items()) {
-        const std::string lp = absl::StrCat(rp, ".latency.", kind);
-        LatencyStats s;
-        BATON_ASSIGN_OR_RETURN(s.median_ms, rd.Number(js, lp, "median_ms"));
-        BATON_ASSIGN_OR_RETURN(s.p90_ms, rd.Number(js, lp, "p90_ms"));
-        BATON_ASSIGN_OR_RETURN(s.p99_ms, rd.Number(js, lp, "p99_ms"));
-        BATON_ASSIGN_OR_RETURN(int64_t runs, rd.Int(js, lp, "runs"));
-        s.runs = static_cast<int>(runs);
-        if (s.median_ms < 0 || s.runs < 1) return rd.Error(lp, "needs median_ms >= 0 and runs >= 1");
-        r.latency[kind] = s;
-      }
+      BATON_ASSIGN_OR_RETURN(r.latency, ParseLatency(rd, jr, rp));
       m.ranges.push_back(std::move(r));
+    }
+    if (jm.contains("batched")) {
+      BATON_ASSIGN_OR_RETURN(const json* batched, rd.Array(jm, mp, "batched"));
+      for (size_t bi = 0; bi < batched->size(); ++bi) {
+        const json& jb = (*batched)[bi];
+        const std::string bp = absl::StrCat(mp, ".batched[", bi, "]");
+        BATON_ASSIGN_OR_RETURN(int64_t batch, rd.Int(jb, bp, "batch"));
+        if (batch < 1 || batch > 1024) return rd.Error(bp + ".batch", "must be in 1..1024");
+        BATON_ASSIGN_OR_RETURN(m.batched[static_cast<int>(batch)], ParseLatency(rd, jb, bp));
+      }
     }
     p.models.push_back(std::move(m));
   }

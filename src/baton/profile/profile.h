@@ -66,6 +66,10 @@ struct ProfiledModel {
   std::vector<int64_t> cut_bytes;
   std::vector<AtomEdge> edges;
   std::vector<ProfiledRange> ranges;
+  // Dynamic batching (a model with max_batch > 1): the whole model's run
+  // time at each measured batch size (1 included), by PU kind key. Empty
+  // for a model that does not batch.
+  std::map<int, std::map<std::string, LatencyStats>> batched;
 
   const ProfiledRange* Find(int first, int last) const;
   ProfiledRange* Find(int first, int last);
@@ -111,6 +115,25 @@ struct Profile {
 
   friend bool operator==(const Profile&, const Profile&) = default;
 };
+
+// The batch sizes the profiler measures for a model batching up to
+// `max_batch`: 1, the powers of two below it, and max_batch itself, at most
+// kMaxBatchSizes of them (the largest powers of two are dropped first).
+inline constexpr int kMaxBatchSizes = 6;
+std::vector<int> BatchSizesToMeasure(int max_batch);
+
+// Whether dynamic batching pays for a model, from its profiled batch sizes:
+// the size with the least measured time per request (summed over the PU
+// kinds measured at every size), if that is at most kBatchGainThreshold of
+// batch 1's; else 1 (no batching). `reason` says which and by how much, e.g.
+// "batch 4 takes 1.08x batch 1's time per request on cpu/threads=1: off".
+inline constexpr double kBatchGainThreshold = 0.95;
+struct BatchChoice {
+  int batch = 1;
+  double per_request_ratio = 1;  // chosen (or best, when off) size's time per request / batch 1's
+  std::string reason;
+};
+BatchChoice ChooseBatch(const ProfiledModel& model, int max_batch);
 
 // What the configuration expects of a profile for one model.
 struct ExpectedModel {

@@ -1,5 +1,7 @@
 #include "baton/profiler/profiler.h"
 
+#include "baton/core/tensor_ops.h"
+
 #include <pthread.h>
 
 #include <algorithm>
@@ -182,6 +184,59 @@ absl::StatusOr<ModelCut> CutModel(const graph::Model& model, const std::vector<P
   return cut;
 }
 
+// The whole model at each batch size to measure, on each CPU kind in `reps`
+// (emulated PUs calibrate on fixed shapes and cannot take a free batch
+// dimension): its random inputs stacked `batch` times. Kept measurements are
+// not taken again.
+absl::Status MeasureBatches(const ProfilerModel& pm, uint64_t seed, const std::vector<ProfilerPu>& pus,
+                            const std::vector<size_t>& reps, const ProfilerOptions& options,
+                            profile::ProfiledModel& entry) {
+  if (pm.max_batch <= 1) return absl::OkStatus();
+  const graph::Model& model = *pm.model;
+  auto fail = [&](const absl::Status& st, const std::string& what) {
+    return absl::Status(st.code(), absl::StrCat("model '", pm.name, "' ", what, ": ", st.message()));
+  };
+  std::optional<graph::Submodel> whole;
+  std::optional<backend::NamedTensors> one;
+  for (size_t r : reps) {
+    const ProfilerPu& pu = pus[r];
+    if (!pu.is_cpu) continue;
+    std::unique_ptr<backend::PreparedPartition> runner;
+    for (int batch : profile::BatchSizesToMeasure(pm.max_batch)) {
+      if (entry.batched[batch].contains(pu.kind_key)) continue;
+      const std::string what = absl::StrFormat("at batch %d on PU '%s'", batch, pu.name);
+      if (!whole) {
+        std::vector<NodeId> nodes;
+        for (size_t n = 0; n < model.nodes().size(); ++n) nodes.push_back(NodeId(static_cast<uint32_t>(n)));
+        absl::StatusOr<graph::Submodel> sub = graph::ExtractSubmodel(model, nodes, absl::StrCat(pm.name, ".whole"));
+        if (!sub.ok()) return fail(sub.status(), what);
+        whole = std::move(*sub);
+        absl::StatusOr<backend::NamedTensors> in = verify::RandomInputs(model, seed);
+        if (!in.ok()) return fail(in.status(), what);
+        one = std::move(*in);
+      }
+      if (!runner) {
+        absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> prepared = pu.executor->Prepare(model, *whole);
+        if (!prepared.ok()) return fail(prepared.status(), what);
+        runner = std::move(*prepared);
+      }
+      backend::NamedTensors stacked;
+      for (const auto& [name, t] : *one) {
+        std::vector<const Tensor*> parts(static_cast<size_t>(batch), &t);
+        absl::StatusOr<Tensor> s = ConcatDim0(parts);
+        if (!s.ok()) return fail(s.status(), absl::StrCat(what, ", stacking input '", name, "'"));
+        stacked.emplace_back(name, std::move(*s));
+      }
+      std::vector<std::pair<std::string, const Tensor*>> feeds;
+      for (const auto& [name, t] : stacked) feeds.emplace_back(name, &t);
+      absl::StatusOr<std::vector<double>> samples = Measure(*runner, feeds, options, pu.pin_cores);
+      if (!samples.ok()) return fail(samples.status(), what);
+      entry.batched[batch][pu.kind_key] = profile::StatsOf(std::move(*samples));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ProfileModels(const std::vector<ProfilerModel>& models, const std::vector<ProfilerPu>& pus,
                            const ProfilerOptions& options, profile::Profile& profile,
                            const std::function<absl::Status(const profile::Profile&)>& checkpoint,
@@ -253,6 +308,17 @@ absl::Status ProfileModels(const std::vector<ProfilerModel>& models, const std::
       r.first_node = model.node(nodes.front()).name;
       r.last_node = model.node(nodes.back()).name;
       entry->ranges.push_back(std::move(r));
+    }
+
+    if (pm.max_batch > 1) {
+      if (options.stop != nullptr && options.stop->load()) {
+        if (checkpoint) BATON_RETURN_IF_ERROR(checkpoint(profile));
+        return absl::CancelledError(
+            absl::StrFormat("interrupted after %d of %d measurements; those are saved", done, total));
+      }
+      BATON_RETURN_IF_ERROR(MeasureBatches(pm, options.seed + mi, pus, reps, options, *entry));
+      if (progress) progress(done, total, absl::StrCat(pm.name, ": batch sizes"));
+      if (checkpoint) BATON_RETURN_IF_ERROR(checkpoint(profile));
     }
 
     bool need = false;

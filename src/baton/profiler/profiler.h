@@ -15,7 +15,8 @@
 // PU kind, so an interrupted profile loses at most one such batch.
 //
 // Also measured: the per-partition overhead (a one-node partition on the
-// first CPU kind) and the in-process handover between two PU threads.
+// first CPU kind), the in-process handover between two PU threads, and a
+// batching model's whole run time per batch size (see ProfilerModel).
 //
 // Thread-safety: ProfileModels runs on the calling thread (plus one
 // short-lived thread per measurement, pinned like the PU); not reentrant.
@@ -49,6 +50,10 @@ struct ProfilerModel {
   std::string name;
   std::shared_ptr<const graph::Model> model;
   std::string content_hash;  // profile::HashHex of its serialized bytes
+  // > 1: the model batches (its leading dimension is free); the whole model
+  // is also measured at profile::BatchSizesToMeasure(max_batch) on every
+  // CPU PU kind, its inputs stacked (ProfiledModel::batched).
+  int max_batch = 1;
 };
 
 struct ProfilerOptions {
