@@ -704,7 +704,9 @@ TEST(SpeedProbe, RunsEveryPartitionOnEveryListedPu) {
   std::map<uint32_t, size_t> per_pu;
   for (const ProbeRun& r : *runs) {
     EXPECT_EQ(r.model, ModelId(3));
-    EXPECT_GE(r.runs, 1);  // each PU ran each partition at least once, usually twice or more
+    // Two rounds at least, each visit three runs back to back of which the
+    // first (warming the caches) is not counted.
+    EXPECT_GE(r.runs, 4);
     EXPECT_GT(r.total, Duration::zero());
     ++per_pu[r.pu.value];
   }

@@ -7,7 +7,10 @@
 // the schedule it judges (docs/planning.md, "the bound").
 //
 // Each probed PU gets one thread (pinned like the runtime's PU thread) that
-// cycles through its partitions in a fixed order, feeding each the inputs it
+// cycles through its partitions in a fixed order, three runs back to back
+// per visit of which the first is not counted (it warms the caches: the
+// profiler measured each partition over and over too, and a schedule that
+// runs one partition several times in a row gets that speed), feeding each the inputs it
 // gets from one request of sample inputs (computed once, at Create, by running
 // each model's partitions in order). A probe stops once every PU has finished
 // `rounds` cycles, or at `max_time`; every run is reported. An emulated PU
