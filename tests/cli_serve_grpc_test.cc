@@ -427,6 +427,48 @@ TEST_F(CliServeGrpcTest, RunSendsItsWorkloadToAServer) {
   EXPECT_THAT(stray.output, HasSubstr("are for --server"));
 }
 
+TEST_F(CliServeGrpcTest, ServesOnAUnixSocket) {
+  // `--grpc unix:PATH`: a KServe client over the socket, `baton run --server
+  // unix:PATH`, and the errors for a path that is taken.
+  const std::string path = (dir_ / "baton.sock").string();
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--grpc", "unix:" + path, "--http", "127.0.0.1:0"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  EXPECT_THAT(server.banner(), HasSubstr("gRPC listening on unix:" + path));
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  auto stub = GRPCInferenceService::NewStub(
+      grpc::CreateCustomChannel("unix:" + path, grpc::InsecureChannelCredentials(), args));
+  Sample s = MakeSample(4, "over-a-socket");
+  grpc::ClientContext ctx;
+  Prepare(ctx);
+  ModelInferResponse r;
+  const grpc::Status st = stub->ModelInfer(&ctx, s.request, &r);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(r.id(), "over-a-socket");
+  ExpectOutputs(r, s.want);
+
+  const std::string json_path = (dir_ / "socket_run.json").string();
+  testing::CliResult run = testing::Baton("run " + Config() + " --server unix:" + path +
+                                          " --duration 0.5 --warmup 0.1 --slices 1 --verify --quiet --json " + json_path);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::ifstream in(json_path);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_GT(j["completed"].get<int>(), 0);
+  EXPECT_EQ(j["verify"]["mismatches"], 0);
+
+  testing::CliResult taken =
+      testing::Baton("serve " + Config() + " --no-profile -q --grpc unix:" + path + " --http 127.0.0.1:0");
+  EXPECT_EQ(taken.exit_code, 2) << taken.output;
+  EXPECT_THAT(taken.output, HasSubstr("another server listens there"));
+  const std::string file = (dir_ / "not_a_socket").string();
+  std::ofstream(file) << "keep me\n";
+  testing::CliResult not_socket =
+      testing::Baton("serve " + Config() + " --no-profile -q --grpc unix:" + file + " --http 127.0.0.1:0");
+  EXPECT_EQ(not_socket.exit_code, 2) << not_socket.output;
+  EXPECT_THAT(not_socket.output, HasSubstr("is not a socket"));
+  EXPECT_TRUE(std::filesystem::exists(file)) << "a file that is not a socket is never removed";
+}
+
 TEST_F(CliServeGrpcTest, TokenAndStartUpErrors) {
   const std::string token = (dir_ / "token").string();
   std::ofstream(token) << "s3cret\n";

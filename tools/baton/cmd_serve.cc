@@ -78,10 +78,12 @@ int Serve(const ServeArgs& args) {
   }
   serve::HttpOptions http;
   serve::GrpcOptions grpc;
-  if (!SplitHostPort(args.http, "--http", http.host, http.port) ||
-      !SplitHostPort(args.grpc, "--grpc", grpc.host, grpc.port)) {
+  if (args.grpc.starts_with("unix:")) {
+    grpc.unix_path = args.grpc.substr(5);
+  } else if (!SplitHostPort(args.grpc, "--grpc", grpc.host, grpc.port)) {
     return 2;
   }
+  if (!SplitHostPort(args.http, "--http", http.host, http.port)) return 2;
   http.threads = args.threads;
   http.max_request_bytes = static_cast<size_t>(args.max_request_mb) << 20;
   http.read_timeout = std::chrono::seconds(args.timeout_s);
@@ -140,7 +142,9 @@ int Serve(const ServeArgs& args) {
   // Tests and scripts read the ports from these lines.
   auto shown = [](const std::string& host) { return host.find(':') != std::string::npos ? "[" + host + "]" : host; };
   if (grpc_server) {
-    std::cout << "baton serve: KServe v2 gRPC listening on " << shown(grpc.host) << ":" << grpc_server->port()
+    std::cout << "baton serve: KServe v2 gRPC listening on "
+              << (grpc.unix_path.empty() ? absl::StrCat(shown(grpc.host), ":", grpc_server->port())
+                                         : absl::StrCat("unix:", grpc.unix_path))
               << " (models: " << absl::StrJoin(names, ", ") << ")" << std::endl;
   }
   if (http_server) {
@@ -177,7 +181,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                 "No profiling: plan from estimated costs (whole, capability, balanced)");
   cmd->add_option("--cache-dir", args->cache_dir,
                   "Zoo models and profiles (default: $BATON_CACHE_DIR or ~/.cache/baton)");
-  cmd->add_option("--grpc", args->grpc, "HOST:PORT for KServe v2 gRPC and gRPC health (default 127.0.0.1:8001)");
+  cmd->add_option("--grpc", args->grpc, "HOST:PORT, or unix:PATH for a Unix domain socket, for KServe v2 gRPC and gRPC health (default 127.0.0.1:8001)");
   cmd->add_option("--http", args->http, "HOST:PORT for KServe v2 REST and /metrics (default 127.0.0.1:8000)");
   cmd->add_flag("--no-grpc", args->no_grpc, "Serve REST only");
   cmd->add_flag("--no-http", args->no_http, "Serve gRPC only (no REST, no /metrics)");

@@ -6,6 +6,12 @@
 #pragma GCC diagnostic ignored "-Wrestrict"
 
 #include <grpcpp/grpcpp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
@@ -244,6 +250,35 @@ void FillTensorMetadata(const TensorInfo& t, inference::ModelMetadataResponse::T
   m->set_name(t.name);
   m->set_datatype(KServeDatatype(t.elem_type).value_or(t.type_name));
   for (int64_t d : t.shape) m->add_shape(d);
+}
+
+// A Unix socket path gRPC may listen on: short enough for sockaddr_un, and
+// either free or a stale socket (removed here); a live socket or any other
+// file is an error that names it.
+absl::Status CheckUnixSocketPath(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("--grpc unix:", path, ": a socket path needs 1 to ",
+                                                   sizeof(addr.sun_path) - 1, " characters"));
+  }
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) return absl::OkStatus();  // free
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("--grpc unix:", path,
+                                                   ": the path exists and is not a socket; remove it or pick another"));
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("socket(): ", std::strerror(errno)));
+  const bool live = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  if (live) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on unix:", path,
+                                               ": another server listens there; stop it or pick another path"));
+  }
+  unlink(path.c_str());  // stale: nothing listens
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -609,7 +644,12 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
     return absl::InvalidArgumentError(absl::StrCat("--grpc-stream-in-flight must be in 1..10000, got ",
                                                    options.max_stream_in_flight));
   }
-  BATON_RETURN_IF_ERROR(CheckExposure("gRPC", options.host, options.tls_cert, options.tls_key, options.token));
+  if (options.unix_path.empty()) {
+    BATON_RETURN_IF_ERROR(CheckExposure("gRPC", options.host, options.tls_cert, options.tls_key, options.token));
+  } else {
+    BATON_RETURN_IF_ERROR(CheckExposure("gRPC", "127.0.0.1", options.tls_cert, options.tls_key, options.token));
+    BATON_RETURN_IF_ERROR(CheckUnixSocketPath(options.unix_path));
+  }
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!options.tls_cert.empty()) {
     grpc::SslServerCredentialsOptions ssl;
@@ -639,11 +679,14 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second server on the port must fail, not share
   const std::string host = o.host.find(':') != std::string::npos ? absl::StrCat("[", o.host, "]") : o.host;
-  builder.AddListeningPort(absl::StrCat(host, ":", o.port), credentials, &impl->port);
+  builder.AddListeningPort(o.unix_path.empty() ? absl::StrCat(host, ":", o.port) : absl::StrCat("unix:", o.unix_path),
+                           credentials, &impl->port);
   builder.RegisterService(impl.get());
   impl->server = builder.BuildAndStart();
-  if (!impl->server || impl->port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", o.host, ":", o.port,
+  if (!impl->server || (impl->port == 0 && o.unix_path.empty())) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ",
+                                               o.unix_path.empty() ? absl::StrCat(o.host, ":", o.port)
+                                                                   : absl::StrCat("unix:", o.unix_path),
                                                " (in use, or not an address of this machine",
                                                o.tls_cert.empty() ? "" : ", or gRPC refused the TLS files",
                                                "); pick another with --grpc"));

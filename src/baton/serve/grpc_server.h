@@ -44,6 +44,11 @@ namespace baton::serve {
 struct GrpcOptions {
   std::string host = "127.0.0.1";
   int port = 8001;  // 0 = a free port (see GrpcServer::port)
+  // Non-empty: listen on this Unix domain socket instead of host:port (as
+  // gRPC's "unix:PATH"). Local only, like loopback; the file's permissions
+  // decide who may connect. A stale socket file (nothing listening) is
+  // replaced; a live one or any other file is an error.
+  std::string unix_path;
   size_t max_request_bytes = size_t{64} << 20;
   int max_streams_per_connection = 100;  // 1..10000
   int max_stream_in_flight = 64;         // per ModelStreamInfer stream, 1..10000
