@@ -1,7 +1,5 @@
 #include "baton/profiler/profiler.h"
 
-#include "baton/core/tensor_ops.h"
-
 #include <pthread.h>
 
 #include <algorithm>
@@ -15,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "baton/core/tensor_ops.h"
 #include "baton/graph/builder.h"
 #include "baton/graph/extract.h"
 #include "baton/verify/verify.h"
@@ -184,6 +183,8 @@ absl::StatusOr<ModelCut> CutModel(const graph::Model& model, const std::vector<P
   return cut;
 }
 
+namespace {
+
 // The whole model at each batch size to measure, on each CPU kind in `reps`
 // (emulated PUs calibrate on fixed shapes and cannot take a free batch
 // dimension): its random inputs stacked `batch` times. Kept measurements are
@@ -236,6 +237,8 @@ absl::Status MeasureBatches(const ProfilerModel& pm, uint64_t seed, const std::v
   }
   return absl::OkStatus();
 }
+
+}  // namespace
 
 absl::Status ProfileModels(const std::vector<ProfilerModel>& models, const std::vector<ProfilerPu>& pus,
                            const ProfilerOptions& options, profile::Profile& profile,
