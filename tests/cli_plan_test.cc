@@ -10,6 +10,8 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <string>
+#include <tuple>
 
 #include "cli_test_util.h"
 #include "nlohmann/json.hpp"
@@ -150,6 +152,44 @@ TEST_F(CliPlanTest, ProfileInterruptedKeepsItsMeasurementsAndResumes) {
   for (const auto& [key, stats] : saved) {
     ASSERT_TRUE(done.contains(key)) << key;
     EXPECT_EQ(done.at(key), stats) << key << " was measured again instead of kept";
+  }
+}
+
+TEST_F(CliPlanTest, ThePlanRecordsTheBatchingChoiceAndTheRunFollowsIt) {
+  // A CPU-only config whose model may batch (`batching: auto`): `baton plan`
+  // records the profile's verdict, and `baton run --plan` follows what the
+  // plan says, capped by the config's max_batch.
+  const std::string config = Path("batching.yaml");
+  std::ofstream(config) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]\n"
+                        << "models:\n  - {name: cls, path: " << Zoo("squeezenet")
+                        << ", arrival: {mode: closed, concurrency: 2}, max_batch: 4}\n"
+                        << "run: {duration_s: 0.3, warmup_s: 0, slices: 1, baselines: false}\n";
+  Result prof = Baton("profile " + config + " -o " + Path("pb.json") + Quick() + " --quiet");
+  ASSERT_EQ(prof.exit_code, 0) << prof.output;
+  const std::string plan = Path("pb_plan.json");
+  Result made = Baton("plan " + config + " --profile " + Path("pb.json") + " -o " + plan + " --quiet");
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  EXPECT_THAT(made.output, HasSubstr("dynamic batching: batch"));
+  nlohmann::json p = ReadJson(plan);
+  ASSERT_TRUE(p["models"][0].contains("max_batch")) << p["models"][0].dump().substr(0, 300);
+  const int chosen = p["models"][0]["max_batch"].get<int>();
+  EXPECT_TRUE(chosen == 1 || chosen == 2 || chosen == 4) << chosen;
+
+  for (const auto& [written, want, reason] : {std::tuple{8, 4, "max_batch caps it"}, std::tuple{1, 1, "off"}}) {
+    SCOPED_TRACE(written);
+    p["models"][0]["max_batch"] = written;
+    std::ofstream(plan) << p.dump(1);
+    Result run = Baton("run " + config + " --plan " + plan + " --json " + Path("pb_run.json"));
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    EXPECT_THAT(run.output, HasSubstr("dynamic batching: the plan's choice"));
+    const nlohmann::json b = ReadJson(Path("pb_run.json"))["models"][0]["batching"];
+    EXPECT_EQ(b["batch"], want) << b.dump();
+    EXPECT_THAT(b["reason"].get<std::string>(), HasSubstr(reason));
+    if (want > 1) {
+      EXPECT_GT(b["batches"].get<int>(), 0);
+    } else {
+      EXPECT_EQ(b["batches"], 0);
+    }
   }
 }
 

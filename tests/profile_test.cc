@@ -351,7 +351,8 @@ plan::PlanFile SamplePlan() {
                               63.5,
                               0.8,
                               0.7,
-                              1}};
+                              1,
+                              4}};
   return f;
 }
 
@@ -413,6 +414,22 @@ TEST(PlanFileTest, PriorityIsOptionalAndChecked) {
     absl::Status s = plan::PlanFile::Parse(broken, "plan.json").status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(s.message(), HasSubstr("models[1].priority")) << bad;
+  }
+}
+
+TEST(PlanFileTest, MaxBatchIsOptionalAndChecked) {
+  const std::string text = SamplePlan().ToJson();
+  EXPECT_THAT(text, HasSubstr("\"max_batch\": 4"));
+  absl::StatusOr<plan::PlanFile> back = plan::PlanFile::Parse(text, "plan.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->models[0].max_batch, std::nullopt);  // absent: decided at run time
+  EXPECT_EQ(back->models[1].max_batch, 4);
+  for (const char* bad : {"0", "2000", "\"on\""}) {
+    std::string broken = text;
+    broken.replace(broken.find("\"max_batch\": 4") + 13, 1, bad);
+    absl::Status s = plan::PlanFile::Parse(broken, "plan.json").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("models[1].max_batch")) << bad;
   }
 }
 

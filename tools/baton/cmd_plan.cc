@@ -63,10 +63,14 @@ int Plan(const PlanArgs& args) {
 
   auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
   std::cout << "baton plan: policy " << file->policy << " (objective: " << file->objective << ")\n";
-  for (const plan::PlanModel& m : file->models) {
+  for (size_t mi = 0; mi < file->models.size(); ++mi) {
+    const plan::PlanModel& m = file->models[mi];
     std::cout << absl::StrFormat("  %-12s %2zu partitions  predicted %7.1f req/s, latency %7.2f ms (bound %.2f ms)\n",
                                  m.name, m.partitions.size(), m.predicted_rps, m.predicted_latency_ms,
                                  m.latency_bound_ms);
+    if (m.max_batch && mi < planning->batching.size()) {
+      std::cout << "      dynamic batching: " << planning->batching[mi].reason << "\n";
+    }
     for (size_t k = 0; k < m.partitions.size(); ++k) {
       const plan::PlanPartition& p = m.partitions[k];
       // PUs with their share of the runs ("npu0 85%,gpu0 15%") when the plan has a split.

@@ -1,5 +1,6 @@
 #include "baton/app/assembly.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <set>
@@ -103,21 +104,6 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
     }
     BATON_ASSIGN_OR_RETURN(Planning built, BuildPlanning(config, models, pu_set, prof, profile_source));
     planning = std::move(built);
-    for (const LoadedModel& lm : models) {
-      const profile::ProfiledModel* pm = prof.FindModel(lm.config->name);
-      a.batching.push_back(pm != nullptr ? profile::ChooseBatch(*pm, lm.config->max_batch) : profile::BatchChoice{});
-    }
-  }
-  // Batching: `on` overrides the profile's verdict; without a profile `auto` is off.
-  a.batching.resize(models.size(), profile::BatchChoice{1, 1, "no profile: off"});
-  for (size_t i = 0; i < models.size(); ++i) {
-    const config::ModelConfig& mc = *models[i].config;
-    if (mc.max_batch <= 1) {
-      a.batching[i] = profile::BatchChoice{1, 1, "max_batch is 1"};
-    } else if (mc.batching == "on") {
-      a.batching[i] = profile::BatchChoice{mc.max_batch, 1, "batching: on"};
-    }
-    if (mc.max_batch > 1) say(absl::StrCat("model '", mc.name, "': dynamic batching: ", a.batching[i].reason));
   }
 
   // Which device each model runs on: round-robin, or transfer_aware.
@@ -169,6 +155,26 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
                                                          policy, plan_options,
                                                          planning ? profile_source : std::string()));
     plan_file = std::move(made);
+  }
+  // Dynamic batching: the planner's choice (Planning::batching, which a plan
+  // made now records). A given plan's recorded choice applies instead, up to
+  // the config's max_batch, unless the config says `batching: on`.
+  a.batching = planning ? planning->batching : ChooseBatching(models, nullptr);
+  for (size_t i = 0; i < models.size(); ++i) {
+    const config::ModelConfig& mc = *models[i].config;
+    if (mc.max_batch <= 1) continue;
+    if (!options.plan_path.empty() && mc.batching != "on") {
+      for (const plan::PlanModel& pm : plan_file->models) {
+        if (pm.name != mc.name || !pm.max_batch) continue;
+        const int batch = std::min(*pm.max_batch, mc.max_batch);
+        a.batching[i].batch = batch;
+        a.batching[i].reason =
+            absl::StrCat("the plan's choice: ", batch > 1 ? absl::StrCat("batch ", batch) : std::string("off"),
+                         *pm.max_batch > mc.max_batch ? absl::StrCat(" (it says ", *pm.max_batch, "; max_batch caps it)")
+                                                      : std::string());
+      }
+    }
+    say(absl::StrCat("model '", mc.name, "': dynamic batching: ", a.batching[i].reason));
   }
   BATON_ASSIGN_OR_RETURN(deploy, DeployFromPlan(*plan_file, options.plan_path.empty() ? "(made for this run)"
                                                                                         : options.plan_path,

@@ -52,6 +52,26 @@ profiler::ProfilerOptions CutOptions(const profile::Profile& profile) {
 
 }  // namespace
 
+std::vector<profile::BatchChoice> ChooseBatching(const std::vector<LoadedModel>& models,
+                                                 const profile::Profile* profile) {
+  std::vector<profile::BatchChoice> out;
+  for (const LoadedModel& lm : models) {
+    const config::ModelConfig& mc = *lm.config;
+    if (mc.max_batch <= 1) {
+      out.push_back(profile::BatchChoice{1, 1, "max_batch is 1"});
+    } else if (mc.batching == "on") {
+      out.push_back(profile::BatchChoice{mc.max_batch, 1, "batching: on"});
+    } else if (profile == nullptr) {
+      out.push_back(profile::BatchChoice{1, 1, "no profile: off"});
+    } else {
+      const profile::ProfiledModel* pm = profile->FindModel(mc.name);
+      out.push_back(pm != nullptr ? profile::ChooseBatch(*pm, mc.max_batch)
+                                  : profile::BatchChoice{1, 1, "not in the profile: off"});
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const std::vector<LoadedModel>& models,
                                        const PuSet& pus, const profile::Profile& profile, const std::string& source,
                                        const std::vector<DeviceId>& device_of) {
@@ -131,6 +151,7 @@ absl::StatusOr<Planning> BuildPlanning(const config::RunConfig& config, const st
   }
   BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(p));
   out.planned = profile::Subadditive(p);
+  out.batching = ChooseBatching(models, &profile);
   return out;
 }
 
@@ -176,6 +197,7 @@ absl::StatusOr<Planning> BuildEstimatedPlanning(const config::RunConfig& config,
   }
   BATON_ASSIGN_OR_RETURN(out.bounds, profile::ComputeBounds(p));
   out.planned = profile::Subadditive(p);
+  out.batching = ChooseBatching(models, nullptr);
   return out;
 }
 
@@ -221,6 +243,7 @@ absl::StatusOr<plan::PlanFile> MakePlan(const Planning& planning, const config::
     pm.predicted_latency_ms = prediction.latency_ms.at(m);
     pm.latency_bound_ms = planning.bounds.latency_ms.at(m);
     pm.priority = priorities.at(m);
+    if (models[m].config->max_batch > 1 && m < planning.batching.size()) pm.max_batch = planning.batching[m].batch;
     for (size_t k = 0; k < placement.models[m].size(); ++k) {
       const profile::PlannedPartition& q = placement.models[m][k];
       plan::PlanPartition pp;

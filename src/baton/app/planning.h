@@ -28,7 +28,16 @@ struct Planning {
   profile::Problem planned;
   std::vector<profiler::ModelCut> cuts;  // per model
   profile::Bounds bounds;
+  // Per model: its dynamic batching (ChooseBatching); the plan records it.
+  std::vector<profile::BatchChoice> batching;
 };
+
+// Per model of `config`: whether and up to which size baton batches it. The
+// config's max_batch with `batching: on`; else, with a profile, the size
+// profile::ChooseBatch finds in its batch-size measurements; off without a
+// profile (`auto` needs evidence) and for max_batch 1.
+std::vector<profile::BatchChoice> ChooseBatching(const std::vector<LoadedModel>& models,
+                                                 const profile::Profile* profile);
 
 // The problem for `config` from `profile` (read from `source`). A model may
 // only use the PUs of its device. FailedPrecondition when the profile is

@@ -71,6 +71,7 @@ std::string PlanFile::ToJson() const {
                     ",\n     \"predicted_rps\": ", Num(m.predicted_rps), ", \"predicted_latency_ms\": ",
                     Num(m.predicted_latency_ms), ", \"latency_bound_ms\": ", Num(m.latency_bound_ms));
     if (m.priority) absl::StrAppend(&out, ", \"priority\": ", *m.priority);
+    if (m.max_batch) absl::StrAppend(&out, ", \"max_batch\": ", *m.max_batch);
     absl::StrAppend(&out, ",\n     \"partitions\": [\n");
     for (size_t k = 0; k < m.partitions.size(); ++k) {
       const PlanPartition& p = m.partitions[k];
@@ -133,6 +134,13 @@ absl::StatusOr<PlanFile> PlanFile::Parse(std::string_view text, const std::strin
         return Bad(source, path + ".priority", "must be an integer");
       }
       m.priority = static_cast<int>(jp.get<int64_t>());
+    }
+    if (jm.contains("max_batch")) {
+      const json& jb = jm["max_batch"];
+      if (!jb.is_number_integer() || jb.get<int64_t>() < 1 || jb.get<int64_t>() > 1024) {
+        return Bad(source, path + ".max_batch", "must be an integer in 1..1024 (1 = no batching)");
+      }
+      m.max_batch = static_cast<int>(jb.get<int64_t>());
     }
     if (!jm.contains("partitions") || !jm["partitions"].is_array() || jm["partitions"].empty()) {
       return Bad(source, path + ".partitions", "missing, empty or not a list");

@@ -45,6 +45,10 @@ struct PlanModel {
   // first; plan::PlannedPriorities). Absent in plans written before it
   // existed: the config's `priority` then applies.
   std::optional<int> priority = {};
+  // For a model with max_batch > 1: the batch size the planner chose (1 =
+  // no batching; app::ChooseBatching); `baton run --plan` follows it, up to
+  // the config's max_batch. Absent: decided from the profile at run time.
+  std::optional<int> max_batch = {};
 
   friend bool operator==(const PlanModel&, const PlanModel&) = default;
 };
