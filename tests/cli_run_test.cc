@@ -370,6 +370,36 @@ run: {duration_s: 0.3, warmup_s: 0, slices: 1}
   EXPECT_EQ(profile["models"][0]["batched"].size(), 3u);
 }
 
+TEST_F(CliRunTest, BatchesRunOnEmulatedAcceleratorsToo) {
+  // An emulated PU calibrates a batching model at one row and charges each
+  // row; with compute on, --verify checks every batched answer.
+  const std::string config = Write("emu_batching.yaml", R"(
+devices:
+  - name: local
+    pus:
+      - {name: cpu0, kind: cpu}
+      - {name: npu0, kind: emu, speed: 4, op_speed: {Conv: 12}, compute: true}
+models:
+  - {name: cls, path: )" + Zoo("squeezenet") + R"(, arrival: {mode: closed, concurrency: 4}, max_batch: 4,
+     batching: on}
+run: {duration_s: 0.4, warmup_s: 0.1, slices: 1, baselines: false}
+)");
+  Result r = Baton("run " + config + " --verify --json " + Path("emu_batching.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json j = ReadJson(Path("emu_batching.json"));
+  ASSERT_FALSE(j.is_discarded()) << r.output;
+  EXPECT_EQ(j["verify"]["mismatches"], 0);
+  EXPECT_GT(j["verify"]["checked"].get<int>(), 0);
+  EXPECT_GT(j["models"][0]["batching"]["batches"].get<int>(), 0);
+  int64_t npu_runs = 0;
+  for (const nlohmann::json& p : j["models"][0]["placement"]) {
+    for (size_t k = 0; k < p["pus"].size(); ++k) {
+      if (p["pus"][k] == "npu0" && p.contains("runs")) npu_runs += p["runs"][k].get<int64_t>();
+    }
+  }
+  EXPECT_GT(npu_runs, 0) << j["models"][0]["placement"].dump();
+}
+
 TEST_F(CliRunTest, AModelThatCannotBeBatchedIsRefusedBeforeTheRun) {
   // The LSTM model reshapes with its batch size built in: stacked requests fail.
   const std::string config = Write("nobatch.yaml", R"(

@@ -5,6 +5,8 @@
 
 #include "baton/backend/emu/emu_executor.h"
 #include "baton/backend/ort/cpu_executor.h"
+#include "baton/core/tensor_ops.h"
+#include "baton/graph/batch.h"
 #include "baton/graph/extract.h"
 #include "baton/partition/plan.h"
 #include "baton/verify/verify.h"
@@ -217,6 +219,33 @@ TEST(EmuExecutor, ChargedTimeFollowsSpeedAndComputeOffGivesZeros) {
   const Tensor& out = r_slow->outputs[0].second;
   EXPECT_EQ(out.shape(), std::vector<int64_t>({1, 10}));
   for (float v : out.data<float>()) EXPECT_EQ(v, 0.0f);
+}
+
+TEST(EmuExecutor, AFreeBatchDimensionIsCalibratedAtOneRowAndChargedPerRow) {
+  auto model = ZooModel("squeezenet");
+  ASSERT_TRUE(model);
+  absl::StatusOr<std::shared_ptr<const graph::Model>> free = graph::WithFreeBatchDim(*model);
+  ASSERT_TRUE(free.ok()) << free.status();
+  auto sub = graph::ExtractSubmodel(**free, (*free)->topo_order(), "whole");
+  ASSERT_TRUE(sub.ok());
+  EmuExecutor npu({.name = "npu", .speed = 2, .op_speed = {}, .unsupported_ops = {}, .compute = false});
+  auto prepared = npu.Prepare(**free, *sub);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  auto inputs = verify::RandomInputs(*model, 1);
+  ASSERT_TRUE(inputs.ok());
+  const Tensor& x = (*inputs)[0].second;
+  const Tensor* three[] = {&x, &x, &x};
+  absl::StatusOr<Tensor> stacked = ConcatDim0(three);
+  ASSERT_TRUE(stacked.ok());
+  std::vector<std::pair<std::string, const Tensor*>> one = {{(*inputs)[0].first, &x}};
+  std::vector<std::pair<std::string, const Tensor*>> rows3 = {{(*inputs)[0].first, &*stacked}};
+  auto r1 = (*prepared)->Run(one);
+  auto r3 = (*prepared)->Run(rows3);
+  ASSERT_TRUE(r1.ok() && r3.ok());
+  EXPECT_GT(r1->busy.count(), 0);
+  EXPECT_EQ(r3->busy, r1->busy * 3);  // no gain from batching
+  EXPECT_EQ(r1->outputs[0].second.shape(), std::vector<int64_t>({1, 10}));
+  EXPECT_EQ(r3->outputs[0].second.shape(), std::vector<int64_t>({3, 10}));
 }
 
 TEST(EmuExecutor, ChargedTimeSplitsCpuTimeByCostAndDividesBySpeed) {

@@ -15,14 +15,34 @@ namespace {
 class EmuPrepared : public PreparedPartition {
  public:
   EmuPrepared(std::unique_ptr<ort::OrtRunner> runner, std::vector<std::string> outputs, NamedTensors zeros,
-              Duration charged)
-      : runner_(std::move(runner)), outputs_(std::move(outputs)), zeros_(std::move(zeros)), charged_(charged) {}
+              Duration charged, bool per_row)
+      : runner_(std::move(runner)),
+        outputs_(std::move(outputs)),
+        zeros_(std::move(zeros)),
+        charged_(charged),
+        per_row_(per_row) {}
 
   absl::StatusOr<RunResult> Run(std::span<const std::pair<std::string, const Tensor*>> inputs, RunCancel* cancel = nullptr) const override {
     RunResult result;
-    result.busy = charged_;
+    // A free leading dimension (a batching model): calibrated on one row,
+    // charged per row, with no gain from batching.
+    int64_t rows = 1;
+    if (per_row_ && !inputs.empty() && inputs[0].second != nullptr && !inputs[0].second->shape().empty()) {
+      rows = std::max<int64_t>(1, inputs[0].second->shape()[0]);
+    }
+    result.busy = charged_ * rows;
     if (!runner_) {
-      for (const auto& [name, t] : zeros_) result.outputs.emplace_back(name, t.Clone());
+      for (const auto& [name, t] : zeros_) {
+        std::vector<int64_t> shape = t.shape();
+        if (per_row_ && !shape.empty()) shape[0] = rows;
+        if (t.elem_type() == dtype::kString) {
+          int64_t count = 1;
+          for (int64_t d : shape) count *= d;
+          result.outputs.emplace_back(name, Tensor::Strings(shape, std::vector<std::string>(static_cast<size_t>(count))));
+        } else {
+          result.outputs.emplace_back(name, Tensor(t.elem_type(), shape));
+        }
+      }
       return result;
     }
     BATON_ASSIGN_OR_RETURN(std::vector<Tensor> outs, runner_->Run(inputs, outputs_, cancel));
@@ -35,20 +55,29 @@ class EmuPrepared : public PreparedPartition {
   std::vector<std::string> outputs_;
   NamedTensors zeros_;
   Duration charged_;
+  bool per_row_;
 };
 
-// Zero tensors for the runner's inputs; dynamic dims are an error (the
-// emulator cannot guess them).
-absl::StatusOr<std::vector<Tensor>> ZeroInputs(const ort::OrtRunner& runner) {
+// Zero tensors for the runner's inputs. A free leading dimension (a batching
+// model's, graph::WithFreeBatchDim) is taken as one row and sets `per_row`;
+// any other dynamic dim is an error (the emulator cannot guess it).
+absl::StatusOr<std::vector<Tensor>> ZeroInputs(const ort::OrtRunner& runner, bool& per_row) {
   std::vector<Tensor> inputs;
+  per_row = false;
   for (const auto& in : runner.inputs()) {
-    bool dynamic = !in.rank_known || std::any_of(in.shape.begin(), in.shape.end(), [](int64_t d) { return d < 0; });
+    std::vector<int64_t> shape = in.shape;
+    if (in.rank_known && !shape.empty() && shape[0] < 0) {
+      shape[0] = 1;
+      per_row = true;
+    }
+    bool dynamic = !in.rank_known || std::any_of(shape.begin(), shape.end(), [](int64_t d) { return d < 0; });
     if (!in.is_tensor || dynamic || !ElemTypeSize(in.elem_type)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "emulated PU needs fixed-shape numeric inputs to calibrate partition '", runner.display_name(),
-          "', but input '", in.name, "' is not; fix the model's input shapes"));
+          "emulated PU needs numeric inputs whose shapes are fixed but for the leading (batch) dimension to "
+          "calibrate partition '", runner.display_name(), "', but input '", in.name,
+          "' is not; fix the model's input shapes"));
     }
-    inputs.emplace_back(in.elem_type, in.shape);
+    inputs.emplace_back(in.elem_type, std::move(shape));
   }
   return inputs;
 }
@@ -100,7 +129,8 @@ absl::StatusOr<std::unique_ptr<PreparedPartition>> EmuExecutor::Prepare(const gr
   ShareModelWeights(model, partition, options);
   BATON_ASSIGN_OR_RETURN(auto runner, ort::OrtRunner::Create(partition.onnx_bytes, options,
                                                              model.display_name() + " on " + spec_.name));
-  BATON_ASSIGN_OR_RETURN(std::vector<Tensor> zeros, ZeroInputs(*runner));
+  bool per_row = false;
+  BATON_ASSIGN_OR_RETURN(std::vector<Tensor> zeros, ZeroInputs(*runner, per_row));
   std::vector<std::pair<std::string, const Tensor*>> feeds;
   for (size_t i = 0; i < zeros.size(); ++i) feeds.emplace_back(runner->inputs()[i].name, &zeros[i]);
   std::vector<Duration> times;
@@ -125,7 +155,7 @@ absl::StatusOr<std::unique_ptr<PreparedPartition>> EmuExecutor::Prepare(const gr
   }
   if (!spec_.compute) runner.reset();
   return std::make_unique<EmuPrepared>(std::move(runner), partition.interface.outputs, std::move(zero_outputs),
-                                       charged);
+                                       charged, per_row);
 }
 
 }  // namespace baton::backend

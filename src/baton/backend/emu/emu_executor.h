@@ -14,6 +14,9 @@
 // - Outputs: with `compute` the real outputs, computed on the host outside the
 //   charged time (for correctness tests); without, zero tensors shaped like the
 //   calibration run's outputs (for performance studies).
+// - Batches: a free leading dimension (a batching model) is calibrated at one
+//   row; a run of N rows is charged N times that, and without `compute` its
+//   zero outputs have N rows. The emulator models no gain from batching.
 // Thread-safety: see backend/executor.h.
 #pragma once
 
