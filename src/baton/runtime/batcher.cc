@@ -68,7 +68,7 @@ void Batcher::TakeLocked(ModelId model, Queue& q, Time now, bool all, Batches& o
       ++q.in_flight;
       q.in_flight_requests += n;
     }
-    out.emplace_back(model, std::move(batch));
+    out.push_back(Ready{model, std::move(batch), cap > 0});
   }
 }
 
@@ -92,7 +92,7 @@ void Batcher::Submit(ModelId model, NamedTensors inputs, dispatch::RequestOption
     TakeLocked(model, q, now, /*all=*/false, ready);
     if (!q.waiting.empty()) cv_.notify_all();  // the timer must watch the oldest's delay
   }
-  for (auto& [m, batch] : ready) Send(m, std::move(batch));
+  for (Ready& r : ready) Send(std::move(r));
 }
 
 void Batcher::Answered(ModelId model, size_t requests) {
@@ -107,20 +107,16 @@ void Batcher::Answered(ModelId model, size_t requests) {
     TakeLocked(model, q, now_(), /*all=*/stopping_, ready);
     if (!q.waiting.empty()) cv_.notify_all();  // a free slot: the timer may send it when due
   }
-  for (auto& [m, batch] : ready) Send(m, std::move(batch));
+  for (Ready& r : ready) Send(std::move(r));
 }
 
-void Batcher::Send(ModelId model, std::vector<Waiting> batch) {
+void Batcher::Send(Ready ready) {
+  const ModelId model = ready.model;
+  std::vector<Waiting>& batch = ready.batch;
   // With max_in_flight, each batch's answer frees its slot, after its
   // callers have their answers (a closed loop's next request then joins the
   // queue before the next batch is formed).
-  bool counted = false;
-  {
-    std::lock_guard lock(mu_);
-    auto it = queues_.find(model.value);
-    counted = it != queues_.end() && it->second.options.max_in_flight > 0;
-  }
-  auto release = [counted, model, requests = batch.size(), life = life_] {
+  auto release = [counted = ready.counted, model, requests = batch.size(), life = life_] {
     if (!counted) return;
     {
       std::lock_guard lock(life->mu);
@@ -229,7 +225,7 @@ void Batcher::Flush() {
     const Time now = now_();
     for (auto& [id, q] : queues_) TakeLocked(ModelId(id), q, now, /*all=*/true, ready);
   }
-  for (auto& [model, batch] : ready) Send(model, std::move(batch));
+  for (Ready& r : ready) Send(std::move(r));
 }
 
 size_t Batcher::waiting() const {
@@ -252,7 +248,7 @@ void Batcher::SendDue() {
     const Time now = now_();
     for (auto& [id, q] : queues_) TakeLocked(ModelId(id), q, now, /*all=*/false, ready);
   }
-  for (auto& [model, batch] : ready) Send(model, std::move(batch));
+  for (Ready& r : ready) Send(std::move(r));
 }
 
 void Batcher::TimerLoop() {
@@ -279,7 +275,7 @@ void Batcher::TimerLoop() {
     Batches ready;
     for (auto& [id, q] : queues_) TakeLocked(ModelId(id), q, now, /*all=*/false, ready);
     lock.unlock();
-    for (auto& [model, batch] : ready) Send(model, std::move(batch));
+    for (Ready& r : ready) Send(std::move(r));
     lock.lock();
   }
 }

@@ -110,7 +110,14 @@ class Batcher {
     size_t in_flight_requests = 0;  // requests in them
     BatcherStats stats;
   };
-  using Batches = std::vector<std::pair<ModelId, std::vector<Waiting>>>;
+  // A batch taken from its queue: `counted` when it holds one of the
+  // model's max_in_flight slots (its answer frees the slot).
+  struct Ready {
+    ModelId model;
+    std::vector<Waiting> batch;
+    bool counted = false;
+  };
+  using Batches = std::vector<Ready>;
   // Lets answers that arrive after the destructor find no batcher: the
   // destructor clears `self` and waits until no answer is inside it.
   struct Life {
@@ -124,7 +131,7 @@ class Batcher {
   // above) or whose oldest request has waited the delay. Send sends them
   // (without mu_).
   void TakeLocked(ModelId model, Queue& q, Time now, bool all, Batches& out);
-  void Send(ModelId model, std::vector<Waiting> batch);
+  void Send(Ready ready);
   // A batch of `requests` of `model` was answered: frees its slot, sends what is due.
   void Answered(ModelId model, size_t requests);
   void TimerLoop();
