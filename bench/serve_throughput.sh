@@ -4,10 +4,12 @@
 # in alternating runs on this machine (issue target: >= 0.9x). The server runs
 # the same config; both sides' client and server share the machine's cores.
 #
-#   bench/serve_throughput.sh [CONFIG] [--runs N] [--duration S] [--baton PATH]
+#   bench/serve_throughput.sh [CONFIG] [--runs N] [--duration S] [--baton PATH] [--shared-memory]
 #
 # CONFIG: a run config (default: the embedded default workload). Prints each
-# run's req/s and p99, then the medians and their ratio.
+# run's req/s and p99, then the medians and their ratio. --shared-memory adds
+# a third run to each round, `--server ... --shared-memory system` (inputs
+# through POSIX shared memory; the server gets --allow-client-shm).
 # Exit status: 0 done, 1 a run failed, 2 usage.
 set -euo pipefail
 
@@ -16,12 +18,14 @@ config=""
 runs=5
 duration=6
 baton=""
+shm=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="${2:?--runs needs a number}"; shift 2 ;;
     --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
     --baton) baton="${2:?--baton needs a path}"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --shared-memory) shm=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     -*) echo "serve_throughput.sh: unknown option $1" >&2; exit 2 ;;
     *) config="$1"; shift ;;
   esac
@@ -42,7 +46,9 @@ trap cleanup EXIT
 
 cfg_args=()
 [ -n "$config" ] && cfg_args=("$config")
-"$baton" serve "${cfg_args[@]}" -q --grpc 127.0.0.1:0 --no-http >"$out/serve.out" 2>"$out/serve.err" &
+serve_args=()
+[ "$shm" = 1 ] && serve_args=(--allow-client-shm)
+"$baton" serve "${cfg_args[@]}" "${serve_args[@]}" -q --grpc 127.0.0.1:0 --no-http >"$out/serve.out" 2>"$out/serve.err" &
 server_pid=$!
 for _ in $(seq 1 600); do
   grep -q "listening on" "$out/serve.out" 2>/dev/null && break
@@ -56,11 +62,15 @@ echo "server: $address (pid $server_pid)"
 for i in $(seq 1 "$runs"); do
   "$baton" run "${cfg_args[@]}" --no-baselines --duration "$duration" --quiet --json "$out/local-$i.json" >/dev/null
   "$baton" run "${cfg_args[@]}" --server "$address" --duration "$duration" --quiet --json "$out/server-$i.json" >/dev/null
+  if [ "$shm" = 1 ]; then
+    "$baton" run "${cfg_args[@]}" --server "$address" --shared-memory system --duration "$duration" --quiet \
+      --json "$out/shm-$i.json" >/dev/null
+  fi
 done
 
-python3 - "$out" "$runs" <<'PY'
+python3 - "$out" "$runs" "$shm" <<'PY'
 import json, statistics, sys
-out, runs = sys.argv[1], int(sys.argv[2])
+out, runs, shm = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 def load(kind):
     rows = []
     for i in range(1, runs + 1):
@@ -68,12 +78,17 @@ def load(kind):
         rows.append((j["throughput_rps"], j["latency_ms"]["p99"]))
     return rows
 local, server = load("local"), load("server")
+shared = load("shm") if shm else None
 for i in range(runs):
-    print(f"run {i + 1}: in process {local[i][0]:7.1f} req/s p99 {local[i][1]:6.2f} ms | "
-          f"--server {server[i][0]:7.1f} req/s p99 {server[i][1]:6.2f} ms")
+    line = (f"run {i + 1}: in process {local[i][0]:7.1f} req/s p99 {local[i][1]:6.2f} ms | "
+            f"--server {server[i][0]:7.1f} req/s p99 {server[i][1]:6.2f} ms")
+    if shared:
+        line += f" | --shared-memory {shared[i][0]:7.1f} req/s p99 {shared[i][1]:6.2f} ms"
+    print(line)
 ml = statistics.median(r[0] for r in local)
-ms = statistics.median(r[0] for r in server)
-ratios = [s[0] / l[0] for l, s in zip(local, server)]
-print(f"median: in process {ml:.1f} req/s, --server {ms:.1f} req/s; "
-      f"ratio of medians {ms / ml:.3f}, median of per-pair ratios {statistics.median(ratios):.3f} (target >= 0.9)")
+for name, rows in [("--server", server)] + ([("--server --shared-memory system", shared)] if shared else []):
+    ms = statistics.median(r[0] for r in rows)
+    ratios = [s[0] / l[0] for l, s in zip(local, rows)]
+    print(f"median: in process {ml:.1f} req/s, {name} {ms:.1f} req/s; "
+          f"ratio of medians {ms / ml:.3f}, median of per-pair ratios {statistics.median(ratios):.3f} (target >= 0.9)")
 PY

@@ -427,6 +427,44 @@ TEST_F(CliServeGrpcTest, RunSendsItsWorkloadToAServer) {
   EXPECT_THAT(stray.output, HasSubstr("are for --server"));
 }
 
+TEST_F(CliServeGrpcTest, RunSendsItsInputsThroughSharedMemory) {
+  // `baton run --server ... --shared-memory system` against `baton serve
+  // --allow-client-shm`: answers verified, no object left in /dev/shm, and
+  // the regions unregistered when the client exits.
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-http", "--allow-client-shm"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  const std::string address = "127.0.0.1:" + std::to_string(server.grpc_port());
+  const std::string json_path = (dir_ / "shm_run.json").string();
+  testing::CliResult run = testing::Baton("run " + Config() + " --server " + address +
+                                          " --shared-memory system --duration 1 --warmup 0.2 --slices 2 --verify "
+                                          "--quiet --json " + json_path);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::ifstream in(json_path);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_GT(j["completed"].get<int>(), 0);
+  EXPECT_EQ(j["verify"]["mismatches"], 0);
+  for (const auto& entry : fs::directory_iterator("/dev/shm")) {
+    EXPECT_EQ(entry.path().filename().string().find("baton-client-"), std::string::npos) << entry.path();
+  }
+  auto stub = Connect(server.grpc_port());
+  grpc::ClientContext ctx;
+  Prepare(ctx);
+  inference::SystemSharedMemoryStatusResponse regions;
+  ASSERT_TRUE(stub->SystemSharedMemoryStatus(&ctx, {}, &regions).ok());
+  EXPECT_EQ(regions.regions().size(), 0);
+
+  // Without --allow-client-shm the client is told how to turn it on.
+  BatonProcess plain("serve", {Config(), "--no-profile", "-q", "--no-http"});
+  ASSERT_TRUE(plain.ok()) << plain.banner();
+  testing::CliResult off = testing::Baton("run " + Config() + " --server 127.0.0.1:" +
+                                          std::to_string(plain.grpc_port()) + " --shared-memory system --duration 1");
+  EXPECT_EQ(off.exit_code, 2) << off.output;
+  EXPECT_THAT(off.output, HasSubstr("start it with --allow-client-shm, or drop --shared-memory"));
+  testing::CliResult stray = testing::Baton("run " + Config() + " --shared-memory system --duration 1");
+  EXPECT_EQ(stray.exit_code, 2);
+  EXPECT_THAT(stray.output, HasSubstr("are for --server"));
+}
+
 TEST_F(CliServeGrpcTest, ServesOnAUnixSocket) {
   // `--grpc unix:PATH`: a KServe client over the socket, `baton run --server
   // unix:PATH`, and the errors for a path that is taken.

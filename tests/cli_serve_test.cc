@@ -2,12 +2,17 @@
 // metadata, inference equal to whole-model ONNX Runtime, every kind of bad
 // request answered 400 without affecting other clients, many clients at once
 // with different priorities, a full queue answered 429, the token, metrics
-// that promtool accepts, and SIGTERM exiting 0 (checked by the process helper).
+// that promtool accepts, tensors through client shared memory, and SIGTERM
+// exiting 0 (checked by the process helper).
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -135,6 +140,78 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
     std::ofstream(path) << m->body;
     EXPECT_EQ(std::system(("/usr/bin/promtool check metrics < " + path + " >/dev/null 2>&1").c_str()), 0);
   }
+}
+
+TEST_F(CliServeTest, TensorsThroughSharedMemoryOverRest) {
+  // The system shared memory extension over REST: register, an input and an
+  // output in the region, status, unregister; and 400 while it is off.
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-grpc", "--allow-client-shm"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  EXPECT_EQ(json::parse(c.Get("/v2")->body)["extensions"], json({"system_shared_memory"}));
+
+  const Sample s = MakeSample(3);
+  json body = json::parse(s.body);
+  const std::vector<float> input = body["inputs"][0]["data"].get<std::vector<float>>();
+  const size_t in_bytes = input.size() * sizeof(float), out_at = (in_bytes + 4095) / 4096 * 4096;
+  const size_t size = out_at + s.want.size() * sizeof(float);
+  const std::string key = "/baton_cli_serve_test_" + std::to_string(getpid());
+  const int fd = shm_open(key.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(size)), 0);
+  auto* mem = static_cast<char*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(mem, MAP_FAILED);
+  close(fd);
+  std::memcpy(mem, input.data(), in_bytes);
+  auto reg = c.Post("/v2/systemsharedmemory/region/cam_io/register",
+                    json({{"key", key}, {"offset", 0}, {"byte_size", size}}).dump(), "application/json");
+  ASSERT_TRUE(reg);
+  ASSERT_EQ(reg->status, 200) << reg->body;
+  shm_unlink(key.c_str());
+  EXPECT_EQ(c.Post("/v2/systemsharedmemory/region/cam_io/register",
+                   json({{"key", key}, {"byte_size", size}}).dump(), "application/json")->status, 400);
+
+  body["inputs"][0].erase("data");
+  body["inputs"][0]["parameters"] = {{"shared_memory_region", "cam_io"}, {"shared_memory_byte_size", in_bytes}};
+  const std::string output = json::parse(c.Get("/v2/models/cam")->body)["outputs"][0]["name"];
+  body["outputs"] = json::array({{{"name", output},
+                                  {"parameters",
+                                   {{"shared_memory_region", "cam_io"},
+                                    {"shared_memory_offset", out_at},
+                                    {"shared_memory_byte_size", s.want.size() * sizeof(float)}}}}});
+  auto r = c.Post("/v2/models/cam/infer", body.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json answer = json::parse(r->body);
+  EXPECT_FALSE(answer["outputs"][0].contains("data"));
+  EXPECT_EQ(answer["outputs"][0]["parameters"]["shared_memory_region"], "cam_io");
+  std::vector<float> got(s.want.size());
+  std::memcpy(got.data(), mem + out_at, got.size() * sizeof(float));
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], s.want[i], 1e-4) << i;
+
+  const json status = json::parse(c.Get("/v2/systemsharedmemory/region/cam_io/status")->body);
+  ASSERT_EQ(status.size(), 1u);
+  EXPECT_EQ(status[0]["key"], key);
+  EXPECT_EQ(status[0]["byte_size"], size);
+  EXPECT_EQ(c.Post("/v2/systemsharedmemory/region/cam_io/unregister", "", "text/plain")->status, 200);
+  auto gone = c.Post("/v2/models/cam/infer", body.dump(), "application/json");
+  EXPECT_EQ(gone->status, 400);
+  EXPECT_THAT(gone->body, HasSubstr("no shared memory region 'cam_io' is registered"));
+  EXPECT_EQ(json::parse(c.Get("/v2/systemsharedmemory/status")->body), json::array());
+  munmap(mem, size);
+
+  BatonProcess plain("serve", {Config(), "--no-profile", "-q", "--no-grpc"});
+  ASSERT_TRUE(plain.ok()) << plain.banner();
+  httplib::Client p("127.0.0.1", plain.port());
+  auto off = p.Post("/v2/systemsharedmemory/region/x/register", json({{"key", key}, {"byte_size", 8}}).dump(),
+                    "application/json");
+  ASSERT_TRUE(off);
+  EXPECT_EQ(off->status, 400);
+  EXPECT_THAT(off->body, HasSubstr("--allow-client-shm"));
+  auto refused = p.Post("/v2/models/cam/infer", body.dump(), "application/json");
+  EXPECT_EQ(refused->status, 400);
+  EXPECT_THAT(refused->body, HasSubstr("takes no client shared memory"));
 }
 
 TEST_F(CliServeTest, ManyClientsWithPrioritiesAndAFullQueueIsAnsweredAtOnce) {

@@ -2,11 +2,14 @@
 // (serve::GrpcClient) in one process, for what a separate process hides from
 // ThreadSanitizer: many client threads and a stream at once, answers equal
 // to whole-model ONNX Runtime, the server stopping while calls are in
-// flight (every call still answered), and the client's destructor waiting
-// for its calls. Run under TSan in CI (scripts/test.sh).
+// flight (every call still answered), the client's destructor waiting
+// for its calls, and tensors through client shared memory (the system shared
+// memory extension). Run under TSan in CI (scripts/test.sh).
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -23,6 +26,7 @@
 #include "baton/graph/model.h"
 #include "baton/serve/grpc_client.h"
 #include "baton/serve/grpc_server.h"
+#include "baton/serve/shared_memory.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
 #include "inference/grpc_service.grpc.pb.h"
@@ -47,7 +51,13 @@ class ServeGrpcTest : public ::testing::Test {
     delete dir_;
   }
 
-  void SetUp() override {
+  void SetUp() override { Start(nullptr); }
+
+  // (Re)starts the engine and the server, with `shm` as its shared memory registry.
+  void Start(std::shared_ptr<serve::SharedMemoryRegistry> shm) {
+    if (server_) server_->Stop();
+    server_.reset();
+    if (engine_) engine_->Close();
     EngineOptions options;
     options.no_profile = true;
     options.cache_dir = (*dir_ / "cache").string();
@@ -60,6 +70,7 @@ class ServeGrpcTest : public ::testing::Test {
     engine_ = std::move(engine).value();
     serve::GrpcOptions go;
     go.port = 0;
+    go.shared_memory = std::move(shm);
     auto server = serve::GrpcServer::Start(*engine_, go);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -211,6 +222,119 @@ TEST_F(ServeGrpcTest, StopWhileCallsAreInFlightAnswersThemAll) {
   EXPECT_EQ(stats.models[0].submitted, static_cast<uint64_t>(ok.load()))
       << (refusals.empty() ? "" : refusals[0]);
   EXPECT_EQ(stats.models[0].completed, static_cast<uint64_t>(ok.load()));
+}
+
+TEST_F(ServeGrpcTest, TensorsThroughClientSharedMemory) {
+  // Off by default: the client says how to turn it on, and a request naming a region is refused.
+  serve::GrpcClientOptions with_shm;
+  with_shm.shared_memory = true;
+  auto refused = serve::GrpcClient::Connect(Address(), with_shm);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("--allow-client-shm"));
+
+  Start(std::make_shared<serve::SharedMemoryRegistry>());
+  {
+    // baton's own client: inputs through its regions, answers equal to whole-model ORT.
+    auto client = serve::GrpcClient::Connect(Address(), with_shm);
+    ASSERT_TRUE(client.ok()) << client.status();
+    constexpr int kCalls = 4;
+    std::vector<std::string> problems(kCalls);
+    std::vector<std::promise<void>> answered(kCalls);
+    for (int i = 0; i < kCalls; ++i) {
+      (*client)->InferAsync("cam", Inputs(), {}, [&, i](Result<Tensors> r) {
+        problems[i] = Check(r);
+        answered[i].set_value();
+      });
+    }
+    for (auto& a : answered) a.get_future().wait();
+    for (const std::string& p : problems) EXPECT_EQ(p, "");
+  }
+
+  // A client of the protocol: its own object, an input and a requested output in it.
+  const std::string key = "/baton_serve_grpc_test_" + std::to_string(getpid());
+  const int fd = shm_open(key.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  const size_t out_at = (input_.byte_size() + 4095) / 4096 * 4096;
+  const size_t size = out_at + want_.size() * sizeof(float);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(size)), 0);
+  auto* mem = static_cast<std::byte*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(mem, MAP_FAILED);
+  close(fd);
+  std::memcpy(mem, input_.bytes().data(), input_.byte_size());
+  auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(Address(), grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext ctx;
+    inference::SystemSharedMemoryRegisterRequest reg;
+    reg.set_name("mine");
+    reg.set_key(key);
+    reg.set_byte_size(size);
+    inference::SystemSharedMemoryRegisterResponse none;
+    const grpc::Status st = stub->SystemSharedMemoryRegister(&ctx, reg, &none);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  shm_unlink(key.c_str());  // the server has it mapped
+  inference::ModelInferRequest req;
+  req.set_model_name("cam");
+  auto* in = req.add_inputs();
+  in->set_name(input_name_);
+  in->set_datatype("FP32");
+  for (int64_t d : input_.shape()) in->add_shape(d);
+  (*in->mutable_parameters())["shared_memory_region"].set_string_param("mine");
+  (*in->mutable_parameters())["shared_memory_byte_size"].set_int64_param(static_cast<int64_t>(input_.byte_size()));
+  auto* out = req.add_outputs();
+  out->set_name(output_name_);
+  (*out->mutable_parameters())["shared_memory_region"].set_string_param("mine");
+  (*out->mutable_parameters())["shared_memory_offset"].set_int64_param(static_cast<int64_t>(out_at));
+  (*out->mutable_parameters())["shared_memory_byte_size"].set_int64_param(
+      static_cast<int64_t>(want_.size() * sizeof(float)));
+  {
+    grpc::ClientContext ctx;
+    inference::ModelInferResponse resp;
+    const grpc::Status st = stub->ModelInfer(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_EQ(resp.outputs_size(), 1);
+    ASSERT_EQ(resp.raw_output_contents_size(), 1);
+    EXPECT_EQ(resp.raw_output_contents(0), "") << "written to the region instead";
+    EXPECT_EQ(resp.outputs(0).parameters().at("shared_memory_region").string_param(), "mine");
+    std::vector<float> got(want_.size());
+    std::memcpy(got.data(), mem + out_at, got.size() * sizeof(float));
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want_[i], 1e-4) << i;
+  }
+  {
+    // A region too small for the input is refused, naming the input.
+    inference::ModelInferRequest small = req;
+    (*small.mutable_inputs(0)->mutable_parameters())["shared_memory_byte_size"].set_int64_param(12);
+    grpc::ClientContext ctx;
+    inference::ModelInferResponse resp;
+    const grpc::Status st = stub->ModelInfer(&ctx, small, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(st.error_message(), ::testing::HasSubstr("input '" + input_name_ + "'"));
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::SystemSharedMemoryStatusRequest q;
+    inference::SystemSharedMemoryStatusResponse regions;
+    ASSERT_TRUE(stub->SystemSharedMemoryStatus(&ctx, q, &regions).ok());
+    EXPECT_EQ(regions.regions().count("mine"), 1u);
+    EXPECT_EQ(regions.regions().at("mine").byte_size(), size);
+    EXPECT_EQ(regions.regions().size(), 1) << "baton's client unregistered its regions when it closed";
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::SystemSharedMemoryUnregisterRequest q;
+    q.set_name("mine");
+    inference::SystemSharedMemoryUnregisterResponse none;
+    ASSERT_TRUE(stub->SystemSharedMemoryUnregister(&ctx, q, &none).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelInferResponse resp;
+    const grpc::Status st = stub->ModelInfer(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(st.error_message(), ::testing::HasSubstr("no shared memory region 'mine' is registered"));
+  }
+  munmap(mem, size);
 }
 
 }  // namespace

@@ -58,6 +58,7 @@ struct RunArgs {
   std::string server;      // --server HOST:PORT: a running `baton serve` takes the workload
   std::string token_file;  // its bearer token
   std::string tls_ca;      // its CA, for TLS
+  std::string shared_memory = "none";  // "system": inputs through client shared memory
 };
 
 void PrintTable(const std::vector<std::vector<std::string>>& rows, const std::string& indent = "  ") {
@@ -529,14 +530,16 @@ int Run(const RunArgs& args) {
   options.interrupt = stop_signal.stop();
   absl::StatusOr<RunReport> report = absl::UnknownError("not run");
   if (args.server.empty()) {
-    if (!args.token_file.empty() || !args.tls_ca.empty()) {
-      std::cerr << "baton run: --token-file and --tls-ca are for --server; give --server HOST:PORT or drop them\n";
+    if (!args.token_file.empty() || !args.tls_ca.empty() || args.shared_memory != "none") {
+      std::cerr << "baton run: --token-file, --tls-ca and --shared-memory are for --server; give --server HOST:PORT "
+                   "or drop them\n";
       return 2;
     }
     report = RunSession(config, options);
   } else {
     serve::GrpcClientOptions client_options;
     client_options.tls_ca = args.tls_ca;
+    client_options.shared_memory = args.shared_memory == "system";
     if (!args.token_file.empty()) {
       absl::StatusOr<std::string> token = serve::ReadTokenFile(args.token_file);
       if (!token.ok()) {
@@ -640,6 +643,10 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
                   "this client measured; no baselines");
   cmd->add_option("--token-file", args->token_file, "With --server: file with the server's bearer token");
   cmd->add_option("--tls-ca", args->tls_ca, "With --server: PEM CA that signed the server's certificate (TLS)");
+  cmd->add_option("--shared-memory", args->shared_memory,
+                  "With --server: none (inputs in the gRPC messages, the default) or system (inputs through POSIX "
+                  "shared memory; the server must run on this machine with --allow-client-shm)")
+      ->check(CLI::IsMember({"none", "system"}));
   cmd->add_option("--cache-dir", args->cache_dir, "Where zoo models are generated (default: $BATON_CACHE_DIR or "
                                                   "~/.cache/baton)");
   cmd->callback([args, exit_code] { *exit_code = Run(*args); });

@@ -23,6 +23,7 @@
 #include "baton/serve/auth.h"
 #include "baton/serve/grpc_server.h"
 #include "baton/serve/http_server.h"
+#include "baton/serve/shared_memory.h"
 #include "commands.h"
 #include "library.h"
 #include "validators.h"
@@ -49,6 +50,7 @@ struct ServeArgs {
   int threads = 8;
   int max_request_mb = 64;
   int timeout_s = 10;
+  bool allow_client_shm = false;
   bool quiet = false;
 };
 
@@ -104,6 +106,10 @@ int Serve(const ServeArgs& args) {
   grpc.token = http.token;
   grpc.tls_cert = http.tls_cert;
   grpc.tls_key = http.tls_key;
+  if (args.allow_client_shm) {
+    grpc.shared_memory = std::make_shared<serve::SharedMemoryRegistry>(256, http.max_request_bytes);
+    http.shared_memory = grpc.shared_memory;
+  }
 
   EngineOptions options;
   options.plan_path = args.plan;
@@ -199,6 +205,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->check(IntIn(1, 2047));
   cmd->add_option("--timeout-s", args->timeout_s, "Cut off an HTTP client that sends or reads slower (default 10)")
       ->check(IntIn(1, 3600));
+  cmd->add_flag("--allow-client-shm", args->allow_client_shm,
+                "Let clients on this machine register POSIX shared memory regions and pass tensors through them "
+                "(the KServe / Triton system shared memory extension; any process that can reach the server can "
+                "then make it read or write shared memory objects the server's user can open)");
   cmd->add_flag("-q,--quiet", args->quiet, "No start-up progress lines");
   cmd->callback([args, exit_code] {
     *exit_code = Serve(*args);

@@ -1,13 +1,22 @@
 #include "baton/serve/grpc_client.h"
 
 // GCC 12 at -O3 reports impossible memcpy bounds inside protobuf's inlined
-// string accessors (false positives of -Wstringop-overflow / -Wrestrict).
+// string accessors (false positives of -Wstringop-overflow, -Wrestrict,
+// -Warray-bounds and -Wstringop-overread).
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
 #pragma GCC diagnostic ignored "-Wrestrict"
+#pragma GCC diagnostic ignored "-Warray-bounds"
+#pragma GCC diagnostic ignored "-Wstringop-overread"
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -29,8 +38,28 @@ Status FromGrpc(const grpc::Status& s, const std::string& address) {
                                                     : std::string()));
 }
 
+// One region of this client's shared memory, mapped here and registered
+// with the server under `name`.
+struct ShmSlot {
+  std::string name;
+  std::byte* data = nullptr;
+  size_t size = 0;
+  ShmSlot() = default;
+  ShmSlot(const ShmSlot&) = delete;
+  ShmSlot& operator=(const ShmSlot&) = delete;
+  ~ShmSlot() {
+    if (data != nullptr) munmap(data, size);
+  }
+};
+
+constexpr size_t kMaxShmSlots = 64;
+constexpr size_t kShmAlign = 64;  // each input starts on a cache line
+
+size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
 // One call in flight: what gRPC needs alive until it completes on the queue.
 struct Call {
+  ShmSlot* slot = nullptr;  // the shared memory region its inputs are in, if any
   grpc::ClientContext context;
   inference::ModelInferRequest request;
   inference::ModelInferResponse response;
@@ -84,9 +113,97 @@ struct GrpcClient::Impl {
   std::mutex calls_mu;
   uint64_t calls = 0;
 
+  // Shared memory regions (options.shared_memory): all of them, and those no
+  // call is using. Guarded by shm_mu.
+  std::mutex shm_mu;
+  std::vector<std::unique_ptr<ShmSlot>> slots;
+  std::vector<ShmSlot*> free_slots;
+
   ~Impl() {
     cq.Shutdown();  // Next returns false once every call in flight has completed (each has a deadline)
     if (poller.joinable()) poller.join();
+    for (const auto& slot : slots) {
+      grpc::ClientContext ctx;
+      Prepare(ctx, std::chrono::seconds(2));
+      inference::SystemSharedMemoryUnregisterRequest req;
+      req.set_name(slot->name);
+      inference::SystemSharedMemoryUnregisterResponse resp;
+      stub->SystemSharedMemoryUnregister(&ctx, req, &resp);  // best effort: the server may be gone
+    }
+  }
+
+  // A new region of `size` bytes, mapped here and registered with the server.
+  absl::StatusOr<std::unique_ptr<ShmSlot>> NewSlot(size_t size) {
+    static std::atomic<uint64_t> counter{0};
+    auto slot = std::make_unique<ShmSlot>();
+    slot->name = absl::StrCat("baton-client-", getpid(), "-", reinterpret_cast<uintptr_t>(this), "-", counter++);
+    const std::string key = "/" + slot->name;
+    const int fd = shm_open(key.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot create shared memory object '", key, "': ", std::strerror(errno)));
+    }
+    void* data = MAP_FAILED;
+    if (ftruncate(fd, static_cast<off_t>(size)) == 0) {
+      data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    }
+    const int err = errno;
+    close(fd);
+    if (data == MAP_FAILED) {
+      shm_unlink(key.c_str());
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot size or map shared memory object '", key, "' (", size, " bytes): ", std::strerror(err)));
+    }
+    slot->data = static_cast<std::byte*>(data);
+    slot->size = size;
+    grpc::ClientContext ctx;
+    Prepare(ctx, options.connect_timeout);
+    inference::SystemSharedMemoryRegisterRequest req;
+    req.set_name(slot->name);
+    req.set_key(key);
+    req.set_byte_size(size);
+    inference::SystemSharedMemoryRegisterResponse resp;
+    const grpc::Status s = stub->SystemSharedMemoryRegister(&ctx, req, &resp);
+    shm_unlink(key.c_str());  // the server has mapped it (or failed): the name is no longer needed
+    if (!s.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                          absl::StrCat("server ", address, " did not register this client's shared memory: ",
+                                       s.error_message(),
+                                       s.error_code() == grpc::StatusCode::NOT_FOUND
+                                           ? " (it runs on another machine or in another IPC namespace)"
+                                           : "",
+                                       "; drop --shared-memory"));
+    }
+    return slot;
+  }
+
+  // A free region of at least `size` bytes (made when none fits and fewer
+  // than kMaxShmSlots exist), or null: the call then sends its bytes.
+  ShmSlot* AcquireSlot(size_t size) {
+    {
+      std::lock_guard lock(shm_mu);
+      auto best = free_slots.end();
+      for (auto it = free_slots.begin(); it != free_slots.end(); ++it) {
+        if ((*it)->size >= size && (best == free_slots.end() || (*it)->size < (*best)->size)) best = it;
+      }
+      if (best != free_slots.end()) {
+        ShmSlot* slot = *best;
+        free_slots.erase(best);
+        return slot;
+      }
+      if (slots.size() >= kMaxShmSlots) return nullptr;
+    }
+    absl::StatusOr<std::unique_ptr<ShmSlot>> slot = NewSlot(RoundUp(size, size_t{1} << 16));
+    if (!slot.ok()) return nullptr;
+    std::lock_guard lock(shm_mu);  // calls racing here may pass kMaxShmSlots by as many as race
+    slots.push_back(*std::move(slot));
+    return slots.back().get();
+  }
+
+  void ReleaseSlot(ShmSlot* slot) {
+    if (slot == nullptr) return;
+    std::lock_guard lock(shm_mu);
+    free_slots.push_back(slot);
   }
 
   void Poll() {
@@ -98,6 +215,7 @@ struct GrpcClient::Impl {
         --calls;
       }
       std::unique_ptr<Call> call(static_cast<Call*>(tag));
+      ReleaseSlot(call->slot);  // before `done`, which may send the next request
       call->done(AnswerOf(*call, address));
     }
   }
@@ -147,6 +265,19 @@ absl::StatusOr<std::unique_ptr<GrpcClient>> GrpcClient::Connect(const std::strin
     return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
                         absl::StrCat("server ", address, ": ", s.error_message()));
   }
+  if (impl->options.shared_memory) {
+    if (std::find(meta.extensions().begin(), meta.extensions().end(), "system_shared_memory") ==
+        meta.extensions().end()) {
+      return absl::FailedPreconditionError(absl::StrCat("server ", address,
+                                                        " takes no client shared memory; start it with "
+                                                        "--allow-client-shm, or drop --shared-memory"));
+    }
+    // One small region now: a server that cannot map it is an error here, not in every call.
+    absl::StatusOr<std::unique_ptr<ShmSlot>> first = impl->NewSlot(size_t{1} << 16);
+    if (!first.ok()) return first.status();
+    impl->free_slots.push_back(first->get());
+    impl->slots.push_back(*std::move(first));
+  }
   Impl* raw = impl.get();
   impl->poller = std::thread([raw] { raw->Poll(); });
   return std::unique_ptr<GrpcClient>(new GrpcClient(std::move(impl)));
@@ -174,12 +305,27 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
   auto* call = new Call;
   call->done = std::move(done);
   call->request.set_model_name(model);
+  if (impl_->options.shared_memory) {
+    size_t total = 0;
+    for (const auto& [name, t] : inputs) total += t.elem_type() == dtype::kString ? 0 : RoundUp(t.byte_size(), kShmAlign);
+    if (total > 0) call->slot = impl_->AcquireSlot(total);
+  }
+  size_t offset = 0;
   for (const auto& [name, t] : inputs) {
     inference::ModelInferRequest::InferInputTensor* in = call->request.add_inputs();
     in->set_name(name);
     in->set_datatype(KServeDatatype(t.elem_type()).value_or(ElemTypeName(t.elem_type())));
     for (int64_t d : t.shape()) in->add_shape(d);
-    AppendRaw(t, *call->request.add_raw_input_contents());
+    if (call->slot != nullptr && t.elem_type() != dtype::kString) {
+      if (t.byte_size() > 0) std::memcpy(call->slot->data + offset, t.bytes().data(), t.byte_size());
+      auto& params = *in->mutable_parameters();
+      params["shared_memory_region"].set_string_param(call->slot->name);
+      params["shared_memory_byte_size"].set_int64_param(static_cast<int64_t>(t.byte_size()));
+      params["shared_memory_offset"].set_int64_param(static_cast<int64_t>(offset));
+      offset += RoundUp(t.byte_size(), kShmAlign);
+    } else {
+      AppendRaw(t, *call->request.add_raw_input_contents());  // one per input not in shared memory
+    }
   }
   auto& params = *call->request.mutable_parameters();
   if (options.priority) params["priority"].set_int64_param(*options.priority);

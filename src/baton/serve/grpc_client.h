@@ -6,14 +6,18 @@
 //
 // Connect checks that the server is live and reads every model's metadata,
 // so a wrong address or a server without a model is an error up front.
-// Inputs go as raw_input_contents; outputs come back as tensors that own
-// their bytes. Each call carries the request's deadline (InferOptions) as
+// Inputs go as raw_input_contents (or, with GrpcClientOptions::shared_memory,
+// through regions of POSIX shared memory); outputs come back as tensors that
+// own their bytes. Each call carries the request's deadline (InferOptions) as
 // Triton's `timeout` parameter and as the gRPC deadline (plus `call_slack`),
 // so every call ends.
 //
 // Thread-safety: InferAsync may be called from many threads at once (and
 // from a `done`); `done` runs on the client's one completion thread. The
-// destructor waits for the calls in flight.
+// destructor waits for the calls in flight, then unregisters and frees the
+// client's shared memory regions (at most 64; their names are unlinked as
+// soon as the server has mapped them, so nothing is left in /dev/shm even
+// when the client dies).
 #pragma once
 
 #include <chrono>
@@ -35,6 +39,12 @@ struct GrpcClientOptions {
   // the request's deadline plus this slack (the server answers DEADLINE_EXCEEDED itself).
   std::chrono::seconds call_slack{60};
   size_t max_message_bytes = size_t{256} << 20;
+  // Send fixed-size inputs through the system shared memory extension
+  // instead of in the message (`baton run --server ... --shared-memory
+  // system`): each call copies its inputs into a region of this client's own,
+  // registered with the server once. The server must run on this machine
+  // and be started with --allow-client-shm; Connect checks both.
+  bool shared_memory = false;
 };
 
 class GrpcClient {

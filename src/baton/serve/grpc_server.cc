@@ -16,7 +16,9 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -26,6 +28,7 @@
 #include "baton/serve/auth.h"
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/kserve_raw.h"
+#include "baton/serve/shared_memory.h"
 #include "inference/grpc_service.grpc.pb.h"
 
 namespace baton::serve {
@@ -108,15 +111,69 @@ absl::StatusOr<Tensor> FromContents(const inference::InferTensorContents& c, Ele
   }
 }
 
+// Where a tensor's bytes are in client shared memory (the extension's
+// parameters on an input or a requested output).
+struct ShmRef {
+  std::string region;
+  uint64_t offset = 0;
+  uint64_t byte_size = 0;
+};
+
+using Parameters = google::protobuf::Map<std::string, inference::InferParameter>;
+
+// The shared memory parameters in `params`: none (nullopt), or all that a
+// region needs, well typed.
+absl::StatusOr<std::optional<ShmRef>> ShmRefOf(const Parameters& params, const std::string& where) {
+  auto region = params.find("shared_memory_region");
+  auto size = params.find("shared_memory_byte_size");
+  auto offset = params.find("shared_memory_offset");
+  if (region == params.end() && size == params.end() && offset == params.end()) return std::nullopt;
+  if (region == params.end() || size == params.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": give both 'shared_memory_region' and "
+                                                          "'shared_memory_byte_size' (and optionally "
+                                                          "'shared_memory_offset'), or none"));
+  }
+  if (region->second.parameter_choice_case() != inference::InferParameter::kStringParam) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": 'shared_memory_region' must be a string_param"));
+  }
+  auto non_negative = [&](const Parameters::const_iterator& it, const char* name) -> absl::StatusOr<uint64_t> {
+    if (it->second.parameter_choice_case() != inference::InferParameter::kInt64Param || it->second.int64_param() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": '", name, "' must be an int64_param >= 0"));
+    }
+    return static_cast<uint64_t>(it->second.int64_param());
+  };
+  ShmRef ref;
+  ref.region = region->second.string_param();
+  BATON_ASSIGN_OR_RETURN(ref.byte_size, non_negative(size, "shared_memory_byte_size"));
+  if (offset != params.end()) {
+    BATON_ASSIGN_OR_RETURN(ref.offset, non_negative(offset, "shared_memory_offset"));
+  }
+  return ref;
+}
+
+absl::Status ShmOff(const std::string& where, const std::string& region) {
+  return absl::InvalidArgumentError(absl::StrCat(where, ": names shared memory region '", region,
+                                                 "', but this server takes no client shared memory; start it "
+                                                 "with --allow-client-shm, or send the bytes"));
+}
+
+// A requested output: its name, and where in shared memory it goes (if it does).
+struct RequestedOutput {
+  std::string name;
+  std::optional<ShmRef> shm;
+  std::optional<SharedMemoryRegistry::Target> target;
+};
+
 struct Parsed {
   Tensors inputs;
   InferOptions options;
-  std::vector<std::string> outputs;  // requested, in order; empty = all
+  std::vector<RequestedOutput> outputs;  // requested, in order; empty = all
 };
 
 // Checks `req` against `model` and builds the engine's inputs. Raw input
-// bytes are moved out of `req` (no copy) and kept alive by the tensors.
-absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& model) {
+// bytes are moved out of `req` (no copy) and kept alive by the tensors; an
+// input in shared memory is copied out of its region (`shm`; null = off).
+absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& model, const SharedMemoryRegistry* shm) {
   Parsed out;
   const auto& params = req.parameters();
   if (auto it = params.find("priority"); it != params.end()) {
@@ -132,15 +189,29 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
     }
     if (it->second.int64_param() > 0) out.options.deadline = std::chrono::microseconds(it->second.int64_param());
   }
-  const bool raw = req.raw_input_contents_size() > 0;
-  if (raw && req.raw_input_contents_size() != req.inputs_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "': ", req.raw_input_contents_size(),
-                                                   " raw_input_contents for ", req.inputs_size(),
-                                                   " inputs; give one per input, in the order of 'inputs'"));
+  std::vector<std::optional<ShmRef>> shm_refs;
+  int in_shm = 0;
+  for (const ModelInferRequest::InferInputTensor& in : req.inputs()) {
+    BATON_ASSIGN_OR_RETURN(std::optional<ShmRef> ref,
+                           ShmRefOf(in.parameters(), absl::StrCat("model '", model.name, "' input '", in.name(), "'")));
+    in_shm += ref.has_value() ? 1 : 0;
+    shm_refs.push_back(std::move(ref));
   }
+  const bool raw = req.raw_input_contents_size() > 0;
+  // One raw entry per input, or one per input not in shared memory.
+  const bool raw_per_input = req.raw_input_contents_size() == req.inputs_size();
+  if (raw && !raw_per_input && req.raw_input_contents_size() != req.inputs_size() - in_shm) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", model.name, "': ", req.raw_input_contents_size(), " raw_input_contents for ", req.inputs_size(),
+        " inputs", in_shm > 0 ? absl::StrCat(" (", in_shm, " in shared memory)") : "",
+        "; give one per input, in the order of 'inputs'", in_shm > 0 ? ", or one per input not in shared memory" : ""));
+  }
+  int next_raw = 0;
   for (int i = 0; i < req.inputs_size(); ++i) {
     const ModelInferRequest::InferInputTensor& in = req.inputs(i);
     const std::string where = absl::StrCat("model '", model.name, "' input '", in.name(), "'");
+    const std::optional<ShmRef>& shm_ref = shm_refs[static_cast<size_t>(i)];
+    const int raw_index = raw_per_input ? i : (shm_ref ? -1 : next_raw++);
     const TensorInfo* want = nullptr;
     for (const TensorInfo& t : model.inputs) want = t.name == in.name() ? &t : want;
     if (want == nullptr) {
@@ -175,13 +246,22 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
                                                        ShapeText(want->shape), " (-1: any size)"));
       }
     }
-    if (raw) {
+    if (shm_ref) {
+      if (in.has_contents() || (raw_index >= 0 && !req.raw_input_contents(raw_index).empty())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": has bytes and names shared memory region '", shm_ref->region, "'; use one"));
+      }
+      if (shm == nullptr) return ShmOff(where, shm_ref->region);
+      BATON_ASSIGN_OR_RETURN(std::string bytes, shm->ReadRaw(shm_ref->region, shm_ref->offset, shm_ref->byte_size, where));
+      BATON_ASSIGN_OR_RETURN(Tensor t, TensorFromRaw(std::move(bytes), want->elem_type, std::move(shape), where));
+      out.inputs.emplace(in.name(), std::move(t));
+    } else if (raw) {
       if (in.has_contents()) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": has typed 'contents' while the request uses raw_input_contents; use one form"));
       }
-      BATON_ASSIGN_OR_RETURN(Tensor t, TensorFromRaw(std::move(*req.mutable_raw_input_contents(i)), want->elem_type,
-                                                     std::move(shape), where));
+      BATON_ASSIGN_OR_RETURN(Tensor t, TensorFromRaw(std::move(*req.mutable_raw_input_contents(raw_index)),
+                                                     want->elem_type, std::move(shape), where));
       out.inputs.emplace(in.name(), std::move(t));
     } else {
       if (!in.has_contents()) {
@@ -208,23 +288,34 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
       return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "' has no output '", o.name(),
                                                      "'; its outputs: [", absl::StrJoin(names, ", "), "]"));
     }
-    out.outputs.push_back(o.name());
+    RequestedOutput r{o.name(), std::nullopt, std::nullopt};
+    const std::string where = absl::StrCat("model '", model.name, "' output '", o.name(), "'");
+    BATON_ASSIGN_OR_RETURN(r.shm, ShmRefOf(o.parameters(), where));
+    if (r.shm) {
+      if (shm == nullptr) return ShmOff(where, r.shm->region);
+      BATON_ASSIGN_OR_RETURN(r.target, shm->OutputTarget(r.shm->region, r.shm->offset, r.shm->byte_size, where));
+    }
+    out.outputs.push_back(std::move(r));
   }
   return out;
 }
 
 // The answer: requested outputs (all, in model order, when none were named)
-// as raw_output_contents.
+// as raw_output_contents, or written to their shared memory region (an empty
+// raw entry keeps the entries in the order of `outputs`).
 grpc::Status FillResponse(const ModelInfo& model, const std::string& id, const Tensors& outputs,
-                          const std::vector<std::string>& requested, ModelInferResponse& resp) {
+                          const std::vector<RequestedOutput>& requested, ModelInferResponse& resp) {
   resp.set_model_name(model.name);
   resp.set_model_version("1");
   resp.set_id(id);
-  std::vector<std::string> names = requested;
-  if (names.empty()) {
-    for (const TensorInfo& t : model.outputs) names.push_back(t.name);
+  std::vector<const RequestedOutput*> wanted;
+  std::vector<RequestedOutput> all;
+  if (requested.empty()) {
+    for (const TensorInfo& t : model.outputs) all.push_back({t.name, std::nullopt, std::nullopt});
   }
-  for (const std::string& name : names) {
+  for (const RequestedOutput& r : requested.empty() ? all : requested) wanted.push_back(&r);
+  for (const RequestedOutput* r : wanted) {
+    const std::string& name = r->name;
     auto it = outputs.find(name);
     if (it == outputs.end()) {
       return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("model '", model.name, "' gave no output '", name, "'"));
@@ -240,7 +331,23 @@ grpc::Status FillResponse(const ModelInfo& model, const std::string& id, const T
     o->set_name(name);
     o->set_datatype(*datatype);
     for (int64_t d : t.shape()) o->add_shape(d);
-    AppendRaw(t, *resp.add_raw_output_contents());
+    std::string* raw = resp.add_raw_output_contents();
+    if (r->target) {
+      std::string strings;  // BYTES in their raw form; other types as they are
+      if (t.elem_type() == dtype::kString) AppendRaw(t, strings);
+      const std::span<const std::byte> bytes =
+          t.elem_type() == dtype::kString ? std::as_bytes(std::span<const char>(strings)) : t.bytes();
+      if (absl::Status w = r->target->Write(bytes, absl::StrCat("model '", model.name, "' output '", name, "'"));
+          !w.ok()) {
+        return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(w.code())), std::string(w.message()));
+      }
+      auto& params = *o->mutable_parameters();
+      params["shared_memory_region"].set_string_param(r->shm->region);
+      params["shared_memory_byte_size"].set_int64_param(static_cast<int64_t>(bytes.size()));
+      if (r->shm->offset > 0) params["shared_memory_offset"].set_int64_param(static_cast<int64_t>(r->shm->offset));
+    } else {
+      AppendRaw(t, *raw);
+    }
   }
   return grpc::Status::OK;
 }
@@ -282,12 +389,13 @@ absl::Status CheckUnixSocketPath(const std::string& path) {
 
 }  // namespace
 
-absl::Status CheckSerializedInferRequest(std::string_view bytes, const ModelInfo& model) {
+absl::Status CheckSerializedInferRequest(std::string_view bytes, const ModelInfo& model,
+                                         const SharedMemoryRegistry* shm) {
   ModelInferRequest req;
   if (!req.ParseFromArray(bytes.data(), static_cast<int>(std::min<size_t>(bytes.size(), INT32_MAX)))) {
     return absl::InvalidArgumentError("not a serialized ModelInferRequest");
   }
-  return ParseRequest(req, model).status();
+  return ParseRequest(req, model, shm).status();
 }
 
 struct GrpcServer::Impl final : public inference::GRPCInferenceService::CallbackService {
@@ -340,13 +448,13 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
       done(Invalid(std::string(model.status().message())));
       return;
     }
-    absl::StatusOr<Parsed> parsed = ParseRequest(*req, **model);
+    absl::StatusOr<Parsed> parsed = ParseRequest(*req, **model, options.shared_memory.get());
     if (!parsed.ok()) {
       done(Invalid(std::string(parsed.status().message())));
       return;
     }
     const ModelInfo* m = *model;
-    std::vector<std::string> requested = std::move(parsed->outputs);
+    std::vector<RequestedOutput> requested = std::move(parsed->outputs);
     engine.InferAsync(m->name, std::move(parsed->inputs), parsed->options,
                       [m, req, resp, requested = std::move(requested), done = std::move(done)](Result<Tensors> r) {
                         if (!r.ok()) {
@@ -399,6 +507,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
       resp->set_name("baton");
       resp->set_version(kVersion);
       resp->add_extensions("statistics");
+      if (options.shared_memory) resp->add_extensions("system_shared_memory");
       return grpc::Status::OK;
     });
   }
@@ -436,6 +545,52 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
 
   grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse>* ModelStreamInfer(
       grpc::CallbackServerContext* ctx) override;
+
+  // The shared memory calls: FAILED_PRECONDITION while the extension is off.
+  grpc::Status ShmCall(const std::function<absl::Status(SharedMemoryRegistry&)>& body) const {
+    if (!options.shared_memory) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "this server takes no client shared memory; start it with --allow-client-shm");
+    }
+    const absl::Status s = body(*options.shared_memory);
+    return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
+  }
+
+  grpc::ServerUnaryReactor* SystemSharedMemoryStatus(grpc::CallbackServerContext* ctx,
+                                                     const inference::SystemSharedMemoryStatusRequest* req,
+                                                     inference::SystemSharedMemoryStatusResponse* resp) override {
+    return Unary(ctx, false, [&] {
+      return ShmCall([&](SharedMemoryRegistry& shm) -> absl::Status {
+        BATON_ASSIGN_OR_RETURN(std::vector<SharedMemoryRegionInfo> regions, shm.Status(req->name()));
+        for (const SharedMemoryRegionInfo& r : regions) {
+          auto& out = (*resp->mutable_regions())[r.name];
+          out.set_name(r.name);
+          out.set_key(r.key);
+          out.set_offset(r.offset);
+          out.set_byte_size(r.byte_size);
+        }
+        return absl::OkStatus();
+      });
+    });
+  }
+
+  grpc::ServerUnaryReactor* SystemSharedMemoryRegister(grpc::CallbackServerContext* ctx,
+                                                       const inference::SystemSharedMemoryRegisterRequest* req,
+                                                       inference::SystemSharedMemoryRegisterResponse*) override {
+    return Unary(ctx, false, [&] {
+      return ShmCall([&](SharedMemoryRegistry& shm) {
+        return shm.Register(req->name(), req->key(), req->offset(), req->byte_size());
+      });
+    });
+  }
+
+  grpc::ServerUnaryReactor* SystemSharedMemoryUnregister(grpc::CallbackServerContext* ctx,
+                                                         const inference::SystemSharedMemoryUnregisterRequest* req,
+                                                         inference::SystemSharedMemoryUnregisterResponse*) override {
+    return Unary(ctx, false, [&] {
+      return ShmCall([&](SharedMemoryRegistry& shm) { return shm.Unregister(req->name()); });
+    });
+  }
 
   grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* ctx,
                                             const inference::ModelStatisticsRequest* req,

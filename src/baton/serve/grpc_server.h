@@ -7,6 +7,10 @@
 //                     as raw_output_contents; requested outputs honoured; id echoed
 //   ModelStreamInfer  a bidirectional stream; answers in completion order
 //   ModelStatistics   per model: success, fail, queue and compute counts and durations
+//   SystemSharedMemoryStatus / Register / Unregister
+//                     the system shared memory extension (serve/shared_memory.h),
+//                     when GrpcOptions::shared_memory is set: inputs and requested
+//                     outputs may name a registered region instead of carrying bytes
 //
 // Errors are gRPC statuses with baton's message: INVALID_ARGUMENT for a bad
 // request, an unknown model included (naming the tensor or model and what was
@@ -41,6 +45,8 @@
 
 namespace baton::serve {
 
+class SharedMemoryRegistry;
+
 struct GrpcOptions {
   std::string host = "127.0.0.1";
   int port = 8001;  // 0 = a free port (see GrpcServer::port)
@@ -55,14 +61,20 @@ struct GrpcOptions {
   std::string token;                     // "" = no token
   std::string tls_cert;                  // PEM files; both or neither
   std::string tls_key;
+  // Client shared memory (`--allow-client-shm`), shared with the HTTP
+  // front-end; null = the extension is off and requests naming a region are
+  // refused.
+  std::shared_ptr<SharedMemoryRegistry> shared_memory;
   // How long Stop lets calls in flight finish before cancelling them.
   std::chrono::seconds stop_grace{30};
 };
 
 // What ModelInfer does with a request before the engine sees it, on its
 // serialized bytes: parse, then check against `model` (the inputs it would
-// run with, or the INVALID_ARGUMENT it would answer). For fuzzing and tests.
-absl::Status CheckSerializedInferRequest(std::string_view bytes, const ModelInfo& model);
+// run with, or the INVALID_ARGUMENT it would answer), with `shm` as the
+// registry (null = off). For fuzzing and tests.
+absl::Status CheckSerializedInferRequest(std::string_view bytes, const ModelInfo& model,
+                                         const SharedMemoryRegistry* shm = nullptr);
 
 class GrpcServer {
  public:

@@ -1,6 +1,7 @@
 #include "baton/serve/http_server.h"
 
 #include <exception>
+#include <functional>
 #include <regex>
 #include <utility>
 
@@ -8,6 +9,7 @@
 #include "baton/serve/auth.h"
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/metrics.h"
+#include "baton/serve/shared_memory.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 
@@ -121,8 +123,11 @@ void HttpServer::Route() {
   srv.Get("/v2/health/live", [](const httplib::Request&, httplib::Response& res) { Reply(res, 200, {{"live", true}}); });
   srv.Get("/v2/health/ready",
           [](const httplib::Request&, httplib::Response& res) { Reply(res, 200, {{"ready", true}}); });
-  srv.Get("/v2", [](const httplib::Request&, httplib::Response& res) {
-    Reply(res, 200, {{"name", "baton"}, {"version", kVersion}, {"extensions", json::array()}});
+  const std::shared_ptr<SharedMemoryRegistry> shm = options_.shared_memory;
+  srv.Get("/v2", [shm](const httplib::Request&, httplib::Response& res) {
+    Reply(res, 200, {{"name", "baton"},
+                     {"version", kVersion},
+                     {"extensions", shm ? json::array({"system_shared_memory"}) : json::array()}});
   });
   srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(PrometheusText(engine_.Stats()), "text/plain; version=0.0.4; charset=utf-8");
@@ -146,7 +151,7 @@ void HttpServer::Route() {
   srv.Post(R"(/v2/models/([^/]+)/infer)", [this, model_of](const httplib::Request& req, httplib::Response& res) {
     const ModelInfo* m = model_of(req, res);
     if (m == nullptr) return;
-    absl::StatusOr<ParsedRequest> parsed = ParseInferRequest(req.body, *m, kMaxElements);
+    absl::StatusOr<ParsedRequest> parsed = ParseInferRequest(req.body, *m, kMaxElements, options_.shared_memory.get());
     if (!parsed.ok()) {
       Error(res, 400, std::string(parsed.status().message()));
       return;
@@ -156,13 +161,69 @@ void HttpServer::Route() {
       Error(res, HttpStatusOf(out.status().code()), out.status().message());
       return;
     }
-    absl::StatusOr<json> body = InferResponseJson(*m, parsed->id, *out, parsed->outputs);
+    absl::StatusOr<json> body = InferResponseJson(*m, parsed->id, *out, parsed->outputs, parsed->shm_outputs);
     if (!body.ok()) {
-      Error(res, 500, std::string(body.status().message()));
+      Error(res, parsed->shm_outputs.empty() ? 500 : HttpStatusOf(static_cast<StatusCode>(static_cast<int>(body.status().code()))),
+            std::string(body.status().message()));
       return;
     }
     Reply(res, 200, *body);
   });
+  // The system shared memory extension; 400 while it is off.
+  auto shm_call = [this](httplib::Response& res, const std::function<absl::Status(SharedMemoryRegistry&)>& body) {
+    if (!options_.shared_memory) {
+      Error(res, 400, "this server takes no client shared memory; start it with --allow-client-shm");
+      return;
+    }
+    if (absl::Status st = body(*options_.shared_memory); !st.ok()) {
+      Error(res, st.code() == absl::StatusCode::kResourceExhausted ? 429 : 400, std::string(st.message()));
+      return;
+    }
+    if (res.body.empty()) Reply(res, 200, json::object());
+  };
+  auto shm_status = [shm_call](const std::string& name, httplib::Response& res) {
+    shm_call(res, [&](SharedMemoryRegistry& registry) -> absl::Status {
+      BATON_ASSIGN_OR_RETURN(std::vector<SharedMemoryRegionInfo> regions, registry.Status(name));
+      json out = json::array();
+      for (const SharedMemoryRegionInfo& r : regions) {
+        out.push_back({{"name", r.name}, {"key", r.key}, {"offset", r.offset}, {"byte_size", r.byte_size}});
+      }
+      Reply(res, 200, out);
+      return absl::OkStatus();
+    });
+  };
+  srv.Get("/v2/systemsharedmemory/status",
+          [shm_status](const httplib::Request&, httplib::Response& res) { shm_status("", res); });
+  srv.Get(R"(/v2/systemsharedmemory/region/([^/]+)/status)",
+          [shm_status](const httplib::Request& req, httplib::Response& res) { shm_status(req.matches[1], res); });
+  srv.Post(R"(/v2/systemsharedmemory/region/([^/]+)/register)",
+           [shm_call](const httplib::Request& req, httplib::Response& res) {
+             const std::string name = req.matches[1];
+             shm_call(res, [&](SharedMemoryRegistry& registry) -> absl::Status {
+               const json doc = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+               auto field = [&](const char* key) { return doc.is_object() ? doc.find(key) : doc.end(); };
+               const auto key = field("key"), offset = field("offset"), size = field("byte_size");
+               auto count = [&](const json::const_iterator& it) {
+                 return it->is_number_unsigned() || (it->is_number_integer() && it->get<int64_t>() >= 0);
+               };
+               if (!doc.is_object() || key == doc.end() || !key->is_string() || size == doc.end() || !count(size) ||
+                   (offset != doc.end() && !count(offset))) {
+                 return absl::InvalidArgumentError(absl::StrCat(
+                     "registering shared memory region '", name,
+                     "' needs a JSON body {\"key\": string, \"offset\": integer >= 0, \"byte_size\": integer >= 1}"));
+               }
+               return registry.Register(name, key->get<std::string>(), offset == doc.end() ? 0 : offset->get<uint64_t>(),
+                                        size->get<uint64_t>());
+             });
+           });
+  srv.Post("/v2/systemsharedmemory/unregister", [shm_call](const httplib::Request&, httplib::Response& res) {
+    shm_call(res, [](SharedMemoryRegistry& registry) { return registry.Unregister(""); });
+  });
+  srv.Post(R"(/v2/systemsharedmemory/region/([^/]+)/unregister)",
+           [shm_call](const httplib::Request& req, httplib::Response& res) {
+             const std::string name = req.matches[1];
+             shm_call(res, [&](SharedMemoryRegistry& registry) { return registry.Unregister(name); });
+           });
 }
 
 }  // namespace baton::serve

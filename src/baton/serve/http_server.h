@@ -7,6 +7,9 @@
 //   GET  /v2/models/{m}               model metadata (KServe datatypes, -1 = free dim)
 //   GET  /v2/models/{m}/ready         200 {"name", "ready": true}
 //   POST /v2/models/{m}/infer         JSON tensors in and out (serve/kserve_json.h)
+//   GET  /v2/systemsharedmemory[/region/{r}]/status     the system shared memory
+//   POST /v2/systemsharedmemory/region/{r}/register      extension (shared_memory.h),
+//   POST /v2/systemsharedmemory[/region/{r}]/unregister  with HttpOptions::shared_memory
 //   GET  /metrics                     Prometheus text (serve/metrics.h)
 //
 // Errors answer {"error": "<baton's message>"} with 400 (bad request: an
@@ -45,6 +48,8 @@ class Server;
 
 namespace baton::serve {
 
+class SharedMemoryRegistry;
+
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8000;  // 0 = a free port (see HttpServer::port)
@@ -55,6 +60,9 @@ struct HttpOptions {
   std::string token;     // "" = no token
   std::string tls_cert;  // PEM files; both or neither
   std::string tls_key;
+  // Client shared memory (`--allow-client-shm`), shared with the gRPC
+  // front-end; null = the extension is off.
+  std::shared_ptr<SharedMemoryRegistry> shared_memory;
 };
 
 class HttpServer {

@@ -4,10 +4,14 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
+#include <span>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/serve/kserve_raw.h"
 #include "baton/verify/verify.h"
 
 namespace baton::serve {
@@ -199,7 +203,51 @@ nlohmann::json ModelMetadataJson(const ModelInfo& model) {
           {"inputs", inputs},     {"outputs", outputs}};
 }
 
-absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const ModelInfo& model, size_t max_elements) {
+namespace {
+
+// The shared memory parameters of an input or output: none (nullopt), or a
+// well-formed region, offset and size.
+struct ShmParams {
+  std::string region;
+  uint64_t offset = 0;
+  uint64_t byte_size = 0;
+};
+absl::StatusOr<std::optional<ShmParams>> ShmParamsOf(const json& tensor, const std::string& where) {
+  auto params = tensor.find("parameters");
+  if (params == tensor.end()) return std::nullopt;
+  if (!params->is_object()) return Bad(absl::StrCat(where, ": 'parameters' must be an object"));
+  auto region = params->find("shared_memory_region");
+  auto size = params->find("shared_memory_byte_size");
+  auto offset = params->find("shared_memory_offset");
+  if (region == params->end() && size == params->end() && offset == params->end()) return std::nullopt;
+  if (region == params->end() || size == params->end()) {
+    return Bad(absl::StrCat(where, ": give both 'shared_memory_region' and 'shared_memory_byte_size' (and "
+                                   "optionally 'shared_memory_offset'), or none"));
+  }
+  if (!region->is_string()) return Bad(absl::StrCat(where, ": 'shared_memory_region' must be a string"));
+  ShmParams p;
+  p.region = region->get<std::string>();
+  for (auto [it, out, name] : {std::tuple{size, &p.byte_size, "shared_memory_byte_size"},
+                               std::tuple{offset, &p.offset, "shared_memory_offset"}}) {
+    if (it == params->end()) continue;
+    if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<int64_t>() >= 0)) {
+      return Bad(absl::StrCat(where, ": '", name, "' must be an integer >= 0"));
+    }
+    *out = it->get<uint64_t>();
+  }
+  return p;
+}
+
+absl::Status ShmOff(const std::string& where, const std::string& region) {
+  return Bad(absl::StrCat(where, ": names shared memory region '", region,
+                          "', but this server takes no client shared memory; start it with --allow-client-shm, "
+                          "or send 'data'"));
+}
+
+}  // namespace
+
+absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const ModelInfo& model, size_t max_elements,
+                                                const SharedMemoryRegistry* shm) {
   const json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Bad(absl::StrCat("model '", model.name, "': the request body is not valid JSON"));
   if (!doc.is_object()) return Bad(absl::StrCat("model '", model.name, "': the request body must be a JSON object"));
@@ -271,6 +319,17 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
       }
       elements *= static_cast<uint64_t>(d);
     }
+    BATON_ASSIGN_OR_RETURN(std::optional<ShmParams> in_shm, ShmParamsOf(in, where));
+    if (in_shm) {
+      if (in.contains("data")) {
+        return Bad(absl::StrCat(where, ": has 'data' and names shared memory region '", in_shm->region, "'; use one"));
+      }
+      if (shm == nullptr) return ShmOff(where, in_shm->region);
+      BATON_ASSIGN_OR_RETURN(std::string bytes, shm->ReadRaw(in_shm->region, in_shm->offset, in_shm->byte_size, where));
+      BATON_ASSIGN_OR_RETURN(Tensor t, TensorFromRaw(std::move(bytes), want->elem_type, std::move(shape), where));
+      req.inputs.emplace(name, std::move(t));
+      continue;
+    }
     if (!in.contains("data")) return Bad(absl::StrCat(where, ": needs 'data'"));
     std::vector<const json*> leaves;
     BATON_RETURN_IF_ERROR(Flatten(in["data"], leaves, max_elements, where));
@@ -310,6 +369,14 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
       bool known = false;
       for (const TensorInfo& t : model.outputs) known = known || t.name == name;
       if (!known) return Bad(absl::StrCat("model '", model.name, "' has no output '", name, "'"));
+      const std::string where = absl::StrCat("model '", model.name, "' output '", name, "'");
+      BATON_ASSIGN_OR_RETURN(std::optional<ShmParams> out_shm, ShmParamsOf(o, where));
+      if (out_shm) {
+        if (shm == nullptr) return ShmOff(where, out_shm->region);
+        BATON_ASSIGN_OR_RETURN(SharedMemoryRegistry::Target target,
+                               shm->OutputTarget(out_shm->region, out_shm->offset, out_shm->byte_size, where));
+        req.shm_outputs[name] = ShmOutput{out_shm->region, out_shm->offset, std::move(target)};
+      }
       req.outputs.push_back(name);
     }
   }
@@ -317,7 +384,8 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
 }
 
 absl::StatusOr<nlohmann::json> InferResponseJson(const ModelInfo& model, const std::string& id, const Tensors& outputs,
-                                                 const std::vector<std::string>& requested) {
+                                                 const std::vector<std::string>& requested,
+                                                 const std::map<std::string, ShmOutput>& shm_outputs) {
   std::vector<std::string> names = requested;
   if (names.empty()) {
     for (const TensorInfo& t : model.outputs) names.push_back(t.name);
@@ -327,13 +395,23 @@ absl::StatusOr<nlohmann::json> InferResponseJson(const ModelInfo& model, const s
     auto it = outputs.find(name);
     if (it == outputs.end()) return absl::InternalError(absl::StrCat("model '", model.name, "' gave no output '", name, "'"));
     const Tensor& t = it->second;
-    BATON_ASSIGN_OR_RETURN(json data, DataOf(t));
     json shape = json::array();
     for (int64_t d : t.shape()) shape.push_back(d);
-    outs.push_back({{"name", name},
-                    {"datatype", KServeDatatype(t.elem_type()).value_or(ElemTypeName(t.elem_type()))},
-                    {"shape", shape},
-                    {"data", std::move(data)}});
+    json out = {{"name", name},
+                {"datatype", KServeDatatype(t.elem_type()).value_or(ElemTypeName(t.elem_type()))},
+                {"shape", shape}};
+    if (auto shm = shm_outputs.find(name); shm != shm_outputs.end()) {
+      std::string raw;  // the tensor's raw form (BYTES length-prefixed)
+      AppendRaw(t, raw);
+      BATON_RETURN_IF_ERROR(shm->second.target.Write(std::as_bytes(std::span<const char>(raw)),
+                                                     absl::StrCat("model '", model.name, "' output '", name, "'")));
+      out["parameters"] = {{"shared_memory_region", shm->second.region},
+                           {"shared_memory_offset", shm->second.offset},
+                           {"shared_memory_byte_size", raw.size()}};
+    } else {
+      BATON_ASSIGN_OR_RETURN(out["data"], DataOf(t));
+    }
+    outs.push_back(std::move(out));
   }
   json doc = {{"model_name", model.name}, {"model_version", "1"}, {"outputs", std::move(outs)}};
   if (!id.empty()) doc["id"] = id;
