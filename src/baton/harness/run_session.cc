@@ -114,6 +114,22 @@ NamedTensors CloneAll(const NamedTensors& in) {
   return out;
 }
 
+// Tensors over `in`'s bytes (which must outlive them and stay unchanged);
+// STRING tensors, which have no flat bytes, are cloned.
+NamedTensors LendAll(const NamedTensors& in) {
+  NamedTensors out;
+  out.reserve(in.size());
+  for (const auto& [name, t] : in) {
+    if (t.elem_type() == dtype::kString) {
+      out.emplace_back(name, t.Clone());
+    } else {
+      auto* data = const_cast<std::byte*>(t.bytes().data());
+      out.emplace_back(name, Tensor::Borrow(t.elem_type(), t.shape(), data, t.byte_size()));
+    }
+  }
+  return out;
+}
+
 dispatch::Arrival ToArrival(const config::ArrivalConfig& a) {
   switch (a.mode) {
     case config::ArrivalConfig::Mode::kPeriodic:
@@ -142,6 +158,10 @@ class RequestTarget {
   // `model`: an index into the session's models. `done` is called exactly once, from any thread.
   virtual void Submit(size_t model, NamedTensors inputs, dispatch::RequestOptions options,
                       runtime::DoneCallback done) = 0;
+  // True when Submit has copied the inputs' bytes (into a message) by the
+  // time it returns: the driver then lends it the samples instead of a clone
+  // per request, as an application writes its data once, into the message.
+  virtual bool CopiesInputs() const { return false; }
   // The measured window starts.
   virtual void ResetStats() = 0;
   // PU busy time since ResetStats, up to `until` (the window's end), and runs
@@ -207,6 +227,7 @@ class ServerRequestTarget final : public RequestTarget {
   ServerRequestTarget(const ServerTarget& server, const std::vector<LoadedModel>& models)
       : server_(server), models_(models) {}
   ~ServerRequestTarget() override { Drain(std::nullopt); }
+  bool CopiesInputs() const override { return true; }  // the gRPC client copies them into the request
   Time Now() const override {
     return Time(std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now().time_since_epoch()));
   }
@@ -400,7 +421,8 @@ class WindowDriver {
       }
       timer_cv_.notify_one();
     };
-    rt_.Submit(i, CloneAll(m.samples[sample]), options, std::move(done));
+    rt_.Submit(i, rt_.CopiesInputs() ? LendAll(m.samples[sample]) : CloneAll(m.samples[sample]), options,
+               std::move(done));
   }
 
   void Record(size_t i, size_t sample, std::optional<Duration> deadline, const runtime::RequestResult& r) {

@@ -252,8 +252,8 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
             absl::StrCat(where, ": has bytes and names shared memory region '", shm_ref->region, "'; use one"));
       }
       if (shm == nullptr) return ShmOff(where, shm_ref->region);
-      BATON_ASSIGN_OR_RETURN(std::string bytes, shm->ReadRaw(shm_ref->region, shm_ref->offset, shm_ref->byte_size, where));
-      BATON_ASSIGN_OR_RETURN(Tensor t, TensorFromRaw(std::move(bytes), want->elem_type, std::move(shape), where));
+      BATON_ASSIGN_OR_RETURN(Tensor t, shm->ReadTensor(shm_ref->region, shm_ref->offset, shm_ref->byte_size,
+                                                       want->elem_type, std::move(shape), where));
       out.inputs.emplace(in.name(), std::move(t));
     } else if (raw) {
       if (in.has_contents()) {

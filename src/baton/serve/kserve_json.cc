@@ -325,8 +325,8 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
         return Bad(absl::StrCat(where, ": has 'data' and names shared memory region '", in_shm->region, "'; use one"));
       }
       if (shm == nullptr) return ShmOff(where, in_shm->region);
-      BATON_ASSIGN_OR_RETURN(std::string bytes, shm->ReadRaw(in_shm->region, in_shm->offset, in_shm->byte_size, where));
-      BATON_ASSIGN_OR_RETURN(Tensor t, TensorFromRaw(std::move(bytes), want->elem_type, std::move(shape), where));
+      BATON_ASSIGN_OR_RETURN(Tensor t, shm->ReadTensor(in_shm->region, in_shm->offset, in_shm->byte_size,
+                                                       want->elem_type, std::move(shape), where));
       req.inputs.emplace(name, std::move(t));
       continue;
     }

@@ -10,9 +10,13 @@
 #include <csetjmp>
 #include <csignal>
 #include <cstring>
+#include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "baton/serve/kserve_raw.h"
 
 namespace baton::serve {
 
@@ -236,6 +240,35 @@ absl::StatusOr<std::string> SharedMemoryRegistry::ReadRaw(const std::string& nam
                                             "' shrank while it was read; keep its size while it is registered"));
   }
   return out;
+}
+
+absl::StatusOr<Tensor> SharedMemoryRegistry::ReadTensor(const std::string& name, uint64_t offset, uint64_t byte_size,
+                                                        ElemType type, std::vector<int64_t> shape,
+                                                        const std::string& where) const {
+  if (type == dtype::kString) {
+    BATON_ASSIGN_OR_RETURN(std::string raw, ReadRaw(name, offset, byte_size, where));
+    return TensorFromRaw(std::move(raw), type, std::move(shape), where);
+  }
+  const std::optional<size_t> need = Tensor::ExpectedBytes(type, shape);
+  if (!need.has_value() || *need != byte_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": shared_memory_byte_size is ", byte_size, ", but ", ElemTypeName(type), " [",
+        absl::StrJoin(shape, ","), "] needs ", need.has_value() ? absl::StrCat(*need) : "a valid size"));
+  }
+  if (byte_size > max_read_bytes_) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", byte_size, " bytes from shared memory region '", name,
+                                                   "', more than the ", max_read_bytes_,
+                                                   " a request may carry (--max-request-mb)"));
+  }
+  BATON_ASSIGN_OR_RETURN(std::shared_ptr<const SharedMemoryMapping> m, Find(name, offset, byte_size, where));
+  // Not zero-filled first: every byte is copied over.
+  std::shared_ptr<std::byte[]> bytes = std::make_shared_for_overwrite<std::byte[]>(std::max<size_t>(byte_size, 1));
+  if (!GuardedCopy(bytes.get(), m->data + offset, byte_size)) {
+    return absl::DataLossError(absl::StrCat(where, ": shared memory object '", m->info.key, "' of region '", name,
+                                            "' shrank while it was read; keep its size while it is registered"));
+  }
+  std::byte* data = bytes.get();
+  return Tensor::Adopt(type, std::move(shape), data, byte_size, std::move(bytes));
 }
 
 absl::StatusOr<SharedMemoryRegistry::Target> SharedMemoryRegistry::OutputTarget(const std::string& name,

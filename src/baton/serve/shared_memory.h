@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "baton/baton.h"
 #include "baton/core/status.h"
 
 namespace baton::serve {
@@ -75,6 +76,14 @@ class SharedMemoryRegistry {
   // more than max_read_bytes; DataLoss: the object shrank under the copy.
   absl::StatusOr<std::string> ReadRaw(const std::string& name, uint64_t offset, uint64_t byte_size,
                                       const std::string& where) const;
+
+  // A tensor of `type` and `shape` from `byte_size` bytes at `offset` in
+  // region `name` (for BYTES, their raw form: serve/kserve_raw.h): checked
+  // against the shape before anything is copied, then copied once into
+  // memory of its own. Errors as ReadRaw, and InvalidArgument when the size
+  // does not fit the shape.
+  absl::StatusOr<Tensor> ReadTensor(const std::string& name, uint64_t offset, uint64_t byte_size, ElemType type,
+                                    std::vector<int64_t> shape, const std::string& where) const;
 
   // A place in a region to write an output to later (it keeps the region
   // mapped until it is destroyed, even when unregistered meanwhile).
