@@ -1,6 +1,7 @@
 // Fuzz target: a serialized KServe v2 gRPC ModelInferRequest, checked as
 // ModelInfer checks it (serve::CheckSerializedInferRequest): raw and typed
-// contents, BYTES in raw form, parameters, requested outputs.
+// contents, BYTES in raw form, parameters, requested outputs, inputs and
+// outputs in a client shared memory region (fuzz_shm.h).
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "baton/serve/grpc_server.h"
+#include "fuzz_shm.h"
 #include "fuzz_target.h"
 #include "inference/grpc_service.pb.h"
 
@@ -68,6 +70,25 @@ std::vector<std::string> Seeds() {
     s->add_bytes_contents(std::string("\0\xff", 2));
     seeds.push_back(r.SerializeAsString());
   }
+  {
+    inference::ModelInferRequest r;  // x and y in shared memory, the others raw (one per input not in it)
+    r.set_model_name("fz");
+    auto shm = [](google::protobuf::Map<std::string, inference::InferParameter>& p, int64_t offset, int64_t size) {
+      p["shared_memory_region"].set_string_param("r");
+      p["shared_memory_offset"].set_int64_param(offset);
+      p["shared_memory_byte_size"].set_int64_param(size);
+    };
+    shm(*Input(r, "x", "FP32", {1, 4})->mutable_parameters(), 64, 16);
+    Input(r, "ids", "INT64", {1});
+    Input(r, "s", "BYTES", {2});
+    const int64_t ids[1] = {7};
+    r.add_raw_input_contents(std::string(reinterpret_cast<const char*>(ids), sizeof(ids)));
+    r.add_raw_input_contents(std::string("\x01\x00\x00\x00" "a" "\x00\x00\x00\x00", 9));
+    auto* y = r.add_outputs();
+    y->set_name("y");
+    shm(*y->mutable_parameters(), 1024, 64);
+    seeds.push_back(r.SerializeAsString());
+  }
   return seeds;
 }
 
@@ -75,6 +96,7 @@ std::vector<std::string> Seeds() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const baton::ModelInfo model = baton::fuzz::FuzzModel();
-  (void)baton::serve::CheckSerializedInferRequest(std::string_view(reinterpret_cast<const char*>(data), size), model);
+  (void)baton::serve::CheckSerializedInferRequest(std::string_view(reinterpret_cast<const char*>(data), size), model,
+                                                  baton::fuzz::FuzzShm());
   return 0;
 }

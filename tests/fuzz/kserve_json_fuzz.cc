@@ -1,11 +1,13 @@
 // Fuzz target: a KServe v2 REST inference request body
-// (serve::ParseInferRequest) against a model with inputs of several datatypes.
+// (serve::ParseInferRequest) against a model with inputs of several datatypes,
+// some in a client shared memory region (fuzz_shm.h).
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "baton/serve/kserve_json.h"
+#include "fuzz_shm.h"
 #include "fuzz_target.h"
 
 namespace baton::fuzz {
@@ -35,6 +37,11 @@ std::vector<std::string> Seeds() {
                      {"name": "u", "shape": [2, 2], "datatype": "UINT8", "data": [0, 1, 254, 255]}],
           "outputs": [{"name": "y"}]})",
       R"({"inputs": []})",
+      R"({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32",
+                      "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 8, "shared_memory_offset": 8}},
+                     {"name": "s", "shape": [1], "datatype": "BYTES",
+                      "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4}}],
+          "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 64}}]})",
   };
 }
 
@@ -43,6 +50,6 @@ std::vector<std::string> Seeds() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const baton::ModelInfo model = baton::fuzz::FuzzModel();
   (void)baton::serve::ParseInferRequest(std::string_view(reinterpret_cast<const char*>(data), size), model,
-                                        size_t{1} << 16);
+                                        size_t{1} << 16, baton::fuzz::FuzzShm());
   return 0;
 }
