@@ -396,6 +396,7 @@ TEST_F(CliServeGrpcTest, RunSendsItsWorkloadToAServer) {
   std::ifstream in(json_path);
   const nlohmann::json j = nlohmann::json::parse(in);
   EXPECT_EQ(j["server"], address);
+  EXPECT_EQ(j["server_shared_memory"], "none");
   EXPECT_GT(j["completed"].get<int>(), 0);
   EXPECT_EQ(j["verify"]["mismatches"], 0);
   EXPECT_GT(j["verify"]["checked"].get<int>(), 0);
@@ -443,6 +444,8 @@ TEST_F(CliServeGrpcTest, RunSendsItsInputsThroughSharedMemory) {
   const nlohmann::json j = nlohmann::json::parse(in);
   EXPECT_GT(j["completed"].get<int>(), 0);
   EXPECT_EQ(j["verify"]["mismatches"], 0);
+  EXPECT_EQ(j["server_shared_memory"], "system");
+  EXPECT_THAT(run.output, HasSubstr("inputs through shared memory"));
   for (const auto& entry : fs::directory_iterator("/dev/shm")) {
     EXPECT_EQ(entry.path().filename().string().find("baton-client-"), std::string::npos) << entry.path();
   }

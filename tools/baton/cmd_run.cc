@@ -177,6 +177,7 @@ void PrintReport(const RunReport& r) {
   }
   if (!r.server.empty()) {
     std::cout << "\nbaton run: " << c.models.size() << " models sent to the server at " << r.server
+              << (r.server_shared_memory == "system" ? ", inputs through shared memory" : "")
               << " (its own devices, PUs and plan; measured here); " << c.run.duration_s << " s in " << c.run.slices
               << " slices; setup " << F1(Seconds(r.setup)) << " s\n\n";
   } else {
@@ -388,6 +389,7 @@ nlohmann::json ReportJson(const RunReport& r) {
   nlohmann::json j = r.baton_ran ? ModeJson(r.baton, &r) : nlohmann::json::object();
   j["baton_ran"] = r.baton_ran;
   j["server"] = r.server.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.server);
+  j["server_shared_memory"] = r.server.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.server_shared_memory);
   nlohmann::json baselines = nlohmann::json::object();
   for (const ModeOutcome& b : r.baselines) {
     nlohmann::json bj = ModeJson(b, nullptr);
@@ -561,6 +563,7 @@ int Run(const RunArgs& args) {
     }
     harness::ServerTarget target;
     target.address = args.server;
+    target.shared_memory = args.shared_memory;
     target.infer = [c = client->get()](const std::string& model, Tensors inputs, const InferOptions& o,
                                        std::function<void(Result<Tensors>)> done) {
       c->InferAsync(model, std::move(inputs), o, std::move(done));

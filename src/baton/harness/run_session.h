@@ -183,6 +183,7 @@ struct RunReport {
   int slices_run = 0;
   std::optional<double> peak_rss_mb;  // of this process, at the end of the run
   std::string server;  // RunAgainstServer: the server's address ("" = baton ran in this process)
+  std::string server_shared_memory;  // RunAgainstServer: how inputs went ("none", "system")
 
   // mode's throughput over the bound's (nullopt without a bound).
   std::optional<double> BoundRatio(const ModeOutcome& mode) const;
@@ -217,6 +218,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
 // exactly once, from any thread (serve::GrpcClient::InferAsync fits).
 struct ServerTarget {
   std::string address;  // for the report
+  std::string shared_memory = "none";  // for the report: how the inputs travel ("none": in the messages, "system")
   std::function<void(const std::string& model, Tensors inputs, const InferOptions& options,
                      std::function<void(Result<Tensors>)> done)>
       infer;
