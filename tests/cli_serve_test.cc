@@ -190,6 +190,15 @@ TEST_F(CliServeTest, TensorsThroughSharedMemoryOverRest) {
   std::memcpy(got.data(), mem + out_at, got.size() * sizeof(float));
   for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], s.want[i], 1e-4) << i;
 
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_THAT(metrics->body, HasSubstr("baton_shared_memory_regions 1\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("baton_shared_memory_bytes " + std::to_string(size) + "\n"));
+  if (fs::exists("/usr/bin/promtool")) {
+    const std::string path = (dir_ / "shm_metrics.txt").string();
+    std::ofstream(path) << metrics->body;
+    EXPECT_EQ(std::system(("/usr/bin/promtool check metrics < " + path + " >/dev/null 2>&1").c_str()), 0);
+  }
   const json status = json::parse(c.Get("/v2/systemsharedmemory/region/cam_io/status")->body);
   ASSERT_EQ(status.size(), 1u);
   EXPECT_EQ(status[0]["key"], key);

@@ -130,7 +130,8 @@ void HttpServer::Route() {
                      {"extensions", shm ? json::array({"system_shared_memory"}) : json::array()}});
   });
   srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(PrometheusText(engine_.Stats()), "text/plain; version=0.0.4; charset=utf-8");
+    res.set_content(PrometheusText(engine_.Stats(), options_.shared_memory.get()),
+                    "text/plain; version=0.0.4; charset=utf-8");
   });
   auto model_of = [this](const httplib::Request& req, httplib::Response& res) -> const ModelInfo* {
     const std::string name = req.matches[1];

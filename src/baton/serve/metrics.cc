@@ -1,11 +1,14 @@
 #include "baton/serve/metrics.h"
 
+#include <cstdint>
 #include <iterator>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "baton/serve/shared_memory.h"
 
 namespace baton::serve {
 
@@ -41,7 +44,7 @@ void Histogram(std::string& out, const EngineStats& stats, const std::string& na
 
 }  // namespace
 
-std::string PrometheusText(const EngineStats& stats) {
+std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry* shm) {
   std::string out;
   Header(out, "baton_inference_requests_total", "counter", "Inference requests answered, by outcome.");
   for (const ModelStats& m : stats.models) {
@@ -103,6 +106,17 @@ std::string PrometheusText(const EngineStats& stats) {
   absl::StrAppend(&out, "baton_requests_in_flight ", stats.in_flight, "\n");
   Header(out, "baton_uptime_seconds", "gauge", "Seconds since the engine opened.");
   absl::StrAppend(&out, "baton_uptime_seconds ", Num(stats.uptime_s), "\n");
+  if (shm != nullptr) {
+    const absl::StatusOr<std::vector<SharedMemoryRegionInfo>> regions = shm->Status("");
+    uint64_t bytes = 0;
+    for (const SharedMemoryRegionInfo& r : regions.ok() ? *regions : std::vector<SharedMemoryRegionInfo>{}) {
+      bytes += r.byte_size;
+    }
+    Header(out, "baton_shared_memory_regions", "gauge", "Client shared memory regions registered.");
+    absl::StrAppend(&out, "baton_shared_memory_regions ", regions.ok() ? regions->size() : 0, "\n");
+    Header(out, "baton_shared_memory_bytes", "gauge", "Total size of the registered client shared memory regions.");
+    absl::StrAppend(&out, "baton_shared_memory_bytes ", bytes, "\n");
+  }
   return out;
 }
 

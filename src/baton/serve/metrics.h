@@ -18,6 +18,9 @@
 //   baton_policy_violations_total{device}           counter: LL decisions the core ignored
 //   baton_requests_in_flight                        gauge
 //   baton_uptime_seconds                            gauge
+//   baton_shared_memory_regions                     gauge: client shared memory regions registered
+//   baton_shared_memory_bytes                       gauge: their total size
+//                                                  (both only with a registry: --allow-client-shm)
 //
 // Thread-safety: a pure function.
 #pragma once
@@ -28,6 +31,9 @@
 
 namespace baton::serve {
 
-std::string PrometheusText(const EngineStats& stats);
+class SharedMemoryRegistry;
+
+// `shm`: the server's client shared memory registry (null = off: no shared memory metrics).
+std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry* shm = nullptr);
 
 }  // namespace baton::serve
