@@ -307,7 +307,9 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
   call->request.set_model_name(model);
   if (impl_->options.shared_memory) {
     size_t total = 0;
-    for (const auto& [name, t] : inputs) total += t.elem_type() == dtype::kString ? 0 : RoundUp(t.byte_size(), kShmAlign);
+    for (const auto& [name, t] : inputs) {
+      if (t.elem_type() != dtype::kString) total += RoundUp(t.byte_size(), kShmAlign);
+    }
     if (total > 0) call->slot = impl_->AcquireSlot(total);
   }
   size_t offset = 0;

@@ -164,8 +164,9 @@ void HttpServer::Route() {
     }
     absl::StatusOr<json> body = InferResponseJson(*m, parsed->id, *out, parsed->outputs, parsed->shm_outputs);
     if (!body.ok()) {
-      Error(res, parsed->shm_outputs.empty() ? 500 : HttpStatusOf(static_cast<StatusCode>(static_cast<int>(body.status().code()))),
-            std::string(body.status().message()));
+      // Writing an output to shared memory can fail for the client's own doing (a region too small: 400).
+      const auto code = static_cast<StatusCode>(static_cast<int>(body.status().code()));
+      Error(res, parsed->shm_outputs.empty() ? 500 : HttpStatusOf(code), std::string(body.status().message()));
       return;
     }
     Reply(res, 200, *body);
@@ -213,8 +214,8 @@ void HttpServer::Route() {
                      "registering shared memory region '", name,
                      "' needs a JSON body {\"key\": string, \"offset\": integer >= 0, \"byte_size\": integer >= 1}"));
                }
-               return registry.Register(name, key->get<std::string>(), offset == doc.end() ? 0 : offset->get<uint64_t>(),
-                                        size->get<uint64_t>());
+               const uint64_t at = offset == doc.end() ? 0 : offset->get<uint64_t>();
+               return registry.Register(name, key->get<std::string>(), at, size->get<uint64_t>());
              });
            });
   srv.Post("/v2/systemsharedmemory/unregister", [shm_call](const httplib::Request&, httplib::Response& res) {

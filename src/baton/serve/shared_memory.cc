@@ -115,13 +115,14 @@ absl::Status SharedMemoryRegistry::Register(const std::string& name, const std::
   }
   if (byte_size == 0 || offset > UINT64_MAX - byte_size) {
     return absl::InvalidArgumentError(absl::StrCat("shared memory region '", name, "': byte_size ", byte_size,
-                                                   " at offset ", offset, " is empty or overflows; give byte_size >= 1"));
+                                                   " at offset ", offset,
+                                                   " is empty or overflows; give byte_size >= 1"));
   }
   InstallSharedMemoryFaultGuard();
   std::lock_guard lock(mu_);
   if (regions_.count(name)) {
-    return absl::InvalidArgumentError(absl::StrCat("shared memory region '", name,
-                                                   "' is already registered; unregister it first or pick another name"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shared memory region '", name, "' is already registered; unregister it first or pick another name"));
   }
   if (regions_.size() >= max_regions_) {
     return absl::ResourceExhaustedError(absl::StrCat("shared memory: ", max_regions_,
