@@ -96,6 +96,16 @@ class ServeGrpcTest : public ::testing::Test {
   }
 
   std::string Address() const { return "127.0.0.1:" + std::to_string(server_->port()); }
+  // A ModelInfer request for `cam` with the input's name, datatype and shape, and no bytes yet.
+  inference::ModelInferRequest RequestWithoutBytes() const {
+    inference::ModelInferRequest req;
+    req.set_model_name("cam");
+    auto* in = req.add_inputs();
+    in->set_name(input_name_);
+    in->set_datatype("FP32");
+    for (int64_t d : input_.shape()) in->add_shape(d);
+    return req;
+  }
   Tensors Inputs() const {
     Tensors t;
     t.emplace(input_name_, input_.Clone());
@@ -152,12 +162,7 @@ TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamAtOnce) {
   grpc::ClientContext ctx;
   ctx.set_wait_for_ready(true);  // slow under sanitizers: wait for the connection
   auto stream = stub->ModelStreamInfer(&ctx);
-  inference::ModelInferRequest req;
-  req.set_model_name("cam");
-  auto* in = req.add_inputs();
-  in->set_name(input_name_);
-  in->set_datatype("FP32");
-  for (int64_t d : input_.shape()) in->add_shape(d);
+  inference::ModelInferRequest req = RequestWithoutBytes();
   req.add_raw_input_contents(std::string(reinterpret_cast<const char*>(input_.bytes().data()), input_.byte_size()));
   int written = 0;
   for (int i = 0; i < kStreamed && stream->Write(req); ++i) ++written;
@@ -274,12 +279,8 @@ TEST_F(ServeGrpcTest, TensorsThroughClientSharedMemory) {
     ASSERT_TRUE(st.ok()) << st.error_message();
   }
   shm_unlink(key.c_str());  // the server has it mapped
-  inference::ModelInferRequest req;
-  req.set_model_name("cam");
-  auto* in = req.add_inputs();
-  in->set_name(input_name_);
-  in->set_datatype("FP32");
-  for (int64_t d : input_.shape()) in->add_shape(d);
+  inference::ModelInferRequest req = RequestWithoutBytes();
+  auto* in = req.mutable_inputs(0);
   (*in->mutable_parameters())["shared_memory_region"].set_string_param("mine");
   (*in->mutable_parameters())["shared_memory_byte_size"].set_int64_param(static_cast<int64_t>(input_.byte_size()));
   auto* out = req.add_outputs();
