@@ -1,16 +1,19 @@
 // `baton serve` as a real process on loopback, reached over HTTP: health,
 // metadata, inference equal to whole-model ONNX Runtime, every kind of bad
-// request answered 400 without affecting other clients, many clients at once
-// with different priorities, a full queue answered 429, the token, metrics
-// that promtool accepts, tensors through client shared memory, and SIGTERM
-// exiting 0 (checked by the process helper).
+// request answered 400 without affecting other clients, `curl` against the
+// REST endpoints, many clients at once with different priorities, a full
+// queue answered 429, the token, metrics that promtool accepts, tensors
+// through client shared memory, and SIGTERM exiting 0 (checked by the
+// process helper).
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -140,6 +143,65 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
     std::ofstream(path) << m->body;
     EXPECT_EQ(std::system(("/usr/bin/promtool check metrics < " + path + " >/dev/null 2>&1").c_str()), 0);
   }
+}
+
+// Runs `curl ARGS` with -sS and prints the HTTP status after the body
+// (`-w '\n%{http_code}'`); the body and the status.
+struct Curled {
+  std::string body;
+  int status = 0;
+};
+Curled Curl(const std::string& args) {
+  Curled c;
+  FILE* pipe = popen(("curl -sS --max-time 60 -w '\n%{http_code}' " + args + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return c;
+  std::array<char, 4096> buf;
+  size_t n;
+  std::string out;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  pclose(pipe);
+  const size_t nl = out.rfind('\n');
+  c.body = nl == std::string::npos ? out : out.substr(0, nl);
+  c.status = nl == std::string::npos ? 0 : std::atoi(out.c_str() + nl + 1);
+  return c;
+}
+
+TEST_F(CliServeTest, CurlAgainstTheRestEndpoints) {
+  // The plain HTTP client every user has (scripts/install_deps.sh installs it).
+  ASSERT_EQ(std::system("curl --version >/dev/null 2>&1"), 0) << "curl is missing: run scripts/install_deps.sh";
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-grpc"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port());
+
+  const Curled live = Curl(url + "/v2/health/live");
+  EXPECT_EQ(live.status, 200) << live.body;
+  EXPECT_EQ(json::parse(live.body)["live"], true);
+  EXPECT_EQ(Curl(url + "/v2/health/ready").status, 200);
+  const Curled meta = Curl(url + "/v2/models/cam");
+  ASSERT_EQ(meta.status, 200) << meta.body;
+  EXPECT_EQ(json::parse(meta.body)["inputs"][0]["shape"], json({1, 3, 64, 64}));
+
+  const Sample s = MakeSample(5, "curl-1");
+  const std::string body_path = (dir_ / "curl_body.json").string();
+  std::ofstream(body_path) << s.body;
+  const Curled infer = Curl("-X POST -H 'Content-Type: application/json' --data-binary @" + body_path + " " + url +
+                            "/v2/models/cam/infer");
+  ASSERT_EQ(infer.status, 200) << infer.body.substr(0, 300);
+  const json answer = json::parse(infer.body);
+  EXPECT_EQ(answer["id"], "curl-1");
+  const std::vector<float> got = answer["outputs"][0]["data"].get<std::vector<float>>();
+  ASSERT_EQ(got.size(), s.want.size());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], s.want[i], 1e-4) << i;
+
+  const Curled bad = Curl("-X POST --data-binary '{\"inputs\": [' " + url + "/v2/models/cam/infer");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr("not valid JSON"));
+  const Curled unknown = Curl(url + "/v2/models/nope");
+  EXPECT_EQ(unknown.status, 400);
+  EXPECT_THAT(unknown.body, HasSubstr("unknown model 'nope'"));
+  const Curled metrics = Curl(url + "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_THAT(metrics.body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 1"));
 }
 
 TEST_F(CliServeTest, TensorsThroughSharedMemoryOverRest) {
