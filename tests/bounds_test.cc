@@ -343,6 +343,40 @@ TEST(ComputeBoundsTest, DiamondRunsItsBranchesInParallel) {
   EXPECT_NEAR(bounds->latency_ms[0], 2 + 7 + 1, kEps);
 }
 
+TEST(ComputeBoundsTest, AClosedLoopSentToASlowPuCompletesFewerRequests) {
+  // "paced": one request in flight, 10 ms pause, 2 ms on u0 or 10 ms on u1.
+  // "bulk": always waiting, 2 ms on u0 only. The cap alone (1 / (10 + 2) ms =
+  // 83.3/s) lets the LP run paced wholly on u1 and give u0 to bulk: 583.3/s.
+  // But a request that runs 10 ms on u1 makes the loop's cycle 20 ms: at most
+  // 50/s (Little's law with the split). Each paced run moved to u0 takes a
+  // bulk run's place there, one for one, so the best is 50 + 500 = 550/s.
+  Problem problem;
+  problem.pus = {Pu("u0"), Pu("u1")};
+  problem.models.push_back(Model("paced", {{2.0, 10.0}}));
+  problem.models.back().demand = Closed(1, 10);
+  problem.models.push_back(Model("bulk", {{2.0, kNo}}));
+  auto bounds = ComputeBounds(problem);
+  ASSERT_TRUE(bounds.ok()) << bounds.status();
+  EXPECT_NEAR(bounds->model_rps[0], 50, 1e-6);
+  EXPECT_NEAR(bounds->model_rps[1], 500, 1e-6);
+  EXPECT_NEAR(bounds->throughput_rps, 550, 1e-6);
+}
+
+TEST(ComputeBoundsTest, LittlesLawCountsAtomsThatRunAtOnce) {
+  // One request in flight, no pause; atom 0 only on u0, atom 1 only on u1,
+  // 10 ms each. Without an edge they run at the same time: 100/s (20 ms of
+  // PU time per request, two atoms at once). Chained, one waits: 50/s.
+  for (const bool chained : {false, true}) {
+    Problem problem;
+    problem.pus = {Pu("u0"), Pu("u1")};
+    problem.models.push_back(Model("m", {{10.0, kNo}, {kNo, 10.0}}, chained ? Chain(2) : std::vector<AtomEdge>{}));
+    problem.models.back().demand = {.kind = Demand::Kind::kSaturating, .concurrency = 1};
+    auto bounds = ComputeBounds(problem);
+    ASSERT_TRUE(bounds.ok()) << bounds.status();
+    EXPECT_NEAR(bounds->throughput_rps, chained ? 50 : 100, 1e-6) << (chained ? "chained" : "parallel");
+  }
+}
+
 TEST(ComputeBoundsTest, UnavoidableTransferIsOnTheCriticalPath) {
   Problem problem;
   problem.pus = {Pu("host", 0), Pu("remote", 1)};

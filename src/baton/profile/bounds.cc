@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -147,8 +148,16 @@ absl::StatusOr<std::optional<std::vector<double>>> SolveLp(const Lp& lp, std::st
 
 // The throughput LP.
 
-absl::Status ValidateLpInput(int pus, std::span<const LpUnit> units, std::span<const LpModel> models) {
+absl::Status ValidateLpInput(int pus, std::span<const LpUnit> units, std::span<const LpModel> models,
+                             std::span<const LpInService> in_service) {
   if (pus < 0) return Invalid("throughput LP: ", pus, " PUs; pass at least 0");
+  for (const LpInService& row : in_service) {
+    if (row.model < 0 || Idx(row.model) >= models.size() || !NonNegativeFinite(row.max) ||
+        !NonNegativeFinite(row.per_rps)) {
+      return Invalid("throughput LP: an in-service row for model ", row.model, " (of ", models.size(),
+                     ") has max ", row.max, " and per_rps ", row.per_rps, "; use a model index and finite numbers >= 0");
+    }
+  }
   for (size_t m = 0; m < models.size(); ++m) {
     const LpModel& lm = models[m];
     for (const auto& [name, value] : {std::pair{"min_rps", lm.min_rps}, std::pair{"max_rps", lm.max_rps}}) {
@@ -190,8 +199,9 @@ absl::Status ValidateLpInput(int pus, std::span<const LpUnit> units, std::span<c
 
 }  // namespace
 
-absl::StatusOr<LpResult> SolveThroughputLp(int pus, std::span<const LpUnit> units, std::span<const LpModel> models) {
-  BATON_RETURN_IF_ERROR(ValidateLpInput(pus, units, models));
+absl::StatusOr<LpResult> SolveThroughputLp(int pus, std::span<const LpUnit> units, std::span<const LpModel> models,
+                                           std::span<const LpInService> in_service) {
+  BATON_RETURN_IF_ERROR(ValidateLpInput(pus, units, models, in_service));
   const size_t n_models = models.size();
   std::vector<bool> has_units(n_models, false);
   for (const LpUnit& unit : units) has_units[Idx(unit.model)] = true;
@@ -219,6 +229,19 @@ absl::StatusOr<LpResult> SolveThroughputLp(int pus, std::span<const LpUnit> unit
     if (row.terms.empty()) continue;
     row.hi = 1.0;  // busy fraction <= 1
     base.rows.push_back(std::move(row));
+  }
+  for (const LpInService& row : in_service) {
+    const size_t m = Idx(row.model);
+    if (!has_units[m]) continue;
+    // Little's law: the PU time the model's requests hold per second, plus their pauses.
+    Lp::Row little{.terms = {{lambda[m], row.per_rps}}, .lo = std::nullopt, .hi = row.max};
+    for (size_t k = 0; k < units.size(); ++k) {
+      if (Idx(units[k].model) != m) continue;
+      for (int u = 0; u < pus; ++u) {
+        if (y[k][Idx(u)] >= 0) little.terms.push_back({y[k][Idx(u)], std::max(*units[k].ms[Idx(u)], kMinUnitMs) / 1000});
+      }
+    }
+    base.rows.push_back(std::move(little));
   }
 
   // The LP with every min_rps model served at least theta * min_rps.
@@ -440,6 +463,45 @@ std::optional<double> LittleCap(const Demand& demand, double latency_ms) {
   return demand.concurrency * 1000.0 / latency_ms;
 }
 
+// The most atoms of one request of `model` that can run at the same time:
+// the width of its atom DAG (the largest set of atoms no path connects),
+// by Dilworth's theorem the atoms less a maximum matching between each atom
+// and the atoms it reaches. 1 for a chain.
+int AtomWidth(const ProblemModel& model) {
+  const int n = model.atoms();
+  if (n <= 1) return n;
+  // reach[i][j]: a path leads from atom i to atom j (i < j: edges go forward).
+  std::vector<std::vector<bool>> reach(Idx(n), std::vector<bool>(Idx(n), false));
+  for (const AtomEdge& e : model.edges) reach[Idx(e.from)][Idx(e.to)] = true;
+  for (int i = n - 1; i >= 0; --i) {
+    for (int j = i + 1; j < n; ++j) {
+      if (!reach[Idx(i)][Idx(j)]) continue;
+      for (int k = j + 1; k < n; ++k) {
+        if (reach[Idx(j)][Idx(k)]) reach[Idx(i)][Idx(k)] = true;
+      }
+    }
+  }
+  // Maximum bipartite matching (augmenting paths): left atom i to right atom j when i reaches j.
+  std::vector<int> match_of_right(Idx(n), -1);
+  std::function<bool(int, std::vector<bool>&)> augment = [&](int i, std::vector<bool>& seen) {
+    for (int j = i + 1; j < n; ++j) {
+      if (!reach[Idx(i)][Idx(j)] || seen[Idx(j)]) continue;
+      seen[Idx(j)] = true;
+      if (match_of_right[Idx(j)] < 0 || augment(match_of_right[Idx(j)], seen)) {
+        match_of_right[Idx(j)] = i;
+        return true;
+      }
+    }
+    return false;
+  };
+  int matched = 0;
+  for (int i = 0; i < n; ++i) {
+    std::vector<bool> seen(Idx(n), false);
+    if (augment(i, seen)) ++matched;
+  }
+  return n - matched;
+}
+
 }  // namespace
 
 absl::StatusOr<Bounds> ComputeBounds(const Problem& problem) {
@@ -453,6 +515,7 @@ absl::StatusOr<Bounds> ComputeBounds(const Problem& problem) {
   Bounds bounds;
   std::vector<LpUnit> units;
   std::vector<LpModel> lp_models(Idx(n_models));
+  std::vector<LpInService> in_service;
   for (int m = 0; m < n_models; ++m) {
     const std::vector<PuCosts> lb = LowerBoundAtomMs(problem, m);
     const double latency = LatencyBoundMs(problem, m, lb);
@@ -461,8 +524,17 @@ absl::StatusOr<Bounds> ComputeBounds(const Problem& problem) {
     const Demand& demand = problem.models[Idx(m)].demand;
     lp_models[Idx(m)].max_rps = DemandRps(demand, latency);
     if (!lp_models[Idx(m)].max_rps) lp_models[Idx(m)].max_rps = LittleCap(demand, latency);
+    const bool closed_loop = demand.kind == Demand::Kind::kClosed ||
+                             (demand.kind == Demand::Kind::kSaturating && demand.concurrency > 0);
+    if (closed_loop && demand.concurrency > 0) {
+      const double width = AtomWidth(problem.models[Idx(m)]);
+      in_service.push_back({.model = m,
+                            .max = width * demand.concurrency,
+                            .per_rps = width * std::max(0.0, demand.think_ms) / 1000});
+    }
   }
-  BATON_ASSIGN_OR_RETURN(LpResult lp, SolveThroughputLp(static_cast<int>(problem.pus.size()), units, lp_models));
+  BATON_ASSIGN_OR_RETURN(LpResult lp,
+                         SolveThroughputLp(static_cast<int>(problem.pus.size()), units, lp_models, in_service));
   bounds.throughput_rps = lp.total_rps;
   bounds.model_rps = std::move(lp.model_rps);
   bounds.pu_busy = std::move(lp.pu_busy);

@@ -25,6 +25,16 @@
 // 26 ms as one partition, so t = 26/3 ms each. cap_m = rate (kRate),
 // concurrency / (think_ms + latency bound) (kClosed), or concurrency /
 // latency bound (kSaturating: a closed loop without pause; Little's law).
+// A closed loop (kClosed, or kSaturating with a concurrency) also gets
+// Little's law with the split in it:
+//   sum_{i,u} y[m,i,u] * t[m,i,u] / 1000 + W_m * lambda_m * think_ms / 1000 <= W_m * concurrency
+// Its N requests in flight each spend think_ms pausing and at least S / W_m
+// being served, where S is the sum of the request's atom times on the PUs
+// that ran them and W_m the most atoms of one request that can run at once
+// (the width of the atom DAG: 1 for a chain). So a split that sends a closed
+// loop's work to slow PUs lengthens its requests, and the loop completes
+// fewer of them; the cap above alone assumes every request at the latency
+// bound, whatever the split.
 // Transfers are not in the LP: inside one device PUs share memory, and across
 // devices the Problem has no link topology to charge them to (which device
 // pairs share a wire); current deployments put a whole model on one device,
@@ -78,6 +88,13 @@ struct LpModel {
   std::optional<double> min_rps;  // served at least this much (if feasible; see below)
   std::optional<double> max_rps;  // at most this much
 };
+// Little's law for a closed loop (see ComputeBounds): the row
+//   sum over the model's units and PUs of y * ms / 1000 + lambda * per_rps <= max
+struct LpInService {
+  int model = 0;
+  double max = 0;      // >= 0
+  double per_rps = 0;  // >= 0
+};
 struct LpResult {
   double total_rps = 0;
   std::vector<double> model_rps;                // per model
@@ -94,7 +111,10 @@ struct LpResult {
 // InvalidArgument when a unit has no PU it may run on, sizes disagree, a
 // time or rate is negative or not finite, or min_rps > max_rps; Internal
 // (naming GLPK's return code) when the solver fails.
-absl::StatusOr<LpResult> SolveThroughputLp(int pus, std::span<const LpUnit> units, std::span<const LpModel> models);
+// `in_service`: Little's law rows (InvalidArgument for a model out of range or
+// a negative or non-finite number).
+absl::StatusOr<LpResult> SolveThroughputLp(int pus, std::span<const LpUnit> units, std::span<const LpModel> models,
+                                           std::span<const LpInService> in_service = {});
 
 // A saturating model's claim on what the other demands leave: `weight` (its
 // requests in flight) and `work_ms`, the PU time one request takes.
