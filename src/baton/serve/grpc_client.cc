@@ -122,13 +122,17 @@ struct GrpcClient::Impl {
   ~Impl() {
     cq.Shutdown();  // Next returns false once every call in flight has completed (each has a deadline)
     if (poller.joinable()) poller.join();
+    // Best effort, and bounded as a whole: the server may be gone or stuck.
+    const auto until = std::chrono::system_clock::now() + std::chrono::seconds(5);
     for (const auto& slot : slots) {
+      if (std::chrono::system_clock::now() >= until) break;
       grpc::ClientContext ctx;
-      Prepare(ctx, std::chrono::seconds(2));
+      Prepare(ctx, std::chrono::seconds(5));
+      ctx.set_deadline(until);
       inference::SystemSharedMemoryUnregisterRequest req;
       req.set_name(slot->name);
       inference::SystemSharedMemoryUnregisterResponse resp;
-      stub->SystemSharedMemoryUnregister(&ctx, req, &resp);  // best effort: the server may be gone
+      stub->SystemSharedMemoryUnregister(&ctx, req, &resp);
     }
   }
 
