@@ -463,13 +463,17 @@ std::optional<double> LittleCap(const Demand& demand, double latency_ms) {
   return demand.concurrency * 1000.0 / latency_ms;
 }
 
-// The most atoms of one request of `model` that can run at the same time:
-// the width of its atom DAG (the largest set of atoms no path connects),
-// by Dilworth's theorem the atoms less a maximum matching between each atom
-// and the atoms it reaches. 1 for a chain.
-int AtomWidth(const ProblemModel& model) {
+// At most how many atoms of one request of `model` run at the same time:
+// no more than there are PUs, nor than the width of its atom DAG (the
+// largest set of atoms no path connects; by Dilworth's theorem the atoms
+// less a maximum matching between each atom and the atoms it reaches; 1 for
+// a chain). The width is computed up to kMaxWidthAtoms atoms (cubic time);
+// a larger model counts as wide as there are PUs.
+constexpr int kMaxWidthAtoms = 256;
+int AtomWidth(const ProblemModel& model, int pus) {
   const int n = model.atoms();
-  if (n <= 1) return n;
+  if (n <= 1 || pus <= 1) return std::min(n, std::max(pus, 1));
+  if (n > kMaxWidthAtoms) return pus;
   // reach[i][j]: a path leads from atom i to atom j (i < j: edges go forward).
   std::vector<std::vector<bool>> reach(Idx(n), std::vector<bool>(Idx(n), false));
   for (const AtomEdge& e : model.edges) reach[Idx(e.from)][Idx(e.to)] = true;
@@ -499,7 +503,7 @@ int AtomWidth(const ProblemModel& model) {
     std::vector<bool> seen(Idx(n), false);
     if (augment(i, seen)) ++matched;
   }
-  return n - matched;
+  return std::min(n - matched, pus);
 }
 
 }  // namespace
@@ -527,7 +531,7 @@ absl::StatusOr<Bounds> ComputeBounds(const Problem& problem) {
     const bool closed_loop = demand.kind == Demand::Kind::kClosed ||
                              (demand.kind == Demand::Kind::kSaturating && demand.concurrency > 0);
     if (closed_loop && demand.concurrency > 0) {
-      const double width = AtomWidth(problem.models[Idx(m)]);
+      const double width = AtomWidth(problem.models[Idx(m)], static_cast<int>(problem.pus.size()));
       in_service.push_back({.model = m,
                             .max = width * demand.concurrency,
                             .per_rps = width * std::max(0.0, demand.think_ms) / 1000});

@@ -31,10 +31,11 @@
 // Its N requests in flight each spend think_ms pausing and at least S / W_m
 // being served, where S is the sum of the request's atom times on the PUs
 // that ran them and W_m the most atoms of one request that can run at once
-// (the width of the atom DAG: 1 for a chain). So a split that sends a closed
-// loop's work to slow PUs lengthens its requests, and the loop completes
-// fewer of them; the cap above alone assumes every request at the latency
-// bound, whatever the split.
+// (the width of the atom DAG, 1 for a chain, and at most the number of PUs;
+// a model of more than 256 atoms counts as wide as there are PUs, to keep
+// the cost bounded). So a split that sends a closed loop's work to slow PUs
+// lengthens its requests, and the loop completes fewer of them; the cap
+// above alone assumes every request at the latency bound, whatever the split.
 // Transfers are not in the LP: inside one device PUs share memory, and across
 // devices the Problem has no link topology to charge them to (which device
 // pairs share a wire); current deployments put a whole model on one device,
