@@ -107,7 +107,8 @@ int Serve(const ServeArgs& args) {
   grpc.tls_cert = http.tls_cert;
   grpc.tls_key = http.tls_key;
   if (args.allow_client_shm) {
-    grpc.shared_memory = std::make_shared<serve::SharedMemoryRegistry>(256, http.max_request_bytes);
+    grpc.shared_memory = std::make_shared<serve::SharedMemoryRegistry>(serve::SharedMemoryRegistry::kMaxRegions,
+                                                                       http.max_request_bytes);
     http.shared_memory = grpc.shared_memory;
   }
 

@@ -151,12 +151,6 @@ absl::StatusOr<std::optional<ShmRef>> ShmRefOf(const Parameters& params, const s
   return ref;
 }
 
-absl::Status ShmOff(const std::string& where, const std::string& region) {
-  return absl::InvalidArgumentError(absl::StrCat(where, ": names shared memory region '", region,
-                                                 "', but this server takes no client shared memory; start it "
-                                                 "with --allow-client-shm, or send the bytes"));
-}
-
 // A requested output: its name, and where in shared memory it goes (if it does).
 struct RequestedOutput {
   std::string name;
@@ -251,7 +245,7 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": has bytes and names shared memory region '", shm_ref->region, "'; use one"));
       }
-      if (shm == nullptr) return ShmOff(where, shm_ref->region);
+      if (shm == nullptr) return SharedMemoryOff(where, shm_ref->region);
       BATON_ASSIGN_OR_RETURN(Tensor t, shm->ReadTensor(shm_ref->region, shm_ref->offset, shm_ref->byte_size,
                                                        want->elem_type, std::move(shape), where));
       out.inputs.emplace(in.name(), std::move(t));
@@ -292,7 +286,7 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
     const std::string where = absl::StrCat("model '", model.name, "' output '", o.name(), "'");
     BATON_ASSIGN_OR_RETURN(r.shm, ShmRefOf(o.parameters(), where));
     if (r.shm) {
-      if (shm == nullptr) return ShmOff(where, r.shm->region);
+      if (shm == nullptr) return SharedMemoryOff(where, r.shm->region);
       BATON_ASSIGN_OR_RETURN(r.target, shm->OutputTarget(r.shm->region, r.shm->offset, r.shm->byte_size, where));
     }
     out.outputs.push_back(std::move(r));
@@ -308,13 +302,12 @@ grpc::Status FillResponse(const ModelInfo& model, const std::string& id, const T
   resp.set_model_name(model.name);
   resp.set_model_version("1");
   resp.set_id(id);
-  std::vector<const RequestedOutput*> wanted;
   std::vector<RequestedOutput> all;
   if (requested.empty()) {
     for (const TensorInfo& t : model.outputs) all.push_back({t.name, std::nullopt, std::nullopt});
   }
-  for (const RequestedOutput& r : requested.empty() ? all : requested) wanted.push_back(&r);
-  for (const RequestedOutput* r : wanted) {
+  for (const RequestedOutput& out : requested.empty() ? all : requested) {
+    const RequestedOutput* r = &out;
     const std::string& name = r->name;
     auto it = outputs.find(name);
     if (it == outputs.end()) {
@@ -549,8 +542,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
   // The shared memory calls: FAILED_PRECONDITION while the extension is off.
   grpc::Status ShmCall(const std::function<absl::Status(SharedMemoryRegistry&)>& body) const {
     if (!options.shared_memory) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          "this server takes no client shared memory; start it with --allow-client-shm");
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, kSharedMemoryOff);
     }
     const absl::Status s = body(*options.shared_memory);
     return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));

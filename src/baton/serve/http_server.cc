@@ -174,7 +174,7 @@ void HttpServer::Route() {
   // The system shared memory extension; 400 while it is off.
   auto shm_call = [this](httplib::Response& res, const std::function<absl::Status(SharedMemoryRegistry&)>& body) {
     if (!options_.shared_memory) {
-      Error(res, 400, "this server takes no client shared memory; start it with --allow-client-shm");
+      Error(res, 400, kSharedMemoryOff);
       return;
     }
     if (absl::Status st = body(*options_.shared_memory); !st.ok()) {

@@ -238,12 +238,6 @@ absl::StatusOr<std::optional<ShmParams>> ShmParamsOf(const json& tensor, const s
   return p;
 }
 
-absl::Status ShmOff(const std::string& where, const std::string& region) {
-  return Bad(absl::StrCat(where, ": names shared memory region '", region,
-                          "', but this server takes no client shared memory; start it with --allow-client-shm, "
-                          "or send 'data'"));
-}
-
 }  // namespace
 
 absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const ModelInfo& model, size_t max_elements,
@@ -324,7 +318,7 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
       if (in.contains("data")) {
         return Bad(absl::StrCat(where, ": has 'data' and names shared memory region '", in_shm->region, "'; use one"));
       }
-      if (shm == nullptr) return ShmOff(where, in_shm->region);
+      if (shm == nullptr) return SharedMemoryOff(where, in_shm->region);
       BATON_ASSIGN_OR_RETURN(Tensor t, shm->ReadTensor(in_shm->region, in_shm->offset, in_shm->byte_size,
                                                        want->elem_type, std::move(shape), where));
       req.inputs.emplace(name, std::move(t));
@@ -372,7 +366,7 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
       const std::string where = absl::StrCat("model '", model.name, "' output '", name, "'");
       BATON_ASSIGN_OR_RETURN(std::optional<ShmParams> out_shm, ShmParamsOf(o, where));
       if (out_shm) {
-        if (shm == nullptr) return ShmOff(where, out_shm->region);
+        if (shm == nullptr) return SharedMemoryOff(where, out_shm->region);
         BATON_ASSIGN_OR_RETURN(SharedMemoryRegistry::Target target,
                                shm->OutputTarget(out_shm->region, out_shm->offset, out_shm->byte_size, where));
         req.shm_outputs[name] = ShmOutput{out_shm->region, out_shm->offset, std::move(target)};

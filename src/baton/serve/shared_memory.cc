@@ -227,19 +227,27 @@ absl::StatusOr<std::shared_ptr<const SharedMemoryMapping>> SharedMemoryRegistry:
   return m;
 }
 
-absl::StatusOr<std::string> SharedMemoryRegistry::ReadRaw(const std::string& name, uint64_t offset,
-                                                          uint64_t byte_size, const std::string& where) const {
+absl::Status SharedMemoryRegistry::CopyOut(const std::string& name, uint64_t offset, uint64_t byte_size,
+                                           const std::string& where, void* dst) const {
   if (byte_size > max_read_bytes_) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": ", byte_size, " bytes from shared memory region '", name,
                                                    "', more than the ", max_read_bytes_,
                                                    " a request may carry (--max-request-mb)"));
   }
   BATON_ASSIGN_OR_RETURN(std::shared_ptr<const SharedMemoryMapping> m, Find(name, offset, byte_size, where));
-  std::string out(static_cast<size_t>(byte_size), '\0');
-  if (!GuardedCopy(out.data(), m->data + offset, out.size())) {
+  if (!GuardedCopy(dst, m->data + offset, byte_size)) {
     return absl::DataLossError(absl::StrCat(where, ": shared memory object '", m->info.key, "' of region '", name,
                                             "' shrank while it was read; keep its size while it is registered"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SharedMemoryRegistry::ReadRaw(const std::string& name, uint64_t offset,
+                                                          uint64_t byte_size, const std::string& where) const {
+  // Sized only once the size is known to be allowed.
+  if (byte_size > max_read_bytes_) return CopyOut(name, offset, byte_size, where, nullptr);
+  std::string out(static_cast<size_t>(byte_size), '\0');
+  BATON_RETURN_IF_ERROR(CopyOut(name, offset, byte_size, where, out.data()));
   return out;
 }
 
@@ -256,20 +264,17 @@ absl::StatusOr<Tensor> SharedMemoryRegistry::ReadTensor(const std::string& name,
         where, ": shared_memory_byte_size is ", byte_size, ", but ", ElemTypeName(type), " [",
         absl::StrJoin(shape, ","), "] needs ", need.has_value() ? absl::StrCat(*need) : "a valid size"));
   }
-  if (byte_size > max_read_bytes_) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": ", byte_size, " bytes from shared memory region '", name,
-                                                   "', more than the ", max_read_bytes_,
-                                                   " a request may carry (--max-request-mb)"));
-  }
-  BATON_ASSIGN_OR_RETURN(std::shared_ptr<const SharedMemoryMapping> m, Find(name, offset, byte_size, where));
+  if (byte_size > max_read_bytes_) return CopyOut(name, offset, byte_size, where, nullptr);
   // Not zero-filled first: every byte is copied over.
   std::shared_ptr<std::byte[]> bytes = std::make_shared_for_overwrite<std::byte[]>(std::max<size_t>(byte_size, 1));
-  if (!GuardedCopy(bytes.get(), m->data + offset, byte_size)) {
-    return absl::DataLossError(absl::StrCat(where, ": shared memory object '", m->info.key, "' of region '", name,
-                                            "' shrank while it was read; keep its size while it is registered"));
-  }
+  BATON_RETURN_IF_ERROR(CopyOut(name, offset, byte_size, where, bytes.get()));
   std::byte* data = bytes.get();
   return Tensor::Adopt(type, std::move(shape), data, byte_size, std::move(bytes));
+}
+
+absl::Status SharedMemoryOff(const std::string& where, const std::string& region) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ": names shared memory region '", region, "', but ", kSharedMemoryOff));
 }
 
 absl::StatusOr<SharedMemoryRegistry::Target> SharedMemoryRegistry::OutputTarget(const std::string& name,

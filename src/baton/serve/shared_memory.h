@@ -54,7 +54,8 @@ class SharedMemoryRegistry {
  public:
   // `max_read_bytes`: the most one tensor may take from a region (the
   // server's request size limit, as for bytes sent in a message).
-  explicit SharedMemoryRegistry(size_t max_regions = 256, size_t max_read_bytes = size_t{64} << 20)
+  static constexpr size_t kMaxRegions = 256;
+  explicit SharedMemoryRegistry(size_t max_regions = kMaxRegions, size_t max_read_bytes = size_t{64} << 20)
       : max_regions_(max_regions), max_read_bytes_(max_read_bytes) {}
   ~SharedMemoryRegistry();
   SharedMemoryRegistry(const SharedMemoryRegistry&) = delete;
@@ -105,6 +106,10 @@ class SharedMemoryRegistry {
                                       const std::string& where) const;
 
  private:
+  // Copies `byte_size` bytes at `offset` of region `name` to `dst` (which may be
+  // null when byte_size is over the limit: that error comes first).
+  absl::Status CopyOut(const std::string& name, uint64_t offset, uint64_t byte_size, const std::string& where,
+                       void* dst) const;
   absl::StatusOr<std::shared_ptr<const SharedMemoryMapping>> Find(const std::string& name, uint64_t offset,
                                                                   uint64_t byte_size, const std::string& where) const;
 
@@ -113,6 +118,12 @@ class SharedMemoryRegistry {
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const SharedMemoryMapping>> regions_;  // guarded by mu_
 };
+
+// What every front-end and client says while the extension is off.
+inline constexpr char kSharedMemoryOff[] =
+    "this server takes no client shared memory; start it with --allow-client-shm";
+// InvalidArgument: the tensor `where` names `region` while the extension is off.
+absl::Status SharedMemoryOff(const std::string& where, const std::string& region);
 
 // Copies `n` bytes from `src` to `dst`, either of which may be mapped shared
 // memory; false (and `dst` partly written) when the copy faulted with SIGBUS
