@@ -1,5 +1,7 @@
 #include "baton/runtime/device_shell.h"
 
+#include <sys/prctl.h>
+
 #include <pthread.h>
 #include <sched.h>
 
@@ -78,6 +80,8 @@ std::string PinThisThread(const std::vector<int>& cores) {
 }
 
 }  // namespace
+
+void UsePreciseTimers() { prctl(PR_SET_TIMERSLACK, 1UL); }
 
 DeviceShell::DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyModel* latency,
                          const RunnerTable* runners, std::chrono::steady_clock::time_point epoch, Sink sink,
@@ -238,6 +242,7 @@ bool DeviceShell::ApplyLocked(dispatch::LowLevelActions actions) {
 }
 
 void DeviceShell::PuLoop(Pu& pu) {
+  UsePreciseTimers();
   if (std::string error = PinThisThread(pu.setup.pin_cores); !error.empty()) {
     std::fprintf(stderr, "baton: PU '%s': %s\n", pu.setup.name.c_str(), error.c_str());
   }

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "baton/runtime/device_shell.h"
 
 namespace baton::runtime {
 
@@ -110,6 +111,7 @@ absl::StatusOr<std::vector<ProbeRun>> SpeedProbe::Run(int rounds, Duration max_t
     for (size_t w = 0; w < work_.size(); ++w) {
       threads.emplace_back([&, w] {
         const PuWork& work = work_[w];
+        UsePreciseTimers();  // sleeps as the runtime does
         if (!work.pu.pin_cores.empty()) {
           cpu_set_t set;
           CPU_ZERO(&set);
