@@ -6,6 +6,7 @@
 #include "baton/runtime/runtime.h"
 
 #include <gmock/gmock.h>
+#include <sys/prctl.h>
 #include <gtest/gtest.h>
 
 #include <condition_variable>
@@ -22,6 +23,7 @@
 #include "baton/backend/ort/cpu_executor.h"
 #include "baton/dispatch/workload.h"
 #include "baton/runtime/deployment.h"
+#include "baton/runtime/device_shell.h"
 #include "baton/runtime/speed_probe.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
@@ -444,6 +446,22 @@ TEST(Runtime, ChargedTimeHoldsThePuUntilItsEnd) {
   sys.rt->Stop();
   ASSERT_EQ(sys.log.runs().size(), 2u);
   for (const RunLog::Run& run : sys.log.runs()) EXPECT_GE(run.end - run.start, 10ms);
+}
+
+// An emulated PU's sleep to its charged end runs with 1 ns timer slack (the
+// default 50 us overran it by ~85 us), and the caller's thread, which may be
+// the application's (Runtime::Run), gets its own slack back afterwards.
+TEST(Runtime, ChargedSleepsUsePreciseTimersAndLeaveTheThreadsSlackAsItWas) {
+  std::thread([] {
+    ASSERT_EQ(prctl(PR_SET_TIMERSLACK, 200000UL), 0);
+    const auto until = std::chrono::steady_clock::now() + 2ms;
+    SleepUntilPrecisely(until);
+    EXPECT_GE(std::chrono::steady_clock::now(), until);
+    EXPECT_EQ(prctl(PR_GET_TIMERSLACK), 200000);
+    // A past end returns at once, also with the slack as it was.
+    SleepUntilPrecisely(std::chrono::steady_clock::now() - 1ms);
+    EXPECT_EQ(prctl(PR_GET_TIMERSLACK), 200000);
+  }).join();
 }
 
 // Busy time read for a window that ended at `until` never exceeds the window,

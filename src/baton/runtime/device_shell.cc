@@ -81,7 +81,12 @@ std::string PinThisThread(const std::vector<int>& cores) {
 
 }  // namespace
 
-void UsePreciseTimers() { prctl(PR_SET_TIMERSLACK, 1UL); }
+void SleepUntilPrecisely(std::chrono::steady_clock::time_point until) {
+  const int slack = prctl(PR_GET_TIMERSLACK);
+  if (slack > 1) prctl(PR_SET_TIMERSLACK, 1UL);
+  std::this_thread::sleep_until(until);
+  if (slack > 1) prctl(PR_SET_TIMERSLACK, static_cast<unsigned long>(slack));
+}
 
 DeviceShell::DeviceShell(DeviceId id, std::string name, policy::OnlineLatencyModel* latency,
                          const RunnerTable* runners, std::chrono::steady_clock::time_point epoch, Sink sink,
@@ -242,7 +247,6 @@ bool DeviceShell::ApplyLocked(dispatch::LowLevelActions actions) {
 }
 
 void DeviceShell::PuLoop(Pu& pu) {
-  UsePreciseTimers();
   if (std::string error = PinThisThread(pu.setup.pin_cores); !error.empty()) {
     std::fprintf(stderr, "baton: PU '%s': %s\n", pu.setup.name.c_str(), error.c_str());
   }
@@ -301,8 +305,8 @@ dispatch::PuResult DeviceShell::Execute(Pu& pu, const dispatch::StartOnPu& job, 
     // (asleep, no CPU) until the charged end.
     const Time charged_end = result.start + run->busy;
     if (charged_end > result.end) {
-      std::this_thread::sleep_until(epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                 charged_end.time_since_epoch()));
+      SleepUntilPrecisely(epoch_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                       charged_end.time_since_epoch()));
       result.end = std::max(charged_end, Now());
     }
     latency_->Observe(a.model, a.partition, pu.setup.id, result.end - result.start);

@@ -89,12 +89,13 @@ class RunnerTable {
   absl::flat_hash_map<policy::LatencyKey, std::shared_ptr<const backend::PreparedPartition>> table_;  // guarded by mu_
 };
 
-// Sets the calling thread's timer slack to 1 ns. An emulated PU holds itself
-// asleep until its charged end; with Linux's default slack of 50 us that sleep
-// overran by a median of ~85 us on the 2-core machine (~25 us with 1 ns), which
-// made the emulated PU slower than its `speed` by 2-5 % on 2-4 ms runs. PU
-// threads and the speed probe's threads call it; it costs nothing elsewhere.
-void UsePreciseTimers();
+// Sleeps until `until` with the calling thread's timer slack at 1 ns, then
+// gives the thread its slack back. An emulated PU holds itself asleep until
+// its charged end; with Linux's default slack of 50 us that sleep overran by
+// a median of ~85 us on the 2-core machine (~25 us at 1 ns), which made an
+// emulated PU 2-5 % slower than its `speed` on 2-4 ms runs. The runtime (on
+// a PU thread or a caller's) and the speed probe sleep through it.
+void SleepUntilPrecisely(std::chrono::steady_clock::time_point until);
 
 struct PuStats {
   PuId pu;

@@ -111,7 +111,6 @@ absl::StatusOr<std::vector<ProbeRun>> SpeedProbe::Run(int rounds, Duration max_t
     for (size_t w = 0; w < work_.size(); ++w) {
       threads.emplace_back([&, w] {
         const PuWork& work = work_[w];
-        UsePreciseTimers();  // sleeps as the runtime does
         if (!work.pu.pin_cores.empty()) {
           cpu_set_t set;
           CPU_ZERO(&set);
@@ -142,7 +141,7 @@ absl::StatusOr<std::vector<ProbeRun>> SpeedProbe::Run(int rounds, Duration max_t
             // the PU asleep until then, as the runtime does, rather than
             // loop and take the CPU PUs' cores.
             if (r.ok() && r->busy > wall) {
-              std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(r->busy));
+              SleepUntilPrecisely(start + std::chrono::duration_cast<Clock::duration>(r->busy));
               wall = Clock::now() - start;
             }
             if (!r.ok()) {
