@@ -7,12 +7,14 @@
 
 #include <gmock/gmock.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <condition_variable>
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
@@ -450,18 +452,39 @@ TEST(Runtime, ChargedTimeHoldsThePuUntilItsEnd) {
 
 // An emulated PU's sleep to its charged end runs with 1 ns timer slack (the
 // default 50 us overran it by ~85 us), and the caller's thread, which may be
-// the application's (Runtime::Run), gets its own slack back afterwards.
+// the application's (Runtime::Run), gets its own slack back afterwards. The
+// sleeping thread's slack is read from /proc/<tid>/timerslack_ns.
 TEST(Runtime, ChargedSleepsUsePreciseTimersAndLeaveTheThreadsSlackAsItWas) {
-  std::thread([] {
-    ASSERT_EQ(prctl(PR_SET_TIMERSLACK, 200000UL), 0);
-    const auto until = std::chrono::steady_clock::now() + 2ms;
+  std::atomic<long> tid{0};
+  std::atomic<bool> done{false};
+  long slack_after = 0, slack_after_past = 0;
+  bool reached = false, set = false;
+  std::thread sleeper([&] {
+    set = prctl(PR_SET_TIMERSLACK, 200000UL) == 0;
+    tid.store(static_cast<long>(::gettid()));
+    const auto until = std::chrono::steady_clock::now() + 300ms;
     SleepUntilPrecisely(until);
-    EXPECT_GE(std::chrono::steady_clock::now(), until);
-    EXPECT_EQ(prctl(PR_GET_TIMERSLACK), 200000);
+    reached = std::chrono::steady_clock::now() >= until;
+    slack_after = prctl(PR_GET_TIMERSLACK);
     // A past end returns at once, also with the slack as it was.
     SleepUntilPrecisely(std::chrono::steady_clock::now() - 1ms);
-    EXPECT_EQ(prctl(PR_GET_TIMERSLACK), 200000);
-  }).join();
+    slack_after_past = prctl(PR_GET_TIMERSLACK);
+    done.store(true);
+  });
+  long seen = -1;
+  while (!done.load() && seen != 1) {
+    if (const long t = tid.load(); t != 0) {
+      std::ifstream f("/proc/" + std::to_string(t) + "/timerslack_ns");
+      if (!(f >> seen)) seen = -1;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  sleeper.join();
+  ASSERT_TRUE(set);
+  EXPECT_EQ(seen, 1) << "the sleeping thread's timer slack (ns)";
+  EXPECT_TRUE(reached);
+  EXPECT_EQ(slack_after, 200000);
+  EXPECT_EQ(slack_after_past, 200000);
 }
 
 // Busy time read for a window that ended at `until` never exceeds the window,

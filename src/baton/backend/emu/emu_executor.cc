@@ -136,7 +136,7 @@ absl::StatusOr<std::unique_ptr<PreparedPartition>> EmuExecutor::Prepare(const gr
   // The host time is the fastest of kCalibrationRuns after a warm-up: other
   // threads and processes only ever add time, so the minimum is the partition
   // alone, and the same from one start to the next (a median of 3 moved the
-  // emulated PU's speed by 10-30 % between starts on a busy 2-core machine).
+  // emulated PU's speed by up to ~20 % between starts on a busy 2-core machine).
   constexpr int kCalibrationRuns = 5;
   Duration fastest = Duration::max();
   std::vector<Tensor> outs;
