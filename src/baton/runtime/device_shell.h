@@ -92,8 +92,8 @@ class RunnerTable {
 // Sleeps until `until` with the calling thread's timer slack at 1 ns, then
 // gives the thread its slack back. An emulated PU holds itself asleep until
 // its charged end; with Linux's default slack of 50 us that sleep overran by
-// a median of ~85 us on the 2-core machine (~25 us at 1 ns), which made an
-// emulated PU 2-5 % slower than its `speed` on 2-4 ms runs. The runtime (on
+// a median of ~85 us on the 2-core machine (~25 us at 1 ns), 2-5 % of an
+// emulated accelerator's mean run on docs/bench/hetero.yaml. The runtime (on
 // a PU thread or a caller's) and the speed probe sleep through it.
 void SleepUntilPrecisely(std::chrono::steady_clock::time_point until);
 
