@@ -455,14 +455,15 @@ TEST(Runtime, ChargedTimeHoldsThePuUntilItsEnd) {
 // the application's (Runtime::Run), gets its own slack back afterwards. The
 // sleeping thread's slack is read from /proc/<tid>/timerslack_ns.
 TEST(Runtime, ChargedSleepsUsePreciseTimersAndLeaveTheThreadsSlackAsItWas) {
-  std::atomic<long> tid{0};
+  std::promise<long> started;  // the sleeper's thread id, once its slack is set
   std::atomic<bool> done{false};
   long slack_after = 0, slack_after_past = 0;
   bool reached = false, set = false;
   std::thread sleeper([&] {
     set = prctl(PR_SET_TIMERSLACK, 200000UL) == 0;
-    tid.store(static_cast<long>(::gettid()));
-    const auto until = std::chrono::steady_clock::now() + 300ms;
+    started.set_value(static_cast<long>(::gettid()));
+    // Long enough for the reader below to see the slack however loaded the machine.
+    const auto until = std::chrono::steady_clock::now() + 1s;
     SleepUntilPrecisely(until);
     reached = std::chrono::steady_clock::now() >= until;
     slack_after = prctl(PR_GET_TIMERSLACK);
@@ -471,13 +472,13 @@ TEST(Runtime, ChargedSleepsUsePreciseTimersAndLeaveTheThreadsSlackAsItWas) {
     slack_after_past = prctl(PR_GET_TIMERSLACK);
     done.store(true);
   });
+  const std::string slack_file = "/proc/" + std::to_string(started.get_future().get()) + "/timerslack_ns";
   long seen = -1;
+  // Until the sleeper is inside the sleep (slack 1) or past it; no sleeping poll.
   while (!done.load() && seen != 1) {
-    if (const long t = tid.load(); t != 0) {
-      std::ifstream f("/proc/" + std::to_string(t) + "/timerslack_ns");
-      if (!(f >> seen)) seen = -1;
-    }
-    std::this_thread::sleep_for(1ms);
+    std::ifstream f(slack_file);
+    if (!(f >> seen)) seen = -1;
+    std::this_thread::yield();
   }
   sleeper.join();
   ASSERT_TRUE(set);
