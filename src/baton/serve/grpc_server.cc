@@ -306,9 +306,8 @@ grpc::Status FillResponse(const ModelInfo& model, const std::string& id, const T
   if (requested.empty()) {
     for (const TensorInfo& t : model.outputs) all.push_back({t.name, std::nullopt, std::nullopt});
   }
-  for (const RequestedOutput& out : requested.empty() ? all : requested) {
-    const RequestedOutput* r = &out;
-    const std::string& name = r->name;
+  for (const RequestedOutput& r : requested.empty() ? all : requested) {
+    const std::string& name = r.name;
     auto it = outputs.find(name);
     if (it == outputs.end()) {
       return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("model '", model.name, "' gave no output '", name, "'"));
@@ -325,19 +324,19 @@ grpc::Status FillResponse(const ModelInfo& model, const std::string& id, const T
     o->set_datatype(*datatype);
     for (int64_t d : t.shape()) o->add_shape(d);
     std::string* raw = resp.add_raw_output_contents();
-    if (r->target) {
+    if (r.target) {
       std::string strings;  // BYTES in their raw form; other types as they are
       if (t.elem_type() == dtype::kString) AppendRaw(t, strings);
       const std::span<const std::byte> bytes =
           t.elem_type() == dtype::kString ? std::as_bytes(std::span<const char>(strings)) : t.bytes();
-      if (absl::Status w = r->target->Write(bytes, absl::StrCat("model '", model.name, "' output '", name, "'"));
+      if (absl::Status w = r.target->Write(bytes, absl::StrCat("model '", model.name, "' output '", name, "'"));
           !w.ok()) {
         return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(w.code())), std::string(w.message()));
       }
       auto& params = *o->mutable_parameters();
-      params["shared_memory_region"].set_string_param(r->shm->region);
+      params["shared_memory_region"].set_string_param(r.shm->region);
       params["shared_memory_byte_size"].set_int64_param(static_cast<int64_t>(bytes.size()));
-      if (r->shm->offset > 0) params["shared_memory_offset"].set_int64_param(static_cast<int64_t>(r->shm->offset));
+      if (r.shm->offset > 0) params["shared_memory_offset"].set_int64_param(static_cast<int64_t>(r.shm->offset));
     } else {
       AppendRaw(t, *raw);
     }

@@ -227,13 +227,16 @@ absl::StatusOr<std::shared_ptr<const SharedMemoryMapping>> SharedMemoryRegistry:
   return m;
 }
 
+absl::Status SharedMemoryRegistry::CheckReadSize(const std::string& name, uint64_t byte_size,
+                                                 const std::string& where) const {
+  if (byte_size <= max_read_bytes_) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(where, ": ", byte_size, " bytes from shared memory region '", name,
+                                                 "', more than the ", max_read_bytes_,
+                                                 " a request may carry (--max-request-mb)"));
+}
+
 absl::Status SharedMemoryRegistry::CopyOut(const std::string& name, uint64_t offset, uint64_t byte_size,
                                            const std::string& where, void* dst) const {
-  if (byte_size > max_read_bytes_) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": ", byte_size, " bytes from shared memory region '", name,
-                                                   "', more than the ", max_read_bytes_,
-                                                   " a request may carry (--max-request-mb)"));
-  }
   BATON_ASSIGN_OR_RETURN(std::shared_ptr<const SharedMemoryMapping> m, Find(name, offset, byte_size, where));
   if (!GuardedCopy(dst, m->data + offset, byte_size)) {
     return absl::DataLossError(absl::StrCat(where, ": shared memory object '", m->info.key, "' of region '", name,
@@ -244,8 +247,7 @@ absl::Status SharedMemoryRegistry::CopyOut(const std::string& name, uint64_t off
 
 absl::StatusOr<std::string> SharedMemoryRegistry::ReadRaw(const std::string& name, uint64_t offset,
                                                           uint64_t byte_size, const std::string& where) const {
-  // Sized only once the size is known to be allowed.
-  if (byte_size > max_read_bytes_) return CopyOut(name, offset, byte_size, where, nullptr);
+  BATON_RETURN_IF_ERROR(CheckReadSize(name, byte_size, where));  // before the buffer is sized
   std::string out(static_cast<size_t>(byte_size), '\0');
   BATON_RETURN_IF_ERROR(CopyOut(name, offset, byte_size, where, out.data()));
   return out;
@@ -264,7 +266,7 @@ absl::StatusOr<Tensor> SharedMemoryRegistry::ReadTensor(const std::string& name,
         where, ": shared_memory_byte_size is ", byte_size, ", but ", ElemTypeName(type), " [",
         absl::StrJoin(shape, ","), "] needs ", need.has_value() ? absl::StrCat(*need) : "a valid size"));
   }
-  if (byte_size > max_read_bytes_) return CopyOut(name, offset, byte_size, where, nullptr);
+  BATON_RETURN_IF_ERROR(CheckReadSize(name, byte_size, where));
   // Not zero-filled first: every byte is copied over.
   std::shared_ptr<std::byte[]> bytes = std::make_shared_for_overwrite<std::byte[]>(std::max<size_t>(byte_size, 1));
   BATON_RETURN_IF_ERROR(CopyOut(name, offset, byte_size, where, bytes.get()));

@@ -106,8 +106,9 @@ class SharedMemoryRegistry {
                                       const std::string& where) const;
 
  private:
-  // Copies `byte_size` bytes at `offset` of region `name` to `dst` (which may be
-  // null when byte_size is over the limit: that error comes first).
+  // InvalidArgument when one tensor would read more than max_read_bytes.
+  absl::Status CheckReadSize(const std::string& name, uint64_t byte_size, const std::string& where) const;
+  // Copies `byte_size` bytes at `offset` of region `name` to `dst` (CheckReadSize first).
   absl::Status CopyOut(const std::string& name, uint64_t offset, uint64_t byte_size, const std::string& where,
                        void* dst) const;
   absl::StatusOr<std::shared_ptr<const SharedMemoryMapping>> Find(const std::string& name, uint64_t offset,
