@@ -125,10 +125,10 @@ struct GrpcClient::Impl {
     // Best effort, and bounded as a whole: the server may be gone or stuck.
     const auto until = std::chrono::system_clock::now() + std::chrono::seconds(5);
     for (const auto& slot : slots) {
-      if (std::chrono::system_clock::now() >= until) break;
+      const auto left = until - std::chrono::system_clock::now();
+      if (left <= std::chrono::nanoseconds::zero()) break;
       grpc::ClientContext ctx;
-      Prepare(ctx, std::chrono::seconds(5));
-      ctx.set_deadline(until);
+      Prepare(ctx, left);  // the deadline is `until`
       inference::SystemSharedMemoryUnregisterRequest req;
       req.set_name(slot->name);
       inference::SystemSharedMemoryUnregisterResponse resp;
