@@ -23,6 +23,7 @@
 
 #include "baton/backend/ort/ort_runner.h"
 #include "baton/baton.h"
+#include "baton/graph/builder.h"
 #include "baton/graph/model.h"
 #include "baton/serve/grpc_client.h"
 #include "baton/serve/grpc_server.h"
@@ -339,4 +340,85 @@ TEST_F(ServeGrpcTest, TensorsThroughClientSharedMemory) {
 }
 
 }  // namespace
+// Inputs in the message: small ones next to the request's fields, large ones
+// as slices over the tensor's bytes, in input order. A borrowed input is
+// copied before InferAsync returns, so the caller may reuse its buffer at
+// once; an adopted one stays alive with the call. y = b - c + a tells a mixed
+// up or misplaced input from the right answer.
+TEST(ServeGrpcClient, LargeAndSmallInputsReachTheServerInOrder) {
+  // 256 KiB inputs: past the copy threshold, and past HTTP/2's first 64 KiB
+  // window, so part of a message may still be unsent when InferAsync returns.
+  constexpr int64_t kRows = 512, kCols = 128;
+  const fs::path dir = fs::temp_directory_path() / ("baton_serve_grpc_client_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  graph::GraphBuilder b("sub_add");
+  b.AddInput("a_small", dtype::kFloat, {kCols});
+  b.AddInput("b_big", dtype::kFloat, {kRows, kCols});
+  b.AddInput("c_big", dtype::kFloat, {kRows, kCols});
+  b.AddNode("Sub", {"b_big", "c_big"}, {"d"});
+  b.AddNode("Add", {"d", "a_small"}, {"y"});
+  b.AddOutput("y", dtype::kFloat, {kRows, kCols});
+  absl::StatusOr<std::string> bytes = b.Serialize();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  std::ofstream(dir / "sub_add.onnx", std::ios::binary) << *bytes;
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (dir / "cache").string();
+  Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
+      "models: [{name: m, path: sub_add.onnx}]\n"
+      "policy: {high_level: whole}\n",
+      dir.string(), options);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  serve::GrpcOptions go;
+  go.port = 0;
+  auto server = serve::GrpcServer::Start(**engine, go);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = serve::GrpcClient::Connect("127.0.0.1:" + std::to_string((*server)->port()), {});
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  const size_t n = kRows * kCols;
+  std::vector<float> a(kCols), bv(n), c(n), want(n);
+  for (size_t i = 0; i < kCols; ++i) a[i] = 1000.0f * static_cast<float>(i);
+  for (size_t i = 0; i < n; ++i) {
+    bv[i] = static_cast<float>(3 * i);
+    c[i] = static_cast<float>(i);
+    want[i] = bv[i] - c[i] + a[i % kCols];
+  }
+  auto owned = [](const std::vector<float>& v, std::vector<int64_t> shape) {
+    std::vector<std::byte> raw(v.size() * sizeof(float));
+    std::memcpy(raw.data(), v.data(), raw.size());
+    return Tensor(dtype::kFloat, std::move(shape), std::move(raw));
+  };
+  std::vector<float> lent = bv;  // borrowed, then overwritten as soon as InferAsync returns
+  auto adopted = std::make_shared<std::vector<float>>(bv);
+  std::vector<std::promise<Result<Tensors>>> answers(2);
+  for (int call = 0; call < 2; ++call) {
+    Tensors in;
+    in.emplace("a_small", owned(a, {kCols}));
+    in.emplace("b_big", call == 0 ? Tensor::Borrow(dtype::kFloat, {kRows, kCols}, lent.data(), n * sizeof(float))
+                                  : Tensor::Adopt(dtype::kFloat, {kRows, kCols}, adopted->data(),
+                                                  n * sizeof(float), adopted));
+    in.emplace("c_big", owned(c, {kRows, kCols}));
+    (*client)->InferAsync("m", std::move(in), {}, [&answers, call](Result<Tensors> r) {
+      answers[static_cast<size_t>(call)].set_value(std::move(r));
+    });
+    if (call == 0) std::fill(lent.begin(), lent.end(), -1.0f);
+  }
+  adopted.reset();  // the call holds it
+  for (int call = 0; call < 2; ++call) {
+    Result<Tensors> r = answers[static_cast<size_t>(call)].get_future().get();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->count("y"), 1u);
+    std::span<const float> got = r->at("y").data<float>();
+    ASSERT_EQ(got.size(), n);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], want[i]) << "call " << call << " element " << i;
+  }
+  client->reset();
+  (*server)->Stop();
+  (*engine)->Close();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 }  // namespace baton

@@ -9,6 +9,9 @@
 #pragma GCC diagnostic ignored "-Wstringop-overread"
 
 #include <fcntl.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -61,17 +64,85 @@ size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 struct Call {
   ShmSlot* slot = nullptr;  // the shared memory region its inputs are in, if any
   grpc::ClientContext context;
-  inference::ModelInferRequest request;
-  inference::ModelInferResponse response;
+  grpc::ByteBuffer response;
   grpc::Status status;
-  std::unique_ptr<grpc::ClientAsyncResponseReader<inference::ModelInferResponse>> rpc;
+  std::unique_ptr<grpc::GenericClientAsyncResponseReader> rpc;
   std::function<void(Result<Tensors>)> done;
+};
+
+// Inputs at least this large go into the message as slices over the
+// tensor's own bytes; smaller ones are copied next to the request's fields.
+constexpr size_t kZeroCopyMinBytes = size_t{16} << 10;
+
+// A serialized ModelInferRequest that refers to its large raw inputs instead
+// of copying them. Protocol Buffers parse a message from its fields in any
+// order, so `head` (every field but raw_input_contents) comes first and each
+// raw entry follows as its tag, its length and its bytes, in input order.
+// Large bytes stay in `tensors`, owned by the message's slices until gRPC
+// releases the last of them, which may be after the call's answer.
+class RequestWriter {
+ public:
+  explicit RequestWriter(const inference::ModelInferRequest& head) { head.AppendToString(&pending_); }
+
+  // Appends one raw_input_contents entry with `t`'s contents; takes `t`.
+  void AddRaw(Tensor t) {
+    std::string strings;  // BYTES in their raw form
+    if (t.elem_type() == dtype::kString) AppendRaw(t, strings);
+    const size_t size = t.elem_type() == dtype::kString ? strings.size() : t.byte_size();
+    char prefix[16];
+    uint8_t* end = WireFormatLite::WriteTagToArray(inference::ModelInferRequest::kRawInputContentsFieldNumber,
+                                                   WireFormatLite::WIRETYPE_LENGTH_DELIMITED,
+                                                   reinterpret_cast<uint8_t*>(prefix));
+    end = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(size, end);
+    pending_.append(prefix, static_cast<size_t>(reinterpret_cast<char*>(end) - prefix));
+    if (t.elem_type() == dtype::kString) {
+      pending_.append(strings);
+      return;
+    }
+    if (size < kZeroCopyMinBytes) {
+      AppendRaw(t, pending_);
+      return;
+    }
+    // Borrowed or adopted bytes are the caller's only until the answer (and
+    // gRPC may hold a slice longer): copy those once; own bytes go as they are.
+    if (t.external()) t = t.Clone();
+    Flush();
+    tensors_->push_back(std::move(t));
+    Tensor& held = tensors_->back();
+    slices_.emplace_back(held.bytes().data(), held.byte_size(), &ReleaseTensors,
+                         new std::shared_ptr<std::vector<Tensor>>(tensors_));
+  }
+
+  grpc::ByteBuffer Finish() {
+    Flush();
+    return grpc::ByteBuffer(slices_.data(), slices_.size());
+  }
+
+ private:
+  using WireFormatLite = google::protobuf::internal::WireFormatLite;
+
+  static void ReleaseTensors(void* held) { delete static_cast<std::shared_ptr<std::vector<Tensor>>*>(held); }
+
+  void Flush() {
+    if (!pending_.empty()) slices_.emplace_back(pending_);
+    pending_.clear();
+  }
+
+  std::string pending_;  // serialized bytes not yet in a slice
+  std::vector<grpc::Slice> slices_;
+  // Never reallocated while slices point into it: tensors are reserved below.
+  // The large inputs; moving a Tensor keeps its bytes where they are.
+  std::shared_ptr<std::vector<Tensor>> tensors_ = std::make_shared<std::vector<Tensor>>();
 };
 
 // The answer of a finished call, as tensors, or why there is none.
 Result<Tensors> AnswerOf(Call& call, const std::string& address) {
   if (!call.status.ok()) return FromGrpc(call.status, address);
-  inference::ModelInferResponse& r = call.response;
+  inference::ModelInferResponse r;
+  if (!grpc::SerializationTraits<inference::ModelInferResponse>::Deserialize(&call.response, &r).ok()) {
+    return Status(StatusCode::kInternal,
+                  absl::StrCat("server ", address, " answered with bytes that are not a ModelInferResponse"));
+  }
   if (r.raw_output_contents_size() != r.outputs_size()) {
     return Status(StatusCode::kInternal, absl::StrCat("server ", address, " answered ", r.outputs_size(),
                                                       " outputs with ", r.raw_output_contents_size(),
@@ -105,6 +176,10 @@ struct GrpcClient::Impl {
   GrpcClientOptions options;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub;
+  // ModelInfer goes through the generic stub, with the request serialized by RequestWriter.
+  std::unique_ptr<grpc::GenericStub> generic;
+  const std::string infer_method =
+      absl::StrCat("/", inference::GRPCInferenceService::service_full_name(), "/ModelInfer");
   grpc::CompletionQueue cq;
   std::thread poller;
   // Calls started and not yet completed. Its mutex also hands each Call from
@@ -255,6 +330,7 @@ absl::StatusOr<std::unique_ptr<GrpcClient>> GrpcClient::Connect(const std::strin
   impl->options = std::move(options);
   impl->channel = grpc::CreateCustomChannel(address, credentials, args);
   impl->stub = inference::GRPCInferenceService::NewStub(impl->channel);
+  impl->generic = std::make_unique<grpc::GenericStub>(impl->channel);
   // Live, and does it take our token? ServerMetadata needs the token where ServerLive may not.
   grpc::ClientContext ctx;
   impl->Prepare(ctx, impl->options.connect_timeout);
@@ -308,7 +384,8 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
                             std::function<void(Result<Tensors>)> done) {
   auto* call = new Call;
   call->done = std::move(done);
-  call->request.set_model_name(model);
+  inference::ModelInferRequest head;  // every field but the raw contents
+  head.set_model_name(model);
   if (impl_->options.shared_memory) {
     size_t total = 0;
     for (const auto& [name, t] : inputs) {
@@ -316,9 +393,10 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
     }
     if (total > 0) call->slot = impl_->AcquireSlot(total);
   }
+  std::vector<Tensor*> raw;  // inputs that go in the message, in the order of head.inputs
   size_t offset = 0;
-  for (const auto& [name, t] : inputs) {
-    inference::ModelInferRequest::InferInputTensor* in = call->request.add_inputs();
+  for (auto& [name, t] : inputs) {
+    inference::ModelInferRequest::InferInputTensor* in = head.add_inputs();
     in->set_name(name);
     in->set_datatype(KServeDatatype(t.elem_type()).value_or(ElemTypeName(t.elem_type())));
     for (int64_t d : t.shape()) in->add_shape(d);
@@ -330,10 +408,10 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
       params["shared_memory_offset"].set_int64_param(static_cast<int64_t>(offset));
       offset += RoundUp(t.byte_size(), kShmAlign);
     } else {
-      AppendRaw(t, *call->request.add_raw_input_contents());  // one per input not in shared memory
+      raw.push_back(&t);  // one raw entry per input not in shared memory
     }
   }
-  auto& params = *call->request.mutable_parameters();
+  auto& params = *head.mutable_parameters();
   if (options.priority) params["priority"].set_int64_param(*options.priority);
   std::chrono::nanoseconds timeout = impl_->options.call_slack;
   if (options.deadline) {
@@ -341,12 +419,15 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
     params["timeout"].set_int64_param(std::max<int64_t>(1, us));
     timeout += *options.deadline;
   }
+  RequestWriter writer(head);
+  for (Tensor* t : raw) writer.AddRaw(std::move(*t));
+  const grpc::ByteBuffer request = writer.Finish();
   impl_->Prepare(call->context, timeout);
   // Held until Finish has registered the tag: the poller, which takes the
   // mutex before it touches a call, then sees everything done here.
   std::lock_guard lock(impl_->calls_mu);
   ++impl_->calls;
-  call->rpc = impl_->stub->PrepareAsyncModelInfer(&call->context, call->request, &impl_->cq);
+  call->rpc = impl_->generic->PrepareUnaryCall(&call->context, impl_->infer_method, request, &impl_->cq);
   call->rpc->StartCall();
   call->rpc->Finish(&call->response, &call->status, call);
 }

@@ -7,8 +7,11 @@
 // Connect checks that the server is live and reads every model's metadata,
 // so a wrong address or a server without a model is an error up front.
 // Inputs go as raw_input_contents (or, with GrpcClientOptions::shared_memory,
-// through regions of POSIX shared memory); outputs come back as tensors that
-// own their bytes. Each call carries the request's deadline (InferOptions) as
+// through regions of POSIX shared memory); a large input that owns its bytes
+// goes into the message without a copy (gRPC sends from the tensor itself,
+// which the client keeps until gRPC is done with it), and a borrowed or
+// adopted one is copied once. Outputs come back as tensors that own their
+// bytes. Each call carries the request's deadline (InferOptions) as
 // Triton's `timeout` parameter and as the gRPC deadline (plus `call_slack`),
 // so every call ends.
 //
