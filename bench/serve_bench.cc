@@ -9,7 +9,10 @@
 // over 127.0.0.1, and an empty gRPC call (ServerLive) for the transport's own
 // cost. Rounds rotate which side goes first; each side times
 // `calls` sequential requests. Printed: per-call medians over the rounds and
-// the medians of the per-round differences. Numbers go in docs/benchmarks.md.
+// the medians of the per-round differences, and how this machine's idle CPUs
+// wait (on a VM with the cpuidle-haltpoll driver, guest_halt_poll_ns = 0 makes
+// every wake-up of an idle vCPU go through the hypervisor, which dominates a
+// loopback round trip). Numbers go in docs/benchmarks.md.
 //
 //   serve_bench [--rounds N] [--calls N]   (--benchmark_* flags: a smoke run)
 #include <grpcpp/grpcpp.h>
@@ -36,6 +39,13 @@ namespace {
 
 namespace fs = std::filesystem;
 using baton::Tensor;
+
+// The first line of a sysfs file, or "-" when it cannot be read.
+std::string FirstLine(const fs::path& path) {
+  std::ifstream in(path);
+  std::string line;
+  return std::getline(in, line) ? line : "-";
+}
 
 using baton::bench::Median;
 
@@ -154,6 +164,9 @@ int main(int argc, char** argv) {
   std::printf("  gRPC ServerLive (no inference)      median %.2f us/call (the transport alone)\n", Median(us[3]));
   std::printf("  gRPC added (per-round difference)   median %.2f us/call (target <= 150)\n", Median(grpc_over));
   std::printf("  HTTP added (per-round difference)   median %.2f us/call (target <= 300)\n", Median(http_over));
+  std::printf("  idle CPUs: cpuidle driver %s, guest_halt_poll_ns %s\n",
+              FirstLine("/sys/devices/system/cpu/cpuidle/current_driver").c_str(),
+              FirstLine("/sys/module/haltpoll/parameters/guest_halt_poll_ns").c_str());
   (*grpc_srv)->Stop();
   (*http_srv)->Stop();
   (*engine)->Close();
