@@ -103,8 +103,9 @@ class RequestWriter {
       AppendRaw(t, pending_);
       return;
     }
-    // Borrowed or adopted bytes are the caller's only until the answer (and
-    // gRPC may hold a slice longer): copy those once; own bytes go as they are.
+    // Borrowed or adopted bytes are the caller's again once the call is
+    // answered (it may write to them) while gRPC may still hold a slice: copy
+    // those once; a tensor's own bytes go as they are.
     if (t.external()) t = t.Clone();
     Flush();
     tensors_->push_back(std::move(t));
@@ -130,7 +131,6 @@ class RequestWriter {
 
   std::string pending_;  // serialized bytes not yet in a slice
   std::vector<grpc::Slice> slices_;
-  // Never reallocated while slices point into it: tensors are reserved below.
   // The large inputs; moving a Tensor keeps its bytes where they are.
   std::shared_ptr<std::vector<Tensor>> tensors_ = std::make_shared<std::vector<Tensor>>();
 };
