@@ -27,8 +27,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "bench_common.h"
 #include "baton/baton.h"
+#include "baton/core/file.h"
 #include "baton/serve/grpc_server.h"
 #include "baton/serve/http_server.h"
 #include "httplib.h"
@@ -40,11 +42,11 @@ namespace {
 namespace fs = std::filesystem;
 using baton::Tensor;
 
-// The first line of a sysfs file, or "-" when it cannot be read.
-std::string FirstLine(const fs::path& path) {
-  std::ifstream in(path);
-  std::string line;
-  return std::getline(in, line) ? line : "-";
+// A one-line sysfs setting without its newline, or "-" when there is none.
+std::string Setting(const std::string& path) {
+  absl::StatusOr<std::string> text = baton::ReadRegularFile(path, 4096, "sysfs setting");
+  if (!text.ok()) return "-";
+  return std::string(absl::StripTrailingAsciiWhitespace(*text));
 }
 
 using baton::bench::Median;
@@ -165,8 +167,8 @@ int main(int argc, char** argv) {
   std::printf("  gRPC added (per-round difference)   median %.2f us/call (target <= 150)\n", Median(grpc_over));
   std::printf("  HTTP added (per-round difference)   median %.2f us/call (target <= 300)\n", Median(http_over));
   std::printf("  idle CPUs: cpuidle driver %s, guest_halt_poll_ns %s\n",
-              FirstLine("/sys/devices/system/cpu/cpuidle/current_driver").c_str(),
-              FirstLine("/sys/module/haltpoll/parameters/guest_halt_poll_ns").c_str());
+              Setting("/sys/devices/system/cpu/cpuidle/current_driver").c_str(),
+              Setting("/sys/module/haltpoll/parameters/guest_halt_poll_ns").c_str());
   (*grpc_srv)->Stop();
   (*http_srv)->Stop();
   (*engine)->Close();

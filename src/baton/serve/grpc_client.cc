@@ -108,6 +108,7 @@ class RequestWriter {
     // those once; a tensor's own bytes go as they are.
     if (t.external()) t = t.Clone();
     Flush();
+    if (tensors_ == nullptr) tensors_ = std::make_shared<std::vector<Tensor>>();  // only calls with a large input
     tensors_->push_back(std::move(t));
     Tensor& held = tensors_->back();
     slices_.emplace_back(held.bytes().data(), held.byte_size(), &ReleaseTensors,
@@ -132,7 +133,7 @@ class RequestWriter {
   std::string pending_;  // serialized bytes not yet in a slice
   std::vector<grpc::Slice> slices_;
   // The large inputs; moving a Tensor keeps its bytes where they are.
-  std::shared_ptr<std::vector<Tensor>> tensors_ = std::make_shared<std::vector<Tensor>>();
+  std::shared_ptr<std::vector<Tensor>> tensors_;
 };
 
 // The answer of a finished call, as tensors, or why there is none.
