@@ -11,13 +11,16 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <atomic>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -52,6 +55,8 @@ class CliServeTest : public baton::testing::ZooDirTest<CliServeTest> {
   struct Sample {
     std::string body;
     std::vector<float> want;
+    json input;            // the input's JSON without its data
+    std::vector<float> x;  // the input's data
   };
   Sample MakeSample(uint64_t seed, const std::string& id = "") {
     auto model = graph::Model::LoadFile(Zoo("squeezenet"));
@@ -59,7 +64,8 @@ class CliServeTest : public baton::testing::ZooDirTest<CliServeTest> {
     auto inputs = verify::RandomInputs(**model, seed);
     EXPECT_TRUE(inputs.ok());
     const Tensor& x = (*inputs)[0].second;
-    json in = {{"name", (*inputs)[0].first}, {"datatype", "FP32"}, {"shape", x.shape()}};
+    const json head = {{"name", (*inputs)[0].first}, {"datatype", "FP32"}, {"shape", x.shape()}};
+    json in = head;
     in["data"] = std::vector<float>(x.data<float>().begin(), x.data<float>().end());
     json body = {{"inputs", json::array({in})}};
     if (!id.empty()) body["id"] = id;
@@ -68,7 +74,8 @@ class CliServeTest : public baton::testing::ZooDirTest<CliServeTest> {
     std::vector<std::pair<std::string, const Tensor*>> feeds = {{(*inputs)[0].first, &x}};
     auto outs = (*runner)->Run(feeds);
     EXPECT_TRUE(outs.ok());
-    return Sample{body.dump(), std::vector<float>((*outs)[0].data<float>().begin(), (*outs)[0].data<float>().end())};
+    return Sample{body.dump(), std::vector<float>((*outs)[0].data<float>().begin(), (*outs)[0].data<float>().end()),
+                  head, std::vector<float>(x.data<float>().begin(), x.data<float>().end())};
   }
 
   static void ExpectOutputs(const httplib::Result& r, const std::vector<float>& want) {
@@ -193,6 +200,52 @@ TEST_F(CliServeTest, CurlAgainstTheRestEndpoints) {
   ASSERT_EQ(got.size(), s.want.size());
   for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], s.want[i], 1e-4) << i;
 
+  // The binary tensor data extension, as Triton's HTTP client sends it by
+  // default: the input's bytes after the JSON, and the outputs asked for in binary.
+  {
+    json in = s.input;
+    in["parameters"] = {{"binary_data_size", s.x.size() * sizeof(float)}};
+    const std::string head = json({{"id", "bin-1"},
+                                   {"inputs", json::array({in})},
+                                   {"parameters", {{"binary_data_output", true}}}})
+                                 .dump();
+    const std::string bin_path = (dir_ / "curl_body.bin").string();
+    std::ofstream(bin_path, std::ios::binary) << head
+                                              << std::string(reinterpret_cast<const char*>(s.x.data()),
+                                                             s.x.size() * sizeof(float));
+    const std::string headers_path = (dir_ / "curl_headers.txt").string();
+    const Curled bin = Curl("-X POST -H 'Content-Type: application/octet-stream' -H "
+                            "'Inference-Header-Content-Length: " +
+                            std::to_string(head.size()) + "' -D " + headers_path + " --data-binary @" + bin_path +
+                            " " + url + "/v2/models/cam/infer");
+    ASSERT_EQ(bin.status, 200) << bin.body.substr(0, 300);
+    std::ifstream headers_in(headers_path);
+    const std::string headers((std::istreambuf_iterator<char>(headers_in)), std::istreambuf_iterator<char>());
+    const std::string key = "inference-header-content-length: ";
+    std::string lower = headers;
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    const size_t at = lower.find(key);
+    ASSERT_NE(at, std::string::npos) << headers;
+    const size_t json_length = std::stoul(headers.substr(at + key.size()));
+    EXPECT_THAT(lower, HasSubstr("content-type: application/octet-stream"));
+    ASSERT_LE(json_length, bin.body.size());
+    const json bin_answer = json::parse(bin.body.substr(0, json_length));
+    EXPECT_EQ(bin_answer["id"], "bin-1");
+    const size_t n = s.want.size() * sizeof(float);
+    EXPECT_EQ(bin_answer["outputs"][0]["parameters"]["binary_data_size"], n);
+    ASSERT_EQ(bin.body.size() - json_length, n);
+    std::vector<float> bin_got(s.want.size());
+    std::memcpy(bin_got.data(), bin.body.data() + json_length, n);
+    for (size_t i = 0; i < bin_got.size(); ++i) ASSERT_NEAR(bin_got[i], s.want[i], 1e-4) << i;
+
+    // A binary part shorter than the input needs: 400 naming the input, and the server goes on.
+    std::ofstream(bin_path, std::ios::binary) << head << "short";
+    const Curled truncated = Curl("-X POST -H 'Inference-Header-Content-Length: " + std::to_string(head.size()) +
+                                  "' --data-binary @" + bin_path + " " + url + "/v2/models/cam/infer");
+    EXPECT_EQ(truncated.status, 400);
+    EXPECT_THAT(truncated.body, HasSubstr("only 5 bytes of binary data are left"));
+  }
+
   const Curled bad = Curl("-X POST --data-binary '{\"inputs\": [' " + url + "/v2/models/cam/infer");
   EXPECT_EQ(bad.status, 400);
   EXPECT_THAT(bad.body, HasSubstr("not valid JSON"));
@@ -201,7 +254,7 @@ TEST_F(CliServeTest, CurlAgainstTheRestEndpoints) {
   EXPECT_THAT(unknown.body, HasSubstr("unknown model 'nope'"));
   const Curled metrics = Curl(url + "/metrics");
   EXPECT_EQ(metrics.status, 200);
-  EXPECT_THAT(metrics.body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 1"));
+  EXPECT_THAT(metrics.body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 2"));
 }
 
 TEST_F(CliServeTest, TensorsThroughSharedMemoryOverRest) {
@@ -211,7 +264,7 @@ TEST_F(CliServeTest, TensorsThroughSharedMemoryOverRest) {
   ASSERT_TRUE(server.ok()) << server.banner();
   httplib::Client c("127.0.0.1", server.port());
   c.set_read_timeout(60, 0);
-  EXPECT_EQ(json::parse(c.Get("/v2")->body)["extensions"], json({"system_shared_memory"}));
+  EXPECT_EQ(json::parse(c.Get("/v2")->body)["extensions"], json({"binary_tensor_data", "system_shared_memory"}));
 
   const Sample s = MakeSample(3);
   json body = json::parse(s.body);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 
 #include "baton/serve/kserve_json.h"
@@ -114,6 +115,132 @@ TEST(KServeJsonTest, ResponsesAndMetadata) {
   }
   EXPECT_EQ(HttpStatusOf(StatusCode::kResourceExhausted), 429);
   EXPECT_EQ(HttpStatusOf(StatusCode::kInvalidArgument), 400);
+}
+
+std::string Bytes(const void* p, size_t n) { return std::string(static_cast<const char*>(p), n); }
+
+TEST(KServeJsonTest, BinaryTensorDataInAndOut) {
+  const float x[6] = {1, 2, 3, 4, 5, 6};
+  const int64_t ids[2] = {7, -8};
+  const std::string head =
+      R"({"id": "b1", "parameters": {"binary_data_output": true}, "inputs": [)"
+      R"({"name": "x", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": 24}},)"
+      R"({"name": "ids", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}}],)"
+      R"("outputs": [{"name": "z", "parameters": {"binary_data": false}}, {"name": "y"}]})";
+  absl::StatusOr<ParsedRequest> r =
+      ParseInferRequest(head + Bytes(x, sizeof x) + Bytes(ids, sizeof ids), Model(), 1 << 20, nullptr,
+                        std::to_string(head.size()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->id, "b1");
+  const Tensor& tx = r->inputs.at("x");
+  EXPECT_EQ(tx.shape(), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(std::vector<float>(tx.data<float>().begin(), tx.data<float>().end()), std::vector<float>(x, x + 6));
+  EXPECT_EQ(r->inputs.at("ids").data<int64_t>()[1], -8);
+  EXPECT_TRUE(r->binary_data_output);
+  EXPECT_EQ(r->binary_data.at("z"), false);
+  EXPECT_EQ(r->outputs, (std::vector<std::string>{"z", "y"}));
+
+  // The answer: z as JSON (its own choice), y in binary after the JSON (the request's default).
+  Tensors out;
+  const float y[3] = {0.5f, -1.0f, 2.5f};
+  Tensor ty(dtype::kFloat, {1, 3});
+  std::copy(y, y + 3, ty.data<float>().begin());
+  out.emplace("y", std::move(ty));
+  Tensor tz(dtype::kInt32, {1});
+  tz.data<int32_t>()[0] = -4;
+  out.emplace("z", std::move(tz));
+  absl::StatusOr<InferResponseBody> resp = InferResponseBodyOf(Model(), *r, out);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  EXPECT_TRUE(resp->binary);
+  const nlohmann::json j = nlohmann::json::parse(resp->body.substr(0, resp->json_length));
+  EXPECT_EQ(j["id"], "b1");
+  EXPECT_EQ(j["outputs"][0]["name"], "z");
+  EXPECT_EQ(j["outputs"][0]["data"], nlohmann::json({-4}));
+  EXPECT_EQ(j["outputs"][1]["name"], "y");
+  EXPECT_EQ(j["outputs"][1]["parameters"]["binary_data_size"], 12);
+  EXPECT_FALSE(j["outputs"][1].contains("data"));
+  EXPECT_EQ(resp->body.substr(resp->json_length), Bytes(y, sizeof y));
+
+  // No binary asked for: the whole body is JSON.
+  ParsedRequest plain;
+  absl::StatusOr<InferResponseBody> json_only = InferResponseBodyOf(Model(), plain, out);
+  ASSERT_TRUE(json_only.ok());
+  EXPECT_FALSE(json_only->binary);
+  EXPECT_EQ(json_only->json_length, json_only->body.size());
+  EXPECT_EQ(nlohmann::json::parse(json_only->body)["outputs"][0]["data"][2], 2.5);
+
+  // One output asks for binary without the request default; a JSON input and
+  // the header with nothing after the JSON are fine together.
+  const std::string one = Request(kGoodX).substr(0, Request(kGoodX).size() - 1) +
+                          R"(, "outputs": [{"name": "y", "parameters": {"binary_data": true}}]})";
+  absl::StatusOr<ParsedRequest> r1 = ParseInferRequest(one, Model(), 1 << 20, nullptr, std::to_string(one.size()));
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  absl::StatusOr<InferResponseBody> resp1 = InferResponseBodyOf(Model(), *r1, out);
+  ASSERT_TRUE(resp1.ok());
+  EXPECT_TRUE(resp1->binary);
+  EXPECT_EQ(resp1->body.size(), resp1->json_length + 12);
+}
+
+TEST(KServeJsonTest, BinaryBytesTensorsAreLengthPrefixed) {
+  ModelInfo m;
+  m.name = "tok";
+  m.inputs = {TensorInfo{"s", dtype::kString, "string", {2}, true}};
+  m.outputs = {TensorInfo{"t", dtype::kString, "string", {2}, true}};
+  const std::string raw = std::string("\x02\0\0\0ab\0\0\0\0", 10);
+  const std::string head = R"({"inputs": [{"name": "s", "shape": [2], "datatype": "BYTES", "parameters": )"
+                           R"({"binary_data_size": 10}}], "parameters": {"binary_data_output": true}})";
+  absl::StatusOr<ParsedRequest> r = ParseInferRequest(head + raw, m, 1 << 20, nullptr, std::to_string(head.size()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->inputs.at("s").strings(), (std::vector<std::string>{"ab", ""}));
+  Tensors out;
+  out.emplace("t", Tensor::Strings({2}, {"ab", ""}));
+  absl::StatusOr<InferResponseBody> resp = InferResponseBodyOf(m, *r, out);
+  ASSERT_TRUE(resp.ok());
+  EXPECT_EQ(resp->body.substr(resp->json_length), raw);
+}
+
+TEST(KServeJsonTest, BadBinaryRequestsSayWhatIsWrong) {
+  const float x[6] = {1, 2, 3, 4, 5, 6};
+  const std::string ids = R"({"name": "ids", "shape": [2], "datatype": "INT64", "data": [7, -8]})";
+  auto head = [&](const std::string& x_params) {
+    return R"({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", )" + x_params + "}, " + ids + "]}";
+  };
+  const std::string h24 = head(R"("parameters": {"binary_data_size": 24})");
+  struct Case {
+    std::string body;
+    std::optional<std::string> header;
+    std::string says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {h24 + Bytes(x, 24), std::nullopt, "no Inference-Header-Content-Length header"},
+           {h24 + Bytes(x, 24), "12a", "must be the length in bytes of the body's JSON part, got '12a'"},
+           {h24 + Bytes(x, 24), "-5", "got '-5'"},
+           {h24 + Bytes(x, 24), "100000", "says the JSON part has 100000 bytes, but the whole body has"},
+           {h24 + Bytes(x, 10), std::to_string(h24.size()), "only 10 bytes of binary data are left"},
+           {h24 + Bytes(x, 24) + "extra", std::to_string(h24.size()),
+            "the body has 29 bytes after its JSON part (Inference-Header-Content-Length), but the inputs' "
+            "'binary_data_size' add up to 24"},
+           {head(R"("parameters": {"binary_data_size": 20})") + Bytes(x, 20),
+            std::to_string(head(R"("parameters": {"binary_data_size": 20})").size()),
+            "input 'x': raw content holds 20 bytes, but float32 [2,3] needs 24"},
+           {head(R"("data": [1, 2, 3, 4, 5, 6], "parameters": {"binary_data_size": 24})") + Bytes(x, 24),
+            std::to_string(head(R"("data": [1, 2, 3, 4, 5, 6], "parameters": {"binary_data_size": 24})").size()),
+            "has 'data' and 'binary_data_size'; use one"},
+           {head(R"("parameters": {"binary_data_size": -1})"), std::nullopt, "'binary_data_size' must be an integer"},
+           {Request(kGoodX).substr(0, Request(kGoodX).size() - 1) +
+                R"(, "outputs": [{"name": "y", "parameters": {"binary_data": 1}}]})",
+            std::nullopt, "output 'y': parameter 'binary_data' must be true or false"},
+           {Request(kGoodX).substr(0, Request(kGoodX).size() - 1) +
+                R"(, "outputs": [{"name": "y", "parameters": {"classification": 3}}]})",
+            std::nullopt, "classification extension is not supported"},
+           {R"({"parameters": {"binary_data_output": "yes"}, "inputs": []})", std::nullopt,
+            "parameter 'binary_data_output' must be true or false"},
+       }) {
+    absl::StatusOr<ParsedRequest> r = ParseInferRequest(c.body, Model(), 1 << 20, nullptr, c.header);
+    ASSERT_FALSE(r.ok()) << c.body.substr(0, 200);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr(c.says)) << c.body.substr(0, 200);
+  }
 }
 
 TEST(MetricsTest, PrometheusTextPassesPromtool) {

@@ -1,7 +1,10 @@
 // Fuzz target: a KServe v2 REST inference request body
 // (serve::ParseInferRequest) against a model with inputs of several datatypes,
-// some in a client shared memory region (fuzz_shm.h).
+// some in a client shared memory region (fuzz_shm.h), some as binary tensor
+// data. An input with a NUL byte is split there: the part before it is the
+// Inference-Header-Content-Length header's value, the rest the body.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,6 +27,17 @@ ModelInfo FuzzModel() {
   return m;
 }
 
+// "LEN\0" + JSON + raw bytes of x (FP32 [1, 2]) and s (BYTES [2]).
+std::string BinarySeed() {
+  const std::string json =
+      R"({"parameters": {"binary_data_output": true},
+          "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
+                     {"name": "s", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 10}}],
+          "outputs": [{"name": "y", "parameters": {"binary_data": false}}]})";
+  const std::string raw("\0\0\x80?\0\0\0@\x02\0\0\0ab\0\0\0\0", 18);
+  return std::to_string(json.size()) + std::string(1, '\0') + json + raw;
+}
+
 }  // namespace
 
 std::vector<std::string> Seeds() {
@@ -42,6 +56,7 @@ std::vector<std::string> Seeds() {
                      {"name": "s", "shape": [1], "datatype": "BYTES",
                       "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4}}],
           "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 64}}]})",
+      BinarySeed(),
   };
 }
 
@@ -49,7 +64,12 @@ std::vector<std::string> Seeds() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const baton::ModelInfo model = baton::fuzz::FuzzModel();
-  (void)baton::serve::ParseInferRequest(std::string_view(reinterpret_cast<const char*>(data), size), model,
-                                        size_t{1} << 16, baton::fuzz::FuzzShm());
+  std::string_view body(reinterpret_cast<const char*>(data), size);
+  std::optional<std::string_view> header_length;
+  if (const size_t nul = body.find('\0'); nul != std::string_view::npos) {
+    header_length = body.substr(0, nul);
+    body.remove_prefix(nul + 1);
+  }
+  (void)baton::serve::ParseInferRequest(body, model, size_t{1} << 16, baton::fuzz::FuzzShm(), header_length);
   return 0;
 }

@@ -2,6 +2,9 @@
 
 #include <exception>
 #include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
 #include <regex>
 #include <utility>
 
@@ -127,7 +130,8 @@ void HttpServer::Route() {
   srv.Get("/v2", [shm](const httplib::Request&, httplib::Response& res) {
     Reply(res, 200, {{"name", "baton"},
                      {"version", kVersion},
-                     {"extensions", shm ? json::array({"system_shared_memory"}) : json::array()}});
+                     {"extensions", shm ? json::array({"binary_tensor_data", "system_shared_memory"})
+                                        : json::array({"binary_tensor_data"})}});
   });
   srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(PrometheusText(engine_.Stats(), options_.shared_memory.get()),
@@ -152,7 +156,12 @@ void HttpServer::Route() {
   srv.Post(R"(/v2/models/([^/]+)/infer)", [this, model_of](const httplib::Request& req, httplib::Response& res) {
     const ModelInfo* m = model_of(req, res);
     if (m == nullptr) return;
-    absl::StatusOr<ParsedRequest> parsed = ParseInferRequest(req.body, *m, kMaxElements, options_.shared_memory.get());
+    std::optional<std::string_view> header_length;  // the binary tensor data extension
+    if (req.has_header("Inference-Header-Content-Length")) {
+      header_length = req.get_header_value("Inference-Header-Content-Length");
+    }
+    absl::StatusOr<ParsedRequest> parsed =
+        ParseInferRequest(req.body, *m, kMaxElements, options_.shared_memory.get(), header_length);
     if (!parsed.ok()) {
       Error(res, 400, std::string(parsed.status().message()));
       return;
@@ -162,14 +171,17 @@ void HttpServer::Route() {
       Error(res, HttpStatusOf(out.status().code()), out.status().message());
       return;
     }
-    absl::StatusOr<json> body = InferResponseJson(*m, parsed->id, *out, parsed->outputs, parsed->shm_outputs);
+    absl::StatusOr<InferResponseBody> body = InferResponseBodyOf(*m, *parsed, *out);
     if (!body.ok()) {
       // Writing an output to shared memory can fail for the client's own doing (a region too small: 400).
       const auto code = static_cast<StatusCode>(static_cast<int>(body.status().code()));
       Error(res, parsed->shm_outputs.empty() ? 500 : HttpStatusOf(code), std::string(body.status().message()));
       return;
     }
-    Reply(res, 200, *body);
+    res.status = 200;
+    if (body->binary) res.set_header("Inference-Header-Content-Length", std::to_string(body->json_length));
+    res.set_header("Content-Type", body->binary ? "application/octet-stream" : "application/json");
+    res.body = std::move(body->body);  // what set_content does, without copying the outputs' bytes
   });
   // The system shared memory extension; 400 while it is off.
   auto shm_call = [this](httplib::Response& res, const std::function<absl::Status(SharedMemoryRegistry&)>& body) {

@@ -1,14 +1,18 @@
 #include "baton/serve/kserve_json.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <span>
 #include <tuple>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "baton/serve/kserve_raw.h"
@@ -238,10 +242,49 @@ absl::StatusOr<std::optional<ShmParams>> ShmParamsOf(const json& tensor, const s
   return p;
 }
 
+// An input's "binary_data_size" parameter (the binary tensor data
+// extension): none (nullopt) or a byte count.
+absl::StatusOr<std::optional<uint64_t>> BinarySizeOf(const json& tensor, const std::string& where) {
+  auto params = tensor.find("parameters");
+  if (params == tensor.end() || !params->is_object()) return std::nullopt;  // ShmParamsOf checked the form
+  auto size = params->find("binary_data_size");
+  if (size == params->end()) return std::nullopt;
+  if (!size->is_number_unsigned() && !(size->is_number_integer() && size->get<int64_t>() >= 0)) {
+    return Bad(absl::StrCat(where, ": 'binary_data_size' must be an integer >= 0"));
+  }
+  return size->get<uint64_t>();
+}
+
+// A boolean parameter `key` of the object `params`, or `otherwise` when absent.
+absl::StatusOr<bool> BoolParam(const json& params, const char* key, bool otherwise, const std::string& where) {
+  auto it = params.find(key);
+  if (it == params.end()) return otherwise;
+  if (!it->is_boolean()) return Bad(absl::StrCat(where, ": parameter '", key, "' must be true or false"));
+  return it->get<bool>();
+}
+
 }  // namespace
 
 absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const ModelInfo& model, size_t max_elements,
-                                                const SharedMemoryRegistry* shm) {
+                                                const SharedMemoryRegistry* shm,
+                                                std::optional<std::string_view> header_length) {
+  std::string_view binary;  // the tensor bytes after the JSON part
+  if (header_length) {
+    uint64_t n = 0;
+    const std::string given(header_length->substr(0, 64));  // a header value, shown in the error
+    const std::string text(absl::StripAsciiWhitespace(given));
+    if (text.empty() || !std::all_of(text.begin(), text.end(), absl::ascii_isdigit) || !absl::SimpleAtoi(text, &n)) {
+      return Bad(absl::StrCat("model '", model.name, "': the Inference-Header-Content-Length header must be the "
+                              "length in bytes of the body's JSON part, got '", given, "'"));
+    }
+    if (n > body.size()) {
+      return Bad(absl::StrCat("model '", model.name, "': the Inference-Header-Content-Length header says the JSON part has ",
+                              n, " bytes, but the whole body has ", body.size()));
+    }
+    binary = body.substr(n);
+    body = body.substr(0, n);
+  }
+  size_t binary_used = 0;
   const json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Bad(absl::StrCat("model '", model.name, "': the request body is not valid JSON"));
   if (!doc.is_object()) return Bad(absl::StrCat("model '", model.name, "': the request body must be a JSON object"));
@@ -264,6 +307,7 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
         req.options.deadline = std::chrono::nanoseconds(static_cast<int64_t>(p->get<double>() * 1e3));
       }
     }
+    BATON_ASSIGN_OR_RETURN(req.binary_data_output, BoolParam(*it, "binary_data_output", false, "request"));
   }
   auto inputs = doc.find("inputs");
   if (inputs == doc.end() || !inputs->is_array()) {
@@ -314,6 +358,29 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
       elements *= static_cast<uint64_t>(d);
     }
     BATON_ASSIGN_OR_RETURN(std::optional<ShmParams> in_shm, ShmParamsOf(in, where));
+    BATON_ASSIGN_OR_RETURN(std::optional<uint64_t> binary_size, BinarySizeOf(in, where));
+    if (binary_size) {
+      if (in_shm) {
+        return Bad(absl::StrCat(where, ": has 'binary_data_size' and names shared memory region '", in_shm->region,
+                                "'; use one"));
+      }
+      if (in.contains("data")) return Bad(absl::StrCat(where, ": has 'data' and 'binary_data_size'; use one"));
+      if (!header_length) {
+        return Bad(absl::StrCat(where, ": has 'binary_data_size' but the request has no "
+                                       "Inference-Header-Content-Length header; send it with the length of the "
+                                       "body's JSON part"));
+      }
+      if (*binary_size > binary.size() - binary_used) {
+        return Bad(absl::StrCat(where, ": 'binary_data_size' is ", *binary_size, " bytes, but only ",
+                                binary.size() - binary_used, " bytes of binary data are left after the JSON part"));
+      }
+      BATON_ASSIGN_OR_RETURN(
+          Tensor t, TensorFromRaw(std::string(binary.substr(binary_used, *binary_size)), want->elem_type,
+                                  std::move(shape), where));
+      binary_used += *binary_size;
+      req.inputs.emplace(name, std::move(t));
+      continue;
+    }
     if (in_shm) {
       if (in.contains("data")) {
         return Bad(absl::StrCat(where, ": has 'data' and names shared memory region '", in_shm->region, "'; use one"));
@@ -346,6 +413,11 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
     BATON_RETURN_IF_ERROR(Fill(leaves, t, where));
     req.inputs.emplace(name, std::move(t));
   }
+  if (binary_used != binary.size()) {
+    return Bad(absl::StrCat("model '", model.name, "': the body has ", binary.size(),
+                            " bytes after its JSON part (Inference-Header-Content-Length), but the inputs' "
+                            "'binary_data_size' add up to ", binary_used));
+  }
   for (const TensorInfo& t : model.inputs) {
     if (!req.inputs.count(t.name)) {
       return Bad(absl::StrCat("model '", model.name, "': input '", t.name, "' (",
@@ -365,6 +437,15 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
       if (!known) return Bad(absl::StrCat("model '", model.name, "' has no output '", name, "'"));
       const std::string where = absl::StrCat("model '", model.name, "' output '", name, "'");
       BATON_ASSIGN_OR_RETURN(std::optional<ShmParams> out_shm, ShmParamsOf(o, where));
+      if (auto params = o.find("parameters"); params != o.end()) {
+        if (params->contains("binary_data")) {
+          BATON_ASSIGN_OR_RETURN(req.binary_data[name], BoolParam(*params, "binary_data", false, where));
+        }
+        if (auto c = params->find("classification"); c != params->end() && !(c->is_number_integer() && *c == 0)) {
+          return Bad(absl::StrCat(where, ": the classification extension is not supported; ask for the output "
+                                         "itself and rank it in the client"));
+        }
+      }
       if (out_shm) {
         if (shm == nullptr) return SharedMemoryOff(where, out_shm->region);
         BATON_ASSIGN_OR_RETURN(SharedMemoryRegistry::Target target,
@@ -377,9 +458,14 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
   return req;
 }
 
-absl::StatusOr<nlohmann::json> InferResponseJson(const ModelInfo& model, const std::string& id, const Tensors& outputs,
-                                                 const std::vector<std::string>& requested,
-                                                 const std::map<std::string, ShmOutput>& shm_outputs) {
+namespace {
+
+// The JSON response; outputs for which `binary(name)` holds have their raw
+// bytes appended to `*blob` instead of "data" (`blob` may be null when none does).
+absl::StatusOr<json> ResponseJson(const ModelInfo& model, const std::string& id, const Tensors& outputs,
+                                  const std::vector<std::string>& requested,
+                                  const std::map<std::string, ShmOutput>& shm_outputs,
+                                  const std::function<bool(const std::string&)>& binary, std::string* blob) {
   std::vector<std::string> names = requested;
   if (names.empty()) {
     for (const TensorInfo& t : model.outputs) names.push_back(t.name);
@@ -402,6 +488,10 @@ absl::StatusOr<nlohmann::json> InferResponseJson(const ModelInfo& model, const s
       out["parameters"] = {{"shared_memory_region", shm->second.region},
                            {"shared_memory_offset", shm->second.offset},
                            {"shared_memory_byte_size", raw.size()}};
+    } else if (blob != nullptr && binary(name)) {
+      const size_t before = blob->size();
+      AppendRaw(t, *blob);
+      out["parameters"] = {{"binary_data_size", blob->size() - before}};
     } else {
       BATON_ASSIGN_OR_RETURN(out["data"], DataOf(t));
     }
@@ -410,6 +500,35 @@ absl::StatusOr<nlohmann::json> InferResponseJson(const ModelInfo& model, const s
   json doc = {{"model_name", model.name}, {"model_version", "1"}, {"outputs", std::move(outs)}};
   if (!id.empty()) doc["id"] = id;
   return doc;
+}
+
+}  // namespace
+
+absl::StatusOr<nlohmann::json> InferResponseJson(const ModelInfo& model, const std::string& id, const Tensors& outputs,
+                                                 const std::vector<std::string>& requested,
+                                                 const std::map<std::string, ShmOutput>& shm_outputs) {
+  return ResponseJson(model, id, outputs, requested, shm_outputs, nullptr, nullptr);
+}
+
+absl::StatusOr<InferResponseBody> InferResponseBodyOf(const ModelInfo& model, const ParsedRequest& request,
+                                                      const Tensors& outputs) {
+  bool any_binary = false;
+  auto binary = [&](const std::string& name) {
+    auto it = request.binary_data.find(name);
+    const bool b = it != request.binary_data.end() ? it->second : request.binary_data_output;
+    any_binary = any_binary || b;
+    return b;
+  };
+  std::string blob;
+  BATON_ASSIGN_OR_RETURN(json doc,
+                         ResponseJson(model, request.id, outputs, request.outputs, request.shm_outputs, binary, &blob));
+  InferResponseBody r;
+  // Strings from a model (BYTES outputs) may not be valid UTF-8: replace, never throw.
+  r.body = doc.dump(-1, ' ', false, json::error_handler_t::replace);
+  r.json_length = r.body.size();
+  r.binary = any_binary;
+  r.body += blob;
+  return r;
 }
 
 int HttpStatusOf(StatusCode code) {

@@ -15,6 +15,16 @@
 // "shared_memory_byte_size": n, "shared_memory_offset": o} instead of `data`;
 // such an output is answered with those parameters and no `data`.
 //
+// The binary tensor data extension (Triton's `binary_tensor_data`): the body
+// is the JSON object followed by tensor bytes, and the HTTP header
+// `Inference-Header-Content-Length` gives the JSON object's length. An input
+// with "parameters": {"binary_data_size": n} takes the next n bytes after the
+// JSON (inputs in their JSON order), in the raw form of kserve_raw.h. An
+// output is answered in binary when its request says "parameters":
+// {"binary_data": true}, or when the request's parameter "binary_data_output"
+// is true and the output does not say otherwise; such an output carries
+// "parameters": {"binary_data_size": n} and its bytes follow the JSON answer.
+//
 // Thread-safety: pure functions.
 #pragma once
 
@@ -53,6 +63,8 @@ struct ParsedRequest {
   InferOptions options;
   std::vector<std::string> outputs;  // requested, in order; empty = all
   std::map<std::string, ShmOutput> shm_outputs;  // those of `outputs` that go to shared memory
+  bool binary_data_output = false;               // the request parameter: outputs in binary by default
+  std::map<std::string, bool> binary_data;       // requested outputs' own "binary_data" choice
 };
 
 // Parses and checks a request body against `model`: malformed JSON, an
@@ -61,9 +73,12 @@ struct ParsedRequest {
 // model does not have, or bad parameters give InvalidArgument naming the
 // tensor and what was expected. `max_elements` bounds every tensor. `shm`:
 // the registry that shared memory parameters name (null = the extension is
-// off, and a request that uses it is refused).
+// off, and a request that uses it is refused). `header_length`: the value of
+// the Inference-Header-Content-Length header, nullopt when it is absent (the
+// whole body is JSON); binary data that does not fit it is refused the same way.
 absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const ModelInfo& model, size_t max_elements,
-                                                const SharedMemoryRegistry* shm = nullptr);
+                                                const SharedMemoryRegistry* shm = nullptr,
+                                                std::optional<std::string_view> header_length = std::nullopt);
 
 // The response for `outputs` (all, in the model's order, unless `requested`
 // names some): {"model_name", "id", "outputs": [{"name", "datatype", "shape", "data"}]}.
@@ -72,6 +87,17 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
 absl::StatusOr<nlohmann::json> InferResponseJson(const ModelInfo& model, const std::string& id, const Tensors& outputs,
                                                  const std::vector<std::string>& requested,
                                                  const std::map<std::string, ShmOutput>& shm_outputs = {});
+
+// The whole HTTP answer to a parsed request: the JSON response, then the
+// bytes of the outputs answered in binary. `json_length` is the JSON part's
+// length (the Inference-Header-Content-Length header to send when `binary`).
+struct InferResponseBody {
+  std::string body;
+  size_t json_length = 0;
+  bool binary = false;  // some output's bytes follow the JSON
+};
+absl::StatusOr<InferResponseBody> InferResponseBodyOf(const ModelInfo& model, const ParsedRequest& request,
+                                                      const Tensors& outputs);
 
 // HTTP status for a baton status code (400, 404, 429, 503, 504, 500).
 int HttpStatusOf(StatusCode code);
