@@ -150,6 +150,32 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
                 ::testing::ElementsAre(1, 3, 64, 64));
   }
   {
+    // The model configuration, as Triton's clients read it (perf_analyzer,
+    // get_model_config); the enum's numbers are those of model_config.proto.
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ModelConfigRequest req;
+    req.set_name("cam");
+    inference::ModelConfigResponse resp;
+    ASSERT_TRUE(stub->ModelConfig(&ctx, req, &resp).ok());
+    const inference::ModelConfig& c = resp.config();
+    EXPECT_EQ(c.name(), "cam");
+    EXPECT_EQ(c.platform(), "onnxruntime_onnx");
+    EXPECT_EQ(c.max_batch_size(), 0);
+    ASSERT_EQ(c.input_size(), 1);
+    EXPECT_EQ(static_cast<int>(c.input(0).data_type()), 11);  // TYPE_FP32
+    EXPECT_THAT(std::vector<int64_t>(c.input(0).dims().begin(), c.input(0).dims().end()),
+                ::testing::ElementsAre(1, 3, 64, 64));
+    ASSERT_EQ(c.output_size(), 1);
+    EXPECT_EQ(c.output(0).data_type(), inference::TYPE_FP32);
+    grpc::ClientContext bad_ctx;
+    Prepare(bad_ctx);
+    req.set_name("nope");
+    grpc::Status bad = stub->ModelConfig(&bad_ctx, req, &resp);
+    EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(bad.error_message(), HasSubstr("unknown model 'nope'"));
+  }
+  {
     grpc::ClientContext ctx;
     Prepare(ctx);
     inference::ModelReadyRequest req;

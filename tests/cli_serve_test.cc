@@ -104,6 +104,12 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
   EXPECT_EQ(meta["inputs"][0]["datatype"], "FP32");
   EXPECT_EQ(meta["inputs"][0]["shape"], json({1, 3, 64, 64}));
   EXPECT_EQ(c.Get("/v2/models/cam/ready")->status, 200);
+  const json config = json::parse(c.Get("/v2/models/cam/config")->body);
+  EXPECT_EQ(config["max_batch_size"], 0);
+  EXPECT_EQ(config["input"][0]["data_type"], "TYPE_FP32");
+  EXPECT_EQ(config["input"][0]["dims"], json({1, 3, 64, 64}));
+  EXPECT_EQ(config["output"][0]["data_type"], "TYPE_FP32");
+  EXPECT_EQ(c.Get("/v2/models/nope/config")->status, 400);
 
   const Sample s = MakeSample(1, "req-7");
   auto r = c.Post("/v2/models/cam/infer", s.body, "application/json");

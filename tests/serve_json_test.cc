@@ -113,6 +113,18 @@ TEST(KServeJsonTest, ResponsesAndMetadata) {
     ASSERT_TRUE(KServeDatatype(t).has_value()) << t;
     EXPECT_EQ(ElemTypeOfKServe(*KServeDatatype(t)), t);
   }
+  const nlohmann::json config = ModelConfigJson(m);
+  EXPECT_EQ(config["name"], "cam");
+  EXPECT_EQ(config["max_batch_size"], 0);
+  EXPECT_EQ(config["input"][0]["data_type"], "TYPE_FP32");
+  EXPECT_EQ(config["input"][0]["dims"], nlohmann::json({-1, 3}));
+  EXPECT_EQ(config["input"][0]["format"], "FORMAT_NONE");
+  EXPECT_EQ(config["input"][1]["data_type"], "TYPE_INT64");
+  EXPECT_EQ(config["output"][1]["data_type"], "TYPE_INT32");
+  EXPECT_FALSE(config["output"][0].contains("format"));
+  EXPECT_EQ(ConfigDatatype(dtype::kString), "TYPE_STRING");
+  EXPECT_EQ(ConfigDatatype(dtype::kBool), "TYPE_BOOL");
+  EXPECT_EQ(ConfigDatatype(dtype::kFloat16), "TYPE_FP16");
   EXPECT_EQ(HttpStatusOf(StatusCode::kResourceExhausted), 429);
   EXPECT_EQ(HttpStatusOf(StatusCode::kInvalidArgument), 400);
 }

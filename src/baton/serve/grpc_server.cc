@@ -519,6 +519,37 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
     });
   }
 
+  grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* ctx, const inference::ModelConfigRequest* req,
+                                        inference::ModelConfigResponse* resp) override {
+    return Unary(ctx, false, [&] {
+      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+      if (!m.ok()) return Invalid(std::string(m.status().message()));
+      inference::ModelConfig& c = *resp->mutable_config();
+      c.set_name((*m)->name);
+      c.set_platform("onnxruntime_onnx");
+      c.set_backend("onnxruntime");
+      c.set_max_batch_size(0);
+      auto datatype = [](const TensorInfo& t) {
+        inference::DataType d = inference::TYPE_INVALID;
+        inference::DataType_Parse(ConfigDatatype(t.elem_type).value_or("TYPE_INVALID"), &d);
+        return d;
+      };
+      for (const TensorInfo& t : (*m)->inputs) {
+        inference::ModelInput& in = *c.add_input();
+        in.set_name(t.name);
+        in.set_data_type(datatype(t));
+        for (int64_t d : t.shape) in.add_dims(d);
+      }
+      for (const TensorInfo& t : (*m)->outputs) {
+        inference::ModelOutput& out = *c.add_output();
+        out.set_name(t.name);
+        out.set_data_type(datatype(t));
+        for (int64_t d : t.shape) out.add_dims(d);
+      }
+      return grpc::Status::OK;
+    });
+  }
+
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx, const ModelInferRequest* req,
                                        ModelInferResponse* resp) override {
     grpc::ServerUnaryReactor* r = ctx->DefaultReactor();

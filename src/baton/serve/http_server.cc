@@ -150,6 +150,9 @@ void HttpServer::Route() {
   srv.Get(R"(/v2/models/([^/]+))", [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, ModelMetadataJson(*m));
   });
+  srv.Get(R"(/v2/models/([^/]+)/config)", [model_of](const httplib::Request& req, httplib::Response& res) {
+    if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, ModelConfigJson(*m));
+  });
   srv.Get(R"(/v2/models/([^/]+)/ready)", [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, {{"name", m->name}, {"ready", true}});
   });

@@ -207,6 +207,27 @@ nlohmann::json ModelMetadataJson(const ModelInfo& model) {
           {"inputs", inputs},     {"outputs", outputs}};
 }
 
+std::optional<std::string> ConfigDatatype(ElemType type) {
+  if (type == dtype::kString) return "TYPE_STRING";
+  std::optional<std::string> kserve = KServeDatatype(type);
+  if (!kserve) return std::nullopt;
+  return "TYPE_" + *kserve;
+}
+
+nlohmann::json ModelConfigJson(const ModelInfo& model) {
+  auto tensors = [](const std::vector<TensorInfo>& list, bool input) {
+    json out = json::array();
+    for (const TensorInfo& t : list) {
+      json e = {{"name", t.name}, {"data_type", ConfigDatatype(t.elem_type).value_or("TYPE_INVALID")}, {"dims", t.shape}};
+      if (input) e["format"] = "FORMAT_NONE";
+      out.push_back(std::move(e));
+    }
+    return out;
+  };
+  return {{"name", model.name},        {"platform", "onnxruntime_onnx"},       {"backend", "onnxruntime"},
+          {"max_batch_size", 0},       {"input", tensors(model.inputs, true)}, {"output", tensors(model.outputs, false)}};
+}
+
 namespace {
 
 // The shared memory parameters of an input or output: none (nullopt), or a

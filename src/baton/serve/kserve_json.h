@@ -50,6 +50,15 @@ std::optional<ElemType> ElemTypeOfKServe(std::string_view datatype);
 // GET /v2/models/{m}: name, versions, platform, inputs and outputs (-1 for free dims).
 nlohmann::json ModelMetadataJson(const ModelInfo& model);
 
+// The model configuration's datatype name ("TYPE_FP32", "TYPE_STRING" for
+// BYTES, ...; Triton's model_config.proto); nullopt where KServe has none.
+std::optional<std::string> ConfigDatatype(ElemType type);
+
+// GET /v2/models/{m}/config, Triton's model configuration in its JSON form:
+// name, platform, backend, max_batch_size 0 (a baton model's shapes include
+// any batch dimension), and input/output with data_type and dims (-1 free).
+nlohmann::json ModelConfigJson(const ModelInfo& model);
+
 // A requested output that goes to client shared memory.
 struct ShmOutput {
   std::string region;
