@@ -145,6 +145,16 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
   }
   ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
 
+  // The statistics extension counts the same two.
+  const json stats = json::parse(c.Get("/v2/models/cam/stats")->body);
+  ASSERT_EQ(stats["model_stats"].size(), 1u);
+  EXPECT_EQ(stats["model_stats"][0]["name"], "cam");
+  EXPECT_EQ(stats["model_stats"][0]["inference_count"], 2);
+  EXPECT_EQ(stats["model_stats"][0]["inference_stats"]["success"]["count"], 2);
+  EXPECT_GT(stats["model_stats"][0]["inference_stats"]["success"]["ns"].get<uint64_t>(), 0u);
+  EXPECT_EQ(json::parse(c.Get("/v2/models/stats")->body)["model_stats"].size(), 1u);
+  EXPECT_EQ(c.Get("/v2/models/nope/stats")->status, 400);
+
   // Metrics: the two good requests, and promtool accepts the text.
   auto m = c.Get("/metrics");
   ASSERT_TRUE(m);
@@ -270,7 +280,7 @@ TEST_F(CliServeTest, TensorsThroughSharedMemoryOverRest) {
   ASSERT_TRUE(server.ok()) << server.banner();
   httplib::Client c("127.0.0.1", server.port());
   c.set_read_timeout(60, 0);
-  EXPECT_EQ(json::parse(c.Get("/v2")->body)["extensions"], json({"binary_tensor_data", "system_shared_memory"}));
+  EXPECT_EQ(json::parse(c.Get("/v2")->body)["extensions"], json({"binary_tensor_data", "statistics", "system_shared_memory"}));
 
   const Sample s = MakeSample(3);
   json body = json::parse(s.body);

@@ -255,6 +255,41 @@ TEST(KServeJsonTest, BadBinaryRequestsSayWhatIsWrong) {
   }
 }
 
+TEST(KServeJsonTest, StatisticsFromTheEngineCounters) {
+  EngineStats s;
+  for (const char* name : {"a", "b"}) {
+    ModelStats& m = s.models.emplace_back();
+    m.name = name;
+  }
+  ModelStats& a = s.models[0];
+  a.completed = 3;
+  a.failed = 1;
+  a.rejected = 2;
+  a.deadline_exceeded = 1;
+  a.invalid = 1;
+  a.latency_sum_s = 0.25;
+  a.queue_sum_s = 0.05;
+  a.compute_sum_s = 0.2;
+  a.failed_sum_s = 0.5;
+  a.last_answer_unix_ms = 1700000000000;
+  const std::vector<KServeModelStatistics> only_a = KServeStatistics(s, "a");
+  ASSERT_EQ(only_a.size(), 1u);
+  EXPECT_EQ(only_a[0].fail.count, 5u);
+  EXPECT_EQ(only_a[0].fail.ns, 500000000u);
+  EXPECT_EQ(KServeStatistics(s).size(), 2u);
+  const nlohmann::json j = StatisticsJson(only_a);
+  const nlohmann::json& m = j["model_stats"][0];
+  EXPECT_EQ(m["name"], "a");
+  EXPECT_EQ(m["version"], "1");
+  EXPECT_EQ(m["last_inference"], 1700000000000u);
+  EXPECT_EQ(m["inference_count"], 3);
+  EXPECT_EQ(m["execution_count"], 3);
+  EXPECT_EQ(m["inference_stats"]["success"], nlohmann::json({{"count", 3}, {"ns", 250000000}}));
+  EXPECT_EQ(m["inference_stats"]["queue"]["ns"], 50000000);
+  EXPECT_EQ(m["inference_stats"]["compute_infer"]["ns"], 200000000);
+  EXPECT_EQ(m["inference_stats"]["compute_input"]["count"], 0);
+}
+
 TEST(MetricsTest, PrometheusTextPassesPromtool) {
   EngineStats s;
   s.uptime_s = 12.5;

@@ -622,25 +622,22 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
         absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
         if (!m.ok()) return Invalid(std::string(m.status().message()));
       }
-      const EngineStats stats = engine.Stats();
-      auto ns = [](double s) { return static_cast<uint64_t>(std::max(0.0, s) * 1e9); };
-      for (const ModelStats& m : stats.models) {
-        if (!req->name().empty() && m.name != req->name()) continue;
+      auto fill = [](const DurationStat& d, inference::StatisticDuration* out) {
+        out->set_count(d.count);
+        out->set_ns(d.ns);
+      };
+      for (const KServeModelStatistics& k : KServeStatistics(engine.Stats(), req->name())) {
         inference::ModelStatistics* out = resp->add_model_stats();
-        out->set_name(m.name);
+        out->set_name(k.name);
         out->set_version("1");
-        out->set_last_inference(m.last_answer_unix_ms);
-        out->set_inference_count(m.completed);
-        out->set_execution_count(m.completed);
+        out->set_last_inference(k.last_inference_ms);
+        out->set_inference_count(k.inference_count);
+        out->set_execution_count(k.inference_count);
         inference::InferStatistics* s = out->mutable_inference_stats();
-        s->mutable_success()->set_count(m.completed);
-        s->mutable_success()->set_ns(ns(m.latency_sum_s));
-        s->mutable_fail()->set_count(m.failed + m.deadline_exceeded + m.rejected + m.invalid);
-        s->mutable_fail()->set_ns(ns(m.failed_sum_s));
-        s->mutable_queue()->set_count(m.completed);
-        s->mutable_queue()->set_ns(ns(m.queue_sum_s));
-        s->mutable_compute_infer()->set_count(m.completed);
-        s->mutable_compute_infer()->set_ns(ns(m.compute_sum_s));
+        fill(k.success, s->mutable_success());
+        fill(k.fail, s->mutable_fail());
+        fill(k.queue, s->mutable_queue());
+        fill(k.compute_infer, s->mutable_compute_infer());
       }
       return grpc::Status::OK;
     });

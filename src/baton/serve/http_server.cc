@@ -130,8 +130,8 @@ void HttpServer::Route() {
   srv.Get("/v2", [shm](const httplib::Request&, httplib::Response& res) {
     Reply(res, 200, {{"name", "baton"},
                      {"version", kVersion},
-                     {"extensions", shm ? json::array({"binary_tensor_data", "system_shared_memory"})
-                                        : json::array({"binary_tensor_data"})}});
+                     {"extensions", shm ? json::array({"binary_tensor_data", "statistics", "system_shared_memory"})
+                                        : json::array({"binary_tensor_data", "statistics"})}});
   });
   srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(PrometheusText(engine_.Stats(), options_.shared_memory.get()),
@@ -147,6 +147,13 @@ void HttpServer::Route() {
     }
     return m;
   };
+  // The statistics extension; before the metadata route, which would take "stats" for a model's name.
+  srv.Get("/v2/models/stats", [this](const httplib::Request&, httplib::Response& res) {
+    Reply(res, 200, StatisticsJson(KServeStatistics(engine_.Stats())));
+  });
+  srv.Get(R"(/v2/models/([^/]+)/stats)", [this, model_of](const httplib::Request& req, httplib::Response& res) {
+    if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, StatisticsJson(KServeStatistics(engine_.Stats(), m->name)));
+  });
   srv.Get(R"(/v2/models/([^/]+))", [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, ModelMetadataJson(*m));
   });

@@ -552,6 +552,44 @@ absl::StatusOr<InferResponseBody> InferResponseBodyOf(const ModelInfo& model, co
   return r;
 }
 
+std::vector<KServeModelStatistics> KServeStatistics(const EngineStats& stats, const std::string& model) {
+  auto ns = [](double s) { return static_cast<uint64_t>(std::max(0.0, s) * 1e9); };
+  std::vector<KServeModelStatistics> out;
+  for (const ModelStats& m : stats.models) {
+    if (!model.empty() && m.name != model) continue;
+    KServeModelStatistics& k = out.emplace_back();
+    k.name = m.name;
+    k.last_inference_ms = m.last_answer_unix_ms;
+    k.inference_count = m.completed;
+    k.success = {m.completed, ns(m.latency_sum_s)};
+    k.fail = {m.failed + m.deadline_exceeded + m.rejected + m.invalid, ns(m.failed_sum_s)};
+    k.queue = {m.completed, ns(m.queue_sum_s)};
+    k.compute_infer = {m.completed, ns(m.compute_sum_s)};
+  }
+  return out;
+}
+
+nlohmann::json StatisticsJson(const std::vector<KServeModelStatistics>& stats) {
+  auto duration = [](const DurationStat& d) { return json{{"count", d.count}, {"ns", d.ns}}; };
+  json models = json::array();
+  for (const KServeModelStatistics& k : stats) {
+    models.push_back({{"name", k.name},
+                      {"version", "1"},
+                      {"last_inference", k.last_inference_ms},
+                      {"inference_count", k.inference_count},
+                      {"execution_count", k.inference_count},
+                      {"inference_stats",
+                       {{"success", duration(k.success)},
+                        {"fail", duration(k.fail)},
+                        {"queue", duration(k.queue)},
+                        {"compute_input", duration({})},
+                        {"compute_infer", duration(k.compute_infer)},
+                        {"compute_output", duration({})}}},
+                      {"batch_stats", json::array()}});
+  }
+  return {{"model_stats", std::move(models)}};
+}
+
 int HttpStatusOf(StatusCode code) {
   switch (code) {
     case StatusCode::kOk: return 200;

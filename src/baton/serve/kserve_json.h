@@ -108,6 +108,26 @@ struct InferResponseBody {
 absl::StatusOr<InferResponseBody> InferResponseBodyOf(const ModelInfo& model, const ParsedRequest& request,
                                                       const Tensors& outputs);
 
+// The statistics extension (gRPC ModelStatistics, GET /v2/models[/{m}]/stats),
+// from the engine's counters: success = completed requests and their summed
+// latency; fail = every request answered with an error; queue and
+// compute_infer = the completed requests' time outside and on the PUs.
+struct DurationStat {
+  uint64_t count = 0;
+  uint64_t ns = 0;
+};
+struct KServeModelStatistics {
+  std::string name;
+  uint64_t last_inference_ms = 0;  // Unix time of the last answer
+  uint64_t inference_count = 0;    // = execution_count: completed requests
+  DurationStat success, fail, queue, compute_infer;
+};
+// Every model's, or only `model`'s when it is not empty.
+std::vector<KServeModelStatistics> KServeStatistics(const EngineStats& stats, const std::string& model = "");
+// {"model_stats": [{"name", "version", "last_inference", "inference_count",
+//  "execution_count", "inference_stats": {"success": {"count", "ns"}, ...}, "batch_stats": []}]}
+nlohmann::json StatisticsJson(const std::vector<KServeModelStatistics>& stats);
+
 // HTTP status for a baton status code (400, 404, 429, 503, 504, 500).
 int HttpStatusOf(StatusCode code);
 
