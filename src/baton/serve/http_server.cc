@@ -166,10 +166,10 @@ void HttpServer::Route() {
   srv.Post(R"(/v2/models/([^/]+)/infer)", [this, model_of](const httplib::Request& req, httplib::Response& res) {
     const ModelInfo* m = model_of(req, res);
     if (m == nullptr) return;
-    std::optional<std::string_view> header_length;  // the binary tensor data extension
-    if (req.has_header("Inference-Header-Content-Length")) {
-      header_length = req.get_header_value("Inference-Header-Content-Length");
-    }
+    // The binary tensor data extension. get_header_value returns a copy: keep it alive.
+    const std::string header_value = req.get_header_value("Inference-Header-Content-Length");
+    std::optional<std::string_view> header_length;
+    if (req.has_header("Inference-Header-Content-Length")) header_length = header_value;
     absl::StatusOr<ParsedRequest> parsed =
         ParseInferRequest(req.body, *m, kMaxElements, options_.shared_memory.get(), header_length);
     if (!parsed.ok()) {
