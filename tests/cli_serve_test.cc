@@ -145,20 +145,30 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
   }
   ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
 
-  // The statistics extension counts the same two.
+  // A compressed body is refused before it is read (inflating it would have
+  // no bound); the answer closes the connection, and the next request is served.
+  auto gz = c.Post("/v2/models/cam/infer", httplib::Headers{{"Content-Encoding", "gzip"}}, std::string(4096, 'z'),
+                   "application/json");
+  ASSERT_TRUE(gz);
+  EXPECT_EQ(gz->status, 415);
+  EXPECT_THAT(gz->body, HasSubstr("Content-Encoding 'gzip' is not accepted: send the body uncompressed"));
+  EXPECT_EQ(gz->get_header_value("Connection"), "close");
+  ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
+
+  // The statistics extension counts the same three.
   const json stats = json::parse(c.Get("/v2/models/cam/stats")->body);
   ASSERT_EQ(stats["model_stats"].size(), 1u);
   EXPECT_EQ(stats["model_stats"][0]["name"], "cam");
-  EXPECT_EQ(stats["model_stats"][0]["inference_count"], 2);
-  EXPECT_EQ(stats["model_stats"][0]["inference_stats"]["success"]["count"], 2);
+  EXPECT_EQ(stats["model_stats"][0]["inference_count"], 3);
+  EXPECT_EQ(stats["model_stats"][0]["inference_stats"]["success"]["count"], 3);
   EXPECT_GT(stats["model_stats"][0]["inference_stats"]["success"]["ns"].get<uint64_t>(), 0u);
   EXPECT_EQ(json::parse(c.Get("/v2/models/stats")->body)["model_stats"].size(), 1u);
   EXPECT_EQ(c.Get("/v2/models/nope/stats")->status, 400);
 
-  // Metrics: the two good requests, and promtool accepts the text.
+  // Metrics: the three good requests, and promtool accepts the text.
   auto m = c.Get("/metrics");
   ASSERT_TRUE(m);
-  EXPECT_THAT(m->body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 2"));
+  EXPECT_THAT(m->body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 3"));
   EXPECT_THAT(m->body, HasSubstr("baton_pu_runs_total{pu=\"cpu0\""));
   EXPECT_THAT(m->body, HasSubstr("baton_policy_violations_total{device=\"local\"} 0"));
   if (fs::exists("/usr/bin/promtool")) {

@@ -8,6 +8,7 @@
 #include <regex>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "baton/serve/auth.h"
 #include "baton/serve/kserve_json.h"
@@ -93,14 +94,29 @@ void HttpServer::Route() {
   httplib::Server& srv = *server_;
   const bool loopback = IsLoopbackLiteral(options_.host);
   // The token check: health and metrics stay open on loopback.
+  // Checks before the body is read. A request refused here leaves its body
+  // unread on the connection, so the answer closes the connection.
   srv.set_pre_routing_handler([this, loopback](const httplib::Request& req, httplib::Response& res) {
+    auto refuse = [&](int status, const std::string& message) {
+      res.set_header("Connection", "close");
+      Error(res, status, message);
+      return httplib::Server::HandlerResponse::Handled;
+    };
+    // httplib applies --max-request-mb to the bytes received and inflates a
+    // compressed body whole before any check, so one small compressed body
+    // could take all the memory there is: compressed bodies are refused.
+    const std::string encoding = req.get_header_value("Content-Encoding");
+    if (!encoding.empty() && !absl::EqualsIgnoreCase(encoding, "identity")) {
+      return refuse(415, absl::StrCat("Content-Encoding '", encoding.substr(0, 64),
+                                      "' is not accepted: send the body uncompressed (answers may still be "
+                                      "compressed: send Accept-Encoding)"));
+    }
     if (options_.token.empty()) return httplib::Server::HandlerResponse::Unhandled;
     const bool open = loopback && (req.path.rfind("/v2/health/", 0) == 0 || req.path == "/metrics");
     if (open) return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
     if (!BearerTokenMatches(auth, options_.token)) {
-      Error(res, 401, "missing or wrong token: send 'Authorization: Bearer <token>'");
-      return httplib::Server::HandlerResponse::Handled;
+      return refuse(401, "missing or wrong token: send 'Authorization: Bearer <token>'");
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
