@@ -345,6 +345,32 @@ TEST_F(ServeGrpcTest, TensorsThroughClientSharedMemory) {
 // copied before InferAsync returns, so the caller may reuse its buffer at
 // once; an adopted one stays alive with the call. y = b - c + a tells a mixed
 // up or misplaced input from the right answer.
+TEST_F(ServeGrpcTest, ACompressedMessageIsBoundedOnceInflated) {
+  // 16 MiB of zeros gzip to ~16 KiB: the size limit must apply to the
+  // inflated message, or one small message could take all the memory.
+  serve::GrpcOptions go;
+  go.port = 0;
+  go.max_request_bytes = size_t{1} << 20;
+  auto small = serve::GrpcServer::Start(*engine_, go);
+  ASSERT_TRUE(small.ok()) << small.status();
+  auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*small)->port()), grpc::InsecureChannelCredentials()));
+  inference::ModelInferRequest req = RequestWithoutBytes();
+  req.add_raw_input_contents(std::string(size_t{16} << 20, '\0'));
+  grpc::ClientContext ctx;
+  ctx.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+  inference::ModelInferResponse resp;
+  const grpc::Status st = stub->ModelInfer(&ctx, req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_THAT(st.error_message(), ::testing::HasSubstr("larger than max (16777247 vs. 1048576)"));
+  // The server goes on serving.
+  inference::ModelInferRequest good = RequestWithoutBytes();
+  good.add_raw_input_contents(std::string(reinterpret_cast<const char*>(input_.bytes().data()), input_.byte_size()));
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(stub->ModelInfer(&ctx2, good, &resp).ok());
+  (*small)->Stop();
+}
+
 TEST(ServeGrpcClient, LargeAndSmallInputsReachTheServerInOrder) {
   // 256 KiB inputs: past the copy threshold, and past HTTP/2's first 64 KiB
   // window, so part of a message may still be unsent when InferAsync returns.
