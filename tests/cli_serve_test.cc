@@ -89,7 +89,7 @@ class CliServeTest : public baton::testing::ZooDirTest<CliServeTest> {
 };
 
 TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
-  BatonProcess server("serve", {Config(), "--no-profile", "-q"});
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--max-request-mb", "1"});
   ASSERT_TRUE(server.ok()) << server.banner();
   EXPECT_THAT(server.banner(), HasSubstr("models: cam"));
   httplib::Client c("127.0.0.1", server.port());
@@ -145,6 +145,27 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
   }
   ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
 
+  // A body sent as form data (curl -d's default Content-Type) is read whole,
+  // not capped at httplib's 8 KiB for forms; one over --max-request-mb is
+  // 413, and the connection closes.
+  ASSERT_GT(s.body.size(), size_t{8} << 10);
+  ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/x-www-form-urlencoded"), s.want);
+  auto huge = c.Post("/v2/models/cam/infer", std::string(size_t{2} << 20, ' '), "application/json");
+  ASSERT_TRUE(huge);
+  EXPECT_EQ(huge->status, 413);
+  EXPECT_THAT(huge->body, HasSubstr("request body too large; raise --max-request-mb"));
+
+  // Data nested 400 000 arrays deep (this once overflowed a worker's stack
+  // and killed the server): 400, and the server goes on.
+  auto deep = c.Post("/v2/models/cam/infer",
+                     R"({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": )" +
+                         std::string(400000, '[') + "1" + std::string(400000, ']') + "}]}",
+                     "application/json");
+  ASSERT_TRUE(deep);
+  EXPECT_EQ(deep->status, 400);
+  EXPECT_THAT(deep->body, HasSubstr("nest more than 80 deep"));
+  ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
+
   // A compressed body is refused before it is read (inflating it would have
   // no bound); the answer closes the connection, and the next request is served.
   auto gz = c.Post("/v2/models/cam/infer", httplib::Headers{{"Content-Encoding", "gzip"}}, std::string(4096, 'z'),
@@ -155,20 +176,20 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
   EXPECT_EQ(gz->get_header_value("Connection"), "close");
   ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
 
-  // The statistics extension counts the same three.
+  // The statistics extension counts the same five.
   const json stats = json::parse(c.Get("/v2/models/cam/stats")->body);
   ASSERT_EQ(stats["model_stats"].size(), 1u);
   EXPECT_EQ(stats["model_stats"][0]["name"], "cam");
-  EXPECT_EQ(stats["model_stats"][0]["inference_count"], 3);
-  EXPECT_EQ(stats["model_stats"][0]["inference_stats"]["success"]["count"], 3);
+  EXPECT_EQ(stats["model_stats"][0]["inference_count"], 5);
+  EXPECT_EQ(stats["model_stats"][0]["inference_stats"]["success"]["count"], 5);
   EXPECT_GT(stats["model_stats"][0]["inference_stats"]["success"]["ns"].get<uint64_t>(), 0u);
   EXPECT_EQ(json::parse(c.Get("/v2/models/stats")->body)["model_stats"].size(), 1u);
   EXPECT_EQ(c.Get("/v2/models/nope/stats")->status, 400);
 
-  // Metrics: the three good requests, and promtool accepts the text.
+  // Metrics: the five good requests, and promtool accepts the text.
   auto m = c.Get("/metrics");
   ASSERT_TRUE(m);
-  EXPECT_THAT(m->body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 3"));
+  EXPECT_THAT(m->body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 5"));
   EXPECT_THAT(m->body, HasSubstr("baton_pu_runs_total{pu=\"cpu0\""));
   EXPECT_THAT(m->body, HasSubstr("baton_policy_violations_total{device=\"local\"} 0"));
   if (fs::exists("/usr/bin/promtool")) {

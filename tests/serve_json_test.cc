@@ -255,6 +255,30 @@ TEST(KServeJsonTest, BadBinaryRequestsSayWhatIsWrong) {
   }
 }
 
+TEST(KServeJsonTest, DeepNestingIsRefusedBeforeParsing) {
+  // A million nested arrays: refused by the pre-scan (parsing them would take
+  // gigabytes, and walking them recursively would overflow the stack).
+  const std::string deep = R"({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": )" +
+                           std::string(1000000, '[') + "1" + std::string(1000000, ']') + "}]}";
+  absl::StatusOr<ParsedRequest> r = ParseInferRequest(deep, Model(), 1 << 20);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("nest more than 80 deep"));
+  // Nesting the pre-scan lets through is still bounded by the walk over 'data'.
+  const std::string seventy = R"({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": )" +
+                              std::string(70, '[') + "1" + std::string(70, ']') + "}]}";
+  r = ParseInferRequest(seventy, Model(), 1 << 20);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("input 'x': 'data' is nested more than 64 arrays deep"));
+  // Brackets inside strings, escaped quotes included, do not count.
+  const std::string in_string = R"({"id": ")" + std::string(200, '[') + R"(\"[{", "inputs": [)" + kGoodX + ", " +
+                                R"({"name": "ids", "shape": [2], "datatype": "INT64", "data": [7, -8]}]})";
+  r = ParseInferRequest(in_string, Model(), 1 << 20);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->id, std::string(200, '[') + "\"[{");
+  // Nested data within the bound is flattened row-major.
+  EXPECT_EQ(r->inputs.at("x").data<float>()[4], 5.0f);
+}
+
 TEST(KServeJsonTest, StatisticsFromTheEngineCounters) {
   EngineStats s;
   for (const char* name : {"a", "b"}) {

@@ -1,5 +1,6 @@
 #include "baton/serve/http_server.h"
 
+#include <algorithm>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -133,7 +134,8 @@ void HttpServer::Route() {
   srv.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;  // a handler already answered
     if (res.status == 413) {
-      Error(res, 413, "request body too large; raise --max-request-mb or send less");
+      Error(res, 413, "request body too large; raise --max-request-mb or send less (outside /infer, a body sent as "
+                      "form data, Content-Type application/x-www-form-urlencoded, may have 8 KiB)");
     } else if (res.status == 404) {
       Error(res, 404, absl::StrCat("no endpoint ", req.method, " ", req.path, " (KServe v2: /v2/...)"));
     }
@@ -179,7 +181,27 @@ void HttpServer::Route() {
   srv.Get(R"(/v2/models/([^/]+)/ready)", [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, {{"name", m->name}, {"ready", true}});
   });
-  srv.Post(R"(/v2/models/([^/]+)/infer)", [this, model_of](const httplib::Request& req, httplib::Response& res) {
+  // The body is read here, not by httplib: httplib caps a body whose
+  // Content-Type is form data (what `curl -d` sends unless told otherwise) at
+  // 8 KiB and answers 413, which no --max-request-mb could fix.
+  srv.Post(R"(/v2/models/([^/]+)/infer)", [this, model_of](const httplib::Request& req, httplib::Response& res,
+                                                          const httplib::ContentReader& content_reader) {
+    std::string request_body;
+    bool too_large = false;
+    const bool read = content_reader([&](const char* data, size_t n) {
+      too_large = n > options_.max_request_bytes - std::min(request_body.size(), options_.max_request_bytes);
+      if (!too_large) request_body.append(data, n);
+      return !too_large;
+    });
+    if (!read || too_large) {
+      res.set_header("Connection", "close");  // what is left of the body stays unread
+      if (too_large || res.status == 413) {
+        Error(res, 413, "request body too large; raise --max-request-mb or send less");
+      } else {
+        Error(res, 400, "the request body could not be read (the client stopped sending, or sent a malformed chunk)");
+      }
+      return;
+    }
     const ModelInfo* m = model_of(req, res);
     if (m == nullptr) return;
     // The binary tensor data extension. get_header_value returns a copy: keep it alive.
@@ -187,7 +209,7 @@ void HttpServer::Route() {
     std::optional<std::string_view> header_length;
     if (req.has_header("Inference-Header-Content-Length")) header_length = header_value;
     absl::StatusOr<ParsedRequest> parsed =
-        ParseInferRequest(req.body, *m, kMaxElements, options_.shared_memory.get(), header_length);
+        ParseInferRequest(request_body, *m, kMaxElements, options_.shared_memory.get(), header_length);
     if (!parsed.ok()) {
       Error(res, 400, std::string(parsed.status().message()));
       return;
@@ -240,7 +262,7 @@ void HttpServer::Route() {
            [shm_call](const httplib::Request& req, httplib::Response& res) {
              const std::string name = req.matches[1];
              shm_call(res, [&](SharedMemoryRegistry& registry) -> absl::Status {
-               const json doc = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+               const json doc = ParseJsonBody(req.body, "the body").value_or(json());  // not an object: refused below
                auto field = [&](const char* key) { return doc.is_object() ? doc.find(key) : doc.end(); };
                const auto key = field("key"), offset = field("offset"), size = field("byte_size");
                auto count = [&](const json::const_iterator& it) {

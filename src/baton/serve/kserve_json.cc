@@ -35,15 +35,42 @@ std::string ShapeText(const std::vector<int64_t>& shape) { return absl::StrCat("
 
 absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(what); }
 
-// Appends the leaves of `v` (nested arrays flattened row-major) to `out`,
-// at most `limit` of them.
+// Deeper nesting than any tensor's rank: a bound, so that a hostile body
+// cannot exhaust the stack or the time of the walk below.
+constexpr size_t kMaxDataDepth = 64;
+
+// Appends the leaves of `v` (nested arrays flattened row-major) to `out`, at
+// most `limit` of them, nested at most kMaxDataDepth deep. Iterative: the
+// depth comes from the client.
 absl::Status Flatten(const json& v, std::vector<const json*>& out, size_t limit, const std::string& where) {
-  if (!v.is_array()) {
+  struct Level {
+    const json* array;
+    size_t next;
+  };
+  std::vector<Level> stack;
+  auto visit = [&](const json& e) -> absl::Status {
+    if (e.is_array()) {
+      if (stack.size() >= kMaxDataDepth) {
+        return Bad(absl::StrCat(where, ": 'data' is nested more than ", kMaxDataDepth,
+                                " arrays deep; send it as one flat array in row-major order"));
+      }
+      stack.push_back({&e, 0});
+      return absl::OkStatus();
+    }
     if (out.size() >= limit) return Bad(absl::StrCat(where, ": more than ", limit, " elements"));
-    out.push_back(&v);
+    out.push_back(&e);
     return absl::OkStatus();
+  };
+  BATON_RETURN_IF_ERROR(visit(v));
+  while (!stack.empty()) {
+    Level& top = stack.back();
+    if (top.next == top.array->size()) {
+      stack.pop_back();
+      continue;
+    }
+    const json& e = (*top.array)[top.next++];
+    BATON_RETURN_IF_ERROR(visit(e));  // may grow `stack`: `top` is not used after this
   }
-  for (const json& e : v) BATON_RETURN_IF_ERROR(Flatten(e, out, limit, where));
   return absl::OkStatus();
 }
 
@@ -185,6 +212,34 @@ json TensorMetadata(const TensorInfo& t) {
 
 }  // namespace
 
+absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view text, const std::string& what) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char ch : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (ch == '\\') {
+        escaped = true;
+      } else if (ch == '"') {
+        in_string = false;
+      }
+    } else if (ch == '"') {
+      in_string = true;
+    } else if (ch == '[' || ch == '{') {
+      if (++depth > kMaxJsonDepth) {
+        return Bad(absl::StrCat(what, ": arrays and objects nest more than ", kMaxJsonDepth,
+                                " deep; send tensor data as one flat array in row-major order"));
+      }
+    } else if ((ch == ']' || ch == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return Bad(absl::StrCat(what, " is not valid JSON"));
+  return doc;
+}
+
 std::optional<std::string> KServeDatatype(ElemType type) {
   for (const auto& [t, name] : kDatatypes) {
     if (t == type) return std::string(name);
@@ -306,8 +361,7 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
     body = body.substr(0, n);
   }
   size_t binary_used = 0;
-  const json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return Bad(absl::StrCat("model '", model.name, "': the request body is not valid JSON"));
+  BATON_ASSIGN_OR_RETURN(const json doc, ParseJsonBody(body, absl::StrCat("model '", model.name, "': the request body")));
   if (!doc.is_object()) return Bad(absl::StrCat("model '", model.name, "': the request body must be a JSON object"));
   ParsedRequest req;
   if (auto it = doc.find("id"); it != doc.end()) {

@@ -43,6 +43,14 @@
 
 namespace baton::serve {
 
+// Parses a request body as JSON after checking, in one pass over the text,
+// that arrays and objects nest at most kMaxJsonDepth deep: a parsed value
+// takes tens of bytes per '[', so deep nesting would turn a body into
+// gigabytes. InvalidArgument naming `what` when the text is too deep or not
+// JSON.
+inline constexpr size_t kMaxJsonDepth = 80;
+absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view text, const std::string& what);
+
 // "FP32", "INT64", "UINT8", "BOOL", "BYTES", ...; nullopt for a type KServe has no name for.
 std::optional<std::string> KServeDatatype(ElemType type);
 std::optional<ElemType> ElemTypeOfKServe(std::string_view datatype);
