@@ -174,6 +174,14 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
     grpc::Status bad = stub->ModelConfig(&bad_ctx, req, &resp);
     EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(bad.error_message(), HasSubstr("unknown model 'nope'"));
+    // A model has one version, 1 ("" too); another is refused, not served as 1.
+    grpc::ClientContext v_ctx;
+    Prepare(v_ctx);
+    req.set_name("cam");
+    req.set_version("3");
+    grpc::Status v3 = stub->ModelConfig(&v_ctx, req, &resp);
+    EXPECT_EQ(v3.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(v3.error_message(), HasSubstr("model 'cam' has no version '3'"));
   }
   {
     grpc::ClientContext ctx;
@@ -192,7 +200,9 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
     grpc::ClientContext ctx;
     Prepare(ctx);
     ModelInferResponse r;
-    grpc::Status st = stub->ModelInfer(&ctx, s.request, &r);
+    ModelInferRequest v1 = s.request;
+    v1.set_model_version("1");
+    grpc::Status st = stub->ModelInfer(&ctx, v1, &r);
     ASSERT_TRUE(st.ok()) << st.error_message();
     EXPECT_EQ(r.id(), "req-7");
     EXPECT_EQ(r.model_name(), "cam");
@@ -226,6 +236,7 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
   };
   for (const Case& bad : std::vector<Case>{
            {[](ModelInferRequest& r) { r.set_model_name("nope"); }, "unknown model 'nope'"},
+           {[](ModelInferRequest& r) { r.set_model_version("2"); }, "model 'cam' has no version '2'"},
            {[](ModelInferRequest& r) { r.mutable_inputs(0)->set_name("img"); }, "has no input 'img'"},
            {[](ModelInferRequest& r) { r.mutable_inputs(0)->set_datatype("INT64"); }, "expected FP32"},
            {[](ModelInferRequest& r) { r.mutable_inputs(0)->set_shape(2, 32); }, "expected [1,3,64,64]"},

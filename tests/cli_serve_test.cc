@@ -110,9 +110,15 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
   EXPECT_EQ(config["input"][0]["dims"], json({1, 3, 64, 64}));
   EXPECT_EQ(config["output"][0]["data_type"], "TYPE_FP32");
   EXPECT_EQ(c.Get("/v2/models/nope/config")->status, 400);
+  // Triton's versioned paths: version 1 is the model; any other is 400 saying so.
+  EXPECT_EQ(json::parse(c.Get("/v2/models/cam/versions/1")->body)["name"], "cam");
+  EXPECT_EQ(c.Get("/v2/models/cam/versions/1/ready")->status, 200);
+  auto v2 = c.Get("/v2/models/cam/versions/2/config");
+  EXPECT_EQ(v2->status, 400);
+  EXPECT_THAT(v2->body, HasSubstr("model 'cam' has no version '2'; its only version is 1"));
 
   const Sample s = MakeSample(1, "req-7");
-  auto r = c.Post("/v2/models/cam/infer", s.body, "application/json");
+  auto r = c.Post("/v2/models/cam/versions/1/infer", s.body, "application/json");
   ExpectOutputs(r, s.want);
   EXPECT_EQ(json::parse(r->body)["id"], "req-7");
 

@@ -422,20 +422,16 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
                         "missing or wrong token: send the metadata 'authorization: Bearer <token>'");
   }
 
-  // The model, or INVALID_ARGUMENT naming the models there are.
-  absl::StatusOr<const ModelInfo*> ModelOf(const std::string& name) const {
-    if (const ModelInfo* m = engine.FindModel(name)) return m;
-    std::vector<std::string> names;
-    for (const ModelInfo& i : engine.Models()) names.push_back(i.name);
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown model '", name, "'; this server has: [", absl::StrJoin(names, ", "), "]"));
+  // The model at `version`, or INVALID_ARGUMENT naming the models there are (ServedModel).
+  absl::StatusOr<const ModelInfo*> ModelOf(const std::string& name, const std::string& version) const {
+    return ServedModel(engine, name, version);
   }
 
   // Parses `req` and sends it to the engine; `done` gets the filled response
   // status exactly once (on the engine's thread, or here when refused).
   void Submit(std::shared_ptr<ModelInferRequest> req, ModelInferResponse* resp,
               std::function<void(grpc::Status)> done) {
-    absl::StatusOr<const ModelInfo*> model = ModelOf(req->model_name());
+    absl::StatusOr<const ModelInfo*> model = ModelOf(req->model_name(), req->model_version());
     if (!model.ok()) {
       done(Invalid(std::string(model.status().message())));
       return;
@@ -486,7 +482,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
   grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* ctx, const inference::ModelReadyRequest* req,
                                        inference::ModelReadyResponse* resp) override {
     return Unary(ctx, false, [&] {
-      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name(), req->version());
       if (!m.ok()) return Invalid(std::string(m.status().message()));
       resp->set_ready(true);
       return grpc::Status::OK;
@@ -508,7 +504,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
                                           const inference::ModelMetadataRequest* req,
                                           inference::ModelMetadataResponse* resp) override {
     return Unary(ctx, false, [&] {
-      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name(), req->version());
       if (!m.ok()) return Invalid(std::string(m.status().message()));
       resp->set_name((*m)->name);
       resp->add_versions("1");
@@ -522,7 +518,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
   grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* ctx, const inference::ModelConfigRequest* req,
                                         inference::ModelConfigResponse* resp) override {
     return Unary(ctx, false, [&] {
-      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name(), req->version());
       if (!m.ok()) return Invalid(std::string(m.status().message()));
       inference::ModelConfig& c = *resp->mutable_config();
       c.set_name((*m)->name);
@@ -619,7 +615,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
                                             inference::ModelStatisticsResponse* resp) override {
     return Unary(ctx, false, [&] {
       if (!req->name().empty()) {
-        absl::StatusOr<const ModelInfo*> m = ModelOf(req->name());
+        absl::StatusOr<const ModelInfo*> m = ModelOf(req->name(), req->version());
         if (!m.ok()) return Invalid(std::string(m.status().message()));
       }
       auto fill = [](const DurationStat& d, inference::StatisticDuration* out) {

@@ -155,36 +155,38 @@ void HttpServer::Route() {
     res.set_content(PrometheusText(engine_.Stats(), options_.shared_memory.get()),
                     "text/plain; version=0.0.4; charset=utf-8");
   });
+  // The model a /v2/models/{m}[/versions/{v}]/... path names (ServedModel), or null after answering 400.
   auto model_of = [this](const httplib::Request& req, httplib::Response& res) -> const ModelInfo* {
-    const std::string name = req.matches[1];
-    const ModelInfo* m = engine_.FindModel(name);
-    if (m == nullptr) {
-      std::string names;
-      for (const ModelInfo& i : engine_.Models()) absl::StrAppend(&names, names.empty() ? "" : ", ", i.name);
-      Error(res, 400, absl::StrCat("unknown model '", name, "'; this server has: [", names, "]"));
+    const std::string version = req.matches.size() > 2 ? req.matches[2].str() : "";
+    absl::StatusOr<const ModelInfo*> m = ServedModel(engine_, req.matches[1], version);
+    if (!m.ok()) {
+      Error(res, 400, std::string(m.status().message()));
+      return nullptr;
     }
-    return m;
+    return *m;
   };
+  // Each model path also takes Triton's versioned form, /v2/models/{m}/versions/{v}/...
+  const std::string model_path = R"(/v2/models/([^/]+)(?:/versions/([^/]+))?)";
   // The statistics extension; before the metadata route, which would take "stats" for a model's name.
   srv.Get("/v2/models/stats", [this](const httplib::Request&, httplib::Response& res) {
     Reply(res, 200, StatisticsJson(KServeStatistics(engine_.Stats())));
   });
-  srv.Get(R"(/v2/models/([^/]+)/stats)", [this, model_of](const httplib::Request& req, httplib::Response& res) {
+  srv.Get(model_path + "/stats", [this, model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, StatisticsJson(KServeStatistics(engine_.Stats(), m->name)));
   });
-  srv.Get(R"(/v2/models/([^/]+))", [model_of](const httplib::Request& req, httplib::Response& res) {
+  srv.Get(model_path, [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, ModelMetadataJson(*m));
   });
-  srv.Get(R"(/v2/models/([^/]+)/config)", [model_of](const httplib::Request& req, httplib::Response& res) {
+  srv.Get(model_path + "/config", [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, ModelConfigJson(*m));
   });
-  srv.Get(R"(/v2/models/([^/]+)/ready)", [model_of](const httplib::Request& req, httplib::Response& res) {
+  srv.Get(model_path + "/ready", [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, {{"name", m->name}, {"ready", true}});
   });
   // The body is read here, not by httplib: httplib caps a body whose
   // Content-Type is form data (what `curl -d` sends unless told otherwise) at
   // 8 KiB and answers 413, which no --max-request-mb could fix.
-  srv.Post(R"(/v2/models/([^/]+)/infer)", [this, model_of](const httplib::Request& req, httplib::Response& res,
+  srv.Post(model_path + "/infer", [this, model_of](const httplib::Request& req, httplib::Response& res,
                                                           const httplib::ContentReader& content_reader) {
     std::string request_body;
     bool too_large = false;

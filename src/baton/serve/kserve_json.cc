@@ -254,6 +254,20 @@ std::optional<ElemType> ElemTypeOfKServe(std::string_view datatype) {
   return std::nullopt;
 }
 
+absl::StatusOr<const ModelInfo*> ServedModel(const Engine& engine, const std::string& name, std::string_view version) {
+  const ModelInfo* m = engine.FindModel(name);
+  if (m == nullptr) {
+    std::vector<std::string> names;
+    for (const ModelInfo& i : engine.Models()) names.push_back(i.name);
+    return Bad(absl::StrCat("unknown model '", name, "'; this server has: [", absl::StrJoin(names, ", "), "]"));
+  }
+  if (!version.empty() && version != "1") {
+    return Bad(absl::StrCat("model '", name, "' has no version '", std::string(version.substr(0, 64)),
+                            "'; its only version is 1 (or leave the version out)"));
+  }
+  return m;
+}
+
 nlohmann::json ModelMetadataJson(const ModelInfo& model) {
   json inputs = json::array(), outputs = json::array();
   for (const TensorInfo& t : model.inputs) inputs.push_back(TensorMetadata(t));

@@ -55,6 +55,12 @@ absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view text, const std::s
 std::optional<std::string> KServeDatatype(ElemType type);
 std::optional<ElemType> ElemTypeOfKServe(std::string_view datatype);
 
+// The model called `name` at `version`, or InvalidArgument naming the models
+// there are, or the versions the model has: a baton model has one version,
+// "1", which "" also means (the protocol's "the server's choice").
+absl::StatusOr<const ModelInfo*> ServedModel(const Engine& engine, const std::string& name,
+                                             std::string_view version = "");
+
 // GET /v2/models/{m}: name, versions, platform, inputs and outputs (-1 for free dims).
 nlohmann::json ModelMetadataJson(const ModelInfo& model);
 
