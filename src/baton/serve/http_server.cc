@@ -4,9 +4,9 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <regex>
 #include <string>
 #include <string_view>
-#include <regex>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -94,9 +94,9 @@ void HttpServer::Stop() {
 void HttpServer::Route() {
   httplib::Server& srv = *server_;
   const bool loopback = IsLoopbackLiteral(options_.host);
-  // The token check: health and metrics stay open on loopback.
-  // Checks before the body is read. A request refused here leaves its body
-  // unread on the connection, so the answer closes the connection.
+  // Checks before the body is read: the Content-Encoding, and the token
+  // (health and metrics stay open on loopback). A request refused here leaves
+  // its body unread on the connection, so the answer closes the connection.
   srv.set_pre_routing_handler([this, loopback](const httplib::Request& req, httplib::Response& res) {
     auto refuse = [&](int status, const std::string& message) {
       res.set_header("Connection", "close");
@@ -172,7 +172,9 @@ void HttpServer::Route() {
     Reply(res, 200, StatisticsJson(KServeStatistics(engine_.Stats())));
   });
   srv.Get(model_path + "/stats", [this, model_of](const httplib::Request& req, httplib::Response& res) {
-    if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, StatisticsJson(KServeStatistics(engine_.Stats(), m->name)));
+    if (const ModelInfo* m = model_of(req, res)) {
+      Reply(res, 200, StatisticsJson(KServeStatistics(engine_.Stats(), m->name)));
+    }
   });
   srv.Get(model_path, [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, ModelMetadataJson(*m));
@@ -187,7 +189,7 @@ void HttpServer::Route() {
   // Content-Type is form data (what `curl -d` sends unless told otherwise) at
   // 8 KiB and answers 413, which no --max-request-mb could fix.
   srv.Post(model_path + "/infer", [this, model_of](const httplib::Request& req, httplib::Response& res,
-                                                          const httplib::ContentReader& content_reader) {
+                                                  const httplib::ContentReader& content_reader) {
     std::string request_body;
     bool too_large = false;
     const bool read = content_reader([&](const char* data, size_t n) {

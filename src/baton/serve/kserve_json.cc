@@ -287,14 +287,20 @@ nlohmann::json ModelConfigJson(const ModelInfo& model) {
   auto tensors = [](const std::vector<TensorInfo>& list, bool input) {
     json out = json::array();
     for (const TensorInfo& t : list) {
-      json e = {{"name", t.name}, {"data_type", ConfigDatatype(t.elem_type).value_or("TYPE_INVALID")}, {"dims", t.shape}};
+      json e = {{"name", t.name},
+                {"data_type", ConfigDatatype(t.elem_type).value_or("TYPE_INVALID")},
+                {"dims", t.shape}};
       if (input) e["format"] = "FORMAT_NONE";
       out.push_back(std::move(e));
     }
     return out;
   };
-  return {{"name", model.name},        {"platform", "onnxruntime_onnx"},       {"backend", "onnxruntime"},
-          {"max_batch_size", 0},       {"input", tensors(model.inputs, true)}, {"output", tensors(model.outputs, false)}};
+  return {{"name", model.name},
+          {"platform", "onnxruntime_onnx"},
+          {"backend", "onnxruntime"},
+          {"max_batch_size", 0},
+          {"input", tensors(model.inputs, true)},
+          {"output", tensors(model.outputs, false)}};
 }
 
 namespace {
@@ -368,14 +374,15 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
                               "length in bytes of the body's JSON part, got '", given, "'"));
     }
     if (n > body.size()) {
-      return Bad(absl::StrCat("model '", model.name, "': the Inference-Header-Content-Length header says the JSON part has ",
-                              n, " bytes, but the whole body has ", body.size()));
+      return Bad(absl::StrCat("model '", model.name, "': the Inference-Header-Content-Length header says the JSON ",
+                              "part has ", n, " bytes, but the whole body has ", body.size()));
     }
     binary = body.substr(n);
     body = body.substr(0, n);
   }
   size_t binary_used = 0;
-  BATON_ASSIGN_OR_RETURN(const json doc, ParseJsonBody(body, absl::StrCat("model '", model.name, "': the request body")));
+  BATON_ASSIGN_OR_RETURN(const json doc,
+                         ParseJsonBody(body, absl::StrCat("model '", model.name, "': the request body")));
   if (!doc.is_object()) return Bad(absl::StrCat("model '", model.name, "': the request body must be a JSON object"));
   ParsedRequest req;
   if (auto it = doc.find("id"); it != doc.end()) {
