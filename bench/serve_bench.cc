@@ -14,7 +14,10 @@
 // every wake-up of an idle vCPU go through the hypervisor, which dominates a
 // loopback round trip). Numbers go in docs/benchmarks.md.
 //
-//   serve_bench [--rounds N] [--calls N]   (--benchmark_* flags: a smoke run)
+//   serve_bench [--rounds N] [--calls N] [--run-here-up-to-us N]
+//   (--benchmark_* flags: a smoke run; --run-here-up-to-us: the gRPC server's
+//   GrpcOptions::run_here_up_to, default its own, 0 = hand every request to
+//   the engine's PU worker)
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -55,17 +58,20 @@ using baton::bench::Median;
 
 int main(int argc, char** argv) {
   int rounds = 15, calls = 1000;
+  int run_here_us = -1;  // -1: GrpcOptions' default
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--rounds" && i + 1 < argc) {
       rounds = std::atoi(argv[++i]);
     } else if (a == "--calls" && i + 1 < argc) {
       calls = std::atoi(argv[++i]);
+    } else if (a == "--run-here-up-to-us" && i + 1 < argc) {
+      run_here_us = std::atoi(argv[++i]);
     } else if (a.rfind("--benchmark_", 0) == 0) {
       rounds = 2;
       calls = 20;
     } else {
-      std::fprintf(stderr, "usage: %s [--rounds N] [--calls N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--rounds N] [--calls N] [--run-here-up-to-us N]\n", argv[0]);
       return 2;
     }
   }
@@ -88,6 +94,7 @@ int main(int argc, char** argv) {
   }
   baton::serve::GrpcOptions go;
   go.port = 0;
+  if (run_here_us >= 0) go.run_here_up_to = std::chrono::microseconds(run_here_us);
   auto grpc_srv = baton::serve::GrpcServer::Start(**engine, go);
   baton::serve::HttpOptions ho;
   ho.port = 0;
@@ -158,8 +165,10 @@ int main(int argc, char** argv) {
     grpc_over.push_back(t[1] - t[0]);
     http_over.push_back(t[2] - t[0]);
   }
-  std::printf("serve_bench: float32[1,%d] affine model, %d rounds x %d sequential calls, rotating, loopback\n", kN,
-              rounds, calls);
+  std::printf(
+      "serve_bench: float32[1,%d] affine model, %d rounds x %d sequential calls, rotating, loopback, gRPC runs "
+      "here up to %lld us\n",
+      kN, rounds, calls, static_cast<long long>(go.run_here_up_to.count()));
   std::printf("  Engine::Infer (in process)          median %.2f us/call\n", Median(us[0]));
   std::printf("  gRPC ModelInfer (raw contents)      median %.2f us/call\n", Median(us[1]));
   std::printf("  HTTP/JSON POST .../infer            median %.2f us/call\n", Median(us[2]));

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <functional>
 #include <set>
@@ -545,6 +546,61 @@ TEST_F(CliServeGrpcTest, ServesOnAUnixSocket) {
   EXPECT_EQ(not_socket.exit_code, 2) << not_socket.output;
   EXPECT_THAT(not_socket.output, HasSubstr("is not a socket"));
   EXPECT_TRUE(std::filesystem::exists(file)) << "a file that is not a socket is never removed";
+}
+
+// --run-here-up-to-us large enough for every run: after the first answer,
+// requests run on gRPC's threads when a PU is free. Answers stay equal to
+// whole-model ORT, from one client and from several at once, and the
+// statistics count each of them once.
+TEST_F(CliServeGrpcTest, RequestsRunOnGrpcsThreadsAnswerTheSame) {
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--run-here-up-to-us", "100000"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  auto stub = Connect(server.grpc_port());
+  const Sample s = MakeSample(5, "here");
+  for (int i = 0; i < 6; ++i) {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    ModelInferResponse r;
+    grpc::Status st = stub->ModelInfer(&ctx, s.request, &r);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(r.id(), "here");
+    ExpectOutputs(r, s.want);
+  }
+  std::vector<std::thread> clients;
+  std::atomic<int> good{0};
+  for (int c = 0; c < 3; ++c) {
+    clients.emplace_back([&] {
+      auto own = Connect(server.grpc_port());
+      for (int i = 0; i < 6; ++i) {
+        grpc::ClientContext ctx;
+        Prepare(ctx);
+        ModelInferResponse r;
+        if (!own->ModelInfer(&ctx, s.request, &r).ok() || r.raw_output_contents_size() != 1) continue;
+        const std::string& raw = r.raw_output_contents(0);
+        if (raw.size() != s.want.size() * sizeof(float)) continue;
+        std::vector<float> got(s.want.size());
+        std::memcpy(got.data(), raw.data(), raw.size());
+        bool same = true;
+        for (size_t k = 0; k < got.size(); ++k) same = same && std::abs(got[k] - s.want[k]) <= 1e-4f;
+        if (same) ++good;
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(good.load(), 18);
+  grpc::ClientContext ctx;
+  Prepare(ctx);
+  inference::ModelStatisticsRequest req;
+  req.set_name("cam");
+  inference::ModelStatisticsResponse stats;
+  ASSERT_TRUE(stub->ModelStatistics(&ctx, req, &stats).ok());
+  ASSERT_EQ(stats.model_stats_size(), 1);
+  EXPECT_EQ(stats.model_stats(0).inference_stats().success().count(), 24u);
+  EXPECT_EQ(stats.model_stats(0).inference_stats().fail().count(), 0u);
+
+  testing::CliResult bad = testing::Baton("serve " + Config() + " --run-here-up-to-us -5");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_THAT(bad.output, HasSubstr("--run-here-up-to-us"));
 }
 
 TEST_F(CliServeGrpcTest, TokenAndStartUpErrors) {

@@ -152,6 +152,15 @@ struct InferOptions {
   std::optional<int> priority;
   // An answer within this time is "good" in Stats(); unset: the model's slo_ms.
   std::optional<std::chrono::nanoseconds> slo;
+  // InferAsync only. Nonzero: when this model's recent runs took at most this
+  // long (a moving average of the PU time of its answered requests, once it
+  // has some), the calling thread does what Infer's does (dispatching, and
+  // the runs that start on an idle PU it may use) and `done` may then be
+  // called on it before InferAsync returns; a request for a busy PU is left
+  // to baton's threads as usual. For front-ends whose threads may be held
+  // about that long: handing a run to a PU worker and its answer back costs
+  // two thread wake-ups, more than a tiny model's run. Zero: never.
+  std::chrono::nanoseconds run_here_up_to{0};
 };
 
 struct LatencyStats {
@@ -265,7 +274,8 @@ class Engine {
   Result<Tensors> Infer(const std::string& model, Tensors inputs, const InferOptions& options = {});
   std::future<Result<Tensors>> InferAsync(const std::string& model, Tensors inputs, const InferOptions& options = {});
   // `done` is called exactly once, on one of baton's threads (see above), or
-  // on the caller's thread when the request is refused before it starts.
+  // on the caller's thread when the request is refused before it starts or
+  // runs there (InferOptions::run_here_up_to).
   void InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
                   std::function<void(Result<Tensors>)> done);
 

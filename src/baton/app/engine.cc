@@ -89,6 +89,9 @@ struct ModelCounters {
   double sum_s = 0;
   double queue_sum_s = 0;
   double compute_sum_s = 0;
+  // A moving average of the compute seconds of answered requests (weight 1/8
+  // on the newest), for InferOptions::run_here_up_to; negative before the first.
+  double recent_compute_s = -1;
 };
 
 // Counts `seconds` into the bucket it falls in (none past the last bound: +Inf is the total count).
@@ -180,10 +183,16 @@ struct Engine::Impl {
 
   std::shared_mutex close_mu;  // shared: a request being submitted; exclusive: Close
   bool closed = false;         // guarded by close_mu
-  // Infer calls inside Runtime::Run (they hold no close_mu while they wait).
+  // Infer calls inside Runtime::Run and InferAsync calls inside
+  // Runtime::SubmitHere (they hold no close_mu meanwhile).
   std::mutex here_mu;
   std::condition_variable here_cv;
   int here_calls = 0;  // guarded by here_mu
+  void EndHereCall() {
+    std::lock_guard<std::mutex> calls(here_mu);
+    --here_calls;
+    here_cv.notify_all();
+  }
 
   void Request(const std::string& model, Tensors inputs, const InferOptions& options,
                std::function<void(Result<Tensors>)> done, bool here);
@@ -286,6 +295,8 @@ struct Engine::Impl {
       c.sum_s += ms / 1e3;
       c.queue_sum_s += queue_s;
       c.compute_sum_s += compute_s;
+      c.recent_compute_s =
+          c.recent_compute_s < 0 ? compute_s : c.recent_compute_s + (compute_s - c.recent_compute_s) / 8;
       AddToBucket(c.buckets, ms / 1e3);
       AddToBucket(c.queue_buckets, queue_s);
       AddToBucket(c.compute_buckets, compute_s);
@@ -389,6 +400,8 @@ const ModelInfo* Engine::FindModel(std::string_view name) const {
 // A request, answered through `done`. `here`: the calling thread waits for the
 // answer and does the work it can itself (runtime::Runtime::Run), so `done`
 // runs on it before this returns unless a lent input buffer is still held.
+// Else, with options.run_here_up_to and a model that fast, it does that work
+// without waiting (runtime::Runtime::SubmitHere).
 void Engine::Impl::Request(const std::string& model, Tensors inputs, const InferOptions& options,
                            std::function<void(Result<Tensors>)> done, bool here) {
   Impl& impl = *this;
@@ -404,9 +417,13 @@ void Engine::Impl::Request(const std::string& model, Tensors inputs, const Infer
   const std::optional<Duration> slo =
       options.slo ? std::optional<Duration>(*options.slo)
                   : (impl.infos[*m].slo_ms ? std::optional<Duration>(FromMillis(*impl.infos[*m].slo_ms)) : std::nullopt);
+  bool run_here = false;
   {
     std::lock_guard<std::mutex> lock(impl.stats_mu);
     ++impl.counters[*m].counts.submitted;
+    const double recent_s = impl.counters[*m].recent_compute_s;
+    run_here = !here && options.run_here_up_to.count() > 0 && recent_s >= 0 &&
+               recent_s <= std::chrono::duration<double>(options.run_here_up_to).count();
   }
   if (!feeds.ok()) {
     impl.Count(*m, feeds.status(), Duration{}, Duration{}, slo, /*refused=*/true);
@@ -422,9 +439,11 @@ void Engine::Impl::Request(const std::string& model, Tensors inputs, const Infer
     return;
   }
   here = here && !impl.batcher;
-  if (here) {
-    // Run may wait long (a slow run): Close must not wait for close_mu
-    // meanwhile; it waits for here_calls instead (counted before letting go).
+  run_here = run_here && !impl.batcher;
+  if (here || run_here) {
+    // Run may wait long (a slow run), SubmitHere runs one: Close must not wait
+    // for close_mu meanwhile; it waits for here_calls instead (counted before
+    // letting go).
     {
       std::lock_guard<std::mutex> calls(impl.here_mu);
       ++impl.here_calls;
@@ -465,9 +484,10 @@ void Engine::Impl::Request(const std::string& model, Tensors inputs, const Infer
     // Close stops the runtime (which answers this request) and then waits
     // for here_calls to drop before the runtime may be destroyed.
     answer(rt.Run(id, *std::move(feeds), request));
-    std::lock_guard<std::mutex> calls(impl.here_mu);
-    --impl.here_calls;
-    impl.here_cv.notify_all();
+    impl.EndHereCall();
+  } else if (run_here) {
+    rt.SubmitHere(id, *std::move(feeds), request, std::move(answer));
+    impl.EndHereCall();
   } else if (impl.batcher) {
     impl.batcher->Submit(id, *std::move(feeds), request, std::move(answer));
   } else {

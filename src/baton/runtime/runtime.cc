@@ -230,20 +230,43 @@ RequestResult Runtime::Run(ModelId model, NamedTensors inputs, dispatch::Request
     EndRun();
     return RequestResult{id, model, std::move(refused), {}, submitted, Now()};
   }
-  if (took_role) {
-    std::optional<DeviceShell::DirectCatcher> catcher;
-    if (options_.caller_runs) catcher.emplace(id);
-    DrainMail(/*call_back=*/false, /*inline_holder=*/true);
-    // Each run this thread caught: run it here, then hand its completion to
-    // the HL core (which may start the request's next partition, caught too).
-    while (catcher && catcher->has_job()) {
-      catcher->RunJob();
-      if (TakeRole()) DrainMail(/*call_back=*/false, /*inline_holder=*/true);
-    }
-  }
+  if (took_role) WorkHere(id);
   RequestResult result = future.get();
   EndRun();
   return result;
+}
+
+RequestId Runtime::SubmitHere(ModelId model, NamedTensors inputs, dispatch::RequestOptions options,
+                              DoneCallback done) {
+  const RequestId id(next_request_.fetch_add(1));
+  const Time submitted = Now();
+  NewRequest request{id, model, std::move(inputs), options, std::move(done), submitted, /*any_thread=*/false};
+  {
+    std::lock_guard lock(mail_mu_);
+    ++runs_in_progress_;
+  }
+  absl::Status refused;
+  bool took_role = false;
+  if (!Enqueue(request, refused, options_.inline_dispatch, took_role)) {
+    EndRun();
+    if (request.done) request.done(RequestResult{id, model, std::move(refused), {}, submitted, Now()});
+    return id;
+  }
+  if (took_role) WorkHere(id);
+  EndRun();
+  return id;
+}
+
+void Runtime::WorkHere(RequestId id) {
+  std::optional<DeviceShell::DirectCatcher> catcher;
+  if (options_.caller_runs) catcher.emplace(id);
+  DrainMail(/*call_back=*/false, /*inline_holder=*/true, nullptr, id);
+  // Each run this thread caught: run it here, then hand its completion to
+  // the HL core (which may start the request's next partition, caught too).
+  while (catcher && catcher->has_job()) {
+    catcher->RunJob();
+    if (TakeRole()) DrainMail(/*call_back=*/false, /*inline_holder=*/true, nullptr, id);
+  }
 }
 
 void Runtime::EndRun() {
@@ -355,8 +378,10 @@ bool Runtime::TakeRole() {
   return true;
 }
 
-void Runtime::DrainMail(bool call_back, bool inline_holder, const std::atomic<bool>* stop_early) {
+void Runtime::DrainMail(bool call_back, bool inline_holder, const std::atomic<bool>* stop_early,
+                        std::optional<RequestId> own) {
   call_back_ = call_back;
+  own_ = own;
   std::deque<MailItem> batch;
   for (int pass = 1;; ++pass) {
     {
@@ -490,7 +515,7 @@ void Runtime::Apply(dispatch::HighLevelActions actions) {
     Answer answer{std::move(it->second), RequestResult{f.request, f.model, std::move(f.status), std::move(f.outputs),
                                                        it->second.submitted, f.finished, f.compute}};
     clients_.erase(it);
-    if (call_back_ || answer.client.any_thread) {
+    if (call_back_ || answer.client.any_thread || f.request == own_) {
       Deliver(std::move(answer));
     } else {
       deferred_.push_back(std::move(answer));

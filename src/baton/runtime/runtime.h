@@ -177,6 +177,12 @@ class Runtime {
   // request then crosses no thread at all. Other clients' callbacks are never
   // run here. Not from a callback.
   RequestResult Run(ModelId model, NamedTensors inputs, dispatch::RequestOptions options = {});
+  // Submit, the calling thread doing what Run's caller does, without waiting:
+  // when the request's partitions start on idle PUs this thread may use, it
+  // runs them and `done` is called here before this returns; what goes to a
+  // busy PU is answered later from baton's threads, as after Submit. `done`
+  // must be safe on this thread. Not from a callback.
+  RequestId SubmitHere(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done);
 
   Time Now() const;
   // Blocks until every request submitted so far is answered, or `timeout`
@@ -256,7 +262,13 @@ class Runtime {
   // passes over the mailbox, then the dispatcher thread takes what is left;
   // likewise after any pass once `stop_early` is true (a PU worker whose PU
   // has its next run waiting).
-  void DrainMail(bool call_back, bool inline_holder, const std::atomic<bool>* stop_early = nullptr);
+  // `own`: the request the holder works for (Run, SubmitHere); its answer is
+  // delivered here whatever `call_back` says.
+  void DrainMail(bool call_back, bool inline_holder, const std::atomic<bool>* stop_early = nullptr,
+                 std::optional<RequestId> own = std::nullopt);
+  // Run's and SubmitHere's work on the caller's thread once it holds the
+  // role: the mail, and each run of request `id` caught on an idle PU.
+  void WorkHere(RequestId id);
   static constexpr int kMaxInlinePasses = 4;
   // Wakes the dispatcher thread when there is mail and nobody holds the role.
   void WakeDispatcher();
@@ -295,6 +307,7 @@ class Runtime {
   std::optional<Time> sleeping_until_;
   std::vector<Answer> deferred_;  // the role's holder only: answers a holder could not deliver
   bool call_back_ = true;         // the role's holder only: DrainMail's `call_back`
+  std::optional<RequestId> own_;  // the role's holder only: DrainMail's `own`
   size_t runs_in_progress_ = 0;   // guarded by mail_mu_: threads inside Run (Stop waits for them)
   std::condition_variable runs_cv_;
 

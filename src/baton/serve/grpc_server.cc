@@ -443,6 +443,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
     }
     const ModelInfo* m = *model;
     std::vector<RequestedOutput> requested = std::move(parsed->outputs);
+    parsed->options.run_here_up_to = options.run_here_up_to;
     engine.InferAsync(m->name, std::move(parsed->inputs), parsed->options,
                       [m, req, resp, requested = std::move(requested), done = std::move(done)](Result<Tensors> r) {
                         if (!r.ok()) {

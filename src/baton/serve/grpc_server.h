@@ -67,6 +67,12 @@ struct GrpcOptions {
   std::shared_ptr<SharedMemoryRegistry> shared_memory;
   // How long Stop lets calls in flight finish before cancelling them.
   std::chrono::seconds stop_grace{30};
+  // A request for a model whose recent runs took at most this long runs on
+  // the gRPC thread that read it when a PU it may use is free
+  // (InferOptions::run_here_up_to): that thread is held about as long as
+  // parsing a large message holds it, and the request saves two thread
+  // hand-overs. 0 = always hand requests to the engine's threads.
+  std::chrono::microseconds run_here_up_to{100};
 };
 
 // What ModelInfer does with a request before the engine sees it, on its
