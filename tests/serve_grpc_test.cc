@@ -72,6 +72,7 @@ class ServeGrpcTest : public ::testing::Test {
     serve::GrpcOptions go;
     go.port = 0;
     go.shared_memory = std::move(shm);
+    go.run_here_up_to = run_here_up_to_;
     auto server = serve::GrpcServer::Start(*engine_, go);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -125,7 +126,12 @@ class ServeGrpcTest : public ::testing::Test {
     return "";
   }
 
+  // Three client threads' calls and a stream at once, all answered equal to
+  // whole-model ORT.
+  void ManyClientThreadsAndAStream();
+
   static inline fs::path* dir_ = nullptr;
+  std::chrono::microseconds run_here_up_to_ = serve::GrpcOptions().run_here_up_to;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<serve::GrpcServer> server_;
   std::string input_name_, output_name_;
@@ -133,7 +139,7 @@ class ServeGrpcTest : public ::testing::Test {
   std::vector<float> want_;
 };
 
-TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamAtOnce) {
+void ServeGrpcTest::ManyClientThreadsAndAStream() {
   auto client = serve::GrpcClient::Connect(Address(), {});
   ASSERT_TRUE(client.ok()) << client.status();
   ASSERT_TRUE((*client)->CheckModels({"cam"}).ok());
@@ -182,6 +188,23 @@ TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamAtOnce) {
   for (auto& a : answered) a.get_future().wait();
   for (const std::string& p : problems) EXPECT_EQ(p, "");
   EXPECT_EQ(good.load(), kThreads * kEach);
+}
+
+TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamAtOnce) { ManyClientThreadsAndAStream(); }
+
+// The same when every run may go on gRPC's threads (GrpcOptions::run_here_up_to
+// above any run time, once one request has been measured): callers of the
+// engine run models and answer calls on gRPC's threads while PU workers answer
+// others.
+TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamWhileRunsGoOnGrpcsThreads) {
+  run_here_up_to_ = std::chrono::seconds(1);
+  Start(nullptr);
+  auto client = serve::GrpcClient::Connect(Address(), {});
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::promise<Result<Tensors>> first;
+  (*client)->InferAsync("cam", Inputs(), {}, [&](Result<Tensors> r) { first.set_value(std::move(r)); });
+  EXPECT_EQ(Check(first.get_future().get()), "");
+  ManyClientThreadsAndAStream();
 }
 
 TEST_F(ServeGrpcTest, StopWhileCallsAreInFlightAnswersThemAll) {
