@@ -99,6 +99,16 @@ class CliServeGrpcTest : public baton::testing::ZooDirTest<CliServeGrpcTest> {
     return s;
   }
 
+  // ModelStatistics of `cam` (one entry) into `stats`.
+  static void CamStatistics(GRPCInferenceService::Stub& stub, inference::ModelStatisticsResponse& stats) {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ModelStatisticsRequest req;
+    req.set_name("cam");
+    ASSERT_TRUE(stub.ModelStatistics(&ctx, req, &stats).ok());
+    ASSERT_EQ(stats.model_stats_size(), 1);
+  }
+
   static void ExpectOutputs(const ModelInferResponse& r, const std::vector<float>& want) {
     ASSERT_EQ(r.outputs_size(), 1);
     ASSERT_EQ(r.raw_output_contents_size(), 1);
@@ -274,13 +284,8 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
 
   // Statistics: the three good requests, with queue and compute time.
   {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
-    inference::ModelStatisticsRequest req;
-    req.set_name("cam");
     inference::ModelStatisticsResponse stats;
-    ASSERT_TRUE(stub->ModelStatistics(&ctx, req, &stats).ok());
-    ASSERT_EQ(stats.model_stats_size(), 1);
+    ASSERT_NO_FATAL_FAILURE(CamStatistics(*stub, stats));
     const inference::InferStatistics& is = stats.model_stats(0).inference_stats();
     EXPECT_EQ(is.success().count(), 3u);
     EXPECT_GT(is.success().ns(), 0u);
@@ -588,13 +593,8 @@ TEST_F(CliServeGrpcTest, RequestsRunOnGrpcsThreadsAnswerTheSame) {
   }
   for (std::thread& t : clients) t.join();
   EXPECT_EQ(good.load(), 18);
-  grpc::ClientContext ctx;
-  Prepare(ctx);
-  inference::ModelStatisticsRequest req;
-  req.set_name("cam");
   inference::ModelStatisticsResponse stats;
-  ASSERT_TRUE(stub->ModelStatistics(&ctx, req, &stats).ok());
-  ASSERT_EQ(stats.model_stats_size(), 1);
+  ASSERT_NO_FATAL_FAILURE(CamStatistics(*stub, stats));
   EXPECT_EQ(stats.model_stats(0).inference_stats().success().count(), 24u);
   EXPECT_EQ(stats.model_stats(0).inference_stats().fail().count(), 0u);
 

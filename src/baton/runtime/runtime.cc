@@ -220,16 +220,9 @@ RequestResult Runtime::Run(ModelId model, NamedTensors inputs, dispatch::Request
                      [promise](RequestResult r) { promise->set_value(std::move(r)); },
                      submitted,
                      /*any_thread=*/true};
-  {
-    std::lock_guard lock(mail_mu_);
-    ++runs_in_progress_;
-  }
   absl::Status refused;
   bool took_role = false;
-  if (!Enqueue(request, refused, options_.inline_dispatch, took_role)) {
-    EndRun();
-    return RequestResult{id, model, std::move(refused), {}, submitted, Now()};
-  }
+  if (!StartHere(request, refused, took_role)) return RequestResult{id, model, std::move(refused), {}, submitted, Now()};
   if (took_role) WorkHere(id);
   RequestResult result = future.get();
   EndRun();
@@ -241,20 +234,25 @@ RequestId Runtime::SubmitHere(ModelId model, NamedTensors inputs, dispatch::Requ
   const RequestId id(next_request_.fetch_add(1));
   const Time submitted = Now();
   NewRequest request{id, model, std::move(inputs), options, std::move(done), submitted, /*any_thread=*/false};
-  {
-    std::lock_guard lock(mail_mu_);
-    ++runs_in_progress_;
-  }
   absl::Status refused;
   bool took_role = false;
-  if (!Enqueue(request, refused, options_.inline_dispatch, took_role)) {
-    EndRun();
+  if (!StartHere(request, refused, took_role)) {
     if (request.done) request.done(RequestResult{id, model, std::move(refused), {}, submitted, Now()});
     return id;
   }
   if (took_role) WorkHere(id);
   EndRun();
   return id;
+}
+
+bool Runtime::StartHere(NewRequest& request, absl::Status& refused, bool& took_role) {
+  {
+    std::lock_guard lock(mail_mu_);
+    ++runs_in_progress_;
+  }
+  if (Enqueue(request, refused, options_.inline_dispatch, took_role)) return true;
+  EndRun();
+  return false;
 }
 
 void Runtime::WorkHere(RequestId id) {

@@ -266,6 +266,9 @@ class Runtime {
   // delivered here whatever `call_back` says.
   void DrainMail(bool call_back, bool inline_holder, const std::atomic<bool>* stop_early = nullptr,
                  std::optional<RequestId> own = std::nullopt);
+  // Run's and SubmitHere's start: counts the call (Stop waits for it), then
+  // Enqueue (taking the role if free); false, and no longer counted, when refused.
+  bool StartHere(NewRequest& request, absl::Status& refused, bool& took_role);
   // Run's and SubmitHere's work on the caller's thread once it holds the
   // role: the mail, and each run of request `id` caught on an idle PU.
   void WorkHere(RequestId id);
