@@ -205,6 +205,44 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
     EXPECT_THAT(s.error_message(), HasSubstr("unknown model 'nope'"));
   }
 
+  // The model repository extension, read-only.
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::RepositoryIndexRequest req;
+    req.set_ready(true);
+    inference::RepositoryIndexResponse index;
+    ASSERT_TRUE(stub->RepositoryIndex(&ctx, req, &index).ok());
+    ASSERT_EQ(index.models_size(), 1);
+    EXPECT_EQ(index.models(0).name(), "cam");
+    EXPECT_EQ(index.models(0).version(), "1");
+    EXPECT_EQ(index.models(0).state(), "READY");
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::RepositoryModelLoadRequest req;
+    req.set_model_name("cam");
+    inference::RepositoryModelLoadResponse resp;
+    EXPECT_TRUE(stub->RepositoryModelLoad(&ctx, req, &resp).ok()) << "a served model is loaded";
+    grpc::ClientContext again;
+    Prepare(again);
+    (*req.mutable_parameters())["config"].set_string_param("{}");
+    grpc::Status reload = stub->RepositoryModelLoad(&again, req, &resp);
+    EXPECT_EQ(reload.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+    EXPECT_THAT(reload.error_message(), HasSubstr("change the config and restart"));
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::RepositoryModelUnloadRequest req;
+    req.set_model_name("cam");
+    inference::RepositoryModelUnloadResponse resp;
+    grpc::Status unload = stub->RepositoryModelUnload(&ctx, req, &resp);
+    EXPECT_EQ(unload.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+    EXPECT_THAT(unload.error_message(), HasSubstr("cannot unload model 'cam'"));
+  }
+
   // Raw contents, the id echoed, and the output equal to whole-model ORT.
   const Sample s = MakeSample(1, "req-7");
   {

@@ -203,6 +203,30 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
     std::ofstream(path) << m->body;
     EXPECT_EQ(std::system(("/usr/bin/promtool check metrics < " + path + " >/dev/null 2>&1").c_str()), 0);
   }
+
+  // The model repository extension, read-only: the index, a load of a served
+  // model (a no-op), and what cannot be done said as such; the model still serves.
+  auto index = c.Post("/v2/repository/index", "", "application/json");
+  ASSERT_TRUE(index);
+  EXPECT_EQ(index->status, 200) << index->body;
+  EXPECT_EQ(json::parse(index->body), json::parse(R"([{"name": "cam", "version": "1", "state": "READY", "reason": ""}])"));
+  EXPECT_EQ(c.Post("/v2/repository/index", R"({"ready": true})", "application/json")->status, 200);
+  auto other_repo = c.Post("/v2/repository/elsewhere/index", "", "application/json");
+  EXPECT_EQ(other_repo->status, 400);
+  EXPECT_THAT(other_repo->body, HasSubstr("no repository 'elsewhere'"));
+  EXPECT_EQ(c.Post("/v2/repository/index", "{", "application/json")->status, 400);
+  EXPECT_EQ(c.Post("/v2/repository/models/cam/load", "", "application/json")->status, 200);
+  auto reload = c.Post("/v2/repository/models/cam/load", R"({"parameters": {"config": "{}"}})", "application/json");
+  EXPECT_EQ(reload->status, 501);
+  EXPECT_THAT(reload->body, HasSubstr("change the config and restart"));
+  auto load_new = c.Post("/v2/repository/models/det/load", "", "application/json");
+  EXPECT_EQ(load_new->status, 501);
+  EXPECT_THAT(load_new->body, HasSubstr("cannot load model 'det'"));
+  auto unload = c.Post("/v2/repository/models/cam/unload", "", "application/json");
+  EXPECT_EQ(unload->status, 501);
+  EXPECT_THAT(unload->body, HasSubstr("cannot unload model 'cam'"));
+  EXPECT_EQ(c.Post("/v2/repository/models/nope/unload", "", "application/json")->status, 400);
+  ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
 }
 
 // Runs `curl ARGS` with -sS and prints the HTTP status after the body

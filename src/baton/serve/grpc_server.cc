@@ -45,6 +45,9 @@ constexpr size_t kMaxElements = size_t{1} << 31;  // per tensor; the message siz
 grpc::Status ToGrpc(const Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), s.message());
 }
+grpc::Status ToGrpc(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
+}
 grpc::Status Invalid(const std::string& message) { return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message); }
 
 std::string ShapeText(const std::vector<int64_t>& shape) { return absl::StrCat("[", absl::StrJoin(shape, ","), "]"); }
@@ -571,8 +574,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
     if (!options.shared_memory) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, kSharedMemoryOff);
     }
-    const absl::Status s = body(*options.shared_memory);
-    return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
+    return ToGrpc(body(*options.shared_memory));
   }
 
   grpc::ServerUnaryReactor* SystemSharedMemoryStatus(grpc::CallbackServerContext* ctx,
@@ -638,6 +640,38 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
       }
       return grpc::Status::OK;
     });
+  }
+
+  // The model repository extension, read-only (kserve_json.h).
+  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* ctx,
+                                            const inference::RepositoryIndexRequest* req,
+                                            inference::RepositoryIndexResponse* resp) override {
+    return Unary(ctx, false, [&] {
+      absl::StatusOr<std::vector<RepositoryModel>> index = serve::RepositoryIndex(engine, req->repository_name());
+      if (!index.ok()) return ToGrpc(index.status());
+      for (const RepositoryModel& m : *index) {
+        inference::RepositoryIndexResponse::ModelIndex* out = resp->add_models();
+        out->set_name(m.name);
+        out->set_version(m.version);
+        out->set_state(m.state);
+        out->set_reason(m.reason);
+      }
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::ServerUnaryReactor* RepositoryModelLoad(grpc::CallbackServerContext* ctx,
+                                                const inference::RepositoryModelLoadRequest* req,
+                                                inference::RepositoryModelLoadResponse*) override {
+    return Unary(ctx, false, [&] {
+      return ToGrpc(RepositoryLoad(engine, req->repository_name(), req->model_name(), !req->parameters().empty()));
+    });
+  }
+
+  grpc::ServerUnaryReactor* RepositoryModelUnload(grpc::CallbackServerContext* ctx,
+                                                  const inference::RepositoryModelUnloadRequest* req,
+                                                  inference::RepositoryModelUnloadResponse*) override {
+    return Unary(ctx, false, [&] { return ToGrpc(RepositoryUnload(engine, req->repository_name(), req->model_name())); });
   }
 };
 

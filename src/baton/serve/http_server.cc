@@ -185,6 +185,48 @@ void HttpServer::Route() {
   srv.Get(model_path + "/ready", [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, {{"name", m->name}, {"ready", true}});
   });
+  // The model repository extension, read-only (kserve_json.h), on Triton's
+  // paths with or without a repository name. `repository_body`: the JSON
+  // object a request's body holds ({} when empty), or nullopt after answering 400.
+  auto repository_body = [](const httplib::Request& req, httplib::Response& res) -> std::optional<json> {
+    if (req.body.empty()) return json::object();
+    absl::StatusOr<json> doc = ParseJsonBody(req.body, "the body");
+    if (!doc.ok() || !doc->is_object()) {
+      Error(res, 400, doc.ok() ? "the body must be a JSON object" : std::string(doc.status().message()));
+      return std::nullopt;
+    }
+    return *doc;
+  };
+  auto reply_status = [](httplib::Response& res, const absl::Status& st) {
+    if (st.ok()) {
+      Reply(res, 200, json::object());
+    } else {
+      Error(res, HttpStatusOf(static_cast<StatusCode>(static_cast<int>(st.code()))), std::string(st.message()));
+    }
+  };
+  srv.Post(R"(/v2/repository(?:/([^/]+))?/index)",
+           [this, repository_body](const httplib::Request& req, httplib::Response& res) {
+             if (!repository_body(req, res)) return;  // `ready` changes nothing: every model is ready
+             absl::StatusOr<std::vector<RepositoryModel>> index = RepositoryIndex(engine_, req.matches[1].str());
+             if (!index.ok()) {
+               Error(res, 400, std::string(index.status().message()));
+               return;
+             }
+             Reply(res, 200, RepositoryIndexJson(*index));
+           });
+  srv.Post(R"(/v2/repository(?:/([^/]+))?/models/([^/]+)/load)",
+           [this, repository_body, reply_status](const httplib::Request& req, httplib::Response& res) {
+             const std::optional<json> body = repository_body(req, res);
+             if (!body) return;
+             const auto params = body->find("parameters");
+             const bool with_parameters = params != body->end() && !(params->is_object() && params->empty());
+             reply_status(res, RepositoryLoad(engine_, req.matches[1].str(), req.matches[2], with_parameters));
+           });
+  srv.Post(R"(/v2/repository(?:/([^/]+))?/models/([^/]+)/unload)",
+           [this, repository_body, reply_status](const httplib::Request& req, httplib::Response& res) {
+             if (!repository_body(req, res)) return;
+             reply_status(res, RepositoryUnload(engine_, req.matches[1].str(), req.matches[2]));
+           });
   // The body is read here, not by httplib: httplib caps a body whose
   // Content-Type is form data (what `curl -d` sends unless told otherwise) at
   // 8 KiB and answers 413, which no --max-request-mb could fix.

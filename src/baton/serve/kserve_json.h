@@ -145,4 +145,27 @@ nlohmann::json StatisticsJson(const std::vector<KServeModelStatistics>& stats);
 // HTTP status for a baton status code (400, 404, 429, 503, 504, 500).
 int HttpStatusOf(StatusCode code);
 
+// The model repository extension (gRPC RepositoryIndex / RepositoryModelLoad
+// / RepositoryModelUnload, POST /v2/repository/...), read-only: a server
+// serves its config's models, placed by its plan at start, so nothing is
+// loaded or unloaded while it runs. There is one repository, named "" (the
+// protocol's "any"); another name is InvalidArgument.
+struct RepositoryModel {
+  std::string name;
+  std::string version = "1";
+  std::string state = "READY";
+  std::string reason;
+};
+// Every model, all READY (so the request's `ready` changes nothing).
+absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex(const Engine& engine, std::string_view repository);
+// [{"name", "version", "state", "reason"}], as Triton answers POST /v2/repository/index.
+nlohmann::json RepositoryIndexJson(const std::vector<RepositoryModel>& models);
+// Loading a served model without parameters is OK (it is loaded); with
+// parameters (a new configuration or files) or for a model the config lacks,
+// Unimplemented saying how to serve it instead.
+absl::Status RepositoryLoad(const Engine& engine, std::string_view repository, const std::string& model,
+                            bool with_parameters);
+// Unimplemented for a served model (InvalidArgument for another).
+absl::Status RepositoryUnload(const Engine& engine, std::string_view repository, const std::string& model);
+
 }  // namespace baton::serve
