@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -278,6 +279,48 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
     ExpectOutputs(r, s.want);
   }
 
+  // The classification extension: the top 3 classes of whole-model ORT's output, as BYTES "value:index".
+  {
+    ModelInferRequest top = s.request;
+    grpc::ClientContext meta_ctx;
+    Prepare(meta_ctx);
+    inference::ModelMetadataRequest mreq;
+    mreq.set_name("cam");
+    inference::ModelMetadataResponse meta;
+    ASSERT_TRUE(stub->ModelMetadata(&meta_ctx, mreq, &meta).ok());
+    auto* o = top.add_outputs();
+    o->set_name(meta.outputs(0).name());
+    (*o->mutable_parameters())["classification"].set_int64_param(3);
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    ModelInferResponse r;
+    grpc::Status st = stub->ModelInfer(&ctx, top, &r);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_EQ(r.outputs_size(), 1);
+    EXPECT_EQ(r.outputs(0).datatype(), "BYTES");
+    EXPECT_EQ(r.outputs(0).shape(r.outputs(0).shape_size() - 1), 3);
+    std::vector<size_t> order(s.want.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s.want[a] > s.want[b]; });
+    const std::string& raw = r.raw_output_contents(0);
+    size_t at = 0;
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_LE(at + 4, raw.size());
+      uint32_t n = 0;
+      std::memcpy(&n, raw.data() + at, 4);
+      const std::string entry = raw.substr(at + 4, n);
+      at += 4 + n;
+      EXPECT_THAT(entry, ::testing::EndsWith(":" + std::to_string(order[i]))) << entry;
+    }
+    EXPECT_EQ(at, raw.size());
+    grpc::ClientContext bad_ctx;
+    Prepare(bad_ctx);
+    (*o->mutable_parameters())["classification"].set_string_param("3");
+    grpc::Status bad = stub->ModelInfer(&bad_ctx, top, &r);
+    EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(bad.error_message(), HasSubstr("'classification' must be an int64_param"));
+  }
+
   // Bad requests: INVALID_ARGUMENT naming what was wrong; the server keeps serving.
   struct Case {
     std::function<void(ModelInferRequest&)> change;
@@ -320,14 +363,14 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
     ExpectOutputs(r, s.want);
   }
 
-  // Statistics: the three good requests, with queue and compute time.
+  // Statistics: the four good requests (one of them classified), with queue and compute time.
   {
     inference::ModelStatisticsResponse stats;
     ASSERT_NO_FATAL_FAILURE(CamStatistics(*stub, stats));
     const inference::InferStatistics& is = stats.model_stats(0).inference_stats();
-    EXPECT_EQ(is.success().count(), 3u);
+    EXPECT_EQ(is.success().count(), 4u);
     EXPECT_GT(is.success().ns(), 0u);
-    EXPECT_EQ(is.compute_infer().count(), 3u);
+    EXPECT_EQ(is.compute_infer().count(), 4u);
     EXPECT_GT(is.compute_infer().ns(), 0u);
     EXPECT_LE(is.compute_infer().ns() + is.queue().ns(), is.success().ns() + 1000);
     EXPECT_GT(stats.model_stats(0).last_inference(), 0u);

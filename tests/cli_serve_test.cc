@@ -341,7 +341,7 @@ TEST_F(CliServeTest, TensorsThroughSharedMemoryOverRest) {
   ASSERT_TRUE(server.ok()) << server.banner();
   httplib::Client c("127.0.0.1", server.port());
   c.set_read_timeout(60, 0);
-  EXPECT_EQ(json::parse(c.Get("/v2")->body)["extensions"], json({"binary_tensor_data", "statistics", "system_shared_memory"}));
+  EXPECT_EQ(json::parse(c.Get("/v2")->body)["extensions"], json({"binary_tensor_data", "classification", "statistics", "system_shared_memory"}));
 
   const Sample s = MakeSample(3);
   json body = json::parse(s.body);

@@ -2,13 +2,17 @@
 // requests are checked against the model (naming the tensor and what was
 // expected), responses carry the outputs, and the metrics text passes
 // `promtool check metrics`.
+#include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <map>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
 
+#include "baton/serve/classification.h"
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/metrics.h"
 #include "gmock/gmock.h"
@@ -243,8 +247,11 @@ TEST(KServeJsonTest, BadBinaryRequestsSayWhatIsWrong) {
                 R"(, "outputs": [{"name": "y", "parameters": {"binary_data": 1}}]})",
             std::nullopt, "output 'y': parameter 'binary_data' must be true or false"},
            {Request(kGoodX).substr(0, Request(kGoodX).size() - 1) +
-                R"(, "outputs": [{"name": "y", "parameters": {"classification": 3}}]})",
-            std::nullopt, "classification extension is not supported"},
+                R"(, "outputs": [{"name": "y", "parameters": {"classification": -3}}]})",
+            std::nullopt, "output 'y': 'classification' must be an integer in 0..1048576"},
+           {Request(kGoodX).substr(0, Request(kGoodX).size() - 1) +
+                R"(, "outputs": [{"name": "y", "parameters": {"classification": "3"}}]})",
+            std::nullopt, "output 'y': 'classification' must be an integer"},
            {R"({"parameters": {"binary_data_output": "yes"}, "inputs": []})", std::nullopt,
             "parameter 'binary_data_output' must be true or false"},
        }) {
@@ -253,6 +260,55 @@ TEST(KServeJsonTest, BadBinaryRequestsSayWhatIsWrong) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(r.status().message(), HasSubstr(c.says)) << c.body.substr(0, 200);
   }
+}
+
+// The classification extension: the top k of the last dimension per leading
+// index, as "value:index" BYTES, largest first, lower index on ties, NaN last.
+TEST(KServeJsonTest, ClassificationAnswersTheTopClasses) {
+  Tensor y(dtype::kFloat, {2, 4});
+  const float values[8] = {0.5f, 2.0f, 2.0f, -1.0f, std::nanf(""), 3.0f, 1.0f, 7.5f};
+  std::memcpy(y.data<float>().data(), values, sizeof(values));
+  absl::StatusOr<Tensor> top = Classify(y, 3, "y");
+  ASSERT_TRUE(top.ok()) << top.status();
+  EXPECT_EQ(top->elem_type(), dtype::kString);
+  EXPECT_EQ(top->shape(), (std::vector<int64_t>{2, 3}));
+  EXPECT_THAT(top->strings(), ::testing::ElementsAre("2.000000:1", "2.000000:2", "0.500000:0", "7.500000:3",
+                                                     "3.000000:1", "1.000000:2"));
+  absl::StatusOr<Tensor> all = Classify(y, 100, "y");  // more than there are: all of them
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->shape(), (std::vector<int64_t>{2, 4}));
+  EXPECT_THAT(all->strings()[7], HasSubstr("nan:0"));
+  Tensor ids(dtype::kInt64, {3});
+  ids.data<int64_t>()[1] = int64_t{1} << 40;
+  ids.data<int64_t>()[2] = -2;
+  EXPECT_THAT(Classify(ids, 2, "ids")->strings(), ::testing::ElementsAre("1099511627776:1", "0:0"));
+  EXPECT_THAT(Classify(Tensor::Strings({2}, {"a", "b"}), 1, "s").status().message(), HasSubstr("needs numbers"));
+  EXPECT_THAT(Classify(Tensor(dtype::kFloat, {}), 1, "s").status().message(), HasSubstr("is a scalar"));
+  EXPECT_THAT(Classify(y, 0, "y").status().message(), HasSubstr("at least 1"));
+
+  // Over REST: asked per output, answered as BYTES; checked against the declared output first.
+  const std::string body = Request(kGoodX).substr(0, Request(kGoodX).size() - 1) +
+                           R"(, "outputs": [{"name": "y", "parameters": {"classification": 2}}, {"name": "z"}]})";
+  absl::StatusOr<ParsedRequest> r = ParseInferRequest(body, Model(), 1 << 20);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->classification, (std::map<std::string, int64_t>{{"y", 2}}));
+  Tensors out;
+  out.emplace("y", std::move(y));
+  Tensor z(dtype::kInt32, {1});
+  out.emplace("z", std::move(z));
+  absl::StatusOr<InferResponseBody> resp = InferResponseBodyOf(Model(), *r, out);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  const nlohmann::json j = nlohmann::json::parse(resp->body);
+  EXPECT_EQ(j["outputs"][0]["datatype"], "BYTES");
+  EXPECT_EQ(j["outputs"][0]["shape"], nlohmann::json({2, 2}));
+  EXPECT_EQ(j["outputs"][0]["data"], nlohmann::json({"2.000000:1", "2.000000:2", "7.500000:3", "3.000000:1"}));
+  EXPECT_EQ(j["outputs"][1]["datatype"], "INT32");
+  ModelInfo strings_out = Model();
+  strings_out.outputs[0] = TensorInfo{"y", dtype::kString, "string", {2}, true};
+  absl::StatusOr<ParsedRequest> bad = ParseInferRequest(body, strings_out, 1 << 20);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("model 'cam' output 'y': classification needs numbers"));
+  EXPECT_TRUE(CheckClassification(strings_out.outputs[0], 0, "y").ok()) << "0 asks for the output itself";
 }
 
 TEST(KServeJsonTest, DeepNestingIsRefusedBeforeParsing) {

@@ -26,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "baton/core/file.h"
 #include "baton/serve/auth.h"
+#include "baton/serve/classification.h"
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/kserve_raw.h"
 #include "baton/serve/shared_memory.h"
@@ -159,6 +160,7 @@ struct RequestedOutput {
   std::string name;
   std::optional<ShmRef> shm;
   std::optional<SharedMemoryRegistry::Target> target;
+  int64_t classification = 0;  // > 0: answer the top k classes (classification.h)
 };
 
 struct Parsed {
@@ -285,9 +287,19 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
       return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "' has no output '", o.name(),
                                                      "'; its outputs: [", absl::StrJoin(names, ", "), "]"));
     }
-    RequestedOutput r{o.name(), std::nullopt, std::nullopt};
+    RequestedOutput r{o.name(), std::nullopt, std::nullopt, 0};
     const std::string where = absl::StrCat("model '", model.name, "' output '", o.name(), "'");
     BATON_ASSIGN_OR_RETURN(r.shm, ShmRefOf(o.parameters(), where));
+    if (auto c = o.parameters().find("classification"); c != o.parameters().end()) {
+      if (c->second.parameter_choice_case() != inference::InferParameter::kInt64Param) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": 'classification' must be an int64_param (how many top classes to answer)"));
+      }
+      for (const TensorInfo& t : model.outputs) {
+        if (t.name == o.name()) BATON_RETURN_IF_ERROR(CheckClassification(t, c->second.int64_param(), where));
+      }
+      r.classification = c->second.int64_param();
+    }
     if (r.shm) {
       if (shm == nullptr) return SharedMemoryOff(where, r.shm->region);
       BATON_ASSIGN_OR_RETURN(r.target, shm->OutputTarget(r.shm->region, r.shm->offset, r.shm->byte_size, where));
@@ -307,7 +319,7 @@ grpc::Status FillResponse(const ModelInfo& model, const std::string& id, const T
   resp.set_id(id);
   std::vector<RequestedOutput> all;
   if (requested.empty()) {
-    for (const TensorInfo& t : model.outputs) all.push_back({t.name, std::nullopt, std::nullopt});
+    for (const TensorInfo& t : model.outputs) all.push_back({t.name, std::nullopt, std::nullopt, 0});
   }
   for (const RequestedOutput& r : requested.empty() ? all : requested) {
     const std::string& name = r.name;
@@ -315,7 +327,14 @@ grpc::Status FillResponse(const ModelInfo& model, const std::string& id, const T
     if (it == outputs.end()) {
       return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("model '", model.name, "' gave no output '", name, "'"));
     }
-    const Tensor& t = it->second;
+    std::optional<Tensor> classes;
+    if (r.classification > 0) {
+      absl::StatusOr<Tensor> c =
+          Classify(it->second, r.classification, absl::StrCat("model '", model.name, "' output '", name, "'"));
+      if (!c.ok()) return ToGrpc(c.status());
+      classes = *std::move(c);
+    }
+    const Tensor& t = classes ? *classes : it->second;
     const std::optional<std::string> datatype = KServeDatatype(t.elem_type());
     if (!datatype) {
       return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, absl::StrCat("model '", model.name, "' output '", name,
@@ -498,6 +517,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
     return Unary(ctx, false, [&] {
       resp->set_name("baton");
       resp->set_version(kVersion);
+      resp->add_extensions("classification");
       resp->add_extensions("statistics");
       if (options.shared_memory) resp->add_extensions("system_shared_memory");
       return grpc::Status::OK;

@@ -148,8 +148,9 @@ void HttpServer::Route() {
   srv.Get("/v2", [shm](const httplib::Request&, httplib::Response& res) {
     Reply(res, 200, {{"name", "baton"},
                      {"version", kVersion},
-                     {"extensions", shm ? json::array({"binary_tensor_data", "statistics", "system_shared_memory"})
-                                        : json::array({"binary_tensor_data", "statistics"})}});
+                     {"extensions", shm ? json::array({"binary_tensor_data", "classification", "statistics",
+                                                       "system_shared_memory"})
+                                        : json::array({"binary_tensor_data", "classification", "statistics"})}});
   });
   srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(PrometheusText(engine_.Stats(), options_.shared_memory.get()),

@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/serve/classification.h"
 #include "baton/serve/kserve_raw.h"
 #include "baton/verify/verify.h"
 
@@ -537,9 +538,15 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
         if (params->contains("binary_data")) {
           BATON_ASSIGN_OR_RETURN(req.binary_data[name], BoolParam(*params, "binary_data", false, where));
         }
-        if (auto c = params->find("classification"); c != params->end() && !(c->is_number_integer() && *c == 0)) {
-          return Bad(absl::StrCat(where, ": the classification extension is not supported; ask for the output "
-                                         "itself and rank it in the client"));
+        if (auto c = params->find("classification"); c != params->end()) {
+          if (!c->is_number_integer()) {
+            return Bad(absl::StrCat(where, ": 'classification' must be an integer (how many top classes to answer)"));
+          }
+          const int64_t k = c->get<int64_t>();
+          for (const TensorInfo& t : model.outputs) {
+            if (t.name == name) BATON_RETURN_IF_ERROR(CheckClassification(t, k, where));
+          }
+          if (k > 0) req.classification[name] = k;
         }
       }
       if (out_shm) {
@@ -561,6 +568,7 @@ namespace {
 absl::StatusOr<json> ResponseJson(const ModelInfo& model, const std::string& id, const Tensors& outputs,
                                   const std::vector<std::string>& requested,
                                   const std::map<std::string, ShmOutput>& shm_outputs,
+                                  const std::map<std::string, int64_t>& classification,
                                   const std::function<bool(const std::string&)>& binary, std::string* blob) {
   std::vector<std::string> names = requested;
   if (names.empty()) {
@@ -570,7 +578,12 @@ absl::StatusOr<json> ResponseJson(const ModelInfo& model, const std::string& id,
   for (const std::string& name : names) {
     auto it = outputs.find(name);
     if (it == outputs.end()) return absl::InternalError(absl::StrCat("model '", model.name, "' gave no output '", name, "'"));
-    const Tensor& t = it->second;
+    std::optional<Tensor> classes;
+    if (auto k = classification.find(name); k != classification.end()) {
+      BATON_ASSIGN_OR_RETURN(classes,
+                             Classify(it->second, k->second, absl::StrCat("model '", model.name, "' output '", name, "'")));
+    }
+    const Tensor& t = classes ? *classes : it->second;
     json shape = json::array();
     for (int64_t d : t.shape()) shape.push_back(d);
     json out = {{"name", name},
@@ -602,8 +615,9 @@ absl::StatusOr<json> ResponseJson(const ModelInfo& model, const std::string& id,
 
 absl::StatusOr<nlohmann::json> InferResponseJson(const ModelInfo& model, const std::string& id, const Tensors& outputs,
                                                  const std::vector<std::string>& requested,
-                                                 const std::map<std::string, ShmOutput>& shm_outputs) {
-  return ResponseJson(model, id, outputs, requested, shm_outputs, nullptr, nullptr);
+                                                 const std::map<std::string, ShmOutput>& shm_outputs,
+                                                 const std::map<std::string, int64_t>& classification) {
+  return ResponseJson(model, id, outputs, requested, shm_outputs, classification, nullptr, nullptr);
 }
 
 absl::StatusOr<InferResponseBody> InferResponseBodyOf(const ModelInfo& model, const ParsedRequest& request,
@@ -617,7 +631,8 @@ absl::StatusOr<InferResponseBody> InferResponseBodyOf(const ModelInfo& model, co
   };
   std::string blob;
   BATON_ASSIGN_OR_RETURN(json doc,
-                         ResponseJson(model, request.id, outputs, request.outputs, request.shm_outputs, binary, &blob));
+                         ResponseJson(model, request.id, outputs, request.outputs, request.shm_outputs,
+                                                      request.classification, binary, &blob));
   InferResponseBody r;
   // Strings from a model (BYTES outputs) may not be valid UTF-8: replace, never throw.
   r.body = doc.dump(-1, ' ', false, json::error_handler_t::replace);

@@ -88,6 +88,8 @@ struct ParsedRequest {
   std::map<std::string, ShmOutput> shm_outputs;  // those of `outputs` that go to shared memory
   bool binary_data_output = false;               // the request parameter: outputs in binary by default
   std::map<std::string, bool> binary_data;       // requested outputs' own "binary_data" choice
+  // Requested outputs answered with their top k classes ("classification": k > 0; classification.h).
+  std::map<std::string, int64_t> classification;
 };
 
 // Parses and checks a request body against `model`: malformed JSON, an
@@ -107,9 +109,11 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
 // names some): {"model_name", "id", "outputs": [{"name", "datatype", "shape", "data"}]}.
 // An output in `shm_outputs` is written to its region and answered with
 // "parameters" (region, offset, the bytes written) instead of "data".
+// An output in `classification` is answered as its top k classes (BYTES).
 absl::StatusOr<nlohmann::json> InferResponseJson(const ModelInfo& model, const std::string& id, const Tensors& outputs,
                                                  const std::vector<std::string>& requested,
-                                                 const std::map<std::string, ShmOutput>& shm_outputs = {});
+                                                 const std::map<std::string, ShmOutput>& shm_outputs = {},
+                                                 const std::map<std::string, int64_t>& classification = {});
 
 // The whole HTTP answer to a parsed request: the JSON response, then the
 // bytes of the outputs answered in binary. `json_length` is the JSON part's
