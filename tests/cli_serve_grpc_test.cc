@@ -100,6 +100,17 @@ class CliServeGrpcTest : public baton::testing::ZooDirTest<CliServeGrpcTest> {
     return s;
   }
 
+  // The name of `cam`'s output, from ModelMetadata ("" when the call fails).
+  static std::string OutputName(GRPCInferenceService::Stub& stub) {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ModelMetadataRequest req;
+    req.set_name("cam");
+    inference::ModelMetadataResponse meta;
+    if (!stub.ModelMetadata(&ctx, req, &meta).ok() || meta.outputs_size() == 0) return "";
+    return meta.outputs(0).name();
+  }
+
   // ModelStatistics of `cam` (one entry) into `stats`.
   static void CamStatistics(GRPCInferenceService::Stub& stub, inference::ModelStatisticsResponse& stats) {
     grpc::ClientContext ctx;
@@ -263,33 +274,22 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
     ModelInferRequest typed = s.request;
     typed.clear_raw_input_contents();
     for (float v : s.input) typed.mutable_inputs(0)->mutable_contents()->add_fp32_contents(v);
-    grpc::ClientContext meta_ctx;
-    Prepare(meta_ctx);
-    inference::ModelMetadataRequest mreq;
-    mreq.set_name("cam");
-    inference::ModelMetadataResponse meta;
-    ASSERT_TRUE(stub->ModelMetadata(&meta_ctx, mreq, &meta).ok());
-    typed.add_outputs()->set_name(meta.outputs(0).name());
+    const std::string output = OutputName(*stub);
+    typed.add_outputs()->set_name(output);
     grpc::ClientContext ctx;
     Prepare(ctx);
     ModelInferResponse r;
     grpc::Status st = stub->ModelInfer(&ctx, typed, &r);
     ASSERT_TRUE(st.ok()) << st.error_message();
-    EXPECT_EQ(r.outputs(0).name(), meta.outputs(0).name());
+    EXPECT_EQ(r.outputs(0).name(), output);
     ExpectOutputs(r, s.want);
   }
 
   // The classification extension: the top 3 classes of whole-model ORT's output, as BYTES "value:index".
   {
     ModelInferRequest top = s.request;
-    grpc::ClientContext meta_ctx;
-    Prepare(meta_ctx);
-    inference::ModelMetadataRequest mreq;
-    mreq.set_name("cam");
-    inference::ModelMetadataResponse meta;
-    ASSERT_TRUE(stub->ModelMetadata(&meta_ctx, mreq, &meta).ok());
     auto* o = top.add_outputs();
-    o->set_name(meta.outputs(0).name());
+    o->set_name(OutputName(*stub));
     (*o->mutable_parameters())["classification"].set_int64_param(3);
     grpc::ClientContext ctx;
     Prepare(ctx);
