@@ -2,7 +2,10 @@
 // (serve::ParseInferRequest) against a model with inputs of several datatypes,
 // some in a client shared memory region (fuzz_shm.h), some as binary tensor
 // data. An input with a NUL byte is split there: the part before it is the
-// Inference-Header-Content-Length header's value, the rest the body.
+// Inference-Header-Content-Length header's value, the rest the body. A
+// request that parses is answered (serve::InferResponseBodyOf) with its input
+// x as the output y, so the answer's paths run too: binary data, shared
+// memory outputs, and the top classes of the classification extension.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -57,6 +60,8 @@ std::vector<std::string> Seeds() {
                       "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4}}],
           "outputs": [{"name": "y", "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 64}}]})",
       BinarySeed(),
+      R"({"inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP32", "data": [3, -1, 3, 1e30, -0.0]}],
+          "outputs": [{"name": "y", "parameters": {"classification": 3}}]})",
   };
 }
 
@@ -70,6 +75,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     header_length = body.substr(0, nul);
     body.remove_prefix(nul + 1);
   }
-  (void)baton::serve::ParseInferRequest(body, model, size_t{1} << 16, baton::fuzz::FuzzShm(), header_length);
+  absl::StatusOr<baton::serve::ParsedRequest> request =
+      baton::serve::ParseInferRequest(body, model, size_t{1} << 16, baton::fuzz::FuzzShm(), header_length);
+  if (!request.ok()) return 0;
+  auto x = request->inputs.find("x");
+  if (x == request->inputs.end()) return 0;
+  baton::Tensors outputs;
+  outputs.emplace("y", x->second.Clone());
+  (void)baton::serve::InferResponseBodyOf(model, *request, outputs);
   return 0;
 }
