@@ -277,6 +277,32 @@ TEST_F(CliServeTest, CurlAgainstTheRestEndpoints) {
   ASSERT_EQ(got.size(), s.want.size());
   for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], s.want[i], 1e-4) << i;
 
+  // The classification extension: the top 2 classes, as BYTES "value:index",
+  // the best first, as whole-model ORT ranks them.
+  {
+    json body = json::parse(s.body);
+    body["outputs"] = json::array({{{"name", answer["outputs"][0]["name"]}, {"parameters", {{"classification", 2}}}}});
+    const std::string top_path = (dir_ / "curl_top.json").string();
+    std::ofstream(top_path) << body.dump();
+    const Curled top = Curl("-X POST --data-binary @" + top_path + " " + url + "/v2/models/cam/infer");
+    ASSERT_EQ(top.status, 200) << top.body.substr(0, 300);
+    const json out = json::parse(top.body)["outputs"][0];
+    EXPECT_EQ(out["datatype"], "BYTES");
+    ASSERT_EQ(out["data"].size(), 2u);
+    const size_t best = static_cast<size_t>(std::max_element(s.want.begin(), s.want.end()) - s.want.begin());
+    EXPECT_THAT(out["data"][0].get<std::string>(), ::testing::EndsWith(":" + std::to_string(best)));
+  }
+  // A bodiless POST (`curl -X POST`, no Content-Length) reaches the endpoints that need no body.
+  const Curled index = Curl("-X POST " + url + "/v2/repository/index");
+  EXPECT_EQ(index.status, 200) << index.body;
+  EXPECT_EQ(json::parse(index.body)[0]["state"], "READY");
+  const Curled unregister = Curl("-X POST " + url + "/v2/systemsharedmemory/unregister");
+  EXPECT_EQ(unregister.status, 400);
+  EXPECT_THAT(unregister.body, HasSubstr("--allow-client-shm"));
+  const Curled no_body = Curl("-X POST " + url + "/v2/systemsharedmemory/region/r/register");
+  EXPECT_EQ(no_body.status, 400);
+  EXPECT_THAT(no_body.body, HasSubstr("-d '{}'"));
+
   // The binary tensor data extension, as Triton's HTTP client sends it by
   // default: the input's bytes after the JSON, and the outputs asked for in binary.
   {
@@ -331,7 +357,8 @@ TEST_F(CliServeTest, CurlAgainstTheRestEndpoints) {
   EXPECT_THAT(unknown.body, HasSubstr("unknown model 'nope'"));
   const Curled metrics = Curl(url + "/metrics");
   EXPECT_EQ(metrics.status, 200);
-  EXPECT_THAT(metrics.body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 2"));
+  // The JSON, classified and binary requests.
+  EXPECT_THAT(metrics.body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 3"));
 }
 
 TEST_F(CliServeTest, TensorsThroughSharedMemoryOverRest) {

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "baton/serve/auth.h"
@@ -138,6 +139,8 @@ void HttpServer::Route() {
                       "form data, Content-Type application/x-www-form-urlencoded, may have 8 KiB)");
     } else if (res.status == 404) {
       Error(res, 404, absl::StrCat("no endpoint ", req.method, " ", req.path, " (KServe v2: /v2/...)"));
+    } else if (res.status == 400) {
+      Error(res, 400, "malformed request, or a POST whose body has no Content-Length (with curl, send one: -d '{}')");
     }
   });
 
@@ -186,12 +189,43 @@ void HttpServer::Route() {
   srv.Get(model_path + "/ready", [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, {{"name", m->name}, {"ready", true}});
   });
+  // A POST's body, read by the route itself (routes given a ContentReader),
+  // bounded by --max-request-mb; "" when the request has neither a
+  // Content-Length nor a chunked body (what `curl -X POST` sends, which
+  // httplib would refuse with an empty 400). nullopt after answering 413 or 400.
+  auto read_body = [this](const httplib::Request& req, httplib::Response& res,
+                          const httplib::ContentReader& content_reader) -> std::optional<std::string> {
+    if (!req.has_header("Content-Length") &&
+        !absl::StrContains(absl::AsciiStrToLower(req.get_header_value("Transfer-Encoding")), "chunked")) {
+      return std::string();
+    }
+    std::string body;
+    bool too_large = false;
+    const bool read = content_reader([&](const char* data, size_t n) {
+      too_large = n > options_.max_request_bytes - std::min(body.size(), options_.max_request_bytes);
+      if (!too_large) body.append(data, n);
+      return !too_large;
+    });
+    if (!read || too_large) {
+      res.set_header("Connection", "close");  // what is left of the body stays unread
+      if (too_large || res.status == 413) {
+        Error(res, 413, "request body too large; raise --max-request-mb or send less");
+      } else {
+        Error(res, 400, "the request body could not be read (the client stopped sending, or sent a malformed chunk)");
+      }
+      return std::nullopt;
+    }
+    return body;
+  };
   // The model repository extension, read-only (kserve_json.h), on Triton's
   // paths with or without a repository name. `repository_body`: the JSON
-  // object a request's body holds ({} when empty), or nullopt after answering 400.
-  auto repository_body = [](const httplib::Request& req, httplib::Response& res) -> std::optional<json> {
-    if (req.body.empty()) return json::object();
-    absl::StatusOr<json> doc = ParseJsonBody(req.body, "the body");
+  // object a request's body holds ({} when empty), or nullopt after answering.
+  auto repository_body = [read_body](const httplib::Request& req, httplib::Response& res,
+                                     const httplib::ContentReader& content_reader) -> std::optional<json> {
+    const std::optional<std::string> text = read_body(req, res, content_reader);
+    if (!text) return std::nullopt;
+    if (text->empty()) return json::object();
+    absl::StatusOr<json> doc = ParseJsonBody(*text, "the body");
     if (!doc.ok() || !doc->is_object()) {
       Error(res, 400, doc.ok() ? "the body must be a JSON object" : std::string(doc.status().message()));
       return std::nullopt;
@@ -206,8 +240,10 @@ void HttpServer::Route() {
     }
   };
   srv.Post(R"(/v2/repository(?:/([^/]+))?/index)",
-           [this, repository_body](const httplib::Request& req, httplib::Response& res) {
-             if (!repository_body(req, res)) return;  // `ready` changes nothing: every model is ready
+           [this, repository_body](const httplib::Request& req, httplib::Response& res,
+                                   const httplib::ContentReader& content_reader) {
+             // `ready` changes nothing: every model is ready.
+             if (!repository_body(req, res, content_reader)) return;
              absl::StatusOr<std::vector<RepositoryModel>> index = RepositoryIndex(engine_, req.matches[1].str());
              if (!index.ok()) {
                Error(res, 400, std::string(index.status().message()));
@@ -216,39 +252,27 @@ void HttpServer::Route() {
              Reply(res, 200, RepositoryIndexJson(*index));
            });
   srv.Post(R"(/v2/repository(?:/([^/]+))?/models/([^/]+)/load)",
-           [this, repository_body, reply_status](const httplib::Request& req, httplib::Response& res) {
-             const std::optional<json> body = repository_body(req, res);
+           [this, repository_body, reply_status](const httplib::Request& req, httplib::Response& res,
+                                                 const httplib::ContentReader& content_reader) {
+             const std::optional<json> body = repository_body(req, res, content_reader);
              if (!body) return;
              const auto params = body->find("parameters");
              const bool with_parameters = params != body->end() && !(params->is_object() && params->empty());
              reply_status(res, RepositoryLoad(engine_, req.matches[1].str(), req.matches[2], with_parameters));
            });
   srv.Post(R"(/v2/repository(?:/([^/]+))?/models/([^/]+)/unload)",
-           [this, repository_body, reply_status](const httplib::Request& req, httplib::Response& res) {
-             if (!repository_body(req, res)) return;
+           [this, repository_body, reply_status](const httplib::Request& req, httplib::Response& res,
+                                                 const httplib::ContentReader& content_reader) {
+             if (!repository_body(req, res, content_reader)) return;
              reply_status(res, RepositoryUnload(engine_, req.matches[1].str(), req.matches[2]));
            });
   // The body is read here, not by httplib: httplib caps a body whose
   // Content-Type is form data (what `curl -d` sends unless told otherwise) at
   // 8 KiB and answers 413, which no --max-request-mb could fix.
-  srv.Post(model_path + "/infer", [this, model_of](const httplib::Request& req, httplib::Response& res,
-                                                  const httplib::ContentReader& content_reader) {
-    std::string request_body;
-    bool too_large = false;
-    const bool read = content_reader([&](const char* data, size_t n) {
-      too_large = n > options_.max_request_bytes - std::min(request_body.size(), options_.max_request_bytes);
-      if (!too_large) request_body.append(data, n);
-      return !too_large;
-    });
-    if (!read || too_large) {
-      res.set_header("Connection", "close");  // what is left of the body stays unread
-      if (too_large || res.status == 413) {
-        Error(res, 413, "request body too large; raise --max-request-mb or send less");
-      } else {
-        Error(res, 400, "the request body could not be read (the client stopped sending, or sent a malformed chunk)");
-      }
-      return;
-    }
+  srv.Post(model_path + "/infer", [this, model_of, read_body](const httplib::Request& req, httplib::Response& res,
+                                                             const httplib::ContentReader& content_reader) {
+    const std::optional<std::string> request_body = read_body(req, res, content_reader);
+    if (!request_body) return;
     const ModelInfo* m = model_of(req, res);
     if (m == nullptr) return;
     // The binary tensor data extension. get_header_value returns a copy: keep it alive.
@@ -256,7 +280,7 @@ void HttpServer::Route() {
     std::optional<std::string_view> header_length;
     if (req.has_header("Inference-Header-Content-Length")) header_length = header_value;
     absl::StatusOr<ParsedRequest> parsed =
-        ParseInferRequest(request_body, *m, kMaxElements, options_.shared_memory.get(), header_length);
+        ParseInferRequest(*request_body, *m, kMaxElements, options_.shared_memory.get(), header_length);
     if (!parsed.ok()) {
       Error(res, 400, std::string(parsed.status().message()));
       return;
@@ -325,11 +349,17 @@ void HttpServer::Route() {
                return registry.Register(name, key->get<std::string>(), at, size->get<uint64_t>());
              });
            });
-  srv.Post("/v2/systemsharedmemory/unregister", [shm_call](const httplib::Request&, httplib::Response& res) {
-    shm_call(res, [](SharedMemoryRegistry& registry) { return registry.Unregister(""); });
-  });
+  // Bodiless POSTs (`curl -X POST`) are welcome here: the body, if any, is read and ignored.
+  srv.Post("/v2/systemsharedmemory/unregister",
+           [shm_call, read_body](const httplib::Request& req, httplib::Response& res,
+                                 const httplib::ContentReader& content_reader) {
+             if (!read_body(req, res, content_reader)) return;
+             shm_call(res, [](SharedMemoryRegistry& registry) { return registry.Unregister(""); });
+           });
   srv.Post(R"(/v2/systemsharedmemory/region/([^/]+)/unregister)",
-           [shm_call](const httplib::Request& req, httplib::Response& res) {
+           [shm_call, read_body](const httplib::Request& req, httplib::Response& res,
+                                 const httplib::ContentReader& content_reader) {
+             if (!read_body(req, res, content_reader)) return;
              const std::string name = req.matches[1];
              shm_call(res, [&](SharedMemoryRegistry& registry) { return registry.Unregister(name); });
            });
