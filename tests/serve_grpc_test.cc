@@ -73,6 +73,9 @@ class ServeGrpcTest : public ::testing::Test {
     go.port = 0;
     go.shared_memory = std::move(shm);
     go.run_here_up_to = run_here_up_to_;
+    // Under ThreadSanitizer this process can stall for seconds: a 10 s
+    // keepalive watchdog then closed the connection under calls in flight.
+    go.keepalive_time = go.keepalive_timeout = std::chrono::minutes(2);
     auto server = serve::GrpcServer::Start(*engine_, go);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -368,6 +371,16 @@ TEST_F(ServeGrpcTest, TensorsThroughClientSharedMemory) {
 // copied before InferAsync returns, so the caller may reuse its buffer at
 // once; an adopted one stays alive with the call. y = b - c + a tells a mixed
 // up or misplaced input from the right answer.
+TEST_F(ServeGrpcTest, KeepaliveSettingsOutsideTheirBoundsAreRefused) {
+  serve::GrpcOptions go;
+  go.port = 0;
+  go.keepalive_timeout = std::chrono::milliseconds(10);
+  absl::StatusOr<std::unique_ptr<serve::GrpcServer>> bad = serve::GrpcServer::Start(*engine_, go);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("gRPC keepalive_timeout must be 1 s..1 h, got 10 ms"));
+}
+
 TEST_F(ServeGrpcTest, ACompressedMessageIsBoundedOnceInflated) {
   // 16 MiB of zeros gzip to ~16 KiB: the size limit must apply to the
   // inflated message, or one small message could take all the memory.
@@ -421,6 +434,7 @@ TEST(ServeGrpcClient, LargeAndSmallInputsReachTheServerInOrder) {
   ASSERT_TRUE(engine.ok()) << engine.status().ToString();
   serve::GrpcOptions go;
   go.port = 0;
+  go.keepalive_time = go.keepalive_timeout = std::chrono::minutes(2);  // as in ServeGrpcTest::Start
   auto server = serve::GrpcServer::Start(**engine, go);
   ASSERT_TRUE(server.ok()) << server.status();
   auto client = serve::GrpcClient::Connect("127.0.0.1:" + std::to_string((*server)->port()), {});

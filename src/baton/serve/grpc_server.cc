@@ -864,6 +864,13 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
     return absl::InvalidArgumentError(absl::StrCat("--grpc-max-streams must be in 1..10000, got ",
                                                    options.max_streams_per_connection));
   }
+  for (auto [value, name] : {std::pair{options.keepalive_time, "keepalive_time"},
+                             std::pair{options.keepalive_timeout, "keepalive_timeout"}}) {
+    if (value < std::chrono::seconds(1) || value > std::chrono::hours(1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gRPC ", name, " must be 1 s..1 h, got ", value.count(), " ms"));
+    }
+  }
   if (options.max_stream_in_flight < 1 || options.max_stream_in_flight > 10000) {
     return absl::InvalidArgumentError(absl::StrCat("--grpc-stream-in-flight must be in 1..10000, got ",
                                                    options.max_stream_in_flight));
@@ -899,8 +906,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
   builder.SetMaxReceiveMessageSize(static_cast<int>(o.max_request_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(std::min<size_t>(o.max_request_bytes * 4, (size_t{2} << 30) - 1)));
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, o.max_streams_per_connection);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(o.keepalive_time.count()));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(o.keepalive_timeout.count()));
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second server on the port must fail, not share
   const std::string host = o.host.find(':') != std::string::npos ? absl::StrCat("[", o.host, "]") : o.host;
   builder.AddListeningPort(o.unix_path.empty() ? absl::StrCat(host, ":", o.port) : absl::StrCat("unix:", o.unix_path),

@@ -73,6 +73,11 @@ struct GrpcOptions {
   // parsing a large message holds it, and the request saves two thread
   // hand-overs. 0 = always hand requests to the engine's threads.
   std::chrono::microseconds run_here_up_to{100};
+  // The server pings an idle or busy connection every keepalive_time and
+  // closes it when the ping is not answered within keepalive_timeout (a dead
+  // peer then frees its calls). Both 1 s..1 h.
+  std::chrono::milliseconds keepalive_time{10000};
+  std::chrono::milliseconds keepalive_timeout{10000};
 };
 
 // What ModelInfer does with a request before the engine sees it, on its
