@@ -353,7 +353,7 @@ grpc::Status FillResponse(const ModelInfo& model, const std::string& id, const T
           t.elem_type() == dtype::kString ? std::as_bytes(std::span<const char>(strings)) : t.bytes();
       if (absl::Status w = r.target->Write(bytes, absl::StrCat("model '", model.name, "' output '", name, "'"));
           !w.ok()) {
-        return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(w.code())), std::string(w.message()));
+        return ToGrpc(w);
       }
       auto& params = *o->mutable_parameters();
       params["shared_memory_region"].set_string_param(r.shm->region);

@@ -255,13 +255,20 @@ std::optional<ElemType> ElemTypeOfKServe(std::string_view datatype) {
   return std::nullopt;
 }
 
+namespace {
+
+// "[a, b]": the engine's model names, for messages.
+std::string ModelNames(const Engine& engine) {
+  std::vector<std::string> names;
+  for (const ModelInfo& i : engine.Models()) names.push_back(i.name);
+  return absl::StrCat("[", absl::StrJoin(names, ", "), "]");
+}
+
+}  // namespace
+
 absl::StatusOr<const ModelInfo*> ServedModel(const Engine& engine, const std::string& name, std::string_view version) {
   const ModelInfo* m = engine.FindModel(name);
-  if (m == nullptr) {
-    std::vector<std::string> names;
-    for (const ModelInfo& i : engine.Models()) names.push_back(i.name);
-    return Bad(absl::StrCat("unknown model '", name, "'; this server has: [", absl::StrJoin(names, ", "), "]"));
-  }
+  if (m == nullptr) return Bad(absl::StrCat("unknown model '", name, "'; this server has: ", ModelNames(engine)));
   if (!version.empty() && version != "1") {
     return Bad(absl::StrCat("model '", name, "' has no version '", std::string(version.substr(0, 64)),
                             "'; its only version is 1 (or leave the version out)"));
@@ -703,12 +710,6 @@ absl::Status CheckRepository(std::string_view repository) {
   if (repository.empty()) return absl::OkStatus();
   return Bad(absl::StrCat("no repository '", std::string(repository.substr(0, 64)),
                           "': baton serve has one, its config; leave repository_name empty"));
-}
-
-std::string ModelNames(const Engine& engine) {
-  std::vector<std::string> names;
-  for (const ModelInfo& i : engine.Models()) names.push_back(i.name);
-  return absl::StrCat("[", absl::StrJoin(names, ", "), "]");
 }
 
 }  // namespace
