@@ -4,12 +4,14 @@
 # in alternating runs on this machine (issue target: >= 0.9x). The server runs
 # the same config; both sides' client and server share the machine's cores.
 #
-#   bench/serve_throughput.sh [CONFIG] [--runs N] [--duration S] [--baton PATH] [--shared-memory]
+#   bench/serve_throughput.sh [CONFIG] [--runs N] [--duration S] [--baton PATH] [--shared-memory] [--streaming]
 #
 # CONFIG: a run config (default: the embedded default workload). Prints each
 # run's req/s and p99, then the medians and their ratio. --shared-memory adds
-# a third run to each round, `--server ... --shared-memory system` (inputs
-# through POSIX shared memory; the server gets --allow-client-shm).
+# a run to each round, `--server ... --shared-memory system` (inputs through
+# POSIX shared memory; the server gets --allow-client-shm). --streaming adds
+# the same runs again with `--streaming` (every request on one
+# ModelStreamInfer stream). All runs of a round alternate.
 # Exit status: 0 done, 1 a run failed, 2 usage.
 set -euo pipefail
 
@@ -19,13 +21,15 @@ runs=5
 duration=6
 baton=""
 shm=0
+streaming=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="${2:?--runs needs a number}"; shift 2 ;;
     --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
     --baton) baton="${2:?--baton needs a path}"; shift 2 ;;
     --shared-memory) shm=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --streaming) streaming=1; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     -*) echo "serve_throughput.sh: unknown option $1" >&2; exit 2 ;;
     *) config="$1"; shift ;;
   esac
@@ -59,34 +63,40 @@ address="$(sed -n 's/.*gRPC listening on \([^ ]*\) .*/\1/p' "$out/serve.out")"
 [ -n "$address" ] || { echo "serve_throughput.sh: the server did not start" >&2; cat "$out/serve.err" >&2; exit 1; }
 echo "server: $address (pid $server_pid)"
 
+# The client runs of each round: a file name and its extra arguments.
+variants=("server|")
+[ "$shm" = 1 ] && variants+=("shm|--shared-memory system")
+if [ "$streaming" = 1 ]; then
+  variants+=("stream|--streaming")
+  [ "$shm" = 1 ] && variants+=("shm-stream|--shared-memory system --streaming")
+fi
 for i in $(seq 1 "$runs"); do
   "$baton" run "${cfg_args[@]}" --no-baselines --duration "$duration" --quiet --json "$out/local-$i.json" >/dev/null
-  "$baton" run "${cfg_args[@]}" --server "$address" --duration "$duration" --quiet --json "$out/server-$i.json" >/dev/null
-  if [ "$shm" = 1 ]; then
-    "$baton" run "${cfg_args[@]}" --server "$address" --shared-memory system --duration "$duration" --quiet \
-      --json "$out/shm-$i.json" >/dev/null
-  fi
+  for v in "${variants[@]}"; do
+    read -r -a extra <<<"${v#*|}"
+    "$baton" run "${cfg_args[@]}" --server "$address" "${extra[@]}" --duration "$duration" --quiet \
+      --json "$out/${v%%|*}-$i.json" >/dev/null
+  done
 done
 
-python3 - "$out" "$runs" "$shm" <<'PY'
+python3 - "$out" "$runs" "${variants[@]}" <<'PY'
 import json, statistics, sys
-out, runs, shm = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+out, runs, variants = sys.argv[1], int(sys.argv[2]), [v.split("|", 1) for v in sys.argv[3:]]
 def load(kind):
     rows = []
     for i in range(1, runs + 1):
         j = json.load(open(f"{out}/{kind}-{i}.json"))
         rows.append((j["throughput_rps"], j["latency_ms"]["p99"]))
     return rows
-local, server = load("local"), load("server")
-shared = load("shm") if shm else None
+local = load("local")
+named = [(f"--server {args}".strip(), load(kind)) for kind, args in variants]
 for i in range(runs):
-    line = (f"run {i + 1}: in process {local[i][0]:7.1f} req/s p99 {local[i][1]:6.2f} ms | "
-            f"--server {server[i][0]:7.1f} req/s p99 {server[i][1]:6.2f} ms")
-    if shared:
-        line += f" | --shared-memory {shared[i][0]:7.1f} req/s p99 {shared[i][1]:6.2f} ms"
+    line = f"run {i + 1}: in process {local[i][0]:7.1f} req/s p99 {local[i][1]:6.2f} ms"
+    for name, rows in named:
+        line += f" | {name} {rows[i][0]:7.1f} req/s p99 {rows[i][1]:6.2f} ms"
     print(line)
 ml = statistics.median(r[0] for r in local)
-for name, rows in [("--server", server)] + ([("--server --shared-memory system", shared)] if shared else []):
+for name, rows in named:
     ms = statistics.median(r[0] for r in rows)
     ratios = [s[0] / l[0] for l, s in zip(local, rows)]
     print(f"median: in process {ml:.1f} req/s, {name} {ms:.1f} req/s; "

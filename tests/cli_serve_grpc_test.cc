@@ -592,6 +592,37 @@ TEST_F(CliServeGrpcTest, RunSendsItsInputsThroughSharedMemory) {
   EXPECT_THAT(stray.output, HasSubstr("are for --server"));
 }
 
+TEST_F(CliServeGrpcTest, RunSendsItsRequestsOnOneStream) {
+  // `baton run --server ... --streaming`: every request a message on one
+  // ModelStreamInfer stream, answers verified against whole-model ORT, with
+  // and without shared memory; the server stops at once afterwards (the
+  // client half-closed its stream).
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-http", "--allow-client-shm"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  const std::string address = "127.0.0.1:" + std::to_string(server.grpc_port());
+  for (const std::string extra : {"", " --shared-memory system"}) {
+    const std::string json_path = (dir_ / "stream_run.json").string();
+    testing::CliResult run = testing::Baton("run " + Config() + " --server " + address + " --streaming" + extra +
+                                            " --duration 1 --warmup 0.2 --slices 2 --verify --quiet --json " +
+                                            json_path);
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    std::ifstream in(json_path);
+    const nlohmann::json j = nlohmann::json::parse(in);
+    EXPECT_GT(j["completed"].get<int>(), 0) << extra;
+    for (const auto& m : j["models"]) EXPECT_EQ(m["failed"], 0) << extra << " " << m["name"];
+    EXPECT_EQ(j["verify"]["mismatches"], 0) << extra;
+    EXPECT_EQ(j["server_streaming"], true) << extra;
+    EXPECT_THAT(run.output, HasSubstr("on one stream"));
+  }
+  const auto stopping = std::chrono::steady_clock::now();
+  const int status = server.Kill(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, std::chrono::seconds(20));  // not the 30 s grace
+  testing::CliResult stray = testing::Baton("run " + Config() + " --streaming --duration 1");
+  EXPECT_EQ(stray.exit_code, 2);
+  EXPECT_THAT(stray.output, HasSubstr("are for --server"));
+}
+
 TEST_F(CliServeGrpcTest, ServesOnAUnixSocket) {
   // `--grpc unix:PATH`: a KServe client over the socket, `baton run --server
   // unix:PATH`, and the errors for a path that is taken.

@@ -3,8 +3,9 @@
 // ThreadSanitizer: many client threads and a stream at once, answers equal
 // to whole-model ONNX Runtime, the server stopping while calls are in
 // flight (every call still answered), the client's destructor waiting
-// for its calls, and tensors through client shared memory (the system shared
-// memory extension). Run under TSan in CI (scripts/test.sh).
+// for its calls, tensors through client shared memory (the system shared
+// memory extension), and the client's calls on one stream. Run under TSan in
+// CI (scripts/test.sh).
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -129,9 +130,9 @@ class ServeGrpcTest : public ::testing::Test {
     return "";
   }
 
-  // Three client threads' calls and a stream at once, all answered equal to
-  // whole-model ORT.
-  void ManyClientThreadsAndAStream();
+  // Three client threads' calls (with `client_options`) and a stream at
+  // once, all answered equal to whole-model ORT.
+  void ManyClientThreadsAndAStream(const serve::GrpcClientOptions& client_options = {});
 
   static inline fs::path* dir_ = nullptr;
   std::chrono::microseconds run_here_up_to_ = serve::GrpcOptions().run_here_up_to;
@@ -142,8 +143,8 @@ class ServeGrpcTest : public ::testing::Test {
   std::vector<float> want_;
 };
 
-void ServeGrpcTest::ManyClientThreadsAndAStream() {
-  auto client = serve::GrpcClient::Connect(Address(), {});
+void ServeGrpcTest::ManyClientThreadsAndAStream(const serve::GrpcClientOptions& client_options) {
+  auto client = serve::GrpcClient::Connect(Address(), client_options);
   ASSERT_TRUE(client.ok()) << client.status();
   ASSERT_TRUE((*client)->CheckModels({"cam"}).ok());
   EXPECT_EQ((*client)->CheckModels({"nope"}).code(), absl::StatusCode::kNotFound);
@@ -208,6 +209,151 @@ TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamWhileRunsGoOnGrpcsThreads) {
   (*client)->InferAsync("cam", Inputs(), {}, [&](Result<Tensors> r) { first.set_value(std::move(r)); });
   EXPECT_EQ(Check(first.get_future().get()), "");
   ManyClientThreadsAndAStream();
+}
+
+// baton's client with every call on one ModelStreamInfer stream
+// (GrpcClientOptions::stream): calls from several threads matched to their
+// answers by id, each equal to whole-model ORT; an answer with an error keeps
+// its status code; inputs through shared memory work the same way.
+TEST_F(ServeGrpcTest, StreamingClientMatchesAnswersAndKeepsErrorCodes) {
+  serve::GrpcClientOptions streaming;
+  streaming.stream = true;
+  ManyClientThreadsAndAStream(streaming);
+
+  auto client = serve::GrpcClient::Connect(Address(), streaming);
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto call = [&](const std::string& model, Tensors inputs, InferOptions o = {}) {
+    std::promise<Result<Tensors>> answer;
+    (*client)->InferAsync(model, std::move(inputs), o, [&](Result<Tensors> r) { answer.set_value(std::move(r)); });
+    return answer.get_future().get();
+  };
+  Result<Tensors> unknown = call("nope", Inputs());
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), StatusCode::kInvalidArgument) << unknown.status().ToString();
+  EXPECT_THAT(std::string(unknown.status().message()), ::testing::HasSubstr("nope"));
+  Tensors wrong;
+  wrong.emplace("not_an_input", input_.Clone());
+  Result<Tensors> bad_input = call("cam", std::move(wrong));
+  ASSERT_FALSE(bad_input.ok());
+  EXPECT_EQ(bad_input.status().code(), StatusCode::kInvalidArgument) << bad_input.status().ToString();
+  EXPECT_THAT(std::string(bad_input.status().message()), ::testing::HasSubstr("not_an_input"));
+  // The stream goes on after errors.
+  EXPECT_EQ(Check(call("cam", Inputs())), "");
+  client->reset();  // ends its stream, which the server's Stop would otherwise wait for
+
+  Start(std::make_shared<serve::SharedMemoryRegistry>());
+  serve::GrpcClientOptions shm_streaming = streaming;
+  shm_streaming.shared_memory = true;
+  auto shm_client = serve::GrpcClient::Connect(Address(), shm_streaming);
+  ASSERT_TRUE(shm_client.ok()) << shm_client.status();
+  constexpr int kCalls = 4;
+  std::vector<std::string> problems(kCalls);
+  std::vector<std::promise<void>> answered(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    (*shm_client)->InferAsync("cam", Inputs(), {}, [&, i](Result<Tensors> r) {
+      problems[i] = Check(r);
+      answered[i].set_value();
+    });
+  }
+  for (auto& a : answered) a.get_future().wait();
+  for (const std::string& p : problems) EXPECT_EQ(p, "");
+}
+
+// A server stopping under a streaming client: every call is answered (OK,
+// or UNAVAILABLE once the server stops reading); the first UNAVAILABLE
+// answer makes the client half-close its stream, which lets the server's
+// Stop finish without waiting out its grace period; later calls go as
+// ModelInfer calls, which the stopped server refuses; the destructor returns.
+TEST_F(ServeGrpcTest, StreamingClientWhenTheServerStops) {
+  serve::GrpcClientOptions streaming;
+  streaming.stream = true;
+  auto client = serve::GrpcClient::Connect(Address(), streaming);
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto call = [&] {
+    std::promise<Result<Tensors>> answer;
+    (*client)->InferAsync("cam", Inputs(), {}, [&](Result<Tensors> r) { answer.set_value(std::move(r)); });
+    return answer.get_future().get();
+  };
+  EXPECT_EQ(Check(call()), "");
+  const auto began = std::chrono::steady_clock::now();
+  std::thread stopper([&] { server_->Stop(); });
+  Result<Tensors> refused = call();
+  for (int i = 0; i < 10000 && refused.ok(); ++i) refused = call();  // OK until the server stops reading
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable) << refused.status().ToString();
+  stopper.join();
+  // GrpcOptions::stop_grace is 30 s: the stream ended long before it.
+  EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(25));
+  Result<Tensors> late = call();
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), StatusCode::kUnavailable) << late.status().ToString();
+  client->reset();
+}
+
+// A server that takes stream messages and never answers them: the streaming
+// client fails each call once its deadline plus call_slack has passed, and
+// its destructor ends the stream.
+TEST(ServeGrpcClient, StreamingCallsWithoutAnAnswerFailOnTime) {
+  class Silent final : public inference::GRPCInferenceService::CallbackService {
+    grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* ctx, const inference::ServerMetadataRequest*,
+                                             inference::ServerMetadataResponse* resp) override {
+      resp->set_name("silent");
+      auto* r = ctx->DefaultReactor();
+      r->Finish(grpc::Status::OK);
+      return r;
+    }
+    grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>* ModelStreamInfer(
+        grpc::CallbackServerContext*) override {
+      // Reads every message, answers none, and ends the stream when the client stops sending.
+      class Reader final : public grpc::ServerBidiReactor<inference::ModelInferRequest,
+                                                          inference::ModelStreamInferResponse> {
+       public:
+        Reader() { StartRead(&in_); }
+        void OnReadDone(bool ok) override {
+          if (ok) {
+            StartRead(&in_);
+          } else {
+            Finish(grpc::Status::OK);
+          }
+        }
+        void OnDone() override { delete this; }
+
+       private:
+        inference::ModelInferRequest in_;
+      };
+      return new Reader;
+    }
+  };
+  Silent service;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  serve::GrpcClientOptions streaming;
+  streaming.stream = true;
+  streaming.call_slack = std::chrono::seconds(1);
+  {
+    auto client = serve::GrpcClient::Connect("127.0.0.1:" + std::to_string(port), streaming);
+    ASSERT_TRUE(client.ok()) << client.status();
+    InferOptions o;
+    o.deadline = std::chrono::milliseconds(100);
+    Tensors in;
+    in.emplace("x", Tensor(dtype::kFloat, {1}, std::vector<std::byte>(sizeof(float))));
+    std::promise<Result<Tensors>> answer;
+    const auto sent = std::chrono::steady_clock::now();
+    (*client)->InferAsync("m", std::move(in), o, [&](Result<Tensors> r) { answer.set_value(std::move(r)); });
+    auto future = answer.get_future();
+    ASSERT_EQ(future.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    const auto waited = std::chrono::steady_clock::now() - sent;
+    Result<Tensors> r = future.get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
+    EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("did not answer on the stream"));
+    EXPECT_GE(waited, std::chrono::milliseconds(1100));  // not before the deadline plus the slack
+  }
+  server->Shutdown();
 }
 
 TEST_F(ServeGrpcTest, StopWhileCallsAreInFlightAnswersThemAll) {

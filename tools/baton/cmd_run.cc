@@ -59,6 +59,7 @@ struct RunArgs {
   std::string token_file;  // its bearer token
   std::string tls_ca;      // its CA, for TLS
   std::string shared_memory = "none";  // "system": inputs through client shared memory
+  bool streaming = false;              // every call on one ModelStreamInfer stream
 };
 
 void PrintTable(const std::vector<std::vector<std::string>>& rows, const std::string& indent = "  ") {
@@ -178,6 +179,7 @@ void PrintReport(const RunReport& r) {
   if (!r.server.empty()) {
     std::cout << "\nbaton run: " << c.models.size() << " models sent to the server at " << r.server
               << (r.server_shared_memory == "system" ? ", inputs through shared memory" : "")
+              << (r.server_streaming ? ", on one stream" : "")
               << " (its own devices, PUs and plan; measured here); " << c.run.duration_s << " s in " << c.run.slices
               << " slices; setup " << F1(Seconds(r.setup)) << " s\n\n";
   } else {
@@ -390,6 +392,7 @@ nlohmann::json ReportJson(const RunReport& r) {
   j["baton_ran"] = r.baton_ran;
   j["server"] = r.server.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.server);
   j["server_shared_memory"] = r.server.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.server_shared_memory);
+  j["server_streaming"] = r.server.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.server_streaming);
   nlohmann::json baselines = nlohmann::json::object();
   for (const ModeOutcome& b : r.baselines) {
     nlohmann::json bj = ModeJson(b, nullptr);
@@ -532,9 +535,9 @@ int Run(const RunArgs& args) {
   options.interrupt = stop_signal.stop();
   absl::StatusOr<RunReport> report = absl::UnknownError("not run");
   if (args.server.empty()) {
-    if (!args.token_file.empty() || !args.tls_ca.empty() || args.shared_memory != "none") {
-      std::cerr << "baton run: --token-file, --tls-ca and --shared-memory are for --server; give --server HOST:PORT "
-                   "or drop them\n";
+    if (!args.token_file.empty() || !args.tls_ca.empty() || args.shared_memory != "none" || args.streaming) {
+      std::cerr << "baton run: --token-file, --tls-ca, --shared-memory and --streaming are for --server; give --server "
+                   "HOST:PORT or drop them\n";
       return 2;
     }
     report = RunSession(config, options);
@@ -542,6 +545,7 @@ int Run(const RunArgs& args) {
     serve::GrpcClientOptions client_options;
     client_options.tls_ca = args.tls_ca;
     client_options.shared_memory = args.shared_memory == "system";
+    client_options.stream = args.streaming;
     if (!args.token_file.empty()) {
       absl::StatusOr<std::string> token = serve::ReadTokenFile(args.token_file);
       if (!token.ok()) {
@@ -564,6 +568,7 @@ int Run(const RunArgs& args) {
     harness::ServerTarget target;
     target.address = args.server;
     target.shared_memory = args.shared_memory;
+    target.streaming = args.streaming;
     target.infer = [c = client->get()](const std::string& model, Tensors inputs, const InferOptions& o,
                                        std::function<void(Result<Tensors>)> done) {
       c->InferAsync(model, std::move(inputs), o, std::move(done));
@@ -650,6 +655,9 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
                   "With --server: none (inputs in the gRPC messages, the default) or system (inputs through POSIX "
                   "shared memory; the server must run on this machine with --allow-client-shm)")
       ->check(CLI::IsMember({"none", "system"}));
+  cmd->add_flag("--streaming", args->streaming,
+                "With --server: send every request as a message on one ModelStreamInfer stream instead of a "
+                "ModelInfer call of its own");
   cmd->add_option("--cache-dir", args->cache_dir, "Where zoo models are generated (default: $BATON_CACHE_DIR or "
                                                   "~/.cache/baton)");
   cmd->callback([args, exit_code] { *exit_code = Run(*args); });

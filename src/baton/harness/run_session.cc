@@ -1155,6 +1155,7 @@ absl::StatusOr<RunReport> RunAgainstServer(const config::RunConfig& config, cons
   report.config = config;
   report.server = server.address;
   report.server_shared_memory = server.shared_memory;
+  report.server_streaming = server.streaming;
   report.baselines_note = absl::StrCat("baselines skipped: --server ", server.address,
                                        " measures a running server, whose PUs this process does not hold");
   // The models, for their samples (and whole-model outputs with --verify);

@@ -184,6 +184,7 @@ struct RunReport {
   std::optional<double> peak_rss_mb;  // of this process, at the end of the run
   std::string server;  // RunAgainstServer: the server's address ("" = baton ran in this process)
   std::string server_shared_memory;  // RunAgainstServer: how inputs went ("none", "system")
+  bool server_streaming = false;     // RunAgainstServer: on one ModelStreamInfer stream
 
   // mode's throughput over the bound's (nullopt without a bound).
   std::optional<double> BoundRatio(const ModeOutcome& mode) const;
@@ -219,6 +220,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
 struct ServerTarget {
   std::string address;  // for the report
   std::string shared_memory = "none";  // for the report: how the inputs travel ("none": in the messages, "system")
+  bool streaming = false;              // for the report: the calls go on one ModelStreamInfer stream
   std::function<void(const std::string& model, Tensors inputs, const InferOptions& options,
                      std::function<void(Result<Tensors>)> done)>
       infer;

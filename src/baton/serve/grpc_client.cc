@@ -19,9 +19,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -136,14 +140,8 @@ class RequestWriter {
   std::shared_ptr<std::vector<Tensor>> tensors_;
 };
 
-// The answer of a finished call, as tensors, or why there is none.
-Result<Tensors> AnswerOf(Call& call, const std::string& address) {
-  if (!call.status.ok()) return FromGrpc(call.status, address);
-  inference::ModelInferResponse r;
-  if (!grpc::SerializationTraits<inference::ModelInferResponse>::Deserialize(&call.response, &r).ok()) {
-    return Status(StatusCode::kInternal,
-                  absl::StrCat("server ", address, " answered with bytes that are not a ModelInferResponse"));
-  }
+// A ModelInferResponse's outputs as tensors, or why they cannot be read.
+Result<Tensors> TensorsOf(inference::ModelInferResponse& r, const std::string& address) {
   if (r.raw_output_contents_size() != r.outputs_size()) {
     return Status(StatusCode::kInternal, absl::StrCat("server ", address, " answered ", r.outputs_size(),
                                                       " outputs with ", r.raw_output_contents_size(),
@@ -166,12 +164,44 @@ Result<Tensors> AnswerOf(Call& call, const std::string& address) {
   return out;
 }
 
+// The answer of a finished unary call, as tensors, or why there is none.
+Result<Tensors> AnswerOf(Call& call, const std::string& address) {
+  if (!call.status.ok()) return FromGrpc(call.status, address);
+  inference::ModelInferResponse r;
+  if (!grpc::SerializationTraits<inference::ModelInferResponse>::Deserialize(&call.response, &r).ok()) {
+    return Status(StatusCode::kInternal,
+                  absl::StrCat("server ", address, " answered with bytes that are not a ModelInferResponse"));
+  }
+  return TensorsOf(r, address);
+}
+
+// A stream answer's error_message ("CODE: message", as baton and Triton
+// write it) as a status; a message without a known code is UNKNOWN.
+Status StreamError(const std::string& message, const std::string& address) {
+  for (int c = 1; c <= 16; ++c) {
+    const std::string prefix = absl::StrCat(StatusCodeName(static_cast<StatusCode>(c)), ": ");
+    if (message.rfind(prefix, 0) == 0) {
+      return Status(static_cast<StatusCode>(c), message.substr(prefix.size()));
+    }
+  }
+  return Status(StatusCode::kUnknown, absl::StrCat("server ", address, ": ", message));
+}
+
+// A call sent on the stream, waiting for its answer.
+struct StreamCall {
+  ShmSlot* slot = nullptr;
+  std::chrono::steady_clock::time_point give_up;  // deadline plus call_slack
+  std::function<void(Result<Tensors>)> done;
+};
+
 }  // namespace
 
 // Calls complete on one completion queue, drained by one thread that runs
 // their `done` callbacks; the destructor shuts it down and joins it. (The
 // async API rather than the callback API: with gRPC 1.51 the callback API's
-// client threads can outlive the library at process exit.)
+// client threads can outlive the library at process exit.) With
+// options.stream the same thread also reads the stream's answers, starts its
+// queued writes and fails the calls whose answer is overdue.
 struct GrpcClient::Impl {
   std::string address;
   GrpcClientOptions options;
@@ -195,7 +225,37 @@ struct GrpcClient::Impl {
   std::vector<std::unique_ptr<ShmSlot>> slots;
   std::vector<ShmSlot*> free_slots;
 
+  // The stream (options.stream). Guarded by stream_mu, except `incoming`,
+  // which only the poller touches. At most one write is in flight (gRPC's
+  // rule); the others wait in `outbox`, in the order their calls were made.
+  const std::string stream_method =
+      absl::StrCat("/", inference::GRPCInferenceService::service_full_name(), "/ModelStreamInfer");
+  std::mutex stream_mu;
+  std::condition_variable stream_cv;  // signalled when stream_ended becomes true
+  grpc::ClientContext stream_ctx;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> stream;
+  bool stream_open = false;   // new calls may go on it
+  bool finishing = false;     // its reads have ended and Finish is called: nothing more is written
+  bool stream_ended = false;  // its Finish has completed
+  bool writing = false;       // a StartCall, Write or WritesDone is in flight
+  bool half_close = false;    // send WritesDone once no write is in flight
+  bool writes_done = false;   // WritesDone has been sent
+  std::deque<grpc::ByteBuffer> outbox;
+  std::unordered_map<uint64_t, StreamCall> waiting;  // by request id
+  uint64_t next_id = 1;
+  grpc::Status stream_status;
+  grpc::ByteBuffer incoming;
+  std::chrono::steady_clock::time_point next_scan;  // poller only
+  // The stream operations' completion-queue tags (their addresses).
+  char op_start = 0, op_read = 0, op_write = 0, op_writes_done = 0, op_finish = 0;
+
+  // Overdue stream calls are looked for this often.
+  static constexpr std::chrono::milliseconds kScanEvery{100};
+  // How long the destructor waits for the server to end the stream before it cancels it.
+  static constexpr std::chrono::seconds kCloseWait{10};
+
   ~Impl() {
+    if (stream != nullptr) CloseStream();
     cq.Shutdown();  // Next returns false once every call in flight has completed (each has a deadline)
     if (poller.joinable()) poller.join();
     // Best effort, and bounded as a whole: the server may be gone or stuck.
@@ -289,14 +349,196 @@ struct GrpcClient::Impl {
   void Poll() {
     void* tag = nullptr;
     bool ok = false;
-    while (cq.Next(&tag, &ok)) {
-      {
-        std::lock_guard lock(calls_mu);
-        --calls;
+    if (stream == nullptr) {
+      while (cq.Next(&tag, &ok)) CompleteUnary(tag);
+      return;
+    }
+    for (;;) {
+      const auto got = cq.AsyncNext(&tag, &ok, std::chrono::system_clock::now() + kScanEvery);
+      if (got == grpc::CompletionQueue::SHUTDOWN) return;
+      if (got == grpc::CompletionQueue::GOT_EVENT) {
+        if (tag == &op_start || tag == &op_read || tag == &op_write || tag == &op_writes_done || tag == &op_finish) {
+          OnStreamEvent(tag, ok);
+        } else {
+          CompleteUnary(tag);
+        }
       }
-      std::unique_ptr<Call> call(static_cast<Call*>(tag));
-      ReleaseSlot(call->slot);  // before `done`, which may send the next request
-      call->done(AnswerOf(*call, address));
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_scan) {
+        next_scan = now + kScanEvery;
+        FailOverdue(now);
+      }
+    }
+  }
+
+  void CompleteUnary(void* tag) {
+    {
+      std::lock_guard lock(calls_mu);
+      --calls;
+    }
+    std::unique_ptr<Call> call(static_cast<Call*>(tag));
+    ReleaseSlot(call->slot);  // before `done`, which may send the next request
+    call->done(AnswerOf(*call, address));
+  }
+
+  // Opens the stream and starts its first read (before the poller runs).
+  void OpenStream() {
+    if (!options.token.empty()) stream_ctx.AddMetadata("authorization", "Bearer " + options.token);
+    stream = generic->PrepareCall(&stream_ctx, stream_method, &cq);
+    // StartCall is a write as far as gRPC is concerned (it reuses the write
+    // operation): the first Write waits for it in the outbox.
+    writing = true;
+    stream->StartCall(&op_start);
+    stream->Read(&incoming, &op_read);
+    stream_open = true;
+  }
+
+  // Sends `request` (whose id is `id`) on the stream; false, leaving `done`
+  // alone, when the stream has ended.
+  bool SendOnStream(uint64_t id, const grpc::ByteBuffer& request, ShmSlot* slot, std::chrono::nanoseconds timeout,
+                    std::function<void(Result<Tensors>)>& done) {
+    std::lock_guard lock(stream_mu);
+    if (!stream_open) return false;
+    StreamCall& call = waiting[id];
+    call.slot = slot;
+    call.give_up = std::chrono::steady_clock::now() +
+                   std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    call.done = std::move(done);
+    if (writing) {
+      outbox.push_back(request);
+    } else {
+      writing = true;
+      stream->Write(request, &op_write);
+    }
+    return true;
+  }
+
+  void OnStreamEvent(void* tag, bool ok) {
+    if (tag == &op_read) {
+      if (ok) {
+        Answered();
+        stream->Read(&incoming, &op_read);
+        return;
+      }
+      // The server has ended the stream (or it broke): read its status.
+      std::lock_guard lock(stream_mu);
+      stream_open = false;
+      finishing = true;
+      stream->Finish(&stream_status, &op_finish);
+      return;
+    }
+    if (tag == &op_start || tag == &op_write || tag == &op_writes_done) {
+      std::lock_guard lock(stream_mu);
+      writing = false;
+      if (!ok || finishing) {
+        outbox.clear();  // their calls wait in `waiting` and fail when the stream's Finish completes
+      } else if (!outbox.empty()) {  // sent even once new calls no longer come here
+        writing = true;
+        stream->Write(outbox.front(), &op_write);
+        outbox.pop_front();
+      }
+      MaybeHalfCloseLocked();
+      return;
+    }
+    if (tag == &op_finish) {
+      std::unordered_map<uint64_t, StreamCall> left;
+      {
+        std::lock_guard lock(stream_mu);
+        left.swap(waiting);
+        stream_ended = true;
+      }
+      stream_cv.notify_all();
+      const Status why = stream_status.ok()
+                             ? Status(StatusCode::kUnavailable,
+                                      absl::StrCat("server ", address, " ended the stream before answering"))
+                             : FromGrpc(stream_status, address);
+      for (auto& [id, call] : left) {
+        ReleaseSlot(call.slot);
+        call.done(why);
+      }
+    }
+  }
+
+  // Sends WritesDone once it is wanted and no write is in flight (stream_mu held).
+  void MaybeHalfCloseLocked() {
+    if (half_close && !writing && !writes_done && !finishing) {
+      writes_done = true;
+      writing = true;
+      stream->WritesDone(&op_writes_done);
+    }
+  }
+
+  // The answer in `incoming`, given to its call. An answer whose call has
+  // already failed as overdue (or with an id this client never sent) is dropped.
+  void Answered() {
+    inference::ModelStreamInferResponse r;
+    const bool parsed = grpc::SerializationTraits<inference::ModelStreamInferResponse>::Deserialize(&incoming, &r).ok();
+    incoming.Clear();
+    uint64_t id = 0;
+    const std::string& text = r.infer_response().id();
+    if (!parsed || std::from_chars(text.data(), text.data() + text.size(), id).ec != std::errc()) return;
+    StreamCall call;
+    {
+      std::lock_guard lock(stream_mu);
+      auto it = waiting.find(id);
+      if (it == waiting.end()) return;
+      call = std::move(it->second);
+      waiting.erase(it);
+    }
+    ReleaseSlot(call.slot);
+    if (r.error_message().empty()) {
+      call.done(TensorsOf(*r.mutable_infer_response(), address));
+      return;
+    }
+    Status error = StreamError(r.error_message(), address);
+    if (error.code() == StatusCode::kUnavailable) {
+      // The server is stopping (or cannot serve for now): it ends a stream
+      // only once the client has stopped sending on it, so stop; later calls
+      // go as ModelInfer calls, which a stopped server refuses at once.
+      std::lock_guard lock(stream_mu);
+      stream_open = false;
+      half_close = true;
+      MaybeHalfCloseLocked();
+    }
+    call.done(std::move(error));
+  }
+
+  // Fails the stream calls whose answer is overdue: a stream message has no
+  // deadline of its own, so this is what bounds a call's wait.
+  void FailOverdue(std::chrono::steady_clock::time_point now) {
+    std::vector<StreamCall> overdue;
+    {
+      std::lock_guard lock(stream_mu);
+      for (auto it = waiting.begin(); it != waiting.end();) {
+        if (it->second.give_up <= now) {
+          overdue.push_back(std::move(it->second));
+          it = waiting.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (StreamCall& call : overdue) {
+      ReleaseSlot(call.slot);
+      call.done(Status(StatusCode::kDeadlineExceeded,
+                       absl::StrCat("server ", address,
+                                    " did not answer on the stream within the request's deadline plus ",
+                                    std::chrono::duration_cast<std::chrono::seconds>(options.call_slack).count(),
+                                    " s")));
+    }
+  }
+
+  // Half-closes the stream once its writes are out and waits for the server
+  // to end it (it does once its answers are written); cancels it after
+  // kCloseWait. Then nothing of the stream is left on the queue.
+  void CloseStream() {
+    std::unique_lock lock(stream_mu);
+    stream_open = false;
+    half_close = true;
+    MaybeHalfCloseLocked();
+    if (!stream_cv.wait_for(lock, kCloseWait, [&] { return stream_ended; })) {
+      stream_ctx.TryCancel();
+      stream_cv.wait(lock, [&] { return stream_ended; });  // a cancelled call always finishes
     }
   }
 
@@ -359,6 +601,7 @@ absl::StatusOr<std::unique_ptr<GrpcClient>> GrpcClient::Connect(const std::strin
     impl->free_slots.push_back(first->get());
     impl->slots.push_back(*std::move(first));
   }
+  if (impl->options.stream) impl->OpenStream();
   Impl* raw = impl.get();
   impl->poller = std::thread([raw] { raw->Poll(); });
   return std::unique_ptr<GrpcClient>(new GrpcClient(std::move(impl)));
@@ -383,16 +626,21 @@ absl::Status GrpcClient::CheckModels(const std::vector<std::string>& names) {
 
 void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
                             std::function<void(Result<Tensors>)> done) {
-  auto* call = new Call;
-  call->done = std::move(done);
   inference::ModelInferRequest head;  // every field but the raw contents
   head.set_model_name(model);
+  uint64_t id = 0;
+  if (impl_->options.stream) {
+    std::lock_guard lock(impl_->stream_mu);
+    id = impl_->next_id++;
+  }
+  if (id != 0) head.set_id(absl::StrCat(id));  // how the stream's answer finds its call
+  ShmSlot* slot = nullptr;
   if (impl_->options.shared_memory) {
     size_t total = 0;
     for (const auto& [name, t] : inputs) {
       if (t.elem_type() != dtype::kString) total += RoundUp(t.byte_size(), kShmAlign);
     }
-    if (total > 0) call->slot = impl_->AcquireSlot(total);
+    if (total > 0) slot = impl_->AcquireSlot(total);
   }
   std::vector<Tensor*> raw;  // inputs that go in the message, in the order of head.inputs
   size_t offset = 0;
@@ -401,10 +649,10 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
     in->set_name(name);
     in->set_datatype(KServeDatatype(t.elem_type()).value_or(ElemTypeName(t.elem_type())));
     for (int64_t d : t.shape()) in->add_shape(d);
-    if (call->slot != nullptr && t.elem_type() != dtype::kString) {
-      if (t.byte_size() > 0) std::memcpy(call->slot->data + offset, t.bytes().data(), t.byte_size());
+    if (slot != nullptr && t.elem_type() != dtype::kString) {
+      if (t.byte_size() > 0) std::memcpy(slot->data + offset, t.bytes().data(), t.byte_size());
       auto& params = *in->mutable_parameters();
-      params["shared_memory_region"].set_string_param(call->slot->name);
+      params["shared_memory_region"].set_string_param(slot->name);
       params["shared_memory_byte_size"].set_int64_param(static_cast<int64_t>(t.byte_size()));
       params["shared_memory_offset"].set_int64_param(static_cast<int64_t>(offset));
       offset += RoundUp(t.byte_size(), kShmAlign);
@@ -423,6 +671,10 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
   RequestWriter writer(head);
   for (Tensor* t : raw) writer.AddRaw(std::move(*t));
   const grpc::ByteBuffer request = writer.Finish();
+  if (id != 0 && impl_->SendOnStream(id, request, slot, timeout, done)) return;
+  auto* call = new Call;
+  call->slot = slot;
+  call->done = std::move(done);
   impl_->Prepare(call->context, timeout);
   // Held until Finish has registered the tag: the poller, which takes the
   // mutex before it touches a call, then sees everything done here.

@@ -48,6 +48,15 @@ struct GrpcClientOptions {
   // registered with the server once. The server must run on this machine
   // and be started with --allow-client-shm; Connect checks both.
   bool shared_memory = false;
+  // Send every call as a message on one ModelStreamInfer stream instead of
+  // as a ModelInfer call of its own (`baton run --server ... --streaming`,
+  // as Triton's perf_analyzer --streaming): no per-call HTTP/2 stream,
+  // headers or trailers. Answers are matched to calls by request id. A call
+  // whose answer has not come within its deadline plus call_slack fails
+  // with DEADLINE_EXCEEDED; once the stream has ended (the server stopped
+  // or refused it), its calls in flight fail with the stream's status and
+  // later calls go as ModelInfer calls.
+  bool stream = false;
 };
 
 class GrpcClient {
