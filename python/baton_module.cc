@@ -654,6 +654,10 @@ Raises baton.Error when the configuration, a model or the plan is refused.)doc")
       .def(
           "device", [](PyEngine& self, const std::string& model) { return self.Model(model).device; },
           py::arg("model"), "The device the model's partitions run on.")
+      .def(
+          "labels", [](PyEngine& self, const std::string& model) { return self.Model(model).labels; },
+          py::arg("model"), "The model's class labels from its config's `labels` file (label i names class i); [] "
+                            "without one.")
       .def("infer", &b::Infer, py::arg("model"), py::arg("inputs"), py::kw_only(),
            py::arg("deadline_ms") = py::none(), py::arg("priority") = py::none(), py::arg("slo_ms") = py::none(),
            R"doc(Runs one request and waits for its answer: {output name: ndarray}.

@@ -125,6 +125,50 @@ class EngineTest : public ::testing::Test {
 };
 fs::path* EngineTest::dir_ = nullptr;
 
+// A model's `labels` file: read relative to the config's folder, one label
+// per line ("\r\n" too, the last newline optional), in ModelInfo; a file
+// whose count fits no output, or that is missing, is an error at open.
+TEST_F(EngineTest, ClassLabelsComeFromTheConfigsLabelsFile) {
+  std::unique_ptr<Engine> plain = Open("whole");
+  ASSERT_NE(plain, nullptr);
+  const ModelInfo* cam = plain->FindModel("cam");
+  ASSERT_NE(cam, nullptr);
+  EXPECT_TRUE(cam->labels.empty());
+  const int64_t classes = cam->outputs[0].shape.back();
+  ASSERT_GT(classes, 1);
+  plain->Close();
+  {
+    std::ofstream out(*dir_ / "labels.txt", std::ios::binary);
+    for (int64_t i = 0; i < classes; ++i) out << "class " << i << (i == 0 ? "\r\n" : "\n");
+  }
+  std::unique_ptr<Engine> labelled = Open("whole", ", labels: labels.txt");
+  ASSERT_NE(labelled, nullptr);
+  const std::vector<std::string>& labels = labelled->FindModel("cam")->labels;
+  ASSERT_EQ(labels.size(), static_cast<size_t>(classes));
+  EXPECT_EQ(labels[0], "class 0");
+  EXPECT_EQ(labels.back(), "class " + std::to_string(classes - 1));
+  EXPECT_TRUE(labelled->FindModel("det")->labels.empty());
+  labelled->Close();
+
+  std::ofstream(*dir_ / "short.txt") << "cat\ndog\n";
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (*dir_ / "cache").string();
+  Result<std::unique_ptr<Engine>> wrong =
+      Engine::OpenText(Config("whole", ", labels: short.txt"), dir_->string(), options);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_THAT(wrong.status().message(), HasSubstr("model 'cam': labels file"));
+  EXPECT_THAT(wrong.status().message(), HasSubstr("has 2 labels, but no output has that many classes"));
+  Result<std::unique_ptr<Engine>> missing =
+      Engine::OpenText(Config("whole", ", labels: nowhere.txt"), dir_->string(), options);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status().ToString();
+  EXPECT_THAT(missing.status().message(), HasSubstr("nowhere.txt"));
+  Result<std::unique_ptr<Engine>> empty = Engine::OpenText(Config("whole", ", labels: ''"), dir_->string(), options);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_THAT(empty.status().message(), HasSubstr("labels"));
+}
+
 TEST_F(EngineTest, DescribesItsModels) {
   std::unique_ptr<Engine> engine = Open("whole");
   ASSERT_NE(engine, nullptr);

@@ -567,6 +567,7 @@ TEST(RunConfigTest, EveryKeyRoundTrips) {
   config.models[1].execution_timeout_ms = 2500;
   config.models[2].max_batch = 8;
   config.models[2].max_queue_delay_ms = 2.5;
+  config.models[1].labels = "labels/imagenet #1.txt";  // needs quoting
   config.policy = PolicyConfig{.high_level = "capability", .low_level = "edf", .stages = 5};
   config.run = RunSettings{.duration_s = 0.5,
                            .warmup_s = 0,

@@ -63,10 +63,16 @@ class ServeGrpcTest : public ::testing::Test {
     EngineOptions options;
     options.no_profile = true;
     options.cache_dir = (*dir_ / "cache").string();
+    if (labels_ > 0) {
+      std::ofstream out(*dir_ / "labels.txt");
+      for (size_t i = 0; i < labels_; ++i) out << "class " << i << "\n";
+    }
     Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
         "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}, {name: cpu1, kind: cpu, threads: 1}]}]\n"
-        "models: [{name: cam, path: squeezenet.onnx}]\n"
-        "policy: {high_level: balanced, stages: 2}\n",
+        "models: [{name: cam, path: squeezenet.onnx" +
+            std::string(labels_ > 0 ? ", labels: labels.txt" : "") +
+            "}]\n"
+            "policy: {high_level: balanced, stages: 2}\n",
         dir_->string(), options);
     ASSERT_TRUE(engine.ok()) << engine.status().ToString();
     engine_ = std::move(engine).value();
@@ -136,6 +142,7 @@ class ServeGrpcTest : public ::testing::Test {
 
   static inline fs::path* dir_ = nullptr;
   std::chrono::microseconds run_here_up_to_ = serve::GrpcOptions().run_here_up_to;
+  size_t labels_ = 0;  // > 0: Start gives the model a labels file of that many classes
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<serve::GrpcServer> server_;
   std::string input_name_, output_name_;
@@ -354,6 +361,33 @@ TEST(ServeGrpcClient, StreamingCallsWithoutAnAnswerFailOnTime) {
     EXPECT_GE(waited, std::chrono::milliseconds(1100));  // not before the deadline plus the slack
   }
   server->Shutdown();
+}
+
+// The classification extension answers "value:index:label" when the model's
+// config names a labels file.
+TEST_F(ServeGrpcTest, ClassificationAnswersCarryTheConfiguredLabels) {
+  labels_ = want_.size();
+  Start(nullptr);
+  auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(Address(), grpc::InsecureChannelCredentials()));
+  inference::ModelInferRequest req = RequestWithoutBytes();
+  req.add_raw_input_contents(std::string(reinterpret_cast<const char*>(input_.bytes().data()), input_.byte_size()));
+  auto* o = req.add_outputs();
+  o->set_name(output_name_);
+  (*o->mutable_parameters())["classification"].set_int64_param(1);
+  grpc::ClientContext ctx;
+  ctx.set_wait_for_ready(true);
+  inference::ModelInferResponse resp;
+  const grpc::Status st = stub->ModelInfer(&ctx, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(resp.outputs_size(), 1);
+  EXPECT_EQ(resp.outputs(0).datatype(), "BYTES");
+  const std::string& raw = resp.raw_output_contents(0);
+  ASSERT_GE(raw.size(), 4u);
+  uint32_t n = 0;
+  std::memcpy(&n, raw.data(), 4);
+  ASSERT_EQ(raw.size(), 4u + n);
+  const size_t best = static_cast<size_t>(std::max_element(want_.begin(), want_.end()) - want_.begin());
+  EXPECT_THAT(raw.substr(4), ::testing::EndsWith(":" + std::to_string(best) + ":class " + std::to_string(best)));
 }
 
 TEST_F(ServeGrpcTest, StopWhileCallsAreInFlightAnswersThemAll) {

@@ -309,6 +309,15 @@ TEST(KServeJsonTest, ClassificationAnswersTheTopClasses) {
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("model 'cam' output 'y': classification needs numbers"));
   EXPECT_TRUE(CheckClassification(strings_out.outputs[0], 0, "y").ok()) << "0 asks for the output itself";
+
+  // With the model's class labels (its config's `labels`): "value:index:label";
+  // an index past the labels keeps "value:index".
+  ModelInfo labelled = Model();
+  labelled.labels = {"cat", "dog", "emu"};
+  resp = InferResponseBodyOf(labelled, *r, out);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  EXPECT_EQ(nlohmann::json::parse(resp->body)["outputs"][0]["data"],
+            nlohmann::json({"2.000000:1:dog", "2.000000:2:emu", "7.500000:3", "3.000000:1:dog"}));
 }
 
 TEST(KServeJsonTest, DeepNestingIsRefusedBeforeParsing) {

@@ -140,6 +140,9 @@ struct ModelInfo {
   std::string device;          // the device its partitions run on
   int partitions = 0;          // as deployed
   std::optional<double> slo_ms;  // the config's
+  // Class labels from the config's `labels` file: labels[i] names class
+  // index i (empty: none). `baton serve`'s classification answers use them.
+  std::vector<std::string> labels;
 };
 
 struct InferOptions {

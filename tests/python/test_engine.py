@@ -33,6 +33,7 @@ def test_describes_its_models(whole):
     assert [t for _, t, _ in whole.inputs("text")] == ["int64"]
     assert whole.partitions("cam") == 1
     assert whole.device("cam") == "local"
+    assert whole.labels("cam") == []
     assert "cam" in repr(whole)
 
 

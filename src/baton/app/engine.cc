@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <future>
 #include <iterator>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include "baton/app/assembly.h"
 #include "baton/baton.h"
 #include "baton/config/run_config.h"
+#include "baton/core/file.h"
 #include "baton/core/status.h"
 #include "baton/core/time.h"
 
@@ -331,6 +333,45 @@ Engine::~Engine() { Close(); }
 
 namespace {
 
+constexpr size_t kMaxLabelsFileBytes = size_t{16} << 20;
+
+// The model's class labels (its config's `labels` file: one per line, a
+// final newline optional, "\r\n" read as "\n"), checked against its
+// outputs: a file whose count of labels is no output's count of classes
+// (its last dimension) is most likely another model's.
+absl::StatusOr<std::vector<std::string>> LoadLabels(const config::ModelConfig& m, const std::string& base_dir,
+                                                    const std::vector<TensorInfo>& outputs) {
+  std::vector<std::string> labels;
+  if (!m.labels) return labels;
+  std::filesystem::path file(*m.labels);
+  if (file.is_relative() && !base_dir.empty()) file = std::filesystem::path(base_dir) / file;
+  absl::StatusOr<std::string> text = ReadRegularFile(file.string(), kMaxLabelsFileBytes, "labels file");
+  if (!text.ok()) {
+    return absl::Status(text.status().code(), absl::StrCat("model '", m.name, "': ", text.status().message()));
+  }
+  size_t at = 0;
+  while (at < text->size()) {
+    size_t end = text->find('\n', at);
+    if (end == std::string::npos) end = text->size();
+    std::string line = text->substr(at, end - at);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    labels.push_back(std::move(line));
+    at = end + 1;
+  }
+  const bool fits = std::any_of(outputs.begin(), outputs.end(), [&](const TensorInfo& o) {
+    return o.shape.empty() || o.shape.back() < 0 || static_cast<size_t>(o.shape.back()) == labels.size();
+  });
+  if (!fits) {
+    std::vector<std::string> dims;
+    for (const TensorInfo& o : outputs) dims.push_back(absl::StrCat(o.name, " ", o.shape.back()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", m.name, "': labels file '", file.string(), "' has ", labels.size(),
+        " labels, but no output has that many classes (last dimension: ", absl::StrJoin(dims, ", "),
+        "); give the file with one line per class of this model"));
+  }
+  return labels;
+}
+
 absl::StatusOr<std::unique_ptr<Engine::Impl>> OpenImpl(config::RunConfig config, const EngineOptions& options) {
   BATON_RETURN_IF_ERROR(config::Validate(config));
   auto impl = std::make_unique<Engine::Impl>();
@@ -360,6 +401,7 @@ absl::StatusOr<std::unique_ptr<Engine::Impl>> OpenImpl(config::RunConfig config,
     info.device = cfg.devices[a.deploy[i].device.value].name;
     info.partitions = static_cast<int>(a.deployment->models()[i].plan.partitions.size());
     info.slo_ms = lm.config->slo_ms;
+    BATON_ASSIGN_OR_RETURN(info.labels, LoadLabels(*lm.config, impl->config.base_dir, info.outputs));
     impl->infos.push_back(std::move(info));
     impl->default_deadline.push_back(lm.config->deadline_ms ? std::optional<Duration>(FromMillis(*lm.config->deadline_ms))
                                                             : std::nullopt);

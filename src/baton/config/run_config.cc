@@ -72,9 +72,10 @@ constexpr std::array<const char*, 9> kPuKeys = {"name",  "kind",     "threads", 
                                                 "speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 3> kCpuOnlyKeys = {"threads", "cores", "share_session"};
 constexpr std::array<const char*, 4> kEmuOnlyKeys = {"speed", "op_speed", "unsupported_ops", "compute"};
-constexpr std::array<const char*, 11> kModelKeys = {"name",       "path",   "arrival",   "deadline_ms",
+constexpr std::array<const char*, 12> kModelKeys = {"name",       "path",   "arrival",   "deadline_ms",
                                                     "priority",   "partitions", "slo_ms", "max_batch",
-                                                    "max_queue_delay_ms", "execution_timeout_ms", "batching"};
+                                                    "max_queue_delay_ms", "execution_timeout_ms", "batching",
+                                                    "labels"};
 constexpr int kMaxBatch = 1024;
 // The modes `baton run` can compare with (run.baselines as a list).
 constexpr std::array<const char*, 6> kBaselineNames = {"ort_tuned",      "ort_pinned",     "ort_global_pool",
@@ -322,6 +323,9 @@ absl::Status ValidateModels(const std::vector<ModelConfig>& models) {
       return Invalid(Child(path, "batching"), absl::StrCat("is '", model.batching,
                                                            "'; use auto (batch when the profile shows a gain) or on "
                                                            "(always up to max_batch)"));
+    }
+    if (model.labels && model.labels->empty()) {
+      return Invalid(Child(path, "labels"), "is empty; give a text file with one class label per line, or omit it");
     }
     if (model.max_batch == 1 && model.max_queue_delay_ms > 0) {
       return Invalid(Child(path, "max_queue_delay_ms"),
@@ -719,6 +723,8 @@ class Parser {
         BATON_RETURN_IF_ERROR(Double(f, model.max_queue_delay_ms));
       } else if (f.key == "batching") {
         BATON_RETURN_IF_ERROR(String(f, model.batching));
+      } else if (f.key == "labels") {
+        BATON_RETURN_IF_ERROR(String(f, model.labels.emplace()));
       } else if (f.key == "priority") {
         BATON_RETURN_IF_ERROR(Int(f, model.priority));
       } else if (f.key == "partitions") {
@@ -1071,6 +1077,7 @@ std::string ToYaml(const RunConfig& config) {
     }
     out << YAML::Key << "priority" << YAML::Value << model.priority;
     if (model.partitions) out << YAML::Key << "partitions" << YAML::Value << *model.partitions;
+    if (model.labels) out << YAML::Key << "labels" << YAML::Value << *model.labels;
     out << YAML::EndMap;
   }
   out << YAML::EndSeq;

@@ -112,6 +112,10 @@ struct ModelConfig {
   // auto: the planner batches only when the profile shows batching pays
   // (profile::ChooseBatch; off without a profile); on: always up to max_batch.
   std::string batching = "auto";
+  // Class labels for the classification extension (`baton serve`): a text
+  // file (relative to the config file's folder) with one label per line,
+  // line i naming class index i of any output asked for its top classes.
+  std::optional<std::string> labels;
 
   friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };

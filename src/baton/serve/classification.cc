@@ -94,7 +94,8 @@ absl::Status CheckClassification(const TensorInfo& output, int64_t k, const std:
   return absl::OkStatus();
 }
 
-absl::StatusOr<Tensor> Classify(const Tensor& t, int64_t k, const std::string& where) {
+absl::StatusOr<Tensor> Classify(const Tensor& t, int64_t k, const std::string& where,
+                                std::span<const std::string> labels) {
   if (k < 1) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": 'classification' must be at least 1, got ", k));
   }
@@ -124,7 +125,12 @@ absl::StatusOr<Tensor> Classify(const Tensor& t, int64_t k, const std::string& w
                         if (std::isnan(va) != std::isnan(vb)) return std::isnan(vb);
                         return va > vb || (!(vb > va) && a < b);
                       });
-    for (size_t i = 0; i < top; ++i) out.push_back(absl::StrCat(read.Text(r * classes + order[i]), ":", order[i]));
+    for (size_t i = 0; i < top; ++i) {
+      const size_t c = order[i];
+      std::string text = absl::StrCat(read.Text(r * classes + c), ":", c);
+      if (c < labels.size()) absl::StrAppend(&text, ":", labels[c]);
+      out.push_back(std::move(text));
+    }
   }
   std::vector<int64_t> shape = t.shape();
   shape.back() = static_cast<int64_t>(top);

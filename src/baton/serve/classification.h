@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "baton/baton.h"
@@ -20,10 +21,11 @@ inline constexpr int64_t kMaxClasses = int64_t{1} << 20;
 // each index of the leading dimensions, largest first (equal values: lower
 // index first), as a BYTES tensor of shape [leading dims..., min(k, classes)]
 // whose elements read "value:index" with the value as std::to_string prints
-// it, as Triton answers (baton has no class labels). InvalidArgument naming
-// `where` for a BYTES, complex or bfloat16 tensor, a scalar, no classes, or
-// k < 1.
-absl::StatusOr<Tensor> Classify(const Tensor& t, int64_t k, const std::string& where);
+// it, or "value:index:label" when `labels` names that index (the model's
+// config `labels`), as Triton answers. InvalidArgument naming `where` for a
+// BYTES, complex or bfloat16 tensor, a scalar, no classes, or k < 1.
+absl::StatusOr<Tensor> Classify(const Tensor& t, int64_t k, const std::string& where,
+                                std::span<const std::string> labels = {});
 
 // Whether a request may ask for `output`'s top classes, from its declared type
 // and shape, before anything runs: k in 0..kMaxClasses (0 = the output itself)

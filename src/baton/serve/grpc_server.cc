@@ -330,7 +330,8 @@ grpc::Status FillResponse(const ModelInfo& model, const std::string& id, const T
     std::optional<Tensor> classes;
     if (r.classification > 0) {
       absl::StatusOr<Tensor> c =
-          Classify(it->second, r.classification, absl::StrCat("model '", model.name, "' output '", name, "'"));
+          Classify(it->second, r.classification, absl::StrCat("model '", model.name, "' output '", name, "'"),
+                   model.labels);
       if (!c.ok()) return ToGrpc(c.status());
       classes = *std::move(c);
     }

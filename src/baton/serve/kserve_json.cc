@@ -588,7 +588,8 @@ absl::StatusOr<json> ResponseJson(const ModelInfo& model, const std::string& id,
     std::optional<Tensor> classes;
     if (auto k = classification.find(name); k != classification.end()) {
       BATON_ASSIGN_OR_RETURN(classes,
-                             Classify(it->second, k->second, absl::StrCat("model '", model.name, "' output '", name, "'")));
+                             Classify(it->second, k->second, absl::StrCat("model '", model.name, "' output '", name, "'"),
+                                      model.labels));
     }
     const Tensor& t = classes ? *classes : it->second;
     json shape = json::array();
