@@ -565,6 +565,15 @@ py::dict StatsDict(PyEngine& self) {
     d["failed"] = m.failed;
     d["slo_met"] = m.slo_met;
     d["with_slo"] = m.with_slo;
+    d["executions"] = m.executions;
+    py::dict batches;  // {batch size: {"executions", "compute_s"}}
+    for (const ModelStats::BatchSize& b : m.batch_sizes) {
+      py::dict e;
+      e["executions"] = b.executions;
+      e["compute_s"] = b.compute_s;
+      batches[py::int_(b.size)] = e;
+    }
+    d["batch_sizes"] = batches;
     py::dict lat;
     lat["p50_ms"] = m.latency.p50_ms;
     lat["p90_ms"] = m.latency.p90_ms;
@@ -679,7 +688,8 @@ not call infer() or close() from them.)doc")
            R"doc(Counters since the engine opened:
 {"uptime_s", "in_flight",
  "models": {name: {"submitted", "completed", "deadline_exceeded", "rejected", "invalid", "failed",
-                   "slo_met", "with_slo", "latency": {"p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"}}},
+                   "slo_met", "with_slo", "executions", "batch_sizes": {size: {"executions", "compute_s"}},
+                   "latency": {"p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"}}},
  "pus": {name: {"kind", "device", "runs", "busy_s", "utilization"}}})doc")
       .def("close", &PyEngine::Close,
            "Waits for every request in flight to be answered, then stops. Later requests raise "

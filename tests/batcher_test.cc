@@ -151,6 +151,8 @@ TEST(BatcherTest, AFullBatchGoesAtOnceAndEachCallerGetsItsRows) {
   }
   EXPECT_EQ(batcher.stats(ModelId(1)).batches, 1u);
   EXPECT_EQ(batcher.stats(ModelId(1)).requests, 3u);
+  ASSERT_EQ(batcher.stats(ModelId(1)).by_size.size(), 1u);
+  EXPECT_EQ(batcher.stats(ModelId(1)).by_size.at(3).executions, 1u);  // one execution of three requests
 }
 
 TEST(BatcherTest, TheOldestRequestWaitsAtMostTheDelay) {
@@ -212,6 +214,18 @@ TEST(BatcherTest, UnstackableRequestsGoOneByOneAndFailuresReachEveryMember) {
   rt.sent[2].done(std::move(failed));
   ASSERT_EQ(statuses.size(), 2u);
   for (const absl::Status& s : statuses) EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+
+  // Executions by size: the two sent one by one ran alone (size 1 each, with
+  // their PU time); the failed batch of two is not counted.
+  for (size_t k = 0; k < 2; ++k) {
+    RequestResult ok;
+    ok.compute = std::chrono::milliseconds(3 + static_cast<int>(k));
+    rt.sent[k].done(std::move(ok));
+  }
+  const BatcherStats stats = batcher.stats(ModelId(1));
+  ASSERT_EQ(stats.by_size.size(), 1u);
+  EXPECT_EQ(stats.by_size.at(1).executions, 2u);
+  EXPECT_EQ(stats.by_size.at(1).compute, std::chrono::milliseconds(7));
 }
 
 TEST(BatcherTest, UnbatchedModelsPassThroughAndFlushAndStopSendWhatWaits) {

@@ -374,6 +374,12 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
     EXPECT_GT(is.compute_infer().ns(), 0u);
     EXPECT_LE(is.compute_infer().ns() + is.queue().ns(), is.success().ns() + 1000);
     EXPECT_GT(stats.model_stats(0).last_inference(), 0u);
+    // No batching: each request was an execution of its own, all of size 1.
+    EXPECT_EQ(stats.model_stats(0).execution_count(), 4u);
+    ASSERT_EQ(stats.model_stats(0).batch_stats_size(), 1);
+    EXPECT_EQ(stats.model_stats(0).batch_stats(0).batch_size(), 1u);
+    EXPECT_EQ(stats.model_stats(0).batch_stats(0).compute_infer().count(), 4u);
+    EXPECT_EQ(stats.model_stats(0).batch_stats(0).compute_infer().ns(), is.compute_infer().ns());
   }
 
   // The standard health service: SERVING, for the server and for the KServe service.

@@ -516,6 +516,23 @@ TEST_F(EngineTest, BatchedModelsAnswerPerRequest) {
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     ExpectEqual(*r, ref.outputs);
   }
+  // Executions by batch size (Triton's execution_count and batch_stats):
+  // together they hold the six requests, in batches of at most max_batch.
+  const EngineStats stats = engine->Stats();
+  const ModelStats& cam = stats.models[0];
+  EXPECT_EQ(cam.completed, 6u);
+  uint64_t executions = 0, requests = 0;
+  for (const ModelStats::BatchSize& b : cam.batch_sizes) {
+    EXPECT_GE(b.size, 1);
+    EXPECT_LE(b.size, 4);
+    EXPECT_GT(b.compute_s, 0);
+    executions += b.executions;
+    requests += b.executions * static_cast<uint64_t>(b.size);
+  }
+  EXPECT_EQ(cam.executions, executions);
+  EXPECT_EQ(requests, 6u);
+  EXPECT_EQ(stats.models[1].executions, 0u);  // det: no requests
+  EXPECT_TRUE(stats.models[1].batch_sizes.empty());
 }
 
 TEST_F(EngineTest, CloseDrainsAndLaterRequestsAreRefused) {

@@ -361,6 +361,8 @@ TEST(KServeJsonTest, StatisticsFromTheEngineCounters) {
   a.compute_sum_s = 0.2;
   a.failed_sum_s = 0.5;
   a.last_answer_unix_ms = 1700000000000;
+  a.executions = 2;  // a batch of two and a request alone
+  a.batch_sizes = {{1, 1, 0.05}, {2, 1, 0.075}};
   const std::vector<KServeModelStatistics> only_a = KServeStatistics(s, "a");
   ASSERT_EQ(only_a.size(), 1u);
   EXPECT_EQ(only_a[0].fail.count, 5u);
@@ -372,7 +374,14 @@ TEST(KServeJsonTest, StatisticsFromTheEngineCounters) {
   EXPECT_EQ(m["version"], "1");
   EXPECT_EQ(m["last_inference"], 1700000000000u);
   EXPECT_EQ(m["inference_count"], 3);
-  EXPECT_EQ(m["execution_count"], 3);
+  EXPECT_EQ(m["execution_count"], 2);
+  EXPECT_EQ(m["batch_stats"],
+            nlohmann::json::parse(R"([{"batch_size": 1, "compute_input": {"count": 0, "ns": 0},
+                                       "compute_infer": {"count": 1, "ns": 50000000},
+                                       "compute_output": {"count": 0, "ns": 0}},
+                                      {"batch_size": 2, "compute_input": {"count": 0, "ns": 0},
+                                       "compute_infer": {"count": 1, "ns": 75000000},
+                                       "compute_output": {"count": 0, "ns": 0}}])"));
   EXPECT_EQ(m["inference_stats"]["success"], nlohmann::json({{"count", 3}, {"ns", 250000000}}));
   EXPECT_EQ(m["inference_stats"]["queue"]["ns"], 50000000);
   EXPECT_EQ(m["inference_stats"]["compute_infer"]["ns"], 200000000);

@@ -200,6 +200,17 @@ struct ModelStats {
   double queue_sum_s = 0;
   std::vector<uint64_t> compute_bucket_counts;
   double compute_sum_s = 0;
+  // Executions of the model answered OK (Triton's execution_count): a batch
+  // of the dynamic batcher counts once; without batching, = completed.
+  uint64_t executions = 0;
+  // The same by batch size, smallest first (Triton's batch_stats): a size
+  // is a number of requests run as one execution.
+  struct BatchSize {
+    int64_t size = 0;
+    uint64_t executions = 0;
+    double compute_s = 0;  // the PU time those executions took
+  };
+  std::vector<BatchSize> batch_sizes;
   // Requests answered with an error (deadline_exceeded + rejected + invalid +
   // failed) and the sum of their latencies.
   double failed_sum_s = 0;

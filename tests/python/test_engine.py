@@ -134,6 +134,10 @@ def test_a_tiny_deadline_is_exceeded(whole):
     final = whole.stats()["models"]["cam"]
     assert final["with_slo"] - after["with_slo"] == 1
     assert final["slo_met"] - after["slo_met"] == 1
+    # Without batching every completed request is an execution of size 1.
+    assert final["executions"] == final["completed"]
+    assert final["batch_sizes"][1]["executions"] == final["completed"]
+    assert final["batch_sizes"][1]["compute_s"] > 0
 
 
 def test_bad_option_values_raise_value_error(whole):

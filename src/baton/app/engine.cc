@@ -575,6 +575,17 @@ EngineStats Engine::Stats() const {
       ms.queue_sum_s = c.queue_sum_s;
       ms.compute_bucket_counts = Cumulative(c.compute_buckets);
       ms.compute_sum_s = c.compute_sum_s;
+      const bool batched = impl.batcher && m < impl.assembly.batching.size() && impl.assembly.batching[m].batch > 1;
+      if (batched) {
+        const runtime::BatcherStats bs = impl.batcher->stats(impl.assembly.models[m].id);
+        for (const auto& [size, b] : bs.by_size) {
+          ms.executions += b.executions;
+          ms.batch_sizes.push_back({static_cast<int64_t>(size), b.executions, ToMillis(b.compute) / 1000});
+        }
+      } else {
+        ms.executions = ms.completed;  // every request ran as an execution of its own
+        if (ms.completed > 0) ms.batch_sizes.push_back({1, ms.completed, ms.compute_sum_s});
+      }
       std::vector<double> sorted = c.latencies_ms;
       std::sort(sorted.begin(), sorted.end());
       if (!sorted.empty()) {

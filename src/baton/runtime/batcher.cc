@@ -110,6 +110,29 @@ void Batcher::Answered(ModelId model, size_t requests) {
   for (Ready& r : ready) Send(std::move(r));
 }
 
+template <typename Fn>
+void Batcher::IfAlive(const std::shared_ptr<Life>& life, Fn&& fn) {
+  {
+    std::lock_guard lock(life->mu);
+    if (life->self == nullptr) return;
+    ++life->inside;
+  }
+  fn(*life->self);
+  std::lock_guard lock(life->mu);
+  --life->inside;
+  life->cv.notify_all();
+}
+
+void Batcher::Executed(ModelId model, size_t size, const RequestResult& result) {
+  if (!result.status.ok()) return;
+  std::lock_guard lock(mu_);
+  auto it = queues_.find(model.value);
+  if (it == queues_.end()) return;
+  BatchSizeStats& s = it->second.stats.by_size[size];
+  ++s.executions;
+  s.compute += result.compute;
+}
+
 void Batcher::Send(Ready ready) {
   const ModelId model = ready.model;
   std::vector<Waiting>& batch = ready.batch;
@@ -117,23 +140,19 @@ void Batcher::Send(Ready ready) {
   // callers have their answers (a closed loop's next request then joins the
   // queue before the next batch is formed).
   auto release = [counted = ready.counted, model, requests = batch.size(), life = life_] {
-    if (!counted) return;
-    {
-      std::lock_guard lock(life->mu);
-      if (life->self == nullptr) return;
-      ++life->inside;
-    }
-    life->self->Answered(model, requests);
-    std::lock_guard lock(life->mu);
-    --life->inside;
-    life->cv.notify_all();
+    if (counted) IfAlive(life, [&](Batcher& b) { b.Answered(model, requests); });
+  };
+  auto executed = [model, life = life_](size_t size, const RequestResult& r) {
+    IfAlive(life, [&](Batcher& b) { b.Executed(model, size, r); });
   };
   if (batch.size() == 1) {
     Waiting& w = batch[0];
-    submit_(model, std::move(w.inputs), w.options, [done = std::move(w.done), release](RequestResult r) {
-      done(std::move(r));
-      release();
-    });
+    submit_(model, std::move(w.inputs), w.options,
+            [done = std::move(w.done), release, executed](RequestResult r) {
+              executed(1, r);
+              done(std::move(r));
+              release();
+            });
     return;
   }
   // Stack the inputs; requests that do not stack go one by one.
@@ -160,10 +179,12 @@ void Batcher::Send(Ready ready) {
     // One slot for all of them: the last answer frees it.
     auto left = std::make_shared<std::atomic<size_t>>(batch.size());
     for (Waiting& w : batch) {
-      submit_(model, std::move(w.inputs), w.options, [done = std::move(w.done), left, release](RequestResult r) {
-        done(std::move(r));
-        if (left->fetch_sub(1) == 1) release();
-      });
+      submit_(model, std::move(w.inputs), w.options,
+              [done = std::move(w.done), left, release, executed](RequestResult r) {
+                executed(1, r);
+                done(std::move(r));
+                if (left->fetch_sub(1) == 1) release();
+              });
     }
     return;
   }
@@ -188,7 +209,7 @@ void Batcher::Send(Ready ready) {
   }
   members->rows = std::move(rows);
   batch.clear();
-  submit_(model, std::move(stacked), options, [members, release](RequestResult r) {
+  submit_(model, std::move(stacked), options, [members, release, executed](RequestResult r) {
     const size_t n = members->done.size();
     // Each output cut into the members' rows.
     std::vector<NamedTensors> outputs(n);
@@ -203,6 +224,7 @@ void Batcher::Send(Ready ready) {
       }
       for (size_t i = 0; i < n; ++i) outputs[i].emplace_back(name, std::move((*pieces)[i]));
     }
+    if (status.ok()) executed(n, r);  // only its status and compute time are read
     for (size_t i = 0; i < n; ++i) {
       RequestResult mine;
       mine.id = r.id;

@@ -63,9 +63,18 @@ struct BatchingOptions {
   int max_in_flight = 0;         // batches sent and not answered, at most; 0 = no limit
 };
 
+// The executions of one batch size that were answered OK.
+struct BatchSizeStats {
+  uint64_t executions = 0;
+  Duration compute{};  // the PU time they took (RequestResult::compute of each)
+};
+
 struct BatcherStats {
   uint64_t batches = 0;   // sent to the runtime (a lone request counts as a batch of 1)
   uint64_t requests = 0;  // in them
+  // Executions answered OK, by their number of requests (Triton's
+  // batch_stats). Requests that could not be stacked ran alone: size 1 each.
+  std::map<size_t, BatchSizeStats> by_size;
 };
 
 class Batcher {
@@ -134,6 +143,11 @@ class Batcher {
   void Send(Ready ready);
   // A batch of `requests` of `model` was answered: frees its slot, sends what is due.
   void Answered(ModelId model, size_t requests);
+  // An execution of `size` requests of `model` was answered: counted in by_size when OK.
+  void Executed(ModelId model, size_t size, const RequestResult& result);
+  // Runs fn(*batcher) unless the batcher is gone (answers may come after its destructor).
+  template <typename Fn>
+  static void IfAlive(const std::shared_ptr<Life>& life, Fn&& fn);
   void TimerLoop();
 
   SubmitFn submit_;

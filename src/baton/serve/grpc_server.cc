@@ -652,12 +652,17 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
         out->set_version("1");
         out->set_last_inference(k.last_inference_ms);
         out->set_inference_count(k.inference_count);
-        out->set_execution_count(k.inference_count);
+        out->set_execution_count(k.execution_count);
         inference::InferStatistics* s = out->mutable_inference_stats();
         fill(k.success, s->mutable_success());
         fill(k.fail, s->mutable_fail());
         fill(k.queue, s->mutable_queue());
         fill(k.compute_infer, s->mutable_compute_infer());
+        for (const KServeModelStatistics::Batch& b : k.batch_stats) {
+          inference::InferBatchStatistics* batch = out->add_batch_stats();
+          batch->set_batch_size(b.batch_size);
+          fill(b.compute_infer, batch->mutable_compute_infer());
+        }
       }
       return grpc::Status::OK;
     });

@@ -663,6 +663,10 @@ std::vector<KServeModelStatistics> KServeStatistics(const EngineStats& stats, co
     k.fail = {m.failed + m.deadline_exceeded + m.rejected + m.invalid, ns(m.failed_sum_s)};
     k.queue = {m.completed, ns(m.queue_sum_s)};
     k.compute_infer = {m.completed, ns(m.compute_sum_s)};
+    k.execution_count = m.executions;
+    for (const ModelStats::BatchSize& b : m.batch_sizes) {
+      k.batch_stats.push_back({static_cast<uint64_t>(b.size), {b.executions, ns(b.compute_s)}});
+    }
   }
   return out;
 }
@@ -671,11 +675,18 @@ nlohmann::json StatisticsJson(const std::vector<KServeModelStatistics>& stats) {
   auto duration = [](const DurationStat& d) { return json{{"count", d.count}, {"ns", d.ns}}; };
   json models = json::array();
   for (const KServeModelStatistics& k : stats) {
+    json batches = json::array();
+    for (const KServeModelStatistics::Batch& b : k.batch_stats) {
+      batches.push_back({{"batch_size", b.batch_size},
+                         {"compute_input", duration({})},
+                         {"compute_infer", duration(b.compute_infer)},
+                         {"compute_output", duration({})}});
+    }
     models.push_back({{"name", k.name},
                       {"version", "1"},
                       {"last_inference", k.last_inference_ms},
                       {"inference_count", k.inference_count},
-                      {"execution_count", k.inference_count},
+                      {"execution_count", k.execution_count},
                       {"inference_stats",
                        {{"success", duration(k.success)},
                         {"fail", duration(k.fail)},
@@ -683,7 +694,7 @@ nlohmann::json StatisticsJson(const std::vector<KServeModelStatistics>& stats) {
                         {"compute_input", duration({})},
                         {"compute_infer", duration(k.compute_infer)},
                         {"compute_output", duration({})}}},
-                      {"batch_stats", json::array()}});
+                      {"batch_stats", batches}});
   }
   return {{"model_stats", std::move(models)}};
 }

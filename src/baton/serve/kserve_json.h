@@ -137,13 +137,20 @@ struct DurationStat {
 struct KServeModelStatistics {
   std::string name;
   uint64_t last_inference_ms = 0;  // Unix time of the last answer
-  uint64_t inference_count = 0;    // = execution_count: completed requests
+  uint64_t inference_count = 0;    // completed requests
+  uint64_t execution_count = 0;    // executions answered OK (a batch counts once)
   DurationStat success, fail, queue, compute_infer;
+  struct Batch {
+    uint64_t batch_size = 0;
+    DurationStat compute_infer;  // its executions and their PU time
+  };
+  std::vector<Batch> batch_stats;  // by batch size, smallest first
 };
 // Every model's, or only `model`'s when it is not empty.
 std::vector<KServeModelStatistics> KServeStatistics(const EngineStats& stats, const std::string& model = "");
 // {"model_stats": [{"name", "version", "last_inference", "inference_count",
-//  "execution_count", "inference_stats": {"success": {"count", "ns"}, ...}, "batch_stats": []}]}
+//  "execution_count", "inference_stats": {"success": {"count", "ns"}, ...},
+//  "batch_stats": [{"batch_size", "compute_input", "compute_infer", "compute_output"}]}]}
 nlohmann::json StatisticsJson(const std::vector<KServeModelStatistics>& stats);
 
 // HTTP status for a baton status code (400, 404, 429, 503, 504, 500).

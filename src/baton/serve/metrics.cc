@@ -58,6 +58,11 @@ std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry*
       absl::StrAppend(&out, "baton_inference_requests_total{model=\"", model, "\",status=\"", status, "\"} ", n, "\n");
     }
   }
+  Header(out, "baton_inference_executions_total", "counter",
+         "Model executions answered OK; a batch of the dynamic batcher counts once.");
+  for (const ModelStats& m : stats.models) {
+    absl::StrAppend(&out, "baton_inference_executions_total{model=\"", Label(m.name), "\"} ", m.executions, "\n");
+  }
   Header(out, "baton_inference_slo_met_total", "counter", "Requests answered OK within their SLO.");
   for (const ModelStats& m : stats.models) {
     absl::StrAppend(&out, "baton_inference_slo_met_total{model=\"", Label(m.name), "\"} ", m.slo_met, "\n");
