@@ -136,6 +136,20 @@ class ServeGrpcTest : public ::testing::Test {
     return "";
   }
 
+  // `calls` calls of `client` at once, each answered equal to whole-model ORT.
+  void ExpectCallsAnswered(serve::GrpcClient& client, int calls) const {
+    std::vector<std::string> problems(static_cast<size_t>(calls));
+    std::vector<std::promise<void>> answered(static_cast<size_t>(calls));
+    for (size_t i = 0; i < problems.size(); ++i) {
+      client.InferAsync("cam", Inputs(), {}, [&, i](Result<Tensors> r) {
+        problems[i] = Check(r);
+        answered[i].set_value();
+      });
+    }
+    for (auto& a : answered) a.get_future().wait();
+    for (const std::string& p : problems) EXPECT_EQ(p, "");
+  }
+
   // Three client threads' calls (with `client_options`) and a stream at
   // once, all answered equal to whole-model ORT.
   void ManyClientThreadsAndAStream(const serve::GrpcClientOptions& client_options = {});
@@ -253,17 +267,7 @@ TEST_F(ServeGrpcTest, StreamingClientMatchesAnswersAndKeepsErrorCodes) {
   shm_streaming.shared_memory = true;
   auto shm_client = serve::GrpcClient::Connect(Address(), shm_streaming);
   ASSERT_TRUE(shm_client.ok()) << shm_client.status();
-  constexpr int kCalls = 4;
-  std::vector<std::string> problems(kCalls);
-  std::vector<std::promise<void>> answered(kCalls);
-  for (int i = 0; i < kCalls; ++i) {
-    (*shm_client)->InferAsync("cam", Inputs(), {}, [&, i](Result<Tensors> r) {
-      problems[i] = Check(r);
-      answered[i].set_value();
-    });
-  }
-  for (auto& a : answered) a.get_future().wait();
-  for (const std::string& p : problems) EXPECT_EQ(p, "");
+  ExpectCallsAnswered(**shm_client, 4);
 }
 
 // A server stopping under a streaming client: every call is answered (OK,
@@ -450,17 +454,7 @@ TEST_F(ServeGrpcTest, TensorsThroughClientSharedMemory) {
     // baton's own client: inputs through its regions, answers equal to whole-model ORT.
     auto client = serve::GrpcClient::Connect(Address(), with_shm);
     ASSERT_TRUE(client.ok()) << client.status();
-    constexpr int kCalls = 4;
-    std::vector<std::string> problems(kCalls);
-    std::vector<std::promise<void>> answered(kCalls);
-    for (int i = 0; i < kCalls; ++i) {
-      (*client)->InferAsync("cam", Inputs(), {}, [&, i](Result<Tensors> r) {
-        problems[i] = Check(r);
-        answered[i].set_value();
-      });
-    }
-    for (auto& a : answered) a.get_future().wait();
-    for (const std::string& p : problems) EXPECT_EQ(p, "");
+    ExpectCallsAnswered(**client, 4);
   }
 
   // A client of the protocol: its own object, an input and a requested output in it.
