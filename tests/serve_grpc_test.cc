@@ -38,6 +38,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Sends one call and the future of its answer. The callback holds the
+// promise, so the client's thread, which may still be inside set_value when
+// the waiter wakes, never touches a promise the waiter has destroyed.
+std::future<Result<Tensors>> Send(serve::GrpcClient& client, const std::string& model, Tensors inputs,
+                                  const InferOptions& options = {}) {
+  auto answer = std::make_shared<std::promise<Result<Tensors>>>();
+  std::future<Result<Tensors>> future = answer->get_future();
+  client.InferAsync(model, std::move(inputs), options,
+                    [answer](Result<Tensors> r) { answer->set_value(std::move(r)); });
+  return future;
+}
+
 class ServeGrpcTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -138,16 +150,9 @@ class ServeGrpcTest : public ::testing::Test {
 
   // `calls` calls of `client` at once, each answered equal to whole-model ORT.
   void ExpectCallsAnswered(serve::GrpcClient& client, int calls) const {
-    std::vector<std::string> problems(static_cast<size_t>(calls));
-    std::vector<std::promise<void>> answered(static_cast<size_t>(calls));
-    for (size_t i = 0; i < problems.size(); ++i) {
-      client.InferAsync("cam", Inputs(), {}, [&, i](Result<Tensors> r) {
-        problems[i] = Check(r);
-        answered[i].set_value();
-      });
-    }
-    for (auto& a : answered) a.get_future().wait();
-    for (const std::string& p : problems) EXPECT_EQ(p, "");
+    std::vector<std::future<Result<Tensors>>> answers;
+    for (int i = 0; i < calls; ++i) answers.push_back(Send(client, "cam", Inputs()));
+    for (auto& a : answers) EXPECT_EQ(Check(a.get()), "");
   }
 
   // Three client threads' calls (with `client_options`) and a stream at
@@ -211,6 +216,7 @@ void ServeGrpcTest::ManyClientThreadsAndAStream(const serve::GrpcClientOptions& 
   EXPECT_EQ(written, kStreamed);
   EXPECT_EQ(streamed, kStreamed);
   for (auto& a : answered) a.get_future().wait();
+  client->reset();  // joins its thread, which may still be inside the last set_value
   for (const std::string& p : problems) EXPECT_EQ(p, "");
   EXPECT_EQ(good.load(), kThreads * kEach);
 }
@@ -226,9 +232,7 @@ TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamWhileRunsGoOnGrpcsThreads) {
   Start(nullptr);
   auto client = serve::GrpcClient::Connect(Address(), {});
   ASSERT_TRUE(client.ok()) << client.status();
-  std::promise<Result<Tensors>> first;
-  (*client)->InferAsync("cam", Inputs(), {}, [&](Result<Tensors> r) { first.set_value(std::move(r)); });
-  EXPECT_EQ(Check(first.get_future().get()), "");
+  EXPECT_EQ(Check(Send(**client, "cam", Inputs()).get()), "");
   ManyClientThreadsAndAStream();
 }
 
@@ -243,11 +247,7 @@ TEST_F(ServeGrpcTest, StreamingClientMatchesAnswersAndKeepsErrorCodes) {
 
   auto client = serve::GrpcClient::Connect(Address(), streaming);
   ASSERT_TRUE(client.ok()) << client.status();
-  auto call = [&](const std::string& model, Tensors inputs, InferOptions o = {}) {
-    std::promise<Result<Tensors>> answer;
-    (*client)->InferAsync(model, std::move(inputs), o, [&](Result<Tensors> r) { answer.set_value(std::move(r)); });
-    return answer.get_future().get();
-  };
+  auto call = [&](const std::string& model, Tensors inputs) { return Send(**client, model, std::move(inputs)).get(); };
   Result<Tensors> unknown = call("nope", Inputs());
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.status().code(), StatusCode::kInvalidArgument) << unknown.status().ToString();
@@ -280,11 +280,7 @@ TEST_F(ServeGrpcTest, StreamingClientWhenTheServerStops) {
   streaming.stream = true;
   auto client = serve::GrpcClient::Connect(Address(), streaming);
   ASSERT_TRUE(client.ok()) << client.status();
-  auto call = [&] {
-    std::promise<Result<Tensors>> answer;
-    (*client)->InferAsync("cam", Inputs(), {}, [&](Result<Tensors> r) { answer.set_value(std::move(r)); });
-    return answer.get_future().get();
-  };
+  auto call = [&] { return Send(**client, "cam", Inputs()).get(); };
   EXPECT_EQ(Check(call()), "");
   const auto began = std::chrono::steady_clock::now();
   std::thread stopper([&] { server_->Stop(); });
@@ -352,10 +348,8 @@ TEST(ServeGrpcClient, StreamingCallsWithoutAnAnswerFailOnTime) {
     o.deadline = std::chrono::milliseconds(100);
     Tensors in;
     in.emplace("x", Tensor(dtype::kFloat, {1}, std::vector<std::byte>(sizeof(float))));
-    std::promise<Result<Tensors>> answer;
     const auto sent = std::chrono::steady_clock::now();
-    (*client)->InferAsync("m", std::move(in), o, [&](Result<Tensors> r) { answer.set_value(std::move(r)); });
-    auto future = answer.get_future();
+    std::future<Result<Tensors>> future = Send(**client, "m", std::move(in), o);
     ASSERT_EQ(future.wait_for(std::chrono::seconds(60)), std::future_status::ready);
     const auto waited = std::chrono::steady_clock::now() - sent;
     Result<Tensors> r = future.get();
