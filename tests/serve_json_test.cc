@@ -310,6 +310,23 @@ TEST(KServeJsonTest, ClassificationAnswersTheTopClasses) {
   EXPECT_THAT(bad.status().message(), HasSubstr("model 'cam' output 'y': classification needs numbers"));
   EXPECT_TRUE(CheckClassification(strings_out.outputs[0], 0, "y").ok()) << "0 asks for the output itself";
 
+  // Asked for in binary: the classes as BYTES in raw form (each a 4-byte
+  // little-endian length, then the text) after the JSON.
+  r->binary_data_output = true;
+  absl::StatusOr<InferResponseBody> raw = InferResponseBodyOf(Model(), *r, out);
+  r->binary_data_output = false;
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_TRUE(raw->binary);
+  const nlohmann::json head = nlohmann::json::parse(raw->body.substr(0, raw->json_length));
+  EXPECT_EQ(head["outputs"][0]["datatype"], "BYTES");
+  std::string want_raw;
+  for (const char* e : {"2.000000:1", "2.000000:2", "7.500000:3", "3.000000:1"}) {
+    const uint32_t n = static_cast<uint32_t>(std::strlen(e));
+    want_raw.append(reinterpret_cast<const char*>(&n), 4).append(e);
+  }
+  EXPECT_EQ(head["outputs"][0]["parameters"]["binary_data_size"], want_raw.size());
+  EXPECT_EQ(raw->body.substr(raw->json_length, want_raw.size()), want_raw);
+
   // With the model's class labels (its config's `labels`): "value:index:label";
   // an index past the labels keeps "value:index".
   ModelInfo labelled = Model();
