@@ -580,7 +580,8 @@ EngineStats Engine::Stats() const {
         const runtime::BatcherStats bs = impl.batcher->stats(impl.assembly.models[m].id);
         for (const auto& [size, b] : bs.by_size) {
           ms.executions += b.executions;
-          ms.batch_sizes.push_back({static_cast<int64_t>(size), b.executions, ToMillis(b.compute) / 1000});
+          ms.batch_sizes.push_back({static_cast<int64_t>(size), b.executions,
+                                   std::chrono::duration<double>(b.compute).count()});
         }
       } else {
         ms.executions = ms.completed;  // every request ran as an execution of its own

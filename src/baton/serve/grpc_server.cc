@@ -279,9 +279,9 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
     }
   }
   for (const ModelInferRequest::InferRequestedOutputTensor& o : req.outputs()) {
-    bool known = false;
-    for (const TensorInfo& t : model.outputs) known = known || t.name == o.name();
-    if (!known) {
+    const TensorInfo* info = nullptr;
+    for (const TensorInfo& t : model.outputs) info = t.name == o.name() ? &t : info;
+    if (info == nullptr) {
       std::vector<std::string> names;
       for (const TensorInfo& t : model.outputs) names.push_back(t.name);
       return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "' has no output '", o.name(),
@@ -295,9 +295,7 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": 'classification' must be an int64_param (how many top classes to answer)"));
       }
-      for (const TensorInfo& t : model.outputs) {
-        if (t.name == o.name()) BATON_RETURN_IF_ERROR(CheckClassification(t, c->second.int64_param(), where));
-      }
+      BATON_RETURN_IF_ERROR(CheckClassification(*info, c->second.int64_param(), where));
       r.classification = c->second.int64_param();
     }
     if (r.shm) {

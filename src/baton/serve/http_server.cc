@@ -246,7 +246,8 @@ void HttpServer::Route() {
              if (!repository_body(req, res, content_reader)) return;
              absl::StatusOr<std::vector<RepositoryModel>> index = RepositoryIndex(engine_, req.matches[1].str());
              if (!index.ok()) {
-               Error(res, 400, std::string(index.status().message()));
+               Error(res, HttpStatusOf(static_cast<StatusCode>(static_cast<int>(index.status().code()))),
+                     std::string(index.status().message()));
                return;
              }
              Reply(res, 200, RepositoryIndexJson(*index));

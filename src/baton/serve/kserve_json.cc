@@ -536,9 +536,9 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
         return Bad("every requested output needs a string 'name'");
       }
       const std::string name = o["name"].get<std::string>();
-      bool known = false;
-      for (const TensorInfo& t : model.outputs) known = known || t.name == name;
-      if (!known) return Bad(absl::StrCat("model '", model.name, "' has no output '", name, "'"));
+      const TensorInfo* info = nullptr;
+      for (const TensorInfo& t : model.outputs) info = t.name == name ? &t : info;
+      if (info == nullptr) return Bad(absl::StrCat("model '", model.name, "' has no output '", name, "'"));
       const std::string where = absl::StrCat("model '", model.name, "' output '", name, "'");
       BATON_ASSIGN_OR_RETURN(std::optional<ShmParams> out_shm, ShmParamsOf(o, where));
       if (auto params = o.find("parameters"); params != o.end()) {
@@ -550,9 +550,7 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
             return Bad(absl::StrCat(where, ": 'classification' must be an integer (how many top classes to answer)"));
           }
           const int64_t k = c->get<int64_t>();
-          for (const TensorInfo& t : model.outputs) {
-            if (t.name == name) BATON_RETURN_IF_ERROR(CheckClassification(t, k, where));
-          }
+          BATON_RETURN_IF_ERROR(CheckClassification(*info, k, where));
           if (k > 0) req.classification[name] = k;
         }
       }

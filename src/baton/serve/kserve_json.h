@@ -153,7 +153,7 @@ std::vector<KServeModelStatistics> KServeStatistics(const EngineStats& stats, co
 //  "batch_stats": [{"batch_size", "compute_input", "compute_infer", "compute_output"}]}]}
 nlohmann::json StatisticsJson(const std::vector<KServeModelStatistics>& stats);
 
-// HTTP status for a baton status code (400, 404, 429, 503, 504, 500).
+// HTTP status for a baton status code (400, 401, 403, 404, 429, 501, 503, 504, else 500).
 int HttpStatusOf(StatusCode code);
 
 // The model repository extension (gRPC RepositoryIndex / RepositoryModelLoad
