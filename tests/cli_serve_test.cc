@@ -442,6 +442,33 @@ TEST_F(CliServeTest, TensorsThroughSharedMemoryOverRest) {
   EXPECT_THAT(refused->body, HasSubstr("takes no client shared memory"));
 }
 
+TEST_F(CliServeTest, RegionsOfAKilledSharedMemoryClientAreDropped) {
+  // `baton run --server ... --shared-memory system` killed (SIGKILL) mid-run
+  // cannot unregister its regions; it held their objects' locks, so the
+  // server drops them the next time it looks (here: /metrics).
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--grpc", "127.0.0.1:0", "--allow-client-shm"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  ASSERT_GT(server.grpc_port(), 0);
+  const testing::SignalledRun killed = testing::SignalWhenPrinted(
+      {"run", Config(), "--server", "127.0.0.1:" + std::to_string(server.grpc_port()), "--shared-memory", "system",
+       "--duration", "60", "--slices", "60", "--warmup", "0"},
+      "slice 1/", SIGKILL);
+  ASSERT_TRUE(killed.signalled) << killed.output;
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_THAT(metrics->body, HasSubstr("baton_shared_memory_regions 0\n"));
+  EXPECT_THAT(metrics->body, ::testing::Not(HasSubstr("baton_shared_memory_regions_reclaimed_total 0\n")));
+  EXPECT_THAT(metrics->body, HasSubstr("baton_shared_memory_regions_reclaimed_total "));
+  EXPECT_EQ(json::parse(c.Get("/v2/systemsharedmemory/status")->body), json::array());
+  // The server goes on: a new client registers and is answered.
+  testing::CliResult run = testing::Baton("run " + Config() + " --server 127.0.0.1:" +
+                                          std::to_string(server.grpc_port()) +
+                                          " --shared-memory system --duration 1 --warmup 0.2 --slices 2 --verify --quiet");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+}
+
 TEST_F(CliServeTest, ManyClientsWithPrioritiesAndAFullQueueIsAnsweredAtOnce) {
   // max_in_flight 2: with 6 clients at once some requests find the model full.
   BatonProcess server("serve", {Config("max_in_flight: 2"), "--no-profile", "-q", "--threads", "8"});

@@ -5,6 +5,7 @@
 // process (and a SIGBUS anywhere else still does); and the KServe JSON form
 // takes inputs from and writes outputs to regions.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +44,9 @@ class ShmObject {
   const std::string& key() const { return key_; }
   std::byte* data() { return data_; }
   void Shrink() { EXPECT_EQ(ftruncate(fd_, 0), 0); }
+  // Removes the name now (the mapping stays): for a process that may die
+  // before the destructor runs.
+  void Unlink() { shm_unlink(key_.c_str()); }
 
  private:
   static inline int counter_ = 0;
@@ -138,12 +142,68 @@ TEST(SharedMemoryTest, AnObjectThatShrinksFailsTheRequestAndTheProcessGoesOn) {
   EXPECT_EQ(shm.ReadRaw("r", 4096, 16, "input 'x'").status().code(), absl::StatusCode::kDataLoss);
 }
 
+// A descriptor of its own on `key` holding a shared flock, as a client that
+// follows the lock convention keeps one; -1 when that fails.
+int LockShared(const std::string& key) {
+  const int fd = shm_open(key.c_str(), O_RDWR, 0);
+  if (fd < 0) return -1;
+  if (flock(fd, LOCK_SH) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST(SharedMemoryTest, ARegionIsDroppedOnceItsOwnersLockIsGone) {
+  ShmObject owned(4096), unowned(4096);
+  const int lock = LockShared(owned.key());
+  ASSERT_GE(lock, 0) << std::strerror(errno);
+  SharedMemoryRegistry shm;
+  ASSERT_TRUE(shm.Register("owned", owned.key(), 0, 4096).ok());
+  ASSERT_TRUE(shm.Register("unowned", unowned.key(), 0, 4096).ok());
+  absl::StatusOr<SharedMemoryRegistry::Target> target = shm.OutputTarget("owned", 0, 8, "output 'y'");
+  ASSERT_TRUE(target.ok());
+  // While the owner holds its lock, listing keeps both.
+  EXPECT_EQ(shm.size(), 2u);
+  EXPECT_EQ(shm.reclaimed(), 0u);
+
+  close(lock);  // what the kernel does when the owner's process ends
+  absl::StatusOr<std::vector<SharedMemoryRegionInfo>> left = shm.Status("");
+  ASSERT_TRUE(left.ok());
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].name, "unowned");  // nobody locked it: it stays until unregistered, as in Triton
+  EXPECT_EQ(shm.reclaimed(), 1u);
+  EXPECT_EQ(shm.ReadRaw("owned", 0, 4, "input 'x'").status().code(), absl::StatusCode::kInvalidArgument);
+  // A request that took the region before keeps its mapping.
+  const std::vector<std::byte> bytes = {std::byte{7}};
+  ASSERT_TRUE(target->Write(bytes, "output 'y'").ok());
+  EXPECT_EQ(owned.data()[0], std::byte{7});
+  // The name is free again.
+  EXPECT_TRUE(shm.Register("owned", owned.key(), 0, 4096).ok());
+}
+
+TEST(SharedMemoryTest, RegionsOfClientsThatAreGoneDoNotFillTheRegistry) {
+  ShmObject a(4096), b(4096), c(4096);
+  SharedMemoryRegistry shm(/*max_regions=*/2);
+  const int lock_a = LockShared(a.key()), lock_b = LockShared(b.key());
+  ASSERT_GE(lock_a, 0);
+  ASSERT_GE(lock_b, 0);
+  ASSERT_TRUE(shm.Register("a", a.key(), 0, 4096).ok());
+  ASSERT_TRUE(shm.Register("b", b.key(), 0, 4096).ok());
+  EXPECT_EQ(shm.Register("c", c.key(), 0, 4096).code(), absl::StatusCode::kResourceExhausted);
+  close(lock_a);  // a crashed client
+  EXPECT_TRUE(shm.Register("c", c.key(), 0, 4096).ok());
+  EXPECT_EQ(shm.reclaimed(), 1u);
+  close(lock_b);
+}
+
 TEST(SharedMemoryDeathTest, ASigbusOutsideTheGuardStillKillsTheProcess) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   InstallSharedMemoryFaultGuard();
   EXPECT_EXIT(
       {
         ShmObject obj(4096);
+        obj.Unlink();  // this process dies below, before the destructor would unlink it
         volatile std::byte* p = obj.data();
         obj.Shrink();
         p[0] = std::byte{1};  // not a guarded copy: the process dies as it would have

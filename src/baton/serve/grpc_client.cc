@@ -13,6 +13,7 @@
 #include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -46,16 +47,20 @@ Status FromGrpc(const grpc::Status& s, const std::string& address) {
 }
 
 // One region of this client's shared memory, mapped here and registered
-// with the server under `name`.
+// with the server under `name`. `fd` holds a shared flock on the object for
+// the slot's life: the server drops the region once the lock is gone, so a
+// client that dies without unregistering leaves nothing registered.
 struct ShmSlot {
   std::string name;
   std::byte* data = nullptr;
   size_t size = 0;
+  int fd = -1;
   ShmSlot() = default;
   ShmSlot(const ShmSlot&) = delete;
   ShmSlot& operator=(const ShmSlot&) = delete;
   ~ShmSlot() {
     if (data != nullptr) munmap(data, size);
+    if (fd >= 0) close(fd);
   }
 };
 
@@ -283,16 +288,17 @@ struct GrpcClient::Impl {
       return absl::UnavailableError(
           absl::StrCat("cannot create shared memory object '", key, "': ", std::strerror(errno)));
     }
+    slot->fd = fd;  // closed with the slot
     void* data = MAP_FAILED;
-    if (ftruncate(fd, static_cast<off_t>(size)) == 0) {
+    // The lock says "in use" to the server until this process lets go of it.
+    if (flock(fd, LOCK_SH) == 0 && ftruncate(fd, static_cast<off_t>(size)) == 0) {
       data = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     }
     const int err = errno;
-    close(fd);
     if (data == MAP_FAILED) {
       shm_unlink(key.c_str());
-      return absl::ResourceExhaustedError(
-          absl::StrCat("cannot size or map shared memory object '", key, "' (", size, " bytes): ", std::strerror(err)));
+      return absl::ResourceExhaustedError(absl::StrCat("cannot lock, size or map shared memory object '", key, "' (",
+                                                       size, " bytes): ", std::strerror(err)));
     }
     slot->data = static_cast<std::byte*>(data);
     slot->size = size;

@@ -20,7 +20,9 @@
 // destructor waits for the calls in flight, then unregisters and frees the
 // client's shared memory regions (at most 64; their names are unlinked as
 // soon as the server has mapped them, so nothing is left in /dev/shm even
-// when the client dies).
+// when the client dies). Each region's object carries a shared flock while
+// the client lives, so a baton server drops the regions of a client that
+// died without unregistering them (serve/shared_memory.h).
 #pragma once
 
 #include <chrono>

@@ -121,6 +121,9 @@ std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry*
     absl::StrAppend(&out, "baton_shared_memory_regions ", regions.ok() ? regions->size() : 0, "\n");
     Header(out, "baton_shared_memory_bytes", "gauge", "Total size of the registered client shared memory regions.");
     absl::StrAppend(&out, "baton_shared_memory_bytes ", bytes, "\n");
+    Header(out, "baton_shared_memory_regions_reclaimed_total", "counter",
+           "Client shared memory regions dropped because the client that held their lock had exited.");
+    absl::StrAppend(&out, "baton_shared_memory_regions_reclaimed_total ", shm->reclaimed(), "\n");
   }
   return out;
 }

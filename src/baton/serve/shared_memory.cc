@@ -1,6 +1,7 @@
 #include "baton/serve/shared_memory.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,18 +28,35 @@ struct SharedMemoryMapping {
   size_t length = 0;
   std::byte* data = nullptr;  // the region's first byte
   bool writable = false;
+  // The object, kept open while a client holds a lock on it (-1 when none
+  // did at registration): the region is dropped once that lock is gone.
+  int owner_fd = -1;
 
   SharedMemoryMapping() = default;
   SharedMemoryMapping(const SharedMemoryMapping&) = delete;
   SharedMemoryMapping& operator=(const SharedMemoryMapping&) = delete;
   ~SharedMemoryMapping() {
     if (base != MAP_FAILED) munmap(base, length);
+    if (owner_fd >= 0) close(owner_fd);
   }
 };
 
 namespace {
 
 constexpr size_t kMaxNameChars = 255;
+
+// Whether another open file description holds a flock on `fd`'s file,
+// asked by taking the exclusive lock for a moment (harmless: a client that
+// follows the convention locks before it registers). kUnknown when flock
+// fails otherwise: a region is never dropped on a doubt.
+enum class Lock { kFree, kHeld, kUnknown };
+Lock LockOf(int fd) {
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    flock(fd, LOCK_UN);
+    return Lock::kFree;
+  }
+  return errno == EWOULDBLOCK ? Lock::kHeld : Lock::kUnknown;
+}
 
 // Set only inside GuardedCopy. Volatile, with signal fences there: the
 // compiler must not move the stores across the copy (it knows memcpy does not
@@ -120,6 +138,7 @@ absl::Status SharedMemoryRegistry::Register(const std::string& name, const std::
   }
   InstallSharedMemoryFaultGuard();
   std::lock_guard lock(mu_);
+  ReclaimLocked();
   if (regions_.count(name)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "shared memory region '", name, "' is already registered; unregister it first or pick another name"));
@@ -166,7 +185,11 @@ absl::Status SharedMemoryRegistry::Register(const std::string& name, const std::
   mapping->base = mmap(nullptr, mapping->length, PROT_READ | (mapping->writable ? PROT_WRITE : 0), MAP_SHARED, fd,
                        static_cast<off_t>(start));
   const int map_err = errno;
-  close(fd);
+  if (mapping->base != MAP_FAILED && LockOf(fd) == Lock::kHeld) {
+    mapping->owner_fd = fd;  // kept to see when the owner's lock goes
+  } else {
+    close(fd);
+  }
   if (mapping->base == MAP_FAILED) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot map shared memory region '", name, "' (", byte_size,
                                                      " bytes of '", key, "'): ", std::strerror(map_err)));
@@ -188,8 +211,27 @@ absl::Status SharedMemoryRegistry::Unregister(const std::string& name) {
   return absl::OkStatus();
 }
 
+void SharedMemoryRegistry::ReclaimLocked() const {
+  for (auto it = regions_.begin(); it != regions_.end();) {
+    const int fd = it->second->owner_fd;
+    if (fd >= 0 && LockOf(fd) == Lock::kFree) {
+      // Requests still using it keep it mapped until they are done.
+      it = regions_.erase(it);
+      ++reclaimed_;
+    } else {
+      ++it;
+    }
+  }
+}
+
+uint64_t SharedMemoryRegistry::reclaimed() const {
+  std::lock_guard lock(mu_);
+  return reclaimed_;
+}
+
 absl::StatusOr<std::vector<SharedMemoryRegionInfo>> SharedMemoryRegistry::Status(const std::string& name) const {
   std::lock_guard lock(mu_);
+  ReclaimLocked();
   std::vector<SharedMemoryRegionInfo> out;
   for (const auto& [n, m] : regions_) {
     if (name.empty() || n == name) out.push_back(m->info);
@@ -202,6 +244,7 @@ absl::StatusOr<std::vector<SharedMemoryRegionInfo>> SharedMemoryRegistry::Status
 
 size_t SharedMemoryRegistry::size() const {
   std::lock_guard lock(mu_);
+  ReclaimLocked();
   return regions_.size();
 }
 

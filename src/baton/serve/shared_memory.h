@@ -18,6 +18,14 @@
 // the region and the server goes on (the guard's handler is installed when
 // the first region is registered, and passes any other SIGBUS on).
 //
+// A region outlives a client that exits without unregistering it, as in
+// Triton, unless that client held a lock on the object: a client that keeps
+// a shared flock(2) on the object while it uses the region (baton's own
+// client does) has the region dropped once that lock is gone, i.e. once it
+// has exited, crashed or was killed. The registry looks when a region is
+// registered and when regions are listed (Status, size, /metrics), so a
+// crash-looping client cannot fill it.
+//
 // Off unless the server is started with --allow-client-shm: a client that
 // can register any object the server's user can open could read or
 // overwrite another process's shared memory through it.
@@ -69,8 +77,11 @@ class SharedMemoryRegistry {
   // NotFound for an unknown name; "" unregisters every region.
   absl::Status Unregister(const std::string& name);
   // The regions in name order, or the one named (NotFound when unknown).
+  // Drops the regions whose owner has gone first (see above).
   absl::StatusOr<std::vector<SharedMemoryRegionInfo>> Status(const std::string& name) const;
   size_t size() const;
+  // Regions dropped so far because the client that held their lock had gone.
+  uint64_t reclaimed() const;
 
   // A copy of `byte_size` bytes at `offset` in region `name`, for a tensor
   // `where` names. InvalidArgument: unknown region, out of its bounds, or
@@ -114,10 +125,16 @@ class SharedMemoryRegistry {
   absl::StatusOr<std::shared_ptr<const SharedMemoryMapping>> Find(const std::string& name, uint64_t offset,
                                                                   uint64_t byte_size, const std::string& where) const;
 
+  // Drops the regions whose owner's lock is gone (mu_ held).
+  void ReclaimLocked() const;
+
   const size_t max_regions_;
   const size_t max_read_bytes_;
   mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<const SharedMemoryMapping>> regions_;  // guarded by mu_
+  // Guarded by mu_. Mutable: a listing first drops what its owner's exit
+  // already ended.
+  mutable std::map<std::string, std::shared_ptr<const SharedMemoryMapping>> regions_;
+  mutable uint64_t reclaimed_ = 0;
 };
 
 // What every front-end and client says while the extension is off.
