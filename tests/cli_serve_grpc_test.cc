@@ -454,6 +454,32 @@ TEST_F(CliServeGrpcTest, StreamAnswersEveryRequestAndSigtermAnswersWhatIsInFligh
   server.Stop();  // expects exit status 0 and no sanitizer report
 }
 
+TEST_F(CliServeGrpcTest, SigtermEndsAStreamItsClientKeepsOpen) {
+  // A client that keeps its stream open and idle (it never half-closes) gets
+  // the stream ended UNAVAILABLE once the server is told to stop, rather than
+  // cancelled after the server's 30 s grace; the server exits 0.
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-http"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  auto stub = Connect(server.grpc_port());
+  const Sample s = MakeSample(5);
+  grpc::ClientContext ctx;
+  Prepare(ctx);
+  auto stream = stub->ModelStreamInfer(&ctx);
+  ModelInferRequest req = s.request;
+  req.set_id("only");
+  ASSERT_TRUE(stream->Write(req));
+  inference::ModelStreamInferResponse resp;
+  ASSERT_TRUE(stream->Read(&resp));
+  EXPECT_EQ(resp.error_message(), "");
+  ExpectOutputs(resp.infer_response(), s.want);
+  server.Signal(SIGTERM);
+  EXPECT_FALSE(stream->Read(&resp));  // no answer is due: the stream just ends
+  const grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("the server is stopping"));
+  server.Stop();  // expects exit status 0 and no sanitizer report
+}
+
 TEST_F(CliServeGrpcTest, TwoClientProcessesWithPrioritiesAndOverload) {
   // max_in_flight 2: with several calls at once some find the model full.
   BatonProcess server("serve", {Config("max_in_flight: 2"), "--no-profile", "-q", "--no-http"});

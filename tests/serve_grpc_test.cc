@@ -299,6 +299,26 @@ TEST_F(ServeGrpcTest, StreamingClientWhenTheServerStops) {
   client->reset();
 }
 
+// A client that keeps an idle stream open does not hold up the server's
+// Stop: the server ends the stream (UNAVAILABLE) once it has been quiet for
+// a second. With an hour of grace, Stop returns only because of that; the
+// client then sends its next call as a ModelInfer call, which the stopped
+// server refuses.
+TEST_F(ServeGrpcTest, AnIdleStreamDoesNotHoldUpStop) {
+  stop_grace_ = std::chrono::hours(1);
+  Start(nullptr);
+  serve::GrpcClientOptions streaming;
+  streaming.stream = true;
+  auto client = serve::GrpcClient::Connect(Address(), streaming);
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_EQ(Check(Send(**client, "cam", Inputs()).get()), "");
+  server_->Stop();  // the client never half-closes its stream
+  Result<Tensors> late = Send(**client, "cam", Inputs()).get();
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), StatusCode::kUnavailable) << late.status().ToString();
+  client->reset();
+}
+
 // A server that takes stream messages and never answers them: the streaming
 // client fails each call once its deadline plus call_slack has passed, and
 // its destructor ends the stream.

@@ -498,9 +498,10 @@ struct GrpcClient::Impl {
     }
     Status error = StreamError(r.error_message(), address);
     if (error.code() == StatusCode::kUnavailable) {
-      // The server is stopping (or cannot serve for now): it ends a stream
-      // only once the client has stopped sending on it, so stop; later calls
-      // go as ModelInfer calls, which a stopped server refuses at once.
+      // The server is stopping (or cannot serve for now): stop sending on the
+      // stream, which lets a baton server end it at once (not after a quiet
+      // second); later calls go as ModelInfer calls, which a stopped server
+      // refuses at once.
       std::lock_guard lock(stream_mu);
       stream_open = false;
       half_close = true;

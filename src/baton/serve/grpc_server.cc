@@ -14,12 +14,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -411,6 +414,11 @@ absl::Status CheckSerializedInferRequest(std::string_view bytes, const ModelInfo
   return ParseRequest(req, model, shm).status();
 }
 
+// While the server stops, a stream that has been quiet this long (nothing in
+// flight, nothing arriving) is ended rather than waited for; looked at this often.
+constexpr std::chrono::seconds kStreamQuiet{1};
+constexpr std::chrono::milliseconds kStreamQuietScan{100};
+
 struct GrpcServer::Impl final : public inference::GRPCInferenceService::CallbackService {
   Impl(Engine& e, GrpcOptions o) : engine(e), options(std::move(o)), loopback(IsLoopbackLiteral(options.host)) {}
 
@@ -703,7 +711,11 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
 // max_stream_in_flight of its own are unanswered, writes answers in
 // completion order (one write at a time), and finishes once the client has
 // stopped sending and every answer is written. While the server stops, what
-// still arrives is answered UNAVAILABLE, so no request goes unanswered.
+// still arrives is answered UNAVAILABLE; a stream whose client keeps it open
+// is ended (UNAVAILABLE) once it has been quiet for kStreamQuiet, so an idle
+// client does not hold up the server's exit. A message that reaches a
+// stream after it has ended gets no answer of its own; the client sees the
+// stream end UNAVAILABLE.
 // Deletes itself in OnDone, which gRPC calls after Finish, when no engine
 // callback can still reach it (Finish waits for in_flight == 0).
 class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse> {
@@ -733,11 +745,12 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
   void OnReadDone(bool ok) override {
     std::unique_lock lock(mu_);
     reading_ = false;
-    if (!ok) {
+    if (!ok || finished_) {  // after Finish nothing more may be written
       read_closed_ = true;
       MaybeFinishLocked(lock);
       return;
     }
+    last_read_ = std::chrono::steady_clock::now();
     auto req = std::make_shared<ModelInferRequest>();
     req->Swap(&incoming_);
     ++in_flight_;
@@ -793,11 +806,24 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
 
   // The server is stopping: requests still arriving are answered UNAVAILABLE;
   // the stream ends once the client has stopped sending and every answer is
-  // written (or when gRPC cancels it after GrpcOptions::stop_grace).
+  // written, or at EndIfQuiet.
   void Stop() {
     std::unique_lock lock(mu_);
     stopping_ = true;
+    stop_at_ = std::chrono::steady_clock::now();
     MaybeFinishLocked(lock);
+  }
+
+  // While stopping: ends the stream (UNAVAILABLE) when every answer is
+  // written and nothing has arrived for `quiet` since Stop or the last read,
+  // i.e. when the client keeps an idle stream open. Requests the client sent
+  // before it saw the server stop have had `quiet` to arrive and be answered.
+  void EndIfQuiet(std::chrono::steady_clock::time_point now, std::chrono::steady_clock::duration quiet) {
+    std::unique_lock lock(mu_);
+    if (!stopping_ || finished_ || in_flight_ > 0 || writing_ || now - std::max(stop_at_, last_read_) < quiet) return;
+    finished_ = true;
+    lock.unlock();
+    Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping; send the request again later"));
   }
 
  private:
@@ -843,7 +869,9 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
   bool read_closed_ = false;
   bool stopping_ = false;
   bool broken_ = false;
-  bool finished_ = false;
+  bool finished_ = false;  // Finish called; a read still pending then completes with ok = false
+  std::chrono::steady_clock::time_point stop_at_;    // when Stop was called
+  std::chrono::steady_clock::time_point last_read_;  // when the last request arrived
 };
 
 grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse>* GrpcServer::Impl::ModelStreamInfer(
@@ -946,14 +974,34 @@ void GrpcServer::Stop() {
     health->SetServingStatus(false);
   }
   // Streams answer what still arrives UNAVAILABLE and end once their clients
-  // stop sending; Shutdown stops new calls and waits for the ones in flight
-  // (unary calls end when the engine answers), cancelling what is left after stop_grace.
+  // stop sending, or once quiet for kStreamQuiet (a helper thread looks
+  // while Shutdown waits); Shutdown stops new calls and waits for the ones in
+  // flight (unary calls end when the engine answers), cancelling what is left
+  // after stop_grace.
   {
     std::lock_guard lock(impl.streams_mu);
     const std::vector<Impl::Stream*> live(impl.streams.begin(), impl.streams.end());
     for (Impl::Stream* s : live) s->Stop();  // may end (and delete) s
   }
+  std::mutex quiet_mu;
+  std::condition_variable quiet_cv;
+  bool shut = false;
+  std::thread quiet([&] {
+    std::unique_lock wait_lock(quiet_mu);
+    while (!quiet_cv.wait_for(wait_lock, kStreamQuietScan, [&] { return shut; })) {
+      std::lock_guard lock(impl.streams_mu);
+      const std::vector<Impl::Stream*> live(impl.streams.begin(), impl.streams.end());
+      const auto now = std::chrono::steady_clock::now();
+      for (Impl::Stream* s : live) s->EndIfQuiet(now, kStreamQuiet);  // may end (and delete) s
+    }
+  });
   impl.server->Shutdown(std::chrono::system_clock::now() + impl.options.stop_grace);
+  {
+    std::lock_guard lock(quiet_mu);
+    shut = true;
+  }
+  quiet_cv.notify_all();
+  quiet.join();
   impl.server->Wait();
 }
 

@@ -100,8 +100,8 @@ class GrpcServer {
   int port() const;
   // Stops accepting calls and answers the ones in flight, then returns. A
   // stream answers requests that still arrive UNAVAILABLE and ends when its
-  // client stops sending; calls still open after stop_grace are cancelled.
-  // Idempotent.
+  // client stops sending, or (UNAVAILABLE) once it has been quiet for 1 s;
+  // calls still open after stop_grace are cancelled. Idempotent.
   void Stop();
 
   struct Impl;
