@@ -437,8 +437,10 @@ class PyEngine {
 };
 
 std::unique_ptr<PyEngine> OpenEngine(const py::object& config, const py::object& plan, const py::object& profile,
-                                     const py::object& cache_dir, bool no_profile, const py::object& progress) {
+                                     const py::object& cache_dir, bool no_profile, const py::object& progress,
+                                     bool trace) {
   EngineOptions options;
+  options.trace = trace;
   if (auto p = PathArg(plan)) options.plan_path = *p;
   if (auto p = PathArg(profile)) options.profile_path = *p;
   if (auto p = PathArg(cache_dir)) options.cache_dir = *p;
@@ -626,21 +628,40 @@ PYBIND11_MODULE(baton, m) {
   py::class_<PyEngine>(m, "Engine", R"doc(
 An engine running the models of a baton configuration.
 
-Engine(config, plan=None, profile=None, cache_dir=None, no_profile=False, progress=None)
+Engine(config, plan=None, profile=None, cache_dir=None, no_profile=False, progress=None, trace=False)
 
 config: a path to a YAML file (relative model paths resolve against its
 folder), or a dict in the same form (relative model paths resolve against the
 working directory). plan: carry out this plan file (`baton plan`); profile:
 use this profile; cache_dir: zoo models and profiles (default
 $BATON_CACHE_DIR, else ~/.cache/baton); no_profile: plan without profiling
-(planned from estimated costs); progress: callable(str) told the start-up steps.
+(planned from estimated costs); progress: callable(str) told the start-up steps;
+trace: record the dispatcher's events for write_trace().
 
 Every method may be called from many threads at once. Use it as a context
 manager, or call close(): it waits for every request in flight.
 Raises baton.Error when the configuration, a model or the plan is refused.)doc")
       .def(py::init(&b::OpenEngine), py::arg("config"), py::arg("plan") = py::none(),
            py::arg("profile") = py::none(), py::arg("cache_dir") = py::none(), py::arg("no_profile") = false,
-           py::arg("progress") = py::none())
+           py::arg("progress") = py::none(), py::arg("trace") = false)
+      .def(
+          "write_trace",
+          [](PyEngine& self, const py::object& path) {
+            const std::optional<std::string> p = b::PathArg(path);
+            if (!p) throw py::type_error("path must be a str or os.PathLike");
+            b::Result<b::TraceSummary> written = [&] {
+              py::gil_scoped_release nogil;
+              return self.engine().WriteTrace(*p);
+            }();
+            if (!written.ok()) b::Raise(written.status());
+            py::dict d;
+            d["runs"] = written->runs;
+            d["dropped_events"] = written->dropped_events;
+            return d;
+          },
+          py::arg("path"),
+          "Writes the events recorded so far (Engine(..., trace=True)) as a Chrome/Perfetto trace file: "
+          "{\"runs\", \"dropped_events\"}. Raises baton.FailedPreconditionError without trace=True.")
       .def_property_readonly(
           "models",
           [](PyEngine& self) {

@@ -469,6 +469,39 @@ TEST_F(CliServeTest, RegionsOfAKilledSharedMemoryClientAreDropped) {
   EXPECT_EQ(run.exit_code, 0) << run.output;
 }
 
+TEST_F(CliServeTest, TraceIsWrittenAtExit) {
+  // `baton serve --trace FILE`: the PU runs of the requests served, as a
+  // Chrome/Perfetto trace written when the server stops; a file that cannot
+  // be written is a start-up error (exit 2), not a trace lost at the end.
+  const std::string path = (dir_ / "serve.trace.json").string();
+  {
+    BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-grpc", "--trace", path});
+    ASSERT_TRUE(server.ok()) << server.banner();
+    httplib::Client c("127.0.0.1", server.port());
+    c.set_read_timeout(60, 0);
+    const Sample s = MakeSample(6);
+    for (int i = 0; i < 3; ++i) {
+      auto r = c.Post("/v2/models/cam/infer", s.body, "application/json");
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->status, 200) << r->body;
+    }
+    server.Stop();  // exit status 0
+  }
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path;
+  const json trace = json::parse(in);
+  size_t runs = 0;
+  for (const json& e : trace["traceEvents"]) {
+    if (e["ph"] == "X" && e["args"]["model"] == "cam") ++runs;
+  }
+  EXPECT_GE(runs, 3u);  // each request at least one partition run
+
+  testing::CliResult bad = testing::Baton("serve " + Config() + " --no-profile -q --trace " +
+                                          (dir_ / "no_such_folder" / "t.json").string());
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_THAT(bad.output, HasSubstr("--trace: cannot write"));
+}
+
 TEST_F(CliServeTest, ManyClientsWithPrioritiesAndAFullQueueIsAnsweredAtOnce) {
   // max_in_flight 2: with 6 clients at once some requests find the model full.
   BatonProcess server("serve", {Config("max_in_flight: 2"), "--no-profile", "-q", "--threads", "8"});

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <future>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "spin_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace baton {
 namespace {
@@ -551,6 +553,57 @@ TEST_F(EngineTest, CloseDrainsAndLaterRequestsAreRefused) {
   EXPECT_EQ(late.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_THAT(late.status().message(), HasSubstr("closed"));
   engine->Close();  // idempotent
+}
+
+// EngineOptions::trace: WriteTrace writes the PU runs so far as a
+// Chrome/Perfetto trace, while requests run and after Close; without the
+// option, or to a folder that is not there, it says why.
+TEST_F(EngineTest, WritesATraceOfItsRuns) {
+  std::unique_ptr<Engine> plain = Open("whole");
+  ASSERT_NE(plain, nullptr);
+  Result<TraceSummary> refused = plain->WriteTrace((*dir_ / "none.json").string());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("EngineOptions::trace"));
+
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (*dir_ / "cache").string();
+  options.trace = true;
+  Result<std::unique_ptr<Engine>> opened = Engine::OpenText(Config("balanced"), dir_->string(), options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Engine& engine = **opened;
+  const Reference ref = MakeReference("squeezenet.onnx", 4);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(engine.Infer("cam", Copy(ref.inputs)).ok());
+  const fs::path path = *dir_ / "engine.trace.json";
+  Result<TraceSummary> early = engine.WriteTrace(path.string());
+  ASSERT_TRUE(early.ok()) << early.status().ToString();
+  // `balanced` with two stages: each request is at least one run, two when cut.
+  EXPECT_GE(early->runs, 3u);
+  EXPECT_EQ(early->dropped_events, 0u);
+  engine.Close();
+  Result<TraceSummary> late = engine.WriteTrace(path.string());
+  ASSERT_TRUE(late.ok());
+  EXPECT_EQ(late->runs, early->runs);
+  std::ifstream in(path);
+  const nlohmann::json trace = nlohmann::json::parse(in);
+  size_t slices = 0;
+  std::set<std::string> lanes;
+  for (const nlohmann::json& e : trace["traceEvents"]) {
+    if (e["ph"] == "X") ++slices;
+    if (e["ph"] == "M" && e["name"] == "thread_name") lanes.insert(e["args"]["name"].get<std::string>());
+  }
+  EXPECT_EQ(slices, late->runs);
+  EXPECT_TRUE(lanes.count("cpu0 (cpu)") && lanes.count("cpu1 (cpu)")) << ::testing::PrintToString(lanes);
+
+  Result<TraceSummary> nowhere = engine.WriteTrace((*dir_ / "no_such_folder" / "t.json").string());
+  ASSERT_FALSE(nowhere.ok());
+  EXPECT_THAT(nowhere.status().message(), HasSubstr("no_such_folder"));
+
+  options.trace_max_events = 0;
+  Result<std::unique_ptr<Engine>> zero = Engine::OpenText(Config("whole"), dir_->string(), options);
+  ASSERT_FALSE(zero.ok());
+  EXPECT_THAT(zero.status().message(), HasSubstr("trace_max_events"));
 }
 
 TEST_F(EngineTest, OneThreadCpuPusShareSessionsUnlessConfiguredNot) {

@@ -262,6 +262,18 @@ struct EngineOptions {
   // How long Close (and the destructor) waits for requests in flight; those
   // still unanswered then are answered UNAVAILABLE. Zero or less = no limit.
   std::chrono::milliseconds close_timeout{30000};
+  // Record the dispatcher's events for Engine::WriteTrace: each partition
+  // run on each PU, queue depths and drops, request arrivals and answers
+  // that were not OK. At most trace_max_events are kept (the first ones);
+  // later events are counted and left out.
+  bool trace = false;
+  size_t trace_max_events = 1'000'000;
+};
+
+// What Engine::WriteTrace wrote.
+struct TraceSummary {
+  size_t runs = 0;            // partition runs in the file
+  size_t dropped_events = 0;  // events left out over EngineOptions::trace_max_events
 };
 
 class Engine {
@@ -294,6 +306,14 @@ class Engine {
                   std::function<void(Result<Tensors>)> done);
 
   EngineStats Stats() const;
+
+  // Writes what has been recorded so far (EngineOptions::trace) to `path` as
+  // a Chrome/Perfetto trace (open it at ui.perfetto.dev): per device a
+  // process with a lane per PU and a queue lane, and a "requests" process.
+  // May be called while requests run, and after Close. FailedPrecondition
+  // when the engine was opened without EngineOptions::trace; an error naming
+  // the file when it cannot be written.
+  Result<TraceSummary> WriteTrace(const std::string& path) const;
 
   // Waits for every request in flight to be answered (at most
   // EngineOptions::close_timeout; what is left is answered UNAVAILABLE), then

@@ -8,6 +8,7 @@ assertions about wall-clock time.
 
 import concurrent.futures
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -288,6 +289,23 @@ def test_stats_count_completed_requests(config, cache_dir):
             assert pu["busy_s"] >= 0 and pu["utilization"] >= 0
         assert s["uptime_s"] > 0
         assert isinstance(s["in_flight"], int)
+
+
+def test_write_trace_writes_the_runs(config, cache_dir, tmp_path, whole):
+    with pytest.raises(baton.FailedPreconditionError, match="trace"):
+        whole.write_trace(tmp_path / "none.json")
+    with baton.Engine(config("balanced", stages=2), no_profile=True, cache_dir=cache_dir, trace=True) as eng:
+        x = random_inputs(eng, "cam", 3)
+        for _ in range(2):
+            eng.infer("cam", x)
+        path = tmp_path / "engine.trace.json"
+        written = eng.write_trace(path)
+        assert set(written) == {"runs", "dropped_events"}
+        assert written["runs"] >= 2 and written["dropped_events"] == 0
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+        assert sum(1 for e in events if e["ph"] == "X") == written["runs"]
+        assert {e["args"]["model"] for e in events if e["ph"] == "X"} == {"cam"}
 
 
 # ---- 7. close --------------------------------------------------------------------------

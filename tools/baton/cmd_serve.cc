@@ -6,8 +6,11 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -52,6 +55,7 @@ struct ServeArgs {
   int max_request_mb = 64;
   int timeout_s = 10;
   bool allow_client_shm = false;
+  std::string trace;
   bool quiet = false;
 };
 
@@ -120,6 +124,16 @@ int Serve(const ServeArgs& args) {
   options.cache_dir = args.cache_dir;
   options.no_profile = args.no_profile;
   options.progress = StderrProgress(args.quiet);
+  options.trace = !args.trace.empty();
+  if (options.trace) {
+    // Written at exit: a path that cannot be written is a start-up error, not a lost trace.
+    std::ofstream probe(args.trace, std::ios::app);
+    if (!probe) {
+      std::cerr << "baton serve: --trace: cannot write '" << args.trace << "': " << std::strerror(errno)
+                << "; give a file in a writable folder\n";
+      return 2;
+    }
+  }
   Result<std::unique_ptr<Engine>> engine =
       args.config.empty()
           ? Engine::OpenText(config::ToYaml(*LoadConfigOrDefault("")), "", options)
@@ -172,6 +186,18 @@ int Serve(const ServeArgs& args) {
   if (grpc_server) grpc_server->Stop();
   if (http_server) http_server->Stop();
   (*engine)->Close();
+  if (options.trace) {
+    Result<TraceSummary> written = (*engine)->WriteTrace(args.trace);
+    if (!written.ok()) {
+      std::cerr << "baton serve: --trace: " << written.status().message() << "\n";
+      return 1;
+    }
+    std::cerr << "baton serve: trace: " << written->runs << " partition runs written to " << args.trace
+              << (written->dropped_events > 0
+                      ? absl::StrCat(" (", written->dropped_events, " events over the limit left out)")
+                      : std::string())
+              << "\n";
+  }
   return 0;
 }
 
@@ -217,6 +243,9 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                 "Let clients on this machine register POSIX shared memory regions and pass tensors through them "
                 "(the KServe / Triton system shared memory extension; any process that can reach the server can "
                 "then make it read or write shared memory objects the server's user can open)");
+  cmd->add_option("--trace", args->trace,
+                  "At exit, write a Chrome/Perfetto trace of the PU runs, queues and failed requests to this file "
+                  "(the first 1,000,000 events)");
   cmd->add_flag("-q,--quiet", args->quiet, "No start-up progress lines");
   cmd->callback([args, exit_code] {
     *exit_code = Serve(*args);

@@ -277,4 +277,16 @@ absl::StatusOr<std::unique_ptr<Remotes>> ConnectRemoteDevices(const config::RunC
   return std::make_unique<Remotes>(std::move(remotes));
 }
 
+trace::TraceNames TraceNamesOf(const config::RunConfig& config) {
+  trace::TraceNames names;
+  for (size_t d = 0; d < config.devices.size(); ++d) {
+    names.devices.push_back(config.devices[d].name);
+    for (const config::PuConfig& pu : config.devices[d].pus) {
+      names.pus.push_back({DeviceId(static_cast<uint32_t>(d)), absl::StrCat(pu.name, " (", pu.kind, ")")});
+    }
+  }
+  for (const config::ModelConfig& m : config.models) names.models.push_back(m.name);
+  return names;
+}
+
 }  // namespace baton::app

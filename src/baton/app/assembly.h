@@ -24,6 +24,7 @@
 #include "baton/runtime/batcher.h"
 #include "baton/runtime/deployment.h"
 #include "baton/runtime/runtime.h"
+#include "baton/trace/trace_observer.h"
 
 namespace baton::app {
 
@@ -87,6 +88,11 @@ struct Assembly {
 // Assembles `config` (already resolved: remote PUs filled in, see
 // ConnectRemotes; `remotes` is then non-null and outlives the result).
 absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remotes, const AssembleOptions& options);
+
+// The lane names of a trace of `config`'s runtime (trace::TraceObserver):
+// devices, PUs as "name (kind)" numbered over all devices in config order
+// (as MakeRuntime numbers them), and models.
+trace::TraceNames TraceNamesOf(const config::RunConfig& config);
 
 // Dynamic batching in front of `rt` for the models whose `batching` choice
 // (Assembly::batching, per model) is above 1 (Triton-style,

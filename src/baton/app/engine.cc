@@ -19,6 +19,8 @@
 #include "baton/core/file.h"
 #include "baton/core/status.h"
 #include "baton/core/time.h"
+#include "baton/trace/chrome_trace.h"
+#include "baton/trace/trace_observer.h"
 
 namespace baton {
 
@@ -175,6 +177,7 @@ class InputGuard {
 struct Engine::Impl {
   // Declared so that the runtime (in assembly) goes first, then what it uses.
   config::RunConfig config;
+  std::unique_ptr<trace::TraceObserver> tracer;  // EngineOptions::trace; the runtime's observer
   std::unique_ptr<app::Remotes> remotes;
   app::Assembly assembly;
   std::unique_ptr<runtime::Batcher> batcher;
@@ -386,6 +389,14 @@ absl::StatusOr<std::unique_ptr<Engine::Impl>> OpenImpl(config::RunConfig config,
   assemble.profile_progress = options.profile_progress;
   BATON_ASSIGN_OR_RETURN(impl->remotes, app::ConnectRemoteDevices(impl->config, assemble));
   if (impl->remotes) assemble.no_profile = true;  // remote PUs have no profile yet
+  if (options.trace) {
+    if (options.trace_max_events == 0) {
+      return absl::InvalidArgumentError("trace_max_events is 0; give at least 1 to record a trace");
+    }
+    impl->tracer = std::make_unique<trace::TraceObserver>(app::TraceNamesOf(impl->assembled_config()),
+                                                          options.trace_max_events);
+    assemble.observer = impl->tracer.get();
+  }
   BATON_ASSIGN_OR_RETURN(impl->assembly, app::Assemble(impl->assembled_config(), impl->remotes.get(), assemble));
   app::Assembly& a = impl->assembly;
   BATON_ASSIGN_OR_RETURN(impl->batcher, app::MakeBatcher(a.runtime.rt.get(), a.models, a.batching, a.deployment.get()));
@@ -631,6 +642,17 @@ EngineStats Engine::Stats() const {
     s.pus.push_back(std::move(v));
   }
   return s;
+}
+
+Result<TraceSummary> Engine::WriteTrace(const std::string& path) const {
+  if (!impl_->tracer) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "this engine records no trace; open it with EngineOptions::trace (baton serve --trace)");
+  }
+  trace::ChromeTrace trace;
+  impl_->tracer->WriteTo(trace);
+  if (absl::Status written = trace.Write(path); !written.ok()) return FromAbsl(written);
+  return TraceSummary{impl_->tracer->runs(), impl_->tracer->dropped_events()};
 }
 
 void Engine::Close() {

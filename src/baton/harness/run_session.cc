@@ -654,17 +654,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   assemble.deploy = !options.no_baton;
   // The trace: baton's cores' events, from every device (remote ones included).
   std::unique_ptr<trace::TraceObserver> tracer;
-  if (!options.trace_path.empty()) {
-    trace::TraceNames names;
-    for (size_t d = 0; d < config.devices.size(); ++d) {
-      names.devices.push_back(config.devices[d].name);
-      for (const config::PuConfig& pu : config.devices[d].pus) {
-        names.pus.push_back({DeviceId(static_cast<uint32_t>(d)), absl::StrCat(pu.name, " (", pu.kind, ")")});
-      }
-    }
-    for (const config::ModelConfig& m : config.models) names.models.push_back(m.name);
-    tracer = std::make_unique<trace::TraceObserver>(std::move(names));
-  }
+  if (!options.trace_path.empty()) tracer = std::make_unique<trace::TraceObserver>(TraceNamesOf(config));
   assemble.observer = tracer.get();
   assemble.say = say;
   BATON_ASSIGN_OR_RETURN(Assembly assembly, Assemble(config, remotes, assemble));
