@@ -121,6 +121,14 @@ class ServeGrpcTest : public ::testing::Test {
   }
 
   std::string Address() const { return "127.0.0.1:" + std::to_string(server_->port()); }
+  // baton's client with every call on one stream, connected to the server (null when it cannot connect).
+  std::unique_ptr<serve::GrpcClient> StreamingClient() const {
+    serve::GrpcClientOptions streaming;
+    streaming.stream = true;
+    auto client = serve::GrpcClient::Connect(Address(), streaming);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? *std::move(client) : nullptr;
+  }
   // A ModelInfer request for `cam` with the input's name, datatype and shape, and no bytes yet.
   inference::ModelInferRequest RequestWithoutBytes() const {
     inference::ModelInferRequest req;
@@ -281,11 +289,9 @@ TEST_F(ServeGrpcTest, StreamingClientMatchesAnswersAndKeepsErrorCodes) {
 TEST_F(ServeGrpcTest, StreamingClientWhenTheServerStops) {
   stop_grace_ = std::chrono::hours(1);
   Start(nullptr);
-  serve::GrpcClientOptions streaming;
-  streaming.stream = true;
-  auto client = serve::GrpcClient::Connect(Address(), streaming);
-  ASSERT_TRUE(client.ok()) << client.status();
-  auto call = [&] { return Send(**client, "cam", Inputs()).get(); };
+  std::unique_ptr<serve::GrpcClient> client = StreamingClient();
+  ASSERT_NE(client, nullptr);
+  auto call = [&] { return Send(*client, "cam", Inputs()).get(); };
   EXPECT_EQ(Check(call()), "");
   std::thread stopper([&] { server_->Stop(); });
   Result<Tensors> refused = call();
@@ -296,7 +302,7 @@ TEST_F(ServeGrpcTest, StreamingClientWhenTheServerStops) {
   Result<Tensors> late = call();
   ASSERT_FALSE(late.ok());
   EXPECT_EQ(late.status().code(), StatusCode::kUnavailable) << late.status().ToString();
-  client->reset();
+  client.reset();
 }
 
 // A client that keeps an idle stream open does not hold up the server's
@@ -307,16 +313,14 @@ TEST_F(ServeGrpcTest, StreamingClientWhenTheServerStops) {
 TEST_F(ServeGrpcTest, AnIdleStreamDoesNotHoldUpStop) {
   stop_grace_ = std::chrono::hours(1);
   Start(nullptr);
-  serve::GrpcClientOptions streaming;
-  streaming.stream = true;
-  auto client = serve::GrpcClient::Connect(Address(), streaming);
-  ASSERT_TRUE(client.ok()) << client.status();
-  EXPECT_EQ(Check(Send(**client, "cam", Inputs()).get()), "");
+  std::unique_ptr<serve::GrpcClient> client = StreamingClient();
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(Check(Send(*client, "cam", Inputs()).get()), "");
   server_->Stop();  // the client never half-closes its stream
-  Result<Tensors> late = Send(**client, "cam", Inputs()).get();
+  Result<Tensors> late = Send(*client, "cam", Inputs()).get();
   ASSERT_FALSE(late.ok());
   EXPECT_EQ(late.status().code(), StatusCode::kUnavailable) << late.status().ToString();
-  client->reset();
+  client.reset();
 }
 
 // A server that takes stream messages and never answers them: the streaming
