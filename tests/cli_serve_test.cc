@@ -473,28 +473,36 @@ TEST_F(CliServeTest, TraceIsWrittenAtExit) {
   // `baton serve --trace FILE`: the PU runs of the requests served, as a
   // Chrome/Perfetto trace written when the server stops; a file that cannot
   // be written is a start-up error (exit 2), not a trace lost at the end.
-  const std::string path = (dir_ / "serve.trace.json").string();
-  {
-    BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-grpc", "--trace", path});
-    ASSERT_TRUE(server.ok()) << server.banner();
-    httplib::Client c("127.0.0.1", server.port());
-    c.set_read_timeout(60, 0);
-    const Sample s = MakeSample(6);
-    for (int i = 0; i < 3; ++i) {
-      auto r = c.Post("/v2/models/cam/infer", s.body, "application/json");
-      ASSERT_TRUE(r);
-      ASSERT_EQ(r->status, 200) << r->body;
+  const Sample s = MakeSample(6);
+  // Serves three requests with `extra` options, stops, and counts the runs of `cam` in the trace.
+  auto runs_traced = [&](const std::string& path, std::vector<std::string> extra) -> size_t {
+    std::vector<std::string> args = {Config(), "--no-profile", "-q", "--no-grpc", "--trace", path};
+    args.insert(args.end(), extra.begin(), extra.end());
+    {
+      BatonProcess server("serve", args);
+      EXPECT_TRUE(server.ok()) << server.banner();
+      if (!server.ok()) return 0;
+      httplib::Client c("127.0.0.1", server.port());
+      c.set_read_timeout(60, 0);
+      for (int i = 0; i < 3; ++i) {
+        auto r = c.Post("/v2/models/cam/infer", s.body, "application/json");
+        EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+      }
+      server.Stop();  // exit status 0
     }
-    server.Stop();  // exit status 0
-  }
-  std::ifstream in(path);
-  ASSERT_TRUE(in) << path;
-  const json trace = json::parse(in);
-  size_t runs = 0;
-  for (const json& e : trace["traceEvents"]) {
-    if (e["ph"] == "X" && e["args"]["model"] == "cam") ++runs;
-  }
-  EXPECT_GE(runs, 3u);  // each request at least one partition run
+    std::ifstream in(path);
+    EXPECT_TRUE(in) << path;
+    if (!in) return 0;
+    const json trace = json::parse(in);
+    size_t runs = 0;
+    for (const json& e : trace["traceEvents"]) {
+      if (e["ph"] == "X" && e["args"]["model"] == "cam") ++runs;
+    }
+    return runs;
+  };
+  EXPECT_GE(runs_traced((dir_ / "serve.trace.json").string(), {}), 3u);  // each request at least one run
+  // Memory is bounded: the first two events (an arrival and an enqueue) hold no run.
+  EXPECT_EQ(runs_traced((dir_ / "serve_short.trace.json").string(), {"--trace-max-events", "2"}), 0u);
 
   testing::CliResult bad = testing::Baton("serve " + Config() + " --no-profile -q --trace " +
                                           (dir_ / "no_such_folder" / "t.json").string());

@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -56,6 +57,7 @@ struct ServeArgs {
   int timeout_s = 10;
   bool allow_client_shm = false;
   std::string trace;
+  int64_t trace_max_events = 1'000'000;
   bool quiet = false;
 };
 
@@ -125,6 +127,7 @@ int Serve(const ServeArgs& args) {
   options.no_profile = args.no_profile;
   options.progress = StderrProgress(args.quiet);
   options.trace = !args.trace.empty();
+  options.trace_max_events = static_cast<size_t>(args.trace_max_events);
   if (options.trace) {
     // Written at exit: a path that cannot be written is a start-up error, not a lost trace.
     std::ofstream probe(args.trace, std::ios::app);
@@ -244,8 +247,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                 "(the KServe / Triton system shared memory extension; any process that can reach the server can "
                 "then make it read or write shared memory objects the server's user can open)");
   cmd->add_option("--trace", args->trace,
-                  "At exit, write a Chrome/Perfetto trace of the PU runs, queues and failed requests to this file "
-                  "(the first 1,000,000 events)");
+                  "At exit, write a Chrome/Perfetto trace of the PU runs, queues and failed requests to this file");
+  cmd->add_option("--trace-max-events", args->trace_max_events,
+                  "With --trace: keep the first this many events, about 100 bytes of memory each (default 1000000)")
+      ->check(CLI::Range(int64_t{1}, int64_t{100'000'000}));
   cmd->add_flag("-q,--quiet", args->quiet, "No start-up progress lines");
   cmd->callback([args, exit_code] {
     *exit_code = Serve(*args);
