@@ -282,9 +282,9 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
     }
   }
   for (const ModelInferRequest::InferRequestedOutputTensor& o : req.outputs()) {
-    const TensorInfo* info = nullptr;
-    for (const TensorInfo& t : model.outputs) info = t.name == o.name() ? &t : info;
-    if (info == nullptr) {
+    const auto info = std::find_if(model.outputs.begin(), model.outputs.end(),
+                                   [&](const TensorInfo& t) { return t.name == o.name(); });
+    if (info == model.outputs.end()) {
       std::vector<std::string> names;
       for (const TensorInfo& t : model.outputs) names.push_back(t.name);
       return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "' has no output '", o.name(),

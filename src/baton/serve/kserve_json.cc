@@ -536,9 +536,9 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
         return Bad("every requested output needs a string 'name'");
       }
       const std::string name = o["name"].get<std::string>();
-      const TensorInfo* info = nullptr;
-      for (const TensorInfo& t : model.outputs) info = t.name == name ? &t : info;
-      if (info == nullptr) return Bad(absl::StrCat("model '", model.name, "' has no output '", name, "'"));
+      const auto info = std::find_if(model.outputs.begin(), model.outputs.end(),
+                                     [&](const TensorInfo& t) { return t.name == name; });
+      if (info == model.outputs.end()) return Bad(absl::StrCat("model '", model.name, "' has no output '", name, "'"));
       const std::string where = absl::StrCat("model '", model.name, "' output '", name, "'");
       BATON_ASSIGN_OR_RETURN(std::optional<ShmParams> out_shm, ShmParamsOf(o, where));
       if (auto params = o.find("parameters"); params != o.end()) {
