@@ -12,6 +12,15 @@
 # POSIX shared memory; the server gets --allow-client-shm). --streaming adds
 # the same runs again with `--streaming` (every request on one
 # ModelStreamInfer stream). All runs of a round alternate.
+#
+# Then where the CPU goes, in milliseconds of CPU per answered request
+# (medians over the runs): in process, the PUs' runs and the rest of the
+# process (`baton run --json`: pus[].run_cpu_s, process_cpu_s); through the
+# server, its PUs' runs and the rest of the server (its /metrics before and
+# after each run: baton_pu_run_cpu_seconds_total, process_cpu_seconds_total,
+# successful requests) and the client (its --json). "run share" is the PUs'
+# run CPU time over their busy time: below 1 when other threads took their
+# cores during runs.
 # Exit status: 0 done, 1 a run failed, 2 usage.
 set -euo pipefail
 
@@ -52,7 +61,8 @@ cfg_args=()
 [ -n "$config" ] && cfg_args=("$config")
 serve_args=()
 [ "$shm" = 1 ] && serve_args=(--allow-client-shm)
-"$baton" serve "${cfg_args[@]}" "${serve_args[@]}" -q --grpc 127.0.0.1:0 --no-http >"$out/serve.out" 2>"$out/serve.err" &
+# HTTP for /metrics only: the runs use gRPC.
+"$baton" serve "${cfg_args[@]}" "${serve_args[@]}" -q --grpc 127.0.0.1:0 --http 127.0.0.1:0 >"$out/serve.out" 2>"$out/serve.err" &
 server_pid=$!
 for _ in $(seq 1 600); do
   grep -q "listening on" "$out/serve.out" 2>/dev/null && break
@@ -61,7 +71,17 @@ for _ in $(seq 1 600); do
 done
 address="$(sed -n 's/.*gRPC listening on \([^ ]*\) .*/\1/p' "$out/serve.out")"
 [ -n "$address" ] || { echo "serve_throughput.sh: the server did not start" >&2; cat "$out/serve.err" >&2; exit 1; }
-echo "server: $address (pid $server_pid)"
+for _ in $(seq 1 100); do
+  grep -q "HTTP listening" "$out/serve.out" 2>/dev/null && break
+  sleep 0.1
+done
+http="$(sed -n 's/.*HTTP listening on \([^ ]*\).*/\1/p' "$out/serve.out")"
+[ -n "$http" ] || { echo "serve_throughput.sh: the server's HTTP endpoint did not start" >&2; exit 1; }
+echo "server: $address, metrics http://$http/metrics (pid $server_pid)"
+scrape() {
+  python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+    "http://$http/metrics" >"$1"
+}
 
 # The client runs of each round: a file name and its extra arguments.
 variants=("server|")
@@ -74,8 +94,10 @@ for i in $(seq 1 "$runs"); do
   "$baton" run "${cfg_args[@]}" --no-baselines --duration "$duration" --quiet --json "$out/local-$i.json" >/dev/null
   for v in "${variants[@]}"; do
     read -r -a extra <<<"${v#*|}"
+    scrape "$out/${v%%|*}-$i.before.prom"
     "$baton" run "${cfg_args[@]}" --server "$address" "${extra[@]}" --duration "$duration" --quiet \
       --json "$out/${v%%|*}-$i.json" >/dev/null
+    scrape "$out/${v%%|*}-$i.after.prom"
   done
 done
 
@@ -101,4 +123,37 @@ for name, rows in named:
     ratios = [s[0] / l[0] for l, s in zip(local, rows)]
     print(f"median: in process {ml:.1f} req/s, {name} {ms:.1f} req/s; "
           f"ratio of medians {ms / ml:.3f}, median of per-pair ratios {statistics.median(ratios):.3f} (target >= 0.9)")
+
+# Where the CPU goes (see the header).
+def metrics(path):
+    values = {}
+    for line in open(path):
+        if line.startswith("#") or not line.strip():
+            continue
+        key, _, value = line.rpartition(" ")
+        values[key] = float(value)
+    return values
+def total(values, prefix, needle=""):
+    return sum(v for k, v in values.items() if k.startswith(prefix) and needle in k)
+def local_split(i):
+    j = json.load(open(f"{out}/local-{i}.json"))
+    n = max(j["completed"], 1)
+    runs = sum(p.get("run_cpu_s", 0) for p in j.get("pus", []))
+    busy = sum(p.get("busy_s", 0) for p in j.get("pus", []))
+    return 1000 * runs / n, 1000 * (j.get("process_cpu_s", 0) - runs) / n, runs / busy if busy else 0
+def server_split(kind, i):
+    a, b = metrics(f"{out}/{kind}-{i}.before.prom"), metrics(f"{out}/{kind}-{i}.after.prom")
+    d = lambda prefix, needle="": total(b, prefix, needle) - total(a, prefix, needle)
+    n = max(d("baton_inference_requests_total", 'status="success"'), 1)
+    runs, busy, cpu = d("baton_pu_run_cpu_seconds_total"), d("baton_pu_busy_seconds_total"), d("process_cpu_seconds_total")
+    client = json.load(open(f"{out}/{kind}-{i}.json")).get("process_cpu_ms_per_request", 0)
+    return 1000 * runs / n, 1000 * (cpu - runs) / n, client, runs / busy if busy else 0
+med = lambda xs: statistics.median(xs)
+loc = [local_split(i) for i in range(1, runs + 1)]
+print(f"CPU ms per request, in process: PU runs {med([x[0] for x in loc]):.3f}, rest of the process "
+      f"{med([x[1] for x in loc]):.3f}; run share {med([x[2] for x in loc]):.3f}")
+for (kind, args), (name, _) in zip(variants, named):
+    srv = [server_split(kind, i) for i in range(1, runs + 1)]
+    print(f"CPU ms per request, {name}: PU runs {med([x[0] for x in srv]):.3f}, rest of the server "
+          f"{med([x[1] for x in srv]):.3f}, client {med([x[2] for x in srv]):.3f}; run share {med([x[3] for x in srv]):.3f}")
 PY

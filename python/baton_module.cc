@@ -592,6 +592,7 @@ py::dict StatsDict(PyEngine& self) {
     d["device"] = p.device;
     d["runs"] = p.runs;
     d["busy_s"] = p.busy_s;
+    d["run_cpu_s"] = p.run_cpu_s;
     d["utilization"] = p.utilization;
     pus[py::str(p.name)] = d;
   }
@@ -711,7 +712,7 @@ not call infer() or close() from them.)doc")
  "models": {name: {"submitted", "completed", "deadline_exceeded", "rejected", "invalid", "failed",
                    "slo_met", "with_slo", "executions", "batch_sizes": {size: {"executions", "compute_s"}},
                    "latency": {"p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"}}},
- "pus": {name: {"kind", "device", "runs", "busy_s", "utilization"}}})doc")
+ "pus": {name: {"kind", "device", "runs", "busy_s", "run_cpu_s", "utilization"}}})doc")
       .def("close", &PyEngine::Close,
            "Waits for every request in flight to be answered, then stops. Later requests raise "
            "baton.FailedPreconditionError. Idempotent.")

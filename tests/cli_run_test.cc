@@ -118,10 +118,21 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
   EXPECT_GT(j["verify"]["checked"].get<int>(), 0);
   EXPECT_EQ(j["verify"]["mismatches"].get<int>(), 0);
   ASSERT_EQ(j["pus"].size(), 2u);
+  double runs_cpu_s = 0;
   for (const auto& pu : j["pus"]) {
     EXPECT_GE(pu["utilization"].get<double>(), 0);
     EXPECT_LE(pu["utilization"].get<double>(), 1.05);
+    // A run's thread cannot use more CPU than the run's time (one thread per
+    // PU here); both are cut at the same window edges.
+    EXPECT_GT(pu["run_cpu_s"].get<double>(), 0) << pu;
+    EXPECT_LE(pu["run_cpu_s"].get<double>(), pu["busy_s"].get<double>() * 1.05 + 0.01) << pu;
+    runs_cpu_s += pu["run_cpu_s"].get<double>();
   }
+  // The whole process's CPU over the same windows includes the PUs' runs.
+  EXPECT_GT(j["process_cpu_s"].get<double>(), 0);
+  EXPECT_GE(j["process_cpu_s"].get<double>(), runs_cpu_s * 0.9) << j["pus"];
+  EXPECT_DOUBLE_EQ(j["process_cpu_ms_per_request"].get<double>(),
+                   1000 * j["process_cpu_s"].get<double>() / j["completed"].get<double>());
 
   // The trace (from the dispatcher's events): a lane per PU with a slice per
   // partition run, a queue lane per device with enqueue instants and a depth

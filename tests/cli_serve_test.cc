@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -197,6 +198,16 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
   ASSERT_TRUE(m);
   EXPECT_THAT(m->body, HasSubstr("baton_inference_requests_total{model=\"cam\",status=\"success\"} 5"));
   EXPECT_THAT(m->body, HasSubstr("baton_pu_runs_total{pu=\"cpu0\""));
+  // CPU: the PUs' runs took some, and the process at least that much.
+  double runs_cpu = 0, process_cpu = 0;
+  std::istringstream lines(m->body);
+  for (std::string line; std::getline(lines, line);) {
+    const std::string value = line.substr(line.rfind(' ') + 1);
+    if (line.rfind("baton_pu_run_cpu_seconds_total{", 0) == 0) runs_cpu += std::stod(value);
+    if (line.rfind("process_cpu_seconds_total ", 0) == 0) process_cpu = std::stod(value);
+  }
+  EXPECT_GT(runs_cpu, 0);
+  EXPECT_GE(process_cpu, runs_cpu);
   EXPECT_THAT(m->body, HasSubstr("baton_policy_violations_total{device=\"local\"} 0"));
   if (fs::exists("/usr/bin/promtool")) {
     const std::string path = (dir_ / "metrics.txt").string();

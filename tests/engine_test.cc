@@ -211,6 +211,24 @@ TEST_F(EngineTest, PartitionedAnswersEqualWholeModelOrt) {
   uint64_t runs = 0;
   for (const PuStatsView& pu : stats.pus) runs += pu.runs;
   EXPECT_GE(runs, 8u);  // 4 requests x 2 partitions
+  for (const PuStatsView& pu : stats.pus) {
+    // The threads that ran its partitions used CPU, and no more than the
+    // runs took (one ORT thread per PU here).
+    if (pu.runs > 0) {
+      EXPECT_GT(pu.run_cpu_s, 0) << pu.name;
+    }
+    EXPECT_LE(pu.run_cpu_s, pu.busy_s * 1.05 + 0.01) << pu.name;
+  }
+  // The PU workers and the dispatcher are named threads (top -H, perf).
+  std::set<std::string> threads;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    threads.insert(name);
+  }
+  for (const PuStatsView& pu : stats.pus) EXPECT_EQ(threads.count("pu:" + pu.name), 1u) << pu.name;
+  EXPECT_EQ(threads.count("dispatcher"), 1u);
 }
 
 TEST_F(EngineTest, ManyThreadsAtOnce) {

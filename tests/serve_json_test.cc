@@ -417,12 +417,14 @@ TEST(MetricsTest, PrometheusTextPassesPromtool) {
   for (size_t b = 5; b < m.latency_bucket_counts.size(); ++b) m.latency_bucket_counts[b] = 3;
   m.latency_sum_s = 0.09;
   s.models.push_back(m);
-  s.pus.push_back(PuStatsView{"cpu0", "cpu", "local", 10, 0.5, 0.04});
+  s.pus.push_back(PuStatsView{"cpu0", "cpu", "local", 10, 0.5, 0.04, 0.25});
   s.devices.push_back(DeviceStatsView{"local", false, true, 1, 1});
   const std::string text = PrometheusText(s);
   EXPECT_THAT(text, HasSubstr("baton_inference_requests_total{model=\"cam \\\"front\\\"\",status=\"success\"} 3"));
   EXPECT_THAT(text, HasSubstr("baton_inference_request_duration_seconds_bucket{model=\"cam \\\"front\\\"\",le=\"+Inf\"} 3"));
   EXPECT_THAT(text, HasSubstr("baton_pu_busy_seconds_total{pu=\"cpu0\",kind=\"cpu\",device=\"local\"} 0.5"));
+  EXPECT_THAT(text, HasSubstr("baton_pu_run_cpu_seconds_total{pu=\"cpu0\",kind=\"cpu\",device=\"local\"} 0.25"));
+  EXPECT_THAT(text, HasSubstr("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "));
 
   const std::string promtool = "/usr/bin/promtool";
   if (!std::filesystem::exists(promtool)) GTEST_SKIP() << "promtool is not installed (scripts/install_deps.sh installs it)";

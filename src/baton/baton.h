@@ -229,6 +229,10 @@ struct PuStatsView {
   uint64_t runs = 0;       // partitions run
   double busy_s = 0;       // time spent running them
   double utilization = 0;  // busy / time since Open
+  // CPU time of the threads that ran them (0 for a remote device's PUs, whose
+  // agents do not report it). For a CPU PU, run_cpu_s / busy_s is the share
+  // of its runs' time it had a core: other threads on its cores lower it.
+  double run_cpu_s = 0;
 };
 
 struct DeviceStatsView {

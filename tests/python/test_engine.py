@@ -287,6 +287,7 @@ def test_stats_count_completed_requests(config, cache_dir):
         for pu in s["pus"].values():
             assert pu["kind"] == "cpu" and pu["device"] == "local"
             assert pu["busy_s"] >= 0 and pu["utilization"] >= 0
+            assert 0 <= pu["run_cpu_s"] <= pu["busy_s"] * 1.05 + 0.01
         assert s["uptime_s"] > 0
         assert isinstance(s["in_flight"], int)
 

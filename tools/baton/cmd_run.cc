@@ -155,9 +155,16 @@ nlohmann::json ModeJson(const ModeOutcome& mode, const RunReport* report) {
                      {"kind", p.kind},
                      {"device", p.device},
                      {"runs", p.runs},
-                     {"utilization", Seconds(mode.measured) > 0 ? Seconds(p.busy) / Seconds(mode.measured) : 0}});
+                     {"utilization", Seconds(mode.measured) > 0 ? Seconds(p.busy) / Seconds(mode.measured) : 0},
+                     {"busy_s", Seconds(p.busy)},
+                     {"run_cpu_s", Seconds(p.run_cpu)}});
     }
     j["pus"] = std::move(pus);
+  }
+  if (mode.process_cpu > Duration(0)) {
+    j["process_cpu_s"] = Seconds(mode.process_cpu);
+    j["process_cpu_ms_per_request"] =
+        mode.completed() > 0 ? 1000.0 * Seconds(mode.process_cpu) / static_cast<double>(mode.completed()) : 0.0;
   }
   if (!mode.note.empty()) j["note"] = mode.note;
   return j;

@@ -638,6 +638,7 @@ EngineStats Engine::Stats() const {
     v.device = p.device.value < cfg.devices.size() ? cfg.devices[p.device.value].name : "";
     v.runs = p.runs;
     v.busy_s = std::chrono::duration<double>(p.busy).count();
+    v.run_cpu_s = std::chrono::duration<double>(p.run_cpu).count();
     v.utilization = s.uptime_s > 0 ? v.busy_s / s.uptime_s : 0;
     s.pus.push_back(std::move(v));
   }

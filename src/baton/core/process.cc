@@ -1,10 +1,13 @@
 #include "baton/core/process.h"
 
+#include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -30,6 +33,24 @@ void ReleaseFreedMemory() {
   malloc_trim(0);
 #endif
 }
+
+void NameThisThread(std::string_view name) {
+  char buf[16] = {};  // the kernel's limit: 15 bytes and the terminator
+  name.copy(buf, std::min<size_t>(name.size(), sizeof(buf) - 1));
+  pthread_setname_np(pthread_self(), buf);
+}
+
+namespace {
+std::optional<double> SecondsOn(clockid_t clock) {
+  timespec ts{};
+  if (clock_gettime(clock, &ts) != 0) return std::nullopt;
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+}  // namespace
+
+std::optional<double> ProcessCpuSeconds() { return SecondsOn(CLOCK_PROCESS_CPUTIME_ID); }
+
+std::optional<double> ThisThreadCpuSeconds() { return SecondsOn(CLOCK_THREAD_CPUTIME_ID); }
 
 std::optional<int64_t> PhysicalMemoryBytes() {
   const long pages = sysconf(_SC_PHYS_PAGES);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 namespace baton {
 
@@ -15,6 +16,19 @@ std::optional<double> PeakRssMb();
 // malloc_trim), e.g. after a setup phase that freed large transient buffers.
 // A no-op where the C library has no such call.
 void ReleaseFreedMemory();
+
+// Names the calling thread, as `top -H`, `ps -L`, `perf` and
+// /proc/PID/task/TID/comm show it. The kernel keeps 15 bytes; a longer name
+// is cut. Best effort: a failure changes nothing else.
+void NameThisThread(std::string_view name);
+
+// CPU time, in seconds, that the whole process has used so far (user and
+// system, all threads); nullopt where the clock is not available.
+std::optional<double> ProcessCpuSeconds();
+
+// CPU time, in seconds, that the calling thread has used so far; nullopt
+// where the clock is not available.
+std::optional<double> ThisThreadCpuSeconds();
 
 // The machine's physical memory in bytes (sysconf); nullopt where unknown.
 std::optional<int64_t> PhysicalMemoryBytes();

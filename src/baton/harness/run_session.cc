@@ -193,7 +193,7 @@ class RuntimeTarget final : public RequestTarget {
     // The runtime's DeviceIds are indices into config.devices (see MakeRuntime).
     std::vector<PuOutcome> pus;
     for (const runtime::PuStats& s : rt_.pu_stats(until)) {
-      pus.push_back(PuOutcome{s.name, s.kind, devices_.at(s.device.value).name, s.busy, s.runs});
+      pus.push_back(PuOutcome{s.name, s.kind, devices_.at(s.device.value).name, s.busy, s.runs, s.run_cpu});
     }
     return pus;
   }
@@ -340,6 +340,7 @@ class WindowDriver {
       const Time now = rt_.Now();
       if (!reset && now >= t0_) {
         rt_.ResetStats();
+        cpu_at_t0_ = ProcessCpuSeconds();
         reset = true;
       }
       if (now >= t1_) break;
@@ -375,6 +376,9 @@ class WindowDriver {
       for (size_t i : due) Submit(i, /*closed=*/true);
     }
     pus = rt_.Pus(t1_);
+    if (const std::optional<double> cpu = ProcessCpuSeconds(); cpu && cpu_at_t0_) {
+      process_cpu_ = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(*cpu - *cpu_at_t0_));
+    }
     stop_.store(true);
     // Closed loops that submitted before they saw stop_ included. What is
     // still in flight a while after the window is abandoned (it counts as
@@ -384,6 +388,8 @@ class WindowDriver {
 
   std::vector<ModelOutcome>& outcomes() { return out_; }
   uint64_t verified() const { return verified_; }
+  // This process's CPU time over the measured window (0 if unknown).
+  Duration process_cpu() const { return process_cpu_; }
   uint64_t mismatches() const { return mismatches_; }
   const std::string& first_mismatch() const { return first_mismatch_; }
 
@@ -490,6 +496,8 @@ class WindowDriver {
   std::mutex mu_;
   std::condition_variable timer_cv_;
   std::vector<std::pair<Time, size_t>> timers_;
+  std::optional<double> cpu_at_t0_;  // driver thread only
+  Duration process_cpu_{};
 };
 
 // Adds `part` (one slice) into `total`.
@@ -517,6 +525,7 @@ void Accumulate(ModeOutcome& total, const std::vector<ModelOutcome>& part, const
     for (size_t u = 0; u < pus.size() && u < total.pus.size(); ++u) {
       total.pus[u].busy += pus[u].busy;
       total.pus[u].runs += pus[u].runs;
+      total.pus[u].run_cpu += pus[u].run_cpu;
     }
   }
 }
@@ -748,6 +757,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
       std::vector<PuOutcome> pus;
       driver.Run(warmup, duration, seed, pus);
       Accumulate(total, driver.outcomes(), pus, duration);
+      total.process_cpu += driver.process_cpu();
       verified += driver.verified();
       mismatches += driver.mismatches();
       if (first_mismatch.empty()) first_mismatch = driver.first_mismatch();
@@ -1192,6 +1202,7 @@ absl::StatusOr<RunReport> RunAgainstServer(const config::RunConfig& config, cons
     std::vector<PuOutcome> pus;
     driver.Run(s == 0 ? first_warmup : later_warmup, slice, config.run.seed + static_cast<uint64_t>(s), pus);
     Accumulate(report.baton, driver.outcomes(), pus, slice);
+    report.baton.process_cpu += driver.process_cpu();
     verified += driver.verified();
     mismatches += driver.mismatches();
     if (report.first_mismatch.empty()) report.first_mismatch = driver.first_mismatch();

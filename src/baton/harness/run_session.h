@@ -80,6 +80,7 @@ struct PuOutcome {
   std::string device;
   Duration busy{};
   uint64_t runs = 0;
+  Duration run_cpu{};  // CPU time of the threads that ran its runs (runtime::PuStats::run_cpu)
 };
 
 struct ModeOutcome {
@@ -87,6 +88,10 @@ struct ModeOutcome {
   Duration measured{};   // total measured time over all slices
   std::vector<ModelOutcome> models;  // config order
   std::vector<PuOutcome> pus;        // runtime modes only
+  // CPU time of this whole process over the measured windows (baton's mode
+  // and --server runs; 0 where not measured): in process the PUs, the
+  // dispatcher and the load generator; with --server the client alone.
+  Duration process_cpu{};
   std::string note;                  // e.g. the whole_on_one_pu assignment
   bool ort_defaults = false;         // ort_sequential, ort_concurrent: ORT's default threading
   uint64_t completed() const;

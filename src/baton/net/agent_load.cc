@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/core/process.h"
 #include "baton/net/agent_server_impl.h"
 
 namespace baton::net {
@@ -263,6 +264,7 @@ absl::StatusOr<std::vector<std::unique_ptr<backend::PreparedPartition>>> AgentSe
           options_.max_stuck_loads, "); load again once they finish, or restart the agent"));
     }
     prepare_threads_.emplace_back(task, std::thread([task, model, executors] {
+      NameThisThread("agent-prepare");
       const graph::Submodel whole = graph::WholeSubmodel(*model);
       std::vector<absl::StatusOr<std::unique_ptr<backend::PreparedPartition>>> results;
       for (const backend::Executor* executor : executors) results.push_back(executor->Prepare(*model, whole));

@@ -527,6 +527,7 @@ void AgentServer::Impl::OnCompletions(std::vector<dispatch::Completion> completi
 }
 
 void AgentServer::Impl::WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw) {
+  NameThisThread("agent-writer");
   while (true) {
     OutItem item;
     {
@@ -581,6 +582,7 @@ bool AgentServer::Impl::WriteItem(OutItem& item, grpc::ServerReaderWriter<pb::Ex
 }
 
 void AgentServer::Impl::TickLoop() {
+  NameThisThread("agent-ticker");
   std::unique_lock lock(tick_mu_);
   while (!tick_stop_) {
     tick_poked_ = false;

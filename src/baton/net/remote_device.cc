@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "baton/agent/v1/agent.grpc.pb.h"
+#include "baton/core/process.h"
 #include "baton/net/content_hash.h"
 #include "baton/net/codec.h"
 #include "baton/net/security.h"
@@ -520,6 +521,7 @@ void GrpcRemoteDevice::Impl::Cancel(std::span<const AssignmentId> ids) {
 }
 
 void GrpcRemoteDevice::Impl::WriterLoop(std::shared_ptr<Stream> stream) {
+  NameThisThread("remote-writer");
   while (true) {
     pb::ExecuteIn msg;
     {
@@ -537,6 +539,7 @@ void GrpcRemoteDevice::Impl::WriterLoop(std::shared_ptr<Stream> stream) {
 }
 
 void GrpcRemoteDevice::Impl::ReaderLoop(std::shared_ptr<Stream> stream) {
+  NameThisThread("remote-reader");
   FrameReader frames(std::max<int64_t>(hello_.max_partition_bytes, kDefaultMaxPartitionBytes));
   pb::ExecuteOut out;
   while (stream->rw->Read(&out)) {
@@ -646,6 +649,7 @@ void GrpcRemoteDevice::Impl::SimulateLoss(const std::string& why) {
 }
 
 void GrpcRemoteDevice::Impl::SupervisorLoop() {
+  NameThisThread("remote-watch");
   auto last_try = std::chrono::steady_clock::now() - options_.reconnect_every;
   while (true) {
     std::shared_ptr<Stream> stream;

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "baton/core/process.h"
 
 namespace baton::runtime {
 
@@ -274,6 +275,7 @@ void Batcher::SendDue() {
 }
 
 void Batcher::TimerLoop() {
+  NameThisThread("batcher");
   std::unique_lock lock(mu_);
   while (!stopping_) {
     // The earliest moment a waiting batch with a free slot is due (a queue

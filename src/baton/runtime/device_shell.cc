@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/core/process.h"
 
 namespace baton::runtime {
 
@@ -53,6 +54,7 @@ struct DeviceShell::Pu {
   std::atomic<bool> has_work{false};        // slot is filled (read without mu_ by the flush)
   std::condition_variable cv;               // signalled when `slot` is filled or on stop
   Duration busy{};                          // guarded by mu_
+  Duration run_cpu{};                       // guarded by mu_
   uint64_t runs = 0;                        // guarded by mu_
   uint64_t failures = 0;                    // guarded by mu_
   RunCancel cancel;                         // reset under mu_ when a run is handed over
@@ -167,6 +169,7 @@ void DeviceShell::Stop() {
 }
 
 void DeviceShell::WatchdogLoop() {
+  NameThisThread("pu-watchdog");
   std::unique_lock lock(mu_);
   while (!stop_) {
     std::optional<Time> due = core_->NextRunTimeout();
@@ -247,6 +250,7 @@ bool DeviceShell::ApplyLocked(dispatch::LowLevelActions actions) {
 }
 
 void DeviceShell::PuLoop(Pu& pu) {
+  NameThisThread(absl::StrCat("pu:", pu.setup.name));
   if (std::string error = PinThisThread(pu.setup.pin_cores); !error.empty()) {
     std::fprintf(stderr, "baton: PU '%s': %s\n", pu.setup.name.c_str(), error.c_str());
   }
@@ -261,10 +265,11 @@ void DeviceShell::PuLoop(Pu& pu) {
     const Time started = Now();
     pu.running_since = started;
     lock.unlock();
-    dispatch::PuResult result = Execute(pu, job, started, runner.get());
+    Duration cpu{};
+    dispatch::PuResult result = Execute(pu, job, started, runner.get(), cpu);
     runner.reset();  // before the lock: the last owner frees the session
     lock.lock();
-    if (FinishLocked(pu, std::move(result)) && flush_) {
+    if (FinishLocked(pu, std::move(result), cpu) && flush_) {
       lock.unlock();
       flush_(pu.has_work);
       lock.lock();
@@ -278,14 +283,15 @@ void DeviceShell::RunDirect(Pu& pu, dispatch::StartOnPu job) {
     std::lock_guard lock(mu_);
     runner = std::move(pu.runner);
   }
-  dispatch::PuResult result = Execute(pu, job, Now(), runner.get());
+  Duration cpu{};
+  dispatch::PuResult result = Execute(pu, job, Now(), runner.get(), cpu);
   runner.reset();
   std::lock_guard lock(mu_);
-  FinishLocked(pu, std::move(result));
+  FinishLocked(pu, std::move(result), cpu);
 }
 
 dispatch::PuResult DeviceShell::Execute(Pu& pu, const dispatch::StartOnPu& job, Time started,
-                                        const backend::PreparedPartition* runner) {
+                                        const backend::PreparedPartition* runner, Duration& cpu) {
   const dispatch::Assignment& a = job.assignment;
   std::vector<std::pair<std::string, const Tensor*>> feeds;
   feeds.reserve(a.inputs.size());
@@ -294,12 +300,16 @@ dispatch::PuResult DeviceShell::Execute(Pu& pu, const dispatch::StartOnPu& job, 
   result.pu = pu.setup.id;
   result.assignment = a.id;
   result.start = started;
+  const std::optional<double> cpu_before = ThisThreadCpuSeconds();
   absl::StatusOr<backend::RunResult> run =
       runner != nullptr
           ? runner->Run(feeds, &pu.cancel)
           : absl::StatusOr<backend::RunResult>(absl::FailedPreconditionError(absl::StrCat(
                 "PU '", pu.setup.name, "' has no runner for model ", a.model.value, " partition ", a.partition.value)));
   result.end = Now();
+  if (const std::optional<double> cpu_after = ThisThreadCpuSeconds(); cpu_before && cpu_after) {
+    cpu = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(std::max(0.0, *cpu_after - *cpu_before)));
+  }
   if (run.ok()) {
     // An emulated accelerator may charge more than the call took: hold the PU
     // (asleep, no CPU) until the charged end.
@@ -317,11 +327,17 @@ dispatch::PuResult DeviceShell::Execute(Pu& pu, const dispatch::StartOnPu& job, 
   return result;
 }
 
-bool DeviceShell::FinishLocked(Pu& pu, dispatch::PuResult result) {
+bool DeviceShell::FinishLocked(Pu& pu, dispatch::PuResult result, Duration cpu) {
   pu.running_since.reset();
   if (result.end > window_start_) {
     const Time from = std::max(result.start, window_start_);
     pu.busy += result.end - from;
+    // The run's CPU time in the same proportion as its time in the window.
+    const Duration span = result.end - result.start;
+    pu.run_cpu += from > result.start && span > Duration(0)
+                      ? std::chrono::duration_cast<Duration>(cpu * (std::chrono::duration<double>(result.end - from) /
+                                                                    std::chrono::duration<double>(span)))
+                      : cpu;
     pu.recent.emplace_back(from, result.end);
     if (pu.recent.size() > kRecentRuns) pu.recent.pop_front();
   }
@@ -347,7 +363,7 @@ std::vector<PuStats> DeviceShell::pu_stats(std::optional<Time> until) const {
       }
     }
     out.push_back(PuStats{pu->setup.id, id_, pu->setup.name, pu->setup.kind, std::max(busy, Duration(0)), pu->runs,
-                          pu->failures});
+                          pu->failures, pu->run_cpu});
   }
   return out;
 }
@@ -372,6 +388,7 @@ void DeviceShell::ResetStats(Time now) {
   window_start_ = now;
   for (auto& pu : pus_) {
     pu->busy = Duration(0);
+    pu->run_cpu = Duration(0);
     pu->runs = 0;
     pu->failures = 0;
     pu->recent.clear();

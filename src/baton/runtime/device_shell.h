@@ -105,6 +105,11 @@ struct PuStats {
   Duration busy{};  // since the last ResetStats
   uint64_t runs = 0;
   uint64_t failures = 0;
+  // CPU time of the threads that ran its finished runs (the part of each run
+  // after the last ResetStats), from their thread CPU clocks. Below `busy`
+  // where other threads took the PU's core during its runs; about 0 for an
+  // accelerator, whose runs wait.
+  Duration run_cpu{};
 };
 
 class DeviceShell : public dispatch::LowLevelPort {
@@ -188,11 +193,12 @@ class DeviceShell : public dispatch::LowLevelPort {
   void PuLoop(Pu& pu);
   // Runs `job` on the calling thread (not under mu_).
   // Runs `job` with `runner` (held by the caller; nullptr = none: the run fails).
+  // `cpu`: the calling thread's CPU time during the run.
   dispatch::PuResult Execute(Pu& pu, const dispatch::StartOnPu& job, Time started,
-                             const backend::PreparedPartition* runner);
+                             const backend::PreparedPartition* runner, Duration& cpu);
   // Under mu_: counts a finished run and reports it to the core; true when
   // the sink was called.
-  bool FinishLocked(Pu& pu, dispatch::PuResult result);
+  bool FinishLocked(Pu& pu, dispatch::PuResult result, Duration cpu);
   void RunDirect(Pu& pu, dispatch::StartOnPu job);
   // Ticks the core when a run passes its execution timeout.
   void WatchdogLoop();

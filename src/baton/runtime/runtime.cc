@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/core/process.h"
 
 namespace baton::runtime {
 
@@ -335,6 +336,7 @@ void Runtime::Stop(std::optional<Duration> drain_timeout) {
 }
 
 void Runtime::DispatcherLoop() {
+  NameThisThread("dispatcher");
   std::unique_lock lock(mail_mu_);
   while (true) {
     if (stopping_ && !answers_waiting_ && (mail_.empty() || dispatching_)) return;

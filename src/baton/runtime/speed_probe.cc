@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "baton/core/process.h"
 #include "baton/runtime/device_shell.h"
 
 namespace baton::runtime {
@@ -110,6 +111,7 @@ absl::StatusOr<std::vector<ProbeRun>> SpeedProbe::Run(int rounds, Duration max_t
     std::vector<std::jthread> threads;
     for (size_t w = 0; w < work_.size(); ++w) {
       threads.emplace_back([&, w] {
+        NameThisThread("speed-probe");
         const PuWork& work = work_[w];
         if (!work.pu.pin_cores.empty()) {
           cpu_set_t set;

@@ -31,6 +31,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "baton/core/file.h"
+#include "baton/core/process.h"
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/kserve_raw.h"
 #include "inference/grpc_service.grpc.pb.h"
@@ -353,6 +354,7 @@ struct GrpcClient::Impl {
   }
 
   void Poll() {
+    NameThisThread("grpc-client");
     void* tag = nullptr;
     bool ok = false;
     if (stream == nullptr) {

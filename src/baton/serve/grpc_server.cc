@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "baton/core/file.h"
+#include "baton/core/process.h"
 #include "baton/serve/auth.h"
 #include "baton/serve/classification.h"
 #include "baton/serve/kserve_json.h"
@@ -987,6 +988,7 @@ void GrpcServer::Stop() {
   std::condition_variable quiet_cv;
   bool shut = false;
   std::thread quiet([&] {
+    NameThisThread("stream-stop");
     std::unique_lock wait_lock(quiet_mu);
     while (!quiet_cv.wait_for(wait_lock, kStreamQuietScan, [&] { return shut; })) {
       std::lock_guard lock(impl.streams_mu);

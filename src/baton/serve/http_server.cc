@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "baton/core/process.h"
 #include "baton/serve/auth.h"
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/metrics.h"
@@ -83,7 +84,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   }
   s->port_ = port;
   httplib::Server* raw = s->server_.get();
-  s->thread_ = std::thread([raw] { raw->listen_after_bind(); });
+  s->thread_ = std::thread([raw] {
+    NameThisThread("http");
+    raw->listen_after_bind();
+  });
   return s;
 }
 

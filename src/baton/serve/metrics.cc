@@ -2,12 +2,14 @@
 
 #include <cstdint>
 #include <iterator>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "baton/core/process.h"
 #include "baton/serve/shared_memory.h"
 
 namespace baton::serve {
@@ -85,6 +87,13 @@ std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry*
     absl::StrAppend(&out, "baton_pu_busy_seconds_total{pu=\"", Label(p.name), "\",kind=\"", Label(p.kind),
                     "\",device=\"", Label(p.device), "\"} ", Num(p.busy_s), "\n");
   }
+  Header(out, "baton_pu_run_cpu_seconds_total", "counter",
+         "CPU time of the threads that ran each processing unit's partitions; below busy time when other threads "
+         "shared its cores.");
+  for (const PuStatsView& p : stats.pus) {
+    absl::StrAppend(&out, "baton_pu_run_cpu_seconds_total{pu=\"", Label(p.name), "\",kind=\"", Label(p.kind),
+                    "\",device=\"", Label(p.device), "\"} ", Num(p.run_cpu_s), "\n");
+  }
   Header(out, "baton_pu_runs_total", "counter", "Partitions each processing unit ran.");
   for (const PuStatsView& p : stats.pus) {
     absl::StrAppend(&out, "baton_pu_runs_total{pu=\"", Label(p.name), "\",kind=\"", Label(p.kind), "\",device=\"",
@@ -111,6 +120,12 @@ std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry*
   absl::StrAppend(&out, "baton_requests_in_flight ", stats.in_flight, "\n");
   Header(out, "baton_uptime_seconds", "gauge", "Seconds since the engine opened.");
   absl::StrAppend(&out, "baton_uptime_seconds ", Num(stats.uptime_s), "\n");
+  // The standard process metric (Prometheus client libraries' name): with
+  // baton_pu_run_cpu_seconds_total it shows what serving costs beyond the runs.
+  if (const std::optional<double> cpu = ProcessCpuSeconds()) {
+    Header(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+    absl::StrAppend(&out, "process_cpu_seconds_total ", Num(*cpu), "\n");
+  }
   if (shm != nullptr) {
     const absl::StatusOr<std::vector<SharedMemoryRegionInfo>> regions = shm->Status("");
     uint64_t bytes = 0;
