@@ -236,8 +236,8 @@ TEST(RunConfigTest, UnknownKeysAtEveryLevelListTheKnownKeys) {
   EXPECT_THAT(ErrorOf("devices: [{name: d, pu: []}]\nmodels: []"),
               HasSubstr("config.yaml: devices[0]: unknown key 'pu'; known keys: name, pus"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c, thread: 2}")),
-              HasSubstr("devices[0].pus[0]: unknown key 'thread'; known keys: name, kind, threads, cores, share_session, speed, "
-                        "op_speed, unsupported_ops, compute"));
+              HasSubstr("devices[0].pus[0]: unknown key 'thread'; known keys: name, kind, threads, cores, share_session, nice, "
+                        "speed, op_speed, unsupported_ops, compute"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c}", "{name: m, path: zoo:lstm, prio: 2}")),
               HasSubstr("models[0]: unknown key 'prio'; known keys: name, path, arrival, deadline_ms, priority, "
                         "partitions"));
@@ -350,6 +350,23 @@ TEST(RunConfigTest, ShareSessionIsAConfigKey) {
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(*back, *own);
   EXPECT_THAT(ErrorOf(Minimal("{name: c, share_session: maybe}")), HasSubstr("share_session"));
+}
+
+TEST(RunConfigTest, NiceIsAConfigKeyOfCpuPusIn0To19) {
+  absl::StatusOr<RunConfig> plain = ParseRunConfig(Minimal(), "c.yaml");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->devices[0].pus[0].nice, 0);
+  EXPECT_EQ(ToYaml(*plain).find("nice"), std::string::npos) << "0 is the default and is not written";
+  absl::StatusOr<RunConfig> nice = ParseRunConfig(Minimal("{name: c, nice: 5}"), "c.yaml");
+  ASSERT_TRUE(nice.ok()) << nice.status();
+  EXPECT_EQ(nice->devices[0].pus[0].nice, 5);
+  absl::StatusOr<RunConfig> back = ParseRunConfig(ToYaml(*nice), "round-trip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, *nice);
+  EXPECT_THAT(ErrorOf(Minimal("{name: c, nice: 20}")), HasSubstr("devices[0].pus[0].nice: must be in 0..19, got 20"));
+  EXPECT_THAT(ErrorOf(Minimal("{name: c, nice: -5}")), HasSubstr("so negative values are not taken"));
+  EXPECT_THAT(ErrorOf(Minimal("{name: c, nice: high}")), HasSubstr("nice"));
+  EXPECT_THAT(ErrorOf(Minimal("{name: c, kind: emu, nice: 3}")), HasSubstr("'nice' applies only to kind cpu"));
 }
 
 // --- bad values ---------------------------------------------------------------

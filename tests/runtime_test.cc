@@ -7,6 +7,7 @@
 
 #include <gmock/gmock.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <gtest/gtest.h>
 
@@ -14,7 +15,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <optional>
+#include <sstream>
 #include <future>
 #include <map>
 #include <mutex>
@@ -382,6 +387,61 @@ TEST(Runtime, AFailedPartitionStopsItsRunningSibling) {
   EXPECT_EQ(stats.devices[0].cancelled, 1u);
   rt->Stop();
   EXPECT_EQ(rt->stats().answered_twice, 0u);
+}
+
+// The nice value of the thread named `name` in this process; nullopt if
+// there is none (field 19 of /proc/self/task/TID/stat, after the comm).
+std::optional<int> NiceOfThread(const std::string& name) {
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm_file(task.path() / "comm");
+    std::string comm;
+    std::getline(comm_file, comm);
+    if (comm != name) continue;
+    std::ifstream stat_file(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+    std::istringstream after(stat.substr(stat.rfind(')') + 2));  // field 3 onwards
+    std::string field;
+    for (int i = 3; i <= 19 && after >> field; ++i) {
+      if (i == 19) return std::stoi(field);
+    }
+  }
+  return std::nullopt;
+}
+
+TEST(Runtime, APusWorkerThreadIsNamedAndTakesItsNiceValue) {
+  RunLog log;
+  std::unique_ptr<policy::OnlineLatencyModel> latency = *policy::OnlineLatencyModel::Create({});
+  RunnerTable runners;
+  FakePartition first("x", "a", 1), second("a", "y", 10);
+  for (int u = 0; u < 2; ++u) {
+    runners.Set(ModelId(0), PartitionId(0), PuId(u), &first);
+    runners.Set(ModelId(0), PartitionId(1), PuId(u), &second);
+  }
+  DeviceSetup dev;
+  dev.id = DeviceId(0);
+  dev.name = "local";
+  dev.pus.push_back(PuSetup{PuId(0), "plain", "cpu", {}});
+  dev.pus.push_back(PuSetup{PuId(1), "yielding", "cpu", {}, 7});
+  dev.policy = *policy::MakeLowLevelPolicy("fifo");
+  std::vector<DeviceSetup> devices;
+  devices.push_back(std::move(dev));
+  std::unique_ptr<Runtime> rt = std::move(*Runtime::Create(std::move(devices), latency.get(), &runners, {}));
+  ASSERT_TRUE(rt->AddModel(ModelId(0), Chain("m0"), {}).ok());
+  ASSERT_TRUE(rt->Start().ok());
+  EXPECT_TRUE(rt->Submit(ModelId(0), Input(1)).get().status.ok());
+  // A worker names itself, then sets its nice value, first thing after Start;
+  // so does the dispatcher thread (bounded wait: a loaded machine may not
+  // have run them yet).
+  for (int i = 0; i < 1000 && !(NiceOfThread("pu:plain") && NiceOfThread("dispatcher") &&
+                                NiceOfThread("pu:yielding") == std::min(getpriority(PRIO_PROCESS, 0) + 7, 19));
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const int own = getpriority(PRIO_PROCESS, 0);
+  EXPECT_EQ(NiceOfThread("pu:plain"), own);
+  EXPECT_EQ(NiceOfThread("pu:yielding"), std::min(own + 7, 19)) << "nice is relative to what the thread had";
+  EXPECT_TRUE(NiceOfThread("dispatcher").has_value());
+  rt->Stop();
 }
 
 TEST(Runtime, SubmitBeforeStartAndAfterStopIsAnsweredAtOnce) {

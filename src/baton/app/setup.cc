@@ -160,6 +160,7 @@ AgentPus MakeAgentPus(const config::DeviceConfig& device) {
     agent_pu.executor = made.executor.get();
     agent_pu.share_key = std::move(made.share_key);
     agent_pu.pin_cores = std::move(made.pin_cores);
+    agent_pu.nice = pu.nice;
     out.executors.push_back(std::move(made.executor));
     out.pus.push_back(std::move(agent_pu));
   }

@@ -68,9 +68,10 @@ constexpr std::array<const char*, 4> kTopKeys = {"devices", "models", "policy", 
 constexpr std::array<const char*, 10> kDeviceKeys = {"name",        "pus",         "address",    "token_file",
                                                     "ca_cert",     "client_cert", "client_key", "server_name",
                                                     "link_latency_ms", "link_mbps"};
-constexpr std::array<const char*, 9> kPuKeys = {"name",  "kind",     "threads",         "cores",  "share_session",
-                                                "speed", "op_speed", "unsupported_ops", "compute"};
-constexpr std::array<const char*, 3> kCpuOnlyKeys = {"threads", "cores", "share_session"};
+constexpr std::array<const char*, 10> kPuKeys = {"name",  "kind",     "threads",         "cores",   "share_session",
+                                                 "nice",  "speed",    "op_speed",        "unsupported_ops", "compute"};
+constexpr std::array<const char*, 4> kCpuOnlyKeys = {"threads", "cores", "share_session", "nice"};
+constexpr int kMaxNice = 19;  // Linux's lowest priority
 constexpr std::array<const char*, 4> kEmuOnlyKeys = {"speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 12> kModelKeys = {"name",       "path",   "arrival",   "deadline_ms",
                                                     "priority",   "partitions", "slo_ms", "max_batch",
@@ -148,6 +149,10 @@ absl::Status ValidatePu(const PuConfig& pu, const std::string& path, unsigned ho
   if (pu.kind == "cpu") {
     BATON_RETURN_IF_ERROR(CheckInRange(pu.threads, 1, kMaxThreads, Child(path, "threads"),
                                        "the intra-op threads of this PU's sessions (about one per core)"));
+    BATON_RETURN_IF_ERROR(CheckInRange(pu.nice, 0, kMaxNice, Child(path, "nice"),
+                                       "how many steps nicer than the process the worker thread runs (0 = as the "
+                                       "process; a thread may raise its nice value but not lower it, so negative "
+                                       "values are not taken)"));
     if (pu.cores.empty()) return absl::OkStatus();
     const std::string cores_path = Child(path, "cores");
     if (pu.cores.size() != static_cast<size_t>(pu.threads)) {
@@ -673,6 +678,8 @@ class Parser {
         BATON_RETURN_IF_ERROR(IntList(f, pu.cores));
       } else if (f.key == "share_session") {
         BATON_RETURN_IF_ERROR(Bool(f, pu.share_session));
+      } else if (f.key == "nice") {
+        BATON_RETURN_IF_ERROR(Int(f, pu.nice));
       } else if (f.key == "speed") {
         BATON_RETURN_IF_ERROR(Double(f, pu.speed));
       } else if (f.key == "op_speed") {
@@ -1025,6 +1032,7 @@ std::string ToYaml(const RunConfig& config) {
         out << YAML::Key << "threads" << YAML::Value << pu.threads;
         if (!pu.cores.empty()) out << YAML::Key << "cores" << YAML::Value << YAML::Flow << pu.cores;
         if (!pu.share_session) out << YAML::Key << "share_session" << YAML::Value << false;
+        if (pu.nice != 0) out << YAML::Key << "nice" << YAML::Value << pu.nice;
       } else {
         out << YAML::Key << "speed" << YAML::Value << FormatDouble(pu.speed);
         if (!pu.op_speed.empty()) {

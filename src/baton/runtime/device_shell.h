@@ -67,6 +67,7 @@ struct PuSetup {
   std::string name;            // for reports and traces
   std::string kind;            // "cpu", "emu", ...
   std::vector<int> pin_cores;  // the PU's worker thread pins itself to these; empty = not pinned
+  int nice = 0;                // the worker thread runs this many nice steps above the process (0..19)
 };
 
 // Which prepared partition runs partition `p` of model `m` on PU `u`.
