@@ -167,13 +167,18 @@ struct FakeSystem {
   std::unique_ptr<Runtime> rt;
 
   // `models` chain models on one device with `pus` PUs running `policy`.
+  // `pu_nice`: per PU, its worker's nice steps (PuSetup::nice); empty = 0.
   FakeSystem(int models, int pus, const std::string& policy_name, Duration work = {}, Duration charged = {},
-             dispatch::ModelOptions model_options = {}, size_t max_queue = 256, RuntimeOptions options = {}) {
+             dispatch::ModelOptions model_options = {}, size_t max_queue = 256, RuntimeOptions options = {},
+             const std::vector<int>& pu_nice = {}) {
     DeviceSetup dev;
     dev.id = DeviceId(0);
     dev.name = "local";
     dev.max_queue = max_queue;
-    for (int u = 0; u < pus; ++u) dev.pus.push_back(PuSetup{PuId(u), absl::StrCat("pu", u), "cpu", {}});
+    for (int u = 0; u < pus; ++u) {
+      dev.pus.push_back(PuSetup{PuId(u), absl::StrCat("pu", u), "cpu", {},
+                                static_cast<size_t>(u) < pu_nice.size() ? pu_nice[static_cast<size_t>(u)] : 0});
+    }
     dev.policy = *policy::MakeLowLevelPolicy(policy_name);
     std::vector<DeviceSetup> devices;
     devices.push_back(std::move(dev));
@@ -409,37 +414,21 @@ std::optional<int> NiceOfThread(const std::string& name) {
 }
 
 TEST(Runtime, APusWorkerThreadIsNamedAndTakesItsNiceValue) {
-  RunLog log;
-  std::unique_ptr<policy::OnlineLatencyModel> latency = *policy::OnlineLatencyModel::Create({});
-  RunnerTable runners;
-  FakePartition first("x", "a", 1), second("a", "y", 10);
-  for (int u = 0; u < 2; ++u) {
-    runners.Set(ModelId(0), PartitionId(0), PuId(u), &first);
-    runners.Set(ModelId(0), PartitionId(1), PuId(u), &second);
-  }
-  DeviceSetup dev;
-  dev.id = DeviceId(0);
-  dev.name = "local";
-  dev.pus.push_back(PuSetup{PuId(0), "plain", "cpu", {}});
-  dev.pus.push_back(PuSetup{PuId(1), "yielding", "cpu", {}, 7});
-  dev.policy = *policy::MakeLowLevelPolicy("fifo");
-  std::vector<DeviceSetup> devices;
-  devices.push_back(std::move(dev));
-  std::unique_ptr<Runtime> rt = std::move(*Runtime::Create(std::move(devices), latency.get(), &runners, {}));
-  ASSERT_TRUE(rt->AddModel(ModelId(0), Chain("m0"), {}).ok());
+  FakeSystem sys(1, 2, "fifo", {}, {}, {}, 256, {}, /*pu_nice=*/{0, 7});
+  std::unique_ptr<Runtime>& rt = sys.rt;
   ASSERT_TRUE(rt->Start().ok());
   EXPECT_TRUE(rt->Submit(ModelId(0), Input(1)).get().status.ok());
   // A worker names itself, then sets its nice value, first thing after Start;
   // so does the dispatcher thread (bounded wait: a loaded machine may not
   // have run them yet).
-  for (int i = 0; i < 1000 && !(NiceOfThread("pu:plain") && NiceOfThread("dispatcher") &&
-                                NiceOfThread("pu:yielding") == std::min(getpriority(PRIO_PROCESS, 0) + 7, 19));
+  for (int i = 0; i < 1000 && !(NiceOfThread("pu:pu0") && NiceOfThread("dispatcher") &&
+                                NiceOfThread("pu:pu1") == std::min(getpriority(PRIO_PROCESS, 0) + 7, 19));
        ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   const int own = getpriority(PRIO_PROCESS, 0);
-  EXPECT_EQ(NiceOfThread("pu:plain"), own);
-  EXPECT_EQ(NiceOfThread("pu:yielding"), std::min(own + 7, 19)) << "nice is relative to what the thread had";
+  EXPECT_EQ(NiceOfThread("pu:pu0"), own);
+  EXPECT_EQ(NiceOfThread("pu:pu1"), std::min(own + 7, 19)) << "nice is relative to what the thread had";
   EXPECT_TRUE(NiceOfThread("dispatcher").has_value());
   rt->Stop();
 }
