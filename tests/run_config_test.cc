@@ -236,8 +236,8 @@ TEST(RunConfigTest, UnknownKeysAtEveryLevelListTheKnownKeys) {
   EXPECT_THAT(ErrorOf("devices: [{name: d, pu: []}]\nmodels: []"),
               HasSubstr("config.yaml: devices[0]: unknown key 'pu'; known keys: name, pus"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c, thread: 2}")),
-              HasSubstr("devices[0].pus[0]: unknown key 'thread'; known keys: name, kind, threads, cores, share_session, nice, "
-                        "speed, op_speed, unsupported_ops, compute"));
+              HasSubstr("devices[0].pus[0]: unknown key 'thread'; known keys: name, kind, threads, cores, "
+                        "share_session, nice, speed, op_speed, unsupported_ops, compute"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c}", "{name: m, path: zoo:lstm, prio: 2}")),
               HasSubstr("models[0]: unknown key 'prio'; known keys: name, path, arrival, deadline_ms, priority, "
                         "partitions"));

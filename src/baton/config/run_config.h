@@ -50,10 +50,10 @@ struct PuConfig {
   // start-up); false gives this PU sessions of its own.
   bool share_session = true;
   // How many nice steps (0..19) the PU's worker thread runs above the rest
-  // of the process (at most nice 19). Above 0, threads that wake on the PU's cores (clients, the server's
-  // transport, the dispatcher, a UI) run at once instead of after the
-  // worker's time slice, and the worker gets a smaller share against other
-  // busy processes (docs/config.md).
+  // of the process (at most nice 19). Above 0, threads that wake on the
+  // PU's cores (clients, the server's transport, the dispatcher, a UI) run
+  // at once instead of after the worker's time slice, and the worker gets a
+  // smaller share against other busy processes (docs/config.md).
   int nice = 0;
   // emu only
   double speed = 4.0;                      // speed-up over one host CPU thread (> 0)
