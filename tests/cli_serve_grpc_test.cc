@@ -624,6 +624,48 @@ TEST_F(CliServeGrpcTest, RunSendsItsInputsThroughSharedMemory) {
   EXPECT_THAT(stray.output, HasSubstr("are for --server"));
 }
 
+TEST_F(CliServeGrpcTest, ASharedMemoryClientRegistersAgainWhenTheServerRestarts) {
+  // A restarted server knows none of the regions a running `baton run
+  // --server --shared-memory system` registered. The client drops them on
+  // the first answer that says so and registers new ones, so the new server
+  // answers its requests (before, every later request failed).
+  auto server = std::make_unique<BatonProcess>(
+      "serve", std::vector<std::string>{Config(), "--no-profile", "-q", "--no-http", "--allow-client-shm"});
+  ASSERT_TRUE(server->ok()) << server->banner();
+  const int port = server->grpc_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  const std::string json_path = (dir_ / "restart_run.json").string();
+  std::future<testing::CliResult> run = std::async(std::launch::async, [&] {
+    return testing::Baton("run " + Config() + " --server " + address +
+                          " --shared-memory system --duration 12 --warmup 0.2 --slices 1 --quiet --json " + json_path);
+  });
+  // Restart once the client is being served (bounded wait, not a time asserted).
+  auto answered = [](int grpc_port) -> int64_t {
+    auto stub = Connect(grpc_port);
+    inference::ModelStatisticsResponse stats;
+    CamStatistics(*stub, stats);
+    return stats.model_stats_size() == 1 ? static_cast<int64_t>(stats.model_stats(0).inference_stats().success().count())
+                                         : -1;
+  };
+  for (int i = 0; i < 600 && answered(port) <= 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_GT(answered(port), 0) << "the client never reached the first server";
+  server.reset();  // SIGTERM, exit 0 expected
+  server = std::make_unique<BatonProcess>(
+      "serve", std::vector<std::string>{Config(), "--no-profile", "-q", "--no-http", "--allow-client-shm", "--grpc",
+                                        address});
+  ASSERT_TRUE(server->ok()) << server->banner();
+  ASSERT_EQ(server->grpc_port(), port);
+  const testing::CliResult done = run.get();
+  // Requests in flight across the restart failed (exit status 1 says so);
+  // what the new server answered went through new regions.
+  EXPECT_TRUE(done.exit_code == 0 || done.exit_code == 1) << done.output;
+  EXPECT_GT(answered(port), 0) << done.output;
+  std::ifstream in(json_path);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << done.output;
+  EXPECT_EQ(j["server_shared_memory"], "system");
+}
+
 TEST_F(CliServeGrpcTest, RunSendsItsRequestsOnOneStream) {
   // `baton run --server ... --streaming`: every request a message on one
   // ModelStreamInfer stream, answers verified against whole-model ORT, with

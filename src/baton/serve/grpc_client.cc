@@ -56,6 +56,7 @@ struct ShmSlot {
   std::byte* data = nullptr;
   size_t size = 0;
   int fd = -1;
+  uint64_t generation = 0;  // GrpcClient::Impl::shm_generation when it was registered
   ShmSlot() = default;
   ShmSlot(const ShmSlot&) = delete;
   ShmSlot& operator=(const ShmSlot&) = delete;
@@ -193,6 +194,17 @@ Status StreamError(const std::string& message, const std::string& address) {
   return Status(StatusCode::kUnknown, absl::StrCat("server ", address, ": ", message));
 }
 
+// Whether `answer` says the server does not know `slot`'s region: it was
+// restarted (or the region unregistered) since the region was registered.
+// baton's wording and Triton's ("Unable to find system shared memory region:
+// 'NAME'") both name the region in quotes.
+bool RegionUnknown(const Status& answer, const ShmSlot& slot) {
+  if (answer.code() != StatusCode::kInvalidArgument && answer.code() != StatusCode::kNotFound) return false;
+  const std::string& m = answer.message();
+  return m.find("shared memory region") != std::string::npos &&
+         m.find(absl::StrCat("'", slot.name, "'")) != std::string::npos;
+}
+
 // A call sent on the stream, waiting for its answer.
 struct StreamCall {
   ShmSlot* slot = nullptr;
@@ -226,10 +238,14 @@ struct GrpcClient::Impl {
   uint64_t calls = 0;
 
   // Shared memory regions (options.shared_memory): all of them, and those no
-  // call is using. Guarded by shm_mu.
+  // call is using. Guarded by shm_mu. When the server turns out not to know
+  // a region (it was restarted), every region registered so far is stale:
+  // the generation moves on and older slots are dropped once free, so later
+  // calls register new ones.
   std::mutex shm_mu;
   std::vector<std::unique_ptr<ShmSlot>> slots;
   std::vector<ShmSlot*> free_slots;
+  uint64_t shm_generation = 0;
 
   // The stream (options.stream). Guarded by stream_mu, except `incoming`,
   // which only the poller touches. At most one write is in flight (gRPC's
@@ -282,6 +298,10 @@ struct GrpcClient::Impl {
   absl::StatusOr<std::unique_ptr<ShmSlot>> NewSlot(size_t size) {
     static std::atomic<uint64_t> counter{0};
     auto slot = std::make_unique<ShmSlot>();
+    {
+      std::lock_guard lock(shm_mu);
+      slot->generation = shm_generation;
+    }
     slot->name = absl::StrCat("baton-client-", getpid(), "-", reinterpret_cast<uintptr_t>(this), "-", counter++);
     const std::string key = "/" + slot->name;
     const int fd = shm_open(key.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
@@ -347,10 +367,19 @@ struct GrpcClient::Impl {
     return slots.back().get();
   }
 
-  void ReleaseSlot(ShmSlot* slot) {
+  // Gives `slot` back after its call's answer (`answer`: its error, if any).
+  void ReleaseSlot(ShmSlot* slot, const Status* answer = nullptr) {
     if (slot == nullptr) return;
     std::lock_guard lock(shm_mu);
+    if (answer != nullptr && slot->generation == shm_generation && RegionUnknown(*answer, *slot)) ++shm_generation;
     free_slots.push_back(slot);
+    // Stale slots no call is using (this one included): unmapped and closed;
+    // the server that knew them is gone.
+    std::erase_if(free_slots, [&](ShmSlot* s) {
+      if (s->generation == shm_generation) return false;
+      std::erase_if(slots, [&](const std::unique_ptr<ShmSlot>& owned) { return owned.get() == s; });
+      return true;
+    });
   }
 
   void Poll() {
@@ -385,8 +414,11 @@ struct GrpcClient::Impl {
       --calls;
     }
     std::unique_ptr<Call> call(static_cast<Call*>(tag));
-    ReleaseSlot(call->slot);  // before `done`, which may send the next request
-    call->done(AnswerOf(*call, address));
+    Result<Tensors> answer = AnswerOf(*call, address);
+    // Before `done`, which may send the next request.
+    const Status error = answer.ok() ? Status() : answer.status();
+    ReleaseSlot(call->slot, answer.ok() ? nullptr : &error);
+    call->done(std::move(answer));
   }
 
   // Opens the stream and starts its first read (before the poller runs).
@@ -493,12 +525,13 @@ struct GrpcClient::Impl {
       call = std::move(it->second);
       waiting.erase(it);
     }
-    ReleaseSlot(call.slot);
     if (r.error_message().empty()) {
+      ReleaseSlot(call.slot);
       call.done(TensorsOf(*r.mutable_infer_response(), address));
       return;
     }
     Status error = StreamError(r.error_message(), address);
+    ReleaseSlot(call.slot, &error);
     if (error.code() == StatusCode::kUnavailable) {
       // The server is stopping (or cannot serve for now): stop sending on the
       // stream, which lets a baton server end it at once (not after a quiet
