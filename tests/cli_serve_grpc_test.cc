@@ -634,12 +634,6 @@ TEST_F(CliServeGrpcTest, ASharedMemoryClientRegistersAgainWhenTheServerRestarts)
   ASSERT_TRUE(server->ok()) << server->banner();
   const int port = server->grpc_port();
   const std::string address = "127.0.0.1:" + std::to_string(port);
-  const std::string json_path = (dir_ / "restart_run.json").string();
-  std::future<testing::CliResult> run = std::async(std::launch::async, [&] {
-    return testing::Baton("run " + Config() + " --server " + address +
-                          " --shared-memory system --duration 12 --warmup 0.2 --slices 1 --quiet --json " + json_path);
-  });
-  // Restart once the client is being served (bounded wait, not a time asserted).
   auto answered = [](int grpc_port) -> int64_t {
     auto stub = Connect(grpc_port);
     inference::ModelStatisticsResponse stats;
@@ -647,22 +641,32 @@ TEST_F(CliServeGrpcTest, ASharedMemoryClientRegistersAgainWhenTheServerRestarts)
     return stats.model_stats_size() == 1 ? static_cast<int64_t>(stats.model_stats(0).inference_stats().success().count())
                                          : -1;
   };
-  for (int i = 0; i < 600 && answered(port) <= 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_GT(answered(port), 0) << "the client never reached the first server";
-  server.reset();  // SIGTERM, exit 0 expected
-  server = std::make_unique<BatonProcess>(
-      "serve", std::vector<std::string>{Config(), "--no-profile", "-q", "--no-http", "--allow-client-shm", "--grpc",
-                                        address});
-  ASSERT_TRUE(server->ok()) << server->banner();
-  ASSERT_EQ(server->grpc_port(), port);
-  const testing::CliResult done = run.get();
+  // The restart happens when the client reports its first slice (the first
+  // server has answered it); four more slices follow against the new one.
+  const std::string json_path = (dir_ / "restart_run.json").string();
+  int64_t before_restart = -1;
+  bool restarted = false;
+  const testing::SignalledRun run = testing::ActWhenPrinted(
+      {"run", Config(), "--server", address, "--shared-memory", "system", "--duration", "10", "--warmup", "0.2",
+       "--slices", "5", "--json", json_path},
+      "slice 1/5", [&](pid_t) {
+        before_restart = answered(port);
+        server.reset();  // SIGTERM, exit 0 expected
+        server = std::make_unique<BatonProcess>(
+            "serve", std::vector<std::string>{Config(), "--no-profile", "-q", "--no-http", "--allow-client-shm",
+                                              "--grpc", address});
+        restarted = server->ok() && server->grpc_port() == port;
+      });
+  ASSERT_TRUE(run.signalled) << run.output;
+  EXPECT_GT(before_restart, 0) << "the client's first slice was not answered by the first server";
+  ASSERT_TRUE(restarted) << server->banner();
   // Requests in flight across the restart failed (exit status 1 says so);
   // what the new server answered went through new regions.
-  EXPECT_TRUE(done.exit_code == 0 || done.exit_code == 1) << done.output;
-  EXPECT_GT(answered(port), 0) << done.output;
+  EXPECT_TRUE(run.exit_code == 0 || run.exit_code == 1) << run.output;
+  EXPECT_GT(answered(port), 0) << run.output;
   std::ifstream in(json_path);
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  ASSERT_FALSE(j.is_discarded()) << done.output;
+  ASSERT_FALSE(j.is_discarded()) << run.output;
   EXPECT_EQ(j["server_shared_memory"], "system");
 }
 

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,16 +44,17 @@ inline CliResult Baton(const std::string& args) {
 }
 
 // Runs `baton ARGS...` (no shell) with stdout and stderr in one pipe, and
-// sends it `sig` once its output contains `trigger`. Each read waits at most
-// 120 s; without the trigger by then, or at the end, the process is killed
-// (SIGKILL) and `signalled` stays false. The exit code is -1 when it did not
-// exit normally.
+// calls `action(pid)` once its output contains `trigger` (then reads on to
+// the end). Each read waits at most 120 s; without the trigger by then, or at
+// the end, the process is killed (SIGKILL) and `signalled` stays false. The
+// exit code is -1 when it did not exit normally.
 struct SignalledRun {
   bool signalled = false;
   int exit_code = -1;
   std::string output;
 };
-inline SignalledRun SignalWhenPrinted(const std::vector<std::string>& args, const std::string& trigger, int sig) {
+inline SignalledRun ActWhenPrinted(const std::vector<std::string>& args, const std::string& trigger,
+                                   const std::function<void(pid_t)>& action) {
   SignalledRun r;
   int fds[2];
   if (::pipe(fds) != 0) return r;
@@ -80,7 +82,7 @@ inline SignalledRun SignalWhenPrinted(const std::vector<std::string>& args, cons
     if (n <= 0) break;
     r.output.append(buf, static_cast<size_t>(n));
     if (!r.signalled && r.output.find(trigger) != std::string::npos) {
-      ::kill(pid, sig);
+      action(pid);
       r.signalled = true;
     }
   }
@@ -92,6 +94,11 @@ inline SignalledRun SignalWhenPrinted(const std::vector<std::string>& args, cons
   const std::string report = SanitizerReport(r.output);
   if (!report.empty()) ADD_FAILURE() << "`baton` printed a sanitizer report:\n" << report;
   return r;
+}
+
+// ActWhenPrinted that sends `sig` at the trigger.
+inline SignalledRun SignalWhenPrinted(const std::vector<std::string>& args, const std::string& trigger, int sig) {
+  return ActWhenPrinted(args, trigger, [sig](pid_t pid) { ::kill(pid, sig); });
 }
 
 // A test suite sharing one temporary folder that holds the small zoo

@@ -219,24 +219,14 @@ TEST_F(EngineTest, PartitionedAnswersEqualWholeModelOrt) {
     }
     EXPECT_LE(pu.run_cpu_s, pu.busy_s * 1.05 + 0.01) << pu.name;
   }
-  // The PU workers and the dispatcher are named threads (top -H, perf). Each
-  // names itself when it starts: a bounded wait, as a thread with nothing to
-  // do so far (inline dispatch, an idle PU) may not have been scheduled yet.
+  // The PU workers and the dispatcher are named threads (top -H, perf),
+  // named before the engine's Open returns.
   std::set<std::string> threads;
-  auto all_named = [&] {
-    bool all = threads.count("dispatcher") == 1;
-    for (const PuStatsView& pu : stats.pus) all = all && threads.count("pu:" + pu.name) == 1;
-    return all;
-  };
-  for (int i = 0; i < 1000 && !all_named(); ++i) {
-    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    threads.clear();
-    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-      std::ifstream comm(task.path() / "comm");
-      std::string name;
-      std::getline(comm, name);
-      threads.insert(name);
-    }
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    threads.insert(name);
   }
   for (const PuStatsView& pu : stats.pus) EXPECT_EQ(threads.count("pu:" + pu.name), 1u) << pu.name;
   EXPECT_EQ(threads.count("dispatcher"), 1u);

@@ -417,15 +417,7 @@ TEST(Runtime, APusWorkerThreadIsNamedAndTakesItsNiceValue) {
   FakeSystem sys(1, 2, "fifo", {}, {}, {}, 256, {}, /*pu_nice=*/{0, 7});
   std::unique_ptr<Runtime>& rt = sys.rt;
   ASSERT_TRUE(rt->Start().ok());
-  EXPECT_TRUE(rt->Submit(ModelId(0), Input(1)).get().status.ok());
-  // A worker names itself, then sets its nice value, first thing after Start;
-  // so does the dispatcher thread (bounded wait: a loaded machine may not
-  // have run them yet).
-  for (int i = 0; i < 1000 && !(NiceOfThread("pu:pu0") && NiceOfThread("dispatcher") &&
-                                NiceOfThread("pu:pu1") == std::min(getpriority(PRIO_PROCESS, 0) + 7, 19));
-       ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  // Start returns once each worker has named itself and taken its nice value.
   const int own = getpriority(PRIO_PROCESS, 0);
   EXPECT_EQ(NiceOfThread("pu:pu0"), own);
   EXPECT_EQ(NiceOfThread("pu:pu1"), std::min(own + 7, 19)) << "nice is relative to what the thread had";

@@ -34,10 +34,10 @@ void ReleaseFreedMemory() {
 #endif
 }
 
-void NameThisThread(std::string_view name) {
+void NameThread(pthread_t thread, std::string_view name) {
   char buf[16] = {};  // the kernel's limit: 15 bytes and the terminator
   name.copy(buf, std::min<size_t>(name.size(), sizeof(buf) - 1));
-  pthread_setname_np(pthread_self(), buf);
+  pthread_setname_np(thread, buf);
 }
 
 namespace {

@@ -2,6 +2,8 @@
 // Thread-safety: safe from any thread.
 #pragma once
 
+#include <pthread.h>
+
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -17,10 +19,12 @@ std::optional<double> PeakRssMb();
 // A no-op where the C library has no such call.
 void ReleaseFreedMemory();
 
-// Names the calling thread, as `top -H`, `ps -L`, `perf` and
+// Names `thread` (of this process), as `top -H`, `ps -L`, `perf` and
 // /proc/PID/task/TID/comm show it. The kernel keeps 15 bytes; a longer name
-// is cut. Best effort: a failure changes nothing else.
-void NameThisThread(std::string_view name);
+// is cut. Best effort: a failure changes nothing else. Naming a thread from
+// the one that created it makes the name visible before the thread runs.
+void NameThread(pthread_t thread, std::string_view name);
+inline void NameThisThread(std::string_view name) { NameThread(pthread_self(), name); }
 
 // CPU time, in seconds, that the whole process has used so far (user and
 // system, all threads); nullopt where the clock is not available.

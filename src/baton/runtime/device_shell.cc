@@ -162,11 +162,14 @@ DeviceShell::~DeviceShell() { Stop(); }
 Time DeviceShell::Now() const { return Time(std::chrono::steady_clock::now() - epoch_); }
 
 void DeviceShell::Start() {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   if (started_ || stop_) return;
   started_ = true;
   for (auto& pu : pus_) pu->thread = std::thread([this, p = pu.get()] { PuLoop(*p); });
   watchdog_ = std::thread([this] { WatchdogLoop(); });
+  // Returns with every worker named, pinned and at its nice value, so what
+  // the caller sees of them (ps, /proc, its first run) is as configured.
+  workers_cv_.wait(lock, [&] { return workers_ready_ == pus_.size(); });
 }
 
 void DeviceShell::Stop() {
@@ -275,6 +278,8 @@ void DeviceShell::PuLoop(Pu& pu) {
     std::fprintf(stderr, "baton: PU '%s': %s\n", pu.setup.name.c_str(), error.c_str());
   }
   std::unique_lock lock(mu_);
+  ++workers_ready_;
+  workers_cv_.notify_all();
   while (true) {
     pu.cv.wait(lock, [&] { return pu.slot.has_value() || stop_; });
     if (!pu.slot) return;

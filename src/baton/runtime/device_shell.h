@@ -220,6 +220,8 @@ class DeviceShell : public dispatch::LowLevelPort {
   Time window_start_{};  // guarded by mu_
   bool stop_ = false;    // guarded by mu_
   bool started_ = false; // guarded by mu_
+  size_t workers_ready_ = 0;              // guarded by mu_: PU workers named, pinned and niced
+  std::condition_variable workers_cv_;    // signalled as each worker becomes ready
   std::condition_variable watch_cv_;  // signalled on stop and when a run's timeout is due earlier
   std::optional<Time> watch_until_;   // guarded by mu_: the watchdog's timer; none = asleep for good
   std::thread watchdog_;

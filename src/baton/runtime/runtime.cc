@@ -156,6 +156,7 @@ absl::Status Runtime::Start() {
         .now = [this] { return Now(); }});
   }
   dispatcher_ = std::thread([this] { DispatcherLoop(); });
+  NameThread(dispatcher_.native_handle(), "dispatcher");
   return absl::OkStatus();
 }
 
@@ -336,7 +337,6 @@ void Runtime::Stop(std::optional<Duration> drain_timeout) {
 }
 
 void Runtime::DispatcherLoop() {
-  NameThisThread("dispatcher");
   std::unique_lock lock(mail_mu_);
   while (true) {
     if (stopping_ && !answers_waiting_ && (mail_.empty() || dispatching_)) return;
