@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -458,6 +459,78 @@ TEST_F(ServeGrpcTest, StopWhileCallsAreInFlightAnswersThemAll) {
   EXPECT_EQ(stats.models[0].submitted, static_cast<uint64_t>(ok.load()))
       << (refusals.empty() ? "" : refusals[0]);
   EXPECT_EQ(stats.models[0].completed, static_cast<uint64_t>(ok.load()));
+}
+
+TEST(ServeGrpcDeadline, TheEarlierOfTimeoutAndTheCallsDeadline) {
+  using std::chrono::milliseconds;
+  using std::chrono::nanoseconds;
+  const auto now = std::chrono::system_clock::now();
+  const auto none = std::chrono::system_clock::time_point::max();
+  EXPECT_EQ(serve::RequestDeadline(std::nullopt, none, now), std::nullopt);
+  EXPECT_EQ(serve::RequestDeadline(milliseconds(5), none, now), nanoseconds(milliseconds(5)));
+  EXPECT_EQ(serve::RequestDeadline(std::nullopt, now + milliseconds(7), now), nanoseconds(milliseconds(7)));
+  EXPECT_EQ(serve::RequestDeadline(milliseconds(5), now + milliseconds(7), now), nanoseconds(milliseconds(5)));
+  EXPECT_EQ(serve::RequestDeadline(milliseconds(9), now + milliseconds(7), now), nanoseconds(milliseconds(7)));
+  // Passed already: dropped at once, never a negative deadline.
+  EXPECT_EQ(serve::RequestDeadline(std::nullopt, now - milliseconds(1), now), nanoseconds(0));
+  EXPECT_EQ(serve::RequestDeadline(milliseconds(5), now - milliseconds(1), now), nanoseconds(0));
+  // A deadline centuries away is bounded as the timeout parameter is (1e15 µs).
+  const auto far = now + std::chrono::hours(24 * 365 * 200);
+  EXPECT_EQ(serve::RequestDeadline(std::nullopt, far, now), nanoseconds(std::chrono::microseconds(1'000'000'000'000'000)));
+}
+
+TEST_F(ServeGrpcTest, ACallsGrpcDeadlineDropsItsRequest) {
+  auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(Address(), grpc::InsecureChannelCredentials()));
+  inference::ModelInferRequest req = RequestWithoutBytes();
+  req.add_raw_input_contents(std::string(reinterpret_cast<const char*>(input_.bytes().data()), input_.byte_size()));
+  {
+    // A generous gRPC deadline: answered as without one (and the channel is connected).
+    grpc::ClientContext ctx;
+    ctx.set_wait_for_ready(true);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    inference::ModelInferResponse resp;
+    const grpc::Status s = stub->ModelInfer(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(resp.raw_output_contents_size(), 1);
+    ASSERT_EQ(resp.raw_output_contents(0).size(), want_.size() * sizeof(float));
+    std::vector<float> got(want_.size());
+    std::memcpy(got.data(), resp.raw_output_contents(0).data(), resp.raw_output_contents(0).size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want_[i], 1e-4) << "element " << i;
+  }
+  auto client = serve::GrpcClient::Connect(Address(), {});
+  ASSERT_TRUE(client.ok()) << client.status();
+  const ModelStats before = engine_->Stats().models[0];
+  // Rounds of calls with a 1 ms gRPC deadline behind a queue of calls
+  // without one, until one has reached the engine (a call may expire in
+  // the client before it is sent). Each round ends with a call without a
+  // deadline, answered after the others' deadlines have passed: the
+  // dispatcher looks at deadlines on every event, so by then each earlier
+  // request is answered.
+  uint64_t reached = 0;
+  int untimed = 0;
+  for (int round = 0; round < 20 && reached == 0; ++round) {
+    std::vector<std::future<Result<Tensors>>> queue;
+    for (int i = 0; i < 48; ++i) queue.push_back(Send(**client, "cam", Inputs()));
+    for (int i = 0; i < 4; ++i) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1));
+      inference::ModelInferResponse resp;
+      const grpc::Status s = stub->ModelInfer(&ctx, req, &resp);
+      EXPECT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+    }
+    for (auto& q : queue) EXPECT_EQ(Check(q.get()), "");
+    EXPECT_EQ(Check(Send(**client, "cam", Inputs()).get()), "");
+    untimed += 49;
+    reached = engine_->Stats().models[0].submitted - before.submitted - static_cast<uint64_t>(untimed);
+  }
+  const ModelStats after = engine_->Stats().models[0];
+  ASSERT_GT(reached, 0u) << "no call with a 1 ms deadline reached the server in 20 rounds";
+  // Every request is accounted for, and the engine dropped the calls whose
+  // client had given up (without the call's deadline it ran them all).
+  EXPECT_EQ(after.completed - before.completed + after.deadline_exceeded - before.deadline_exceeded,
+            after.submitted - before.submitted);
+  EXPECT_GE(after.completed - before.completed, static_cast<uint64_t>(untimed));
+  EXPECT_GE(after.deadline_exceeded - before.deadline_exceeded, 1u);
 }
 
 TEST_F(ServeGrpcTest, TensorsThroughClientSharedMemory) {

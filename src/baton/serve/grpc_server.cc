@@ -415,6 +415,20 @@ absl::Status CheckSerializedInferRequest(std::string_view bytes, const ModelInfo
   return ParseRequest(req, model, shm).status();
 }
 
+std::optional<std::chrono::nanoseconds> RequestDeadline(std::optional<std::chrono::nanoseconds> requested,
+                                                        std::chrono::system_clock::time_point call_deadline,
+                                                        std::chrono::system_clock::time_point now) {
+  if (call_deadline == std::chrono::system_clock::time_point::max()) return requested;
+  // As the `timeout` parameter's bound (1e15 µs), so that arrival plus the deadline cannot overflow.
+  constexpr std::chrono::microseconds kFar{1'000'000'000'000'000};
+  const std::chrono::nanoseconds left =
+      call_deadline <= now ? std::chrono::nanoseconds(0)
+      : call_deadline - now >= kFar
+          ? std::chrono::nanoseconds(kFar)
+          : std::chrono::duration_cast<std::chrono::nanoseconds>(call_deadline - now);
+  return requested ? std::min(*requested, left) : left;
+}
+
 // While the server stops, a stream that has been quiet this long (nothing in
 // flight, nothing arriving) is ended rather than waited for; looked at this often.
 constexpr std::chrono::seconds kStreamQuiet{1};
@@ -459,8 +473,10 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
 
   // Parses `req` and sends it to the engine; `done` gets the filled response
   // status exactly once (on the engine's thread, or here when refused).
+  // `call_deadline`: the call's gRPC deadline (max() = none; RequestDeadline).
   void Submit(std::shared_ptr<ModelInferRequest> req, ModelInferResponse* resp,
-              std::function<void(grpc::Status)> done) {
+              std::function<void(grpc::Status)> done,
+              std::chrono::system_clock::time_point call_deadline = std::chrono::system_clock::time_point::max()) {
     absl::StatusOr<const ModelInfo*> model = ModelOf(req->model_name(), req->model_version());
     if (!model.ok()) {
       done(Invalid(std::string(model.status().message())));
@@ -474,6 +490,8 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
     const ModelInfo* m = *model;
     std::vector<RequestedOutput> requested = std::move(parsed->outputs);
     parsed->options.run_here_up_to = options.run_here_up_to;
+    parsed->options.deadline =
+        RequestDeadline(parsed->options.deadline, call_deadline, std::chrono::system_clock::now());
     engine.InferAsync(m->name, std::move(parsed->inputs), parsed->options,
                       [m, req, resp, requested = std::move(requested), done = std::move(done)](Result<Tensors> r) {
                         if (!r.ok()) {
@@ -590,7 +608,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
     // the input tensors, which may outlive the answer on a PU still running.
     auto owned = std::make_shared<ModelInferRequest>();
     owned->Swap(const_cast<ModelInferRequest*>(req));
-    Submit(std::move(owned), resp, [r](grpc::Status s) { r->Finish(std::move(s)); });
+    Submit(std::move(owned), resp, [r](grpc::Status s) { r->Finish(std::move(s)); }, ctx->deadline());
     return r;
   }
 
@@ -721,7 +739,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
 // callback can still reach it (Finish waits for in_flight == 0).
 class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse> {
  public:
-  Stream(Impl& impl, grpc::CallbackServerContext* ctx) : impl_(impl) {
+  Stream(Impl& impl, grpc::CallbackServerContext* ctx) : impl_(impl), call_deadline_(ctx->deadline()) {
     grpc::Status auth = impl_.Authorize(ctx);
     if (!auth.ok()) {
       finished_ = true;
@@ -771,7 +789,7 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
       // Sent before the client saw the server stop: answered, not dropped.
       answer(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping; send the request again later"));
     } else {
-      impl_.Submit(req, resp->mutable_infer_response(), std::move(answer));
+      impl_.Submit(req, resp->mutable_infer_response(), std::move(answer), call_deadline_);
     }
     lock.lock();
     ReadMoreLocked();
@@ -860,6 +878,8 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
   }
 
   Impl& impl_;
+  // The stream's gRPC deadline (max() = none): no request on it may outlive it.
+  const std::chrono::system_clock::time_point call_deadline_;
   bool registered_ = false;
   std::mutex mu_;
   ModelInferRequest incoming_;  // the read in progress

@@ -15,7 +15,8 @@
 // Errors are gRPC statuses with baton's message: INVALID_ARGUMENT for a bad
 // request, an unknown model included (naming the tensor or model and what was
 // expected), RESOURCE_EXHAUSTED when a queue or in-flight limit is full (at once),
-// DEADLINE_EXCEEDED, UNAUTHENTICATED, UNAVAILABLE while closing. On a stream
+// DEADLINE_EXCEEDED (the `timeout` parameter or the call's gRPC deadline
+// passed; RequestDeadline), UNAUTHENTICATED, UNAVAILABLE while closing. On a stream
 // an error answer carries `error_message` and the stream goes on.
 //
 // No request blocks a thread: ModelInfer hands the request to the engine and
@@ -38,6 +39,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "baton/baton.h"
@@ -86,6 +88,16 @@ struct GrpcOptions {
 // registry (null = off). For fuzzing and tests.
 absl::Status CheckSerializedInferRequest(std::string_view bytes, const ModelInfo& model,
                                          const SharedMemoryRegistry* shm = nullptr);
+
+// The deadline a ModelInfer call's request gets: the earlier of its
+// `timeout` parameter (`requested`, from arrival) and what is left of the
+// call's gRPC deadline (`call_deadline`, time_point::max() = none; what
+// Triton's clients set as client_timeout), never below zero. A client that
+// has given up on its call therefore does not leave work behind in the
+// queues: baton drops it as for `timeout`.
+std::optional<std::chrono::nanoseconds> RequestDeadline(std::optional<std::chrono::nanoseconds> requested,
+                                                        std::chrono::system_clock::time_point call_deadline,
+                                                        std::chrono::system_clock::time_point now);
 
 class GrpcServer {
  public:
