@@ -562,6 +562,7 @@ py::dict StatsDict(PyEngine& self) {
     d["submitted"] = m.submitted;
     d["completed"] = m.completed;
     d["deadline_exceeded"] = m.deadline_exceeded;
+    d["cancelled"] = m.cancelled;
     d["rejected"] = m.rejected;
     d["invalid"] = m.invalid;
     d["failed"] = m.failed;
@@ -709,7 +710,7 @@ not call infer() or close() from them.)doc")
       .def("stats", &b::StatsDict,
            R"doc(Counters since the engine opened:
 {"uptime_s", "in_flight",
- "models": {name: {"submitted", "completed", "deadline_exceeded", "rejected", "invalid", "failed",
+ "models": {name: {"submitted", "completed", "deadline_exceeded", "cancelled", "rejected", "invalid", "failed",
                    "slo_met", "with_slo", "executions", "batch_sizes": {size: {"executions", "compute_s"}},
                    "latency": {"p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"}}},
  "pus": {name: {"kind", "device", "runs", "busy_s", "run_cpu_s", "utilization"}}})doc")

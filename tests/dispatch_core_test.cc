@@ -190,6 +190,32 @@ TEST_F(HighLevelTest, AnExpiredOrAbortedRequestWithdrawsWhatItHasOut) {
   EXPECT_EQ(hl_.stats().withdrawn, 3u);
 }
 
+// A cancelled request is answered Cancelled at once and withdraws what it
+// has out; cancelling it again, or an unknown request, does nothing; its
+// late completion is ignored; other requests go on.
+TEST_F(HighLevelTest, ACancelledRequestIsAnsweredAndWithdrawsWhatItHasOut) {
+  Assignment a = Start(1, 5, {.deadline = Ms(50)});
+  Assignment b = Start(2, 6);
+  HighLevelActions out = hl_.OnCancel(RequestId(1), absl::CancelledError("gone"), Ms(1));
+  ASSERT_EQ(out.finished.size(), 1u);
+  EXPECT_EQ(out.finished[0].request, RequestId(1));
+  EXPECT_EQ(out.finished[0].status.code(), absl::StatusCode::kCancelled);
+  ASSERT_EQ(out.cancels.size(), 1u);
+  EXPECT_EQ(out.cancels[0].ids, std::vector<AssignmentId>{a.id});
+  EXPECT_EQ(hl_.NextExpiry(), std::nullopt) << "no expiry left for an answered request";
+  EXPECT_EQ(hl_.stats().cancelled, 1u);
+  EXPECT_TRUE(hl_.OnCancel(RequestId(1), absl::CancelledError("again"), Ms(2)).finished.empty());
+  EXPECT_TRUE(hl_.OnCancel(RequestId(99), absl::CancelledError("unknown"), Ms(2)).finished.empty());
+  EXPECT_EQ(hl_.stats().cancelled, 1u);
+  out = hl_.OnCompletion(Ok(a, Named({{"a", 6}})), Ms(3));
+  EXPECT_TRUE(out.finished.empty());
+  EXPECT_TRUE(out.assignments.empty());
+  EXPECT_EQ(hl_.stats().completions_ignored, 1u);
+  EXPECT_EQ(hl_.in_flight(), 1u);
+  out = hl_.OnCompletion(Ok(b, Named({{"a", 7}})), Ms(3));
+  EXPECT_FALSE(out.assignments.empty()) << "the other request goes on";
+}
+
 // Device loss (a remote agent): ready partitions avoid an unavailable device
 // and go to their first available fallback, without the primary's fixed PU;
 // assignments the lost device hands back are sent again with the same id;
@@ -591,6 +617,9 @@ TEST(HighLevelCoreTest, EveryRequestIsAnsweredExactlyOnceUnderRandomEvents) {
         Assignment a = std::move(sent.back());
         sent.pop_back();
         answer(a);
+      } else if (what < 85 && next_id > 1) {
+        // A client cancels a request: in flight, answered already, or (rarely) not sent yet.
+        take(hl.OnCancel(RequestId(1 + rng.Below(next_id)), absl::CancelledError("cancelled"), now));
       } else if (what < 90 && !delivered.empty()) {
         Completion& d = delivered[rng.Below(delivered.size())];
         Completion dup = Ok(Assignment{d.id, d.request, d.model, d.partition, {}, {}, 0, {}}, {}, now);
@@ -613,8 +642,9 @@ TEST(HighLevelCoreTest, EveryRequestIsAnsweredExactlyOnceUnderRandomEvents) {
     EXPECT_EQ(hl.outstanding_assignments(), 0u);
     EXPECT_EQ(hl.NextExpiry(), std::nullopt);
     const HighLevelStats& s = hl.stats();
-    EXPECT_EQ(s.answered_ok + s.rejected + s.deadline_exceeded + s.failed, s.requests);
+    EXPECT_EQ(s.answered_ok + s.rejected + s.deadline_exceeded + s.cancelled + s.failed, s.requests);
     EXPECT_GT(s.answered_ok, 0u);
+    EXPECT_GT(s.cancelled, 0u);
     EXPECT_GT(s.deadline_exceeded, 0u);
     EXPECT_GT(s.completions_ignored, 0u);
   }

@@ -461,6 +461,130 @@ TEST_F(EngineTest, APassedDeadlineIsAnsweredDeadlineExceeded) {
   EXPECT_EQ(engine->Stats().models[0].with_slo, 1u);
 }
 
+TEST(CancelTokenTest, HooksRunOnceAndRemovedOnesNever) {
+  CancelToken token;
+  int first = 0, second = 0, removed = 0;
+  token.OnCancel([&] { ++first; });
+  const uint64_t key = token.OnCancel([&] { ++removed; });
+  token.OnCancel([&] { ++second; });
+  token.Remove(key);
+  EXPECT_FALSE(token.cancelled());
+  token.Cancel();
+  token.Cancel();
+  EXPECT_TRUE(token.cancelled());
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 1);
+  EXPECT_EQ(removed, 0);
+  int late = 0;
+  EXPECT_EQ(token.OnCancel([&] { ++late; }), 0u);  // cancelled already: at once, here
+  EXPECT_EQ(late, 1);
+}
+
+// CancelToken: a request given a cancelled token never runs; cancelling
+// requests that wait or run answers them CANCELLED at once, the running one
+// is stopped and the waiting one never runs; others go on.
+TEST_F(EngineTest, CancelledRequestsAreAnsweredAtOnceAndWhatHadNotStartedNeverRuns) {
+  std::unique_ptr<Engine> opened = OpenWithSpin(
+      "  - {name: spin, path: spin.onnx, execution_timeout_ms: 300}\n"
+      "  - {name: cam, path: squeezenet.onnx}\n",
+      std::chrono::seconds(30));
+  ASSERT_NE(opened, nullptr);
+  Engine& engine = *opened;
+  auto spin_input = [] {
+    Tensors x;
+    x.emplace("x", Tensor(dtype::kFloat, {1}));
+    return x;
+  };
+  // Cancelled before: refused without work.
+  InferOptions before;
+  before.cancel = std::make_shared<CancelToken>();
+  before.cancel->Cancel();
+  Result<Tensors> refused = engine.Infer("spin", spin_input(), before);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kCancelled) << refused.status().ToString();
+  EXPECT_THAT(refused.status().message(), HasSubstr("before it started"));
+  EXPECT_EQ(engine.Stats().pus[0].runs, 0u);
+
+  // Two requests that would spin for 300 ms each on the one PU: the first
+  // runs, the second waits. Cancelled, both are answered at once.
+  InferOptions a, b;
+  a.cancel = std::make_shared<CancelToken>();
+  b.cancel = std::make_shared<CancelToken>();
+  std::future<Result<Tensors>> first = engine.InferAsync("spin", spin_input(), a);
+  std::future<Result<Tensors>> second = engine.InferAsync("spin", spin_input(), b);
+  // Gate: the first one runs (a bounded wait for the state, not a sleep).
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (engine.Stats().devices[0].running == 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(engine.Stats().devices[0].running, 1u);
+  a.cancel->Cancel();
+  b.cancel->Cancel();
+  for (std::future<Result<Tensors>>* f : {&first, &second}) {
+    ASSERT_EQ(f->wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    Result<Tensors> r = f->get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
+  }
+  // The PU serves the next request (the cancelled run was stopped, long
+  // before its 300 ms); the request that waited was withdrawn, not run.
+  const Reference ref = MakeReference("squeezenet.onnx", 5);
+  Result<Tensors> ok = engine.Infer("cam", Copy(ref.inputs));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  ExpectEqual(*ok, ref.outputs);
+  const EngineStats stats = engine.Stats();
+  EXPECT_EQ(stats.models[0].cancelled, 3u);
+  EXPECT_EQ(stats.models[0].submitted, 3u);
+  EXPECT_EQ(stats.models[0].failed, 0u);
+  EXPECT_EQ(stats.models[1].completed, 1u);
+  EXPECT_EQ(stats.pus[0].runs, 2u) << "the cancelled request that had not started ran";
+  // Nothing is left counted as queued or running (a withdrawn assignment, a stopped run).
+  EXPECT_EQ(stats.devices[0].queued, 0u);
+  EXPECT_EQ(stats.devices[0].running, 0u);
+
+  // Infer waits for a request another thread cancels: answered CANCELLED (not after its run).
+  InferOptions c;
+  c.cancel = std::make_shared<CancelToken>();
+  std::promise<Result<Tensors>> answer;
+  std::thread caller([&] { answer.set_value(engine.Infer("spin", spin_input(), c)); });
+  c.cancel->Cancel();
+  caller.join();
+  Result<Tensors> r = answer.get_future().get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
+  engine.Close();
+}
+
+// In an engine where another model batches, a model without batching is
+// still cancelled: its request does not wait in the batcher.
+TEST_F(EngineTest, ARequestOfAModelWithoutBatchingIsCancelledBesideABatchingOne) {
+  std::unique_ptr<Engine> opened = OpenWithSpin(
+      "  - {name: spin, path: spin.onnx, execution_timeout_ms: 60000}\n"
+      "  - {name: cam, path: squeezenet.onnx, max_batch: 4, max_queue_delay_ms: 1, batching: on}\n",
+      std::chrono::seconds(30));
+  ASSERT_NE(opened, nullptr);
+  InferOptions o;
+  o.cancel = std::make_shared<CancelToken>();
+  Tensors x;
+  x.emplace("x", Tensor(dtype::kFloat, {1}));
+  std::future<Result<Tensors>> answer = opened->InferAsync("spin", std::move(x), o);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (opened->Stats().devices[0].running == 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(opened->Stats().devices[0].running, 1u);
+  o.cancel->Cancel();
+  Result<Tensors> r = answer.get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
+  // The batching model still answers.
+  const Reference ref = MakeReference("squeezenet.onnx", 6);
+  Result<Tensors> ok = opened->Infer("cam", Copy(ref.inputs));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  ExpectEqual(*ok, ref.outputs);
+  opened->Close();
+}
+
 // A run that would never end is stopped at its execution timeout: its request
 // fails ABORTED naming the timeout, and the PU serves the next request.
 TEST_F(EngineTest, ARunPastItsExecutionTimeoutIsStoppedAndItsPuServesAgain) {
@@ -482,6 +606,7 @@ TEST_F(EngineTest, ARunPastItsExecutionTimeoutIsStoppedAndItsPuServesAgain) {
   Result<Tensors> ok = engine.Infer("cam", Copy(ref.inputs));
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   ExpectEqual(*ok, ref.outputs);
+  EXPECT_EQ(engine.Stats().devices[0].running, 0u) << "the stopped run still counts as running";
   engine.Close();
 }
 

@@ -33,6 +33,7 @@
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
 #include "inference/grpc_service.grpc.pb.h"
+#include "spin_model.h"
 
 namespace baton {
 namespace {
@@ -526,11 +527,102 @@ TEST_F(ServeGrpcTest, ACallsGrpcDeadlineDropsItsRequest) {
   const ModelStats after = engine_->Stats().models[0];
   ASSERT_GT(reached, 0u) << "no call with a 1 ms deadline reached the server in 20 rounds";
   // Every request is accounted for, and the engine dropped the calls whose
-  // client had given up (without the call's deadline it ran them all).
-  EXPECT_EQ(after.completed - before.completed + after.deadline_exceeded - before.deadline_exceeded,
-            after.submitted - before.submitted);
+  // client had given up (without the call's deadline it ran them all): for
+  // their deadline, or as cancelled when gRPC's own deadline fired first.
+  const uint64_t dropped =
+      after.deadline_exceeded - before.deadline_exceeded + after.cancelled - before.cancelled;
+  EXPECT_EQ(after.completed - before.completed + dropped, after.submitted - before.submitted);
   EXPECT_GE(after.completed - before.completed, static_cast<uint64_t>(untimed));
-  EXPECT_GE(after.deadline_exceeded - before.deadline_exceeded, 1u);
+  EXPECT_GE(dropped, 1u);
+}
+
+// A call its client cancels (or whose connection breaks) cancels its
+// request: one waiting is answered at once and never runs, a running one is
+// stopped. One PU, taken by a model that would run for minutes.
+TEST_F(ServeGrpcTest, ACancelledCallCancelsItsRequest) {
+  absl::StatusOr<std::string> spin = testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  std::ofstream(*dir_ / "spin.onnx", std::ios::binary) << *spin;
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (*dir_ / "cache").string();
+  Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
+      "models:\n  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000}\n"
+      "  - {name: cam, path: squeezenet.onnx}\n"
+      "policy: {high_level: whole}\n",
+      dir_->string(), options);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  serve::GrpcOptions go;
+  go.port = 0;
+  go.keepalive_time = go.keepalive_timeout = std::chrono::minutes(2);  // as in Start
+  auto server = serve::GrpcServer::Start(**engine, go);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials()));
+  // Bounded waits for a state of the engine (gates, not sleeps).
+  auto wait_for = [&](auto ready) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!ready() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    return ready();
+  };
+
+  inference::ModelInferRequest spin_req;
+  spin_req.set_model_name("spin");
+  auto* x = spin_req.add_inputs();
+  x->set_name("x");
+  x->set_datatype("FP32");
+  x->add_shape(1);
+  spin_req.add_raw_input_contents(std::string(sizeof(float), '\0'));
+  inference::ModelInferRequest cam_req = RequestWithoutBytes();
+  cam_req.add_raw_input_contents(std::string(reinterpret_cast<const char*>(input_.bytes().data()), input_.byte_size()));
+
+  grpc::CompletionQueue cq;
+  grpc::ClientContext running_ctx, waiting_ctx;
+  running_ctx.set_wait_for_ready(true);
+  inference::ModelInferResponse running_resp, waiting_resp;
+  grpc::Status running_status, waiting_status;
+  auto running = stub->AsyncModelInfer(&running_ctx, spin_req, &cq);
+  running->Finish(&running_resp, &running_status, reinterpret_cast<void*>(1));
+  ASSERT_TRUE(wait_for([&] { return (*engine)->Stats().devices[0].running == 1; }));
+  auto waiting = stub->AsyncModelInfer(&waiting_ctx, cam_req, &cq);
+  waiting->Finish(&waiting_resp, &waiting_status, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(wait_for([&] { return (*engine)->Stats().models[1].submitted == 1; }));
+
+  waiting_ctx.TryCancel();
+  running_ctx.TryCancel();
+  for (int i = 0; i < 2; ++i) {
+    void* tag = nullptr;
+    bool ok = false;
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+  }
+  EXPECT_EQ(waiting_status.error_code(), grpc::StatusCode::CANCELLED) << waiting_status.error_message();
+  EXPECT_EQ(running_status.error_code(), grpc::StatusCode::CANCELLED) << running_status.error_message();
+  // The engine answered both CANCELLED, and the PU is free again: the run was stopped.
+  ASSERT_TRUE(wait_for([&] {
+    const EngineStats s = (*engine)->Stats();
+    return s.models[0].cancelled == 1 && s.models[1].cancelled == 1 && s.devices[0].running == 0;
+  })) << [&] {
+    const EngineStats s = (*engine)->Stats();
+    return "spin: cancelled " + std::to_string(s.models[0].cancelled) + ", failed " + std::to_string(s.models[0].failed) +
+           "; cam: cancelled " + std::to_string(s.models[1].cancelled) + ", completed " +
+           std::to_string(s.models[1].completed) + "; running " + std::to_string(s.devices[0].running) + ", queued " +
+           std::to_string(s.devices[0].queued);
+  }();
+  grpc::ClientContext ctx;
+  inference::ModelInferResponse resp;
+  const grpc::Status s = stub->ModelInfer(&ctx, cam_req, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  const EngineStats stats = (*engine)->Stats();
+  EXPECT_EQ(stats.models[1].completed, 1u);
+  EXPECT_EQ(stats.pus[0].runs, 2u) << "the cancelled request that waited ran";
+  (*server)->Stop();
+  (*engine)->Close();
+  cq.Shutdown();
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq.Next(&tag, &ok)) {
+  }
 }
 
 TEST_F(ServeGrpcTest, TensorsThroughClientSharedMemory) {

@@ -45,6 +45,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -145,6 +146,42 @@ struct ModelInfo {
   std::vector<std::string> labels;
 };
 
+// Cancels requests the caller no longer wants (InferOptions::cancel), e.g.
+// those of a client that has gone. Cancel answers every request given the
+// token that is not answered yet CANCELLED, soon (from baton's dispatcher)
+// and still exactly once, and withdraws its work: partitions waiting are
+// dropped and a running one is stopped (as for a deadline). A request given
+// a token that
+// is cancelled already is answered CANCELLED without running. Requests held
+// by a model's dynamic batcher are the exception: they are answered when
+// their batch has run. One token may serve many requests (a connection's)
+// or one. Thread-safe; Cancel may be called from any thread, a callback
+// included, and more than once.
+//
+//   auto token = std::make_shared<baton::CancelToken>();
+//   opt.cancel = token;
+//   engine->InferAsync("camera", std::move(in), opt, done);
+//   token->Cancel();  // the client went away: done gets CANCELLED
+class CancelToken {
+ public:
+  void Cancel();
+  bool cancelled() const;
+  // Calls `hook` once, on the thread that calls Cancel (or here, at once,
+  // when cancelled already), unless removed before. Returns the key Remove
+  // takes. The engine ties the requests given the token to it this way; a
+  // front-end may tie its own work. A hook must not call Remove.
+  uint64_t OnCancel(std::function<void()> hook);
+  // Forgets a hook (a no-op once it has been called). A hook that Cancel has
+  // already taken may still be running when this returns.
+  void Remove(uint64_t key);
+
+ private:
+  mutable std::mutex mu_;
+  bool cancelled_ = false;
+  uint64_t next_key_ = 1;
+  std::map<uint64_t, std::function<void()>> hooks_;
+};
+
 struct InferOptions {
   // Time from now after which the request is dropped and answered
   // DEADLINE_EXCEEDED (work not started yet is skipped). Unset: the model's
@@ -164,6 +201,8 @@ struct InferOptions {
   // about that long: handing a run to a PU worker and its answer back costs
   // two thread wake-ups, more than a tiny model's run. Zero: never.
   std::chrono::nanoseconds run_here_up_to{0};
+  // Set: Cancel on it answers this request CANCELLED (CancelToken).
+  std::shared_ptr<CancelToken> cancel;
 };
 
 struct LatencyStats {
@@ -179,6 +218,7 @@ struct ModelStats {
   uint64_t submitted = 0;
   uint64_t completed = 0;          // answered OK
   uint64_t deadline_exceeded = 0;  // dropped for their deadline
+  uint64_t cancelled = 0;          // answered CANCELLED (InferOptions::cancel)
   uint64_t rejected = 0;           // RESOURCE_EXHAUSTED: queue or in-flight limit
   uint64_t invalid = 0;            // refused before any work (bad inputs, engine closed)
   uint64_t failed = 0;             // any other error
@@ -211,8 +251,8 @@ struct ModelStats {
     double compute_s = 0;  // the PU time those executions took
   };
   std::vector<BatchSize> batch_sizes;
-  // Requests answered with an error (deadline_exceeded + rejected + invalid +
-  // failed) and the sum of their latencies.
+  // Requests answered with an error (deadline_exceeded + cancelled + rejected
+  // + invalid + failed) and the sum of their latencies.
   double failed_sum_s = 0;
   // When the last request was answered, in milliseconds since the Unix epoch; 0 = none yet.
   uint64_t last_answer_unix_ms = 0;

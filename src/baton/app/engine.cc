@@ -172,6 +172,38 @@ class InputGuard {
   std::function<void(Result<Tensors>)> done_;
 };
 
+// Ties one request to its CancelToken: the token's hook cancels it in the
+// runtime once its id is known, and never after it has been answered (the
+// runtime may be gone by then). Cancel may come before, during or after
+// the submission, on any thread.
+class CancelLink {
+ public:
+  void Cancel() {
+    std::lock_guard lock(mu_);
+    cancel_ = true;
+    if (rt_ != nullptr && !answered_) rt_->Cancel(*id_);
+  }
+  // The request went to `rt` as `id` (not called for a batched request).
+  void Submitted(runtime::Runtime& rt, RequestId id) {
+    std::lock_guard lock(mu_);
+    if (answered_) return;
+    rt_ = &rt;
+    id_ = id;
+    if (cancel_) rt.Cancel(id);
+  }
+  void Answered() {
+    std::lock_guard lock(mu_);
+    answered_ = true;
+  }
+
+ private:
+  std::mutex mu_;
+  bool cancel_ = false;
+  bool answered_ = false;
+  runtime::Runtime* rt_ = nullptr;  // set with id_
+  std::optional<RequestId> id_;
+};
+
 }  // namespace
 
 struct Engine::Impl {
@@ -315,6 +347,8 @@ struct Engine::Impl {
       c.counts.failed_sum_s += ms / 1e3;
       if (status.code() == absl::StatusCode::kDeadlineExceeded) {
         ++c.counts.deadline_exceeded;
+      } else if (status.code() == absl::StatusCode::kCancelled) {
+        ++c.counts.cancelled;
       } else if (status.code() == absl::StatusCode::kResourceExhausted) {
         ++c.counts.rejected;
       } else if (refused) {
@@ -491,7 +525,16 @@ void Engine::Impl::Request(const std::string& model, Tensors inputs, const Infer
     done(FromAbsl(refused));
     return;
   }
-  here = here && !impl.batcher;
+  if (options.cancel && options.cancel->cancelled()) {
+    const absl::Status cancelled =
+        absl::CancelledError(absl::StrCat("model '", model, "': cancelled by its client before it started"));
+    impl.Count(*m, cancelled, Duration{}, Duration{}, slo, /*refused=*/true);
+    done(FromAbsl(cancelled));
+    return;
+  }
+  // Infer with a token goes the asynchronous way, where the request's id is
+  // known before it finishes, so that another thread can cancel it.
+  here = here && !impl.batcher && !options.cancel;
   run_here = run_here && !impl.batcher;
   if (here || run_here) {
     // Run may wait long (a slow run), SubmitHere runs one: Close must not wait
@@ -518,7 +561,21 @@ void Engine::Impl::Request(const std::string& model, Tensors inputs, const Infer
     if (!guard) guard = std::make_shared<InputGuard>(std::move(done));
     t = InputGuard::Wrap(guard, std::move(t));
   }
-  auto answer = [&impl, index, slo, guard, done = std::move(done)](runtime::RequestResult r) {
+  // Cancellation (InferOptions::cancel) of a request the runtime holds; one
+  // of a model with dynamic batching is answered with its batch.
+  const bool batched = impl.batcher && index < a.batching.size() && a.batching[index].batch > 1;
+  std::shared_ptr<CancelLink> link;
+  uint64_t hook = 0;
+  if (options.cancel && !batched) {
+    link = std::make_shared<CancelLink>();
+    hook = options.cancel->OnCancel([link] { link->Cancel(); });
+  }
+  auto answer = [&impl, index, slo, guard, link, hook, token = link ? options.cancel : nullptr,
+                 done = std::move(done)](runtime::RequestResult r) {
+    if (link) {
+      link->Answered();
+      token->Remove(hook);
+    }
     impl.Count(index, r.status, r.finished - r.submitted, r.compute, slo, /*refused=*/false);
     auto outputs = [&r] {
       Tensors out;
@@ -539,13 +596,49 @@ void Engine::Impl::Request(const std::string& model, Tensors inputs, const Infer
     answer(rt.Run(id, *std::move(feeds), request));
     impl.EndHereCall();
   } else if (run_here) {
-    rt.SubmitHere(id, *std::move(feeds), request, std::move(answer));
+    const RequestId sent = rt.SubmitHere(id, *std::move(feeds), request, std::move(answer));
+    if (link) link->Submitted(rt, sent);
     impl.EndHereCall();
-  } else if (impl.batcher) {
+  } else if (impl.batcher && (batched || !link)) {
     impl.batcher->Submit(id, *std::move(feeds), request, std::move(answer));
-  } else {
-    rt.Submit(id, *std::move(feeds), request, std::move(answer));
+  } else {  // the batcher would pass it on as it is: straight to the runtime, where it can be cancelled
+    const RequestId sent = rt.Submit(id, *std::move(feeds), request, std::move(answer));
+    if (link) link->Submitted(rt, sent);
   }
+}
+
+void CancelToken::Cancel() {
+  std::map<uint64_t, std::function<void()>> hooks;
+  {
+    std::lock_guard lock(mu_);
+    if (cancelled_) return;
+    cancelled_ = true;
+    hooks.swap(hooks_);
+  }
+  for (auto& [key, hook] : hooks) hook();
+}
+
+bool CancelToken::cancelled() const {
+  std::lock_guard lock(mu_);
+  return cancelled_;
+}
+
+uint64_t CancelToken::OnCancel(std::function<void()> hook) {
+  {
+    std::lock_guard lock(mu_);
+    if (!cancelled_) {
+      const uint64_t key = next_key_++;
+      hooks_.emplace(key, std::move(hook));
+      return key;
+    }
+  }
+  hook();
+  return 0;
+}
+
+void CancelToken::Remove(uint64_t key) {
+  std::lock_guard lock(mu_);
+  hooks_.erase(key);
 }
 
 void Engine::InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
@@ -623,7 +716,7 @@ EngineStats Engine::Stats() const {
     if (d < rs.devices.size() && !v.remote) {
       const dispatch::LowLevelStats& ll = rs.devices[d];
       const uint64_t left = ll.started + ll.rejected_full + ll.rejected_unrunnable + ll.dropped_expired +
-                            ll.dropped_by_policy;
+                            ll.dropped_by_policy + ll.cancelled_queued;
       v.queued = ll.assignments > left ? ll.assignments - left : 0;
       v.running = ll.started > ll.finished ? ll.started - ll.finished : 0;
       v.policy_violations = ll.violations;

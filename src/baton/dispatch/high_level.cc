@@ -281,6 +281,15 @@ HighLevelActions HighLevelCore::AbortAll(absl::Status status, Time now) {
   return out;
 }
 
+HighLevelActions HighLevelCore::OnCancel(RequestId id, absl::Status status, Time now) {
+  HighLevelActions out;
+  auto it = requests_.find(id);
+  if (it == requests_.end()) return out;
+  Finish(*it->second, std::move(status), now, out);
+  PruneExpiries();
+  return out;
+}
+
 HighLevelActions HighLevelCore::OnTick(Time now) {
   HighLevelActions out;
   ExpireRequests(now, out);
@@ -473,6 +482,9 @@ void HighLevelCore::Answer(RequestId id, ModelId model, absl::Status status, Tim
       break;
     case absl::StatusCode::kDeadlineExceeded:
       ++stats_.deadline_exceeded;
+      break;
+    case absl::StatusCode::kCancelled:
+      ++stats_.cancelled;
       break;
     default:
       ++stats_.failed;

@@ -23,6 +23,7 @@
 //   ResourceExhausted    the model already has max_in_flight requests in flight
 //   DeadlineExceeded     the deadline passed (checked on every event, see
 //                        messages.h for the rule), or a device dropped a partition
+//   Cancelled            the client cancelled it (OnCancel)
 //   any other code       a partition failed (the Completion's status, prefixed
 //                        with the model, partition and device)
 //   Unavailable          no device that can run a ready partition is available
@@ -109,6 +110,7 @@ struct HighLevelStats {
   uint64_t answered_ok = 0;
   uint64_t rejected = 0;              // ResourceExhausted (max_in_flight, or a device's queue was full)
   uint64_t deadline_exceeded = 0;
+  uint64_t cancelled = 0;             // OnCancel
   uint64_t failed = 0;                // every other error
   uint64_t assignments_sent = 0;
   uint64_t completions_ignored = 0;   // late, duplicate or unknown
@@ -145,6 +147,11 @@ class HighLevelCore {
   // is sent again (same id) to an available device other than `from` that can
   // run it; its request fails with Unavailable when there is none.
   HighLevelActions OnReturned(std::vector<Assignment> returned, DeviceId from, Time now);
+
+  // The client no longer wants request `id`: it is answered `status` now
+  // (Cancelled) and what it has out is withdrawn, as for a deadline. Nothing
+  // when it is not in flight (answered already, or unknown).
+  HighLevelActions OnCancel(RequestId id, absl::Status status, Time now);
 
   // Answers every request in flight with `status` now (a runtime that stops
   // before its work is done); completions that arrive for them later are

@@ -133,7 +133,8 @@ LowLevelActions LowLevelCore::OnPuFinished(PuResult result, Time now) {
                            " reported assignment ", result.assignment.value,
                            " finished, but it is not running it; report each StartOnPu exactly once"));
   } else if (running_[*i]->timed_out) {
-    // Answered Aborted when its timeout passed; the PU is free again now.
+    // Answered when its timeout passed or it was cancelled; the PU is free again now.
+    ++stats_.finished;
     running_[*i].reset();
     pu_states_[*i].busy = false;
     pu_states_[*i].expected_free = now;
@@ -176,6 +177,7 @@ LowLevelActions LowLevelCore::OnCancel(std::span<const AssignmentId> ids, const 
     remove[i] = true;
     any_queued = true;
     ++stats_.cancelled;
+    ++stats_.cancelled_queued;
     Reject(ready_assignments_[i], status, now, out);
   }
   if (any_queued) RemoveFromReady(remove);

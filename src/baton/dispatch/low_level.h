@@ -117,7 +117,7 @@ struct PuResult {
 struct LowLevelStats {
   uint64_t assignments = 0;         // OnAssignment calls
   uint64_t started = 0;
-  uint64_t finished = 0;            // OnPuFinished reports accepted
+  uint64_t finished = 0;            // OnPuFinished reports accepted (of runs answered early too)
   uint64_t rejected_full = 0;       // ResourceExhausted
   uint64_t rejected_unrunnable = 0; // FailedPrecondition / AlreadyExists
   uint64_t dropped_expired = 0;     // deadline passed while queued (by the core)
@@ -125,6 +125,7 @@ struct LowLevelStats {
   uint64_t violations = 0;          // ignored decisions and reports (kIgnore)
   uint64_t timed_out = 0;           // runs past their execution timeout (answered Aborted)
   uint64_t cancelled = 0;           // withdrawn by OnCancel (queued or running)
+  uint64_t cancelled_queued = 0;    // of those, withdrawn while queued
 };
 
 class LowLevelCore {

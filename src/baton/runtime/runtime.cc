@@ -299,6 +299,19 @@ uint64_t Runtime::Abandon(absl::Status status) {
   return abandoned_ - before;
 }
 
+void Runtime::Cancel(RequestId id) {
+  if (state_.load() != State::kRunning) return;  // Stop answers everything itself
+  bool notify;
+  {
+    // In place: moving a temporary MailItem here trips GCC 12's
+    // maybe-uninitialized warning on the variant's other alternatives.
+    std::lock_guard lock(mail_mu_);
+    mail_.emplace_back(std::in_place_type<CancelRequest>, CancelRequest{id});
+    notify = !dispatching_;  // as Post
+  }
+  if (notify) mail_cv_.notify_one();
+}
+
 void Runtime::Stop(std::optional<Duration> drain_timeout) {
   std::lock_guard stop_lock(stop_mu_);
   if (state_.load() == State::kCreated) {
@@ -443,6 +456,8 @@ void Runtime::Handle(MailItem& item) {
       abandoned_ += answers.finished.size();
     }
     Apply(std::move(answers));
+  } else if (auto* cancel = std::get_if<CancelRequest>(&item)) {
+    Apply(hl_.OnCancel(cancel->id, absl::CancelledError("cancelled by its client"), Now()));
   } else if (auto* back = std::get_if<Returned>(&item)) {
     Device& d = *device_by_id_.at(back->from);
     d.returned += back->assignments.size();
@@ -537,7 +552,7 @@ void Runtime::PostCompletions(std::vector<dispatch::Completion> completions) {
   bool notify;
   {
     std::lock_guard lock(mail_mu_);
-    for (dispatch::Completion& c : completions) mail_.push_back(std::move(c));
+    for (dispatch::Completion& c : completions) mail_.emplace_back(std::in_place_type<dispatch::Completion>, std::move(c));
     // Inline: the shell's flush, the role's holder (Submit and TickIfDue
     // run under it) or Run's caller (after a direct run) takes it from here.
     notify = !options_.inline_dispatch && !dispatching_;

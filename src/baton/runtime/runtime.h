@@ -193,6 +193,12 @@ class Runtime {
   // timeouts). Returns once they are answered. Not from a callback.
   // Returns how many it answered.
   uint64_t Abandon(absl::Status status);
+  // The client no longer wants request `id` (an id Submit or SubmitHere
+  // returned): unless answered already, it is answered CANCELLED and its work
+  // is withdrawn from the devices (HighLevelCore::OnCancel). Only posts: safe from
+  // any thread, under any lock, and from a callback; the answer comes from
+  // the dispatcher.
+  void Cancel(RequestId id);
   // Stops taking requests, drains for at most `drain_timeout` (none = no
   // limit), answers what is left UNAVAILABLE, then stops the devices (runs in
   // progress are cancelled) and joins every thread. Idempotent.
@@ -226,6 +232,9 @@ class Runtime {
   struct AbandonAll {
     absl::Status status;
   };
+  struct CancelRequest {
+    RequestId id;
+  };
   struct NewRequest {
     RequestId id;
     ModelId model;
@@ -246,7 +255,7 @@ class Runtime {
     Client client;
     RequestResult result;
   };
-  using MailItem = std::variant<NewRequest, dispatch::Completion, Returned, Reachability, AbandonAll>;
+  using MailItem = std::variant<NewRequest, dispatch::Completion, Returned, Reachability, AbandonAll, CancelRequest>;
 
   Runtime(policy::OnlineLatencyModel* latency, const RunnerTable* runners, RuntimeOptions options);
 

@@ -474,9 +474,10 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
   // Parses `req` and sends it to the engine; `done` gets the filled response
   // status exactly once (on the engine's thread, or here when refused).
   // `call_deadline`: the call's gRPC deadline (max() = none; RequestDeadline).
+  // `cancel`: cancelled when the call is (its client gave up or went away).
   void Submit(std::shared_ptr<ModelInferRequest> req, ModelInferResponse* resp,
-              std::function<void(grpc::Status)> done,
-              std::chrono::system_clock::time_point call_deadline = std::chrono::system_clock::time_point::max()) {
+              std::function<void(grpc::Status)> done, std::chrono::system_clock::time_point call_deadline,
+              std::shared_ptr<CancelToken> cancel) {
     absl::StatusOr<const ModelInfo*> model = ModelOf(req->model_name(), req->model_version());
     if (!model.ok()) {
       done(Invalid(std::string(model.status().message())));
@@ -492,6 +493,7 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
     parsed->options.run_here_up_to = options.run_here_up_to;
     parsed->options.deadline =
         RequestDeadline(parsed->options.deadline, call_deadline, std::chrono::system_clock::now());
+    parsed->options.cancel = std::move(cancel);
     engine.InferAsync(m->name, std::move(parsed->inputs), parsed->options,
                       [m, req, resp, requested = std::move(requested), done = std::move(done)](Result<Tensors> r) {
                         if (!r.ok()) {
@@ -596,20 +598,35 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
     });
   }
 
+  // A ModelInfer call whose request is cancelled when the call is: the
+  // client cancelled it, its deadline passed or its connection broke. The
+  // engine then answers CANCELLED (the answer goes nowhere), drops what
+  // waits and stops what runs. Deletes itself in OnDone, which gRPC calls
+  // after Finish.
+  class InferCall final : public grpc::ServerUnaryReactor {
+   public:
+    const std::shared_ptr<CancelToken> cancel = std::make_shared<CancelToken>();
+    void OnCancel() override { cancel->Cancel(); }
+    void OnDone() override { delete this; }
+  };
+
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx, const ModelInferRequest* req,
                                        ModelInferResponse* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
     grpc::Status auth = Authorize(ctx);
     if (!auth.ok()) {
+      grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
       r->Finish(auth);
       return r;
     }
+    auto* call = new InferCall;
     // The request is gRPC's, alive until Finish; its raw bytes are moved into
     // the input tensors, which may outlive the answer on a PU still running.
     auto owned = std::make_shared<ModelInferRequest>();
     owned->Swap(const_cast<ModelInferRequest*>(req));
-    Submit(std::move(owned), resp, [r](grpc::Status s) { r->Finish(std::move(s)); }, ctx->deadline());
-    return r;
+    Submit(
+        std::move(owned), resp, [call](grpc::Status s) { call->Finish(std::move(s)); }, ctx->deadline(),
+        call->cancel);
+    return call;
   }
 
   grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse>* ModelStreamInfer(
@@ -789,7 +806,7 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
       // Sent before the client saw the server stop: answered, not dropped.
       answer(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping; send the request again later"));
     } else {
-      impl_.Submit(req, resp->mutable_infer_response(), std::move(answer), call_deadline_);
+      impl_.Submit(req, resp->mutable_infer_response(), std::move(answer), call_deadline_, cancel_);
     }
     lock.lock();
     ReadMoreLocked();
@@ -798,7 +815,11 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
   void OnWriteDone(bool ok) override {
     std::unique_lock lock(mu_);
     outbox_.pop_front();
-    if (!ok) broken_ = true;  // the client is gone: answers still come, and are dropped
+    if (!ok && !broken_) {
+      // The client is gone: what is in flight is cancelled; its answers still come, and are dropped.
+      broken_ = true;
+      cancel_->Cancel();
+    }
     if (!outbox_.empty() && !broken_) {
       StartWrite(outbox_.front().get());
       return;
@@ -809,6 +830,7 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
   }
 
   void OnCancel() override {
+    cancel_->Cancel();  // nobody waits for the answers in flight any more
     std::unique_lock lock(mu_);
     broken_ = true;
     read_closed_ = true;
@@ -880,6 +902,8 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
   Impl& impl_;
   // The stream's gRPC deadline (max() = none): no request on it may outlive it.
   const std::chrono::system_clock::time_point call_deadline_;
+  // Cancels the stream's requests in flight once its client is gone.
+  const std::shared_ptr<CancelToken> cancel_ = std::make_shared<CancelToken>();
   bool registered_ = false;
   std::mutex mu_;
   ModelInferRequest incoming_;  // the read in progress

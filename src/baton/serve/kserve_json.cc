@@ -658,7 +658,7 @@ std::vector<KServeModelStatistics> KServeStatistics(const EngineStats& stats, co
     k.last_inference_ms = m.last_answer_unix_ms;
     k.inference_count = m.completed;
     k.success = {m.completed, ns(m.latency_sum_s)};
-    k.fail = {m.failed + m.deadline_exceeded + m.rejected + m.invalid, ns(m.failed_sum_s)};
+    k.fail = {m.failed + m.deadline_exceeded + m.cancelled + m.rejected + m.invalid, ns(m.failed_sum_s)};
     k.queue = {m.completed, ns(m.queue_sum_s)};
     k.compute_infer = {m.completed, ns(m.compute_sum_s)};
     k.execution_count = m.executions;

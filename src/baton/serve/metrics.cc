@@ -55,6 +55,7 @@ std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry*
                                                          {"failed", m.failed},
                                                          {"rejected", m.rejected},
                                                          {"deadline_exceeded", m.deadline_exceeded},
+                                                         {"cancelled", m.cancelled},
                                                          {"invalid", m.invalid}};
     for (const auto& [status, n] : outcomes) {
       absl::StrAppend(&out, "baton_inference_requests_total{model=\"", model, "\",status=\"", status, "\"} ", n, "\n");

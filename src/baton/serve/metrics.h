@@ -3,7 +3,7 @@
 // (`baton_` prefix, `_total` counters, seconds), modelled on Triton's:
 //
 //   baton_inference_requests_total{model,status}   counter: success, failed, rejected,
-//                                                  deadline_exceeded, invalid
+//                                                  deadline_exceeded, cancelled, invalid
 //   baton_inference_slo_met_total{model}            counter: answered within the model's SLO
 //   baton_inference_slo_requests_total{model}       counter: answered requests that had an SLO
 //   baton_inference_request_duration_seconds{model} histogram of completed requests' latency
