@@ -344,11 +344,13 @@ std::optional<std::chrono::nanoseconds> Millis(const char* what, std::optional<d
   return std::chrono::nanoseconds(static_cast<int64_t>(std::llround(*ms * 1e6)));
 }
 
-InferOptions Options(std::optional<double> deadline_ms, std::optional<int> priority, std::optional<double> slo_ms) {
+InferOptions Options(std::optional<double> deadline_ms, std::optional<int> priority, std::optional<double> slo_ms,
+                     std::shared_ptr<CancelToken> cancel) {
   InferOptions o;
   o.deadline = Millis("deadline_ms", deadline_ms);
   o.priority = priority;
   o.slo = Millis("slo_ms", slo_ms);
+  o.cancel = std::move(cancel);
   return o;
 }
 
@@ -492,9 +494,9 @@ py::list Describe(const std::vector<TensorInfo>& infos) {
 }
 
 py::dict Infer(PyEngine& self, const std::string& model, const py::object& inputs, std::optional<double> deadline_ms,
-               std::optional<int> priority, std::optional<double> slo_ms) {
+               std::optional<int> priority, std::optional<double> slo_ms, std::shared_ptr<CancelToken> cancel) {
   RefuseOnDispatcher("infer()");
-  const InferOptions options = Options(deadline_ms, priority, slo_ms);
+  const InferOptions options = Options(deadline_ms, priority, slo_ms, std::move(cancel));
   Inputs in = ToTensors(inputs, /*adopt=*/false);  // in.arrays keeps the borrowed buffers alive
   std::optional<Result<Tensors>> r;
   {
@@ -535,11 +537,13 @@ void Answer(const std::shared_ptr<py::object>& future, Result<Tensors> r) noexce
 }
 
 py::object InferAsync(PyEngine& self, const std::string& model, const py::object& inputs,
-                      std::optional<double> deadline_ms, std::optional<int> priority, std::optional<double> slo_ms) {
-  const InferOptions options = Options(deadline_ms, priority, slo_ms);
+                      std::optional<double> deadline_ms, std::optional<int> priority, std::optional<double> slo_ms,
+                      std::shared_ptr<CancelToken> cancel) {
+  const InferOptions options = Options(deadline_ms, priority, slo_ms, std::move(cancel));
   Inputs in = ToTensors(inputs, /*adopt=*/true);
   py::object future = py::module_::import("concurrent.futures").attr("Future")();
-  // Running from now on: a request cannot be withdrawn, so cancel() says False.
+  // Running from now on: the Future's cancel() says False; a CancelToken
+  // (cancel=) withdraws the request instead.
   future.attr("set_running_or_notify_cancel")();
   std::shared_ptr<py::object> shared = Share(future);
   {
@@ -627,6 +631,30 @@ PYBIND11_MODULE(baton, m) {
 #endif
   b::DefineErrors(m);
 
+  py::class_<baton::CancelToken, std::shared_ptr<baton::CancelToken>>(m, "CancelToken", R"doc(Cancels the requests given it.
+
+    token = baton.CancelToken()
+    fut = eng.infer_async("camera", {"input": x}, cancel=token)
+    token.cancel()   # fut raises baton.Error with code CANCELLED (unless already answered)
+
+cancel() answers every request given the token that is not answered yet
+CANCELLED and withdraws its work (waiting partitions are dropped, a running
+one is stopped); a request given a cancelled token never runs. Requests of a
+model with dynamic batching are answered with their batch. Thread-safe; one
+token may serve many requests.)doc")
+      .def(py::init<>())
+      .def(
+          "cancel",
+          [](baton::CancelToken& t) {
+            py::gil_scoped_release nogil;
+            t.Cancel();
+          },
+          "Cancels every request given this token that is not answered yet.")
+      .def_property_readonly("cancelled", &baton::CancelToken::cancelled, "Whether cancel() was called.")
+      .def("__repr__", [](const baton::CancelToken& t) {
+        return std::string("<baton.CancelToken ") + (t.cancelled() ? "cancelled>" : "live>");
+      });
+
   py::class_<PyEngine>(m, "Engine", R"doc(
 An engine running the models of a baton configuration.
 
@@ -692,15 +720,18 @@ Raises baton.Error when the configuration, a model or the plan is refused.)doc")
                             "without one.")
       .def("infer", &b::Infer, py::arg("model"), py::arg("inputs"), py::kw_only(),
            py::arg("deadline_ms") = py::none(), py::arg("priority") = py::none(), py::arg("slo_ms") = py::none(),
+           py::arg("cancel") = py::none(),
            R"doc(Runs one request and waits for its answer: {output name: ndarray}.
 
 inputs: {input name: numpy array} of the model's dtypes and shapes (arrays are
 made C-contiguous if needed, never cast). deadline_ms: drop the request after
 this many milliseconds (DEADLINE_EXCEEDED); priority: larger is more
-important; slo_ms: an answer within this time counts as good in stats().
+important; slo_ms: an answer within this time counts as good in stats();
+cancel: a baton.CancelToken whose cancel() answers the request CANCELLED.
 Raises baton.Error (INVALID_ARGUMENT, NOT_FOUND, DEADLINE_EXCEEDED, ...).)doc")
       .def("infer_async", &b::InferAsync, py::arg("model"), py::arg("inputs"), py::kw_only(),
            py::arg("deadline_ms") = py::none(), py::arg("priority") = py::none(), py::arg("slo_ms") = py::none(),
+           py::arg("cancel") = py::none(),
            R"doc(Submits one request: a concurrent.futures.Future of {output name: ndarray}.
 
 Like infer(), but the error is set on the future. The input arrays are used

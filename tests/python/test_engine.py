@@ -141,6 +141,35 @@ def test_a_tiny_deadline_is_exceeded(whole):
     assert final["batch_sizes"][1]["compute_s"] > 0
 
 
+def test_a_cancel_token_cancels_its_requests(config, cache_dir):
+    with baton.Engine(config("balanced", stages=2), no_profile=True, cache_dir=cache_dir) as eng:
+        x = random_inputs(eng, "cam", 3)
+        token = baton.CancelToken()
+        assert not token.cancelled and "live" in repr(token)
+        # Many requests on one token, cancelled while most still wait: each is
+        # answered once, OK or CANCELLED, and the counts add up.
+        futures = [eng.infer_async("cam", x, cancel=token) for _ in range(40)]
+        token.cancel()
+        token.cancel()  # again: nothing more
+        assert token.cancelled and "cancelled" in repr(token)
+        codes = []
+        for f in futures:
+            e = f.exception(timeout=60)
+            codes.append("OK" if e is None else e.code)
+        assert set(codes) <= {"OK", "CANCELLED"}, codes
+        assert "CANCELLED" in codes
+        cam = eng.stats()["models"]["cam"]
+        assert cam["cancelled"] == codes.count("CANCELLED")
+        assert cam["completed"] == codes.count("OK")
+        # A cancelled token refuses at once, in infer() and infer_async().
+        with pytest.raises(baton.Error) as e:
+            eng.infer("cam", x, cancel=token)
+        assert e.value.code == "CANCELLED" and "before it started" in str(e.value)
+        assert eng.infer_async("cam", x, cancel=token).exception(timeout=60).code == "CANCELLED"
+        # Other requests are not affected.
+        assert_outputs_equal(eng.infer("cam", x, cancel=baton.CancelToken()), eng.infer("cam", x))
+
+
 def test_bad_option_values_raise_value_error(whole):
     x = random_inputs(whole, "cam", 1)
     for kw in ({"deadline_ms": -1}, {"deadline_ms": float("nan")}, {"slo_ms": float("inf")}):
@@ -276,7 +305,7 @@ def test_stats_count_completed_requests(config, cache_dir):
         assert list(s["models"]) == ["cam", "text"]
         cam = s["models"]["cam"]
         assert cam["submitted"] == 4 and cam["completed"] == 4
-        assert cam["failed"] == cam["invalid"] == cam["deadline_exceeded"] == cam["rejected"] == 0
+        assert cam["failed"] == cam["invalid"] == cam["deadline_exceeded"] == cam["rejected"] == cam["cancelled"] == 0
         assert s["models"]["text"]["completed"] == 1
         lat = cam["latency"]
         assert set(lat) == {"p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"}
