@@ -287,10 +287,10 @@ void LowLevelCore::Schedule(Time now, LowLevelActions& out) {
   DropExpired(now, out);
   if (ready_.empty()) return;
   // With every PU busy, the only legal decision is kDrop of an item that has a
-  // deadline; skip the policy when there is none.
+  // deadline; skip the policy when there is none, or when it never drops.
   const bool any_idle = std::any_of(pu_states_.begin(), pu_states_.end(), [](const auto& p) { return !p.busy; });
-  if (!any_idle &&
-      std::none_of(ready_.begin(), ready_.end(), [](const auto& w) { return w.deadline.has_value(); })) {
+  if (!any_idle && (!policy_->MayDrop() || std::none_of(ready_.begin(), ready_.end(),
+                                                         [](const auto& w) { return w.deadline.has_value(); }))) {
     return;
   }
   for (size_t i = 0; i < pu_states_.size(); ++i) {

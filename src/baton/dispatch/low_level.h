@@ -13,8 +13,9 @@
 //   kRun  item on pu  -> StartOnPu; the PU is busy until OnPuFinished
 //   kDrop item        -> Completion DeadlineExceeded
 // The policy is called once per event while the queue is non-empty, unless
-// every PU is busy and no queued item has a deadline (no decision could be
-// legal then); a policy may leave PUs idle on purpose.
+// every PU is busy and no queued item has a deadline or the policy never drops
+// (LowLevelPolicy::MayDrop; no decision could be legal then); a policy may
+// leave PUs idle on purpose.
 //
 // Exactly once: every OnAssignment is answered by exactly one Completion with
 // its id, in the actions of that event or a later one:

@@ -25,6 +25,7 @@ class FifoPolicy : public LowLevelPolicy {
  public:
   std::string name() const override { return "fifo"; }
   std::vector<Decision> Decide(const Snapshot& snapshot) const override;
+  bool MayDrop() const override { return false; }
 };
 
 }  // namespace baton::policy

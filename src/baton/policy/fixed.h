@@ -27,6 +27,7 @@ class FixedPolicy : public LowLevelPolicy {
  public:
   std::string name() const override { return "fixed"; }
   std::vector<Decision> Decide(const Snapshot& snapshot) const override;
+  bool MayDrop() const override { return false; }
 };
 
 }  // namespace baton::policy

@@ -30,6 +30,7 @@ class HeftPolicy : public LowLevelPolicy {
  public:
   std::string name() const override { return "heft"; }
   std::vector<Decision> Decide(const Snapshot& snapshot) const override;
+  bool MayDrop() const override { return false; }
 };
 
 }  // namespace baton::policy

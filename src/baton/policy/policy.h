@@ -97,6 +97,10 @@ class LowLevelPolicy {
   // decisions, whatever the order of `ready` and `pus`; decisions come out in
   // the order the policy made them (run them in that order).
   virtual std::vector<Decision> Decide(const Snapshot& snapshot) const = 0;
+  // False when Decide never gives kDrop: the core then does not call it while
+  // every PU is busy (no other decision could be legal), however many of the
+  // queued items have deadlines. True by default (always called).
+  virtual bool MayDrop() const { return true; }
 };
 
 struct PolicyOptions {

@@ -29,6 +29,7 @@ class PriorityPolicy : public LowLevelPolicy {
 
   std::string name() const override { return "priority"; }
   std::vector<Decision> Decide(const Snapshot& snapshot) const override;
+  bool MayDrop() const override { return false; }
 
   // `priority` clamped into [0, classes-1].
   int ClassOf(int priority) const;

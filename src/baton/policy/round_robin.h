@@ -26,6 +26,7 @@ class RoundRobinPolicy : public LowLevelPolicy {
  public:
   std::string name() const override { return "round_robin"; }
   std::vector<Decision> Decide(const Snapshot& snapshot) const override;
+  bool MayDrop() const override { return false; }
 };
 
 }  // namespace baton::policy

@@ -32,6 +32,7 @@ class ShortestExpectedLatencyPolicy : public LowLevelPolicy {
  public:
   std::string name() const override { return "sel"; }
   std::vector<Decision> Decide(const Snapshot& snapshot) const override;
+  bool MayDrop() const override { return false; }
 };
 
 }  // namespace baton::policy

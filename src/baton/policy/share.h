@@ -84,6 +84,7 @@ class SharePolicy : public LowLevelPolicy {
   static constexpr double kNearSpeed = 1.5;
   std::string name() const override { return "share"; }
   std::vector<Decision> Decide(const Snapshot& snapshot) const override;
+  bool MayDrop() const override { return false; }
 
  private:
   std::shared_ptr<const PlanSplit> split_;
