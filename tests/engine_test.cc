@@ -9,6 +9,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <functional>
 #include <future>
 #include <thread>
 #include <vector>
@@ -81,6 +82,29 @@ class EngineTest : public ::testing::Test {
         dir_->string(), options);
     EXPECT_TRUE(engine.ok()) << engine.status().ToString();
     return engine.ok() ? std::move(engine).value() : nullptr;
+  }
+
+  // The input of spin.onnx.
+  static Tensors SpinInput() {
+    Tensors x;
+    x.emplace("x", Tensor(dtype::kFloat, {1}));
+    return x;
+  }
+  // Waits until `ready()` holds, at most 60 s (a gate on the engine's state, not a sleep); true if it does.
+  template <typename Ready>
+  static bool WaitFor(Ready ready) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!ready() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    return ready();
+  }
+  // Infer on a thread of its own while `meanwhile` runs here; its answer.
+  static Result<Tensors> InferWhile(Engine& engine, const std::string& model, Tensors inputs,
+                                    const InferOptions& options, const std::function<void()>& meanwhile) {
+    std::promise<Result<Tensors>> answer;
+    std::thread caller([&] { answer.set_value(engine.Infer(model, std::move(inputs), options)); });
+    meanwhile();
+    caller.join();
+    return answer.get_future().get();
   }
 
   // Random inputs of `model` (seeded) and whole-model ONNX Runtime's outputs for them.
@@ -490,16 +514,11 @@ TEST_F(EngineTest, CancelledRequestsAreAnsweredAtOnceAndWhatHadNotStartedNeverRu
       std::chrono::seconds(30));
   ASSERT_NE(opened, nullptr);
   Engine& engine = *opened;
-  auto spin_input = [] {
-    Tensors x;
-    x.emplace("x", Tensor(dtype::kFloat, {1}));
-    return x;
-  };
   // Cancelled before: refused without work.
   InferOptions before;
   before.cancel = std::make_shared<CancelToken>();
   before.cancel->Cancel();
-  Result<Tensors> refused = engine.Infer("spin", spin_input(), before);
+  Result<Tensors> refused = engine.Infer("spin", SpinInput(), before);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kCancelled) << refused.status().ToString();
   EXPECT_THAT(refused.status().message(), HasSubstr("before it started"));
@@ -510,14 +529,9 @@ TEST_F(EngineTest, CancelledRequestsAreAnsweredAtOnceAndWhatHadNotStartedNeverRu
   InferOptions a, b;
   a.cancel = std::make_shared<CancelToken>();
   b.cancel = std::make_shared<CancelToken>();
-  std::future<Result<Tensors>> first = engine.InferAsync("spin", spin_input(), a);
-  std::future<Result<Tensors>> second = engine.InferAsync("spin", spin_input(), b);
-  // Gate: the first one runs (a bounded wait for the state, not a sleep).
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (engine.Stats().devices[0].running == 0 && std::chrono::steady_clock::now() < give_up) {
-    std::this_thread::yield();
-  }
-  ASSERT_EQ(engine.Stats().devices[0].running, 1u);
+  std::future<Result<Tensors>> first = engine.InferAsync("spin", SpinInput(), a);
+  std::future<Result<Tensors>> second = engine.InferAsync("spin", SpinInput(), b);
+  ASSERT_TRUE(WaitFor([&] { return engine.Stats().devices[0].running == 1; })) << "the first one never ran";
   a.cancel->Cancel();
   b.cancel->Cancel();
   for (std::future<Result<Tensors>>* f : {&first, &second}) {
@@ -545,11 +559,7 @@ TEST_F(EngineTest, CancelledRequestsAreAnsweredAtOnceAndWhatHadNotStartedNeverRu
   // Infer waits for a request another thread cancels: answered CANCELLED (not after its run).
   InferOptions c;
   c.cancel = std::make_shared<CancelToken>();
-  std::promise<Result<Tensors>> answer;
-  std::thread caller([&] { answer.set_value(engine.Infer("spin", spin_input(), c)); });
-  c.cancel->Cancel();
-  caller.join();
-  Result<Tensors> r = answer.get_future().get();
+  Result<Tensors> r = InferWhile(engine, "spin", SpinInput(), c, [&] { c.cancel->Cancel(); });
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
   engine.Close();
@@ -565,14 +575,8 @@ TEST_F(EngineTest, ARequestOfAModelWithoutBatchingIsCancelledBesideABatchingOne)
   ASSERT_NE(opened, nullptr);
   InferOptions o;
   o.cancel = std::make_shared<CancelToken>();
-  Tensors x;
-  x.emplace("x", Tensor(dtype::kFloat, {1}));
-  std::future<Result<Tensors>> answer = opened->InferAsync("spin", std::move(x), o);
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (opened->Stats().devices[0].running == 0 && std::chrono::steady_clock::now() < give_up) {
-    std::this_thread::yield();
-  }
-  ASSERT_EQ(opened->Stats().devices[0].running, 1u);
+  std::future<Result<Tensors>> answer = opened->InferAsync("spin", SpinInput(), o);
+  ASSERT_TRUE(WaitFor([&] { return opened->Stats().devices[0].running == 1; })) << "it never ran";
   o.cancel->Cancel();
   Result<Tensors> r = answer.get();
   ASSERT_FALSE(r.ok());
@@ -594,9 +598,7 @@ TEST_F(EngineTest, ARunPastItsExecutionTimeoutIsStoppedAndItsPuServesAgain) {
       std::chrono::seconds(30));
   ASSERT_NE(opened, nullptr);
   Engine& engine = *opened;
-  Tensors x;
-  x.emplace("x", Tensor(dtype::kFloat, {1}));
-  Result<Tensors> r = engine.Infer("spin", std::move(x));
+  Result<Tensors> r = engine.Infer("spin", SpinInput());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kAborted) << r.status().ToString();
   EXPECT_THAT(r.status().message(), HasSubstr("execution timeout of 200 ms"));
@@ -616,9 +618,7 @@ TEST_F(EngineTest, CloseGivesUpAfterItsTimeoutAndAnswersWhatIsLeft) {
   std::unique_ptr<Engine> opened =
       OpenWithSpin("  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000}\n", std::chrono::milliseconds(100));
   ASSERT_NE(opened, nullptr);
-  Tensors x;
-  x.emplace("x", Tensor(dtype::kFloat, {1}));
-  std::future<Result<Tensors>> answer = opened->InferAsync("spin", std::move(x));
+  std::future<Result<Tensors>> answer = opened->InferAsync("spin", SpinInput());
   opened->Close();
   ASSERT_EQ(answer.wait_for(std::chrono::seconds(0)), std::future_status::ready) << "Close returned before an answer";
   Result<Tensors> r = answer.get();
@@ -633,17 +633,11 @@ TEST_F(EngineTest, CloseAnswersAnInferWhoseRunIsOnItsCaller) {
   std::unique_ptr<Engine> opened =
       OpenWithSpin("  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000}\n", std::chrono::milliseconds(100));
   ASSERT_NE(opened, nullptr);
-  std::promise<Result<Tensors>> answer;
-  std::thread caller([&] {
-    Tensors x;
-    x.emplace("x", Tensor(dtype::kFloat, {1}));
-    answer.set_value(opened->Infer("spin", std::move(x)));
+  Result<Tensors> r = InferWhile(*opened, "spin", SpinInput(), {}, [&] {
+    while (opened->Stats().models[0].submitted == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    opened->Close();
   });
-  while (opened->Stats().models[0].submitted == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  opened->Close();
-  caller.join();
-  Result<Tensors> r = answer.get_future().get();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
   opened.reset();
