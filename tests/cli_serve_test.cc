@@ -3,8 +3,8 @@
 // request answered 400 without affecting other clients, `curl` against the
 // REST endpoints, many clients at once with different priorities, a full
 // queue answered 429, the token, metrics that promtool accepts, tensors
-// through client shared memory, and SIGTERM exiting 0 (checked by the
-// process helper).
+// through client shared memory, the work of a killed gRPC client cancelled,
+// and SIGTERM exiting 0 (checked by the process helper).
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -32,6 +33,7 @@
 #include "baton/verify/verify.h"
 #include "cli_test_util.h"
 #include "serve_test_util.h"
+#include "spin_model.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 
@@ -478,6 +480,76 @@ TEST_F(CliServeTest, RegionsOfAKilledSharedMemoryClientAreDropped) {
                                           std::to_string(server.grpc_port()) +
                                           " --shared-memory system --duration 1 --warmup 0.2 --slices 2 --verify --quiet");
   EXPECT_EQ(run.exit_code, 0) << run.output;
+}
+
+// A client process that dies with its calls in flight leaves no work behind:
+// its request that runs is stopped and the one that waits never runs. One
+// PU, taken by a model that would run for minutes (tests/spin_model.h).
+TEST_F(CliServeTest, TheWorkOfAKilledClientIsCancelled) {
+  absl::StatusOr<std::string> spin = testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  std::ofstream(dir_ / "spin.onnx", std::ios::binary) << *spin;
+  const std::string config = (dir_ / "spin.yaml").string();
+  std::ofstream(config) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]\n"
+                        << "models:\n"
+                        << "  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000,"
+                        << " arrival: {mode: closed, concurrency: 1}}\n"
+                        << "  - {name: cam, path: " << Zoo("squeezenet") << ", arrival: {mode: closed, concurrency: 1}}\n"
+                        << "policy: {high_level: whole}\n";
+  BatonProcess server("serve", {config, "--no-profile", "-q", "--grpc", "127.0.0.1:0"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  // A sample's value in /metrics (-1 when absent).
+  auto metric = [&](const std::string& sample) -> double {
+    auto m = c.Get("/metrics");
+    if (!m || m->status != 200) return -1;
+    const size_t at = m->body.find("\n" + sample + " ");
+    return at == std::string::npos ? -1 : std::strtod(m->body.c_str() + at + sample.size() + 2, nullptr);
+  };
+  // A bounded wait for the server's state (a gate, not a sleep).
+  auto wait_for = [&](const std::string& sample, double value) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (metric(sample) != value && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    return metric(sample) == value;
+  };
+  const std::string running = "baton_device_running{device=\"local\"}";
+  const std::string queued = "baton_device_queue_depth{device=\"local\"}";
+  auto requests = [](const std::string& model, const std::string& status) {
+    return "baton_inference_requests_total{model=\"" + model + "\",status=\"" + status + "\"}";
+  };
+  bool busy = false;
+  std::map<std::string, double> before;  // the counters when the client was killed
+  const testing::SignalledRun killed = testing::ActWhenPrinted(
+      {"run", config, "--server", "127.0.0.1:" + std::to_string(server.grpc_port()), "--duration", "600", "--warmup",
+       "0"},
+      "planning", [&](pid_t pid) {  // a line of its start-up, on stderr
+        // A spin request of the client's runs and a request waits behind it.
+        busy = wait_for(running, 1) && metric(queued) >= 1;
+        for (const char* model : {"spin", "cam"}) {
+          for (const char* status : {"success", "failed", "deadline_exceeded", "rejected", "invalid", "cancelled"}) {
+            before[requests(model, status)] = metric(requests(model, status));
+          }
+        }
+        ::kill(pid, SIGKILL);
+      });
+  ASSERT_TRUE(killed.signalled) << killed.output;
+  ASSERT_TRUE(busy) << "the client's requests never reached the PU and its queue";
+  // The server finds the connection gone: the run is stopped, nothing is left
+  // queued, and the client's requests in flight were cancelled (none ran to its end).
+  EXPECT_TRUE(wait_for(running, 0));
+  EXPECT_TRUE(wait_for(queued, 0));
+  EXPECT_GE(metric(requests("spin", "cancelled")), before[requests("spin", "cancelled")] + 1);
+  EXPECT_GE(metric(requests("cam", "cancelled")), before[requests("cam", "cancelled")] + 1);
+  for (const char* model : {"spin", "cam"}) {
+    for (const char* status : {"success", "failed", "deadline_exceeded", "rejected", "invalid"}) {
+      EXPECT_EQ(metric(requests(model, status)), before[requests(model, status)]) << model << " " << status;
+    }
+  }
+  // The server goes on.
+  auto ready = c.Get("/v2/health/ready");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
 }
 
 TEST_F(CliServeTest, TraceIsWrittenAtExit) {
