@@ -151,12 +151,11 @@ struct ModelInfo {
 // token that is not answered yet CANCELLED, soon (from baton's dispatcher)
 // and still exactly once, and withdraws its work: partitions waiting are
 // dropped and a running one is stopped (as for a deadline). A request given
-// a token that
-// is cancelled already is answered CANCELLED without running. Requests held
-// by a model's dynamic batcher are the exception: they are answered when
-// their batch has run. One token may serve many requests (a connection's)
-// or one. Thread-safe; Cancel may be called from any thread, a callback
-// included, and more than once.
+// a token that is cancelled already is answered CANCELLED without running.
+// Requests held by a model's dynamic batcher are the exception: they are
+// answered when their batch has run. One token may serve many requests (a
+// connection's) or one. Thread-safe; Cancel may be called from any thread, a
+// callback included, and more than once.
 //
 //   auto token = std::make_shared<baton::CancelToken>();
 //   opt.cancel = token;
