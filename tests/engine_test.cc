@@ -634,8 +634,9 @@ TEST_F(EngineTest, CloseAnswersAnInferWhoseRunIsOnItsCaller) {
       OpenWithSpin("  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000}\n", std::chrono::milliseconds(100));
   ASSERT_NE(opened, nullptr);
   Result<Tensors> r = InferWhile(*opened, "spin", SpinInput(), {}, [&] {
-    while (opened->Stats().models[0].submitted == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // Gate: its run has started (a run stopped before ONNX Runtime begins it
+    // is stopped all the same: RunCancel::Arm).
+    EXPECT_TRUE(WaitFor([&] { return opened->Stats().devices[0].running == 1; })) << "the run never started";
     opened->Close();
   });
   ASSERT_FALSE(r.ok());
