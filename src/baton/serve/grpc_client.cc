@@ -371,10 +371,13 @@ struct GrpcClient::Impl {
   void ReleaseSlot(ShmSlot* slot, const Status* answer = nullptr) {
     if (slot == nullptr) return;
     std::lock_guard lock(shm_mu);
-    if (answer != nullptr && slot->generation == shm_generation && RegionUnknown(*answer, *slot)) ++shm_generation;
+    const bool now_stale = answer != nullptr && slot->generation == shm_generation && RegionUnknown(*answer, *slot);
+    if (now_stale) ++shm_generation;
     free_slots.push_back(slot);
-    // Stale slots no call is using (this one included): unmapped and closed;
-    // the server that knew them is gone.
+    // Stale slots no call is using: unmapped and closed; the server that knew
+    // them is gone. Those free at the change go now, the others as they come
+    // back, so the common case (nothing stale) scans nothing.
+    if (!now_stale && slot->generation == shm_generation) return;
     std::erase_if(free_slots, [&](ShmSlot* s) {
       if (s->generation == shm_generation) return false;
       std::erase_if(slots, [&](const std::unique_ptr<ShmSlot>& owned) { return owned.get() == s; });
