@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <sstream>
@@ -483,8 +484,8 @@ TEST_F(CliServeTest, RegionsOfAKilledSharedMemoryClientAreDropped) {
 }
 
 // A client process that dies with its calls in flight leaves no work behind:
-// its request that runs is stopped and the one that waits never runs. One
-// PU, taken by a model that would run for minutes (tests/spin_model.h).
+// its request that would hold the one PU for minutes (tests/spin_model.h) is
+// stopped, or withdrawn if it waits.
 TEST_F(CliServeTest, TheWorkOfAKilledClientIsCancelled) {
   absl::StatusOr<std::string> spin = testing::SpinModelBytes();
   ASSERT_TRUE(spin.ok()) << spin.status();
@@ -507,11 +508,14 @@ TEST_F(CliServeTest, TheWorkOfAKilledClientIsCancelled) {
     const size_t at = m->body.find("\n" + sample + " ");
     return at == std::string::npos ? -1 : std::strtod(m->body.c_str() + at + sample.size() + 2, nullptr);
   };
-  // A bounded wait for the server's state (a gate, not a sleep).
-  auto wait_for = [&](const std::string& sample, double value) {
+  // Bounded waits for the server's state (gates, not sleeps).
+  auto wait_until = [&](const std::function<bool()>& ready) {
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (metric(sample) != value && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
-    return metric(sample) == value;
+    while (!ready() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    return ready();
+  };
+  auto wait_for = [&](const std::string& sample, double value) {
+    return wait_until([&] { return metric(sample) == value; });
   };
   const std::string running = "baton_device_running{device=\"local\"}";
   const std::string queued = "baton_device_queue_depth{device=\"local\"}";
@@ -524,8 +528,9 @@ TEST_F(CliServeTest, TheWorkOfAKilledClientIsCancelled) {
       {"run", config, "--server", "127.0.0.1:" + std::to_string(server.grpc_port()), "--duration", "600", "--warmup",
        "0"},
       "planning", [&](pid_t pid) {  // a line of its start-up, on stderr
-        // A spin request of the client's runs and a request waits behind it.
-        busy = wait_for(running, 1) && metric(queued) >= 1;
+        // A spin request of the client's runs and a request waits behind it
+        // (the client's two closed loops may take a moment to get there).
+        busy = wait_until([&] { return metric(running) == 1 && metric(queued) >= 1; });
         for (const char* model : {"spin", "cam"}) {
           for (const char* status : {"success", "failed", "deadline_exceeded", "rejected", "invalid", "cancelled"}) {
             before[requests(model, status)] = metric(requests(model, status));
@@ -535,14 +540,19 @@ TEST_F(CliServeTest, TheWorkOfAKilledClientIsCancelled) {
       });
   ASSERT_TRUE(killed.signalled) << killed.output;
   ASSERT_TRUE(busy) << "the client's requests never reached the PU and its queue";
-  // The server finds the connection gone: the run is stopped, nothing is left
-  // queued, and the client's requests in flight were cancelled (none ran to its end).
+  // The server finds the connection gone. The spin request (running, or
+  // waiting behind a cam run) is cancelled: the PU is free and nothing is
+  // left queued, where it would otherwise hold the PU for minutes. The cam
+  // request in flight ends cancelled, or answered if it was running and
+  // finished first; no request ends any other way.
   EXPECT_TRUE(wait_for(running, 0));
   EXPECT_TRUE(wait_for(queued, 0));
-  EXPECT_GE(metric(requests("spin", "cancelled")), before[requests("spin", "cancelled")] + 1);
-  EXPECT_GE(metric(requests("cam", "cancelled")), before[requests("cam", "cancelled")] + 1);
+  EXPECT_EQ(metric(requests("spin", "cancelled")), before[requests("spin", "cancelled")] + 1);
+  EXPECT_EQ(metric(requests("spin", "success")), before[requests("spin", "success")]);
+  EXPECT_LE(metric(requests("cam", "cancelled")) + metric(requests("cam", "success")),
+            before[requests("cam", "cancelled")] + before[requests("cam", "success")] + 1);
   for (const char* model : {"spin", "cam"}) {
-    for (const char* status : {"success", "failed", "deadline_exceeded", "rejected", "invalid"}) {
+    for (const char* status : {"failed", "deadline_exceeded", "rejected", "invalid"}) {
       EXPECT_EQ(metric(requests(model, status)), before[requests(model, status)]) << model << " " << status;
     }
   }
