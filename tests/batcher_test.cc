@@ -79,11 +79,22 @@ struct FakeRuntime {
   std::vector<Sent> sent;
   Batcher::SubmitFn Submit() {
     return [this](ModelId m, NamedTensors in, dispatch::RequestOptions o, DoneCallback done) {
+      RequestId id;
       {
         std::lock_guard lock(mu);
+        id = RequestId(static_cast<uint32_t>(sent.size()));
         sent.push_back(Sent{m, std::move(in), o, std::move(done)});
       }
       cv.notify_all();
+      return id;
+    };
+  }
+  // Records the ids the batcher cancels.
+  std::vector<RequestId> cancelled;
+  Batcher::CancelFn Cancel() {
+    return [this](RequestId id) {
+      std::lock_guard lock(mu);
+      cancelled.push_back(id);
     };
   }
   // Waits (bounded, not polled) until `n` requests were sent; false on timeout.
@@ -296,6 +307,49 @@ TEST(BatcherTest, WhenEverySlotIsTakenRequestsWaitPastTheDelayAndLeaveWithTheNex
   rt.AnswerDoubled(2, At(70));
   EXPECT_EQ(answered, 6);
   EXPECT_EQ(batcher.waiting(), 0u);
+}
+
+// Withdraw takes a request out while it waits: it is never sent nor answered
+// by the batcher, and the others form their batch without it. Once its batch
+// has left, Withdraw is false and the batch's answer still reaches it; when
+// every request of a batch in the runtime is withdrawn, the batch is
+// cancelled there.
+TEST(BatcherTest, AWaitingRequestIsWithdrawnAndABatchWhollyWithdrawnIsCancelled) {
+  FakeRuntime rt;
+  Batcher batcher(rt.Submit(), [] { return kTimeZero; }, /*own_timer=*/false, rt.Cancel());
+  ASSERT_TRUE(batcher.SetModel(ModelId(1), {.max_batch = 2, .max_queue_delay = std::chrono::hours(1)}).ok());
+  std::vector<int> answered;
+  auto answer = [&](int who) { return [&, who](RequestResult) { answered.push_back(who); }; };
+  const uint64_t first = batcher.Submit(ModelId(1), Input({1, 1}), {}, answer(1));
+  const uint64_t second = batcher.Submit(ModelId(1), Input({2, 2}), {}, answer(2));
+  EXPECT_NE(first, 0u);
+  EXPECT_NE(first, second);
+  ASSERT_EQ(rt.count(), 1u);  // the two, as one batch
+  EXPECT_FALSE(batcher.Withdraw(ModelId(1), first));  // it left with its batch
+  EXPECT_TRUE(rt.cancelled.empty());                  // which still serves the second
+  EXPECT_FALSE(batcher.Withdraw(ModelId(1), second));
+  EXPECT_EQ(rt.cancelled, (std::vector<RequestId>{RequestId(0)}));  // nobody wants it any more
+  EXPECT_FALSE(batcher.Withdraw(ModelId(1), second));               // once
+  EXPECT_EQ(rt.cancelled.size(), 1u);
+  rt.AnswerDoubled(0, At(1));
+  EXPECT_EQ(answered, (std::vector<int>{1, 2}));  // their callers decide what to do with it
+
+  const uint64_t third = batcher.Submit(ModelId(1), Input({3, 3}), {}, answer(3));
+  EXPECT_EQ(batcher.waiting(), 1u);
+  EXPECT_FALSE(batcher.Withdraw(ModelId(2), third));  // another model's queue
+  EXPECT_TRUE(batcher.Withdraw(ModelId(1), third));
+  EXPECT_FALSE(batcher.Withdraw(ModelId(1), third));  // once
+  EXPECT_EQ(batcher.waiting(), 0u);
+  batcher.Submit(ModelId(1), Input({4, 4}), {}, answer(4));
+  batcher.Submit(ModelId(1), Input({5, 5}), {}, answer(5));
+  ASSERT_EQ(rt.count(), 2u);  // 4 and 5 together: 3 is not in it
+  EXPECT_EQ(Values(rt.sent[1].inputs[0].second), (std::vector<float>{4, 4, 5, 5}));
+  rt.AnswerDoubled(1, At(2));
+  EXPECT_EQ(answered, (std::vector<int>{1, 2, 4, 5}));  // 3 only by whoever withdrew it
+  const uint64_t through = batcher.Submit(ModelId(7), Input({6, 6}), {}, answer(6));
+  EXPECT_FALSE(batcher.Withdraw(ModelId(7), through));  // no batching: it went straight on
+  EXPECT_EQ(rt.count(), 3u);
+  EXPECT_EQ(rt.cancelled.size(), 1u);
 }
 
 TEST(BatcherTest, AnswersAfterTheBatcherIsGoneStillReachTheirCallers) {

@@ -589,6 +589,64 @@ TEST_F(EngineTest, ARequestOfAModelWithoutBatchingIsCancelledBesideABatchingOne)
   opened->Close();
 }
 
+// A batched model's request is cancelled too: while it waits for its batch
+// it is taken out; a batch in the runtime whose requests are all cancelled is
+// withdrawn there. Either way it is answered at once and never runs, and the
+// others form their batch without it.
+TEST_F(EngineTest, ABatchedRequestIsCancelledWhileItWaitsForItsBatchAndAfter) {
+  std::unique_ptr<Engine> opened = OpenWithSpin(
+      "  - {name: spin, path: spin.onnx, execution_timeout_ms: 60000}\n"
+      "  - {name: cam, path: squeezenet.onnx, max_batch: 3, max_queue_delay_ms: 600000, batching: on}\n",
+      std::chrono::seconds(30));
+  ASSERT_NE(opened, nullptr);
+  Engine& engine = *opened;
+  const Reference ref = MakeReference("squeezenet.onnx", 7);
+  auto expect_cancelled = [](std::future<Result<Tensors>>& f) {
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    Result<Tensors> r = f.get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
+  };
+  // The spin model holds the one PU. cam has one batch slot (one PU): its
+  // first request leaves at once, alone, and waits in the runtime; the next
+  // three wait in the batcher for the slot.
+  InferOptions hold, alone, waiting;
+  for (InferOptions* o : {&hold, &alone, &waiting}) o->cancel = std::make_shared<CancelToken>();
+  std::future<Result<Tensors>> spinning = engine.InferAsync("spin", SpinInput(), hold);
+  ASSERT_TRUE(WaitFor([&] { return engine.Stats().devices[0].running == 1; })) << "spin never ran";
+  std::future<Result<Tensors>> sent = engine.InferAsync("cam", Copy(ref.inputs), alone);
+  ASSERT_TRUE(WaitFor([&] { return engine.Stats().devices[0].queued == 1; })) << "cam's first never reached the PU";
+  std::future<Result<Tensors>> held = engine.InferAsync("cam", Copy(ref.inputs), waiting);
+  std::future<Result<Tensors>> kept1 = engine.InferAsync("cam", Copy(ref.inputs));
+  std::future<Result<Tensors>> kept2 = engine.InferAsync("cam", Copy(ref.inputs));
+  waiting.cancel->Cancel();
+  expect_cancelled(held);  // at once: the PU is still held
+  alone.cancel->Cancel();
+  expect_cancelled(sent);  // its slot goes to the two others, as one batch
+  EXPECT_EQ(engine.Stats().devices[0].running, 1u);
+  hold.cancel->Cancel();
+  expect_cancelled(spinning);
+  for (std::future<Result<Tensors>>* f : {&kept1, &kept2}) {
+    ASSERT_EQ(f->wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    Result<Tensors> r = f->get();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ExpectEqual(*r, ref.outputs);
+  }
+  const EngineStats stats = engine.Stats();
+  const ModelStats& cam = stats.models[1];
+  EXPECT_EQ(cam.submitted, 4u);
+  EXPECT_EQ(cam.cancelled, 2u);
+  EXPECT_EQ(cam.completed, 2u);
+  EXPECT_EQ(cam.failed, 0u);
+  ASSERT_EQ(cam.batch_sizes.size(), 1u);  // one execution, of the two kept
+  EXPECT_EQ(cam.batch_sizes[0].size, 2);
+  EXPECT_EQ(cam.batch_sizes[0].executions, 1u);
+  EXPECT_EQ(stats.pus[0].runs, 2u) << "a cancelled cam request ran";  // spin's and the batch's
+  EXPECT_EQ(stats.devices[0].queued, 0u);
+  EXPECT_EQ(stats.devices[0].running, 0u);
+  engine.Close();
+}
+
 // A run that would never end is stopped at its execution timeout: its request
 // fails ABORTED naming the timeout, and the PU serves the next request.
 TEST_F(EngineTest, ARunPastItsExecutionTimeoutIsStoppedAndItsPuServesAgain) {

@@ -245,9 +245,9 @@ absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* 
     if (!batcher) {
       batcher = std::make_unique<runtime::Batcher>(
           [rt](ModelId id, dispatch::NamedTensors in, dispatch::RequestOptions o, runtime::DoneCallback done) {
-            rt->Submit(id, std::move(in), o, std::move(done));
+            return rt->Submit(id, std::move(in), o, std::move(done));
           },
-          [rt] { return rt->Now(); });
+          [rt] { return rt->Now(); }, /*own_timer=*/true, [rt](RequestId id) { rt->Cancel(id); });
     }
     BATON_RETURN_IF_ERROR(batcher->SetModel(
         m.id, runtime::BatchingOptions{max_batch, FromMillis(m.config->max_queue_delay_ms), max_in_flight}));

@@ -173,17 +173,20 @@ class InputGuard {
 };
 
 // Ties one request to its CancelToken: the token's hook cancels it in the
-// runtime once its id is known, and never after it has been answered (the
-// runtime may be gone by then). Cancel may come before, during or after
-// the submission, on any thread.
+// runtime once its id is known, or takes it out of the batcher while it
+// waits there, and never after it has been answered (the runtime and the
+// batcher may be gone by then). Cancel may come before, during or after the
+// submission, on any thread.
 class CancelLink {
  public:
   void Cancel() {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     cancel_ = true;
-    if (rt_ != nullptr && !answered_) rt_->Cancel(*id_);
+    if (answered_) return;
+    if (rt_ != nullptr) rt_->Cancel(*id_);
+    if (batcher_ != nullptr) CancelBatchedLocked(lock);
   }
-  // The request went to `rt` as `id` (not called for a batched request).
+  // The request went to `rt` as `id`.
   void Submitted(runtime::Runtime& rt, RequestId id) {
     std::lock_guard lock(mu_);
     if (answered_) return;
@@ -191,17 +194,63 @@ class CancelLink {
     id_ = id;
     if (cancel_) rt.Cancel(id);
   }
+  // The request went to `batcher` as `ticket` of `model`. Cancelled, it is
+  // withdrawn if it still waits there, and answered at once either way: a
+  // batch that has left runs on for its other requests, and this one's rows
+  // of it are dropped. `answer_now` is called under the link's lock, while
+  // the request is unanswered (so the engine is open); what it returns
+  // answers the request, after the lock.
+  using AnswerNow = std::function<std::function<void()>()>;
+  void Batched(runtime::Batcher& batcher, ModelId model, uint64_t ticket, AnswerNow answer_now) {
+    std::unique_lock lock(mu_);
+    if (answered_) return;
+    batcher_ = &batcher;
+    model_ = model;
+    ticket_ = ticket;
+    answer_now_ = std::move(answer_now);
+    if (cancel_) CancelBatchedLocked(lock);
+  }
   void Answered() {
     std::lock_guard lock(mu_);
     answered_ = true;
   }
 
  private:
+  // Under mu_ (the batcher lives while the request is unanswered); answers
+  // after letting go, as the answer takes mu_ (Answered).
+  void CancelBatchedLocked(std::unique_lock<std::mutex>& lock) {
+    batcher_->Withdraw(model_, ticket_);
+    batcher_ = nullptr;
+    std::function<void()> answer = answer_now_();
+    answer_now_ = nullptr;
+    lock.unlock();
+    answer();
+  }
+
   std::mutex mu_;
   bool cancel_ = false;
   bool answered_ = false;
   runtime::Runtime* rt_ = nullptr;  // set with id_
   std::optional<RequestId> id_;
+  runtime::Batcher* batcher_ = nullptr;  // set with model_, ticket_ and answer_now_
+  ModelId model_{};
+  uint64_t ticket_ = 0;
+  AnswerNow answer_now_;
+};
+
+// A request's answer that runs only the first time it is called: a
+// cancelled batched request is answered at once and its batch's answer
+// later finds it taken.
+class OnceAnswer {
+ public:
+  explicit OnceAnswer(runtime::DoneCallback answer) : answer_(std::move(answer)) {}
+  void operator()(runtime::RequestResult r) {
+    if (!taken_.exchange(true)) answer_(std::move(r));
+  }
+
+ private:
+  std::atomic<bool> taken_{false};
+  runtime::DoneCallback answer_;
 };
 
 }  // namespace
@@ -561,12 +610,12 @@ void Engine::Impl::Request(const std::string& model, Tensors inputs, const Infer
     if (!guard) guard = std::make_shared<InputGuard>(std::move(done));
     t = InputGuard::Wrap(guard, std::move(t));
   }
-  // Cancellation (InferOptions::cancel) of a request the runtime holds; one
-  // of a model with dynamic batching is answered with its batch.
+  // Cancellation (InferOptions::cancel) of a request the runtime or the
+  // batcher holds.
   const bool batched = impl.batcher && index < a.batching.size() && a.batching[index].batch > 1;
   std::shared_ptr<CancelLink> link;
   uint64_t hook = 0;
-  if (options.cancel && !batched) {
+  if (options.cancel) {
     link = std::make_shared<CancelLink>();
     hook = options.cancel->OnCancel([link] { link->Cancel(); });
   }
@@ -599,7 +648,27 @@ void Engine::Impl::Request(const std::string& model, Tensors inputs, const Infer
     const RequestId sent = rt.SubmitHere(id, *std::move(feeds), request, std::move(answer));
     if (link) link->Submitted(rt, sent);
     impl.EndHereCall();
-  } else if (impl.batcher && (batched || !link)) {
+  } else if (impl.batcher && batched && link) {
+    auto once = std::make_shared<OnceAnswer>(std::move(answer));
+    const Time submitted = rt.Now();
+    const uint64_t ticket =
+        impl.batcher->Submit(id, *std::move(feeds), request, [once](runtime::RequestResult r) { (*once)(std::move(r)); });
+    link->Batched(*impl.batcher, id, ticket, [once, &impl, &rt, id, submitted, model]() -> std::function<void()> {
+      {
+        std::lock_guard<std::mutex> calls(impl.here_mu);
+        ++impl.here_calls;  // Close waits for this answer too
+      }
+      return [once, &impl, id, submitted, finished = rt.Now(), model] {
+        runtime::RequestResult r;
+        r.model = id;
+        r.status = absl::CancelledError(absl::StrCat("model '", model, "': cancelled by its client"));
+        r.submitted = submitted;
+        r.finished = finished;
+        (*once)(std::move(r));
+        impl.EndHereCall();
+      };
+    });
+  } else if (impl.batcher && !link) {
     impl.batcher->Submit(id, *std::move(feeds), request, std::move(answer));
   } else {  // the batcher would pass it on as it is: straight to the runtime, where it can be cancelled
     const RequestId sent = rt.Submit(id, *std::move(feeds), request, std::move(answer));

@@ -11,7 +11,8 @@
 
 namespace baton::runtime {
 
-Batcher::Batcher(SubmitFn submit, NowFn now, bool own_timer) : submit_(std::move(submit)), now_(std::move(now)) {
+Batcher::Batcher(SubmitFn submit, NowFn now, bool own_timer, CancelFn cancel)
+    : submit_(std::move(submit)), now_(std::move(now)), cancel_(std::move(cancel)) {
   life_->self = this;
   if (own_timer) timer_ = std::thread([this] { TimerLoop(); });
 }
@@ -73,10 +74,12 @@ void Batcher::TakeLocked(ModelId model, Queue& q, Time now, bool all, Batches& o
   }
 }
 
-void Batcher::Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done) {
+uint64_t Batcher::Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done) {
   Batches ready;
+  uint64_t ticket = 0;
   {
     std::unique_lock lock(mu_);
+    ticket = ++last_ticket_;
     auto it = queues_.find(model.value);
     if (it == queues_.end() || it->second.options.max_batch <= 1 || stopping_) {
       if (it != queues_.end()) {
@@ -85,15 +88,65 @@ void Batcher::Submit(ModelId model, NamedTensors inputs, dispatch::RequestOption
       }
       lock.unlock();
       submit_(model, std::move(inputs), options, std::move(done));
-      return;
+      return ticket;
     }
     Queue& q = it->second;
     const Time now = now_();
-    q.waiting.push_back(Waiting{std::move(inputs), options, std::move(done), now});
+    q.waiting.push_back(Waiting{std::move(inputs), options, std::move(done), now, ticket});
     TakeLocked(model, q, now, /*all=*/false, ready);
     if (!q.waiting.empty()) cv_.notify_all();  // the timer must watch the oldest's delay
   }
   for (Ready& r : ready) Send(std::move(r));
+  return ticket;
+}
+
+bool Batcher::Withdraw(ModelId model, uint64_t ticket) {
+  Waiting gone;  // freed after the lock: its inputs may be lent buffers whose release answers a caller
+  std::optional<RequestId> stop;
+  {
+    std::lock_guard lock(mu_);
+    auto it = queues_.find(model.value);
+    if (it == queues_.end()) return false;
+    std::deque<Waiting>& waiting = it->second.waiting;
+    auto w = std::find_if(waiting.begin(), waiting.end(), [&](const Waiting& x) { return x.ticket == ticket; });
+    if (w != waiting.end()) {
+      gone = std::move(*w);
+      waiting.erase(w);
+      return true;
+    }
+    auto f = flying_.find(ticket);
+    if (f == flying_.end()) return false;
+    const std::shared_ptr<Flight> flight = f->second;
+    flying_.erase(f);
+    if (--flight->live == 0 && flight->id) stop = flight->id;
+  }
+  if (stop && cancel_) cancel_(*stop);
+  return false;
+}
+
+void Batcher::SendOne(ModelId model, std::vector<uint64_t> tickets, NamedTensors inputs,
+                      dispatch::RequestOptions options, DoneCallback done) {
+  auto flight = std::make_shared<Flight>();
+  flight->live = tickets.size();
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t t : tickets) flying_[t] = flight;
+  }
+  const RequestId id = submit_(model, std::move(inputs), options,
+                               [life = life_, tickets = std::move(tickets), done = std::move(done)](RequestResult r) {
+                                 IfAlive(life, [&](Batcher& b) {
+                                   std::lock_guard lock(b.mu_);
+                                   for (uint64_t t : tickets) b.flying_.erase(t);
+                                 });
+                                 done(std::move(r));
+                               });
+  bool stop = false;
+  {
+    std::lock_guard lock(mu_);
+    flight->id = id;
+    stop = flight->live == 0;  // every request withdrawn while it was being sent
+  }
+  if (stop && cancel_) cancel_(id);
 }
 
 void Batcher::Answered(ModelId model, size_t requests) {
@@ -148,7 +201,7 @@ void Batcher::Send(Ready ready) {
   };
   if (batch.size() == 1) {
     Waiting& w = batch[0];
-    submit_(model, std::move(w.inputs), w.options,
+    SendOne(model, {w.ticket}, std::move(w.inputs), w.options,
             [done = std::move(w.done), release, executed](RequestResult r) {
               executed(1, r);
               done(std::move(r));
@@ -180,7 +233,7 @@ void Batcher::Send(Ready ready) {
     // One slot for all of them: the last answer frees it.
     auto left = std::make_shared<std::atomic<size_t>>(batch.size());
     for (Waiting& w : batch) {
-      submit_(model, std::move(w.inputs), w.options,
+      SendOne(model, {w.ticket}, std::move(w.inputs), w.options,
               [done = std::move(w.done), left, release, executed](RequestResult r) {
                 executed(1, r);
                 done(std::move(r));
@@ -204,13 +257,15 @@ void Batcher::Send(Ready ready) {
     std::vector<int64_t> rows;
   };
   auto members = std::make_shared<Members>();
+  std::vector<uint64_t> tickets;
   for (Waiting& w : batch) {
     members->done.push_back(std::move(w.done));
     members->submitted.push_back(w.submitted);
+    tickets.push_back(w.ticket);
   }
   members->rows = std::move(rows);
   batch.clear();
-  submit_(model, std::move(stacked), options, [members, release, executed](RequestResult r) {
+  SendOne(model, std::move(tickets), std::move(stacked), options, [members, release, executed](RequestResult r) {
     const size_t n = members->done.size();
     // Each output cut into the members' rows.
     std::vector<NamedTensors> outputs(n);

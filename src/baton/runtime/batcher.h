@@ -43,7 +43,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -79,12 +81,16 @@ struct BatcherStats {
 
 class Batcher {
  public:
-  using SubmitFn = std::function<void(ModelId, NamedTensors, dispatch::RequestOptions, DoneCallback)>;
+  // Sends one request to the runtime; returns its id there.
+  using SubmitFn = std::function<RequestId(ModelId, NamedTensors, dispatch::RequestOptions, DoneCallback)>;
   using NowFn = std::function<Time()>;
+  // Cancels a request in the runtime (Runtime::Cancel); must not call back into the batcher.
+  using CancelFn = std::function<void(RequestId)>;
   // `own_timer`: a thread of its own sends batches whose delay is over (on
   // the `now` clock). Without it the caller drives time and calls SendDue
   // (a virtual-time shell, or a test with a fake clock).
-  Batcher(SubmitFn submit, NowFn now, bool own_timer = true);
+  // `cancel` (optional) lets Withdraw stop a batch whose requests were all withdrawn.
+  Batcher(SubmitFn submit, NowFn now, bool own_timer = true, CancelFn cancel = nullptr);
   ~Batcher();  // Stop()
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
@@ -92,7 +98,14 @@ class Batcher {
   // Errors: max_batch outside 1..kMaxBatch, a negative delay or max_in_flight,
   // or Stop already called.
   absl::Status SetModel(ModelId model, BatchingOptions options);
-  void Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done);
+  // Returns the request's ticket for Withdraw (unique per batcher, never 0).
+  uint64_t Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done);
+  // Withdraws the request `ticket` of `model`. If it still waits in its
+  // queue: true, its inputs are freed and its `done` is dropped uncalled (the
+  // caller answers it). Else false, and its `done` is called as usual; if it
+  // is in a batch whose requests are now all withdrawn, the batch is
+  // cancelled in the runtime (`cancel`), so that what has not run never does.
+  bool Withdraw(ModelId model, uint64_t ticket);
   // Sends every waiting request now.
   void Flush();
   // Sends the batches whose oldest request has waited max_queue_delay by now().
@@ -111,6 +124,7 @@ class Batcher {
     dispatch::RequestOptions options;
     DoneCallback done;
     Time submitted{};
+    uint64_t ticket = 0;
   };
   struct Queue {
     BatchingOptions options;
@@ -127,6 +141,11 @@ class Batcher {
     bool counted = false;
   };
   using Batches = std::vector<Ready>;
+  // One runtime request made of `live` requests not withdrawn (Withdraw).
+  struct Flight {
+    std::optional<RequestId> id;  // once submit_ has returned it
+    size_t live = 0;
+  };
   // Lets answers that arrive after the destructor find no batcher: the
   // destructor clears `self` and waits until no answer is inside it.
   struct Life {
@@ -141,6 +160,9 @@ class Batcher {
   // (without mu_).
   void TakeLocked(ModelId model, Queue& q, Time now, bool all, Batches& out);
   void Send(Ready ready);
+  // Sends `inputs` as one runtime request for the requests `tickets`; `done` gets its answer.
+  void SendOne(ModelId model, std::vector<uint64_t> tickets, NamedTensors inputs, dispatch::RequestOptions options,
+               DoneCallback done);
   // A batch of `requests` of `model` was answered: frees its slot, sends what is due.
   void Answered(ModelId model, size_t requests);
   // An execution of `size` requests of `model` was answered: counted in by_size when OK.
@@ -152,10 +174,14 @@ class Batcher {
 
   SubmitFn submit_;
   NowFn now_;
+  CancelFn cancel_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<uint32_t, Queue> queues_;  // guarded by mu_; by ModelId value
   bool stopping_ = false;             // guarded by mu_
+  uint64_t last_ticket_ = 0;          // guarded by mu_; Submit's tickets
+  // The requests sent and not answered yet, by ticket (guarded by mu_).
+  std::unordered_map<uint64_t, std::shared_ptr<Flight>> flying_;
   std::shared_ptr<Life> life_ = std::make_shared<Life>();
   std::thread timer_;
 };
