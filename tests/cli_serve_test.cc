@@ -55,6 +55,39 @@ class CliServeTest : public baton::testing::ZooDirTest<CliServeTest> {
     return testing::WriteServeConfig(dir_, Zoo("squeezenet"), extra_run);
   }
 
+  // A config whose one PU a `spin` request holds for up to ten minutes
+  // (tests/spin_model.h), beside `cam`; both in closed loops of one.
+  std::string SpinConfig() {
+    absl::StatusOr<std::string> spin = testing::SpinModelBytes();
+    EXPECT_TRUE(spin.ok()) << spin.status();
+    std::ofstream(dir_ / "spin.onnx", std::ios::binary) << spin.value_or("");
+    const std::string config = (dir_ / "spin.yaml").string();
+    std::ofstream(config) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]\n"
+                          << "models:\n"
+                          << "  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000,"
+                          << " arrival: {mode: closed, concurrency: 1}}\n"
+                          << "  - {name: cam, path: " << Zoo("squeezenet") << ", arrival: {mode: closed, concurrency: 1}}\n"
+                          << "policy: {high_level: whole}\n";
+    return config;
+  }
+
+  // A sample's value in the server's /metrics (-1 when absent or unreadable).
+  static double Metric(httplib::Client& c, const std::string& sample) {
+    auto m = c.Get("/metrics");
+    if (!m || m->status != 200) return -1;
+    const size_t at = m->body.find("\n" + sample + " ");
+    return at == std::string::npos ? -1 : std::strtod(m->body.c_str() + at + sample.size() + 2, nullptr);
+  }
+  // Waits (bounded: 60 s; a gate on the server's state, not a sleep) until `ready()`; returns it.
+  static bool WaitUntil(const std::function<bool()>& ready) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!ready() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    return ready();
+  }
+  static std::string Requests(const std::string& model, const std::string& status) {
+    return "baton_inference_requests_total{model=\"" + model + "\",status=\"" + status + "\"}";
+  }
+
   // A request body for the model's sample `seed`, and whole-model ORT's outputs for it.
   struct Sample {
     std::string body;
@@ -487,41 +520,19 @@ TEST_F(CliServeTest, RegionsOfAKilledSharedMemoryClientAreDropped) {
 // its request that would hold the one PU for minutes (tests/spin_model.h) is
 // stopped, or withdrawn if it waits.
 TEST_F(CliServeTest, TheWorkOfAKilledClientIsCancelled) {
-  absl::StatusOr<std::string> spin = testing::SpinModelBytes();
-  ASSERT_TRUE(spin.ok()) << spin.status();
-  std::ofstream(dir_ / "spin.onnx", std::ios::binary) << *spin;
-  const std::string config = (dir_ / "spin.yaml").string();
-  std::ofstream(config) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]\n"
-                        << "models:\n"
-                        << "  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000,"
-                        << " arrival: {mode: closed, concurrency: 1}}\n"
-                        << "  - {name: cam, path: " << Zoo("squeezenet") << ", arrival: {mode: closed, concurrency: 1}}\n"
-                        << "policy: {high_level: whole}\n";
+  const std::string config = SpinConfig();
   BatonProcess server("serve", {config, "--no-profile", "-q", "--grpc", "127.0.0.1:0"});
   ASSERT_TRUE(server.ok()) << server.banner();
   httplib::Client c("127.0.0.1", server.port());
   c.set_read_timeout(60, 0);
-  // A sample's value in /metrics (-1 when absent).
-  auto metric = [&](const std::string& sample) -> double {
-    auto m = c.Get("/metrics");
-    if (!m || m->status != 200) return -1;
-    const size_t at = m->body.find("\n" + sample + " ");
-    return at == std::string::npos ? -1 : std::strtod(m->body.c_str() + at + sample.size() + 2, nullptr);
-  };
-  // Bounded waits for the server's state (gates, not sleeps).
-  auto wait_until = [&](const std::function<bool()>& ready) {
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!ready() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
-    return ready();
-  };
+  auto metric = [&](const std::string& sample) { return Metric(c, sample); };
+  auto wait_until = [](const std::function<bool()>& ready) { return WaitUntil(ready); };
   auto wait_for = [&](const std::string& sample, double value) {
     return wait_until([&] { return metric(sample) == value; });
   };
   const std::string running = "baton_device_running{device=\"local\"}";
   const std::string queued = "baton_device_queue_depth{device=\"local\"}";
-  auto requests = [](const std::string& model, const std::string& status) {
-    return "baton_inference_requests_total{model=\"" + model + "\",status=\"" + status + "\"}";
-  };
+  auto requests = [](const std::string& model, const std::string& status) { return Requests(model, status); };
   bool busy = false;
   std::map<std::string, double> before;  // the counters when the client was killed
   const testing::SignalledRun killed = testing::ActWhenPrinted(
@@ -560,6 +571,36 @@ TEST_F(CliServeTest, TheWorkOfAKilledClientIsCancelled) {
   auto ready = c.Get("/v2/health/ready");
   ASSERT_TRUE(ready);
   EXPECT_EQ(ready->status, 200);
+}
+
+// What is still in flight a while after a measured window does not hold the
+// run: `baton run --server` cancels it (the server cancels its requests) and
+// counts it as abandoned, as the in-process run does, instead of waiting for
+// each call's deadline plus a minute of slack.
+TEST_F(CliServeTest, ARunGivesUpOnWhatIsStillInFlightAfterItsWindow) {
+  const std::string config = SpinConfig();
+  BatonProcess server("serve", {config, "--no-profile", "-q", "--grpc", "127.0.0.1:0"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  int runs = 0;
+  for (const std::string mode : {"", " --streaming"}) {
+    SCOPED_TRACE(mode);
+    const std::string report = (dir_ / "abandoned.json").string();
+    testing::CliResult run = testing::Baton("run " + config + " --server 127.0.0.1:" +
+                                            std::to_string(server.grpc_port()) + mode +
+                                            " --duration 1 --slices 1 --warmup 0 --quiet --json " + report);
+    EXPECT_EQ(run.exit_code, 0) << run.output;
+    std::ifstream in(report);
+    const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(j.is_object()) << run.output;
+    // The spin request, and the cam request queued behind it on the one PU.
+    EXPECT_EQ(j["abandoned"], 2) << run.output;
+    ++runs;
+    EXPECT_TRUE(WaitUntil([&] { return Metric(c, Requests("spin", "cancelled")) == runs; }));
+    EXPECT_TRUE(WaitUntil([&] { return Metric(c, "baton_device_running{device=\"local\"}") == 0; }));
+    EXPECT_EQ(Metric(c, Requests("spin", "success")), 0);
+  }
 }
 
 TEST_F(CliServeTest, TraceIsWrittenAtExit) {

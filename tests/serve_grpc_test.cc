@@ -626,6 +626,65 @@ TEST_F(ServeGrpcSpinTest, ACancelledCallCancelsItsRequest) {
   EXPECT_EQ(stats.pus[0].runs, 2u) << "the cancelled request that waited ran";
 }
 
+// GrpcClient::CancelAll gives up on every call in flight, unary or on the
+// stream: each is answered CANCELLED at once, and the server cancels its
+// request: the running one is stopped and nothing is left queued. (The
+// waiting one may start in the moment between the two cancellations
+// reaching the server; it is stopped then.)
+TEST_F(ServeGrpcSpinTest, TheClientsCancelAllEndsItsCallsAndTheirRequests) {
+  const std::string address = "127.0.0.1:" + std::to_string(spin_server_->port());
+  Tensors spin_in;
+  spin_in.emplace("x", Tensor(dtype::kFloat, {1}));
+  uint64_t cancelled = 0;
+  for (bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "stream" : "unary");
+    serve::GrpcClientOptions options;
+    options.stream = stream;
+    auto client = serve::GrpcClient::Connect(address, options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<Result<Tensors>> answers;
+    auto collect = [&](Result<Tensors> r) {
+      std::lock_guard lock(mu);
+      answers.push_back(std::move(r));
+      cv.notify_all();
+    };
+    Tensors spin_copy;
+    spin_copy.emplace("x", spin_in.at("x").Clone());
+    (*client)->InferAsync("spin", std::move(spin_copy), {}, collect);
+    ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].running == 1; }));
+    Tensors cam_in;
+    cam_in.emplace(input_name_, input_.Clone());
+    (*client)->InferAsync("cam", std::move(cam_in), {}, collect);
+    ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].queued == 1; }));
+    (*client)->CancelAll();
+    {
+      std::unique_lock lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return answers.size() == 2; }));
+      for (const Result<Tensors>& r : answers) {
+        ASSERT_FALSE(r.ok());
+        EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
+      }
+    }
+    cancelled += 1;
+    ASSERT_TRUE(WaitFor([&] {
+      const EngineStats s = SpinStats();
+      return s.models[0].cancelled == cancelled && s.models[1].cancelled == cancelled && s.devices[0].running == 0 &&
+             s.devices[0].queued == 0;
+    }));
+    // The client goes on: later calls are answered (with a stream, as ModelInfer calls).
+    Tensors again;
+    again.emplace(input_name_, input_.Clone());
+    std::promise<Result<Tensors>> answered;
+    (*client)->InferAsync("cam", std::move(again), {}, [&](Result<Tensors> r) { answered.set_value(std::move(r)); });
+    std::future<Result<Tensors>> f = answered.get_future();
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    Result<Tensors> r = f.get();
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+  }
+}
+
 TEST_F(ServeGrpcTest, TensorsThroughClientSharedMemory) {
   // Off by default: the client says how to turn it on, and a request naming a region is refused.
   serve::GrpcClientOptions with_shm;

@@ -580,6 +580,7 @@ int Run(const RunArgs& args) {
                                        std::function<void(Result<Tensors>)> done) {
       c->InferAsync(model, std::move(inputs), o, std::move(done));
     };
+    target.cancel_all = [c = client->get()] { c->CancelAll(); };
     report = harness::RunAgainstServer(config, options, target);
   }
   if (!report.ok()) {

@@ -253,8 +253,17 @@ class ServerRequestTarget final : public RequestTarget {
                     result.submitted = submitted;
                     result.finished = Now();
                     if (!r.ok()) {
-                      result.status = absl::Status(static_cast<absl::StatusCode>(r.status().code()),
-                                                   r.status().message());
+                      std::optional<absl::Status> gave_up;
+                      if (r.status().code() == StatusCode::kCancelled) {
+                        std::lock_guard lock(mu_);
+                        if (give_up_) {
+                          gave_up = give_up_;
+                          ++abandoned_;
+                        }
+                      }
+                      result.status = gave_up ? *gave_up
+                                              : absl::Status(static_cast<absl::StatusCode>(r.status().code()),
+                                                             r.status().message());
                     } else {
                       // In the model's output order, as whole-model ORT gives them.
                       for (const std::string& name : models_[model].baseline_model().outputs()) {
@@ -274,19 +283,40 @@ class ServerRequestTarget final : public RequestTarget {
   }
   void ResetStats() override {}
   std::vector<PuOutcome> Pus(Time) const override { return {}; }
-  // Every call ends: the client gives each one a deadline.
-  void Drain(std::optional<Duration>) override {
+  // Every call ends: the client gives each one a deadline. Those still in
+  // flight after `limit` are cancelled (ServerTarget::cancel_all), answered
+  // UNAVAILABLE as the in-process run answers them, and counted (abandoned).
+  void Drain(std::optional<Duration> limit) override {
     std::unique_lock lock(mu_);
-    drained_.wait(lock, [&] { return in_flight_ == 0; });
+    const auto drained = [&] { return in_flight_ == 0; };
+    if (!limit || !server_.cancel_all) {
+      drained_.wait(lock, drained);
+      return;
+    }
+    if (drained_.wait_for(lock, *limit, drained)) return;
+    give_up_ = absl::UnavailableError(absl::StrCat("abandoned: still in flight ",
+                                                   std::chrono::duration<double>(*limit).count(),
+                                                   " s after the measured window ended"));
+    lock.unlock();
+    server_.cancel_all();
+    lock.lock();
+    drained_.wait(lock, drained);  // a cancelled call always completes
+    give_up_.reset();
+  }
+  uint64_t abandoned() const {
+    std::lock_guard lock(mu_);
+    return abandoned_;
   }
 
  private:
   const ServerTarget& server_;
   const std::vector<LoadedModel>& models_;
   std::atomic<uint64_t> next_id_{1};
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable drained_;
-  uint64_t in_flight_ = 0;  // guarded by mu_
+  uint64_t in_flight_ = 0;                // guarded by mu_
+  std::optional<absl::Status> give_up_;  // guarded by mu_; set while Drain cancels what is left
+  uint64_t abandoned_ = 0;                // guarded by mu_
 };
 
 class WindowDriver {
@@ -1212,6 +1242,7 @@ absl::StatusOr<RunReport> RunAgainstServer(const config::RunConfig& config, cons
   }
   report.verified = verified;
   report.mismatches = mismatches;
+  report.abandoned = target.abandoned();
   report.peak_rss_mb = PeakRssMb();
   return report;
 }

@@ -229,6 +229,10 @@ struct ServerTarget {
   std::function<void(const std::string& model, Tensors inputs, const InferOptions& options,
                      std::function<void(Result<Tensors>)> done)>
       infer;
+  // Cancels every call in flight (GrpcClient::CancelAll): what is still in
+  // flight a while after a measured window then ends at once (counted as
+  // abandoned). Unset: the run waits for each call's own deadline.
+  std::function<void()> cancel_all;
 };
 
 // The config's workload (models, arrivals, deadlines, priorities, slices,

@@ -24,6 +24,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <list>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -73,6 +74,7 @@ size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 // One call in flight: what gRPC needs alive until it completes on the queue.
 struct Call {
+  std::list<Call*>::iterator in_flight;  // its entry in GrpcClient::Impl::in_flight
   ShmSlot* slot = nullptr;  // the shared memory region its inputs are in, if any
   grpc::ClientContext context;
   grpc::ByteBuffer response;
@@ -236,6 +238,7 @@ struct GrpcClient::Impl {
   // own synchronisation is inside the uninstrumented gRPC library).
   std::mutex calls_mu;
   uint64_t calls = 0;
+  std::list<Call*> in_flight;  // the same calls, for CancelAll; guarded by calls_mu
 
   // Shared memory regions (options.shared_memory): all of them, and those no
   // call is using. Guarded by shm_mu. When the server turns out not to know
@@ -412,11 +415,12 @@ struct GrpcClient::Impl {
   }
 
   void CompleteUnary(void* tag) {
+    std::unique_ptr<Call> call(static_cast<Call*>(tag));
     {
       std::lock_guard lock(calls_mu);
       --calls;
+      in_flight.erase(call->in_flight);
     }
-    std::unique_ptr<Call> call(static_cast<Call*>(tag));
     Result<Tensors> answer = AnswerOf(*call, address);
     // Before `done`, which may send the next request.
     const Status error = answer.ok() ? Status() : answer.status();
@@ -725,9 +729,26 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
   // mutex before it touches a call, then sees everything done here.
   std::lock_guard lock(impl_->calls_mu);
   ++impl_->calls;
+  call->in_flight = impl_->in_flight.insert(impl_->in_flight.end(), call);
   call->rpc = impl_->generic->PrepareUnaryCall(&call->context, impl_->infer_method, request, &impl_->cq);
   call->rpc->StartCall();
   call->rpc->Finish(&call->response, &call->status, call);
+}
+
+void GrpcClient::CancelAll() {
+  {
+    // Under calls_mu no call completes (the poller takes it first), so each
+    // context is alive; TryCancel only queues the cancellation.
+    // Newest first: a call that waits behind an older one is cancelled
+    // before the older one's end can let it start.
+    std::lock_guard lock(impl_->calls_mu);
+    for (auto it = impl_->in_flight.rbegin(); it != impl_->in_flight.rend(); ++it) (*it)->context.TryCancel();
+  }
+  std::lock_guard lock(impl_->stream_mu);
+  if (impl_->stream != nullptr && !impl_->stream_ended && !impl_->waiting.empty()) {
+    impl_->stream_open = false;  // later calls go as ModelInfer calls
+    impl_->stream_ctx.TryCancel();
+  }
 }
 
 }  // namespace baton::serve

@@ -77,6 +77,12 @@ class GrpcClient {
   void InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
                   std::function<void(Result<Tensors>)> done);
 
+  // Cancels every call in flight: each is answered CANCELLED soon (from the
+  // client's thread), and the server cancels its request. With `stream`, the
+  // stream is cancelled with its calls, and later calls go as ModelInfer
+  // calls. For giving up on what is left, e.g. at the end of a measured run.
+  void CancelAll();
+
   struct Impl;
 
  private:
