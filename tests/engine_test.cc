@@ -90,6 +90,13 @@ class EngineTest : public ::testing::Test {
     x.emplace("x", Tensor(dtype::kFloat, {1}));
     return x;
   }
+  // The answer of `f` (waited for at most 60 s): CANCELLED.
+  static void ExpectCancelled(std::future<Result<Tensors>>& f) {
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    Result<Tensors> r = f.get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
+  }
   // Waits until `ready()` holds, at most 60 s (a gate on the engine's state, not a sleep); true if it does.
   template <typename Ready>
   static bool WaitFor(Ready ready) {
@@ -534,12 +541,8 @@ TEST_F(EngineTest, CancelledRequestsAreAnsweredAtOnceAndWhatHadNotStartedNeverRu
   ASSERT_TRUE(WaitFor([&] { return engine.Stats().devices[0].running == 1; })) << "the first one never ran";
   a.cancel->Cancel();
   b.cancel->Cancel();
-  for (std::future<Result<Tensors>>* f : {&first, &second}) {
-    ASSERT_EQ(f->wait_for(std::chrono::seconds(60)), std::future_status::ready);
-    Result<Tensors> r = f->get();
-    ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
-  }
+  ExpectCancelled(first);
+  ExpectCancelled(second);
   // The PU serves the next request (the cancelled run was stopped, long
   // before its 300 ms); the request that waited was withdrawn, not run.
   const Reference ref = MakeReference("squeezenet.onnx", 5);
@@ -601,12 +604,6 @@ TEST_F(EngineTest, ABatchedRequestIsCancelledWhileItWaitsForItsBatchAndAfter) {
   ASSERT_NE(opened, nullptr);
   Engine& engine = *opened;
   const Reference ref = MakeReference("squeezenet.onnx", 7);
-  auto expect_cancelled = [](std::future<Result<Tensors>>& f) {
-    ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
-    Result<Tensors> r = f.get();
-    ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
-  };
   // The spin model holds the one PU. cam has one batch slot (one PU): its
   // first request leaves at once, alone, and waits in the runtime; the next
   // three wait in the batcher for the slot.
@@ -620,12 +617,12 @@ TEST_F(EngineTest, ABatchedRequestIsCancelledWhileItWaitsForItsBatchAndAfter) {
   std::future<Result<Tensors>> kept1 = engine.InferAsync("cam", Copy(ref.inputs));
   std::future<Result<Tensors>> kept2 = engine.InferAsync("cam", Copy(ref.inputs));
   waiting.cancel->Cancel();
-  expect_cancelled(held);  // at once: the PU is still held
+  ExpectCancelled(held);  // at once: the PU is still held
   alone.cancel->Cancel();
-  expect_cancelled(sent);  // its slot goes to the two others, as one batch
+  ExpectCancelled(sent);  // its slot goes to the two others, as one batch
   EXPECT_EQ(engine.Stats().devices[0].running, 1u);
   hold.cancel->Cancel();
-  expect_cancelled(spinning);
+  ExpectCancelled(spinning);
   for (std::future<Result<Tensors>>* f : {&kept1, &kept2}) {
     ASSERT_EQ(f->wait_for(std::chrono::seconds(60)), std::future_status::ready);
     Result<Tensors> r = f->get();
