@@ -397,14 +397,20 @@ TEST(Runtime, AFailedPartitionStopsItsRunningSibling) {
 // The nice value of the thread named `name` in this process; nullopt if
 // there is none (field 19 of /proc/self/task/TID/stat, after the comm).
 std::optional<int> NiceOfThread(const std::string& name) {
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+  // Without exceptions: a thread that ends while the folder is read is skipped.
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::filesystem::directory_entry& task = *it;
     std::ifstream comm_file(task.path() / "comm");
     std::string comm;
     std::getline(comm_file, comm);
     if (comm != name) continue;
     std::ifstream stat_file(task.path() / "stat");
     std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
-    std::istringstream after(stat.substr(stat.rfind(')') + 2));  // field 3 onwards
+    const size_t comm_end = stat.rfind(')');
+    if (comm_end == std::string::npos || comm_end + 2 > stat.size()) continue;  // it ended meanwhile
+    std::istringstream after(stat.substr(comm_end + 2));  // field 3 onwards
     std::string field;
     for (int i = 3; i <= 19 && after >> field; ++i) {
       if (i == 19) return std::stoi(field);
