@@ -539,8 +539,10 @@ TEST_F(EngineTest, CancelledRequestsAreAnsweredAtOnceAndWhatHadNotStartedNeverRu
   std::future<Result<Tensors>> first = engine.InferAsync("spin", SpinInput(), a);
   std::future<Result<Tensors>> second = engine.InferAsync("spin", SpinInput(), b);
   ASSERT_TRUE(WaitFor([&] { return engine.Stats().devices[0].running == 1; })) << "the first one never ran";
-  a.cancel->Cancel();
+  // The waiting one first: were the running one stopped first, the PU could
+  // come free and take the other before its cancellation arrives.
   b.cancel->Cancel();
+  a.cancel->Cancel();
   ExpectCancelled(first);
   ExpectCancelled(second);
   // The PU serves the next request (the cancelled run was stopped, long

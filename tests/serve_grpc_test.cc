@@ -552,6 +552,31 @@ class ServeGrpcSpinTest : public ServeGrpcTest {
     return ready();
   }
   EngineStats SpinStats() const { return spin_engine_->Stats(); }
+  // Sends one request through `client`; its answer comes to the future.
+  static std::future<Result<Tensors>> Ask(serve::GrpcClient& client, const std::string& model, Tensors in,
+                                          const InferOptions& options = {}) {
+    auto answer = std::make_shared<std::promise<Result<Tensors>>>();
+    std::future<Result<Tensors>> f = answer->get_future();
+    client.InferAsync(model, std::move(in), options, [answer](Result<Tensors> r) { answer->set_value(std::move(r)); });
+    return f;
+  }
+  static Tensors SpinInput() {
+    Tensors in;
+    in.emplace("x", Tensor(dtype::kFloat, {1}));
+    return in;
+  }
+  Tensors CamInput() const {
+    Tensors in;
+    in.emplace(input_name_, input_.Clone());
+    return in;
+  }
+  // The answer of `f` (waited for at most 60 s): CANCELLED.
+  static void ExpectCancelled(std::future<Result<Tensors>>& f) {
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    Result<Tensors> r = f.get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
+  }
 
   std::unique_ptr<Engine> spin_engine_;
   std::unique_ptr<serve::GrpcServer> spin_server_;
@@ -606,9 +631,13 @@ TEST_F(ServeGrpcSpinTest, ACancelledCallCancelsItsRequest) {
   StartCall(waiting_ctx, cam_req_, waiting_resp, waiting_status, 2);
   ASSERT_TRUE(WaitFor([&] { return SpinStats().models[1].submitted == 1; }));
 
+  // The waiting call first, and only once the engine has it cancelled the
+  // running one: the two cancellations reach the engine on gRPC's threads in
+  // no set order, and the waiting request would run if the PU came free first.
   waiting_ctx.TryCancel();
-  running_ctx.TryCancel();
   ASSERT_TRUE(NextFinished());
+  ASSERT_TRUE(WaitFor([&] { return SpinStats().models[1].cancelled == 1; }));
+  running_ctx.TryCancel();
   ASSERT_TRUE(NextFinished());
   EXPECT_EQ(waiting_status.error_code(), grpc::StatusCode::CANCELLED) << waiting_status.error_message();
   EXPECT_EQ(running_status.error_code(), grpc::StatusCode::CANCELLED) << running_status.error_message();
@@ -633,8 +662,6 @@ TEST_F(ServeGrpcSpinTest, ACancelledCallCancelsItsRequest) {
 // reaching the server; it is stopped then.)
 TEST_F(ServeGrpcSpinTest, TheClientsCancelAllEndsItsCallsAndTheirRequests) {
   const std::string address = "127.0.0.1:" + std::to_string(spin_server_->port());
-  Tensors spin_in;
-  spin_in.emplace("x", Tensor(dtype::kFloat, {1}));
   uint64_t cancelled = 0;
   for (bool stream : {false, true}) {
     SCOPED_TRACE(stream ? "stream" : "unary");
@@ -642,31 +669,13 @@ TEST_F(ServeGrpcSpinTest, TheClientsCancelAllEndsItsCallsAndTheirRequests) {
     options.stream = stream;
     auto client = serve::GrpcClient::Connect(address, options);
     ASSERT_TRUE(client.ok()) << client.status();
-    std::mutex mu;
-    std::condition_variable cv;
-    std::vector<Result<Tensors>> answers;
-    auto collect = [&](Result<Tensors> r) {
-      std::lock_guard lock(mu);
-      answers.push_back(std::move(r));
-      cv.notify_all();
-    };
-    Tensors spin_copy;
-    spin_copy.emplace("x", spin_in.at("x").Clone());
-    (*client)->InferAsync("spin", std::move(spin_copy), {}, collect);
+    std::future<Result<Tensors>> running = Ask(**client, "spin", SpinInput());
     ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].running == 1; }));
-    Tensors cam_in;
-    cam_in.emplace(input_name_, input_.Clone());
-    (*client)->InferAsync("cam", std::move(cam_in), {}, collect);
+    std::future<Result<Tensors>> waiting = Ask(**client, "cam", CamInput());
     ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].queued == 1; }));
     (*client)->CancelAll();
-    {
-      std::unique_lock lock(mu);
-      ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return answers.size() == 2; }));
-      for (const Result<Tensors>& r : answers) {
-        ASSERT_FALSE(r.ok());
-        EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
-      }
-    }
+    ExpectCancelled(running);
+    ExpectCancelled(waiting);
     cancelled += 1;
     ASSERT_TRUE(WaitFor([&] {
       const EngineStats s = SpinStats();
@@ -674,14 +683,47 @@ TEST_F(ServeGrpcSpinTest, TheClientsCancelAllEndsItsCallsAndTheirRequests) {
              s.devices[0].queued == 0;
     }));
     // The client goes on: later calls are answered (with a stream, as ModelInfer calls).
-    Tensors again;
-    again.emplace(input_name_, input_.Clone());
-    std::promise<Result<Tensors>> answered;
-    (*client)->InferAsync("cam", std::move(again), {}, [&](Result<Tensors> r) { answered.set_value(std::move(r)); });
-    std::future<Result<Tensors>> f = answered.get_future();
-    ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
-    Result<Tensors> r = f.get();
+    std::future<Result<Tensors>> later = Ask(**client, "cam", CamInput());
+    ASSERT_EQ(later.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    Result<Tensors> r = later.get();
     EXPECT_TRUE(r.ok()) << r.status().ToString();
+  }
+}
+
+// InferOptions::cancel works through the client as in the engine: a call
+// whose token is cancelled is answered CANCELLED at once and the server
+// cancels its request. With a stream, a call given a token goes as a
+// ModelInfer call (a stream message cannot be cancelled alone). A token
+// cancelled before the call sends nothing.
+TEST_F(ServeGrpcSpinTest, TheClientCancelsACallWhoseTokenIsCancelled) {
+  const std::string address = "127.0.0.1:" + std::to_string(spin_server_->port());
+  uint64_t cancelled = 0;
+  for (bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "stream" : "unary");
+    serve::GrpcClientOptions options;
+    options.stream = stream;
+    auto client = serve::GrpcClient::Connect(address, options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    InferOptions o;
+    o.cancel = std::make_shared<CancelToken>();
+    std::future<Result<Tensors>> running = Ask(**client, "spin", SpinInput(), o);
+    ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].running == 1; }));
+    o.cancel->Cancel();
+    ExpectCancelled(running);
+    cancelled += 1;
+    ASSERT_TRUE(WaitFor([&] {
+      const EngineStats s = SpinStats();
+      return s.models[0].cancelled == cancelled && s.devices[0].running == 0;
+    }));
+    // Cancelled before: answered here, nothing reaches the server.
+    const uint64_t submitted = SpinStats().models[0].submitted;
+    std::future<Result<Tensors>> never = Ask(**client, "spin", SpinInput(), o);
+    ASSERT_EQ(never.wait_for(std::chrono::seconds(0)), std::future_status::ready);  // answered inside InferAsync
+    Result<Tensors> r = never.get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kCancelled);
+    EXPECT_THAT(r.status().message(), ::testing::HasSubstr("before it was sent"));
+    EXPECT_EQ(SpinStats().models[0].submitted, submitted);
   }
 }
 

@@ -24,7 +24,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <list>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -74,7 +74,9 @@ size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 // One call in flight: what gRPC needs alive until it completes on the queue.
 struct Call {
-  std::list<Call*>::iterator in_flight;  // its entry in GrpcClient::Impl::in_flight
+  uint64_t seq = 0;                     // its key in LiveCalls::calls
+  std::shared_ptr<CancelToken> cancel;  // InferOptions::cancel, with the hook it holds
+  uint64_t hook = 0;
   ShmSlot* slot = nullptr;  // the shared memory region its inputs are in, if any
   grpc::ClientContext context;
   grpc::ByteBuffer response;
@@ -147,6 +149,24 @@ class RequestWriter {
   std::vector<grpc::Slice> slices_;
   // The large inputs; moving a Tensor keeps its bytes where they are.
   std::shared_ptr<std::vector<Tensor>> tensors_;
+};
+
+// The unary calls in flight, by start order, shared with the cancel hooks of
+// their tokens (InferOptions::cancel): a hook that runs after its call has
+// completed, or after the client is gone, finds nothing. Its mutex also
+// hands each Call from the starting thread to the poller visibly to
+// ThreadSanitizer (the queue's own synchronisation is inside the
+// uninstrumented gRPC library); under it no call completes, so each one in
+// `calls` is alive.
+struct LiveCalls {
+  std::mutex mu;
+  std::atomic<uint64_t> next{0};
+  std::map<uint64_t, Call*> calls;  // guarded by mu
+  // Cancels call `seq` if it is still in flight; TryCancel only queues the cancellation.
+  void Cancel(uint64_t seq) {
+    std::lock_guard lock(mu);
+    if (auto it = calls.find(seq); it != calls.end()) it->second->context.TryCancel();
+  }
 };
 
 // A ModelInferResponse's outputs as tensors, or why they cannot be read.
@@ -233,12 +253,8 @@ struct GrpcClient::Impl {
       absl::StrCat("/", inference::GRPCInferenceService::service_full_name(), "/ModelInfer");
   grpc::CompletionQueue cq;
   std::thread poller;
-  // Calls started and not yet completed. Its mutex also hands each Call from
-  // the starting thread to the poller visibly to ThreadSanitizer (the queue's
-  // own synchronisation is inside the uninstrumented gRPC library).
-  std::mutex calls_mu;
-  uint64_t calls = 0;
-  std::list<Call*> in_flight;  // the same calls, for CancelAll; guarded by calls_mu
+  // The unary calls started and not yet completed.
+  const std::shared_ptr<LiveCalls> live = std::make_shared<LiveCalls>();
 
   // Shared memory regions (options.shared_memory): all of them, and those no
   // call is using. Guarded by shm_mu. When the server turns out not to know
@@ -417,10 +433,10 @@ struct GrpcClient::Impl {
   void CompleteUnary(void* tag) {
     std::unique_ptr<Call> call(static_cast<Call*>(tag));
     {
-      std::lock_guard lock(calls_mu);
-      --calls;
-      in_flight.erase(call->in_flight);
+      std::lock_guard lock(live->mu);
+      live->calls.erase(call->seq);
     }
+    if (call->cancel) call->cancel->Remove(call->hook);
     Result<Tensors> answer = AnswerOf(*call, address);
     // Before `done`, which may send the next request.
     const Status error = answer.ok() ? Status() : answer.status();
@@ -675,6 +691,10 @@ absl::Status GrpcClient::CheckModels(const std::vector<std::string>& names) {
 
 void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const InferOptions& options,
                             std::function<void(Result<Tensors>)> done) {
+  if (options.cancel && options.cancel->cancelled()) {
+    done(Status(StatusCode::kCancelled, absl::StrCat("model '", model, "': cancelled by its caller before it was sent")));
+    return;
+  }
   inference::ModelInferRequest head;  // every field but the raw contents
   head.set_model_name(model);
   uint64_t id = 0;
@@ -720,29 +740,36 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
   RequestWriter writer(head);
   for (Tensor* t : raw) writer.AddRaw(std::move(*t));
   const grpc::ByteBuffer request = writer.Finish();
-  if (id != 0 && impl_->SendOnStream(id, request, slot, timeout, done)) return;
+  // A message on the stream cannot be cancelled alone: a call with a token goes as a ModelInfer call.
+  if (id != 0 && !options.cancel && impl_->SendOnStream(id, request, slot, timeout, done)) return;
   auto* call = new Call;
   call->slot = slot;
   call->done = std::move(done);
+  call->seq = impl_->live->next.fetch_add(1) + 1;
+  if (options.cancel) {
+    // Before the call is visible to the poller, which removes the hook. A
+    // cancel from now until the call is in `live` finds nothing there; the
+    // check below catches it.
+    call->cancel = options.cancel;
+    call->hook = options.cancel->OnCancel([live = impl_->live, seq = call->seq] { live->Cancel(seq); });
+  }
   impl_->Prepare(call->context, timeout);
   // Held until Finish has registered the tag: the poller, which takes the
   // mutex before it touches a call, then sees everything done here.
-  std::lock_guard lock(impl_->calls_mu);
-  ++impl_->calls;
-  call->in_flight = impl_->in_flight.insert(impl_->in_flight.end(), call);
+  std::lock_guard lock(impl_->live->mu);
+  impl_->live->calls.emplace(call->seq, call);
   call->rpc = impl_->generic->PrepareUnaryCall(&call->context, impl_->infer_method, request, &impl_->cq);
   call->rpc->StartCall();
   call->rpc->Finish(&call->response, &call->status, call);
+  if (call->cancel && call->cancel->cancelled()) call->context.TryCancel();
 }
 
 void GrpcClient::CancelAll() {
   {
-    // Under calls_mu no call completes (the poller takes it first), so each
-    // context is alive; TryCancel only queues the cancellation.
     // Newest first: a call that waits behind an older one is cancelled
     // before the older one's end can let it start.
-    std::lock_guard lock(impl_->calls_mu);
-    for (auto it = impl_->in_flight.rbegin(); it != impl_->in_flight.rend(); ++it) (*it)->context.TryCancel();
+    std::lock_guard lock(impl_->live->mu);
+    for (auto it = impl_->live->calls.rbegin(); it != impl_->live->calls.rend(); ++it) it->second->context.TryCancel();
   }
   std::lock_guard lock(impl_->stream_mu);
   if (impl_->stream != nullptr && !impl_->stream_ended && !impl_->waiting.empty()) {

@@ -13,7 +13,13 @@
 // adopted one is copied once. Outputs come back as tensors that own their
 // bytes. Each call carries the request's deadline (InferOptions) as
 // Triton's `timeout` parameter and as the gRPC deadline (plus `call_slack`),
-// so every call ends.
+// so every call ends, and its priority as Triton's `priority` parameter. A
+// call given a CancelToken (InferOptions::cancel) is cancelled with it: it
+// is answered CANCELLED and the server cancels its request (such a call goes
+// as a ModelInfer call even with `stream`: a stream message cannot be
+// cancelled alone); one whose token is cancelled already is answered at
+// once and not sent. InferOptions' slo and run_here_up_to are the server's
+// business and are not sent.
 //
 // Thread-safety: InferAsync may be called from many threads at once (and
 // from a `done`); `done` runs on the client's one completion thread. The
