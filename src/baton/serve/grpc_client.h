@@ -18,11 +18,12 @@
 // is answered CANCELLED and the server cancels its request (such a call goes
 // as a ModelInfer call even with `stream`: a stream message cannot be
 // cancelled alone); one whose token is cancelled already is answered at
-// once and not sent. InferOptions' slo and run_here_up_to are the server's
+// once, on the calling thread, and not sent. InferOptions' slo and run_here_up_to are the server's
 // business and are not sent.
 //
 // Thread-safety: InferAsync may be called from many threads at once (and
-// from a `done`); `done` runs on the client's one completion thread. The
+// from a `done`); `done` runs on the client's one completion thread (but for
+// a call cancelled before it was sent, above). The
 // destructor waits for the calls in flight, then unregisters and frees the
 // client's shared memory regions (at most 64; their names are unlinked as
 // soon as the server has mapped them, so nothing is left in /dev/shm even
