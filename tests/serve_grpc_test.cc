@@ -552,6 +552,14 @@ class ServeGrpcSpinTest : public ServeGrpcTest {
     return ready();
   }
   EngineStats SpinStats() const { return spin_engine_->Stats(); }
+  // baton's client of the spin server, unary or on a stream.
+  std::unique_ptr<serve::GrpcClient> SpinClient(bool stream) const {
+    serve::GrpcClientOptions options;
+    options.stream = stream;
+    auto client = serve::GrpcClient::Connect("127.0.0.1:" + std::to_string(spin_server_->port()), options);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? *std::move(client) : nullptr;
+  }
   // Sends one request through `client`; its answer comes to the future.
   static std::future<Result<Tensors>> Ask(serve::GrpcClient& client, const std::string& model, Tensors in,
                                           const InferOptions& options = {}) {
@@ -659,31 +667,30 @@ TEST_F(ServeGrpcSpinTest, ACancelledCallCancelsItsRequest) {
 // stream: each is answered CANCELLED at once, and the server cancels its
 // request: the running one is stopped and nothing is left queued. (The
 // waiting one may start in the moment between the two cancellations
-// reaching the server; it is stopped then.)
+// reaching the server, and then end either way.)
 TEST_F(ServeGrpcSpinTest, TheClientsCancelAllEndsItsCallsAndTheirRequests) {
-  const std::string address = "127.0.0.1:" + std::to_string(spin_server_->port());
   uint64_t cancelled = 0;
   for (bool stream : {false, true}) {
     SCOPED_TRACE(stream ? "stream" : "unary");
-    serve::GrpcClientOptions options;
-    options.stream = stream;
-    auto client = serve::GrpcClient::Connect(address, options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    std::future<Result<Tensors>> running = Ask(**client, "spin", SpinInput());
+    std::unique_ptr<serve::GrpcClient> client = SpinClient(stream);
+    ASSERT_NE(client, nullptr);
+    const ModelStats cam_before = SpinStats().models[1];
+    std::future<Result<Tensors>> running = Ask(*client, "spin", SpinInput());
     ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].running == 1; }));
-    std::future<Result<Tensors>> waiting = Ask(**client, "cam", CamInput());
+    std::future<Result<Tensors>> waiting = Ask(*client, "cam", CamInput());
     ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].queued == 1; }));
-    (*client)->CancelAll();
+    client->CancelAll();
     ExpectCancelled(running);
     ExpectCancelled(waiting);
     cancelled += 1;
     ASSERT_TRUE(WaitFor([&] {
       const EngineStats s = SpinStats();
-      return s.models[0].cancelled == cancelled && s.models[1].cancelled == cancelled && s.devices[0].running == 0 &&
-             s.devices[0].queued == 0;
+      const uint64_t cam_ended = s.models[1].cancelled + s.models[1].completed;
+      return s.models[0].cancelled == cancelled && cam_ended == cam_before.cancelled + cam_before.completed + 1 &&
+             s.devices[0].running == 0 && s.devices[0].queued == 0;
     }));
     // The client goes on: later calls are answered (with a stream, as ModelInfer calls).
-    std::future<Result<Tensors>> later = Ask(**client, "cam", CamInput());
+    std::future<Result<Tensors>> later = Ask(*client, "cam", CamInput());
     ASSERT_EQ(later.wait_for(std::chrono::seconds(60)), std::future_status::ready);
     Result<Tensors> r = later.get();
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -696,17 +703,14 @@ TEST_F(ServeGrpcSpinTest, TheClientsCancelAllEndsItsCallsAndTheirRequests) {
 // ModelInfer call (a stream message cannot be cancelled alone). A token
 // cancelled before the call sends nothing.
 TEST_F(ServeGrpcSpinTest, TheClientCancelsACallWhoseTokenIsCancelled) {
-  const std::string address = "127.0.0.1:" + std::to_string(spin_server_->port());
   uint64_t cancelled = 0;
   for (bool stream : {false, true}) {
     SCOPED_TRACE(stream ? "stream" : "unary");
-    serve::GrpcClientOptions options;
-    options.stream = stream;
-    auto client = serve::GrpcClient::Connect(address, options);
-    ASSERT_TRUE(client.ok()) << client.status();
+    std::unique_ptr<serve::GrpcClient> client = SpinClient(stream);
+    ASSERT_NE(client, nullptr);
     InferOptions o;
     o.cancel = std::make_shared<CancelToken>();
-    std::future<Result<Tensors>> running = Ask(**client, "spin", SpinInput(), o);
+    std::future<Result<Tensors>> running = Ask(*client, "spin", SpinInput(), o);
     ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].running == 1; }));
     o.cancel->Cancel();
     ExpectCancelled(running);
@@ -717,7 +721,7 @@ TEST_F(ServeGrpcSpinTest, TheClientCancelsACallWhoseTokenIsCancelled) {
     }));
     // Cancelled before: answered here, nothing reaches the server.
     const uint64_t submitted = SpinStats().models[0].submitted;
-    std::future<Result<Tensors>> never = Ask(**client, "spin", SpinInput(), o);
+    std::future<Result<Tensors>> never = Ask(*client, "spin", SpinInput(), o);
     ASSERT_EQ(never.wait_for(std::chrono::seconds(0)), std::future_status::ready);  // answered inside InferAsync
     Result<Tensors> r = never.get();
     ASSERT_FALSE(r.ok());
