@@ -639,9 +639,9 @@ PYBIND11_MODULE(baton, m) {
 
 cancel() answers every request given the token that is not answered yet
 CANCELLED and withdraws its work (waiting partitions are dropped, a running
-one is stopped); a request given a cancelled token never runs. Requests of a
-model with dynamic batching are answered with their batch. Thread-safe; one
-token may serve many requests.)doc")
+one is stopped); a request given a cancelled token never runs. A request of a
+model with dynamic batching leaves the batcher, or is answered at once if its
+batch has left. Thread-safe; one token may serve many requests.)doc")
       .def(py::init<>())
       .def(
           "cancel",

@@ -152,8 +152,9 @@ struct ModelInfo {
 // and still exactly once, and withdraws its work: partitions waiting are
 // dropped and a running one is stopped (as for a deadline). A request given
 // a token that is cancelled already is answered CANCELLED without running.
-// Requests held by a model's dynamic batcher are the exception: they are
-// answered when their batch has run. One token may serve many requests (a
+// A request waiting in a model's dynamic batcher leaves it; one whose batch
+// has left is answered at once, and the batch runs on for the others (or is
+// withdrawn when all of its requests are). One token may serve many requests (a
 // connection's) or one. Thread-safe; Cancel may be called from any thread, a
 // callback included, and more than once.
 //
@@ -166,7 +167,9 @@ class CancelToken {
   void Cancel();
   bool cancelled() const;
   // Calls `hook` once, on the thread that calls Cancel (or here, at once,
-  // when cancelled already), unless removed before. Returns the key Remove
+  // when cancelled already), unless removed before. Cancel calls the hooks
+  // newest first, so the requests that wait go before the older ones whose
+  // end would let them start. Returns the key Remove
   // takes. The engine ties the requests given the token to it this way; a
   // front-end may tie its own work. A hook must not call Remove.
   uint64_t OnCancel(std::function<void()> hook);

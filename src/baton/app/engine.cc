@@ -684,7 +684,9 @@ void CancelToken::Cancel() {
     cancelled_ = true;
     hooks.swap(hooks_);
   }
-  for (auto& [key, hook] : hooks) hook();
+  // Newest first: a request that waits behind an older one is withdrawn
+  // before the older one's end can let it start.
+  for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) it->second();
 }
 
 bool CancelToken::cancelled() const {

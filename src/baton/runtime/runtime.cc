@@ -301,15 +301,7 @@ uint64_t Runtime::Abandon(absl::Status status) {
 
 void Runtime::Cancel(RequestId id) {
   if (state_.load() != State::kRunning) return;  // Stop answers everything itself
-  bool notify;
-  {
-    // In place: moving a temporary MailItem here trips GCC 12's
-    // maybe-uninitialized warning on the variant's other alternatives.
-    std::lock_guard lock(mail_mu_);
-    mail_.emplace_back(std::in_place_type<CancelRequest>, CancelRequest{id});
-    notify = !dispatching_;  // as Post
-  }
-  if (notify) mail_cv_.notify_one();
+  Post(CancelRequest{id});
 }
 
 void Runtime::Stop(std::optional<Duration> drain_timeout) {
@@ -560,11 +552,12 @@ void Runtime::PostCompletions(std::vector<dispatch::Completion> completions) {
   if (notify) mail_cv_.notify_one();
 }
 
-void Runtime::Post(MailItem item) {
+template <typename Item>
+void Runtime::Post(Item item) {
   bool notify;
   {
     std::lock_guard lock(mail_mu_);
-    mail_.push_back(std::move(item));
+    mail_.emplace_back(std::in_place_type<Item>, std::move(item));
     notify = !dispatching_;  // the holder looks at the mail before it lets go
   }
   if (notify) mail_cv_.notify_one();

@@ -290,7 +290,11 @@ class Runtime {
   void Apply(dispatch::HighLevelActions actions);
   void Deliver(Answer answer);
   void EndRun();
-  void Post(MailItem item);
+  // Appends one mail item (one of MailItem's alternatives), built in place:
+  // moving a whole MailItem trips GCC 12's maybe-uninitialized warning on
+  // the variant's other alternatives.
+  template <typename Item>
+  void Post(Item item);
   void PostCompletions(std::vector<dispatch::Completion> completions);
   // Drops expired work at every level (dispatcher thread); returns when to look
   // again (the earliest expiry left), or nullopt.

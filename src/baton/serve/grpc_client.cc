@@ -698,7 +698,8 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
   inference::ModelInferRequest head;  // every field but the raw contents
   head.set_model_name(model);
   uint64_t id = 0;
-  if (impl_->options.stream) {
+  // A message on the stream cannot be cancelled alone: a call with a token goes as a ModelInfer call.
+  if (impl_->options.stream && !options.cancel) {
     std::lock_guard lock(impl_->stream_mu);
     id = impl_->next_id++;
   }
@@ -740,8 +741,7 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
   RequestWriter writer(head);
   for (Tensor* t : raw) writer.AddRaw(std::move(*t));
   const grpc::ByteBuffer request = writer.Finish();
-  // A message on the stream cannot be cancelled alone: a call with a token goes as a ModelInfer call.
-  if (id != 0 && !options.cancel && impl_->SendOnStream(id, request, slot, timeout, done)) return;
+  if (id != 0 && impl_->SendOnStream(id, request, slot, timeout, done)) return;
   auto* call = new Call;
   call->slot = slot;
   call->done = std::move(done);
