@@ -3,6 +3,8 @@
 // work runs, borrowed and adopted input buffers, stats, and Close.
 #include "baton/baton.h"
 
+#include <sched.h>
+
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +22,7 @@
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
 #include "spin_model.h"
+#include "thread_stat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -798,6 +801,27 @@ TEST_F(EngineTest, WritesATraceOfItsRuns) {
   Result<std::unique_ptr<Engine>> zero = Engine::OpenText(Config("whole"), dir_->string(), options);
   ASSERT_FALSE(zero.ok());
   EXPECT_THAT(zero.status().message(), HasSubstr("trace_max_events"));
+}
+
+TEST_F(EngineTest, CpuPuWorkersRunUnderSchedBatchUnlessConfiguredNormal) {
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (*dir_ / "cache").string();
+  Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu}, {name: cpu1, kind: cpu, scheduling: normal}]}]\n"
+      "models:\n  - {name: cam, path: squeezenet.onnx}\npolicy: {high_level: whole}\n",
+      dir_->string(), options);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  // Open returns with the PU workers started, named and scheduled.
+  EXPECT_EQ(testing::ThreadStatField("pu:cpu0", testing::kStatPolicy), SCHED_BATCH) << "the default";
+  EXPECT_EQ(testing::ThreadStatField("pu:cpu1", testing::kStatPolicy), sched_getscheduler(0));
+  const Reference ref = MakeReference("squeezenet.onnx", 3);
+  Result<Tensors> r = (*engine)->Infer("cam", Copy(ref.inputs));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ExpectEqual(*r, ref.outputs);
+  config::PuConfig emu;
+  emu.kind = "emu";
+  EXPECT_FALSE(app::BatchSchedulingOf(emu)) << "an emulated PU's worker mostly sleeps";
 }
 
 TEST_F(EngineTest, OneThreadCpuPusShareSessionsUnlessConfiguredNot) {

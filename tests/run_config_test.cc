@@ -237,7 +237,7 @@ TEST(RunConfigTest, UnknownKeysAtEveryLevelListTheKnownKeys) {
               HasSubstr("config.yaml: devices[0]: unknown key 'pu'; known keys: name, pus"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c, thread: 2}")),
               HasSubstr("devices[0].pus[0]: unknown key 'thread'; known keys: name, kind, threads, cores, "
-                        "share_session, nice, speed, op_speed, unsupported_ops, compute"));
+                        "share_session, nice, scheduling, speed, op_speed, unsupported_ops, compute"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c}", "{name: m, path: zoo:lstm, prio: 2}")),
               HasSubstr("models[0]: unknown key 'prio'; known keys: name, path, arrival, deadline_ms, priority, "
                         "partitions"));
@@ -367,6 +367,24 @@ TEST(RunConfigTest, NiceIsAConfigKeyOfCpuPusIn0To19) {
   EXPECT_THAT(ErrorOf(Minimal("{name: c, nice: -5}")), HasSubstr("so negative values are not taken"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c, nice: high}")), HasSubstr("nice"));
   EXPECT_THAT(ErrorOf(Minimal("{name: c, kind: emu, nice: 3}")), HasSubstr("'nice' applies only to kind cpu"));
+}
+
+TEST(RunConfigTest, SchedulingIsAConfigKeyOfCpuPusBatchByDefault) {
+  absl::StatusOr<RunConfig> plain = ParseRunConfig(Minimal(), "c.yaml");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->devices[0].pus[0].scheduling, "batch");
+  EXPECT_EQ(ToYaml(*plain).find("scheduling"), std::string::npos) << "the default is not written";
+  absl::StatusOr<RunConfig> normal = ParseRunConfig(Minimal("{name: c, scheduling: normal}"), "c.yaml");
+  ASSERT_TRUE(normal.ok()) << normal.status();
+  EXPECT_EQ(normal->devices[0].pus[0].scheduling, "normal");
+  absl::StatusOr<RunConfig> back = ParseRunConfig(ToYaml(*normal), "round-trip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, *normal);
+  EXPECT_THAT(ErrorOf(Minimal("{name: c, scheduling: fifo}")),
+              HasSubstr("devices[0].pus[0].scheduling: unknown scheduling 'fifo'; allowed: batch, normal"));
+  EXPECT_THAT(ErrorOf(Minimal("{name: c, scheduling: 3}")), HasSubstr("scheduling"));
+  EXPECT_THAT(ErrorOf(Minimal("{name: c, kind: emu, scheduling: batch}")),
+              HasSubstr("'scheduling' applies only to kind cpu"));
 }
 
 // --- bad values ---------------------------------------------------------------

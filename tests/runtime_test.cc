@@ -7,6 +7,7 @@
 
 #include <gmock/gmock.h>
 #include <sys/prctl.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <gtest/gtest.h>
@@ -15,11 +16,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <optional>
-#include <sstream>
 #include <future>
 #include <map>
 #include <mutex>
@@ -37,6 +35,7 @@
 #include "zoo_case.h"
 #include "dispatch_test_util.h"
 #include "nothing_executor.h"
+#include "thread_stat.h"
 
 namespace baton::runtime {
 namespace {
@@ -168,16 +167,18 @@ struct FakeSystem {
 
   // `models` chain models on one device with `pus` PUs running `policy`.
   // `pu_nice`: per PU, its worker's nice steps (PuSetup::nice); empty = 0.
+  // `pu_batch`: per PU, whether its worker runs under SCHED_BATCH; empty = no.
   FakeSystem(int models, int pus, const std::string& policy_name, Duration work = {}, Duration charged = {},
              dispatch::ModelOptions model_options = {}, size_t max_queue = 256, RuntimeOptions options = {},
-             const std::vector<int>& pu_nice = {}) {
+             const std::vector<int>& pu_nice = {}, const std::vector<bool>& pu_batch = {}) {
     DeviceSetup dev;
     dev.id = DeviceId(0);
     dev.name = "local";
     dev.max_queue = max_queue;
     for (int u = 0; u < pus; ++u) {
       dev.pus.push_back(PuSetup{PuId(u), absl::StrCat("pu", u), "cpu", {},
-                                static_cast<size_t>(u) < pu_nice.size() ? pu_nice[static_cast<size_t>(u)] : 0});
+                                static_cast<size_t>(u) < pu_nice.size() ? pu_nice[static_cast<size_t>(u)] : 0,
+                                static_cast<size_t>(u) < pu_batch.size() && pu_batch[static_cast<size_t>(u)]});
     }
     dev.policy = *policy::MakeLowLevelPolicy(policy_name);
     std::vector<DeviceSetup> devices;
@@ -395,39 +396,25 @@ TEST(Runtime, AFailedPartitionStopsItsRunningSibling) {
 }
 
 // The nice value of the thread named `name` in this process; nullopt if
-// there is none (field 19 of /proc/self/task/TID/stat, after the comm).
+// there is none.
 std::optional<int> NiceOfThread(const std::string& name) {
-  // Without exceptions: a thread that ends while the folder is read is skipped.
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    const std::filesystem::directory_entry& task = *it;
-    std::ifstream comm_file(task.path() / "comm");
-    std::string comm;
-    std::getline(comm_file, comm);
-    if (comm != name) continue;
-    std::ifstream stat_file(task.path() / "stat");
-    std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
-    const size_t comm_end = stat.rfind(')');
-    if (comm_end == std::string::npos || comm_end + 2 > stat.size()) continue;  // it ended meanwhile
-    std::istringstream after(stat.substr(comm_end + 2));  // field 3 onwards
-    std::string field;
-    for (int i = 3; i <= 19 && after >> field; ++i) {
-      if (i == 19) return std::stoi(field);
-    }
-  }
-  return std::nullopt;
+  const std::optional<long> nice = testing::ThreadStatField(name, testing::kStatNice);
+  return nice ? std::optional<int>(static_cast<int>(*nice)) : std::nullopt;
 }
 
-TEST(Runtime, APusWorkerThreadIsNamedAndTakesItsNiceValue) {
-  FakeSystem sys(1, 2, "fifo", {}, {}, {}, 256, {}, /*pu_nice=*/{0, 7});
+TEST(Runtime, APusWorkerThreadIsNamedAndTakesItsNiceValueAndPolicy) {
+  FakeSystem sys(1, 2, "fifo", {}, {}, {}, 256, {}, /*pu_nice=*/{0, 7}, /*pu_batch=*/{true, false});
   std::unique_ptr<Runtime>& rt = sys.rt;
   ASSERT_TRUE(rt->Start().ok());
-  // Start returns once each worker has named itself and taken its nice value.
+  // Start returns once each worker has named itself and taken its nice value and policy.
   const int own = getpriority(PRIO_PROCESS, 0);
   EXPECT_EQ(NiceOfThread("pu:pu0"), own);
   EXPECT_EQ(NiceOfThread("pu:pu1"), std::min(own + 7, 19)) << "nice is relative to what the thread had";
   EXPECT_TRUE(NiceOfThread("dispatcher").has_value());
+  EXPECT_EQ(testing::ThreadStatField("pu:pu0", testing::kStatPolicy), SCHED_BATCH);
+  EXPECT_EQ(testing::ThreadStatField("pu:pu1", testing::kStatPolicy), sched_getscheduler(0))
+      << "without batch scheduling the worker keeps the process's policy";
+  EXPECT_EQ(testing::ThreadStatField("dispatcher", testing::kStatPolicy), sched_getscheduler(0));
   rt->Stop();
 }
 

@@ -38,7 +38,8 @@ absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const
     dev.max_queue = static_cast<size_t>(config.run.max_queue);
     BATON_ASSIGN_OR_RETURN(dev.policy, policy::MakeLowLevelPolicy(low_level, policy_options));
     for (const config::PuConfig& pu : config.devices[d].pus) {
-      runtime::PuSetup s{PuId(pu_id++), pu.name, pu.kind, PinCoresOf(pu), pu.nice};
+      runtime::PuSetup s{PuId(pu_id++), pu.name, pu.kind, PinCoresOf(pu), pu.nice,
+                           BatchSchedulingOf(pu)};
       dev.pus.push_back(std::move(s));
     }
     if (remotes != nullptr && remotes->by_device[d]) {

@@ -161,6 +161,7 @@ AgentPus MakeAgentPus(const config::DeviceConfig& device) {
     agent_pu.share_key = std::move(made.share_key);
     agent_pu.pin_cores = std::move(made.pin_cores);
     agent_pu.nice = pu.nice;
+    agent_pu.batch_scheduling = BatchSchedulingOf(pu);
     out.executors.push_back(std::move(made.executor));
     out.pus.push_back(std::move(agent_pu));
   }
@@ -172,6 +173,8 @@ std::vector<int> PinCoresOf(const config::PuConfig& pu) {
   if (pu.kind == "cpu" && !pu.cores.empty()) return {pu.cores[0]};
   return {};
 }
+
+bool BatchSchedulingOf(const config::PuConfig& pu) { return pu.kind == "cpu" && pu.scheduling == "batch"; }
 
 PuExecutor MakePuExecutor(const config::PuConfig& pu) {
   PuExecutor out;

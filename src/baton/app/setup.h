@@ -66,6 +66,9 @@ PuExecutor MakePuExecutor(const config::PuConfig& pu);
 // PU's first configured core; ORT pins its pool workers to the others; none
 // for an emulated PU or an unpinned CPU PU).
 std::vector<int> PinCoresOf(const config::PuConfig& pu);
+// Whether a PU's worker thread runs under SCHED_BATCH (a CPU PU's
+// `scheduling: batch`, the default; never an emulated PU).
+bool BatchSchedulingOf(const config::PuConfig& pu);
 
 // An agent's PUs (`baton agent`): one executor per PU of `device`, and what
 // the agent serves for each (AgentPu borrows the executor, which

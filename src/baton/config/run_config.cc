@@ -68,9 +68,11 @@ constexpr std::array<const char*, 4> kTopKeys = {"devices", "models", "policy", 
 constexpr std::array<const char*, 10> kDeviceKeys = {"name",        "pus",         "address",    "token_file",
                                                     "ca_cert",     "client_cert", "client_key", "server_name",
                                                     "link_latency_ms", "link_mbps"};
-constexpr std::array<const char*, 10> kPuKeys = {"name",  "kind",     "threads",         "cores",   "share_session",
-                                                 "nice",  "speed",    "op_speed",        "unsupported_ops", "compute"};
-constexpr std::array<const char*, 4> kCpuOnlyKeys = {"threads", "cores", "share_session", "nice"};
+constexpr std::array<const char*, 11> kPuKeys = {"name",  "kind",     "threads",         "cores",   "share_session",
+                                                 "nice",  "scheduling", "speed",  "op_speed", "unsupported_ops",
+                                                 "compute"};
+constexpr std::array<const char*, 5> kCpuOnlyKeys = {"threads", "cores", "share_session", "nice", "scheduling"};
+constexpr std::array<const char*, 2> kSchedulings = {"batch", "normal"};
 constexpr int kMaxNice = 19;  // Linux's lowest priority
 constexpr std::array<const char*, 4> kEmuOnlyKeys = {"speed", "op_speed", "unsupported_ops", "compute"};
 constexpr std::array<const char*, 12> kModelKeys = {"name",       "path",   "arrival",   "deadline_ms",
@@ -153,6 +155,12 @@ absl::Status ValidatePu(const PuConfig& pu, const std::string& path, unsigned ho
                                        "how many steps nicer than the process the worker thread runs (0 = as the "
                                        "process; a thread may raise its nice value but not lower it, so negative "
                                        "values are not taken)"));
+    if (!Contains(kSchedulings, pu.scheduling)) {
+      return Invalid(Child(path, "scheduling"),
+                     absl::StrCat("unknown scheduling '", pu.scheduling, "'; allowed: ", Join(kSchedulings),
+                                  " (batch: Linux's SCHED_BATCH for the worker thread, the default; normal: as the "
+                                  "rest of the process)"));
+    }
     if (pu.cores.empty()) return absl::OkStatus();
     const std::string cores_path = Child(path, "cores");
     if (pu.cores.size() != static_cast<size_t>(pu.threads)) {
@@ -680,6 +688,8 @@ class Parser {
         BATON_RETURN_IF_ERROR(Bool(f, pu.share_session));
       } else if (f.key == "nice") {
         BATON_RETURN_IF_ERROR(Int(f, pu.nice));
+      } else if (f.key == "scheduling") {
+        BATON_RETURN_IF_ERROR(String(f, pu.scheduling));
       } else if (f.key == "speed") {
         BATON_RETURN_IF_ERROR(Double(f, pu.speed));
       } else if (f.key == "op_speed") {
@@ -1033,6 +1043,7 @@ std::string ToYaml(const RunConfig& config) {
         if (!pu.cores.empty()) out << YAML::Key << "cores" << YAML::Value << YAML::Flow << pu.cores;
         if (!pu.share_session) out << YAML::Key << "share_session" << YAML::Value << false;
         if (pu.nice != 0) out << YAML::Key << "nice" << YAML::Value << pu.nice;
+        if (pu.scheduling != PuConfig{}.scheduling) out << YAML::Key << "scheduling" << YAML::Value << pu.scheduling;
       } else {
         out << YAML::Key << "speed" << YAML::Value << FormatDouble(pu.speed);
         if (!pu.op_speed.empty()) {

@@ -55,6 +55,11 @@ struct PuConfig {
   // at once instead of after the worker's time slice, and the worker gets a
   // smaller share against other busy processes (docs/config.md).
   int nice = 0;
+  // How Linux schedules the PU's worker thread: "batch" (SCHED_BATCH: the
+  // same share of the CPU, but the scheduler treats it as CPU-bound and
+  // favours threads that wake on its cores, such as the server's transport
+  // and the clients) or "normal" (SCHED_OTHER, as the rest of the process).
+  std::string scheduling = "batch";
   // emu only
   double speed = 4.0;                      // speed-up over one host CPU thread (> 0)
   std::map<std::string, double> op_speed;  // per-op speed-up (> 0)

@@ -17,7 +17,8 @@ absl::Status AgentServer::Impl::Init() {
   std::vector<runtime::PuSetup> setups;
   for (size_t i = 0; i < pus_.size(); ++i) {
     setups.push_back(
-        runtime::PuSetup{PuId(static_cast<uint32_t>(i)), pus_[i].name, pus_[i].kind, pus_[i].pin_cores, pus_[i].nice});
+        runtime::PuSetup{PuId(static_cast<uint32_t>(i)), pus_[i].name, pus_[i].kind, pus_[i].pin_cores, pus_[i].nice,
+                          pus_[i].batch_scheduling});
   }
   BATON_ASSIGN_OR_RETURN(
       shell_, runtime::DeviceShell::Create(DeviceId(0), options_.name, std::move(setups), std::move(*policy),

@@ -60,6 +60,7 @@ struct AgentPu {
   std::string share_key;                  // PUs with the same non-empty key share one prepared session
   std::vector<int> pin_cores;             // the PU's worker thread pins itself to these; empty = not pinned
   int nice = 0;                           // the worker thread runs this many nice steps above the process
+  bool batch_scheduling = false;          // the worker thread runs under SCHED_BATCH
 };
 
 struct AgentOptions {

@@ -68,6 +68,7 @@ struct PuSetup {
   std::string kind;            // "cpu", "emu", ...
   std::vector<int> pin_cores;  // the PU's worker thread pins itself to these; empty = not pinned
   int nice = 0;                // the worker thread runs this many nice steps above the process (0..19)
+  bool batch_scheduling = false;  // the worker thread runs under SCHED_BATCH (see config::PuConfig::scheduling)
 };
 
 // Which prepared partition runs partition `p` of model `m` on PU `u`.
