@@ -596,6 +596,13 @@ TEST_F(CliServeTest, ARunGivesUpOnWhatIsStillInFlightAfterItsWindow) {
     ASSERT_TRUE(j.is_object()) << run.output;
     // The spin request, and the cam request queued behind it on the one PU.
     EXPECT_EQ(j["abandoned"], 2) << run.output;
+    if (mode.empty()) {
+      EXPECT_TRUE(j["server_stream_calls"].is_null());
+      EXPECT_TRUE(j["server_unary_calls"].is_null());
+    } else {
+      EXPECT_EQ(j["server_stream_calls"], 2) << "both went on the stream";
+      EXPECT_EQ(j["server_unary_calls"], 0);
+    }
     ++runs;
     EXPECT_TRUE(WaitUntil([&] { return Metric(c, Requests("spin", "cancelled")) == runs; }));
     EXPECT_TRUE(WaitUntil([&] { return Metric(c, "baton_device_running{device=\"local\"}") == 0; }));

@@ -304,6 +304,11 @@ void PrintReport(const RunReport& r) {
               << " requests were still in flight 1 s after their window ended and were abandoned (counted "
                  "unfinished)\n";
   }
+  if (r.server_streaming && r.server_unary_calls > 0) {
+    std::cout << "  " << r.server_unary_calls << " of " << r.server_stream_calls + r.server_unary_calls
+              << " calls went as ModelInfer calls, made while no stream was open (after abandoned requests "
+                 "cancelled it)\n";
+  }
 
   std::cout << "\ncomparison (same PUs, same time, interleaved):\n";
   rows = {{"mode", "req/s", "goodput/s", "SLO %", "p50 ms", "p99 ms", "baton speed-up", "bound ratio", "kind"}};
@@ -400,6 +405,9 @@ nlohmann::json ReportJson(const RunReport& r) {
   j["server"] = r.server.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.server);
   j["server_shared_memory"] = r.server.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.server_shared_memory);
   j["server_streaming"] = r.server.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.server_streaming);
+  // With --streaming: how the calls went (warm-up included); null otherwise.
+  j["server_stream_calls"] = r.server_streaming ? nlohmann::json(r.server_stream_calls) : nlohmann::json(nullptr);
+  j["server_unary_calls"] = r.server_streaming ? nlohmann::json(r.server_unary_calls) : nlohmann::json(nullptr);
   nlohmann::json baselines = nlohmann::json::object();
   for (const ModeOutcome& b : r.baselines) {
     nlohmann::json bj = ModeJson(b, nullptr);
@@ -581,6 +589,10 @@ int Run(const RunArgs& args) {
       c->InferAsync(model, std::move(inputs), o, std::move(done));
     };
     target.cancel_all = [c = client->get()] { c->CancelAll(); };
+    target.call_counts = [c = client->get()] {
+      const serve::GrpcClient::Counts n = c->counts();
+      return std::pair(n.stream_calls, n.unary_calls);
+    };
     report = harness::RunAgainstServer(config, options, target);
   }
   if (!report.ok()) {

@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -1243,6 +1244,7 @@ absl::StatusOr<RunReport> RunAgainstServer(const config::RunConfig& config, cons
   report.verified = verified;
   report.mismatches = mismatches;
   report.abandoned = target.abandoned();
+  if (server.call_counts) std::tie(report.server_stream_calls, report.server_unary_calls) = server.call_counts();
   report.peak_rss_mb = PeakRssMb();
   return report;
 }

@@ -34,6 +34,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "baton/baton.h"
@@ -190,6 +191,10 @@ struct RunReport {
   std::string server;  // RunAgainstServer: the server's address ("" = baton ran in this process)
   std::string server_shared_memory;  // RunAgainstServer: how inputs went ("none", "system")
   bool server_streaming = false;     // RunAgainstServer: on one ModelStreamInfer stream
+  // RunAgainstServer with server_streaming: the calls (warm-up included) that
+  // went on a stream, and those that went as ModelInfer calls (made while no
+  // stream was open, e.g. right after abandoned requests cancelled it).
+  uint64_t server_stream_calls = 0, server_unary_calls = 0;
 
   // mode's throughput over the bound's (nullopt without a bound).
   std::optional<double> BoundRatio(const ModeOutcome& mode) const;
@@ -233,6 +238,9 @@ struct ServerTarget {
   // flight a while after a measured window then ends at once (counted as
   // abandoned). Unset: the run waits for each call's own deadline.
   std::function<void()> cancel_all;
+  // How many calls so far went on a stream and as ModelInfer calls (for the
+  // report; GrpcClient::counts). Unset: not reported.
+  std::function<std::pair<uint64_t, uint64_t>()> call_counts;
 };
 
 // The config's workload (models, arrivals, deadlines, priorities, slices,

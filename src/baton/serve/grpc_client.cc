@@ -269,13 +269,17 @@ struct GrpcClient::Impl {
   // The stream (options.stream). Guarded by stream_mu, except `incoming`,
   // which only the poller touches. At most one write is in flight (gRPC's
   // rule); the others wait in `outbox`, in the order their calls were made.
+  // A stream CancelAll cancelled is replaced by a new one for the next call
+  // once it has ended and no write of it is in flight (its operations' tags
+  // are then free again); one the server ended is not.
   const std::string stream_method =
       absl::StrCat("/", inference::GRPCInferenceService::service_full_name(), "/ModelStreamInfer");
   std::mutex stream_mu;
   std::condition_variable stream_cv;  // signalled when stream_ended becomes true
-  grpc::ClientContext stream_ctx;
+  std::unique_ptr<grpc::ClientContext> stream_ctx;
   std::unique_ptr<grpc::GenericClientAsyncReaderWriter> stream;
   bool stream_open = false;   // new calls may go on it
+  bool reopen = false;        // CancelAll cancelled it: the next call opens a new one once it has ended
   bool finishing = false;     // its reads have ended and Finish is called: nothing more is written
   bool stream_ended = false;  // its Finish has completed
   bool writing = false;       // a StartCall, Write or WritesDone is in flight
@@ -286,7 +290,10 @@ struct GrpcClient::Impl {
   uint64_t next_id = 1;
   grpc::Status stream_status;
   grpc::ByteBuffer incoming;
+  uint64_t streams_opened = 0;
   std::chrono::steady_clock::time_point next_scan;  // poller only
+  // Calls sent on a stream and as ModelInfer calls.
+  std::atomic<uint64_t> stream_calls{0}, unary_calls{0};
   // The stream operations' completion-queue tags (their addresses).
   char op_start = 0, op_read = 0, op_write = 0, op_writes_done = 0, op_finish = 0;
 
@@ -444,16 +451,23 @@ struct GrpcClient::Impl {
     call->done(std::move(answer));
   }
 
-  // Opens the stream and starts its first read (before the poller runs).
+  // Opens a stream and starts its first read: at Connect (before the
+  // poller runs), or in place of one CancelAll cancelled (stream_mu held).
   void OpenStream() {
-    if (!options.token.empty()) stream_ctx.AddMetadata("authorization", "Bearer " + options.token);
-    stream = generic->PrepareCall(&stream_ctx, stream_method, &cq);
+    // The ended stream's objects go only now: gRPC is done with them.
+    stream.reset();
+    stream_ctx = std::make_unique<grpc::ClientContext>();
+    if (!options.token.empty()) stream_ctx->AddMetadata("authorization", "Bearer " + options.token);
+    stream = generic->PrepareCall(stream_ctx.get(), stream_method, &cq);
+    finishing = stream_ended = half_close = writes_done = reopen = false;
+    outbox.clear();
     // StartCall is a write as far as gRPC is concerned (it reuses the write
     // operation): the first Write waits for it in the outbox.
     writing = true;
     stream->StartCall(&op_start);
     stream->Read(&incoming, &op_read);
     stream_open = true;
+    ++streams_opened;
   }
 
   // Sends `request` (whose id is `id`) on the stream; false, leaving `done`
@@ -461,6 +475,7 @@ struct GrpcClient::Impl {
   bool SendOnStream(uint64_t id, const grpc::ByteBuffer& request, ShmSlot* slot, std::chrono::nanoseconds timeout,
                     std::function<void(Result<Tensors>)>& done) {
     std::lock_guard lock(stream_mu);
+    if (!stream_open && reopen && stream_ended && !writing) OpenStream();
     if (!stream_open) return false;
     StreamCall& call = waiting[id];
     call.slot = slot;
@@ -480,6 +495,7 @@ struct GrpcClient::Impl {
     if (tag == &op_read) {
       if (ok) {
         Answered();
+        std::lock_guard lock(stream_mu);  // `stream` is replaced under it (only once this one has ended)
         stream->Read(&incoming, &op_read);
         return;
       }
@@ -602,7 +618,7 @@ struct GrpcClient::Impl {
     half_close = true;
     MaybeHalfCloseLocked();
     if (!stream_cv.wait_for(lock, kCloseWait, [&] { return stream_ended; })) {
-      stream_ctx.TryCancel();
+      stream_ctx->TryCancel();
       stream_cv.wait(lock, [&] { return stream_ended; });  // a cancelled call always finishes
     }
   }
@@ -741,7 +757,11 @@ void GrpcClient::InferAsync(const std::string& model, Tensors inputs, const Infe
   RequestWriter writer(head);
   for (Tensor* t : raw) writer.AddRaw(std::move(*t));
   const grpc::ByteBuffer request = writer.Finish();
-  if (id != 0 && impl_->SendOnStream(id, request, slot, timeout, done)) return;
+  if (id != 0 && impl_->SendOnStream(id, request, slot, timeout, done)) {
+    impl_->stream_calls.fetch_add(1);
+    return;
+  }
+  impl_->unary_calls.fetch_add(1);
   auto* call = new Call;
   call->slot = slot;
   call->done = std::move(done);
@@ -773,9 +793,20 @@ void GrpcClient::CancelAll() {
   }
   std::lock_guard lock(impl_->stream_mu);
   if (impl_->stream != nullptr && !impl_->stream_ended && !impl_->waiting.empty()) {
-    impl_->stream_open = false;  // later calls go as ModelInfer calls
-    impl_->stream_ctx.TryCancel();
+    // Later calls go as ModelInfer calls until it has ended, then on a new stream.
+    impl_->stream_open = false;
+    impl_->reopen = true;
+    impl_->stream_ctx->TryCancel();
   }
+}
+
+GrpcClient::Counts GrpcClient::counts() const {
+  Counts c;
+  c.stream_calls = impl_->stream_calls.load();
+  c.unary_calls = impl_->unary_calls.load();
+  std::lock_guard lock(impl_->stream_mu);
+  c.streams_opened = impl_->streams_opened;
+  return c;
 }
 
 }  // namespace baton::serve

@@ -33,6 +33,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -86,9 +87,20 @@ class GrpcClient {
 
   // Cancels every call in flight: each is answered CANCELLED soon (from the
   // client's thread), and the server cancels its request. With `stream`, the
-  // stream is cancelled with its calls, and later calls go as ModelInfer
-  // calls. For giving up on what is left, e.g. at the end of a measured run.
+  // stream is cancelled with its calls; later calls go as ModelInfer calls
+  // until it has ended, then on a new stream. For giving up on what is left,
+  // e.g. at the end of a measured run.
   void CancelAll();
+
+  // How the calls so far went: on a stream, or as ModelInfer calls (every
+  // call without `stream`; with it, calls given a CancelToken, and those made
+  // while no stream was open), and how many streams were opened.
+  struct Counts {
+    uint64_t stream_calls = 0;
+    uint64_t unary_calls = 0;
+    uint64_t streams_opened = 0;
+  };
+  Counts counts() const;
 
   struct Impl;
 
