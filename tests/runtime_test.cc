@@ -418,6 +418,27 @@ TEST(Runtime, APusWorkerThreadIsNamedAndTakesItsNiceValueAndPolicy) {
   rt->Stop();
 }
 
+// Batch scheduling changes only a worker that would run under SCHED_OTHER: a
+// process someone started under another policy keeps it for its workers
+// (here SCHED_IDLE, which needs no privilege, on a thread of its own whose
+// policy the workers inherit).
+TEST(Runtime, BatchSchedulingLeavesAnotherPolicyAlone) {
+  std::optional<long> policy;
+  bool idle = false;
+  std::thread starter([&] {
+    const sched_param param{};
+    idle = sched_setscheduler(0, SCHED_IDLE, &param) == 0;
+    if (!idle) return;
+    FakeSystem sys(1, 1, "fifo", {}, {}, {}, 256, {}, /*pu_nice=*/{}, /*pu_batch=*/{true});
+    if (!sys.rt->Start().ok()) return;
+    policy = testing::ThreadStatField("pu:pu0", testing::kStatPolicy);
+    sys.rt->Stop();
+  });
+  starter.join();
+  if (!idle) GTEST_SKIP() << "this process may not use SCHED_IDLE";
+  EXPECT_EQ(policy, SCHED_IDLE);
+}
+
 TEST(Runtime, SubmitBeforeStartAndAfterStopIsAnsweredAtOnce) {
   FakeSystem sys(1, 1, "fifo");
   RequestResult early = sys.rt->Submit(ModelId(0), Input(1)).get();

@@ -101,9 +101,10 @@ std::string NiceThisThread(int steps) {
 // Puts the calling thread under SCHED_BATCH (sched(7)): the same weight as
 // SCHED_OTHER at its nice value, but the scheduler treats it as CPU-bound and
 // disfavours it in wake-up decisions, so threads that wake on its core for a
-// moment run sooner. Needs no privilege.
+// moment run sooner. Needs no privilege. Only from SCHED_OTHER: a process
+// someone started under another policy (chrt) keeps it.
 std::string BatchScheduleThisThread(bool batch) {
-  if (!batch) return "";
+  if (!batch || sched_getscheduler(0) != SCHED_OTHER) return "";
   const sched_param param{};
   if (sched_setscheduler(0, SCHED_BATCH, &param) == 0) return "";
   return absl::StrCat("could not put the worker thread under SCHED_BATCH (", std::strerror(errno),
