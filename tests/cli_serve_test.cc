@@ -5,7 +5,10 @@
 // queue answered 429, the token, metrics that promtool accepts, tensors
 // through client shared memory, the work of a killed gRPC client cancelled,
 // and SIGTERM exiting 0 (checked by the process helper).
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -608,6 +611,60 @@ TEST_F(CliServeTest, ARunGivesUpOnWhatIsStillInFlightAfterItsWindow) {
     EXPECT_TRUE(WaitUntil([&] { return Metric(c, "baton_device_running{device=\"local\"}") == 0; }));
     EXPECT_EQ(Metric(c, Requests("spin", "success")), 0);
   }
+}
+
+// Sends `body` as a POST to `path` on a connection of its own and returns the
+// connection's descriptor without reading the answer (-1 on failure).
+static int PostAndHold(int port, const std::string& path, const std::string& body) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const std::string request = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                              "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  bool sent = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  for (size_t at = 0; sent && at < request.size();) {
+    const ssize_t n = send(fd, request.data() + at, request.size() - at, MSG_NOSIGNAL);
+    sent = n > 0;
+    at += sent ? static_cast<size_t>(n) : 0;
+  }
+  if (!sent) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// A REST client that gives up (closes its connection) while its request
+// waits or runs cancels it: the waiting one never runs, the running one is
+// stopped, and the PU serves the next request. (Before, both stayed: the
+// spin request would have held the PU for ten minutes.) The waiting one is
+// let go first: were the running one stopped first, the other could start.
+TEST_F(CliServeTest, ARestClientThatHangsUpCancelsItsRequest) {
+  const std::string config = SpinConfig();
+  BatonProcess server("serve", {config, "--no-profile", "-q", "--no-grpc"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  const std::string running = "baton_device_running{device=\"local\"}";
+  const std::string queued = "baton_device_queue_depth{device=\"local\"}";
+  const int spin = PostAndHold(server.port(), "/v2/models/spin/infer",
+                               R"({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]})");
+  ASSERT_GE(spin, 0);
+  ASSERT_TRUE(WaitUntil([&] { return Metric(c, running) == 1; }));
+  const Sample s = MakeSample(8);
+  const int cam = PostAndHold(server.port(), "/v2/models/cam/infer", s.body);
+  ASSERT_GE(cam, 0);
+  ASSERT_TRUE(WaitUntil([&] { return Metric(c, queued) == 1; }));
+  close(cam);
+  EXPECT_TRUE(WaitUntil([&] { return Metric(c, Requests("cam", "cancelled")) == 1; }));
+  close(spin);
+  EXPECT_TRUE(WaitUntil([&] { return Metric(c, Requests("spin", "cancelled")) == 1 && Metric(c, running) == 0; }));
+  EXPECT_EQ(Metric(c, queued), 0);
+  EXPECT_EQ(Metric(c, Requests("cam", "success")), 0) << "the cancelled request never ran";
+  ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
 }
 
 TEST_F(CliServeTest, TraceIsWrittenAtExit) {

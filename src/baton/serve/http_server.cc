@@ -1,8 +1,11 @@
 #include "baton/serve/http_server.h"
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <functional>
+#include <future>
+#include <memory>
 #include <optional>
 #include <regex>
 #include <string>
@@ -14,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "baton/core/process.h"
 #include "baton/serve/auth.h"
+#include "baton/serve/connection_watch.h"
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/metrics.h"
 #include "baton/serve/shared_memory.h"
@@ -27,6 +31,8 @@ namespace {
 using nlohmann::json;
 
 constexpr size_t kMaxElements = size_t{1} << 28;  // per tensor, over JSON
+// How often a waiting inference request looks whether its client is still there.
+constexpr std::chrono::milliseconds kWatchEvery{100};
 constexpr char kVersion[] = "0.1.0";
 
 void Reply(httplib::Response& res, int status, const json& body) {
@@ -290,7 +296,17 @@ void HttpServer::Route() {
       Error(res, 400, std::string(parsed.status().message()));
       return;
     }
-    Result<Tensors> out = engine_.Infer(m->name, std::move(parsed->inputs), parsed->options);
+    // Waits for the answer and, while it waits, for a client that gives up
+    // (closes or resets the connection): its request is cancelled.
+    InferOptions options = parsed->options;
+    auto cancel = std::make_shared<CancelToken>();
+    options.cancel = cancel;
+    std::future<Result<Tensors>> answer = engine_.InferAsync(m->name, std::move(parsed->inputs), options);
+    ConnectionWatch watch(req.local_port, req.remote_addr, req.remote_port);
+    while (answer.wait_for(kWatchEvery) != std::future_status::ready) {
+      if (!cancel->cancelled() && watch.PeerGone()) cancel->Cancel();
+    }
+    Result<Tensors> out = answer.get();
     if (!out.ok()) {
       Error(res, HttpStatusOf(out.status().code()), out.status().message());
       return;

@@ -20,8 +20,10 @@
 //
 // Requests from every connection share the engine (its dispatcher arbitrates
 // the PUs). Each request is served on one of `threads` workers, which waits
-// for the engine's answer; bodies are limited to max_request_bytes, and a
-// client that sends or reads too slowly is cut off after the timeouts.
+// for the engine's answer and cancels the request if its client closes or
+// resets the connection meanwhile (serve/connection_watch.h); bodies are
+// limited to max_request_bytes, and a client that sends or reads too slowly
+// is cut off after the timeouts.
 //
 // Security, as for `baton agent`: without TLS and a token the server only
 // binds to a loopback address (Start refuses anything else and says why).

@@ -1,0 +1,65 @@
+#include "baton/serve/connection_watch.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <filesystem>
+#include <system_error>
+
+namespace baton::serve {
+namespace {
+
+// The port of an AF_INET or AF_INET6 address; -1 for any other family.
+int PortOf(const sockaddr_storage& a) {
+  if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
+  if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
+  return -1;
+}
+
+}  // namespace
+
+std::optional<int> FindTcpConnection(int local_port, const std::string& remote_addr, int remote_port,
+                                     int max_descriptors) {
+  if (local_port <= 0 || remote_port <= 0) return std::nullopt;
+  std::error_code ec;
+  int seen = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator() && seen < max_descriptors; it.increment(ec), ++seen) {
+    const std::string name = it->path().filename().string();
+    int fd = -1;
+    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc() || fd < 0) continue;
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 || PortOf(local) != local_port) continue;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 || PortOf(peer) != remote_port) continue;
+    char host[NI_MAXHOST];
+    if (getnameinfo(reinterpret_cast<sockaddr*>(&peer), peer_len, host, sizeof(host), nullptr, 0, NI_NUMERICHOST) != 0) {
+      continue;
+    }
+    if (remote_addr == host) return fd;
+  }
+  return std::nullopt;
+}
+
+bool ConnectionWatch::PeerGone() {
+  if (!looked_up_) {
+    looked_up_ = true;
+    fd_ = FindTcpConnection(local_port_, remote_addr_, remote_port_);
+  }
+  if (!fd_) return false;
+  char byte;
+  const ssize_t n = recv(*fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;  // FIN: the peer closed its side
+  if (n > 0) return false;  // bytes wait to be read: the peer is there
+  return errno == ECONNRESET || errno == EPIPE || errno == ENOTCONN;
+}
+
+}  // namespace baton::serve

@@ -1,0 +1,54 @@
+// Whether the client of an HTTP request still waits for its answer. The HTTP
+// library hands a handler neither its socket nor a closed-connection check,
+// so the request's own TCP connection is found among this process's
+// descriptors by its two ends (as the library reports them), and looked at
+// without reading from it.
+//
+//   ConnectionWatch watch(req.local_port, req.remote_addr, req.remote_port);
+//   while (answer.wait_for(100ms) != ready) if (watch.PeerGone()) cancel->Cancel();
+//
+// The peer counts as gone once the connection has received its FIN (the
+// client closed, or half-closed, its side: an HTTP/1.1 client sends nothing
+// while it waits for an answer, so, as nginx does by default, a half-close is
+// taken as giving up) or was reset. Pending bytes (a pipelined request, a TLS
+// record such as close_notify) count as alive: with TLS a client that closes
+// cleanly is seen only once the connection is reset.
+//
+// Thread-safety: use one watch from the thread that serves the request; the
+// connection cannot close under it (the HTTP library closes it only after the
+// handler returns).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+
+namespace baton::serve {
+
+class ConnectionWatch {
+ public:
+  ConnectionWatch(int local_port, std::string remote_addr, int remote_port)
+      : local_port_(local_port), remote_addr_(std::move(remote_addr)), remote_port_(remote_port) {}
+
+  // True once the peer has closed or reset the connection. The connection is
+  // looked up on the first call (one pass over /proc/self/fd, at most
+  // kMaxDescriptors entries); when it cannot be found, always false.
+  bool PeerGone();
+
+  static constexpr int kMaxDescriptors = 65536;
+
+ private:
+  int local_port_;
+  std::string remote_addr_;
+  int remote_port_;
+  bool looked_up_ = false;
+  std::optional<int> fd_;
+};
+
+// The descriptor of this process's TCP socket whose local port is
+// `local_port` and whose peer is `remote_addr` (numeric, as getnameinfo
+// writes it) port `remote_port`; nullopt when there is none.
+std::optional<int> FindTcpConnection(int local_port, const std::string& remote_addr, int remote_port,
+                                     int max_descriptors = ConnectionWatch::kMaxDescriptors);
+
+}  // namespace baton::serve
