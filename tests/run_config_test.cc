@@ -325,6 +325,25 @@ TEST(RunConfigTest, InputsThatHangYamlCppsLoadAllAreClearErrors) {
   }
 }
 
+// Names and paths go into JSON, which must be UTF-8. Found by
+// tests/fuzz/config_fuzz: two names of different invalid bytes printed alike
+// (yaml-cpp's emitter replaces them) and became duplicates; and `baton run
+// --json` of such a config ended in an uncaught exception after the run.
+TEST(RunConfigTest, TextThatIsNotUtf8IsRefusedWhereItIs) {
+  EXPECT_THAT(ErrorOf(Minimal("{name: cpu0}", "{name: \"cam\xff\", path: zoo:lstm}")),
+              HasSubstr("config.yaml: line 2, column 21: byte 0xFF is not valid UTF-8; save the configuration as "
+                        "UTF-8"));
+  EXPECT_THAT(ErrorOf("devices: [{name: d\xc0\x80, pus: [{name: cpu0}]}]\n"), HasSubstr("line 1, column 19"))
+      << "an overlong NUL";
+  const std::string utf8 = "\xe7\x9b\xb8\xe6\x9c\xba-\xc3\xbc-\xf0\x9f\x93\xb7";  // 相机-ü-📷
+  absl::StatusOr<RunConfig> ok = ParseRunConfig(Minimal("{name: cpu0}", "{name: " + utf8 + ", path: zoo:lstm}"), "c");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->models[0].name, utf8);
+  absl::StatusOr<RunConfig> back = ParseRunConfig(ToYaml(*ok), "round-trip");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->models[0].name, utf8);
+}
+
 TEST(RunConfigTest, RemoteAddressPortIsInRange) {
   auto remote = [](const std::string& address) {
     return "devices: [{name: d, pus: [{name: cpu0}]}, {name: e, address: '" + address +

@@ -1,6 +1,7 @@
 #include "baton/config/run_config.h"
 
 #include "baton/core/file.h"
+#include "baton/core/utf8.h"
 #include "baton/plan/high_level_policy.h"
 
 #include <yaml-cpp/eventhandler.h>
@@ -22,6 +23,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "baton/policy/policy.h"
 
@@ -930,6 +932,17 @@ bool HasYamlContent(std::string_view text) {
 template <typename T, typename Parse, typename Check>
 absl::StatusOr<T> ParseDocument(std::string_view yaml, const std::string& source, const char* what,
                                 const char* doc, Parse parse, Check validate) {
+  // YAML is UTF-8 here, and names and paths end up in JSON (reports, the
+  // server's answers), which must be: bytes that are not UTF-8 are refused
+  // where they are, not replaced (two names could then become one).
+  if (const std::optional<size_t> bad = FirstInvalidUtf8(yaml)) {
+    const std::string_view before = yaml.substr(0, *bad);
+    const size_t line = static_cast<size_t>(std::count(before.begin(), before.end(), '\n')) + 1;
+    const size_t line_start = before.rfind('\n') == std::string_view::npos ? 0 : before.rfind('\n') + 1;
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: line %d, column %d: byte 0x%02X is not valid UTF-8; save the %s as UTF-8 (%s)", source, line,
+        *bad - line_start + 1, static_cast<unsigned char>(yaml[*bad]), what, doc));
+  }
   try {
     const std::string text(yaml);
     if (const int docs = DocumentCounter::WithContent(text); docs > 1) {
