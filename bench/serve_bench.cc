@@ -15,8 +15,8 @@
 // loopback round trip). Numbers go in docs/benchmarks.md.
 //
 //   serve_bench [--rounds N] [--calls N] [--run-here-up-to-us N]
-//   (--benchmark_* flags: a smoke run; --run-here-up-to-us: the gRPC server's
-//   GrpcOptions::run_here_up_to, default its own, 0 = hand every request to
+//   (--benchmark_* flags: a smoke run; --run-here-up-to-us: both servers'
+//   run_here_up_to (GrpcOptions, HttpOptions), default theirs, 0 = hand every request to
 //   the engine's PU worker)
 #include <grpcpp/grpcpp.h>
 
@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
   auto grpc_srv = baton::serve::GrpcServer::Start(**engine, go);
   baton::serve::HttpOptions ho;
   ho.port = 0;
+  ho.run_here_up_to = go.run_here_up_to;  // as `baton serve --run-here-up-to-us` sets both
   auto http_srv = baton::serve::HttpServer::Start(**engine, ho);
   if (!grpc_srv.ok() || !http_srv.ok()) {
     std::fprintf(stderr, "serve_bench: cannot start the servers\n");
@@ -166,8 +167,8 @@ int main(int argc, char** argv) {
     http_over.push_back(t[2] - t[0]);
   }
   std::printf(
-      "serve_bench: float32[1,%d] affine model, %d rounds x %d sequential calls, rotating, loopback, gRPC runs "
-      "here up to %lld us\n",
+      "serve_bench: float32[1,%d] affine model, %d rounds x %d sequential calls, rotating, loopback, gRPC and "
+      "HTTP run here up to %lld us\n",
       kN, rounds, calls, static_cast<long long>(go.run_here_up_to.count()));
   std::printf("  Engine::Infer (in process)          median %.2f us/call\n", Median(us[0]));
   std::printf("  gRPC ModelInfer (raw contents)      median %.2f us/call\n", Median(us[1]));

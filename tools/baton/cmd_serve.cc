@@ -111,6 +111,7 @@ int Serve(const ServeArgs& args) {
   grpc.max_streams_per_connection = args.grpc_max_streams;
   grpc.max_stream_in_flight = args.stream_in_flight;
   grpc.run_here_up_to = std::chrono::microseconds(args.run_here_up_to_us);
+  http.run_here_up_to = grpc.run_here_up_to;
   grpc.token = http.token;
   grpc.tls_cert = http.tls_cert;
   grpc.tls_key = http.tls_key;
@@ -230,8 +231,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "Requests of one ModelStreamInfer stream in flight before reading pauses (default 64)")
       ->check(IntIn(1, 10000));
   cmd->add_option("--run-here-up-to-us", args->run_here_up_to_us,
-                  "gRPC requests for a model whose recent runs took at most this many microseconds run on the "
-                  "gRPC thread that read them when a PU is free, saving two thread hand-overs (0 = never; "
+                  "gRPC and REST requests for a model whose recent runs took at most this many microseconds run "
+                  "on the thread that read them when a PU is free, saving two thread hand-overs (0 = never; "
                   "default 100)")
       ->check(IntIn(0, 100000));
   cmd->add_option("--token-file", args->token_file, "File with the bearer token requests must carry");

@@ -296,12 +296,17 @@ void HttpServer::Route() {
       Error(res, 400, std::string(parsed.status().message()));
       return;
     }
-    // Waits for the answer and, while it waits, for a client that gives up
-    // (closes or resets the connection): its request is cancelled.
+    // A fast model's request may run on this thread (as over gRPC); any other
+    // is waited for while the client is watched: one that gives up (closes or
+    // resets the connection) cancels its request.
     InferOptions options = parsed->options;
     auto cancel = std::make_shared<CancelToken>();
     options.cancel = cancel;
-    std::future<Result<Tensors>> answer = engine_.InferAsync(m->name, std::move(parsed->inputs), options);
+    options.run_here_up_to = options_.run_here_up_to;
+    auto promise = std::make_shared<std::promise<Result<Tensors>>>();
+    std::future<Result<Tensors>> answer = promise->get_future();
+    engine_.InferAsync(m->name, std::move(parsed->inputs), options,
+                       [promise](Result<Tensors> r) { promise->set_value(std::move(r)); });
     ConnectionWatch watch(req.local_port, req.remote_addr, req.remote_port);
     while (answer.wait_for(kWatchEvery) != std::future_status::ready) {
       if (!cancel->cancelled() && watch.PeerGone()) cancel->Cancel();

@@ -59,6 +59,11 @@ struct HttpOptions {
   int threads = 8;  // requests served at once (1..256)
   std::chrono::seconds read_timeout{10};
   std::chrono::seconds write_timeout{10};
+  // A request for a model whose recent runs took at most this long may run
+  // on the worker that read it when a PU is idle (InferOptions::run_here_up_to,
+  // as GrpcOptions::run_here_up_to); others go to the PU workers, and the
+  // worker watches its client while it waits. 0: never.
+  std::chrono::microseconds run_here_up_to{100};
   std::string token;     // "" = no token
   std::string tls_cert;  // PEM files; both or neither
   std::string tls_key;
