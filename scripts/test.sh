@@ -120,7 +120,7 @@ stage_tsan() {
   # come from the tsan test preset: any report fails the test.
   cmake --preset tsan >/dev/null
   cmake --build --preset tsan -j "$jobs" --target runtime_test ort_baseline_test port_contract_test agent_failover_test \
-    engine_test trace_observer_test serve_grpc_test
+    engine_test trace_observer_test serve_grpc_test cli_serve_test
   run_ctest tsan --preset tsan -j "$jobs" \
     -R '^(Runtime\.|Modes/RuntimeModeTest\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned|EngineTest\.|TraceObserverTest\.)'
   # The remote device and the agent, and `baton serve`'s gRPC front-end and
@@ -133,6 +133,12 @@ stage_tsan() {
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
       run_gtest tsan "build/tsan/tests/$t"
   done
+  # `baton serve`'s REST front-end (HTTP workers waiting on the engine and
+  # watching their clients), in a TSan `baton serve` process the CLI tests
+  # start; its stderr is checked for reports. The REST cases only: the
+  # others run for minutes under TSan and add no REST coverage.
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
+    run_gtest tsan build/tsan/tests/cli_serve_test --gtest_filter='CliServeTest.*Rest*:CliServeTest.Curl*'
 }
 
 stage_fuzz() {
