@@ -134,11 +134,12 @@ stage_tsan() {
       run_gtest tsan "build/tsan/tests/$t"
   done
   # `baton serve`'s REST front-end (HTTP workers waiting on the engine and
-  # watching their clients), in a TSan `baton serve` process the CLI tests
-  # start; its stderr is checked for reports. The REST cases only: the
-  # others run for minutes under TSan and add no REST coverage.
+  # watching their clients), and both front-ends and `baton run --server` over
+  # TLS, in TSan `baton` processes the CLI tests start; their stderr is checked
+  # for reports. These cases only: the others run for minutes under TSan and
+  # add no REST or TLS coverage.
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
-    run_gtest tsan build/tsan/tests/cli_serve_test --gtest_filter='CliServeTest.*Rest*:CliServeTest.Curl*'
+    run_gtest tsan build/tsan/tests/cli_serve_test --gtest_filter='CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*'
 }
 
 stage_fuzz() {

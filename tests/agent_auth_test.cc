@@ -1,7 +1,7 @@
 // Security of `baton agent` across a real network stack (agent processes on
 // loopback): TLS with server and client certificates, bearer tokens, and the
 // loopback-only rule for agents without them. Certificates are made with the
-// openssl command at test time.
+// openssl command at test time (test_certs.h).
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent_test_util.h"
 #include "baton/net/remote_device.h"
+#include "test_certs.h"
 #include "test_paths.h"
 
 namespace baton {
@@ -29,21 +30,7 @@ class AgentAuthTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new fs::path(fs::temp_directory_path() / absl::StrCat("baton_auth_", ::getpid()));
     fs::create_directories(*dir_);
-    const std::string d = dir_->string();
-    // A CA, a server certificate for localhost/127.0.0.1 and a client certificate, both signed by it.
-    const std::string script = absl::StrCat(
-        "cd ", d, " && ",
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=baton-test-ca ",
-        ">/dev/null 2>&1 && ",
-        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost >/dev/null 2>&1 && ",
-        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > san.ext && ",
-        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 ",
-        "-extfile san.ext >/dev/null 2>&1 && ",
-        "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=hl >/dev/null 2>&1 && ",
-        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 ",
-        ">/dev/null 2>&1 && ",
-        "printf 's3cret-token\\n' > good.token && printf 'wrong-token' > bad.token");
-    certs_ok_ = std::system(script.c_str()) == 0;
+    certs_ok_ = testing::MakeTestCertificates(*dir_);
   }
   static void TearDownTestSuite() {
     std::error_code ec;

@@ -2,7 +2,7 @@
 // metadata, inference equal to whole-model ONNX Runtime, every kind of bad
 // request answered 400 without affecting other clients, `curl` against the
 // REST endpoints, many clients at once with different priorities, a full
-// queue answered 429, the token, metrics that promtool accepts, tensors
+// queue answered 429, the token, HTTPS and gRPC over TLS, metrics that promtool accepts, tensors
 // through client shared memory, the work of a killed gRPC client cancelled,
 // and SIGTERM exiting 0 (checked by the process helper).
 #include <arpa/inet.h>
@@ -12,12 +12,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cctype>
 #include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -38,6 +40,7 @@
 #include "cli_test_util.h"
 #include "serve_test_util.h"
 #include "spin_model.h"
+#include "test_certs.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 
@@ -667,6 +670,44 @@ TEST_F(CliServeTest, ARestClientThatHangsUpCancelsItsRequest) {
   ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
 }
 
+// A TLS client that closes cleanly while its request runs (a close_notify
+// record, then its FIN: what `openssl s_client` sends at the end of its
+// input) cancels the request, as a plain client that closes does. (Before,
+// the record waiting unread made the server take the client as there, and
+// the spin request held the PU for ten minutes.)
+TEST_F(CliServeTest, ATlsClientThatClosesCleanlyCancelsItsRequest) {
+  ASSERT_TRUE(testing::MakeTestCertificates(dir_)) << "openssl could not make the test certificates";
+  const auto file = [&](const std::string& name) { return (dir_ / name).string(); };
+  BatonProcess server("serve", {SpinConfig(), "--no-profile", "-q", "--no-grpc", "--tls-cert", file("server.pem"),
+                                "--tls-key", file("server.key")});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("https://127.0.0.1:" + std::to_string(server.port()));
+  c.set_ca_cert_path(file("ca.pem"));
+  c.enable_server_certificate_verification(true);
+  c.set_read_timeout(60, 0);
+  const std::string running = "baton_device_running{device=\"local\"}";
+  ASSERT_EQ(Metric(c, running), 0) << "metrics over HTTPS";
+  const std::string body = R"({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]})";
+  const std::string request = "POST /v2/models/spin/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              "Content-Type: application/json\r\nContent-Length: " +
+                              std::to_string(body.size()) + "\r\n\r\n" + body;
+  // Bounded: were the request never cancelled, s_client would still end.
+  const std::string command = "timeout 60 openssl s_client -connect 127.0.0.1:" + std::to_string(server.port()) +
+                              " -CAfile " + file("ca.pem") + " -no_ign_eof >" + file("s_client.out") + " 2>&1";
+  FILE* client = popen(command.c_str(), "w");
+  ASSERT_NE(client, nullptr);
+  ASSERT_EQ(std::fwrite(request.data(), 1, request.size(), client), request.size());
+  std::fflush(client);
+  const bool ran = WaitUntil([&] { return Metric(c, running) == 1; });
+  const int status = pclose(client);  // end of input: close_notify, then FIN
+  ASSERT_TRUE(ran) << "the spin request never ran";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "openssl s_client: " << status;
+  EXPECT_TRUE(WaitUntil([&] { return Metric(c, Requests("spin", "cancelled")) == 1 && Metric(c, running) == 0; }));
+  EXPECT_EQ(Metric(c, Requests("spin", "success")), 0);
+  const Sample s = MakeSample(9);
+  ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
+}
+
 TEST_F(CliServeTest, TraceIsWrittenAtExit) {
   // `baton serve --trace FILE`: the PU runs of the requests served, as a
   // Chrome/Perfetto trace written when the server stops; a file that cannot
@@ -759,6 +800,72 @@ TEST_F(CliServeTest, TokenAndStartUpErrors) {
   testing::CliResult port = testing::Baton("serve " + Config() + " --http 127.0.0.1:99999");
   EXPECT_EQ(port.exit_code, 2);
   EXPECT_THAT(port.output, HasSubstr("0..65535"));
+}
+
+// With TLS and a token, `baton serve` may listen on every address: HTTPS and
+// gRPC over TLS, the token checked on both (health too: it is open only on
+// a server that listens on loopback), outputs equal to whole-model ONNX Runtime, and a client that does not
+// trust the server's certificate, speaks plain HTTP or lacks the token
+// refused.
+TEST_F(CliServeTest, ServesHttpsAndGrpcOverTlsWithAToken) {
+  ASSERT_TRUE(testing::MakeTestCertificates(dir_)) << "openssl could not make the test certificates";
+  // An HTTPS client writes through OpenSSL, which does not spare its process
+  // SIGPIPE when the server has closed the connection (as after a 401). The
+  // server ignores SIGPIPE; this client process must too.
+  std::signal(SIGPIPE, SIG_IGN);
+  const auto file = [&](const std::string& name) { return (dir_ / name).string(); };
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--http", "0.0.0.0:0", "--grpc", "0.0.0.0:0",
+                                "--tls-cert", file("server.pem"), "--tls-key", file("server.key"), "--token-file",
+                                file("good.token")});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  const std::string https = "https://127.0.0.1:" + std::to_string(server.port());
+  httplib::Client c(https);
+  c.set_ca_cert_path(file("ca.pem"));
+  c.enable_server_certificate_verification(true);
+  c.set_read_timeout(60, 0);
+  auto live = c.Get("/v2/health/live");
+  ASSERT_TRUE(live) << "no HTTPS answer: " << httplib::to_string(live.error());
+  // Health is open only on a server that listens on loopback; this one does not.
+  EXPECT_EQ(live->status, 401);
+  EXPECT_EQ(c.Get("/v2/models/cam")->status, 401);
+  const httplib::Headers token = {{"Authorization", "Bearer s3cret-token"}};
+  EXPECT_EQ(c.Get("/v2/health/live", token)->status, 200);
+  EXPECT_EQ(c.Get("/v2/models/cam", token)->status, 200);
+  const Sample s = MakeSample(4);
+  // A small body: the server refuses before it reads one, so a large one may meet a closed connection.
+  auto refused = c.Post("/v2/models/cam/infer", "{}", "application/json");
+  ASSERT_TRUE(refused) << httplib::to_string(refused.error());
+  EXPECT_EQ(refused->status, 401);
+  ExpectOutputs(c.Post("/v2/models/cam/infer", token, s.body, "application/json"), s.want);
+
+  httplib::Client untrusting(https);  // the system's CAs, which did not sign the server's certificate
+  untrusting.enable_server_certificate_verification(true);
+  EXPECT_FALSE(untrusting.Get("/v2/health/live")) << "an untrusted certificate must fail the handshake";
+  httplib::Client plain("127.0.0.1", server.port());
+  plain.set_read_timeout(10, 0);
+  auto cleartext = plain.Get("/v2/health/live");
+  EXPECT_TRUE(!cleartext || cleartext->status != 200) << "plain HTTP on the HTTPS port";
+
+  // gRPC over TLS: `baton run --server` with the CA and the token; its
+  // outputs are checked against whole-model ONNX Runtime (--verify).
+  const std::string grpc = " --server 127.0.0.1:" + std::to_string(server.grpc_port());
+  const std::string report = file("tls_run.json");
+  testing::CliResult run = testing::Baton("run " + Config() + grpc + " --tls-ca " + file("ca.pem") + " --token-file " +
+                                          file("good.token") + " --duration 1 --warmup 0.2 --slices 1 --verify" +
+                                          " --quiet --json " + report);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const json j = ReadJson(report);
+  ASSERT_TRUE(j["verify"].is_object()) << j.dump();
+  EXPECT_GT(j["verify"]["checked"].get<int>(), 0) << j.dump();
+  EXPECT_EQ(j["verify"]["mismatches"], 0) << j.dump();
+  testing::CliResult no_ca = testing::Baton("run " + Config() + grpc + " --token-file " + file("good.token") +
+                                            " --duration 1 --quiet");
+  EXPECT_NE(no_ca.exit_code, 0) << "a plaintext client against the TLS port: " << no_ca.output;
+  EXPECT_THAT(no_ca.output, HasSubstr("give --tls-ca")) << "the refusal says what to add";
+  testing::CliResult bad_token = testing::Baton("run " + Config() + grpc + " --tls-ca " + file("ca.pem") +
+                                                " --token-file " + file("bad.token") + " --duration 1 --quiet");
+  EXPECT_NE(bad_token.exit_code, 0) << bad_token.output;
+  EXPECT_THAT(bad_token.output, HasSubstr("token")) << "the refusal names the token";
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // serve::ConnectionWatch: finds a served TCP connection by its two ends and
-// tells a peer that is still there from one that closed, half-closed or
-// reset the connection, without reading from it.
+// tells a peer that is still there from one that closed (with or without
+// bytes left unread), half-closed or reset the connection, without reading
+// from it.
 #include "baton/serve/connection_watch.h"
 
 #include <arpa/inet.h>
@@ -67,6 +68,25 @@ TEST(ConnectionWatchTest, APeerThatWaitsOrSendsIsThereOneThatClosesIsGone) {
   EXPECT_EQ(byte, 'x');
   ASSERT_EQ(shutdown(c.client, SHUT_WR), 0);  // a half-close counts as gone
   EXPECT_TRUE(watch.PeerGone());
+}
+
+// A TLS client that closes cleanly sends a close_notify record, then its
+// FIN: bytes wait unread before the FIN, and the peer is gone all the same.
+// (Before, a peek that found bytes took the peer as there, and such a
+// client's request ran to its end.)
+TEST(ConnectionWatchTest, APeerThatSendsAndThenClosesIsGone) {
+  Connection c;
+  ASSERT_GE(c.served, 0);
+  ConnectionWatch watch = c.Watch();
+  const char close_notify[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00};  // TLS alert record, close_notify
+  ASSERT_EQ(send(c.client, close_notify, sizeof(close_notify), 0), static_cast<ssize_t>(sizeof(close_notify)));
+  EXPECT_FALSE(watch.PeerGone()) << "bytes without a FIN: the peer is there";
+  close(c.client);
+  c.client = -1;
+  EXPECT_TRUE(watch.PeerGone());
+  char bytes[sizeof(close_notify)] = {};
+  EXPECT_EQ(recv(c.served, bytes, sizeof(bytes), MSG_DONTWAIT), static_cast<ssize_t>(sizeof(bytes)))
+      << "the watch left the bytes for the server";
 }
 
 TEST(ConnectionWatchTest, AResetPeerIsGone) {

@@ -2,12 +2,12 @@
 
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <charconv>
 #include <filesystem>
 #include <system_error>
@@ -55,11 +55,11 @@ bool ConnectionWatch::PeerGone() {
     fd_ = FindTcpConnection(local_port_, remote_addr_, remote_port_);
   }
   if (!fd_) return false;
-  char byte;
-  const ssize_t n = recv(*fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == 0) return true;  // FIN: the peer closed its side
-  if (n > 0) return false;  // bytes wait to be read: the peer is there
-  return errno == ECONNRESET || errno == EPIPE || errno == ENOTCONN;
+  // POLLRDHUP: the peer's FIN has arrived, whether or not bytes wait before
+  // it (a TLS close_notify record does); POLLHUP and POLLERR: a reset.
+  pollfd p{*fd_, POLLIN | POLLRDHUP, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 }  // namespace baton::serve

@@ -10,9 +10,10 @@
 // The peer counts as gone once the connection has received its FIN (the
 // client closed, or half-closed, its side: an HTTP/1.1 client sends nothing
 // while it waits for an answer, so, as nginx does by default, a half-close is
-// taken as giving up) or was reset. Pending bytes (a pipelined request, a TLS
-// record such as close_notify) count as alive: with TLS a client that closes
-// cleanly is seen only once the connection is reset.
+// taken as giving up) or was reset. Bytes waiting before the FIN do not
+// change that: a TLS client that closes cleanly sends a close_notify record
+// first, and a pipelined request whose client then closes gets no answer
+// either way. Bytes without a FIN count as the client being there.
 //
 // Thread-safety: use one watch from the thread that serves the request; the
 // connection cannot close under it (the HTTP library closes it only after the

@@ -662,9 +662,17 @@ absl::StatusOr<std::unique_ptr<GrpcClient>> GrpcClient::Connect(const std::strin
   grpc::Status s = impl->stub->ServerMetadata(&ctx, {}, &meta);
   if (!s.ok()) {
     if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED || s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      return absl::UnavailableError(absl::StrCat("no KServe v2 gRPC server answered at ", address, " within ",
-                                                 impl->options.connect_timeout.count(),
-                                                 " s; start one with `baton serve CONFIG --grpc ", address, "`"));
+      // gRPC's reason says whether nothing listens there or a handshake failed.
+      return absl::UnavailableError(absl::StrCat(
+          "no KServe v2 gRPC server answered at ", address, " (",
+          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
+              ? absl::StrCat("nothing within ", impl->options.connect_timeout.count(), " s")
+              : s.error_message(),
+          "); start one with `baton serve CONFIG --grpc ", address, "`",
+          impl->options.tls_ca.empty()
+              ? ", or, if it serves TLS (--tls-cert), give --tls-ca with the CA that signed its certificate"
+              : ", or, if it serves TLS, check that --tls-ca signed its certificate and that the certificate "
+                "names the host in --server"));
     }
     return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
                         absl::StrCat("server ", address, ": ", s.error_message()));
