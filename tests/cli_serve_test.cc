@@ -41,6 +41,7 @@
 #include "serve_test_util.h"
 #include "spin_model.h"
 #include "test_certs.h"
+#include "wait_until.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 
@@ -51,6 +52,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using nlohmann::json;
 using testing::BatonProcess;
+using testing::WaitUntil;  // a gate on the server's state, not a sleep
 
 class CliServeTest : public baton::testing::ZooDirTest<CliServeTest> {
  public:
@@ -83,12 +85,6 @@ class CliServeTest : public baton::testing::ZooDirTest<CliServeTest> {
     if (!m || m->status != 200) return -1;
     const size_t at = m->body.find("\n" + sample + " ");
     return at == std::string::npos ? -1 : std::strtod(m->body.c_str() + at + sample.size() + 2, nullptr);
-  }
-  // Waits (bounded: 60 s; a gate on the server's state, not a sleep) until `ready()`; returns it.
-  static bool WaitUntil(const std::function<bool()>& ready) {
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!ready() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
-    return ready();
   }
   static std::string Requests(const std::string& model, const std::string& status) {
     return "baton_inference_requests_total{model=\"" + model + "\",status=\"" + status + "\"}";

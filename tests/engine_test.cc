@@ -23,6 +23,7 @@
 #include "baton/zoo/zoo.h"
 #include "spin_model.h"
 #include "thread_stat.h"
+#include "wait_until.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -32,6 +33,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using testing::WaitUntil;  // a gate on the engine's state, not a sleep
 
 class EngineTest : public ::testing::Test {
  protected:
@@ -99,13 +101,6 @@ class EngineTest : public ::testing::Test {
     Result<Tensors> r = f.get();
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
-  }
-  // Waits until `ready()` holds, at most 60 s (a gate on the engine's state, not a sleep); true if it does.
-  template <typename Ready>
-  static bool WaitFor(Ready ready) {
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!ready() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
-    return ready();
   }
   // Infer on a thread of its own while `meanwhile` runs here; its answer.
   static Result<Tensors> InferWhile(Engine& engine, const std::string& model, Tensors inputs,
@@ -541,7 +536,7 @@ TEST_F(EngineTest, CancelledRequestsAreAnsweredAtOnceAndWhatHadNotStartedNeverRu
   b.cancel = std::make_shared<CancelToken>();
   std::future<Result<Tensors>> first = engine.InferAsync("spin", SpinInput(), a);
   std::future<Result<Tensors>> second = engine.InferAsync("spin", SpinInput(), b);
-  ASSERT_TRUE(WaitFor([&] { return engine.Stats().devices[0].running == 1; })) << "the first one never ran";
+  ASSERT_TRUE(WaitUntil([&] { return engine.Stats().devices[0].running == 1; })) << "the first one never ran";
   // The waiting one first: were the running one stopped first, the PU could
   // come free and take the other before its cancellation arrives.
   b.cancel->Cancel();
@@ -584,7 +579,7 @@ TEST_F(EngineTest, ARequestOfAModelWithoutBatchingIsCancelledBesideABatchingOne)
   InferOptions o;
   o.cancel = std::make_shared<CancelToken>();
   std::future<Result<Tensors>> answer = opened->InferAsync("spin", SpinInput(), o);
-  ASSERT_TRUE(WaitFor([&] { return opened->Stats().devices[0].running == 1; })) << "it never ran";
+  ASSERT_TRUE(WaitUntil([&] { return opened->Stats().devices[0].running == 1; })) << "it never ran";
   o.cancel->Cancel();
   ExpectCancelled(answer);
   // The batching model still answers.
@@ -613,9 +608,9 @@ TEST_F(EngineTest, ABatchedRequestIsCancelledWhileItWaitsForItsBatchAndAfter) {
   InferOptions hold, alone, waiting;
   for (InferOptions* o : {&hold, &alone, &waiting}) o->cancel = std::make_shared<CancelToken>();
   std::future<Result<Tensors>> spinning = engine.InferAsync("spin", SpinInput(), hold);
-  ASSERT_TRUE(WaitFor([&] { return engine.Stats().devices[0].running == 1; })) << "spin never ran";
+  ASSERT_TRUE(WaitUntil([&] { return engine.Stats().devices[0].running == 1; })) << "spin never ran";
   std::future<Result<Tensors>> sent = engine.InferAsync("cam", Copy(ref.inputs), alone);
-  ASSERT_TRUE(WaitFor([&] { return engine.Stats().devices[0].queued == 1; })) << "cam's first never reached the PU";
+  ASSERT_TRUE(WaitUntil([&] { return engine.Stats().devices[0].queued == 1; })) << "cam's first never reached the PU";
   std::future<Result<Tensors>> held = engine.InferAsync("cam", Copy(ref.inputs), waiting);
   std::future<Result<Tensors>> kept1 = engine.InferAsync("cam", Copy(ref.inputs));
   std::future<Result<Tensors>> kept2 = engine.InferAsync("cam", Copy(ref.inputs));
@@ -694,7 +689,7 @@ TEST_F(EngineTest, CloseAnswersAnInferWhoseRunIsOnItsCaller) {
   Result<Tensors> r = InferWhile(*opened, "spin", SpinInput(), {}, [&] {
     // Gate: its run has started (a run stopped before ONNX Runtime begins it
     // is stopped all the same: RunCancel::Arm).
-    EXPECT_TRUE(WaitFor([&] { return opened->Stats().devices[0].running == 1; })) << "the run never started";
+    EXPECT_TRUE(WaitUntil([&] { return opened->Stats().devices[0].running == 1; })) << "the run never started";
     opened->Close();
   });
   ASSERT_FALSE(r.ok());

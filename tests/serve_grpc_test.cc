@@ -36,11 +36,13 @@
 #include "baton/zoo/zoo.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "spin_model.h"
+#include "wait_until.h"
 
 namespace baton {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::WaitUntil;  // a gate on the engine's state, not a sleep
 
 // Sends one call and the future of its answer. The callback holds the
 // promise, so the client's thread, which may still be inside set_value when
@@ -544,13 +546,6 @@ class ServeGrpcSpinTest : public ServeGrpcTest {
     bool ok = false;
     return cq_.Next(&tag, &ok);
   }
-  // Waits until `ready()` holds, at most 60 s (a gate on the engine's state, not a sleep).
-  template <typename Ready>
-  static bool WaitFor(Ready ready) {
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!ready() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
-    return ready();
-  }
   EngineStats SpinStats() const { return spin_engine_->Stats(); }
   // baton's client of the spin server, unary or on a stream.
   std::unique_ptr<serve::GrpcClient> SpinClient(bool stream) const {
@@ -603,7 +598,7 @@ TEST_F(ServeGrpcSpinTest, ACallsGrpcDeadlineDropsItsRequest) {
   inference::ModelInferResponse spin_resp;
   grpc::Status spin_status;
   StartCall(spin_ctx, spin_req_, spin_resp, spin_status, 1);
-  ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].running == 1; }));
+  ASSERT_TRUE(WaitUntil([&] { return SpinStats().devices[0].running == 1; }));
   // Calls with a 1 ms deadline until one has reached the engine (a call may
   // expire in the client before it is sent).
   for (int i = 0; i < 50 && SpinStats().models[1].submitted == 0; ++i) {
@@ -615,7 +610,7 @@ TEST_F(ServeGrpcSpinTest, ACallsGrpcDeadlineDropsItsRequest) {
   }
   const uint64_t reached = SpinStats().models[1].submitted;
   ASSERT_GT(reached, 0u) << "no call with a 1 ms deadline reached the server";
-  ASSERT_TRUE(WaitFor([&] {
+  ASSERT_TRUE(WaitUntil([&] {
     const ModelStats cam = SpinStats().models[1];
     return cam.deadline_exceeded + cam.cancelled == reached;
   })) << "a request whose call's deadline passed was not dropped";
@@ -635,22 +630,22 @@ TEST_F(ServeGrpcSpinTest, ACancelledCallCancelsItsRequest) {
   inference::ModelInferResponse running_resp, waiting_resp;
   grpc::Status running_status, waiting_status;
   StartCall(running_ctx, spin_req_, running_resp, running_status, 1);
-  ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].running == 1; }));
+  ASSERT_TRUE(WaitUntil([&] { return SpinStats().devices[0].running == 1; }));
   StartCall(waiting_ctx, cam_req_, waiting_resp, waiting_status, 2);
-  ASSERT_TRUE(WaitFor([&] { return SpinStats().models[1].submitted == 1; }));
+  ASSERT_TRUE(WaitUntil([&] { return SpinStats().models[1].submitted == 1; }));
 
   // The waiting call first, and only once the engine has it cancelled the
   // running one: the two cancellations reach the engine on gRPC's threads in
   // no set order, and the waiting request would run if the PU came free first.
   waiting_ctx.TryCancel();
   ASSERT_TRUE(NextFinished());
-  ASSERT_TRUE(WaitFor([&] { return SpinStats().models[1].cancelled == 1; }));
+  ASSERT_TRUE(WaitUntil([&] { return SpinStats().models[1].cancelled == 1; }));
   running_ctx.TryCancel();
   ASSERT_TRUE(NextFinished());
   EXPECT_EQ(waiting_status.error_code(), grpc::StatusCode::CANCELLED) << waiting_status.error_message();
   EXPECT_EQ(running_status.error_code(), grpc::StatusCode::CANCELLED) << running_status.error_message();
   // The engine answered both CANCELLED, and the PU is free again: the run was stopped.
-  ASSERT_TRUE(WaitFor([&] {
+  ASSERT_TRUE(WaitUntil([&] {
     const EngineStats s = SpinStats();
     return s.models[0].cancelled == 1 && s.models[1].cancelled == 1 && s.devices[0].running == 0;
   }));
@@ -677,14 +672,14 @@ TEST_F(ServeGrpcSpinTest, TheClientsCancelAllEndsItsCallsAndTheirRequests) {
     ASSERT_NE(client, nullptr);
     const ModelStats cam_before = SpinStats().models[1];
     std::future<Result<Tensors>> running = Ask(*client, "spin", SpinInput());
-    ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].running == 1; }));
+    ASSERT_TRUE(WaitUntil([&] { return SpinStats().devices[0].running == 1; }));
     std::future<Result<Tensors>> waiting = Ask(*client, "cam", CamInput());
-    ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].queued == 1; }));
+    ASSERT_TRUE(WaitUntil([&] { return SpinStats().devices[0].queued == 1; }));
     client->CancelAll();
     ExpectCancelled(running);
     ExpectCancelled(waiting);
     cancelled += 1;
-    ASSERT_TRUE(WaitFor([&] {
+    ASSERT_TRUE(WaitUntil([&] {
       const EngineStats s = SpinStats();
       const uint64_t cam_ended = s.models[1].cancelled + s.models[1].completed;
       return s.models[0].cancelled == cancelled && cam_ended == cam_before.cancelled + cam_before.completed + 1 &&
@@ -726,11 +721,11 @@ TEST_F(ServeGrpcSpinTest, TheClientCancelsACallWhoseTokenIsCancelled) {
     InferOptions o;
     o.cancel = std::make_shared<CancelToken>();
     std::future<Result<Tensors>> running = Ask(*client, "spin", SpinInput(), o);
-    ASSERT_TRUE(WaitFor([&] { return SpinStats().devices[0].running == 1; }));
+    ASSERT_TRUE(WaitUntil([&] { return SpinStats().devices[0].running == 1; }));
     o.cancel->Cancel();
     ExpectCancelled(running);
     cancelled += 1;
-    ASSERT_TRUE(WaitFor([&] {
+    ASSERT_TRUE(WaitUntil([&] {
       const EngineStats s = SpinStats();
       return s.models[0].cancelled == cancelled && s.devices[0].running == 0;
     }));
