@@ -2,9 +2,10 @@
 // metadata, inference equal to whole-model ONNX Runtime, every kind of bad
 // request answered 400 without affecting other clients, `curl` against the
 // REST endpoints, many clients at once with different priorities, a full
-// queue answered 429, the token, HTTPS and gRPC over TLS, metrics that promtool accepts, tensors
-// through client shared memory, the work of a killed gRPC client cancelled,
-// and SIGTERM exiting 0 (checked by the process helper).
+// queue answered 429, the token, HTTPS and gRPC over TLS, metrics that
+// promtool accepts, tensors through client shared memory, the work of a
+// killed gRPC client cancelled, and SIGTERM exiting 0 (checked by the
+// process helper).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -799,10 +800,10 @@ TEST_F(CliServeTest, TokenAndStartUpErrors) {
 }
 
 // With TLS and a token, `baton serve` may listen on every address: HTTPS and
-// gRPC over TLS, the token checked on both (health too: it is open only on
-// a server that listens on loopback), outputs equal to whole-model ONNX Runtime, and a client that does not
-// trust the server's certificate, speaks plain HTTP or lacks the token
-// refused.
+// gRPC over TLS, the token checked on both (health too: it is open only on a
+// server that listens on loopback), outputs equal to whole-model ONNX
+// Runtime, and a client that does not trust the server's certificate, speaks
+// plain HTTP or lacks the token refused.
 TEST_F(CliServeTest, ServesHttpsAndGrpcOverTlsWithAToken) {
   ASSERT_TRUE(testing::MakeTestCertificates(dir_)) << "openssl could not make the test certificates";
   // An HTTPS client writes through OpenSSL, which does not spare its process
