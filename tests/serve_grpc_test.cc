@@ -534,11 +534,22 @@ class ServeGrpcSpinTest : public ServeGrpcTest {
     ServeGrpcTest::TearDown();
   }
 
+  // A call in flight on cq_ and what gRPC writes into when it ends. The
+  // fixture keeps it: a check that fails returns from the test early, and
+  // TearDown's drain must not then write into the test's destroyed frame.
+  struct AsyncCall {
+    grpc::ClientContext ctx;
+    inference::ModelInferResponse resp;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<inference::ModelInferResponse>> reader;
+  };
   // Starts a call on the completion queue, tagged `tag`.
-  void StartCall(grpc::ClientContext& ctx, const inference::ModelInferRequest& req, inference::ModelInferResponse& resp,
-                 grpc::Status& status, std::intptr_t tag) {
-    calls_.push_back(stub_->AsyncModelInfer(&ctx, req, &cq_));
-    calls_.back()->Finish(&resp, &status, reinterpret_cast<void*>(tag));
+  AsyncCall& StartCall(const inference::ModelInferRequest& req, std::intptr_t tag, bool wait_for_ready = false) {
+    AsyncCall& call = *calls_.emplace_back(std::make_unique<AsyncCall>());
+    call.ctx.set_wait_for_ready(wait_for_ready);
+    call.reader = stub_->AsyncModelInfer(&call.ctx, req, &cq_);
+    call.reader->Finish(&call.resp, &call.status, reinterpret_cast<void*>(tag));
+    return call;
   }
   // The next finished call on the queue (false once shut down).
   bool NextFinished() {
@@ -586,64 +597,59 @@ class ServeGrpcSpinTest : public ServeGrpcTest {
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
   inference::ModelInferRequest spin_req_, cam_req_;
   grpc::CompletionQueue cq_;
-  std::vector<std::unique_ptr<grpc::ClientAsyncResponseReader<inference::ModelInferResponse>>> calls_;
+  std::vector<std::unique_ptr<AsyncCall>> calls_;
 };
 
 // A call's gRPC deadline bounds its request: a call whose client has given
 // up is dropped, not run once the PU is free (for its deadline, or as
 // cancelled when gRPC's own deadline fires first).
 TEST_F(ServeGrpcSpinTest, ACallsGrpcDeadlineDropsItsRequest) {
-  grpc::ClientContext spin_ctx;
-  spin_ctx.set_wait_for_ready(true);
-  inference::ModelInferResponse spin_resp;
-  grpc::Status spin_status;
-  StartCall(spin_ctx, spin_req_, spin_resp, spin_status, 1);
+  AsyncCall& spin = StartCall(spin_req_, 1, /*wait_for_ready=*/true);
   ASSERT_TRUE(WaitUntil([&] { return SpinStats().devices[0].running == 1; }));
-  // Calls with a 1 ms deadline until one has reached the engine (a call may
-  // expire in the client before it is sent).
-  for (int i = 0; i < 50 && SpinStats().models[1].submitted == 0; ++i) {
+  // Calls with a short deadline until one has reached the engine: a call may
+  // expire in the client before it is sent, so the deadline doubles every
+  // ten calls, from 1 ms to at most 4 s (under ThreadSanitizer, 1 ms is
+  // often too short to reach the server). Every one of them is far shorter
+  // than the spin request that holds the PU.
+  for (int i = 0; i < 130 && SpinStats().models[1].submitted == 0; ++i) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1));
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1 << std::min(i / 10, 12)));
     inference::ModelInferResponse resp;
     const grpc::Status s = stub_->ModelInfer(&ctx, cam_req_, &resp);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
   }
   const uint64_t reached = SpinStats().models[1].submitted;
-  ASSERT_GT(reached, 0u) << "no call with a 1 ms deadline reached the server";
+  ASSERT_GT(reached, 0u) << "no call with a short deadline reached the server";
   ASSERT_TRUE(WaitUntil([&] {
     const ModelStats cam = SpinStats().models[1];
     return cam.deadline_exceeded + cam.cancelled == reached;
   })) << "a request whose call's deadline passed was not dropped";
   EXPECT_EQ(SpinStats().models[1].completed, 0u);
   EXPECT_EQ(SpinStats().devices[0].queued, 0u);
-  spin_ctx.TryCancel();
+  spin.ctx.TryCancel();
   ASSERT_TRUE(NextFinished());
-  EXPECT_EQ(spin_status.error_code(), grpc::StatusCode::CANCELLED) << spin_status.error_message();
+  EXPECT_EQ(spin.status.error_code(), grpc::StatusCode::CANCELLED) << spin.status.error_message();
 }
 
 // A call its client cancels (or whose connection breaks) cancels its
 // request: one waiting is answered at once and never runs, a running one is
 // stopped.
 TEST_F(ServeGrpcSpinTest, ACancelledCallCancelsItsRequest) {
-  grpc::ClientContext running_ctx, waiting_ctx;
-  running_ctx.set_wait_for_ready(true);
-  inference::ModelInferResponse running_resp, waiting_resp;
-  grpc::Status running_status, waiting_status;
-  StartCall(running_ctx, spin_req_, running_resp, running_status, 1);
+  AsyncCall& running = StartCall(spin_req_, 1, /*wait_for_ready=*/true);
   ASSERT_TRUE(WaitUntil([&] { return SpinStats().devices[0].running == 1; }));
-  StartCall(waiting_ctx, cam_req_, waiting_resp, waiting_status, 2);
+  AsyncCall& waiting = StartCall(cam_req_, 2);
   ASSERT_TRUE(WaitUntil([&] { return SpinStats().models[1].submitted == 1; }));
 
   // The waiting call first, and only once the engine has it cancelled the
   // running one: the two cancellations reach the engine on gRPC's threads in
   // no set order, and the waiting request would run if the PU came free first.
-  waiting_ctx.TryCancel();
+  waiting.ctx.TryCancel();
   ASSERT_TRUE(NextFinished());
   ASSERT_TRUE(WaitUntil([&] { return SpinStats().models[1].cancelled == 1; }));
-  running_ctx.TryCancel();
+  running.ctx.TryCancel();
   ASSERT_TRUE(NextFinished());
-  EXPECT_EQ(waiting_status.error_code(), grpc::StatusCode::CANCELLED) << waiting_status.error_message();
-  EXPECT_EQ(running_status.error_code(), grpc::StatusCode::CANCELLED) << running_status.error_message();
+  EXPECT_EQ(waiting.status.error_code(), grpc::StatusCode::CANCELLED) << waiting.status.error_message();
+  EXPECT_EQ(running.status.error_code(), grpc::StatusCode::CANCELLED) << running.status.error_message();
   // The engine answered both CANCELLED, and the PU is free again: the run was stopped.
   ASSERT_TRUE(WaitUntil([&] {
     const EngineStats s = SpinStats();
