@@ -938,7 +938,8 @@ absl::StatusOr<T> ParseDocument(std::string_view yaml, const std::string& source
   if (const std::optional<size_t> bad = FirstInvalidUtf8(yaml)) {
     const std::string_view before = yaml.substr(0, *bad);
     const size_t line = static_cast<size_t>(std::count(before.begin(), before.end(), '\n')) + 1;
-    const size_t line_start = before.rfind('\n') == std::string_view::npos ? 0 : before.rfind('\n') + 1;
+    const size_t newline = before.rfind('\n');
+    const size_t line_start = newline == std::string_view::npos ? 0 : newline + 1;
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: line %d, column %d: byte 0x%02X is not valid UTF-8; save the %s as UTF-8 (%s)", source, line,
         *bad - line_start + 1, static_cast<unsigned char>(yaml[*bad]), what, doc));

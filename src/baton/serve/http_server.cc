@@ -303,10 +303,7 @@ void HttpServer::Route() {
     auto cancel = std::make_shared<CancelToken>();
     options.cancel = cancel;
     options.run_here_up_to = options_.run_here_up_to;
-    auto promise = std::make_shared<std::promise<Result<Tensors>>>();
-    std::future<Result<Tensors>> answer = promise->get_future();
-    engine_.InferAsync(m->name, std::move(parsed->inputs), options,
-                       [promise](Result<Tensors> r) { promise->set_value(std::move(r)); });
+    std::future<Result<Tensors>> answer = engine_.InferAsync(m->name, std::move(parsed->inputs), options);
     ConnectionWatch watch(req.local_port, req.remote_addr, req.remote_port);
     while (answer.wait_for(kWatchEvery) != std::future_status::ready) {
       if (!cancel->cancelled() && watch.PeerGone()) cancel->Cancel();
