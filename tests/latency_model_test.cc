@@ -9,6 +9,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "wait_until.h"
 
 namespace baton::policy {
 namespace {
@@ -266,6 +267,9 @@ TEST(OnlineLatencyModelTest, ConcurrentObserveFromFourThreads) {
         reads.fetch_add(1);
       }
     });
+    // The writers start once the reader reads: on a busy 2-core machine they
+    // could otherwise all finish before it is first scheduled (reads == 0).
+    EXPECT_TRUE(testing::WaitUntil([&] { return reads.load() > 0; }));
     std::vector<std::jthread> workers;
     for (int t = 0; t < kThreads; ++t) {
       workers.emplace_back([&model, t, shared_pu] {
