@@ -64,6 +64,7 @@ client() {  # setup name, binary, environment, address, round
   # shellcheck disable=SC2086
   env $3 "$2" run "${cfg_args[@]}" --server "$4" --duration "$duration" --quiet --json "$out/$1-$5.json" >/dev/null
 }
+bash "$(dirname "${BASH_SOURCE[0]}")/machine_facts.sh"
 for r in $(seq 1 "$rounds"); do
   "$a" run "${cfg_args[@]}" --no-baselines --duration "$duration" --quiet --json "$out/local-$r.json" >/dev/null
   if [ $((r % 2)) = 1 ]; then
@@ -76,13 +77,18 @@ done
 python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
-rps = lambda kind, r: json.load(open(f"{out}/{kind}-{r}.json"))["throughput_rps"]
-ra, rb = [], []
+run = lambda kind, r: json.load(open(f"{out}/{kind}-{r}.json"))
+rps = lambda kind, r: run(kind, r)["throughput_rps"]
+ra, rb, cpu = [], [], []
 for r in range(1, rounds + 1):
     l, a, b = rps("local", r), rps("a", r), rps("b", r)
     ra.append(a / l)
     rb.append(b / l)
-    print(f"round {r}: in process {l:6.1f} req/s | A {a:6.1f} ({a / l:.3f}) | B {b:6.1f} ({b / l:.3f})")
+    # The in-process run's CPU per request says how fast this machine was.
+    cpu.append(run("local", r)["process_cpu_ms_per_request"])
+    print(f"round {r}: in process {l:6.1f} req/s ({cpu[-1]:.2f} ms CPU per request) | "
+          f"A {a:6.1f} ({a / l:.3f}) | B {b:6.1f} ({b / l:.3f})")
 print(f"median ratio to in process: A {statistics.median(ra):.3f}, B {statistics.median(rb):.3f}; "
-      f"median of B/A per round {statistics.median(y / x for x, y in zip(ra, rb)):.3f}")
+      f"median of B/A per round {statistics.median(y / x for x, y in zip(ra, rb)):.3f}; "
+      f"in process {statistics.median(cpu):.2f} ms of CPU per request")
 PY

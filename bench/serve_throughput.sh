@@ -78,6 +78,7 @@ done
 http="$(sed -n 's/.*HTTP listening on \([^ ]*\).*/\1/p' "$out/serve.out")"
 [ -n "$http" ] || { echo "serve_throughput.sh: the server's HTTP endpoint did not start" >&2; exit 1; }
 echo "server: $address, metrics http://$http/metrics (pid $server_pid)"
+bash "$root/bench/machine_facts.sh"
 scrape() {
   python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
     "http://$http/metrics" >"$1"
