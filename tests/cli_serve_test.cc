@@ -865,5 +865,40 @@ TEST_F(CliServeTest, ServesHttpsAndGrpcOverTlsWithAToken) {
   EXPECT_THAT(bad_token.output, HasSubstr("token")) << "the refusal names the token";
 }
 
+// The setup most edge boxes use: one self-signed certificate, given to the
+// clients as their CA (`--tls-ca`, curl's `--cacert`), as docs/serve.md says.
+TEST_F(CliServeTest, ASelfSignedCertificateServesAsItsOwnCa) {
+  ASSERT_TRUE(testing::MakeSelfSignedCertificate(dir_)) << "openssl could not make the certificate";
+  std::signal(SIGPIPE, SIG_IGN);  // an HTTPS client (see above)
+  const auto file = [&](const std::string& name) { return (dir_ / name).string(); };
+  {
+    std::ofstream token(file("token"));
+    token << "s3cret-token\n";
+  }
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0",
+                                "--tls-cert", file("self.pem"), "--tls-key", file("self.key"), "--token-file",
+                                file("token")});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("https://127.0.0.1:" + std::to_string(server.port()));
+  c.set_ca_cert_path(file("self.pem"));
+  c.enable_server_certificate_verification(true);
+  c.set_read_timeout(60, 0);
+  auto live = c.Get("/v2/health/live");
+  ASSERT_TRUE(live) << "no HTTPS answer: " << httplib::to_string(live.error());
+  EXPECT_EQ(live->status, 200);  // open on loopback
+  const Sample s = MakeSample(5);
+  ExpectOutputs(c.Post("/v2/models/cam/infer", {{"Authorization", "Bearer s3cret-token"}}, s.body, "application/json"),
+                s.want);
+  const std::string report = file("self_run.json");
+  testing::CliResult run = testing::Baton("run " + Config() + " --server 127.0.0.1:" +
+                                          std::to_string(server.grpc_port()) + " --tls-ca " + file("self.pem") +
+                                          " --token-file " + file("token") +
+                                          " --duration 0.5 --warmup 0.1 --slices 1 --verify --quiet --json " + report);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const json j = ReadJson(report);
+  EXPECT_GT(j["verify"]["checked"].get<int>(), 0) << j.dump();
+  EXPECT_EQ(j["verify"]["mismatches"], 0) << j.dump();
+}
+
 }  // namespace
 }  // namespace baton

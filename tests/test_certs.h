@@ -3,6 +3,7 @@
 // certificate for localhost and 127.0.0.1 signed by it (server.pem,
 // server.key) and a client certificate signed by it (client.pem, client.key),
 // plus two token files, good.token ("s3cret-token\n") and bad.token.
+// MakeSelfSignedCertificate makes the one-file setup without a CA.
 #pragma once
 
 #include <cstdlib>
@@ -27,6 +28,16 @@ inline bool MakeTestCertificates(const std::filesystem::path& dir) {
       "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 ",
       ">/dev/null 2>&1 && ",
       "printf 's3cret-token\\n' > good.token && printf 'wrong-token' > bad.token");
+  return std::system(script.c_str()) == 0;
+}
+
+// In `dir`, a self-signed certificate for localhost and 127.0.0.1 with no CA
+// (self.pem, self.key), made by the one command docs/serve.md gives users.
+inline bool MakeSelfSignedCertificate(const std::filesystem::path& dir) {
+  const std::string script = absl::StrCat(
+      "cd '", dir.string(), "' && ",
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout self.key -out self.pem -days 2 -subj /CN=localhost ",
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1");
   return std::system(script.c_str()) == 0;
 }
 
