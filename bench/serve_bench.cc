@@ -19,9 +19,11 @@
 //   run_here_up_to (GrpcOptions, HttpOptions), default theirs, 0 = hand every request to
 //   the engine's PU worker)
 #include <grpcpp/grpcpp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -53,6 +55,13 @@ std::string Setting(const std::string& path) {
 }
 
 using baton::bench::Median;
+
+// Voluntary and involuntary context switches of every thread of this process so far.
+int64_t ContextSwitches() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_nvcsw) + u.ru_nivcsw;
+}
 
 }  // namespace
 
@@ -123,7 +132,10 @@ int main(int argc, char** argv) {
   nlohmann::json body = {{"inputs", {{{"name", "x"}, {"datatype", "FP32"}, {"shape", {1, kN}}, {"data", x}}}}};
   const std::string body_text = body.dump();
 
-  auto timed = [&](const std::function<bool()>& call) {
+  // Times `calls` sequential calls; `switches` gets the process's context
+  // switches per call meanwhile (only this side runs, so they are its own).
+  auto timed = [&](const std::function<bool()>& call, double* switches = nullptr) {
+    const int64_t switched = ContextSwitches();
     const auto start = std::chrono::steady_clock::now();
     for (int c = 0; c < calls; ++c) {
       if (!call()) {
@@ -131,7 +143,9 @@ int main(int argc, char** argv) {
         std::exit(1);
       }
     }
-    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() / calls;
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    if (switches != nullptr) *switches = static_cast<double>(ContextSwitches() - switched) / calls;
+    return us / calls;
   };
   const std::function<bool()> sides[4] = {
       [&] {
@@ -155,14 +169,17 @@ int main(int argc, char** argv) {
       },
   };
   for (const auto& side : sides) timed(side);  // warm-up
-  std::vector<double> us[4], grpc_over, http_over;
+  std::vector<double> us[4], sw[4], grpc_over, http_over;
   for (int r = 0; r < rounds; ++r) {
-    double t[4];
+    double t[4], w[4];
     for (int k = 0; k < 4; ++k) {
       const int s = (r + k) % 4;  // rotate which side goes first
-      t[s] = timed(sides[s]);
+      t[s] = timed(sides[s], &w[s]);
     }
-    for (int s = 0; s < 4; ++s) us[s].push_back(t[s]);
+    for (int s = 0; s < 4; ++s) {
+      us[s].push_back(t[s]);
+      sw[s].push_back(w[s]);
+    }
     grpc_over.push_back(t[1] - t[0]);
     http_over.push_back(t[2] - t[0]);
   }
@@ -170,10 +187,14 @@ int main(int argc, char** argv) {
       "serve_bench: float32[1,%d] affine model, %d rounds x %d sequential calls, rotating, loopback, gRPC and "
       "HTTP run here up to %lld us\n",
       kN, rounds, calls, static_cast<long long>(go.run_here_up_to.count()));
-  std::printf("  Engine::Infer (in process)          median %.2f us/call\n", Median(us[0]));
-  std::printf("  gRPC ModelInfer (raw contents)      median %.2f us/call\n", Median(us[1]));
-  std::printf("  HTTP/JSON POST .../infer            median %.2f us/call\n", Median(us[2]));
-  std::printf("  gRPC ServerLive (no inference)      median %.2f us/call (the transport alone)\n", Median(us[3]));
+  std::printf("  Engine::Infer (in process)          median %.2f us/call, %.1f context switches/call\n", Median(us[0]),
+              Median(sw[0]));
+  std::printf("  gRPC ModelInfer (raw contents)      median %.2f us/call, %.1f context switches/call\n", Median(us[1]),
+              Median(sw[1]));
+  std::printf("  HTTP/JSON POST .../infer            median %.2f us/call, %.1f context switches/call\n", Median(us[2]),
+              Median(sw[2]));
+  std::printf("  gRPC ServerLive (no inference)      median %.2f us/call, %.1f context switches/call (the transport alone)\n",
+              Median(us[3]), Median(sw[3]));
   std::printf("  gRPC added (per-round difference)   median %.2f us/call (target <= 150)\n", Median(grpc_over));
   std::printf("  HTTP added (per-round difference)   median %.2f us/call (target <= 300)\n", Median(http_over));
   std::printf("  idle CPUs: cpuidle driver %s, guest_halt_poll_ns %s\n",
