@@ -8,5 +8,7 @@
 set -euo pipefail
 field() { sed -n "s/^$1[[:space:]]*: //p" /proc/cpuinfo | head -1; }
 model="$(field 'model name') (family $(field 'cpu family'), model $(field model), stepping $(field stepping))"
+# An idle CPU's wait: without a cpuidle driver ("none") guest_halt_poll_ns does nothing.
+idle="$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo n/a)"
 poll="$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo n/a)"
-echo "machine: ${model}, $(nproc) cores, Linux $(uname -r), guest_halt_poll_ns ${poll}"
+echo "machine: ${model}, $(nproc) cores, Linux $(uname -r), cpuidle driver ${idle}, guest_halt_poll_ns ${poll}"

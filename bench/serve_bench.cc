@@ -193,8 +193,10 @@ int main(int argc, char** argv) {
               Median(sw[1]));
   std::printf("  HTTP/JSON POST .../infer            median %.2f us/call, %.1f context switches/call\n", Median(us[2]),
               Median(sw[2]));
-  std::printf("  gRPC ServerLive (no inference)      median %.2f us/call, %.1f context switches/call (the transport alone)\n",
-              Median(us[3]), Median(sw[3]));
+  std::printf(
+      "  gRPC ServerLive (no inference)      median %.2f us/call, %.1f context switches/call"
+      " (the transport alone)\n",
+      Median(us[3]), Median(sw[3]));
   std::printf("  gRPC added (per-round difference)   median %.2f us/call (target <= 150)\n", Median(grpc_over));
   std::printf("  HTTP added (per-round difference)   median %.2f us/call (target <= 300)\n", Median(http_over));
   std::printf("  idle CPUs: cpuidle driver %s, guest_halt_poll_ns %s\n",
