@@ -56,11 +56,17 @@ std::string Setting(const std::string& path) {
 
 using baton::bench::Median;
 
-// Voluntary and involuntary context switches of every thread of this process so far.
-int64_t ContextSwitches() {
+// What every thread of this process has used so far: context switches
+// (voluntary and involuntary) and CPU time (user and system, µs).
+struct Usage {
+  int64_t switches = 0;
+  double cpu_us = 0;
+};
+Usage ProcessUsage() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
-  return static_cast<int64_t>(u.ru_nvcsw) + u.ru_nivcsw;
+  const auto us = [](const timeval& t) { return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_usec); };
+  return {static_cast<int64_t>(u.ru_nvcsw) + u.ru_nivcsw, us(u.ru_utime) + us(u.ru_stime)};
 }
 
 }  // namespace
@@ -132,10 +138,11 @@ int main(int argc, char** argv) {
   nlohmann::json body = {{"inputs", {{{"name", "x"}, {"datatype", "FP32"}, {"shape", {1, kN}}, {"data", x}}}}};
   const std::string body_text = body.dump();
 
-  // Times `calls` sequential calls; `switches` gets the process's context
-  // switches per call meanwhile (only this side runs, so they are its own).
-  auto timed = [&](const std::function<bool()>& call, double* switches = nullptr) {
-    const int64_t switched = ContextSwitches();
+  // Times `calls` sequential calls; `used` gets the process's context switches
+  // and CPU time per call meanwhile (only this side runs, so they are its own:
+  // client and server together).
+  auto timed = [&](const std::function<bool()>& call, Usage* used = nullptr) {
+    const Usage before = ProcessUsage();
     const auto start = std::chrono::steady_clock::now();
     for (int c = 0; c < calls; ++c) {
       if (!call()) {
@@ -144,7 +151,11 @@ int main(int argc, char** argv) {
       }
     }
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
-    if (switches != nullptr) *switches = static_cast<double>(ContextSwitches() - switched) / calls;
+    if (used != nullptr) {
+      const Usage after = ProcessUsage();
+      used->switches = after.switches - before.switches;
+      used->cpu_us = after.cpu_us - before.cpu_us;
+    }
     return us / calls;
   };
   const std::function<bool()> sides[4] = {
@@ -169,16 +180,18 @@ int main(int argc, char** argv) {
       },
   };
   for (const auto& side : sides) timed(side);  // warm-up
-  std::vector<double> us[4], sw[4], grpc_over, http_over;
+  std::vector<double> us[4], sw[4], cpu[4], grpc_over, http_over;
   for (int r = 0; r < rounds; ++r) {
-    double t[4], w[4];
+    double t[4];
+    Usage w[4];
     for (int k = 0; k < 4; ++k) {
       const int s = (r + k) % 4;  // rotate which side goes first
       t[s] = timed(sides[s], &w[s]);
     }
     for (int s = 0; s < 4; ++s) {
       us[s].push_back(t[s]);
-      sw[s].push_back(w[s]);
+      sw[s].push_back(static_cast<double>(w[s].switches) / calls);
+      cpu[s].push_back(w[s].cpu_us / calls);
     }
     grpc_over.push_back(t[1] - t[0]);
     http_over.push_back(t[2] - t[0]);
@@ -187,16 +200,12 @@ int main(int argc, char** argv) {
       "serve_bench: float32[1,%d] affine model, %d rounds x %d sequential calls, rotating, loopback, gRPC and "
       "HTTP run here up to %lld us\n",
       kN, rounds, calls, static_cast<long long>(go.run_here_up_to.count()));
-  std::printf("  Engine::Infer (in process)          median %.2f us/call, %.1f context switches/call\n", Median(us[0]),
-              Median(sw[0]));
-  std::printf("  gRPC ModelInfer (raw contents)      median %.2f us/call, %.1f context switches/call\n", Median(us[1]),
-              Median(sw[1]));
-  std::printf("  HTTP/JSON POST .../infer            median %.2f us/call, %.1f context switches/call\n", Median(us[2]),
-              Median(sw[2]));
-  std::printf(
-      "  gRPC ServerLive (no inference)      median %.2f us/call, %.1f context switches/call"
-      " (the transport alone)\n",
-      Median(us[3]), Median(sw[3]));
+  const char* names[4] = {"Engine::Infer (in process)     ", "gRPC ModelInfer (raw contents) ",
+                          "HTTP/JSON POST .../infer       ", "gRPC ServerLive (no inference) "};
+  for (int s = 0; s < 4; ++s) {
+    std::printf("  %s     median %.2f us/call, %.1f context switches/call, %.1f us of CPU/call%s\n", names[s],
+                Median(us[s]), Median(sw[s]), Median(cpu[s]), s == 3 ? " (the transport alone)" : "");
+  }
   std::printf("  gRPC added (per-round difference)   median %.2f us/call (target <= 150)\n", Median(grpc_over));
   std::printf("  HTTP added (per-round difference)   median %.2f us/call (target <= 300)\n", Median(http_over));
   std::printf("  idle CPUs: cpuidle driver %s, guest_halt_poll_ns %s\n",
