@@ -8,8 +8,9 @@
 // and an HTTP/JSON client (one keep-alive connection), all in this process
 // over 127.0.0.1, and an empty gRPC call (ServerLive) for the transport's own
 // cost. Rounds rotate which side goes first; each side times
-// `calls` sequential requests. Printed: per-call medians over the rounds and
-// the medians of the per-round differences, and how this machine's idle CPUs
+// `calls` sequential requests. Printed: per-call medians over the rounds (wall
+// time, and the process's context switches and CPU time while that side
+// ran), the medians of the per-round differences, and how this machine's idle CPUs
 // wait (on a VM with the cpuidle-haltpoll driver, guest_halt_poll_ns = 0 makes
 // every wake-up of an idle vCPU go through the hypervisor, which dominates a
 // loopback round trip). Numbers go in docs/benchmarks.md.
