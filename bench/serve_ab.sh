@@ -78,14 +78,14 @@ python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 run = lambda kind, r: json.load(open(f"{out}/{kind}-{r}.json"))
-rps = lambda kind, r: run(kind, r)["throughput_rps"]
 ra, rb, cpu = [], [], []
 for r in range(1, rounds + 1):
-    l, a, b = rps("local", r), rps("a", r), rps("b", r)
+    local = run("local", r)
+    l, a, b = local["throughput_rps"], run("a", r)["throughput_rps"], run("b", r)["throughput_rps"]
     ra.append(a / l)
     rb.append(b / l)
     # The in-process run's CPU per request says how fast this machine was.
-    cpu.append(run("local", r)["process_cpu_ms_per_request"])
+    cpu.append(local["process_cpu_ms_per_request"])
     print(f"round {r}: in process {l:6.1f} req/s ({cpu[-1]:.2f} ms CPU per request) | "
           f"A {a:6.1f} ({a / l:.3f}) | B {b:6.1f} ({b / l:.3f})")
 print(f"median ratio to in process: A {statistics.median(ra):.3f}, B {statistics.median(rb):.3f}; "

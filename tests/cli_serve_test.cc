@@ -871,10 +871,7 @@ TEST_F(CliServeTest, ASelfSignedCertificateServesAsItsOwnCa) {
   ASSERT_TRUE(testing::MakeSelfSignedCertificate(dir_)) << "openssl could not make the certificate";
   std::signal(SIGPIPE, SIG_IGN);  // an HTTPS client (see above)
   const auto file = [&](const std::string& name) { return (dir_ / name).string(); };
-  {
-    std::ofstream token(file("token"));
-    token << "s3cret-token\n";
-  }
+  std::ofstream(file("token")) << "s3cret-token\n";
   BatonProcess server("serve", {Config(), "--no-profile", "-q", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0",
                                 "--tls-cert", file("self.pem"), "--tls-key", file("self.key"), "--token-file",
                                 file("token")});
