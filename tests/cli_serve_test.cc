@@ -65,18 +65,20 @@ class CliServeTest : public baton::testing::ZooDirTest<CliServeTest> {
   }
 
   // A config whose one PU a `spin` request holds for up to ten minutes
-  // (tests/spin_model.h), beside `cam`; both in closed loops of one.
-  std::string SpinConfig() {
+  // (tests/spin_model.h), in a closed loop of `spins`; with `cam` beside it,
+  // in a closed loop of one.
+  std::string SpinConfig(int spins = 1, bool cam = true) {
     absl::StatusOr<std::string> spin = testing::SpinModelBytes();
     EXPECT_TRUE(spin.ok()) << spin.status();
     std::ofstream(dir_ / "spin.onnx", std::ios::binary) << spin.value_or("");
     const std::string config = (dir_ / "spin.yaml").string();
-    std::ofstream(config) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]\n"
-                          << "models:\n"
-                          << "  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000,"
-                          << " arrival: {mode: closed, concurrency: 1}}\n"
-                          << "  - {name: cam, path: " << Zoo("squeezenet") << ", arrival: {mode: closed, concurrency: 1}}\n"
-                          << "policy: {high_level: whole}\n";
+    std::ofstream out(config);
+    out << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]\n"
+        << "models:\n"
+        << "  - {name: spin, path: spin.onnx, execution_timeout_ms: 600000,"
+        << " arrival: {mode: closed, concurrency: " << spins << "}}\n";
+    if (cam) out << "  - {name: cam, path: " << Zoo("squeezenet") << ", arrival: {mode: closed, concurrency: 1}}\n";
+    out << "policy: {high_level: whole}\n";
     return config;
   }
 
@@ -520,55 +522,38 @@ TEST_F(CliServeTest, RegionsOfAKilledSharedMemoryClientAreDropped) {
 }
 
 // A client process that dies with its calls in flight leaves no work behind:
-// its request that would hold the one PU for minutes (tests/spin_model.h) is
-// stopped, or withdrawn if it waits.
+// of its two requests that would each hold the one PU for minutes
+// (tests/spin_model.h), the running one is stopped and the waiting one
+// withdrawn. Neither can finish, so the state the client is killed in (one
+// running, one queued) holds until it is killed.
 TEST_F(CliServeTest, TheWorkOfAKilledClientIsCancelled) {
-  const std::string config = SpinConfig();
+  const std::string config = SpinConfig(/*spins=*/2, /*cam=*/false);
   BatonProcess server("serve", {config, "--no-profile", "-q", "--grpc", "127.0.0.1:0"});
   ASSERT_TRUE(server.ok()) << server.banner();
   httplib::Client c("127.0.0.1", server.port());
   c.set_read_timeout(60, 0);
-  auto metric = [&](const std::string& sample) { return Metric(c, sample); };
-  auto wait_until = [](const std::function<bool()>& ready) { return WaitUntil(ready); };
-  auto wait_for = [&](const std::string& sample, double value) {
-    return wait_until([&] { return metric(sample) == value; });
-  };
   const std::string running = "baton_device_running{device=\"local\"}";
   const std::string queued = "baton_device_queue_depth{device=\"local\"}";
-  auto requests = [](const std::string& model, const std::string& status) { return Requests(model, status); };
+  const std::vector<std::string> statuses = {"success",  "failed",  "deadline_exceeded",
+                                             "rejected", "invalid", "cancelled"};
   bool busy = false;
-  std::map<std::string, double> before;  // the counters when the client was killed
   const testing::SignalledRun killed = testing::ActWhenPrinted(
       {"run", config, "--server", "127.0.0.1:" + std::to_string(server.grpc_port()), "--duration", "600", "--warmup",
        "0"},
       "planning", [&](pid_t pid) {  // a line of its start-up, on stderr
-        // A spin request of the client's runs and a request waits behind it
-        // (the client's two closed loops may take a moment to get there).
-        busy = wait_until([&] { return metric(running) == 1 && metric(queued) >= 1; });
-        for (const char* model : {"spin", "cam"}) {
-          for (const char* status : {"success", "failed", "deadline_exceeded", "rejected", "invalid", "cancelled"}) {
-            before[requests(model, status)] = metric(requests(model, status));
-          }
-        }
+        busy = WaitUntil([&] { return Metric(c, running) == 1 && Metric(c, queued) == 1; });
         ::kill(pid, SIGKILL);
       });
   ASSERT_TRUE(killed.signalled) << killed.output;
   ASSERT_TRUE(busy) << "the client's requests never reached the PU and its queue";
-  // The server finds the connection gone. The spin request (running, or
-  // waiting behind a cam run) is cancelled: the PU is free and nothing is
-  // left queued, where it would otherwise hold the PU for minutes. The cam
-  // request in flight ends cancelled, or answered if it was running and
-  // finished first; no request ends any other way.
-  EXPECT_TRUE(wait_for(running, 0));
-  EXPECT_TRUE(wait_for(queued, 0));
-  EXPECT_EQ(metric(requests("spin", "cancelled")), before[requests("spin", "cancelled")] + 1);
-  EXPECT_EQ(metric(requests("spin", "success")), before[requests("spin", "success")]);
-  EXPECT_LE(metric(requests("cam", "cancelled")) + metric(requests("cam", "success")),
-            before[requests("cam", "cancelled")] + before[requests("cam", "success")] + 1);
-  for (const char* model : {"spin", "cam"}) {
-    for (const char* status : {"failed", "deadline_exceeded", "rejected", "invalid"}) {
-      EXPECT_EQ(metric(requests(model, status)), before[requests(model, status)]) << model << " " << status;
-    }
+  // The server finds the connection gone and cancels both: the PU is free and
+  // nothing is left queued, where each would otherwise hold the PU for
+  // minutes. No request ends any other way.
+  EXPECT_TRUE(WaitUntil([&] { return Metric(c, running) == 0; }));
+  EXPECT_TRUE(WaitUntil([&] { return Metric(c, queued) == 0; }));
+  EXPECT_TRUE(WaitUntil([&] { return Metric(c, Requests("spin", "cancelled")) == 2; }));
+  for (const std::string& status : statuses) {
+    EXPECT_EQ(Metric(c, Requests("spin", status)), status == "cancelled" ? 2 : 0) << status;
   }
   // The server goes on.
   auto ready = c.Get("/v2/health/ready");

@@ -36,6 +36,7 @@
 #include "dispatch_test_util.h"
 #include "nothing_executor.h"
 #include "thread_stat.h"
+#include "wait_until.h"
 
 namespace baton::runtime {
 namespace {
@@ -555,7 +556,7 @@ TEST(Runtime, BusyTimeUpToTheWindowEndNeverExceedsTheWindow) {
   const Time window_start = sys.rt->Now();
   std::future<RequestResult> answer = sys.rt->Submit(ModelId(0), Input(1));
   // Until the first partition is handed to the PU (it then waits at the gate).
-  while (sys.rt->stats().devices[0].started == 0) std::this_thread::yield();
+  ASSERT_TRUE(baton::testing::WaitUntil([&] { return sys.rt->stats().devices[0].started > 0; }));
   const Time until = sys.rt->Now();
   // In progress (held at the gate): counted up to `until`, not beyond.
   std::vector<PuStats> during = sys.rt->pu_stats(until);

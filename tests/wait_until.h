@@ -7,13 +7,20 @@
 
 namespace baton::testing {
 
-// Waits until `ready()` holds, at most `limit`; returns ready(). `ready` is
-// called again and again, so it should be cheap or bounded itself.
+// Waits until `ready()` holds, at most `limit`; returns whether it was seen to
+// hold. `ready` is called again and again, so it should be cheap or bounded
+// itself. The answer is the call that ended the wait, not a call after it: a
+// state that holds only for a while (one request running, another queued)
+// may be gone by the next call.
 template <typename Ready>
 bool WaitUntil(Ready ready, std::chrono::seconds limit = std::chrono::seconds(60)) {
   const auto give_up = std::chrono::steady_clock::now() + limit;
-  while (!ready() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
-  return ready();
+  while (true) {
+    const bool past = std::chrono::steady_clock::now() >= give_up;  // read first: ready() gets a last look
+    if (ready()) return true;
+    if (past) return false;
+    std::this_thread::yield();
+  }
 }
 
 }  // namespace baton::testing
