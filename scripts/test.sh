@@ -9,7 +9,8 @@
 #               integration tests, and a check of the one LSan suppression;
 #   3. tsan     ThreadSanitizer: the threaded runtime and the network layer;
 #   4. fuzz     every libFuzzer target (clang, ASan + UBSan) for 30 s from its
-#               seeds and regression inputs (scripts/fuzz.sh; a finding fails it).
+#               seeds and regression inputs, one target per core at once
+#               (scripts/fuzz.sh; a finding fails it).
 # Usage: scripts/test.sh [STAGE...]   (default: all four, in that order)
 # Compilations go through ccache when it is installed (~/.cache/ccache, shared
 # by every clone on the machine); its statistics are printed at the end.
@@ -149,7 +150,7 @@ stage_fuzz() {
   # in tests/fuzz/regressions/, so a run depends on nothing kept between runs.
   local corpus rc=0
   corpus="$(mktemp -d)"
-  bash scripts/fuzz.sh "$seconds" --corpus "$corpus" || rc=$?
+  bash scripts/fuzz.sh "$seconds" --parallel "$jobs" --corpus "$corpus" || rc=$?
   rm -rf "$corpus"
   [ "$rc" -eq 0 ] || return "$rc"
   summary+=("fuzz: every libFuzzer target for $seconds s, no finding")
