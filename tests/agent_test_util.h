@@ -56,13 +56,18 @@ class BatonProcess {
   }
   // Sends `sig` (SIGKILL: a crash the test stages) and reaps the child
   // (returns its wait status). Fails the test when the agent had already
-  // died on its own or printed a sanitizer report.
+  // died on its own, printed a sanitizer report, or did not exit within a
+  // minute of the signal (it is then killed).
   int Kill(int sig) {
     if (pid_ <= 0) return -1;
     ::kill(pid_, sig);
     int status = 0;
-    ::waitpid(pid_, &status, 0);
-    if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+    if (!WaitExit(std::chrono::seconds(60), &status)) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      ADD_FAILURE() << "baton " << command_ << " " << pid_ << " did not exit within 60 s of signal " << sig
+                    << "; its stderr:\n" << Stderr();
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
       ADD_FAILURE() << "baton " << command_ << " " << pid_ << " had exited with status " << WEXITSTATUS(status)
                     << " before the test sent it signal " << sig << "; its stderr:\n" << Stderr();
     }
@@ -76,17 +81,7 @@ class BatonProcess {
     ::kill(pid_, SIGCONT);  // a test may have left it stopped
     ::kill(pid_, SIGTERM);
     int status = 0;
-    // Wait for the exit itself (a pidfd becomes readable), at most `limit`;
-    // without pidfd_open (Linux < 5.3), waitpid blocks until it exits.
-    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
-    bool exited = true;
-    if (pidfd >= 0) {
-      pollfd p{pidfd, POLLIN, 0};
-      exited = ::poll(&p, 1, static_cast<int>(limit.count() * 1000)) > 0;
-      ::close(pidfd);
-    }
-    const pid_t done = exited ? ::waitpid(pid_, &status, 0) : 0;
-    if (done == 0) {
+    if (!WaitExit(limit, &status)) {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, &status, 0);
       ADD_FAILURE() << "baton " << command_ << " " << pid_ << " did not exit within " << limit.count() << " s of SIGTERM; its stderr:\n"
@@ -123,6 +118,19 @@ class BatonProcess {
   }
 
  private:
+  // Waits for it to exit (a pidfd becomes readable), at most `limit`, and
+  // reaps it into `status`; false when it is still running. Without
+  // pidfd_open (Linux < 5.3), waitpid blocks until it exits.
+  bool WaitExit(std::chrono::seconds limit, int* status) {
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    if (pidfd >= 0) {
+      pollfd p{pidfd, POLLIN, 0};
+      const bool exited = ::poll(&p, 1, static_cast<int>(limit.count() * 1000)) > 0;
+      ::close(pidfd);
+      if (!exited) return false;
+    }
+    return ::waitpid(pid_, status, 0) == pid_;
+  }
   // The agent's stderr so far.
   std::string Stderr() const {
     std::ifstream in(err_path_);

@@ -75,9 +75,13 @@ inline SignalledRun ActWhenPrinted(const std::vector<std::string>& args, const s
   }
   ::close(fds[1]);
   char buf[4096];
+  bool silent = false;  // printed nothing for 2 minutes: hung
   while (true) {
     pollfd p{fds[0], POLLIN, 0};
-    if (::poll(&p, 1, 120'000) <= 0) break;
+    if (::poll(&p, 1, 120'000) <= 0) {
+      silent = true;
+      break;
+    }
     const ssize_t n = ::read(fds[0], buf, sizeof(buf));
     if (n <= 0) break;
     r.output.append(buf, static_cast<size_t>(n));
@@ -87,7 +91,8 @@ inline SignalledRun ActWhenPrinted(const std::vector<std::string>& args, const s
     }
   }
   ::close(fds[0]);
-  if (!r.signalled) ::kill(pid, SIGKILL);
+  if (!r.signalled || silent) ::kill(pid, SIGKILL);
+  if (silent) ADD_FAILURE() << "`baton` printed nothing for 2 minutes and was killed; its output:\n" << r.output;
   int status = 0;
   ::waitpid(pid, &status, 0);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "onnx/onnx_pb.h"
+#include "wait_until.h"
 
 namespace baton::ort {
 namespace {
@@ -463,11 +464,8 @@ TEST(OrtRunnerTest, PinnedCoresPinTheWorkerThreads) {
   ASSERT_TRUE(runner.ok()) << runner.status();
   // The worker pins itself once it starts running, which may be after Create
   // returns: wait for that (bounded), then check.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (count_pinned_to_1() != before + 1 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::yield();
-  }
-  EXPECT_EQ(count_pinned_to_1(), before + 1);
+  EXPECT_TRUE(baton::testing::WaitUntil([&] { return count_pinned_to_1() == before + 1; }, std::chrono::seconds(10)))
+      << count_pinned_to_1() << " threads pinned to core 1, expected " << before + 1;
 }
 
 TEST(OrtRunnerTest, ConcurrentRunsFromFourThreadsAreIndependent) {
