@@ -99,6 +99,7 @@ class ServeGrpcTest : public ::testing::Test {
     go.shared_memory = std::move(shm);
     go.run_here_up_to = run_here_up_to_;
     go.stop_grace = stop_grace_;
+    go.max_stream_in_flight = stream_in_flight_;
     // Under ThreadSanitizer this process can stall for seconds: a 10 s
     // keepalive watchdog then closed the connection under calls in flight.
     go.keepalive_time = go.keepalive_timeout = std::chrono::minutes(2);
@@ -178,6 +179,7 @@ class ServeGrpcTest : public ::testing::Test {
   std::chrono::microseconds run_here_up_to_ = serve::GrpcOptions().run_here_up_to;
   size_t labels_ = 0;  // > 0: Start gives the model a labels file of that many classes
   std::chrono::seconds stop_grace_ = serve::GrpcOptions().stop_grace;
+  int stream_in_flight_ = serve::GrpcOptions().max_stream_in_flight;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<serve::GrpcServer> server_;
   std::string input_name_, output_name_;
@@ -238,6 +240,89 @@ void ServeGrpcTest::ManyClientThreadsAndAStream(const serve::GrpcClientOptions& 
 }
 
 TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamAtOnce) { ManyClientThreadsAndAStream(); }
+
+// A stream whose client sends and does not read is not read further once
+// --stream-in-flight of its answers are unanswered or unwritten: its answers
+// do not pile up in the server. HTTP/2 holds the rest: the client's window
+// (64 KiB, BDP probing off) is smaller than one answer of `echo` (80 KiB),
+// so the server can have answered only a few of the 12 requests sent. Once
+// the client reads, the stream goes on, and every request is answered.
+TEST(ServeGrpcStream, AStreamWhoseClientDoesNotReadIsNotReadFurther) {
+  const fs::path dir = fs::temp_directory_path() / ("baton_serve_grpc_echo_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  constexpr int64_t kFloats = 20480;  // 80 KiB
+  graph::GraphBuilder b;
+  b.AddInput("x", dtype::kFloat, {int64_t{1}, kFloats});
+  b.AddNode("Identity", {"x"}, {"y"});
+  b.AddOutput("y", dtype::kFloat, {int64_t{1}, kFloats});
+  absl::StatusOr<std::string> bytes = b.Serialize();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  std::ofstream(dir / "echo.onnx", std::ios::binary) << *bytes;
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (dir / "cache").string();
+  Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
+      "models: [{name: echo, path: echo.onnx}]\n"
+      "policy: {high_level: whole}\n",
+      dir.string(), options);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  serve::GrpcOptions go;
+  go.port = 0;
+  go.max_stream_in_flight = 1;
+  go.keepalive_time = go.keepalive_timeout = std::chrono::minutes(2);  // ThreadSanitizer stalls
+  auto server = serve::GrpcServer::Start(**engine, go);
+  ASSERT_TRUE(server.ok()) << server.status();
+
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);  // the client's receive window stays at 64 KiB
+  auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateCustomChannel(
+      "127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  ctx.set_wait_for_ready(true);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+  auto stream = stub->ModelStreamInfer(&ctx);
+  inference::ModelInferRequest req;
+  req.set_model_name("echo");
+  inference::ModelInferRequest::InferInputTensor* in = req.add_inputs();
+  in->set_name("x");
+  in->set_datatype("FP32");
+  in->add_shape(1);
+  in->add_shape(kFloats);
+  std::vector<float> x(kFloats);
+  for (int64_t i = 0; i < kFloats; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i);
+  req.add_raw_input_contents(std::string(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float)));
+  constexpr int kSent = 12;
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; i < kSent && stream->Write(req); ++i) ++written;
+    stream->WritesDone();
+  });
+  auto answered = [&] { return (*engine)->Stats().models[0].completed; };
+  // The server answers a few, then stops reading. (Without the bound it
+  // reads and answers all 12 well within the 3 s this waits for that.)
+  EXPECT_TRUE(WaitUntil([&] { return answered() > 0; }));
+  EXPECT_FALSE(WaitUntil([&] { return answered() >= kSent / 2; }, std::chrono::seconds(3)))
+      << answered() << " of " << kSent << " requests were read and answered while the client read none";
+  // The client reads: everything is answered, each the same as its input.
+  int streamed = 0;
+  inference::ModelStreamInferResponse resp;
+  while (stream->Read(&resp)) {
+    EXPECT_EQ(resp.error_message(), "");
+    ASSERT_EQ(resp.infer_response().raw_output_contents_size(), 1);
+    EXPECT_EQ(resp.infer_response().raw_output_contents(0), req.raw_input_contents(0));
+    ++streamed;
+  }
+  writer.join();
+  const grpc::Status finished = stream->Finish();
+  EXPECT_TRUE(finished.ok()) << finished.error_code() << " " << finished.error_message();
+  EXPECT_EQ(written.load(), kSent);
+  EXPECT_EQ(streamed, kSent);
+  (*server)->Stop();
+  (*engine)->Close();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
 
 // The same when every run may go on gRPC's threads (GrpcOptions::run_here_up_to
 // above any run time, once one request has been measured): callers of the

@@ -822,10 +822,12 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
     }
     if (!outbox_.empty() && !broken_) {
       StartWrite(outbox_.front().get());
+      ReadMoreLocked();  // an answer left the outbox
       return;
     }
     if (broken_) outbox_.clear();
     writing_ = false;
+    ReadMoreLocked();
     MaybeFinishLocked(lock);
   }
 
@@ -882,9 +884,13 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
     MaybeFinishLocked(lock);
   }
 
+  // Reads the next request while fewer than max_stream_in_flight of the
+  // stream's requests are unanswered or answered and not yet written: a
+  // client that sends and does not read stops being read (HTTP/2 flow control
+  // then holds it), instead of its answers piling up here.
   void ReadMoreLocked() {
     if (!reading_ && !read_closed_ && !finished_ &&
-        in_flight_ < static_cast<size_t>(impl_.options.max_stream_in_flight)) {
+        in_flight_ + outbox_.size() < static_cast<size_t>(impl_.options.max_stream_in_flight)) {
       reading_ = true;
       StartRead(&incoming_);
     }

@@ -26,7 +26,8 @@
 // Limits: messages up to max_request_bytes; at most max_streams_per_connection
 // calls at once on one connection (HTTP/2 streams); a ModelStreamInfer stream
 // reads no further requests while max_stream_in_flight of its own are being
-// answered. Dead peers are found by keepalive pings.
+// answered or wait to be written to a client that does not read. Dead peers
+// are found by keepalive pings.
 //
 // Security, as for the HTTP front-end (http_server.h): without TLS and a
 // token, Start refuses any but a loopback address. With a token, every call
