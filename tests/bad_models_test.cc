@@ -326,6 +326,29 @@ TEST_F(BadModelsTest, SelfLoop) {
   EXPECT_TRUE(IsErrorNaming(LoadProto(m, "self.onnx"), {"self_loop"}));
 }
 
+// Names go into baton's JSON and the KServe protocol, which need UTF-8;
+// protobuf does not check ONNX's strings. A name that is not UTF-8 is an
+// error naming where it is, not a crash when the first JSON is written.
+TEST_F(BadModelsTest, NamesThatAreNotUtf8) {
+  onnx::ModelProto node = ValidModel();
+  node.mutable_graph()->mutable_node(1)->set_name("relu\xff");
+  EXPECT_TRUE(IsErrorNaming(LoadProto(node, "latin.onnx"),
+                            {"latin.onnx", "node #1's name", "not valid UTF-8", "byte 4", "after 'relu'"}));
+  onnx::ModelProto value = ValidModel();
+  RenameValue(&value, "t", "t\xc3");  // a 2-byte sequence cut short
+  EXPECT_TRUE(IsErrorNaming(LoadProto(value, "cut.onnx"), {"cut.onnx", "node #0's output name", "not valid UTF-8"}));
+  onnx::ModelProto overlong = ValidModel();
+  RenameValue(&overlong, "y", "\xc0\xaf");
+  EXPECT_TRUE(IsErrorNaming(LoadProto(overlong, "overlong.onnx"), {"not valid UTF-8", "byte 0"}));
+  // UTF-8 beyond ASCII is fine.
+  onnx::ModelProto accented = ValidModel();
+  accented.mutable_graph()->mutable_node(1)->set_name("r\xc3\xa9lu");
+  RenameValue(&accented, "t", "\xe5\x80\xbc");
+  auto model = Model::LoadBytes(Bytes(accented), "accented.onnx");
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->nodes()[1].name, "r\xc3\xa9lu");
+}
+
 TEST_F(BadModelsTest, DanglingNodeInput) {
   onnx::ModelProto m = ValidModel();
   m.mutable_graph()->mutable_node(1)->set_input(0, "ghost_tensor");

@@ -25,6 +25,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/core/utf8.h"
 #include "baton/graph/cost.h"
 #include "baton/graph/onnx_util.h"
 #include "onnx/checker.h"
@@ -158,6 +159,7 @@ class ModelLoader {
     onnx::ModelProto& m = *model_->proto_;
 
     BATON_RETURN_IF_ERROR(CheckHeader(m));
+    BATON_RETURN_IF_ERROR(CheckNamesAreUtf8(m.graph()));
     BATON_RETURN_IF_ERROR(CheckTensorsInGraph(m.mutable_graph(), "graph"));
     BATON_RETURN_IF_ERROR(CheckStructure(m.mutable_graph()));
     BATON_RETURN_IF_ERROR(RunChecker(m));
@@ -189,6 +191,34 @@ class ModelLoader {
       }
       model_->opsets_[domain] = op.version();
     }
+    return absl::OkStatus();
+  }
+
+  // The graph's names go into baton's JSON (plans, profiles, reports, traces)
+  // and the KServe protocol's strings, which must be UTF-8; protobuf does not
+  // check ONNX's (proto2) strings. Subgraphs' names stay inside ONNX Runtime.
+  absl::Status CheckNamesAreUtf8(const onnx::GraphProto& g) {
+    auto check = [&](const std::string& name, const std::string& what) -> absl::Status {
+      const std::optional<size_t> bad = FirstInvalidUtf8(name);
+      if (!bad) return absl::OkStatus();
+      return Error(absl::StrCat("has ", what, " that is not valid UTF-8 (byte ", *bad, " of ", name.size(),
+                                ", after ", Q(name.substr(0, *bad)),
+                                "); baton writes names into JSON and the KServe protocol, which need UTF-8: "
+                                "rename it in the model (e.g. with the onnx Python package)"));
+    };
+    for (int i = 0; i < g.node_size(); ++i) {
+      const onnx::NodeProto& n = g.node(i);
+      const std::string node = absl::StrCat("node #", i);
+      BATON_RETURN_IF_ERROR(check(n.name(), node + "'s name"));
+      BATON_RETURN_IF_ERROR(check(n.op_type(), node + "'s op_type"));
+      BATON_RETURN_IF_ERROR(check(n.domain(), node + "'s domain"));
+      for (const std::string& in : n.input()) BATON_RETURN_IF_ERROR(check(in, node + "'s input name"));
+      for (const std::string& out : n.output()) BATON_RETURN_IF_ERROR(check(out, node + "'s output name"));
+    }
+    for (const auto& v : g.input()) BATON_RETURN_IF_ERROR(check(v.name(), "a graph input name"));
+    for (const auto& v : g.output()) BATON_RETURN_IF_ERROR(check(v.name(), "a graph output name"));
+    for (const auto& v : g.value_info()) BATON_RETURN_IF_ERROR(check(v.name(), "a value_info name"));
+    for (const auto& t : g.initializer()) BATON_RETURN_IF_ERROR(check(t.name(), "an initializer name"));
     return absl::OkStatus();
   }
 
