@@ -309,6 +309,48 @@ TEST(BatcherTest, WhenEverySlotIsTakenRequestsWaitPastTheDelayAndLeaveWithTheNex
   EXPECT_EQ(batcher.waiting(), 0u);
 }
 
+// While its batches are out, a model's requests wait; at most max_waiting
+// of them: one more is answered RESOURCE_EXHAUSTED at once, naming the
+// model, and is never sent. Once a batch leaves, there is room again.
+TEST(BatcherTest, RequestsOverMaxWaitingAreRejectedAtOnce) {
+  FakeRuntime rt;
+  Batcher batcher(rt.Submit(), [] { return kTimeZero; }, /*own_timer=*/false);
+  ASSERT_TRUE(batcher
+                  .SetModel(ModelId(1), {.max_batch = 2, .max_queue_delay = 0ms, .max_in_flight = 1,
+                                         .max_waiting = 3, .name = "cam"})
+                  .ok());
+  int ok = 0;
+  std::vector<absl::Status> refused;
+  auto answer = [&](RequestResult r) {
+    if (r.status.ok()) {
+      ++ok;
+    } else {
+      refused.push_back(r.status);
+    }
+  };
+  batcher.Submit(ModelId(1), Input({1, 0}), {}, answer);  // sent at once: the slot was free
+  for (int i = 0; i < 3; ++i) batcher.Submit(ModelId(1), Input({2, 0}), {}, answer);
+  EXPECT_EQ(batcher.waiting(), 3u);
+  EXPECT_TRUE(refused.empty());
+  batcher.Submit(ModelId(1), Input({3, 0}), {}, answer);  // the fourth waiting: refused before Submit returns
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused[0].message(), HasSubstr("model 'cam' already has 3 requests waiting"));
+  EXPECT_EQ(batcher.waiting(), 3u);
+  EXPECT_EQ(batcher.stats(ModelId(1)).rejected, 1u);
+  rt.AnswerDoubled(0, At(1));  // a batch of two leaves: room for two more
+  EXPECT_EQ(batcher.waiting(), 1u);
+  batcher.Submit(ModelId(1), Input({4, 0}), {}, answer);
+  batcher.Submit(ModelId(1), Input({5, 0}), {}, answer);
+  EXPECT_EQ(refused.size(), 1u);
+  rt.AnswerDoubled(1, At(2));
+  rt.AnswerDoubled(2, At(3));
+  rt.AnswerDoubled(3, At(4));
+  EXPECT_EQ(ok, 6);
+  EXPECT_EQ(rt.count(), 4u);  // 1, then batches of 2, 2 and 1: the refused one was never sent
+  EXPECT_EQ(batcher.waiting(), 0u);
+}
+
 // Withdraw takes a request out while it waits: it is never sent nor answered
 // by the batcher, and the others form their batch without it. Once its batch
 // has left, Withdraw is false and the batch's answer still reaches it; when
@@ -373,6 +415,7 @@ TEST(BatcherTest, SetModelChecksItsOptions) {
   EXPECT_THAT(batcher.SetModel(ModelId(1), {.max_batch = 2, .max_queue_delay = -1ms}).message(), HasSubstr(">= 0"));
   EXPECT_THAT(batcher.SetModel(ModelId(1), {.max_batch = 2, .max_in_flight = -1}).message(),
               HasSubstr("max_in_flight"));
+  EXPECT_THAT(batcher.SetModel(ModelId(1), {.max_batch = 2, .max_waiting = -1}).message(), HasSubstr("max_waiting"));
   batcher.Stop();
   EXPECT_EQ(batcher.SetModel(ModelId(1), {.max_batch = 2}).code(), absl::StatusCode::kFailedPrecondition);
 }

@@ -223,7 +223,8 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
 absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* rt,
                                                               const std::vector<LoadedModel>& models,
                                                               const std::vector<profile::BatchChoice>& batching,
-                                                              const runtime::Deployment* deployment) {
+                                                              const runtime::Deployment* deployment,
+                                                              int max_waiting) {
   std::unique_ptr<runtime::Batcher> batcher;
   for (size_t i = 0; i < models.size(); ++i) {
     const LoadedModel& m = models[i];
@@ -251,7 +252,8 @@ absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* 
           [rt] { return rt->Now(); }, /*own_timer=*/true, [rt](RequestId id) { rt->Cancel(id); });
     }
     BATON_RETURN_IF_ERROR(batcher->SetModel(
-        m.id, runtime::BatchingOptions{max_batch, FromMillis(m.config->max_queue_delay_ms), max_in_flight}));
+        m.id, runtime::BatchingOptions{max_batch, FromMillis(m.config->max_queue_delay_ms), max_in_flight,
+                                       max_waiting, m.config->name}));
   }
   return batcher;
 }

@@ -98,11 +98,13 @@ trace::TraceNames TraceNamesOf(const config::RunConfig& config);
 // (Assembly::batching, per model) is above 1 (Triton-style,
 // runtime/batcher.h); null when no model batches. Each model keeps at most
 // one batch in flight per PU `deployment` prepared it on (no limit without
-// a deployment).
+// a deployment), and at most `max_waiting` requests waiting to be batched
+// (the config's max_in_flight; more are answered RESOURCE_EXHAUSTED at once).
 absl::StatusOr<std::unique_ptr<runtime::Batcher>> MakeBatcher(runtime::Runtime* rt,
                                                               const std::vector<LoadedModel>& models,
                                                               const std::vector<profile::BatchChoice>& batching,
-                                                              const runtime::Deployment* deployment);
+                                                              const runtime::Deployment* deployment,
+                                                              int max_waiting);
 
 // A config with remote devices, connected: Remotes::resolved is what to
 // assemble. Remote devices have no profile yet, so a high-level policy that

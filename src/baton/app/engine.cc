@@ -482,8 +482,9 @@ absl::StatusOr<std::unique_ptr<Engine::Impl>> OpenImpl(config::RunConfig config,
   }
   BATON_ASSIGN_OR_RETURN(impl->assembly, app::Assemble(impl->assembled_config(), impl->remotes.get(), assemble));
   app::Assembly& a = impl->assembly;
-  BATON_ASSIGN_OR_RETURN(impl->batcher, app::MakeBatcher(a.runtime.rt.get(), a.models, a.batching, a.deployment.get()));
   const config::RunConfig& cfg = impl->assembled_config();
+  BATON_ASSIGN_OR_RETURN(impl->batcher, app::MakeBatcher(a.runtime.rt.get(), a.models, a.batching, a.deployment.get(),
+                                                         cfg.run.max_in_flight));
   for (size_t i = 0; i < a.models.size(); ++i) {
     const app::LoadedModel& lm = a.models[i];
     const graph::Model& g = lm.baseline_model();  // as loaded (without the batching copy's free dim)

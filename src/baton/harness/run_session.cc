@@ -798,7 +798,8 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   // Dynamic batching of baton's requests, for the models that ask for it.
   std::unique_ptr<runtime::Batcher> batcher;
   if (baton_rt.rt) {
-    BATON_ASSIGN_OR_RETURN(batcher, MakeBatcher(baton_rt.rt.get(), models, assembly.batching, assembly.deployment.get()));
+    BATON_ASSIGN_OR_RETURN(batcher, MakeBatcher(baton_rt.rt.get(), models, assembly.batching, assembly.deployment.get(),
+                                                config.run.max_in_flight));
     modes.push_back(Mode{EmptyMode("baton", models),
                          runtime_mode(baton_rt.rt.get(), batcher.get(), baton_priorities, options.verify)});
   }

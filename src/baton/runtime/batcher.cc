@@ -37,6 +37,10 @@ absl::Status Batcher::SetModel(ModelId model, BatchingOptions options) {
     return absl::InvalidArgumentError(absl::StrCat("model ", model.value, ": max_in_flight is ",
                                                    options.max_in_flight, "; it must be >= 0 (0 = no limit)"));
   }
+  if (options.max_waiting < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", model.value, ": max_waiting is ", options.max_waiting,
+                                                   "; it must be >= 0 (0 = no limit)"));
+  }
   std::lock_guard lock(mu_);
   if (stopping_) return absl::FailedPreconditionError("the batcher is stopped");
   queues_[model.value].options = options;
@@ -92,6 +96,18 @@ uint64_t Batcher::Submit(ModelId model, NamedTensors inputs, dispatch::RequestOp
     }
     Queue& q = it->second;
     const Time now = now_();
+    if (q.options.max_waiting > 0 && q.waiting.size() >= static_cast<size_t>(q.options.max_waiting)) {
+      ++q.stats.rejected;
+      lock.unlock();
+      RequestResult full;
+      full.model = model;
+      full.status = absl::ResourceExhaustedError(
+          absl::StrCat("model '", q.options.name, "' already has ", q.options.max_waiting,
+                       " requests waiting to be batched (max_in_flight); retry later or raise max_in_flight"));
+      full.submitted = full.finished = now;
+      done(std::move(full));
+      return ticket;
+    }
     q.waiting.push_back(Waiting{std::move(inputs), options, std::move(done), now, ticket});
     TakeLocked(model, q, now, /*all=*/false, ready);
     if (!q.waiting.empty()) cv_.notify_all();  // the timer must watch the oldest's delay

@@ -63,6 +63,11 @@ struct BatchingOptions {
   int max_batch = 1;             // 1..kMaxBatch; 1 = no batching
   Duration max_queue_delay{};    // >= 0: how long the oldest request may wait for more
   int max_in_flight = 0;         // batches sent and not answered, at most; 0 = no limit
+  // Requests waiting to be batched, at most; 0 = no limit. One more is
+  // answered RESOURCE_EXHAUSTED at once (with max_in_flight, requests wait
+  // here while the batches are out; without this they would pile up).
+  int max_waiting = 0;
+  std::string name{};  // the model's, for messages
 };
 
 // The executions of one batch size that were answered OK.
@@ -74,6 +79,7 @@ struct BatchSizeStats {
 struct BatcherStats {
   uint64_t batches = 0;   // sent to the runtime (a lone request counts as a batch of 1)
   uint64_t requests = 0;  // in them
+  uint64_t rejected = 0;  // answered RESOURCE_EXHAUSTED at once: max_waiting were waiting
   // Executions answered OK, by their number of requests (Triton's
   // batch_stats). Requests that could not be stacked ran alone: size 1 each.
   std::map<size_t, BatchSizeStats> by_size;
@@ -95,10 +101,12 @@ class Batcher {
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
 
-  // Errors: max_batch outside 1..kMaxBatch, a negative delay or max_in_flight,
-  // or Stop already called.
+  // Errors: max_batch outside 1..kMaxBatch, a negative delay, max_in_flight or
+  // max_waiting, or Stop already called.
   absl::Status SetModel(ModelId model, BatchingOptions options);
   // Returns the request's ticket for Withdraw (unique per batcher, never 0).
+  // A request over max_waiting is answered (RESOURCE_EXHAUSTED) before
+  // Submit returns, on the calling thread.
   uint64_t Submit(ModelId model, NamedTensors inputs, dispatch::RequestOptions options, DoneCallback done);
   // Withdraws the request `ticket` of `model`. If it still waits in its
   // queue: true, its inputs are freed and its `done` is dropped uncalled (the
