@@ -598,6 +598,51 @@ TEST_F(CliServeTest, ARunGivesUpOnWhatIsStillInFlightAfterItsWindow) {
   }
 }
 
+// The sockets process `pid` holds.
+static int SocketsOf(pid_t pid) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    std::error_code link_ec;
+    if (std::filesystem::read_symlink(fd.path(), link_ec).string().rfind("socket:", 0) == 0) ++n;
+  }
+  return n;
+}
+
+// Connections beyond the REST workers and the 64 that may wait for one are
+// not accepted: they stay in the kernel's listen backlog instead of each
+// holding a descriptor in the server. Once they close, the server answers.
+TEST_F(CliServeTest, RestConnectionsBeyondTheWaitingBoundAreLeftToTheKernel) {
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-grpc", "--threads", "1"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  const int before = SocketsOf(server.pid());
+  ASSERT_GT(before, 0);
+  std::vector<int> idle;  // connections that send nothing
+  for (int i = 0; i < 150; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(server.port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const int rc = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+    EXPECT_TRUE(rc == 0 || errno == EINPROGRESS) << std::strerror(errno);
+    idle.push_back(fd);
+  }
+  // One with the worker, 64 waiting, one in the accepting thread's hand.
+  EXPECT_TRUE(WaitUntil([&] { return SocketsOf(server.pid()) >= before + 66; }))
+      << SocketsOf(server.pid()) - before << " accepted";
+  EXPECT_FALSE(WaitUntil([&] { return SocketsOf(server.pid()) > before + 66; }, std::chrono::seconds(2)))
+      << SocketsOf(server.pid()) - before << " of 150 idle connections accepted; at most 66 should be";
+  for (int fd : idle) ::close(fd);
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  EXPECT_TRUE(WaitUntil([&] {
+    auto live = c.Get("/v2/health/live");
+    return live && live->status == 200;
+  }));
+}
+
 // Sends `body` as a POST to `path` on a connection of its own and returns the
 // connection's descriptor without reading the answer (-1 on failure).
 static int PostAndHold(int port, const std::string& path, const std::string& body) {

@@ -2,15 +2,20 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <regex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -43,6 +48,67 @@ void Reply(httplib::Response& res, int status, const json& body) {
 
 void Error(httplib::Response& res, int status, const std::string& message) { Reply(res, status, {{"error", message}}); }
 
+// httplib's ThreadPool with a bound on the connections waiting for a worker
+// (its own queue has none): when `max_waiting` wait, the accepting thread
+// waits too, so further connections stay in the kernel's listen backlog,
+// which is bounded, instead of each holding a descriptor and memory here.
+class BoundedPool final : public httplib::TaskQueue {
+ public:
+  BoundedPool(size_t threads, size_t max_waiting) : max_waiting_(max_waiting) {
+    for (size_t i = 0; i < threads; ++i) {
+      workers_.emplace_back([this] {
+        NameThisThread("http-worker");
+        Work();
+      });
+    }
+  }
+  ~BoundedPool() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock lock(mu_);
+    room_.wait(lock, [&] { return jobs_.size() < max_waiting_ || stopping_; });
+    jobs_.push_back(std::move(fn));
+    ready_.notify_one();
+  }
+
+  // Runs what was accepted, then joins the workers.
+  void shutdown() override {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_ && workers_.empty()) return;
+      stopping_ = true;
+    }
+    ready_.notify_all();
+    room_.notify_all();
+    for (std::thread& t : workers_) t.join();
+    workers_.clear();
+  }
+
+ private:
+  void Work() {
+    while (true) {
+      std::function<void()> job;
+      {
+        std::unique_lock lock(mu_);
+        ready_.wait(lock, [&] { return !jobs_.empty() || stopping_; });
+        if (jobs_.empty()) return;  // stopping, and nothing left
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      room_.notify_one();
+      job();
+    }
+  }
+
+  const size_t max_waiting_;
+  std::mutex mu_;
+  std::condition_variable ready_;  // a job, or stopping
+  std::condition_variable room_;   // fewer than max_waiting_ wait
+  std::deque<std::function<void()>> jobs_;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
 }  // namespace
 
 HttpServer::HttpServer(Engine& engine, HttpOptions options) : engine_(engine), options_(std::move(options)) {}
@@ -55,6 +121,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   }
   if (options.threads < 1 || options.threads > 256) {
     return absl::InvalidArgumentError(absl::StrCat("--threads must be in 1..256, got ", options.threads));
+  }
+  if (options.max_waiting_connections < 1 || options.max_waiting_connections > 65536) {
+    return absl::InvalidArgumentError(absl::StrCat("HTTP max_waiting_connections must be in 1..65536, got ",
+                                                   options.max_waiting_connections));
   }
   if (options.max_request_bytes < 1024) {
     return absl::InvalidArgumentError("--max-request-mb must allow at least 1 KiB");
@@ -80,8 +150,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   // Answers are small writes: without this, Nagle's algorithm and the
   // client's delayed ACK add tens of milliseconds to each request.
   srv.set_tcp_nodelay(true);
-  const int threads = o.threads;
-  srv.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  const auto threads = static_cast<size_t>(o.threads);
+  const auto waiting = static_cast<size_t>(o.max_waiting_connections);
+  srv.new_task_queue = [threads, waiting] { return new BoundedPool(threads, waiting); };
   s->Route();
   const int port = o.port == 0 ? srv.bind_to_any_port(o.host) : (srv.bind_to_port(o.host, o.port) ? o.port : -1);
   if (port < 0) {

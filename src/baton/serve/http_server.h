@@ -57,6 +57,10 @@ struct HttpOptions {
   int port = 8000;  // 0 = a free port (see HttpServer::port)
   size_t max_request_bytes = size_t{64} << 20;
   int threads = 8;  // requests served at once (1..256)
+  // Connections accepted and waiting for one of the threads, at most
+  // (1..65536); beyond it the server stops accepting until one is taken,
+  // and new connections wait in the kernel's listen backlog.
+  int max_waiting_connections = 64;
   std::chrono::seconds read_timeout{10};
   std::chrono::seconds write_timeout{10};
   // A request for a model whose recent runs took at most this long may run
