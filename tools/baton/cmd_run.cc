@@ -301,8 +301,8 @@ void PrintReport(const RunReport& r) {
   }
   if (r.abandoned > 0) {
     std::cout << "  " << r.abandoned
-              << " requests were still in flight 1 s after their window ended and were abandoned (counted "
-                 "unfinished)\n";
+              << " requests were still in flight after their window ended (the run waits as long as a window "
+                 "lasts, at least 1 s) and were abandoned (counted unfinished)\n";
   }
   if (r.server_streaming && r.server_unary_calls > 0) {
     std::cout << "  " << r.server_unary_calls << " of " << r.server_stream_calls + r.server_unary_calls
