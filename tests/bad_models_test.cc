@@ -295,6 +295,14 @@ TEST_F(BadModelsTest, FileDoesNotExist) {
                             {"not found", "no such", "does not exist", "cannot open", "can't open"}));
 }
 
+// A path the file system refuses is not "does not exist": it says why.
+TEST_F(BadModelsTest, PathTheFileSystemRefuses) {
+  const fs::path p = dir_ / std::string(300, 'm') / "model.onnx";
+  const absl::Status s = Model::LoadFile(p).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("cannot be read: File name too long"));
+}
+
 TEST_F(BadModelsTest, DirectoryInsteadOfFile) {
   fs::create_directories(dir_ / "a_directory.onnx");
   EXPECT_TRUE(IsErrorNaming(Model::LoadFile(dir_ / "a_directory.onnx").status(), {"a_directory.onnx"},

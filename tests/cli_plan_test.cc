@@ -275,6 +275,16 @@ TEST_F(CliPlanTest, ProfileResumesAndReportsProgress) {
   EXPECT_THAT(r.output, HasSubstr("already profiled"));
   r = Baton("profile " + config_ + " -o " + Path("nowhere/dir/p.json") + " --budget 0");
   EXPECT_NE(r.exit_code, 0);
+  // A path the file system refuses (a name longer than 255 bytes) is an
+  // error naming it, with and without --fresh; it was an uncaught exception.
+  const std::string too_long = Path(std::string(300, 'a') + "/p.json");
+  r = Baton("profile " + config_ + " -o " + too_long + Quick());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("cannot be used: File name too long"));
+  r = Baton("profile " + config_ + " -o " + too_long + " --fresh" + Quick());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("--fresh: cannot remove"));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("terminate")));
 }
 
 }  // namespace

@@ -84,8 +84,13 @@ int Profile(const ProfileArgs& args) {
     std::cerr << "baton profile: " << pus.status().message() << "\n";
     return 2;
   }
-  if (args.fresh) std::filesystem::remove(args.output);
-  if (say && std::filesystem::exists(args.output)) say("resuming from " + args.output);
+  std::error_code ec;
+  if (args.fresh && !std::filesystem::remove(args.output, ec) && ec) {
+    std::cerr << "baton profile: --fresh: cannot remove '" << args.output << "': " << ec.message()
+              << "; remove it yourself or pick another -o\n";
+    return 2;
+  }
+  if (say && std::filesystem::exists(args.output, ec)) say("resuming from " + args.output);
   absl::StatusOr<profile::Profile> p = ProfileInto(args.output, *models, *pus, options, Bar(args.quiet));
   if (!p.ok() && p.status().code() == absl::StatusCode::kCancelled && stop_signal.signal() != 0) {
     std::cerr << "\nbaton profile: " << p.status().message() << " in " << args.output

@@ -90,7 +90,10 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
   std::optional<plan::PlanFile>& plan_file = a.plan;
   if (!options.plan_path.empty()) {
     BATON_ASSIGN_OR_RETURN(plan::PlanFile loaded, plan::PlanFile::Load(options.plan_path));
-    if (profile_source.empty() && !loaded.profile.empty() && fs::exists(loaded.profile)) profile_source = loaded.profile;
+    std::error_code ec;  // a profile the plan names but that cannot be read is not used
+    if (profile_source.empty() && !loaded.profile.empty() && fs::exists(loaded.profile, ec)) {
+      profile_source = loaded.profile;
+    }
     plan_file = std::move(loaded);
   }
   if (!options.no_profile) {

@@ -551,13 +551,18 @@ absl::StatusOr<profile::Profile> ProfileInto(const std::string& path, const std:
                                              const PuSet& pus, const profiler::ProfilerOptions& options,
                                              const profiler::Progress& progress) {
   profile::Profile p;
-  if (fs::exists(path)) {
+  std::error_code ec;
+  const bool there = fs::exists(path, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(absl::StrCat("profile '", path, "' cannot be used: ", ec.message(),
+                                                   "; give a path in a folder you can write"));
+  }
+  if (there) {
     absl::StatusOr<profile::Profile> loaded = profile::Profile::Load(path);
     if (!loaded.ok()) return loaded.status();
     p = std::move(*loaded);
   } else if (fs::path(path).has_parent_path()) {
-    std::error_code ec;
-    fs::create_directories(fs::path(path).parent_path(), ec);
+    fs::create_directories(fs::path(path).parent_path(), ec);  // a failure shows when the profile is saved
   }
   std::vector<profiler::ProfilerModel> pm;
   for (const LoadedModel& lm : models) {

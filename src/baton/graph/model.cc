@@ -782,6 +782,10 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::LoadBytes(std::string_view b
 absl::StatusOr<std::shared_ptr<const Model>> Model::LoadFile(const fs::path& path, const LoadOptions& options) {
   std::error_code ec;
   auto status = fs::status(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return absl::InvalidArgumentError(absl::StrCat("model file ", Q(path.string()), " cannot be read: ", ec.message(),
+                                                   "; check the path and its permissions"));
+  }
   if (ec || !fs::exists(status)) {
     return absl::NotFoundError(absl::StrCat("model file ", Q(path.string()), " does not exist"));
   }
