@@ -357,6 +357,45 @@ TEST_F(BadModelsTest, NamesThatAreNotUtf8) {
   EXPECT_EQ((*model)->nodes()[1].name, "r\xc3\xa9lu");
 }
 
+// Sizes from the model feed the FLOP estimates: sums and products that
+// overflow int64 saturate (no undefined behaviour; the ASan stage runs this
+// under UBSan), and a negative hidden_size counts as none. 4096 MatMuls of
+// [2^17, 2^17] by [2^17, 2^17] (each 2^52 FLOPs, within the loader's
+// element limit) sum past 2^63.
+TEST_F(BadModelsTest, HugeDimensionsSaturateTheFlopEstimates) {
+  constexpr int64_t kSide = int64_t{1} << 17;
+  onnx::ModelProto m = EmptyModel();
+  auto* g = m.mutable_graph();
+  AddInput(g, "a", {kSide, kSide});
+  for (int i = 0; i < 4096; ++i) AddNode(g, "MatMul", {"a", "a"}, {absl::StrCat("c", i)}, absl::StrCat("mm", i));
+  AddOutput(g, "c0", {kSide, kSide});
+  auto model = Model::LoadBytes(Bytes(m), "huge.onnx");
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  EXPECT_EQ((*model)->nodes()[0].flops, int64_t{1} << 52);
+  EXPECT_EQ((*model)->total_flops(), std::numeric_limits<int64_t>::max());
+
+  onnx::ModelProto rnn = EmptyModel();
+  g = rnn.mutable_graph();
+  AddInput(g, "x", {4, 1, 8});
+  AddFloatInit(g, "w", {1, 4, 8}, std::vector<float>(32, 0.5f));
+  AddFloatInit(g, "r", {1, 4, 4}, std::vector<float>(16, 0.5f));
+  onnx::NodeProto* n = g->add_node();
+  n->set_op_type("RNN");
+  n->set_name("rnn");
+  n->add_input("x");
+  n->add_input("w");
+  n->add_input("r");
+  n->add_output("y");
+  onnx::AttributeProto* hidden = n->add_attribute();
+  hidden->set_name("hidden_size");
+  hidden->set_type(onnx::AttributeProto::INT);
+  hidden->set_i(-4);
+  AddOutput(g, "y", {4, 1, 1, 4});
+  auto negative = Model::LoadBytes(Bytes(rnn), "rnn.onnx");
+  ASSERT_TRUE(negative.ok()) << negative.status().ToString();
+  EXPECT_EQ((*negative)->nodes()[0].flops, 0);
+}
+
 TEST_F(BadModelsTest, DanglingNodeInput) {
   onnx::ModelProto m = ValidModel();
   m.mutable_graph()->mutable_node(1)->set_input(0, "ghost_tensor");

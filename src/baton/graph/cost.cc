@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "absl/container/flat_hash_map.h"
+#include "baton/core/saturate.h"
 
 #include "baton/graph/onnx_util.h"
 
@@ -88,7 +89,7 @@ NodeCost GraphCost(const onnx::GraphProto& g, const TypeLookup& outer) {
     node.inputs.assign(np.input().begin(), np.input().end());
     node.outputs.assign(np.output().begin(), np.output().end());
     NodeCost c = EstimateNodeCost(node, np, lookup);
-    total.flops += c.flops;
+    total.flops = SatAdd(total.flops, c.flops);
     total.embedded_param_bytes += c.embedded_param_bytes;
   }
   return total;
@@ -109,10 +110,10 @@ NodeCost EstimateNodeCost(const Node& node, const onnx::NodeProto& proto, const 
       NodeCost c = GraphCost(*body, lookup);
       cost.embedded_param_bytes += c.embedded_param_bytes;
       // If runs one branch: count the costlier one. Loop/Scan: the body once.
-      branch_flops = node.op_type == "If" ? std::max(branch_flops, c.flops) : branch_flops + c.flops;
+      branch_flops = node.op_type == "If" ? std::max(branch_flops, c.flops) : SatAdd(branch_flops, c.flops);
     }
   }
-  cost.flops += branch_flops;
+  cost.flops = SatAdd(cost.flops, branch_flops);
   return cost;
 }
 
@@ -130,11 +131,11 @@ int64_t EstimateFlops(const Node& node, const onnx::NodeProto& proto, const Type
     const TensorType* w = in(1);
     if (!w || !w->shape || w->shape->size() < 3) return Elements(out);
     int64_t kernel = 1;
-    for (size_t i = 2; i < w->shape->size(); ++i) kernel *= (*w->shape)[i].size.value_or(1);
+    for (size_t i = 2; i < w->shape->size(); ++i) kernel = SatMul(kernel, (*w->shape)[i].size.value_or(1));
     // Conv weight is [M, C/group, k...]: each output element reads C/group * k inputs.
     // ConvTranspose weight is [C, M/group, k...]: each input element writes M/group * k outputs.
-    if (op == "Conv") return 2 * Elements(out) * (*w->shape)[1].size.value_or(1) * kernel;
-    return 2 * Elements(in(0)) * (*w->shape)[1].size.value_or(1) * kernel;
+    const int64_t per = SatMul(SatMul(2, (*w->shape)[1].size.value_or(1)), kernel);
+    return SatMul(per, Elements(op == "Conv" ? out : in(0)));
   }
   if (op == "MatMul" || op == "Gemm" || op == "MatMulInteger" || op == "QLinearMatMul") {
     const TensorType* a = in(0);
@@ -144,7 +145,7 @@ int64_t EstimateFlops(const Node& node, const onnx::NodeProto& proto, const Type
     } else {
       k = DimAt(a, -1).value_or(0);
     }
-    return 2 * Elements(out) * std::max<int64_t>(k, 1);
+    return SatMul(SatMul(2, Elements(out)), std::max<int64_t>(k, 1));
   }
   if (op == "LSTM" || op == "GRU" || op == "RNN") {
     const TensorType* x = in(0);
@@ -158,11 +159,13 @@ int64_t EstimateFlops(const Node& node, const onnx::NodeProto& proto, const Type
       if (a.name() == "direction") direction = a.s();
     }
     int64_t dirs = direction == "bidirectional" ? 2 : 1;
-    return 2 * steps * batch * dirs * gates * hidden * (input + hidden);
+    int64_t n = 2;
+    for (int64_t f : {steps, batch, dirs, gates, hidden}) n = SatMul(n, f);
+    return SatMul(n, SatAdd(std::max<int64_t>(input, 0), std::max<int64_t>(hidden, 0)));
   }
   int64_t total = 0;
   for (const auto& o : node.outputs) {
-    if (!o.empty()) total += Elements(lookup(o));
+    if (!o.empty()) total = SatAdd(total, Elements(lookup(o)));
   }
   return total;
 }

@@ -25,6 +25,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/core/saturate.h"
 #include "baton/core/utf8.h"
 #include "baton/graph/cost.h"
 #include "baton/graph/onnx_util.h"
@@ -754,7 +755,7 @@ class ModelLoader {
         const Value& v = model.values_[model.value_index_.at(in)];
         if (v.kind == ValueKind::kInitializer) node.param_bytes += v.type.Bytes().value_or(0);
       }
-      model.total_flops_ += node.flops;
+      model.total_flops_ = SatAdd(model.total_flops_, node.flops);
     }
     for (const auto& name : model.initializers_) {
       model.total_param_bytes_ += model.FindValue(name)->type.Bytes().value_or(0);

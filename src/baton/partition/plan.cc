@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "baton/core/saturate.h"
 #include "baton/partition/placed_nodes.h"
 #include "nlohmann/json.hpp"
 
@@ -210,7 +211,7 @@ absl::StatusOr<PartitionPlan> BuildPlan(const Model& model, std::vector<std::vec
               [&](NodeId a, NodeId b) { return model.topo_index(a) < model.topo_index(b); });
     p.interface = std::move(ifaces[gi]);
     for (NodeId id : p.nodes) {
-      p.flops += model.node(id).flops;
+      p.flops = SatAdd(p.flops, model.node(id).flops);
       p.cost += CostOf(model.node(id));
     }
     plan.partitions.push_back(std::move(p));
