@@ -34,6 +34,7 @@
 #include "baton/backend/ort/ort_runner.h"
 #include "baton/graph/model.h"
 #include "baton/verify/verify.h"
+#include "baton/core/version.h"
 #include "cli_test_util.h"
 #include "serve_test_util.h"
 #include "inference/grpc_service.grpc.pb.h"
@@ -159,6 +160,7 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
     inference::ServerMetadataResponse meta;
     ASSERT_TRUE(stub->ServerMetadata(&ctx, {}, &meta).ok());
     EXPECT_EQ(meta.name(), "baton");
+    EXPECT_EQ(meta.version(), baton::kVersion);
   }
   {
     grpc::ClientContext ctx;

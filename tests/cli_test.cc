@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "baton/core/version.h"
 #include "cli_test_util.h"
 #include "nlohmann/json.hpp"
 
@@ -29,6 +30,10 @@ TEST_F(CliTest, HelpOnEverySubcommand) {
     EXPECT_THAT(r.output, HasSubstr("Usage")) << sub;
   }
   EXPECT_NE(Baton("").exit_code, 0);
+  // The version from its one source (baton/core/version.h).
+  Result v = Baton("--version");
+  EXPECT_EQ(v.exit_code, 0) << v.output;
+  EXPECT_THAT(v.output, HasSubstr(std::string("baton ") + baton::kVersion));
 }
 
 TEST_F(CliTest, ZooListsAndWritesEveryModel) {

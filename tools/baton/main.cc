@@ -1,13 +1,16 @@
 // The `baton` command line: composition root of the project.
 #include <cstdio>
 
+#include <string>
+
 #include "CLI/CLI.hpp"
+#include "baton/core/version.h"
 #include "commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"baton: run many DNNs at once on the processing units of edge devices"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "baton 0.1.0");
+  app.set_version_flag("--version", std::string("baton ") + baton::kVersion);
   int exit_code = 0;
   baton::cli::AddZooCommand(app, &exit_code);
   baton::cli::AddInspectCommand(app, &exit_code);

@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "baton/core/tensor.h"
+#include "baton/core/version.h"
 #include "onnx/onnx_pb.h"
 
 namespace baton::graph {
@@ -164,7 +165,7 @@ absl::StatusOr<Submodel> ExtractSubmodel(const Model& model, std::span<const Nod
   onnx::ModelProto dst;
   dst.set_ir_version(src.ir_version());
   dst.set_producer_name("baton");
-  dst.set_producer_version("0.1.0");
+  dst.set_producer_version(kVersion);
   dst.set_domain(src.domain());
   dst.set_model_version(src.model_version());
   *dst.mutable_opset_import() = src.opset_import();

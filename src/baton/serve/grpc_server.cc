@@ -29,6 +29,7 @@
 #include "absl/strings/str_join.h"
 #include "baton/core/file.h"
 #include "baton/core/process.h"
+#include "baton/core/version.h"
 #include "baton/serve/auth.h"
 #include "baton/serve/classification.h"
 #include "baton/serve/kserve_json.h"
@@ -44,7 +45,6 @@ using inference::ModelInferRequest;
 using inference::ModelInferResponse;
 using inference::ModelStreamInferResponse;
 
-constexpr char kVersion[] = "0.1.0";
 constexpr size_t kMaxElements = size_t{1} << 31;  // per tensor; the message size limit binds first
 
 grpc::Status ToGrpc(const Status& s) {

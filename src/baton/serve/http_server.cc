@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "baton/core/process.h"
+#include "baton/core/version.h"
 #include "baton/serve/auth.h"
 #include "baton/serve/connection_watch.h"
 #include "baton/serve/kserve_json.h"
@@ -38,7 +39,6 @@ using nlohmann::json;
 constexpr size_t kMaxElements = size_t{1} << 28;  // per tensor, over JSON
 // How often a waiting inference request looks whether its client is still there.
 constexpr std::chrono::milliseconds kWatchEvery{100};
-constexpr char kVersion[] = "0.1.0";
 
 void Reply(httplib::Response& res, int status, const json& body) {
   res.status = status;
