@@ -32,9 +32,9 @@
 
 #include "agent_test_util.h"
 #include "baton/backend/ort/ort_runner.h"
+#include "baton/core/version.h"
 #include "baton/graph/model.h"
 #include "baton/verify/verify.h"
-#include "baton/core/version.h"
 #include "cli_test_util.h"
 #include "serve_test_util.h"
 #include "inference/grpc_service.grpc.pb.h"
