@@ -304,6 +304,9 @@ run: {duration_s: 0.2, warmup_s: 0, slices: 1}
   Result unknown = Baton("run " + config + " --baselines ort_tuned,ort_fast");
   EXPECT_EQ(unknown.exit_code, 2) << unknown.output;
   EXPECT_THAT(unknown.output, HasSubstr("unknown baseline 'ort_fast'"));
+  Result mixed = Baton("run " + config + " --baselines none,ort_tuned");  // 'none' silently won
+  EXPECT_EQ(mixed.exit_code, 2) << mixed.output;
+  EXPECT_THAT(mixed.output, HasSubstr("'all' and 'none' stand alone"));
   Result nothing = Baton("run " + config + " --no-baton --baselines none");
   EXPECT_EQ(nothing.exit_code, 2) << nothing.output;
   EXPECT_THAT(nothing.output, HasSubstr("nothing to run"));

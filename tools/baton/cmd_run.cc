@@ -8,6 +8,7 @@
 // 2 usage, config or setup errors.
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -518,6 +519,13 @@ int Run(const RunArgs& args) {
   if (args.warmup_s >= 0) config.run.warmup_s = args.warmup_s;
   if (args.slices > 0) config.run.slices = args.slices;
   if (!args.baselines.empty()) {
+    const bool special = std::any_of(args.baselines.begin(), args.baselines.end(),
+                                     [](const std::string& n) { return n == "all" || n == "none"; });
+    if (special && args.baselines.size() > 1) {
+      std::cerr << "baton run: --baselines " << absl::StrJoin(args.baselines, ",")
+                << ": 'all' and 'none' stand alone; give one of them, or a list of baselines\n";
+      return 2;
+    }
     config.run.baselines = true;
     config.run.baseline_modes.clear();
     for (const std::string& name : args.baselines) {
