@@ -32,6 +32,7 @@
 #include "baton/zoo/zoo.h"
 #include "nothing_executor.h"
 #include "spin_model.h"
+#include "wait_until.h"
 #include "onnx/onnx_pb.h"
 
 namespace baton::net {
@@ -391,6 +392,45 @@ TEST_P(AgentPuCountTest, LoadsExecutesAndMatchesADirectRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(PuCounts, AgentPuCountTest, ::testing::Values(1, 2));
+
+// A client that sends and does not read is not read further once the
+// stream's outbox is full (kMaxOutbox): its answers do not pile up in the
+// agent. Each assignment names a 16 KiB handle that is not loaded, so each
+// rejection (which quotes it) is as large: the client's window (BDP probing
+// off) holds a few, the outbox 1024, and the writes of the 4000 sent stall.
+// Once the client reads, every one is answered.
+TEST(AgentServerTest, AStreamWhoseClientDoesNotReadIsNotReadFurther) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  std::unique_ptr<AgentServer> server = StartAgent(AgentOptions(), {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);  // the client's receive window stays at 64 KiB
+  auto stub = pb::Agent::NewStub(grpc::CreateCustomChannel(server->address(), grpc::InsecureChannelCredentials(), args));
+  ExecuteClient exec(*stub);
+  constexpr int kSent = 4000;
+  pb::Assignment a;
+  a.set_handle(std::string(16384, 'h'));
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; i < kSent; ++i) {
+      a.set_id(static_cast<uint64_t>(i) + 1);
+      if (!exec.Send(a)) break;
+      ++written;
+    }
+    exec.WritesDone();
+  });
+  EXPECT_FALSE(baton::testing::WaitUntil([&] { return written.load() == kSent; }, std::chrono::seconds(3)))
+      << "the agent read all " << kSent << " assignments while their client read none of the answers";
+  int answered = 0;
+  while (std::optional<pb::Completion> c = exec.NextCompletion()) {
+    EXPECT_EQ(c->code(), static_cast<int32_t>(absl::StatusCode::kNotFound));
+    ++answered;
+  }
+  writer.join();
+  EXPECT_EQ(written.load(), kSent);
+  EXPECT_EQ(answered, kSent);
+}
 
 TEST(AgentServerTest, RejectedLoadsNameTheProblemAndTheAgentKeepsServing) {
   backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});

@@ -256,7 +256,7 @@ grpc::Status AgentServer::Impl::ReadLoop(grpc::ServerContext* context,
                                          const std::shared_ptr<Stream>& stream) {
   FrameReader frames(options_.max_partition_bytes);
   pb::ExecuteIn in;
-  while (rw->Read(&in)) {
+  while (WaitForRoom(context, *stream) && rw->Read(&in)) {
     switch (in.kind_case()) {
       case pb::ExecuteIn::kAssignment:
         HandleAssignment(in.assignment(), stream);
@@ -528,6 +528,15 @@ void AgentServer::Impl::OnCompletions(std::vector<dispatch::Completion> completi
   }
 }
 
+bool AgentServer::Impl::WaitForRoom(grpc::ServerContext* context, Stream& stream) {
+  std::unique_lock lock(stream.mu);
+  while (stream.outbox.size() >= kMaxOutbox && !stream.closed) {
+    if (stopping_ || context->IsCancelled()) return false;
+    stream.cv.wait_for(lock, kPollInterval);  // the writer notifies as it takes messages
+  }
+  return !stream.closed;
+}
+
 void AgentServer::Impl::WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw) {
   NameThisThread("agent-writer");
   while (true) {
@@ -545,6 +554,7 @@ void AgentServer::Impl::WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::E
       if (stream.closed || stream.outbox.empty()) return;
       item = std::move(stream.outbox.front());
       stream.outbox.pop_front();
+      if (stream.outbox.size() + 1 == kMaxOutbox) stream.cv.notify_all();  // the reader may wait for room
     }
     if (!WriteItem(item, rw)) {
       stream.context->TryCancel();  // wakes the reader

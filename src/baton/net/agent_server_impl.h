@@ -171,6 +171,9 @@ class AgentServer::Impl final : public pb::Agent::Service {
   grpc::Status ReadLoop(grpc::ServerContext* context, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw,
                         const std::shared_ptr<Stream>& stream);
   void WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
+  // Waits until fewer than kMaxOutbox messages wait to be written; false
+  // when the stream closed, was cancelled or the agent is stopping.
+  bool WaitForRoom(grpc::ServerContext* context, Stream& stream);
   bool WriteItem(OutItem& item, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
   void HandleAssignment(const pb::Assignment& in, const std::shared_ptr<Stream>& stream);
   // Withdraws what `stream` sent and is not answered yet: the assignments with
@@ -179,6 +182,10 @@ class AgentServer::Impl final : public pb::Agent::Service {
                         const absl::Status& status);
   // Most ids one Cancel message may carry.
   static constexpr int kMaxCancelIds = 65536;
+  // Messages waiting for a stream's writer at which its reader stops reading
+  // (pongs and rejections are answered without running anything, so a client
+  // that sends and does not read would otherwise grow the outbox without end).
+  static constexpr size_t kMaxOutbox = 1024;
   // Adds what client_budget_window refilled since stream.budget_at (capped at
   // client_run_budget). With stream.mu held.
   void RefillBudgetLocked(Stream& stream, Time now) const;
