@@ -241,6 +241,22 @@ void ServeGrpcTest::ManyClientThreadsAndAStream(const serve::GrpcClientOptions& 
 
 TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamAtOnce) { ManyClientThreadsAndAStream(); }
 
+// An engine (no profile) serving the model `b` builds, as `name`, whole on
+// one CPU PU of one thread; the model is written to `dir`/`name`.onnx.
+Result<std::unique_ptr<Engine>> OpenBuiltModel(const fs::path& dir, const graph::GraphBuilder& b,
+                                               const std::string& name) {
+  absl::StatusOr<std::string> bytes = b.Serialize();
+  EXPECT_TRUE(bytes.ok()) << bytes.status();  // an empty file then fails to open, naming it
+  std::ofstream(dir / (name + ".onnx"), std::ios::binary) << bytes.value_or("");
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (dir / "cache").string();
+  return Engine::OpenText("devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
+                          "models: [{name: " + name + ", path: " + name + ".onnx}]\n"
+                          "policy: {high_level: whole}\n",
+                          dir.string(), options);
+}
+
 // A stream whose client sends and does not read is not read further once
 // --stream-in-flight of its answers are unanswered or unwritten: its answers
 // do not pile up in the server. HTTP/2 holds the rest: the client's window
@@ -255,17 +271,7 @@ TEST(ServeGrpcStream, AStreamWhoseClientDoesNotReadIsNotReadFurther) {
   b.AddInput("x", dtype::kFloat, {int64_t{1}, kFloats});
   b.AddNode("Identity", {"x"}, {"y"});
   b.AddOutput("y", dtype::kFloat, {int64_t{1}, kFloats});
-  absl::StatusOr<std::string> bytes = b.Serialize();
-  ASSERT_TRUE(bytes.ok()) << bytes.status();
-  std::ofstream(dir / "echo.onnx", std::ios::binary) << *bytes;
-  EngineOptions options;
-  options.no_profile = true;
-  options.cache_dir = (dir / "cache").string();
-  Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
-      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
-      "models: [{name: echo, path: echo.onnx}]\n"
-      "policy: {high_level: whole}\n",
-      dir.string(), options);
+  Result<std::unique_ptr<Engine>> engine = OpenBuiltModel(dir, b, "echo");
   ASSERT_TRUE(engine.ok()) << engine.status().ToString();
   serve::GrpcOptions go;
   go.port = 0;
@@ -988,17 +994,7 @@ TEST(ServeGrpcClient, LargeAndSmallInputsReachTheServerInOrder) {
   b.AddNode("Sub", {"b_big", "c_big"}, {"d"});
   b.AddNode("Add", {"d", "a_small"}, {"y"});
   b.AddOutput("y", dtype::kFloat, {kRows, kCols});
-  absl::StatusOr<std::string> bytes = b.Serialize();
-  ASSERT_TRUE(bytes.ok()) << bytes.status();
-  std::ofstream(dir / "sub_add.onnx", std::ios::binary) << *bytes;
-  EngineOptions options;
-  options.no_profile = true;
-  options.cache_dir = (dir / "cache").string();
-  Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
-      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
-      "models: [{name: m, path: sub_add.onnx}]\n"
-      "policy: {high_level: whole}\n",
-      dir.string(), options);
+  Result<std::unique_ptr<Engine>> engine = OpenBuiltModel(dir, b, "m");
   ASSERT_TRUE(engine.ok()) << engine.status().ToString();
   serve::GrpcOptions go;
   go.port = 0;
