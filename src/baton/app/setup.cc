@@ -41,8 +41,8 @@ absl::StatusOr<fs::path> ResolveModelPath(const config::ModelConfig& m, const co
                                           const std::string& cache_dir) {
   if (std::optional<std::string> zoo_name = config::ZooName(m.path)) {
     const fs::path file = fs::path(cache_dir) / "zoo" / (*zoo_name + ".onnx");
-    std::error_code there;  // an unreadable cache is generated into again, and that write says why it fails
-    if (fs::exists(file, there)) return file;
+    std::error_code unreadable;  // an unreadable cache is generated into again, and that write says why it fails
+    if (fs::exists(file, unreadable)) return file;
     absl::StatusOr<std::string> bytes = zoo::Generate(*zoo_name, /*small=*/false);
     if (!bytes.ok()) {
       return absl::Status(bytes.status().code(),

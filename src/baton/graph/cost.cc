@@ -5,7 +5,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "baton/core/saturate.h"
-
 #include "baton/graph/onnx_util.h"
 
 namespace baton::graph {
