@@ -25,6 +25,7 @@
 #include "baton/zoo/zoo.h"
 #include "zoo_case.h"
 #include "test_paths.h"
+#include "wait_until.h"
 
 namespace baton {
 namespace {
@@ -212,13 +213,7 @@ LoadResult RunLoad(runtime::Runtime& rt, const ZooCase& c, int total, int in_fli
 
 // Whether `remote` is reachable again within 30 s.
 bool Rejoins(const net::GrpcRemoteDevice& remote) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (true) {
-    const bool past = std::chrono::steady_clock::now() >= deadline;  // read first: a last look after it
-    if (remote.reachable()) return true;
-    if (past) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  return baton::testing::WaitUntil([&] { return remote.reachable(); }, std::chrono::seconds(30));
 }
 
 TEST(AgentFailoverTest, PartitionsOnTwoAgentsMatchWholeModel) {
