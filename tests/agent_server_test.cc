@@ -602,6 +602,45 @@ TEST(AgentServerTest, SlowSessionCreationIsDeadlineExceededAndTheAgentKeepsServi
   EXPECT_EQ(server->loads_left_running(), 0u);
 }
 
+// A remote device waits for a Load as long as the agent says its sessions may
+// take, plus the transfer: an agent started with a long --load-timeout-s is
+// not cut off by a fixed client deadline, and a slow load is answered by the
+// agent's own message.
+TEST(AgentServerTest, ARemoteDeviceWaitsForALoadAsLongAsTheAgentSays) {
+  AgentHello hello;
+  EXPECT_EQ(LoadCallBudget(hello, 0), std::chrono::milliseconds(150'000)) << "an agent that does not say: 120 s";
+  hello.load_timeout_ms = 600'000;
+  EXPECT_EQ(LoadCallBudget(hello, 0), std::chrono::milliseconds(630'000));
+  EXPECT_EQ(LoadCallBudget(hello, size_t{100} << 20), std::chrono::milliseconds(730'000))
+      << "100 MiB at 1 MiB/s";
+  EXPECT_GT(LoadCallBudget(hello, SIZE_MAX).count(), 0) << "no overflow";
+
+  BlockingExecutor slow;
+  AgentOptions options;
+  options.load_timeout = std::chrono::milliseconds(300);
+  AgentPu pu;
+  pu.name = "slow0";
+  pu.kind = "cpu";
+  pu.executor = &slow;
+  std::unique_ptr<AgentServer> server = StartAgent(options, {pu});
+  ASSERT_NE(server, nullptr);
+  {
+    RemoteDeviceOptions o;
+    o.name = "edge";
+    o.address = server->address();
+    absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
+    ASSERT_TRUE(device.ok()) << device.status();
+    EXPECT_EQ((*device)->hello().load_timeout_ms, 300);
+    absl::StatusOr<GrpcRemoteDevice::Loaded> loaded = (*device)->Load("resnet.p0", Partition().bytes);
+    ASSERT_FALSE(loaded.ok());
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_THAT(loaded.status().message(), HasSubstr("device 'edge': loading partition 'resnet.p0'"));
+    EXPECT_THAT(loaded.status().message(), HasSubstr("--load-timeout-s")) << "the agent's answer, not the client's";
+  }
+  slow.Release();
+  server->Shutdown();
+}
+
 // A session creation that never returns does not hang Shutdown: it is left
 // running, and the agent says how many it left.
 TEST(AgentServerTest, ShutdownDoesNotWaitForeverForASessionCreation) {

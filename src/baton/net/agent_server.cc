@@ -125,6 +125,7 @@ grpc::Status AgentServer::Impl::Hello(grpc::ServerContext* context, const pb::He
   reply->set_max_partition_bytes(options_.max_partition_bytes);
   reply->set_chunk_bytes(options_.chunk_bytes);
   reply->set_instance(instance_);
+  reply->set_load_timeout_ms(options_.load_timeout.count());
   return grpc::Status::OK;
 }
 

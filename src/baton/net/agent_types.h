@@ -53,6 +53,8 @@ struct AgentHello {
   int64_t max_partition_bytes = 0;
   int64_t chunk_bytes = 0;  // messages above this travel as Frames
   std::string instance;     // changes when the agent restarts (its cache is then empty)
+  int64_t load_timeout_ms = 0;  // the agent's --load-timeout-s (0: an older agent that does not say)
 };
+
 
 }  // namespace baton::net

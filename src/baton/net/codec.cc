@@ -132,6 +132,7 @@ AgentHello FromProto(const pb::HelloReply& proto) {
   hello.max_partition_bytes = proto.max_partition_bytes();
   hello.chunk_bytes = proto.chunk_bytes();
   hello.instance = proto.instance();
+  hello.load_timeout_ms = proto.load_timeout_ms();
   return hello;
 }
 

@@ -155,6 +155,15 @@ int64_t SteadyNanos() {
 
 }  // namespace
 
+std::chrono::milliseconds LoadCallBudget(const AgentHello& hello, size_t bytes) {
+  constexpr int64_t kUnknownAgentTimeoutMs = 120'000;  // what clients allowed before agents said
+  constexpr int64_t kSlack = 30'000;
+  const int64_t agent = hello.load_timeout_ms > 0 ? std::min<int64_t>(hello.load_timeout_ms, int64_t{86'400'000})
+                                                  : kUnknownAgentTimeoutMs;
+  const int64_t transfer = static_cast<int64_t>(std::min<size_t>(bytes, size_t{1} << 40)) * 1000 >> 20;  // 1 MiB/s
+  return std::chrono::milliseconds(agent + kSlack + transfer);
+}
+
 GrpcRemoteDevice::Impl::Impl(RemoteDeviceOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<GrpcRemoteDevice::Impl>> GrpcRemoteDevice::Impl::Connect(RemoteDeviceOptions options) {
@@ -215,7 +224,8 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(con
                                                                              const std::string& bytes) {
   grpc::ClientContext context;
   AddAuth(context);
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  const std::chrono::milliseconds budget = LoadCallBudget(hello_, bytes.size());
+  context.set_deadline(std::chrono::system_clock::now() + budget);
   pb::LoadReply reply;
   std::unique_ptr<grpc::ClientWriter<pb::LoadChunk>> writer = stub_->Load(&context, &reply);
   const int64_t chunk = std::max<int64_t>(hello_.chunk_bytes > 0 ? hello_.chunk_bytes : kDefaultChunkBytes, 1);
@@ -236,6 +246,14 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(con
   }
   writer->WritesDone();
   grpc::Status s = writer->Finish();
+  if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && context.deadline() <= std::chrono::system_clock::now()) {
+    // This side gave up (the agent's own timeout answers earlier, and says so).
+    return absl::DeadlineExceededError(absl::StrCat(
+        "device '", options_.name, "': loading partition '", name, "' (", bytes.size(), " bytes) got no answer from ",
+        "the agent at ", options_.address, " within ", budget.count(), " ms (its load timeout of ",
+        hello_.load_timeout_ms > 0 ? absl::StrCat(hello_.load_timeout_ms, " ms") : "unknown, taken as 120 s",
+        ", 30 s, and the bytes at 1 MiB/s); check the link to the agent and whether the agent is stuck"));
+  }
   if (!s.ok()) {
     return FromGrpc(s, absl::StrCat("device '", options_.name, "': loading partition '", name, "'"));
   }

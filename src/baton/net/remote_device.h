@@ -61,6 +61,13 @@ struct RemoteDeviceOptions {
   std::chrono::milliseconds reconnect_every{500};
 };
 
+// How long a client waits for one Load of `bytes` on an agent that said
+// `hello`: the agent's own load timeout (120 s when it does not say), plus
+// 30 s, plus the bytes at 1 MiB/s (a slow edge link). The agent answers
+// DEADLINE_EXCEEDED itself when its sessions take longer than its timeout,
+// so this only bounds a transfer or an agent that hangs.
+std::chrono::milliseconds LoadCallBudget(const AgentHello& hello, size_t bytes);
+
 struct RemoteDeviceCounters {
   uint64_t sent = 0;
   uint64_t answered = 0;
