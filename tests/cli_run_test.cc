@@ -265,6 +265,33 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 1, baselines: false}
   EXPECT_TRUE(j.contains("abandoned"));
 }
 
+TEST_F(CliRunTest, TheOrtBaselinesStopARunThatNeverEndsToo) {
+  // Before, the baseline's serving thread ran the Loop for good and the run
+  // waited for it until a second Ctrl-C.
+  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  std::ofstream(Path("spin_b.onnx"), std::ios::binary) << *spin;
+  const std::string config = Write("spin_b.yaml", R"(
+devices: [{name: d, pus: [{name: cpu0, kind: cpu}]}]
+models:
+  - {name: spin, path: )" + Path("spin_b.onnx") + R"(, execution_timeout_ms: 100}
+  - {name: cam, path: )" + Zoo("squeezenet") + R"(}
+policy: {high_level: whole}
+run: {duration_s: 0.6, warmup_s: 0.1, slices: 1}
+)");
+  Result r = Baton("run " + config + " --no-profile --no-baton --baselines ort_tuned --json " + Path("spin_b.json"));
+  nlohmann::json j = ReadJson(Path("spin_b.json"));
+  ASSERT_FALSE(j.is_discarded()) << r.output;
+  const nlohmann::json& tuned = j["baselines"]["ort_tuned"];
+  ASSERT_TRUE(tuned.is_object()) << j.dump(2);
+  EXPECT_GT(tuned["models"][0]["failed"].get<int>(), 0) << tuned.dump(2);
+  EXPECT_THAT(tuned["models"][0]["first_error"].get<std::string>(),
+              HasSubstr("model 'spin': a run took longer than its execution timeout of 100 ms"));
+  EXPECT_GT(tuned["models"][1]["completed"].get<int>(), 0);
+  EXPECT_THAT(r.output, HasSubstr("ort_tuned: spin: "));
+  EXPECT_THAT(r.output, HasSubstr(" requests failed; first error: model 'spin': a run took longer"));
+}
+
 TEST_F(CliRunTest, BaselinesPicksASubsetAndNoBatonRunsThemAlone) {
   const std::string config = Write("alone.yaml", R"(
 devices: [{name: local, pus: [{name: cpu0, kind: cpu}, {name: cpu1, kind: cpu}]}]

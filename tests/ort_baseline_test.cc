@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ort_baseline_test_util.h"
+#include "spin_model.h"
 
 namespace baton::baseline {
 namespace {
@@ -181,6 +182,70 @@ TEST(OrtBaselineTest, RunTimeFailuresAreCountedWithTheFirstError) {
   EXPECT_EQ(r.completed, 0u);
   EXPECT_GT(r.failed, 0u);
   EXPECT_THAT(r.first_error, HasSubstr("mobilenetv2_small"));
+}
+
+// A model whose runs never end (spin_model.h), fed one float.
+ModelSpec SpinSpec() {
+  ModelSpec spec;
+  spec.name = "spin";
+  spec.arrival = dispatch::ClosedLoop{.concurrency = 1};
+  absl::StatusOr<std::string> bytes = baton::testing::SpinModelBytes();
+  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  if (bytes.ok()) spec.onnx_bytes = *bytes;
+  dispatch::NamedTensors sample;
+  sample.emplace_back("x", Tensor(dtype::kFloat, {1}));
+  spec.samples.push_back(std::move(sample));
+  return spec;
+}
+
+// A run that never ends is stopped at the end of the slice (a hang would time
+// the test out), and counted unfinished; the other model is served beside it.
+TEST(OrtBaselineTest, ARunThatNeverEndsIsStoppedAtTheEndOfTheSlice) {
+  for (Mode mode : {Mode::kTuned, Mode::kConcurrent}) {
+    SCOPED_TRACE(ModeName(mode));
+    std::vector<ModelSpec> models;
+    models.push_back(SpinSpec());
+    models.push_back(ZooSpec("mobilenetv2", dispatch::ClosedLoop{.concurrency = 1}));
+    auto baseline = OrtBaseline::Create(mode, std::move(models), {});
+    ASSERT_TRUE(baseline.ok()) << baseline.status();
+    for (int slice = 0; slice < (mode == Mode::kTuned ? 2 : 1); ++slice) {  // and the sessions serve the next slice
+      auto r = (*baseline)->RunFor(150ms, 0ms, 1);
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_EQ(r->models[0].completed, 0u);
+      EXPECT_EQ(r->models[0].failed, 0u);
+      EXPECT_EQ(r->models[0].unfinished, 1u);
+      EXPECT_GT(r->models[1].completed, 0u);
+      ExpectConsistent(r->models[1]);
+    }
+  }
+}
+
+// With an execution timeout, as baton's models have with execution_timeout_ms,
+// each run past it is stopped and counted failed with a message that says so;
+// on kSequential's one serving thread the other model then gets its turns.
+TEST(OrtBaselineTest, ARunPastItsExecutionTimeoutIsStoppedAndCountedFailed) {
+  for (Mode mode : {Mode::kSequential, Mode::kTuned}) {
+    SCOPED_TRACE(ModeName(mode));
+    std::vector<ModelSpec> models;
+    models.push_back(SpinSpec());
+    models[0].execution_timeout = 20ms;
+    models.push_back(ZooSpec("mobilenetv2", dispatch::ClosedLoop{.concurrency = 1}));
+    auto baseline = OrtBaseline::Create(mode, std::move(models), mode == Mode::kSequential ? Threads(1) : BaselineOptions{});
+    ASSERT_TRUE(baseline.ok()) << baseline.status();
+    auto r = (*baseline)->RunFor(300ms, 0ms, 1);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const ModelResult& spin = r->models[0];
+    EXPECT_EQ(spin.completed, 0u);
+    EXPECT_GE(spin.failed, 2u) << "each run stopped after about 20 ms, within a 300 ms slice";
+    EXPECT_THAT(spin.first_error, HasSubstr("model 'spin': a run took longer than its execution timeout of 20 ms"));
+    EXPECT_GT(r->models[1].completed, 0u);
+  }
+  std::vector<ModelSpec> bad;
+  bad.push_back(SpinSpec());
+  bad[0].execution_timeout = 0ms;
+  auto refused = OrtBaseline::Create(Mode::kTuned, std::move(bad), {});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("model 'spin': execution timeout must be > 0"));
 }
 
 TEST(OrtBaselineTest, CreateErrorsNameTheProblem) {

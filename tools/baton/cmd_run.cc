@@ -356,6 +356,12 @@ void PrintReport(const RunReport& r) {
   PrintTable(rows, "    ");
   for (const ModeOutcome& b : r.baselines) {
     if (!b.note.empty()) std::cout << "  " << b.name << ": " << b.note << "\n";
+    for (const ModelOutcome& m : b.models) {
+      if (m.failed > 0) {
+        std::cout << "  " << b.name << ": " << m.name << ": " << m.failed << " requests failed; first error: "
+                  << m.first_error << "\n";
+      }
+    }
   }
   if (!r.baselines_note.empty()) std::cout << "  note: " << r.baselines_note << "\n";
   if (r.baton_ran) {

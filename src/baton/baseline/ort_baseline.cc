@@ -12,6 +12,7 @@
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
@@ -22,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "baton/backend/ort/ort_runner.h"
+#include "baton/core/run_cancel.h"
 
 namespace baton::baseline {
 
@@ -214,6 +216,17 @@ struct StartGate {
   bool released = false;
   bool abort = false;
   Clock::time_point start;
+  int ended = 0;  // serving threads that have returned (the watchdog waits for all)
+};
+
+// The run a serving thread is in, for the watchdog that stops runs past their
+// execution timeout or the slice's end.
+struct RunWatch {
+  std::mutex mu;
+  RunCancel cancel;                          // reset under mu before each run
+  std::optional<Clock::time_point> started;  // guarded by mu; a run in progress since
+  size_t model = 0;                          // guarded by mu; its model
+  bool timed_out = false;                    // guarded by mu; the watchdog stopped it past its timeout
 };
 
 // One request stream a serving thread owns: a model's arrivals, or one of the
@@ -320,12 +333,15 @@ class OrtBaselineImpl final : public OrtBaseline {
   // always taking the pending request with the earliest arrival (ties: the
   // lower unit index); adds into results[m] (one entry per model).
   void Serve(const Group& group, Clock::time_point start, Window window, uint64_t seed,
-             std::vector<ModelResult>& results) const;
+             std::vector<ModelResult>& results, RunWatch& watch) const;
+  // Until every serving thread has returned: stops runs past their model's
+  // execution timeout (counted failed) and, 1 s after `window.end`, every run.
+  void Watch(StartGate& gate, int threads, std::vector<RunWatch>& watches, Window window) const;
   // The body of one serving thread: pins itself if asked, waits at the gate,
   // serves. Writes only `results` and statuses[slot].
   void ServingThread(const Group& group, StartGate& gate, Duration warmup, Duration duration, uint64_t seed,
                      std::vector<ModelResult>& results, std::vector<absl::Status>& statuses,
-                     size_t slot) const noexcept;
+                     size_t slot, RunWatch& watch) const noexcept;
 
   Mode mode_;
   std::vector<ModelSpec> models_;
@@ -337,7 +353,7 @@ class OrtBaselineImpl final : public OrtBaseline {
 };
 
 void OrtBaselineImpl::Serve(const Group& group, Clock::time_point start, Window window, uint64_t seed,
-                            std::vector<ModelResult>& results) const {
+                            std::vector<ModelResult>& results, RunWatch& watch) const {
   std::vector<Stream> streams;
   streams.reserve(group.units.size());
   for (size_t k = 0; k < group.units.size(); ++k) {
@@ -381,8 +397,27 @@ void OrtBaselineImpl::Serve(const Group& group, Clock::time_point start, Window 
       for (const auto& [name, tensor] : copy) copied.emplace_back(name, &tensor);
       feeds = &copied;
     }
-    absl::StatusOr<std::vector<Tensor>> outputs = runners_[m]->Run(*feeds);
+    {
+      std::lock_guard lock(watch.mu);
+      watch.cancel.Reset();
+      watch.started = Clock::now();
+      watch.model = m;
+      watch.timed_out = false;
+    }
+    absl::StatusOr<std::vector<Tensor>> outputs = runners_[m]->Run(*feeds, {}, &watch.cancel);
     const Clock::time_point finish = Clock::now();
+    bool timed_out = false;
+    {
+      std::lock_guard lock(watch.mu);
+      watch.started.reset();
+      timed_out = watch.timed_out;
+    }
+    if (timed_out && !outputs.ok()) {
+      outputs = absl::DeadlineExceededError(absl::StrCat(
+          "model '", models_[m].name, "': a run took longer than its execution timeout of ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(*models_[m].execution_timeout).count(),
+          " ms and was stopped; raise the model's execution_timeout_ms if it is legitimately this slow"));
+    }
     streams[best].Pop(finish);
     if (!in_window(arrival)) continue;  // warm-up: discarded
     ModelResult& r = results[m];
@@ -406,7 +441,15 @@ void OrtBaselineImpl::Serve(const Group& group, Clock::time_point start, Window 
 
 void OrtBaselineImpl::ServingThread(const Group& group, StartGate& gate, Duration warmup, Duration duration,
                                     uint64_t seed, std::vector<ModelResult>& results,
-                                    std::vector<absl::Status>& statuses, size_t slot) const noexcept {
+                                    std::vector<absl::Status>& statuses, size_t slot, RunWatch& watch) const noexcept {
+  struct Ended {  // tells the watchdog, however this returns
+    StartGate& gate;
+    ~Ended() {
+      std::lock_guard lock(gate.mu);
+      ++gate.ended;
+      gate.cv.notify_all();
+    }
+  };
   absl::Status pinned = group.pin_core.has_value() ? PinCallingThread(*group.pin_core) : absl::OkStatus();
   if (!pinned.ok()) pinned = absl::Status(pinned.code(), absl::StrCat("baseline ", ModeName(mode_), ": ", pinned.message()));
   Clock::time_point start;
@@ -419,9 +462,10 @@ void OrtBaselineImpl::ServingThread(const Group& group, StartGate& gate, Duratio
     if (gate.abort) return;
     start = gate.start;
   }
+  const Ended ended{gate};
   const Window window{start + warmup, start + warmup + duration};
   try {
-    Serve(group, start, window, seed, results);
+    Serve(group, start, window, seed, results, watch);
   } catch (const std::exception& e) {
     // Only allocation can throw here; report it rather than terminate.
     statuses[slot] = absl::InternalError(absl::StrCat("baseline ", ModeName(mode_), ": serving failed: ", e.what()));
@@ -451,13 +495,14 @@ absl::StatusOr<SliceResult> OrtBaselineImpl::RunFor(Duration duration, Duration 
   std::vector<std::vector<ModelResult>> per_thread(groups_.size(), std::vector<ModelResult>(models_.size()));
   std::vector<absl::Status> statuses(groups_.size());
   StartGate gate;
+  std::vector<RunWatch> watches(groups_.size());
   absl::Status spawn_status;
   {
     std::vector<std::jthread> threads;
     try {
       for (size_t g = 0; g < groups_.size(); ++g) {
-        threads.emplace_back([this, g, &gate, warmup, duration, seed, &per_thread, &statuses] {
-          ServingThread(groups_[g], gate, warmup, duration, seed, per_thread[g], statuses, g);
+        threads.emplace_back([this, g, &gate, warmup, duration, seed, &per_thread, &statuses, &watches] {
+          ServingThread(groups_[g], gate, warmup, duration, seed, per_thread[g], statuses, g, watches[g]);
         });
       }
     } catch (const std::system_error& e) {
@@ -471,8 +516,12 @@ absl::StatusOr<SliceResult> OrtBaselineImpl::RunFor(Duration duration, Duration 
     for (const absl::Status& s : statuses) gate.abort = gate.abort || !s.ok();
     gate.start = Clock::now();
     gate.released = true;
+    const bool abort = gate.abort;
+    const Window window{gate.start + warmup, gate.start + warmup + duration};
     lock.unlock();
     gate.cv.notify_all();
+    // On this thread, which would otherwise only wait for the joins.
+    if (!abort) Watch(gate, static_cast<int>(threads.size()), watches, window);
   }  // joins
   BATON_RETURN_IF_ERROR(spawn_status);
   for (const absl::Status& s : statuses) BATON_RETURN_IF_ERROR(s);
@@ -493,6 +542,45 @@ absl::StatusOr<SliceResult> OrtBaselineImpl::RunFor(Duration duration, Duration 
   }
   result.elapsed = duration;  // the window [start + warmup, start + warmup + duration) on the steady clock
   return result;
+}
+
+// How long after a slice's end a run still going is let finish before it is stopped.
+constexpr Duration kLetFinish = std::chrono::seconds(1);
+
+void OrtBaselineImpl::Watch(StartGate& gate, int threads, std::vector<RunWatch>& watches, Window window) const {
+  // Looks this often while a model has an execution timeout (a run overruns it
+  // by at most a quarter), and otherwise only at stop_all; after that, every
+  // 10 ms until the serving threads have returned.
+  std::optional<Duration> shortest;
+  for (const ModelSpec& spec : models_) {
+    if (spec.execution_timeout) shortest = std::min(shortest.value_or(*spec.execution_timeout), *spec.execution_timeout);
+  }
+  const Duration tick = shortest ? std::clamp<Duration>(*shortest / 4, std::chrono::milliseconds(1),
+                                                        std::chrono::milliseconds(100))
+                                 : Duration::max();
+  // Runs going at the end are let finish for a while (a usual run ends in
+  // milliseconds, and a stopped one makes ONNX Runtime log an error).
+  const Clock::time_point stop_all = window.end + kLetFinish;
+  std::unique_lock lock(gate.mu);
+  while (gate.ended < threads) {
+    const Clock::time_point now = Clock::now();
+    for (RunWatch& w : watches) {
+      std::lock_guard run_lock(w.mu);
+      if (!w.started) continue;
+      const std::optional<Duration>& timeout = models_[w.model].execution_timeout;
+      if (now >= stop_all) {
+        w.cancel.Cancel();  // answered too late to count: counted unfinished
+      } else if (timeout && now - *w.started > *timeout && !w.timed_out) {
+        w.timed_out = true;
+        w.cancel.Cancel();
+      }
+    }
+    const Clock::time_point next =
+        now >= stop_all ? now + std::chrono::milliseconds(10)
+        : tick == Duration::max() ? stop_all
+                                  : std::min(stop_all, now + tick);
+    gate.cv.wait_until(lock, next);
+  }
 }
 
 // The session options of model `m` under `mode`.
@@ -537,7 +625,13 @@ absl::StatusOr<std::unique_ptr<OrtBaseline>> OrtBaseline::Create(Mode mode, std:
   if (models.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("baseline ", mode_name, ": no models; give at least one"));
   }
-  for (const ModelSpec& spec : models) BATON_RETURN_IF_ERROR(CheckArrival(spec));
+  for (const ModelSpec& spec : models) {
+    BATON_RETURN_IF_ERROR(CheckArrival(spec));
+    if (spec.execution_timeout && *spec.execution_timeout <= Duration::zero()) {
+      return absl::InvalidArgumentError(absl::StrCat("baseline ", mode_name, ": model '", spec.name,
+                                                     "': execution timeout must be > 0"));
+    }
+  }
   if (mode == Mode::kPinned) {
     if (options.pus.empty()) {
       return absl::InvalidArgumentError(

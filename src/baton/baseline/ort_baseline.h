@@ -38,6 +38,10 @@
 // counted (`unfinished`). Open-loop arrivals beyond ModelSpec::max_in_flight
 // in flight are rejected at once (`rejected`), as baton rejects them.
 //
+// A run still going 1 s after the slice's end is stopped there (it is counted
+// `unfinished`, as it would be if it went on), so a model that never ends
+// holds RunFor for the slice's length and 1 s, no longer.
+//
 // Each request's inputs are copied once (BaselineOptions::copy_inputs), as in
 // baton. Sessions are created once (Create) and reused by every RunFor call, so a
 // caller can interleave slices of baselines and baton runs.
@@ -80,6 +84,11 @@ struct ModelSpec {
   // (waiting or running) is rejected at once, as baton's run.max_in_flight
   // rejects it; 0 = no limit (the queue grows without bound).
   int max_in_flight = 0;
+  // A run that takes longer is stopped (ONNX Runtime's terminate flag, checked
+  // between operators) and counted failed, as baton stops its own runs at the
+  // model's execution_timeout_ms. nullopt: runs are only stopped 1 s after the
+  // end of the slice, where an answer would no longer count.
+  std::optional<Duration> execution_timeout;
 };
 
 struct ModelResult {

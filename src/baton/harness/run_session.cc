@@ -920,6 +920,10 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
         spec.arrival = ToArrival(lm.config->arrival);
         spec.deadline = DeadlineOf(*lm.config);
         spec.max_in_flight = config.run.max_in_flight;
+        if (lm.config->execution_timeout_ms) {
+          spec.execution_timeout = std::chrono::duration_cast<Duration>(
+              std::chrono::duration<double, std::milli>(*lm.config->execution_timeout_ms));
+        }
         specs.push_back(std::move(spec));
       }
       baseline::BaselineOptions bo;
