@@ -41,6 +41,7 @@
 #include <bit>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -493,18 +494,54 @@ py::list Describe(const std::vector<TensorInfo>& infos) {
   return l;
 }
 
+// How often a waiting infer() looks for a signal (Ctrl-C), and how long a
+// model's runs may take for one to run on the calling thread, where no signal
+// is seen until it returns (InferOptions::run_here_up_to).
+constexpr std::chrono::milliseconds kSignalLook{50};
+constexpr std::chrono::milliseconds kRunHereUpTo{50};
+
 py::dict Infer(PyEngine& self, const std::string& model, const py::object& inputs, std::optional<double> deadline_ms,
                std::optional<int> priority, std::optional<double> slo_ms, std::shared_ptr<CancelToken> cancel) {
   RefuseOnDispatcher("infer()");
-  const InferOptions options = Options(deadline_ms, priority, slo_ms, std::move(cancel));
+  InferOptions options = Options(deadline_ms, priority, slo_ms, nullptr);
   Inputs in = ToTensors(inputs, /*adopt=*/false);  // in.arrays keeps the borrowed buffers alive
-  std::optional<Result<Tensors>> r;
+  // The request's own token, so that a signal cancels this request and not
+  // the others of a token the caller passed (which still cancels this one).
+  auto mine = std::make_shared<CancelToken>();
+  options.cancel = mine;
+  options.run_here_up_to = kRunHereUpTo;
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Result<Tensors>> r;  // guarded by mu
+  };
+  auto wait = std::make_shared<Wait>();
+  bool interrupted = false;
   {
+    const uint64_t hook = cancel ? cancel->OnCancel([mine] { mine->Cancel(); }) : 0;
     py::gil_scoped_release nogil;
-    r.emplace(self.engine().Infer(model, std::move(in.tensors), options));
+    self.engine().InferAsync(model, std::move(in.tensors), options, [wait](Result<Tensors> r) {
+      std::lock_guard lock(wait->mu);
+      wait->r.emplace(std::move(r));
+      wait->cv.notify_all();
+    });
+    std::unique_lock lock(wait->mu);
+    while (!wait->cv.wait_for(lock, kSignalLook, [&] { return wait->r.has_value(); })) {
+      if (interrupted) continue;  // cancelled: the answer comes soon, and only after no run holds the inputs
+      lock.unlock();
+      {
+        py::gil_scoped_acquire gil;
+        // A handler that raised (KeyboardInterrupt for Ctrl-C) leaves its exception set.
+        interrupted = PyErr_CheckSignals() != 0;
+      }
+      if (interrupted) mine->Cancel();
+      lock.lock();
+    }
+    if (cancel) cancel->Remove(hook);
   }
-  if (!r->ok()) Raise(r->status());
-  return ToDict(std::move(*r).value());
+  if (interrupted) throw py::error_already_set();  // the handler's exception, with the request cancelled
+  if (!wait->r->ok()) Raise(wait->r->status());
+  return ToDict(std::move(*wait->r).value());
 }
 
 // Answers `future` from a request's result. Runs on one of baton's threads
@@ -728,6 +765,8 @@ made C-contiguous if needed, never cast). deadline_ms: drop the request after
 this many milliseconds (DEADLINE_EXCEEDED); priority: larger is more
 important; slo_ms: an answer within this time counts as good in stats();
 cancel: a baton.CancelToken whose cancel() answers the request CANCELLED.
+Ctrl-C while it waits cancels the request and raises KeyboardInterrupt (any
+signal handler that raises does the same, with its exception).
 Raises baton.Error (INVALID_ARGUMENT, NOT_FOUND, DEADLINE_EXCEEDED, ...).)doc")
       .def("infer_async", &b::InferAsync, py::arg("model"), py::arg("inputs"), py::kw_only(),
            py::arg("deadline_ms") = py::none(), py::arg("priority") = py::none(), py::arg("slo_ms") = py::none(),
@@ -763,6 +802,16 @@ not call infer() or close() from them.)doc")
         return "<baton.Engine models=[" + names + "]" + (self.closed() ? " closed" : "") + ">";
       });
 
+  m.def(
+      "_spin_model",
+      [] {
+        absl::StatusOr<std::string> bytes = baton::zoo::SpinModel();
+        if (!bytes.ok()) {
+          b::Raise(static_cast<baton::StatusCode>(bytes.status().code()), std::string(bytes.status().message()));
+        }
+        return py::bytes(*bytes);
+      },
+      "The serialized ONNX model whose runs practically never end (a Loop of 2^40 steps), for tests.");
   m.def("_zoo_model", &b::ZooModel, py::arg("name"), py::arg("small") = true,
         "The serialized ONNX model of baton's built-in zoo (`baton zoo`); small: the reduced variant.");
 

@@ -1,37 +1,13 @@
-// A model that runs (practically) forever: a Loop of 2^40 iterations that adds
-// one to `x` each time. ONNX Runtime checks its terminate flag between Loop
-// iterations, so an execution timeout can stop it. Used by the execution
-// timeout tests (engine, runtime, CLI).
+// A model that runs (practically) forever (zoo::SpinModel). Used by the
+// execution timeout tests (engine, runtime, CLI, baselines).
 #pragma once
 
-#include <cstdint>
 #include <string>
-#include <vector>
 
-#include "baton/core/dtype.h"
-#include "baton/graph/builder.h"
+#include "baton/zoo/zoo.h"
 
 namespace baton::testing {
 
-// y = x + 2^40 (computed one step at a time): float x[1] -> float y[1].
-inline absl::StatusOr<std::string> SpinModelBytes() {
-  graph::GraphBuilder body("body");
-  body.AddInput("i", dtype::kInt64, {});
-  body.AddInput("cond_in", dtype::kBool, {});
-  body.AddInput("v_in", dtype::kFloat, {int64_t{1}});
-  body.AddNode("Identity", {"cond_in"}, {"cond_out"});
-  body.AddNode("Add", {"v_in", "one"}, {"v_out"});
-  body.AddOutput("cond_out", dtype::kBool, {});
-  body.AddOutput("v_out", dtype::kFloat, {int64_t{1}});
-
-  graph::GraphBuilder b;
-  b.AddInput("x", dtype::kFloat, {int64_t{1}});
-  b.AddInitializer("trips", dtype::kInt64, {}, std::vector<int64_t>{int64_t{1} << 40});
-  b.AddInitializer("keep_going", dtype::kBool, {}, std::vector<int64_t>{1});
-  b.AddInitializer("one", dtype::kFloat, {int64_t{1}}, std::vector<float>{1.0f});
-  b.AddNode("Loop", {"trips", "keep_going", "x"}, {"y"}, {graph::Attr::Graph("body", body)}, "spin");
-  b.AddOutput("y", dtype::kFloat, {int64_t{1}});
-  return b.Serialize();
-}
+inline absl::StatusOr<std::string> SpinModelBytes() { return zoo::SpinModel(); }
 
 }  // namespace baton::testing

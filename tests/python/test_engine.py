@@ -170,6 +170,31 @@ def test_a_cancel_token_cancels_its_requests(config, cache_dir):
         assert_outputs_equal(eng.infer("cam", x, cancel=baton.CancelToken()), eng.infer("cam", x))
 
 
+def test_ctrl_c_cancels_the_request_infer_waits_for(config, model_dir, cache_dir):
+    """Ctrl-C reaches a caller blocked in infer(): its request is cancelled (the
+    run stopped), KeyboardInterrupt is raised, and the engine serves on."""
+    spin = model_dir / "spin.onnx"
+    spin.write_bytes(baton._spin_model())
+    cfg = config("whole", pus=2)
+    cfg["models"].append({"name": "spin", "path": str(spin), "execution_timeout_ms": 600000})
+    import signal
+
+    with baton.Engine(cfg, no_profile=True, cache_dir=cache_dir) as eng:
+        x = {"x": np.zeros([1], dtype=np.float32)}
+        token = baton.CancelToken()  # a caller's token stays usable
+        timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                eng.infer("spin", x, cancel=token)  # runs for good unless stopped
+        finally:
+            timer.cancel()
+        assert not token.cancelled
+        assert eng.stats()["models"]["spin"]["cancelled"] == 1
+        cam = random_inputs(eng, "cam", 1)
+        assert_outputs_equal(eng.infer("cam", cam, cancel=token), eng.infer("cam", cam))
+
+
 def test_bad_option_values_raise_value_error(whole):
     x = random_inputs(whole, "cam", 1)
     for kw in ({"deadline_ms": -1}, {"deadline_ms": float("nan")}, {"slo_ms": float("inf")}):

@@ -53,4 +53,10 @@ absl::StatusOr<std::string> Generate(std::string_view name, bool small);
 // even for the full variants), or NotFound listing the valid names.
 absl::StatusOr<ZooStats> Stats(std::string_view name, bool small);
 
+// Not in List(): a model whose runs practically never end, for testing
+// execution timeouts, cancellation and interruption. y = x + 2^40, computed
+// one Loop iteration at a time (float x[1] -> float y[1]); ONNX Runtime
+// checks its terminate flag between iterations, so a timeout stops it.
+absl::StatusOr<std::string> SpinModel();
+
 }  // namespace baton::zoo
