@@ -68,7 +68,7 @@ int Profile(const ProfileArgs& args) {
   options.min_atoms = args.min_atoms;
   options.warmup_runs = args.warmup_runs;
   options.min_runs = args.min_runs;
-  options.max_runs = std::max(args.min_runs, 200);
+  options.max_runs = std::max(args.min_runs, options.max_runs);  // the default, raised to --min-runs
   options.min_time_ms = args.min_time_ms;
   options.seed = config->run.seed;
   options.stop = stop_signal.stop();
