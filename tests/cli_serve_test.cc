@@ -561,6 +561,43 @@ TEST_F(CliServeTest, TheWorkOfAKilledClientIsCancelled) {
   EXPECT_EQ(ready->status, 200);
 }
 
+// SIGTERM stops both front-ends accepting at once. While gRPC waits for a call
+// in flight (here one that would run for minutes, within its 30 s grace),
+// HTTP takes no new request; before, HTTP stopped only after gRPC had
+// drained. The server exits 0 once the call ends (its client is killed).
+TEST_F(CliServeTest, SigtermStopsHttpAcceptingWhileGrpcAnswersWhatIsInFlight) {
+  const std::string config = SpinConfig(/*spins=*/1, /*cam=*/false);
+  BatonProcess server("serve", {config, "--no-profile", "-q", "--grpc", "127.0.0.1:0"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  const std::string running = "baton_device_running{device=\"local\"}";
+  bool busy = false;
+  bool refused = false;
+  const testing::SignalledRun client = testing::ActWhenPrinted(
+      {"run", config, "--server", "127.0.0.1:" + std::to_string(server.grpc_port()), "--duration", "600", "--warmup",
+       "0"},
+      "planning", [&](pid_t pid) {
+        busy = WaitUntil([&] { return Metric(c, running) == 1; });
+        if (busy) {
+          server.Signal(SIGTERM);
+          refused = WaitUntil(
+              [&] {
+                httplib::Client probe("127.0.0.1", server.port());
+                probe.set_connection_timeout(2, 0);
+                probe.set_read_timeout(2, 0);
+                return !probe.Get("/v2/health/live");
+              },
+              std::chrono::seconds(15));
+        }
+        ::kill(pid, SIGKILL);
+      });
+  ASSERT_TRUE(client.signalled) << client.output;
+  ASSERT_TRUE(busy) << "the client's request never reached the PU";
+  EXPECT_TRUE(refused) << "HTTP still answered while gRPC waited for its call in flight";
+  server.Stop();  // exit status 0, once the killed client's call is cancelled
+}
+
 // What is still in flight a while after a measured window does not hold the
 // run: `baton run --server` cancels it (the server cancels its requests) and
 // counts it as abandoned, as the in-process run does, instead of waiting for

@@ -15,6 +15,7 @@
 #include "baton/serve/classification.h"
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/metrics.h"
+#include "baton/serve/server.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -438,6 +439,31 @@ TEST(MetricsTest, PrometheusTextPassesPromtool) {
   EXPECT_EQ(report, "") << "promtool found problems:\n" << report;
   std::remove(path.c_str());
   std::remove(out_path.c_str());
+}
+
+}  // namespace
+}  // namespace baton::serve
+
+namespace baton::serve {
+namespace {
+
+TEST(ParseHostPortTest, SplitsHostAndPortAndNamesTheFlagOnBadInput) {
+  std::string host;
+  int port = -1;
+  ASSERT_TRUE(ParseHostPort("127.0.0.1:8001", "--grpc", host, port).ok());
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 8001);
+  ASSERT_TRUE(ParseHostPort("[::1]:0", "--http", host, port).ok());
+  EXPECT_EQ(host, "::1");
+  EXPECT_EQ(port, 0);
+  ASSERT_TRUE(ParseHostPort("localhost:65535", "--http", host, port).ok());
+  EXPECT_EQ(host, "localhost");
+  for (const char* bad : {"8001", ":8001", "host:", "host:65536", "host:-1", "host:+80", "host:8o", "host: 80"}) {
+    const absl::Status s = ParseHostPort(bad, "--grpc", host, port);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("--grpc wants HOST:PORT with a port in 0..65535"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(std::string("got '") + bad + "'"), std::string::npos) << s.message();
+  }
 }
 
 }  // namespace

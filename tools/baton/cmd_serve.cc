@@ -27,6 +27,7 @@
 #include "baton/serve/auth.h"
 #include "baton/serve/grpc_server.h"
 #include "baton/serve/http_server.h"
+#include "baton/serve/server.h"
 #include "baton/serve/shared_memory.h"
 #include "commands.h"
 #include "library.h"
@@ -61,23 +62,6 @@ struct ServeArgs {
   bool quiet = false;
 };
 
-// "HOST:PORT" ("[V6]:PORT") into host and port, or a usage message naming `flag`.
-bool SplitHostPort(const std::string& address, const char* flag, std::string& host, int& port) {
-  const size_t colon = address.rfind(':');
-  const std::string digits = colon == std::string::npos ? "" : address.substr(colon + 1);
-  int64_t value = -1;
-  if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(digits, &value) || value < 0 || value > 65535 ||
-      digits.find_first_not_of("0123456789") != std::string::npos) {
-    std::cerr << "baton serve: " << flag << " wants HOST:PORT with a port in 0..65535 (0 picks a free one), got '"
-              << address << "'\n";
-    return false;
-  }
-  host = address.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  port = static_cast<int>(value);
-  return true;
-}
-
 int Serve(const ServeArgs& args) {
   sigset_t stop_signals = BlockStopSignals();
 
@@ -87,12 +71,17 @@ int Serve(const ServeArgs& args) {
   }
   serve::HttpOptions http;
   serve::GrpcOptions grpc;
+  absl::Status address = absl::OkStatus();
   if (args.grpc.starts_with("unix:")) {
     grpc.unix_path = args.grpc.substr(5);
-  } else if (!SplitHostPort(args.grpc, "--grpc", grpc.host, grpc.port)) {
+  } else {
+    address = serve::ParseHostPort(args.grpc, "--grpc", grpc.host, grpc.port);
+  }
+  if (address.ok()) address = serve::ParseHostPort(args.http, "--http", http.host, http.port);
+  if (!address.ok()) {
+    std::cerr << "baton serve: " << address.message() << "\n";
     return 2;
   }
-  if (!SplitHostPort(args.http, "--http", http.host, http.port)) return 2;
   http.threads = args.threads;
   http.max_request_bytes = static_cast<size_t>(args.max_request_mb) << 20;
   http.read_timeout = std::chrono::seconds(args.timeout_s);
@@ -146,24 +135,16 @@ int Serve(const ServeArgs& args) {
     std::cerr << "baton serve: " << engine.status().message() << "\n";
     return 2;
   }
-  std::unique_ptr<serve::GrpcServer> grpc_server;
-  std::unique_ptr<serve::HttpServer> http_server;
-  if (!args.no_grpc) {
-    absl::StatusOr<std::unique_ptr<serve::GrpcServer>> started = serve::GrpcServer::Start(**engine, grpc);
-    if (!started.ok()) {
-      std::cerr << "baton serve: " << started.status().message() << "\n";
-      return 2;
-    }
-    grpc_server = *std::move(started);
+  serve::ServerOptions front_ends;
+  if (!args.no_grpc) front_ends.grpc = grpc;
+  if (!args.no_http) front_ends.http = http;
+  absl::StatusOr<std::unique_ptr<serve::Server>> server = serve::Server::Start(**engine, std::move(front_ends));
+  if (!server.ok()) {
+    std::cerr << "baton serve: " << server.status().message() << "\n";
+    return 2;
   }
-  if (!args.no_http) {
-    absl::StatusOr<std::unique_ptr<serve::HttpServer>> started = serve::HttpServer::Start(**engine, http);
-    if (!started.ok()) {
-      std::cerr << "baton serve: " << started.status().message() << "\n";
-      return 2;
-    }
-    http_server = *std::move(started);
-  }
+  const serve::GrpcServer* grpc_server = (*server)->grpc();
+  const serve::HttpServer* http_server = (*server)->http();
   std::vector<std::string> names;
   for (const ModelInfo& m : (*engine)->Models()) names.push_back(m.name);
   // Tests and scripts read the ports from these lines.
@@ -186,9 +167,9 @@ int Serve(const ServeArgs& args) {
   sigwait(&stop_signals, &sig);
   std::cerr << "baton serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
             << ": no new connections; answering what is in flight\n";
-  // Both stop accepting first; then each answers what it has in flight.
-  if (grpc_server) grpc_server->Stop();
-  if (http_server) http_server->Stop();
+  // Both front-ends stop accepting, then answer what they have in flight;
+  // then the engine drains, and the trace is written.
+  (*server)->Stop();
   (*engine)->Close();
   if (options.trace) {
     Result<TraceSummary> written = (*engine)->WriteTrace(args.trace);
