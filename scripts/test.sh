@@ -137,11 +137,12 @@ stage_tsan() {
   done
   # `baton serve`'s REST front-end (HTTP workers waiting on the engine and
   # watching their clients), and both front-ends and `baton run --server` over
-  # TLS, in TSan `baton` processes the CLI tests start; their stderr is checked
+  # TLS, and SIGTERM stopping both front-ends at once, in TSan `baton` processes
+  # the CLI tests start; their stderr is checked
   # for reports. These cases only: the others run for minutes under TSan and
   # add no REST or TLS coverage.
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
-    run_gtest tsan build/tsan/tests/cli_serve_test --gtest_filter='CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*'
+    run_gtest tsan build/tsan/tests/cli_serve_test --gtest_filter='CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*:CliServeTest.SigtermStops*'
 }
 
 stage_fuzz() {

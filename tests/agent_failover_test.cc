@@ -304,8 +304,10 @@ TEST(AgentFailoverTest, FrozenAgentIsDetectedAndRejoinsWhenItThaws) {
   // Rejoins within a few reconnect periods.
   EXPECT_TRUE(Rejoins(cluster.remote(0)));
   // Work placed on it runs there again.
+  const uint64_t answered_before = cluster.remote(0).counters().answered;
   LoadResult after = RunLoad(cluster.rt(), c, 10, 2, nullptr);
   EXPECT_EQ(after.ok, 10) << after.first_problem;
+  EXPECT_GT(cluster.remote(0).counters().answered, answered_before) << "nothing ran on the thawed agent";
   cluster.rt().Stop();
   EXPECT_GE(cluster.rt().stats().status[1].returned + cluster.rt().stats().high_level.rerouted, 1u);
 }
@@ -322,13 +324,19 @@ TEST(AgentFailoverTest, RestartedAgentIsReloadedAndRejoins) {
   Cluster cluster({&a}, o);
   ASSERT_TRUE(cluster.error().ok()) << cluster.error();
   ASSERT_TRUE(cluster.Deploy(c, DeviceId(1), 2).ok());
+  const uint64_t loads_before = cluster.remote(0).counters().loads_sent;
+  ASSERT_GT(loads_before, 0u);
   LoadResult r1 = RunLoad(cluster.rt(), c, 10, 2, [&] { a.Restart(); });
   EXPECT_EQ(r1.ok, 10) << r1.first_problem;
   ASSERT_TRUE(a.ok()) << "could not restart the agent on its port";
   ASSERT_TRUE(Rejoins(cluster.remote(0)));
   EXPECT_GE(cluster.remote(0).counters().rejoined, 1u);
+  // Every partition was sent again: the restarted agent's cache was empty.
+  EXPECT_GE(cluster.remote(0).counters().loads_sent, 2 * loads_before);
+  const uint64_t answered_before = cluster.remote(0).counters().answered;
   LoadResult r2 = RunLoad(cluster.rt(), c, 10, 2, nullptr);
   EXPECT_EQ(r2.ok, 10) << r2.first_problem;
+  EXPECT_GT(cluster.remote(0).counters().answered, answered_before) << "nothing ran on the restarted agent";
   cluster.rt().Stop();
   Duration busy{};
   for (const runtime::PuStats& p : cluster.rt().pu_stats()) {

@@ -73,9 +73,29 @@ TEST_F(CliTest, PartitionWritesPiecesAndPlan) {
 }
 
 TEST_F(CliTest, PartitionAtNamedTensors) {
+  // The tensors `inspect --nodes` lists are the ones --cut takes.
   Result nodes = Baton("inspect --nodes " + Zoo("vgg"));
-  ASSERT_EQ(nodes.exit_code, 0);
+  ASSERT_EQ(nodes.exit_code, 0) << nodes.output;
+  ASSERT_THAT(nodes.output, HasSubstr("-> features.1.pool:float32[1,8,16,16]"));
+  ASSERT_THAT(nodes.output, HasSubstr("-> features.3.pool:float32[1,16,8,8]"));
   fs::path out = dir_ / "cut";
+  Result cut = Baton("partition " + Zoo("vgg") + " --cut features.1.pool,features.3.pool --out " + out.string());
+  ASSERT_EQ(cut.exit_code, 0) << cut.output;
+  std::ifstream in(out / "plan.json");
+  const nlohmann::json plan = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(plan.is_discarded());
+  ASSERT_EQ(plan["partitions"].size(), 3u) << plan.dump(2);
+  // Each cut tensor leaves the partition that ends with it.
+  const nlohmann::json& first = plan["partitions"][0]["nodes"];
+  EXPECT_EQ(first.back(), "features.1.pool") << first.dump();
+  EXPECT_EQ(plan["partitions"][1]["nodes"].back(), "features.3.pool") << plan["partitions"][1].dump();
+  for (const auto& p : plan["partitions"]) {
+    Result piece = Baton("inspect " + (out / p["file"].get<std::string>()).string());
+    EXPECT_EQ(piece.exit_code, 0) << piece.output;
+  }
+  // And the pieces run together as the whole model does.
+  Result verified = Baton("verify " + Zoo("vgg") + " --cut features.1.pool,features.3.pool");
+  EXPECT_EQ(verified.exit_code, 0) << verified.output;
   Result bad = Baton("partition " + Zoo("vgg") + " --cut no_such_tensor --out " + out.string());
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.output, HasSubstr("no_such_tensor"));

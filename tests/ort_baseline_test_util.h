@@ -5,7 +5,12 @@
 // without it).
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <system_error>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -14,6 +19,7 @@
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
 #include "gtest/gtest.h"
+#include "wait_until.h"
 
 namespace baton::baseline::testing {
 
@@ -74,13 +80,34 @@ inline void ExpectConsistent(const ModelResult& r) {
 // three threads answers its first request and then waits, so exactly three
 // requests arrive in the window [0, 300 ms) and each is counted once, however
 // the threads' results are merged.
+// The threads of this process, from /proc/self/task.
+inline int ThreadsOfThisProcess() {
+  std::error_code ec;
+  int n = 0;
+  for (std::filesystem::directory_iterator it("/proc/self/task", ec), end; !ec && it != end; it.increment(ec)) ++n;
+  return n;
+}
+
+// ... and the slice runs on 3 + 2 threads of its own, one per request in flight.
 inline void ExpectOneThreadPerRequestInFlight(Mode mode) {
   std::vector<ModelSpec> models;
   models.push_back(ZooSpec("lstm", dispatch::ClosedLoop{.concurrency = 3, .think = 10s}));
   models.push_back(ZooSpec("mobilenetv2", dispatch::ClosedLoop{.concurrency = 2}));
   auto baseline = OrtBaseline::Create(mode, std::move(models), {});
   ASSERT_TRUE(baseline.ok()) << baseline.status();
+  const int before = ThreadsOfThisProcess();
+  std::atomic<bool> done{false};
+  int most = before;
+  std::thread watch([&] {
+    baton::testing::WaitUntil([&] {
+      most = std::max(most, ThreadsOfThisProcess());
+      return most >= before + 5 || done.load();
+    });
+  });
   auto slice = (*baseline)->RunFor(300ms, 0ms, 1);
+  done = true;
+  watch.join();
+  EXPECT_GE(most - before, 5) << "serving threads seen during the slice";
   ASSERT_TRUE(slice.ok()) << slice.status();
   ASSERT_EQ(slice->models.size(), 2u);
   for (const ModelResult& r : slice->models) ExpectConsistent(r);

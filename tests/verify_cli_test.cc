@@ -1,13 +1,11 @@
 // `baton verify`, the CLI binary, run as a user runs it: exit status 0 on a
 // match, 1 on a mismatch, 2 on an error.
-#include <sys/wait.h>
-
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "baton/zoo/zoo.h"
+#include "cli_test_util.h"
 #include "gtest/gtest.h"
 #include "layernorm_model.h"
 #include "test_paths.h"
@@ -15,11 +13,8 @@
 namespace baton::verify {
 namespace {
 
-int RunCli(const std::string& args) {
-  const std::string cmd = std::string(BATON_CLI) + " verify " + args + " >/dev/null 2>&1";
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+// The exit status of `baton verify ARGS` (its output is checked for sanitizer reports).
+int RunCli(const std::string& args) { return baton::testing::Baton("verify " + args).exit_code; }
 
 std::string WriteModel(const std::string& bytes, const std::string& file) {
   const std::filesystem::path path = std::filesystem::path(::testing::TempDir()) / file;
@@ -29,7 +24,7 @@ std::string WriteModel(const std::string& bytes, const std::string& file) {
 }
 
 TEST(VerifyCliTest, ExitStatusTellsMatchMismatchAndErrors) {
-  if (!std::filesystem::exists(BATON_CLI)) GTEST_SKIP() << "baton CLI not built at " << BATON_CLI;
+  ASSERT_TRUE(std::filesystem::exists(BATON_CLI)) << "baton CLI not built at " << BATON_CLI;
   auto resnet = zoo::Generate("resnet", /*small=*/true);
   ASSERT_TRUE(resnet.ok()) << resnet.status();
   const std::string resnet_path = WriteModel(*resnet, "verify_cli_resnet.onnx");

@@ -182,13 +182,29 @@ def test_ctrl_c_cancels_the_request_infer_waits_for(config, model_dir, cache_dir
     with baton.Engine(cfg, no_profile=True, cache_dir=cache_dir) as eng:
         x = {"x": np.zeros([1], dtype=np.float32)}
         token = baton.CancelToken()  # a caller's token stays usable
-        timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
-        timer.start()
+        running = threading.Event()
+        gave_up = threading.Event()
+
+        def interrupt_once_running():
+            # SIGINT once the request is in flight (bounded: 60 s).
+            for _ in range(6000):
+                if gave_up.is_set():
+                    return
+                if eng.stats()["in_flight"] == 1:
+                    running.set()
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+                gave_up.wait(0.01)
+
+        watcher = threading.Thread(target=interrupt_once_running)
+        watcher.start()
         try:
             with pytest.raises(KeyboardInterrupt):
                 eng.infer("spin", x, cancel=token)  # runs for good unless stopped
         finally:
-            timer.cancel()
+            gave_up.set()
+            watcher.join()
+        assert running.is_set()
         assert not token.cancelled
         assert eng.stats()["models"]["spin"]["cancelled"] == 1
         cam = random_inputs(eng, "cam", 1)
