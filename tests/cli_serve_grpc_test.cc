@@ -343,6 +343,11 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
            {[](ModelInferRequest& r) { *r.add_raw_input_contents() = std::string(1, 'x'); }, "2 raw_input_contents for 1 inputs"},
            {[](ModelInferRequest& r) { r.add_outputs()->set_name("nope"); }, "has no output 'nope'"},
            {[](ModelInferRequest& r) {
+              r.add_outputs()->set_name("logits");
+              r.add_outputs()->set_name("logits");
+            },
+            "output 'logits' is requested twice"},
+           {[](ModelInferRequest& r) {
               r.clear_raw_input_contents();
               r.mutable_inputs(0)->mutable_contents()->add_fp32_contents(1);
             },

@@ -77,6 +77,9 @@ TEST(KServeJsonTest, BadRequestsNameTheTensorAndWhatWasExpected) {
            {R"({"inputs": [)" + kGoodX + "]}", "input 'ids' (INT64 [2]) is missing"},
            {Request(kGoodX).substr(0, Request(kGoodX).size() - 1) + R"(, "outputs": [{"name": "w"}]})",
             "has no output 'w'"},
+           {Request(kGoodX).substr(0, Request(kGoodX).size() - 1) +
+                R"(, "outputs": [{"name": "y"}, {"name": "z"}, {"name": "y"}]})",
+            "model 'cam' output 'y' is requested twice; name each output once"},
            {R"({"parameters": {"timeout": -1}, "inputs": []})", "'timeout' must be microseconds"},
        }) {
     absl::StatusOr<ParsedRequest> r = ParseInferRequest(c.body, m, 1 << 20);

@@ -293,6 +293,10 @@ absl::StatusOr<Parsed> ParseRequest(ModelInferRequest& req, const ModelInfo& mod
     }
     RequestedOutput r{o.name(), std::nullopt, std::nullopt, 0};
     const std::string where = absl::StrCat("model '", model.name, "' output '", o.name(), "'");
+    // Each answer is built once per entry: a repeated name would multiply it.
+    if (std::any_of(out.outputs.begin(), out.outputs.end(), [&](const RequestedOutput& e) { return e.name == o.name(); })) {
+      return absl::InvalidArgumentError(absl::StrCat(where, " is requested twice; name each output once"));
+    }
     BATON_ASSIGN_OR_RETURN(r.shm, ShmRefOf(o.parameters(), where));
     if (auto c = o.parameters().find("classification"); c != o.parameters().end()) {
       if (c->second.parameter_choice_case() != inference::InferParameter::kInt64Param) {

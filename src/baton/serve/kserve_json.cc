@@ -540,6 +540,10 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
                                      [&](const TensorInfo& t) { return t.name == name; });
       if (info == model.outputs.end()) return Bad(absl::StrCat("model '", model.name, "' has no output '", name, "'"));
       const std::string where = absl::StrCat("model '", model.name, "' output '", name, "'");
+      // Each answer is built once per entry: a repeated name would multiply it.
+      if (std::find(req.outputs.begin(), req.outputs.end(), name) != req.outputs.end()) {
+        return Bad(absl::StrCat(where, " is requested twice; name each output once"));
+      }
       BATON_ASSIGN_OR_RETURN(std::optional<ShmParams> out_shm, ShmParamsOf(o, where));
       if (auto params = o.find("parameters"); params != o.end()) {
         if (params->contains("binary_data")) {
