@@ -955,6 +955,37 @@ TEST_F(ServeGrpcTest, KeepaliveSettingsOutsideTheirBoundsAreRefused) {
   EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("gRPC keepalive_timeout must be 1 s..1 h, got 10 ms"));
 }
 
+// gRPC's memory for messages has a quota: 4 x the request size by default,
+// at least 256 MiB; one smaller than a request is refused at start.
+TEST_F(ServeGrpcTest, GrpcsMemoryIsBoundedByAQuota) {
+  serve::GrpcOptions go;
+  EXPECT_EQ(serve::GrpcMemoryQuota(go), size_t{256} << 20);
+  go.max_request_bytes = size_t{512} << 20;
+  EXPECT_EQ(serve::GrpcMemoryQuota(go), size_t{2} << 30);
+  go.memory_quota_bytes = size_t{100} << 20;
+  EXPECT_EQ(serve::GrpcMemoryQuota(go), size_t{100} << 20);
+  go.port = 0;
+  absl::StatusOr<std::unique_ptr<serve::GrpcServer>> bad = serve::GrpcServer::Start(*engine_, go);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(),
+              ::testing::HasSubstr("--grpc-memory-mb must be at least --max-request-mb (512) and at most 1048576, got 100"));
+  // A server with a small quota serves requests within it.
+  go.max_request_bytes = size_t{1} << 20;
+  go.memory_quota_bytes = size_t{4} << 20;
+  auto small = serve::GrpcServer::Start(*engine_, go);
+  ASSERT_TRUE(small.ok()) << small.status();
+  auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*small)->port()), grpc::InsecureChannelCredentials()));
+  inference::ModelInferRequest good = RequestWithoutBytes();
+  good.add_raw_input_contents(std::string(reinterpret_cast<const char*>(input_.bytes().data()), input_.byte_size()));
+  inference::ModelInferResponse resp;
+  grpc::ClientContext ctx;
+  const grpc::Status st = stub->ModelInfer(&ctx, good, &resp);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  (*small)->Stop();
+}
+
 TEST_F(ServeGrpcTest, ACompressedMessageIsBoundedOnceInflated) {
   // 16 MiB of zeros gzip to ~16 KiB: the size limit must apply to the
   // inflated message, or one small message could take all the memory.

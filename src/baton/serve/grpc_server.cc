@@ -6,6 +6,7 @@
 #pragma GCC diagnostic ignored "-Wrestrict"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -417,6 +418,11 @@ absl::Status CheckSerializedInferRequest(std::string_view bytes, const ModelInfo
     return absl::InvalidArgumentError("not a serialized ModelInferRequest");
   }
   return ParseRequest(req, model, shm).status();
+}
+
+size_t GrpcMemoryQuota(const GrpcOptions& options) {
+  if (options.memory_quota_bytes != 0) return options.memory_quota_bytes;
+  return std::max<size_t>(size_t{256} << 20, std::min<size_t>(options.max_request_bytes, size_t{1} << 40) * 4);
 }
 
 std::optional<std::chrono::nanoseconds> RequestDeadline(std::optional<std::chrono::nanoseconds> requested,
@@ -958,6 +964,12 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
           absl::StrCat("gRPC ", name, " must be 1 s..1 h, got ", value.count(), " ms"));
     }
   }
+  if (options.memory_quota_bytes != 0 &&
+      (options.memory_quota_bytes < options.max_request_bytes || options.memory_quota_bytes > (size_t{1} << 40))) {
+    return absl::InvalidArgumentError(absl::StrCat("--grpc-memory-mb must be at least --max-request-mb (",
+                                                   options.max_request_bytes >> 20, ") and at most 1048576, got ",
+                                                   options.memory_quota_bytes >> 20));
+  }
   if (options.max_stream_in_flight < 1 || options.max_stream_in_flight > 10000) {
     return absl::InvalidArgumentError(absl::StrCat("--grpc-stream-in-flight must be in 1..10000, got ",
                                                    options.max_stream_in_flight));
@@ -996,6 +1008,11 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(o.keepalive_time.count()));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(o.keepalive_timeout.count()));
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second server on the port must fail, not share
+  // gRPC's memory for reading and holding messages, over every connection.
+  // Past it, gRPC answers new calls RESOURCE_EXHAUSTED instead of reading them.
+  grpc::ResourceQuota quota("baton-serve");
+  quota.Resize(GrpcMemoryQuota(o));
+  builder.SetResourceQuota(quota);
   const std::string host = o.host.find(':') != std::string::npos ? absl::StrCat("[", o.host, "]") : o.host;
   builder.AddListeningPort(o.unix_path.empty() ? absl::StrCat(host, ":", o.port) : absl::StrCat("unix:", o.unix_path),
                            credentials, &impl->port);

@@ -23,7 +23,8 @@
 // is answered from the engine's completion (gRPC's callback API). Requests
 // from every connection share the engine's dispatcher.
 //
-// Limits: messages up to max_request_bytes; at most max_streams_per_connection
+// Limits: messages up to max_request_bytes; gRPC's memory for messages over
+// every connection up to memory_quota_bytes; at most max_streams_per_connection
 // calls at once on one connection (HTTP/2 streams); a ModelStreamInfer stream
 // reads no further requests while max_stream_in_flight of its own are being
 // answered or wait to be written to a client that does not read. Dead peers
@@ -59,6 +60,10 @@ struct GrpcOptions {
   // replaced; a live one or any other file is an error.
   std::string unix_path;
   size_t max_request_bytes = size_t{64} << 20;
+  // gRPC's memory for messages being read and held, over all connections
+  // (grpc::ResourceQuota): past it, new calls are answered RESOURCE_EXHAUSTED
+  // instead of read. 0 = 4 x max_request_bytes, at least 256 MiB.
+  size_t memory_quota_bytes = 0;
   int max_streams_per_connection = 100;  // 1..10000
   int max_stream_in_flight = 64;         // per ModelStreamInfer stream, 1..10000
   std::string token;                     // "" = no token
@@ -82,6 +87,9 @@ struct GrpcOptions {
   std::chrono::milliseconds keepalive_time{10000};
   std::chrono::milliseconds keepalive_timeout{10000};
 };
+
+// The memory quota Start gives gRPC for `options` (memory_quota_bytes, or its default).
+size_t GrpcMemoryQuota(const GrpcOptions& options);
 
 // What ModelInfer does with a request before the engine sees it, on its
 // serialized bytes: parse, then check against `model` (the inputs it would
