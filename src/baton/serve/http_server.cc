@@ -386,9 +386,11 @@ void HttpServer::Route() {
     }
     absl::StatusOr<InferResponseBody> body = InferResponseBodyOf(*m, *parsed, *out);
     if (!body.ok()) {
-      // Writing an output to shared memory can fail for the client's own doing (a region too small: 400).
+      // The client's own doing is 400: a shared memory region too small, or a
+      // classification of an output whose rank was open and turned out unfit.
       const auto code = static_cast<StatusCode>(static_cast<int>(body.status().code()));
-      Error(res, parsed->shm_outputs.empty() ? 500 : HttpStatusOf(code), std::string(body.status().message()));
+      const bool clients = !parsed->shm_outputs.empty() || code == StatusCode::kInvalidArgument;
+      Error(res, clients ? HttpStatusOf(code) : 500, std::string(body.status().message()));
       return;
     }
     res.status = 200;
