@@ -81,6 +81,14 @@ TEST(KServeJsonTest, BadRequestsNameTheTensorAndWhatWasExpected) {
                 R"(, "outputs": [{"name": "y"}, {"name": "z"}, {"name": "y"}]})",
             "model 'cam' output 'y' is requested twice; name each output once"},
            {R"({"parameters": {"timeout": -1}, "inputs": []})", "'timeout' must be microseconds"},
+           {Request(R"({"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5]})"),
+            "input 'x': 'data' has more than 3 elements, but shape [1,3] needs 3"},
+           {[] {
+              std::string many = R"({"inputs": [)";
+              for (int i = 0; i < 300000; ++i) many += "{},";
+              return many + "{}]}";
+            }(),
+            "has more than 262144 arrays and objects; send tensor data as one flat array"},
        }) {
     absl::StatusOr<ParsedRequest> r = ParseInferRequest(c.body, m, 1 << 20);
     ASSERT_FALSE(r.ok()) << c.body;

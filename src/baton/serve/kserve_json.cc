@@ -215,6 +215,7 @@ json TensorMetadata(const TensorInfo& t) {
 
 absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view text, const std::string& what) {
   size_t depth = 0;
+  size_t containers = 0;
   bool in_string = false, escaped = false;
   for (const char ch : text) {
     if (in_string) {
@@ -231,6 +232,11 @@ absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view text, const std::s
       if (++depth > kMaxJsonDepth) {
         return Bad(absl::StrCat(what, ": arrays and objects nest more than ", kMaxJsonDepth,
                                 " deep; send tensor data as one flat array in row-major order"));
+      }
+      // Each costs a parsed value and a container (~40-70 bytes) for 2 bytes of text.
+      if (++containers > kMaxJsonContainers) {
+        return Bad(absl::StrCat(what, ": has more than ", kMaxJsonContainers,
+                                " arrays and objects; send tensor data as one flat array in row-major order"));
       }
     } else if ((ch == ']' || ch == '}') && depth > 0) {
       --depth;
@@ -497,10 +503,13 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
     }
     if (!in.contains("data")) return Bad(absl::StrCat(where, ": needs 'data'"));
     std::vector<const json*> leaves;
-    BATON_RETURN_IF_ERROR(Flatten(in["data"], leaves, max_elements, where));
+    // Up to one more than the shape needs: enough to tell that there are too many.
+    const size_t cap = static_cast<size_t>(std::min<uint64_t>(max_elements, elements + 1));
+    if (absl::Status flat = Flatten(in["data"], leaves, cap, where); !flat.ok() && leaves.size() < cap) return flat;
     if (leaves.size() != elements) {
-      return Bad(absl::StrCat(where, ": 'data' has ", leaves.size(), " elements, but shape ", ShapeText(shape),
-                              " needs ", elements));
+      return Bad(absl::StrCat(where, ": 'data' has ", leaves.size() >= cap ? "more than " : "",
+                              leaves.size() >= cap ? elements : leaves.size(), " elements, but shape ",
+                              ShapeText(shape), " needs ", elements));
     }
     if (want->elem_type == dtype::kString) {
       std::vector<std::string> strings;

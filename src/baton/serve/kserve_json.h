@@ -44,11 +44,13 @@
 namespace baton::serve {
 
 // Parses a request body as JSON after checking, in one pass over the text,
-// that arrays and objects nest at most kMaxJsonDepth deep: a parsed value
-// takes tens of bytes per '[', so deep nesting would turn a body into
-// gigabytes. InvalidArgument naming `what` when the text is too deep or not
-// JSON.
+// that arrays and objects nest at most kMaxJsonDepth deep and number at most
+// kMaxJsonContainers: a parsed container takes tens of bytes per 2 bytes of
+// text, so many of them would turn a body into gigabytes. InvalidArgument
+// naming `what` when the text is too deep, has too many, or is not JSON.
 inline constexpr size_t kMaxJsonDepth = 80;
+// Arrays and objects in one body (a 64x3x224x224 image as nested arrays has 43,000).
+inline constexpr size_t kMaxJsonContainers = size_t{1} << 18;
 absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view text, const std::string& what);
 
 // "FP32", "INT64", "UINT8", "BOOL", "BYTES", ...; nullopt for a type KServe has no name for.
