@@ -7,10 +7,22 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <thread>
+
+#include "baton/baton.h"
+#include "baton/serve/http_server.h"
+#include "baton/zoo/zoo.h"
+#include "wait_until.h"
 
 namespace baton::serve {
 namespace {
@@ -104,6 +116,87 @@ TEST(ConnectionWatchTest, AResetPeerIsGone) {
 TEST(ConnectionWatchTest, AConnectionThatIsNotFoundIsNeverGone) {
   ConnectionWatch watch(1, "127.0.0.1", 1);
   EXPECT_FALSE(watch.PeerGone());
+}
+
+// ShutdownTcpConnections wakes a thread blocked reading a connection of the
+// port, and touches no other.
+TEST(ShutdownTcpConnectionsTest, ShutsTheConnectionsOfOnePort) {
+  Connection c, other;
+  ASSERT_GE(c.served, 0);
+  ASSERT_GE(other.served, 0);
+  bool woke = false;
+  std::thread reader([&] {
+    char byte = 0;
+    woke = recv(c.served, &byte, 1, 0) == 0;  // blocks until shut down
+  });
+  EXPECT_EQ(ShutdownTcpConnections(PortOf(c.listener)), 1);
+  reader.join();
+  EXPECT_TRUE(woke);
+  char byte = 0;
+  EXPECT_EQ(recv(c.client, &byte, 1, 0), 0) << "the client sees the connection end";
+  ConnectionWatch watch = other.Watch();
+  EXPECT_FALSE(watch.PeerGone()) << "another port's connection is left alone";
+}
+
+// HttpServer::Stop does not wait for good for a client that never finishes
+// its request: after stop_grace its connection is shut down.
+TEST(HttpServerStopTest, AClientThatNeverFinishesItsRequestDoesNotHoldStop) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("baton_http_stop_test_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  absl::StatusOr<std::string> bytes = zoo::Generate("squeezenet", /*small=*/true);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  std::ofstream(dir / "m.onnx", std::ios::binary) << *bytes;
+  EngineOptions eo;
+  eo.no_profile = true;
+  eo.cache_dir = (dir / "cache").string();
+  Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\nmodels: [{name: m, path: m.onnx}]\n"
+      "policy: {high_level: whole}\n",
+      dir.string(), eo);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  HttpOptions ho;
+  ho.port = 0;
+  ho.threads = 1;
+  ho.read_timeout = std::chrono::seconds(600);  // the client alone would hold its worker for 10 minutes
+  ho.stop_grace = std::chrono::seconds(1);
+  absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(**engine, ho);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>((*server)->port()));
+  ASSERT_EQ(connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string half = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n";  // no blank line: unfinished
+  ASSERT_EQ(send(client, half.data(), half.size(), 0), static_cast<ssize_t>(half.size()));
+  // The worker is in the request once it has read what was sent: the served
+  // end's receive queue (this process's own socket) is then empty.
+  std::optional<int> served;
+  ASSERT_TRUE(baton::testing::WaitUntil([&] {  // once the server has accepted it
+    served = FindTcpConnection((*server)->port(), "127.0.0.1", PortOf(client));
+    return served.has_value();
+  }));
+  ASSERT_TRUE(baton::testing::WaitUntil([&] {
+    int waiting = -1;
+    return ioctl(*served, FIONREAD, &waiting) == 0 && waiting == 0;
+  }));
+  std::atomic<bool> stopped{false};
+  std::thread stop([&] {
+    (*server)->Stop();
+    stopped = true;
+  });
+  const bool in_time = baton::testing::WaitUntil([&] { return stopped.load(); }, std::chrono::seconds(120));
+  if (!in_time) shutdown(client, SHUT_RDWR);  // let the test end
+  stop.join();
+  EXPECT_TRUE(in_time) << "Stop waited for the unfinished request";
+  EXPECT_EQ((*server)->connections_shut(), 1);
+  char byte = 0;
+  EXPECT_LE(recv(client, &byte, 1, 0), 0) << "the client's connection was closed";
+  close(client);
+  (*engine)->Close();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace

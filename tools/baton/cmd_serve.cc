@@ -172,6 +172,10 @@ int Serve(const ServeArgs& args) {
   // Both front-ends stop accepting, then answer what they have in flight;
   // then the engine drains, and the trace is written.
   (*server)->Stop();
+  if (http_server != nullptr && http_server->connections_shut() > 0) {
+    std::cerr << "baton serve: HTTP: " << http_server->connections_shut()
+              << " connections still unfinished 30 s after the signal were closed\n";
+  }
   (*engine)->Close();
   if (options.trace) {
     Result<TraceSummary> written = (*engine)->WriteTrace(args.trace);

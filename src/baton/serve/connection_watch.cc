@@ -49,6 +49,26 @@ std::optional<int> FindTcpConnection(int local_port, const std::string& remote_a
   return std::nullopt;
 }
 
+int ShutdownTcpConnections(int local_port, int max_descriptors) {
+  if (local_port <= 0) return 0;
+  std::error_code ec;
+  int seen = 0, shut = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator() && seen < max_descriptors; it.increment(ec), ++seen) {
+    const std::string name = it->path().filename().string();
+    int fd = -1;
+    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc() || fd < 0) continue;
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 || PortOf(local) != local_port) continue;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;  // not connected
+    if (shutdown(fd, SHUT_RDWR) == 0) ++shut;
+  }
+  return shut;
+}
+
 bool ConnectionWatch::PeerGone() {
   if (!looked_up_) {
     looked_up_ = true;

@@ -52,4 +52,10 @@ class ConnectionWatch {
 std::optional<int> FindTcpConnection(int local_port, const std::string& remote_addr, int remote_port,
                                      int max_descriptors = ConnectionWatch::kMaxDescriptors);
 
+// Shuts down (both ways) every connected TCP socket of this process whose
+// local port is `local_port`, so that a thread blocked reading or writing one
+// returns; the descriptors stay open for their owners to close. Returns how
+// many. For stopping a server whose clients would hold it.
+int ShutdownTcpConnections(int local_port, int max_descriptors = ConnectionWatch::kMaxDescriptors);
+
 }  // namespace baton::serve

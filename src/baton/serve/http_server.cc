@@ -54,11 +54,16 @@ void Error(httplib::Response& res, int status, const std::string& message) { Rep
 // which is bounded, instead of each holding a descriptor and memory here.
 class BoundedPool final : public httplib::TaskQueue {
  public:
-  BoundedPool(size_t threads, size_t max_waiting) : max_waiting_(max_waiting) {
+  // `stuck` is called when shutdown has waited `grace` for the workers.
+  BoundedPool(size_t threads, size_t max_waiting, std::chrono::seconds grace, std::function<void()> stuck)
+      : max_waiting_(max_waiting), grace_(grace), stuck_(std::move(stuck)) {
     for (size_t i = 0; i < threads; ++i) {
       workers_.emplace_back([this] {
         NameThisThread("http-worker");
         Work();
+        std::lock_guard lock(mu_);
+        ++exited_;
+        exit_.notify_all();
       });
     }
   }
@@ -71,15 +76,21 @@ class BoundedPool final : public httplib::TaskQueue {
     ready_.notify_one();
   }
 
-  // Runs what was accepted, then joins the workers.
+  // Runs what was accepted, then joins the workers. A connection that holds
+  // its worker past the grace (a client that sends a byte per read timeout,
+  // or never finishes its request) is shut down under it first.
   void shutdown() override {
     {
-      std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
       if (stopping_ && workers_.empty()) return;
       stopping_ = true;
+      ready_.notify_all();
+      room_.notify_all();
+      if (!exit_.wait_for(lock, grace_, [&] { return exited_ == workers_.size(); }) && stuck_) {
+        lock.unlock();
+        stuck_();
+      }
     }
-    ready_.notify_all();
-    room_.notify_all();
     for (std::thread& t : workers_) t.join();
     workers_.clear();
   }
@@ -104,8 +115,12 @@ class BoundedPool final : public httplib::TaskQueue {
   std::mutex mu_;
   std::condition_variable ready_;  // a job, or stopping
   std::condition_variable room_;   // fewer than max_waiting_ wait
+  std::condition_variable exit_;   // a worker has returned
+  const std::chrono::seconds grace_;
+  const std::function<void()> stuck_;
   std::deque<std::function<void()>> jobs_;
   bool stopping_ = false;
+  size_t exited_ = 0;
   std::vector<std::thread> workers_;
 };
 
@@ -125,6 +140,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   if (options.max_waiting_connections < 1 || options.max_waiting_connections > 65536) {
     return absl::InvalidArgumentError(absl::StrCat("HTTP max_waiting_connections must be in 1..65536, got ",
                                                    options.max_waiting_connections));
+  }
+  if (options.stop_grace < std::chrono::seconds(0) || options.stop_grace > std::chrono::hours(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP stop_grace must be 0 s..1 h, got ", options.stop_grace.count(), " s"));
   }
   if (options.max_request_bytes < 1024) {
     return absl::InvalidArgumentError("--max-request-mb must allow at least 1 KiB");
@@ -152,7 +171,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   srv.set_tcp_nodelay(true);
   const auto threads = static_cast<size_t>(o.threads);
   const auto waiting = static_cast<size_t>(o.max_waiting_connections);
-  srv.new_task_queue = [threads, waiting] { return new BoundedPool(threads, waiting); };
+  const std::chrono::seconds grace = o.stop_grace;
+  HttpServer* self = s.get();
+  srv.new_task_queue = [threads, waiting, grace, self] {
+    return new BoundedPool(threads, waiting, grace,
+                           [self] { self->connections_shut_ = ShutdownTcpConnections(self->port_); });
+  };
   s->Route();
   const int port = o.port == 0 ? srv.bind_to_any_port(o.host) : (srv.bind_to_port(o.host, o.port) ? o.port : -1);
   if (port < 0) {

@@ -35,6 +35,7 @@
 // server's workers.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -61,6 +62,9 @@ struct HttpOptions {
   // (1..65536); beyond it the server stops accepting until one is taken,
   // and new connections wait in the kernel's listen backlog.
   int max_waiting_connections = 64;
+  // How long Stop lets the connections being served finish before it shuts
+  // them down (a client that keeps its request unfinished would hold it).
+  std::chrono::seconds stop_grace{30};
   std::chrono::seconds read_timeout{10};
   std::chrono::seconds write_timeout{10};
   // A request for a model whose recent runs took at most this long may run
@@ -87,8 +91,12 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   int port() const { return port_; }
-  // Stops accepting, lets the requests being served finish, joins the threads. Idempotent.
+  // Stops accepting, lets the requests being served finish (for at most
+  // stop_grace; the connections still open then are shut down), joins the
+  // threads. Idempotent.
   void Stop();
+  // Connections Stop had to shut down after the grace.
+  int connections_shut() const { return connections_shut_; }
 
  private:
   HttpServer(Engine& engine, HttpOptions options);
@@ -98,6 +106,7 @@ class HttpServer {
   const HttpOptions options_;
   std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
+  std::atomic<int> connections_shut_{0};
   std::thread thread_;
 };
 
