@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -86,8 +87,13 @@ class BlockingExecutor : public backend::Executor {
   absl::StatusOr<std::unique_ptr<backend::PreparedPartition>> Prepare(const graph::Model&,
                                                                       const graph::Submodel&) const override {
     std::unique_lock lock(mu_);
+    ++entered_;
     cv_.wait(lock, [&] { return released_; });
     return absl::UnavailableError("BlockingExecutor was released");
+  }
+  int entered() const {  // Prepare calls so far
+    std::lock_guard lock(mu_);
+    return entered_;
   }
   void Release() {
     std::lock_guard lock(mu_);
@@ -100,6 +106,7 @@ class BlockingExecutor : public backend::Executor {
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   bool released_ = false;
+  mutable int entered_ = 0;
 };
 
 AgentPu CpuPu(const backend::Executor& executor, const std::string& name) {
@@ -641,6 +648,126 @@ TEST(AgentServerTest, ARemoteDeviceWaitsForALoadAsLongAsTheAgentSays) {
   server->Shutdown();
 }
 
+// An agent that lies: chunk_bytes 1, a partition limit of INT64_MAX, and a
+// completion whose run_ns is INT64_MIN. The client keeps the chunk size
+// within its own bounds and the run time within what can have passed, so
+// nothing overflows (UBSan checks the latter in CI's ASan stage).
+class LyingAgent final : public pb::Agent::Service {
+ public:
+  grpc::Status Hello(grpc::ServerContext*, const pb::HelloRequest*, pb::HelloReply* reply) override {
+    reply->set_name("liar");
+    reply->set_version("0");
+    pb::PuInfo* pu = reply->add_pus();
+    pu->set_name("cpu0");
+    pu->set_kind("cpu");
+    pu->set_threads(1);
+    reply->set_max_partition_bytes(INT64_MAX);
+    reply->set_chunk_bytes(1);
+    reply->set_instance("1");
+    return grpc::Status::OK;
+  }
+  grpc::Status Execute(grpc::ServerContext*, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* stream) override {
+    pb::ExecuteIn in;
+    while (stream->Read(&in)) {
+      pb::ExecuteOut out;
+      if (in.has_ping()) {
+        out.mutable_pong()->set_seq(in.ping().seq());
+      } else if (in.has_assignment()) {
+        pb::Completion* c = out.mutable_completion();
+        c->set_id(in.assignment().id());
+        c->set_code(0);
+        c->set_ran(true);
+        c->set_pu(0);
+        c->set_run_ns(INT64_MIN);
+      } else {
+        continue;
+      }
+      if (!stream->Write(out)) break;
+    }
+    return grpc::Status::OK;
+  }
+};
+
+TEST(AgentServerTest, ARemoteDeviceBoundsWhatALyingAgentSays) {
+  LyingAgent liar;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&liar);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  RemoteDeviceOptions o;
+  o.name = "liar";
+  o.address = absl::StrCat("127.0.0.1:", port);
+  absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
+  ASSERT_TRUE(device.ok()) << device.status();
+  EXPECT_EQ((*device)->hello().chunk_bytes, 4096) << "raised to this side's least chunk";
+  runtime::RunnerTable runners;
+  RemotePartition partition("h");  // the liar takes any handle
+  runners.Set(ModelId(0), PartitionId(0), PuId(0), &partition);
+  (*device)->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), "liar/cpu0", "cpu", {}}}, &runners);
+  std::mutex mu;
+  std::optional<dispatch::Completion> got;
+  (*device)->Start(runtime::RemoteDeviceEvents{.completion =
+                                                   [&](dispatch::Completion c) {
+                                                     std::lock_guard lock(mu);
+                                                     got = std::move(c);
+                                                   },
+                                               .returned = [](std::vector<dispatch::Assignment>) {},
+                                               .reachable = [](bool, std::string) {},
+                                               .now = [] { return Time(std::chrono::steady_clock::now().time_since_epoch()); }});
+  dispatch::Assignment a;
+  a.id = AssignmentId(1);
+  a.request = RequestId(1);
+  a.model = ModelId(0);
+  a.partition = PartitionId(0);
+  (*device)->Submit(std::move(a));
+  ASSERT_TRUE(baton::testing::WaitUntil([&] {
+    std::lock_guard lock(mu);
+    return got.has_value();
+  }, std::chrono::seconds(30)));
+  {
+    std::lock_guard lock(mu);
+    EXPECT_TRUE(got->status.ok()) << got->status;
+    EXPECT_LE(got->start, got->end);
+  }
+  const std::vector<runtime::PuStats> stats = (*device)->pu_stats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_GE(stats[0].busy.count(), 0);
+  (*device)->Stop();
+  server->Shutdown();
+}
+
+// Loads at once are bounded (each holds its bytes and then a session
+// creation): one more is refused at once, and taken again when one is done.
+TEST(AgentServerTest, LoadsBeyondTheConcurrentLimitAreRefusedAtOnce) {
+  BlockingExecutor slow;
+  AgentOptions options;
+  options.max_concurrent_loads = 1;
+  options.load_timeout = std::chrono::minutes(5);
+  AgentPu pu;
+  pu.name = "slow0";
+  pu.kind = "cpu";
+  pu.executor = &slow;
+  std::unique_ptr<AgentServer> server = StartAgent(options, {pu});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  std::future<grpc::Status> first = std::async(std::launch::async, [&] {
+    pb::LoadReply reply;
+    return Load(*stub, LoadRequest(Partition().bytes), &reply);
+  });
+  ASSERT_TRUE(baton::testing::WaitUntil([&] { return slow.entered() == 1; }));  // creating its sessions
+  pb::LoadReply reply;
+  const grpc::Status second = Load(*stub, LoadRequest(Partition().bytes), &reply);
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << second.error_message();
+  EXPECT_THAT(second.error_message(), HasSubstr("1 Loads are in progress already"));
+  slow.Release();
+  EXPECT_NE(first.get().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);  // it ran (and failed to prepare)
+  const grpc::Status third = Load(*stub, LoadRequest(Partition().bytes), &reply);
+  EXPECT_NE(third.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << third.error_message();
+  server->Shutdown();
+}
+
 // A session creation that never returns does not hang Shutdown: it is left
 // running, and the agent says how many it left.
 TEST(AgentServerTest, ShutdownDoesNotWaitForeverForASessionCreation) {
@@ -898,8 +1025,8 @@ TEST(AgentServerTest, TheLastUnloadFreesAPartitionAndAllLoadsShareOneBudget) {
   EXPECT_EQ(stats.unloads(), 1u);
   EXPECT_EQ(Unload(*stub, first.handle()).error_code(), grpc::StatusCode::NOT_FOUND);
 
-  // Room again. A run survives the Unload of its partition (its session
-  // lives until the run returns); a stop then frees the PU for the next one.
+  // Room again. The Unload of a partition withdraws its run (its session
+  // lives until the run returns), which frees the PU for the next one.
   pb::LoadReply spinning;
   ASSERT_TRUE(Load(*stub, LoadRequest(*spin), &spinning).ok());
   dispatch::NamedTensors x;
@@ -911,10 +1038,10 @@ TEST(AgentServerTest, TheLastUnloadFreesAPartitionAndAllLoadsShareOneBudget) {
   ASSERT_TRUE(pong.has_value() && pong->has_pong());
   ASSERT_TRUE(Unload(*stub, spinning.handle()).ok());
   EXPECT_EQ(server->Stats().partitions_loaded(), 0u);
-  ASSERT_TRUE(exec.Cancel({1}));
   std::optional<pb::Completion> c = exec.NextCompletion();
   ASSERT_TRUE(c.has_value());
-  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::CANCELLED)) << c->message();
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION)) << c->message();
+  ASSERT_TRUE(exec.Cancel({1}));  // answered already: ignored
   pb::LoadReply back;
   ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &back).ok());
   const dispatch::NamedTensors inputs = Inputs();
@@ -954,6 +1081,45 @@ TEST(AgentServerTest, ARemoteDeviceUnloadsWhatItLoadedWhenItGoesAway) {
   EXPECT_EQ(stats.unloads(), 1u);
   ASSERT_TRUE(Unload(*stub, other.handle()).ok());
   EXPECT_EQ(server->Stats().partitions_loaded(), 0u);
+}
+
+// Unloading a partition withdraws its work: the assignment running and the
+// ones queued behind it are answered FAILED_PRECONDITION at once, where they
+// would otherwise wait for good (no PU can take them any more).
+TEST(AgentServerTest, UnloadingAPartitionAnswersItsWorkStillQueuedOrRunning) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  std::unique_ptr<AgentServer> server = StartAgent(AgentOptions(), {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+  ASSERT_TRUE(spin.ok()) << spin.status();
+  pb::LoadReply loaded;
+  ASSERT_TRUE(Load(*stub, LoadRequest(*spin), &loaded).ok());
+  dispatch::NamedTensors x;
+  x.emplace_back("x", Tensor(dtype::kFloat, {1}));
+  ExecuteClient exec(*stub);
+  for (uint64_t id = 1; id <= 3; ++id) {
+    pb::Assignment a = MakeAssignment(id, loaded.handle(), x);
+    a.set_exec_timeout_ns(int64_t{50} * 1000000000);  // the agent's 60 s cap: it would run for that long
+    ASSERT_TRUE(exec.Send(a));
+  }
+  ASSERT_TRUE(baton::testing::WaitUntil([&] {
+    const pb::StatsReply st = server->Stats();
+    return st.running() == 1 && st.queued() == 2;
+  }));
+  ASSERT_TRUE(Unload(*stub, loaded.handle()).ok());
+  std::set<uint64_t> answered;
+  for (int i = 0; i < 3; ++i) {
+    std::optional<pb::Completion> c = exec.NextCompletion();
+    ASSERT_TRUE(c.has_value());
+    answered.insert(c->id());
+    EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION)) << c->message();
+    EXPECT_THAT(c->message(), HasSubstr("was unloaded while this assignment waited or ran"));
+  }
+  EXPECT_EQ(answered, (std::set<uint64_t>{1, 2, 3}));
+  EXPECT_TRUE(baton::testing::WaitUntil([&] { return server->Stats().running() == 0; })) << "the run was stopped";
+  exec.WritesDone();
+  EXPECT_TRUE(exec.Finish().ok());
 }
 
 // A client that used up its execution-time budget gets RESOURCE_EXHAUSTED for
@@ -1191,6 +1357,15 @@ TEST(AgentServerTest, StartRefusesBadOptions) {
     absl::StatusOr<std::unique_ptr<AgentServer>> server = AgentServer::Start(options, {CpuPu(cpu, "cpu0")});
     EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(server.status().message()), HasSubstr("client_budget_window"));
+  }
+  for (auto [set, says] : std::vector<std::pair<std::function<void(AgentOptions&)>, const char*>>{
+           {[](AgentOptions& o) { o.max_concurrent_loads = 0; }, "max_concurrent_loads must be in 1..1024, got 0"},
+           {[](AgentOptions& o) { o.max_threads = 2; }, "max_threads must be in 8..4096, got 2"}}) {
+    AgentOptions options;
+    set(options);
+    absl::StatusOr<std::unique_ptr<AgentServer>> server = AgentServer::Start(options, {CpuPu(cpu, "cpu0")});
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(server.status().message()), HasSubstr(says));
   }
   {
     AgentOptions options;

@@ -15,7 +15,18 @@ namespace baton::net {
 grpc::Status AgentServer::Impl::Load(grpc::ServerContext* context, grpc::ServerReader<pb::LoadChunk>* reader,
                                      pb::LoadReply* reply) {
   if (grpc::Status auth = CheckAuth(context); !auth.ok()) return auth;
-  absl::StatusOr<pb::LoadReply> result = DoLoad(context, reader);
+  // Each Load holds up to max_partition_bytes while it is received, and a
+  // session creation after that: at most max_concurrent_loads at once.
+  struct InProgress {
+    std::atomic<size_t>& n;
+    ~InProgress() { --n; }
+  } in_progress{loads_in_progress_};
+  absl::StatusOr<pb::LoadReply> result =
+      ++loads_in_progress_ > options_.max_concurrent_loads
+          ? absl::ResourceExhaustedError(absl::StrCat(
+                "agent '", options_.name, "': ", options_.max_concurrent_loads,
+                " Loads are in progress already (the most it takes at once); load again once one has finished"))
+          : DoLoad(context, reader);
   if (!result.ok()) {
     ++loads_rejected_;
     return ToGrpc(result.status());
@@ -53,8 +64,10 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
         what, " is ", header.total_bytes(), " bytes, above this agent's limit of ", options_.max_partition_bytes,
         " bytes; cut the model into smaller partitions, or start the agent with a larger --max-partition-mb"));
   }
+  // Memory follows the bytes that arrive, not what the header declares (a
+  // client could declare the limit and send nothing).
   std::string bytes;
-  bytes.reserve(static_cast<size_t>(header.total_bytes()));
+  bytes.reserve(static_cast<size_t>(std::min<int64_t>(header.total_bytes(), int64_t{16} << 20)));
   bool first = true;
   do {
     if (!first && chunk.has_header()) {

@@ -1,5 +1,7 @@
 #include "baton/net/agent_server.h"
 
+#include <grpcpp/resource_quota.h>
+
 #include <cstdio>
 
 #include "baton/core/process.h"
@@ -40,6 +42,9 @@ absl::Status AgentServer::Impl::Init() {
   // Without this gRPC binds with SO_REUSEPORT: a second agent on the same port
   // would silently share its connections.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  grpc::ResourceQuota quota("baton-agent");
+  quota.SetMaxThreads(options_.max_threads);
+  builder.SetResourceQuota(quota);
   builder.AddListeningPort(security_.listen, security_.credentials, &port_);
   builder.RegisterService(this);
   server_ = builder.BuildAndStart();
@@ -187,11 +192,27 @@ grpc::Status AgentServer::Impl::Unload(grpc::ServerContext* context, const pb::U
     runners_.Erase(p.model, PartitionId(0), pu);
     latency_->SetCapable(p.model, PartitionId(0), pu, false);
   }
-  // Work still queued for it fails (no runner); a run still going holds its
-  // session (RunnerTable::Hold) until it returns.
+  // A run still going holds its session (RunnerTable::Hold) until it returns.
+  const ModelId model = p.model;
+  const std::string handle = request->handle();
   loaded_param_bytes_ -= p.param_bytes;
   partitions_.erase(it);
   ++unloads_;
+  lock.unlock();
+  // Its work still queued or running is withdrawn and answered: no PU is
+  // capable of it any more, so it would otherwise wait for good.
+  std::vector<AssignmentId> orphans;
+  {
+    std::lock_guard inflight_lock(inflight_mu_);
+    for (const auto& [id, f] : inflight_) {
+      if (f.model == model) orphans.push_back(AssignmentId(id));
+    }
+  }
+  if (!orphans.empty()) {
+    shell_->Cancel(orphans, absl::FailedPreconditionError(absl::StrCat(
+                                "agent '", options_.name, "': partition handle '", handle,
+                                "' was unloaded while this assignment waited or ran; load it again")));
+  }
   return grpc::Status::OK;
 }
 
@@ -472,7 +493,7 @@ void AgentServer::Impl::HandleAssignment(const pb::Assignment& in, const std::sh
   }
   {
     std::lock_guard lock(inflight_mu_);
-    inflight_[a.id.value] = InFlight{stream, in.id(), arrival};
+    inflight_[a.id.value] = InFlight{stream, in.id(), arrival, a.model};
   }
   const bool has_deadline = a.deadline.has_value();
   shell_->Submit(std::move(a));  // may answer at once (through OnCompletions)
@@ -642,6 +663,13 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions opt
   }
   // A chunk plus its message's other fields must fit one gRPC message.
   constexpr int64_t kMaxChunk = kMaxGrpcMessageBytes / 2;
+  if (options.max_concurrent_loads < 1 || options.max_concurrent_loads > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(agent, ": max_concurrent_loads must be in 1..1024, got ", options.max_concurrent_loads));
+  }
+  if (options.max_threads < 8 || options.max_threads > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat(agent, ": max_threads must be in 8..4096, got ", options.max_threads));
+  }
   if (options.chunk_bytes <= 0 || options.chunk_bytes > kMaxChunk) {
     return absl::InvalidArgumentError(absl::StrCat(agent, ": chunk_bytes must be in 1..", kMaxChunk, ", got ",
                                                    options.chunk_bytes));

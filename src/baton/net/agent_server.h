@@ -91,6 +91,13 @@ struct AgentOptions {
   // Load's load_timeout keeps running on its thread. At most this many may;
   // past it, Loads are refused (UNAVAILABLE) until one of them returns.
   size_t max_stuck_loads = 2;
+  // Loads at once (each being received, or creating its sessions); past it a
+  // Load is refused RESOURCE_EXHAUSTED. A client reloading a restarted agent
+  // sends 4 at once.
+  size_t max_concurrent_loads = 4;
+  // Threads gRPC may use for calls in progress (each Execute stream and Load
+  // holds one); past it new calls are refused RESOURCE_EXHAUSTED.
+  int max_threads = 128;
   // An execution-time budget per client (one Execute stream): the PU time its
   // runs may take in any client_budget_window, refilled evenly over the
   // window. A client that used it up gets RESOURCE_EXHAUSTED for its new

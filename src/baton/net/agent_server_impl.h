@@ -153,6 +153,7 @@ class AgentServer::Impl final : public pb::Agent::Service {
     std::shared_ptr<Stream> stream;
     uint64_t hl_id = 0;
     Time arrival{};
+    ModelId model{};  // the partition's, to withdraw its work when it is unloaded
   };
 
   grpc::Status CheckAuth(const grpc::ServerContext* context);
@@ -234,6 +235,7 @@ class AgentServer::Impl final : public pb::Agent::Service {
   std::thread ticker_;
 
   std::atomic<uint64_t> budget_refusals_{0};
+  std::atomic<size_t> loads_in_progress_{0};  // Loads being received or creating sessions (max_concurrent_loads)
   std::atomic<uint64_t> loads_{0}, loads_rejected_{0}, unloads_{0}, assignments_{0}, completions_ok_{0},
       completions_failed_{0}, dropped_deadline_{0}, auth_failures_{0};
 

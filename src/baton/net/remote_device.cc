@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "baton/agent/v1/agent.grpc.pb.h"
 #include "baton/core/process.h"
+#include "baton/core/saturate.h"
 #include "baton/net/content_hash.h"
 #include "baton/net/codec.h"
 #include "baton/net/security.h"
@@ -183,6 +184,12 @@ absl::StatusOr<std::unique_ptr<GrpcRemoteDevice::Impl>> GrpcRemoteDevice::Impl::
   pb::HelloReply hello;
   BATON_RETURN_IF_ERROR(d->Hello(d->options_.connect_timeout, hello));
   d->hello_ = FromProto(hello);
+  // Frames of the agent's chunk size carry Loads and large assignments: kept
+  // between 4 KiB and 64 MiB, whatever the agent says (1 byte would make a
+  // message per byte).
+  d->hello_.chunk_bytes = d->hello_.chunk_bytes > 0
+                              ? std::clamp<int64_t>(d->hello_.chunk_bytes, int64_t{4} << 10, int64_t{64} << 20)
+                              : kDefaultChunkBytes;
   if (d->hello_.pus.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("device '", d->options_.name, "': the agent at ", d->options_.address, " has no PUs"));
@@ -558,7 +565,9 @@ void GrpcRemoteDevice::Impl::WriterLoop(std::shared_ptr<Stream> stream) {
 
 void GrpcRemoteDevice::Impl::ReaderLoop(std::shared_ptr<Stream> stream) {
   NameThisThread("remote-reader");
-  FrameReader frames(std::max<int64_t>(hello_.max_partition_bytes, kDefaultMaxPartitionBytes));
+  // The agent's say-so, within what one protobuf message can be (2 GiB): a
+  // peer that claims more cannot make this side buffer without a bound.
+  FrameReader frames(std::clamp<int64_t>(hello_.max_partition_bytes, kDefaultMaxPartitionBytes, (int64_t{2} << 30) - 1));
   pb::ExecuteOut out;
   while (stream->rw->Read(&out)) {
     stream->last_heard_ns = SteadyNanos();
@@ -602,8 +611,11 @@ void GrpcRemoteDevice::Impl::ReaderLoop(std::shared_ptr<Stream> stream) {
       if (c.ran() && c.pu() >= 0 && static_cast<size_t>(c.pu()) < pus_.size()) {
         const size_t u = static_cast<size_t>(c.pu());
         done.pu = pus_[u].id;
-        done.start = now - Duration(c.run_ns());
-        busy_[u] += Duration(c.run_ns());
+        // From the wire: at most the time since this clock's epoch (a run
+        // cannot have started before), never negative, so nothing overflows.
+        const int64_t run_ns = std::clamp<int64_t>(c.run_ns(), 0, now.time_since_epoch().count());
+        done.start = now - Duration(run_ns);
+        busy_[u] = Duration(SatAdd(busy_[u].count(), run_ns));
         ++runs_[u];
         if (c.code() != 0) ++failures_[u];
       }
