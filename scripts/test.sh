@@ -122,7 +122,7 @@ stage_tsan() {
   # come from the tsan test preset: any report fails the test.
   cmake --preset tsan >/dev/null
   cmake --build --preset tsan -j "$jobs" --target runtime_test ort_baseline_test port_contract_test agent_failover_test \
-    engine_test trace_observer_test serve_grpc_test cli_serve_test
+    engine_test trace_observer_test serve_grpc_test cli_serve_test agent_server_test
   run_ctest tsan --preset tsan -j "$jobs" \
     -R '^(Runtime\.|Modes/RuntimeModeTest\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned|OrtBaselineTest\.ARunPast|EngineTest\.|TraceObserverTest\.)'
   # The remote device and the agent, and `baton serve`'s gRPC front-end and
@@ -135,6 +135,11 @@ stage_tsan() {
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
       run_gtest tsan "build/tsan/tests/$t"
   done
+  # The agent's Unload withdrawing its partition's work (the shell's and the
+  # agent's locks), the bound on Loads at once, and a remote device's
+  # reader facing a lying agent.
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
+    run_gtest tsan build/tsan/tests/agent_server_test --gtest_filter='*Unload*:*Lying*:*Concurrent*'
   # `baton serve`'s REST front-end (HTTP workers waiting on the engine and
   # watching their clients), and both front-ends and `baton run --server` over
   # TLS, and SIGTERM stopping both front-ends at once, in TSan `baton` processes
