@@ -864,7 +864,8 @@ TEST(AgentServerTest, ARunPastItsTimeoutIsStoppedAndAnsweredAborted) {
   ASSERT_TRUE(c.has_value());
   EXPECT_EQ(c->id(), 1u);
   EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::ABORTED)) << c->message();
-  EXPECT_THAT(c->message(), HasSubstr("execution timeout of 300 ms"));
+  EXPECT_THAT(c->message(), HasSubstr("assignment 1 ran past its execution timeout of 300 ms on PU 'cpu0'"));
+  EXPECT_THAT(c->message(), HasSubstr("--max-run-s of 0.3 s"));
   // The client's own, shorter timeout.
   pb::Assignment own = MakeAssignment(2, loaded.handle(), x);
   own.set_exec_timeout_ns(50 * 1000000);

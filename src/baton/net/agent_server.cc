@@ -3,6 +3,7 @@
 #include <grpcpp/resource_quota.h>
 
 #include <cstdio>
+#include <regex>
 
 #include "baton/core/process.h"
 #include "baton/net/agent_server_impl.h"
@@ -587,13 +588,27 @@ void AgentServer::Impl::WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::E
   }
 }
 
+std::string AgentServer::Impl::ClientMessage(const dispatch::Completion& c, uint64_t hl_id) const {
+  const std::string message(c.status.message());
+  // The shell's own timeout message names this agent's internal ids, which
+  // mean nothing to the client: say it in the client's terms, and name the cap.
+  static const std::regex kTimeout("execution timeout of ([0-9.e+]+) ms");
+  std::smatch m;
+  if (c.status.code() != absl::StatusCode::kAborted || !std::regex_search(message, m, kTimeout)) return message;
+  const std::string pu = c.pu && c.pu->value < pus_.size() ? pus_[c.pu->value].name : "?";
+  return absl::StrCat("assignment ", hl_id, " ran past its execution timeout of ", m[1].str(), " ms on PU '", pu,
+                      "' and was stopped; if it is legitimately this slow, raise the model's execution_timeout_ms (this "
+                      "agent caps every run at its --max-run-s of ",
+                      std::chrono::duration<double>(options_.max_run).count(), " s)");
+}
+
 bool AgentServer::Impl::WriteItem(OutItem& item, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw) {
   if (item.completion) {
     dispatch::Completion& c = *item.completion;
     pb::Completion* out = item.message.mutable_completion();
     out->set_id(item.hl_id);
     out->set_code(static_cast<int32_t>(c.status.code()));
-    out->set_message(std::string(c.status.message()));
+    out->set_message(ClientMessage(c, item.hl_id));
     if (c.status.ok()) {
       for (const auto& [name, tensor] : c.outputs) ToProto(name, tensor, out->add_outputs());
     }

@@ -195,6 +195,8 @@ class AgentServer::Impl final : public pb::Agent::Service {
   // False when `in` repeats an id of `stream` (it is then answered or dropped).
   bool AdmitId(const pb::Assignment& in, Stream& stream);
   void OnCompletions(std::vector<dispatch::Completion> completions);  // the shell's sink
+  // The completion's message as the client should read it (its own id, the PU's name).
+  std::string ClientMessage(const dispatch::Completion& c, uint64_t hl_id) const;
   void TickLoop();
 
   const AgentOptions options_;
