@@ -22,11 +22,11 @@ int PortOf(const sockaddr_storage& a) {
   return -1;
 }
 
-}  // namespace
-
-std::optional<int> FindTcpConnection(int local_port, const std::string& remote_addr, int remote_port,
-                                     int max_descriptors) {
-  if (local_port <= 0 || remote_port <= 0) return std::nullopt;
+// Calls `visit(fd, peer, peer_len)` for each connected socket of this process
+// whose local port is `local_port` (at most `max_descriptors` descriptors
+// looked at), until it returns true; returns the descriptor it stopped at.
+template <typename Visit>
+std::optional<int> ForEachTcpConnection(int local_port, int max_descriptors, Visit visit) {
   std::error_code ec;
   int seen = 0;
   for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
@@ -39,33 +39,33 @@ std::optional<int> FindTcpConnection(int local_port, const std::string& remote_a
     sockaddr_storage local{}, peer{};
     socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
     if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 || PortOf(local) != local_port) continue;
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 || PortOf(peer) != remote_port) continue;
-    char host[NI_MAXHOST];
-    if (getnameinfo(reinterpret_cast<sockaddr*>(&peer), peer_len, host, sizeof(host), nullptr, 0, NI_NUMERICHOST) != 0) {
-      continue;
-    }
-    if (remote_addr == host) return fd;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;  // not connected
+    if (visit(fd, peer, peer_len)) return fd;
   }
   return std::nullopt;
 }
 
+}  // namespace
+
+std::optional<int> FindTcpConnection(int local_port, const std::string& remote_addr, int remote_port,
+                                     int max_descriptors) {
+  if (local_port <= 0 || remote_port <= 0) return std::nullopt;
+  return ForEachTcpConnection(local_port, max_descriptors, [&](int, const sockaddr_storage& peer, socklen_t len) {
+    if (PortOf(peer) != remote_port) return false;
+    char host[NI_MAXHOST];
+    return getnameinfo(reinterpret_cast<const sockaddr*>(&peer), len, host, sizeof(host), nullptr, 0,
+                       NI_NUMERICHOST) == 0 &&
+           remote_addr == host;
+  });
+}
+
 int ShutdownTcpConnections(int local_port, int max_descriptors) {
   if (local_port <= 0) return 0;
-  std::error_code ec;
-  int seen = 0, shut = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
-       !ec && it != std::filesystem::directory_iterator() && seen < max_descriptors; it.increment(ec), ++seen) {
-    const std::string name = it->path().filename().string();
-    int fd = -1;
-    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc() || fd < 0) continue;
-    struct stat st {};
-    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
-    sockaddr_storage local{}, peer{};
-    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 || PortOf(local) != local_port) continue;
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;  // not connected
+  int shut = 0;
+  ForEachTcpConnection(local_port, max_descriptors, [&](int fd, const sockaddr_storage&, socklen_t) {
     if (shutdown(fd, SHUT_RDWR) == 0) ++shut;
-  }
+    return false;  // all of them
+  });
   return shut;
 }
 
