@@ -1123,6 +1123,31 @@ TEST(AgentServerTest, UnloadingAPartitionAnswersItsWorkStillQueuedOrRunning) {
   EXPECT_TRUE(exec.Finish().ok());
 }
 
+// Outputs too large for one answer are answered RESOURCE_EXHAUSTED, naming
+// the sizes; before, a completion over 2 GiB failed to serialize and went out
+// as an empty frame, and its client never got an answer.
+TEST(AgentServerTest, OutputsTooLargeForOneAnswerAreAnsweredResourceExhausted) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  options.max_answer_bytes = 16;  // stands in for 2 GiB
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  pb::LoadReply loaded;
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &loaded).ok());
+  ExecuteClient exec(*stub);
+  ASSERT_TRUE(exec.Send(MakeAssignment(7, loaded.handle(), Inputs())));
+  std::optional<pb::Completion> c = exec.NextCompletion();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->id(), 7u);
+  EXPECT_EQ(c->code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED)) << c->message();
+  EXPECT_THAT(c->message(), HasSubstr("the outputs of assignment 7 are "));
+  EXPECT_THAT(c->message(), HasSubstr("above the 16 one answer can carry"));
+  EXPECT_EQ(c->outputs_size(), 0);
+  exec.WritesDone();
+  EXPECT_TRUE(exec.Finish().ok());
+}
+
 // A client that used up its execution-time budget gets RESOURCE_EXHAUSTED for
 // new work; another client is not affected.
 TEST(AgentServerTest, AClientPastItsExecutionBudgetIsRefusedAndOthersAreNot) {
@@ -1361,7 +1386,8 @@ TEST(AgentServerTest, StartRefusesBadOptions) {
   }
   for (auto [set, says] : std::vector<std::pair<std::function<void(AgentOptions&)>, const char*>>{
            {[](AgentOptions& o) { o.max_concurrent_loads = 0; }, "max_concurrent_loads must be in 1..1024, got 0"},
-           {[](AgentOptions& o) { o.max_threads = 2; }, "max_threads must be in 8..4096, got 2"}}) {
+           {[](AgentOptions& o) { o.max_threads = 2; }, "max_threads must be in 8..4096, got 2"},
+           {[](AgentOptions& o) { o.max_answer_bytes = 0; }, "max_answer_bytes must be in 1.."}}) {
     AgentOptions options;
     set(options);
     absl::StatusOr<std::unique_ptr<AgentServer>> server = AgentServer::Start(options, {CpuPu(cpu, "cpu0")});

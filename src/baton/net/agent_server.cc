@@ -607,6 +607,16 @@ bool AgentServer::Impl::WriteItem(OutItem& item, grpc::ServerReaderWriter<pb::Ex
     dispatch::Completion& c = *item.completion;
     pb::Completion* out = item.message.mutable_completion();
     out->set_id(item.hl_id);
+    size_t output_bytes = 0;
+    for (const auto& [name, tensor] : c.outputs) output_bytes += tensor.byte_size();
+    if (c.status.ok() && output_bytes > options_.max_answer_bytes) {
+      // One protobuf message cannot hold it (2 GiB): answered, not lost.
+      c.status = absl::ResourceExhaustedError(absl::StrCat(
+          "agent '", options_.name, "': the outputs of assignment ", item.hl_id, " are ", output_bytes,
+          " bytes, above the ", options_.max_answer_bytes,
+          " one answer can carry; cut the model so that no partition's outputs are that large"));
+      c.outputs.clear();
+    }
     out->set_code(static_cast<int32_t>(c.status.code()));
     out->set_message(ClientMessage(c, item.hl_id));
     if (c.status.ok()) {
@@ -678,6 +688,10 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions opt
   }
   // A chunk plus its message's other fields must fit one gRPC message.
   constexpr int64_t kMaxChunk = kMaxGrpcMessageBytes / 2;
+  if (options.max_answer_bytes < 1 || options.max_answer_bytes > kMaxAnswerBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(agent, ": max_answer_bytes must be in 1..", kMaxAnswerBytes,
+                                                   ", got ", options.max_answer_bytes));
+  }
   if (options.max_concurrent_loads < 1 || options.max_concurrent_loads > 1024) {
     return absl::InvalidArgumentError(
         absl::StrCat(agent, ": max_concurrent_loads must be in 1..1024, got ", options.max_concurrent_loads));

@@ -98,6 +98,9 @@ struct AgentOptions {
   // Threads gRPC may use for calls in progress (each Execute stream and Load
   // holds one); past it new calls are refused RESOURCE_EXHAUSTED.
   int max_threads = 128;
+  // The outputs one completion may carry; a run whose outputs are larger is
+  // answered RESOURCE_EXHAUSTED (a protobuf message holds at most 2 GiB).
+  size_t max_answer_bytes = kMaxAnswerBytes;
   // An execution-time budget per client (one Execute stream): the PU time its
   // runs may take in any client_budget_window, refilled evenly over the
   // window. A client that used it up gets RESOURCE_EXHAUSTED for its new

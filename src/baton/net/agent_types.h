@@ -7,6 +7,7 @@
 // Thread-safety: value types.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -16,6 +17,9 @@ namespace baton::net {
 
 // Default limits (both ends set them explicitly on the channel / server).
 inline constexpr int64_t kDefaultChunkBytes = 1 << 20;  // 1 MiB per stream message
+// The outputs one completion can carry: one serialized protobuf message (at
+// most 2 GiB), less room for its other fields.
+inline constexpr size_t kMaxAnswerBytes = (size_t{2} << 30) - (size_t{64} << 20);
 inline constexpr int kMaxGrpcMessageBytes = 8 << 20;    // > chunk + headers
 inline constexpr int64_t kDefaultMaxPartitionBytes = 512 << 20;
 
