@@ -672,6 +672,11 @@ class LyingAgent final : public pb::Agent::Service {
       pb::ExecuteOut out;
       if (in.has_ping()) {
         out.mutable_pong()->set_seq(in.ping().seq());
+      } else if (in.has_cancel()) {
+        cancels += in.cancel().ids_size();
+        continue;
+      } else if (in.has_assignment() && withhold) {
+        continue;  // answers pings, never the work
       } else if (in.has_assignment()) {
         pb::Completion* c = out.mutable_completion();
         c->set_id(in.assignment().id());
@@ -686,6 +691,8 @@ class LyingAgent final : public pb::Agent::Service {
     }
     return grpc::Status::OK;
   }
+  bool withhold = false;
+  std::atomic<int> cancels{0};
 };
 
 TEST(AgentServerTest, ARemoteDeviceBoundsWhatALyingAgentSays) {
@@ -734,6 +741,60 @@ TEST(AgentServerTest, ARemoteDeviceBoundsWhatALyingAgentSays) {
   const std::vector<runtime::PuStats> stats = (*device)->pu_stats();
   ASSERT_EQ(stats.size(), 1u);
   EXPECT_GE(stats[0].busy.count(), 0);
+  (*device)->Stop();
+  server->Shutdown();
+}
+
+// An agent that answers pings but withholds an assignment's answer: after
+// answer_timeout the client answers it DEADLINE_EXCEEDED itself and withdraws
+// it on the agent (before, a request without a deadline waited for good).
+TEST(AgentServerTest, AnAnswerTheAgentWithholdsIsGivenUpAfterTheAnswerTimeout) {
+  LyingAgent liar;
+  liar.withhold = true;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&liar);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  RemoteDeviceOptions o;
+  o.name = "mute";
+  o.address = absl::StrCat("127.0.0.1:", port);
+  o.answer_timeout = std::chrono::milliseconds(300);
+  absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
+  ASSERT_TRUE(device.ok()) << device.status();
+  runtime::RunnerTable runners;
+  RemotePartition partition("h");
+  runners.Set(ModelId(0), PartitionId(0), PuId(0), &partition);
+  (*device)->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), "mute/cpu0", "cpu", {}}}, &runners);
+  std::mutex mu;
+  std::vector<dispatch::Completion> got;
+  (*device)->Start(runtime::RemoteDeviceEvents{.completion =
+                                                   [&](dispatch::Completion c) {
+                                                     std::lock_guard lock(mu);
+                                                     got.push_back(std::move(c));
+                                                   },
+                                               .returned = [](std::vector<dispatch::Assignment>) {},
+                                               .reachable = [](bool, std::string) {},
+                                               .now = [] { return Time(std::chrono::steady_clock::now().time_since_epoch()); }});
+  dispatch::Assignment a;
+  a.id = AssignmentId(5);
+  a.request = RequestId(5);
+  (*device)->Submit(std::move(a));
+  ASSERT_TRUE(baton::testing::WaitUntil([&] {
+    std::lock_guard lock(mu);
+    return !got.empty();
+  }));
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].id, AssignmentId(5));
+    EXPECT_EQ(got[0].status.code(), absl::StatusCode::kDeadlineExceeded) << got[0].status;
+    EXPECT_THAT(std::string(got[0].status.message()), HasSubstr("did not answer within 0.3 s though it answers pings"));
+  }
+  EXPECT_TRUE(baton::testing::WaitUntil([&] { return liar.cancels.load() == 1; })) << "withdrawn on the agent";
+  EXPECT_EQ((*device)->counters().expired, 1u);
+  EXPECT_TRUE((*device)->reachable()) << "an agent that answers pings is not lost";
   (*device)->Stop();
   server->Shutdown();
 }

@@ -102,7 +102,14 @@ class GrpcRemoteDevice::Impl {
   mutable std::mutex mu_;
   std::condition_variable cv_;  // supervisor wake-ups
   std::shared_ptr<Stream> stream_;  // guarded by mu_; null while lost
-  absl::flat_hash_map<AssignmentId, dispatch::Assignment> in_flight_;  // guarded by mu_
+  struct Sent {
+    dispatch::Assignment assignment;
+    int64_t at_ns = 0;  // SteadyNanos() when it was sent
+  };
+  absl::flat_hash_map<AssignmentId, Sent> in_flight_;  // guarded by mu_
+  // Answers the assignments sent more than answer_timeout ago (the agent
+  // answers pings but withholds them) DEADLINE_EXCEEDED, and withdraws them.
+  void ExpireUnanswered();
   std::vector<dispatch::Assignment> bounced_;  // guarded by mu_; submitted while lost, to hand back
   std::vector<std::shared_ptr<Stream>> retired_;  // guarded by mu_; lost streams whose threads are joined later
   std::vector<Duration> busy_;      // guarded by mu_; per PU
@@ -501,7 +508,7 @@ void GrpcRemoteDevice::Impl::Submit(dispatch::Assignment assignment) {
     }
     stream = stream_;
     ++counters_.sent;
-    in_flight_.emplace(assignment.id, std::move(assignment));
+    in_flight_.emplace(assignment.id, Sent{std::move(assignment), SteadyNanos()});
   }
   {
     std::lock_guard lock(stream->mu);
@@ -598,7 +605,7 @@ void GrpcRemoteDevice::Impl::ReaderLoop(std::shared_ptr<Stream> stream) {
         ++counters_.late_dropped;
         continue;
       }
-      const dispatch::Assignment& a = it->second;
+      const dispatch::Assignment& a = it->second.assignment;
       done.id = a.id;
       done.request = a.request;
       done.model = a.model;
@@ -636,6 +643,60 @@ void GrpcRemoteDevice::Impl::ReaderLoop(std::shared_ptr<Stream> stream) {
   Lose(stream, "the agent closed the connection");
 }
 
+void GrpcRemoteDevice::Impl::ExpireUnanswered() {
+  const int64_t now_ns = SteadyNanos();
+  const int64_t limit_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.answer_timeout).count();
+  std::vector<dispatch::Completion> expired;
+  std::vector<AssignmentId> ids;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+      if (now_ns - it->second.at_ns <= limit_ns) {
+        ++it;
+        continue;
+      }
+      const dispatch::Assignment& a = it->second.assignment;
+      dispatch::Completion c;
+      c.id = a.id;
+      c.request = a.request;
+      c.model = a.model;
+      c.partition = a.partition;
+      c.device = device_;
+      c.start = c.end = Now();
+      c.status = absl::DeadlineExceededError(absl::StrCat(
+          "device '", options_.name, "': the agent at ", options_.address, " did not answer within ",
+          options_.answer_timeout.count() / 1000.0, " s though it answers pings; it was withdrawn (check the agent's "
+          "log; RemoteDeviceOptions::answer_timeout sets the limit)"));
+      expired.push_back(std::move(c));
+      ids.push_back(a.id);
+      in_flight_.erase(it++);
+      ++counters_.answered;
+      ++counters_.expired;
+    }
+  }
+  if (expired.empty()) return;
+  // Withdrawn on the agent too; its answer, if one comes, is dropped as late.
+  constexpr int kMaxIdsPerMessage = 65536;  // as Cancel: the agent's limit per message
+  std::vector<pb::ExecuteIn> messages;
+  for (AssignmentId id : ids) {
+    if (messages.empty() || messages.back().cancel().ids_size() >= kMaxIdsPerMessage) messages.emplace_back();
+    messages.back().mutable_cancel()->add_ids(id.value);
+  }
+  std::shared_ptr<Stream> stream;
+  {
+    std::lock_guard lock(mu_);
+    stream = stream_;
+  }
+  if (stream) {
+    {
+      std::lock_guard lock(stream->mu);
+      for (pb::ExecuteIn& m : messages) stream->outbox.push_back(std::move(m));
+    }
+    stream->cv.notify_one();
+  }
+  for (dispatch::Completion& c : expired) events_.completion(std::move(c));
+}
+
 void GrpcRemoteDevice::Impl::Lose(const std::shared_ptr<Stream>& stream, const std::string& why) {
   std::vector<dispatch::Assignment> back;
   {
@@ -644,7 +705,7 @@ void GrpcRemoteDevice::Impl::Lose(const std::shared_ptr<Stream>& stream, const s
     stream_.reset();
     retired_.push_back(stream);
     back.reserve(in_flight_.size());
-    for (auto& [id, a] : in_flight_) back.push_back(std::move(a));
+    for (auto& [id, sent] : in_flight_) back.push_back(std::move(sent.assignment));
     in_flight_.clear();
     ++counters_.lost;
     counters_.returned += back.size();
@@ -698,6 +759,7 @@ void GrpcRemoteDevice::Impl::SupervisorLoop() {
     }
     for (auto& s : reap) Reap(*s);  // threads of lost streams end once cancelled
     Deliver(std::move(bounced));
+    ExpireUnanswered();
     if (stream) {
       const int64_t silent_ns = SteadyNanos() - stream->last_heard_ns.load();
       if (silent_ns > std::chrono::duration_cast<std::chrono::nanoseconds>(options_.lost_after).count()) {

@@ -59,6 +59,10 @@ struct RemoteDeviceOptions {
   std::chrono::milliseconds heartbeat{250};
   std::chrono::milliseconds lost_after{2000};
   std::chrono::milliseconds reconnect_every{500};
+  // An assignment the agent has not answered this long after it was sent,
+  // while it answers pings, is answered DEADLINE_EXCEEDED and withdrawn: a
+  // broken agent cannot hold a request without a deadline for good.
+  std::chrono::milliseconds answer_timeout{std::chrono::minutes(10)};
 };
 
 // How long a client waits for one Load of `bytes` on an agent that said
@@ -78,6 +82,7 @@ struct RemoteDeviceCounters {
   uint64_t loads_sent = 0;    // partitions sent over the network (cache misses)
   uint64_t cancels_sent = 0;  // assignment ids sent in Cancel messages
   uint64_t unloads_sent = 0;  // partitions given back to the agent (Unload accepted)
+  uint64_t expired = 0;       // answered DEADLINE_EXCEEDED here after answer_timeout (counted in answered too)
 };
 
 class GrpcRemoteDevice : public runtime::RemoteDevice {
