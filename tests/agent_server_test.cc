@@ -695,108 +695,98 @@ class LyingAgent final : public pb::Agent::Service {
   std::atomic<int> cancels{0};
 };
 
-TEST(AgentServerTest, ARemoteDeviceBoundsWhatALyingAgentSays) {
+// A LyingAgent on loopback and a GrpcRemoteDevice connected to it, bound to
+// its one PU with a partition of any handle and started; completions are kept.
+struct LiarHarness {
   LyingAgent liar;
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&liar);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_NE(server, nullptr);
+  std::unique_ptr<grpc::Server> server;
+  std::shared_ptr<GrpcRemoteDevice> device;
+  runtime::RunnerTable runners;
+  RemotePartition partition{"h"};  // the liar takes any handle
+  std::mutex mu;
+  std::vector<dispatch::Completion> got;  // guarded by mu
+
+  // Empty on success, else why it could not start.
+  std::string Start(RemoteDeviceOptions o) {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&liar);
+    server = builder.BuildAndStart();
+    if (server == nullptr) return "the fake agent did not start";
+    o.address = absl::StrCat("127.0.0.1:", port);
+    absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> connected = GrpcRemoteDevice::Connect(o);
+    if (!connected.ok()) return connected.status().ToString();
+    device = *std::move(connected);
+    runners.Set(ModelId(0), PartitionId(0), PuId(0), &partition);
+    device->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), o.name + "/cpu0", "cpu", {}}}, &runners);
+    device->Start(runtime::RemoteDeviceEvents{
+        .completion =
+            [this](dispatch::Completion c) {
+              std::lock_guard lock(mu);
+              got.push_back(std::move(c));
+            },
+        .returned = [](std::vector<dispatch::Assignment>) {},
+        .reachable = [](bool, std::string) {},
+        .now = [] { return Time(std::chrono::steady_clock::now().time_since_epoch()); }});
+    return "";
+  }
+  void Submit(uint64_t id) {
+    dispatch::Assignment a;
+    a.id = AssignmentId(id);
+    a.request = RequestId(id);
+    device->Submit(std::move(a));
+  }
+  bool Answered() {
+    std::lock_guard lock(mu);
+    return !got.empty();
+  }
+  ~LiarHarness() {
+    if (device) device->Stop();
+    if (server) server->Shutdown();
+  }
+};
+
+TEST(AgentServerTest, ARemoteDeviceBoundsWhatALyingAgentSays) {
+  LiarHarness h;
   RemoteDeviceOptions o;
   o.name = "liar";
-  o.address = absl::StrCat("127.0.0.1:", port);
-  absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
-  ASSERT_TRUE(device.ok()) << device.status();
-  EXPECT_EQ((*device)->hello().chunk_bytes, 4096) << "raised to this side's least chunk";
-  runtime::RunnerTable runners;
-  RemotePartition partition("h");  // the liar takes any handle
-  runners.Set(ModelId(0), PartitionId(0), PuId(0), &partition);
-  (*device)->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), "liar/cpu0", "cpu", {}}}, &runners);
-  std::mutex mu;
-  std::optional<dispatch::Completion> got;
-  (*device)->Start(runtime::RemoteDeviceEvents{.completion =
-                                                   [&](dispatch::Completion c) {
-                                                     std::lock_guard lock(mu);
-                                                     got = std::move(c);
-                                                   },
-                                               .returned = [](std::vector<dispatch::Assignment>) {},
-                                               .reachable = [](bool, std::string) {},
-                                               .now = [] { return Time(std::chrono::steady_clock::now().time_since_epoch()); }});
-  dispatch::Assignment a;
-  a.id = AssignmentId(1);
-  a.request = RequestId(1);
-  a.model = ModelId(0);
-  a.partition = PartitionId(0);
-  (*device)->Submit(std::move(a));
-  ASSERT_TRUE(baton::testing::WaitUntil([&] {
-    std::lock_guard lock(mu);
-    return got.has_value();
-  }, std::chrono::seconds(30)));
+  ASSERT_EQ(h.Start(o), "");
+  EXPECT_EQ(h.device->hello().chunk_bytes, 4096) << "raised to this side's least chunk";
+  h.Submit(1);
+  ASSERT_TRUE(baton::testing::WaitUntil([&] { return h.Answered(); }, std::chrono::seconds(30)));
   {
-    std::lock_guard lock(mu);
-    EXPECT_TRUE(got->status.ok()) << got->status;
-    EXPECT_LE(got->start, got->end);
+    std::lock_guard lock(h.mu);
+    EXPECT_TRUE(h.got[0].status.ok()) << h.got[0].status;
+    EXPECT_LE(h.got[0].start, h.got[0].end);
   }
-  const std::vector<runtime::PuStats> stats = (*device)->pu_stats();
+  const std::vector<runtime::PuStats> stats = h.device->pu_stats();
   ASSERT_EQ(stats.size(), 1u);
   EXPECT_GE(stats[0].busy.count(), 0);
-  (*device)->Stop();
-  server->Shutdown();
 }
 
 // An agent that answers pings but withholds an assignment's answer: after
 // answer_timeout the client answers it DEADLINE_EXCEEDED itself and withdraws
 // it on the agent (before, a request without a deadline waited for good).
 TEST(AgentServerTest, AnAnswerTheAgentWithholdsIsGivenUpAfterTheAnswerTimeout) {
-  LyingAgent liar;
-  liar.withhold = true;
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&liar);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_NE(server, nullptr);
+  LiarHarness h;
+  h.liar.withhold = true;
   RemoteDeviceOptions o;
   o.name = "mute";
-  o.address = absl::StrCat("127.0.0.1:", port);
   o.answer_timeout = std::chrono::milliseconds(300);
-  absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
-  ASSERT_TRUE(device.ok()) << device.status();
-  runtime::RunnerTable runners;
-  RemotePartition partition("h");
-  runners.Set(ModelId(0), PartitionId(0), PuId(0), &partition);
-  (*device)->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), "mute/cpu0", "cpu", {}}}, &runners);
-  std::mutex mu;
-  std::vector<dispatch::Completion> got;
-  (*device)->Start(runtime::RemoteDeviceEvents{.completion =
-                                                   [&](dispatch::Completion c) {
-                                                     std::lock_guard lock(mu);
-                                                     got.push_back(std::move(c));
-                                                   },
-                                               .returned = [](std::vector<dispatch::Assignment>) {},
-                                               .reachable = [](bool, std::string) {},
-                                               .now = [] { return Time(std::chrono::steady_clock::now().time_since_epoch()); }});
-  dispatch::Assignment a;
-  a.id = AssignmentId(5);
-  a.request = RequestId(5);
-  (*device)->Submit(std::move(a));
-  ASSERT_TRUE(baton::testing::WaitUntil([&] {
-    std::lock_guard lock(mu);
-    return !got.empty();
-  }));
+  ASSERT_EQ(h.Start(o), "");
+  h.Submit(5);
+  ASSERT_TRUE(baton::testing::WaitUntil([&] { return h.Answered(); }));
   {
-    std::lock_guard lock(mu);
-    ASSERT_EQ(got.size(), 1u);
-    EXPECT_EQ(got[0].id, AssignmentId(5));
-    EXPECT_EQ(got[0].status.code(), absl::StatusCode::kDeadlineExceeded) << got[0].status;
-    EXPECT_THAT(std::string(got[0].status.message()), HasSubstr("did not answer within 0.3 s though it answers pings"));
+    std::lock_guard lock(h.mu);
+    ASSERT_EQ(h.got.size(), 1u);
+    EXPECT_EQ(h.got[0].id, AssignmentId(5));
+    EXPECT_EQ(h.got[0].status.code(), absl::StatusCode::kDeadlineExceeded) << h.got[0].status;
+    EXPECT_THAT(std::string(h.got[0].status.message()), HasSubstr("did not answer within 0.3 s though it answers pings"));
   }
-  EXPECT_TRUE(baton::testing::WaitUntil([&] { return liar.cancels.load() == 1; })) << "withdrawn on the agent";
-  EXPECT_EQ((*device)->counters().expired, 1u);
-  EXPECT_TRUE((*device)->reachable()) << "an agent that answers pings is not lost";
-  (*device)->Stop();
-  server->Shutdown();
+  EXPECT_TRUE(baton::testing::WaitUntil([&] { return h.liar.cancels.load() == 1; })) << "withdrawn on the agent";
+  EXPECT_EQ(h.device->counters().expired, 1u);
+  EXPECT_TRUE(h.device->reachable()) << "an agent that answers pings is not lost";
 }
 
 // Loads at once are bounded (each holds its bytes and then a session

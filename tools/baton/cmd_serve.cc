@@ -174,7 +174,7 @@ int Serve(const ServeArgs& args) {
   (*server)->Stop();
   if (http_server != nullptr && http_server->connections_shut() > 0) {
     std::cerr << "baton serve: HTTP: " << http_server->connections_shut()
-              << " connections still unfinished 30 s after the signal were closed\n";
+              << " connections still unfinished " << http.stop_grace.count() << " s after the signal were closed\n";
   }
   (*engine)->Close();
   if (options.trace) {
