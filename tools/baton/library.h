@@ -17,6 +17,7 @@
 #include "baton/app/remote.h"
 #include "baton/app/setup.h"
 #include "baton/harness/run_session.h"
+#include "baton/net/grpc_library.h"
 
 namespace baton::cli {
 
@@ -88,13 +89,19 @@ class StopOnSignal {
   std::thread watcher_;
 };
 
+// How long a process waits at exit for gRPC's clean-up (grpc_library.h); it
+// takes microseconds when nothing is left running.
+inline constexpr absl::Duration kGrpcShutdownBound = absl::Seconds(5);
+
 // Exit 0 after a long-running command stopped cleanly on a signal (its
 // server, sessions and executors released). ONNX Runtime's process-wide
 // environment is never destroyed (ort_runner.cc), so its threads outlive
 // them, and the static destructors exit() runs would race with those threads
 // (ThreadSanitizer reported it when agent_failover_test stopped agents with
-// SIGTERM). Leave without them.
+// SIGTERM). Leave without them, once gRPC's own clean-up has finished
+// (grpc_library.h).
 [[noreturn]] inline void ExitCleanlyAfterSignal() {
+  net::AwaitGrpcShutdown(kGrpcShutdownBound);
   std::cout.flush();
   std::cerr.flush();
   std::fflush(nullptr);

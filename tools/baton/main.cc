@@ -5,7 +5,9 @@
 
 #include "CLI/CLI.hpp"
 #include "baton/core/version.h"
+#include "baton/net/grpc_library.h"
 #include "commands.h"
+#include "library.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"baton: run many DNNs at once on the processing units of edge devices"};
@@ -28,5 +30,8 @@ int main(int argc, char** argv) {
     // (CLI11's own codes, 105 for a failed check, would leak out otherwise).
     return app.exit(e) == 0 ? 0 : 2;
   }
+  // A command that used gRPC may have dropped its last channel on one of
+  // gRPC's threads; let that clean-up finish before the process exits.
+  baton::net::AwaitGrpcShutdown(baton::cli::kGrpcShutdownBound);
   return exit_code;
 }
