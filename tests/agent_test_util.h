@@ -50,6 +50,13 @@ class BatonProcess {
   std::string address() const { return host_ + ":" + std::to_string(port_); }
   const std::string& banner() const { return banner_; }
   pid_t pid() const { return pid_; }
+  // The child's stderr so far.
+  std::string Stderr() const {
+    std::ifstream in(err_path_);
+    std::ostringstream os;
+    os << in.rdbuf();
+    return os.str();
+  }
 
   void Signal(int sig) {
     if (pid_ > 0) ::kill(pid_, sig);
@@ -130,13 +137,6 @@ class BatonProcess {
       if (!exited) return false;
     }
     return ::waitpid(pid_, status, 0) == pid_;
-  }
-  // The agent's stderr so far.
-  std::string Stderr() const {
-    std::ifstream in(err_path_);
-    std::ostringstream os;
-    os << in.rdbuf();
-    return os.str();
   }
   // Closes the pipe, checks the stderr file for a sanitizer report, removes it.
   void Reap() {

@@ -31,8 +31,12 @@ class CliAgentTest : public baton::testing::ZooDirTest<CliAgentTest> {
 TEST_F(CliAgentTest, OneLocalDeviceAndTwoAgentsRunVerifiedWithPerDeviceUtilisation) {
   const std::string agent_cfg = std::string(BATON_SOURCE_DIR) + "/tests/data/agent_1cpu.yaml";
   AgentProcess a({"--name", "edge1", "--config", agent_cfg});
-  AgentProcess b({"--name", "edge2", "--config", agent_cfg});
+  // edge2 serves with bounds of its own; it says which at start-up.
+  AgentProcess b({"--name", "edge2", "--config", agent_cfg, "--max-concurrent-loads", "2", "--max-threads", "64",
+                  "--max-answer-mb", "256"});
   ASSERT_TRUE(a.ok() && b.ok()) << a.banner() << b.banner();
+  EXPECT_THAT(a.Stderr(), HasSubstr("4 Loads at once, 128 gRPC threads, answers up to 1984 MiB, runs up to 60 s"));
+  EXPECT_THAT(b.Stderr(), HasSubstr("2 Loads at once, 64 gRPC threads, answers up to 256 MiB"));
   const std::string config = Write("agents.yaml", R"(
 devices:
   - name: local
@@ -169,6 +173,15 @@ TEST_F(CliAgentTest, AgentRejectsBadFlagsAndConfigs) {
   r = Baton("agent --listen 127.0.0.1:0 --client-budget-s nan");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("--client-budget-s must be in 0..86400"));
+  r = Baton("agent --listen 127.0.0.1:0 --max-concurrent-loads 0");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("--max-concurrent-loads must be in 1..1024, got 0"));
+  r = Baton("agent --listen 127.0.0.1:0 --max-threads 2");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("--max-threads must be in 8..4096"));
+  r = Baton("agent --listen 127.0.0.1:0 --max-answer-mb 4096");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("--max-answer-mb must be in 1..1984"));
 }
 
 }  // namespace

@@ -19,7 +19,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "baton/config/run_config.h"
 #include "baton/net/agent_server.h"
 #include "commands.h"
@@ -45,6 +47,9 @@ struct AgentArgs {
   double max_run_s = 60;
   double client_budget_s = 0;          // 0 = none
   double client_budget_window_s = 60;
+  int64_t max_concurrent_loads = static_cast<int64_t>(net::AgentOptions{}.max_concurrent_loads);
+  int64_t max_threads = net::AgentOptions{}.max_threads;
+  int64_t max_answer_mb = static_cast<int64_t>(net::kMaxAnswerBytes >> 20);
 };
 
 constexpr int64_t kMaxPartitionMb = int64_t{1} << 20;  // 1 TiB: far above any real partition
@@ -87,6 +92,21 @@ int Agent(const AgentArgs& args) {
               << "\n";
     return 2;
   }
+  if (args.max_concurrent_loads < 1 || args.max_concurrent_loads > static_cast<int64_t>(net::kMaxConcurrentLoads)) {
+    std::cerr << "baton agent: --max-concurrent-loads must be in 1.." << net::kMaxConcurrentLoads << ", got "
+              << args.max_concurrent_loads << "\n";
+    return 2;
+  }
+  if (args.max_threads < net::kMinThreads || args.max_threads > net::kMaxThreads) {
+    std::cerr << "baton agent: --max-threads must be in " << net::kMinThreads << ".." << net::kMaxThreads
+              << " (each Execute stream and each Load holds one), got " << args.max_threads << "\n";
+    return 2;
+  }
+  if (args.max_answer_mb < 1 || args.max_answer_mb > static_cast<int64_t>(net::kMaxAnswerBytes >> 20)) {
+    std::cerr << "baton agent: --max-answer-mb must be in 1.." << (net::kMaxAnswerBytes >> 20)
+              << " (one answer is one protobuf message, at most 2 GiB), got " << args.max_answer_mb << "\n";
+    return 2;
+  }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   config::DeviceConfig device = config::DefaultAgentDevice(args.name.empty() ? "agent" : args.name, cores);
   if (!args.config.empty()) {
@@ -119,6 +139,9 @@ int Agent(const AgentArgs& args) {
       std::chrono::milliseconds(static_cast<int64_t>(std::llround(args.client_budget_s * 1000)));
   options.client_budget_window =
       std::chrono::milliseconds(std::max<int64_t>(1, std::llround(args.client_budget_window_s * 1000)));
+  options.max_concurrent_loads = static_cast<size_t>(args.max_concurrent_loads);
+  options.max_threads = static_cast<int>(args.max_threads);
+  options.max_answer_bytes = static_cast<size_t>(args.max_answer_mb) << 20;
   absl::StatusOr<std::unique_ptr<net::AgentServer>> server = net::AgentServer::Start(options, std::move(pus));
   if (!server.ok()) {
     std::cerr << "baton agent: " << server.status().message() << "\n";
@@ -126,6 +149,13 @@ int Agent(const AgentArgs& args) {
     return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ? 2 : 1;
   }
   if (!(*server)->notice().empty()) std::cerr << "baton agent: " << (*server)->notice() << "\n";
+  // Before the banner on stdout, which tells a waiting caller it is up.
+  const net::AgentOptions& limits = (*server)->options();
+  std::cerr << absl::StrFormat(
+      "baton agent '%s': limits: partitions up to %d MiB, parameters loaded at once up to %d MiB, %d Loads at once, "
+      "%d gRPC threads, answers up to %d MiB, runs up to %g s\n",
+      device.name, limits.max_partition_bytes >> 20, limits.max_loaded_param_bytes >> 20, limits.max_concurrent_loads,
+      limits.max_threads, limits.max_answer_bytes >> 20, absl::ToDoubleSeconds(absl::FromChrono(limits.max_run)));
   std::vector<std::string> names;
   for (const config::PuConfig& pu : device.pus) names.push_back(pu.name);
   std::printf("baton agent '%s' listening on %s (PUs: %s)\n", device.name.c_str(), (*server)->address().c_str(),
@@ -180,6 +210,15 @@ void AddAgentCommand(CLI::App& app, int* exit_code) {
                   "work is refused until the budget refills (default 0: no budget)");
   cmd->add_option("--client-budget-window-s", args->client_budget_window_s,
                   "The window of --client-budget-s, in seconds (default 60)");
+  cmd->add_option("--max-concurrent-loads", args->max_concurrent_loads,
+                  "Loads in progress at once (being received or creating sessions), over all clients; one more is "
+                  "refused RESOURCE_EXHAUSTED (default 4)");
+  cmd->add_option("--max-threads", args->max_threads,
+                  "Threads gRPC may use for calls in progress (each Execute stream and each Load holds one); past "
+                  "it new calls are refused RESOURCE_EXHAUSTED (default 128)");
+  cmd->add_option("--max-answer-mb", args->max_answer_mb,
+                  "Largest outputs one run may answer, in MiB; a larger answer is refused RESOURCE_EXHAUSTED "
+                  "(default and most 1984: one protobuf message)");
   cmd->callback([args, exit_code] {
     *exit_code = Agent(*args);
     if (*exit_code == 0) ExitCleanlyAfterSignal();

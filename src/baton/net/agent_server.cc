@@ -692,12 +692,13 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions opt
     return absl::InvalidArgumentError(absl::StrCat(agent, ": max_answer_bytes must be in 1..", kMaxAnswerBytes,
                                                    ", got ", options.max_answer_bytes));
   }
-  if (options.max_concurrent_loads < 1 || options.max_concurrent_loads > 1024) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(agent, ": max_concurrent_loads must be in 1..1024, got ", options.max_concurrent_loads));
+  if (options.max_concurrent_loads < 1 || options.max_concurrent_loads > kMaxConcurrentLoads) {
+    return absl::InvalidArgumentError(absl::StrCat(agent, ": max_concurrent_loads must be in 1..", kMaxConcurrentLoads,
+                                                   ", got ", options.max_concurrent_loads));
   }
-  if (options.max_threads < 8 || options.max_threads > 4096) {
-    return absl::InvalidArgumentError(absl::StrCat(agent, ": max_threads must be in 8..4096, got ", options.max_threads));
+  if (options.max_threads < kMinThreads || options.max_threads > kMaxThreads) {
+    return absl::InvalidArgumentError(absl::StrCat(agent, ": max_threads must be in ", kMinThreads, "..", kMaxThreads,
+                                                   ", got ", options.max_threads));
   }
   if (options.chunk_bytes <= 0 || options.chunk_bytes > kMaxChunk) {
     return absl::InvalidArgumentError(absl::StrCat(agent, ": chunk_bytes must be in 1..", kMaxChunk, ", got ",
@@ -738,6 +739,7 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions opt
 int AgentServer::port() const { return impl_->port(); }
 const std::string& AgentServer::address() const { return impl_->address(); }
 const std::string& AgentServer::notice() const { return impl_->notice(); }
+const AgentOptions& AgentServer::options() const { return impl_->options(); }
 void AgentServer::Shutdown() { impl_->Shutdown(); }
 size_t AgentServer::loads_left_running() const { return impl_->loads_left_running(); }
 pb::StatsReply AgentServer::Stats() const { return impl_->MakeStats(); }

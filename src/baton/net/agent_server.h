@@ -63,6 +63,13 @@ struct AgentPu {
   bool batch_scheduling = false;          // the worker thread runs under SCHED_BATCH
 };
 
+// Ranges of AgentOptions' bounds on calls. gRPC needs a few threads of its
+// own besides the calls' (a client holds one Execute stream and up to 4 Loads
+// at once).
+inline constexpr size_t kMaxConcurrentLoads = 1024;
+inline constexpr int kMinThreads = 8;
+inline constexpr int kMaxThreads = 4096;
+
 struct AgentOptions {
   std::string name = "agent";
   std::string listen = "127.0.0.1:0";  // host:port, port in 0..65535; 0 picks a free one (see AgentServer::port)
@@ -94,10 +101,10 @@ struct AgentOptions {
   // Loads at once (each being received, or creating its sessions); past it a
   // Load is refused RESOURCE_EXHAUSTED. A client reloading a restarted agent
   // sends 4 at once.
-  size_t max_concurrent_loads = 4;
+  size_t max_concurrent_loads = 4;  // 1..kMaxConcurrentLoads
   // Threads gRPC may use for calls in progress (each Execute stream and Load
   // holds one); past it new calls are refused RESOURCE_EXHAUSTED.
-  int max_threads = 128;
+  int max_threads = 128;  // kMinThreads..kMaxThreads
   // The outputs one completion may carry; a run whose outputs are larger is
   // answered RESOURCE_EXHAUSTED (a protobuf message holds at most 2 GiB).
   size_t max_answer_bytes = kMaxAnswerBytes;
@@ -125,6 +132,9 @@ class AgentServer {
   int port() const;                    // the bound port (for a listen address with port 0)
   const std::string& address() const;  // host:port actually listened on
   const std::string& notice() const;   // the security notice of MakeServerSecurity ("" = none)
+  // The options it serves with: as given, with max_loaded_param_bytes 0
+  // resolved to its budget.
+  const AgentOptions& options() const;
 
   // Stops serving: cancels open streams and loads, waits for the RPCs to
   // return, joins every thread it started. Work still queued is not answered.

@@ -99,6 +99,7 @@ class AgentServer::Impl final : public pb::Agent::Service {
   int port() const { return port_; }
   const std::string& address() const { return address_; }
   const std::string& notice() const { return security_.notice; }
+  const AgentOptions& options() const { return options_; }
 
   grpc::Status Hello(grpc::ServerContext* context, const pb::HelloRequest* request, pb::HelloReply* reply) override;
   grpc::Status Load(grpc::ServerContext* context, grpc::ServerReader<pb::LoadChunk>* reader,
