@@ -277,24 +277,43 @@ TEST_P(RuntimeModeTest, ManyThreadsRunAndSubmitAtOnce) {
 // On an idle runtime, Run's caller runs its request's partitions itself (no
 // hand-over to a PU worker); the PU's stats and the trace still see each run.
 TEST(Runtime, RunDoesTheWorkOnItsCallersThreadWhenThePuIsIdle) {
-  for (const bool caller_runs : {true, false}) {
-    SCOPED_TRACE(caller_runs ? "caller_runs" : "no caller_runs");
+  // Three Runs on a fresh runtime; true when every partition ran on this thread.
+  auto all_on_caller = [](bool caller_runs) {
     FakeSystem sys(1, 1, "fifo", {}, {}, {}, 256, RuntimeOptions{.caller_runs = caller_runs});
-    ASSERT_TRUE(sys.rt->Start().ok());
+    EXPECT_TRUE(sys.rt->Start().ok());
     for (int i = 0; i < 3; ++i) {
       RequestResult r = sys.rt->Run(ModelId(0), Input(i));
-      ASSERT_TRUE(r.status.ok()) << r.status;
-      ASSERT_EQ(r.outputs.size(), 1u);
-      EXPECT_EQ(ValueOf(r.outputs[0].second), i + 11);
+      EXPECT_TRUE(r.status.ok()) << r.status;
+      EXPECT_EQ(r.outputs.size(), 1u);
+      if (r.outputs.size() == 1) {
+        EXPECT_EQ(ValueOf(r.outputs[0].second), i + 11);
+      }
     }
     sys.rt->Stop();
-    for (const auto& p : sys.parts) {
-      ASSERT_EQ(p->threads().size(), 3u);
-      for (std::thread::id id : p->threads()) EXPECT_EQ(id == std::this_thread::get_id(), caller_runs);
-    }
     EXPECT_EQ(sys.rt->pu_stats()[0].runs, 6u);
     EXPECT_EQ(sys.log.runs().size(), 6u);
-  }
+    size_t here = 0, runs = 0;
+    for (const auto& p : sys.parts) {
+      EXPECT_EQ(p->threads().size(), 3u);
+      for (std::thread::id id : p->threads()) {
+        ++runs;
+        here += id == std::this_thread::get_id() ? 1 : 0;
+      }
+    }
+    if (!caller_runs) {
+      EXPECT_EQ(here, 0u) << "without caller_runs, a partition ran on Run's caller";
+    }
+    return here == runs && runs == 6;
+  };
+  all_on_caller(false);
+  // The caller catches a run only while no other thread holds the dispatcher
+  // role (a PU worker or the dispatcher thread may, briefly, on a loaded
+  // machine: 4 runtimes in 3000 ran one partition elsewhere under a parallel
+  // build). Up to five fresh runtimes; one where every run stayed here shows
+  // that Run crosses no thread on an idle runtime.
+  bool caught = false;
+  for (int attempt = 0; attempt < 5 && !caught; ++attempt) caught = all_on_caller(true);
+  EXPECT_TRUE(caught) << "in five runtimes, Run's caller never ran all of its partitions itself";
 }
 
 // A callback may take locks its Submit caller holds: it never runs on the
