@@ -8,6 +8,7 @@
 #include <map>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -82,13 +83,20 @@ TEST(KServeJsonTest, BadRequestsNameTheTensorAndWhatWasExpected) {
             "model 'cam' output 'y' is requested twice; name each output once"},
            {R"({"parameters": {"timeout": -1}, "inputs": []})", "'timeout' must be microseconds"},
            {Request(R"({"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5]})"),
-            "input 'x': 'data' has more than 3 elements, but shape [1,3] needs 3"},
+            "input 'x': 'data' has 5 elements, but shape [1,3] needs 3"},
+           {Request(R"({"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, null, 3]})"),
+            "input 'x': element 1 is null, expected a number"},
+           {Request(R"({"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, {"a": [2, 3]}, 3]})"),
+            "input 'x': element 1 is an object, expected a number"},
+           {Request(kGoodX, R"({"name": "ids", "shape": [2], "datatype": "INT64", "data": [1, 9223372036854775808]})"),
+            "input 'ids': element 1 (9223372036854775808) does not fit the datatype"},
+           {Request(kGoodX).substr(0, 40), "the request body is not valid JSON (at byte "},
            {[] {
               std::string many = R"({"inputs": [)";
               for (int i = 0; i < 300000; ++i) many += "{},";
               return many + "{}]}";
             }(),
-            "has more than 262144 arrays and objects; send tensor data as one flat array"},
+            "has more than 262144 arrays and objects outside the inputs' 'data'"},
        }) {
     absl::StatusOr<ParsedRequest> r = ParseInferRequest(c.body, m, 1 << 20);
     ASSERT_FALSE(r.ok()) << c.body;
@@ -99,6 +107,69 @@ TEST(KServeJsonTest, BadRequestsNameTheTensorAndWhatWasExpected) {
   absl::StatusOr<ParsedRequest> big = ParseInferRequest(
       Request(R"({"name": "x", "shape": [1000000000, 3], "datatype": "FP32", "data": []})"), m, 1 << 20);
   EXPECT_THAT(big.status().message(), HasSubstr("more than 1048576 elements"));
+}
+
+// Each input's 'data' is read straight into a compact list of leaves, not
+// into JSON values: the values come out exact, nested or mixed.
+TEST(KServeJsonTest, DataLeavesKeepEveryValueExactly) {
+  ModelInfo m = Model();
+  m.inputs.push_back(TensorInfo{"u", dtype::kUint64, "uint64", {2}, true});
+  m.inputs.push_back(TensorInfo{"s", dtype::kString, "string", {2}, true});
+  m.inputs.push_back(TensorInfo{"b", dtype::kBool, "bool", {3}, true});
+  const std::string body = R"({"inputs": [
+      {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [[1, 2.5, true], [-4, 0.125, false]]},
+      {"name": "ids", "shape": [2], "datatype": "INT64", "data": [9007199254740993, -9223372036854775808]},
+      {"name": "u", "shape": [2], "datatype": "UINT64", "data": [18446744073709551615, 0]},
+      {"name": "s", "shape": [2], "datatype": "BYTES", "data": ["a\"b", ""]},
+      {"name": "b", "shape": [3], "datatype": "BOOL", "data": [true, 0, 1]}]})";
+  absl::StatusOr<ParsedRequest> r = ParseInferRequest(body, m, 1 << 20);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Tensor& x = r->inputs.at("x");
+  EXPECT_EQ(std::vector<float>(x.data<float>().begin(), x.data<float>().end()),
+            (std::vector<float>{1, 2.5f, 1, -4, 0.125f, 0}));
+  EXPECT_EQ(r->inputs.at("ids").data<int64_t>()[0], int64_t{9007199254740993});
+  EXPECT_EQ(r->inputs.at("ids").data<int64_t>()[1], std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(r->inputs.at("u").data<uint64_t>()[0], std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(r->inputs.at("s").strings(), (std::vector<std::string>{"a\"b", ""}));
+  const Tensor& b = r->inputs.at("b");
+  EXPECT_EQ(std::vector<uint8_t>(b.data<uint8_t>().begin(), b.data<uint8_t>().end()), (std::vector<uint8_t>{1, 0, 1}));
+
+  // A repeated key counts once, the last one, as in any JSON object: 'data',
+  // then 'inputs'.
+  const std::string twice = R"({"inputs": [{"name": "x"}], "inputs": [
+      {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [9, 9, 9, 9], "data": [7, 8, 9]},
+      {"name": "ids", "shape": [2], "datatype": "INT64", "data": [1, 2]}]})";
+  r = ParseInferRequest(twice, Model(), 1 << 20);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->inputs.at("x").data<float>()[0], 7.0f);
+  // 'data' elsewhere (here in the parameters) is an ordinary value.
+  const std::string elsewhere = R"({"parameters": {"data": [1]}, "inputs": [
+      {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3], "parameters": {"data": {"y": 1}}},
+      {"name": "ids", "shape": [2], "datatype": "INT64", "data": [1, 2]}]})";
+  EXPECT_TRUE(ParseInferRequest(elsewhere, Model(), 1 << 20).ok());
+
+  // With every input's shape fixed, no more leaves are kept than the largest
+  // input takes; the rest are still counted for the message.
+  ModelInfo fixed;
+  fixed.name = "ids_only";
+  fixed.inputs = {TensorInfo{"ids", dtype::kInt64, "int64", {2}, true}};
+  r = ParseInferRequest(R"({"inputs": [{"name": "ids", "shape": [2], "datatype": "INT64",
+                                        "data": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}]})",
+                        fixed, 1 << 20);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("input 'ids': 'data' has 10 elements, but shape [2] needs 2"));
+}
+
+// Nested 'data' arrays are not kept, so they do not count against the bound
+// on arrays and objects: a tensor of 300,000 rows may be sent row by row.
+TEST(KServeJsonTest, NestedDataMayHoldManyRows) {
+  std::string rows;
+  for (int i = 0; i < 300000; ++i) rows += i == 0 ? "[1, 2, 3]" : ",[1, 2, 3]";
+  const std::string body =
+      Request(R"({"name": "x", "shape": [300000, 3], "datatype": "FP32", "data": [)" + rows + "]}");
+  absl::StatusOr<ParsedRequest> r = ParseInferRequest(body, Model(), 1 << 20);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->inputs.at("x").data<float>()[899999], 3.0f);
 }
 
 TEST(KServeJsonTest, ResponsesAndMetadata) {

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "baton/serve/classification.h"
+#include "baton/serve/infer_body.h"
 #include "baton/serve/kserve_raw.h"
 #include "baton/verify/verify.h"
 
@@ -36,91 +37,64 @@ std::string ShapeText(const std::vector<int64_t>& shape) { return absl::StrCat("
 
 absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(what); }
 
-// Deeper nesting than any tensor's rank: a bound, so that a hostile body
-// cannot exhaust the stack or the time of the walk below.
-constexpr size_t kMaxDataDepth = 64;
-
-// Appends the leaves of `v` (nested arrays flattened row-major) to `out`, at
-// most `limit` of them, nested at most kMaxDataDepth deep. Iterative: the
-// depth comes from the client.
-absl::Status Flatten(const json& v, std::vector<const json*>& out, size_t limit, const std::string& where) {
-  struct Level {
-    const json* array;
-    size_t next;
-  };
-  std::vector<Level> stack;
-  auto visit = [&](const json& e) -> absl::Status {
-    if (e.is_array()) {
-      if (stack.size() >= kMaxDataDepth) {
-        return Bad(absl::StrCat(where, ": 'data' is nested more than ", kMaxDataDepth,
-                                " arrays deep; send it as one flat array in row-major order"));
-      }
-      stack.push_back({&e, 0});
-      return absl::OkStatus();
-    }
-    if (out.size() >= limit) return Bad(absl::StrCat(where, ": more than ", limit, " elements"));
-    out.push_back(&e);
-    return absl::OkStatus();
-  };
-  BATON_RETURN_IF_ERROR(visit(v));
-  while (!stack.empty()) {
-    Level& top = stack.back();
-    if (top.next == top.array->size()) {
-      stack.pop_back();
-      continue;
-    }
-    const json& e = (*top.array)[top.next++];
-    BATON_RETURN_IF_ERROR(visit(e));  // may grow `stack`: `top` is not used after this
-  }
-  return absl::OkStatus();
-}
+using Kind = DataLeaves::Kind;
 
 template <typename T>
-absl::Status FillInts(const std::vector<const json*>& in, Tensor& t, const std::string& where) {
+absl::Status FillInts(const DataLeaves& in, Tensor& t, const std::string& where) {
   std::span<T> out = t.data<T>();
-  for (size_t i = 0; i < in.size(); ++i) {
-    const json& v = *in[i];
-    if (v.is_boolean()) {
-      out[i] = static_cast<T>(v.get<bool>());
-      continue;
-    }
-    if (!v.is_number_integer()) {
-      return Bad(absl::StrCat(where, ": element ", i, " is ", v.dump(), ", expected an integer"));
-    }
-    if (v.is_number_unsigned()) {
-      const uint64_t u = v.get<uint64_t>();
-      if (u > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
-        return Bad(absl::StrCat(where, ": element ", i, " (", u, ") does not fit the datatype"));
+  for (size_t i = 0; i < in.stored(); ++i) {
+    switch (in.kind(i)) {
+      case Kind::kBool:
+        out[i] = static_cast<T>(in.boolean(i));
+        break;
+      case Kind::kUint: {
+        const uint64_t u = in.unsigned_integer(i);
+        if (u > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+          return Bad(absl::StrCat(where, ": element ", i, " (", u, ") does not fit the datatype"));
+        }
+        out[i] = static_cast<T>(u);
+        break;
       }
-      out[i] = static_cast<T>(u);
-    } else {
-      const int64_t s = v.get<int64_t>();
-      if (s < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
-          (s > 0 && static_cast<uint64_t>(s) > static_cast<uint64_t>(std::numeric_limits<T>::max()))) {
-        return Bad(absl::StrCat(where, ": element ", i, " (", s, ") does not fit the datatype"));
+      case Kind::kInt: {
+        const int64_t v = in.integer(i);
+        if (v < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
+            (v > 0 && static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<T>::max()))) {
+          return Bad(absl::StrCat(where, ": element ", i, " (", v, ") does not fit the datatype"));
+        }
+        out[i] = static_cast<T>(v);
+        break;
       }
-      out[i] = static_cast<T>(s);
+      default:
+        return Bad(absl::StrCat(where, ": element ", i, " is ", in.Show(i), ", expected an integer"));
     }
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> Number(const json& v, size_t i, const std::string& where) {
-  if (v.is_number()) return v.get<double>();
-  if (v.is_boolean()) return v.get<bool>() ? 1.0 : 0.0;
-  return Bad(absl::StrCat(where, ": element ", i, " is ", v.dump(), ", expected a number"));
+absl::StatusOr<double> Number(const DataLeaves& in, size_t i, const std::string& where) {
+  switch (in.kind(i)) {
+    case Kind::kFloat: return in.floating(i);
+    case Kind::kInt: return static_cast<double>(in.integer(i));
+    case Kind::kUint: return static_cast<double>(in.unsigned_integer(i));
+    case Kind::kBool: return in.boolean(i) ? 1.0 : 0.0;
+    default: return Bad(absl::StrCat(where, ": element ", i, " is ", in.Show(i), ", expected a number"));
+  }
 }
 
-absl::Status Fill(const std::vector<const json*>& in, Tensor& t, const std::string& where) {
+absl::Status Fill(const DataLeaves& in, Tensor& t, const std::string& where) {
+  const size_t n = in.stored();
   switch (t.elem_type()) {
     case dtype::kBool: {
       std::span<uint8_t> out = t.data<uint8_t>();
-      for (size_t i = 0; i < in.size(); ++i) {
-        const json& v = *in[i];
-        if (!v.is_boolean() && !(v.is_number_integer() && (v.get<int64_t>() == 0 || v.get<int64_t>() == 1))) {
-          return Bad(absl::StrCat(where, ": element ", i, " is ", v.dump(), ", expected true or false"));
+      for (size_t i = 0; i < n; ++i) {
+        const Kind k = in.kind(i);
+        if (k == Kind::kBool) {
+          out[i] = in.boolean(i) ? 1 : 0;
+        } else if ((k == Kind::kInt || k == Kind::kUint) && in.unsigned_integer(i) <= 1) {
+          out[i] = static_cast<uint8_t>(in.unsigned_integer(i));
+        } else {
+          return Bad(absl::StrCat(where, ": element ", i, " is ", in.Show(i), ", expected true or false"));
         }
-        out[i] = v.is_boolean() ? v.get<bool>() : static_cast<uint8_t>(v.get<int64_t>());
       }
       return absl::OkStatus();
     }
@@ -134,24 +108,28 @@ absl::Status Fill(const std::vector<const json*>& in, Tensor& t, const std::stri
     case dtype::kInt64: return FillInts<int64_t>(in, t, where);
     case dtype::kFloat: {
       std::span<float> out = t.data<float>();
-      for (size_t i = 0; i < in.size(); ++i) {
-        BATON_ASSIGN_OR_RETURN(const double d, Number(*in[i], i, where));
+      for (size_t i = 0; i < n; ++i) {
+        if (in.kind(i) == Kind::kFloat) {  // the common case, without the StatusOr
+          out[i] = static_cast<float>(in.floating(i));
+          continue;
+        }
+        BATON_ASSIGN_OR_RETURN(const double d, Number(in, i, where));
         out[i] = static_cast<float>(d);
       }
       return absl::OkStatus();
     }
     case dtype::kDouble: {
       std::span<double> out = t.data<double>();
-      for (size_t i = 0; i < in.size(); ++i) {
-        BATON_ASSIGN_OR_RETURN(out[i], Number(*in[i], i, where));
+      for (size_t i = 0; i < n; ++i) {
+        BATON_ASSIGN_OR_RETURN(out[i], Number(in, i, where));
       }
       return absl::OkStatus();
     }
     case dtype::kFloat16:
     case dtype::kBfloat16: {
       std::span<uint16_t> out = t.data<uint16_t>();
-      for (size_t i = 0; i < in.size(); ++i) {
-        BATON_ASSIGN_OR_RETURN(const double d, Number(*in[i], i, where));
+      for (size_t i = 0; i < n; ++i) {
+        BATON_ASSIGN_OR_RETURN(const double d, Number(in, i, where));
         out[i] = t.elem_type() == dtype::kFloat16 ? verify::FloatToHalf(static_cast<float>(d))
                                                   : verify::FloatToBfloat16(static_cast<float>(d));
       }
@@ -213,7 +191,7 @@ json TensorMetadata(const TensorInfo& t) {
 
 }  // namespace
 
-absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view text, const std::string& what) {
+absl::Status CheckJsonNesting(std::string_view text, const std::string& what, size_t max_containers) {
   size_t depth = 0;
   size_t containers = 0;
   bool in_string = false, escaped = false;
@@ -234,14 +212,19 @@ absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view text, const std::s
                                 " deep; send tensor data as one flat array in row-major order"));
       }
       // Each costs a parsed value and a container (~40-70 bytes) for 2 bytes of text.
-      if (++containers > kMaxJsonContainers) {
-        return Bad(absl::StrCat(what, ": has more than ", kMaxJsonContainers,
+      if (++containers > max_containers) {
+        return Bad(absl::StrCat(what, ": has more than ", max_containers,
                                 " arrays and objects; send tensor data as one flat array in row-major order"));
       }
     } else if ((ch == ']' || ch == '}') && depth > 0) {
       --depth;
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view text, const std::string& what) {
+  BATON_RETURN_IF_ERROR(CheckJsonNesting(text, what, kMaxJsonContainers));
   json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Bad(absl::StrCat(what, " is not valid JSON"));
   return doc;
@@ -395,8 +378,22 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
     body = body.substr(0, n);
   }
   size_t binary_used = 0;
-  BATON_ASSIGN_OR_RETURN(const json doc,
-                         ParseJsonBody(body, absl::StrCat("model '", model.name, "': the request body")));
+  // Leaves kept per 'data': no more than the largest input can take when
+  // every input's shape is fixed (the rest are only counted, for the message).
+  uint64_t leaf_bound = 0;
+  for (const TensorInfo& t : model.inputs) {
+    uint64_t n = t.rank_known ? 1 : max_elements;
+    for (size_t k = 0; k < t.shape.size() && n > 0 && n < max_elements; ++k) {
+      const int64_t d = t.shape[k];
+      n = d < 0 || n > max_elements / static_cast<uint64_t>(std::max<int64_t>(d, 1)) ? max_elements
+                                                                                      : n * static_cast<uint64_t>(d);
+    }
+    leaf_bound = std::max(leaf_bound, std::min<uint64_t>(n, max_elements));
+  }
+  BATON_ASSIGN_OR_RETURN(InferBody parsed,
+                         ParseInferBody(body, static_cast<size_t>(std::min<uint64_t>(leaf_bound, max_elements)),
+                                        absl::StrCat("model '", model.name, "': the request body")));
+  const json& doc = parsed.doc;
   if (!doc.is_object()) return Bad(absl::StrCat("model '", model.name, "': the request body must be a JSON object"));
   ParsedRequest req;
   if (auto it = doc.find("id"); it != doc.end()) {
@@ -423,7 +420,9 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
   if (inputs == doc.end() || !inputs->is_array()) {
     return Bad(absl::StrCat("model '", model.name, "': the request has no 'inputs' array"));
   }
-  for (const json& in : *inputs) {
+  for (size_t input = 0; input < inputs->size(); ++input) {
+    const json& in = (*inputs)[input];
+    DataLeaves* data = input < parsed.data.size() && parsed.data[input] ? &*parsed.data[input] : nullptr;
     if (!in.is_object() || !in.contains("name") || !in["name"].is_string()) {
       return Bad(absl::StrCat("model '", model.name, "': every input needs a string 'name'"));
     }
@@ -474,7 +473,7 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
         return Bad(absl::StrCat(where, ": has 'binary_data_size' and names shared memory region '", in_shm->region,
                                 "'; use one"));
       }
-      if (in.contains("data")) return Bad(absl::StrCat(where, ": has 'data' and 'binary_data_size'; use one"));
+      if (data != nullptr) return Bad(absl::StrCat(where, ": has 'data' and 'binary_data_size'; use one"));
       if (!header_length) {
         return Bad(absl::StrCat(where, ": has 'binary_data_size' but the request has no "
                                        "Inference-Header-Content-Length header; send it with the length of the "
@@ -492,7 +491,7 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
       continue;
     }
     if (in_shm) {
-      if (in.contains("data")) {
+      if (data != nullptr) {
         return Bad(absl::StrCat(where, ": has 'data' and names shared memory region '", in_shm->region, "'; use one"));
       }
       if (shm == nullptr) return SharedMemoryOff(where, in_shm->region);
@@ -501,29 +500,28 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
       req.inputs.emplace(name, std::move(t));
       continue;
     }
-    if (!in.contains("data")) return Bad(absl::StrCat(where, ": needs 'data'"));
-    std::vector<const json*> leaves;
-    // Up to one more than the shape needs: enough to tell that there are too many.
-    const size_t cap = static_cast<size_t>(std::min<uint64_t>(max_elements, elements + 1));
-    if (absl::Status flat = Flatten(in["data"], leaves, cap, where); !flat.ok() && leaves.size() < cap) return flat;
-    if (leaves.size() != elements) {
-      return Bad(absl::StrCat(where, ": 'data' has ", leaves.size() >= cap ? "more than " : "",
-                              leaves.size() >= cap ? elements : leaves.size(), " elements, but shape ",
-                              ShapeText(shape), " needs ", elements));
+    if (data == nullptr) return Bad(absl::StrCat(where, ": needs 'data'"));
+    if (data->too_deep()) {
+      return Bad(absl::StrCat(where, ": 'data' is nested more than ", kMaxDataDepth,
+                              " arrays deep; send it as one flat array in row-major order"));
+    }
+    if (data->count() != elements) {
+      return Bad(absl::StrCat(where, ": 'data' has ", data->count(), " elements, but shape ", ShapeText(shape),
+                              " needs ", elements));
     }
     if (want->elem_type == dtype::kString) {
       std::vector<std::string> strings;
-      for (size_t i = 0; i < leaves.size(); ++i) {
-        if (!leaves[i]->is_string()) {
-          return Bad(absl::StrCat(where, ": element ", i, " is ", leaves[i]->dump(), ", expected a string"));
+      for (size_t i = 0; i < data->stored(); ++i) {
+        if (data->kind(i) != Kind::kString) {
+          return Bad(absl::StrCat(where, ": element ", i, " is ", data->Show(i), ", expected a string"));
         }
-        strings.push_back(leaves[i]->get<std::string>());
+        strings.push_back(data->TakeText(i));
       }
       req.inputs.emplace(name, Tensor::Strings(shape, std::move(strings)));
       continue;
     }
     Tensor t(want->elem_type, shape);
-    BATON_RETURN_IF_ERROR(Fill(leaves, t, where));
+    BATON_RETURN_IF_ERROR(Fill(*data, t, where));
     req.inputs.emplace(name, std::move(t));
   }
   if (binary_used != binary.size()) {

@@ -52,6 +52,9 @@ inline constexpr size_t kMaxJsonDepth = 80;
 // Arrays and objects in one body (a 64x3x224x224 image as nested arrays has 43,000).
 inline constexpr size_t kMaxJsonContainers = size_t{1} << 18;
 absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view text, const std::string& what);
+// The check ParseJsonBody makes before parsing, with a bound of its own on
+// the number of arrays and objects.
+absl::Status CheckJsonNesting(std::string_view text, const std::string& what, size_t max_containers);
 
 // "FP32", "INT64", "UINT8", "BOOL", "BYTES", ...; nullopt for a type KServe has no name for.
 std::optional<std::string> KServeDatatype(ElemType type);
