@@ -9,6 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "agent_test_util.h"
 #include "cli_test_util.h"
@@ -167,21 +170,18 @@ TEST_F(CliAgentTest, AgentRejectsBadFlagsAndConfigs) {
   r = Baton("agent --listen 127.0.0.1:0 --config " + bad);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("tpu"));
-  r = Baton("agent --listen 127.0.0.1:0 --max-loaded-mb -1");
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.output, HasSubstr("--max-loaded-mb must be in 0.."));
-  r = Baton("agent --listen 127.0.0.1:0 --client-budget-s nan");
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.output, HasSubstr("--client-budget-s must be in 0..86400"));
-  r = Baton("agent --listen 127.0.0.1:0 --max-concurrent-loads 0");
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.output, HasSubstr("--max-concurrent-loads must be in 1..1024, got 0"));
-  r = Baton("agent --listen 127.0.0.1:0 --max-threads 2");
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.output, HasSubstr("--max-threads must be in 8..4096"));
-  r = Baton("agent --listen 127.0.0.1:0 --max-answer-mb 4096");
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.output, HasSubstr("--max-answer-mb must be in 1..1984"));
+  // A bad bound: exit status 2, naming the flag and its range.
+  for (const auto& [flag, says] : std::vector<std::pair<std::string, std::string>>{
+           {"--max-loaded-mb -1", "--max-loaded-mb must be in 0.."},
+           {"--client-budget-s nan", "--client-budget-s must be in 0..86400"},
+           {"--max-concurrent-loads 0", "--max-concurrent-loads must be in 1..1024, got 0"},
+           {"--max-threads 2", "--max-threads must be in 8..4096"},
+           {"--max-answer-mb 4096", "--max-answer-mb must be in 1..1984"},
+       }) {
+    r = Baton("agent --listen 127.0.0.1:0 " + flag);
+    EXPECT_EQ(r.exit_code, 2) << flag;
+    EXPECT_THAT(r.output, HasSubstr(says)) << flag;
+  }
 }
 
 }  // namespace
