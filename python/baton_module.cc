@@ -646,6 +646,19 @@ py::dict StatsDict(PyEngine& self) {
   return out;
 }
 
+py::dict RunWholeModelPy(const py::object& model_path, const py::object& inputs) {
+  const std::optional<std::string> path = PathArg(model_path);
+  if (!path) throw py::type_error("run_whole_model(): model_path must be a str or os.PathLike");
+  Inputs in = ToTensors(inputs, /*adopt=*/false);  // in.arrays keeps the borrowed buffers alive
+  Result<Tensors> out = Status(StatusCode::kUnknown, "not run");
+  {
+    py::gil_scoped_release nogil;
+    out = RunWholeModel(*path, std::move(in.tensors));
+  }
+  if (!out.ok()) Raise(out.status());
+  return ToDict(std::move(out).value());
+}
+
 py::bytes ZooModel(const std::string& name, bool small) {
   absl::StatusOr<std::string> bytes;
   {
@@ -812,6 +825,15 @@ not call infer() or close() from them.)doc")
         return py::bytes(*bytes);
       },
       "The serialized ONNX model whose runs practically never end (a Loop of 2^40 steps), for tests.");
+  m.def("run_whole_model", &b::RunWholeModelPy, py::arg("model_path"), py::arg("inputs"),
+        R"doc(run_whole_model(model_path, inputs) -> dict
+
+Runs the ONNX model file once, whole, in plain ONNX Runtime (one session with
+one intra-op thread, made for this call), and returns every output as a numpy
+array: the reference that baton's partitioned answers are checked against.
+For checks, not for serving: each call loads the model and creates a session.
+Raises baton.InvalidArgumentError (a missing input, inputs ONNX Runtime refuses),
+baton.NotFoundError (no such file), or the error ONNX Runtime gave.)doc");
   m.def("_zoo_model", &b::ZooModel, py::arg("name"), py::arg("small") = true,
         "The serialized ONNX model of baton's built-in zoo (`baton zoo`); small: the reduced variant.");
 

@@ -261,6 +261,21 @@ TEST_F(EngineTest, PartitionedAnswersEqualWholeModelOrt) {
   EXPECT_EQ(threads.count("dispatcher"), 1u);
 }
 
+// baton::RunWholeModel, the public reference: what ONNX Runtime answers for
+// the whole model, and clear errors.
+TEST_F(EngineTest, RunWholeModelAnswersWhatOnnxRuntimeAnswers) {
+  const Reference ref = MakeReference("squeezenet.onnx", 11);
+  const std::string path = (*dir_ / "squeezenet.onnx").string();
+  Result<Tensors> out = RunWholeModel(path, Copy(ref.inputs));
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  ExpectEqual(*out, ref.outputs);
+  Result<Tensors> missing = RunWholeModel(path, {});
+  EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing.status().message(), HasSubstr("input 'input' is missing"));
+  Result<Tensors> nothing = RunWholeModel((*dir_ / "nothing.onnx").string(), Copy(ref.inputs));
+  EXPECT_EQ(nothing.status().code(), StatusCode::kNotFound);
+}
+
 TEST_F(EngineTest, ManyThreadsAtOnce) {
   std::unique_ptr<Engine> engine = Open("balanced");
   ASSERT_NE(engine, nullptr);

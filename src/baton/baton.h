@@ -374,4 +374,13 @@ class Engine {
   std::unique_ptr<Impl> impl_;
 };
 
+// Runs the ONNX model file at `model_path` once, whole, in plain ONNX Runtime
+// (one session with one intra-op thread, made for this call and dropped), and
+// returns every output of the model: the reference that baton's partitioned
+// answers are checked against (`baton run --verify`, the tests). For checks,
+// not for serving: each call loads the model and creates a session. Errors:
+// the model does not load, an input the model has is missing, or ONNX Runtime
+// refuses the inputs or fails (with its message).
+Result<Tensors> RunWholeModel(const std::string& model_path, Tensors inputs);
+
 }  // namespace baton

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import baton
-from conftest import assert_outputs_equal, random_inputs
+from conftest import MODELS, assert_outputs_equal, random_inputs
 
 
 # ---- 1. partitioned == whole-model ONNX Runtime ---------------------------------
@@ -39,17 +39,32 @@ def test_describes_its_models(whole):
 
 
 @pytest.mark.parametrize("model", ["cam", "text"])
-def test_partitioned_answers_equal_whole_model_ort(whole, partitioned, model):
+def test_partitioned_answers_equal_whole_model_ort(whole, partitioned, model_dir, model):
     assert partitioned.partitions(model) >= 2, "the balanced policy should cut the model in two"
     assert whole.partitions(model) == 1
+    path = model_dir / (MODELS[model] + ".onnx")
     for seed in (1, 2, 3):
         x = random_inputs(whole, model, seed)
-        want = whole.infer(model, x)
+        # ONNX Runtime itself, outside any engine: the reference.
+        want = baton.run_whole_model(path, x)
+        assert sorted(want) == sorted(name for name, _, _ in whole.outputs(model))
         got = partitioned.infer(model, x)
         assert_outputs_equal(got, want)
+        # The engine's one-partition plan answers the same.
+        assert_outputs_equal(whole.infer(model, x), want)
         for name, type_name, shape in whole.outputs(model):
             assert got[name].dtype == np.dtype(type_name)
             assert list(got[name].shape) == shape
+
+
+def test_run_whole_model_says_what_is_wrong(model_dir, tmp_path):
+    path = model_dir / "squeezenet.onnx"
+    with pytest.raises(baton.InvalidArgumentError, match="input 'input' is missing"):
+        baton.run_whole_model(path, {})
+    with pytest.raises(baton.NotFoundError, match="nothing.onnx' does not exist"):
+        baton.run_whole_model(tmp_path / "nothing.onnx", {})
+    with pytest.raises(baton.InvalidArgumentError, match=r"input 'input' expects float32\[1,3,64,64\] but got float32\[1,2\]"):
+        baton.run_whole_model(path, {"input": np.zeros((1, 2), dtype=np.float32)})
 
 
 def test_outputs_are_independent_arrays(whole):

@@ -19,8 +19,10 @@
 #include "baton/core/file.h"
 #include "baton/core/status.h"
 #include "baton/core/time.h"
+#include "baton/graph/model.h"
 #include "baton/trace/chrome_trace.h"
 #include "baton/trace/trace_observer.h"
+#include "baton/verify/verify.h"
 
 namespace baton {
 
@@ -732,6 +734,25 @@ Result<Tensors> Engine::Infer(const std::string& model, Tensors inputs, const In
   impl_->Request(model, std::move(inputs), options,
                  [promise](Result<Tensors> r) { promise->set_value(std::move(r)); }, /*here=*/true);
   return future.get();
+}
+
+Result<Tensors> RunWholeModel(const std::string& model_path, Tensors inputs) {
+  absl::StatusOr<std::shared_ptr<const graph::Model>> model = graph::Model::LoadFile(model_path);
+  if (!model.ok()) return FromAbsl(model.status());
+  dispatch::NamedTensors feeds;
+  for (const std::string& name : (*model)->inputs()) {
+    auto it = inputs.find(name);
+    if (it == inputs.end()) {
+      return Status(StatusCode::kInvalidArgument,
+                    absl::StrCat(model_path, ": input '", name, "' is missing; give every input of the model"));
+    }
+    feeds.emplace_back(name, std::move(it->second));
+  }
+  absl::StatusOr<dispatch::NamedTensors> out = verify::RunWholeModel(**model, feeds);
+  if (!out.ok()) return FromAbsl(out.status());
+  Tensors result;
+  for (auto& [name, tensor] : *out) result.emplace(name, std::move(tensor));
+  return result;
 }
 
 EngineStats Engine::Stats() const {
