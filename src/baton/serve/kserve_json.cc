@@ -505,7 +505,7 @@ absl::StatusOr<ParsedRequest> ParseInferRequest(std::string_view body, const Mod
       return Bad(absl::StrCat(where, ": 'data' is nested more than ", kMaxDataDepth,
                               " arrays deep; send it as one flat array in row-major order"));
     }
-    if (data->count() != elements) {
+    if (data->count() != elements || data->stored() != elements) {  // stored < count only past the bound
       return Bad(absl::StrCat(where, ": 'data' has ", data->count(), " elements, but shape ", ShapeText(shape),
                               " needs ", elements));
     }
