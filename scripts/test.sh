@@ -139,9 +139,10 @@ stage_tsan() {
   done
   # The agent's Unload withdrawing its partition's work (the shell's and the
   # agent's locks), the bound on Loads at once, and a remote device's
-  # reader and supervisor facing a lying or withholding agent.
+  # reader and supervisor facing a lying or withholding agent, and a reader
+  # held by its completion callback.
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
-    run_gtest tsan build/tsan/tests/agent_server_test --gtest_filter='*Unload*:*Lying*:*Concurrent*:*Withholds*'
+    run_gtest tsan build/tsan/tests/agent_server_test --gtest_filter='*Unload*:*Lying*:*Concurrent*:*Withholds*:*OwnTime*'
   # `baton serve`'s REST front-end (HTTP workers waiting on the engine and
   # watching their clients), and both front-ends and `baton run --server` over
   # TLS, and SIGTERM stopping both front-ends at once, in TSan `baton` processes

@@ -671,6 +671,7 @@ class LyingAgent final : public pb::Agent::Service {
     while (stream->Read(&in)) {
       pb::ExecuteOut out;
       if (in.has_ping()) {
+        ++pings;
         out.mutable_pong()->set_seq(in.ping().seq());
       } else if (in.has_cancel()) {
         cancels += in.cancel().ids_size();
@@ -693,6 +694,7 @@ class LyingAgent final : public pb::Agent::Service {
   }
   bool withhold = false;
   std::atomic<int> cancels{0};
+  std::atomic<int> pings{0};
 };
 
 // A LyingAgent on loopback and a GrpcRemoteDevice connected to it, bound to
@@ -705,6 +707,7 @@ struct LiarHarness {
   RemotePartition partition{"h"};  // the liar takes any handle
   std::mutex mu;
   std::vector<dispatch::Completion> got;  // guarded by mu
+  std::function<void()> on_completion;   // runs first in the completion callback (on the reader)
 
   // Empty on success, else why it could not start.
   std::string Start(RemoteDeviceOptions o) {
@@ -723,6 +726,7 @@ struct LiarHarness {
     device->Start(runtime::RemoteDeviceEvents{
         .completion =
             [this](dispatch::Completion c) {
+              if (on_completion) on_completion();
               std::lock_guard lock(mu);
               got.push_back(std::move(c));
             },
@@ -787,6 +791,35 @@ TEST(AgentServerTest, AnAnswerTheAgentWithholdsIsGivenUpAfterTheAnswerTimeout) {
   EXPECT_TRUE(baton::testing::WaitUntil([&] { return h.liar.cancels.load() == 1; })) << "withdrawn on the agent";
   EXPECT_EQ(h.device->counters().expired, 1u);
   EXPECT_TRUE(h.device->reachable()) << "an agent that answers pings is not lost";
+}
+
+// The client's own time with an answer (reassembling and converting it,
+// handing it on) is not the agent's silence: a completion callback that holds
+// the reader for over six times the loss limit, while the agent keeps answering
+// pings, does not make the client take the agent for lost. Before, the client
+// lost a healthy agent this way whenever an answer took it longer than
+// lost_after to handle (a completion of hundreds of MB).
+TEST(AgentServerTest, TheClientsOwnTimeWithAnAnswerIsNotTheAgentsSilence) {
+  LiarHarness h;
+  RemoteDeviceOptions o;
+  o.name = "slow-reader";
+  o.heartbeat = std::chrono::milliseconds(20);
+  o.lost_after = std::chrono::milliseconds(300);
+  std::atomic<bool> held{false};
+  // Held while the client pings 100 times: at least 2 s.
+  h.on_completion = [&] {
+    held = true;
+    const int from = h.liar.pings.load();
+    baton::testing::WaitUntil(
+        [&] { return h.liar.pings.load() >= from + 100 || h.device->counters().lost > 0; },  // lost: pings stop
+        std::chrono::seconds(120));
+  };
+  ASSERT_EQ(h.Start(o), "");
+  h.Submit(1);
+  ASSERT_TRUE(baton::testing::WaitUntil([&] { return h.Answered(); }, std::chrono::seconds(180)));
+  EXPECT_TRUE(held.load());
+  EXPECT_EQ(h.device->counters().lost, 0u);
+  EXPECT_TRUE(h.device->reachable());
 }
 
 // Loads at once are bounded (each holds its bytes and then a session

@@ -130,6 +130,9 @@ struct GrpcRemoteDevice::Impl::Stream {
   std::deque<pb::ExecuteIn> outbox;  // guarded by mu
   bool closed = false;               // guarded by mu
   std::atomic<int64_t> last_heard_ns{0};
+  // The reader is handling a message (reassembling, converting, handing it
+  // on): this side's own time, which the silence check does not count.
+  std::atomic<bool> reader_busy{false};
   std::thread reader;
   std::thread writer;
   bool finished = false;  // Finish was called (by whoever reaps the stream)
@@ -576,8 +579,22 @@ void GrpcRemoteDevice::Impl::ReaderLoop(std::shared_ptr<Stream> stream) {
   // peer that claims more cannot make this side buffer without a bound.
   FrameReader frames(std::clamp<int64_t>(hello_.max_partition_bytes, kDefaultMaxPartitionBytes, (int64_t{2} << 30) - 1));
   pb::ExecuteOut out;
+  // While a message is handled the agent is not silent: a completion of
+  // hundreds of MB takes this side seconds to convert, and a slow completion
+  // callback holds the reader too. Heard at the start and again at the end.
+  struct Busy {
+    explicit Busy(Stream& s) : stream(s) {
+      stream.last_heard_ns = SteadyNanos();
+      stream.reader_busy = true;
+    }
+    ~Busy() {
+      stream.last_heard_ns = SteadyNanos();
+      stream.reader_busy = false;
+    }
+    Stream& stream;
+  };
   while (stream->rw->Read(&out)) {
-    stream->last_heard_ns = SteadyNanos();
+    const Busy busy(*stream);
     pb::Completion c;
     if (out.has_pong()) continue;
     if (out.has_frame()) {
@@ -761,7 +778,7 @@ void GrpcRemoteDevice::Impl::SupervisorLoop() {
     Deliver(std::move(bounced));
     ExpireUnanswered();
     if (stream) {
-      const int64_t silent_ns = SteadyNanos() - stream->last_heard_ns.load();
+      const int64_t silent_ns = stream->reader_busy.load() ? 0 : SteadyNanos() - stream->last_heard_ns.load();
       if (silent_ns > std::chrono::duration_cast<std::chrono::nanoseconds>(options_.lost_after).count()) {
         Lose(stream, absl::StrCat("no answer for ", silent_ns / 1000000, " ms (heartbeat every ",
                                   options_.heartbeat.count(), " ms)"));
