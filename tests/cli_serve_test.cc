@@ -352,8 +352,11 @@ TEST_F(CliServeTest, CurlAgainstTheRestEndpoints) {
   EXPECT_EQ(unregister.status, 400);
   EXPECT_THAT(unregister.body, HasSubstr("--allow-client-shm"));
   const Curled no_body = Curl("-X POST " + url + "/v2/systemsharedmemory/region/r/register");
-  EXPECT_EQ(no_body.status, 400);
-  EXPECT_THAT(no_body.body, HasSubstr("-d '{}'"));
+  EXPECT_EQ(no_body.status, 400) << "a request without Content-Length has no body (HTTP/1.1), answered at once";
+  EXPECT_THAT(no_body.body, HasSubstr("--allow-client-shm")) << "the endpoint's own answer";
+  const Curled elsewhere = Curl("-X POST " + url + "/v2/no/such/endpoint");
+  EXPECT_EQ(elsewhere.status, 404) << elsewhere.body;
+  EXPECT_THAT(elsewhere.body, HasSubstr("no endpoint POST /v2/no/such/endpoint"));
 
   // The binary tensor data extension, as Triton's HTTP client sends it by
   // default: the input's bytes after the JSON, and the outputs asked for in binary.

@@ -57,6 +57,8 @@ struct ServeArgs {
   int threads = 8;
   int max_request_mb = 64;
   int timeout_s = 10;
+  int request_timeout_s = 60;
+  int min_rate_kib_s = 64;
   bool allow_client_shm = false;
   std::string trace;
   int64_t trace_max_events = 1'000'000;
@@ -87,6 +89,8 @@ int Serve(const ServeArgs& args) {
   http.max_request_bytes = static_cast<size_t>(args.max_request_mb) << 20;
   http.read_timeout = std::chrono::seconds(args.timeout_s);
   http.write_timeout = std::chrono::seconds(args.timeout_s);
+  http.request_timeout = std::chrono::seconds(args.request_timeout_s);
+  http.min_bytes_per_s = static_cast<size_t>(args.min_rate_kib_s) << 10;
   http.tls_cert = args.tls_cert;
   http.tls_key = args.tls_key;
   if (!args.token_file.empty()) {
@@ -232,8 +236,18 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--threads", args->threads, "HTTP requests served at once (default 8)")->check(IntIn(1, 256));
   cmd->add_option("--max-request-mb", args->max_request_mb, "Largest request (HTTP body, gRPC message), in MiB (default 64)")
       ->check(IntIn(1, 2047));
-  cmd->add_option("--timeout-s", args->timeout_s, "Cut off an HTTP client that sends or reads slower (default 10)")
+  cmd->add_option("--timeout-s", args->timeout_s,
+                  "Cut off an HTTP client when one read or write of its connection waits this long (default 10)")
       ->check(IntIn(1, 3600));
+  cmd->add_option("--request-timeout-s", args->request_timeout_s,
+                  "An HTTP request must arrive (and its answer be taken) within this many seconds from its first "
+                  "byte, plus 1 s per --min-rate-kib-s KiB it carries; else 408 and the connection is closed "
+                  "(default 60)")
+      ->check(IntIn(1, 86400));
+  cmd->add_option("--min-rate-kib-s", args->min_rate_kib_s,
+                  "With --request-timeout-s: the rate, in KiB/s, that earns a large request or answer more time "
+                  "(0 = none; default 64)")
+      ->check(IntIn(0, 1048576));
   cmd->add_flag("--allow-client-shm", args->allow_client_shm,
                 "Let clients on this machine register POSIX shared memory regions and pass tensors through them "
                 "(the KServe / Triton system shared memory extension; any process that can reach the server can "

@@ -30,6 +30,10 @@ class ConnectionWatch {
  public:
   ConnectionWatch(int local_port, std::string remote_addr, int remote_port)
       : local_port_(local_port), remote_addr_(std::move(remote_addr)), remote_port_(remote_port) {}
+  // The connection's own descriptor, when the server knows it (-1: none, never gone).
+  explicit ConnectionWatch(int fd) : local_port_(-1), remote_port_(-1), looked_up_(true) {
+    if (fd >= 0) fd_ = fd;
+  }
 
   // True once the peer has closed or reset the connection. The connection is
   // looked up on the first call (one pass over /proc/self/fd, at most

@@ -1,6 +1,9 @@
 #include "baton/serve/http_server.h"
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -24,6 +27,7 @@
 #include "baton/core/version.h"
 #include "baton/serve/auth.h"
 #include "baton/serve/connection_watch.h"
+#include "baton/serve/http_connection.h"
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/metrics.h"
 #include "baton/serve/shared_memory.h"
@@ -60,6 +64,12 @@ class BoundedPool final : public httplib::TaskQueue {
     for (size_t i = 0; i < threads; ++i) {
       workers_.emplace_back([this] {
         NameThisThread("http-worker");
+        // A TLS write to a closed connection must fail with EPIPE, not raise
+        // SIGPIPE (OpenSSL writes with write(2)).
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
         Work();
         std::lock_guard lock(mu_);
         ++exited_;
@@ -148,23 +158,44 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   if (options.max_request_bytes < 1024) {
     return absl::InvalidArgumentError("--max-request-mb must allow at least 1 KiB");
   }
+  const auto in_seconds = [](std::chrono::seconds t, int64_t from, int64_t to) { return t.count() >= from && t.count() <= to; };
+  if (!in_seconds(options.read_timeout, 1, 3600) || !in_seconds(options.write_timeout, 1, 3600)) {
+    return absl::InvalidArgumentError(absl::StrCat("--timeout-s must be in 1..3600, got ", options.read_timeout.count(),
+                                                   " and ", options.write_timeout.count()));
+  }
+  if (!in_seconds(options.request_timeout, 1, 86400)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--request-timeout-s must be in 1..86400, got ", options.request_timeout.count()));
+  }
+  if (!in_seconds(options.keep_alive, 1, 3600)) {
+    return absl::InvalidArgumentError(absl::StrCat("HTTP keep_alive must be 1..3600 s, got ", options.keep_alive.count()));
+  }
+  if (options.max_head_bytes < 1024 || options.max_head_bytes > (size_t{16} << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP max_head_bytes must be 1 KiB..16 MiB, got ", options.max_head_bytes));
+  }
   BATON_RETURN_IF_ERROR(CheckExposure("HTTP", options.host, options.tls_cert, options.tls_key, options.token));
   std::unique_ptr<HttpServer> s(new HttpServer(engine, std::move(options)));
   const HttpOptions& o = s->options_;
-  if (!o.tls_cert.empty()) {
-    auto ssl = std::make_unique<httplib::SSLServer>(o.tls_cert.c_str(), o.tls_key.c_str());
-    if (!ssl->is_valid()) {
-      return absl::InvalidArgumentError(absl::StrCat("the TLS certificate '", o.tls_cert, "' or key '", o.tls_key,
-                                                     "' cannot be used (not readable, not PEM, or not a pair)"));
-    }
-    s->server_ = std::move(ssl);
-  } else {
-    s->server_ = std::make_unique<httplib::Server>();
-  }
+  HttpServer* counted = s.get();
+  BATON_ASSIGN_OR_RETURN(s->server_,
+                         NewBoundedHttpServer(s->Limits(), o.tls_cert, o.tls_key, [counted](RequestCut cut) {
+                           switch (cut) {
+                             case RequestCut::kIdle:
+                               ++counted->cut_idle_;
+                               break;
+                             case RequestCut::kDeadline:
+                               ++counted->cut_deadline_;
+                               break;
+                             case RequestCut::kHeadTooLarge:
+                               ++counted->cut_head_;
+                               break;
+                             case RequestCut::kNone:
+                               break;
+                           }
+                         }));
   httplib::Server& srv = *s->server_;
   srv.set_payload_max_length(o.max_request_bytes);
-  srv.set_read_timeout(o.read_timeout);
-  srv.set_write_timeout(o.write_timeout);
   srv.set_keep_alive_max_count(1000);
   // Answers are small writes: without this, Nagle's algorithm and the
   // client's delayed ACK add tens of milliseconds to each request.
@@ -197,6 +228,24 @@ void HttpServer::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+HttpCutCounts HttpServer::requests_cut() const {
+  HttpCutCounts counts;
+  counts.idle = cut_idle_;
+  counts.deadline = cut_deadline_;
+  counts.head_too_large = cut_head_;
+  return counts;
+}
+
+HttpLimits HttpServer::Limits() const {
+  HttpLimits limits;
+  limits.io_timeout = std::min(options_.read_timeout, options_.write_timeout);
+  limits.request_timeout = options_.request_timeout;
+  limits.min_bytes_per_s = options_.min_bytes_per_s;
+  limits.max_head_bytes = options_.max_head_bytes;
+  limits.keep_alive = options_.keep_alive;
+  return limits;
+}
+
 void HttpServer::Route() {
   httplib::Server& srv = *server_;
   const bool loopback = IsLoopbackLiteral(options_.host);
@@ -204,6 +253,7 @@ void HttpServer::Route() {
   // (health and metrics stay open on loopback). A request refused here leaves
   // its body unread on the connection, so the answer closes the connection.
   srv.set_pre_routing_handler([this, loopback](const httplib::Request& req, httplib::Response& res) {
+    HeadReceived();  // what follows is the body
     auto refuse = [&](int status, const std::string& message) {
       res.set_header("Connection", "close");
       Error(res, status, message);
@@ -237,7 +287,13 @@ void HttpServer::Route() {
     }
     Error(res, 500, absl::StrCat("internal error: ", what));
   });
-  srv.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  srv.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (const RequestCut cut = CurrentCut(); cut != RequestCut::kNone && res.status == 400) {
+      // The library could not read the headers: they came too slowly, or too many.
+      res.set_header("Connection", "close");
+      Error(res, StatusOfCut(cut), MessageOfCut(cut, Limits()));
+      return;
+    }
     if (!res.body.empty()) return;  // a handler already answered
     if (res.status == 413) {
       Error(res, 413, "request body too large; raise --max-request-mb or send less (outside /infer, a body sent as "
@@ -245,7 +301,7 @@ void HttpServer::Route() {
     } else if (res.status == 404) {
       Error(res, 404, absl::StrCat("no endpoint ", req.method, " ", req.path, " (KServe v2: /v2/...)"));
     } else if (res.status == 400) {
-      Error(res, 400, "malformed request, or a POST whose body has no Content-Length (with curl, send one: -d '{}')");
+      Error(res, 400, "malformed request: its line, headers or chunked body could not be parsed");
     }
   });
 
@@ -261,7 +317,8 @@ void HttpServer::Route() {
                                         : json::array({"binary_tensor_data", "classification", "statistics"})}});
   });
   srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(PrometheusText(engine_.Stats(), options_.shared_memory.get()),
+    const HttpCutCounts cuts = requests_cut();
+    res.set_content(PrometheusText(engine_.Stats(), options_.shared_memory.get(), &cuts),
                     "text/plain; version=0.0.4; charset=utf-8");
   });
   // The model a /v2/models/{m}[/versions/{v}]/... path names (ServedModel), or null after answering 400.
@@ -313,7 +370,9 @@ void HttpServer::Route() {
     });
     if (!read || too_large) {
       res.set_header("Connection", "close");  // what is left of the body stays unread
-      if (too_large || res.status == 413) {
+      if (const RequestCut cut = CurrentCut(); cut != RequestCut::kNone) {
+        Error(res, StatusOfCut(cut), MessageOfCut(cut, Limits()));
+      } else if (too_large || res.status == 413) {
         Error(res, 413, "request body too large; raise --max-request-mb or send less");
       } else {
         Error(res, 400, "the request body could not be read (the client stopped sending, or sent a malformed chunk)");
@@ -399,7 +458,7 @@ void HttpServer::Route() {
     options.cancel = cancel;
     options.run_here_up_to = options_.run_here_up_to;
     std::future<Result<Tensors>> answer = engine_.InferAsync(m->name, std::move(parsed->inputs), options);
-    ConnectionWatch watch(req.local_port, req.remote_addr, req.remote_port);
+    ConnectionWatch watch(CurrentSocket());
     while (answer.wait_for(kWatchEvery) != std::future_status::ready) {
       if (!cancel->cancelled() && watch.PeerGone()) cancel->Cancel();
     }
@@ -450,10 +509,13 @@ void HttpServer::Route() {
   srv.Get(R"(/v2/systemsharedmemory/region/([^/]+)/status)",
           [shm_status](const httplib::Request& req, httplib::Response& res) { shm_status(req.matches[1], res); });
   srv.Post(R"(/v2/systemsharedmemory/region/([^/]+)/register)",
-           [shm_call](const httplib::Request& req, httplib::Response& res) {
+           [shm_call, read_body](const httplib::Request& req, httplib::Response& res,
+                                 const httplib::ContentReader& content_reader) {
+             const std::optional<std::string> body = read_body(req, res, content_reader);
+             if (!body) return;
              const std::string name = req.matches[1];
              shm_call(res, [&](SharedMemoryRegistry& registry) -> absl::Status {
-               const json doc = ParseJsonBody(req.body, "the body").value_or(json());  // not an object: refused below
+               const json doc = ParseJsonBody(*body, "the body").value_or(json());  // not an object: refused below
                auto field = [&](const char* key) { return doc.is_object() ? doc.find(key) : doc.end(); };
                const auto key = field("key"), offset = field("offset"), size = field("byte_size");
                auto count = [&](const json::const_iterator& it) {
@@ -483,6 +545,17 @@ void HttpServer::Route() {
              const std::string name = req.matches[1];
              shm_call(res, [&](SharedMemoryRegistry& registry) { return registry.Unregister(name); });
            });
+  // Requests with a body to any other path, answered before their body is
+  // read: the library would otherwise read a body without a Content-Length
+  // until the client closes (HTTP/1.1 gives such a request none).
+  const auto no_endpoint = [](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader&) {
+    res.set_header("Connection", "close");  // its body, if any, stays unread
+    Error(res, 404, absl::StrCat("no endpoint ", req.method, " ", req.path, " (KServe v2: /v2/...)"));
+  };
+  srv.Post(".*", no_endpoint);
+  srv.Put(".*", no_endpoint);
+  srv.Patch(".*", no_endpoint);
+  srv.Delete(".*", no_endpoint);
 }
 
 }  // namespace baton::serve

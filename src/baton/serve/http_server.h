@@ -23,7 +23,8 @@
 // for the engine's answer and cancels the request if its client closes or
 // resets the connection meanwhile (serve/connection_watch.h); bodies are
 // limited to max_request_bytes, and a client that sends or reads too slowly
-// is cut off after the timeouts.
+// is cut off after the timeouts (the whole request has a deadline too:
+// serve/http_connection.h).
 //
 // Security, as for `baton agent`: without TLS and a token the server only
 // binds to a loopback address (Start refuses anything else and says why).
@@ -44,6 +45,8 @@
 
 #include "baton/baton.h"
 #include "baton/core/status.h"
+#include "baton/serve/http_connection.h"
+#include "baton/serve/metrics.h"
 
 namespace httplib {
 class Server;
@@ -65,8 +68,18 @@ struct HttpOptions {
   // How long Stop lets the connections being served finish before it shuts
   // them down (a client that keeps its request unfinished would hold it).
   std::chrono::seconds stop_grace{30};
+  // Each read or write of a connection waits at most this long (--timeout-s).
   std::chrono::seconds read_timeout{10};
   std::chrono::seconds write_timeout{10};
+  // A request's head and body must arrive within request_timeout plus 1 s for
+  // each min_bytes_per_s bytes it brought (0: no allowance), from its first
+  // byte; an answer gets the same to be taken. Its line and headers may take
+  // max_head_bytes. A connection may idle keep_alive between requests.
+  // Details: serve/http_connection.h.
+  std::chrono::seconds request_timeout{60};
+  size_t min_bytes_per_s = size_t{64} << 10;
+  size_t max_head_bytes = size_t{64} << 10;
+  std::chrono::seconds keep_alive{5};
   // A request for a model whose recent runs took at most this long may run
   // on the worker that read it when a PU is idle (InferOptions::run_here_up_to,
   // as GrpcOptions::run_here_up_to); others go to the PU workers, and the
@@ -97,16 +110,21 @@ class HttpServer {
   void Stop();
   // Connections Stop had to shut down after the grace.
   int connections_shut() const { return connections_shut_; }
+  // Requests or answers cut short for being too slow or too large
+  // (serve/http_connection.h), by reason; also on GET /metrics.
+  HttpCutCounts requests_cut() const;
 
  private:
   HttpServer(Engine& engine, HttpOptions options);
   void Route();
+  HttpLimits Limits() const;
 
   Engine& engine_;
   const HttpOptions options_;
   std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
   std::atomic<int> connections_shut_{0};
+  std::atomic<uint64_t> cut_idle_{0}, cut_deadline_{0}, cut_head_{0};
   std::thread thread_;
 };
 

@@ -46,7 +46,7 @@ void Histogram(std::string& out, const EngineStats& stats, const std::string& na
 
 }  // namespace
 
-std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry* shm) {
+std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry* shm, const HttpCutCounts* http) {
   std::string out;
   Header(out, "baton_inference_requests_total", "counter", "Inference requests answered, by outcome.");
   for (const ModelStats& m : stats.models) {
@@ -140,6 +140,17 @@ std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry*
     Header(out, "baton_shared_memory_regions_reclaimed_total", "counter",
            "Client shared memory regions dropped because the client that held their lock had exited.");
     absl::StrAppend(&out, "baton_shared_memory_regions_reclaimed_total ", shm->reclaimed(), "\n");
+  }
+  if (http != nullptr) {
+    Header(out, "baton_http_requests_cut_total", "counter",
+           "HTTP requests (or their answers) cut short and their connections closed, by reason: nothing moved for "
+           "--timeout-s (idle), not done within --request-timeout-s and the rate allowance (deadline), or a request "
+           "head too large (head_too_large).");
+    const std::pair<const char*, uint64_t> reasons[] = {
+        {"idle", http->idle}, {"deadline", http->deadline}, {"head_too_large", http->head_too_large}};
+    for (const auto& [reason, n] : reasons) {
+      absl::StrAppend(&out, "baton_http_requests_cut_total{reason=\"", reason, "\"} ", n, "\n");
+    }
   }
   return out;
 }

@@ -21,10 +21,13 @@
 //   baton_shared_memory_regions                     gauge: client shared memory regions registered
 //   baton_shared_memory_bytes                       gauge: their total size
 //                                                  (both only with a registry: --allow-client-shm)
+//   baton_http_requests_cut_total{reason}           counter: REST requests or answers cut short
+//                                                  (idle, deadline, head_too_large)
 //
 // Thread-safety: a pure function.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "baton/baton.h"
@@ -33,7 +36,16 @@ namespace baton::serve {
 
 class SharedMemoryRegistry;
 
-// `shm`: the server's client shared memory registry (null = off: no shared memory metrics).
-std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry* shm = nullptr);
+// What the REST front-end cut short (serve/http_connection.h), by reason.
+struct HttpCutCounts {
+  uint64_t idle = 0;
+  uint64_t deadline = 0;
+  uint64_t head_too_large = 0;
+};
+
+// `shm`: the server's client shared memory registry (null = off: no shared
+// memory metrics); `http`: the REST front-end's cuts (null: none listed).
+std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry* shm = nullptr,
+                           const HttpCutCounts* http = nullptr);
 
 }  // namespace baton::serve

@@ -1,0 +1,79 @@
+// `baton serve`'s REST connections, read and written with a bound on every
+// wait, on the time one request or answer may take, and on the size of a
+// request's head. The HTTP library (cpp-httplib) parses the requests and
+// writes the answers; the connection under it is ours, because the library
+// bounds only each single read or write (a client that sends a byte every few
+// seconds would hold its worker for good) and buffers a header line whole
+// before its own 8 KiB check (an endless line would take all the memory).
+//
+// The bounds (HttpLimits):
+//   * each read or write waits at most `io_timeout` (`--timeout-s`);
+//   * a request's head and body must arrive within `request_timeout`, plus
+//     1 s for each `min_bytes_per_s` bytes it has brought so far
+//     (`--request-timeout-s`, `--min-rate-kib-s`, as Apache's mod_reqtimeout
+//     does with its MinRate); the clock starts with its first byte. An
+//     answer gets the same to be taken by the client, from its first byte;
+//   * a request's line and headers may take `max_head_bytes`;
+//   * between requests a connection may idle `keep_alive`, and a TLS
+//     handshake must end within `request_timeout`.
+// A request cut short is answered 408 (too slow) or 431 (head too large) when
+// nothing of its answer was written yet, and its connection is closed.
+//
+// Thread-safety: a connection is served by one thread; the functions below
+// that take no connection are about the one the calling thread serves.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace baton::serve {
+
+struct HttpLimits {
+  std::chrono::milliseconds io_timeout{10'000};
+  std::chrono::milliseconds request_timeout{60'000};
+  size_t min_bytes_per_s = size_t{64} << 10;  // 0: no allowance beyond request_timeout
+  size_t max_head_bytes = size_t{64} << 10;
+  std::chrono::milliseconds keep_alive{5'000};
+};
+
+// Why the request being served (or its answer) was cut short, if it was.
+enum class RequestCut {
+  kNone,
+  kIdle,          // nothing moved for io_timeout
+  kDeadline,      // not all of it within request_timeout and the rate allowance
+  kHeadTooLarge,  // its line and headers went past max_head_bytes
+};
+
+
+// An HTTP server (an httplib::SSLServer's work when `tls_cert` is given:
+// TLS 1.2 or later with that PEM chain and `tls_key`) whose connections are
+// served under `limits`; `on_cut` (may be empty) hears of each request or
+// answer cut short, on the thread that served it. Errors: InvalidArgument
+// naming a TLS file that cannot be used.
+absl::StatusOr<std::unique_ptr<httplib::Server>> NewBoundedHttpServer(const HttpLimits& limits,
+                                                                      const std::string& tls_cert,
+                                                                      const std::string& tls_key,
+                                                                      std::function<void(RequestCut)> on_cut);
+
+// For handlers, about the connection the calling thread serves (no effect,
+// kNone and -1 on a thread that serves none):
+// the request's line and headers are in; what follows is its body.
+void HeadReceived();
+RequestCut CurrentCut();
+int CurrentSocket();
+
+// The HTTP status (408 or 431) and the message a request cut short is
+// answered with.
+int StatusOfCut(RequestCut cut);
+std::string MessageOfCut(RequestCut cut, const HttpLimits& limits);
+
+}  // namespace baton::serve

@@ -1,0 +1,256 @@
+// `baton serve`'s REST front-end against slow and oversized clients
+// (serve/http_connection.h): a request that arrives too slowly, in its first
+// line, its headers or its body, is answered 408 and its connection closed; an
+// answer its client takes too slowly is given up; a request head past the
+// bound is answered 431 after reading no more than the bound. Each read
+// timeout is set to 10 minutes, so only the whole-request bounds can act.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "baton/baton.h"
+#include "baton/graph/builder.h"
+#include "baton/serve/http_server.h"
+#include "wait_until.h"
+
+namespace baton::serve {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+constexpr int64_t kFloats = int64_t{2} << 20;  // the echo model's tensor: 8 MiB
+constexpr size_t kTensorBytes = static_cast<size_t>(kFloats) * sizeof(float);
+
+class HttpLimitsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::temp_directory_path() / ("baton_http_limits_test_" + std::to_string(getpid())));
+    fs::create_directories(*dir_);
+    graph::GraphBuilder b;
+    b.AddInput("x", dtype::kFloat, {int64_t{1}, kFloats});
+    b.AddNode("Identity", {"x"}, {"y"});
+    b.AddOutput("y", dtype::kFloat, {int64_t{1}, kFloats});
+    absl::StatusOr<std::string> bytes = b.Serialize();
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    std::ofstream(*dir_ / "echo.onnx", std::ios::binary) << *bytes;
+    EngineOptions eo;
+    eo.no_profile = true;
+    eo.cache_dir = (*dir_ / "cache").string();
+    Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
+        "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\nmodels: [{name: echo, path: "
+        "echo.onnx}]\npolicy: {high_level: whole}\n",
+        dir_->string(), eo);
+    ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+    engine_ = engine->release();
+  }
+  static void TearDownTestSuite() {
+    if (engine_ != nullptr) engine_->Close();
+    delete engine_;
+    engine_ = nullptr;
+    std::error_code ec;
+    fs::remove_all(*dir_, ec);
+    delete dir_;
+  }
+
+  // A server on a free port whose reads and writes may each wait 10 minutes,
+  // and whose requests must arrive within 1 s (no allowance for their size
+  // unless `min_bytes_per_s`).
+  void StartServer(size_t min_bytes_per_s = 0) {
+    ASSERT_NE(engine_, nullptr);
+    HttpOptions o;
+    o.port = 0;
+    o.threads = 2;
+    o.read_timeout = o.write_timeout = std::chrono::minutes(10);
+    o.request_timeout = std::chrono::seconds(1);
+    o.min_bytes_per_s = min_bytes_per_s;
+    o.max_head_bytes = 16 << 10;
+    absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(*engine_, o);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  // A connection to the server; `receive_buffer` > 0 fixes the socket's
+  // receive buffer (no autotuning) to about that many bytes.
+  int Connect(int receive_buffer = 0) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (receive_buffer > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(server_->port()));
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    fds_.push_back(fd);
+    return fd;
+  }
+
+  static bool SendAll(int fd, const std::string& bytes) {
+    for (size_t at = 0; at < bytes.size();) {
+      const ssize_t n = send(fd, bytes.data() + at, bytes.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      at += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  // Everything the server sends until it closes (at most a minute of waiting).
+  static std::string ReadToEnd(int fd) {
+    std::string out;
+    std::vector<char> buf(64 << 10);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 1000) <= 0) continue;
+      const ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+      if (n <= 0) break;
+      out.append(buf.data(), static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+  // Sends `start`, then one `drip` byte every 20 ms until the server answers;
+  // the answer, or "" if it never came in 3000 drips (a minute).
+  static std::string Trickle(int fd, const std::string& start, char drip) {
+    if (!SendAll(fd, start)) return "";
+    for (int i = 0; i < 3000; ++i) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 20) > 0) return ReadToEnd(fd);
+      if (!SendAll(fd, std::string(1, drip))) return ReadToEnd(fd);
+    }
+    return "";
+  }
+
+  void TearDown() override {
+    for (int fd : fds_) close(fd);
+    if (server_) server_->Stop();
+  }
+
+  static fs::path* dir_;
+  static Engine* engine_;
+  std::unique_ptr<HttpServer> server_;
+  std::vector<int> fds_;
+};
+
+fs::path* HttpLimitsTest::dir_ = nullptr;
+Engine* HttpLimitsTest::engine_ = nullptr;
+
+TEST_F(HttpLimitsTest, HeadersThatArriveTooSlowlyAreAnswered408) {
+  StartServer();
+  const std::string answer = Trickle(Connect(), "GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ", 'a');
+  EXPECT_THAT(answer, StartsWith("HTTP/1.1 408")) << answer;
+  EXPECT_THAT(answer, HasSubstr("--request-timeout-s"));
+  EXPECT_EQ(server_->requests_cut().deadline, 1u);
+}
+
+TEST_F(HttpLimitsTest, ARequestLineThatArrivesTooSlowlyIsAnswered408) {
+  StartServer();
+  const std::string answer = Trickle(Connect(), "GET /v2/hea", 'l');
+  EXPECT_THAT(answer, StartsWith("HTTP/1.1 408")) << answer;
+  EXPECT_THAT(answer, HasSubstr("Connection: close"));
+  EXPECT_THAT(answer, HasSubstr("--request-timeout-s"));
+}
+
+TEST_F(HttpLimitsTest, ABodyThatArrivesTooSlowlyIsAnswered408) {
+  // 1 s more per KiB: the drip, 50 bytes a second, earns 0.05 s a second.
+  StartServer(/*min_bytes_per_s=*/1024);
+  const std::string answer =
+      Trickle(Connect(), "POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{", ' ');
+  EXPECT_THAT(answer, StartsWith("HTTP/1.1 408")) << answer;
+  EXPECT_THAT(answer, HasSubstr("--min-rate-kib-s"));
+  EXPECT_EQ(server_->requests_cut().deadline, 1u);
+}
+
+// A client that sends its request and then does not read the (8 MiB) answer
+// holds its worker only until the answer's deadline; it then gets what the
+// server had written, not all of it.
+TEST_F(HttpLimitsTest, AnAnswerTakenTooSlowlyIsGivenUp) {
+  StartServer();
+  const std::string header = absl::StrCat(R"({"inputs":[{"name":"x","shape":[1,)", kFloats,
+                                          R"(],"datatype":"FP32","parameters":{"binary_data_size":)", kTensorBytes,
+                                          R"(}}],"outputs":[{"name":"y","parameters":{"binary_data":true}}]})");
+  const std::string request =
+      absl::StrCat("POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\nContent-Length: ", header.size() + kTensorBytes,
+                   "\r\nInference-Header-Content-Length: ", header.size(), "\r\n\r\n", header,
+                   std::string(kTensorBytes, '\0'));
+  const int fd = Connect(/*receive_buffer=*/4096);
+  ASSERT_TRUE(SendAll(fd, request));
+  ASSERT_TRUE(baton::testing::WaitUntil([&] { return server_->requests_cut().deadline == 1; }, std::chrono::minutes(2)))
+      << "the server still waits to write the answer";
+  const std::string answer = ReadToEnd(fd);
+  EXPECT_THAT(answer, StartsWith("HTTP/1.1 200"));
+  EXPECT_LT(answer.size(), kTensorBytes) << "the answer was cut off";
+}
+
+// A request whose line and headers run past the bound is answered 431 once
+// the bound is read; what the client sends on is not kept. Both an endless
+// line and endless short lines.
+TEST_F(HttpLimitsTest, ARequestHeadPastTheBoundIsAnswered431) {
+  StartServer();
+  for (const std::string& chunk : {std::string(4096, 'a'), std::string("X-Many: a\r\n")}) {
+    const int fd = Connect();
+    ASSERT_TRUE(SendAll(fd, "GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Long: "));
+    size_t sent = 0;
+    for (; sent < (size_t{64} << 20); sent += chunk.size()) {  // 64 MiB at most; the bound is 16 KiB
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 0) > 0 || !SendAll(fd, chunk)) break;
+    }
+    const std::string answer = ReadToEnd(fd);
+    EXPECT_THAT(answer, StartsWith("HTTP/1.1 431")) << answer.substr(0, 300);
+    EXPECT_THAT(answer, HasSubstr("16 KiB"));
+    EXPECT_LT(sent, size_t{64} << 20) << "the server answered before the client stopped";
+  }
+  EXPECT_EQ(server_->requests_cut().head_too_large, 2u);
+
+  const int fd = Connect();
+  ASSERT_TRUE(SendAll(fd, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  EXPECT_THAT(ReadToEnd(fd), HasSubstr("baton_http_requests_cut_total{reason=\"head_too_large\"} 2"));
+}
+
+// The bounds leave requests that keep to them alone, kept-alive and pipelined.
+TEST_F(HttpLimitsTest, RequestsWithinTheBoundsAreServedOnOneConnection) {
+  StartServer();
+  const int fd = Connect();
+  const std::string live = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_TRUE(SendAll(fd, live + live + "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  const std::string answers = ReadToEnd(fd);
+  size_t ok = 0;
+  for (size_t at = answers.find("HTTP/1.1 200"); at != std::string::npos; at = answers.find("HTTP/1.1 200", at + 1)) {
+    ++ok;
+  }
+  EXPECT_EQ(ok, 3u) << answers;
+  EXPECT_THAT(answers, HasSubstr("\"ready\":true"));
+  const HttpCutCounts cuts = server_->requests_cut();
+  EXPECT_EQ(cuts.idle + cuts.deadline + cuts.head_too_large, 0u);
+}
+
+TEST_F(HttpLimitsTest, OutOfRangeBoundsAreRefusedByName) {
+  ASSERT_NE(engine_, nullptr);
+  HttpOptions o;
+  o.port = 0;
+  o.request_timeout = std::chrono::seconds(0);
+  absl::StatusOr<std::unique_ptr<HttpServer>> s = HttpServer::Start(*engine_, o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("--request-timeout-s"));
+  o.request_timeout = std::chrono::seconds(60);
+  o.max_head_bytes = 10;
+  s = HttpServer::Start(*engine_, o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("max_head_bytes"));
+}
+
+}  // namespace
+}  // namespace baton::serve
