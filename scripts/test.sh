@@ -122,7 +122,8 @@ stage_tsan() {
   # come from the tsan test preset: any report fails the test.
   cmake --preset tsan >/dev/null
   cmake --build --preset tsan -j "$jobs" --target runtime_test ort_baseline_test port_contract_test agent_failover_test \
-    engine_test trace_observer_test serve_grpc_test cli_serve_test agent_server_test grpc_library_test
+    engine_test trace_observer_test serve_grpc_test serve_http_limits_test cli_serve_test agent_server_test \
+    grpc_library_test
   run_ctest tsan --preset tsan -j "$jobs" \
     -R '^(Runtime\.|Modes/RuntimeModeTest\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned|OrtBaselineTest\.ARunPast|EngineTest\.|TraceObserverTest\.)'
   # The remote device and the agent, and `baton serve`'s gRPC front-end and
@@ -131,9 +132,10 @@ stage_tsan() {
   # (tests/tsan_net.supp); baton's own code is still checked, in this process
   # and in the agents it starts (their stderr is checked for reports).
   # grpc_library_test: the wait for gRPC's clean-up at exit, whose absence
-  # showed as a thread leak in `baton` processes.
+  # showed as a thread leak in `baton` processes. serve_http_limits_test: the
+  # REST front-end's own connections cut short while the engine serves.
   local t
-  for t in port_contract_test agent_failover_test serve_grpc_test grpc_library_test; do
+  for t in port_contract_test agent_failover_test serve_grpc_test grpc_library_test serve_http_limits_test; do
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
       run_gtest tsan "build/tsan/tests/$t"
   done
