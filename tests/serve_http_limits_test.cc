@@ -8,6 +8,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -24,6 +26,7 @@
 #include "baton/baton.h"
 #include "baton/graph/builder.h"
 #include "baton/serve/http_server.h"
+#include "test_certs.h"
 #include "wait_until.h"
 
 namespace baton::serve {
@@ -70,9 +73,14 @@ class HttpLimitsTest : public ::testing::Test {
   // A server on a free port whose reads and writes may each wait 10 minutes,
   // and whose requests must arrive within 1 s (no allowance for their size
   // unless `min_bytes_per_s`).
-  void StartServer(size_t min_bytes_per_s = 0) {
+  void StartServer(size_t min_bytes_per_s = 0, bool tls = false) {
     ASSERT_NE(engine_, nullptr);
     HttpOptions o;
+    if (tls) {
+      ASSERT_TRUE(baton::testing::MakeSelfSignedCertificate(*dir_)) << "openssl could not make a certificate";
+      o.tls_cert = (*dir_ / "self.pem").string();
+      o.tls_key = (*dir_ / "self.key").string();
+    }
     o.port = 0;
     o.threads = 2;
     o.read_timeout = o.write_timeout = std::chrono::minutes(10);
@@ -235,6 +243,49 @@ TEST_F(HttpLimitsTest, RequestsWithinTheBoundsAreServedOnOneConnection) {
   EXPECT_THAT(answers, HasSubstr("\"ready\":true"));
   const HttpCutCounts cuts = server_->requests_cut();
   EXPECT_EQ(cuts.idle + cuts.deadline + cuts.head_too_large, 0u);
+}
+
+// Over TLS the same bounds hold, also for a record that never completes
+// (the server's TLS library waits for a whole record before it can hand
+// over a byte): whole records sent a byte each, and one record begun and
+// then fed a byte at a time.
+TEST_F(HttpLimitsTest, OverTlsSlowRecordsAndAnUnfinishedRecordAreAnswered408) {
+  StartServer(/*min_bytes_per_s=*/0, /*tls=*/true);
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  ASSERT_NE(ctx, nullptr);
+  for (const bool unfinished : {false, true}) {
+    SCOPED_TRACE(unfinished ? "an unfinished record" : "a byte per record");
+    const int fd = Connect();
+    SSL* ssl = SSL_new(ctx);
+    ASSERT_NE(ssl, nullptr);
+    SSL_set_fd(ssl, fd);
+    ASSERT_EQ(SSL_connect(ssl), 1) << ERR_error_string(ERR_get_error(), nullptr);  // not verified: a test server
+    const std::string start = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    ASSERT_EQ(SSL_write(ssl, start.data(), static_cast<int>(start.size())), static_cast<int>(start.size()));
+    // Application data, 16 KiB announced; its bytes go under the TLS library.
+    if (unfinished) {
+      ASSERT_TRUE(SendAll(fd, std::string("\x17\x03\x03\x40\x00", 5)));
+    }
+    bool answered = false;
+    for (int i = 0; i < 3000 && !answered; ++i) {  // a minute at most
+      pollfd p{fd, POLLIN, 0};
+      answered = poll(&p, 1, 20) > 0;
+      if (!answered) {
+        const bool sent = unfinished ? SendAll(fd, "a") : SSL_write(ssl, "a", 1) == 1;
+        ASSERT_TRUE(sent);
+      }
+    }
+    ASSERT_TRUE(answered) << "the server still waits for the request";
+    std::string answer;
+    std::vector<char> buf(4096);
+    for (int n; (n = SSL_read(ssl, buf.data(), static_cast<int>(buf.size()))) > 0;) {
+      answer.append(buf.data(), static_cast<size_t>(n));
+    }
+    EXPECT_THAT(answer, StartsWith("HTTP/1.1 408")) << answer;
+    SSL_free(ssl);
+  }
+  SSL_CTX_free(ctx);
+  EXPECT_EQ(server_->requests_cut().deadline, 2u);
 }
 
 TEST_F(HttpLimitsTest, OutOfRangeBoundsAreRefusedByName) {
