@@ -73,16 +73,18 @@ class HttpLimitsTest : public ::testing::Test {
   // A server on a free port whose reads and writes may each wait 10 minutes,
   // and whose requests must arrive within 1 s (no allowance for their size
   // unless `min_bytes_per_s`).
-  void StartServer(size_t min_bytes_per_s = 0, bool tls = false) {
+  void StartServer(size_t min_bytes_per_s = 0, bool tls = false, int threads = 2, int max_idle = 1024) {
     ASSERT_NE(engine_, nullptr);
     HttpOptions o;
+    o.threads = threads;
+    o.max_idle_connections = max_idle;
+    o.keep_alive = std::chrono::minutes(10);
     if (tls) {
       ASSERT_TRUE(baton::testing::MakeSelfSignedCertificate(*dir_)) << "openssl could not make a certificate";
       o.tls_cert = (*dir_ / "self.pem").string();
       o.tls_key = (*dir_ / "self.key").string();
     }
     o.port = 0;
-    o.threads = 2;
     o.read_timeout = o.write_timeout = std::chrono::minutes(10);
     o.request_timeout = std::chrono::seconds(1);
     o.min_bytes_per_s = min_bytes_per_s;
@@ -161,7 +163,7 @@ TEST_F(HttpLimitsTest, HeadersThatArriveTooSlowlyAreAnswered408) {
   const std::string answer = Trickle(Connect(), "GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ", 'a');
   EXPECT_THAT(answer, StartsWith("HTTP/1.1 408")) << answer;
   EXPECT_THAT(answer, HasSubstr("--request-timeout-s"));
-  EXPECT_EQ(server_->requests_cut().deadline, 1u);
+  EXPECT_EQ(server_->http_stats().cut_deadline, 1u);
 }
 
 TEST_F(HttpLimitsTest, ARequestLineThatArrivesTooSlowlyIsAnswered408) {
@@ -179,7 +181,7 @@ TEST_F(HttpLimitsTest, ABodyThatArrivesTooSlowlyIsAnswered408) {
       Trickle(Connect(), "POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{", ' ');
   EXPECT_THAT(answer, StartsWith("HTTP/1.1 408")) << answer;
   EXPECT_THAT(answer, HasSubstr("--min-rate-kib-s"));
-  EXPECT_EQ(server_->requests_cut().deadline, 1u);
+  EXPECT_EQ(server_->http_stats().cut_deadline, 1u);
 }
 
 // A client that sends its request and then does not read the (8 MiB) answer
@@ -196,7 +198,7 @@ TEST_F(HttpLimitsTest, AnAnswerTakenTooSlowlyIsGivenUp) {
                    std::string(kTensorBytes, '\0'));
   const int fd = Connect(/*receive_buffer=*/4096);
   ASSERT_TRUE(SendAll(fd, request));
-  ASSERT_TRUE(baton::testing::WaitUntil([&] { return server_->requests_cut().deadline == 1; }, std::chrono::minutes(2)))
+  ASSERT_TRUE(baton::testing::WaitUntil([&] { return server_->http_stats().cut_deadline == 1; }, std::chrono::minutes(2)))
       << "the server still waits to write the answer";
   const std::string answer = ReadToEnd(fd);
   EXPECT_THAT(answer, StartsWith("HTTP/1.1 200"));
@@ -221,7 +223,7 @@ TEST_F(HttpLimitsTest, ARequestHeadPastTheBoundIsAnswered431) {
     EXPECT_THAT(answer, HasSubstr("16 KiB"));
     EXPECT_LT(sent, size_t{64} << 20) << "the server answered before the client stopped";
   }
-  EXPECT_EQ(server_->requests_cut().head_too_large, 2u);
+  EXPECT_EQ(server_->http_stats().cut_head_too_large, 2u);
 
   const int fd = Connect();
   ASSERT_TRUE(SendAll(fd, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
@@ -241,8 +243,8 @@ TEST_F(HttpLimitsTest, RequestsWithinTheBoundsAreServedOnOneConnection) {
   }
   EXPECT_EQ(ok, 3u) << answers;
   EXPECT_THAT(answers, HasSubstr("\"ready\":true"));
-  const HttpCutCounts cuts = server_->requests_cut();
-  EXPECT_EQ(cuts.idle + cuts.deadline + cuts.head_too_large, 0u);
+  const HttpStats cuts = server_->http_stats();
+  EXPECT_EQ(cuts.cut_idle + cuts.cut_deadline + cuts.cut_head_too_large, 0u);
 }
 
 // Over TLS the same bounds hold, also for a record that never completes
@@ -285,7 +287,59 @@ TEST_F(HttpLimitsTest, OverTlsSlowRecordsAndAnUnfinishedRecordAreAnswered408) {
     SSL_free(ssl);
   }
   SSL_CTX_free(ctx);
-  EXPECT_EQ(server_->requests_cut().deadline, 2u);
+  EXPECT_EQ(server_->http_stats().cut_deadline, 2u);
+}
+
+// One request on a kept-alive connection and its whole answer; "" if none.
+std::string Ask(int fd, const std::string& path) {
+  const std::string request = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) return "";
+  std::string answer;
+  std::vector<char> buf(4096);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (std::chrono::steady_clock::now() < until) {
+    const size_t head = answer.find("\r\n\r\n");
+    const size_t length_at = answer.find("Content-Length: ");
+    if (head != std::string::npos && length_at != std::string::npos &&
+        answer.size() >= head + 4 + std::stoul(answer.substr(length_at + 16))) {
+      return answer;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 1000) <= 0) continue;
+    const ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0) return answer;
+    answer.append(buf.data(), static_cast<size_t>(n));
+  }
+  return answer;
+}
+
+// A connection kept alive between its requests does not hold its worker
+// while another connection waits for one: with one worker and keep-alive
+// at 10 minutes, each of three clients is answered on its own connection,
+// again and again.
+TEST_F(HttpLimitsTest, IdleKeptAliveConnectionsLeaveTheWorkerToOthers) {
+  StartServer(0, false, /*threads=*/1);
+  const int a = Connect(), b = Connect(), c = Connect();
+  for (int round = 0; round < 3; ++round) {
+    for (const int fd : {a, b, c}) {
+      EXPECT_THAT(Ask(fd, "/v2/health/live"), StartsWith("HTTP/1.1 200")) << "round " << round << ", fd " << fd;
+    }
+  }
+}
+
+// Past max_idle_connections parked, the next connection to go idle is
+// closed (its client connects again); those parked stay.
+TEST_F(HttpLimitsTest, IdleConnectionsPastTheBoundAreClosed) {
+  StartServer(0, false, /*threads=*/1, /*max_idle=*/1);
+  const int a = Connect();
+  ASSERT_THAT(Ask(a, "/v2/health/live"), StartsWith("HTTP/1.1 200"));
+  const int b = Connect();  // a is parked for b
+  ASSERT_THAT(Ask(b, "/v2/health/live"), StartsWith("HTTP/1.1 200"));
+  const int c = Connect();  // b cannot be parked too: closed
+  ASSERT_THAT(Ask(c, "/v2/health/live"), StartsWith("HTTP/1.1 200"));
+  EXPECT_EQ(ReadToEnd(b), "") << "b was closed";
+  EXPECT_EQ(server_->http_stats().idle_connections, 1u) << "a is parked; c is idle on the worker";
+  EXPECT_THAT(Ask(a, "/v2/health/ready"), StartsWith("HTTP/1.1 200")) << "a, parked, is still served";
 }
 
 TEST_F(HttpLimitsTest, OutOfRangeBoundsAreRefusedByName) {
@@ -301,6 +355,11 @@ TEST_F(HttpLimitsTest, OutOfRangeBoundsAreRefusedByName) {
   s = HttpServer::Start(*engine_, o);
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("max_head_bytes"));
+  o.max_head_bytes = 65536;
+  o.max_idle_connections = -1;
+  s = HttpServer::Start(*engine_, o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("--max-idle-connections"));
 }
 
 }  // namespace

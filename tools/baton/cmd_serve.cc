@@ -59,6 +59,7 @@ struct ServeArgs {
   int timeout_s = 10;
   int request_timeout_s = 60;
   int min_rate_kib_s = 64;
+  int max_idle_connections = 1024;
   bool allow_client_shm = false;
   std::string trace;
   int64_t trace_max_events = 1'000'000;
@@ -91,6 +92,7 @@ int Serve(const ServeArgs& args) {
   http.write_timeout = std::chrono::seconds(args.timeout_s);
   http.request_timeout = std::chrono::seconds(args.request_timeout_s);
   http.min_bytes_per_s = static_cast<size_t>(args.min_rate_kib_s) << 10;
+  http.max_idle_connections = args.max_idle_connections;
   http.tls_cert = args.tls_cert;
   http.tls_key = args.tls_key;
   if (!args.token_file.empty()) {
@@ -239,6 +241,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--timeout-s", args->timeout_s,
                   "Cut off an HTTP client when one read or write of its connection waits this long (default 10)")
       ->check(IntIn(1, 3600));
+  cmd->add_option("--max-idle-connections", args->max_idle_connections,
+                  "Kept-alive HTTP connections idle between requests, at most; they hold no worker while another "
+                  "connection waits for one, and one more idle is closed (default 1024)")
+      ->check(IntIn(0, 65536));
   cmd->add_option("--request-timeout-s", args->request_timeout_s,
                   "An HTTP request must arrive (and its answer be taken) within this many seconds from its first "
                   "byte, plus 1 s per --min-rate-kib-s KiB it carries; else 408 and the connection is closed "

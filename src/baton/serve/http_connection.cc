@@ -5,21 +5,33 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <array>
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "baton/core/process.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 
@@ -61,13 +73,14 @@ void IpAndPort(int fd, bool peer, std::string& ip, int& port) {
 // write (a TLS record that arrives in part included) can wait past a bound.
 class Connection final : public httplib::Stream {
  public:
-  Connection(int fd, const HttpLimits& limits) : fd_(fd), limits_(limits) {
+  Connection(int fd, const HttpLimits& limits, size_t requests)
+      : fd_(fd), limits_(limits), requests_left_(requests) {
     const int flags = fcntl(fd_, F_GETFL, 0);
     if (flags >= 0) fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
   }
   ~Connection() override {
     if (ssl_ != nullptr) SSL_free(ssl_);
-    Linger();
+    if (linger_) Linger();
     shutdown(fd_, SHUT_RDWR);
     close(fd_);
   }
@@ -78,7 +91,8 @@ class Connection final : public httplib::Stream {
   bool AcceptTls(SSL_CTX* ctx) {
     ssl_ = SSL_new(ctx);
     if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) return false;
-    SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    // Released buffers: an idle (parked) connection keeps no record buffers.
+    SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     const Clock::time_point deadline = Clock::now() + limits_.request_timeout;
     while (true) {
       ERR_clear_error();
@@ -91,23 +105,51 @@ class Connection final : public httplib::Stream {
   }
   SSL* ssl() const { return ssl_; }
 
-  // Waits, for at most keep_alive, until the next request begins to arrive
-  // (or the peer closes); false when it did not or `stopping` says so.
-  bool AwaitRequest(const std::function<bool()>& stopping) {
-    if (Buffered()) return true;
-    const Clock::time_point until = Clock::now() + limits_.keep_alive;
-    while (!stopping()) {
+  enum class Next { kRequest, kPark, kClose };
+  // Waits for the next request to begin to arrive while this worker is not
+  // wanted elsewhere (`wanted`, polled with `kick_fd` readable when it may
+  // be): kRequest once it does (or the peer closes), kPark when another
+  // connection waits for a worker, kClose after keep_alive idle or when
+  // `stopping`.
+  Next AwaitNext(int kick_fd, const std::function<bool()>& wanted, const std::function<bool()>& stopping) {
+    const Clock::time_point until = idle_since_ + limits_.keep_alive;
+    while (true) {
+      if (stopping()) return Next::kClose;
+      if (ReadableNow()) return Next::kRequest;  // a request already there is served, never parked
+      if (wanted()) return Next::kPark;
       const Clock::time_point now = Clock::now();
-      if (now >= until) return false;
-      pollfd p{fd_, POLLIN, 0};
+      if (now >= until) return Next::kClose;
+      pollfd p[2] = {{fd_, POLLIN, 0}, {kick_fd, POLLIN, 0}};
       const auto step = std::min<Clock::duration>(until - now, kStopCheck);
-      const int r = poll(&p, 1, static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(step).count()));
-      if (r > 0) return true;
-      if (r < 0 && errno != EINTR) return false;
+      const int r = poll(p, 2, static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(step).count()));
+      if (r < 0 && errno != EINTR) return Next::kClose;
+      if (r > 0 && p[0].revents != 0) return Next::kRequest;
+      if (r > 0 && p[1].revents != 0 && !wanted()) {
+        // A kick another worker answered: look at the connection alone for a moment, not in a busy loop.
+        pollfd q{fd_, POLLIN, 0};
+        if (poll(&q, 1, 1) > 0) return Next::kRequest;
+      }
     }
-    return false;
   }
+  // Whether bytes wait (or the peer has closed) without waiting for them.
+  bool ReadableNow() const {
+    if (Buffered()) return true;
+    pollfd p{fd_, POLLIN, 0};
+    return poll(&p, 1, 0) > 0;
+  }
+  Clock::time_point idle_since() const { return idle_since_; }
+  // Requests this connection may still carry (the keep-alive count).
+  size_t& requests_left() { return requests_left_; }
+  bool& last_ok() { return last_ok_; }
+  // Parked: the read buffer goes (it is empty), and closing it then skips
+  // the linger (the parker must not wait on one connection).
+  void Park() {
+    buffer_.reset();
+    linger_ = false;
+  }
+  void Unpark() { linger_ = true; }
 
+  void EndRequest() { idle_since_ = Clock::now(); }
   void BeginRequest() {
     request_start_ = Clock::now();
     bytes_in_ = 0;
@@ -133,7 +175,7 @@ class Connection final : public httplib::Stream {
     if (size == 0) return 0;
     if (buffer_at_ < buffer_end_) {
       const size_t n = std::min(size, buffer_end_ - buffer_at_);
-      std::copy_n(buffer_.data() + buffer_at_, n, ptr);
+      std::copy_n(buffer_.get() + buffer_at_, n, ptr);
       buffer_at_ += n;
       return static_cast<ssize_t>(n);
     }
@@ -148,14 +190,15 @@ class Connection final : public httplib::Stream {
     }
     // A large read (a body) goes straight to the caller.
     const bool direct = !in_head_ && size >= kReadBuffer;
-    const ssize_t n = Receive(direct ? ptr : buffer_.data(), direct ? std::min<size_t>(size, INT_MAX) : want);
+    if (!direct && buffer_ == nullptr) buffer_ = std::make_unique<char[]>(kReadBuffer);
+    const ssize_t n = Receive(direct ? ptr : buffer_.get(), direct ? std::min<size_t>(size, INT_MAX) : want);
     if (n <= 0) return n;
     const auto got = static_cast<size_t>(n);
     bytes_in_ += got;
     if (in_head_) head_bytes_ += got;
     if (direct) return n;
     const size_t out = std::min(size, got);
-    std::copy_n(buffer_.data(), out, ptr);
+    std::copy_n(buffer_.get(), out, ptr);
     buffer_at_ = out;
     buffer_end_ = got;
     return static_cast<ssize_t>(out);
@@ -275,8 +318,12 @@ class Connection final : public httplib::Stream {
   const int fd_;
   const HttpLimits limits_;
   SSL* ssl_ = nullptr;
-  std::array<char, kReadBuffer> buffer_{};
+  std::unique_ptr<char[]> buffer_;  // kReadBuffer bytes once read into
   size_t buffer_at_ = 0, buffer_end_ = 0;
+  bool linger_ = true;
+  size_t requests_left_;
+  bool last_ok_ = false;
+  Clock::time_point idle_since_ = Clock::now();
   Clock::time_point request_start_ = Clock::now();
   size_t bytes_in_ = 0;
   size_t head_bytes_ = 0;
@@ -297,61 +344,356 @@ void WriteAll(Connection& conn, const std::string& bytes) {
   }
 }
 
-// httplib's Server with its connections served by Connection (it keeps the
-// parsing, routing and answers).
+// Idle keep-alive connections, parked off the workers: one thread waits for
+// any of them to bring a request (epoll) and hands it back to a worker
+// (`resume`, which may refuse while the workers' queue is full; it is then
+// tried again). Connections idle for keep_alive are closed; at most
+// `max_idle` are parked (Park refuses more).
+class Parker {
+ public:
+  using Resume = std::function<bool(const std::shared_ptr<Connection>&)>;
+  Parker(size_t max_idle, std::chrono::milliseconds keep_alive, Resume resume)
+      : max_idle_(max_idle),
+        keep_alive_(keep_alive),
+        resume_(std::move(resume)),
+        epoll_(epoll_create1(EPOLL_CLOEXEC)),
+        wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = wake_;
+    if (epoll_ >= 0 && wake_ >= 0) epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Parker() { Stop(); }
+  Parker(const Parker&) = delete;
+  Parker& operator=(const Parker&) = delete;
+
+  // False when it cannot be parked (full, or stopping): close it.
+  bool Park(std::shared_ptr<Connection> conn) {
+    std::lock_guard lock(mu_);
+    if (stopping_ || epoll_ < 0 || parked_.size() + ready_.size() >= max_idle_) return false;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.fd = conn->socket();
+    if (epoll_ctl(epoll_, EPOLL_CTL_ADD, conn->socket(), &ev) != 0) return false;
+    conn->Park();
+    parked_.emplace(conn->socket(), std::move(conn));
+    return true;
+  }
+
+  size_t idle() const {
+    std::lock_guard lock(mu_);
+    return parked_.size() + ready_.size();
+  }
+
+  // Closes what is parked and joins the thread. Idempotent.
+  void Stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    const uint64_t one = 1;
+    if (wake_ >= 0) [[maybe_unused]] const ssize_t w = ::write(wake_, &one, sizeof(one));
+    if (thread_.joinable()) thread_.join();
+    std::lock_guard lock(mu_);
+    parked_.clear();
+    for (const std::shared_ptr<Connection>& conn : ready_) conn->Park();  // closed at once, without the linger
+    ready_.clear();
+    for (int* fd : {&epoll_, &wake_}) {
+      if (*fd >= 0) close(*fd);
+      *fd = -1;
+    }
+  }
+
+ private:
+  void Run() {
+    NameThisThread("http-parker");
+    std::array<epoll_event, 64> events{};
+    while (true) {
+      std::vector<std::shared_ptr<Connection>> expired;  // closed outside the lock
+      bool waiting = false;
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) return;
+        while (!ready_.empty() && resume_(ready_.front())) ready_.pop_front();
+        waiting = !ready_.empty();
+        const Clock::time_point now = Clock::now();
+        for (auto it = parked_.begin(); it != parked_.end();) {
+          auto next = std::next(it);
+          if (now - it->second->idle_since() >= keep_alive_) {
+            epoll_ctl(epoll_, EPOLL_CTL_DEL, it->first, nullptr);
+            if (it->second->ReadableNow()) {
+              it->second->Unpark();
+              ready_.push_back(std::move(it->second));  // a request came as it expired: served
+            } else {
+              expired.push_back(std::move(it->second));
+            }
+            parked_.erase(it);
+          }
+          it = next;
+        }
+      }
+      expired.clear();
+      // The workers' queue was full: try again soon; else wake for requests,
+      // and to close the expired, every kStopCheck.
+      const int n = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
+                               waiting ? 2 : static_cast<int>(kStopCheck.count()));
+      std::lock_guard lock(mu_);
+      for (int i = 0; i < n; ++i) {
+        auto it = parked_.find(events[static_cast<size_t>(i)].data.fd);
+        if (it == parked_.end()) continue;
+        epoll_ctl(epoll_, EPOLL_CTL_DEL, it->first, nullptr);
+        it->second->Unpark();
+        ready_.push_back(std::move(it->second));
+        parked_.erase(it);
+      }
+    }
+  }
+
+  const size_t max_idle_;
+  const std::chrono::milliseconds keep_alive_;
+  const Resume resume_;
+  mutable std::mutex mu_;
+  int epoll_;
+  int wake_;  // readable once Stop is called
+  bool stopping_ = false;
+  absl::flat_hash_map<int, std::shared_ptr<Connection>> parked_;
+  std::deque<std::shared_ptr<Connection>> ready_;  // brought a request; waits for a worker
+  std::thread thread_;
+};
+
+// The workers (httplib's TaskQueue, with bounds its own ThreadPool lacks):
+//   * when `max_waiting` jobs (new connections, or parked ones with a
+//     request) wait, the accepting thread waits too, so further connections
+//     stay in the kernel's listen backlog, which is bounded, instead of each
+//     holding a descriptor and memory here;
+//   * a worker keeps its connection between requests only while no other
+//     job waits: the eventfd `kick` is readable while jobs wait and no worker
+//     is free, and a worker idle on its connection then parks it;
+//   * shutdown closes the parked connections, runs what was accepted, and
+//     after `grace` calls `stuck` (which shuts the busy connections down).
+class WorkerPool final : public httplib::TaskQueue {
+ public:
+  // `gone` is called once the workers and the parker have stopped, as the pool goes.
+  WorkerPool(const HttpWorkers& workers, std::chrono::milliseconds keep_alive, Parker::Resume resume,
+             std::function<void()> gone)
+      : gone_(std::move(gone)),
+        max_waiting_(static_cast<size_t>(workers.max_waiting)),
+        grace_(workers.stop_grace),
+        stuck_(workers.stuck),
+        kick_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        parker_(static_cast<size_t>(workers.max_idle), keep_alive, std::move(resume)) {
+    for (int i = 0; i < workers.threads; ++i) {
+      threads_.emplace_back([this] {
+        NameThisThread("http-worker");
+        // A TLS write to a closed connection must fail with EPIPE, not raise
+        // SIGPIPE (OpenSSL writes with write(2)).
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+        Work();
+        std::lock_guard lock(mu_);
+        ++exited_;
+        exit_.notify_all();
+      });
+    }
+  }
+  ~WorkerPool() override {
+    shutdown();
+    if (gone_) gone_();
+    if (kick_ >= 0) close(kick_);
+  }
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock lock(mu_);
+    room_.wait(lock, [&] { return jobs_.size() < max_waiting_ || stopping_; });
+    PushLocked(std::move(fn));
+  }
+  // enqueue without waiting: false when max_waiting jobs wait (or stopping).
+  bool TryEnqueue(std::function<void()> fn) {
+    std::lock_guard lock(mu_);
+    if (jobs_.size() >= max_waiting_ || stopping_) return false;
+    PushLocked(std::move(fn));
+    return true;
+  }
+
+  void shutdown() override {
+    parker_.Stop();
+    {
+      std::unique_lock lock(mu_);
+      if (stopping_ && threads_.empty()) return;
+      stopping_ = true;
+      Kick();
+      ready_.notify_all();
+      room_.notify_all();
+      if (!exit_.wait_for(lock, grace_, [&] { return exited_ == threads_.size(); }) && stuck_) {
+        lock.unlock();
+        stuck_();
+      }
+    }
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+  }
+
+  // Whether a job waits for a worker (a worker idle on its connection should park it).
+  bool Wanted() {
+    std::lock_guard lock(mu_);
+    return !jobs_.empty();
+  }
+  bool Stopping() {
+    std::lock_guard lock(mu_);
+    return stopping_;
+  }
+  int kick_fd() const { return kick_; }
+  Parker& parker() { return parker_; }
+
+ private:
+  void PushLocked(std::function<void()> fn) {
+    jobs_.push_back(std::move(fn));
+    if (free_ == 0) Kick();
+    ready_.notify_one();
+  }
+  void Kick() {
+    const uint64_t one = 1;
+    if (kick_ >= 0) [[maybe_unused]] const ssize_t w = ::write(kick_, &one, sizeof(one));
+  }
+  void Unkick() {
+    uint64_t n = 0;
+    if (kick_ >= 0) [[maybe_unused]] const ssize_t r = ::read(kick_, &n, sizeof(n));
+  }
+  void Work() {
+    while (true) {
+      std::function<void()> job;
+      {
+        std::unique_lock lock(mu_);
+        ++free_;
+        ready_.wait(lock, [&] { return !jobs_.empty() || stopping_; });
+        --free_;
+        if (jobs_.empty()) return;  // stopping, and nothing left
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+        if (jobs_.empty() && !stopping_) Unkick();
+      }
+      room_.notify_one();
+      job();
+    }
+  }
+
+  const std::function<void()> gone_;
+  const size_t max_waiting_;
+  const std::chrono::seconds grace_;
+  const std::function<void()> stuck_;
+  const int kick_;
+  std::mutex mu_;
+  std::condition_variable ready_;  // a job, or stopping
+  std::condition_variable room_;   // fewer than max_waiting_ wait
+  std::condition_variable exit_;   // a worker has returned
+  std::deque<std::function<void()>> jobs_;
+  bool stopping_ = false;
+  size_t free_ = 0;  // workers waiting for a job
+  size_t exited_ = 0;
+  std::vector<std::thread> threads_;
+  Parker parker_;  // last: stopped (by shutdown) before the rest goes
+};
+
+// httplib's Server with its connections served by Connection, on
+// WorkerPool's workers (it keeps the parsing, routing and answers).
 class BoundedServer final : public httplib::Server {
  public:
-  BoundedServer(const HttpLimits& limits, SSL_CTX* ctx, std::function<void(RequestCut)> on_cut)
-      : limits_(limits), ctx_(ctx), on_cut_(std::move(on_cut)) {}
+  BoundedServer(const HttpLimits& limits, const HttpWorkers& workers, SSL_CTX* ctx,
+                std::function<void(RequestCut)> on_cut)
+      : limits_(limits), ctx_(ctx), on_cut_(std::move(on_cut)) {
+    new_task_queue = [this, workers] {
+      auto* pool = new WorkerPool(
+          workers, limits_.keep_alive,
+          [this](const std::shared_ptr<Connection>& conn) {
+            return pool_.load()->TryEnqueue([this, conn] { Serve(conn); });
+          },
+          [this] {
+            std::lock_guard lock(pool_mu_);
+            pool_ = nullptr;
+          });
+      std::lock_guard lock(pool_mu_);
+      pool_ = pool;
+      return pool;
+    };
+  }
   ~BoundedServer() override {
     if (ctx_ != nullptr) SSL_CTX_free(ctx_);
   }
   BoundedServer(const BoundedServer&) = delete;
   BoundedServer& operator=(const BoundedServer&) = delete;
 
+  size_t idle() const {
+    std::lock_guard lock(pool_mu_);
+    WorkerPool* pool = pool_.load();
+    return pool != nullptr ? pool->parker().idle() : 0;
+  }
+
  private:
   bool process_and_close_socket(socket_t sock) override {
-    Connection conn(sock, limits_);
-    if (ctx_ != nullptr && !conn.AcceptTls(ctx_)) return false;
-    current = &conn;
-    SSL* ssl = conn.ssl();
+    auto conn = std::make_shared<Connection>(sock, limits_, keep_alive_max_count_);
+    if (ctx_ != nullptr && !conn->AcceptTls(ctx_)) return false;
+    conn->EndRequest();  // idle from now on
+    Serve(conn);
+    return true;
+  }
+
+  // Serves the connection's requests until it closes, idles past
+  // keep_alive, or is parked because another connection waits for a worker.
+  void Serve(std::shared_ptr<Connection> conn) {
+    WorkerPool& pool = *pool_.load();
+    const auto stopping = [this, &pool] { return svr_sock_ == INVALID_SOCKET || pool.Stopping(); };
+    const auto wanted = [&pool] { return pool.Wanted(); };
+    SSL* ssl = conn->ssl();
     const std::function<void(httplib::Request&)> setup = [ssl](httplib::Request& req) { req.ssl = ssl; };
-    bool ok = false;
-    size_t left = keep_alive_max_count_;
-    while (svr_sock_ != INVALID_SOCKET && left > 0 &&
-           conn.AwaitRequest([this] { return svr_sock_ == INVALID_SOCKET; })) {
-      conn.BeginRequest();
-      bool closed = false;
-      ok = process_request(conn, /*close_connection=*/left == 1, closed, ssl != nullptr ? setup : nullptr);
-      if (!ok && conn.cut() != RequestCut::kNone && !conn.responded()) {
-        // Cut in its first line: the library gave up without an answer.
-        const RequestCut cut = conn.cut();
-        const std::string body =
-            nlohmann::json({{"error", MessageOfCut(cut, limits_)}}).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-        const std::string head =
-            absl::StrCat("HTTP/1.1 ", StatusOfCut(cut), cut == RequestCut::kHeadTooLarge ? " Request Header Fields Too Large"
-                                                                                         : " Request Timeout",
-                         "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(),
-                         "\r\nConnection: close\r\n\r\n");
-        WriteAll(conn, head + body);
+    while (conn->requests_left() > 0) {
+      const Connection::Next next = conn->AwaitNext(pool.kick_fd(), wanted, stopping);
+      if (next == Connection::Next::kPark) {
+        if (pool.parker().Park(conn)) return;
+        break;  // too many idle: closed
       }
-      if (conn.cut() != RequestCut::kNone && on_cut_) on_cut_(conn.cut());
-      if (!ok || closed || conn.cut() != RequestCut::kNone) break;
-      --left;
+      if (next == Connection::Next::kClose) break;
+      conn->BeginRequest();
+      current = conn.get();
+      bool closed = false;
+      const bool ok = process_request(*conn, /*close_connection=*/conn->requests_left() == 1, closed,
+                                      ssl != nullptr ? setup : nullptr);
+      conn->last_ok() = ok;
+      const RequestCut cut = conn->cut();
+      if (!ok && cut != RequestCut::kNone && !conn->responded()) {
+        // Cut in its first line: the library gave up without an answer.
+        const std::string body = nlohmann::json({{"error", MessageOfCut(cut, limits_)}})
+                                     .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        WriteAll(*conn, absl::StrCat("HTTP/1.1 ", StatusOfCut(cut),
+                                     cut == RequestCut::kHeadTooLarge ? " Request Header Fields Too Large"
+                                                                      : " Request Timeout",
+                                     "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(),
+                                     "\r\nConnection: close\r\n\r\n", body));
+      }
+      current = nullptr;
+      if (cut != RequestCut::kNone && on_cut_) on_cut_(cut);
+      if (!ok || closed || cut != RequestCut::kNone) break;
+      --conn->requests_left();
+      conn->EndRequest();
     }
-    current = nullptr;
-    conn.Finish(ok);
-    return ok;
+    conn->Finish(conn->last_ok());
   }
 
   const HttpLimits limits_;
   SSL_CTX* const ctx_;
   const std::function<void(RequestCut)> on_cut_;
+  // The pool while the server listens: its workers and parker use it
+  // freely (it outlives them); anyone else holds pool_mu_, which its going holds too.
+  mutable std::mutex pool_mu_;
+  std::atomic<WorkerPool*> pool_{nullptr};
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<httplib::Server>> NewBoundedHttpServer(const HttpLimits& limits,
+                                                                      const HttpWorkers& workers,
                                                                       const std::string& tls_cert,
                                                                       const std::string& tls_key,
                                                                       std::function<void(RequestCut)> on_cut) {
@@ -368,7 +710,12 @@ absl::StatusOr<std::unique_ptr<httplib::Server>> NewBoundedHttpServer(const Http
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   }
-  return std::make_unique<BoundedServer>(limits, ctx, std::move(on_cut));
+  return std::make_unique<BoundedServer>(limits, workers, ctx, std::move(on_cut));
+}
+
+size_t IdleConnections(const httplib::Server& server) {
+  const auto* bounded = dynamic_cast<const BoundedServer*>(&server);
+  return bounded != nullptr ? bounded->idle() : 0;
 }
 
 void HeadReceived() {

@@ -14,8 +14,9 @@
 //     does with its MinRate); the clock starts with its first byte. An
 //     answer gets the same to be taken by the client, from its first byte;
 //   * a request's line and headers may take `max_head_bytes`;
-//   * between requests a connection may idle `keep_alive`, and a TLS
-//     handshake must end within `request_timeout`.
+//   * between requests a connection may idle `keep_alive` (on its worker
+//     while no other connection needs one, else parked, see HttpWorkers),
+//     and a TLS handshake must end within `request_timeout`.
 // A request cut short is answered 408 (too slow) or 431 (head too large) when
 // nothing of its answer was written yet, and its connection is closed.
 //
@@ -54,15 +55,38 @@ enum class RequestCut {
 };
 
 
+// The workers that serve the connections, one request at a time each. A
+// connection keeps its worker between requests only while no other
+// connection waits for one; otherwise it is parked (one thread watches all
+// parked connections) until its next request comes.
+struct HttpWorkers {
+  int threads = 8;
+  // Connections accepted (or parked ones with a request) waiting for a
+  // worker, at most; beyond it the server stops accepting until one is
+  // taken, and new connections wait in the kernel's listen backlog.
+  int max_waiting = 64;
+  // Idle keep-alive connections parked, at most; one more is closed.
+  int max_idle = 1024;
+  // How long stopping lets the workers finish; then `stuck` is called (it
+  // should shut their connections down so that they return).
+  std::chrono::seconds stop_grace{30};
+  std::function<void()> stuck;
+};
+
 // An HTTP server (an httplib::SSLServer's work when `tls_cert` is given:
 // TLS 1.2 or later with that PEM chain and `tls_key`) whose connections are
-// served under `limits`; `on_cut` (may be empty) hears of each request or
+// served under `limits` by `workers`; `on_cut` (may be empty) hears of each request or
 // answer cut short, on the thread that served it. Errors: InvalidArgument
 // naming a TLS file that cannot be used.
 absl::StatusOr<std::unique_ptr<httplib::Server>> NewBoundedHttpServer(const HttpLimits& limits,
+                                                                      const HttpWorkers& workers,
                                                                       const std::string& tls_cert,
                                                                       const std::string& tls_key,
                                                                       std::function<void(RequestCut)> on_cut);
+
+// Idle kept-alive connections parked now by a server NewBoundedHttpServer
+// made (0 for any other, or while it does not listen).
+size_t IdleConnections(const httplib::Server& server);
 
 // For handlers, about the connection the calling thread serves (no effect,
 // kNone and -1 on a thread that serves none):

@@ -1,17 +1,11 @@
 #include "baton/serve/http_server.h"
 
-#include <pthread.h>
-
 #include <algorithm>
-#include <csignal>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <exception>
 #include <functional>
 #include <future>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <regex>
 #include <string>
@@ -52,88 +46,6 @@ void Reply(httplib::Response& res, int status, const json& body) {
 
 void Error(httplib::Response& res, int status, const std::string& message) { Reply(res, status, {{"error", message}}); }
 
-// httplib's ThreadPool with a bound on the connections waiting for a worker
-// (its own queue has none): when `max_waiting` wait, the accepting thread
-// waits too, so further connections stay in the kernel's listen backlog,
-// which is bounded, instead of each holding a descriptor and memory here.
-class BoundedPool final : public httplib::TaskQueue {
- public:
-  // `stuck` is called when shutdown has waited `grace` for the workers.
-  BoundedPool(size_t threads, size_t max_waiting, std::chrono::seconds grace, std::function<void()> stuck)
-      : max_waiting_(max_waiting), grace_(grace), stuck_(std::move(stuck)) {
-    for (size_t i = 0; i < threads; ++i) {
-      workers_.emplace_back([this] {
-        NameThisThread("http-worker");
-        // A TLS write to a closed connection must fail with EPIPE, not raise
-        // SIGPIPE (OpenSSL writes with write(2)).
-        sigset_t pipe;
-        sigemptyset(&pipe);
-        sigaddset(&pipe, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
-        Work();
-        std::lock_guard lock(mu_);
-        ++exited_;
-        exit_.notify_all();
-      });
-    }
-  }
-  ~BoundedPool() override { shutdown(); }
-
-  void enqueue(std::function<void()> fn) override {
-    std::unique_lock lock(mu_);
-    room_.wait(lock, [&] { return jobs_.size() < max_waiting_ || stopping_; });
-    jobs_.push_back(std::move(fn));
-    ready_.notify_one();
-  }
-
-  // Runs what was accepted, then joins the workers. A connection that holds
-  // its worker past the grace (a client that sends a byte per read timeout,
-  // or never finishes its request) is shut down under it first.
-  void shutdown() override {
-    {
-      std::unique_lock lock(mu_);
-      if (stopping_ && workers_.empty()) return;
-      stopping_ = true;
-      ready_.notify_all();
-      room_.notify_all();
-      if (!exit_.wait_for(lock, grace_, [&] { return exited_ == workers_.size(); }) && stuck_) {
-        lock.unlock();
-        stuck_();
-      }
-    }
-    for (std::thread& t : workers_) t.join();
-    workers_.clear();
-  }
-
- private:
-  void Work() {
-    while (true) {
-      std::function<void()> job;
-      {
-        std::unique_lock lock(mu_);
-        ready_.wait(lock, [&] { return !jobs_.empty() || stopping_; });
-        if (jobs_.empty()) return;  // stopping, and nothing left
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      room_.notify_one();
-      job();
-    }
-  }
-
-  const size_t max_waiting_;
-  std::mutex mu_;
-  std::condition_variable ready_;  // a job, or stopping
-  std::condition_variable room_;   // fewer than max_waiting_ wait
-  std::condition_variable exit_;   // a worker has returned
-  const std::chrono::seconds grace_;
-  const std::function<void()> stuck_;
-  std::deque<std::function<void()>> jobs_;
-  bool stopping_ = false;
-  size_t exited_ = 0;
-  std::vector<std::thread> workers_;
-};
-
 }  // namespace
 
 HttpServer::HttpServer(Engine& engine, HttpOptions options) : engine_(engine), options_(std::move(options)) {}
@@ -150,6 +62,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   if (options.max_waiting_connections < 1 || options.max_waiting_connections > 65536) {
     return absl::InvalidArgumentError(absl::StrCat("HTTP max_waiting_connections must be in 1..65536, got ",
                                                    options.max_waiting_connections));
+  }
+  if (options.max_idle_connections < 0 || options.max_idle_connections > 65536) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-idle-connections must be in 0..65536, got ", options.max_idle_connections));
   }
   if (options.stop_grace < std::chrono::seconds(0) || options.stop_grace > std::chrono::hours(1)) {
     return absl::InvalidArgumentError(
@@ -177,18 +93,24 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   BATON_RETURN_IF_ERROR(CheckExposure("HTTP", options.host, options.tls_cert, options.tls_key, options.token));
   std::unique_ptr<HttpServer> s(new HttpServer(engine, std::move(options)));
   const HttpOptions& o = s->options_;
-  HttpServer* counted = s.get();
+  HttpServer* self = s.get();
+  HttpWorkers workers;
+  workers.threads = o.threads;
+  workers.max_waiting = o.max_waiting_connections;
+  workers.max_idle = o.max_idle_connections;
+  workers.stop_grace = o.stop_grace;
+  workers.stuck = [self] { self->connections_shut_ = ShutdownTcpConnections(self->port_); };
   BATON_ASSIGN_OR_RETURN(s->server_,
-                         NewBoundedHttpServer(s->Limits(), o.tls_cert, o.tls_key, [counted](RequestCut cut) {
+                         NewBoundedHttpServer(s->Limits(), workers, o.tls_cert, o.tls_key, [self](RequestCut cut) {
                            switch (cut) {
                              case RequestCut::kIdle:
-                               ++counted->cut_idle_;
+                               ++self->cut_idle_;
                                break;
                              case RequestCut::kDeadline:
-                               ++counted->cut_deadline_;
+                               ++self->cut_deadline_;
                                break;
                              case RequestCut::kHeadTooLarge:
-                               ++counted->cut_head_;
+                               ++self->cut_head_;
                                break;
                              case RequestCut::kNone:
                                break;
@@ -200,14 +122,6 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   // Answers are small writes: without this, Nagle's algorithm and the
   // client's delayed ACK add tens of milliseconds to each request.
   srv.set_tcp_nodelay(true);
-  const auto threads = static_cast<size_t>(o.threads);
-  const auto waiting = static_cast<size_t>(o.max_waiting_connections);
-  const std::chrono::seconds grace = o.stop_grace;
-  HttpServer* self = s.get();
-  srv.new_task_queue = [threads, waiting, grace, self] {
-    return new BoundedPool(threads, waiting, grace,
-                           [self] { self->connections_shut_ = ShutdownTcpConnections(self->port_); });
-  };
   s->Route();
   const int port = o.port == 0 ? srv.bind_to_any_port(o.host) : (srv.bind_to_port(o.host, o.port) ? o.port : -1);
   if (port < 0) {
@@ -228,11 +142,12 @@ void HttpServer::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-HttpCutCounts HttpServer::requests_cut() const {
-  HttpCutCounts counts;
-  counts.idle = cut_idle_;
-  counts.deadline = cut_deadline_;
-  counts.head_too_large = cut_head_;
+HttpStats HttpServer::http_stats() const {
+  HttpStats counts;
+  counts.cut_idle = cut_idle_;
+  counts.cut_deadline = cut_deadline_;
+  counts.cut_head_too_large = cut_head_;
+  counts.idle_connections = server_ ? IdleConnections(*server_) : 0;
   return counts;
 }
 
@@ -317,7 +232,7 @@ void HttpServer::Route() {
                                         : json::array({"binary_tensor_data", "classification", "statistics"})}});
   });
   srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    const HttpCutCounts cuts = requests_cut();
+    const HttpStats cuts = http_stats();
     res.set_content(PrometheusText(engine_.Stats(), options_.shared_memory.get(), &cuts),
                     "text/plain; version=0.0.4; charset=utf-8");
   });

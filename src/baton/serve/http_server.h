@@ -21,10 +21,11 @@
 // Requests from every connection share the engine (its dispatcher arbitrates
 // the PUs). Each request is served on one of `threads` workers, which waits
 // for the engine's answer and cancels the request if its client closes or
-// resets the connection meanwhile (serve/connection_watch.h); bodies are
-// limited to max_request_bytes, and a client that sends or reads too slowly
-// is cut off after the timeouts (the whole request has a deadline too:
-// serve/http_connection.h).
+// resets the connection meanwhile (serve/connection_watch.h). A kept-alive
+// connection idle between requests gives its worker up when another
+// connection waits for one. Bodies are limited to max_request_bytes, and a
+// client that sends or reads too slowly is cut off (each wait and each
+// whole request have bounds). Connections: serve/http_connection.h.
 //
 // Security, as for `baton agent`: without TLS and a token the server only
 // binds to a loopback address (Start refuses anything else and says why).
@@ -65,6 +66,11 @@ struct HttpOptions {
   // (1..65536); beyond it the server stops accepting until one is taken,
   // and new connections wait in the kernel's listen backlog.
   int max_waiting_connections = 64;
+  // Idle keep-alive connections kept, at most (0..65536): a connection
+  // holds a worker between its requests only while no other one waits for
+  // a worker; otherwise it is parked, and past this many parked the next
+  // is closed (its client connects again).
+  int max_idle_connections = 1024;
   // How long Stop lets the connections being served finish before it shuts
   // them down (a client that keeps its request unfinished would hold it).
   std::chrono::seconds stop_grace{30};
@@ -111,8 +117,9 @@ class HttpServer {
   // Connections Stop had to shut down after the grace.
   int connections_shut() const { return connections_shut_; }
   // Requests or answers cut short for being too slow or too large
-  // (serve/http_connection.h), by reason; also on GET /metrics.
-  HttpCutCounts requests_cut() const;
+  // (serve/http_connection.h), by reason, and the idle connections parked
+  // now; also on GET /metrics.
+  HttpStats http_stats() const;
 
  private:
   HttpServer(Engine& engine, HttpOptions options);

@@ -46,7 +46,7 @@ void Histogram(std::string& out, const EngineStats& stats, const std::string& na
 
 }  // namespace
 
-std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry* shm, const HttpCutCounts* http) {
+std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry* shm, const HttpStats* http) {
   std::string out;
   Header(out, "baton_inference_requests_total", "counter", "Inference requests answered, by outcome.");
   for (const ModelStats& m : stats.models) {
@@ -147,10 +147,14 @@ std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry*
            "--timeout-s (idle), not done within --request-timeout-s and the rate allowance (deadline), or a request "
            "head too large (head_too_large).");
     const std::pair<const char*, uint64_t> reasons[] = {
-        {"idle", http->idle}, {"deadline", http->deadline}, {"head_too_large", http->head_too_large}};
+        {"idle", http->cut_idle}, {"deadline", http->cut_deadline}, {"head_too_large", http->cut_head_too_large}};
     for (const auto& [reason, n] : reasons) {
       absl::StrAppend(&out, "baton_http_requests_cut_total{reason=\"", reason, "\"} ", n, "\n");
     }
+    Header(out, "baton_http_idle_connections", "gauge",
+           "Kept-alive HTTP connections idle between requests and parked off the workers (at most "
+           "--max-idle-connections).");
+    absl::StrAppend(&out, "baton_http_idle_connections ", http->idle_connections, "\n");
   }
   return out;
 }

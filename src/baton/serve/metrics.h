@@ -23,6 +23,7 @@
 //                                                  (both only with a registry: --allow-client-shm)
 //   baton_http_requests_cut_total{reason}           counter: REST requests or answers cut short
 //                                                  (idle, deadline, head_too_large)
+//   baton_http_idle_connections                     gauge: kept-alive REST connections parked
 //
 // Thread-safety: a pure function.
 #pragma once
@@ -36,16 +37,18 @@ namespace baton::serve {
 
 class SharedMemoryRegistry;
 
-// What the REST front-end cut short (serve/http_connection.h), by reason.
-struct HttpCutCounts {
-  uint64_t idle = 0;
-  uint64_t deadline = 0;
-  uint64_t head_too_large = 0;
+// The REST front-end's connections (serve/http_connection.h): requests it
+// cut short, by reason, and idle kept-alive connections parked now.
+struct HttpStats {
+  uint64_t cut_idle = 0;
+  uint64_t cut_deadline = 0;
+  uint64_t cut_head_too_large = 0;
+  uint64_t idle_connections = 0;
 };
 
 // `shm`: the server's client shared memory registry (null = off: no shared
-// memory metrics); `http`: the REST front-end's cuts (null: none listed).
+// memory metrics); `http`: the REST front-end's connections (null: none listed).
 std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry* shm = nullptr,
-                           const HttpCutCounts* http = nullptr);
+                           const HttpStats* http = nullptr);
 
 }  // namespace baton::serve
