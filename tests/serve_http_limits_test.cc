@@ -327,18 +327,24 @@ TEST_F(HttpLimitsTest, IdleKeptAliveConnectionsLeaveTheWorkerToOthers) {
   }
 }
 
-// Past max_idle_connections parked, the next connection to go idle is
-// closed (its client connects again); those parked stay.
+// Past max_idle_connections parked, the next connection to go idle after
+// an answer is closed (its client connects again) and those parked stay; a
+// new connection is not closed before its first request.
 TEST_F(HttpLimitsTest, IdleConnectionsPastTheBoundAreClosed) {
   StartServer(0, false, /*threads=*/1, /*max_idle=*/1);
   const int a = Connect();
   ASSERT_THAT(Ask(a, "/v2/health/live"), StartsWith("HTTP/1.1 200"));
-  const int b = Connect();  // a is parked for b
+  const int b = Connect();  // a is parked for b: the bound
   ASSERT_THAT(Ask(b, "/v2/health/live"), StartsWith("HTTP/1.1 200"));
-  const int c = Connect();  // b cannot be parked too: closed
+  EXPECT_EQ(server_->http_stats().idle_connections, 1u) << "a is parked; b is idle on the worker";
+  // b cannot be parked for c: closed. c, new, keeps the worker though d waits.
+  const int c = Connect();
+  const int d = Connect();
   ASSERT_THAT(Ask(c, "/v2/health/live"), StartsWith("HTTP/1.1 200"));
   EXPECT_EQ(ReadToEnd(b), "") << "b was closed";
-  EXPECT_EQ(server_->http_stats().idle_connections, 1u) << "a is parked; c is idle on the worker";
+  // Answered, c cannot be parked for d: closed.
+  ASSERT_THAT(Ask(d, "/v2/health/live"), StartsWith("HTTP/1.1 200"));
+  EXPECT_EQ(ReadToEnd(c), "") << "c was closed";
   EXPECT_THAT(Ask(a, "/v2/health/ready"), StartsWith("HTTP/1.1 200")) << "a, parked, is still served";
 }
 

@@ -108,7 +108,7 @@ class Connection final : public httplib::Stream {
   enum class Next { kRequest, kPark, kClose };
   // Waits for the next request to begin to arrive while this worker is not
   // wanted elsewhere (`wanted`, polled with `kick_fd` readable when it may
-  // be): kRequest once it does (or the peer closes), kPark when another
+  // be; -1: not looked at): kRequest once it does (or the peer closes), kPark when another
   // connection waits for a worker, kClose after keep_alive idle or when
   // `stopping`.
   Next AwaitNext(int kick_fd, const std::function<bool()>& wanted, const std::function<bool()>& stopping) {
@@ -645,14 +645,21 @@ class BoundedServer final : public httplib::Server {
   void Serve(std::shared_ptr<Connection> conn) {
     WorkerPool& pool = *pool_.load();
     const auto stopping = [this, &pool] { return svr_sock_ == INVALID_SOCKET || pool.Stopping(); };
-    const auto wanted = [&pool] { return pool.Wanted(); };
+    bool may_park = true;
+    const std::function<bool()> wanted = [&pool, &may_park] { return may_park && pool.Wanted(); };
     SSL* ssl = conn->ssl();
     const std::function<void(httplib::Request&)> setup = [ssl](httplib::Request& req) { req.ssl = ssl; };
     while (conn->requests_left() > 0) {
-      const Connection::Next next = conn->AwaitNext(pool.kick_fd(), wanted, stopping);
+      const Connection::Next next = conn->AwaitNext(may_park ? pool.kick_fd() : -1, wanted, stopping);
       if (next == Connection::Next::kPark) {
         if (pool.parker().Park(conn)) return;
-        break;  // too many idle: closed
+        // Too many idle: one that has had answers is closed (its client
+        // connects again); a new one keeps its worker until its first
+        // request (keep_alive at most), as it would have without parking,
+        // rather than be closed before it could ask anything.
+        if (conn->requests_left() != keep_alive_max_count_) break;
+        may_park = false;
+        continue;
       }
       if (next == Connection::Next::kClose) break;
       conn->BeginRequest();
@@ -677,6 +684,7 @@ class BoundedServer final : public httplib::Server {
       if (!ok || closed || cut != RequestCut::kNone) break;
       --conn->requests_left();
       conn->EndRequest();
+      may_park = true;
     }
     conn->Finish(conn->last_ok());
   }
