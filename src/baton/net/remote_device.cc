@@ -159,6 +159,18 @@ absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
 }
 
+// The completion that answers `a` from `device`; status, outputs, PU and
+// times are the caller's to fill.
+dispatch::Completion CompletionFor(const dispatch::Assignment& a, DeviceId device) {
+  dispatch::Completion c;
+  c.id = a.id;
+  c.request = a.request;
+  c.model = a.model;
+  c.partition = a.partition;
+  c.device = device;
+  return c;
+}
+
 int64_t SteadyNanos() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
@@ -622,14 +634,9 @@ void GrpcRemoteDevice::Impl::ReaderLoop(std::shared_ptr<Stream> stream) {
         ++counters_.late_dropped;
         continue;
       }
-      const dispatch::Assignment& a = it->second.assignment;
-      done.id = a.id;
-      done.request = a.request;
-      done.model = a.model;
-      done.partition = a.partition;
+      done = CompletionFor(it->second.assignment, device_);
       in_flight_.erase(it);
       ++counters_.answered;
-      done.device = device_;
       done.end = now;
       done.start = now;
       if (c.ran() && c.pu() >= 0 && static_cast<size_t>(c.pu()) < pus_.size()) {
@@ -673,12 +680,7 @@ void GrpcRemoteDevice::Impl::ExpireUnanswered() {
         continue;
       }
       const dispatch::Assignment& a = it->second.assignment;
-      dispatch::Completion c;
-      c.id = a.id;
-      c.request = a.request;
-      c.model = a.model;
-      c.partition = a.partition;
-      c.device = device_;
+      dispatch::Completion c = CompletionFor(a, device_);
       c.start = c.end = Now();
       c.status = absl::DeadlineExceededError(absl::StrCat(
           "device '", options_.name, "': the agent at ", options_.address, " did not answer within ",
