@@ -1,10 +1,10 @@
-// Whether the client of an HTTP request still waits for its answer. The HTTP
-// library hands a handler neither its socket nor a closed-connection check,
-// so the request's own TCP connection is found among this process's
-// descriptors by its two ends (as the library reports them), and looked at
-// without reading from it.
+// Whether the client of an HTTP request still waits for its answer, looked
+// at on the request's own TCP connection without reading from it: by its
+// descriptor (`baton serve` knows it: serve/http_connection.h), or found
+// among this process's descriptors by its two ends (as an HTTP library that
+// hands a handler no socket reports them).
 //
-//   ConnectionWatch watch(req.local_port, req.remote_addr, req.remote_port);
+//   ConnectionWatch watch(CurrentSocket());
 //   while (answer.wait_for(100ms) != ready) if (watch.PeerGone()) cancel->Cancel();
 //
 // The peer counts as gone once the connection has received its FIN (the
