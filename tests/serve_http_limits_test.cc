@@ -198,7 +198,8 @@ TEST_F(HttpLimitsTest, AnAnswerTakenTooSlowlyIsGivenUp) {
                    std::string(kTensorBytes, '\0'));
   const int fd = Connect(/*receive_buffer=*/4096);
   ASSERT_TRUE(SendAll(fd, request));
-  ASSERT_TRUE(baton::testing::WaitUntil([&] { return server_->http_stats().cut_deadline == 1; }, std::chrono::minutes(2)))
+  ASSERT_TRUE(
+      baton::testing::WaitUntil([&] { return server_->http_stats().cut_deadline == 1; }, std::chrono::minutes(2)))
       << "the server still waits to write the answer";
   const std::string answer = ReadToEnd(fd);
   EXPECT_THAT(answer, StartsWith("HTTP/1.1 200"));

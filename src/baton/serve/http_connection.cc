@@ -408,6 +408,7 @@ class Parker {
  private:
   void Run() {
     NameThisThread("http-parker");
+    if (epoll_ < 0) return;  // nothing is ever parked (Park refuses)
     std::array<epoll_event, 64> events{};
     while (true) {
       std::vector<std::shared_ptr<Connection>> expired;  // closed outside the lock
@@ -710,7 +711,8 @@ absl::StatusOr<std::unique_ptr<httplib::Server>> NewBoundedHttpServer(const Http
     ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == nullptr || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_use_certificate_chain_file(ctx, tls_cert.c_str()) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, tls_key.c_str(), SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        SSL_CTX_use_PrivateKey_file(ctx, tls_key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
       if (ctx != nullptr) SSL_CTX_free(ctx);
       ERR_clear_error();
       return absl::InvalidArgumentError(absl::StrCat("the TLS certificate '", tls_cert, "' or key '", tls_key,

@@ -74,7 +74,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   if (options.max_request_bytes < 1024) {
     return absl::InvalidArgumentError("--max-request-mb must allow at least 1 KiB");
   }
-  const auto in_seconds = [](std::chrono::seconds t, int64_t from, int64_t to) { return t.count() >= from && t.count() <= to; };
+  const auto in_seconds = [](std::chrono::seconds t, int64_t from, int64_t to) {
+    return t.count() >= from && t.count() <= to;
+  };
   if (!in_seconds(options.read_timeout, 1, 3600) || !in_seconds(options.write_timeout, 1, 3600)) {
     return absl::InvalidArgumentError(absl::StrCat("--timeout-s must be in 1..3600, got ", options.read_timeout.count(),
                                                    " and ", options.write_timeout.count()));
@@ -84,7 +86,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
         absl::StrCat("--request-timeout-s must be in 1..86400, got ", options.request_timeout.count()));
   }
   if (!in_seconds(options.keep_alive, 1, 3600)) {
-    return absl::InvalidArgumentError(absl::StrCat("HTTP keep_alive must be 1..3600 s, got ", options.keep_alive.count()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP keep_alive must be 1..3600 s, got ", options.keep_alive.count()));
   }
   if (options.max_head_bytes < 1024 || options.max_head_bytes > (size_t{16} << 20)) {
     return absl::InvalidArgumentError(
