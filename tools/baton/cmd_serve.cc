@@ -242,9 +242,9 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "Cut off an HTTP client when one read or write of its connection waits this long (default 10)")
       ->check(IntIn(1, 3600));
   cmd->add_option("--max-idle-connections", args->max_idle_connections,
-                  "Kept-alive HTTP connections parked idle between requests, at most; they hold no worker while "
-                  "another connection waits for one; past this many, one that had an answer is closed instead "
-                  "(default 1024)")
+                  "Kept-alive HTTP connections parked idle between requests, at most; a parked connection holds "
+                  "no worker while another connection waits for one; past this many, a connection keeps its "
+                  "worker until its next request (default 1024)")
       ->check(IntIn(0, 65536));
   cmd->add_option("--request-timeout-s", args->request_timeout_s,
                   "An HTTP request must arrive (and its answer be taken) within this many seconds from its first "

@@ -654,11 +654,10 @@ class BoundedServer final : public httplib::Server {
       const Connection::Next next = conn->AwaitNext(may_park ? pool.kick_fd() : -1, wanted, stopping);
       if (next == Connection::Next::kPark) {
         if (pool.parker().Park(conn)) return;
-        // Too many idle: one that has had answers is closed (its client
-        // connects again); a new one keeps its worker until its first
-        // request (keep_alive at most), as it would have without parking,
-        // rather than be closed before it could ask anything.
-        if (conn->requests_left() != keep_alive_max_count_) break;
+        // Too many parked: it keeps its worker until its next request
+        // (keep_alive at most), as without parking. Closing it instead would
+        // race with a request its client may be sending on it, which most
+        // clients report as an error rather than send again.
         may_park = false;
         continue;
       }

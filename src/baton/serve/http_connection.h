@@ -65,8 +65,8 @@ struct HttpWorkers {
   // worker, at most; beyond it the server stops accepting until one is
   // taken, and new connections wait in the kernel's listen backlog.
   int max_waiting = 64;
-  // Idle keep-alive connections parked, at most; past it one that has had
-  // an answer is closed, and a new one keeps its worker until its first request.
+  // Idle keep-alive connections parked, at most; past it a connection keeps
+  // its worker until its next request (as it would without parking).
   int max_idle = 1024;
   // How long stopping lets the workers finish; then `stuck` is called (it
   // should shut their connections down so that they return).

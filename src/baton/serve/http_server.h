@@ -68,9 +68,8 @@ struct HttpOptions {
   int max_waiting_connections = 64;
   // Idle keep-alive connections parked, at most (0..65536): a connection
   // holds a worker between its requests only while no other one waits for
-  // a worker; otherwise it is parked, and past this many parked one that
-  // has had an answer is closed (its client connects again), a new one
-  // keeps its worker until its first request.
+  // a worker; otherwise it is parked, and past this many parked it keeps
+  // its worker until its next request, as it would without parking.
   int max_idle_connections = 1024;
   // How long Stop lets the connections being served finish before it shuts
   // them down (a client that keeps its request unfinished would hold it).
