@@ -8,7 +8,8 @@
 #
 #   SECONDS    per target (default 60)
 #   --only     one target (repeatable): config_fuzz, kserve_json_fuzz,
-#              kserve_grpc_fuzz, model_fuzz, plan_profile_fuzz, agent_codec_fuzz
+#              kserve_grpc_fuzz, model_fuzz, plan_profile_fuzz, agent_codec_fuzz,
+#              http_connection_fuzz
 #   --jobs     libFuzzer worker processes per target (default 1)
 #   --parallel targets run at once (default 1); each target's output is
 #              printed when it ends. Keep jobs x parallel <= cores, so each
@@ -48,7 +49,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ ${#targets[@]} -eq 0 ] && targets=(config_fuzz kserve_json_fuzz kserve_grpc_fuzz model_fuzz plan_profile_fuzz
-  agent_codec_fuzz)
+  agent_codec_fuzz http_connection_fuzz)
 cxx=clang++
 cc=clang
 if command -v clang++-16 >/dev/null; then cxx=clang++-16; cc=clang-16; fi
