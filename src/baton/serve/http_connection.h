@@ -54,7 +54,6 @@ enum class RequestCut {
   kHeadTooLarge,  // its line and headers went past max_head_bytes
 };
 
-
 // The workers that serve the connections, one request at a time each. A
 // connection keeps its worker between requests only while no other
 // connection waits for one; otherwise it is parked (one thread watches all
@@ -76,9 +75,9 @@ struct HttpWorkers {
 
 // An HTTP server (an httplib::SSLServer's work when `tls_cert` is given:
 // TLS 1.2 or later with that PEM chain and `tls_key`) whose connections are
-// served under `limits` by `workers`; `on_cut` (may be empty) hears of each request or
-// answer cut short, on the thread that served it. Errors: InvalidArgument
-// naming a TLS file that cannot be used.
+// served under `limits` by `workers`; `on_cut` (may be empty) hears of each
+// request or answer cut short, on the thread that served it. Errors:
+// InvalidArgument naming a TLS file that cannot be used.
 absl::StatusOr<std::unique_ptr<httplib::Server>> NewBoundedHttpServer(const HttpLimits& limits,
                                                                       const HttpWorkers& workers,
                                                                       const std::string& tls_cert,
