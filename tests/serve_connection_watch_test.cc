@@ -1,7 +1,7 @@
-// serve::ConnectionWatch: finds a served TCP connection by its two ends and
-// tells a peer that is still there from one that closed (with or without
-// bytes left unread), half-closed or reset the connection, without reading
-// from it.
+// serve::FindTcpConnection finds a served TCP connection by its two ends;
+// serve::ConnectionWatch tells a peer that is still there from one that
+// closed (with or without bytes left unread), half-closed or reset the
+// connection, without reading from it.
 #include "baton/serve/connection_watch.h"
 
 #include <arpa/inet.h>
@@ -53,7 +53,7 @@ struct Connection {
       if (fd >= 0) close(fd);
     }
   }
-  ConnectionWatch Watch() const { return ConnectionWatch(PortOf(listener), "127.0.0.1", PortOf(client)); }
+  ConnectionWatch Watch() const { return ConnectionWatch(served); }
 };
 
 TEST(ConnectionWatchTest, FindsTheServedEndOfAConnection) {
@@ -113,8 +113,8 @@ TEST(ConnectionWatchTest, AResetPeerIsGone) {
   EXPECT_TRUE(watch.PeerGone());
 }
 
-TEST(ConnectionWatchTest, AConnectionThatIsNotFoundIsNeverGone) {
-  ConnectionWatch watch(1, "127.0.0.1", 1);
+TEST(ConnectionWatchTest, NoConnectionIsNeverGone) {
+  ConnectionWatch watch(-1);
   EXPECT_FALSE(watch.PeerGone());
 }
 

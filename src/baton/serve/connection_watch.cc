@@ -51,11 +51,9 @@ std::optional<int> FindTcpConnection(int local_port, const std::string& remote_a
                                      int max_descriptors) {
   if (local_port <= 0 || remote_port <= 0) return std::nullopt;
   return ForEachTcpConnection(local_port, max_descriptors, [&](int, const sockaddr_storage& peer, socklen_t len) {
-    if (PortOf(peer) != remote_port) return false;
-    char host[NI_MAXHOST];
-    return getnameinfo(reinterpret_cast<const sockaddr*>(&peer), len, host, sizeof(host), nullptr, 0,
-                       NI_NUMERICHOST) == 0 &&
-           remote_addr == host;
+    std::string ip;
+    int port = -1;
+    return NumericAddress(peer, len, ip, port) && port == remote_port && ip == remote_addr;
   });
 }
 
@@ -69,15 +67,23 @@ int ShutdownTcpConnections(int local_port, int max_descriptors) {
   return shut;
 }
 
-bool ConnectionWatch::PeerGone() {
-  if (!looked_up_) {
-    looked_up_ = true;
-    fd_ = FindTcpConnection(local_port_, remote_addr_, remote_port_);
+bool NumericAddress(const sockaddr_storage& addr, socklen_t len, std::string& ip, int& port) {
+  const int p = PortOf(addr);
+  char host[NI_MAXHOST];
+  if (p < 0 || getnameinfo(reinterpret_cast<const sockaddr*>(&addr), len, host, sizeof(host), nullptr, 0,
+                           NI_NUMERICHOST) != 0) {
+    return false;
   }
-  if (!fd_) return false;
+  ip = host;
+  port = p;
+  return true;
+}
+
+bool ConnectionWatch::PeerGone() const {
+  if (fd_ < 0) return false;
   // POLLRDHUP: the peer's FIN has arrived, whether or not bytes wait before
   // it (a TLS close_notify record does); POLLHUP and POLLERR: a reset.
-  pollfd p{*fd_, POLLIN | POLLRDHUP, 0};
+  pollfd p{fd_, POLLIN | POLLRDHUP, 0};
   if (poll(&p, 1, 0) <= 0) return false;
   return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }

@@ -1,8 +1,6 @@
 // Whether the client of an HTTP request still waits for its answer, looked
-// at on the request's own TCP connection without reading from it: by its
-// descriptor (`baton serve` knows it: serve/http_connection.h), or found
-// among this process's descriptors by its two ends (as an HTTP library that
-// hands a handler no socket reports them).
+// at on the request's own TCP connection (by its descriptor: `baton serve`
+// knows it, serve/http_connection.h) without reading from it.
 //
 //   ConnectionWatch watch(CurrentSocket());
 //   while (answer.wait_for(100ms) != ready) if (watch.PeerGone()) cancel->Cancel();
@@ -16,39 +14,34 @@
 // either way. Bytes without a FIN count as the client being there.
 //
 // Thread-safety: use one watch from the thread that serves the request; the
-// connection cannot close under it (the HTTP library closes it only after the
-// handler returns).
+// connection cannot close under it (it is closed only after the handler
+// returns).
 #pragma once
+
+#include <sys/socket.h>
 
 #include <optional>
 #include <string>
-#include <utility>
 
 namespace baton::serve {
 
 class ConnectionWatch {
  public:
-  ConnectionWatch(int local_port, std::string remote_addr, int remote_port)
-      : local_port_(local_port), remote_addr_(std::move(remote_addr)), remote_port_(remote_port) {}
-  // The connection's own descriptor, when the server knows it (-1: none, never gone).
-  explicit ConnectionWatch(int fd) : local_port_(-1), remote_port_(-1), looked_up_(true) {
-    if (fd >= 0) fd_ = fd;
-  }
+  // -1: no connection, never gone.
+  explicit ConnectionWatch(int fd) : fd_(fd) {}
 
-  // True once the peer has closed or reset the connection. The connection is
-  // looked up on the first call (one pass over /proc/self/fd, at most
-  // kMaxDescriptors entries); when it cannot be found, always false.
-  bool PeerGone();
+  // True once the peer has closed or reset the connection.
+  bool PeerGone() const;
 
   static constexpr int kMaxDescriptors = 65536;
 
  private:
-  int local_port_;
-  std::string remote_addr_;
-  int remote_port_;
-  bool looked_up_ = false;
-  std::optional<int> fd_;
+  int fd_;
 };
+
+// The numeric address (as getnameinfo writes it) and port of an AF_INET or
+// AF_INET6 socket address; false for any other.
+bool NumericAddress(const sockaddr_storage& addr, socklen_t len, std::string& ip, int& port);
 
 // The descriptor of this process's TCP socket whose local port is
 // `local_port` and whose peer is `remote_addr` (numeric, as getnameinfo

@@ -1,7 +1,6 @@
 #include "baton/serve/http_connection.h"
 
 #include <fcntl.h>
-#include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
@@ -32,6 +31,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "baton/core/process.h"
+#include "baton/serve/connection_watch.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 
@@ -52,20 +52,7 @@ void IpAndPort(int fd, bool peer, std::string& ip, int& port) {
   socklen_t len = sizeof(addr);
   const int got = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len)
                        : getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  if (got != 0) return;
-  if (addr.ss_family == AF_INET) {
-    port = ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
-  } else if (addr.ss_family == AF_INET6) {
-    port = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
-  } else {
-    return;
-  }
-  // Numeric, as the HTTP library writes it (ConnectionWatch compares with it).
-  std::array<char, NI_MAXHOST> host{};
-  if (getnameinfo(reinterpret_cast<const sockaddr*>(&addr), len, host.data(), host.size(), nullptr, 0,
-                  NI_NUMERICHOST) == 0) {
-    ip = host.data();
-  }
+  if (got == 0) NumericAddress(addr, len, ip, port);
 }
 
 // One connection: the bytes under the HTTP library's parser, every wait
@@ -542,10 +529,6 @@ class WorkerPool final : public httplib::TaskQueue {
     std::lock_guard lock(mu_);
     return !jobs_.empty();
   }
-  bool Stopping() {
-    std::lock_guard lock(mu_);
-    return stopping_;
-  }
   int kick_fd() const { return kick_; }
   Parker& parker() { return parker_; }
 
@@ -645,7 +628,8 @@ class BoundedServer final : public httplib::Server {
   // keep_alive, or is parked because another connection waits for a worker.
   void Serve(std::shared_ptr<Connection> conn) {
     WorkerPool& pool = *pool_.load();
-    const auto stopping = [this, &pool] { return svr_sock_ == INVALID_SOCKET || pool.Stopping(); };
+    // The library closes the listening socket before it shuts the pool down.
+    const auto stopping = [this] { return svr_sock_ == INVALID_SOCKET; };
     bool may_park = true;
     const std::function<bool()> wanted = [&pool, &may_park] { return may_park && pool.Wanted(); };
     SSL* ssl = conn->ssl();
