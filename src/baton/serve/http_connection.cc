@@ -512,6 +512,7 @@ class WorkerPool final : public httplib::TaskQueue {
       std::unique_lock lock(mu_);
       if (stopping_ && threads_.empty()) return;
       stopping_ = true;
+      stopping_now_ = true;
       Kick();
       ready_.notify_all();
       room_.notify_all();
@@ -529,6 +530,8 @@ class WorkerPool final : public httplib::TaskQueue {
     std::lock_guard lock(mu_);
     return !jobs_.empty();
   }
+  // Read without the lock: polled by every worker idle on its connection.
+  bool Stopping() const { return stopping_now_; }
   int kick_fd() const { return kick_; }
   Parker& parker() { return parker_; }
 
@@ -575,6 +578,7 @@ class WorkerPool final : public httplib::TaskQueue {
   std::condition_variable exit_;   // a worker has returned
   std::deque<std::function<void()>> jobs_;
   bool stopping_ = false;
+  std::atomic<bool> stopping_now_{false};  // stopping_, for readers without the lock
   size_t free_ = 0;  // workers waiting for a job
   size_t exited_ = 0;
   std::vector<std::thread> threads_;
@@ -628,8 +632,7 @@ class BoundedServer final : public httplib::Server {
   // keep_alive, or is parked because another connection waits for a worker.
   void Serve(std::shared_ptr<Connection> conn) {
     WorkerPool& pool = *pool_.load();
-    // The library closes the listening socket before it shuts the pool down.
-    const auto stopping = [this] { return svr_sock_ == INVALID_SOCKET; };
+    const auto stopping = [this, &pool] { return svr_sock_ == INVALID_SOCKET || pool.Stopping(); };
     bool may_park = true;
     const std::function<bool()> wanted = [&pool, &may_park] { return may_park && pool.Wanted(); };
     SSL* ssl = conn->ssl();
