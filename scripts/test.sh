@@ -123,7 +123,7 @@ stage_tsan() {
   cmake --preset tsan >/dev/null
   cmake --build --preset tsan -j "$jobs" --target runtime_test ort_baseline_test port_contract_test agent_failover_test \
     engine_test trace_observer_test serve_grpc_test serve_http_limits_test cli_serve_test agent_server_test \
-    grpc_library_test
+    grpc_library_test agent_execute_test
   run_ctest tsan --preset tsan -j "$jobs" \
     -R '^(Runtime\.|Modes/RuntimeModeTest\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned|OrtBaselineTest\.ARunPast|EngineTest\.|TraceObserverTest\.)'
   # The remote device and the agent, and `baton serve`'s gRPC front-end and
@@ -134,8 +134,11 @@ stage_tsan() {
   # grpc_library_test: the wait for gRPC's clean-up at exit, whose absence
   # showed as a thread leak in `baton` processes. serve_http_limits_test: the
   # REST front-end's own connections cut short while the engine serves.
+  # agent_execute_test: the agent's writer answering pings between the frames
+  # of a large completion while its reader queues them.
   local t
-  for t in port_contract_test agent_failover_test serve_grpc_test grpc_library_test serve_http_limits_test; do
+  for t in port_contract_test agent_failover_test serve_grpc_test grpc_library_test serve_http_limits_test \
+    agent_execute_test; do
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
       run_gtest tsan "build/tsan/tests/$t"
   done

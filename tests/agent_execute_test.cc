@@ -23,6 +23,7 @@
 #include "baton/net/agent_server.h"
 #include "baton/net/codec.h"
 #include "baton/net/stream_ids.h"
+#include "google/protobuf/util/message_differencer.h"
 
 namespace baton::net {
 namespace {
@@ -44,8 +45,9 @@ std::string ReluBytes() {
   return bytes.ok() ? *bytes : std::string();
 }
 
-// Claims every node. A run copies `x` to `y`, counts itself, and waits while
-// the gate is closed (the gate starts open).
+// Claims every node. A run copies `x` to `y` (or, after SetOutputFloats(n),
+// answers a `y` of n floats), counts itself, and waits while the gate is
+// closed (the gate starts open).
 class GatedExecutor : public backend::Executor {
  public:
   const std::string& pu_name() const override { return name_; }
@@ -76,26 +78,40 @@ class GatedExecutor : public backend::Executor {
     std::lock_guard lock(state_->mu);
     return state_->started;
   }
+  // y[i] = i % 1000, as a float.
+  void SetOutputFloats(int64_t n) {
+    std::lock_guard lock(state_->mu);
+    state_->output_floats = n;
+  }
 
  private:
   struct State {
     mutable std::mutex mu;
     std::condition_variable cv;
-    bool open = true;  // guarded by mu
-    int started = 0;   // guarded by mu
+    bool open = true;            // guarded by mu
+    int started = 0;             // guarded by mu
+    int64_t output_floats = 0;   // guarded by mu
   };
   class Prepared : public backend::PreparedPartition {
    public:
     explicit Prepared(std::shared_ptr<State> state) : state_(std::move(state)) {}
     absl::StatusOr<backend::RunResult> Run(
         std::span<const std::pair<std::string, const Tensor*>> inputs, RunCancel* = nullptr) const override {
+      int64_t output_floats = 0;
       {
         std::unique_lock lock(state_->mu);
         ++state_->started;
         state_->cv.notify_all();
         state_->cv.wait(lock, [&] { return state_->open; });
+        output_floats = state_->output_floats;
       }
       backend::RunResult result;
+      if (output_floats > 0) {
+        Tensor y(dtype::kFloat, {1, output_floats});
+        for (int64_t i = 0; i < output_floats; ++i) y.data<float>()[i] = static_cast<float>(i % 1000);
+        result.outputs.emplace_back("y", std::move(y));
+        return result;
+      }
       for (const auto& [name, tensor] : inputs) {
         if (name == "x") result.outputs.emplace_back("y", tensor->Clone());
       }
@@ -113,7 +129,9 @@ class GatedExecutor : public backend::Executor {
 // An agent with one gated PU and the Relu partition loaded.
 class AgentExecuteTest : public ::testing::Test {
  protected:
-  void StartAgent(AgentOptions options = AgentOptions()) {
+  // `bdp_probe` false: the client's receive window stays at 64 KiB, so a
+  // client that does not read stalls the agent's writes soon.
+  void StartAgent(AgentOptions options = AgentOptions(), bool bdp_probe = true) {
     AgentPu pu;
     pu.name = "gated0";
     pu.kind = "emu";
@@ -124,6 +142,7 @@ class AgentExecuteTest : public ::testing::Test {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
     args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+    if (!bdp_probe) args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
     stub_ = pb::Agent::NewStub(
         grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args));
 
@@ -251,6 +270,115 @@ TEST_F(AgentExecuteTest, HugeBudgetMeansNoPracticalDeadlineAndRuns) {
   EXPECT_TRUE(exec.Finish().empty());
   EXPECT_EQ(executor_.started(), 1);
   EXPECT_EQ(server_->Stats().dropped_deadline(), 1u);
+}
+
+// ---------------------------------------------------------------------------
+// Completions above the chunk size
+
+// TensorFrames' frames reassemble into the message that ToProto and
+// SerializeAsString give, for every chunk size, with the tensors' bytes
+// (fixed-size, empty and STRING) in place.
+TEST(TensorFramesTest, FramesReassembleIntoTheWholeMessage) {
+  dispatch::NamedTensors tensors;
+  Tensor f(dtype::kFloat, {2, 3});
+  for (int i = 0; i < 6; ++i) f.data<float>()[i] = static_cast<float>(i) * 0.5f;
+  tensors.emplace_back("f", std::move(f));
+  tensors.emplace_back("empty", Tensor(dtype::kInt64, {0, 4}));
+  tensors.emplace_back("s", Tensor::Strings({2}, {"a", std::string(300, 'b')}));
+  Tensor big(dtype::kUint8, {5000});
+  for (int i = 0; i < 5000; ++i) big.data<uint8_t>()[i] = static_cast<uint8_t>(i * 7);
+  tensors.emplace_back("big", std::move(big));
+
+  pb::Completion head;
+  head.set_id(42);
+  head.set_message("ok");
+  head.set_ran(true);
+  head.set_pu(1);
+  head.set_run_ns(123456789);
+  pb::Completion expected = head;
+  for (const auto& [name, tensor] : tensors) ToProto(name, tensor, expected.add_outputs());
+
+  for (int64_t chunk : {int64_t{1}, int64_t{7}, int64_t{100}, int64_t{4096}, int64_t{1} << 20}) {
+    SCOPED_TRACE(absl::StrCat("chunk ", chunk));
+    TensorFrames frames(head.SerializeAsString(), pb::Completion::kOutputsFieldNumber, tensors, chunk);
+    EXPECT_EQ(frames.total_bytes(), static_cast<int64_t>(expected.ByteSizeLong()));
+    FrameReader reader(int64_t{1} << 30);
+    std::optional<std::string> whole;
+    int64_t count = 0;
+    while (!frames.done()) {
+      const pb::Frame frame = frames.Next();
+      ++count;
+      EXPECT_LE(static_cast<int64_t>(frame.data().size()), chunk);
+      ASSERT_FALSE(whole.has_value()) << "a frame after the last";
+      absl::StatusOr<std::optional<std::string>> added = reader.Add(frame);
+      ASSERT_TRUE(added.ok()) << added.status();
+      EXPECT_EQ(added->has_value(), frame.last());
+      whole = *added;
+    }
+    ASSERT_TRUE(whole.has_value());
+    EXPECT_EQ(count, (frames.total_bytes() + chunk - 1) / chunk);
+    pb::Completion parsed;
+    ASSERT_TRUE(parsed.ParseFromString(*whole));
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(parsed, expected))
+        << parsed.ShortDebugString().substr(0, 400);
+  }
+}
+
+// A completion of many frames to a client that reads only its first frame
+// stalls the agent's writes; a ping sent then is answered before its last
+// frame (the client hears the agent while a large answer travels), and the
+// frames still carry the outputs. The second assignment, held at the gate,
+// shows that the agent has read the ping before the client reads on.
+TEST_F(AgentExecuteTest, APingIsAnsweredBetweenTheFramesOfALargeCompletion) {
+  AgentOptions options;
+  options.chunk_bytes = 4096;
+  ASSERT_NO_FATAL_FAILURE(StartAgent(options, /*bdp_probe=*/false));
+  Stream exec(*stub_);
+  constexpr int64_t kFloats = int64_t{1} << 16;  // 256 KiB: 64 frames, the window holds 16
+  executor_.SetOutputFloats(kFloats);
+  ASSERT_TRUE(exec.Send(Make(1)));
+  FrameReader reader(int64_t{1} << 30);
+  std::optional<pb::ExecuteOut> first = exec.Next();
+  ASSERT_TRUE(first.has_value() && first->has_frame()) << "no frame came first";
+  ASSERT_TRUE(reader.Add(first->frame()).ok());
+  executor_.Close();
+  executor_.SetOutputFloats(0);
+  ASSERT_TRUE(exec.Ping(77));
+  ASSERT_TRUE(exec.Send(Make(2)));
+  executor_.WaitForStarted(2);  // the agent has read the ping
+
+  bool ponged = false;
+  std::optional<pb::Completion> completion;
+  while (!completion) {
+    std::optional<pb::ExecuteOut> out = exec.Next();
+    ASSERT_TRUE(out.has_value()) << "the stream ended before the large completion";
+    if (out->has_pong()) {
+      EXPECT_EQ(out->pong().seq(), 77u);
+      ponged = true;
+      continue;
+    }
+    ASSERT_TRUE(out->has_frame()) << out->ShortDebugString().substr(0, 200);
+    absl::StatusOr<std::optional<std::string>> whole = reader.Add(out->frame());
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    if (!whole->has_value()) continue;
+    EXPECT_TRUE(ponged) << "the pong came after the last frame of the large completion";
+    completion.emplace();
+    ASSERT_TRUE(completion->ParseFromString(**whole));
+  }
+  EXPECT_EQ(completion->id(), 1u);
+  EXPECT_EQ(completion->code(), 0) << completion->message();
+  ASSERT_EQ(completion->outputs_size(), 1);
+  absl::StatusOr<std::pair<std::string, Tensor>> y = FromProto(completion->outputs(0));
+  ASSERT_TRUE(y.ok()) << y.status();
+  EXPECT_EQ(y->first, "y");
+  ASSERT_EQ(y->second.shape(), (std::vector<int64_t>{1, kFloats}));
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < kFloats; ++i) wrong += y->second.data<float>()[i] != static_cast<float>(i % 1000);
+  EXPECT_EQ(wrong, 0) << "the frames do not carry the outputs";
+  executor_.Open();
+  std::vector<pb::Completion> rest = exec.Finish();
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0].id(), 2u);
 }
 
 // ---------------------------------------------------------------------------

@@ -304,10 +304,8 @@ grpc::Status AgentServer::Impl::ReadLoop(grpc::ServerContext* context,
         break;
       }
       case pb::ExecuteIn::kPing: {
-        OutItem item;
-        item.message.mutable_pong()->set_seq(in.ping().seq());
         std::lock_guard lock(stream->mu);
-        stream->outbox.push_back(std::move(item));
+        stream->pongs.push_back(in.ping().seq());
         stream->cv.notify_all();
         break;
       }
@@ -553,7 +551,7 @@ void AgentServer::Impl::OnCompletions(std::vector<dispatch::Completion> completi
 
 bool AgentServer::Impl::WaitForRoom(grpc::ServerContext* context, Stream& stream) {
   std::unique_lock lock(stream.mu);
-  while (stream.outbox.size() >= kMaxOutbox && !stream.closed) {
+  while (stream.outbox.size() + stream.pongs.size() >= kMaxOutbox && !stream.closed) {
     if (stopping_ || context->IsCancelled()) return false;
     stream.cv.wait_for(lock, kPollInterval);  // the writer notifies as it takes messages
   }
@@ -567,19 +565,29 @@ void AgentServer::Impl::WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::E
     {
       std::unique_lock lock(stream.mu);
       const auto ready = [&] {
-        return stream.closed || !stream.outbox.empty() || (stream.draining && stream.in_flight == 0);
+        return stream.closed || !stream.outbox.empty() || !stream.pongs.empty() ||
+               (stream.draining && stream.in_flight == 0);
       };
       while (!ready()) {
         // A client may cancel while the stream drains: nothing else wakes us then.
         if (stream.cv.wait_for(lock, kPollInterval, ready)) break;
         if (stream.context->IsCancelled()) stream.closed = true;
       }
-      if (stream.closed || stream.outbox.empty()) return;
+      if (stream.closed || (stream.outbox.empty() && stream.pongs.empty())) return;
+      if (stream.outbox.empty()) {
+        lock.unlock();
+        if (WritePongs(stream, rw)) continue;
+        stream.context->TryCancel();  // wakes the reader
+        lock.lock();
+        stream.closed = true;
+        return;
+      }
       item = std::move(stream.outbox.front());
       stream.outbox.pop_front();
-      if (stream.outbox.size() + 1 == kMaxOutbox) stream.cv.notify_all();  // the reader may wait for room
+      // The reader may wait for room.
+      if (stream.outbox.size() + stream.pongs.size() + 1 == kMaxOutbox) stream.cv.notify_all();
     }
-    if (!WriteItem(item, rw)) {
+    if (!WritePongs(stream, rw) || !WriteItem(item, stream, rw)) {
       stream.context->TryCancel();  // wakes the reader
       std::lock_guard lock(stream.mu);
       stream.closed = true;
@@ -602,7 +610,24 @@ std::string AgentServer::Impl::ClientMessage(const dispatch::Completion& c, uint
                       std::chrono::duration<double>(options_.max_run).count(), " s)");
 }
 
-bool AgentServer::Impl::WriteItem(OutItem& item, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw) {
+bool AgentServer::Impl::WritePongs(Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw) {
+  std::deque<uint64_t> pongs;
+  {
+    std::lock_guard lock(stream.mu);
+    if (stream.pongs.empty()) return true;
+    pongs.swap(stream.pongs);
+    if (stream.outbox.size() + pongs.size() >= kMaxOutbox) stream.cv.notify_all();  // the reader may wait for room
+  }
+  for (uint64_t seq : pongs) {
+    pb::ExecuteOut out;
+    out.mutable_pong()->set_seq(seq);
+    if (!rw->Write(out)) return false;
+  }
+  return true;
+}
+
+bool AgentServer::Impl::WriteItem(OutItem& item, Stream& stream,
+                                  grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw) {
   if (item.completion) {
     dispatch::Completion& c = *item.completion;
     pb::Completion* out = item.message.mutable_completion();
@@ -619,13 +644,27 @@ bool AgentServer::Impl::WriteItem(OutItem& item, grpc::ServerReaderWriter<pb::Ex
     }
     out->set_code(static_cast<int32_t>(c.status.code()));
     out->set_message(ClientMessage(c, item.hl_id));
-    if (c.status.ok()) {
-      for (const auto& [name, tensor] : c.outputs) ToProto(name, tensor, out->add_outputs());
-    }
     out->set_ran(c.pu.has_value());
     if (c.pu) out->set_pu(static_cast<int32_t>(c.pu->value));
     out->set_queued_ns(std::max(Duration(0), c.start - item.arrival).count());
     out->set_run_ns(c.pu ? std::max(Duration(0), c.end - c.start).count() : 0);
+    if (c.status.ok() && !c.outputs.empty()) {
+      // Above the chunk size the outputs go out a frame at a time, copied
+      // once each, with the pongs that come meanwhile between the frames: no
+      // whole copy of hundreds of MB keeps the client from hearing us.
+      TensorFrames frames(out->SerializeAsString(), pb::Completion::kOutputsFieldNumber, c.outputs,
+                          options_.chunk_bytes);
+      if (frames.total_bytes() > options_.chunk_bytes) {
+        while (!frames.done()) {
+          pb::ExecuteOut framed;
+          *framed.mutable_frame() = frames.Next();
+          if (!rw->Write(framed) || !WritePongs(stream, rw)) return false;
+        }
+        item.completion.reset();
+        return true;
+      }
+      for (const auto& [name, tensor] : c.outputs) ToProto(name, tensor, out->add_outputs());
+    }
     item.completion.reset();
   }
   if (item.message.has_completion() &&

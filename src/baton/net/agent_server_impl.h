@@ -125,8 +125,8 @@ class AgentServer::Impl final : public pb::Agent::Service {
   };
 
   // Something the writer of a stream sends: a completion from the shell
-  // (converted on the writer thread, not under the shell's mutex) or a ready
-  // message (pong, immediate rejection).
+  // (converted on the writer thread, not under the shell's mutex; above the
+  // chunk size, one frame at a time) or a ready message (immediate rejection).
   struct OutItem {
     std::optional<dispatch::Completion> completion;
     uint64_t hl_id = 0;
@@ -140,6 +140,10 @@ class AgentServer::Impl final : public pb::Agent::Service {
     std::mutex mu;
     std::condition_variable cv;
     std::deque<OutItem> outbox;  // guarded by mu
+    // Pings to answer (their seq), written before what waits in the outbox and
+    // between the frames of a large completion, so that the client keeps
+    // hearing the agent. Counted with the outbox against kMaxOutbox.
+    std::deque<uint64_t> pongs;  // guarded by mu
     size_t in_flight = 0;        // guarded by mu; submitted, not yet answered by the shell
     bool closed = false;         // guarded by mu; the writer stops, later completions are discarded
     bool draining = false;       // guarded by mu; the client half-closed: finish once all is answered
@@ -176,7 +180,9 @@ class AgentServer::Impl final : public pb::Agent::Service {
   // Waits until fewer than kMaxOutbox messages wait to be written; false
   // when the stream closed, was cancelled or the agent is stopping.
   bool WaitForRoom(grpc::ServerContext* context, Stream& stream);
-  bool WriteItem(OutItem& item, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
+  bool WriteItem(OutItem& item, Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
+  // Writes the pongs waiting; false when the stream broke.
+  bool WritePongs(Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
   void HandleAssignment(const pb::Assignment& in, const std::shared_ptr<Stream>& stream);
   // Withdraws what `stream` sent and is not answered yet: the assignments with
   // these stream ids, or all of them (nullptr). They are answered `status`.

@@ -5,6 +5,8 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "baton/core/dtype.h"
 
 namespace baton::net {
@@ -87,6 +89,70 @@ std::vector<pb::Frame> SplitFrames(const std::string& serialized, int64_t chunk_
     frames.push_back(std::move(f));
   } while (at < serialized.size());
   return frames;
+}
+
+namespace {
+
+// A length-delimited field's tag and length, as protobuf writes them.
+std::string LengthPrefix(int field, uint64_t length) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.WriteTag(static_cast<uint32_t>(field) << 3 | 2);  // wire type 2: length-delimited
+    coded.WriteVarint64(length);
+  }
+  return out;
+}
+
+}  // namespace
+
+TensorFrames::TensorFrames(std::string head, int field, const dispatch::NamedTensors& tensors, int64_t chunk_bytes)
+    : step_(static_cast<size_t>(std::max<int64_t>(chunk_bytes, 1))) {
+  pieces_.push_back(Piece{std::move(head)});
+  for (const auto& [name, tensor] : tensors) {
+    // Everything but the raw bytes, then the bytes as TensorProto.data (field 4).
+    pb::TensorProto meta;
+    meta.set_name(name);
+    meta.set_elem_type(tensor.elem_type());
+    for (int64_t d : tensor.shape()) meta.add_shape(d);
+    size_t data = 0;
+    if (tensor.elem_type() == dtype::kString) {
+      for (const std::string& s : tensor.strings()) meta.add_strings(s);
+    } else {
+      data = tensor.byte_size();
+    }
+    std::string meta_bytes = meta.SerializeAsString();
+    const std::string data_prefix = data > 0 ? LengthPrefix(4, data) : std::string();
+    Piece p{LengthPrefix(field, meta_bytes.size() + data_prefix.size() + data)};
+    p.owned += meta_bytes;
+    p.owned += data_prefix;
+    pieces_.push_back(std::move(p));
+    if (data > 0) pieces_.push_back(Piece{{}, reinterpret_cast<const char*>(tensor.bytes().data()), data});
+  }
+  for (Piece& p : pieces_) {
+    if (p.view == nullptr) p.size = p.owned.size();
+    total_ += static_cast<int64_t>(p.size);
+  }
+}
+
+pb::Frame TensorFrames::Next() {
+  pb::Frame frame;
+  std::string& data = *frame.mutable_data();
+  data.reserve(std::min<int64_t>(static_cast<int64_t>(step_), total_));
+  while (data.size() < step_ && piece_ < pieces_.size()) {
+    const Piece& p = pieces_[piece_];
+    const size_t n = std::min(step_ - data.size(), p.size - at_);
+    data.append((p.view != nullptr ? p.view : p.owned.data()) + at_, n);
+    at_ += n;
+    if (at_ == p.size) {
+      ++piece_;
+      at_ = 0;
+    }
+  }
+  done_ = piece_ == pieces_.size();
+  frame.set_last(done_);
+  return frame;
 }
 
 absl::StatusOr<std::optional<std::string>> FrameReader::Add(const pb::Frame& frame) {

@@ -3,7 +3,8 @@
 // size. The only place, with the rest of net/, that sees generated protobuf;
 // internal to net/ (and its tests).
 //
-// Thread-safety: pure functions; FrameReader is a value type (one per stream).
+// Thread-safety: pure functions; FrameReader and TensorFrames are value
+// types (one per stream, one per message).
 #pragma once
 
 #include <chrono>
@@ -51,6 +52,39 @@ Time DeadlineFromBudget(Time arrival, int64_t budget_ns);
 
 // Splits a serialized message into frames of at most `chunk_bytes` each.
 std::vector<pb::Frame> SplitFrames(const std::string& serialized, int64_t chunk_bytes);
+
+// Frames of a message whose repeated TensorProto field `field` holds
+// `tensors`, built one frame at a time: the frames carry the same bytes as
+// SplitFrames(message.SerializeAsString(), chunk_bytes) would, up to the
+// order of fields (`head`, the rest of the message serialized, comes first),
+// which protobuf's parser accepts. Each tensor's bytes are copied once, into
+// the frame being filled, so a message of hundreds of MB costs no whole copy
+// before its first frame. `tensors` must outlive the writer and stay
+// unchanged. Example: FramesOf(completion header, 4 (Completion.outputs),
+// outputs, 1 MiB) gives ceil(total_bytes() / 1 MiB) frames, the last with
+// last = true.
+class TensorFrames {
+ public:
+  TensorFrames(std::string head, int field, const dispatch::NamedTensors& tensors, int64_t chunk_bytes);
+  // The whole serialized message's size.
+  int64_t total_bytes() const { return total_; }
+  bool done() const { return done_; }
+  // The next frame (at most chunk_bytes of data); call only while !done().
+  pb::Frame Next();
+
+ private:
+  struct Piece {
+    std::string owned;           // tags, lengths and a tensor's other fields
+    const char* view = nullptr;  // or a tensor's bytes
+    size_t size = 0;
+  };
+  std::vector<Piece> pieces_;
+  size_t piece_ = 0;  // the piece being copied, and how far
+  size_t at_ = 0;
+  size_t step_;
+  int64_t total_ = 0;
+  bool done_ = false;
+};
 
 // Reassembles frames. Add returns the whole serialized message when `frame`
 // was the last slice, nullopt before; ResourceExhausted past `max_bytes`.
