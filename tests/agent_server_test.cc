@@ -25,6 +25,7 @@
 #include "baton/backend/ort/cpu_executor.h"
 #include "baton/config/run_config.h"
 #include "baton/net/content_hash.h"
+#include "baton/graph/builder.h"
 #include "baton/graph/extract.h"
 #include "baton/graph/model.h"
 #include "baton/net/codec.h"
@@ -1166,6 +1167,70 @@ TEST(AgentServerTest, ARemoteDeviceUnloadsWhatItLoadedWhenItGoesAway) {
   EXPECT_EQ(stats.unloads(), 1u);
   ASSERT_TRUE(Unload(*stub, other.handle()).ok());
   EXPECT_EQ(server->Stats().partitions_loaded(), 0u);
+}
+
+// With a chunk size below an assignment's input and its answer's output
+// (Relu on 4096 floats: 16 KiB each way), a remote device sends the
+// assignment as frames and takes the answer in frames; the output is right.
+TEST(AgentServerTest, ARemoteDeviceSendsAndTakesFramesBelowTheChunkSize) {
+  constexpr int64_t kFloats = 4096;
+  graph::GraphBuilder b;
+  b.AddInput("x", dtype::kFloat, {1, kFloats});
+  b.AddNode("Relu", {"x"}, {"y"}, {}, "relu");
+  b.AddOutput("y", dtype::kFloat, {1, kFloats});
+  absl::StatusOr<std::string> model = b.Serialize();
+  ASSERT_TRUE(model.ok()) << model.status();
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  options.chunk_bytes = 4096;  // the least a remote device takes
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  RemoteDeviceOptions o;
+  o.name = "edge";
+  o.address = server->address();
+  absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
+  ASSERT_TRUE(device.ok()) << device.status();
+  ASSERT_EQ((*device)->hello().chunk_bytes, 4096);
+  absl::StatusOr<GrpcRemoteDevice::Loaded> loaded = (*device)->Load("relu", *model);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  RemotePartition partition(loaded->handle);
+  runtime::RunnerTable runners;
+  runners.Set(ModelId(0), PartitionId(0), PuId(0), &partition);
+  (*device)->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), "edge/cpu0", "cpu", {}}}, &runners);
+  std::mutex mu;
+  std::vector<dispatch::Completion> got;  // guarded by mu
+  (*device)->Start(runtime::RemoteDeviceEvents{
+      .completion =
+          [&](dispatch::Completion c) {
+            std::lock_guard lock(mu);
+            got.push_back(std::move(c));
+          },
+      .returned = [](std::vector<dispatch::Assignment>) {},
+      .reachable = [](bool, std::string) {},
+      .now = [] { return Time(std::chrono::steady_clock::now().time_since_epoch()); }});
+  Tensor x(dtype::kFloat, {1, kFloats});
+  for (int64_t i = 0; i < kFloats; ++i) x.data<float>()[i] = static_cast<float>(i % 17) - 8.0f;
+  dispatch::Assignment a;
+  a.id = AssignmentId(1);
+  a.request = RequestId(1);
+  a.model = ModelId(0);
+  a.partition = PartitionId(0);
+  a.inputs.emplace_back("x", x.Clone());
+  (*device)->Submit(std::move(a));
+  ASSERT_TRUE(baton::testing::WaitUntil([&] {
+    std::lock_guard lock(mu);
+    return !got.empty();
+  }));
+  (*device)->Stop();
+  std::lock_guard lock(mu);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].status.ok()) << got[0].status;
+  const Tensor* y = dispatch::FindTensor(got[0].outputs, "y");
+  ASSERT_NE(y, nullptr);
+  ASSERT_EQ(y->shape(), x.shape());
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < kFloats; ++i) wrong += y->data<float>()[i] != std::max(0.0f, x.data<float>()[i]);
+  EXPECT_EQ(wrong, 0);
 }
 
 // Unloading a partition withdraws its work: the assignment running and the

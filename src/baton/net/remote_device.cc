@@ -494,7 +494,6 @@ void GrpcRemoteDevice::Impl::Submit(dispatch::Assignment assignment) {
     pb::Assignment* a = msg.mutable_assignment();
     a->set_id(assignment.id.value);
     a->set_handle(*handle);
-    for (const auto& [name, tensor] : assignment.inputs) ToProto(name, tensor, a->add_inputs());
     if (assignment.deadline) {
       a->set_has_deadline(true);
       a->set_deadline_budget_ns((*assignment.deadline - Now()).count());
@@ -509,8 +508,15 @@ void GrpcRemoteDevice::Impl::Submit(dispatch::Assignment assignment) {
         }
       }
     }
+    // Above the chunk size, the inputs are copied once, straight into the
+    // frames (no whole message, no whole serialized copy first).
     const int64_t chunk = hello_.chunk_bytes > 0 ? hello_.chunk_bytes : kDefaultChunkBytes;
-    if (static_cast<int64_t>(msg.ByteSizeLong()) > chunk) frames = SplitFrames(a->SerializeAsString(), chunk);
+    TensorFrames framed(a->SerializeAsString(), pb::Assignment::kInputsFieldNumber, assignment.inputs, chunk);
+    if (framed.total_bytes() > chunk) {
+      while (!framed.done()) frames.push_back(framed.Next());
+    } else {
+      for (const auto& [name, tensor] : assignment.inputs) ToProto(name, tensor, a->add_inputs());
+    }
   }
   std::shared_ptr<Stream> stream;
   {
