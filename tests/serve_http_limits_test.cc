@@ -27,6 +27,7 @@
 #include "baton/baton.h"
 #include "baton/graph/builder.h"
 #include "baton/serve/http_server.h"
+#include "spin_model.h"
 #include "test_certs.h"
 #include "wait_until.h"
 
@@ -52,12 +53,15 @@ class HttpLimitsTest : public ::testing::Test {
     absl::StatusOr<std::string> bytes = b.Serialize();
     ASSERT_TRUE(bytes.ok()) << bytes.status();
     std::ofstream(*dir_ / "echo.onnx", std::ios::binary) << *bytes;
+    absl::StatusOr<std::string> spin = baton::testing::SpinModelBytes();
+    ASSERT_TRUE(spin.ok()) << spin.status();
+    std::ofstream(*dir_ / "spin.onnx", std::ios::binary) << *spin;
     EngineOptions eo;
     eo.no_profile = true;
     eo.cache_dir = (*dir_ / "cache").string();
     Result<std::unique_ptr<Engine>> engine = Engine::OpenText(
         "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\nmodels: [{name: echo, path: "
-        "echo.onnx}]\npolicy: {high_level: whole}\n",
+        "echo.onnx}, {name: spin, path: spin.onnx, execution_timeout_ms: 600000}]\npolicy: {high_level: whole}\n",
         dir_->string(), eo);
     ASSERT_TRUE(engine.ok()) << engine.status().ToString();
     engine_ = engine->release();
@@ -349,6 +353,53 @@ TEST_F(HttpLimitsTest, PastTheIdleBoundAConnectionKeepsItsWorker) {
   EXPECT_THAT(Ask(a, "/v2/health/ready"), StartsWith("HTTP/1.1 200")) << "a, parked, is still served";
 }
 
+// The threads of this process with this name (/proc/self/task/*/comm).
+int ThreadsNamed(const std::string& name) {
+  int n = 0;
+  for (const fs::directory_entry& task : fs::directory_iterator("/proc/self/task")) {
+    std::string comm;
+    std::getline(std::ifstream(task.path() / "comm"), comm);
+    n += comm == name;
+  }
+  return n;
+}
+
+// A request waiting for the engine lends its worker's place: with one
+// worker, while `spin` requests run (until their clients go), other
+// connections are still read: a health check, and a second spin request,
+// which waits too. Once the clients close, the runs are cancelled and the
+// helper threads end. Before, the first spin request held the only worker,
+// and nothing else was read until it was answered.
+TEST_F(HttpLimitsTest, RequestsWaitingForTheEngineLeaveTheWorkerToOthers) {
+  StartServer(0, false, /*threads=*/1);
+  const std::string body = R"({"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1.0]}]})";
+  const std::string spin = absl::StrCat("POST /v2/models/spin/infer HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                        "application/json\r\nContent-Length: ",
+                                        body.size(), "\r\n\r\n", body);
+  const int a = Connect();
+  ASSERT_TRUE(SendAll(a, spin));
+  ASSERT_TRUE(baton::testing::WaitUntil([&] { return engine_->Stats().in_flight == 1; }));
+  const int b = Connect();
+  EXPECT_THAT(Ask(b, "/v2/health/ready"), StartsWith("HTTP/1.1 200")) << "read while the only worker waits";
+  const int c = Connect();
+  ASSERT_TRUE(SendAll(c, spin));
+  EXPECT_TRUE(baton::testing::WaitUntil([&] { return engine_->Stats().in_flight == 2; }))
+      << "a second request for the engine was not read";
+  const int d = Connect();
+  EXPECT_THAT(Ask(d, "/v2/health/live"), StartsWith("HTTP/1.1 200"));
+  EXPECT_GE(ThreadsNamed("http-helper"), 1);
+  for (const int fd : {a, b, c, d}) {
+    close(fd);
+    fds_.erase(std::find(fds_.begin(), fds_.end(), fd));
+  }
+  EXPECT_TRUE(baton::testing::WaitUntil([&] { return engine_->Stats().in_flight == 0; }))
+      << "the spin runs were not cancelled when their clients went";
+  EXPECT_TRUE(baton::testing::WaitUntil([&] { return ThreadsNamed("http-helper") == 0; }))
+      << "helpers outlived the waits they stood in for";
+  const int e = Connect();
+  EXPECT_THAT(Ask(e, "/v2/health/ready"), StartsWith("HTTP/1.1 200"));
+}
+
 TEST_F(HttpLimitsTest, OutOfRangeBoundsAreRefusedByName) {
   ASSERT_NE(engine_, nullptr);
   HttpOptions o;
@@ -367,6 +418,11 @@ TEST_F(HttpLimitsTest, OutOfRangeBoundsAreRefusedByName) {
   s = HttpServer::Start(*engine_, o);
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("--max-idle-connections"));
+  o.max_idle_connections = 1024;
+  o.max_waiting_infer = 4097;
+  s = HttpServer::Start(*engine_, o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("--max-waiting-infer must be in 0..4096"));
 }
 
 }  // namespace

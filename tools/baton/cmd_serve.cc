@@ -60,6 +60,7 @@ struct ServeArgs {
   int request_timeout_s = 60;
   int min_rate_kib_s = 64;
   int max_idle_connections = 1024;
+  int max_waiting_infer = 64;
   bool allow_client_shm = false;
   std::string trace;
   int64_t trace_max_events = 1'000'000;
@@ -93,6 +94,7 @@ int Serve(const ServeArgs& args) {
   http.request_timeout = std::chrono::seconds(args.request_timeout_s);
   http.min_bytes_per_s = static_cast<size_t>(args.min_rate_kib_s) << 10;
   http.max_idle_connections = args.max_idle_connections;
+  http.max_waiting_infer = args.max_waiting_infer;
   http.tls_cert = args.tls_cert;
   http.tls_key = args.tls_key;
   if (!args.token_file.empty()) {
@@ -246,6 +248,11 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "no worker while another connection waits for one; past this many, a connection keeps its "
                   "worker until its next request (default 1024)")
       ->check(IntIn(0, 65536));
+  cmd->add_option("--max-waiting-infer", args->max_waiting_infer,
+                  "HTTP inference requests that may wait for the engine without holding one of the --threads, at "
+                  "most; while one waits, a helper thread reads other requests (health checks, metrics, other "
+                  "models); 0: a waiting request holds its worker (default 64)")
+      ->check(IntIn(0, 4096));
   cmd->add_option("--request-timeout-s", args->request_timeout_s,
                   "An HTTP request must arrive (and its answer be taken) within this many seconds from its first "
                   "byte, plus 1 s per --min-rate-kib-s KiB it carries; else 408 and the connection is closed "

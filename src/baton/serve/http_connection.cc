@@ -322,6 +322,8 @@ class Connection final : public httplib::Stream {
 };
 
 thread_local Connection* current = nullptr;
+class WorkerPool;
+thread_local WorkerPool* current_pool = nullptr;  // the pool of a worker thread
 
 void WriteAll(Connection& conn, const std::string& bytes) {
   for (size_t at = 0; at < bytes.size();) {
@@ -458,6 +460,10 @@ class Parker {
 //   * a worker keeps its connection between requests only while no other
 //     job waits: the eventfd `kick` is readable while jobs wait and no worker
 //     is free, and a worker idle on its connection then parks it;
+//   * a worker whose handler waits for the engine (EngineWait) lends its
+//     place: while it waits and jobs wait with no worker free, a helper
+//     thread serves them (at most `max_lent` helpers at once); a helper ends
+//     once `threads` workers are at work without it;
 //   * shutdown closes the parked connections, runs what was accepted, and
 //     after `grace` calls `stuck` (which shuts the busy connections down).
 class WorkerPool final : public httplib::TaskQueue {
@@ -466,26 +472,15 @@ class WorkerPool final : public httplib::TaskQueue {
   WorkerPool(const HttpWorkers& workers, std::chrono::milliseconds keep_alive, Parker::Resume resume,
              std::function<void()> gone)
       : gone_(std::move(gone)),
+        threads_wanted_(static_cast<size_t>(workers.threads)),
+        max_lent_(static_cast<size_t>(workers.max_lent)),
         max_waiting_(static_cast<size_t>(workers.max_waiting)),
         grace_(workers.stop_grace),
         stuck_(workers.stuck),
         kick_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
         parker_(static_cast<size_t>(workers.max_idle), keep_alive, std::move(resume)) {
-    for (int i = 0; i < workers.threads; ++i) {
-      threads_.emplace_back([this] {
-        NameThisThread("http-worker");
-        // A TLS write to a closed connection must fail with EPIPE, not raise
-        // SIGPIPE (OpenSSL writes with write(2)).
-        sigset_t pipe;
-        sigemptyset(&pipe);
-        sigaddset(&pipe, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
-        Work();
-        std::lock_guard lock(mu_);
-        ++exited_;
-        exit_.notify_all();
-      });
-    }
+    std::lock_guard lock(mu_);
+    for (int i = 0; i < workers.threads; ++i) StartLocked(/*helper=*/false);
   }
   ~WorkerPool() override {
     shutdown();
@@ -516,13 +511,30 @@ class WorkerPool final : public httplib::TaskQueue {
       Kick();
       ready_.notify_all();
       room_.notify_all();
-      if (!exit_.wait_for(lock, grace_, [&] { return exited_ == threads_.size(); }) && stuck_) {
+      if (!exit_.wait_for(lock, grace_, [&] { return live_ == 0; }) && stuck_) {
         lock.unlock();
         stuck_();
       }
     }
-    for (std::thread& t : threads_) t.join();
-    threads_.clear();
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(mu_);
+      threads.swap(threads_);
+    }
+    for (std::thread& t : threads) t.join();
+  }
+
+  // A worker's handler is about to wait for the engine, and then is done
+  // waiting (EngineWait).
+  void BeginLend() {
+    std::lock_guard lock(mu_);
+    ++lent_;
+    HelpLocked();
+  }
+  void EndLend() {
+    std::lock_guard lock(mu_);
+    --lent_;
+    if (helpers_ > 0 && Surplus()) ready_.notify_all();  // an idle helper may end
   }
 
   // Whether a job waits for a worker (a worker idle on its connection should park it).
@@ -540,6 +552,48 @@ class WorkerPool final : public httplib::TaskQueue {
     jobs_.push_back(std::move(fn));
     if (free_ == 0) Kick();
     ready_.notify_one();
+    HelpLocked();
+  }
+  // More workers at work (not lent to the engine) than `threads`.
+  bool Surplus() const { return live_ - lent_ > threads_wanted_; }
+  // Starts a helper when a job waits, no worker is free, fewer than
+  // `threads` workers are at work, and fewer than max_lent helpers run.
+  void HelpLocked() {
+    if (stopping_ || jobs_.empty() || free_ > 0 || live_ - lent_ >= threads_wanted_ || helpers_ >= max_lent_) return;
+    StartLocked(/*helper=*/true);
+  }
+  void StartLocked(bool helper) {
+    // Join the helpers that have ended (they hold no lock by now).
+    for (auto it = threads_.begin(); it != threads_.end();) {
+      if (std::find(ended_.begin(), ended_.end(), it->get_id()) == ended_.end()) {
+        ++it;
+        continue;
+      }
+      it->join();
+      it = threads_.erase(it);
+    }
+    ended_.clear();
+    ++live_;
+    if (helper) ++helpers_;
+    threads_.emplace_back([this, helper] {
+      NameThisThread(helper ? "http-helper" : "http-worker");
+      // A TLS write to a closed connection must fail with EPIPE, not raise
+      // SIGPIPE (OpenSSL writes with write(2)).
+      sigset_t pipe;
+      sigemptyset(&pipe);
+      sigaddset(&pipe, SIGPIPE);
+      pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+      current_pool = this;
+      Work(helper);
+      current_pool = nullptr;
+      std::lock_guard lock(mu_);
+      --live_;
+      if (helper) {
+        --helpers_;
+        ended_.push_back(std::this_thread::get_id());
+      }
+      exit_.notify_all();
+    });
   }
   void Kick() {
     const uint64_t one = 1;
@@ -549,15 +603,16 @@ class WorkerPool final : public httplib::TaskQueue {
     uint64_t n = 0;
     if (kick_ >= 0) [[maybe_unused]] const ssize_t r = ::read(kick_, &n, sizeof(n));
   }
-  void Work() {
+  void Work(bool helper) {
     while (true) {
       std::function<void()> job;
       {
         std::unique_lock lock(mu_);
         ++free_;
-        ready_.wait(lock, [&] { return !jobs_.empty() || stopping_; });
+        ready_.wait(lock, [&] { return !jobs_.empty() || stopping_ || (helper && Surplus()); });
         --free_;
-        if (jobs_.empty()) return;  // stopping, and nothing left
+        if (helper && Surplus() && !stopping_) return;  // enough workers at work without it
+        if (jobs_.empty()) return;                      // stopping, and nothing left
         job = std::move(jobs_.front());
         jobs_.pop_front();
         if (jobs_.empty() && !stopping_) Unkick();
@@ -568,6 +623,8 @@ class WorkerPool final : public httplib::TaskQueue {
   }
 
   const std::function<void()> gone_;
+  const size_t threads_wanted_;
+  const size_t max_lent_;
   const size_t max_waiting_;
   const std::chrono::seconds grace_;
   const std::function<void()> stuck_;
@@ -579,9 +636,13 @@ class WorkerPool final : public httplib::TaskQueue {
   std::deque<std::function<void()>> jobs_;
   bool stopping_ = false;
   std::atomic<bool> stopping_now_{false};  // stopping_, for readers without the lock
-  size_t free_ = 0;  // workers waiting for a job
-  size_t exited_ = 0;
-  std::vector<std::thread> threads_;
+  size_t free_ = 0;     // workers waiting for a job
+  size_t live_ = 0;     // workers and helpers running
+  size_t lent_ = 0;     // of those, waiting for the engine
+  size_t helpers_ = 0;  // helpers running
+  std::vector<std::thread> threads_;      // workers and helpers not yet joined
+  std::vector<std::thread::id> ended_;    // helpers that have ended, to join
+
   Parker parker_;  // last: stopped (by shutdown) before the rest goes
 };
 
@@ -721,6 +782,14 @@ void HeadReceived() {
 RequestCut CurrentCut() { return current != nullptr ? current->cut() : RequestCut::kNone; }
 
 int CurrentSocket() { return current != nullptr ? current->socket() : -1; }
+
+EngineWait::EngineWait() : pool_(current_pool) {
+  if (pool_ != nullptr) static_cast<WorkerPool*>(pool_)->BeginLend();
+}
+
+EngineWait::~EngineWait() {
+  if (pool_ != nullptr) static_cast<WorkerPool*>(pool_)->EndLend();
+}
 
 int StatusOfCut(RequestCut cut) { return cut == RequestCut::kHeadTooLarge ? 431 : 408; }
 

@@ -67,6 +67,9 @@ struct HttpWorkers {
   // Idle keep-alive connections parked, at most; past it a connection keeps
   // its worker until its next request (as it would without parking).
   int max_idle = 1024;
+  // Helper threads at most, each serving connections while a worker waits
+  // for the engine (EngineWait); 0: a waiting worker keeps its place.
+  int max_lent = 256;
   // How long stopping lets the workers finish; then `stuck` is called (it
   // should shut their connections down so that they return).
   std::chrono::seconds stop_grace{30};
@@ -94,6 +97,20 @@ size_t IdleConnections(const httplib::Server& server);
 void HeadReceived();
 RequestCut CurrentCut();
 int CurrentSocket();
+// For the scope of a handler's wait for the engine, its worker's place goes
+// to a helper thread if connections wait for a worker (HttpWorkers::max_lent),
+// so that a slow model's requests do not keep health checks, metrics and
+// other models' requests from being read.
+class EngineWait {
+ public:
+  EngineWait();
+  ~EngineWait();
+  EngineWait(const EngineWait&) = delete;
+  EngineWait& operator=(const EngineWait&) = delete;
+
+ private:
+  void* pool_;  // the worker's pool; nullptr on a thread that is not a worker
+};
 
 // The HTTP status (408 or 431) and the message a request cut short is
 // answered with.

@@ -67,6 +67,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
     return absl::InvalidArgumentError(
         absl::StrCat("--max-idle-connections must be in 0..65536, got ", options.max_idle_connections));
   }
+  if (options.max_waiting_infer < 0 || options.max_waiting_infer > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-waiting-infer must be in 0..4096, got ", options.max_waiting_infer));
+  }
   if (options.stop_grace < std::chrono::seconds(0) || options.stop_grace > std::chrono::hours(1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("HTTP stop_grace must be 0 s..1 h, got ", options.stop_grace.count(), " s"));
@@ -101,6 +105,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
   workers.threads = o.threads;
   workers.max_waiting = o.max_waiting_connections;
   workers.max_idle = o.max_idle_connections;
+  workers.max_lent = o.max_waiting_infer;
   workers.stop_grace = o.stop_grace;
   workers.stuck = [self] { self->connections_shut_ = ShutdownTcpConnections(self->port_); };
   BATON_ASSIGN_OR_RETURN(s->server_,
@@ -354,7 +359,7 @@ void HttpServer::Route() {
   // 8 KiB and answers 413, which no --max-request-mb could fix.
   srv.Post(model_path + "/infer", [this, model_of, read_body](const httplib::Request& req, httplib::Response& res,
                                                              const httplib::ContentReader& content_reader) {
-    const std::optional<std::string> request_body = read_body(req, res, content_reader);
+    std::optional<std::string> request_body = read_body(req, res, content_reader);
     if (!request_body) return;
     const ModelInfo* m = model_of(req, res);
     if (m == nullptr) return;
@@ -368,17 +373,22 @@ void HttpServer::Route() {
       Error(res, 400, std::string(parsed.status().message()));
       return;
     }
+    request_body.reset();  // parsed: the request owns its inputs
     // A fast model's request may run on this thread (as over gRPC); any other
     // is waited for while the client is watched: one that gives up (closes or
-    // resets the connection) cancels its request.
+    // resets the connection) cancels its request. Meanwhile a helper thread
+    // may take this worker's place (EngineWait, --max-waiting-infer).
     InferOptions options = parsed->options;
     auto cancel = std::make_shared<CancelToken>();
     options.cancel = cancel;
     options.run_here_up_to = options_.run_here_up_to;
     std::future<Result<Tensors>> answer = engine_.InferAsync(m->name, std::move(parsed->inputs), options);
-    ConnectionWatch watch(CurrentSocket());
-    while (answer.wait_for(kWatchEvery) != std::future_status::ready) {
-      if (!cancel->cancelled() && watch.PeerGone()) cancel->Cancel();
+    if (answer.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      const EngineWait lend;
+      ConnectionWatch watch(CurrentSocket());
+      while (answer.wait_for(kWatchEvery) != std::future_status::ready) {
+        if (!cancel->cancelled() && watch.PeerGone()) cancel->Cancel();
+      }
     }
     Result<Tensors> out = answer.get();
     if (!out.ok()) {

@@ -71,6 +71,13 @@ struct HttpOptions {
   // a worker; otherwise it is parked, and past this many parked it keeps
   // its worker until its next request, as it would without parking.
   int max_idle_connections = 1024;
+  // Inference requests that may wait for the engine off the `threads`, at
+  // most (0..4096): while a request waits, a helper thread takes its
+  // worker's place, so that slow models' requests do not hold every worker
+  // (health checks, metrics and other requests are still read). Each waiting
+  // request holds its inputs, as one over gRPC does. 0: a waiting request
+  // holds its worker.
+  int max_waiting_infer = 64;
   // How long Stop lets the connections being served finish before it shuts
   // them down (a client that keeps its request unfinished would hold it).
   std::chrono::seconds stop_grace{30};
