@@ -144,10 +144,11 @@ stage_tsan() {
   done
   # The agent's Unload withdrawing its partition's work (the shell's and the
   # agent's locks), the bound on Loads at once, and a remote device's
-  # reader and supervisor facing a lying or withholding agent, and a reader
-  # held by its completion callback.
+  # reader and supervisor facing a lying or withholding agent, a reader
+  # held by its completion callback, and the Loads of a client that went
+  # away given back (Execute, Load and Stats threads counting clients).
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
-    run_gtest tsan build/tsan/tests/agent_server_test --gtest_filter='*Unload*:*Lying*:*Concurrent*:*Withholds*:*OwnTime*'
+    run_gtest tsan build/tsan/tests/agent_server_test --gtest_filter='*Unload*:*Lying*:*Concurrent*:*Withholds*:*OwnTime*:*Grace*:*GaveBack*'
   # `baton serve`'s REST front-end (HTTP workers waiting on the engine and
   # watching their clients), and both front-ends and `baton run --server` over
   # TLS, and SIGTERM stopping both front-ends at once, in TSan `baton` processes

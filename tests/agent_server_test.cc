@@ -149,6 +149,10 @@ struct LoadRequest {
     token = std::move(t);
     return *this;
   }
+  LoadRequest& Client(std::string c) {
+    client = std::move(c);
+    return *this;
+  }
 
   std::string bytes;
   std::string name = "resnet.p0";
@@ -156,6 +160,7 @@ struct LoadRequest {
   std::optional<int64_t> total_bytes;  // default: bytes.size()
   size_t chunk = 64 * 1024;
   std::string token;
+  std::string client;  // LoadHeader.client
 };
 
 grpc::Status Load(pb::Agent::Stub& stub, const LoadRequest& request, pb::LoadReply* reply) {
@@ -171,6 +176,7 @@ grpc::Status Load(pb::Agent::Stub& stub, const LoadRequest& request, pb::LoadRep
       chunk.mutable_header()->set_total_bytes(
           request.total_bytes.value_or(static_cast<int64_t>(request.bytes.size())));
       chunk.mutable_header()->set_name(request.name);
+      chunk.mutable_header()->set_client(request.client);
       first = false;
     }
     const size_t n = std::min(request.chunk, request.bytes.size() - at);
@@ -1070,6 +1076,125 @@ grpc::Status Unload(pb::Agent::Stub& stub, const std::string& handle) {
   request.set_handle(handle);
   pb::UnloadReply reply;
   return stub.Unload(&context, request, &reply);
+}
+
+// The agent's view of a client that names itself (LoadHeader.client).
+int64_t ClientLoads(pb::Agent::Stub& stub, const std::string& client) {
+  grpc::ClientContext context;
+  Prepare(context, "");
+  pb::HelloRequest request;
+  request.set_client(client);
+  pb::HelloReply reply;
+  EXPECT_TRUE(stub.Hello(&context, request, &reply).ok());
+  return reply.client_loads();
+}
+
+// A client that names itself is counted one Load per partition, however
+// often it loads it, and is around while an Execute stream of its own is
+// open; once it has had none for the client grace (0 here), its Loads are
+// given back as if it had unloaded them. A Load without a client id (and
+// another client's) is untouched, and an Unload of what a client no longer
+// holds is ignored.
+TEST(AgentServerTest, AClientAwayPastTheGraceHasItsLoadsGivenBack) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  options.client_grace = std::chrono::milliseconds(0);
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  pb::LoadReply loaded;
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes), &loaded).ok());  // no client id
+
+  grpc::ClientContext stream_context;
+  Prepare(stream_context, "");
+  stream_context.AddMetadata("baton-client", "c1");
+  std::unique_ptr<grpc::ClientReaderWriter<pb::ExecuteIn, pb::ExecuteOut>> stream = stub->Execute(&stream_context);
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes).Client("c1"), &loaded).ok());
+  ASSERT_TRUE(Load(*stub, LoadRequest(Partition().bytes).Client("c1"), &loaded).ok());  // counted once
+  EXPECT_EQ(ClientLoads(*stub, "c1"), 1);
+  EXPECT_EQ(ClientLoads(*stub, "other"), 0);
+  // Its stream is open: around, whatever the grace.
+  EXPECT_EQ(server->Stats().clients_expired(), 0u);
+  EXPECT_EQ(ClientLoads(*stub, "c1"), 1);
+
+  stream->WritesDone();
+  pb::ExecuteOut out;
+  while (stream->Read(&out)) {
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_TRUE(baton::testing::WaitUntil([&] { return server->Stats().clients_expired() == 1; }))
+      << "the client's Loads were not given back once its stream ended";
+  EXPECT_EQ(ClientLoads(*stub, "c1"), 0);
+  pb::StatsReply stats = server->Stats();
+  EXPECT_EQ(stats.partitions_loaded(), 1u) << "the Load without a client id stays";
+  EXPECT_EQ(stats.unloads(), 0u);
+  {
+    grpc::ClientContext context;
+    Prepare(context, "");
+    pb::UnloadRequest request;
+    request.set_handle(loaded.handle());
+    request.set_client("c1");
+    pb::UnloadReply reply;
+    EXPECT_TRUE(stub->Unload(&context, request, &reply).ok()) << "nothing to give back: not an error";
+  }
+  EXPECT_EQ(server->Stats().partitions_loaded(), 1u) << "c1's Unload took another's Load";
+  ASSERT_TRUE(Unload(*stub, loaded.handle()).ok());
+  stats = server->Stats();
+  EXPECT_EQ(stats.partitions_loaded(), 0u) << "c1's two Loads were given back as one";
+  EXPECT_EQ(stats.unloads(), 1u);
+}
+
+// A remote device whose Loads the agent gave back before it started (the
+// grace is 0: it had no stream open yet) loads them again when it starts,
+// and its work runs.
+TEST(AgentServerTest, ARemoteDeviceLoadsAgainWhatTheAgentGaveBack) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  options.client_grace = std::chrono::milliseconds(0);
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  RemoteDeviceOptions o;
+  o.name = "edge";
+  o.address = server->address();
+  absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
+  ASSERT_TRUE(device.ok()) << device.status();
+  absl::StatusOr<GrpcRemoteDevice::Loaded> loaded = (*device)->Load("resnet.p0", Partition().bytes);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(server->Stats().partitions_loaded(), 0u) << "given back: no stream yet, and no grace";
+  RemotePartition partition(loaded->handle);
+  runtime::RunnerTable runners;
+  runners.Set(ModelId(0), PartitionId(0), PuId(0), &partition);
+  (*device)->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), "edge/cpu0", "cpu", {}}}, &runners);
+  std::mutex mu;
+  std::vector<dispatch::Completion> got;  // guarded by mu
+  (*device)->Start(runtime::RemoteDeviceEvents{
+      .completion =
+          [&](dispatch::Completion c) {
+            std::lock_guard lock(mu);
+            got.push_back(std::move(c));
+          },
+      .returned = [](std::vector<dispatch::Assignment>) {},
+      .reachable = [](bool, std::string) {},
+      .now = [] { return Time(std::chrono::steady_clock::now().time_since_epoch()); }});
+  EXPECT_EQ((*device)->counters().given_back, 1u);
+  EXPECT_EQ((*device)->counters().loads_sent, 2u);
+  const dispatch::NamedTensors inputs = Inputs(3);
+  dispatch::Assignment a;
+  a.id = AssignmentId(1);
+  a.request = RequestId(1);
+  a.model = ModelId(0);
+  a.partition = PartitionId(0);
+  for (const auto& [name, tensor] : inputs) a.inputs.emplace_back(name, tensor.Clone());
+  (*device)->Submit(std::move(a));
+  ASSERT_TRUE(baton::testing::WaitUntil([&] {
+    std::lock_guard lock(mu);
+    return !got.empty();
+  }));
+  EXPECT_EQ(server->Stats().partitions_loaded(), 1u) << "held while the device's stream is open";
+  (*device)->Stop();
+  std::lock_guard lock(mu);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].status.ok()) << got[0].status;
 }
 
 // Loads are counted per handle and the last Unload frees the partition; the

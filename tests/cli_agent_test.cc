@@ -174,6 +174,7 @@ TEST_F(CliAgentTest, AgentRejectsBadFlagsAndConfigs) {
   for (const auto& [flag, says] : std::vector<std::pair<std::string, std::string>>{
            {"--max-loaded-mb -1", "--max-loaded-mb must be in 0.."},
            {"--client-budget-s nan", "--client-budget-s must be in 0..86400"},
+           {"--client-grace-s -1", "--client-grace-s must be in 0..604800"},
            {"--max-concurrent-loads 0", "--max-concurrent-loads must be in 1..1024, got 0"},
            {"--max-threads 2", "--max-threads must be in 8..4096"},
            {"--max-answer-mb 4096", "--max-answer-mb must be in 1..1984"},

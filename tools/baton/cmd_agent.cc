@@ -47,6 +47,7 @@ struct AgentArgs {
   double max_run_s = 60;
   double client_budget_s = 0;          // 0 = none
   double client_budget_window_s = 60;
+  double client_grace_s = 60;
   int64_t max_concurrent_loads = static_cast<int64_t>(net::AgentOptions{}.max_concurrent_loads);
   int64_t max_threads = net::AgentOptions{}.max_threads;
   int64_t max_answer_mb = static_cast<int64_t>(net::kMaxAnswerBytes >> 20);
@@ -90,6 +91,10 @@ int Agent(const AgentArgs& args) {
         args.client_budget_window_s <= 86400)) {
     std::cerr << "baton agent: --client-budget-window-s must be in 0.001..86400, got " << args.client_budget_window_s
               << "\n";
+    return 2;
+  }
+  if (!(std::isfinite(args.client_grace_s) && args.client_grace_s >= 0 && args.client_grace_s <= 604800)) {
+    std::cerr << "baton agent: --client-grace-s must be in 0..604800 (a week), got " << args.client_grace_s << "\n";
     return 2;
   }
   if (args.max_concurrent_loads < 1 || args.max_concurrent_loads > static_cast<int64_t>(net::kMaxConcurrentLoads)) {
@@ -139,6 +144,7 @@ int Agent(const AgentArgs& args) {
       std::chrono::milliseconds(static_cast<int64_t>(std::llround(args.client_budget_s * 1000)));
   options.client_budget_window =
       std::chrono::milliseconds(std::max<int64_t>(1, std::llround(args.client_budget_window_s * 1000)));
+  options.client_grace = std::chrono::milliseconds(std::llround(args.client_grace_s * 1000));
   options.max_concurrent_loads = static_cast<size_t>(args.max_concurrent_loads);
   options.max_threads = static_cast<int>(args.max_threads);
   options.max_answer_bytes = static_cast<size_t>(args.max_answer_mb) << 20;
@@ -210,6 +216,9 @@ void AddAgentCommand(CLI::App& app, int* exit_code) {
                   "work is refused until the budget refills (default 0: no budget)");
   cmd->add_option("--client-budget-window-s", args->client_budget_window_s,
                   "The window of --client-budget-s, in seconds (default 60)");
+  cmd->add_option("--client-grace-s", args->client_grace_s,
+                  "A client that has had no Execute stream open this long gets its Loads given back, as if it had "
+                  "unloaded them (a client killed before it unloads); it loads again when it comes back (default 60)");
   cmd->add_option("--max-concurrent-loads", args->max_concurrent_loads,
                   "Loads in progress at once (being received or creating sessions), over all clients; one more is "
                   "refused RESOURCE_EXHAUSTED (default 4)");

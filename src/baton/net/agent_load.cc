@@ -95,10 +95,12 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
 
   pb::LoadReply reply;
   reply.set_handle(header.content_hash());
+  const std::string& client = header.client();
+  ExpireClients();  // what clients gone for good hold counts against the budget below
   {
     std::unique_lock lock(partitions_mu_);
     if (auto it = partitions_.find(header.content_hash()); it != partitions_.end()) {
-      ++it->second->refs;  // one more Load to give back
+      AddLoadLocked(*it->second, it->first, client, /*fresh=*/false);  // one more Load to give back
       reply.set_cached(true);
       for (int32_t u : it->second->capable) reply.add_capable_pus(u);
       return reply;
@@ -189,7 +191,7 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
   std::unique_lock lock(partitions_mu_);
   if (auto it = partitions_.find(header.content_hash()); it != partitions_.end()) {
     // Loaded concurrently by another call: keep that one (ours was never used).
-    ++it->second->refs;
+    AddLoadLocked(*it->second, it->first, client, /*fresh=*/false);
     reply.set_cached(true);
     for (int32_t u : it->second->capable) reply.add_capable_pus(u);
     return reply;
@@ -203,7 +205,8 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
   }
   for (int32_t u : partition->capable) reply.add_capable_pus(u);
   loaded_param_bytes_ += partition->param_bytes;
-  partitions_.emplace(header.content_hash(), std::move(partition));
+  Partition& added = *partitions_.emplace(header.content_hash(), std::move(partition)).first->second;
+  AddLoadLocked(added, header.content_hash(), client, /*fresh=*/true);
   return reply;
 }
 

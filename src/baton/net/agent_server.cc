@@ -118,8 +118,15 @@ grpc::Status AgentServer::Impl::CheckAuth(const grpc::ServerContext* context) {
 // ---------------------------------------------------------------------------
 // Hello, Stats, Unload
 
-grpc::Status AgentServer::Impl::Hello(grpc::ServerContext* context, const pb::HelloRequest*, pb::HelloReply* reply) {
+grpc::Status AgentServer::Impl::Hello(grpc::ServerContext* context, const pb::HelloRequest* request,
+                                      pb::HelloReply* reply) {
   if (grpc::Status auth = CheckAuth(context); !auth.ok()) return auth;
+  ExpireClients();
+  if (!request->client().empty()) {
+    std::shared_lock lock(partitions_mu_);
+    auto it = clients_.find(request->client());
+    reply->set_client_loads(it != clients_.end() ? static_cast<int64_t>(it->second.handles.size()) : 0);
+  }
   reply->set_name(options_.name);
   reply->set_version(kVersion);
   for (const AgentPu& pu : pus_) {
@@ -137,6 +144,7 @@ grpc::Status AgentServer::Impl::Hello(grpc::ServerContext* context, const pb::He
 
 grpc::Status AgentServer::Impl::Stats(grpc::ServerContext* context, const pb::StatsRequest*, pb::StatsReply* reply) {
   if (grpc::Status auth = CheckAuth(context); !auth.ok()) return auth;
+  ExpireClients();
   *reply = MakeStats();
   return grpc::Status::OK;
 }
@@ -158,6 +166,7 @@ pb::StatsReply AgentServer::Impl::MakeStats() const {
   out.set_loads_rejected(loads_rejected_);
   out.set_unloads(unloads_);
   out.set_budget_refusals(budget_refusals_);
+  out.set_clients_expired(clients_expired_);
   out.set_max_loaded_param_bytes(options_.max_loaded_param_bytes);
   out.set_assignments(assignments_);
   out.set_completions_ok(completions_ok_);
@@ -179,15 +188,27 @@ pb::StatsReply AgentServer::Impl::MakeStats() const {
 grpc::Status AgentServer::Impl::Unload(grpc::ServerContext* context, const pb::UnloadRequest* request,
                                        pb::UnloadReply*) {
   if (grpc::Status auth = CheckAuth(context); !auth.ok()) return auth;
+  if (!request->client().empty()) {
+    std::unique_lock lock(partitions_mu_);
+    auto c = clients_.find(request->client());
+    // Not this client's (any more: given back after the client grace): nothing to give back.
+    if (c == clients_.end() || c->second.handles.erase(request->handle()) == 0) return grpc::Status::OK;
+    c->second.last_seen = std::chrono::steady_clock::now();
+  }
+  const absl::Status dropped = DropLoad(request->handle());
+  if (!dropped.ok()) return grpc::Status(grpc::StatusCode::NOT_FOUND, std::string(dropped.message()));
+  return grpc::Status::OK;
+}
+
+absl::Status AgentServer::Impl::DropLoad(const std::string& handle) {
   std::unique_lock lock(partitions_mu_);
-  auto it = partitions_.find(request->handle());
+  auto it = partitions_.find(handle);
   if (it == partitions_.end()) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("agent '", options_.name, "': partition handle '", request->handle(),
-                                     "' is not loaded (never loaded, already unloaded, or the agent restarted)"));
+    return absl::NotFoundError(absl::StrCat("agent '", options_.name, "': partition handle '", handle,
+                                            "' is not loaded (never loaded, already unloaded, or the agent restarted)"));
   }
   Partition& p = *it->second;
-  if (--p.refs > 0) return grpc::Status::OK;  // another Load still uses it
+  if (--p.refs > 0) return absl::OkStatus();  // another Load still uses it
   for (size_t u = 0; u < pus_.size(); ++u) {
     const PuId pu(static_cast<uint32_t>(u));
     runners_.Erase(p.model, PartitionId(0), pu);
@@ -195,7 +216,8 @@ grpc::Status AgentServer::Impl::Unload(grpc::ServerContext* context, const pb::U
   }
   // A run still going holds its session (RunnerTable::Hold) until it returns.
   const ModelId model = p.model;
-  const std::string handle = request->handle();
+  // No client holds it any more (an Unload without a client id may give back a named client's Load).
+  for (auto& [id, c] : clients_) c.handles.erase(handle);
   loaded_param_bytes_ -= p.param_bytes;
   partitions_.erase(it);
   ++unloads_;
@@ -214,7 +236,50 @@ grpc::Status AgentServer::Impl::Unload(grpc::ServerContext* context, const pb::U
                                 "agent '", options_.name, "': partition handle '", handle,
                                 "' was unloaded while this assignment waited or ran; load it again")));
   }
-  return grpc::Status::OK;
+  return absl::OkStatus();
+}
+
+void AgentServer::Impl::AddLoadLocked(Partition& p, const std::string& handle, const std::string& client,
+                                      bool fresh) {
+  bool counted = true;
+  if (!client.empty()) {
+    Client& c = clients_[client];
+    c.last_seen = std::chrono::steady_clock::now();
+    counted = c.handles.insert(handle).second;  // a repeat of this client's Load counts once
+  }
+  if (counted && !fresh) ++p.refs;  // a fresh partition's refs (1) is this Load
+}
+
+void AgentServer::Impl::ExpireClients() {
+  std::vector<std::string> handles;
+  {
+    std::unique_lock lock(partitions_mu_);
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = clients_.begin(); it != clients_.end();) {
+      Client& c = it->second;
+      if (c.streams > 0 || now - c.last_seen < options_.client_grace) {
+        ++it;
+        continue;
+      }
+      if (!c.handles.empty()) {
+        ++clients_expired_;
+        std::fprintf(stderr,
+                     "baton agent '%s': a client had no Execute stream open for %.0f s; its %zu Loads are given "
+                     "back (it loads again when it comes back)\n",
+                     options_.name.c_str(), std::chrono::duration<double>(options_.client_grace).count(),
+                     c.handles.size());
+      }
+      handles.insert(handles.end(), c.handles.begin(), c.handles.end());
+      it = clients_.erase(it);
+    }
+  }
+  for (const std::string& h : handles) (void)DropLoad(h);  // NotFound: gone already
+}
+
+std::string AgentServer::Impl::ClientOf(const grpc::ServerContext* context) {
+  const auto& md = context->client_metadata();
+  auto it = md.find("baton-client");
+  return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
 }
 
 // ---------------------------------------------------------------------------
@@ -235,6 +300,23 @@ grpc::Status AgentServer::Impl::Execute(grpc::ServerContext* context,
     }
     streams_.insert(stream);
   }
+  // A client that names itself is around while one of its streams is open.
+  const std::string client = ClientOf(context);
+  if (!client.empty()) {
+    std::unique_lock lock(partitions_mu_);
+    ++clients_[client].streams;
+  }
+  struct Away {
+    Impl& impl;
+    const std::string& client;
+    ~Away() {
+      if (client.empty()) return;
+      std::unique_lock lock(impl.partitions_mu_);
+      Client& c = impl.clients_[client];
+      --c.streams;
+      c.last_seen = std::chrono::steady_clock::now();
+    }
+  } away{*this, client};
   std::thread writer([this, &stream, rw] { WriteLoop(*stream, rw); });
   grpc::Status result = ReadLoop(context, rw, stream);
   {
@@ -758,6 +840,9 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(AgentOptions opt
   if (options.client_budget_window <= std::chrono::milliseconds(0)) {
     return absl::InvalidArgumentError(absl::StrCat(agent, ": client_budget_window must be > 0"));
   }
+  if (options.client_grace < std::chrono::milliseconds(0) || options.client_grace > std::chrono::hours(24 * 7)) {
+    return absl::InvalidArgumentError(absl::StrCat(agent, ": client_grace must be in 0 s..7 days"));
+  }
   if (options.max_loaded_param_bytes < 0) {
     return absl::InvalidArgumentError(absl::StrCat(agent, ": max_loaded_param_bytes must be >= 0 (0 = half of ",
                                                    "the physical memory), got ", options.max_loaded_param_bytes));
@@ -781,6 +866,9 @@ const std::string& AgentServer::notice() const { return impl_->notice(); }
 const AgentOptions& AgentServer::options() const { return impl_->options(); }
 void AgentServer::Shutdown() { impl_->Shutdown(); }
 size_t AgentServer::loads_left_running() const { return impl_->loads_left_running(); }
-pb::StatsReply AgentServer::Stats() const { return impl_->MakeStats(); }
+pb::StatsReply AgentServer::Stats() const {
+  impl_->ExpireClients();
+  return impl_->MakeStats();
+}
 
 }  // namespace baton::net

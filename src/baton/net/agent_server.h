@@ -115,6 +115,12 @@ struct AgentOptions {
   // 0 = no budget (only max_run bounds a run).
   std::chrono::milliseconds client_run_budget{0};
   std::chrono::milliseconds client_budget_window{60000};
+  // A client that names itself (LoadHeader.client) and has had no Execute
+  // stream open for this long gets its Loads given back, as if it had
+  // unloaded them: a client killed before it unloads does not hold the
+  // memory budget until the agent restarts. It learns of it from Hello
+  // (client_loads) when it comes back, and loads again.
+  std::chrono::milliseconds client_grace{60000};
 };
 
 class AgentServer {

@@ -55,15 +55,6 @@ inline grpc::Status ToGrpc(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-// Changes on every start, so a client can tell that the agent's cache is empty.
-inline std::string RandomInstance() {
-  std::random_device device;
-  std::seed_seq seed{device(), device(), device(), device(),
-                     static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count())};
-  std::mt19937_64 rng(seed);
-  return absl::StrCat(absl::Hex(rng(), absl::kZeroPad16), absl::Hex(rng(), absl::kZeroPad16));
-}
-
 // Sessions of one Load, created on a thread of their own so the RPC can give
 // up after load_timeout; the thread keeps the task alive and finishes it.
 struct PrepareTask {
@@ -85,7 +76,7 @@ class AgentServer::Impl final : public pb::Agent::Service {
       : options_(std::move(options)),
         pus_(std::move(pus)),
         security_(std::move(security)),
-        instance_(RandomInstance()),
+        instance_(RandomHexId()),  // changes on every start: a client can tell the cache is empty
         epoch_(std::chrono::steady_clock::now()),
         allowed_ops_(options_.allowed_ops.begin(), options_.allowed_ops.end()) {}
 
@@ -94,6 +85,8 @@ class AgentServer::Impl final : public pb::Agent::Service {
   absl::Status Init();
   void Shutdown();
   pb::StatsReply MakeStats() const;
+  // Gives back the Loads of clients away for longer than client_grace.
+  void ExpireClients();
   size_t loads_left_running() const { return loads_left_running_.load(); }
 
   int port() const { return port_; }
@@ -173,6 +166,15 @@ class AgentServer::Impl final : public pb::Agent::Service {
       grpc::ServerContext* context, std::shared_ptr<const graph::Model> model, const std::string& what,
       std::vector<bool>& capable, std::vector<const backend::PreparedPartition*>& runner_of_pu);
   void ReapPrepareThreads(bool all);
+  // Gives back one Load of `handle`; the last frees the partition and
+  // withdraws its work. NotFound when it is not loaded.
+  absl::Status DropLoad(const std::string& handle);
+  // Counts one Load of `p` by `client` (none: ""): a client's repeated Load
+  // of a handle counts once. With partitions_mu_ held (unique); `fresh`: p
+  // was just added with refs = 1.
+  void AddLoadLocked(Partition& p, const std::string& handle, const std::string& client, bool fresh);
+  // The client id of a call (metadata "baton-client"; "" when absent).
+  static std::string ClientOf(const grpc::ServerContext* context);
 
   grpc::Status ReadLoop(grpc::ServerContext* context, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw,
                         const std::shared_ptr<Stream>& stream);
@@ -220,6 +222,14 @@ class AgentServer::Impl final : public pb::Agent::Service {
 
   mutable std::shared_mutex partitions_mu_;
   std::map<std::string, std::unique_ptr<Partition>> partitions_;  // guarded by partitions_mu_; by handle
+  // What a client that names itself holds (one Load per handle), and whether
+  // it is around (AgentOptions::client_grace).
+  struct Client {
+    std::set<std::string> handles;
+    int streams = 0;  // Execute streams open
+    std::chrono::steady_clock::time_point last_seen;
+  };
+  std::map<std::string, Client> clients_;  // guarded by partitions_mu_; by client id
   int64_t loaded_param_bytes_ = 0;  // guarded by partitions_mu_; over partitions_
   std::atomic<uint32_t> next_model_{0};
 
@@ -244,6 +254,7 @@ class AgentServer::Impl final : public pb::Agent::Service {
   std::thread ticker_;
 
   std::atomic<uint64_t> budget_refusals_{0};
+  std::atomic<uint64_t> clients_expired_{0};
   std::atomic<size_t> loads_in_progress_{0};  // Loads being received or creating sessions (max_concurrent_loads)
   std::atomic<uint64_t> loads_{0}, loads_rejected_{0}, unloads_{0}, assignments_{0}, completions_ok_{0},
       completions_failed_{0}, dropped_deadline_{0}, auth_failures_{0};

@@ -2,8 +2,12 @@
 
 #include <openssl/evp.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <random>
+
+#include "absl/strings/str_cat.h"
 
 namespace baton::net {
 
@@ -22,6 +26,14 @@ std::string Sha256Hex(std::string_view bytes) {
     out[2 * i + 1] = kHex[digest[i] & 0xf];
   }
   return out;
+}
+
+std::string RandomHexId() {
+  std::random_device device;
+  std::seed_seq seed{device(), device(), device(), device(),
+                     static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count())};
+  std::mt19937_64 rng(seed);
+  return absl::StrCat(absl::Hex(rng(), absl::kZeroPad16), absl::Hex(rng(), absl::kZeroPad16));
 }
 
 }  // namespace baton::net

@@ -14,4 +14,8 @@ inline constexpr size_t kContentHashHexDigits = 64;
 
 std::string Sha256Hex(std::string_view bytes);
 
+// 32 random hex digits (128 bits from std::random_device and the clock): an
+// agent's instance, which changes on every start, and a client's id.
+std::string RandomHexId();
+
 }  // namespace baton::net

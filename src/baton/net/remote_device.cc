@@ -48,6 +48,12 @@ class GrpcRemoteDevice::Impl {
   // false when one failed (the next try loads what is still missing).
   // With load_mu_ held.
   bool ReloadAll(const std::string& instance);
+  // How many of our Loads the agent instance we talk to holds; with load_mu_ held.
+  int64_t HeldLocked() const;
+  // Loads again what the agent that answered `hello` lacks: everything when
+  // it restarted (its cache is empty) or gave our Loads back (we were away
+  // past its client grace). With load_mu_ held; false when a Load failed.
+  bool CatchUpLocked(const pb::HelloReply& hello);
   void Start(runtime::RemoteDeviceEvents events);
   void Stop();
   std::vector<runtime::PuStats> pu_stats() const;
@@ -95,6 +101,9 @@ class GrpcRemoteDevice::Impl {
   const runtime::RunnerTable* runners_ = nullptr;
   runtime::RemoteDeviceEvents events_;
 
+  // This client's id on the agent (LoadHeader.client): the agent gives our
+  // Loads back if we stay away past its client grace, and Hello says so.
+  const std::string client_ = RandomHexId();
   mutable std::mutex load_mu_;  // serialises loads; guards loads_ and instance_
   absl::flat_hash_map<std::string, Loadable> loads_;  // by content hash
   std::string instance_;
@@ -228,6 +237,7 @@ GrpcRemoteDevice::Impl::~Impl() { Stop(); }
 
 void GrpcRemoteDevice::Impl::AddAuth(grpc::ClientContext& context) const {
   if (security_.token) context.AddMetadata("authorization", "Bearer " + *security_.token);
+  context.AddMetadata("baton-client", client_);
 }
 
 absl::Status GrpcRemoteDevice::Impl::Hello(std::chrono::milliseconds timeout, pb::HelloReply& reply) {
@@ -235,6 +245,7 @@ absl::Status GrpcRemoteDevice::Impl::Hello(std::chrono::milliseconds timeout, pb
   AddAuth(context);
   context.set_deadline(std::chrono::system_clock::now() + timeout);
   pb::HelloRequest request;
+  request.set_client(client_);
   grpc::Status s = stub_->Hello(&context, request, &reply);
   if (!s.ok()) {
     return FromGrpc(s, absl::StrCat("device '", options_.name, "' (agent at ", options_.address, ")"));
@@ -266,6 +277,7 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(con
       c.mutable_header()->set_content_hash(Sha256Hex(bytes));
       c.mutable_header()->set_total_bytes(static_cast<int64_t>(bytes.size()));
       c.mutable_header()->set_name(name);
+      c.mutable_header()->set_client(client_);
       first = false;
     }
     const size_t n = std::min(static_cast<size_t>(chunk), bytes.size() - at);
@@ -304,6 +316,28 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::Load(const std:
   BATON_ASSIGN_OR_RETURN(Loaded loaded, LoadOnAgent(partition_name, bytes));
   loads_.emplace(hash, Loadable{partition_name, bytes, loaded, instance_});
   return loaded;
+}
+
+bool GrpcRemoteDevice::Impl::CatchUpLocked(const pb::HelloReply& hello) {
+  const bool restarted = hello.instance() != instance_;
+  const bool given_back = !restarted && hello.client_loads() < HeldLocked();
+  if (given_back) {
+    {
+      std::lock_guard lock(mu_);
+      ++counters_.given_back;
+    }
+    for (auto& [hash, l] : loads_) l.instance.clear();
+  }
+  if (!restarted && !given_back) return true;
+  if (!ReloadAll(hello.instance())) return false;
+  instance_ = hello.instance();
+  return true;
+}
+
+int64_t GrpcRemoteDevice::Impl::HeldLocked() const {
+  int64_t n = 0;
+  for (const auto& [hash, l] : loads_) n += l.instance == instance_;
+  return n;
 }
 
 bool GrpcRemoteDevice::Impl::ReloadAll(const std::string& instance) {
@@ -353,6 +387,7 @@ void GrpcRemoteDevice::Impl::UnloadAll(std::chrono::milliseconds limit) {
     context.set_deadline(deadline);
     pb::UnloadRequest request;
     request.set_handle(l.loaded.handle);
+    request.set_client(client_);
     pb::UnloadReply reply;
     // NOT_FOUND (the agent restarted meanwhile) and an unreachable agent are
     // fine: there is nothing left to give back, or nobody to give it to.
@@ -435,6 +470,14 @@ void GrpcRemoteDevice::Impl::Start(runtime::RemoteDeviceEvents events) {
     if (started_) return;
     started_ = true;
     events_ = std::move(events);
+  }
+  {
+    // Loads may have come long before (a deployment loading other devices):
+    // the agent may have given them back meanwhile. If it does not answer,
+    // the stream below fails and the supervisor rejoins.
+    pb::HelloReply hello;
+    std::lock_guard lock(load_mu_);
+    if (!loads_.empty() && Hello(options_.connect_timeout, hello).ok()) (void)CatchUpLocked(hello);
   }
   if (!OpenStream(/*rejoin=*/false).ok()) return;
   supervisor_ = std::thread([this] { SupervisorLoop(); });
@@ -810,10 +853,7 @@ void GrpcRemoteDevice::Impl::SupervisorLoop() {
     bool reloaded = true;
     {
       std::lock_guard lock(load_mu_);
-      if (hello.instance() != instance_) {  // restarted: its cache is empty
-        reloaded = ReloadAll(hello.instance());
-        if (reloaded) instance_ = hello.instance();
-      }
+      reloaded = CatchUpLocked(hello);
     }
     if (!reloaded || !OpenStream(/*rejoin=*/true).ok()) continue;
   }

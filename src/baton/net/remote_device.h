@@ -83,6 +83,7 @@ struct RemoteDeviceCounters {
   uint64_t cancels_sent = 0;  // assignment ids sent in Cancel messages
   uint64_t unloads_sent = 0;  // partitions given back to the agent (Unload accepted)
   uint64_t expired = 0;       // answered DEADLINE_EXCEEDED here after answer_timeout (counted in answered too)
+  uint64_t given_back = 0;    // times the agent had given our Loads back (we were away past its client grace)
 };
 
 class GrpcRemoteDevice : public runtime::RemoteDevice {
