@@ -5,7 +5,8 @@
 
 N threads (default 8) each keep one connection and send POST
 /v2/models/MODEL/infer (zeros, every free dimension 1) back to back for S
-seconds (default 10); meanwhile one more client, on its own connection,
+seconds (default 10); meanwhile one more client, in a process of its own
+(so that the load's threads do not delay it) and on its own connection,
 asks GET /v2/health/ready every MS ms (default 50), as a liveness probe
 would. Prints the probe's median, 99th percentile and worst latency in ms,
 the inference requests answered per second and their median latency, and
@@ -15,6 +16,7 @@ the errors. Start the server first, e.g.
 import argparse
 import http.client
 import json
+import multiprocessing
 import statistics
 import threading
 import time
@@ -72,36 +74,44 @@ def infer_client():
             c = connect()
 
 
-def probe():
+def probe(out):
     c = connect()
+    times, errs = [], []
     while time.time() < stop_at:
         t = time.time()
         try:
             c.request("GET", "/v2/health/ready")
             r = c.getresponse()
             r.read()
-            with lock:
-                if r.status == 200:
-                    probe_ms.append((time.time() - t) * 1000)
-                else:
-                    errors.append(r.status)
+            if r.status == 200:
+                times.append((time.time() - t) * 1000)
+            else:
+                errs.append(r.status)
         except Exception as e:
-            with lock:
-                errors.append(repr(e))
+            errs.append(repr(e))
             c.close()
             c = connect()
         time.sleep(args.probe_ms / 1000)
+    out.put((times, errs))
 
 
-threads = [threading.Thread(target=infer_client) for _ in range(args.clients)]
-threads.append(threading.Thread(target=probe))
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-probe_ms.sort()
-p99 = probe_ms[min(len(probe_ms) - 1, int(len(probe_ms) * 0.99))] if probe_ms else float("nan")
-print(f"probe: {len(probe_ms)} answered, median {statistics.median(probe_ms) if probe_ms else float('nan'):.2f} ms, "
-      f"p99 {p99:.2f} ms, worst {max(probe_ms) if probe_ms else float('nan'):.2f} ms")
-print(f"inference: {len(infer_ms) / args.seconds:.1f} req/s, median "
-      f"{statistics.median(infer_ms) if infer_ms else float('nan'):.2f} ms; errors: {len(errors)} {errors[:3]}")
+if __name__ == "__main__":
+    results = multiprocessing.Queue()
+    prober = multiprocessing.Process(target=probe, args=(results,))
+    prober.start()
+    threads = [threading.Thread(target=infer_client) for _ in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got, errs = results.get()
+    prober.join()
+    probe_ms.extend(got)
+    errors.extend(errs)
+    probe_ms.sort()
+    nan = float("nan")
+    p99 = probe_ms[min(len(probe_ms) - 1, int(len(probe_ms) * 0.99))] if probe_ms else nan
+    print(f"probe: {len(probe_ms)} answered, median {statistics.median(probe_ms) if probe_ms else nan:.2f} ms, "
+          f"p99 {p99:.2f} ms, worst {max(probe_ms) if probe_ms else nan:.2f} ms")
+    print(f"inference: {len(infer_ms) / args.seconds:.1f} req/s, median "
+          f"{statistics.median(infer_ms) if infer_ms else nan:.2f} ms; errors: {len(errors)} {errors[:3]}")
