@@ -14,12 +14,14 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "bench_common.h"
 #include "baton/agent/v1/agent.grpc.pb.h"
 #include "baton/backend/ort/cpu_executor.h"
 #include "baton/graph/builder.h"
@@ -40,11 +42,6 @@ void Die(const absl::Status& s, const char* what) {
 }
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 // VmHWM of this process, in MiB.
 double PeakRssMib() {
@@ -165,7 +162,8 @@ int main(int argc, char** argv) {
   rw->WritesDone();
   (void)rw->Finish();
   std::printf("median: first message %.1f ms (run %.1f ms), longest gap %.1f ms, whole answer %.1f ms; peak RSS %.0f MiB\n",
-              Median(first_ms), Median(run_ms), Median(gap_ms), Median(whole_ms), PeakRssMib());
+              bench::Median(first_ms), bench::Median(run_ms), bench::Median(gap_ms), bench::Median(whole_ms),
+              PeakRssMib());
   (*server)->Shutdown();
   return 0;
 }

@@ -1142,7 +1142,71 @@ TEST(AgentServerTest, AClientAwayPastTheGraceHasItsLoadsGivenBack) {
   stats = server->Stats();
   EXPECT_EQ(stats.partitions_loaded(), 0u) << "c1's two Loads were given back as one";
   EXPECT_EQ(stats.unloads(), 1u);
+
+  // A client id is bounded (each one is kept until it expires).
+  const grpc::Status long_id = Load(*stub, LoadRequest(Partition().bytes).Client(std::string(129, 'c')), &loaded);
+  EXPECT_EQ(long_id.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(long_id.error_message(), HasSubstr("a client id of 129 bytes; send at most 128"));
+  EXPECT_EQ(server->Stats().partitions_loaded(), 0u);
 }
+
+// A GrpcRemoteDevice on an agent in this process with one partition loaded,
+// bound to PU 0 and started; its completions are kept.
+struct StartedDevice {
+  std::shared_ptr<GrpcRemoteDevice> device;
+  std::unique_ptr<RemotePartition> partition;
+  runtime::RunnerTable runners;
+  std::mutex mu;
+  std::vector<dispatch::Completion> got;  // guarded by mu
+
+  // Empty on success, else what failed. `before_start` runs between the Load and Start.
+  std::string Start(const AgentServer& server, const std::string& bytes,
+                    const std::function<void()>& before_start = nullptr) {
+    RemoteDeviceOptions o;
+    o.name = "edge";
+    o.address = server.address();
+    absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> connected = GrpcRemoteDevice::Connect(o);
+    if (!connected.ok()) return connected.status().ToString();
+    device = *std::move(connected);
+    absl::StatusOr<GrpcRemoteDevice::Loaded> loaded = device->Load("p0", bytes);
+    if (!loaded.ok()) return loaded.status().ToString();
+    partition = std::make_unique<RemotePartition>(loaded->handle);
+    runners.Set(ModelId(0), PartitionId(0), PuId(0), partition.get());
+    device->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), "edge/cpu0", "cpu", {}}}, &runners);
+    if (before_start) before_start();
+    device->Start(runtime::RemoteDeviceEvents{
+        .completion =
+            [this](dispatch::Completion c) {
+              std::lock_guard lock(mu);
+              got.push_back(std::move(c));
+            },
+        .returned = [](std::vector<dispatch::Assignment>) {},
+        .reachable = [](bool, std::string) {},
+        .now = [] { return Time(std::chrono::steady_clock::now().time_since_epoch()); }});
+    return "";
+  }
+  // Runs `inputs` as assignment 1 and waits for its completion (nullopt: none came).
+  std::optional<dispatch::Completion> Run(const dispatch::NamedTensors& inputs) {
+    dispatch::Assignment a;
+    a.id = AssignmentId(1);
+    a.request = RequestId(1);
+    a.model = ModelId(0);
+    a.partition = PartitionId(0);
+    for (const auto& [name, tensor] : inputs) a.inputs.emplace_back(name, tensor.Clone());
+    device->Submit(std::move(a));
+    if (!baton::testing::WaitUntil([&] {
+          std::lock_guard lock(mu);
+          return !got.empty();
+        })) {
+      return std::nullopt;
+    }
+    std::lock_guard lock(mu);
+    return std::move(got.front());
+  }
+  ~StartedDevice() {
+    if (device) device->Stop();
+  }
+};
 
 // A remote device whose Loads the agent gave back before it started (the
 // grace is 0: it had no stream open yet) loads them again when it starts,
@@ -1153,48 +1217,16 @@ TEST(AgentServerTest, ARemoteDeviceLoadsAgainWhatTheAgentGaveBack) {
   options.client_grace = std::chrono::milliseconds(0);
   std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
   ASSERT_NE(server, nullptr);
-  RemoteDeviceOptions o;
-  o.name = "edge";
-  o.address = server->address();
-  absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
-  ASSERT_TRUE(device.ok()) << device.status();
-  absl::StatusOr<GrpcRemoteDevice::Loaded> loaded = (*device)->Load("resnet.p0", Partition().bytes);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  EXPECT_EQ(server->Stats().partitions_loaded(), 0u) << "given back: no stream yet, and no grace";
-  RemotePartition partition(loaded->handle);
-  runtime::RunnerTable runners;
-  runners.Set(ModelId(0), PartitionId(0), PuId(0), &partition);
-  (*device)->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), "edge/cpu0", "cpu", {}}}, &runners);
-  std::mutex mu;
-  std::vector<dispatch::Completion> got;  // guarded by mu
-  (*device)->Start(runtime::RemoteDeviceEvents{
-      .completion =
-          [&](dispatch::Completion c) {
-            std::lock_guard lock(mu);
-            got.push_back(std::move(c));
-          },
-      .returned = [](std::vector<dispatch::Assignment>) {},
-      .reachable = [](bool, std::string) {},
-      .now = [] { return Time(std::chrono::steady_clock::now().time_since_epoch()); }});
-  EXPECT_EQ((*device)->counters().given_back, 1u);
-  EXPECT_EQ((*device)->counters().loads_sent, 2u);
-  const dispatch::NamedTensors inputs = Inputs(3);
-  dispatch::Assignment a;
-  a.id = AssignmentId(1);
-  a.request = RequestId(1);
-  a.model = ModelId(0);
-  a.partition = PartitionId(0);
-  for (const auto& [name, tensor] : inputs) a.inputs.emplace_back(name, tensor.Clone());
-  (*device)->Submit(std::move(a));
-  ASSERT_TRUE(baton::testing::WaitUntil([&] {
-    std::lock_guard lock(mu);
-    return !got.empty();
-  }));
+  StartedDevice d;
+  ASSERT_EQ(d.Start(*server, Partition().bytes, [&] {
+    EXPECT_EQ(server->Stats().partitions_loaded(), 0u) << "given back: no stream yet, and no grace";
+  }), "");
+  EXPECT_EQ(d.device->counters().given_back, 1u);
+  EXPECT_EQ(d.device->counters().loads_sent, 2u);
+  std::optional<dispatch::Completion> c = d.Run(Inputs(3));
+  ASSERT_TRUE(c.has_value());
+  EXPECT_TRUE(c->status.ok()) << c->status;
   EXPECT_EQ(server->Stats().partitions_loaded(), 1u) << "held while the device's stream is open";
-  (*device)->Stop();
-  std::lock_guard lock(mu);
-  ASSERT_EQ(got.size(), 1u);
-  EXPECT_TRUE(got[0].status.ok()) << got[0].status;
 }
 
 // Loads are counted per handle and the last Unload frees the partition; the
@@ -1310,47 +1342,17 @@ TEST(AgentServerTest, ARemoteDeviceSendsAndTakesFramesBelowTheChunkSize) {
   options.chunk_bytes = 4096;  // the least a remote device takes
   std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
   ASSERT_NE(server, nullptr);
-  RemoteDeviceOptions o;
-  o.name = "edge";
-  o.address = server->address();
-  absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
-  ASSERT_TRUE(device.ok()) << device.status();
-  ASSERT_EQ((*device)->hello().chunk_bytes, 4096);
-  absl::StatusOr<GrpcRemoteDevice::Loaded> loaded = (*device)->Load("relu", *model);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  RemotePartition partition(loaded->handle);
-  runtime::RunnerTable runners;
-  runners.Set(ModelId(0), PartitionId(0), PuId(0), &partition);
-  (*device)->Bind(DeviceId(0), {runtime::PuSetup{PuId(0), "edge/cpu0", "cpu", {}}}, &runners);
-  std::mutex mu;
-  std::vector<dispatch::Completion> got;  // guarded by mu
-  (*device)->Start(runtime::RemoteDeviceEvents{
-      .completion =
-          [&](dispatch::Completion c) {
-            std::lock_guard lock(mu);
-            got.push_back(std::move(c));
-          },
-      .returned = [](std::vector<dispatch::Assignment>) {},
-      .reachable = [](bool, std::string) {},
-      .now = [] { return Time(std::chrono::steady_clock::now().time_since_epoch()); }});
+  StartedDevice d;
+  ASSERT_EQ(d.Start(*server, *model), "");
+  ASSERT_EQ(d.device->hello().chunk_bytes, 4096);
+  dispatch::NamedTensors inputs;
   Tensor x(dtype::kFloat, {1, kFloats});
   for (int64_t i = 0; i < kFloats; ++i) x.data<float>()[i] = static_cast<float>(i % 17) - 8.0f;
-  dispatch::Assignment a;
-  a.id = AssignmentId(1);
-  a.request = RequestId(1);
-  a.model = ModelId(0);
-  a.partition = PartitionId(0);
-  a.inputs.emplace_back("x", x.Clone());
-  (*device)->Submit(std::move(a));
-  ASSERT_TRUE(baton::testing::WaitUntil([&] {
-    std::lock_guard lock(mu);
-    return !got.empty();
-  }));
-  (*device)->Stop();
-  std::lock_guard lock(mu);
-  ASSERT_EQ(got.size(), 1u);
-  ASSERT_TRUE(got[0].status.ok()) << got[0].status;
-  const Tensor* y = dispatch::FindTensor(got[0].outputs, "y");
+  inputs.emplace_back("x", x.Clone());
+  std::optional<dispatch::Completion> c = d.Run(inputs);
+  ASSERT_TRUE(c.has_value());
+  ASSERT_TRUE(c->status.ok()) << c->status;
+  const Tensor* y = dispatch::FindTensor(c->outputs, "y");
   ASSERT_NE(y, nullptr);
   ASSERT_EQ(y->shape(), x.shape());
   int64_t wrong = 0;

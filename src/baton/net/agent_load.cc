@@ -59,6 +59,11 @@ absl::StatusOr<pb::LoadReply> AgentServer::Impl::DoLoad(grpc::ServerContext* con
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": total_bytes is ", header.total_bytes(), "; set it to the size of the ONNX model"));
   }
+  if (header.client().size() > kMaxClientIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": a client id of ", header.client().size(),
+                                                   " bytes; send at most ", kMaxClientIdBytes,
+                                                   " (baton sends 32 hex digits)"));
+  }
   if (header.total_bytes() > options_.max_partition_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         what, " is ", header.total_bytes(), " bytes, above this agent's limit of ", options_.max_partition_bytes,
@@ -216,8 +221,9 @@ absl::Status AgentServer::Impl::CheckBudget(int64_t param_bytes, const std::stri
       what, " has ", param_bytes, " bytes of parameters; with the ", loaded_param_bytes_, " bytes of the ",
       partitions_.size(), " partitions loaded now that is above this agent's memory budget of ",
       options_.max_loaded_param_bytes,
-      " bytes; unload partitions that are no longer used (a baton run unloads its own when it ends), restart the "
-      "agent to drop those of clients that ended without unloading, or start it with a larger --max-loaded-mb"));
+      " bytes; unload partitions that are no longer used (a baton run unloads its own when it ends; those of "
+      "clients that ended without unloading are given back after --client-grace-s), or start the agent with a "
+      "larger --max-loaded-mb"));
 }
 
 absl::Status AgentServer::Impl::CheckOps(const graph::Model& model, const std::string& what) const {

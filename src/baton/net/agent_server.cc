@@ -121,6 +121,7 @@ grpc::Status AgentServer::Impl::CheckAuth(const grpc::ServerContext* context) {
 grpc::Status AgentServer::Impl::Hello(grpc::ServerContext* context, const pb::HelloRequest* request,
                                       pb::HelloReply* reply) {
   if (grpc::Status auth = CheckAuth(context); !auth.ok()) return auth;
+  if (grpc::Status id = CheckClientId(request->client()); !id.ok()) return id;
   ExpireClients();
   if (!request->client().empty()) {
     std::shared_lock lock(partitions_mu_);
@@ -188,6 +189,7 @@ pb::StatsReply AgentServer::Impl::MakeStats() const {
 grpc::Status AgentServer::Impl::Unload(grpc::ServerContext* context, const pb::UnloadRequest* request,
                                        pb::UnloadReply*) {
   if (grpc::Status auth = CheckAuth(context); !auth.ok()) return auth;
+  if (grpc::Status id = CheckClientId(request->client()); !id.ok()) return id;
   if (!request->client().empty()) {
     std::unique_lock lock(partitions_mu_);
     auto c = clients_.find(request->client());
@@ -264,8 +266,8 @@ void AgentServer::Impl::ExpireClients() {
       if (!c.handles.empty()) {
         ++clients_expired_;
         std::fprintf(stderr,
-                     "baton agent '%s': a client had no Execute stream open for %.0f s; its %zu Loads are given "
-                     "back (it loads again when it comes back)\n",
+                     "baton agent '%s': a client had no Execute stream open for %.0f s; the %zu partition Load(s) "
+                     "it held are given back (it loads them again if it comes back)\n",
                      options_.name.c_str(), std::chrono::duration<double>(options_.client_grace).count(),
                      c.handles.size());
       }
@@ -274,6 +276,13 @@ void AgentServer::Impl::ExpireClients() {
     }
   }
   for (const std::string& h : handles) (void)DropLoad(h);  // NotFound: gone already
+}
+
+grpc::Status AgentServer::Impl::CheckClientId(const std::string& client) const {
+  if (client.size() <= kMaxClientIdBytes) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat("agent '", options_.name, "': a client id of ", client.size(),
+                                   " bytes; send at most ", kMaxClientIdBytes, " (baton sends 32 hex digits)"));
 }
 
 std::string AgentServer::Impl::ClientOf(const grpc::ServerContext* context) {
@@ -302,6 +311,11 @@ grpc::Status AgentServer::Impl::Execute(grpc::ServerContext* context,
   }
   // A client that names itself is around while one of its streams is open.
   const std::string client = ClientOf(context);
+  if (grpc::Status id = CheckClientId(client); !id.ok()) {
+    std::lock_guard lock(streams_mu_);
+    streams_.erase(stream);
+    return id;
+  }
   if (!client.empty()) {
     std::unique_lock lock(partitions_mu_);
     ++clients_[client].streams;

@@ -175,6 +175,9 @@ class AgentServer::Impl final : public pb::Agent::Service {
   void AddLoadLocked(Partition& p, const std::string& handle, const std::string& client, bool fresh);
   // The client id of a call (metadata "baton-client"; "" when absent).
   static std::string ClientOf(const grpc::ServerContext* context);
+  // INVALID_ARGUMENT for a client id longer than kMaxClientIdBytes.
+  grpc::Status CheckClientId(const std::string& client) const;
+  static constexpr size_t kMaxClientIdBytes = 128;
 
   grpc::Status ReadLoop(grpc::ServerContext* context, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw,
                         const std::shared_ptr<Stream>& stream);

@@ -328,8 +328,10 @@ bool GrpcRemoteDevice::Impl::CatchUpLocked(const pb::HelloReply& hello) {
     }
     for (auto& [hash, l] : loads_) l.instance.clear();
   }
-  if (!restarted && !given_back) return true;
-  if (!ReloadAll(hello.instance())) return false;
+  // Also what an earlier catch-up could not load again.
+  const bool missing = std::any_of(loads_.begin(), loads_.end(),
+                                   [&](const auto& entry) { return entry.second.instance != hello.instance(); });
+  if (missing && !ReloadAll(hello.instance())) return false;
   instance_ = hello.instance();
   return true;
 }

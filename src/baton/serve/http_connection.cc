@@ -563,7 +563,7 @@ class WorkerPool final : public httplib::TaskQueue {
     StartLocked(/*helper=*/true);
   }
   void StartLocked(bool helper) {
-    // Join the helpers that have ended (they hold no lock by now).
+    // Join the helpers that have ended (they take no lock after they are counted out).
     for (auto it = threads_.begin(); it != threads_.end();) {
       if (std::find(ended_.begin(), ended_.end(), it->get_id()) == ended_.end()) {
         ++it;
@@ -586,13 +586,6 @@ class WorkerPool final : public httplib::TaskQueue {
       current_pool = this;
       Work(helper);
       current_pool = nullptr;
-      std::lock_guard lock(mu_);
-      --live_;
-      if (helper) {
-        --helpers_;
-        ended_.push_back(std::this_thread::get_id());
-      }
-      exit_.notify_all();
     });
   }
   void Kick() {
@@ -611,8 +604,18 @@ class WorkerPool final : public httplib::TaskQueue {
         ++free_;
         ready_.wait(lock, [&] { return !jobs_.empty() || stopping_ || (helper && Surplus()); });
         --free_;
-        if (helper && Surplus() && !stopping_) return;  // enough workers at work without it
-        if (jobs_.empty()) return;                      // stopping, and nothing left
+        // A helper ends when enough workers are at work without it; all end
+        // once stopping leaves nothing to do. Counted out under this lock, so
+        // that HelpLocked never counts a thread that is ending.
+        if ((helper && Surplus() && !stopping_) || jobs_.empty()) {
+          --live_;
+          if (helper) {
+            --helpers_;
+            ended_.push_back(std::this_thread::get_id());
+          }
+          exit_.notify_all();
+          return;
+        }
         job = std::move(jobs_.front());
         jobs_.pop_front();
         if (jobs_.empty() && !stopping_) Unkick();
