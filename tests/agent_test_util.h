@@ -13,10 +13,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -200,6 +202,19 @@ class BatonProcess {
     ::close(fds[1]);
     ::close(err_fd);
     out_ = ::fdopen(fds[0], "r");
+    // A child that neither prints its banner nor exits would block the read
+    // below for good (a whole test run then times out without a word): after
+    // kBannerWait it is killed, its stderr goes into the banner, and ok() is false.
+    std::mutex banner_mu;
+    std::condition_variable banner_cv;
+    bool banner_read = false, banner_late = false;
+    std::thread watchdog([&] {
+      std::unique_lock lock(banner_mu);
+      if (!banner_cv.wait_for(lock, kBannerWait, [&] { return banner_read; })) {
+        banner_late = true;
+        ::kill(pid_, SIGKILL);
+      }
+    });
     char line[1024];
     // "baton agent 'NAME' listening on HOST:PORT (PUs: ...)",
     // "baton serve: KServe v2 gRPC listening on HOST:PORT (models: ...)",
@@ -221,8 +236,19 @@ class BatonProcess {
       host_.assign(on + 13, colon);
       port_ = port;
     }
+    {
+      std::lock_guard lock(banner_mu);
+      banner_read = true;
+    }
+    banner_cv.notify_all();
+    watchdog.join();
+    if (banner_late) {
+      port_ = -1;
+      banner_ += "(no banner within " + std::to_string(kBannerWait.count()) + " s: killed)\n";
+    }
     if (port_ <= 0) banner_ += Stderr();  // why it did not start
   }
+  static constexpr std::chrono::seconds kBannerWait{120};
 
   std::string command_;
   std::string listen_flag_;
