@@ -54,7 +54,8 @@ bool IsNetPrivate(const std::string& include) {
 
 bool IsKServeGrpc(const std::string& include) {
   return include.starts_with("grpcpp/") || include == "inference/grpc_service.grpc.pb.h" ||
-         include == "inference/grpc_service.pb.h";
+         include == "inference/grpc_service.pb.h" || include == "grpc/health/v1/health.grpc.pb.h" ||
+         include == "grpc/health/v1/health.pb.h";
 }
 
 TEST(LayeringTest, GrpcStaysInsideNet) {

@@ -34,6 +34,7 @@
 #include "baton/serve/shared_memory.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "spin_model.h"
 #include "wait_until.h"
@@ -100,6 +101,7 @@ class ServeGrpcTest : public ::testing::Test {
     go.run_here_up_to = run_here_up_to_;
     go.stop_grace = stop_grace_;
     go.max_stream_in_flight = stream_in_flight_;
+    go.threads = threads_;
     // Under ThreadSanitizer this process can stall for seconds: a 10 s
     // keepalive watchdog then closed the connection under calls in flight.
     go.keepalive_time = go.keepalive_timeout = std::chrono::minutes(2);
@@ -180,6 +182,7 @@ class ServeGrpcTest : public ::testing::Test {
   size_t labels_ = 0;  // > 0: Start gives the model a labels file of that many classes
   std::chrono::seconds stop_grace_ = serve::GrpcOptions().stop_grace;
   int stream_in_flight_ = serve::GrpcOptions().max_stream_in_flight;
+  int threads_ = serve::GrpcOptions().threads;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<serve::GrpcServer> server_;
   std::string input_name_, output_name_;
@@ -341,6 +344,86 @@ TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamWhileRunsGoOnGrpcsThreads) {
   ASSERT_TRUE(client.ok()) << client.status();
   EXPECT_EQ(Check(Send(**client, "cam", Inputs()).get()), "");
   ManyClientThreadsAndAStream();
+}
+
+// The same with four threads polling the server's completion queue
+// (GrpcOptions::threads): one call's events (its arrival, its answer from a PU
+// worker, its end) and one stream's reads and writes may then be handled on
+// different threads at once; fast runs go on those threads too. With unary
+// calls and with every call on one stream.
+TEST_F(ServeGrpcTest, ManyClientThreadsAndAStreamOnFourPollingThreads) {
+  threads_ = 4;
+  run_here_up_to_ = std::chrono::seconds(1);
+  Start(nullptr);
+  ManyClientThreadsAndAStream();
+  serve::GrpcClientOptions streaming;
+  streaming.stream = true;
+  ManyClientThreadsAndAStream(streaming);
+}
+
+// The standard health service, served by baton itself: Check answers
+// SERVING for the server and the KServe service and NOT_FOUND for another;
+// Watch sends the status at once (SERVICE_UNKNOWN for another service), and
+// when the server stops, NOT_SERVING and then the end of the call
+// (UNAVAILABLE), so a watcher does not hold up the stop for its grace period.
+TEST_F(ServeGrpcTest, HealthChecksAndWatchesSeeTheServerStop) {
+  namespace health = grpc::health::v1;
+  auto stub = health::Health::NewStub(grpc::CreateChannel(Address(), grpc::InsecureChannelCredentials()));
+  for (const std::string service : {"", "inference.GRPCInferenceService"}) {
+    grpc::ClientContext ctx;
+    health::HealthCheckRequest req;
+    req.set_service(service);
+    health::HealthCheckResponse resp;
+    const grpc::Status st = stub->Check(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << service << ": " << st.error_message();
+    EXPECT_EQ(resp.status(), health::HealthCheckResponse::SERVING) << service;
+  }
+  {
+    grpc::ClientContext ctx;
+    health::HealthCheckRequest req;
+    req.set_service("nope");
+    health::HealthCheckResponse resp;
+    const grpc::Status st = stub->Check(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_THAT(st.error_message(), ::testing::HasSubstr("unknown service 'nope'"));
+  }
+  grpc::ClientContext server_ctx, other_ctx;
+  health::HealthCheckRequest server_req, other_req;
+  other_req.set_service("nope");
+  auto server_watch = stub->Watch(&server_ctx, server_req);
+  auto other_watch = stub->Watch(&other_ctx, other_req);
+  health::HealthCheckResponse seen;
+  ASSERT_TRUE(server_watch->Read(&seen));
+  EXPECT_EQ(seen.status(), health::HealthCheckResponse::SERVING);
+  ASSERT_TRUE(other_watch->Read(&seen));
+  EXPECT_EQ(seen.status(), health::HealthCheckResponse::SERVICE_UNKNOWN);
+
+  std::thread stop([this] { server_->Stop(); });
+  ASSERT_TRUE(server_watch->Read(&seen));
+  EXPECT_EQ(seen.status(), health::HealthCheckResponse::NOT_SERVING);
+  EXPECT_FALSE(server_watch->Read(&seen));
+  const grpc::Status server_end = server_watch->Finish();
+  EXPECT_EQ(server_end.error_code(), grpc::StatusCode::UNAVAILABLE) << server_end.error_message();
+  EXPECT_THAT(server_end.error_message(), ::testing::HasSubstr("the server is stopping"));
+  EXPECT_FALSE(other_watch->Read(&seen)) << "an unknown service gets nothing more";
+  const grpc::Status other_end = other_watch->Finish();
+  EXPECT_EQ(other_end.error_code(), grpc::StatusCode::UNAVAILABLE) << other_end.error_message();
+  stop.join();
+}
+
+// A watcher that goes away before the server stops: its call ends and is
+// freed (the server's Stop, which waits for every call, returns).
+TEST_F(ServeGrpcTest, AWatcherThatCancelsEndsItsCall) {
+  namespace health = grpc::health::v1;
+  auto stub = health::Health::NewStub(grpc::CreateChannel(Address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  auto watch = stub->Watch(&ctx, health::HealthCheckRequest());
+  health::HealthCheckResponse seen;
+  ASSERT_TRUE(watch->Read(&seen));
+  ctx.TryCancel();
+  EXPECT_FALSE(watch->Read(&seen));
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  server_->Stop();
 }
 
 // baton's client with every call on one ModelStreamInfer stream
@@ -951,6 +1034,17 @@ TEST_F(ServeGrpcTest, TensorsThroughClientSharedMemory) {
 // copied before InferAsync returns, so the caller may reuse its buffer at
 // once; an adopted one stays alive with the call. y = b - c + a tells a mixed
 // up or misplaced input from the right answer.
+TEST_F(ServeGrpcTest, PollingThreadsOutsideTheirBoundsAreRefused) {
+  for (int threads : {0, 65}) {
+    serve::GrpcOptions go;
+    go.port = 0;
+    go.threads = threads;
+    absl::StatusOr<std::unique_ptr<serve::GrpcServer>> bad = serve::GrpcServer::Start(*engine_, go);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("--grpc-threads must be in 1..64, got"));
+  }
+}
+
 TEST_F(ServeGrpcTest, KeepaliveSettingsOutsideTheirBoundsAreRefused) {
   serve::GrpcOptions go;
   go.port = 0;

@@ -50,6 +50,7 @@ struct ServeArgs {
   int grpc_max_streams = 100;
   int stream_in_flight = 64;
   int grpc_memory_mb = 0;  // 0 = GrpcOptions' default
+  int grpc_threads = 1;
   int run_here_up_to_us = 100;
   std::string token_file;
   std::string tls_cert;
@@ -108,6 +109,7 @@ int Serve(const ServeArgs& args) {
   grpc.max_request_bytes = http.max_request_bytes;
   grpc.max_streams_per_connection = args.grpc_max_streams;
   grpc.max_stream_in_flight = args.stream_in_flight;
+  grpc.threads = args.grpc_threads;
   grpc.memory_quota_bytes = static_cast<size_t>(args.grpc_memory_mb) << 20;
   grpc.run_here_up_to = std::chrono::microseconds(args.run_here_up_to_us);
   http.run_here_up_to = grpc.run_here_up_to;
@@ -226,6 +228,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "gRPC's memory for messages being read and held, all connections together; past it new calls "
                   "are answered RESOURCE_EXHAUSTED (default 4 x --max-request-mb, at least 256)")
       ->check(IntIn(1, 1048576));
+  cmd->add_option("--grpc-threads", args->grpc_threads,
+                  "Threads that read, parse and answer gRPC calls (default 1: the fewest thread hand-overs per "
+                  "call; more let large requests be parsed side by side)")
+      ->check(IntIn(1, 64));
   cmd->add_option("--stream-in-flight", args->stream_in_flight,
                   "Requests of one ModelStreamInfer stream in flight before reading pauses (default 64)")
       ->check(IntIn(1, 10000));

@@ -7,16 +7,18 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
-#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/ext/health_check_service_server_builder_option.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -36,6 +38,7 @@
 #include "baton/serve/kserve_json.h"
 #include "baton/serve/kserve_raw.h"
 #include "baton/serve/shared_memory.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "inference/grpc_service.grpc.pb.h"
 
 namespace baton::serve {
@@ -443,30 +446,90 @@ std::optional<std::chrono::nanoseconds> RequestDeadline(std::optional<std::chron
 // flight, nothing arriving) is ended rather than waited for; looked at this often.
 constexpr std::chrono::seconds kStreamQuiet{1};
 constexpr std::chrono::milliseconds kStreamQuietScan{100};
+// How long Stop waits, after gRPC's Shutdown, for the engine to answer the
+// calls gRPC cancelled (a run inside one long operator stops only when the
+// operator returns); past it the server is left to the process's exit.
+constexpr std::chrono::seconds kEngineAnswerGrace{60};
 
-struct GrpcServer::Impl final : public inference::GRPCInferenceService::CallbackService {
+namespace {
+
+// The server runs on gRPC's asynchronous API: every operation it starts on
+// its completion queue names a Tag (the call, and which of its operations),
+// and the queue's threads (GrpcOptions::threads) hand each result to its
+// call. One thread polls and completes every call, where the callback API
+// hands each event between two threads of its own: about a third less CPU
+// per small call (docs/benchmarks.md).
+class AsyncCall {
+ public:
+  enum Event { kArrived, kRead, kWritten, kFinished, kDone };
+  virtual ~AsyncCall() = default;
+  virtual void OnEvent(Event event, bool ok) = 0;
+};
+
+struct Tag {
+  AsyncCall* call;
+  AsyncCall::Event event;
+};
+
+using HealthService = grpc::health::v1::Health::AsyncService;
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
+
+}  // namespace
+
+struct GrpcServer::Impl {
   Impl(Engine& e, GrpcOptions o) : engine(e), options(std::move(o)), loopback(IsLoopbackLiteral(options.host)) {}
 
+  template <typename Req, typename Resp>
+  class UnaryCall;
   class Stream;
+  class HealthWatch;
 
   Engine& engine;
   const GrpcOptions options;
   const bool loopback;
+  inference::GRPCInferenceService::AsyncService service;
+  HealthService health;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq;
   std::unique_ptr<grpc::Server> server;
+  std::vector<std::thread> pollers;
   int port = 0;
+  bool abandoned = false;  // Stop gave up waiting for the engine: never destroyed
 
-  // Recursive: Stop finishes streams while holding it, and gRPC may run a
-  // finished stream's OnDone (which unregisters it) on the same thread.
+  // Call objects alive (each listening for its method's next call, or in
+  // progress): Stop shuts the completion queue down only once none is left.
+  std::mutex live_mu;
+  std::condition_variable live_cv;
+  size_t live = 0;  // guarded by live_mu
+  void Born() {
+    std::lock_guard lock(live_mu);
+    ++live;
+  }
+  void Died() {
+    std::lock_guard lock(live_mu);
+    if (--live == 0) live_cv.notify_all();
+  }
+
+  // Recursive: Stop ends streams and health watches while holding it.
   std::recursive_mutex streams_mu;
-  std::set<Stream*> streams;  // live ModelStreamInfer calls; guarded by streams_mu
-  bool stopping = false;      // guarded by streams_mu
-  bool stopped = false;       // guarded by streams_mu
+  std::set<Stream*> streams;       // live ModelStreamInfer calls; guarded by streams_mu
+  std::set<HealthWatch*> watches;  // live health Watch calls; guarded by streams_mu
+  bool stopping = false;           // guarded by streams_mu
+  bool stopped = false;            // guarded by streams_mu
+
+  // The health service's answer for `service`: SERVING until Stop, for the
+  // server ("") and the KServe service; nullopt for any other service.
+  std::optional<HealthCheckResponse::ServingStatus> HealthOf(const std::string& name) {
+    if (!name.empty() && name != inference::GRPCInferenceService::service_full_name()) return std::nullopt;
+    std::lock_guard lock(streams_mu);
+    return stopping ? HealthCheckResponse::NOT_SERVING : HealthCheckResponse::SERVING;
+  }
 
   // OK, or UNAUTHENTICATED when a token is configured and the call lacks it.
   // `open_on_loopback`: health-like calls that need no token on loopback.
-  grpc::Status Authorize(const grpc::CallbackServerContext* ctx, bool open_on_loopback = false) const {
+  grpc::Status Authorize(const grpc::ServerContext& ctx, bool open_on_loopback = false) const {
     if (options.token.empty() || (open_on_loopback && loopback)) return grpc::Status::OK;
-    const auto& md = ctx->client_metadata();
+    const auto& md = ctx.client_metadata();
     auto it = md.find("authorization");
     if (it != md.end()) {
       const std::string_view v(it->second.data(), it->second.size());
@@ -514,133 +577,17 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
                       });
   }
 
-  // A unary call: `body` fills the response and gives the status, when the
-  // call is authorized (`open_on_loopback`: see Authorize).
-  template <typename Body>
-  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, bool open_on_loopback, Body body) {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    const grpc::Status auth = Authorize(ctx, open_on_loopback);
-    r->Finish(auth.ok() ? body() : auth);
-    return r;
-  }
-
-  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx, const inference::ServerLiveRequest*,
-                                       inference::ServerLiveResponse* resp) override {
-    return Unary(ctx, /*open_on_loopback=*/true, [&] {
-      resp->set_live(true);
-      return grpc::Status::OK;
-    });
-  }
-
-  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* ctx, const inference::ServerReadyRequest*,
-                                        inference::ServerReadyResponse* resp) override {
-    return Unary(ctx, /*open_on_loopback=*/true, [&] {
-      resp->set_ready(true);
-      return grpc::Status::OK;
-    });
-  }
-
-  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* ctx, const inference::ModelReadyRequest* req,
-                                       inference::ModelReadyResponse* resp) override {
-    return Unary(ctx, false, [&] {
-      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name(), req->version());
-      if (!m.ok()) return Invalid(std::string(m.status().message()));
-      resp->set_ready(true);
-      return grpc::Status::OK;
-    });
-  }
-
-  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* ctx, const inference::ServerMetadataRequest*,
-                                           inference::ServerMetadataResponse* resp) override {
-    return Unary(ctx, false, [&] {
-      resp->set_name("baton");
-      resp->set_version(kVersion);
-      resp->add_extensions("classification");
-      resp->add_extensions("statistics");
-      if (options.shared_memory) resp->add_extensions("system_shared_memory");
-      return grpc::Status::OK;
-    });
-  }
-
-  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* ctx,
-                                          const inference::ModelMetadataRequest* req,
-                                          inference::ModelMetadataResponse* resp) override {
-    return Unary(ctx, false, [&] {
-      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name(), req->version());
-      if (!m.ok()) return Invalid(std::string(m.status().message()));
-      resp->set_name((*m)->name);
-      resp->add_versions("1");
-      resp->set_platform("onnxruntime_onnx");
-      for (const TensorInfo& t : (*m)->inputs) FillTensorMetadata(t, resp->add_inputs());
-      for (const TensorInfo& t : (*m)->outputs) FillTensorMetadata(t, resp->add_outputs());
-      return grpc::Status::OK;
-    });
-  }
-
-  grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* ctx, const inference::ModelConfigRequest* req,
-                                        inference::ModelConfigResponse* resp) override {
-    return Unary(ctx, false, [&] {
-      absl::StatusOr<const ModelInfo*> m = ModelOf(req->name(), req->version());
-      if (!m.ok()) return Invalid(std::string(m.status().message()));
-      inference::ModelConfig& c = *resp->mutable_config();
-      c.set_name((*m)->name);
-      c.set_platform("onnxruntime_onnx");
-      c.set_backend("onnxruntime");
-      c.set_max_batch_size(0);
-      auto datatype = [](const TensorInfo& t) {
-        inference::DataType d = inference::TYPE_INVALID;
-        inference::DataType_Parse(ConfigDatatype(t.elem_type).value_or("TYPE_INVALID"), &d);
-        return d;
-      };
-      for (const TensorInfo& t : (*m)->inputs) {
-        inference::ModelInput& in = *c.add_input();
-        in.set_name(t.name);
-        in.set_data_type(datatype(t));
-        for (int64_t d : t.shape) in.add_dims(d);
-      }
-      for (const TensorInfo& t : (*m)->outputs) {
-        inference::ModelOutput& out = *c.add_output();
-        out.set_name(t.name);
-        out.set_data_type(datatype(t));
-        for (int64_t d : t.shape) out.add_dims(d);
-      }
-      return grpc::Status::OK;
-    });
-  }
-
-  // A ModelInfer call whose request is cancelled when the call is: the
-  // client cancelled it, its deadline passed or its connection broke. The
-  // engine then answers CANCELLED (the answer goes nowhere), drops what
-  // waits and stops what runs. Deletes itself in OnDone, which gRPC calls
-  // after Finish.
-  class InferCall final : public grpc::ServerUnaryReactor {
-   public:
-    const std::shared_ptr<CancelToken> cancel = std::make_shared<CancelToken>();
-    void OnCancel() override { cancel->Cancel(); }
-    void OnDone() override { delete this; }
-  };
-
-  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx, const ModelInferRequest* req,
-                                       ModelInferResponse* resp) override {
-    grpc::Status auth = Authorize(ctx);
-    if (!auth.ok()) {
-      grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-      r->Finish(auth);
-      return r;
-    }
-    auto* call = new InferCall;
-    // The request is gRPC's, alive until Finish; its raw bytes are moved into
-    // the input tensors, which may outlive the answer on a PU still running.
-    auto owned = std::make_shared<ModelInferRequest>();
-    owned->Swap(const_cast<ModelInferRequest*>(req));
-    Submit(
-        std::move(owned), resp, [call](grpc::Status s) { call->Finish(std::move(s)); }, ctx->deadline(),
-        call->cancel);
-    return call;
-  }
-
-  grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse>* ModelStreamInfer(
-      grpc::CallbackServerContext* ctx) override;
+  // Serves one unary method: asks gRPC for its calls (`request`, a
+  // RequestX method of `svc`) and answers each with `body`, which fills the
+  // response and gives the status, once the call is authorized
+  // (`open_on_loopback`: see Authorize).
+  template <typename Req, typename Resp, typename Svc, typename RequestFn, typename Body>
+  void Serve(Svc& svc, RequestFn request, bool open_on_loopback, Body body);
+  // The same for a method that answers later: `handle` gets the call and
+  // must Finish it once, from any thread.
+  template <typename Req, typename Resp, typename Svc, typename RequestFn, typename Handle>
+  void ServeAsync(Svc& svc, RequestFn request, bool open_on_loopback, bool cancellable, Handle handle);
+  void ServeAll();
 
   // The shared memory calls: FAILED_PRECONDITION while the extension is off.
   grpc::Status ShmCall(const std::function<absl::Status(SharedMemoryRegistry&)>& body) const {
@@ -650,108 +597,128 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
     return ToGrpc(body(*options.shared_memory));
   }
 
-  grpc::ServerUnaryReactor* SystemSharedMemoryStatus(grpc::CallbackServerContext* ctx,
-                                                     const inference::SystemSharedMemoryStatusRequest* req,
-                                                     inference::SystemSharedMemoryStatusResponse* resp) override {
-    return Unary(ctx, false, [&] {
-      return ShmCall([&](SharedMemoryRegistry& shm) -> absl::Status {
-        BATON_ASSIGN_OR_RETURN(std::vector<SharedMemoryRegionInfo> regions, shm.Status(req->name()));
-        for (const SharedMemoryRegionInfo& r : regions) {
-          auto& out = (*resp->mutable_regions())[r.name];
-          out.set_name(r.name);
-          out.set_key(r.key);
-          out.set_offset(r.offset);
-          out.set_byte_size(r.byte_size);
-        }
-        return absl::OkStatus();
-      });
-    });
-  }
-
-  grpc::ServerUnaryReactor* SystemSharedMemoryRegister(grpc::CallbackServerContext* ctx,
-                                                       const inference::SystemSharedMemoryRegisterRequest* req,
-                                                       inference::SystemSharedMemoryRegisterResponse*) override {
-    return Unary(ctx, false, [&] {
-      return ShmCall([&](SharedMemoryRegistry& shm) {
-        return shm.Register(req->name(), req->key(), req->offset(), req->byte_size());
-      });
-    });
-  }
-
-  grpc::ServerUnaryReactor* SystemSharedMemoryUnregister(grpc::CallbackServerContext* ctx,
-                                                         const inference::SystemSharedMemoryUnregisterRequest* req,
-                                                         inference::SystemSharedMemoryUnregisterResponse*) override {
-    return Unary(ctx, false, [&] {
-      return ShmCall([&](SharedMemoryRegistry& shm) { return shm.Unregister(req->name()); });
-    });
-  }
-
-  grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* ctx,
-                                            const inference::ModelStatisticsRequest* req,
-                                            inference::ModelStatisticsResponse* resp) override {
-    return Unary(ctx, false, [&] {
-      if (!req->name().empty()) {
-        absl::StatusOr<const ModelInfo*> m = ModelOf(req->name(), req->version());
-        if (!m.ok()) return Invalid(std::string(m.status().message()));
-      }
-      auto fill = [](const DurationStat& d, inference::StatisticDuration* out) {
-        out->set_count(d.count);
-        out->set_ns(d.ns);
-      };
-      for (const KServeModelStatistics& k : KServeStatistics(engine.Stats(), req->name())) {
-        inference::ModelStatistics* out = resp->add_model_stats();
-        out->set_name(k.name);
-        out->set_version("1");
-        out->set_last_inference(k.last_inference_ms);
-        out->set_inference_count(k.inference_count);
-        out->set_execution_count(k.execution_count);
-        inference::InferStatistics* s = out->mutable_inference_stats();
-        fill(k.success, s->mutable_success());
-        fill(k.fail, s->mutable_fail());
-        fill(k.queue, s->mutable_queue());
-        fill(k.compute_infer, s->mutable_compute_infer());
-        for (const KServeModelStatistics::Batch& b : k.batch_stats) {
-          inference::InferBatchStatistics* batch = out->add_batch_stats();
-          batch->set_batch_size(b.batch_size);
-          fill(b.compute_infer, batch->mutable_compute_infer());
-        }
-      }
-      return grpc::Status::OK;
-    });
-  }
-
-  // The model repository extension, read-only (kserve_json.h).
-  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* ctx,
-                                            const inference::RepositoryIndexRequest* req,
-                                            inference::RepositoryIndexResponse* resp) override {
-    return Unary(ctx, false, [&] {
-      absl::StatusOr<std::vector<RepositoryModel>> index = serve::RepositoryIndex(engine, req->repository_name());
-      if (!index.ok()) return ToGrpc(index.status());
-      for (const RepositoryModel& m : *index) {
-        inference::RepositoryIndexResponse::ModelIndex* out = resp->add_models();
-        out->set_name(m.name);
-        out->set_version(m.version);
-        out->set_state(m.state);
-        out->set_reason(m.reason);
-      }
-      return grpc::Status::OK;
-    });
-  }
-
-  grpc::ServerUnaryReactor* RepositoryModelLoad(grpc::CallbackServerContext* ctx,
-                                                const inference::RepositoryModelLoadRequest* req,
-                                                inference::RepositoryModelLoadResponse*) override {
-    return Unary(ctx, false, [&] {
-      return ToGrpc(RepositoryLoad(engine, req->repository_name(), req->model_name(), !req->parameters().empty()));
-    });
-  }
-
-  grpc::ServerUnaryReactor* RepositoryModelUnload(grpc::CallbackServerContext* ctx,
-                                                  const inference::RepositoryModelUnloadRequest* req,
-                                                  inference::RepositoryModelUnloadResponse*) override {
-    return Unary(ctx, false, [&] { return ToGrpc(RepositoryUnload(engine, req->repository_name(), req->model_name())); });
+  // Takes the completion queue's events until it is shut down and drained.
+  void Poll() {
+    NameThisThread("grpc-cq");
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq->Next(&tag, &ok)) {
+      const Tag* t = static_cast<const Tag*>(tag);
+      t->call->OnEvent(t->event, ok);
+    }
   }
 };
+
+// One unary call of one method. Listening, it waits for gRPC to match a
+// call (kArrived), then asks for the method's next call and handles this
+// one. Deletes itself once its Finish (kFinished) and the call's end
+// (kDone, from AsyncNotifyWhenDone) have both come back. A cancellable call
+// (ModelInfer) cancels its engine request when the call is cancelled: the
+// client cancelled it, its deadline passed or its connection broke; the
+// engine then answers CANCELLED (the answer goes nowhere), drops what waits
+// and stops what runs.
+template <typename Req, typename Resp>
+class GrpcServer::Impl::UnaryCall final : public AsyncCall {
+ public:
+  struct Method {
+    std::function<void(grpc::ServerContext*, Req*, grpc::ServerAsyncResponseWriter<Resp>*, void*)> request;
+    std::function<void(UnaryCall&)> handle;
+    bool open_on_loopback = false;
+    bool cancellable = false;
+  };
+
+  static void Listen(Impl& impl, std::shared_ptr<const Method> method) {
+    auto* c = new UnaryCall(impl, std::move(method));
+    c->ctx_.AsyncNotifyWhenDone(&c->done_);
+    c->method_->request(&c->ctx_, &c->request_, &c->writer_, &c->arrived_);
+  }
+
+  Req& request() { return request_; }
+  Resp& response() { return response_; }
+  const grpc::ServerContext& context() const { return ctx_; }
+  const std::shared_ptr<CancelToken>& cancel() const { return cancel_; }
+
+  // Answers the call: the response with OK, the status alone otherwise.
+  // Once, from any thread; the call may be gone when it returns.
+  void Finish(const grpc::Status& status) {
+    if (status.ok()) {
+      writer_.Finish(response_, status, &finished_);
+    } else {
+      writer_.FinishWithError(status, &finished_);
+    }
+  }
+
+  void OnEvent(Event event, bool ok) override {
+    switch (event) {
+      case kArrived: {
+        if (!ok) {  // the server is shutting down: no call came
+          delete this;
+          return;
+        }
+        Listen(impl_, method_);
+        const grpc::Status auth = impl_.Authorize(ctx_, method_->open_on_loopback);
+        if (!auth.ok()) {
+          Finish(auth);
+        } else {
+          method_->handle(*this);  // Finishes now or later; `this` may be gone
+        }
+        return;
+      }
+      case kDone:
+        if (cancel_ && ctx_.IsCancelled()) cancel_->Cancel();
+        break;
+      case kFinished:
+        break;
+      case kRead:
+      case kWritten:
+        return;  // never started on a unary call
+    }
+    if (back_.fetch_add(1) == 1) delete this;  // kFinished and kDone are both back
+  }
+
+ private:
+  UnaryCall(Impl& impl, std::shared_ptr<const Method> method)
+      : impl_(impl),
+        method_(std::move(method)),
+        cancel_(method_->cancellable ? std::make_shared<CancelToken>() : nullptr) {
+    impl_.Born();
+  }
+  ~UnaryCall() override { impl_.Died(); }
+
+  Impl& impl_;
+  const std::shared_ptr<const Method> method_;
+  const std::shared_ptr<CancelToken> cancel_;
+  grpc::ServerContext ctx_;
+  Req request_;
+  Resp response_;
+  grpc::ServerAsyncResponseWriter<Resp> writer_{&ctx_};
+  std::atomic<int> back_{0};
+  Tag arrived_{this, kArrived};
+  Tag finished_{this, kFinished};
+  Tag done_{this, kDone};
+};
+
+template <typename Req, typename Resp, typename Svc, typename RequestFn, typename Handle>
+void GrpcServer::Impl::ServeAsync(Svc& svc, RequestFn request, bool open_on_loopback, bool cancellable,
+                                  Handle handle) {
+  using Call = UnaryCall<Req, Resp>;
+  auto m = std::make_shared<typename Call::Method>();
+  grpc::ServerCompletionQueue* q = cq.get();
+  m->request = [&svc, request, q](grpc::ServerContext* c, Req* r, grpc::ServerAsyncResponseWriter<Resp>* w,
+                                   void* tag) { (svc.*request)(c, r, w, q, q, tag); };
+  m->handle = std::move(handle);
+  m->open_on_loopback = open_on_loopback;
+  m->cancellable = cancellable;
+  Call::Listen(*this, std::move(m));
+}
+
+template <typename Req, typename Resp, typename Svc, typename RequestFn, typename Body>
+void GrpcServer::Impl::Serve(Svc& svc, RequestFn request, bool open_on_loopback, Body body) {
+  ServeAsync<Req, Resp>(svc, request, open_on_loopback, /*cancellable=*/false,
+                        [body = std::move(body)](UnaryCall<Req, Resp>& call) {
+                          call.Finish(body(call.request(), call.response()));
+                        });
+}
 
 // One ModelStreamInfer call. Reads requests while fewer than
 // max_stream_in_flight of its own are unanswered, writes answers in
@@ -762,38 +729,110 @@ struct GrpcServer::Impl final : public inference::GRPCInferenceService::Callback
 // client does not hold up the server's exit. A message that reaches a
 // stream after it has ended gets no answer of its own; the client sees the
 // stream end UNAVAILABLE.
-// Deletes itself in OnDone, which gRPC calls after Finish, when no engine
-// callback can still reach it (Finish waits for in_flight == 0).
-class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse> {
+// Deletes itself once its Finish and the call's end have come back and no
+// read is pending; no engine callback can reach it then (Finish waits for
+// in_flight == 0).
+class GrpcServer::Impl::Stream final : public AsyncCall {
  public:
-  Stream(Impl& impl, grpc::CallbackServerContext* ctx) : impl_(impl), call_deadline_(ctx->deadline()) {
-    grpc::Status auth = impl_.Authorize(ctx);
-    if (!auth.ok()) {
-      finished_ = true;
-      Finish(auth);
-      return;
-    }
-    {
-      std::lock_guard lock(impl_.streams_mu);
-      if (impl_.stopping) {
-        finished_ = true;
-        Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping"));
-        return;
-      }
-      impl_.streams.insert(this);
-      registered_ = true;
-    }
-    std::lock_guard lock(mu_);
-    reading_ = true;
-    StartRead(&incoming_);
+  static void Listen(Impl& impl) {
+    auto* s = new Stream(impl);
+    s->ctx_.AsyncNotifyWhenDone(&s->done_tag_);
+    impl.service.RequestModelStreamInfer(&s->ctx_, &s->stream_, impl.cq.get(), impl.cq.get(), &s->arrived_tag_);
   }
 
-  void OnReadDone(bool ok) override {
+  void OnEvent(Event event, bool ok) override {
+    switch (event) {
+      case kArrived:
+        if (!ok) {
+          delete this;
+          return;
+        }
+        Listen(impl_);
+        Begin();
+        return;
+      case kRead:
+        OnReadDone(ok);
+        return;
+      case kWritten:
+        OnWriteDone(ok);
+        return;
+      case kFinished: {
+        std::unique_lock lock(mu_);
+        finish_back_ = true;
+        MaybeDeleteLocked(lock);
+        return;
+      }
+      case kDone: {
+        if (ctx_.IsCancelled()) OnCancel();
+        std::unique_lock lock(mu_);
+        done_back_ = true;
+        MaybeDeleteLocked(lock);
+        return;
+      }
+    }
+  }
+
+  // The server is stopping: requests still arriving are answered UNAVAILABLE;
+  // the stream ends once the client has stopped sending and every answer is
+  // written, or at EndIfQuiet.
+  void Stop() {
+    std::unique_lock lock(mu_);
+    stopping_ = true;
+    stop_at_ = std::chrono::steady_clock::now();
+    MaybeFinishLocked(lock);
+  }
+
+  // While stopping: ends the stream (UNAVAILABLE) when every answer is
+  // written and nothing has arrived for `quiet` since Stop or the last read,
+  // i.e. when the client keeps an idle stream open. Requests the client sent
+  // before it saw the server stop have had `quiet` to arrive and be answered.
+  void EndIfQuiet(std::chrono::steady_clock::time_point now, std::chrono::steady_clock::duration quiet) {
+    std::unique_lock lock(mu_);
+    if (!stopping_ || finished_ || in_flight_ > 0 || writing_ || now - std::max(stop_at_, last_read_) < quiet) return;
+    FinishLocked(lock, grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping; send the request again later"));
+  }
+
+ private:
+  explicit Stream(Impl& impl) : impl_(impl) { impl_.Born(); }
+  ~Stream() override { impl_.Died(); }
+
+  // A call arrived: authorize it, register it, and read its first request.
+  // streams_mu is never taken under mu_ (Stop takes them the other way).
+  // Until the first read is posted, reading_ (true from the start) keeps a
+  // cancellation that comes meanwhile from deleting the call.
+  void Begin() {
+    call_deadline_ = ctx_.deadline();
+    grpc::Status end = impl_.Authorize(ctx_);
+    if (end.ok()) {
+      std::lock_guard streams_lock(impl_.streams_mu);
+      if (impl_.stopping) {
+        end = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping");
+      } else {
+        impl_.streams.insert(this);
+        registered_ = true;
+      }
+    }
+    std::unique_lock lock(mu_);
+    if (!end.ok() && !finished_) {
+      read_closed_ = true;
+      FinishLocked(lock, end);
+      lock.lock();
+    }
+    if (finished_) {  // refused, or cancelled meanwhile
+      reading_ = false;
+      MaybeDeleteLocked(lock);
+      return;
+    }
+    stream_.Read(&incoming_, &read_tag_);
+  }
+
+  void OnReadDone(bool ok) {
     std::unique_lock lock(mu_);
     reading_ = false;
     if (!ok || finished_) {  // after Finish nothing more may be written
       read_closed_ = true;
       MaybeFinishLocked(lock);
+      if (lock.owns_lock()) MaybeDeleteLocked(lock);
       return;
     }
     last_read_ = std::chrono::steady_clock::now();
@@ -822,7 +861,7 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
     ReadMoreLocked();
   }
 
-  void OnWriteDone(bool ok) override {
+  void OnWriteDone(bool ok) {
     std::unique_lock lock(mu_);
     outbox_.pop_front();
     if (!ok && !broken_) {
@@ -831,7 +870,7 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
       cancel_->Cancel();
     }
     if (!outbox_.empty() && !broken_) {
-      StartWrite(outbox_.front().get());
+      stream_.Write(*outbox_.front(), &write_tag_);
       ReadMoreLocked();  // an answer left the outbox
       return;
     }
@@ -841,7 +880,7 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
     MaybeFinishLocked(lock);
   }
 
-  void OnCancel() override {
+  void OnCancel() {
     cancel_->Cancel();  // nobody waits for the answers in flight any more
     std::unique_lock lock(mu_);
     broken_ = true;
@@ -849,37 +888,6 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
     MaybeFinishLocked(lock);
   }
 
-  void OnDone() override {
-    if (registered_) {
-      std::lock_guard lock(impl_.streams_mu);
-      impl_.streams.erase(this);
-    }
-    delete this;
-  }
-
-  // The server is stopping: requests still arriving are answered UNAVAILABLE;
-  // the stream ends once the client has stopped sending and every answer is
-  // written, or at EndIfQuiet.
-  void Stop() {
-    std::unique_lock lock(mu_);
-    stopping_ = true;
-    stop_at_ = std::chrono::steady_clock::now();
-    MaybeFinishLocked(lock);
-  }
-
-  // While stopping: ends the stream (UNAVAILABLE) when every answer is
-  // written and nothing has arrived for `quiet` since Stop or the last read,
-  // i.e. when the client keeps an idle stream open. Requests the client sent
-  // before it saw the server stop have had `quiet` to arrive and be answered.
-  void EndIfQuiet(std::chrono::steady_clock::time_point now, std::chrono::steady_clock::duration quiet) {
-    std::unique_lock lock(mu_);
-    if (!stopping_ || finished_ || in_flight_ > 0 || writing_ || now - std::max(stop_at_, last_read_) < quiet) return;
-    finished_ = true;
-    lock.unlock();
-    Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping; send the request again later"));
-  }
-
- private:
   void Answer(std::shared_ptr<ModelStreamInferResponse> resp) {
     std::unique_lock lock(mu_);
     --in_flight_;
@@ -887,7 +895,7 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
       outbox_.push_back(std::move(resp));
       if (!writing_) {
         writing_ = true;
-        StartWrite(outbox_.front().get());
+        stream_.Write(*outbox_.front(), &write_tag_);
       }
     }
     ReadMoreLocked();
@@ -902,22 +910,41 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
     if (!reading_ && !read_closed_ && !finished_ &&
         in_flight_ + outbox_.size() < static_cast<size_t>(impl_.options.max_stream_in_flight)) {
       reading_ = true;
-      StartRead(&incoming_);
+      stream_.Read(&incoming_, &read_tag_);
     }
   }
 
-  // Finish once nothing more can be written; the last thing this object does
-  // under `lock` (OnDone may delete it as soon as Finish is called).
+  // Finishes once nothing more can be written.
   void MaybeFinishLocked(std::unique_lock<std::mutex>& lock) {
     if (finished_ || in_flight_ > 0 || writing_ || !read_closed_) return;
+    FinishLocked(lock, grpc::Status::OK);
+  }
+
+  // Ends the call with `status`; no write may be pending. A read still
+  // pending comes back not ok. Leaves `lock` unlocked: the call may be gone
+  // as soon as Finish is called.
+  void FinishLocked(std::unique_lock<std::mutex>& lock, const grpc::Status& status) {
     finished_ = true;
+    stream_.Finish(status, &finish_tag_);
     lock.unlock();
-    Finish(grpc::Status::OK);
+  }
+
+  // Deletes the call once gRPC holds none of its tags.
+  void MaybeDeleteLocked(std::unique_lock<std::mutex>& lock) {
+    if (!finish_back_ || !done_back_ || reading_) return;
+    lock.unlock();
+    if (registered_) {
+      std::lock_guard streams_lock(impl_.streams_mu);
+      impl_.streams.erase(this);
+    }
+    delete this;
   }
 
   Impl& impl_;
+  grpc::ServerContext ctx_;
+  grpc::ServerAsyncReaderWriter<ModelStreamInferResponse, ModelInferRequest> stream_{&ctx_};
   // The stream's gRPC deadline (max() = none): no request on it may outlive it.
-  const std::chrono::system_clock::time_point call_deadline_;
+  std::chrono::system_clock::time_point call_deadline_;
   // Cancels the stream's requests in flight once its client is gone.
   const std::shared_ptr<CancelToken> cancel_ = std::make_shared<CancelToken>();
   bool registered_ = false;
@@ -925,24 +952,341 @@ class GrpcServer::Impl::Stream final : public grpc::ServerBidiReactor<ModelInfer
   ModelInferRequest incoming_;  // the read in progress
   std::deque<std::shared_ptr<ModelStreamInferResponse>> outbox_;
   size_t in_flight_ = 0;
-  bool reading_ = false;
+  bool reading_ = true;  // a read is pending, or the first is yet to be posted (Begin)
   bool writing_ = false;
   bool read_closed_ = false;
   bool stopping_ = false;
   bool broken_ = false;
-  bool finished_ = false;  // Finish called; a read still pending then completes with ok = false
+  bool finished_ = false;     // Finish called; a read still pending then completes not ok
+  bool finish_back_ = false;  // Finish's tag came back
+  bool done_back_ = false;    // the call's end came back
   std::chrono::steady_clock::time_point stop_at_;    // when Stop was called
   std::chrono::steady_clock::time_point last_read_;  // when the last request arrived
+  Tag arrived_tag_{this, kArrived};
+  Tag read_tag_{this, kRead};
+  Tag write_tag_{this, kWritten};
+  Tag finish_tag_{this, kFinished};
+  Tag done_tag_{this, kDone};
 };
 
-grpc::ServerBidiReactor<ModelInferRequest, ModelStreamInferResponse>* GrpcServer::Impl::ModelStreamInfer(
-    grpc::CallbackServerContext* ctx) {
-  return new Stream(*this, ctx);
+// One grpc.health.v1.Health/Watch call: the service's status at once, then
+// NOT_SERVING when the server stops, after which the call ends UNAVAILABLE
+// (so a watcher does not hold up the server's exit). A service the server
+// does not know is SERVICE_UNKNOWN, and the call stays open until then, as
+// the protocol says. Deletes itself once gRPC holds none of its tags.
+class GrpcServer::Impl::HealthWatch final : public AsyncCall {
+ public:
+  static void Listen(Impl& impl) {
+    auto* w = new HealthWatch(impl);
+    w->ctx_.AsyncNotifyWhenDone(&w->done_tag_);
+    impl.health.RequestWatch(&w->ctx_, &w->request_, &w->writer_, impl.cq.get(), impl.cq.get(), &w->arrived_tag_);
+  }
+
+  void OnEvent(Event event, bool ok) override {
+    if (event == kArrived) {
+      if (!ok) {
+        delete this;
+        return;
+      }
+      Listen(impl_);
+      Begin();
+      return;
+    }
+    std::unique_lock lock(mu_);
+    switch (event) {
+      case kWritten:
+        writing_ = false;
+        if (!ok && !end_) end_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        break;
+      case kFinished:
+        finish_back_ = true;
+        break;
+      case kDone:
+        done_back_ = true;
+        if (ctx_.IsCancelled() && !end_) end_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+        break;
+      case kArrived:
+      case kRead:
+        return;
+    }
+    AdvanceLocked(lock);
+  }
+
+  // The server is stopping: NOT_SERVING, then the end of the call.
+  void Stop() {
+    std::unique_lock lock(mu_);
+    stop_ = true;
+    AdvanceLocked(lock);
+  }
+
+ private:
+  explicit HealthWatch(Impl& impl) : impl_(impl) { impl_.Born(); }
+  ~HealthWatch() override { impl_.Died(); }
+
+  // As Stream::Begin: streams_mu first, then mu_.
+  void Begin() {
+    const grpc::Status auth = impl_.Authorize(ctx_, /*open_on_loopback=*/true);
+    std::optional<HealthCheckResponse::ServingStatus> status;
+    bool stopping = false;
+    if (auth.ok()) {
+      std::lock_guard streams_lock(impl_.streams_mu);
+      impl_.watches.insert(this);
+      registered_ = true;
+      status = impl_.HealthOf(request_.service());
+      stopping = impl_.stopping;
+    }
+    std::unique_lock lock(mu_);
+    started_ = true;
+    known_ = status.has_value();
+    if (stopping) stop_ = true;
+    if (!auth.ok()) {
+      end_ = auth;
+    } else if (!end_) {
+      Write(status.value_or(HealthCheckResponse::SERVICE_UNKNOWN));
+    }
+    AdvanceLocked(lock);
+  }
+
+  void Write(HealthCheckResponse::ServingStatus status) {
+    response_.set_status(status);
+    last_ = status;
+    writing_ = true;
+    writer_.Write(response_, &write_tag_);
+  }
+
+  // Writes NOT_SERVING once stopping, finishes once there is an end, and
+  // deletes the call once gRPC holds none of its tags.
+  void AdvanceLocked(std::unique_lock<std::mutex>& lock) {
+    if (!started_ || writing_) return;
+    if (!finished_) {
+      if (stop_ && !end_ && known_ && last_ != HealthCheckResponse::NOT_SERVING) {
+        Write(HealthCheckResponse::NOT_SERVING);
+        return;
+      }
+      if (stop_ && !end_) end_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping");
+      if (!end_) return;
+      finished_ = true;
+      writer_.Finish(*end_, &finish_tag_);
+      return;
+    }
+    if (!finish_back_ || !done_back_) return;
+    lock.unlock();
+    if (registered_) {
+      std::lock_guard streams_lock(impl_.streams_mu);
+      impl_.watches.erase(this);
+    }
+    delete this;
+  }
+
+  Impl& impl_;
+  grpc::ServerContext ctx_;
+  HealthCheckRequest request_;
+  HealthCheckResponse response_;
+  grpc::ServerAsyncWriter<HealthCheckResponse> writer_{&ctx_};
+  std::mutex mu_;
+  bool registered_ = false;
+  bool started_ = false;  // Begin has run: writes and the end may start
+  bool known_ = false;    // the service is one the server has
+  bool writing_ = false;
+  bool stop_ = false;
+  bool finished_ = false;
+  bool finish_back_ = false;
+  bool done_back_ = false;
+  HealthCheckResponse::ServingStatus last_ = HealthCheckResponse::UNKNOWN;  // the last status written
+  std::optional<grpc::Status> end_;  // how the call is to end, once it is to
+  Tag arrived_tag_{this, kArrived};
+  Tag write_tag_{this, kWritten};
+  Tag finish_tag_{this, kFinished};
+  Tag done_tag_{this, kDone};
+};
+
+void GrpcServer::Impl::ServeAll() {
+  using S = inference::GRPCInferenceService::AsyncService;
+  namespace inf = inference;
+  Serve<inf::ServerLiveRequest, inf::ServerLiveResponse>(
+      service, &S::RequestServerLive, /*open_on_loopback=*/true,
+      [](const inf::ServerLiveRequest&, inf::ServerLiveResponse& resp) {
+        resp.set_live(true);
+        return grpc::Status::OK;
+      });
+  Serve<inf::ServerReadyRequest, inf::ServerReadyResponse>(
+      service, &S::RequestServerReady, /*open_on_loopback=*/true,
+      [](const inf::ServerReadyRequest&, inf::ServerReadyResponse& resp) {
+        resp.set_ready(true);
+        return grpc::Status::OK;
+      });
+  Serve<inf::ModelReadyRequest, inf::ModelReadyResponse>(
+      service, &S::RequestModelReady, false, [this](const inf::ModelReadyRequest& req, inf::ModelReadyResponse& resp) {
+        absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
+        if (!m.ok()) return Invalid(std::string(m.status().message()));
+        resp.set_ready(true);
+        return grpc::Status::OK;
+      });
+  Serve<inf::ServerMetadataRequest, inf::ServerMetadataResponse>(
+      service, &S::RequestServerMetadata, false,
+      [this](const inf::ServerMetadataRequest&, inf::ServerMetadataResponse& resp) {
+        resp.set_name("baton");
+        resp.set_version(kVersion);
+        resp.add_extensions("classification");
+        resp.add_extensions("statistics");
+        if (options.shared_memory) resp.add_extensions("system_shared_memory");
+        return grpc::Status::OK;
+      });
+  Serve<inf::ModelMetadataRequest, inf::ModelMetadataResponse>(
+      service, &S::RequestModelMetadata, false,
+      [this](const inf::ModelMetadataRequest& req, inf::ModelMetadataResponse& resp) {
+        absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
+        if (!m.ok()) return Invalid(std::string(m.status().message()));
+        resp.set_name((*m)->name);
+        resp.add_versions("1");
+        resp.set_platform("onnxruntime_onnx");
+        for (const TensorInfo& t : (*m)->inputs) FillTensorMetadata(t, resp.add_inputs());
+        for (const TensorInfo& t : (*m)->outputs) FillTensorMetadata(t, resp.add_outputs());
+        return grpc::Status::OK;
+      });
+  Serve<inf::ModelConfigRequest, inf::ModelConfigResponse>(
+      service, &S::RequestModelConfig, false,
+      [this](const inf::ModelConfigRequest& req, inf::ModelConfigResponse& resp) {
+        absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
+        if (!m.ok()) return Invalid(std::string(m.status().message()));
+        inference::ModelConfig& c = *resp.mutable_config();
+        c.set_name((*m)->name);
+        c.set_platform("onnxruntime_onnx");
+        c.set_backend("onnxruntime");
+        c.set_max_batch_size(0);
+        auto datatype = [](const TensorInfo& t) {
+          inference::DataType d = inference::TYPE_INVALID;
+          inference::DataType_Parse(ConfigDatatype(t.elem_type).value_or("TYPE_INVALID"), &d);
+          return d;
+        };
+        for (const TensorInfo& t : (*m)->inputs) {
+          inference::ModelInput& in = *c.add_input();
+          in.set_name(t.name);
+          in.set_data_type(datatype(t));
+          for (int64_t d : t.shape) in.add_dims(d);
+        }
+        for (const TensorInfo& t : (*m)->outputs) {
+          inference::ModelOutput& out = *c.add_output();
+          out.set_name(t.name);
+          out.set_data_type(datatype(t));
+          for (int64_t d : t.shape) out.add_dims(d);
+        }
+        return grpc::Status::OK;
+      });
+  // The request is the call's, alive until Finish; its raw bytes are moved
+  // into the input tensors, which may outlive the answer on a PU still running.
+  ServeAsync<ModelInferRequest, ModelInferResponse>(
+      service, &S::RequestModelInfer, false, /*cancellable=*/true,
+      [this](UnaryCall<ModelInferRequest, ModelInferResponse>& call) {
+        auto owned = std::make_shared<ModelInferRequest>();
+        owned->Swap(&call.request());
+        Submit(
+            std::move(owned), &call.response(), [&call](grpc::Status s) { call.Finish(s); },
+            call.context().deadline(), call.cancel());
+      });
+  Serve<inf::SystemSharedMemoryStatusRequest, inf::SystemSharedMemoryStatusResponse>(
+      service, &S::RequestSystemSharedMemoryStatus, false,
+      [this](const inf::SystemSharedMemoryStatusRequest& req, inf::SystemSharedMemoryStatusResponse& resp) {
+        return ShmCall([&](SharedMemoryRegistry& shm) -> absl::Status {
+          BATON_ASSIGN_OR_RETURN(std::vector<SharedMemoryRegionInfo> regions, shm.Status(req.name()));
+          for (const SharedMemoryRegionInfo& r : regions) {
+            auto& out = (*resp.mutable_regions())[r.name];
+            out.set_name(r.name);
+            out.set_key(r.key);
+            out.set_offset(r.offset);
+            out.set_byte_size(r.byte_size);
+          }
+          return absl::OkStatus();
+        });
+      });
+  Serve<inf::SystemSharedMemoryRegisterRequest, inf::SystemSharedMemoryRegisterResponse>(
+      service, &S::RequestSystemSharedMemoryRegister, false,
+      [this](const inf::SystemSharedMemoryRegisterRequest& req, inf::SystemSharedMemoryRegisterResponse&) {
+        return ShmCall([&](SharedMemoryRegistry& shm) {
+          return shm.Register(req.name(), req.key(), req.offset(), req.byte_size());
+        });
+      });
+  Serve<inf::SystemSharedMemoryUnregisterRequest, inf::SystemSharedMemoryUnregisterResponse>(
+      service, &S::RequestSystemSharedMemoryUnregister, false,
+      [this](const inf::SystemSharedMemoryUnregisterRequest& req, inf::SystemSharedMemoryUnregisterResponse&) {
+        return ShmCall([&](SharedMemoryRegistry& shm) { return shm.Unregister(req.name()); });
+      });
+  Serve<inf::ModelStatisticsRequest, inf::ModelStatisticsResponse>(
+      service, &S::RequestModelStatistics, false,
+      [this](const inf::ModelStatisticsRequest& req, inf::ModelStatisticsResponse& resp) {
+        if (!req.name().empty()) {
+          absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
+          if (!m.ok()) return Invalid(std::string(m.status().message()));
+        }
+        auto fill = [](const DurationStat& d, inference::StatisticDuration* out) {
+          out->set_count(d.count);
+          out->set_ns(d.ns);
+        };
+        for (const KServeModelStatistics& k : KServeStatistics(engine.Stats(), req.name())) {
+          inference::ModelStatistics* out = resp.add_model_stats();
+          out->set_name(k.name);
+          out->set_version("1");
+          out->set_last_inference(k.last_inference_ms);
+          out->set_inference_count(k.inference_count);
+          out->set_execution_count(k.execution_count);
+          inference::InferStatistics* s = out->mutable_inference_stats();
+          fill(k.success, s->mutable_success());
+          fill(k.fail, s->mutable_fail());
+          fill(k.queue, s->mutable_queue());
+          fill(k.compute_infer, s->mutable_compute_infer());
+          for (const KServeModelStatistics::Batch& b : k.batch_stats) {
+            inference::InferBatchStatistics* batch = out->add_batch_stats();
+            batch->set_batch_size(b.batch_size);
+            fill(b.compute_infer, batch->mutable_compute_infer());
+          }
+        }
+        return grpc::Status::OK;
+      });
+  // The model repository extension, read-only (kserve_json.h).
+  Serve<inf::RepositoryIndexRequest, inf::RepositoryIndexResponse>(
+      service, &S::RequestRepositoryIndex, false,
+      [this](const inf::RepositoryIndexRequest& req, inf::RepositoryIndexResponse& resp) {
+        absl::StatusOr<std::vector<RepositoryModel>> index = serve::RepositoryIndex(engine, req.repository_name());
+        if (!index.ok()) return ToGrpc(index.status());
+        for (const RepositoryModel& m : *index) {
+          inference::RepositoryIndexResponse::ModelIndex* out = resp.add_models();
+          out->set_name(m.name);
+          out->set_version(m.version);
+          out->set_state(m.state);
+          out->set_reason(m.reason);
+        }
+        return grpc::Status::OK;
+      });
+  Serve<inf::RepositoryModelLoadRequest, inf::RepositoryModelLoadResponse>(
+      service, &S::RequestRepositoryModelLoad, false,
+      [this](const inf::RepositoryModelLoadRequest& req, inf::RepositoryModelLoadResponse&) {
+        return ToGrpc(RepositoryLoad(engine, req.repository_name(), req.model_name(), !req.parameters().empty()));
+      });
+  Serve<inf::RepositoryModelUnloadRequest, inf::RepositoryModelUnloadResponse>(
+      service, &S::RequestRepositoryModelUnload, false,
+      [this](const inf::RepositoryModelUnloadRequest& req, inf::RepositoryModelUnloadResponse&) {
+        return ToGrpc(RepositoryUnload(engine, req.repository_name(), req.model_name()));
+      });
+  Stream::Listen(*this);
+  // The standard health service: Check answers NOT_FOUND for a service the
+  // server does not know, as the protocol says.
+  Serve<HealthCheckRequest, HealthCheckResponse>(
+      health, &HealthService::RequestCheck, /*open_on_loopback=*/true,
+      [this](const HealthCheckRequest& req, HealthCheckResponse& resp) {
+        const std::optional<HealthCheckResponse::ServingStatus> s = HealthOf(req.service());
+        if (!s) return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("unknown service '", req.service(), "'"));
+        resp.set_status(*s);
+        return grpc::Status::OK;
+      });
+  HealthWatch::Listen(*this);
 }
 
 GrpcServer::GrpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-GrpcServer::~GrpcServer() { Stop(); }
+GrpcServer::~GrpcServer() {
+  Stop();
+  if (impl_ && impl_->abandoned) (void)impl_.release();  // its threads may still reach it
+}
 
 int GrpcServer::port() const { return impl_->port; }
 
@@ -969,6 +1313,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
     return absl::InvalidArgumentError(absl::StrCat("--grpc-memory-mb must be at least --max-request-mb (",
                                                    options.max_request_bytes >> 20, ") and at most 1048576, got ",
                                                    options.memory_quota_bytes >> 20));
+  }
+  if (options.threads < 1 || options.threads > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("--grpc-threads must be in 1..64, got ", options.threads));
   }
   if (options.max_stream_in_flight < 1 || options.max_stream_in_flight > 10000) {
     return absl::InvalidArgumentError(absl::StrCat("--grpc-stream-in-flight must be in 1..10000, got ",
@@ -1000,8 +1347,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
   }
   auto impl = std::make_unique<Impl>(engine, std::move(options));
   const GrpcOptions& o = impl->options;
-  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
+  // baton's own health service (Impl::ServeAll), not gRPC's: gRPC's runs on
+  // the callback API, whose threads would then poll beside the server's own.
+  builder.SetOption(std::make_unique<grpc::HealthCheckServiceServerBuilderOption>(nullptr));
   builder.SetMaxReceiveMessageSize(static_cast<int>(o.max_request_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(std::min<size_t>(o.max_request_bytes * 4, (size_t{2} << 30) - 1)));
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, o.max_streams_per_connection);
@@ -1016,9 +1365,17 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
   const std::string host = o.host.find(':') != std::string::npos ? absl::StrCat("[", o.host, "]") : o.host;
   builder.AddListeningPort(o.unix_path.empty() ? absl::StrCat(host, ":", o.port) : absl::StrCat("unix:", o.unix_path),
                            credentials, &impl->port);
-  builder.RegisterService(impl.get());
+  builder.RegisterService(&impl->service);
+  builder.RegisterService(&impl->health);
+  impl->cq = builder.AddCompletionQueue();
   impl->server = builder.BuildAndStart();
   if (!impl->server || (impl->port == 0 && o.unix_path.empty())) {
+    if (impl->server) impl->server->Shutdown();
+    impl->cq->Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (impl->cq->Next(&tag, &ok)) {
+    }
     return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ",
                                                o.unix_path.empty() ? absl::StrCat(o.host, ":", o.port)
                                                                    : absl::StrCat("unix:", o.unix_path),
@@ -1026,10 +1383,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
                                                o.tls_cert.empty() ? "" : ", or gRPC refused the TLS files",
                                                "); pick another with --grpc"));
   }
-  if (grpc::HealthCheckServiceInterface* health = impl->server->GetHealthCheckService()) {
-    health->SetServingStatus(true);
-    health->SetServingStatus(inference::GRPCInferenceService::service_full_name(), true);
-  }
+  impl->ServeAll();
+  for (int i = 0; i < o.threads; ++i) impl->pollers.emplace_back([p = impl.get()] { p->Poll(); });
   return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
 }
 
@@ -1042,18 +1397,17 @@ void GrpcServer::Stop() {
     impl.stopped = true;
     impl.stopping = true;
   }
-  if (grpc::HealthCheckServiceInterface* health = impl.server->GetHealthCheckService()) {
-    health->SetServingStatus(false);
-  }
-  // Streams answer what still arrives UNAVAILABLE and end once their clients
-  // stop sending, or once quiet for kStreamQuiet (a helper thread looks
-  // while Shutdown waits); Shutdown stops new calls and waits for the ones in
-  // flight (unary calls end when the engine answers), cancelling what is left
-  // after stop_grace.
+  // Health watches see NOT_SERVING and end. Streams answer what still
+  // arrives UNAVAILABLE and end once their clients stop sending, or once
+  // quiet for kStreamQuiet (a helper thread looks while Shutdown waits);
+  // Shutdown stops new calls and waits for the ones in flight (unary calls
+  // end when the engine answers), cancelling what is left after stop_grace.
   {
     std::lock_guard lock(impl.streams_mu);
+    const std::vector<Impl::HealthWatch*> watching(impl.watches.begin(), impl.watches.end());
+    for (Impl::HealthWatch* w : watching) w->Stop();
     const std::vector<Impl::Stream*> live(impl.streams.begin(), impl.streams.end());
-    for (Impl::Stream* s : live) s->Stop();  // may end (and delete) s
+    for (Impl::Stream* s : live) s->Stop();
   }
   std::mutex quiet_mu;
   std::condition_variable quiet_cv;
@@ -1065,7 +1419,7 @@ void GrpcServer::Stop() {
       std::lock_guard lock(impl.streams_mu);
       const std::vector<Impl::Stream*> live(impl.streams.begin(), impl.streams.end());
       const auto now = std::chrono::steady_clock::now();
-      for (Impl::Stream* s : live) s->EndIfQuiet(now, kStreamQuiet);  // may end (and delete) s
+      for (Impl::Stream* s : live) s->EndIfQuiet(now, kStreamQuiet);
     }
   });
   impl.server->Shutdown(std::chrono::system_clock::now() + impl.options.stop_grace);
@@ -1076,6 +1430,25 @@ void GrpcServer::Stop() {
   quiet_cv.notify_all();
   quiet.join();
   impl.server->Wait();
+  // The calls gRPC cancelled are finished when the engine answers them; the
+  // completion queue may be shut down only once none is left.
+  bool drained = false;
+  {
+    std::unique_lock lock(impl.live_mu);
+    drained = impl.live_cv.wait_for(lock, kEngineAnswerGrace, [&] { return impl.live == 0; });
+  }
+  if (!drained) {
+    std::fprintf(stderr,
+                 "baton serve: warning: gRPC calls still wait for the engine %lld s after the server stopped; "
+                 "leaving them to the process's exit\n",
+                 static_cast<long long>(kEngineAnswerGrace.count()));
+    for (std::thread& t : impl.pollers) t.detach();
+    impl.abandoned = true;
+    return;
+  }
+  impl.cq->Shutdown();
+  for (std::thread& t : impl.pollers) t.join();
+  impl.pollers.clear();
 }
 
 }  // namespace baton::serve

@@ -20,8 +20,9 @@
 // an error answer carries `error_message` and the stream goes on.
 //
 // No request blocks a thread: ModelInfer hands the request to the engine and
-// is answered from the engine's completion (gRPC's callback API). Requests
-// from every connection share the engine's dispatcher.
+// is answered from the engine's completion. The server runs on gRPC's
+// asynchronous API, with `threads` threads polling one completion queue.
+// Requests from every connection share the engine's dispatcher.
 //
 // Limits: messages up to max_request_bytes; gRPC's memory for messages over
 // every connection up to memory_quota_bytes; at most max_streams_per_connection
@@ -66,6 +67,11 @@ struct GrpcOptions {
   size_t memory_quota_bytes = 0;
   int max_streams_per_connection = 100;  // 1..10000
   int max_stream_in_flight = 64;         // per ModelStreamInfer stream, 1..10000
+  // Threads that poll the server's completion queue and run its handlers
+  // (gRPC's asynchronous API), 1..64. One makes the fewest thread hand-overs
+  // per call; more let calls be parsed, and fast models run
+  // (run_here_up_to), side by side.
+  int threads = 1;
   std::string token;                     // "" = no token
   std::string tls_cert;                  // PEM files; both or neither
   std::string tls_key;
