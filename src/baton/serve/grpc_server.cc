@@ -13,6 +13,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -471,6 +475,23 @@ struct Tag {
   AsyncCall::Event event;
 };
 
+// gRPC's completion queue orders what a thread did before it started an
+// operation before the handling of the operation's completion, which may
+// run on another poller thread. gRPC is not built with ThreadSanitizer, so
+// under it these two say so: every operation is started with Posted(its
+// tag), and Poll calls Completed(tag) before handing the event on.
+void* Posted(Tag& tag) {
+#if defined(__SANITIZE_THREAD__)
+  __tsan_release(&tag);
+#endif
+  return &tag;
+}
+void Completed([[maybe_unused]] void* tag) {
+#if defined(__SANITIZE_THREAD__)
+  __tsan_acquire(tag);
+#endif
+}
+
 using HealthService = grpc::health::v1::Health::AsyncService;
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
@@ -525,10 +546,19 @@ struct GrpcServer::Impl {
     return stopping ? HealthCheckResponse::NOT_SERVING : HealthCheckResponse::SERVING;
   }
 
+  // Who may make a call without the token (when one is configured).
+  enum class Open {
+    kNever,
+    kOnLoopback,  // ServerLive, ServerReady: on a server listening on loopback
+    kAlways,      // the standard health service: it tells nothing but the
+                  // status, and probes cannot always send a token (docs/serve.md)
+  };
+
   // OK, or UNAUTHENTICATED when a token is configured and the call lacks it.
-  // `open_on_loopback`: health-like calls that need no token on loopback.
-  grpc::Status Authorize(const grpc::ServerContext& ctx, bool open_on_loopback = false) const {
-    if (options.token.empty() || (open_on_loopback && loopback)) return grpc::Status::OK;
+  grpc::Status Authorize(const grpc::ServerContext& ctx, Open open = Open::kNever) const {
+    if (options.token.empty() || open == Open::kAlways || (open == Open::kOnLoopback && loopback)) {
+      return grpc::Status::OK;
+    }
     const auto& md = ctx.client_metadata();
     auto it = md.find("authorization");
     if (it != md.end()) {
@@ -579,14 +609,14 @@ struct GrpcServer::Impl {
 
   // Serves one unary method: asks gRPC for its calls (`request`, a
   // RequestX method of `svc`) and answers each with `body`, which fills the
-  // response and gives the status, once the call is authorized
-  // (`open_on_loopback`: see Authorize).
+  // response and gives the status, once the call is authorized (`open`:
+  // see Authorize).
   template <typename Req, typename Resp, typename Svc, typename RequestFn, typename Body>
-  void Serve(Svc& svc, RequestFn request, bool open_on_loopback, Body body);
+  void Serve(Svc& svc, RequestFn request, Open open, Body body);
   // The same for a method that answers later: `handle` gets the call and
   // must Finish it once, from any thread.
   template <typename Req, typename Resp, typename Svc, typename RequestFn, typename Handle>
-  void ServeAsync(Svc& svc, RequestFn request, bool open_on_loopback, bool cancellable, Handle handle);
+  void ServeAsync(Svc& svc, RequestFn request, Open open, bool cancellable, Handle handle);
   void ServeAll();
 
   // The shared memory calls: FAILED_PRECONDITION while the extension is off.
@@ -603,6 +633,7 @@ struct GrpcServer::Impl {
     void* tag = nullptr;
     bool ok = false;
     while (cq->Next(&tag, &ok)) {
+      Completed(tag);
       const Tag* t = static_cast<const Tag*>(tag);
       t->call->OnEvent(t->event, ok);
     }
@@ -611,8 +642,9 @@ struct GrpcServer::Impl {
 
 // One unary call of one method. Listening, it waits for gRPC to match a
 // call (kArrived), then asks for the method's next call and handles this
-// one. Deletes itself once its Finish (kFinished) and the call's end
-// (kDone, from AsyncNotifyWhenDone) have both come back. A cancellable call
+// one. Deletes itself once its Finish has returned and come back
+// (kFinished) and the call's end (kDone, from AsyncNotifyWhenDone) has come
+// back (Release). A cancellable call
 // (ModelInfer) cancels its engine request when the call is cancelled: the
 // client cancelled it, its deadline passed or its connection broke; the
 // engine then answers CANCELLED (the answer goes nowhere), drops what waits
@@ -623,14 +655,14 @@ class GrpcServer::Impl::UnaryCall final : public AsyncCall {
   struct Method {
     std::function<void(grpc::ServerContext*, Req*, grpc::ServerAsyncResponseWriter<Resp>*, void*)> request;
     std::function<void(UnaryCall&)> handle;
-    bool open_on_loopback = false;
+    Open open = Open::kNever;
     bool cancellable = false;
   };
 
   static void Listen(Impl& impl, std::shared_ptr<const Method> method) {
     auto* c = new UnaryCall(impl, std::move(method));
-    c->ctx_.AsyncNotifyWhenDone(&c->done_);
-    c->method_->request(&c->ctx_, &c->request_, &c->writer_, &c->arrived_);
+    c->ctx_.AsyncNotifyWhenDone(Posted(c->done_));
+    c->method_->request(&c->ctx_, &c->request_, &c->writer_, Posted(c->arrived_));
   }
 
   Req& request() { return request_; }
@@ -642,10 +674,11 @@ class GrpcServer::Impl::UnaryCall final : public AsyncCall {
   // Once, from any thread; the call may be gone when it returns.
   void Finish(const grpc::Status& status) {
     if (status.ok()) {
-      writer_.Finish(response_, status, &finished_);
+      writer_.Finish(response_, status, Posted(finished_));
     } else {
-      writer_.FinishWithError(status, &finished_);
+      writer_.FinishWithError(status, Posted(finished_));
     }
+    Release();
   }
 
   void OnEvent(Event event, bool ok) override {
@@ -656,7 +689,7 @@ class GrpcServer::Impl::UnaryCall final : public AsyncCall {
           return;
         }
         Listen(impl_, method_);
-        const grpc::Status auth = impl_.Authorize(ctx_, method_->open_on_loopback);
+        const grpc::Status auth = impl_.Authorize(ctx_, method_->open);
         if (!auth.ok()) {
           Finish(auth);
         } else {
@@ -673,7 +706,7 @@ class GrpcServer::Impl::UnaryCall final : public AsyncCall {
       case kWritten:
         return;  // never started on a unary call
     }
-    if (back_.fetch_add(1) == 1) delete this;  // kFinished and kDone are both back
+    Release();
   }
 
  private:
@@ -692,6 +725,15 @@ class GrpcServer::Impl::UnaryCall final : public AsyncCall {
   Req request_;
   Resp response_;
   grpc::ServerAsyncResponseWriter<Resp> writer_{&ctx_};
+  // Deletes the call after the last of three: Finish has returned (it
+  // serializes the response on its thread, often an engine worker's), and
+  // kFinished and kDone have come back. Counting Finish's return, rather than
+  // relying on gRPC's queue to order it before kFinished, also shows that
+  // order to ThreadSanitizer (gRPC is not built with it).
+  void Release() {
+    if (back_.fetch_add(1, std::memory_order_acq_rel) == 2) delete this;
+  }
+
   std::atomic<int> back_{0};
   Tag arrived_{this, kArrived};
   Tag finished_{this, kFinished};
@@ -699,22 +741,21 @@ class GrpcServer::Impl::UnaryCall final : public AsyncCall {
 };
 
 template <typename Req, typename Resp, typename Svc, typename RequestFn, typename Handle>
-void GrpcServer::Impl::ServeAsync(Svc& svc, RequestFn request, bool open_on_loopback, bool cancellable,
-                                  Handle handle) {
+void GrpcServer::Impl::ServeAsync(Svc& svc, RequestFn request, Open open, bool cancellable, Handle handle) {
   using Call = UnaryCall<Req, Resp>;
   auto m = std::make_shared<typename Call::Method>();
   grpc::ServerCompletionQueue* q = cq.get();
   m->request = [&svc, request, q](grpc::ServerContext* c, Req* r, grpc::ServerAsyncResponseWriter<Resp>* w,
                                    void* tag) { (svc.*request)(c, r, w, q, q, tag); };
   m->handle = std::move(handle);
-  m->open_on_loopback = open_on_loopback;
+  m->open = open;
   m->cancellable = cancellable;
   Call::Listen(*this, std::move(m));
 }
 
 template <typename Req, typename Resp, typename Svc, typename RequestFn, typename Body>
-void GrpcServer::Impl::Serve(Svc& svc, RequestFn request, bool open_on_loopback, Body body) {
-  ServeAsync<Req, Resp>(svc, request, open_on_loopback, /*cancellable=*/false,
+void GrpcServer::Impl::Serve(Svc& svc, RequestFn request, Open open, Body body) {
+  ServeAsync<Req, Resp>(svc, request, open, /*cancellable=*/false,
                         [body = std::move(body)](UnaryCall<Req, Resp>& call) {
                           call.Finish(body(call.request(), call.response()));
                         });
@@ -736,8 +777,8 @@ class GrpcServer::Impl::Stream final : public AsyncCall {
  public:
   static void Listen(Impl& impl) {
     auto* s = new Stream(impl);
-    s->ctx_.AsyncNotifyWhenDone(&s->done_tag_);
-    impl.service.RequestModelStreamInfer(&s->ctx_, &s->stream_, impl.cq.get(), impl.cq.get(), &s->arrived_tag_);
+    s->ctx_.AsyncNotifyWhenDone(Posted(s->done_tag_));
+    impl.service.RequestModelStreamInfer(&s->ctx_, &s->stream_, impl.cq.get(), impl.cq.get(), Posted(s->arrived_tag_));
   }
 
   void OnEvent(Event event, bool ok) override {
@@ -823,7 +864,7 @@ class GrpcServer::Impl::Stream final : public AsyncCall {
       MaybeDeleteLocked(lock);
       return;
     }
-    stream_.Read(&incoming_, &read_tag_);
+    stream_.Read(&incoming_, Posted(read_tag_));
   }
 
   void OnReadDone(bool ok) {
@@ -870,7 +911,7 @@ class GrpcServer::Impl::Stream final : public AsyncCall {
       cancel_->Cancel();
     }
     if (!outbox_.empty() && !broken_) {
-      stream_.Write(*outbox_.front(), &write_tag_);
+      stream_.Write(*outbox_.front(), Posted(write_tag_));
       ReadMoreLocked();  // an answer left the outbox
       return;
     }
@@ -895,7 +936,7 @@ class GrpcServer::Impl::Stream final : public AsyncCall {
       outbox_.push_back(std::move(resp));
       if (!writing_) {
         writing_ = true;
-        stream_.Write(*outbox_.front(), &write_tag_);
+        stream_.Write(*outbox_.front(), Posted(write_tag_));
       }
     }
     ReadMoreLocked();
@@ -910,7 +951,7 @@ class GrpcServer::Impl::Stream final : public AsyncCall {
     if (!reading_ && !read_closed_ && !finished_ &&
         in_flight_ + outbox_.size() < static_cast<size_t>(impl_.options.max_stream_in_flight)) {
       reading_ = true;
-      stream_.Read(&incoming_, &read_tag_);
+      stream_.Read(&incoming_, Posted(read_tag_));
     }
   }
 
@@ -925,7 +966,7 @@ class GrpcServer::Impl::Stream final : public AsyncCall {
   // as soon as Finish is called.
   void FinishLocked(std::unique_lock<std::mutex>& lock, const grpc::Status& status) {
     finished_ = true;
-    stream_.Finish(status, &finish_tag_);
+    stream_.Finish(status, Posted(finish_tag_));
     lock.unlock();
   }
 
@@ -978,8 +1019,8 @@ class GrpcServer::Impl::HealthWatch final : public AsyncCall {
  public:
   static void Listen(Impl& impl) {
     auto* w = new HealthWatch(impl);
-    w->ctx_.AsyncNotifyWhenDone(&w->done_tag_);
-    impl.health.RequestWatch(&w->ctx_, &w->request_, &w->writer_, impl.cq.get(), impl.cq.get(), &w->arrived_tag_);
+    w->ctx_.AsyncNotifyWhenDone(Posted(w->done_tag_));
+    impl.health.RequestWatch(&w->ctx_, &w->request_, &w->writer_, impl.cq.get(), impl.cq.get(), Posted(w->arrived_tag_));
   }
 
   void OnEvent(Event event, bool ok) override {
@@ -1025,7 +1066,7 @@ class GrpcServer::Impl::HealthWatch final : public AsyncCall {
 
   // As Stream::Begin: streams_mu first, then mu_.
   void Begin() {
-    const grpc::Status auth = impl_.Authorize(ctx_, /*open_on_loopback=*/true);
+    const grpc::Status auth = impl_.Authorize(ctx_, Open::kAlways);
     std::optional<HealthCheckResponse::ServingStatus> status;
     bool stopping = false;
     if (auth.ok()) {
@@ -1051,7 +1092,7 @@ class GrpcServer::Impl::HealthWatch final : public AsyncCall {
     response_.set_status(status);
     last_ = status;
     writing_ = true;
-    writer_.Write(response_, &write_tag_);
+    writer_.Write(response_, Posted(write_tag_));
   }
 
   // Writes NOT_SERVING once stopping, finishes once there is an end, and
@@ -1066,7 +1107,7 @@ class GrpcServer::Impl::HealthWatch final : public AsyncCall {
       if (stop_ && !end_) end_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping");
       if (!end_) return;
       finished_ = true;
-      writer_.Finish(*end_, &finish_tag_);
+      writer_.Finish(*end_, Posted(finish_tag_));
       return;
     }
     if (!finish_back_ || !done_back_) return;
@@ -1104,26 +1145,26 @@ void GrpcServer::Impl::ServeAll() {
   using S = inference::GRPCInferenceService::AsyncService;
   namespace inf = inference;
   Serve<inf::ServerLiveRequest, inf::ServerLiveResponse>(
-      service, &S::RequestServerLive, /*open_on_loopback=*/true,
+      service, &S::RequestServerLive, Open::kOnLoopback,
       [](const inf::ServerLiveRequest&, inf::ServerLiveResponse& resp) {
         resp.set_live(true);
         return grpc::Status::OK;
       });
   Serve<inf::ServerReadyRequest, inf::ServerReadyResponse>(
-      service, &S::RequestServerReady, /*open_on_loopback=*/true,
+      service, &S::RequestServerReady, Open::kOnLoopback,
       [](const inf::ServerReadyRequest&, inf::ServerReadyResponse& resp) {
         resp.set_ready(true);
         return grpc::Status::OK;
       });
   Serve<inf::ModelReadyRequest, inf::ModelReadyResponse>(
-      service, &S::RequestModelReady, false, [this](const inf::ModelReadyRequest& req, inf::ModelReadyResponse& resp) {
+      service, &S::RequestModelReady, Open::kNever, [this](const inf::ModelReadyRequest& req, inf::ModelReadyResponse& resp) {
         absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
         if (!m.ok()) return Invalid(std::string(m.status().message()));
         resp.set_ready(true);
         return grpc::Status::OK;
       });
   Serve<inf::ServerMetadataRequest, inf::ServerMetadataResponse>(
-      service, &S::RequestServerMetadata, false,
+      service, &S::RequestServerMetadata, Open::kNever,
       [this](const inf::ServerMetadataRequest&, inf::ServerMetadataResponse& resp) {
         resp.set_name("baton");
         resp.set_version(kVersion);
@@ -1133,7 +1174,7 @@ void GrpcServer::Impl::ServeAll() {
         return grpc::Status::OK;
       });
   Serve<inf::ModelMetadataRequest, inf::ModelMetadataResponse>(
-      service, &S::RequestModelMetadata, false,
+      service, &S::RequestModelMetadata, Open::kNever,
       [this](const inf::ModelMetadataRequest& req, inf::ModelMetadataResponse& resp) {
         absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
         if (!m.ok()) return Invalid(std::string(m.status().message()));
@@ -1145,7 +1186,7 @@ void GrpcServer::Impl::ServeAll() {
         return grpc::Status::OK;
       });
   Serve<inf::ModelConfigRequest, inf::ModelConfigResponse>(
-      service, &S::RequestModelConfig, false,
+      service, &S::RequestModelConfig, Open::kNever,
       [this](const inf::ModelConfigRequest& req, inf::ModelConfigResponse& resp) {
         absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
         if (!m.ok()) return Invalid(std::string(m.status().message()));
@@ -1176,7 +1217,7 @@ void GrpcServer::Impl::ServeAll() {
   // The request is the call's, alive until Finish; its raw bytes are moved
   // into the input tensors, which may outlive the answer on a PU still running.
   ServeAsync<ModelInferRequest, ModelInferResponse>(
-      service, &S::RequestModelInfer, false, /*cancellable=*/true,
+      service, &S::RequestModelInfer, Open::kNever, /*cancellable=*/true,
       [this](UnaryCall<ModelInferRequest, ModelInferResponse>& call) {
         auto owned = std::make_shared<ModelInferRequest>();
         owned->Swap(&call.request());
@@ -1185,7 +1226,7 @@ void GrpcServer::Impl::ServeAll() {
             call.context().deadline(), call.cancel());
       });
   Serve<inf::SystemSharedMemoryStatusRequest, inf::SystemSharedMemoryStatusResponse>(
-      service, &S::RequestSystemSharedMemoryStatus, false,
+      service, &S::RequestSystemSharedMemoryStatus, Open::kNever,
       [this](const inf::SystemSharedMemoryStatusRequest& req, inf::SystemSharedMemoryStatusResponse& resp) {
         return ShmCall([&](SharedMemoryRegistry& shm) -> absl::Status {
           BATON_ASSIGN_OR_RETURN(std::vector<SharedMemoryRegionInfo> regions, shm.Status(req.name()));
@@ -1200,19 +1241,19 @@ void GrpcServer::Impl::ServeAll() {
         });
       });
   Serve<inf::SystemSharedMemoryRegisterRequest, inf::SystemSharedMemoryRegisterResponse>(
-      service, &S::RequestSystemSharedMemoryRegister, false,
+      service, &S::RequestSystemSharedMemoryRegister, Open::kNever,
       [this](const inf::SystemSharedMemoryRegisterRequest& req, inf::SystemSharedMemoryRegisterResponse&) {
         return ShmCall([&](SharedMemoryRegistry& shm) {
           return shm.Register(req.name(), req.key(), req.offset(), req.byte_size());
         });
       });
   Serve<inf::SystemSharedMemoryUnregisterRequest, inf::SystemSharedMemoryUnregisterResponse>(
-      service, &S::RequestSystemSharedMemoryUnregister, false,
+      service, &S::RequestSystemSharedMemoryUnregister, Open::kNever,
       [this](const inf::SystemSharedMemoryUnregisterRequest& req, inf::SystemSharedMemoryUnregisterResponse&) {
         return ShmCall([&](SharedMemoryRegistry& shm) { return shm.Unregister(req.name()); });
       });
   Serve<inf::ModelStatisticsRequest, inf::ModelStatisticsResponse>(
-      service, &S::RequestModelStatistics, false,
+      service, &S::RequestModelStatistics, Open::kNever,
       [this](const inf::ModelStatisticsRequest& req, inf::ModelStatisticsResponse& resp) {
         if (!req.name().empty()) {
           absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
@@ -1244,7 +1285,7 @@ void GrpcServer::Impl::ServeAll() {
       });
   // The model repository extension, read-only (kserve_json.h).
   Serve<inf::RepositoryIndexRequest, inf::RepositoryIndexResponse>(
-      service, &S::RequestRepositoryIndex, false,
+      service, &S::RequestRepositoryIndex, Open::kNever,
       [this](const inf::RepositoryIndexRequest& req, inf::RepositoryIndexResponse& resp) {
         absl::StatusOr<std::vector<RepositoryModel>> index = serve::RepositoryIndex(engine, req.repository_name());
         if (!index.ok()) return ToGrpc(index.status());
@@ -1258,12 +1299,12 @@ void GrpcServer::Impl::ServeAll() {
         return grpc::Status::OK;
       });
   Serve<inf::RepositoryModelLoadRequest, inf::RepositoryModelLoadResponse>(
-      service, &S::RequestRepositoryModelLoad, false,
+      service, &S::RequestRepositoryModelLoad, Open::kNever,
       [this](const inf::RepositoryModelLoadRequest& req, inf::RepositoryModelLoadResponse&) {
         return ToGrpc(RepositoryLoad(engine, req.repository_name(), req.model_name(), !req.parameters().empty()));
       });
   Serve<inf::RepositoryModelUnloadRequest, inf::RepositoryModelUnloadResponse>(
-      service, &S::RequestRepositoryModelUnload, false,
+      service, &S::RequestRepositoryModelUnload, Open::kNever,
       [this](const inf::RepositoryModelUnloadRequest& req, inf::RepositoryModelUnloadResponse&) {
         return ToGrpc(RepositoryUnload(engine, req.repository_name(), req.model_name()));
       });
@@ -1271,7 +1312,7 @@ void GrpcServer::Impl::ServeAll() {
   // The standard health service: Check answers NOT_FOUND for a service the
   // server does not know, as the protocol says.
   Serve<HealthCheckRequest, HealthCheckResponse>(
-      health, &HealthService::RequestCheck, /*open_on_loopback=*/true,
+      health, &HealthService::RequestCheck, Open::kAlways,
       [this](const HealthCheckRequest& req, HealthCheckResponse& resp) {
         const std::optional<HealthCheckResponse::ServingStatus> s = HealthOf(req.service());
         if (!s) return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("unknown service '", req.service(), "'"));

@@ -33,8 +33,8 @@
 //
 // Security, as for the HTTP front-end (http_server.h): without TLS and a
 // token, Start refuses any but a loopback address. With a token, every call
-// needs the metadata `authorization: Bearer <token>`, except ServerLive,
-// ServerReady and the health service on a loopback address.
+// needs the metadata `authorization: Bearer <token>`, except ServerLive and
+// ServerReady on a loopback address, and the health service anywhere.
 //
 // Thread-safety: Start/Stop from one thread; the handlers run on gRPC's threads.
 #pragma once
