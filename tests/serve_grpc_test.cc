@@ -8,6 +8,7 @@
 // client gives up (cancelled, or past their gRPC deadline) dropping their
 // requests. Run under TSan in CI (scripts/test.sh).
 #include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <fcntl.h>
@@ -409,6 +410,27 @@ TEST_F(ServeGrpcTest, HealthChecksAndWatchesSeeTheServerStop) {
   const grpc::Status other_end = other_watch->Finish();
   EXPECT_EQ(other_end.error_code(), grpc::StatusCode::UNAVAILABLE) << other_end.error_message();
   stop.join();
+}
+
+// A method the server does not implement (Triton's CUDA shared memory and
+// trace calls, or any other name) is answered UNIMPLEMENTED at once: on the
+// asynchronous API nothing would ever ask gRPC for such a call, so gRPC
+// answers it from the server's completion queue.
+TEST_F(ServeGrpcTest, AMethodTheServerLacksIsAnsweredUnimplemented) {
+  grpc::GenericStub generic(grpc::CreateChannel(Address(), grpc::InsecureChannelCredentials()));
+  for (const std::string method :
+       {"/inference.GRPCInferenceService/CudaSharedMemoryStatus", "/inference.GRPCInferenceService/TraceSetting",
+        "/no.such.Service/Call"}) {
+    grpc::Slice empty("");
+    grpc::ByteBuffer request(&empty, 1), response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));  // a bound, not a timing
+    std::promise<grpc::Status> result;
+    generic.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
+                      [&](grpc::Status st) { result.set_value(std::move(st)); });
+    const grpc::Status st = result.get_future().get();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNIMPLEMENTED) << method << ": " << st.error_message();
+  }
 }
 
 // A watcher that goes away before the server stops: its call ends and is

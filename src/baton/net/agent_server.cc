@@ -657,7 +657,9 @@ bool AgentServer::Impl::WaitForRoom(grpc::ServerContext* context, Stream& stream
 void AgentServer::Impl::WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw) {
   NameThisThread("agent-writer");
   while (true) {
-    OutItem item;
+    // Pongs first, then one item, both taken under one lock.
+    std::deque<uint64_t> pongs;
+    std::optional<OutItem> item;
     {
       std::unique_lock lock(stream.mu);
       const auto ready = [&] {
@@ -670,20 +672,15 @@ void AgentServer::Impl::WriteLoop(Stream& stream, grpc::ServerReaderWriter<pb::E
         if (stream.context->IsCancelled()) stream.closed = true;
       }
       if (stream.closed || (stream.outbox.empty() && stream.pongs.empty())) return;
-      if (stream.outbox.empty()) {
-        lock.unlock();
-        if (WritePongs(stream, rw)) continue;
-        stream.context->TryCancel();  // wakes the reader
-        lock.lock();
-        stream.closed = true;
-        return;
-      }
-      item = std::move(stream.outbox.front());
-      stream.outbox.pop_front();
       // The reader may wait for room.
-      if (stream.outbox.size() + stream.pongs.size() + 1 == kMaxOutbox) stream.cv.notify_all();
+      if (stream.outbox.size() + stream.pongs.size() >= kMaxOutbox) stream.cv.notify_all();
+      pongs.swap(stream.pongs);
+      if (!stream.outbox.empty()) {
+        item = std::move(stream.outbox.front());
+        stream.outbox.pop_front();
+      }
     }
-    if (!WritePongs(stream, rw) || !WriteItem(item, stream, rw)) {
+    if (!SendPongs(pongs, rw) || (item && !WriteItem(*item, stream, rw))) {
       stream.context->TryCancel();  // wakes the reader
       std::lock_guard lock(stream.mu);
       stream.closed = true;
@@ -714,6 +711,11 @@ bool AgentServer::Impl::WritePongs(Stream& stream, grpc::ServerReaderWriter<pb::
     pongs.swap(stream.pongs);
     if (stream.outbox.size() + pongs.size() >= kMaxOutbox) stream.cv.notify_all();  // the reader may wait for room
   }
+  return SendPongs(pongs, rw);
+}
+
+bool AgentServer::Impl::SendPongs(const std::deque<uint64_t>& pongs,
+                                  grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw) {
   for (uint64_t seq : pongs) {
     pb::ExecuteOut out;
     out.mutable_pong()->set_seq(seq);

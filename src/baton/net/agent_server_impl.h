@@ -188,6 +188,8 @@ class AgentServer::Impl final : public pb::Agent::Service {
   bool WriteItem(OutItem& item, Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
   // Writes the pongs waiting; false when the stream broke.
   bool WritePongs(Stream& stream, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
+  // Writes `pongs`, taken from the stream already; false when the stream broke.
+  static bool SendPongs(const std::deque<uint64_t>& pongs, grpc::ServerReaderWriter<pb::ExecuteOut, pb::ExecuteIn>* rw);
   void HandleAssignment(const pb::Assignment& in, const std::shared_ptr<Stream>& stream);
   // Withdraws what `stream` sent and is not answered yet: the assignments with
   // these stream ids, or all of them (nullptr). They are answered `status`.

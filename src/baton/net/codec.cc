@@ -139,7 +139,7 @@ TensorFrames::TensorFrames(std::string head, int field, const dispatch::NamedTen
 pb::Frame TensorFrames::Next() {
   pb::Frame frame;
   std::string& data = *frame.mutable_data();
-  data.reserve(std::min<int64_t>(static_cast<int64_t>(step_), total_));
+  data.reserve(static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(step_), total_ - sent_)));
   while (data.size() < step_ && piece_ < pieces_.size()) {
     const Piece& p = pieces_[piece_];
     const size_t n = std::min(step_ - data.size(), p.size - at_);
@@ -150,6 +150,7 @@ pb::Frame TensorFrames::Next() {
       at_ = 0;
     }
   }
+  sent_ += static_cast<int64_t>(data.size());
   done_ = piece_ == pieces_.size();
   frame.set_last(done_);
   return frame;

@@ -83,6 +83,7 @@ class TensorFrames {
   size_t at_ = 0;
   size_t step_;
   int64_t total_ = 0;
+  int64_t sent_ = 0;  // bytes in the frames made so far
   bool done_ = false;
 };
 
