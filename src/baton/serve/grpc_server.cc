@@ -970,9 +970,10 @@ class GrpcServer::Impl::Stream final : public AsyncCall {
     lock.unlock();
   }
 
-  // Deletes the call once gRPC holds none of its tags.
+  // Deletes the call once gRPC holds none of its tags (once: `gone_`).
   void MaybeDeleteLocked(std::unique_lock<std::mutex>& lock) {
-    if (!finish_back_ || !done_back_ || reading_) return;
+    if (gone_ || !finish_back_ || !done_back_ || reading_) return;
+    gone_ = true;
     lock.unlock();
     if (registered_) {
       std::lock_guard streams_lock(impl_.streams_mu);
@@ -1001,6 +1002,7 @@ class GrpcServer::Impl::Stream final : public AsyncCall {
   bool finished_ = false;     // Finish called; a read still pending then completes not ok
   bool finish_back_ = false;  // Finish's tag came back
   bool done_back_ = false;    // the call's end came back
+  bool gone_ = false;         // being deleted: waits for streams_mu to leave the list
   std::chrono::steady_clock::time_point stop_at_;    // when Stop was called
   std::chrono::steady_clock::time_point last_read_;  // when the last request arrived
   Tag arrived_tag_{this, kArrived};
@@ -1110,7 +1112,10 @@ class GrpcServer::Impl::HealthWatch final : public AsyncCall {
       writer_.Finish(*end_, Posted(finish_tag_));
       return;
     }
-    if (!finish_back_ || !done_back_) return;
+    // Once: Stop (holding streams_mu) may come here while a poller that got
+    // here first waits for streams_mu to take the call off the list.
+    if (gone_ || !finish_back_ || !done_back_) return;
+    gone_ = true;
     lock.unlock();
     if (registered_) {
       std::lock_guard streams_lock(impl_.streams_mu);
@@ -1133,6 +1138,7 @@ class GrpcServer::Impl::HealthWatch final : public AsyncCall {
   bool finished_ = false;
   bool finish_back_ = false;
   bool done_back_ = false;
+  bool gone_ = false;  // being deleted
   HealthCheckResponse::ServingStatus last_ = HealthCheckResponse::UNKNOWN;  // the last status written
   std::optional<grpc::Status> end_;  // how the call is to end, once it is to
   Tag arrived_tag_{this, kArrived};
