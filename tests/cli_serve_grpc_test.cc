@@ -37,6 +37,7 @@
 #include "baton/verify/verify.h"
 #include "cli_test_util.h"
 #include "serve_test_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "nlohmann/json.hpp"
 
@@ -572,6 +573,29 @@ TEST_F(CliServeGrpcTest, RunSendsItsWorkloadToAServer) {
   inference::ModelStatisticsResponse stats;
   ASSERT_TRUE(stub->ModelStatistics(&ctx, {}, &stats).ok());
   EXPECT_GE(stats.model_stats(0).inference_stats().success().count(), j["completed"].get<uint64_t>());
+
+  // Without the token: the health service answers (it is open everywhere),
+  // ServerLive too (open on loopback), and any other call is refused.
+  {
+    auto health = grpc::health::v1::Health::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext hctx;
+    Prepare(hctx);
+    grpc::health::v1::HealthCheckResponse serving;
+    const grpc::Status hs = health->Check(&hctx, {}, &serving);
+    ASSERT_TRUE(hs.ok()) << hs.error_message();
+    EXPECT_EQ(serving.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+    grpc::ClientContext live_ctx;
+    Prepare(live_ctx);
+    inference::ServerLiveResponse live;
+    EXPECT_TRUE(stub->ServerLive(&live_ctx, {}, &live).ok());
+    grpc::ClientContext meta_ctx;
+    Prepare(meta_ctx);
+    inference::ModelMetadataRequest meta_req;
+    meta_req.set_name("cam");
+    inference::ModelMetadataResponse meta;
+    EXPECT_EQ(stub->ModelMetadata(&meta_ctx, meta_req, &meta).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
 
   testing::CliResult no_token = testing::Baton("run " + Config() + " --server " + address + " --duration 1");
   EXPECT_EQ(no_token.exit_code, 2);
