@@ -461,8 +461,8 @@ namespace {
 // its completion queue names a Tag (the call, and which of its operations),
 // and the queue's threads (GrpcOptions::threads) hand each result to its
 // call. One thread polls and completes every call, where the callback API
-// hands each event between two threads of its own: about a third less CPU
-// per small call (docs/benchmarks.md).
+// hands each event between two threads of its own: fewer thread hand-overs
+// and less CPU per small call (docs/benchmarks.md).
 class AsyncCall {
  public:
   enum Event { kArrived, kRead, kWritten, kFinished, kDone };
