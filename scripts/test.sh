@@ -45,18 +45,50 @@ run_ctest() {
   return "$rc"
 }
 
-# run_gtest STAGE BINARY [ARGS...]: a test binary run directly; records its count.
-run_gtest() {
-  local stage="$1"
-  shift
-  local log
-  log="$(mktemp)"
-  local rc=0
-  "$@" 2>&1 | tee "$log" || rc=$?  # pipefail: the binary's status
-  local n
-  n="$(sed -nE 's/^\[==========\] ([0-9]+) tests? from .* ran\..*/\1/p' "$log" | tail -1)"
-  rm -f "$log"
-  summary+=("$stage: ${n:-0} test cases in $(basename "$1")")
+# run_gtests STAGE ENV COMMAND...: test binaries run directly, up to $jobs at
+# once (most of them wait on sockets and timers, so two at a time roughly halve
+# the stage), each with environment ENV (one VAR=VALUE word) and under a
+# bound of $gtest_bound s; each COMMAND is a binary and its arguments in one
+# string, split at spaces. Each one's output is printed whole, in the order
+# given, once all have ended; each one's test count is recorded. Fails if any
+# failed, timed out or ran no test.
+gtest_bound=900
+run_gtests() {
+  local stage="$1" env="$2"
+  shift 2
+  local dir
+  dir="$(mktemp -d)"
+  local i=0 cmd
+  for cmd in "$@"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    (
+      read -ra argv <<<"$cmd"
+      rc=0
+      env "$env" timeout --kill-after=30 "$gtest_bound" "${argv[@]}" >"$dir/$i.log" 2>&1 || rc=$?
+      echo "$rc" >"$dir/$i.rc"
+    ) &
+    i=$((i + 1))
+  done
+  wait
+  local rc=0 n r
+  i=0
+  for cmd in "$@"; do
+    echo "-- $cmd"
+    cat "$dir/$i.log"
+    r="$(cat "$dir/$i.rc")"
+    n="$(sed -nE 's/^\[==========\] ([0-9]+) tests? from .* ran\..*/\1/p' "$dir/$i.log" | tail -1)"
+    summary+=("$stage: ${n:-0} test cases in ${cmd%% *}")
+    if [ "$r" -ne 0 ]; then
+      [ "$r" -eq 124 ] && echo "${cmd%% *} did not end within $gtest_bound s" >&2
+      echo "${cmd%% *} failed (exit status $r)" >&2
+      rc=1
+    elif [ "${n:-0}" -eq 0 ]; then
+      echo "${cmd%% *} ran no test: its --gtest_filter matches nothing" >&2
+      rc=1
+    fi
+    i=$((i + 1))
+  done
+  rm -rf "$dir"
   return "$rc"
 }
 
@@ -126,37 +158,41 @@ stage_tsan() {
     grpc_library_test agent_execute_test
   run_ctest tsan --preset tsan -j "$jobs" \
     -R '^(Runtime\.|Modes/RuntimeModeTest\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned|OrtBaselineTest\.ARunPast|EngineTest\.|TraceObserverTest\.)'
-  # The remote device and the agent, and `baton serve`'s gRPC front-end and
-  # client (serve_grpc_test): Debian's gRPC and abseil are not
-  # built with TSan, so races inside those libraries are suppressed
-  # (tests/tsan_net.supp); baton's own code is still checked, in this process
-  # and in the agents it starts (their stderr is checked for reports).
-  # grpc_library_test: the wait for gRPC's clean-up at exit, whose absence
-  # showed as a thread leak in `baton` processes. serve_http_limits_test: the
-  # REST front-end's own connections cut short while the engine serves.
-  # agent_execute_test: the agent's writer answering pings between the frames
-  # of a large completion while its reader queues them.
-  local t
-  for t in port_contract_test agent_failover_test serve_grpc_test grpc_library_test serve_http_limits_test \
-    agent_execute_test; do
-    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
-      run_gtest tsan "build/tsan/tests/$t"
-  done
-  # The agent's Unload withdrawing its partition's work (the shell's and the
-  # agent's locks), the bound on Loads at once, and a remote device's
-  # reader and supervisor facing a lying or withholding agent, a reader
-  # held by its completion callback, and the Loads of a client that went
-  # away given back (Execute, Load and Stats threads counting clients).
-  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
-    run_gtest tsan build/tsan/tests/agent_server_test --gtest_filter='*Unload*:*Lying*:*Concurrent*:*Withholds*:*OwnTime*:*Grace*:*GaveBack*'
-  # `baton serve`'s REST front-end (HTTP workers waiting on the engine and
-  # watching their clients), and both front-ends and `baton run --server` over
-  # TLS, and SIGTERM stopping both front-ends at once, in TSan `baton` processes
-  # the CLI tests start; their stderr is checked
-  # for reports. These cases only: the others run for minutes under TSan and
-  # add no REST or TLS coverage.
-  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
-    run_gtest tsan build/tsan/tests/cli_serve_test --gtest_filter='CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*:CliServeTest.SigtermStops*'
+  # Then the network layer, with the gRPC suppressions: Debian's gRPC, abseil
+  # and OpenSSL are not built with TSan, so races inside those libraries are
+  # suppressed (tests/tsan_net.supp). baton's own code is still checked, in
+  # the test process and in the agents and `baton` processes it starts (their
+  # stderr is checked for reports). Two binaries at a time, the longest first:
+  # - serve_grpc_test: `baton serve`'s gRPC front-end and client;
+  # - agent_failover_test: remote devices and the agents they lose and regain;
+  # - cli_serve_test: `baton serve`'s REST front-end (HTTP workers waiting on
+  #   the engine and watching their clients), both front-ends and `baton run
+  #   --server` over TLS, and SIGTERM stopping both front-ends at once. These
+  #   cases only: the others run for minutes under TSan and add no REST or TLS
+  #   coverage;
+  # - agent_server_test: the agent's Unload withdrawing its partition's work
+  #   (the shell's and the agent's locks), the bound on Loads at once, a
+  #   remote device's reader and supervisor facing a lying or withholding
+  #   agent, a reader held by its completion callback, and the Loads of a
+  #   client that went away given back (Execute, Load and Stats threads
+  #   counting clients);
+  # - serve_http_limits_test: the REST front-end's own connections cut short
+  #   while the engine serves;
+  # - port_contract_test;
+  # - agent_execute_test: the agent's writer answering pings between the
+  #   frames of a large completion while its reader queues them;
+  # - grpc_library_test: the wait for gRPC's clean-up at exit, whose absence
+  #   showed as a thread leak in `baton` processes.
+  local tests=build/tsan/tests
+  run_gtests tsan "TSAN_OPTIONS=halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
+    "$tests/serve_grpc_test" \
+    "$tests/agent_failover_test" \
+    "$tests/cli_serve_test --gtest_filter=CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*:CliServeTest.SigtermStops*" \
+    "$tests/agent_server_test --gtest_filter=*Unload*:*Lying*:*Concurrent*:*Withholds*:*OwnTime*:*Grace*:*GaveBack*" \
+    "$tests/serve_http_limits_test" \
+    "$tests/port_contract_test" \
+    "$tests/agent_execute_test" \
+    "$tests/grpc_library_test"
 }
 
 stage_fuzz() {
