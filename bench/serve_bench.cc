@@ -15,10 +15,11 @@
 // every wake-up of an idle vCPU go through the hypervisor, which dominates a
 // loopback round trip). Numbers go in docs/benchmarks.md.
 //
-//   serve_bench [--rounds N] [--calls N] [--run-here-up-to-us N]
+//   serve_bench [--rounds N] [--calls N] [--run-here-up-to-us N] [--only SIDE]
 //   (--benchmark_* flags: a smoke run; --run-here-up-to-us: both servers'
 //   run_here_up_to (GrpcOptions, HttpOptions), default theirs, 0 = hand every request to
-//   the engine's PU worker)
+//   the engine's PU worker; --only engine|grpc|http|live: time that side
+//   alone, e.g. under `perf record`, and print no differences)
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
 
@@ -75,6 +76,8 @@ Usage ProcessUsage() {
 int main(int argc, char** argv) {
   int rounds = 15, calls = 1000;
   int run_here_us = -1;  // -1: GrpcOptions' default
+  int only = -1;         // -1: every side; else the index in `sides` below
+  const char* side_names[4] = {"engine", "grpc", "http", "live"};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--rounds" && i + 1 < argc) {
@@ -83,11 +86,20 @@ int main(int argc, char** argv) {
       calls = std::atoi(argv[++i]);
     } else if (a == "--run-here-up-to-us" && i + 1 < argc) {
       run_here_us = std::atoi(argv[++i]);
+    } else if (a == "--only" && i + 1 < argc) {
+      const std::string side = argv[++i];
+      for (int s = 0; s < 4; ++s) {
+        if (side == side_names[s]) only = s;
+      }
+      if (only < 0) {
+        std::fprintf(stderr, "serve_bench: --only takes engine, grpc, http or live, not '%s'\n", side.c_str());
+        return 2;
+      }
     } else if (a.rfind("--benchmark_", 0) == 0) {
       rounds = 2;
       calls = 20;
     } else {
-      std::fprintf(stderr, "usage: %s [--rounds N] [--calls N] [--run-here-up-to-us N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--rounds N] [--calls N] [--run-here-up-to-us N] [--only engine|grpc|http|live]\n", argv[0]);
       return 2;
     }
   }
@@ -180,16 +192,20 @@ int main(int argc, char** argv) {
         return stub->ServerLive(&ctx, {}, &resp).ok() && resp.live();
       },
   };
-  for (const auto& side : sides) timed(side);  // warm-up
+  const auto runs = [&](int s) { return only < 0 || only == s; };
+  for (int s = 0; s < 4; ++s) {
+    if (runs(s)) timed(sides[s]);  // warm-up
+  }
   std::vector<double> us[4], sw[4], cpu[4], grpc_over, http_over;
   for (int r = 0; r < rounds; ++r) {
-    double t[4];
+    double t[4] = {0, 0, 0, 0};
     Usage w[4];
     for (int k = 0; k < 4; ++k) {
       const int s = (r + k) % 4;  // rotate which side goes first
-      t[s] = timed(sides[s], &w[s]);
+      if (runs(s)) t[s] = timed(sides[s], &w[s]);
     }
     for (int s = 0; s < 4; ++s) {
+      if (!runs(s)) continue;
       us[s].push_back(t[s]);
       sw[s].push_back(static_cast<double>(w[s].switches) / calls);
       cpu[s].push_back(w[s].cpu_us / calls);
@@ -204,11 +220,14 @@ int main(int argc, char** argv) {
   const char* names[4] = {"Engine::Infer (in process)     ", "gRPC ModelInfer (raw contents) ",
                           "HTTP/JSON POST .../infer       ", "gRPC ServerLive (no inference) "};
   for (int s = 0; s < 4; ++s) {
+    if (!runs(s)) continue;
     std::printf("  %s     median %.2f us/call, %.1f context switches/call, %.1f us of CPU/call%s\n", names[s],
                 Median(us[s]), Median(sw[s]), Median(cpu[s]), s == 3 ? " (the transport alone)" : "");
   }
-  std::printf("  gRPC added (per-round difference)   median %.2f us/call (target <= 150)\n", Median(grpc_over));
-  std::printf("  HTTP added (per-round difference)   median %.2f us/call (target <= 300)\n", Median(http_over));
+  if (only < 0) {
+    std::printf("  gRPC added (per-round difference)   median %.2f us/call (target <= 150)\n", Median(grpc_over));
+    std::printf("  HTTP added (per-round difference)   median %.2f us/call (target <= 300)\n", Median(http_over));
+  }
   std::printf("  idle CPUs: cpuidle driver %s, guest_halt_poll_ns %s\n",
               Setting("/sys/devices/system/cpu/cpuidle/current_driver").c_str(),
               Setting("/sys/module/haltpoll/parameters/guest_halt_poll_ns").c_str());

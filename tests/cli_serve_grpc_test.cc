@@ -37,6 +37,7 @@
 #include "baton/verify/verify.h"
 #include "cli_test_util.h"
 #include "serve_test_util.h"
+#include "test_certs.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -867,6 +868,90 @@ TEST_F(CliServeGrpcTest, TokenAndStartUpErrors) {
   testing::CliResult none = testing::Baton("serve " + Config() + " --no-grpc --no-http");
   EXPECT_EQ(none.exit_code, 2);
   EXPECT_THAT(none.output, HasSubstr("nothing to serve"));
+}
+
+// A server that listens on another address than loopback (TLS and a token)
+// asks every caller for the token, on loopback too, except the standard
+// health service, which stays open everywhere (docs/serve.md, Security).
+TEST_F(CliServeGrpcTest, OffLoopbackOnlyTheHealthServiceIsOpenWithoutTheToken) {
+  ASSERT_TRUE(testing::MakeTestCertificates(dir_)) << "openssl could not make the test certificates";
+  const auto file = [&](const std::string& name) { return (dir_ / name).string(); };
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--grpc", "0.0.0.0:0", "--no-http", "--tls-cert",
+                                file("server.pem"), "--tls-key", file("server.key"), "--token-file",
+                                file("good.token")});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  std::ifstream ca_in(file("ca.pem"));
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs.assign(std::istreambuf_iterator<char>(ca_in), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(tls.pem_root_certs.empty());
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()), grpc::SslCredentials(tls));
+  auto stub = GRPCInferenceService::NewStub(channel);
+  auto health = grpc::health::v1::Health::NewStub(channel);
+
+  for (const std::string& service : {std::string(), std::string("inference.GRPCInferenceService")}) {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    grpc::health::v1::HealthCheckResponse resp;
+    const grpc::Status st = health->Check(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << "'" << service << "': " << st.error_message();
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+  // Without the token (and with a wrong one) every other call is refused.
+  for (const std::string& given : {std::string(), std::string("wrong-token")}) {
+    {
+      grpc::ClientContext ctx;
+      Prepare(ctx, given);
+      inference::ServerLiveResponse live;
+      const grpc::Status st = stub->ServerLive(&ctx, {}, &live);
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << "ServerLive, token '" << given << "'";
+      EXPECT_THAT(st.error_message(), HasSubstr("Bearer"));
+    }
+    {
+      grpc::ClientContext ctx;
+      Prepare(ctx, given);
+      inference::ServerReadyResponse ready;
+      EXPECT_EQ(stub->ServerReady(&ctx, {}, &ready).error_code(), grpc::StatusCode::UNAUTHENTICATED)
+          << "ServerReady, token '" << given << "'";
+    }
+    {
+      grpc::ClientContext ctx;
+      Prepare(ctx, given);
+      inference::ModelMetadataRequest req;
+      req.set_name("cam");
+      inference::ModelMetadataResponse meta;
+      EXPECT_EQ(stub->ModelMetadata(&ctx, req, &meta).error_code(), grpc::StatusCode::UNAUTHENTICATED)
+          << "ModelMetadata, token '" << given << "'";
+    }
+  }
+  // With the token they are answered.
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx, "s3cret-token");
+    inference::ServerLiveResponse live;
+    const grpc::Status st = stub->ServerLive(&ctx, {}, &live);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_TRUE(live.live());
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx, "s3cret-token");
+    inference::ServerReadyResponse ready;
+    const grpc::Status st = stub->ServerReady(&ctx, {}, &ready);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_TRUE(ready.ready());
+  }
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx, "s3cret-token");
+    inference::ModelMetadataRequest req;
+    req.set_name("cam");
+    inference::ModelMetadataResponse meta;
+    const grpc::Status st = stub->ModelMetadata(&ctx, req, &meta);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(meta.name(), "cam");
+  }
 }
 
 }  // namespace
