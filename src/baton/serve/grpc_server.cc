@@ -538,6 +538,19 @@ struct GrpcServer::Impl {
   bool stopping = false;           // guarded by streams_mu
   bool stopped = false;            // guarded by streams_mu
 
+  // The last step of a stream or watch, run once by whoever marked it gone,
+  // without its own lock: off its list (if it was put on it), then deleted.
+  // Stop may hold streams_mu and find the call on the list meanwhile; it sees
+  // the call gone and leaves it.
+  template <typename CallT>
+  void Delete(CallT* call, std::set<CallT*>& list, bool registered) {
+    if (registered) {
+      std::lock_guard lock(streams_mu);
+      list.erase(call);
+    }
+    delete static_cast<AsyncCall*>(call);  // virtual; the calls' own destructors are private
+  }
+
   // The health service's answer for `service`: SERVING until Stop, for the
   // server ("") and the KServe service; nullopt for any other service.
   std::optional<HealthCheckResponse::ServingStatus> HealthOf(const std::string& name) {
@@ -975,11 +988,7 @@ class GrpcServer::Impl::Stream final : public AsyncCall {
     if (gone_ || !finish_back_ || !done_back_ || reading_) return;
     gone_ = true;
     lock.unlock();
-    if (registered_) {
-      std::lock_guard streams_lock(impl_.streams_mu);
-      impl_.streams.erase(this);
-    }
-    delete this;
+    impl_.Delete(this, impl_.streams, registered_);
   }
 
   Impl& impl_;
@@ -1117,11 +1126,7 @@ class GrpcServer::Impl::HealthWatch final : public AsyncCall {
     if (gone_ || !finish_back_ || !done_back_) return;
     gone_ = true;
     lock.unlock();
-    if (registered_) {
-      std::lock_guard streams_lock(impl_.streams_mu);
-      impl_.watches.erase(this);
-    }
-    delete this;
+    impl_.Delete(this, impl_.watches, registered_);
   }
 
   Impl& impl_;
