@@ -18,10 +18,15 @@
 //   serve_bench [--rounds N] [--calls N] [--run-here-up-to-us N] [--only SIDE]
 //   (--benchmark_* flags: a smoke run; --run-here-up-to-us: both servers'
 //   run_here_up_to (GrpcOptions, HttpOptions), default theirs, 0 = hand every request to
-//   the engine's PU worker; --only engine|grpc|http|live: time that side
+//   the engine's PU worker; --only engine|grpc|http|live|tcp: time that side
 //   alone, e.g. under `perf record`, and print no differences)
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -32,6 +37,7 @@
 #include <fstream>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -71,13 +77,86 @@ Usage ProcessUsage() {
   return {static_cast<int64_t>(u.ru_nvcsw) + u.ru_nivcsw, us(u.ru_utime) + us(u.ru_stime)};
 }
 
+constexpr int kSides = 5;  // engine, gRPC, HTTP, gRPC ServerLive, TCP echo
+
+// A TCP echo over loopback between this process's threads, with TCP_NODELAY
+// on both ends: the floor under any request-response protocol on this
+// machine (two small writes and two wake-ups per round trip).
+class TcpEcho {
+ public:
+  // False when a socket call failed (errno says why).
+  bool Start() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::listen(listener_, 1) != 0 || ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      return false;
+    }
+    echo_ = std::thread([this] {
+      const int fd = ::accept(listener_, nullptr, nullptr);
+      if (fd < 0) return;
+      NoDelay(fd);
+      char buf[4096];
+      for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof(buf));
+        if (n <= 0 || !WriteAll(fd, buf, static_cast<size_t>(n))) break;
+      }
+      ::close(fd);
+    });
+    client_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (client_ < 0 || ::connect(client_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return false;
+    NoDelay(client_);
+    return true;
+  }
+  // One round trip of `message`.
+  bool RoundTrip(const std::string& message) {
+    if (!WriteAll(client_, message.data(), message.size())) return false;
+    char buf[4096];
+    size_t got = 0;
+    while (got < message.size()) {
+      const ssize_t n = ::read(client_, buf, std::min(sizeof(buf), message.size() - got));
+      if (n <= 0) return false;
+      got += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  ~TcpEcho() {
+    if (client_ >= 0) ::shutdown(client_, SHUT_RDWR);  // ends the echo thread's read
+    if (listener_ >= 0) ::shutdown(listener_, SHUT_RDWR);  // or its accept
+    if (echo_.joinable()) echo_.join();
+    if (client_ >= 0) ::close(client_);
+    if (listener_ >= 0) ::close(listener_);
+  }
+
+ private:
+  static void NoDelay(int fd) {
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  static bool WriteAll(int fd, const char* p, size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::write(fd, p, n);
+      if (w <= 0) return false;
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+    return true;
+  }
+  int listener_ = -1;
+  int client_ = -1;
+  std::thread echo_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int rounds = 15, calls = 1000;
   int run_here_us = -1;  // -1: GrpcOptions' default
   int only = -1;         // -1: every side; else the index in `sides` below
-  const char* side_names[4] = {"engine", "grpc", "http", "live"};
+  const char* side_names[kSides] = {"engine", "grpc", "http", "live", "tcp"};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--rounds" && i + 1 < argc) {
@@ -88,18 +167,18 @@ int main(int argc, char** argv) {
       run_here_us = std::atoi(argv[++i]);
     } else if (a == "--only" && i + 1 < argc) {
       const std::string side = argv[++i];
-      for (int s = 0; s < 4; ++s) {
+      for (int s = 0; s < kSides; ++s) {
         if (side == side_names[s]) only = s;
       }
       if (only < 0) {
-        std::fprintf(stderr, "serve_bench: --only takes engine, grpc, http or live, not '%s'\n", side.c_str());
+        std::fprintf(stderr, "serve_bench: --only takes engine, grpc, http, live or tcp, not '%s'\n", side.c_str());
         return 2;
       }
     } else if (a.rfind("--benchmark_", 0) == 0) {
       rounds = 2;
       calls = 20;
     } else {
-      std::fprintf(stderr, "usage: %s [--rounds N] [--calls N] [--run-here-up-to-us N] [--only engine|grpc|http|live]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--rounds N] [--calls N] [--run-here-up-to-us N] [--only engine|grpc|http|live|tcp]\n", argv[0]);
       return 2;
     }
   }
@@ -171,7 +250,13 @@ int main(int argc, char** argv) {
     }
     return us / calls;
   };
-  const std::function<bool()> sides[4] = {
+  TcpEcho echo;
+  if (!echo.Start()) {
+    std::perror("serve_bench: the TCP echo");
+    return 1;
+  }
+  const std::string echo_message(kN * sizeof(float), 'x');
+  const std::function<bool()> sides[kSides] = {
       [&] {
         baton::Tensors t;
         t.emplace("x", Tensor::Borrow(baton::dtype::kFloat, {1, kN}, x.data(), x.size() * sizeof(float)));
@@ -191,20 +276,21 @@ int main(int argc, char** argv) {
         inference::ServerLiveResponse resp;
         return stub->ServerLive(&ctx, {}, &resp).ok() && resp.live();
       },
+      [&] { return echo.RoundTrip(echo_message); },
   };
   const auto runs = [&](int s) { return only < 0 || only == s; };
-  for (int s = 0; s < 4; ++s) {
+  for (int s = 0; s < kSides; ++s) {
     if (runs(s)) timed(sides[s]);  // warm-up
   }
-  std::vector<double> us[4], sw[4], cpu[4], grpc_over, http_over;
+  std::vector<double> us[kSides], sw[kSides], cpu[kSides], grpc_over, http_over;
   for (int r = 0; r < rounds; ++r) {
-    double t[4] = {0, 0, 0, 0};
-    Usage w[4];
-    for (int k = 0; k < 4; ++k) {
-      const int s = (r + k) % 4;  // rotate which side goes first
+    double t[kSides] = {};
+    Usage w[kSides];
+    for (int k = 0; k < kSides; ++k) {
+      const int s = (r + k) % kSides;  // rotate which side goes first
       if (runs(s)) t[s] = timed(sides[s], &w[s]);
     }
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < kSides; ++s) {
       if (!runs(s)) continue;
       us[s].push_back(t[s]);
       sw[s].push_back(static_cast<double>(w[s].switches) / calls);
@@ -217,12 +303,14 @@ int main(int argc, char** argv) {
       "serve_bench: float32[1,%d] affine model, %d rounds x %d sequential calls, rotating, loopback, gRPC and "
       "HTTP run here up to %lld us\n",
       kN, rounds, calls, static_cast<long long>(go.run_here_up_to.count()));
-  const char* names[4] = {"Engine::Infer (in process)     ", "gRPC ModelInfer (raw contents) ",
-                          "HTTP/JSON POST .../infer       ", "gRPC ServerLive (no inference) "};
-  for (int s = 0; s < 4; ++s) {
+  const char* names[kSides] = {"Engine::Infer (in process)     ", "gRPC ModelInfer (raw contents) ",
+                               "HTTP/JSON POST .../infer       ", "gRPC ServerLive (no inference) ",
+                               "TCP echo, 256 B (no gRPC)      "};
+  const char* notes[kSides] = {"", "", "", " (gRPC's transport alone)", " (this machine's loopback floor)"};
+  for (int s = 0; s < kSides; ++s) {
     if (!runs(s)) continue;
     std::printf("  %s     median %.2f us/call, %.1f context switches/call, %.1f us of CPU/call%s\n", names[s],
-                Median(us[s]), Median(sw[s]), Median(cpu[s]), s == 3 ? " (the transport alone)" : "");
+                Median(us[s]), Median(sw[s]), Median(cpu[s]), notes[s]);
   }
   if (only < 0) {
     std::printf("  gRPC added (per-round difference)   median %.2f us/call (target <= 150)\n", Median(grpc_over));
