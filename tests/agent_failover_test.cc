@@ -330,7 +330,7 @@ TEST(AgentFailoverTest, RestartedAgentIsReloadedAndRejoins) {
   ASSERT_GT(loads_before, 0u);
   LoadResult r1 = RunLoad(cluster.rt(), c, 10, 2, [&] { a.Restart(); });
   EXPECT_EQ(r1.ok, 10) << r1.first_problem;
-  ASSERT_TRUE(a.ok()) << "could not restart the agent on its port";
+  ASSERT_TRUE(a.ok()) << "could not restart the agent on its port: " << a.banner();
   ASSERT_TRUE(Rejoins(cluster.remote(0)));
   EXPECT_GE(cluster.remote(0).counters().rejoined, 1u);
   // Every partition was sent again: the restarted agent's cache was empty.

@@ -154,6 +154,8 @@ class BatonProcess {
   }
 
   void Start() {
+    port_ = -1;  // until the banner names it (Restart compares it with the old one)
+    grpc_port_ = -1;
     int fds[2];
     if (::pipe(fds) != 0) return;
     std::string err_template = ::testing::TempDir() + "baton_agent_stderr_XXXXXX";
@@ -186,6 +188,14 @@ class BatonProcess {
     // `baton serve` prints a line per front-end (gRPC first), other commands one.
     const int lines = command_ == "serve" ? (no_http ? 0 : 1) + (no_grpc ? 0 : 1) : 1;
     argv_s.insert(argv_s.end(), args_.begin(), args_.end());
+    // Built before fork: the child of a threaded process may only make
+    // async-signal-safe calls until exec. An allocation there can wait
+    // forever on an allocator lock another thread held at the fork (as
+    // AddressSanitizer's allocator did, once in CI: the restarted agent never
+    // printed its banner).
+    std::vector<char*> argv;
+    for (std::string& s : argv_s) argv.push_back(s.data());
+    argv.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ == 0) {
       ::dup2(fds[1], 1);
@@ -193,9 +203,6 @@ class BatonProcess {
       ::close(fds[0]);
       ::close(fds[1]);
       ::close(err_fd);
-      std::vector<char*> argv;
-      for (std::string& s : argv_s) argv.push_back(s.data());
-      argv.push_back(nullptr);
       ::execvp(argv[0], argv.data());
       _exit(127);
     }
@@ -242,11 +249,15 @@ class BatonProcess {
     }
     banner_cv.notify_all();
     watchdog.join();
-    if (banner_late) {
-      port_ = -1;
-      banner_ += "(no banner within " + std::to_string(kBannerWait.count()) + " s: killed)\n";
-    }
+    if (banner_late) port_ = -1;
     if (port_ <= 0) banner_ += Stderr();  // why it did not start
+    if (banner_late) {
+      banner_ += "(no banner within " + std::to_string(kBannerWait.count()) + " s: killed)\n";
+      // Reaped here, so that Stop does not report the kill as its own failure.
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      Reap();
+    }
   }
   static constexpr std::chrono::seconds kBannerWait{120};
 

@@ -60,6 +60,10 @@ inline SignalledRun ActWhenPrinted(const std::vector<std::string>& args, const s
   if (::pipe(fds) != 0) return r;
   std::vector<std::string> argv_s = {BATON_CLI};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
+  // Built before fork: the child may not allocate (agent_test_util.h, Start).
+  std::vector<char*> argv;
+  for (std::string& arg : argv_s) argv.push_back(arg.data());
+  argv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) return r;
   if (pid == 0) {
@@ -67,9 +71,6 @@ inline SignalledRun ActWhenPrinted(const std::vector<std::string>& args, const s
     ::dup2(fds[1], 2);
     ::close(fds[0]);
     ::close(fds[1]);
-    std::vector<char*> argv;
-    for (const std::string& arg : argv_s) argv.push_back(const_cast<char*>(arg.c_str()));
-    argv.push_back(nullptr);
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
