@@ -898,60 +898,47 @@ TEST_F(CliServeGrpcTest, OffLoopbackOnlyTheHealthServiceIsOpenWithoutTheToken) {
     ASSERT_TRUE(st.ok()) << "'" << service << "': " << st.error_message();
     EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
   }
-  // Without the token (and with a wrong one) every other call is refused.
-  for (const std::string& given : {std::string(), std::string("wrong-token")}) {
-    {
-      grpc::ClientContext ctx;
-      Prepare(ctx, given);
-      inference::ServerLiveResponse live;
-      const grpc::Status st = stub->ServerLive(&ctx, {}, &live);
-      EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << "ServerLive, token '" << given << "'";
-      EXPECT_THAT(st.error_message(), HasSubstr("Bearer"));
-    }
-    {
-      grpc::ClientContext ctx;
-      Prepare(ctx, given);
-      inference::ServerReadyResponse ready;
-      EXPECT_EQ(stub->ServerReady(&ctx, {}, &ready).error_code(), grpc::StatusCode::UNAUTHENTICATED)
-          << "ServerReady, token '" << given << "'";
-    }
-    {
-      grpc::ClientContext ctx;
-      Prepare(ctx, given);
-      inference::ModelMetadataRequest req;
-      req.set_name("cam");
-      inference::ModelMetadataResponse meta;
-      EXPECT_EQ(stub->ModelMetadata(&ctx, req, &meta).error_code(), grpc::StatusCode::UNAUTHENTICATED)
-          << "ModelMetadata, token '" << given << "'";
-    }
-  }
-  // With the token they are answered.
-  {
-    grpc::ClientContext ctx;
-    Prepare(ctx, "s3cret-token");
+  // ServerLive, ServerReady and ModelMetadata of `cam`, with `token` ("": none).
+  struct Answers {
+    grpc::Status live, ready, metadata;
+    bool is_live = false, is_ready = false;
+    std::string name;
+  };
+  const auto call_with = [&](const std::string& token) {
+    Answers a;
+    grpc::ClientContext live_ctx, ready_ctx, meta_ctx;
+    Prepare(live_ctx, token);
+    Prepare(ready_ctx, token);
+    Prepare(meta_ctx, token);
     inference::ServerLiveResponse live;
-    const grpc::Status st = stub->ServerLive(&ctx, {}, &live);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-    EXPECT_TRUE(live.live());
-  }
-  {
-    grpc::ClientContext ctx;
-    Prepare(ctx, "s3cret-token");
     inference::ServerReadyResponse ready;
-    const grpc::Status st = stub->ServerReady(&ctx, {}, &ready);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-    EXPECT_TRUE(ready.ready());
-  }
-  {
-    grpc::ClientContext ctx;
-    Prepare(ctx, "s3cret-token");
     inference::ModelMetadataRequest req;
     req.set_name("cam");
     inference::ModelMetadataResponse meta;
-    const grpc::Status st = stub->ModelMetadata(&ctx, req, &meta);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-    EXPECT_EQ(meta.name(), "cam");
+    a.live = stub->ServerLive(&live_ctx, {}, &live);
+    a.ready = stub->ServerReady(&ready_ctx, {}, &ready);
+    a.metadata = stub->ModelMetadata(&meta_ctx, req, &meta);
+    a.is_live = live.live();
+    a.is_ready = ready.ready();
+    a.name = meta.name();
+    return a;
+  };
+  // Without the token (and with a wrong one) every other call is refused.
+  for (const std::string& given : {std::string(), std::string("wrong-token")}) {
+    const Answers a = call_with(given);
+    EXPECT_EQ(a.live.error_code(), grpc::StatusCode::UNAUTHENTICATED) << "ServerLive, token '" << given << "'";
+    EXPECT_THAT(a.live.error_message(), HasSubstr("Bearer"));
+    EXPECT_EQ(a.ready.error_code(), grpc::StatusCode::UNAUTHENTICATED) << "ServerReady, token '" << given << "'";
+    EXPECT_EQ(a.metadata.error_code(), grpc::StatusCode::UNAUTHENTICATED) << "ModelMetadata, token '" << given << "'";
   }
+  // With the token they are answered.
+  const Answers a = call_with("s3cret-token");
+  ASSERT_TRUE(a.live.ok()) << a.live.error_message();
+  EXPECT_TRUE(a.is_live);
+  ASSERT_TRUE(a.ready.ok()) << a.ready.error_message();
+  EXPECT_TRUE(a.is_ready);
+  ASSERT_TRUE(a.metadata.ok()) << a.metadata.error_message();
+  EXPECT_EQ(a.name, "cam");
 }
 
 }  // namespace
