@@ -190,9 +190,9 @@ class BatonProcess {
     argv_s.insert(argv_s.end(), args_.begin(), args_.end());
     // Built before fork: the child of a threaded process may only make
     // async-signal-safe calls until exec. An allocation there can wait
-    // forever on an allocator lock another thread held at the fork (as
-    // AddressSanitizer's allocator did, once in CI: the restarted agent never
-    // printed its banner).
+    // forever on an allocator lock another thread held at the fork (the
+    // likeliest cause of a restarted agent that, once in CI under
+    // AddressSanitizer, printed no banner within 120 s).
     std::vector<char*> argv;
     for (std::string& s : argv_s) argv.push_back(s.data());
     argv.push_back(nullptr);
