@@ -32,6 +32,7 @@
 
 #include "agent_test_util.h"
 #include "baton/backend/ort/ort_runner.h"
+#include "baton/core/file.h"
 #include "baton/core/version.h"
 #include "baton/graph/model.h"
 #include "baton/verify/verify.h"
@@ -880,10 +881,10 @@ TEST_F(CliServeGrpcTest, OffLoopbackOnlyTheHealthServiceIsOpenWithoutTheToken) {
                                 file("server.pem"), "--tls-key", file("server.key"), "--token-file",
                                 file("good.token")});
   ASSERT_TRUE(server.ok()) << server.banner();
-  std::ifstream ca_in(file("ca.pem"));
+  absl::StatusOr<std::string> ca = ReadRegularFile(file("ca.pem"), 1 << 20, "CA certificate");
+  ASSERT_TRUE(ca.ok()) << ca.status();
   grpc::SslCredentialsOptions tls;
-  tls.pem_root_certs.assign(std::istreambuf_iterator<char>(ca_in), std::istreambuf_iterator<char>());
-  ASSERT_FALSE(tls.pem_root_certs.empty());
+  tls.pem_root_certs = *std::move(ca);
   auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server.grpc_port()), grpc::SslCredentials(tls));
   auto stub = GRPCInferenceService::NewStub(channel);
   auto health = grpc::health::v1::Health::NewStub(channel);
