@@ -167,7 +167,8 @@ stage_tsan() {
   # - agent_failover_test: remote devices and the agents they lose and regain;
   # - cli_serve_test: `baton serve`'s REST front-end (HTTP workers waiting on
   #   the engine and watching their clients), both front-ends and `baton run
-  #   --server` over TLS, and SIGTERM stopping both front-ends at once. These
+  #   --server` over TLS, SIGTERM stopping both front-ends at once, and
+  #   --exit-timeout-secs cancelling what is left in both. These
   #   cases only: the others run for minutes under TSan and add no REST or TLS
   #   coverage;
   # - agent_server_test: the agent's Unload withdrawing its partition's work
@@ -187,7 +188,7 @@ stage_tsan() {
   run_gtests tsan "TSAN_OPTIONS=halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
     "$tests/serve_grpc_test" \
     "$tests/agent_failover_test" \
-    "$tests/cli_serve_test --gtest_filter=CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*:CliServeTest.SigtermStops*" \
+    "$tests/cli_serve_test --gtest_filter=CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*:CliServeTest.SigtermStops*:CliServeTest.ExitTimeout*" \
     "$tests/agent_server_test --gtest_filter=*Unload*:*Lying*:*Concurrent*:*Withholds*:*OwnTime*:*Grace*:*GaveBack*" \
     "$tests/serve_http_limits_test" \
     "$tests/port_contract_test" \

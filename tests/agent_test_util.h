@@ -61,7 +61,9 @@ class BatonProcess {
   }
 
   void Signal(int sig) {
-    if (pid_ > 0) ::kill(pid_, sig);
+    if (pid_ <= 0) return;
+    stopping_ = stopping_ || sig == SIGTERM || sig == SIGINT;
+    ::kill(pid_, sig);
   }
   // Sends `sig` (SIGKILL: a crash the test stages) and reaps the child
   // (returns its wait status). Fails the test when the agent had already
@@ -84,11 +86,13 @@ class BatonProcess {
     return status;
   }
   // Stops it as a user does (SIGTERM) and expects exit status 0 within
-  // `limit`; after that it is killed and the test fails.
+  // `limit`; after that it is killed and the test fails. Once the test has
+  // sent SIGTERM or SIGINT itself, no second one is sent: `serve` and `run`
+  // take a second signal as "stop at once".
   void Stop(std::chrono::seconds limit = std::chrono::seconds(60)) {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGCONT);  // a test may have left it stopped
-    ::kill(pid_, SIGTERM);
+    if (!stopping_) ::kill(pid_, SIGTERM);
     int status = 0;
     if (!WaitExit(limit, &status)) {
       ::kill(pid_, SIGKILL);
@@ -103,6 +107,23 @@ class BatonProcess {
                     << Stderr();
     }
     Reap();
+  }
+  // Waits at most `limit` for it to exit after a signal the test sent, and
+  // reaps it: its wait status, or -1 when it was still running (it is then
+  // killed and the test fails). `err`, when given, gets its whole stderr.
+  int AwaitExit(std::chrono::seconds limit, std::string* err = nullptr) {
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    if (!WaitExit(limit, &status)) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      ADD_FAILURE() << "baton " << command_ << " " << pid_ << " did not exit within " << limit.count()
+                    << " s; its stderr:\n" << Stderr();
+      status = -1;
+    }
+    if (err != nullptr) *err = Stderr();
+    Reap();
+    return status;
   }
   // Starts it again on the same port (a restarted agent).
   void Restart() {
@@ -145,6 +166,7 @@ class BatonProcess {
     const std::string report = SanitizerReport(Stderr());
     if (!report.empty()) ADD_FAILURE() << "baton " << command_ << " " << pid_ << " printed a sanitizer report:\n" << report;
     pid_ = -1;
+    stopping_ = false;
     if (out_) {
       std::fclose(out_);
       out_ = nullptr;
@@ -266,6 +288,7 @@ class BatonProcess {
   std::vector<std::string> args_;
   std::vector<std::string> prefix_;
   pid_t pid_ = -1;
+  bool stopping_ = false;  // the test sent it SIGTERM or SIGINT (Signal)
   FILE* out_ = nullptr;
   int port_ = -1;
   int grpc_port_ = -1;

@@ -601,6 +601,76 @@ TEST_F(CliServeTest, SigtermStopsHttpAcceptingWhileGrpcAnswersWhatIsInFlight) {
   server.Stop();  // exit status 0, once the killed client's call is cancelled
 }
 
+// `--exit-timeout-secs` (Triton's flag) bounds how long SIGTERM waits for
+// what is in flight: here a gRPC call (from `baton run --server`) and a REST
+// request, each of which would hold the one PU for minutes, are cancelled
+// after 1 s and the server exits 0, long before the default 30 s grace.
+TEST_F(CliServeTest, ExitTimeoutCancelsWhatIsStillInFlight) {
+  const std::string config = SpinConfig(/*spins=*/1, /*cam=*/false);
+  BatonProcess server("serve",
+                      {config, "--no-profile", "-q", "--grpc", "127.0.0.1:0", "--exit-timeout-secs", "1"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  const std::string running = "baton_device_running{device=\"local\"}";
+  const std::string queued = "baton_device_queue_depth{device=\"local\"}";
+  // The REST request, on a thread of its own: it waits for its answer.
+  std::atomic<bool> rest_returned{false};
+  std::thread rest([&] {
+    httplib::Client rc("127.0.0.1", server.port());
+    rc.set_read_timeout(120, 0);
+    const json body = {{"inputs", json::array({{{"name", "x"}, {"shape", {1}}, {"datatype", "FP32"}, {"data", {0}}}})}};
+    auto r = rc.Post("/v2/models/spin/infer", body.dump(), "application/json");
+    rest_returned = true;
+    EXPECT_FALSE(r && r->status == 200) << "the spin request was answered OK";
+  });
+  bool busy = false;
+  const testing::SignalledRun client = testing::ActWhenPrinted(
+      {"run", config, "--server", "127.0.0.1:" + std::to_string(server.grpc_port()), "--duration", "600", "--warmup",
+       "0"},
+      "planning", [&](pid_t pid) {
+        busy = WaitUntil([&] { return Metric(c, running) == 1 && Metric(c, queued) == 1; });
+        // SIGTERM, then exit status 0 within 20 s: the two requests are
+        // cancelled after 1 s instead of waiting the default 30 s.
+        if (busy) server.Stop(std::chrono::seconds(20));
+        ::kill(pid, SIGKILL);
+      });
+  rest.join();
+  ASSERT_TRUE(client.signalled) << client.output;
+  ASSERT_TRUE(busy) << "the two requests never reached the PU and its queue";
+  EXPECT_TRUE(rest_returned);
+}
+
+// A second SIGTERM while the server waits for what is in flight exits at
+// once, with 128 + the signal, as `baton run` does.
+TEST_F(CliServeTest, ASecondSignalExitsAtOnce) {
+  const std::string config = SpinConfig(/*spins=*/1, /*cam=*/false);
+  BatonProcess server("serve", {config, "--no-profile", "-q", "--no-grpc"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  std::thread rest([&] {
+    httplib::Client rc("127.0.0.1", server.port());
+    rc.set_read_timeout(120, 0);
+    const json body = {{"inputs", json::array({{{"name", "x"}, {"shape", {1}}, {"datatype", "FP32"}, {"data", {0}}}})}};
+    auto r = rc.Post("/v2/models/spin/infer", body.dump(), "application/json");
+    EXPECT_FALSE(r) << "the spin request was answered: " << r->status;
+  });
+  ASSERT_TRUE(WaitUntil([&] { return Metric(c, "baton_device_running{device=\"local\"}") == 1; }));
+  server.Signal(SIGTERM);
+  // Once the first signal's line is out, the second one is counted as such.
+  const bool stopping = WaitUntil([&] { return server.Stderr().find("again to stop at once") != std::string::npos; });
+  EXPECT_TRUE(stopping) << server.Stderr();
+  server.Signal(SIGTERM);
+  std::string err;
+  const int status = server.AwaitExit(std::chrono::seconds(20), &err);
+  rest.join();
+  ASSERT_TRUE(WIFEXITED(status)) << status << "\n" << err;
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM) << err;
+  EXPECT_THAT(err, HasSubstr("SIGTERM: no new connections; answering what is in flight (for up to 30 s"));
+  EXPECT_THAT(err, HasSubstr("second signal: stopping now, leaving what is in flight unanswered"));
+}
+
 // What is still in flight a while after a measured window does not hold the
 // run: `baton run --server` cancels it (the server cancels its requests) and
 // counts it as abandoned, as the in-process run does, instead of waiting for

@@ -2,9 +2,9 @@
 // opens a baton::Engine on the config (the embedded default models without
 // one) and serves it over the KServe v2 protocol, gRPC and REST, with
 // Prometheus metrics (src/baton/serve/). SIGINT/SIGTERM: stop accepting, answer what is in
-// flight, exit 0. Exit status 2 for usage and start-up errors.
-#include <pthread.h>
-#include <signal.h>
+// flight (cancel what is left after --exit-timeout-secs), exit 0; a second
+// signal exits at once with 128 + the signal. Exit status 2 for usage and
+// start-up errors.
 
 #include <cerrno>
 #include <cstdint>
@@ -65,11 +65,16 @@ struct ServeArgs {
   bool allow_client_shm = false;
   std::string trace;
   int64_t trace_max_events = 1'000'000;
+  int exit_timeout_s = 30;
   bool quiet = false;
 };
 
 int Serve(const ServeArgs& args) {
-  sigset_t stop_signals = BlockStopSignals();
+  // Before any thread starts. A second signal while stopping exits at once.
+  StopOnSignal stop_signal(
+      absl::StrCat("no new connections; answering what is in flight (for up to ", args.exit_timeout_s,
+                   " s, --exit-timeout-secs; then it is cancelled)"),
+      "leaving what is in flight unanswered", "baton serve");
 
   if (args.no_http && args.no_grpc) {
     std::cerr << "baton serve: --no-http and --no-grpc together leave nothing to serve; drop one\n";
@@ -88,6 +93,8 @@ int Serve(const ServeArgs& args) {
     std::cerr << "baton serve: " << address.message() << "\n";
     return 2;
   }
+  http.stop_grace = std::chrono::seconds(args.exit_timeout_s);
+  grpc.stop_grace = http.stop_grace;
   http.threads = args.threads;
   http.max_request_bytes = static_cast<size_t>(args.max_request_mb) << 20;
   http.read_timeout = std::chrono::seconds(args.timeout_s);
@@ -175,10 +182,7 @@ int Serve(const ServeArgs& args) {
     std::cerr << "baton serve: without " << (http.tls_cert.empty() ? "TLS" : "a token")
               << ", so serving on loopback only\n";
   }
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  std::cerr << "baton serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
-            << ": no new connections; answering what is in flight\n";
+  stop_signal.Wait();
   // Both front-ends stop accepting, then answer what they have in flight;
   // then the engine drains, and the trace is written.
   (*server)->Stop();
@@ -209,7 +213,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "serve",
       "Serve the config's models over the KServe v2 / Triton protocol, gRPC and REST (docs/serve.md). Exit status: 0 "
-      "after SIGINT/SIGTERM, 2 usage or start-up error.");
+      "after SIGINT/SIGTERM, 2 usage or start-up error, 128 + the signal after a second signal.");
   cmd->add_option("CONFIG", args->config, "YAML run configuration (default: the embedded models)");
   cmd->add_option("--plan", args->plan, "Carry out this plan (`baton plan`)");
   cmd->add_option("--profile", args->profile, "Use this profile (default: the plan's, else one cached per config)");
@@ -277,6 +281,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--trace-max-events", args->trace_max_events,
                   "With --trace: keep the first this many events, about 100 bytes of memory each (default 1000000)")
       ->check(CLI::Range(int64_t{1}, int64_t{100'000'000}));
+  cmd->add_option("--exit-timeout-secs", args->exit_timeout_s,
+                  "On SIGINT/SIGTERM, wait this long for the requests in flight to be answered, then cancel what "
+                  "is left (Triton's name; default 30). A second signal exits at once")
+      ->check(IntIn(0, 3600));
   cmd->add_flag("-q,--quiet", args->quiet, "No start-up progress lines");
   cmd->callback([args, exit_code] {
     *exit_code = Serve(*args);

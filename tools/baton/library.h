@@ -6,9 +6,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -46,14 +48,22 @@ inline sigset_t BlockStopSignals() {
   return stop_signals;
 }
 
-// For `baton run`: the first SIGINT/SIGTERM sets stop() (the run finishes the
-// slice it is in and reports what ran); a second one ends the process at once
-// with 128 + the signal. Construct it before any other thread starts.
+// For `baton run`, `profile` and `serve`: the first SIGINT/SIGTERM sets
+// stop() and wakes Wait() (the run finishes the slice it is in and reports
+// what ran; the server answers what is in flight); a second one ends the
+// process at once with 128 + the signal. Construct it before any other
+// thread starts.
 class StopOnSignal {
  public:
-  // `what_next`: what the command does after the first signal (printed).
-  explicit StopOnSignal(std::string what_next = "finishing the current slice, then reporting what ran")
-      : what_next_(std::move(what_next)), signals_(BlockStopSignals()), watcher_([this] { Watch(); }) {}
+  // `what_next`: what the command does after the first signal; `at_once`:
+  // what a second signal leaves undone (both printed).
+  explicit StopOnSignal(std::string what_next = "finishing the current slice, then reporting what ran",
+                        std::string at_once = "nothing written", std::string who = "baton")
+      : what_next_(std::move(what_next)),
+        at_once_(std::move(at_once)),
+        who_(std::move(who)),
+        signals_(BlockStopSignals()),
+        watcher_([this] { Watch(); }) {}
   ~StopOnSignal() {
     done_.store(true);
     watcher_.join();
@@ -63,6 +73,12 @@ class StopOnSignal {
 
   const std::atomic<bool>* stop() const { return &stop_; }
   int signal() const { return signal_.load(); }  // 0 = none yet
+  // Blocks until the first signal; returns it.
+  int Wait() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return signal_.load() != 0; });
+    return signal_.load();
+  }
 
  private:
   void Watch() {
@@ -71,17 +87,26 @@ class StopOnSignal {
       const int sig = sigtimedwait(&signals_, nullptr, &poll);
       if (sig <= 0) continue;
       if (stop_.load()) {
-        std::fprintf(stderr, "baton: second signal: stopping now, nothing written\n");
+        std::fprintf(stderr, "%s: second signal: stopping now, %s\n", who_.c_str(), at_once_.c_str());
         std::_Exit(128 + sig);
       }
-      signal_.store(sig);
-      stop_.store(true);
-      std::fprintf(stderr, "baton: %s: %s (again to stop at once)\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+      {
+        std::lock_guard lock(mu_);
+        signal_.store(sig);
+        stop_.store(true);
+      }
+      cv_.notify_all();
+      // Once this line is out, a second signal stops the process.
+      std::fprintf(stderr, "%s: %s: %s (again to stop at once)\n", who_.c_str(), sig == SIGINT ? "SIGINT" : "SIGTERM",
                    what_next_.c_str());
     }
   }
 
   const std::string what_next_;
+  const std::string at_once_;
+  const std::string who_;
+  std::mutex mu_;
+  std::condition_variable cv_;
   sigset_t signals_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> done_{false};
