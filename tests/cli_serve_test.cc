@@ -641,6 +641,68 @@ TEST_F(CliServeTest, ExitTimeoutCancelsWhatIsStillInFlight) {
   EXPECT_TRUE(rest_returned);
 }
 
+// The user CPU time the threads of process `pid` named `name` have used, in
+// seconds (not system time: under a sanitizer, the page faults of a large
+// allocation take seconds of it).
+static double ThreadUserSeconds(pid_t pid, const std::string& name) {
+  double ticks = 0;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
+       !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    std::ifstream comm_file(it->path() / "comm");
+    std::string comm;
+    std::getline(comm_file, comm);
+    if (comm != name) continue;
+    std::ifstream in(it->path() / "stat");
+    const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t comm_end = stat.rfind(')');
+    if (comm_end == std::string::npos || comm_end + 2 > stat.size()) continue;  // it ended meanwhile
+    std::istringstream after(stat.substr(comm_end + 2));  // field 3 onwards
+    std::string field;
+    for (int i = 3; i <= 14 && after >> field; ++i) {
+      if (i == 14) ticks += std::strtod(field.c_str(), nullptr);  // utime
+    }
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// A request whose run is inside one operator that takes tens of seconds
+// cannot be stopped when it is cancelled (ONNX Runtime checks between
+// operators): the server then exits 5 s past --exit-timeout-secs anyway,
+// with status 1 and the reason, instead of waiting for the operator.
+TEST_F(CliServeTest, ARunThatCannotBeStoppedDoesNotHoldTheExit) {
+  absl::StatusOr<std::string> model = testing::OneLongOperatorModelBytes();
+  ASSERT_TRUE(model.ok()) << model.status();
+  std::ofstream(dir_ / "long.onnx", std::ios::binary) << *model;
+  const std::string config = (dir_ / "long.yaml").string();
+  std::ofstream(config) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]\n"
+                        << "models:\n  - {name: long, path: long.onnx, execution_timeout_ms: 600000}\n"
+                        << "policy: {high_level: whole}\n";
+  BatonProcess server("serve", {config, "--no-profile", "-q", "--no-grpc", "--exit-timeout-secs", "0"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  std::thread rest([&] {
+    httplib::Client rc("127.0.0.1", server.port());
+    rc.set_read_timeout(120, 0);
+    const json body = {{"inputs", json::array({{{"name", "x"}, {"shape", {1}}, {"datatype", "FP32"}, {"data", {1}}}})}};
+    auto r = rc.Post("/v2/models/long/infer", body.dump(), "application/json");
+    EXPECT_FALSE(r && r->status == 200) << "the long request was answered OK";
+  });
+  ASSERT_TRUE(WaitUntil([&] { return Metric(c, "baton_device_running{device=\"local\"}") == 1; }));
+  // Once the PU's worker has computed for 2 s, the run is inside the
+  // multiplication (the expansion before it takes a fraction of that; a
+  // cancel that came then would stop the run at once, between operators).
+  ASSERT_TRUE(WaitUntil([&] { return ThreadUserSeconds(server.pid(), "pu:cpu0") >= 2.0; }));
+  server.Signal(SIGTERM);
+  std::string err;
+  const int status = server.AwaitExit(std::chrono::seconds(30), &err);
+  rest.join();
+  ASSERT_TRUE(WIFEXITED(status)) << status << "\n" << err;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << err;
+  EXPECT_THAT(err, HasSubstr("still stopping 5 s after the signal: a cancelled run has not ended")) << err;
+}
+
 // A second SIGTERM while the server waits for what is in flight exits at
 // once, with 128 + the signal, as `baton run` does.
 TEST_F(CliServeTest, ASecondSignalExitsAtOnce) {

@@ -2,11 +2,13 @@
 // opens a baton::Engine on the config (the embedded default models without
 // one) and serves it over the KServe v2 protocol, gRPC and REST, with
 // Prometheus metrics (src/baton/serve/). SIGINT/SIGTERM: stop accepting, answer what is in
-// flight (cancel what is left after --exit-timeout-secs), exit 0; a second
-// signal exits at once with 128 + the signal. Exit status 2 for usage and
-// start-up errors.
+// flight (cancel what is left after --exit-timeout-secs), exit 0, or 1 when
+// a cancelled run has still not ended 5 s later; a second signal exits at
+// once with 128 + the signal. Exit status 2 for usage and start-up errors.
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +16,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -67,6 +70,45 @@ struct ServeArgs {
   int64_t trace_max_events = 1'000'000;
   int exit_timeout_s = 30;
   bool quiet = false;
+};
+
+// How long the runs of cancelled requests get to end, past --exit-timeout-secs.
+// ONNX Runtime stops a run between operators, so a cancelled run normally
+// ends within milliseconds; one inside a single long operator does not.
+constexpr std::chrono::seconds kStopSlack{5};
+
+// Exits the process (status 1) unless destroyed within `limit` of its
+// construction: stopping the server never waits longer than that.
+class ExitAfter {
+ public:
+  explicit ExitAfter(std::chrono::seconds limit)
+      : limit_(limit), thread_([this] {
+          std::unique_lock lock(mu_);
+          if (cv_.wait_for(lock, limit_, [this] { return done_; })) return;
+          std::fprintf(stderr,
+                       "baton serve: still stopping %lld s after the signal: a cancelled run has not ended (ONNX "
+                       "Runtime stops a run only between operators); exiting without it\n",
+                       static_cast<long long>(limit_.count()));
+          std::fflush(nullptr);
+          std::_Exit(1);
+        }) {}
+  ~ExitAfter() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  ExitAfter(const ExitAfter&) = delete;
+  ExitAfter& operator=(const ExitAfter&) = delete;
+
+ private:
+  const std::chrono::seconds limit_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;  // last: it uses the members above
 };
 
 int Serve(const ServeArgs& args) {
@@ -183,14 +225,18 @@ int Serve(const ServeArgs& args) {
               << ", so serving on loopback only\n";
   }
   stop_signal.Wait();
-  // Both front-ends stop accepting, then answer what they have in flight;
-  // then the engine drains, and the trace is written.
-  (*server)->Stop();
-  if (http_server != nullptr && http_server->connections_shut() > 0) {
-    std::cerr << "baton serve: HTTP: " << http_server->connections_shut()
-              << " connections still unfinished " << http.stop_grace.count() << " s after the signal were closed\n";
+  {
+    // Both front-ends stop accepting, then answer what they have in flight
+    // and cancel what is left after --exit-timeout-secs; then the engine
+    // drains. All of it within kStopSlack more, or the process exits anyway.
+    const ExitAfter bound(http.stop_grace + kStopSlack);
+    (*server)->Stop();
+    if (http_server != nullptr && http_server->connections_shut() > 0) {
+      std::cerr << "baton serve: HTTP: " << http_server->connections_shut() << " connections still unfinished "
+                << http.stop_grace.count() << " s after the signal were closed\n";
+    }
+    (*engine)->Close();
   }
-  (*engine)->Close();
   if (options.trace) {
     Result<TraceSummary> written = (*engine)->WriteTrace(args.trace);
     if (!written.ok()) {
@@ -213,7 +259,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "serve",
       "Serve the config's models over the KServe v2 / Triton protocol, gRPC and REST (docs/serve.md). Exit status: 0 "
-      "after SIGINT/SIGTERM, 2 usage or start-up error, 128 + the signal after a second signal.");
+      "after SIGINT/SIGTERM (1 when a cancelled run did not end within 5 s), 2 usage or start-up error, 128 + the "
+      "signal after a second signal.");
   cmd->add_option("CONFIG", args->config, "YAML run configuration (default: the embedded models)");
   cmd->add_option("--plan", args->plan, "Carry out this plan (`baton plan`)");
   cmd->add_option("--profile", args->profile, "Use this profile (default: the plan's, else one cached per config)");
