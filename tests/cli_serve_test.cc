@@ -45,6 +45,7 @@
 #include "wait_until.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "zlib.h"
 
 namespace baton {
 namespace {
@@ -214,14 +215,15 @@ TEST_F(CliServeTest, ServesKServeV2RestAndMetrics) {
   EXPECT_THAT(deep->body, HasSubstr("nest more than 80 deep"));
   ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
 
-  // A compressed body is refused before it is read (inflating it would have
-  // no bound); the answer closes the connection, and the next request is served.
-  auto gz = c.Post("/v2/models/cam/infer", httplib::Headers{{"Content-Encoding", "gzip"}}, std::string(4096, 'z'),
-                   "application/json");
-  ASSERT_TRUE(gz);
-  EXPECT_EQ(gz->status, 415);
-  EXPECT_THAT(gz->body, HasSubstr("Content-Encoding 'gzip' is not accepted: send the body uncompressed"));
-  EXPECT_EQ(gz->get_header_value("Connection"), "close");
+  // A body in an encoding the server does not inflate is refused before it
+  // is read; the answer closes the connection, and the next request is
+  // served. (gzip, deflate and br: CompressedBodiesAreInflatedWithinTheBound.)
+  auto zstd = c.Post("/v2/models/cam/infer", httplib::Headers{{"Content-Encoding", "zstd"}}, std::string(4096, 'z'),
+                     "application/json");
+  ASSERT_TRUE(zstd);
+  EXPECT_EQ(zstd->status, 415);
+  EXPECT_THAT(zstd->body, HasSubstr("Content-Encoding 'zstd' is not accepted: send gzip, deflate or br"));
+  EXPECT_EQ(zstd->get_header_value("Connection"), "close");
   ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
 
   // The statistics extension counts the same five.
@@ -599,6 +601,85 @@ TEST_F(CliServeTest, SigtermStopsHttpAcceptingWhileGrpcAnswersWhatIsInFlight) {
   ASSERT_TRUE(busy) << "the client's request never reached the PU";
   EXPECT_TRUE(refused) << "HTTP still answered while gRPC waited for its call in flight";
   server.Stop();  // exit status 0, once the killed client's call is cancelled
+}
+
+// `data` compressed by zlib: gzip's format (Content-Encoding: gzip) or
+// zlib's (Content-Encoding: deflate, as HTTP defines it).
+static std::string Compress(const std::string& data, bool gzip) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, gzip ? 31 : 15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&z, data.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+// The peak resident memory of process `pid` (VmHWM), in KiB; -1 when unreadable.
+static long PeakRssKib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
+}
+
+// Bodies compressed as Triton's HTTP client sends them
+// (request_compression_algorithm "gzip" or "deflate") are inflated and
+// served. --max-request-mb bounds the inflated body: 64 MiB that inflate
+// from 64 KiB are answered 413 without the server holding them. A body that
+// is not what its Content-Encoding says is 400. Each refusal closes its
+// connection; the next request is served.
+TEST_F(CliServeTest, CompressedBodiesAreInflatedWithinTheBound) {
+  BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-grpc", "--max-request-mb", "1"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  const Sample s = MakeSample(3);
+  ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
+  const long peak_before = PeakRssKib(server.pid());
+  for (const bool gzip : {true, false}) {
+    const std::string encoding = gzip ? "gzip" : "deflate";
+    SCOPED_TRACE(encoding);
+    const std::string body = Compress(s.body, gzip);
+    ASSERT_LT(body.size(), s.body.size());
+    ExpectOutputs(c.Post("/v2/models/cam/infer", httplib::Headers{{"Content-Encoding", encoding}}, body,
+                         "application/json"),
+                  s.want);
+
+    const std::string bomb = Compress(std::string(size_t{64} << 20, ' '), gzip);
+    ASSERT_LT(bomb.size(), size_t{1} << 20);
+    auto big = c.Post("/v2/models/cam/infer", httplib::Headers{{"Content-Encoding", encoding}}, bomb,
+                      "application/json");
+    ASSERT_TRUE(big);
+    EXPECT_EQ(big->status, 413);
+    EXPECT_THAT(big->body, HasSubstr("request body too large once inflated (Content-Encoding); raise --max-request-mb"));
+    EXPECT_EQ(big->get_header_value("Connection"), "close");
+
+    auto corrupt = c.Post("/v2/models/cam/infer", httplib::Headers{{"Content-Encoding", encoding}},
+                          std::string(4096, 'z'), "application/json");
+    ASSERT_TRUE(corrupt);
+    EXPECT_EQ(corrupt->status, 400);
+    EXPECT_THAT(corrupt->body, HasSubstr("could not be read or inflated: it is not valid '" + encoding + "' data"));
+    ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
+  }
+  // Only a POST's body is inflated (every POST route reads its own, bounded);
+  // any other request with a Content-Encoding is refused before its body.
+  auto get = c.Get("/v2/models/cam", httplib::Headers{{"Content-Encoding", "gzip"}});
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 415);
+  EXPECT_THAT(get->body, HasSubstr("Content-Encoding 'gzip' is not accepted on a GET: send the body uncompressed"));
+  // The server never held an inflated 64 MiB: its peak resident memory grew
+  // by far less over the two bombs.
+  const long peak_after = PeakRssKib(server.pid());
+  ASSERT_GT(peak_after, 0);
+  EXPECT_LT(peak_after - peak_before, 32 * 1024) << "peak resident memory " << peak_before << " -> " << peak_after
+                                                 << " KiB";
 }
 
 // `--exit-timeout-secs` (Triton's flag) bounds how long SIGTERM waits for

@@ -182,14 +182,21 @@ void HttpServer::Route() {
       Error(res, status, message);
       return httplib::Server::HandlerResponse::Handled;
     };
-    // httplib applies --max-request-mb to the bytes received and inflates a
-    // compressed body whole before any check, so one small compressed body
-    // could take all the memory there is: compressed bodies are refused.
+    // A compressed body (Triton's clients send one with
+    // request_compression_algorithm) is inflated piece by piece into the
+    // routes that read their own bodies, every POST route, where
+    // --max-request-mb bounds the inflated bytes (read_body below). httplib
+    // would inflate any other body whole before any check, so one small
+    // compressed body could take all the memory there is: those, and
+    // encodings httplib does not inflate, are refused.
     const std::string encoding = req.get_header_value("Content-Encoding");
-    if (!encoding.empty() && !absl::EqualsIgnoreCase(encoding, "identity")) {
-      return refuse(415, absl::StrCat("Content-Encoding '", encoding.substr(0, 64),
-                                      "' is not accepted: send the body uncompressed (answers may still be "
-                                      "compressed: send Accept-Encoding)"));
+    if (!encoding.empty() && !absl::EqualsIgnoreCase(encoding, "identity") &&
+        (req.method != "POST" || (encoding != "gzip" && encoding != "deflate" && encoding != "br"))) {
+      return refuse(415, absl::StrCat("Content-Encoding '", encoding.substr(0, 64), "' is not accepted",
+                                      req.method == "POST" ? ": send gzip, deflate or br, or no Content-Encoding"
+                                                           : absl::StrCat(" on a ", req.method.substr(0, 16),
+                                                                          ": send the body uncompressed"),
+                                      " (answers are compressed for a client that sends Accept-Encoding)"));
     }
     if (options_.token.empty()) return httplib::Server::HandlerResponse::Unhandled;
     const bool open = loopback && (req.path.rfind("/v2/health/", 0) == 0 || req.path == "/metrics");
@@ -296,7 +303,15 @@ void HttpServer::Route() {
       if (const RequestCut cut = CurrentCut(); cut != RequestCut::kNone) {
         Error(res, StatusOfCut(cut), MessageOfCut(cut, Limits()));
       } else if (too_large || res.status == 413) {
-        Error(res, 413, "request body too large; raise --max-request-mb or send less");
+        Error(res, 413,
+              req.has_header("Content-Encoding")
+                  ? "request body too large once inflated (Content-Encoding); raise --max-request-mb or send less"
+                  : "request body too large; raise --max-request-mb or send less");
+      } else if (req.has_header("Content-Encoding")) {
+        Error(res, 400,
+              absl::StrCat("the request body could not be read or inflated: it is not valid '",
+                           req.get_header_value("Content-Encoding").substr(0, 16),
+                           "' data, or the client stopped sending, or sent a malformed chunk"));
       } else {
         Error(res, 400, "the request body could not be read (the client stopped sending, or sent a malformed chunk)");
       }
