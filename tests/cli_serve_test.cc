@@ -7,6 +7,7 @@
 // killed gRPC client cancelled, and SIGTERM exiting 0 (checked by the
 // process helper).
 #include <arpa/inet.h>
+#include <brotli/encode.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -15,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <array>
@@ -45,7 +47,6 @@
 #include "wait_until.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
-#include "zlib.h"
 
 namespace baton {
 namespace {
@@ -603,9 +604,19 @@ TEST_F(CliServeTest, SigtermStopsHttpAcceptingWhileGrpcAnswersWhatIsInFlight) {
   server.Stop();  // exit status 0, once the killed client's call is cancelled
 }
 
-// `data` compressed by zlib: gzip's format (Content-Encoding: gzip) or
-// zlib's (Content-Encoding: deflate, as HTTP defines it).
-static std::string Compress(const std::string& data, bool gzip) {
+// `data` compressed for Content-Encoding `encoding`: gzip, deflate (zlib's
+// format, as HTTP defines it) or br.
+static std::string Compress(const std::string& data, const std::string& encoding) {
+  if (encoding == "br") {
+    std::string out(BrotliEncoderMaxCompressedSize(data.size()), '\0');
+    size_t size = out.size();
+    EXPECT_TRUE(BrotliEncoderCompress(1, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_GENERIC, data.size(),
+                                      reinterpret_cast<const uint8_t*>(data.data()), &size,
+                                      reinterpret_cast<uint8_t*>(out.data())));
+    out.resize(size);
+    return out;
+  }
+  const bool gzip = encoding == "gzip";
   z_stream z{};
   EXPECT_EQ(deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, gzip ? 31 : 15, 8, Z_DEFAULT_STRATEGY), Z_OK);
   std::string out(deflateBound(&z, data.size()), '\0');
@@ -630,8 +641,8 @@ static long PeakRssKib(pid_t pid) {
 }
 
 // Bodies compressed as Triton's HTTP client sends them
-// (request_compression_algorithm "gzip" or "deflate") are inflated and
-// served. --max-request-mb bounds the inflated body: 64 MiB that inflate
+// (request_compression_algorithm "gzip" or "deflate"), or with br, are
+// inflated and served. --max-request-mb bounds the inflated body: 64 MiB that inflate
 // from 64 KiB are answered 413 without the server holding them. A body that
 // is not what its Content-Encoding says is 400. Each refusal closes its
 // connection; the next request is served.
@@ -643,16 +654,15 @@ TEST_F(CliServeTest, CompressedBodiesAreInflatedWithinTheBound) {
   const Sample s = MakeSample(3);
   ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
   const long peak_before = PeakRssKib(server.pid());
-  for (const bool gzip : {true, false}) {
-    const std::string encoding = gzip ? "gzip" : "deflate";
+  for (const std::string encoding : {"gzip", "deflate", "br"}) {
     SCOPED_TRACE(encoding);
-    const std::string body = Compress(s.body, gzip);
+    const std::string body = Compress(s.body, encoding);
     ASSERT_LT(body.size(), s.body.size());
     ExpectOutputs(c.Post("/v2/models/cam/infer", httplib::Headers{{"Content-Encoding", encoding}}, body,
                          "application/json"),
                   s.want);
 
-    const std::string bomb = Compress(std::string(size_t{64} << 20, ' '), gzip);
+    const std::string bomb = Compress(std::string(size_t{64} << 20, ' '), encoding);
     ASSERT_LT(bomb.size(), size_t{1} << 20);
     auto big = c.Post("/v2/models/cam/infer", httplib::Headers{{"Content-Encoding", encoding}}, bomb,
                       "application/json");
@@ -675,7 +685,7 @@ TEST_F(CliServeTest, CompressedBodiesAreInflatedWithinTheBound) {
   EXPECT_EQ(get->status, 415);
   EXPECT_THAT(get->body, HasSubstr("Content-Encoding 'gzip' is not accepted on a GET: send the body uncompressed"));
   // The server never held an inflated 64 MiB: its peak resident memory grew
-  // by far less over the two bombs.
+  // by far less over the three bombs.
   const long peak_after = PeakRssKib(server.pid());
   ASSERT_GT(peak_after, 0);
   EXPECT_LT(peak_after - peak_before, 32 * 1024) << "peak resident memory " << peak_before << " -> " << peak_after
