@@ -84,6 +84,18 @@ class CliServeTest : public baton::testing::ZooDirTest<CliServeTest> {
     return config;
   }
 
+  // Sends `model` a float32[1] input "x" over REST from a thread of its own
+  // (the answer may take minutes); `check` gets what came back.
+  static std::thread PostXInBackground(int port, const std::string& model,
+                                       std::function<void(const httplib::Result&)> check) {
+    return std::thread([port, model, check = std::move(check)] {
+      httplib::Client rc("127.0.0.1", port);
+      rc.set_read_timeout(120, 0);
+      const json body = {{"inputs", json::array({{{"name", "x"}, {"shape", {1}}, {"datatype", "FP32"}, {"data", {1}}}})}};
+      check(rc.Post("/v2/models/" + model + "/infer", body.dump(), "application/json"));
+    });
+  }
+
   // A sample's value in the server's /metrics (-1 when absent or unreadable).
   static double Metric(httplib::Client& c, const std::string& sample) {
     auto m = c.Get("/metrics");
@@ -707,11 +719,7 @@ TEST_F(CliServeTest, ExitTimeoutCancelsWhatIsStillInFlight) {
   const std::string queued = "baton_device_queue_depth{device=\"local\"}";
   // The REST request, on a thread of its own: it waits for its answer.
   std::atomic<bool> rest_returned{false};
-  std::thread rest([&] {
-    httplib::Client rc("127.0.0.1", server.port());
-    rc.set_read_timeout(120, 0);
-    const json body = {{"inputs", json::array({{{"name", "x"}, {"shape", {1}}, {"datatype", "FP32"}, {"data", {0}}}})}};
-    auto r = rc.Post("/v2/models/spin/infer", body.dump(), "application/json");
+  std::thread rest = PostXInBackground(server.port(), "spin", [&](const httplib::Result& r) {
     rest_returned = true;
     EXPECT_FALSE(r && r->status == 200) << "the spin request was answered OK";
   });
@@ -773,11 +781,7 @@ TEST_F(CliServeTest, ARunThatCannotBeStoppedDoesNotHoldTheExit) {
   ASSERT_TRUE(server.ok()) << server.banner();
   httplib::Client c("127.0.0.1", server.port());
   c.set_read_timeout(60, 0);
-  std::thread rest([&] {
-    httplib::Client rc("127.0.0.1", server.port());
-    rc.set_read_timeout(120, 0);
-    const json body = {{"inputs", json::array({{{"name", "x"}, {"shape", {1}}, {"datatype", "FP32"}, {"data", {1}}}})}};
-    auto r = rc.Post("/v2/models/long/infer", body.dump(), "application/json");
+  std::thread rest = PostXInBackground(server.port(), "long", [](const httplib::Result& r) {
     EXPECT_FALSE(r && r->status == 200) << "the long request was answered OK";
   });
   ASSERT_TRUE(WaitUntil([&] { return Metric(c, "baton_device_running{device=\"local\"}") == 1; }));
@@ -802,11 +806,7 @@ TEST_F(CliServeTest, ASecondSignalExitsAtOnce) {
   ASSERT_TRUE(server.ok()) << server.banner();
   httplib::Client c("127.0.0.1", server.port());
   c.set_read_timeout(60, 0);
-  std::thread rest([&] {
-    httplib::Client rc("127.0.0.1", server.port());
-    rc.set_read_timeout(120, 0);
-    const json body = {{"inputs", json::array({{{"name", "x"}, {"shape", {1}}, {"datatype", "FP32"}, {"data", {0}}}})}};
-    auto r = rc.Post("/v2/models/spin/infer", body.dump(), "application/json");
+  std::thread rest = PostXInBackground(server.port(), "spin", [](const httplib::Result& r) {
     EXPECT_FALSE(r) << "the spin request was answered: " << r->status;
   });
   ASSERT_TRUE(WaitUntil([&] { return Metric(c, "baton_device_running{device=\"local\"}") == 1; }));
