@@ -16,7 +16,7 @@ packages=(
   libabsl-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libglpk-dev
   libonnx-testdata npm openssl ccache python3 libcpp-httplib-dev zlib1g-dev libbrotli-dev prometheus curl
-  python3-dev python3-pybind11 pybind11-dev python3-numpy python3-pytest
+  python3-dev python3-pybind11 pybind11-dev python3-numpy python3-pytest python3-grpcio python3-protobuf
   clang-16 libfuzzer-16-dev libclang-rt-16-dev
 )
 missing=()
