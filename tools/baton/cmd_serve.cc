@@ -330,7 +330,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(int64_t{1}, int64_t{100'000'000}));
   cmd->add_option("--exit-timeout-secs", args->exit_timeout_s,
                   "On SIGINT/SIGTERM, wait this long for the requests in flight to be answered, then cancel what "
-                  "is left (Triton's name; default 30). A second signal exits at once")
+                  "is left; a run still going 5 s later is left behind and the exit status is 1 (Triton's name; "
+                  "default 30). A second signal exits at once")
       ->check(IntIn(0, 3600));
   cmd->add_flag("-q,--quiet", args->quiet, "No start-up progress lines");
   cmd->callback([args, exit_code] {
