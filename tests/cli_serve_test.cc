@@ -690,6 +690,21 @@ TEST_F(CliServeTest, CompressedBodiesAreInflatedWithinTheBound) {
     EXPECT_THAT(corrupt->body, HasSubstr("could not be read or inflated: it is not valid '" + encoding + "' data"));
     ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
   }
+  // The binary tensor data extension compressed, as Triton's HTTP client
+  // sends it with request_compression_algorithm: Inference-Header-Content-Length
+  // counts the JSON of the inflated body.
+  {
+    json in = s.input;
+    in["parameters"] = {{"binary_data_size", s.x.size() * sizeof(float)}};
+    const std::string head = json({{"inputs", json::array({in})}}).dump();
+    const std::string body =
+        head + std::string(reinterpret_cast<const char*>(s.x.data()), s.x.size() * sizeof(float));
+    ExpectOutputs(c.Post("/v2/models/cam/infer",
+                         httplib::Headers{{"Content-Encoding", "gzip"},
+                                          {"Inference-Header-Content-Length", std::to_string(head.size())}},
+                         Compress(body, "gzip"), "application/octet-stream"),
+                  s.want);
+  }
   // Only a POST's body is inflated (every POST route reads its own, bounded);
   // any other request with a Content-Encoding is refused before its body.
   auto get = c.Get("/v2/models/cam", httplib::Headers{{"Content-Encoding", "gzip"}});
