@@ -44,6 +44,7 @@
 #include "serve_test_util.h"
 #include "spin_model.h"
 #include "test_certs.h"
+#include "thread_stat.h"
 #include "wait_until.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
@@ -654,8 +655,8 @@ static long PeakRssKib(pid_t pid) {
 
 // Bodies compressed as Triton's HTTP client sends them
 // (request_compression_algorithm "gzip" or "deflate"), or with br, are
-// inflated and served. --max-request-mb bounds the inflated body: 64 MiB that inflate
-// from 64 KiB are answered 413 without the server holding them. A body that
+// inflated and served. --max-request-mb bounds the inflated body: 64 MiB that
+// inflate from under 1 MiB are answered 413 without the server holding them. A body that
 // is not what its Content-Encoding says is 400. Each refusal closes its
 // connection; the next request is served.
 TEST_F(CliServeTest, CompressedBodiesAreInflatedWithinTheBound) {
@@ -755,31 +756,6 @@ TEST_F(CliServeTest, ExitTimeoutCancelsWhatIsStillInFlight) {
   EXPECT_TRUE(rest_returned);
 }
 
-// The user CPU time the threads of process `pid` named `name` have used, in
-// seconds (not system time: under a sanitizer, the page faults of a large
-// allocation take seconds of it).
-static double ThreadUserSeconds(pid_t pid, const std::string& name) {
-  double ticks = 0;
-  std::error_code ec;
-  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
-       !ec && it != fs::directory_iterator(); it.increment(ec)) {
-    std::ifstream comm_file(it->path() / "comm");
-    std::string comm;
-    std::getline(comm_file, comm);
-    if (comm != name) continue;
-    std::ifstream in(it->path() / "stat");
-    const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const size_t comm_end = stat.rfind(')');
-    if (comm_end == std::string::npos || comm_end + 2 > stat.size()) continue;  // it ended meanwhile
-    std::istringstream after(stat.substr(comm_end + 2));  // field 3 onwards
-    std::string field;
-    for (int i = 3; i <= 14 && after >> field; ++i) {
-      if (i == 14) ticks += std::strtod(field.c_str(), nullptr);  // utime
-    }
-  }
-  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
 // A request whose run is inside one operator that takes tens of seconds
 // cannot be stopped when it is cancelled (ONNX Runtime checks between
 // operators): the server then exits 5 s past --exit-timeout-secs anyway,
@@ -803,7 +779,13 @@ TEST_F(CliServeTest, ARunThatCannotBeStoppedDoesNotHoldTheExit) {
   // Once the PU's worker has computed for 2 s, the run is inside the
   // multiplication (the expansion before it takes a fraction of that; a
   // cancel that came then would stop the run at once, between operators).
-  ASSERT_TRUE(WaitUntil([&] { return ThreadUserSeconds(server.pid(), "pu:cpu0") >= 2.0; }));
+  // User time, not system time: under a sanitizer the page faults of the
+  // expansion's allocation take seconds of the latter.
+  const long ticks_per_s = ::sysconf(_SC_CLK_TCK);
+  ASSERT_TRUE(WaitUntil([&] {
+    return testing::ThreadStatField("pu:cpu0", testing::kStatUserTicks, std::to_string(server.pid())).value_or(0) >=
+           2 * ticks_per_s;
+  }));
   server.Signal(SIGTERM);
   std::string err;
   const int status = server.AwaitExit(std::chrono::seconds(30), &err);

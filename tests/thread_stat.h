@@ -1,6 +1,7 @@
-// Reads a field of /proc/self/task/TID/stat for the thread of this process
-// named `name` (its comm), e.g. the nice value (field 19) or the scheduling
-// policy (field 41; SCHED_BATCH is 3). Header-only test helper.
+// Reads a field of /proc/PID/task/TID/stat for the thread named `name` (its
+// comm) of this process or another, e.g. the user CPU time in clock ticks
+// (field 14), the nice value (field 19) or the scheduling policy (field 41;
+// SCHED_BATCH is 3). Header-only test helper.
 #pragma once
 
 #include <filesystem>
@@ -13,14 +14,16 @@
 
 namespace baton::testing {
 
+inline constexpr int kStatUserTicks = 14;
 inline constexpr int kStatNice = 19;
 inline constexpr int kStatPolicy = 41;
 
 // nullopt if no thread has that name (or it ended while being read).
-inline std::optional<long> ThreadStatField(const std::string& name, int field) {
+// `process`: "self", or another process's pid.
+inline std::optional<long> ThreadStatField(const std::string& name, int field, const std::string& process = "self") {
   // Without exceptions: a thread that ends while the folder is read is skipped.
   std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
+  for (auto it = std::filesystem::directory_iterator("/proc/" + process + "/task", ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
     const std::filesystem::directory_entry& task = *it;
     std::ifstream comm_file(task.path() / "comm");
