@@ -38,10 +38,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -439,6 +441,57 @@ class PyEngine {
   bool closed_ = false;
 };
 
+// How often a waiting infer() or Engine() looks for a signal (Ctrl-C).
+constexpr std::chrono::milliseconds kSignalLook{50};
+
+using Opened = Result<std::unique_ptr<Engine>>;
+
+// Runs `open` (which may take minutes: profiling) on a thread of its own
+// while this one looks for signals. A handler that raises (KeyboardInterrupt
+// for Ctrl-C) sets EngineOptions::stop, so the opening ends at its next step
+// (profiling keeps what it measured), and its exception is raised here.
+// Called with the GIL held.
+Opened OpenWatchingSignals(EngineOptions options, std::function<Opened(EngineOptions)> open) {
+  std::atomic<bool> stop{false};
+  options.stop = &stop;
+  std::optional<Opened> opened;
+  bool interrupted = false;
+  {
+    py::gil_scoped_release nogil;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;  // guarded by mu
+    std::thread opener([&] {
+      Opened r = Status(StatusCode::kInternal, "Engine() ended without an answer");
+      try {
+        r = open(std::move(options));
+      } catch (const std::exception& e) {
+        r = Status(StatusCode::kInternal, std::string("Engine(): ") + e.what());
+      }
+      std::lock_guard lock(mu);
+      opened.emplace(std::move(r));
+      done = true;
+      cv.notify_all();
+    });
+    std::unique_lock lock(mu);
+    while (!cv.wait_for(lock, kSignalLook, [&] { return done; })) {
+      if (interrupted) continue;  // stopping: the opener ends at its next step
+      lock.unlock();
+      {
+        py::gil_scoped_acquire gil;
+        interrupted = PyErr_CheckSignals() != 0;  // the handler's exception stays set
+      }
+      if (interrupted) stop.store(true);
+      lock.lock();
+    }
+    lock.unlock();
+    opener.join();
+    if (interrupted) opened.reset();  // an engine opened anyway is closed here, without the GIL
+  }
+  if (interrupted) throw py::error_already_set();
+  return std::move(*opened);
+}
+
 std::unique_ptr<PyEngine> OpenEngine(const py::object& config, const py::object& plan, const py::object& profile,
                                      const py::object& cache_dir, bool no_profile, const py::object& progress,
                                      bool trace) {
@@ -469,13 +522,15 @@ std::unique_ptr<PyEngine> OpenEngine(const py::object& config, const py::object&
     // JSON is YAML; relative model paths resolve against the working directory.
     const std::string text = py::module_::import("json").attr("dumps")(py::dict(config)).cast<std::string>();
     const std::string base_dir = os.attr("getcwd")().cast<std::string>();
-    py::gil_scoped_release nogil;
-    opened.emplace(Engine::OpenText(text, base_dir, std::move(options)));
+    opened.emplace(OpenWatchingSignals(std::move(options), [&](EngineOptions o) {
+      return Engine::OpenText(text, base_dir, std::move(o));
+    }));
   } else if (py::isinstance<py::str>(config) || py::isinstance<py::bytes>(config) ||
              py::hasattr(config, "__fspath__")) {
     const std::string path = os.attr("fsdecode")(config).cast<std::string>();
-    py::gil_scoped_release nogil;
-    opened.emplace(Engine::Open(path, std::move(options)));
+    opened.emplace(OpenWatchingSignals(std::move(options), [&](EngineOptions o) {
+      return Engine::Open(path, std::move(o));
+    }));
   } else {
     throw py::type_error("config must be a path (str or os.PathLike) to a YAML file or a dict, not " +
                          py::str(py::type::handle_of(config).attr("__name__")).cast<std::string>());
@@ -494,10 +549,9 @@ py::list Describe(const std::vector<TensorInfo>& infos) {
   return l;
 }
 
-// How often a waiting infer() looks for a signal (Ctrl-C), and how long a
-// model's runs may take for one to run on the calling thread, where no signal
-// is seen until it returns (InferOptions::run_here_up_to).
-constexpr std::chrono::milliseconds kSignalLook{50};
+// How long a model's runs may take for one to run on the calling thread of
+// infer(), where no signal is seen until it returns
+// (InferOptions::run_here_up_to).
 constexpr std::chrono::milliseconds kRunHereUpTo{50};
 
 py::dict Infer(PyEngine& self, const std::string& model, const py::object& inputs, std::optional<double> deadline_ms,
@@ -720,7 +774,10 @@ trace: record the dispatcher's events for write_trace().
 
 Every method may be called from many threads at once. Use it as a context
 manager, or call close(): it waits for every request in flight.
-Raises baton.Error when the configuration, a model or the plan is refused.)doc")
+Raises baton.Error when the configuration, a model or the plan is refused.
+Ctrl-C while it opens (profiling can take minutes) stops the opening at its
+next step and raises KeyboardInterrupt; what profiling measured is kept, so
+the next Engine() resumes it.)doc")
       .def(py::init(&b::OpenEngine), py::arg("config"), py::arg("plan") = py::none(),
            py::arg("profile") = py::none(), py::arg("cache_dir") = py::none(), py::arg("no_profile") = false,
            py::arg("progress") = py::none(), py::arg("trace") = false)

@@ -173,6 +173,22 @@ run: {duration_s: 0.6, warmup_s: 0.1, slices: 2}
                                           "ort_concurrent"}));
 }
 
+// SIGINT while the run sets up (here: profiling the default workload into a
+// fresh cache) ends the set-up within one measurement: exit 128 + SIGINT, no
+// report, and what was measured is kept for the next run.
+TEST_F(CliRunTest, SigintDuringSetUpStopsItAtItsNextStep) {
+  const baton::testing::SignalledRun r = baton::testing::SignalWhenPrinted(
+      {"run", "--cache-dir", Path("setup_cache"), "--json", Path("setup.json")}, "profiling into", SIGINT);
+  const std::string& printed = r.output;
+  ASSERT_TRUE(r.signalled) << printed;
+  EXPECT_EQ(r.exit_code, 128 + SIGINT) << printed;
+  EXPECT_THAT(printed, HasSubstr("SIGINT: finishing the current slice (or set-up step)"));
+  EXPECT_THAT(printed, HasSubstr("baton run: profiling into " + Path("setup_cache/profiles/")));
+  EXPECT_THAT(printed, HasSubstr("stopped: interrupted after"));
+  EXPECT_THAT(printed, Not(HasSubstr("INTERRUPTED by a signal after")));
+  EXPECT_FALSE(std::filesystem::exists(Path("setup.json")));
+}
+
 TEST_F(CliRunTest, SigintFinishesTheSliceAndWritesWhatRan) {
   // 40 slices of 0.25 s per mode: interrupted once the first slice is done,
   // the run must stop long before its 20 s, print the report, write the JSON

@@ -54,6 +54,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using nlohmann::json;
 using testing::BatonProcess;
 using testing::WaitUntil;  // a gate on the server's state, not a sleep
@@ -793,6 +794,23 @@ TEST_F(CliServeTest, ARunThatCannotBeStoppedDoesNotHoldTheExit) {
   ASSERT_TRUE(WIFEXITED(status)) << status << "\n" << err;
   EXPECT_EQ(WEXITSTATUS(status), 1) << err;
   EXPECT_THAT(err, HasSubstr("still stopping 5 s after the signal: a cancelled run has not ended")) << err;
+}
+
+// SIGTERM while the server starts (here: profiling the default models into a
+// fresh cache) ends the start-up within one measurement and exits 0 without
+// serving.
+TEST_F(CliServeTest, ASignalWhileStartingStopsTheStartUp) {
+  const testing::SignalledRun r = testing::SignalWhenPrinted(
+      {"serve", "--cache-dir", (dir_ / "start_cache").string(), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"},
+      "profiling into", SIGTERM);
+  const std::string& printed = r.output;
+  ASSERT_TRUE(r.signalled) << printed;
+  EXPECT_EQ(r.exit_code, 0) << printed;
+  EXPECT_THAT(printed, HasSubstr("baton serve: SIGTERM: stopping the start-up at its next step"));
+  EXPECT_THAT(printed, HasSubstr("baton serve: stopped while starting, before serving anything: profiling into " +
+                                 (dir_ / "start_cache" / "profiles").string()));
+  EXPECT_THAT(printed, HasSubstr("stopped: interrupted after"));
+  EXPECT_THAT(printed, Not(HasSubstr("listening on")));
 }
 
 // A second SIGTERM while the server waits for what is in flight exits at

@@ -865,5 +865,55 @@ TEST_F(EngineTest, OpenErrorsSayWhatAndWhere) {
   EXPECT_THAT(bad_model.status().message(), HasSubstr("missing.onnx"));
 }
 
+// EngineOptions::stop ends Open at its next step with CANCELLED; profiling
+// stops within one measurement and keeps what it measured, and the next Open
+// goes on from that profile.
+TEST_F(EngineTest, OpenStopsAtItsNextStepWhenAsked) {
+  std::atomic<bool> stop{true};
+  EngineOptions options;
+  options.cache_dir = (*dir_ / "stop_cache").string();
+  options.stop = &stop;
+  Result<std::unique_ptr<Engine>> before = Engine::OpenText(Config("balanced"), dir_->string(), options);
+  ASSERT_FALSE(before.ok());
+  EXPECT_EQ(before.status().code(), StatusCode::kCancelled);
+  EXPECT_THAT(before.status().message(), HasSubstr("start-up stopped before loading the models"));
+
+  // Stopped from the profiler's first measurement (on the opening thread).
+  stop = false;
+  int measured = 0, total = 0;
+  options.profile_progress = [&](int done, int all, const std::string&) {
+    measured = done;
+    total = all;
+    stop = true;
+  };
+  Result<std::unique_ptr<Engine>> profiling = Engine::OpenText(Config("balanced"), dir_->string(), options);
+  ASSERT_FALSE(profiling.ok());
+  EXPECT_EQ(profiling.status().code(), StatusCode::kCancelled);
+  const std::string message = profiling.status().message();
+  EXPECT_THAT(message, HasSubstr("profiling into " + (*dir_ / "stop_cache" / "profiles").string()));
+  EXPECT_THAT(message, HasSubstr("interrupted after 1 of"));
+  EXPECT_THAT(message, HasSubstr("the next start resumes from them"));
+  EXPECT_EQ(measured, 1);
+  EXPECT_GT(total, 1);
+  const size_t from = std::string("profiling into ").size(), to = message.find(" stopped:");
+  ASSERT_NE(to, std::string::npos) << message;
+  EXPECT_TRUE(fs::is_regular_file(message.substr(from, to - from))) << message;
+
+  // Not stopped: the opening goes on from the saved profile and serves.
+  options.stop = nullptr;
+  options.profile_progress = nullptr;
+  std::unique_ptr<Engine> engine;
+  {
+    Result<std::unique_ptr<Engine>> opened = Engine::OpenText(Config("balanced"), dir_->string(), options);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    engine = std::move(opened).value();
+  }
+  Tensors x;
+  const ModelInfo* cam = engine->FindModel("cam");
+  ASSERT_NE(cam, nullptr);
+  x.emplace(cam->inputs[0].name, Tensor(cam->inputs[0].elem_type, cam->inputs[0].shape));
+  EXPECT_TRUE(engine->Infer("cam", std::move(x)).ok());
+}
+
 }  // namespace
 }  // namespace baton

@@ -39,6 +39,7 @@
 // application needs no ONNX, ONNX Runtime, gRPC, protobuf or Abseil headers.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -314,6 +315,12 @@ struct EngineOptions {
   // later events are counted and left out.
   bool trace = false;
   size_t trace_max_events = 1'000'000;
+  // Set from any thread (e.g. a signal handler's thread) to stop Open while
+  // it starts: Open then returns CANCELLED at its next step (before loading,
+  // connecting, profiling, planning, creating sessions), profiling within one
+  // measurement, keeping what it measured so that the next Open resumes it.
+  // Borrowed: it must outlive Open. Null = Open runs to the end.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // What Engine::WriteTrace wrote.

@@ -226,6 +226,32 @@ def test_ctrl_c_cancels_the_request_infer_waits_for(config, model_dir, cache_dir
         assert_outputs_equal(eng.infer("cam", cam, cancel=token), eng.infer("cam", cam))
 
 
+def test_ctrl_c_stops_an_engine_that_is_opening(config, tmp_path):
+    """Ctrl-C reaches a caller blocked in Engine() while it profiles: the
+    opening ends at its next step, KeyboardInterrupt is raised, and the next
+    Engine() opens from what was measured."""
+    import signal
+
+    lines = []
+
+    def progress(line):
+        lines.append(line)
+        if line.startswith("profiling into"):
+            os.kill(os.getpid(), signal.SIGINT)  # seen by the caller's wait, within 50 ms
+
+    cache = str(tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        baton.Engine(config("balanced"), cache_dir=cache, progress=progress)
+    assert any(line.startswith("profiling into") for line in lines), lines
+    assert "ready" not in lines
+    profiles = os.listdir(os.path.join(cache, "profiles"))
+    assert len(profiles) == 1, profiles
+
+    with baton.Engine(config("balanced"), cache_dir=cache) as eng:
+        x = random_inputs(eng, "cam", 1)
+        assert_outputs_equal(eng.infer("cam", x), eng.infer("cam", x))
+
+
 def test_bad_option_values_raise_value_error(whole):
     x = random_inputs(whole, "cam", 1)
     for kw in ({"deadline_ms": -1}, {"deadline_ms": float("nan")}, {"slo_ms": float("inf")}):

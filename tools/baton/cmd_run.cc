@@ -419,6 +419,10 @@ int Run(const RunArgs& args) {
   }
   if (!report.ok()) {
     std::cerr << "baton run: " << report.status().message() << "\n";
+    // A signal during set-up ends it at its next step, with nothing to report.
+    if (stop_signal.signal() != 0 && report.status().code() == absl::StatusCode::kCancelled) {
+      return 128 + stop_signal.signal();
+    }
     return 2;
   }
   PrintReport(*report);
@@ -455,7 +459,8 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
       "  whole_on_one_pu  (configs with non-CPU PUs) each model whole on one PU, best static assignment\n"
       "Settings of each: docs/benchmarks.md. The bound comes from the profile and speed probes taken\n"
       "between slices, never from the modes' own run times (docs/planning.md).\n"
-      "Exit status: 0 done, 1 a request failed or --verify found a mismatch, 2 usage/config/setup error.\n"
+      "Exit status: 0 done, 1 a request failed or --verify found a mismatch, 2 usage/config/setup error,\n"
+      "128 + the signal when SIGINT/SIGTERM stopped it (during set-up: at its next step, with no report).\n"
       "Config reference: docs/config.md.");
   cmd->add_option("CONFIG", args->config, "YAML run configuration (default: the embedded workload)");
   cmd->add_option("--json", args->json, "Write the results as JSON to this file");

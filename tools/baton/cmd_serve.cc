@@ -1,7 +1,9 @@
 // `baton serve [CONFIG] [--plan PLAN] [--grpc HOST:PORT] [--http HOST:PORT] ...`:
 // opens a baton::Engine on the config (the embedded default models without
 // one) and serves it over the KServe v2 protocol, gRPC and REST, with
-// Prometheus metrics (src/baton/serve/). SIGINT/SIGTERM: stop accepting, answer what is in
+// Prometheus metrics (src/baton/serve/). SIGINT/SIGTERM while starting: the
+// start-up ends at its next step (profiling within one measurement), exit 0.
+// SIGINT/SIGTERM while serving: stop accepting, answer what is in
 // flight (cancel what is left after --exit-timeout-secs), exit 0, or 1 when
 // a cancelled run has still not ended 5 s later; a second signal exits at
 // once with 128 + the signal. Exit status 2 for usage and start-up errors.
@@ -113,10 +115,8 @@ class ExitAfter {
 
 int Serve(const ServeArgs& args) {
   // Before any thread starts. A second signal while stopping exits at once.
-  StopOnSignal stop_signal(
-      absl::StrCat("no new connections; answering what is in flight (for up to ", args.exit_timeout_s,
-                   " s, --exit-timeout-secs; then it is cancelled)"),
-      "leaving what is in flight unanswered", "baton serve");
+  StopOnSignal stop_signal("stopping the start-up at its next step", "leaving what is in flight unanswered",
+                           "baton serve");
 
   if (args.no_http && args.no_grpc) {
     std::cerr << "baton serve: --no-http and --no-grpc together leave nothing to serve; drop one\n";
@@ -179,6 +179,7 @@ int Serve(const ServeArgs& args) {
   options.progress = StderrProgress(args.quiet);
   options.trace = !args.trace.empty();
   options.trace_max_events = static_cast<size_t>(args.trace_max_events);
+  options.stop = stop_signal.stop();
   if (options.trace) {
     // Written at exit: a path that cannot be written is a start-up error, not a lost trace.
     std::ofstream probe(args.trace, std::ios::app);
@@ -193,9 +194,18 @@ int Serve(const ServeArgs& args) {
           ? Engine::OpenText(config::ToYaml(*LoadConfigOrDefault("")), "", options)
           : Engine::Open(args.config, options);
   if (!engine.ok()) {
+    // A signal while starting ends the start-up at its next step: a clean
+    // stop with nothing in flight, so exit 0 as any stop on a signal does.
+    if (stop_signal.signal() != 0 && engine.status().code() == StatusCode::kCancelled) {
+      std::cerr << "baton serve: stopped while starting, before serving anything: " << engine.status().message()
+                << "\n";
+      return 0;
+    }
     std::cerr << "baton serve: " << engine.status().message() << "\n";
     return 2;
   }
+  stop_signal.SetWhatNext(absl::StrCat("no new connections; answering what is in flight (for up to ",
+                                       args.exit_timeout_s, " s, --exit-timeout-secs; then it is cancelled)"));
   serve::ServerOptions front_ends;
   if (!args.no_grpc) front_ends.grpc = grpc;
   if (!args.no_http) front_ends.http = http;

@@ -57,7 +57,7 @@ class StopOnSignal {
  public:
   // `what_next`: what the command does after the first signal; `at_once`:
   // what a second signal leaves undone (both printed).
-  explicit StopOnSignal(std::string what_next = "finishing the current slice, then reporting what ran",
+  explicit StopOnSignal(std::string what_next = "finishing the current slice (or set-up step), then reporting what ran",
                         std::string at_once = "nothing written", std::string who = "baton")
       : what_next_(std::move(what_next)),
         at_once_(std::move(at_once)),
@@ -73,6 +73,11 @@ class StopOnSignal {
 
   const std::atomic<bool>* stop() const { return &stop_; }
   int signal() const { return signal_.load(); }  // 0 = none yet
+  // What a first signal from now on leads to (e.g. once start-up is over).
+  void SetWhatNext(std::string what_next) {
+    std::lock_guard lock(mu_);
+    what_next_ = std::move(what_next);
+  }
   // Blocks until the first signal; returns it.
   int Wait() {
     std::unique_lock lock(mu_);
@@ -90,19 +95,21 @@ class StopOnSignal {
         std::fprintf(stderr, "%s: second signal: stopping now, %s\n", who_.c_str(), at_once_.c_str());
         std::_Exit(128 + sig);
       }
+      std::string what_next;
       {
         std::lock_guard lock(mu_);
         signal_.store(sig);
         stop_.store(true);
+        what_next = what_next_;
       }
       cv_.notify_all();
       // Once this line is out, a second signal stops the process.
       std::fprintf(stderr, "%s: %s: %s (again to stop at once)\n", who_.c_str(), sig == SIGINT ? "SIGINT" : "SIGTERM",
-                   what_next_.c_str());
+                   what_next.c_str());
     }
   }
 
-  const std::string what_next_;
+  std::string what_next_;  // guarded by mu_
   const std::string at_once_;
   const std::string who_;
   std::mutex mu_;

@@ -15,6 +15,16 @@ namespace baton::app {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// Cancelled once `stop` is set: start-up ends before `step`.
+absl::Status StopBefore(const std::atomic<bool>* stop, const char* step) {
+  if (stop == nullptr || !stop->load()) return absl::OkStatus();
+  return absl::CancelledError(absl::StrCat("start-up stopped before ", step));
+}
+
+}  // namespace
+
 absl::StatusOr<RuntimeBundle> MakeRuntime(const config::RunConfig& config, const runtime::Deployment& deployment,
                                           const std::string& low_level, bool fixed,
                                           dispatch::DispatchObserver* observer, const Remotes* remotes) {
@@ -75,6 +85,7 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
   // Models, inputs and (for --verify) the whole-model reference outputs.
   const std::string cache_dir = options.cache_dir.empty() ? DefaultCacheDir() : options.cache_dir;
   Assembly a;
+  BATON_RETURN_IF_ERROR(StopBefore(options.stop, "loading the models"));
   BATON_ASSIGN_OR_RETURN(a.models, LoadModels(config, cache_dir, options.samples, options.with_expected, say));
   std::vector<LoadedModel>& models = a.models;
 
@@ -101,8 +112,10 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
     if (!profile_source.empty()) {
       BATON_ASSIGN_OR_RETURN(prof, profile::Profile::Load(profile_source));
     } else {
-      const profiler::ProfilerOptions quick = QuickProfilerOptions(pu_set.profiler_pus.size());
+      profiler::ProfilerOptions quick = QuickProfilerOptions(pu_set.profiler_pus.size());
       profile_source = AutoProfilePath(cache_dir, models, pu_set, quick);
+      quick.stop = options.stop;  // the profiler stops before its next measurement, keeping what it measured
+      BATON_RETURN_IF_ERROR(StopBefore(options.stop, "profiling"));
       say(absl::StrCat("profiling into ", profile_source, " (kept for the next run of this config)"));
       BATON_ASSIGN_OR_RETURN(prof, ProfileInto(profile_source, models, pu_set, quick, options.profile_progress));
     }
@@ -136,6 +149,7 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
   // name) from the profile, or from estimated costs when there is none.
   std::vector<runtime::DeployModel>& deploy = a.deploy;
   std::optional<profile::Placement>& planned_placement = a.planned_placement;
+  BATON_RETURN_IF_ERROR(StopBefore(options.stop, "planning"));
   if (!plan_file) {
     BATON_ASSIGN_OR_RETURN(const plan::HighLevelPolicy policy, plan::ParseHighLevelPolicy(config.policy.high_level));
     std::optional<Planning> estimate;
@@ -210,9 +224,11 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
   a.configured_priorities = RequestPriorities(nullptr, models);
   a.priorities = RequestPriorities(plan_file ? &*plan_file : nullptr, models);
   if (!options.deploy) return a;
+  BATON_RETURN_IF_ERROR(StopBefore(options.stop, "creating sessions"));
   say(absl::StrCat("creating sessions (plan ", plan_file->policy, ")"));
   BATON_ASSIGN_OR_RETURN(a.deployment, runtime::Deployment::Build(pu_set.devices, deploy));
   for (const std::string& w : a.deployment->warnings()) std::fprintf(stderr, "baton: warning: %s\n", w.c_str());
+  BATON_RETURN_IF_ERROR(StopBefore(options.stop, "starting the runtime"));
   BATON_ASSIGN_OR_RETURN(a.runtime, MakeRuntime(config, *a.deployment, config.policy.low_level,
                                                 /*fixed=*/config.policy.low_level == "fixed", options.observer,
                                                 remotes));
@@ -272,6 +288,7 @@ absl::StatusOr<std::unique_ptr<Remotes>> ConnectRemoteDevices(const config::RunC
   auto say = [&](const std::string& line) {
     if (options.say) options.say(line);
   };
+  BATON_RETURN_IF_ERROR(StopBefore(options.stop, "connecting to the remote devices"));
   BATON_ASSIGN_OR_RETURN(Remotes remotes, ConnectRemotes(config, say));
   const plan::HighLevelPolicyInfo* info = plan::FindHighLevelPolicy(config.policy.high_level);
   if (info != nullptr && info->needs_profile) {

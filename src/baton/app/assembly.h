@@ -8,6 +8,7 @@
 // the runtime, whose own contract (runtime/runtime.h) applies.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,6 +62,11 @@ struct AssembleOptions {
   dispatch::DispatchObserver* observer = nullptr;
   Say say;                   // progress lines; null = silent
   profiler::Progress profile_progress;  // profiling progress (when no cached profile fits); null = none
+  // Set (e.g. by a signal): Assemble returns Cancelled at its next step
+  // (before loading, profiling, planning or creating sessions). Profiling
+  // stops before its next measurement and keeps what it measured, so the next
+  // start resumes it. Borrowed; null = never.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // Members are declared so that the runtime goes first, then what it borrows.

@@ -472,6 +472,7 @@ absl::StatusOr<std::unique_ptr<Engine::Impl>> OpenImpl(config::RunConfig config,
   assemble.samples = 2;  // inputs for the profiler and the batching check (which stacks two)
   assemble.say = options.progress;
   assemble.profile_progress = options.profile_progress;
+  assemble.stop = options.stop;
   BATON_ASSIGN_OR_RETURN(impl->remotes, app::ConnectRemoteDevices(impl->config, assemble));
   if (impl->remotes) assemble.no_profile = true;  // remote PUs have no profile yet
   if (options.trace) {

@@ -568,8 +568,13 @@ absl::StatusOr<profile::Profile> ProfileInto(const std::string& path, const std:
   for (const LoadedModel& lm : models) {
     pm.push_back(profiler::ProfilerModel{lm.config->name, lm.model, lm.content_hash, lm.config->max_batch});
   }
-  BATON_RETURN_IF_ERROR(profiler::ProfileModels(
-      pm, pus.profiler_pus, options, p, [&](const profile::Profile& now) { return now.Save(path); }, progress));
+  absl::Status measured = profiler::ProfileModels(
+      pm, pus.profiler_pus, options, p, [&](const profile::Profile& now) { return now.Save(path); }, progress);
+  if (absl::IsCancelled(measured)) {
+    return absl::CancelledError(absl::StrCat("profiling into ", path, " stopped: ", measured.message(),
+                                             " there, and the next start resumes from them"));
+  }
+  BATON_RETURN_IF_ERROR(measured);
   BATON_RETURN_IF_ERROR(p.Save(path));
   return p;
 }

@@ -627,6 +627,7 @@ absl::StatusOr<RunReport> RunSession(const config::RunConfig& config, const RunO
   connect.plan_path = options.plan_path;
   connect.profile_path = options.profile_path;
   connect.say = options.progress;
+  connect.stop = options.interrupt;
   BATON_ASSIGN_OR_RETURN(std::unique_ptr<Remotes> remotes, ConnectRemoteDevices(config, connect));
   if (!remotes) return RunResolved(config, options, nullptr);
   RunOptions remote_options = options;
@@ -697,6 +698,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   if (!options.trace_path.empty()) tracer = std::make_unique<trace::TraceObserver>(TraceNamesOf(config));
   assemble.observer = tracer.get();
   assemble.say = say;
+  assemble.stop = options.interrupt;
   BATON_ASSIGN_OR_RETURN(Assembly assembly, Assemble(config, remotes, assemble));
   std::vector<LoadedModel>& models = assembly.models;
   const PuSet& pu_set = assembly.pus;
@@ -1203,6 +1205,7 @@ absl::StatusOr<RunReport> RunAgainstServer(const config::RunConfig& config, cons
   assemble.with_expected = options.verify;
   assemble.deploy = false;
   assemble.say = say;
+  assemble.stop = options.interrupt;
   // The server plans; here no plan is made (`whole` needs no profile).
   config::RunConfig local = config;
   local.policy.high_level = "whole";

@@ -218,7 +218,8 @@ struct RunOptions {
   std::function<void(const std::string&)> progress;
   // Set (e.g. by a SIGINT handler) to stop early: the slice running then
   // finishes, no further slice starts, and the report covers what ran
-  // (RunReport::interrupted). Null = never.
+  // (RunReport::interrupted). Set during set-up, the set-up ends at its next
+  // step with CANCELLED (app::AssembleOptions::stop). Null = never.
   const std::atomic<bool>* interrupt = nullptr;
 };
 
