@@ -188,7 +188,7 @@ stage_tsan() {
   run_gtests tsan "TSAN_OPTIONS=halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
     "$tests/serve_grpc_test" \
     "$tests/agent_failover_test" \
-    "$tests/cli_serve_test --gtest_filter=CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*:CliServeTest.SigtermStops*:CliServeTest.ExitTimeout*" \
+    "$tests/cli_serve_test --gtest_filter=CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*:CliServeTest.SigtermStops*:CliServeTest.ExitTimeout*:CliServeTest.ASignalWhileStarting*" \
     "$tests/agent_server_test --gtest_filter=*Unload*:*Lying*:*Concurrent*:*Withholds*:*OwnTime*:*Grace*:*GaveBack*" \
     "$tests/serve_http_limits_test" \
     "$tests/port_contract_test" \
