@@ -13,6 +13,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -496,46 +497,49 @@ TEST_F(CliServeGrpcTest, TwoClientProcessesWithPrioritiesAndOverload) {
   ASSERT_TRUE(server.ok()) << server.banner();
   const int port = server.grpc_port();
   const Sample s = MakeSample(4);
-  // Two client processes, priorities 0 and 5, each with three threads of
-  // five requests. Exit status: 0 when every answer was OK or RESOURCE_EXHAUSTED
-  // and at least one was OK; 1 otherwise.
-  std::vector<pid_t> children;
-  for (int priority : {0, 5}) {
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      auto stub = Connect(port);
-      std::atomic<int> ok{0}, full{0}, other{0};
-      std::vector<std::thread> threads;
-      for (int t = 0; t < 3; ++t) {
-        threads.emplace_back([&] {
-          for (int i = 0; i < 5; ++i) {
-            ModelInferRequest req = s.request;
-            (*req.mutable_parameters())["priority"].set_int64_param(priority);
-            (*req.mutable_parameters())["timeout"].set_int64_param(30'000'000);
-            grpc::ClientContext ctx;
-            Prepare(ctx);
-            ModelInferResponse r;
-            grpc::Status st = stub->ModelInfer(&ctx, req, &r);
-            if (st.ok() && r.raw_output_contents_size() == 1) {
-              ++ok;
-            } else if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-              ++full;
-            } else {
-              ++other;
-            }
-          }
-        });
-      }
-      for (std::thread& t : threads) t.join();
-      _exit(ok > 0 && other == 0 && ok + full == 15 ? 0 : 1);
-    }
-    children.push_back(pid);
+  const std::string request_file = (dir_ / "two_clients_request.pb").string();
+  {
+    std::ofstream out(request_file, std::ios::binary);
+    ASSERT_TRUE(s.request.SerializeToOstream(&out));
   }
-  for (pid_t pid : children) {
+  // Two client processes (tests/serve_priority_client.cc, started by fork and
+  // exec), priorities 0 and 5, each with three threads of five requests. Exit
+  // status: 0 when every answer was OK or RESOURCE_EXHAUSTED and at least one
+  // was OK; 1 otherwise. What each says goes to a file of its own.
+  struct Client {
+    pid_t pid = -1;
+    std::string out;
+  };
+  std::vector<Client> clients;
+  for (int priority : {0, 5}) {
+    Client c;
+    c.out = (dir_ / ("client_" + std::to_string(priority) + ".txt")).string();
+    // Built before fork: the child of a threaded process only calls exec.
+    const std::vector<std::string> args = {testing::kPriorityClientPath, std::to_string(port),
+                                           std::to_string(priority), request_file};
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    const int fd = ::open(c.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0) << c.out;
+    c.pid = ::fork();
+    if (c.pid == 0) {
+      ::dup2(fd, STDOUT_FILENO);
+      ::dup2(fd, STDERR_FILENO);
+      ::execv(argv[0], argv.data());
+      _exit(127);
+    }
+    ::close(fd);
+    ASSERT_GT(c.pid, 0);
+    clients.push_back(c);
+  }
+  for (const Client& c : clients) {
     int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "client process " << pid << " status " << status;
+    ASSERT_EQ(::waitpid(c.pid, &status, 0), c.pid);
+    const std::string said = ReadRegularFile(c.out, 1 << 20, "a client's output").value_or("");
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "client process " << c.pid << " status " << status
+                                                               << ":\n" << said;
+    EXPECT_THAT(said, HasSubstr(" OK, ")) << said;
   }
   auto stub = Connect(port);
   grpc::ClientContext ctx;
