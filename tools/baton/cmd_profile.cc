@@ -3,8 +3,6 @@
 // and writes the profile that `baton plan` reads. Resumes from PROFILE when it
 // exists (measurements with the same keys are kept).
 // Exit status: 0 done, 2 usage, config or measurement errors.
-#include <unistd.h>
-
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -31,28 +29,6 @@ struct ProfileArgs {
   bool quiet = false;
   std::string cache_dir;
 };
-
-// A progress bar on a terminal, a line per 10 % otherwise.
-profiler::Progress Bar(bool quiet) {
-  if (quiet) return nullptr;
-  const bool tty = ::isatty(2) != 0;
-  auto last_decile = std::make_shared<int>(-1);
-  return [tty, last_decile](int done, int total, const std::string& what) {
-    const int width = 30;
-    const int filled = total > 0 ? done * width / total : width;
-    if (tty) {
-      std::cerr << absl::StrFormat("\r[%s%s] %d/%d %-60.60s", std::string(filled, '#'),
-                                   std::string(width - filled, '.'), done, total, what)
-                << (done == total ? "\n" : "") << std::flush;
-      return;
-    }
-    const int decile = total > 0 ? done * 10 / total : 10;
-    if (decile != *last_decile) {
-      *last_decile = decile;
-      std::cerr << absl::StrFormat("profile: %d/%d measured (%s)\n", done, total, what);
-    }
-  };
-}
 
 int Profile(const ProfileArgs& args) {
   // Before any thread starts: SIGINT/SIGTERM stop after the measurement in
@@ -91,7 +67,7 @@ int Profile(const ProfileArgs& args) {
     return 2;
   }
   if (say && std::filesystem::exists(args.output, ec)) say("resuming from " + args.output);
-  absl::StatusOr<profile::Profile> p = ProfileInto(args.output, *models, *pus, options, Bar(args.quiet));
+  absl::StatusOr<profile::Profile> p = ProfileInto(args.output, *models, *pus, options, ProfileBar(args.quiet));
   if (!p.ok() && p.status().code() == absl::StatusCode::kCancelled && stop_signal.signal() != 0) {
     std::cerr << "\nbaton profile: " << p.status().message() << " in " << args.output
               << "; run the same command again to resume\n";

@@ -369,6 +369,7 @@ int Run(const RunArgs& args) {
   options.no_profile = args.no_profile;
   options.no_baton = args.no_baton;
   options.progress = StderrProgress(args.quiet);
+  options.profile_progress = ProfileBar(args.quiet);
   options.interrupt = stop_signal.stop();
   absl::StatusOr<RunReport> report = absl::UnknownError("not run");
   if (args.server.empty()) {

@@ -177,6 +177,7 @@ int Serve(const ServeArgs& args) {
   options.cache_dir = args.cache_dir;
   options.no_profile = args.no_profile;
   options.progress = StderrProgress(args.quiet);
+  options.profile_progress = ProfileBar(args.quiet);
   options.trace = !args.trace.empty();
   options.trace_max_events = static_cast<size_t>(args.trace_max_events);
   options.stop = stop_signal.stop();

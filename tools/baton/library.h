@@ -3,6 +3,7 @@
 #pragma once
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -33,6 +35,29 @@ inline Say StderrProgress(bool quiet) {
   return [start](const std::string& line) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cerr << absl::StrFormat("[%5.1fs] ", s) << line << "\n";
+  };
+}
+
+// Profiling progress: a bar on a terminal, a line per 10 % otherwise, or
+// nothing when quiet.
+inline profiler::Progress ProfileBar(bool quiet) {
+  if (quiet) return nullptr;
+  const bool tty = ::isatty(2) != 0;
+  auto last_decile = std::make_shared<int>(-1);
+  return [tty, last_decile](int done, int total, const std::string& what) {
+    const int width = 30;
+    const int filled = total > 0 ? done * width / total : width;
+    if (tty) {
+      std::cerr << absl::StrFormat("\r[%s%s] %d/%d %-60.60s", std::string(filled, '#'),
+                                   std::string(width - filled, '.'), done, total, what)
+                << (done == total ? "\n" : "") << std::flush;
+      return;
+    }
+    const int decile = total > 0 ? done * 10 / total : 10;
+    if (decile != *last_decile) {
+      *last_decile = decile;
+      std::cerr << absl::StrFormat("profile: %d/%d measured (%s)\n", done, total, what);
+    }
   };
 }
 

@@ -698,6 +698,7 @@ absl::StatusOr<RunReport> RunResolved(const config::RunConfig& config, const Run
   if (!options.trace_path.empty()) tracer = std::make_unique<trace::TraceObserver>(TraceNamesOf(config));
   assemble.observer = tracer.get();
   assemble.say = say;
+  assemble.profile_progress = options.profile_progress;
   assemble.stop = options.interrupt;
   BATON_ASSIGN_OR_RETURN(Assembly assembly, Assemble(config, remotes, assemble));
   std::vector<LoadedModel>& models = assembly.models;

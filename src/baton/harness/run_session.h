@@ -216,6 +216,8 @@ struct RunOptions {
   bool no_baton = false;
   // Progress lines (phase by phase) go here; nullptr = silent.
   std::function<void(const std::string&)> progress;
+  // Profiling progress (measurements done of all), when the set-up profiles; nullptr = none.
+  std::function<void(int done, int total, const std::string& what)> profile_progress;
   // Set (e.g. by a SIGINT handler) to stop early: the slice running then
   // finishes, no further slice starts, and the report covers what ran
   // (RunReport::interrupted). Set during set-up, the set-up ends at its next
