@@ -189,7 +189,7 @@ stage_tsan() {
     "$tests/serve_grpc_test" \
     "$tests/agent_failover_test" \
     "$tests/cli_serve_test --gtest_filter=CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*:CliServeTest.SigtermStops*:CliServeTest.ExitTimeout*:CliServeTest.ASignalWhileStarting*" \
-    "$tests/agent_server_test --gtest_filter=*Unload*:*Lying*:*Concurrent*:*Withholds*:*OwnTime*:*Grace*:*GaveBack*" \
+    "$tests/agent_server_test --gtest_filter=*Unload*:*Lying*:*Concurrent*:*Withholds*:*OwnTime*:*Grace*:*GaveBack*:*Busy*" \
     "$tests/serve_http_limits_test" \
     "$tests/port_contract_test" \
     "$tests/agent_execute_test" \

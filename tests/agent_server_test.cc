@@ -859,6 +859,71 @@ TEST(AgentServerTest, LoadsBeyondTheConcurrentLimitAreRefusedAtOnce) {
   server->Shutdown();
 }
 
+// A Load the agent refuses only because it is taking all the Loads it takes
+// at once is tried again by baton's client, which loads once a slot is free;
+// a refusal for any other reason is final. Before, the client gave up at once:
+// a `baton serve` whose start met another client's Loads on a shared agent
+// failed to start.
+TEST(AgentServerTest, ALoadRefusedWhileTheAgentIsBusyIsTriedAgain) {
+  backend::CpuExecutor cpu(backend::CpuPuSpec{"cpu0", 1, {}});
+  AgentOptions options;
+  options.max_concurrent_loads = 1;
+  std::unique_ptr<AgentServer> server = StartAgent(options, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(server, nullptr);
+  auto stub = pb::Agent::NewStub(Channel(*server));
+  const std::string bytes = Partition().bytes;
+
+  // Another client holds the agent's one Load slot: its Load has sent its
+  // header and part of its bytes, and goes on later.
+  grpc::ClientContext holder_context;
+  Prepare(holder_context, "");
+  pb::LoadReply holder_reply;
+  std::unique_ptr<grpc::ClientWriter<pb::LoadChunk>> holder = stub->Load(&holder_context, &holder_reply);
+  pb::LoadChunk part;
+  part.mutable_header()->set_content_hash(net::Sha256Hex(bytes));
+  part.mutable_header()->set_total_bytes(static_cast<int64_t>(bytes.size()));
+  part.mutable_header()->set_name("held");
+  part.set_data(bytes.substr(0, 16));
+  ASSERT_TRUE(holder->Write(part));
+  // Held once a Load that would be refused for its hash is refused for the slot.
+  ASSERT_TRUE(baton::testing::WaitUntil([&] {
+    pb::LoadReply reply;
+    return Load(*stub, LoadRequest("x").Hash("short"), &reply).error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  }));
+
+  RemoteDeviceOptions o;
+  o.name = "edge";
+  o.address = server->address();
+  absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> device = GrpcRemoteDevice::Connect(o);
+  ASSERT_TRUE(device.ok()) << device.status();
+  std::future<absl::StatusOr<GrpcRemoteDevice::Loaded>> loaded =
+      std::async(std::launch::async, [&] { return (*device)->Load("p0", bytes); });
+  ASSERT_TRUE(baton::testing::WaitUntil([&] { return (*device)->counters().loads_retried >= 2; }))
+      << "the client tries again while the slot is held";
+  EXPECT_EQ(loaded.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  // The other client's Load ends (its bytes cut short): the slot is free.
+  holder->WritesDone();
+  EXPECT_EQ(holder->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  absl::StatusOr<GrpcRemoteDevice::Loaded> got = loaded.get();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_FALSE(got->handle.empty());
+  EXPECT_EQ((*device)->counters().loads_sent, 1u);
+  EXPECT_EQ(server->Stats().partitions_loaded(), 1u);
+
+  // A partition above the agent's size limit is refused for good: no retry.
+  AgentOptions small;
+  small.max_partition_bytes = 16;
+  std::unique_ptr<AgentServer> tiny = StartAgent(small, {CpuPu(cpu, "cpu0")});
+  ASSERT_NE(tiny, nullptr);
+  o.address = tiny->address();
+  absl::StatusOr<std::shared_ptr<GrpcRemoteDevice>> refused_device = GrpcRemoteDevice::Connect(o);
+  ASSERT_TRUE(refused_device.ok()) << refused_device.status();
+  absl::StatusOr<GrpcRemoteDevice::Loaded> refused = (*refused_device)->Load("p0", bytes);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("above this agent's limit"));
+  EXPECT_EQ((*refused_device)->counters().loads_retried, 0u);
+}
+
 // A session creation that never returns does not hang Shutdown: it is left
 // running, and the agent says how many it left.
 TEST(AgentServerTest, ShutdownDoesNotWaitForeverForASessionCreation) {

@@ -3,6 +3,7 @@
 // data, checked against the op allow-list and the parameter budget, then its
 // sessions are created within load_timeout (see agent_server.h).
 #include <algorithm>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -21,12 +22,15 @@ grpc::Status AgentServer::Impl::Load(grpc::ServerContext* context, grpc::ServerR
     std::atomic<size_t>& n;
     ~InProgress() { --n; }
   } in_progress{loads_in_progress_};
-  absl::StatusOr<pb::LoadReply> result =
-      ++loads_in_progress_ > options_.max_concurrent_loads
-          ? absl::ResourceExhaustedError(absl::StrCat(
-                "agent '", options_.name, "': ", options_.max_concurrent_loads,
-                " Loads are in progress already (the most it takes at once); load again once one has finished"))
-          : DoLoad(context, reader);
+  if (++loads_in_progress_ > options_.max_concurrent_loads) {
+    // Transient: the trailer tells baton's clients to try again shortly.
+    ++loads_rejected_;
+    context->AddTrailingMetadata(kLoadRetryAfterMsKey, std::to_string(kLoadRetryAfterMs));
+    return ToGrpc(absl::ResourceExhaustedError(absl::StrCat(
+        "agent '", options_.name, "': ", options_.max_concurrent_loads,
+        " Loads are in progress already (the most it takes at once); load again once one has finished")));
+  }
+  absl::StatusOr<pb::LoadReply> result = DoLoad(context, reader);
   if (!result.ok()) {
     ++loads_rejected_;
     return ToGrpc(result.status());

@@ -22,6 +22,12 @@ inline constexpr int64_t kDefaultChunkBytes = 1 << 20;  // 1 MiB per stream mess
 inline constexpr size_t kMaxAnswerBytes = (size_t{2} << 30) - (size_t{64} << 20);
 inline constexpr int kMaxGrpcMessageBytes = 8 << 20;    // > chunk + headers
 inline constexpr int64_t kDefaultMaxPartitionBytes = 512 << 20;
+// A Load the agent refused only because it is already taking as many as it
+// takes at once (RESOURCE_EXHAUSTED) carries this trailing metadata: the
+// milliseconds after which to try again. Clients retry such a refusal within
+// their load budget; every other refusal is final.
+inline constexpr char kLoadRetryAfterMsKey[] = "baton-load-retry-after-ms";
+inline constexpr int kLoadRetryAfterMs = 100;
 
 struct ServerSecurityOptions {
   std::string tls_cert_file;   // PEM server certificate chain ("" = plaintext)

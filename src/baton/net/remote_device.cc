@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -262,50 +264,74 @@ void GrpcRemoteDevice::Impl::Bind(DeviceId device, std::vector<runtime::PuSetup>
 
 absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(const std::string& name,
                                                                              const std::string& bytes) {
-  grpc::ClientContext context;
-  AddAuth(context);
   const std::chrono::milliseconds budget = LoadCallBudget(hello_, bytes.size());
-  context.set_deadline(std::chrono::system_clock::now() + budget);
-  pb::LoadReply reply;
-  std::unique_ptr<grpc::ClientWriter<pb::LoadChunk>> writer = stub_->Load(&context, &reply);
-  const int64_t chunk = std::max<int64_t>(hello_.chunk_bytes > 0 ? hello_.chunk_bytes : kDefaultChunkBytes, 1);
-  size_t at = 0;
-  bool first = true;
-  while (first || at < bytes.size()) {
-    pb::LoadChunk c;
-    if (first) {
-      c.mutable_header()->set_content_hash(Sha256Hex(bytes));
-      c.mutable_header()->set_total_bytes(static_cast<int64_t>(bytes.size()));
-      c.mutable_header()->set_name(name);
-      c.mutable_header()->set_client(client_);
-      first = false;
+  const auto give_up = std::chrono::steady_clock::now() + budget;
+  std::chrono::milliseconds wait{0};  // before the next try, when the agent is taking all the Loads it takes
+  for (;;) {
+    grpc::ClientContext context;
+    AddAuth(context);
+    context.set_deadline(std::chrono::system_clock::now() + budget);
+    pb::LoadReply reply;
+    std::unique_ptr<grpc::ClientWriter<pb::LoadChunk>> writer = stub_->Load(&context, &reply);
+    const int64_t chunk = std::max<int64_t>(hello_.chunk_bytes > 0 ? hello_.chunk_bytes : kDefaultChunkBytes, 1);
+    size_t at = 0;
+    bool first = true;
+    while (first || at < bytes.size()) {
+      pb::LoadChunk c;
+      if (first) {
+        c.mutable_header()->set_content_hash(Sha256Hex(bytes));
+        c.mutable_header()->set_total_bytes(static_cast<int64_t>(bytes.size()));
+        c.mutable_header()->set_name(name);
+        c.mutable_header()->set_client(client_);
+        first = false;
+      }
+      const size_t n = std::min(static_cast<size_t>(chunk), bytes.size() - at);
+      c.set_data(bytes.data() + at, n);
+      at += n;
+      if (!writer->Write(c)) break;  // the agent refused; Finish says why
     }
-    const size_t n = std::min(static_cast<size_t>(chunk), bytes.size() - at);
-    c.set_data(bytes.data() + at, n);
-    at += n;
-    if (!writer->Write(c)) break;  // the agent refused; Finish says why
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      // Refused only for now (another client's Loads, or ours at a rejoin,
+      // fill the agent's --max-concurrent-loads): try again at growing
+      // intervals (the agent's hint, doubled up to 1 s) while the budget lasts.
+      const auto& trailers = context.GetServerTrailingMetadata();
+      if (auto it = trailers.find(kLoadRetryAfterMsKey); it != trailers.end()) {
+        const int64_t hint = std::strtoll(std::string(it->second.data(), it->second.size()).c_str(), nullptr, 10);
+        wait = std::clamp(std::max(std::chrono::milliseconds(hint), 2 * wait), std::chrono::milliseconds(10),
+                          std::chrono::milliseconds(1000));
+        if (std::chrono::steady_clock::now() + wait < give_up) {
+          std::unique_lock lock(mu_);
+          if (cv_.wait_for(lock, wait, [&] { return stopping_; })) {
+            return absl::CancelledError(absl::StrCat("device '", options_.name, "': loading partition '", name,
+                                                     "': the device is stopping"));
+          }
+          ++counters_.loads_retried;
+          continue;
+        }
+      }
+    }
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && context.deadline() <= std::chrono::system_clock::now()) {
+      // This side gave up (the agent's own timeout answers earlier, and says so).
+      return absl::DeadlineExceededError(absl::StrCat(
+          "device '", options_.name, "': loading partition '", name, "' (", bytes.size(), " bytes) got no answer from ",
+          "the agent at ", options_.address, " within ", budget.count(), " ms (its load timeout of ",
+          hello_.load_timeout_ms > 0 ? absl::StrCat(hello_.load_timeout_ms, " ms") : "unknown, taken as 120 s",
+          ", 30 s, and the bytes at 1 MiB/s); check the link to the agent and whether the agent is stuck"));
+    }
+    if (!s.ok()) {
+      return FromGrpc(s, absl::StrCat("device '", options_.name, "': loading partition '", name, "'"));
+    }
+    Loaded out;
+    out.handle = reply.handle();
+    out.capable_pus.assign(reply.capable_pus().begin(), reply.capable_pus().end());
+    {
+      std::lock_guard lock(mu_);
+      ++counters_.loads_sent;
+    }
+    return out;
   }
-  writer->WritesDone();
-  grpc::Status s = writer->Finish();
-  if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && context.deadline() <= std::chrono::system_clock::now()) {
-    // This side gave up (the agent's own timeout answers earlier, and says so).
-    return absl::DeadlineExceededError(absl::StrCat(
-        "device '", options_.name, "': loading partition '", name, "' (", bytes.size(), " bytes) got no answer from ",
-        "the agent at ", options_.address, " within ", budget.count(), " ms (its load timeout of ",
-        hello_.load_timeout_ms > 0 ? absl::StrCat(hello_.load_timeout_ms, " ms") : "unknown, taken as 120 s",
-        ", 30 s, and the bytes at 1 MiB/s); check the link to the agent and whether the agent is stuck"));
-  }
-  if (!s.ok()) {
-    return FromGrpc(s, absl::StrCat("device '", options_.name, "': loading partition '", name, "'"));
-  }
-  Loaded out;
-  out.handle = reply.handle();
-  out.capable_pus.assign(reply.capable_pus().begin(), reply.capable_pus().end());
-  {
-    std::lock_guard lock(mu_);
-    ++counters_.loads_sent;
-  }
-  return out;
 }
 
 absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::Load(const std::string& partition_name,

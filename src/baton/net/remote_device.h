@@ -69,7 +69,9 @@ struct RemoteDeviceOptions {
 // `hello`: the agent's own load timeout (120 s when it does not say), plus
 // 30 s, plus the bytes at 1 MiB/s (a slow edge link). The agent answers
 // DEADLINE_EXCEEDED itself when its sessions take longer than its timeout,
-// so this only bounds a transfer or an agent that hangs.
+// so this only bounds a transfer or an agent that hangs. A Load the agent
+// refuses because it takes no more at once (kLoadRetryAfterMsKey) is tried
+// again, at growing intervals, while this budget lasts.
 std::chrono::milliseconds LoadCallBudget(const AgentHello& hello, size_t bytes);
 
 struct RemoteDeviceCounters {
@@ -84,6 +86,7 @@ struct RemoteDeviceCounters {
   uint64_t unloads_sent = 0;  // partitions given back to the agent (Unload accepted)
   uint64_t expired = 0;       // answered DEADLINE_EXCEEDED here after answer_timeout (counted in answered too)
   uint64_t given_back = 0;    // times the agent had given our Loads back (we were away past its client grace)
+  uint64_t loads_retried = 0;  // Loads tried again because the agent was taking as many as it takes at once
 };
 
 class GrpcRemoteDevice : public runtime::RemoteDevice {
