@@ -21,6 +21,10 @@
 # successful requests) and the client (its --json). "run share" is the PUs'
 # run CPU time over their busy time: below 1 when other threads took their
 # cores during runs.
+#
+# And memory: the peak RSS of each in-process run and of each client run
+# (their --json: peak_rss_mb), and the server's own peak over all the runs
+# (VmHWM in /proc/PID/status), to set beside the one in-process process.
 # Exit status: 0 done, 1 a run failed, 2 usage.
 set -euo pipefail
 
@@ -102,9 +106,12 @@ for i in $(seq 1 "$runs"); do
   done
 done
 
-python3 - "$out" "$runs" "${variants[@]}" <<'PY'
+server_hwm_kb="$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$server_pid/status" 2>/dev/null || true)"
+
+python3 - "$out" "$runs" "${server_hwm_kb:-0}" "${variants[@]}" <<'PY'
 import json, statistics, sys
-out, runs, variants = sys.argv[1], int(sys.argv[2]), [v.split("|", 1) for v in sys.argv[3:]]
+out, runs, server_hwm_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+variants = [v.split("|", 1) for v in sys.argv[4:]]
 def load(kind):
     rows = []
     for i in range(1, runs + 1):
@@ -157,4 +164,17 @@ for (kind, args), (name, _) in zip(variants, named):
     srv = [server_split(kind, i) for i in range(1, runs + 1)]
     print(f"CPU ms per request, {name}: PU runs {med([x[0] for x in srv]):.3f}, rest of the server "
           f"{med([x[1] for x in srv]):.3f}, client {med([x[2] for x in srv]):.3f}; run share {med([x[3] for x in srv]):.3f}")
+
+# Memory (see the header).
+def rss(kind):
+    values = [json.load(open(f"{out}/{kind}-{i}.json")).get("peak_rss_mb") for i in range(1, runs + 1)]
+    return [v for v in values if v is not None]
+local_rss = rss("local")
+line = f"peak RSS: in process {med(local_rss):.0f} MB (median)" if local_rss else "peak RSS: in process unknown"
+line += f"; the server {server_hwm_kb / 1024:.0f} MB (its peak over all runs)" if server_hwm_kb else "; the server unknown"
+for (kind, args), (name, _) in zip(variants, named):
+    client_rss = rss(kind)
+    if client_rss:
+        line += f"; {name} client {med(client_rss):.0f} MB (median)"
+print(line)
 PY
