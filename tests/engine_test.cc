@@ -877,6 +877,15 @@ TEST_F(EngineTest, OpenStopsAtItsNextStepWhenAsked) {
   ASSERT_FALSE(before.ok());
   EXPECT_EQ(before.status().code(), StatusCode::kCancelled);
   EXPECT_THAT(before.status().message(), HasSubstr("start-up stopped before loading the models"));
+  // With a remote device: before connecting to it (no connection is tried,
+  // which would wait up to 5 s for an address where nothing listens).
+  Result<std::unique_ptr<Engine>> remote = Engine::OpenText(
+      "devices:\n  - {name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}\n"
+      "  - {name: edge, address: '127.0.0.1:1'}\nmodels:\n  - {name: cam, path: squeezenet.onnx}\n",
+      dir_->string(), options);
+  ASSERT_FALSE(remote.ok());
+  EXPECT_EQ(remote.status().code(), StatusCode::kCancelled);
+  EXPECT_THAT(remote.status().message(), HasSubstr("start-up stopped before connecting to device 'edge'"));
 
   // Stopped from the profiler's first measurement (on the opening thread).
   stop = false;

@@ -288,8 +288,7 @@ absl::StatusOr<std::unique_ptr<Remotes>> ConnectRemoteDevices(const config::RunC
   auto say = [&](const std::string& line) {
     if (options.say) options.say(line);
   };
-  BATON_RETURN_IF_ERROR(StopBefore(options.stop, "connecting to the remote devices"));
-  BATON_ASSIGN_OR_RETURN(Remotes remotes, ConnectRemotes(config, say));
+  BATON_ASSIGN_OR_RETURN(Remotes remotes, ConnectRemotes(config, say, options.stop));
   const plan::HighLevelPolicyInfo* info = plan::FindHighLevelPolicy(config.policy.high_level);
   if (info != nullptr && info->needs_profile) {
     // Profiles measure local PUs only; without one, plan from estimated costs.

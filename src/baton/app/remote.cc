@@ -27,7 +27,8 @@ bool HasRemoteDevices(const config::RunConfig& config) {
   return false;
 }
 
-absl::StatusOr<Remotes> ConnectRemotes(const config::RunConfig& config, const Say& say) {
+absl::StatusOr<Remotes> ConnectRemotes(const config::RunConfig& config, const Say& say,
+                                       const std::atomic<bool>* stop) {
   Remotes out;
   out.resolved = config;
   out.by_device.resize(config.devices.size());
@@ -35,6 +36,9 @@ absl::StatusOr<Remotes> ConnectRemotes(const config::RunConfig& config, const Sa
   for (size_t i = 0; i < config.devices.size(); ++i) {
     config::DeviceConfig& d = out.resolved.devices[i];
     if (!d.remote()) continue;
+    if (stop != nullptr && stop->load()) {
+      return absl::CancelledError(absl::StrCat("start-up stopped before connecting to device '", d.name, "'"));
+    }
     net::RemoteDeviceOptions o;
     o.name = d.name;
     o.address = d.address;

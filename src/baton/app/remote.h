@@ -3,6 +3,7 @@
 // code cuts and loads models for local and remote PUs alike.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,7 +38,10 @@ struct Remotes {
 bool HasRemoteDevices(const config::RunConfig& config);
 
 // Connects to every remote device of `config` (files relative to its base_dir).
-absl::StatusOr<Remotes> ConnectRemotes(const config::RunConfig& config, const Say& say);
+// `stop` (may be null): once set, CANCELLED before the next device (each
+// connection waits up to its connect_timeout, 5 s).
+absl::StatusOr<Remotes> ConnectRemotes(const config::RunConfig& config, const Say& say,
+                                       const std::atomic<bool>* stop = nullptr);
 
 // After MakePus(remotes.resolved): the remote devices' PUs run through their
 // agents (RemoteExecutor); the local executors made for them only answer
