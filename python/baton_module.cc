@@ -692,11 +692,24 @@ py::dict StatsDict(PyEngine& self) {
     d["utilization"] = p.utilization;
     pus[py::str(p.name)] = d;
   }
+  py::dict devices;
+  for (const DeviceStatsView& v : s.devices) {
+    py::dict d;
+    d["remote"] = v.remote;
+    d["reachable"] = v.reachable;
+    d["queued"] = v.queued;
+    d["running"] = v.running;
+    d["policy_violations"] = v.policy_violations;
+    d["lost"] = v.lost;
+    d["returned"] = v.returned;
+    devices[py::str(v.name)] = d;
+  }
   py::dict out;
   out["uptime_s"] = s.uptime_s;
   out["in_flight"] = s.in_flight;
   out["models"] = models;
   out["pus"] = pus;
+  out["devices"] = devices;
   return out;
 }
 
@@ -853,7 +866,8 @@ not call infer() or close() from them.)doc")
  "models": {name: {"submitted", "completed", "deadline_exceeded", "cancelled", "rejected", "invalid", "failed",
                    "slo_met", "with_slo", "executions", "batch_sizes": {size: {"executions", "compute_s"}},
                    "latency": {"p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"}}},
- "pus": {name: {"kind", "device", "runs", "busy_s", "run_cpu_s", "utilization"}}})doc")
+ "pus": {name: {"kind", "device", "runs", "busy_s", "run_cpu_s", "utilization"}},
+ "devices": {name: {"remote", "reachable", "queued", "running", "policy_violations", "lost", "returned"}}})doc")
       .def("close", &PyEngine::Close,
            "Waits for every request in flight to be answered, then stops. Later requests raise "
            "baton.FailedPreconditionError. Idempotent.")

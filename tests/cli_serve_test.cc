@@ -796,6 +796,34 @@ TEST_F(CliServeTest, ARunThatCannotBeStoppedDoesNotHoldTheExit) {
   EXPECT_THAT(err, HasSubstr("still stopping 5 s after the signal: a cancelled run has not ended")) << err;
 }
 
+// A remote device in the server's metrics: reachable, then lost once (and
+// counted) when its agent is killed, and reachable again once the agent is
+// back on its port.
+TEST_F(CliServeTest, MetricsSayWhenARemoteDeviceIsLostAndBack) {
+  testing::AgentProcess agent({"--name", "edge1", "--config", std::string(BATON_SOURCE_DIR) + "/tests/data/agent_1cpu.yaml"});
+  ASSERT_TRUE(agent.ok()) << agent.banner();
+  const std::string config = (dir_ / "remote.yaml").string();
+  std::ofstream(config) << "devices:\n  - {name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}\n"
+                        << "  - {name: edge1, address: '" << agent.address() << "'}\n"
+                        << "models:\n  - {name: cam, path: " << Zoo("squeezenet") << "}\n"
+                        << "policy: {high_level: whole}\n";
+  BatonProcess server("serve", {config, "-q", "--no-grpc"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  httplib::Client c("127.0.0.1", server.port());
+  const std::string reachable = "baton_device_reachable{device=\"edge1\"}";
+  const std::string lost = "baton_device_lost_total{device=\"edge1\"}";
+  EXPECT_EQ(Metric(c, reachable), 1);
+  EXPECT_EQ(Metric(c, lost), 0);
+  EXPECT_EQ(Metric(c, "baton_device_lost_total{device=\"local\"}"), 0);
+  agent.Kill(SIGKILL);
+  EXPECT_TRUE(WaitUntil([&] { return Metric(c, reachable) == 0; })) << server.Stderr();
+  EXPECT_EQ(Metric(c, lost), 1);
+  agent.Restart();
+  ASSERT_TRUE(agent.ok()) << agent.banner();
+  EXPECT_TRUE(WaitUntil([&] { return Metric(c, reachable) == 1; })) << server.Stderr();
+  EXPECT_EQ(Metric(c, lost), 1);
+}
+
 // SIGTERM while the server starts (here: profiling the default models into a
 // fresh cache) ends the start-up within one measurement and exits 0 without
 // serving.

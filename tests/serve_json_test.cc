@@ -502,7 +502,15 @@ TEST(MetricsTest, PrometheusTextPassesPromtool) {
   s.models.push_back(m);
   s.pus.push_back(PuStatsView{"cpu0", "cpu", "local", 10, 0.5, 0.04, 0.25});
   s.devices.push_back(DeviceStatsView{"local", false, true, 1, 1});
+  DeviceStatsView edge{"edge", true, false};
+  edge.lost = 2;
+  edge.returned = 3;
+  s.devices.push_back(edge);
   const std::string text = PrometheusText(s);
+  EXPECT_THAT(text, HasSubstr("baton_device_reachable{device=\"edge\"} 0"));
+  EXPECT_THAT(text, HasSubstr("baton_device_lost_total{device=\"edge\"} 2"));
+  EXPECT_THAT(text, HasSubstr("baton_device_returned_assignments_total{device=\"edge\"} 3"));
+  EXPECT_THAT(text, HasSubstr("baton_device_lost_total{device=\"local\"} 0"));
   EXPECT_THAT(text, HasSubstr("baton_inference_requests_total{model=\"cam \\\"front\\\"\",status=\"success\"} 3"));
   EXPECT_THAT(text, HasSubstr("baton_inference_request_duration_seconds_bucket{model=\"cam \\\"front\\\"\",le=\"+Inf\"} 3"));
   EXPECT_THAT(text, HasSubstr("baton_pu_busy_seconds_total{pu=\"cpu0\",kind=\"cpu\",device=\"local\"} 0.5"));

@@ -287,6 +287,10 @@ struct DeviceStatsView {
   // Decisions of its low-level policy the dispatcher ignored for breaking the
   // policy contract (a bug in the policy; local devices).
   uint64_t policy_violations = 0;
+  // Remote devices: times it was found unreachable, and assignments it
+  // handed back unanswered when lost (the dispatcher gave them to others).
+  uint64_t lost = 0;
+  uint64_t returned = 0;
 };
 
 struct EngineStats {

@@ -35,6 +35,10 @@ def test_describes_its_models(whole):
     assert whole.partitions("cam") == 1
     assert whole.device("cam") == "local"
     assert whole.labels("cam") == []
+    devices = whole.stats()["devices"]
+    assert list(devices) == ["local"]
+    assert devices["local"]["remote"] is False and devices["local"]["reachable"] is True
+    assert (devices["local"]["lost"], devices["local"]["returned"]) == (0, 0)
     assert "cam" in repr(whole)
 
 
@@ -383,7 +387,7 @@ def test_stats_count_completed_requests(config, cache_dir):
         eng.infer_async("cam", x).result()
         eng.infer("text", random_inputs(eng, "text", 9))
         s = eng.stats()
-        assert set(s) == {"uptime_s", "in_flight", "models", "pus"}
+        assert set(s) == {"uptime_s", "in_flight", "models", "pus", "devices"}
         assert list(s["models"]) == ["cam", "text"]
         cam = s["models"]["cam"]
         assert cam["submitted"] == 4 and cam["completed"] == 4

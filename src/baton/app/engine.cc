@@ -807,6 +807,8 @@ EngineStats Engine::Stats() const {
     v.name = rs.status[d].name;
     v.remote = rs.status[d].remote;
     v.reachable = rs.status[d].reachable;
+    v.lost = rs.status[d].lost;
+    v.returned = rs.status[d].returned;
     if (d < rs.devices.size() && !v.remote) {
       const dispatch::LowLevelStats& ll = rs.devices[d];
       const uint64_t left = ll.started + ll.rejected_full + ll.rejected_unrunnable + ll.dropped_expired +

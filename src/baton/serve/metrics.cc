@@ -112,6 +112,16 @@ std::string PrometheusText(const EngineStats& stats, const SharedMemoryRegistry*
   for (const DeviceStatsView& d : stats.devices) {
     absl::StrAppend(&out, "baton_device_reachable{device=\"", Label(d.name), "\"} ", d.reachable ? 1 : 0, "\n");
   }
+  Header(out, "baton_device_lost_total", "counter", "Times the device was found unreachable (remote devices).");
+  for (const DeviceStatsView& d : stats.devices) {
+    absl::StrAppend(&out, "baton_device_lost_total{device=\"", Label(d.name), "\"} ", d.lost, "\n");
+  }
+  Header(out, "baton_device_returned_assignments_total", "counter",
+         "Assignments a lost device handed back unanswered, given to other devices (remote devices).");
+  for (const DeviceStatsView& d : stats.devices) {
+    absl::StrAppend(&out, "baton_device_returned_assignments_total{device=\"", Label(d.name), "\"} ", d.returned,
+                    "\n");
+  }
   Header(out, "baton_policy_violations_total", "counter",
          "Low-level policy decisions the dispatcher ignored for breaking the policy contract.");
   for (const DeviceStatsView& d : stats.devices) {
