@@ -444,6 +444,27 @@ class PyEngine {
 // How often a waiting infer() or Engine() looks for a signal (Ctrl-C).
 constexpr std::chrono::milliseconds kSignalLook{50};
 
+// Waits on `cv` (with `lock` held, the GIL released) until `done()`,
+// looking for a signal every kSignalLook. When a handler raises
+// (KeyboardInterrupt for Ctrl-C) its exception stays set, `on_signal` runs
+// once, and the wait goes on until done(). Returns whether one raised.
+template <typename Done>
+bool WaitLookingForSignals(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, Done done,
+                           const std::function<void()>& on_signal) {
+  bool interrupted = false;
+  while (!cv.wait_for(lock, kSignalLook, done)) {
+    if (interrupted) continue;  // on_signal ran: what it stopped ends soon
+    lock.unlock();
+    {
+      py::gil_scoped_acquire gil;
+      interrupted = PyErr_CheckSignals() != 0;
+    }
+    if (interrupted) on_signal();
+    lock.lock();
+  }
+  return interrupted;
+}
+
 using Opened = Result<std::unique_ptr<Engine>>;
 
 // Runs `open` (which may take minutes: profiling) on a thread of its own
@@ -474,16 +495,8 @@ Opened OpenWatchingSignals(EngineOptions options, std::function<Opened(EngineOpt
       cv.notify_all();
     });
     std::unique_lock lock(mu);
-    while (!cv.wait_for(lock, kSignalLook, [&] { return done; })) {
-      if (interrupted) continue;  // stopping: the opener ends at its next step
-      lock.unlock();
-      {
-        py::gil_scoped_acquire gil;
-        interrupted = PyErr_CheckSignals() != 0;  // the handler's exception stays set
-      }
-      if (interrupted) stop.store(true);
-      lock.lock();
-    }
+    // A signal stops the opening at its next step.
+    interrupted = WaitLookingForSignals(cv, lock, [&] { return done; }, [&] { stop.store(true); });
     lock.unlock();
     opener.join();
     if (interrupted) opened.reset();  // an engine opened anyway is closed here, without the GIL
@@ -580,17 +593,9 @@ py::dict Infer(PyEngine& self, const std::string& model, const py::object& input
       wait->cv.notify_all();
     });
     std::unique_lock lock(wait->mu);
-    while (!wait->cv.wait_for(lock, kSignalLook, [&] { return wait->r.has_value(); })) {
-      if (interrupted) continue;  // cancelled: the answer comes soon, and only after no run holds the inputs
-      lock.unlock();
-      {
-        py::gil_scoped_acquire gil;
-        // A handler that raised (KeyboardInterrupt for Ctrl-C) leaves its exception set.
-        interrupted = PyErr_CheckSignals() != 0;
-      }
-      if (interrupted) mine->Cancel();
-      lock.lock();
-    }
+    // A signal cancels this request; its answer comes once no run holds the inputs.
+    interrupted = WaitLookingForSignals(
+        wait->cv, lock, [&] { return wait->r.has_value(); }, [&] { mine->Cancel(); });
     if (cancel) cancel->Remove(hook);
   }
   if (interrupted) throw py::error_already_set();  // the handler's exception, with the request cancelled

@@ -266,6 +266,7 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(con
                                                                              const std::string& bytes) {
   const std::chrono::milliseconds budget = LoadCallBudget(hello_, bytes.size());
   const auto give_up = std::chrono::steady_clock::now() + budget;
+  const std::string hash = Sha256Hex(bytes);  // once, for every try
   std::chrono::milliseconds wait{0};  // before the next try, when the agent is taking all the Loads it takes
   for (;;) {
     grpc::ClientContext context;
@@ -279,7 +280,7 @@ absl::StatusOr<GrpcRemoteDevice::Loaded> GrpcRemoteDevice::Impl::LoadOnAgent(con
     while (first || at < bytes.size()) {
       pb::LoadChunk c;
       if (first) {
-        c.mutable_header()->set_content_hash(Sha256Hex(bytes));
+        c.mutable_header()->set_content_hash(hash);
         c.mutable_header()->set_total_bytes(static_cast<int64_t>(bytes.size()));
         c.mutable_header()->set_name(name);
         c.mutable_header()->set_client(client_);
