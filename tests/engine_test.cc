@@ -5,6 +5,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "baton/app/setup.h"
 #include "baton/backend/ort/ort_runner.h"
 #include "baton/graph/model.h"
@@ -33,6 +35,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::WaitUntil;  // a gate on the engine's state, not a sleep
 
 class EngineTest : public ::testing::Test {
@@ -922,6 +925,53 @@ TEST_F(EngineTest, OpenStopsAtItsNextStepWhenAsked) {
   ASSERT_NE(cam, nullptr);
   x.emplace(cam->inputs[0].name, Tensor(cam->inputs[0].elem_type, cam->inputs[0].shape));
   EXPECT_TRUE(engine->Infer("cam", std::move(x)).ok());
+}
+
+// The profile is cached per configuration; a model measured for another
+// configuration of the same PUs is taken from that one's profile rather than
+// measured again, so adding a model to a config measures only the new one.
+TEST_F(EngineTest, AConfigChangeMeasuresOnlyTheModelsNotMeasuredBefore) {
+  EngineOptions options;
+  options.cache_dir = (*dir_ / "seed_cache").string();
+  const std::string pus =
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}, {name: cpu1, kind: cpu, threads: 1}]}]\n"
+      "policy: {high_level: balanced}\n";
+  {
+    Result<std::unique_ptr<Engine>> first =
+        Engine::OpenText(pus + "models:\n  - {name: cam, path: squeezenet.onnx}\n", dir_->string(), options);
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+  }
+  // A file there that is not a profile is passed over.
+  const fs::path profiles = *dir_ / "seed_cache" / "profiles";
+  std::ofstream(profiles / "junk.json") << "{not a profile";
+  fs::create_directories(profiles / "folder.json");
+  std::vector<std::string> said, measured;
+  options.progress = [&](const std::string& line) { said.push_back(line); };
+  options.profile_progress = [&](int, int, const std::string& what) { measured.push_back(what); };
+  // The same squeezenet under another name, and a model of its own.
+  Result<std::unique_ptr<Engine>> second = Engine::OpenText(
+      pus + "models:\n  - {name: front, path: squeezenet.onnx}\n  - {name: det, path: mobilenetv2.onnx}\n",
+      dir_->string(), options);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  const auto line = std::find_if(said.begin(), said.end(),
+                                 [](const std::string& l) { return l.find("taken from") != std::string::npos; });
+  ASSERT_NE(line, said.end()) << absl::StrJoin(said, "\n");
+  EXPECT_THAT(*line, HasSubstr(" measurements of front (as cam) taken from " + profiles.string()));
+  EXPECT_THAT(*line, Not(HasSubstr("det")));  // never measured before
+  EXPECT_EQ(std::count_if(said.begin(), said.end(),
+                          [](const std::string& l) { return l.find("taken from") != std::string::npos; }),
+            1);
+  EXPECT_NE(std::find(measured.begin(), measured.end(), "front: already profiled"), measured.end());
+  EXPECT_EQ(std::find(measured.begin(), measured.end(), "det: already profiled"), measured.end());
+  size_t files = 0;
+  for (const auto& f : fs::directory_iterator(profiles)) files += f.is_regular_file() && f.path().extension() == ".json";
+  EXPECT_EQ(files, 3u);  // one per configuration, and the junk
+
+  Tensors x;
+  const ModelInfo* front = (*second)->FindModel("front");
+  ASSERT_NE(front, nullptr);
+  x.emplace(front->inputs[0].name, Tensor(front->inputs[0].elem_type, front->inputs[0].shape));
+  EXPECT_TRUE((*second)->Infer("front", std::move(x)).ok());
 }
 
 }  // namespace

@@ -21,7 +21,9 @@ namespace baton {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::Contains;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 profile::Profile SampleProfile() {
   profile::Profile p;
@@ -292,6 +294,73 @@ TEST_F(ProfilerTest, ResumingMeasuresOnlyWhatIsMissing) {
   ASSERT_TRUE(profiler::ProfileModels({changed}, pus_, options_, third, nullptr).ok());
   EXPECT_EQ(third.models[0].content_hash, "ffffffffffffffff");
   EXPECT_NE(third.models[0].ranges[0].latency[profiler::CpuKindKey(1)].median_ms, 12345);
+}
+
+TEST_F(ProfilerTest, AModelMeasuredForAnotherProfileIsTakenFromItNotMeasuredAgain) {
+  profile::Profile first;
+  ASSERT_TRUE(profiler::ProfileModels({model_}, pus_, options_, first, nullptr).ok());
+  // Another configuration: the same model under another name, beside a model
+  // of its own (another hash).
+  profiler::ProfilerModel renamed = model_;
+  renamed.name = "renamed";
+  profiler::ProfilerModel other = model_;
+  other.name = "other";
+  other.content_hash = "ffffffffffffffff";
+  profile::Profile second;
+  const std::vector<profiler::Seeded> seeded =
+      profiler::SeedFromOtherProfiles(second, {renamed, other}, pus_, options_, {{"first.json", &first}});
+  ASSERT_EQ(seeded.size(), 1u);
+  EXPECT_EQ(seeded[0].model, "renamed");
+  EXPECT_EQ(seeded[0].as, "cls");
+  EXPECT_EQ(seeded[0].from, "first.json");
+  int in_first = 0;
+  for (const profile::ProfiledRange& r : first.models[0].ranges) in_first += static_cast<int>(r.latency.size());
+  EXPECT_EQ(seeded[0].measurements, in_first);
+  std::vector<std::string> whats;
+  ASSERT_TRUE(profiler::ProfileModels({renamed, other}, pus_, options_, second, nullptr,
+                                      [&](int, int, const std::string& what) { whats.push_back(what); })
+                  .ok());
+  const profile::ProfiledModel* taken = second.FindModel("renamed");
+  ASSERT_NE(taken, nullptr);
+  ASSERT_EQ(taken->ranges.size(), first.models[0].ranges.size());
+  for (size_t i = 0; i < taken->ranges.size(); ++i) {
+    EXPECT_EQ(taken->ranges[i].latency, first.models[0].ranges[i].latency) << i;  // taken, not re-measured
+  }
+  EXPECT_THAT(whats, Contains("renamed: already profiled"));
+  EXPECT_THAT(whats, Not(Contains("other: already profiled")));
+  ASSERT_NE(second.FindModel("other"), nullptr);
+  EXPECT_FALSE(second.FindModel("other")->ranges.empty());
+
+  // Only this machine's PU kinds are taken: without the emulator, its
+  // measurements stay behind.
+  profile::Profile cpus_only;
+  const std::vector<profiler::ProfilerPu> cpus = {pus_[0], pus_[1]};
+  const std::vector<profiler::Seeded> cpu_seeded =
+      profiler::SeedFromOtherProfiles(cpus_only, {renamed}, cpus, options_, {{"first.json", &first}});
+  ASSERT_EQ(cpu_seeded.size(), 1u);
+  EXPECT_LT(cpu_seeded[0].measurements, in_first);
+  for (const profile::ProfiledRange& r : cpus_only.models[0].ranges) {
+    for (const auto& [kind, stats] : r.latency) EXPECT_EQ(kind, profiler::CpuKindKey(1));
+  }
+
+  // Nothing is taken from a profile cut otherwise, for a model the profile
+  // has already, or of a model no profile has measured.
+  profiler::ProfilerOptions finer = options_;
+  finer.budget = options_.budget + 1;
+  profile::Profile third;
+  EXPECT_TRUE(profiler::SeedFromOtherProfiles(third, {renamed}, pus_, finer, {{"first.json", &first}}).empty());
+  EXPECT_TRUE(third.models.empty());
+  EXPECT_TRUE(profiler::SeedFromOtherProfiles(second, {renamed}, pus_, options_, {{"first.json", &first}}).empty());
+  EXPECT_TRUE(profiler::SeedFromOtherProfiles(third, {other}, pus_, options_, {{"first.json", &first}}).empty());
+
+  // Of two profiles with the model, the one with more of it measured wins.
+  profile::Profile partial = first;
+  partial.models[0].ranges[0].latency.clear();
+  profile::Profile fourth;
+  const std::vector<profiler::Seeded> best = profiler::SeedFromOtherProfiles(
+      fourth, {renamed}, pus_, options_, {{"partial.json", &partial}, {"first.json", &first}});
+  ASSERT_EQ(best.size(), 1u);
+  EXPECT_EQ(best[0].from, "first.json");
 }
 
 TEST_F(ProfilerTest, UnitsBeyondTheBudgetAreMergedWhereTheyShareAPu) {

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "baton/core/process.h"
 #include "baton/plan/policies.h"
 #include "baton/policy/policy.h"
@@ -117,7 +118,27 @@ absl::StatusOr<Assembly> Assemble(const config::RunConfig& config, Remotes* remo
       quick.stop = options.stop;  // the profiler stops before its next measurement, keeping what it measured
       BATON_RETURN_IF_ERROR(StopBefore(options.stop, "profiling"));
       say(absl::StrCat("profiling into ", profile_source, " (kept for the next run of this config)"));
-      BATON_ASSIGN_OR_RETURN(prof, ProfileInto(profile_source, models, pu_set, quick, options.profile_progress));
+      // A model measured for another configuration on the same kinds of PU
+      // (the other profiles of this cache) is not measured again.
+      const auto seeded = [&](const std::vector<profiler::Seeded>& taken) {
+        std::vector<std::string> files;  // one line per profile taken from
+        for (const profiler::Seeded& s : taken) {
+          if (std::find(files.begin(), files.end(), s.from) == files.end()) files.push_back(s.from);
+        }
+        for (const std::string& file : files) {
+          std::vector<std::string> names;
+          int measurements = 0;
+          for (const profiler::Seeded& s : taken) {
+            if (s.from != file) continue;
+            names.push_back(s.as == s.model ? s.model : absl::StrCat(s.model, " (as ", s.as, ")"));
+            measurements += s.measurements;
+          }
+          say(absl::StrCat("profile: ", measurements, " measurements of ", absl::StrJoin(names, ", "), " taken from ",
+                           file, " (the same models on the same kinds of PU); only what they lack is measured"));
+        }
+      };
+      BATON_ASSIGN_OR_RETURN(prof, ProfileInto(profile_source, models, pu_set, quick, options.profile_progress,
+                                               fs::path(profile_source).parent_path().string(), seeded));
     }
     BATON_ASSIGN_OR_RETURN(Planning built, BuildPlanning(config, models, pu_set, prof, profile_source));
     planning = std::move(built);

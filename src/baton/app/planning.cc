@@ -547,9 +547,42 @@ std::string AutoProfilePath(const std::string& cache_dir, const std::vector<Load
   return (fs::path(cache_dir) / "profiles" / (profile::HashHex(key) + ".json")).string();
 }
 
+namespace {
+
+// The profiles in `dir` other than `skip`, newest first, within the bounds of
+// ProfileInto; any that cannot be listed or read is passed over (it only
+// saves measurements).
+std::vector<std::pair<std::string, profile::Profile>> LoadOtherProfiles(const std::string& dir,
+                                                                        const std::string& skip) {
+  std::vector<std::pair<fs::file_time_type, fs::path>> files;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code file_ec;
+    const fs::path& f = it->path();
+    if (f.extension() != ".json" || !it->is_regular_file(file_ec) || fs::equivalent(f, skip, file_ec)) continue;
+    const fs::file_time_type written = it->last_write_time(file_ec);
+    if (!file_ec) files.emplace_back(written, f);
+  }
+  std::sort(files.begin(), files.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::pair<std::string, profile::Profile>> out;
+  uintmax_t read = 0;
+  for (size_t i = 0; i < files.size() && i < static_cast<size_t>(kMaxSeedFiles); ++i) {
+    std::error_code size_ec;
+    const uintmax_t size = fs::file_size(files[i].second, size_ec);
+    if (size_ec || read + size > kMaxSeedBytes) continue;
+    read += size;
+    absl::StatusOr<profile::Profile> loaded = profile::Profile::Load(files[i].second.string());
+    if (loaded.ok()) out.emplace_back(files[i].second.string(), std::move(*loaded));
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<profile::Profile> ProfileInto(const std::string& path, const std::vector<LoadedModel>& models,
                                              const PuSet& pus, const profiler::ProfilerOptions& options,
-                                             const profiler::Progress& progress) {
+                                             const profiler::Progress& progress, const std::string& seed_dir,
+                                             const std::function<void(const std::vector<profiler::Seeded>&)>& seeded) {
   profile::Profile p;
   std::error_code ec;
   const bool there = fs::exists(path, ec);
@@ -567,6 +600,17 @@ absl::StatusOr<profile::Profile> ProfileInto(const std::string& path, const std:
   std::vector<profiler::ProfilerModel> pm;
   for (const LoadedModel& lm : models) {
     pm.push_back(profiler::ProfilerModel{lm.config->name, lm.model, lm.content_hash, lm.config->max_batch});
+  }
+  const bool lacks_some = std::any_of(pm.begin(), pm.end(), [&](const profiler::ProfilerModel& m) {
+    const profile::ProfiledModel* have = p.FindModel(m.name);
+    return have == nullptr || have->content_hash != m.content_hash;
+  });
+  if (!seed_dir.empty() && lacks_some) {
+    const std::vector<std::pair<std::string, profile::Profile>> loaded = LoadOtherProfiles(seed_dir, path);
+    std::vector<std::pair<std::string, const profile::Profile*>> others;
+    for (const auto& [source, other] : loaded) others.emplace_back(source, &other);
+    const std::vector<profiler::Seeded> taken = profiler::SeedFromOtherProfiles(p, pm, pus.profiler_pus, options, others);
+    if (seeded && !taken.empty()) seeded(taken);
   }
   absl::Status measured = profiler::ProfileModels(
       pm, pus.profiler_pus, options, p, [&](const profile::Profile& now) { return now.Save(path); }, progress);

@@ -3,6 +3,8 @@
 // plan` and `baton run`.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -118,10 +120,17 @@ absl::StatusOr<std::vector<double>> ProbeSpeeds(const Planning& planning, const 
 
 // Loads `path` if it exists, measures what is missing (quick settings unless
 // `options` say otherwise) and saves it back. Used by `baton run` without
-// --profile: the profile is cached per configuration.
+// --profile: the profile is cached per configuration. With `seed_dir`, the
+// models `path` lacks are first looked for in the other profiles there
+// (profiler::SeedFromOtherProfiles; the newest kMaxSeedFiles, at most
+// kMaxSeedBytes read in all; files that cannot be read are passed over), and
+// `seeded` (may be null) is told what was taken (if anything), before measuring.
+inline constexpr int kMaxSeedFiles = 128;
+inline constexpr uintmax_t kMaxSeedBytes = uintmax_t{64} << 20;
 absl::StatusOr<profile::Profile> ProfileInto(const std::string& path, const std::vector<LoadedModel>& models,
                                              const PuSet& pus, const profiler::ProfilerOptions& options,
-                                             const profiler::Progress& progress);
+                                             const profiler::Progress& progress, const std::string& seed_dir = "",
+                                             const std::function<void(const std::vector<profiler::Seeded>&)>& seeded = nullptr);
 
 // Where `baton run` caches the automatic profile of a configuration.
 std::string AutoProfilePath(const std::string& cache_dir, const std::vector<LoadedModel>& models, const PuSet& pus,

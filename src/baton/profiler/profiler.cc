@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
@@ -416,6 +417,58 @@ absl::Status ProfileModels(const std::vector<ProfilerModel>& models, const std::
     }
   }
   return absl::OkStatus();
+}
+
+std::vector<Seeded> SeedFromOtherProfiles(
+    profile::Profile& profile, const std::vector<ProfilerModel>& models, const std::vector<ProfilerPu>& pus,
+    const ProfilerOptions& options, const std::vector<std::pair<std::string, const profile::Profile*>>& others) {
+  std::vector<std::string> kinds;
+  for (const ProfilerPu& pu : pus) {
+    if (std::find(kinds.begin(), kinds.end(), pu.kind_key) == kinds.end()) kinds.push_back(pu.kind_key);
+  }
+  const auto ours = [&](const std::string& kind) { return std::find(kinds.begin(), kinds.end(), kind) != kinds.end(); };
+  // `entry` with only this machine's PU kinds kept; how many measurements remain.
+  const auto keep_ours = [&](profile::ProfiledModel& entry) {
+    int kept = 0;
+    for (profile::ProfiledRange& r : entry.ranges) {
+      std::erase_if(r.latency, [&](const auto& kv) { return !ours(kv.first); });
+      kept += static_cast<int>(r.latency.size());
+    }
+    for (auto& [batch, by_kind] : entry.batched) {
+      std::erase_if(by_kind, [&](const auto& kv) { return !ours(kv.first); });
+      kept += static_cast<int>(by_kind.size());
+    }
+    std::erase_if(entry.batched, [](const auto& kv) { return kv.second.empty(); });
+    return kept;
+  };
+  std::vector<Seeded> seeded;
+  for (const ProfilerModel& pm : models) {
+    const profile::ProfiledModel* have = profile.FindModel(pm.name);
+    if (have != nullptr && have->content_hash == pm.content_hash) continue;
+    std::optional<profile::ProfiledModel> best;
+    Seeded found;
+    for (const auto& [source, other] : others) {
+      if (other == nullptr || other->budget != options.budget || other->min_atoms != options.min_atoms) continue;
+      for (const profile::ProfiledModel& candidate : other->models) {
+        if (candidate.content_hash != pm.content_hash) continue;
+        profile::ProfiledModel copy = candidate;
+        const int kept = keep_ours(copy);
+        if (kept > found.measurements) {
+          found = Seeded{pm.name, source, candidate.name, kept};
+          best = std::move(copy);
+        }
+      }
+    }
+    if (!best) continue;
+    best->name = pm.name;  // ProfileModels names the PU kinds (pu_kinds) itself
+    if (profile::ProfiledModel* slot = profile.FindModel(pm.name)) {
+      *slot = std::move(*best);
+    } else {
+      profile.models.push_back(std::move(*best));
+    }
+    seeded.push_back(std::move(found));
+  }
+  return seeded;
 }
 
 }  // namespace baton::profiler

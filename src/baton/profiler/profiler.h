@@ -28,6 +28,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "baton/backend/executor.h"
@@ -97,5 +98,26 @@ absl::Status ProfileModels(const std::vector<ProfilerModel>& models, const std::
                            const ProfilerOptions& options, profile::Profile& profile,
                            const std::function<absl::Status(const profile::Profile&)>& checkpoint,
                            const Progress& progress = nullptr);
+
+// A model whose measurements SeedFromOtherProfiles took from another profile.
+struct Seeded {
+  std::string model;   // its name in this profile
+  std::string from;    // the other profile's source (e.g. its path)
+  std::string as;      // its name there
+  int measurements = 0;  // range x PU kind (and batch size x PU kind) taken
+};
+
+// Before ProfileModels: for each of `models` that `profile` has no entry of
+// (by name and content hash), copies the measurements of the same model
+// (content hash) from the profiles in `others` (source, profile) that were cut
+// with the same budget and min_atoms, keeping only the PU kinds of `pus`.
+// The one holding the most such measurements wins (the first of `others` on
+// a tie: list the newest first). ProfileModels then keeps what still matches
+// (atoms key, range, PU kind) and measures the rest, as when resuming; so a
+// model measured for another configuration on the same kinds of PU is not
+// measured again. Pure: reads no file.
+std::vector<Seeded> SeedFromOtherProfiles(
+    profile::Profile& profile, const std::vector<ProfilerModel>& models, const std::vector<ProfilerPu>& pus,
+    const ProfilerOptions& options, const std::vector<std::pair<std::string, const profile::Profile*>>& others);
 
 }  // namespace baton::profiler
