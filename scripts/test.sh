@@ -146,7 +146,8 @@ stage_tsan() {
   echo "== tsan: ThreadSanitizer, the threaded runtime and the network layer"
   # runtime_test (the threaded runtime shell and the speed probe, with 1-thread
   # ONNX Runtime sessions), baton::Engine (many application threads, 1-thread
-  # PUs), the trace observer, and the ort_tuned baseline's serving threads and
+  # PUs), `baton serve`'s engines replaced while requests hold them
+  # (ServedEngine), the trace observer, and the ort_tuned baseline's serving threads and
   # its execution-timeout watchdog (1-thread sessions). The
   # other ort_baseline tests are left out: their multi-thread sessions give
   # reports inside libonnxruntime's thread pool, which is not instrumented and
@@ -155,9 +156,9 @@ stage_tsan() {
   cmake --preset tsan >/dev/null
   cmake --build --preset tsan -j "$jobs" --target runtime_test ort_baseline_test port_contract_test agent_failover_test \
     engine_test trace_observer_test serve_grpc_test serve_http_limits_test cli_serve_test agent_server_test \
-    grpc_library_test agent_execute_test
+    grpc_library_test agent_execute_test serve_served_engine_test
   run_ctest tsan --preset tsan -j "$jobs" \
-    -R '^(Runtime\.|Modes/RuntimeModeTest\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned|OrtBaselineTest\.ARunPast|EngineTest\.|TraceObserverTest\.)'
+    -R '^(Runtime\.|Modes/RuntimeModeTest\.|Deployment\.|SpeedProbe\.|Zoo/ZooRuntimeTest\.|OrtBaselineTest\.Tuned|OrtBaselineTest\.ARunPast|EngineTest\.|TraceObserverTest\.|ServedEngineTest\.)'
   # Then the network layer, with the gRPC suppressions: Debian's gRPC, abseil
   # and OpenSSL are not built with TSan, so races inside those libraries are
   # suppressed (tests/tsan_net.supp). baton's own code is still checked, in
@@ -168,7 +169,8 @@ stage_tsan() {
   # - cli_serve_test: `baton serve`'s REST front-end (HTTP workers waiting on
   #   the engine and watching their clients), both front-ends and `baton run
   #   --server` over TLS, SIGTERM stopping both front-ends at once, and
-  #   --exit-timeout-secs cancelling what is left in both. These
+  #   --exit-timeout-secs cancelling what is left in both, and models loaded
+  #   and unloaded while REST requests are answered. These
   #   cases only: the others run for minutes under TSan and add no REST or TLS
   #   coverage;
   # - agent_server_test: the agent's Unload withdrawing its partition's work
@@ -188,7 +190,7 @@ stage_tsan() {
   run_gtests tsan "TSAN_OPTIONS=halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan_net.supp" \
     "$tests/serve_grpc_test" \
     "$tests/agent_failover_test" \
-    "$tests/cli_serve_test --gtest_filter=CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*:CliServeTest.SigtermStops*:CliServeTest.ExitTimeout*:CliServeTest.ASignalWhileStarting*" \
+    "$tests/cli_serve_test --gtest_filter=CliServeTest.*Rest*:CliServeTest.Curl*:CliServeTest.ATls*:CliServeTest.ServesHttps*:CliServeTest.SigtermStops*:CliServeTest.ExitTimeout*:CliServeTest.ASignalWhileStarting*:CliServeTest.Explicit*" \
     "$tests/agent_server_test --gtest_filter=*Unload*:*Lying*:*Concurrent*:*Withholds*:*OwnTime*:*Grace*:*GaveBack*:*Busy*" \
     "$tests/serve_http_limits_test" \
     "$tests/port_contract_test" \

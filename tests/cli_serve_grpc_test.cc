@@ -422,6 +422,94 @@ TEST_F(CliServeGrpcTest, ServesKServeV2Grpc) {
   }
 }
 
+// --model-control-mode explicit over gRPC, from no model loaded: the
+// repository extension loads and unloads models of the config, ModelReady
+// says which are loaded, and requests for the others are refused by name.
+TEST_F(CliServeGrpcTest, ExplicitModelControlLoadsAndUnloadsOverGrpc) {
+  const std::string config = (dir_ / "explicit.yaml").string();
+  std::ofstream(config) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]\n"
+                        << "models:\n  - {name: cam, path: " << Zoo("squeezenet") << "}\n"
+                        << "  - {name: det, path: " << Zoo("mobilenetv2") << "}\n"
+                        << "policy: {high_level: whole}\n";
+  BatonProcess server("serve", {config, "--no-profile", "-q", "--model-control-mode", "explicit"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  EXPECT_THAT(server.banner(), HasSubstr("(models: none loaded)"));
+  auto stub = Connect(server.grpc_port());
+  auto ready = [&](const std::string& model) {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ModelReadyRequest req;
+    req.set_name(model);
+    inference::ModelReadyResponse resp;
+    const grpc::Status st = stub->ModelReady(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp.ready();
+  };
+  auto repository = [&](bool load, const std::string& model) {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    if (load) {
+      inference::RepositoryModelLoadRequest req;
+      req.set_model_name(model);
+      inference::RepositoryModelLoadResponse resp;
+      return stub->RepositoryModelLoad(&ctx, req, &resp);
+    }
+    inference::RepositoryModelUnloadRequest req;
+    req.set_model_name(model);
+    inference::RepositoryModelUnloadResponse resp;
+    return stub->RepositoryModelUnload(&ctx, req, &resp);
+  };
+  const Sample s = MakeSample(2);
+  auto infer = [&](ModelInferResponse& r) {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    return stub->ModelInfer(&ctx, s.request, &r);
+  };
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::ServerReadyResponse server_ready;
+    ASSERT_TRUE(stub->ServerReady(&ctx, {}, &server_ready).ok());
+    EXPECT_TRUE(server_ready.ready());
+  }
+  EXPECT_FALSE(ready("cam"));
+  ModelInferResponse r;
+  grpc::Status refused = infer(r);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("model 'cam' is not loaded; load it first"));
+
+  grpc::Status loaded = repository(true, "cam");
+  ASSERT_TRUE(loaded.ok()) << loaded.error_message();
+  EXPECT_TRUE(ready("cam"));
+  EXPECT_FALSE(ready("det"));
+  ASSERT_TRUE(infer(r).ok());
+  ExpectOutputs(r, s.want);
+  {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    inference::RepositoryIndexResponse index;
+    ASSERT_TRUE(stub->RepositoryIndex(&ctx, {}, &index).ok());
+    ASSERT_EQ(index.models_size(), 2);
+    EXPECT_EQ(index.models(0).state(), "READY");
+    EXPECT_EQ(index.models(1).state(), "UNAVAILABLE");
+    EXPECT_EQ(index.models(1).reason(), "unloaded");
+  }
+  ASSERT_TRUE(repository(false, "cam").ok());
+  EXPECT_FALSE(ready("cam"));
+  EXPECT_EQ(infer(r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  {
+    grpc::ClientContext ctx;  // with no model loaded, the statistics are empty
+    Prepare(ctx);
+    inference::ModelStatisticsResponse stats;
+    ASSERT_TRUE(stub->ModelStatistics(&ctx, {}, &stats).ok());
+    EXPECT_EQ(stats.model_stats_size(), 0);
+  }
+  grpc::Status unknown = repository(true, "nope");
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_THAT(unknown.error_message(), HasSubstr("cannot load model 'nope'"));
+  EXPECT_EQ(repository(false, "nope").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(CliServeGrpcTest, StreamAnswersEveryRequestAndSigtermAnswersWhatIsInFlight) {
   BatonProcess server("serve", {Config(), "--no-profile", "-q", "--no-http"});
   ASSERT_TRUE(server.ok()) << server.banner();

@@ -1152,6 +1152,85 @@ TEST_F(CliServeTest, TokenAndStartUpErrors) {
   EXPECT_THAT(port.output, HasSubstr("0..65535"));
 }
 
+// --model-control-mode explicit: the config's models are loaded and unloaded
+// while the server serves (each change plans the PUs for the models then
+// loaded), requests for a loaded model are answered through every change,
+// and a model that is not loaded is refused by name.
+TEST_F(CliServeTest, ExplicitModelControlLoadsAndUnloadsModelsWhileServing) {
+  const std::string config = (dir_ / "explicit.yaml").string();
+  std::ofstream(config) << "devices: [{name: local, pus: [{name: cpu0, kind: cpu}]}]\n"
+                        << "models:\n  - {name: cam, path: " << Zoo("squeezenet") << "}\n"
+                        << "  - {name: det, path: " << Zoo("mobilenetv2") << "}\n"
+                        << "policy: {high_level: whole}\n";
+  BatonProcess server("serve", {config, "--no-profile", "--model-control-mode", "explicit", "--load-model", "cam"});
+  ASSERT_TRUE(server.ok()) << server.banner();
+  EXPECT_THAT(server.banner(), HasSubstr("(models: cam)"));
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(120, 0);
+  auto index = [&] { return json::parse(c.Post("/v2/repository/index", "", "application/json")->body); };
+  EXPECT_EQ(index(), json::parse(R"([{"name": "cam", "version": "1", "state": "READY", "reason": ""},
+                                     {"name": "det", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"}])"));
+  EXPECT_EQ(json::parse(c.Get("/v2/models/det/ready")->body)["ready"], false);
+  auto meta = c.Get("/v2/models/det");
+  EXPECT_EQ(meta->status, 400);
+  EXPECT_THAT(meta->body, HasSubstr("model 'det' is not loaded; load it first"));
+  const Sample s = MakeSample(3);
+  ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
+  auto refused = c.Post("/v2/models/det/infer", s.body, "application/json");
+  EXPECT_EQ(refused->status, 400);
+  EXPECT_THAT(refused->body, HasSubstr("model 'det' is not loaded"));
+
+  // Loading det while another client keeps sending cam requests: every one
+  // of those is answered, with the right outputs.
+  std::atomic<bool> loading{true};
+  std::atomic<int> answered{0};
+  std::thread client([&] {
+    httplib::Client other("127.0.0.1", server.port());
+    other.set_read_timeout(120, 0);
+    while (loading || answered < 3) {
+      ExpectOutputs(other.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
+      ++answered;
+    }
+  });
+  auto load = c.Post("/v2/repository/models/det/load", "", "application/json");
+  loading = false;
+  client.join();
+  ASSERT_EQ(load->status, 200) << load->body;
+  EXPECT_EQ(json::parse(c.Get("/v2/models/det/ready")->body)["ready"], true);
+  const json det = json::parse(c.Get("/v2/models/det")->body);
+  const std::vector<int64_t> shape = det["inputs"][0]["shape"].get<std::vector<int64_t>>();
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  const json det_body = {{"inputs", json::array({{{"name", det["inputs"][0]["name"]}, {"datatype", "FP32"},
+                                                  {"shape", shape}, {"data", std::vector<float>(n, 0.5f)}}})}};
+  EXPECT_EQ(c.Post("/v2/models/det/infer", det_body.dump(), "application/json")->status, 200);
+  ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
+
+  // Unloading cam: refused by name from then on; det goes on.
+  EXPECT_EQ(c.Post("/v2/repository/models/cam/unload", "", "application/json")->status, 200);
+  EXPECT_EQ(index()[0]["state"], "UNAVAILABLE");
+  EXPECT_EQ(c.Post("/v2/models/cam/infer", s.body, "application/json")->status, 400);
+  EXPECT_EQ(c.Post("/v2/models/det/infer", det_body.dump(), "application/json")->status, 200);
+  auto unknown = c.Post("/v2/repository/models/nope/load", "", "application/json");
+  EXPECT_EQ(unknown->status, 501);
+  EXPECT_THAT(unknown->body, HasSubstr("cannot load model 'nope': baton serve loads the models of its config only"));
+  EXPECT_EQ(c.Post("/v2/repository/models/nope/unload", "", "application/json")->status, 400);
+  const std::string printed = server.Stderr();
+  EXPECT_THAT(printed, HasSubstr("baton serve: serving [cam, det]"));
+  EXPECT_THAT(printed, HasSubstr("baton serve: serving [det]"));
+
+  // What does not go with it is refused at start.
+  for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
+           {" --load-model cam", "--load-model applies with --model-control-mode explicit only"},
+           {" --model-control-mode explicit --load-model nope", "--load-model 'nope': the config has no such model"},
+           {" --model-control-mode explicit --plan plan.json", "--plan (a plan of a fixed set of models)"},
+           {" --model-control-mode sometimes", "--model-control-mode"}}) {
+    testing::CliResult r = testing::Baton("serve " + config + " --no-profile -q --grpc 127.0.0.1:0 --http 127.0.0.1:0" + args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.output;
+    EXPECT_THAT(r.output, HasSubstr(says)) << args;
+  }
+}
+
 // With TLS and a token, `baton serve` may listen on every address: HTTPS and
 // gRPC over TLS, the token checked on both (health too: it is open only on a
 // server that listens on loopback), outputs equal to whole-model ONNX

@@ -927,6 +927,31 @@ TEST_F(EngineTest, OpenStopsAtItsNextStepWhenAsked) {
   EXPECT_TRUE(engine->Infer("cam", std::move(x)).ok());
 }
 
+TEST_F(EngineTest, OpensOnlyTheModelsAsked) {
+  EngineOptions options;
+  options.no_profile = true;
+  options.cache_dir = (*dir_ / "cache").string();
+  options.models = {"det"};
+  Result<std::unique_ptr<Engine>> det = Engine::OpenText(Config("whole"), dir_->string(), options);
+  ASSERT_TRUE(det.ok()) << det.status().ToString();
+  ASSERT_EQ((*det)->Models().size(), 1u);
+  EXPECT_EQ((*det)->Models()[0].name, "det");
+  EXPECT_EQ((*det)->FindModel("cam"), nullptr);
+  options.models = {"det", "cam"};  // the config's order is kept
+  Result<std::unique_ptr<Engine>> both = Engine::OpenText(Config("whole"), dir_->string(), options);
+  ASSERT_TRUE(both.ok()) << both.status().ToString();
+  ASSERT_EQ((*both)->Models().size(), 2u);
+  EXPECT_EQ((*both)->Models()[0].name, "cam");
+  options.models = {"cam", "nope"};
+  Result<std::unique_ptr<Engine>> unknown = Engine::OpenText(Config("whole"), dir_->string(), options);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("model 'nope' is not in the config; its models: [cam, det]"));
+  options.models = {"cam", "cam"};
+  EXPECT_THAT(Engine::OpenText(Config("whole"), dir_->string(), options).status().message(),
+              HasSubstr("model 'cam' is named twice"));
+}
+
 // The profile is cached per configuration; a model measured for another
 // configuration of the same PUs is taken from that one's profile rather than
 // measured again, so adding a model to a config measures only the new one.

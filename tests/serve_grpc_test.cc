@@ -32,6 +32,7 @@
 #include "baton/graph/model.h"
 #include "baton/serve/grpc_client.h"
 #include "baton/serve/grpc_server.h"
+#include "baton/serve/served_engine.h"
 #include "baton/serve/shared_memory.h"
 #include "baton/verify/verify.h"
 #include "baton/zoo/zoo.h"
@@ -190,6 +191,87 @@ class ServeGrpcTest : public ::testing::Test {
   Tensor input_;
   std::vector<float> want_;
 };
+
+// A server over models loaded and unloaded while it serves
+// (--model-control-mode explicit): loads and unloads answered from the model
+// loader's thread, while a stream and unary calls go on; each request is
+// answered equal to whole-model ORT, or refused by name while its model is
+// not loaded.
+TEST_F(ServeGrpcTest, ModelsLoadedAndUnloadedWhileCallsAndAStreamGoOn) {
+  const std::string config =
+      "devices: [{name: local, pus: [{name: cpu0, kind: cpu, threads: 1}]}]\n"
+      "models: [{name: cam, path: squeezenet.onnx}]\npolicy: {high_level: whole}\n";
+  auto open = [config](const std::vector<std::string>& models) {
+    EngineOptions options;
+    options.no_profile = true;
+    options.cache_dir = (*dir_ / "cache").string();
+    options.models = models;
+    return Engine::OpenText(config, dir_->string(), options);
+  };
+  absl::StatusOr<std::unique_ptr<serve::ServedEngine>> served = serve::ServedEngine::Explicit({"cam"}, {}, open);
+  ASSERT_TRUE(served.ok()) << served.status();
+  serve::GrpcOptions go;
+  go.port = 0;
+  go.keepalive_time = go.keepalive_timeout = std::chrono::minutes(2);
+  auto server = serve::GrpcServer::Start(**served, go);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string address = "127.0.0.1:" + std::to_string((*server)->port());
+  auto stub = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto change = [&](bool load) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(2));
+    if (load) {
+      inference::RepositoryModelLoadRequest req;
+      req.set_model_name("cam");
+      inference::RepositoryModelLoadResponse resp;
+      return stub->RepositoryModelLoad(&ctx, req, &resp);
+    }
+    inference::RepositoryModelUnloadRequest req;
+    req.set_model_name("cam");
+    inference::RepositoryModelUnloadResponse resp;
+    return stub->RepositoryModelUnload(&ctx, req, &resp);
+  };
+  auto unary = serve::GrpcClient::Connect(address, serve::GrpcClientOptions());
+  ASSERT_TRUE(unary.ok()) << unary.status();
+  serve::GrpcClientOptions streaming;
+  streaming.stream = true;
+  auto stream = serve::GrpcClient::Connect(address, streaming);
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  const Result<Tensors> before = Send(**unary, "cam", Inputs()).get();
+  ASSERT_FALSE(before.ok());
+  EXPECT_THAT(before.status().message(), ::testing::HasSubstr("model 'cam' is not loaded"));
+  const grpc::Status loaded = change(true);
+  ASSERT_TRUE(loaded.ok()) << loaded.error_message();
+  EXPECT_EQ(Check(Send(**unary, "cam", Inputs()).get()), "");
+  EXPECT_EQ(Check(Send(**stream, "cam", Inputs()).get()), "");
+
+  std::atomic<bool> done{false};
+  std::atomic<int> answered{0}, refused{0};
+  std::vector<std::thread> clients;
+  for (serve::GrpcClient* client : std::vector<serve::GrpcClient*>{unary->get(), stream->get()}) {
+    clients.emplace_back([&, client] {
+      while (!done) {
+        const Result<Tensors> r = Send(*client, "cam", Inputs()).get();
+        if (r.ok()) {
+          EXPECT_EQ(Check(r), "");
+          ++answered;
+        } else {
+          EXPECT_THAT(r.status().message(), ::testing::HasSubstr("model 'cam' is not loaded")) << r.status().ToString();
+          ++refused;
+        }
+      }
+    });
+  }
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(change(false).ok());
+    EXPECT_TRUE(change(true).ok());
+  }
+  EXPECT_TRUE(WaitUntil([&] { return answered >= 4; }));
+  done = true;
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(Check(Send(**stream, "cam", Inputs()).get()), "");
+  (*server)->Stop();
+}
 
 void ServeGrpcTest::ManyClientThreadsAndAStream(const serve::GrpcClientOptions& client_options) {
   auto client = serve::GrpcClient::Connect(Address(), client_options);

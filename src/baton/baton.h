@@ -325,6 +325,11 @@ struct EngineOptions {
   // measurement, keeping what it measured so that the next Open resumes it.
   // Borrowed: it must outlive Open. Null = Open runs to the end.
   const std::atomic<bool>* stop = nullptr;
+  // Open only these of the config's models (by name, each at most once; the
+  // config's order is kept); empty = all of them. An unknown name is
+  // InvalidArgument naming the config's models. What `baton serve
+  // --model-control-mode explicit` opens as models are loaded and unloaded.
+  std::vector<std::string> models;
 };
 
 // What Engine::WriteTrace wrote.

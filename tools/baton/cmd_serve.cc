@@ -21,17 +21,20 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "baton/baton.h"
+#include "baton/app/setup.h"
 #include "baton/config/run_config.h"
 #include "baton/core/file.h"
 #include "baton/serve/auth.h"
 #include "baton/serve/grpc_server.h"
 #include "baton/serve/http_server.h"
+#include "baton/serve/served_engine.h"
 #include "baton/serve/server.h"
 #include "baton/serve/shared_memory.h"
 #include "commands.h"
@@ -71,6 +74,8 @@ struct ServeArgs {
   std::string trace;
   int64_t trace_max_events = 1'000'000;
   int exit_timeout_s = 30;
+  std::string model_control_mode = "none";
+  std::vector<std::string> load_models;
   bool quiet = false;
 };
 
@@ -190,35 +195,80 @@ int Serve(const ServeArgs& args) {
       return 2;
     }
   }
-  Result<std::unique_ptr<Engine>> engine =
-      args.config.empty()
-          ? Engine::OpenText(config::ToYaml(*LoadConfigOrDefault("")), "", options)
-          : Engine::Open(args.config, options);
-  if (!engine.ok()) {
-    // A signal while starting ends the start-up at its next step: a clean
-    // stop with nothing in flight, so exit 0 as any stop on a signal does.
-    if (stop_signal.signal() != 0 && engine.status().code() == StatusCode::kCancelled) {
-      std::cerr << "baton serve: stopped while starting, before serving anything: " << engine.status().message()
-                << "\n";
+  const bool explicit_control = args.model_control_mode == "explicit";
+  if (!explicit_control && !args.load_models.empty()) {
+    std::cerr << "baton serve: --load-model applies with --model-control-mode explicit only (without it every model of "
+                 "the config is served)\n";
+    return 2;
+  }
+  if (explicit_control && (!args.plan.empty() || options.trace)) {
+    std::cerr << "baton serve: --model-control-mode explicit plans each set of loaded models as it changes: "
+                 "--plan (a plan of a fixed set of models) and --trace (of one engine) do not apply\n";
+    return 2;
+  }
+  // A signal while starting ends the start-up at its next step: a clean
+  // stop with nothing in flight, so exit 0 as any stop on a signal does.
+  auto start_failed = [&](const std::string& message, bool cancelled) {
+    if (stop_signal.signal() != 0 && cancelled) {
+      std::cerr << "baton serve: stopped while starting, before serving anything: " << message << "\n";
       return 0;
     }
-    std::cerr << "baton serve: " << engine.status().message() << "\n";
+    std::cerr << "baton serve: " << message << "\n";
     return 2;
+  };
+  const auto open = [&args, options](const std::vector<std::string>& models) {
+    EngineOptions o = options;
+    o.models = models;
+    return args.config.empty() ? Engine::OpenText(config::ToYaml(*LoadConfigOrDefault("")), "", o)
+                               : Engine::Open(args.config, o);
+  };
+  std::unique_ptr<Engine> engine;  // fixed (model control mode none)
+  std::unique_ptr<serve::ServedEngine> served;
+  if (explicit_control) {
+    absl::StatusOr<config::RunConfig> config = LoadConfigOrDefault(args.config);
+    if (!config.ok()) return start_failed(std::string(config.status().message()), false);
+    std::vector<std::string> configured;
+    for (const config::ModelConfig& m : config->models) configured.push_back(m.name);
+    std::vector<std::string> initial = args.load_models;
+    if (initial.size() == 1 && initial[0] == "*") initial = configured;
+    // Each change opens an engine on the models then loaded; its progress
+    // lines say what it does (profiling only what no profile holds yet).
+    const bool quiet = args.quiet;
+    auto explicit_open = [open, quiet](const std::vector<std::string>& models) {
+      if (!quiet) std::cerr << "baton serve: opening the models [" << absl::StrJoin(models, ", ") << "]\n";
+      Result<std::unique_ptr<Engine>> opened = open(models);
+      if (!opened.ok()) {
+        std::cerr << "baton serve: could not open [" << absl::StrJoin(models, ", ") << "]: "
+                  << opened.status().message() << "\n";
+      } else if (!quiet) {
+        std::cerr << "baton serve: serving [" << absl::StrJoin(models, ", ") << "]\n";
+      }
+      return opened;
+    };
+    absl::StatusOr<std::unique_ptr<serve::ServedEngine>> s =
+        serve::ServedEngine::Explicit(configured, std::move(initial), explicit_open);
+    if (!s.ok()) return start_failed(std::string(s.status().message()), absl::IsCancelled(s.status()));
+    served = *std::move(s);
+  } else {
+    Result<std::unique_ptr<Engine>> opened = open({});
+    if (!opened.ok()) return start_failed(opened.status().message(), opened.status().code() == StatusCode::kCancelled);
+    engine = std::move(opened).value();
+    served = std::make_unique<serve::ServedEngine>(*engine);
   }
   stop_signal.SetWhatNext(absl::StrCat("no new connections; answering what is in flight (for up to ",
                                        args.exit_timeout_s, " s, --exit-timeout-secs; then it is cancelled)"));
   serve::ServerOptions front_ends;
   if (!args.no_grpc) front_ends.grpc = grpc;
   if (!args.no_http) front_ends.http = http;
-  absl::StatusOr<std::unique_ptr<serve::Server>> server = serve::Server::Start(**engine, std::move(front_ends));
+  absl::StatusOr<std::unique_ptr<serve::Server>> server = serve::Server::Start(*served, std::move(front_ends));
   if (!server.ok()) {
     std::cerr << "baton serve: " << server.status().message() << "\n";
     return 2;
   }
   const serve::GrpcServer* grpc_server = (*server)->grpc();
   const serve::HttpServer* http_server = (*server)->http();
-  std::vector<std::string> names;
-  for (const ModelInfo& m : (*engine)->Models()) names.push_back(m.name);
+  std::vector<std::string> names = served->Loaded();
+  if (names.empty()) names.push_back("none loaded");
   // Tests and scripts read the ports from these lines.
   auto shown = [](const std::string& host) { return host.find(':') != std::string::npos ? "[" + host + "]" : host; };
   if (grpc_server) {
@@ -230,6 +280,10 @@ int Serve(const ServeArgs& args) {
   if (http_server) {
     std::cout << "baton serve: KServe v2 HTTP listening on " << shown(http.host) << ":" << http_server->port()
               << " (models: " << absl::StrJoin(names, ", ") << ")" << std::endl;
+  }
+  if (explicit_control) {
+    std::cerr << "baton serve: --model-control-mode explicit: loads and unloads the config's models ["
+              << absl::StrJoin(served->configured(), ", ") << "] on request (the repository extension)\n";
   }
   if (http.token.empty() || http.tls_cert.empty()) {
     std::cerr << "baton serve: without " << (http.tls_cert.empty() ? "TLS" : "a token")
@@ -246,10 +300,11 @@ int Serve(const ServeArgs& args) {
       std::cerr << "baton serve: HTTP: " << http_server->connections_shut() << " connections still unfinished "
                 << http.stop_grace.count() << " s after the signal were closed\n";
     }
-    (*engine)->Close();
+    served.reset();  // explicit: closes the engines it opened
+    if (engine) engine->Close();
   }
   if (options.trace) {
-    Result<TraceSummary> written = (*engine)->WriteTrace(args.trace);
+    Result<TraceSummary> written = engine->WriteTrace(args.trace);
     if (!written.ok()) {
       std::cerr << "baton serve: --trace: " << written.status().message() << "\n";
       return 1;
@@ -344,6 +399,14 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "is left; a run still going 5 s later is left behind and the exit status is 1 (Triton's name; "
                   "default 30). A second signal exits at once")
       ->check(IntIn(0, 3600));
+  cmd->add_option("--model-control-mode", args->model_control_mode,
+                  "none: serve every model of the config from start to exit; explicit: serve the --load-model "
+                  "models and load and unload the config's models on request (the repository extension), each change "
+                  "planning the PUs for the models then loaded (Triton's name; default none)")
+      ->check(CLI::IsMember({"none", "explicit"}));
+  cmd->add_option("--load-model", args->load_models,
+                  "With --model-control-mode explicit: a model of the config to load at start (repeat it for more; "
+                  "'*' for all; default none, as Triton)");
   cmd->add_flag("-q,--quiet", args->quiet, "No start-up progress lines");
   cmd->callback([args, exit_code] {
     *exit_code = Serve(*args);

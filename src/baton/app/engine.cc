@@ -460,7 +460,29 @@ absl::StatusOr<std::vector<std::string>> LoadLabels(const config::ModelConfig& m
   return labels;
 }
 
+// `config` with only the models named in `names` (all when empty).
+absl::Status KeepOnly(config::RunConfig& config, const std::vector<std::string>& names) {
+  if (names.empty()) return absl::OkStatus();
+  std::vector<std::string> all;
+  for (const config::ModelConfig& m : config.models) all.push_back(m.name);
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (std::find(all.begin(), all.end(), names[i]) == all.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", names[i], "' is not in the config; its models: [",
+                                                     absl::StrJoin(all, ", "), "]"));
+    }
+    if (std::find(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(i), names[i]) !=
+        names.begin() + static_cast<std::ptrdiff_t>(i)) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", names[i], "' is named twice in the models to open"));
+    }
+  }
+  std::erase_if(config.models, [&](const config::ModelConfig& m) {
+    return std::find(names.begin(), names.end(), m.name) == names.end();
+  });
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Engine::Impl>> OpenImpl(config::RunConfig config, const EngineOptions& options) {
+  BATON_RETURN_IF_ERROR(KeepOnly(config, options.models));
   BATON_RETURN_IF_ERROR(config::Validate(config));
   auto impl = std::make_unique<Engine::Impl>();
   impl->config = std::move(config);

@@ -499,14 +499,16 @@ using grpc::health::v1::HealthCheckResponse;
 }  // namespace
 
 struct GrpcServer::Impl {
-  Impl(Engine& e, GrpcOptions o) : engine(e), options(std::move(o)), loopback(IsLoopbackLiteral(options.host)) {}
+  Impl(std::unique_ptr<ServedEngine> own, ServedEngine& s, GrpcOptions o)
+      : owned_served(std::move(own)), served(s), options(std::move(o)), loopback(IsLoopbackLiteral(options.host)) {}
 
   template <typename Req, typename Resp>
   class UnaryCall;
   class Stream;
   class HealthWatch;
 
-  Engine& engine;
+  std::unique_ptr<ServedEngine> owned_served;  // when started on a fixed engine
+  ServedEngine& served;
   const GrpcOptions options;
   const bool loopback;
   inference::GRPCInferenceService::AsyncService service;
@@ -582,9 +584,10 @@ struct GrpcServer::Impl {
                         "missing or wrong token: send the metadata 'authorization: Bearer <token>'");
   }
 
-  // The model at `version`, or INVALID_ARGUMENT naming the models there are (ServedModel).
-  absl::StatusOr<const ModelInfo*> ModelOf(const std::string& name, const std::string& version) const {
-    return ServedModel(engine, name, version);
+  // The model at `version` and the engine serving it, or INVALID_ARGUMENT
+  // naming the models there are (ServedEngine::Find).
+  absl::StatusOr<ServedEngine::Model> ModelOf(const std::string& name, const std::string& version) const {
+    return served.Find(name, version);
   }
 
   // Parses `req` and sends it to the engine; `done` gets the filled response
@@ -594,24 +597,28 @@ struct GrpcServer::Impl {
   void Submit(std::shared_ptr<ModelInferRequest> req, ModelInferResponse* resp,
               std::function<void(grpc::Status)> done, std::chrono::system_clock::time_point call_deadline,
               std::shared_ptr<CancelToken> cancel) {
-    absl::StatusOr<const ModelInfo*> model = ModelOf(req->model_name(), req->model_version());
+    absl::StatusOr<ServedEngine::Model> model = ModelOf(req->model_name(), req->model_version());
     if (!model.ok()) {
       done(Invalid(std::string(model.status().message())));
       return;
     }
-    absl::StatusOr<Parsed> parsed = ParseRequest(*req, **model, options.shared_memory.get());
+    absl::StatusOr<Parsed> parsed = ParseRequest(*req, *model->info, options.shared_memory.get());
     if (!parsed.ok()) {
       done(Invalid(std::string(parsed.status().message())));
       return;
     }
-    const ModelInfo* m = *model;
+    const ModelInfo* m = model->info;
     std::vector<RequestedOutput> requested = std::move(parsed->outputs);
     parsed->options.run_here_up_to = options.run_here_up_to;
     parsed->options.deadline =
         RequestDeadline(parsed->options.deadline, call_deadline, std::chrono::system_clock::now());
     parsed->options.cancel = std::move(cancel);
+    // The answer holds the engine (and so `m`); a replaced engine is closed
+    // only once nothing holds it (ServedEngine).
+    Engine& engine = *model->engine;
     engine.InferAsync(m->name, std::move(parsed->inputs), parsed->options,
-                      [m, req, resp, requested = std::move(requested), done = std::move(done)](Result<Tensors> r) {
+                      [m, held = std::move(model->engine), req, resp, requested = std::move(requested),
+                       done = std::move(done)](Result<Tensors> r) {
                         if (!r.ok()) {
                           done(ToGrpc(r.status()));
                           return;
@@ -1169,7 +1176,12 @@ void GrpcServer::Impl::ServeAll() {
       });
   Serve<inf::ModelReadyRequest, inf::ModelReadyResponse>(
       service, &S::RequestModelReady, Open::kNever, [this](const inf::ModelReadyRequest& req, inf::ModelReadyResponse& resp) {
-        absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
+        absl::StatusOr<ServedEngine::Model> m = ModelOf(req.name(), req.version());
+        if (!m.ok() && served.explicit_control() && served.Configured(req.name()) &&
+            (req.version().empty() || req.version() == "1")) {
+          resp.set_ready(false);  // a model of the config, not loaded now
+          return grpc::Status::OK;
+        }
         if (!m.ok()) return Invalid(std::string(m.status().message()));
         resp.set_ready(true);
         return grpc::Status::OK;
@@ -1187,22 +1199,22 @@ void GrpcServer::Impl::ServeAll() {
   Serve<inf::ModelMetadataRequest, inf::ModelMetadataResponse>(
       service, &S::RequestModelMetadata, Open::kNever,
       [this](const inf::ModelMetadataRequest& req, inf::ModelMetadataResponse& resp) {
-        absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
+        absl::StatusOr<ServedEngine::Model> m = ModelOf(req.name(), req.version());
         if (!m.ok()) return Invalid(std::string(m.status().message()));
-        resp.set_name((*m)->name);
+        resp.set_name(m->info->name);
         resp.add_versions("1");
         resp.set_platform("onnxruntime_onnx");
-        for (const TensorInfo& t : (*m)->inputs) FillTensorMetadata(t, resp.add_inputs());
-        for (const TensorInfo& t : (*m)->outputs) FillTensorMetadata(t, resp.add_outputs());
+        for (const TensorInfo& t : m->info->inputs) FillTensorMetadata(t, resp.add_inputs());
+        for (const TensorInfo& t : m->info->outputs) FillTensorMetadata(t, resp.add_outputs());
         return grpc::Status::OK;
       });
   Serve<inf::ModelConfigRequest, inf::ModelConfigResponse>(
       service, &S::RequestModelConfig, Open::kNever,
       [this](const inf::ModelConfigRequest& req, inf::ModelConfigResponse& resp) {
-        absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
+        absl::StatusOr<ServedEngine::Model> m = ModelOf(req.name(), req.version());
         if (!m.ok()) return Invalid(std::string(m.status().message()));
         inference::ModelConfig& c = *resp.mutable_config();
-        c.set_name((*m)->name);
+        c.set_name(m->info->name);
         c.set_platform("onnxruntime_onnx");
         c.set_backend("onnxruntime");
         c.set_max_batch_size(0);
@@ -1211,13 +1223,13 @@ void GrpcServer::Impl::ServeAll() {
           inference::DataType_Parse(ConfigDatatype(t.elem_type).value_or("TYPE_INVALID"), &d);
           return d;
         };
-        for (const TensorInfo& t : (*m)->inputs) {
+        for (const TensorInfo& t : m->info->inputs) {
           inference::ModelInput& in = *c.add_input();
           in.set_name(t.name);
           in.set_data_type(datatype(t));
           for (int64_t d : t.shape) in.add_dims(d);
         }
-        for (const TensorInfo& t : (*m)->outputs) {
+        for (const TensorInfo& t : m->info->outputs) {
           inference::ModelOutput& out = *c.add_output();
           out.set_name(t.name);
           out.set_data_type(datatype(t));
@@ -1267,14 +1279,14 @@ void GrpcServer::Impl::ServeAll() {
       service, &S::RequestModelStatistics, Open::kNever,
       [this](const inf::ModelStatisticsRequest& req, inf::ModelStatisticsResponse& resp) {
         if (!req.name().empty()) {
-          absl::StatusOr<const ModelInfo*> m = ModelOf(req.name(), req.version());
+          absl::StatusOr<ServedEngine::Model> m = ModelOf(req.name(), req.version());
           if (!m.ok()) return Invalid(std::string(m.status().message()));
         }
         auto fill = [](const DurationStat& d, inference::StatisticDuration* out) {
           out->set_count(d.count);
           out->set_ns(d.ns);
         };
-        for (const KServeModelStatistics& k : KServeStatistics(engine.Stats(), req.name())) {
+        for (const KServeModelStatistics& k : KServeStatistics(served.Stats(), req.name())) {
           inference::ModelStatistics* out = resp.add_model_stats();
           out->set_name(k.name);
           out->set_version("1");
@@ -1298,7 +1310,7 @@ void GrpcServer::Impl::ServeAll() {
   Serve<inf::RepositoryIndexRequest, inf::RepositoryIndexResponse>(
       service, &S::RequestRepositoryIndex, Open::kNever,
       [this](const inf::RepositoryIndexRequest& req, inf::RepositoryIndexResponse& resp) {
-        absl::StatusOr<std::vector<RepositoryModel>> index = serve::RepositoryIndex(engine, req.repository_name());
+        absl::StatusOr<std::vector<RepositoryModel>> index = serve::RepositoryIndex(served, req.repository_name());
         if (!index.ok()) return ToGrpc(index.status());
         for (const RepositoryModel& m : *index) {
           inference::RepositoryIndexResponse::ModelIndex* out = resp.add_models();
@@ -1309,15 +1321,28 @@ void GrpcServer::Impl::ServeAll() {
         }
         return grpc::Status::OK;
       });
-  Serve<inf::RepositoryModelLoadRequest, inf::RepositoryModelLoadResponse>(
-      service, &S::RequestRepositoryModelLoad, Open::kNever,
-      [this](const inf::RepositoryModelLoadRequest& req, inf::RepositoryModelLoadResponse&) {
-        return ToGrpc(RepositoryLoad(engine, req.repository_name(), req.model_name(), !req.parameters().empty()));
+  // A load or unload is answered once the new engine serves (on the model
+  // loader's thread; opening one takes seconds), never on this thread.
+  ServeAsync<inf::RepositoryModelLoadRequest, inf::RepositoryModelLoadResponse>(
+      service, &S::RequestRepositoryModelLoad, Open::kNever, /*cancellable=*/false,
+      [this](UnaryCall<inf::RepositoryModelLoadRequest, inf::RepositoryModelLoadResponse>& call) {
+        const inf::RepositoryModelLoadRequest& req = call.request();
+        const absl::Status checked = CheckRepositoryLoad(req.repository_name(), req.model_name(), !req.parameters().empty());
+        if (!checked.ok()) {
+          call.Finish(ToGrpc(checked));
+          return;
+        }
+        served.Load(req.model_name(), [&call](absl::Status s) { call.Finish(ToGrpc(s)); });
       });
-  Serve<inf::RepositoryModelUnloadRequest, inf::RepositoryModelUnloadResponse>(
-      service, &S::RequestRepositoryModelUnload, Open::kNever,
-      [this](const inf::RepositoryModelUnloadRequest& req, inf::RepositoryModelUnloadResponse&) {
-        return ToGrpc(RepositoryUnload(engine, req.repository_name(), req.model_name()));
+  ServeAsync<inf::RepositoryModelUnloadRequest, inf::RepositoryModelUnloadResponse>(
+      service, &S::RequestRepositoryModelUnload, Open::kNever, /*cancellable=*/false,
+      [this](UnaryCall<inf::RepositoryModelUnloadRequest, inf::RepositoryModelUnloadResponse>& call) {
+        const absl::Status checked = CheckRepository(call.request().repository_name());
+        if (!checked.ok()) {
+          call.Finish(ToGrpc(checked));
+          return;
+        }
+        served.Unload(call.request().model_name(), [&call](absl::Status s) { call.Finish(ToGrpc(s)); });
       });
   Stream::Listen(*this);
   // The standard health service: Check answers NOT_FOUND for a service the
@@ -1343,6 +1368,17 @@ GrpcServer::~GrpcServer() {
 int GrpcServer::port() const { return impl_->port; }
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, GrpcOptions options) {
+  auto served = std::make_unique<ServedEngine>(engine);
+  ServedEngine& s = *served;
+  return Start(s, std::move(options), std::move(served));
+}
+
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServedEngine& served, GrpcOptions options) {
+  return Start(served, std::move(options), nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServedEngine& served, GrpcOptions options,
+                                                              std::unique_ptr<ServedEngine> owned) {
   if (options.port < 0 || options.port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("--grpc: port ", options.port, " is not in 0..65535"));
   }
@@ -1397,7 +1433,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine& engine, Gr
     ssl.pem_key_cert_pairs.push_back(std::move(pair));
     credentials = grpc::SslServerCredentials(ssl);
   }
-  auto impl = std::make_unique<Impl>(engine, std::move(options));
+  auto impl = std::make_unique<Impl>(std::move(owned), served, std::move(options));
   const GrpcOptions& o = impl->options;
   grpc::ServerBuilder builder;
   // baton's own health service (Impl::ServeAll), not gRPC's: gRPC's runs on

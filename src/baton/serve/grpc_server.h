@@ -47,6 +47,7 @@
 
 #include "baton/baton.h"
 #include "baton/core/status.h"
+#include "baton/serve/served_engine.h"
 
 namespace baton::serve {
 
@@ -120,6 +121,9 @@ class GrpcServer {
   // Errors: InvalidArgument for bad options (naming them), Unavailable when
   // the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(Engine& engine, GrpcOptions options);
+  // The same over models that may be loaded and unloaded while it serves
+  // (borrowed; it must outlive the server).
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(ServedEngine& served, GrpcOptions options);
   ~GrpcServer();  // Stop()
   GrpcServer(const GrpcServer&) = delete;
   GrpcServer& operator=(const GrpcServer&) = delete;
@@ -135,6 +139,8 @@ class GrpcServer {
 
  private:
   explicit GrpcServer(std::unique_ptr<Impl> impl);
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(ServedEngine& served, GrpcOptions options,
+                                                           std::unique_ptr<ServedEngine> owned);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -48,11 +48,23 @@ void Error(httplib::Response& res, int status, const std::string& message) { Rep
 
 }  // namespace
 
-HttpServer::HttpServer(Engine& engine, HttpOptions options) : engine_(engine), options_(std::move(options)) {}
+HttpServer::HttpServer(std::unique_ptr<ServedEngine> owned, ServedEngine& served, HttpOptions options)
+    : owned_(std::move(owned)), served_(served), options_(std::move(options)) {}
 
 HttpServer::~HttpServer() { Stop(); }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, HttpOptions options) {
+  auto served = std::make_unique<ServedEngine>(engine);
+  ServedEngine& s = *served;
+  return Start(s, std::move(options), std::move(served));
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(ServedEngine& served, HttpOptions options) {
+  return Start(served, std::move(options), nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(ServedEngine& served, HttpOptions options,
+                                                              std::unique_ptr<ServedEngine> owned) {
   if (options.port < 0 || options.port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("--http: port ", options.port, " is not in 0..65535"));
   }
@@ -98,7 +110,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Engine& engine, Ht
         absl::StrCat("HTTP max_head_bytes must be 1 KiB..16 MiB, got ", options.max_head_bytes));
   }
   BATON_RETURN_IF_ERROR(CheckExposure("HTTP", options.host, options.tls_cert, options.tls_key, options.token));
-  std::unique_ptr<HttpServer> s(new HttpServer(engine, std::move(options)));
+  std::unique_ptr<HttpServer> s(new HttpServer(std::move(owned), served, std::move(options)));
   const HttpOptions& o = s->options_;
   HttpServer* self = s.get();
   HttpWorkers workers;
@@ -248,38 +260,49 @@ void HttpServer::Route() {
   });
   srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     const HttpStats cuts = http_stats();
-    res.set_content(PrometheusText(engine_.Stats(), options_.shared_memory.get(), &cuts),
+    res.set_content(PrometheusText(served_.Stats(), options_.shared_memory.get(), &cuts),
                     "text/plain; version=0.0.4; charset=utf-8");
   });
-  // The model a /v2/models/{m}[/versions/{v}]/... path names (ServedModel), or null after answering 400.
-  auto model_of = [this](const httplib::Request& req, httplib::Response& res) -> const ModelInfo* {
+  // The model a /v2/models/{m}[/versions/{v}]/... path names, with the
+  // engine serving it (ServedEngine::Find), or nullopt after answering 400.
+  auto model_of = [this](const httplib::Request& req,
+                         httplib::Response& res) -> std::optional<ServedEngine::Model> {
     const std::string version = req.matches.size() > 2 ? req.matches[2].str() : "";
-    absl::StatusOr<const ModelInfo*> m = ServedModel(engine_, req.matches[1], version);
+    absl::StatusOr<ServedEngine::Model> m = served_.Find(req.matches[1], version);
     if (!m.ok()) {
       Error(res, 400, std::string(m.status().message()));
-      return nullptr;
+      return std::nullopt;
     }
-    return *m;
+    return *std::move(m);
   };
   // Each model path also takes Triton's versioned form, /v2/models/{m}/versions/{v}/...
   const std::string model_path = R"(/v2/models/([^/]+)(?:/versions/([^/]+))?)";
   // The statistics extension; before the metadata route, which would take "stats" for a model's name.
   srv.Get("/v2/models/stats", [this](const httplib::Request&, httplib::Response& res) {
-    Reply(res, 200, StatisticsJson(KServeStatistics(engine_.Stats())));
+    Reply(res, 200, StatisticsJson(KServeStatistics(served_.Stats())));
   });
   srv.Get(model_path + "/stats", [this, model_of](const httplib::Request& req, httplib::Response& res) {
-    if (const ModelInfo* m = model_of(req, res)) {
-      Reply(res, 200, StatisticsJson(KServeStatistics(engine_.Stats(), m->name)));
+    if (const std::optional<ServedEngine::Model> m = model_of(req, res)) {
+      Reply(res, 200, StatisticsJson(KServeStatistics(m->engine->Stats(), m->info->name)));
     }
   });
   srv.Get(model_path, [model_of](const httplib::Request& req, httplib::Response& res) {
-    if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, ModelMetadataJson(*m));
+    if (const std::optional<ServedEngine::Model> m = model_of(req, res)) Reply(res, 200, ModelMetadataJson(*m->info));
   });
   srv.Get(model_path + "/config", [model_of](const httplib::Request& req, httplib::Response& res) {
-    if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, ModelConfigJson(*m));
+    if (const std::optional<ServedEngine::Model> m = model_of(req, res)) Reply(res, 200, ModelConfigJson(*m->info));
   });
-  srv.Get(model_path + "/ready", [model_of](const httplib::Request& req, httplib::Response& res) {
-    if (const ModelInfo* m = model_of(req, res)) Reply(res, 200, {{"name", m->name}, {"ready", true}});
+  srv.Get(model_path + "/ready", [this, model_of](const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1];
+    const std::string version = req.matches.size() > 2 ? req.matches[2].str() : "";
+    if (served_.explicit_control() && served_.Configured(name) && (version.empty() || version == "1") &&
+        !served_.Find(name).ok()) {
+      Reply(res, 200, {{"name", name}, {"ready", false}});  // a model of the config, not loaded now
+      return;
+    }
+    if (const std::optional<ServedEngine::Model> m = model_of(req, res)) {
+      Reply(res, 200, {{"name", m->info->name}, {"ready", true}});
+    }
   });
   // A POST's body, read by the route itself (routes given a ContentReader),
   // bounded by --max-request-mb; "" when the request has neither a
@@ -346,7 +369,7 @@ void HttpServer::Route() {
                                    const httplib::ContentReader& content_reader) {
              // `ready` changes nothing: every model is ready.
              if (!repository_body(req, res, content_reader)) return;
-             absl::StatusOr<std::vector<RepositoryModel>> index = RepositoryIndex(engine_, req.matches[1].str());
+             absl::StatusOr<std::vector<RepositoryModel>> index = RepositoryIndex(served_, req.matches[1].str());
              if (!index.ok()) {
                Error(res, HttpStatusOf(static_cast<StatusCode>(static_cast<int>(index.status().code()))),
                      std::string(index.status().message()));
@@ -361,13 +384,25 @@ void HttpServer::Route() {
              if (!body) return;
              const auto params = body->find("parameters");
              const bool with_parameters = params != body->end() && !(params->is_object() && params->empty());
-             reply_status(res, RepositoryLoad(engine_, req.matches[1].str(), req.matches[2], with_parameters));
+             // Waits while a new engine opens (seconds): this worker's place
+             // is lent meanwhile, as for a request waiting for the engine.
+             absl::Status st = CheckRepositoryLoad(req.matches[1].str(), req.matches[2], with_parameters);
+             if (st.ok()) {
+               const EngineWait lend;
+               st = served_.LoadAndWait(req.matches[2]);
+             }
+             reply_status(res, st);
            });
   srv.Post(R"(/v2/repository(?:/([^/]+))?/models/([^/]+)/unload)",
            [this, repository_body, reply_status](const httplib::Request& req, httplib::Response& res,
                                                  const httplib::ContentReader& content_reader) {
              if (!repository_body(req, res, content_reader)) return;
-             reply_status(res, RepositoryUnload(engine_, req.matches[1].str(), req.matches[2]));
+             absl::Status st = CheckRepository(req.matches[1].str());
+             if (st.ok()) {
+               const EngineWait lend;
+               st = served_.UnloadAndWait(req.matches[2]);
+             }
+             reply_status(res, st);
            });
   // The body is read here, not by httplib: httplib caps a body whose
   // Content-Type is form data (what `curl -d` sends unless told otherwise) at
@@ -376,8 +411,9 @@ void HttpServer::Route() {
                                                              const httplib::ContentReader& content_reader) {
     std::optional<std::string> request_body = read_body(req, res, content_reader);
     if (!request_body) return;
-    const ModelInfo* m = model_of(req, res);
-    if (m == nullptr) return;
+    const std::optional<ServedEngine::Model> model = model_of(req, res);
+    if (!model) return;
+    const ModelInfo* m = model->info;  // held with model->engine until answered
     // The binary tensor data extension. get_header_value returns a copy: keep it alive.
     const std::string header_value = req.get_header_value("Inference-Header-Content-Length");
     std::optional<std::string_view> header_length;
@@ -397,7 +433,7 @@ void HttpServer::Route() {
     auto cancel = std::make_shared<CancelToken>();
     options.cancel = cancel;
     options.run_here_up_to = options_.run_here_up_to;
-    std::future<Result<Tensors>> answer = engine_.InferAsync(m->name, std::move(parsed->inputs), options);
+    std::future<Result<Tensors>> answer = model->engine->InferAsync(m->name, std::move(parsed->inputs), options);
     if (answer.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
       const EngineWait lend;
       ConnectionWatch watch(CurrentSocket());

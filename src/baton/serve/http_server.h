@@ -46,6 +46,7 @@
 
 #include "baton/baton.h"
 #include "baton/core/status.h"
+#include "baton/serve/served_engine.h"
 #include "baton/serve/http_connection.h"
 #include "baton/serve/metrics.h"
 
@@ -112,6 +113,9 @@ class HttpServer {
   // Errors: InvalidArgument for bad options (naming them), Unavailable when
   // the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(Engine& engine, HttpOptions options);
+  // The same over models that may be loaded and unloaded while it serves
+  // (borrowed; it must outlive the server).
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(ServedEngine& served, HttpOptions options);
   ~HttpServer();  // Stop()
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -129,11 +133,14 @@ class HttpServer {
   HttpStats http_stats() const;
 
  private:
-  HttpServer(Engine& engine, HttpOptions options);
+  HttpServer(std::unique_ptr<ServedEngine> owned, ServedEngine& served, HttpOptions options);
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(ServedEngine& served, HttpOptions options,
+                                                           std::unique_ptr<ServedEngine> owned);
   void Route();
   HttpLimits Limits() const;
 
-  Engine& engine_;
+  std::unique_ptr<ServedEngine> owned_;  // when started on a fixed engine
+  ServedEngine& served_;
   const HttpOptions options_;
   std::unique_ptr<httplib::Server> server_;
   int port_ = 0;

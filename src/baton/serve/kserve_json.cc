@@ -725,22 +725,33 @@ int HttpStatusOf(StatusCode code) {
   }
 }
 
-namespace {
-
 absl::Status CheckRepository(std::string_view repository) {
   if (repository.empty()) return absl::OkStatus();
   return Bad(absl::StrCat("no repository '", std::string(repository.substr(0, 64)),
                           "': baton serve has one, its config; leave repository_name empty"));
 }
 
-}  // namespace
-
-absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex(const Engine& engine, std::string_view repository) {
+absl::Status CheckRepositoryLoad(std::string_view repository, const std::string& model, bool with_parameters) {
   BATON_RETURN_IF_ERROR(CheckRepository(repository));
+  if (with_parameters) {
+    return absl::UnimplementedError(absl::StrCat(
+        "cannot load model '", model.substr(0, 128), "' with a new configuration or files: baton serve loads the "
+        "models of its config as they are; change the config and restart"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex(const ServedEngine& served, std::string_view repository) {
+  BATON_RETURN_IF_ERROR(CheckRepository(repository));
+  const std::vector<std::string> loaded = served.Loaded();
   std::vector<RepositoryModel> out;
-  for (const ModelInfo& m : engine.Models()) {
+  for (const std::string& name : served.configured()) {
     RepositoryModel entry;
-    entry.name = m.name;
+    entry.name = name;
+    if (std::find(loaded.begin(), loaded.end(), name) == loaded.end()) {
+      entry.state = "UNAVAILABLE";
+      entry.reason = "unloaded";
+    }
     out.push_back(std::move(entry));
   }
   return out;
@@ -752,31 +763,6 @@ nlohmann::json RepositoryIndexJson(const std::vector<RepositoryModel>& models) {
     out.push_back({{"name", m.name}, {"version", m.version}, {"state", m.state}, {"reason", m.reason}});
   }
   return out;
-}
-
-absl::Status RepositoryLoad(const Engine& engine, std::string_view repository, const std::string& model,
-                            bool with_parameters) {
-  BATON_RETURN_IF_ERROR(CheckRepository(repository));
-  if (engine.FindModel(model) == nullptr) {
-    return absl::UnimplementedError(absl::StrCat(
-        "cannot load model '", model.substr(0, 128), "': baton serve serves the models of its config, placed by its "
-        "plan at start, and loads none while it runs; add it to the config and restart (serving: ",
-        ModelNames(engine), ")"));
-  }
-  if (with_parameters) {
-    return absl::UnimplementedError(absl::StrCat(
-        "model '", model, "' is loaded; reloading it with a new configuration or files is not supported: change the "
-        "config and restart"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status RepositoryUnload(const Engine& engine, std::string_view repository, const std::string& model) {
-  BATON_RETURN_IF_ERROR(CheckRepository(repository));
-  BATON_RETURN_IF_ERROR(ServedModel(engine, model).status());
-  return absl::UnimplementedError(absl::StrCat(
-      "cannot unload model '", model, "': baton serve keeps every model of its config for as long as it runs (its "
-      "plan shares the PUs among them); leave it out of the config and restart"));
 }
 
 }  // namespace baton::serve

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "baton/baton.h"
+#include "baton/serve/served_engine.h"
 #include "baton/core/status.h"
 #include "baton/serve/shared_memory.h"
 #include "nlohmann/json.hpp"
@@ -162,26 +163,24 @@ nlohmann::json StatisticsJson(const std::vector<KServeModelStatistics>& stats);
 int HttpStatusOf(StatusCode code);
 
 // The model repository extension (gRPC RepositoryIndex / RepositoryModelLoad
-// / RepositoryModelUnload, POST /v2/repository/...), read-only: a server
-// serves its config's models, placed by its plan at start, so nothing is
-// loaded or unloaded while it runs. There is one repository, named "" (the
-// protocol's "any"); another name is InvalidArgument.
+// / RepositoryModelUnload, POST /v2/repository/...) over ServedEngine: the
+// models of the config, loaded at start and for good (model control mode
+// none), or loaded and unloaded on request (explicit). There is one
+// repository, named "" (the protocol's "any"); another name is InvalidArgument.
 struct RepositoryModel {
   std::string name;
   std::string version = "1";
-  std::string state = "READY";
+  std::string state = "READY";  // or "UNAVAILABLE" (reason "unloaded") for a model not loaded now
   std::string reason;
 };
-// Every model, all READY (so the request's `ready` changes nothing).
-absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex(const Engine& engine, std::string_view repository);
+// Every model of the config (the request's `ready` filter is not applied).
+absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex(const ServedEngine& served, std::string_view repository);
 // [{"name", "version", "state", "reason"}], as Triton answers POST /v2/repository/index.
 nlohmann::json RepositoryIndexJson(const std::vector<RepositoryModel>& models);
-// Loading a served model without parameters is OK (it is loaded); with
-// parameters (a new configuration or files) or for a model the config lacks,
-// Unimplemented saying how to serve it instead.
-absl::Status RepositoryLoad(const Engine& engine, std::string_view repository, const std::string& model,
-                            bool with_parameters);
-// Unimplemented for a served model (InvalidArgument for another).
-absl::Status RepositoryUnload(const Engine& engine, std::string_view repository, const std::string& model);
+// What a load or unload request must pass before ServedEngine::Load/Unload:
+// the repository's name, and (a load) no parameters: a new configuration or
+// files are Unimplemented, saying to change the config instead.
+absl::Status CheckRepository(std::string_view repository);
+absl::Status CheckRepositoryLoad(std::string_view repository, const std::string& model, bool with_parameters);
 
 }  // namespace baton::serve

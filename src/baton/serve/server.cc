@@ -40,6 +40,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine& engine, ServerOpti
   return s;
 }
 
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServedEngine& served, ServerOptions options) {
+  if (!options.grpc && !options.http) {
+    return absl::InvalidArgumentError("no front-end to serve: ask for gRPC, HTTP or both");
+  }
+  std::unique_ptr<Server> s(new Server);
+  if (options.grpc) {
+    BATON_ASSIGN_OR_RETURN(s->grpc_, GrpcServer::Start(served, *std::move(options.grpc)));
+  }
+  if (options.http) {
+    BATON_ASSIGN_OR_RETURN(s->http_, HttpServer::Start(served, *std::move(options.http)));
+  }
+  return s;
+}
+
 Server::~Server() { Stop(); }
 
 void Server::Stop() {

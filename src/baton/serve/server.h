@@ -36,6 +36,9 @@ class Server {
   // none is asked for, else the first front-end's error (what had started is
   // stopped).
   static absl::StatusOr<std::unique_ptr<Server>> Start(Engine& engine, ServerOptions options);
+  // The same over models loaded and unloaded while it serves (borrowed; it
+  // must outlive the server).
+  static absl::StatusOr<std::unique_ptr<Server>> Start(ServedEngine& served, ServerOptions options);
   ~Server();  // Stop()
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
