@@ -493,6 +493,13 @@ TEST_F(CliServeGrpcTest, ExplicitModelControlLoadsAndUnloadsOverGrpc) {
     EXPECT_EQ(index.models(0).state(), "READY");
     EXPECT_EQ(index.models(1).state(), "UNAVAILABLE");
     EXPECT_EQ(index.models(1).reason(), "unloaded");
+    grpc::ClientContext ready_ctx;
+    Prepare(ready_ctx);
+    inference::RepositoryIndexRequest ready_only;
+    ready_only.set_ready(true);
+    ASSERT_TRUE(stub->RepositoryIndex(&ready_ctx, ready_only, &index).ok());
+    ASSERT_EQ(index.models_size(), 1);
+    EXPECT_EQ(index.models(0).name(), "cam");
   }
   ASSERT_TRUE(repository(false, "cam").ok());
   EXPECT_FALSE(ready("cam"));

@@ -1170,6 +1170,8 @@ TEST_F(CliServeTest, ExplicitModelControlLoadsAndUnloadsModelsWhileServing) {
   auto index = [&] { return json::parse(c.Post("/v2/repository/index", "", "application/json")->body); };
   EXPECT_EQ(index(), json::parse(R"([{"name": "cam", "version": "1", "state": "READY", "reason": ""},
                                      {"name": "det", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"}])"));
+  EXPECT_EQ(json::parse(c.Post("/v2/repository/index", R"({"ready": true})", "application/json")->body),
+            json::parse(R"([{"name": "cam", "version": "1", "state": "READY", "reason": ""}])"));
   EXPECT_EQ(json::parse(c.Get("/v2/models/det/ready")->body)["ready"], false);
   auto meta = c.Get("/v2/models/det");
   EXPECT_EQ(meta->status, 400);

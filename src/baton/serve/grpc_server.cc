@@ -1310,7 +1310,7 @@ void GrpcServer::Impl::ServeAll() {
   Serve<inf::RepositoryIndexRequest, inf::RepositoryIndexResponse>(
       service, &S::RequestRepositoryIndex, Open::kNever,
       [this](const inf::RepositoryIndexRequest& req, inf::RepositoryIndexResponse& resp) {
-        absl::StatusOr<std::vector<RepositoryModel>> index = serve::RepositoryIndex(served, req.repository_name());
+        absl::StatusOr<std::vector<RepositoryModel>> index = serve::RepositoryIndex(served, req.repository_name(), req.ready());
         if (!index.ok()) return ToGrpc(index.status());
         for (const RepositoryModel& m : *index) {
           inference::RepositoryIndexResponse::ModelIndex* out = resp.add_models();

@@ -367,9 +367,13 @@ void HttpServer::Route() {
   srv.Post(R"(/v2/repository(?:/([^/]+))?/index)",
            [this, repository_body](const httplib::Request& req, httplib::Response& res,
                                    const httplib::ContentReader& content_reader) {
-             // `ready` changes nothing: every model is ready.
-             if (!repository_body(req, res, content_reader)) return;
-             absl::StatusOr<std::vector<RepositoryModel>> index = RepositoryIndex(served_, req.matches[1].str());
+             // {"ready": true}: only the models loaded now.
+             const std::optional<json> body = repository_body(req, res, content_reader);
+             if (!body) return;
+             const auto ready = body->find("ready");
+             const bool ready_only = ready != body->end() && ready->is_boolean() && ready->get<bool>();
+             absl::StatusOr<std::vector<RepositoryModel>> index =
+                 RepositoryIndex(served_, req.matches[1].str(), ready_only);
              if (!index.ok()) {
                Error(res, HttpStatusOf(static_cast<StatusCode>(static_cast<int>(index.status().code()))),
                      std::string(index.status().message()));

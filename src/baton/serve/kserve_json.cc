@@ -741,7 +741,8 @@ absl::Status CheckRepositoryLoad(std::string_view repository, const std::string&
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex(const ServedEngine& served, std::string_view repository) {
+absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex(const ServedEngine& served, std::string_view repository,
+                                                             bool ready_only) {
   BATON_RETURN_IF_ERROR(CheckRepository(repository));
   const std::vector<std::string> loaded = served.Loaded();
   std::vector<RepositoryModel> out;
@@ -749,6 +750,7 @@ absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex(const ServedEngine&
     RepositoryModel entry;
     entry.name = name;
     if (std::find(loaded.begin(), loaded.end(), name) == loaded.end()) {
+      if (ready_only) continue;
       entry.state = "UNAVAILABLE";
       entry.reason = "unloaded";
     }

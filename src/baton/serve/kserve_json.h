@@ -37,8 +37,8 @@
 #include <vector>
 
 #include "baton/baton.h"
-#include "baton/serve/served_engine.h"
 #include "baton/core/status.h"
+#include "baton/serve/served_engine.h"
 #include "baton/serve/shared_memory.h"
 #include "nlohmann/json.hpp"
 
@@ -173,8 +173,9 @@ struct RepositoryModel {
   std::string state = "READY";  // or "UNAVAILABLE" (reason "unloaded") for a model not loaded now
   std::string reason;
 };
-// Every model of the config (the request's `ready` filter is not applied).
-absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex(const ServedEngine& served, std::string_view repository);
+// Every model of the config, or (`ready_only`, the request's `ready`) those loaded now.
+absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex(const ServedEngine& served, std::string_view repository,
+                                                             bool ready_only = false);
 // [{"name", "version", "state", "reason"}], as Triton answers POST /v2/repository/index.
 nlohmann::json RepositoryIndexJson(const std::vector<RepositoryModel>& models);
 // What a load or unload request must pass before ServedEngine::Load/Unload:
