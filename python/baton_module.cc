@@ -507,9 +507,17 @@ Opened OpenWatchingSignals(EngineOptions options, std::function<Opened(EngineOpt
 
 std::unique_ptr<PyEngine> OpenEngine(const py::object& config, const py::object& plan, const py::object& profile,
                                      const py::object& cache_dir, bool no_profile, const py::object& progress,
-                                     bool trace) {
+                                     bool trace, const py::object& models) {
   EngineOptions options;
   options.trace = trace;
+  if (!models.is_none()) {
+    if (py::isinstance<py::str>(models)) throw py::type_error("models must be a list of model names, not a str");
+    for (const py::handle& name : models) {
+      if (!py::isinstance<py::str>(name)) throw py::type_error("models must be a list of model names (str)");
+      options.models.push_back(name.cast<std::string>());
+    }
+    if (options.models.empty()) throw py::value_error("models is empty: name at least one model, or leave it out");
+  }
   if (auto p = PathArg(plan)) options.plan_path = *p;
   if (auto p = PathArg(profile)) options.profile_path = *p;
   if (auto p = PathArg(cache_dir)) options.cache_dir = *p;
@@ -780,7 +788,8 @@ batch has left. Thread-safe; one token may serve many requests.)doc")
   py::class_<PyEngine>(m, "Engine", R"doc(
 An engine running the models of a baton configuration.
 
-Engine(config, plan=None, profile=None, cache_dir=None, no_profile=False, progress=None, trace=False)
+Engine(config, plan=None, profile=None, cache_dir=None, no_profile=False, progress=None, trace=False,
+       models=None)
 
 config: a path to a YAML file (relative model paths resolve against its
 folder), or a dict in the same form (relative model paths resolve against the
@@ -788,7 +797,8 @@ working directory). plan: carry out this plan file (`baton plan`); profile:
 use this profile; cache_dir: zoo models and profiles (default
 $BATON_CACHE_DIR, else ~/.cache/baton); no_profile: plan without profiling
 (planned from estimated costs); progress: callable(str) told the start-up steps;
-trace: record the dispatcher's events for write_trace().
+trace: record the dispatcher's events for write_trace(); models: open only
+these of the config's models (names; default all of them).
 
 Every method may be called from many threads at once. Use it as a context
 manager, or call close(): it waits for every request in flight.
@@ -798,7 +808,7 @@ next step and raises KeyboardInterrupt; what profiling measured is kept, so
 the next Engine() resumes it.)doc")
       .def(py::init(&b::OpenEngine), py::arg("config"), py::arg("plan") = py::none(),
            py::arg("profile") = py::none(), py::arg("cache_dir") = py::none(), py::arg("no_profile") = false,
-           py::arg("progress") = py::none(), py::arg("trace") = false)
+           py::arg("progress") = py::none(), py::arg("trace") = false, py::arg("models") = py::none())
       .def(
           "write_trace",
           [](PyEngine& self, const py::object& path) {

@@ -326,6 +326,18 @@ def test_open_errors_raise(model_dir, config, cache_dir, tmp_path):
         baton.Engine(42)
 
 
+def test_models_opens_only_the_models_named(config, cache_dir):
+    with baton.Engine(config("whole", pus=1), no_profile=True, cache_dir=cache_dir, models=["text"]) as eng:
+        assert eng.models == ["text"]
+    with pytest.raises(baton.InvalidArgumentError) as e:
+        baton.Engine(config("whole", pus=1), no_profile=True, cache_dir=cache_dir, models=["cam", "nope"])
+    assert "model 'nope' is not in the config; its models: [cam, text]" in str(e.value)
+    with pytest.raises(TypeError):
+        baton.Engine(config("whole", pus=1), no_profile=True, cache_dir=cache_dir, models="cam")
+    with pytest.raises(ValueError):
+        baton.Engine(config("whole", pus=1), no_profile=True, cache_dir=cache_dir, models=[])
+
+
 def test_progress_is_told_the_start_up_steps(config, cache_dir):
     said = []
     with baton.Engine(config("whole", pus=1), no_profile=True, cache_dir=cache_dir, progress=said.append) as eng:
