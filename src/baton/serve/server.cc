@@ -27,16 +27,9 @@ absl::Status ParseHostPort(std::string_view address, std::string_view flag, std:
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine& engine, ServerOptions options) {
-  if (!options.grpc && !options.http) {
-    return absl::InvalidArgumentError("no front-end to serve: ask for gRPC, HTTP or both");
-  }
-  std::unique_ptr<Server> s(new Server);
-  if (options.grpc) {
-    BATON_ASSIGN_OR_RETURN(s->grpc_, GrpcServer::Start(engine, *std::move(options.grpc)));
-  }
-  if (options.http) {
-    BATON_ASSIGN_OR_RETURN(s->http_, HttpServer::Start(engine, *std::move(options.http)));
-  }
+  auto served = std::make_unique<ServedEngine>(engine);
+  BATON_ASSIGN_OR_RETURN(std::unique_ptr<Server> s, Start(*served, std::move(options)));
+  s->owned_ = std::move(served);
   return s;
 }
 

@@ -17,6 +17,7 @@
 #include "baton/core/status.h"
 #include "baton/serve/grpc_server.h"
 #include "baton/serve/http_server.h"
+#include "baton/serve/served_engine.h"
 
 namespace baton::serve {
 
@@ -50,6 +51,7 @@ class Server {
 
  private:
   Server() = default;
+  std::unique_ptr<ServedEngine> owned_;  // started on a fixed engine; outlives the front-ends
   std::unique_ptr<GrpcServer> grpc_;
   std::unique_ptr<HttpServer> http_;
 };
