@@ -7,6 +7,8 @@
 // flight (cancel what is left after --exit-timeout-secs), exit 0, or 1 when
 // a cancelled run has still not ended 5 s later; a second signal exits at
 // once with 128 + the signal. Exit status 2 for usage and start-up errors.
+// --model-control-mode explicit: the --load-model models at start, then the
+// config's models loaded and unloaded on request (serve::ServedEngine).
 
 #include <cerrno>
 #include <chrono>
