@@ -93,7 +93,7 @@ TEST_F(ServedEngineTest, ModelsAreLoadedAndUnloadedWhileRequestsHoldTheEngineThe
   EXPECT_EQ(opened_, 0);  // nothing to open at start
   EXPECT_EQ(served->Current(), nullptr);
   EXPECT_TRUE(served->Loaded().empty());
-  EXPECT_TRUE(served->Stats().models.empty());
+  EXPECT_TRUE(served->Stats().models.empty());  // nothing served yet
   absl::StatusOr<ServedEngine::Model> none = served->Find("cam");
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
@@ -153,6 +153,51 @@ TEST_F(ServedEngineTest, ModelsAreLoadedAndUnloadedWhileRequestsHoldTheEngineThe
   EXPECT_EQ(opened_, before_reload + 1);
   EXPECT_TRUE(WaitUntil([&] { return before.expired(); }));
   EXPECT_TRUE(Infer(*served, "det").ok());
+}
+
+// Statistics add up over the engines: nothing goes back when the loaded
+// models change, and an unloaded model keeps its counts.
+TEST_F(ServedEngineTest, StatisticsAddUpOverChanges) {
+  std::unique_ptr<ServedEngine> served = Explicit(Opener(), {"cam"});
+  ASSERT_NE(served, nullptr);
+  auto model = [&](const std::string& name) {
+    const EngineStats s = served->Stats();
+    for (const ModelStats& m : s.models) {
+      if (m.name == name) return m;
+    }
+    return ModelStats{};
+  };
+  auto pu_runs = [&] {
+    const EngineStats s = served->Stats();
+    return s.pus.empty() ? uint64_t{0} : s.pus[0].runs;
+  };
+  ASSERT_TRUE(Infer(*served, "cam").ok());
+  ASSERT_TRUE(Infer(*served, "cam").ok());
+  EXPECT_EQ(model("cam").completed, 2u);
+  const uint64_t runs_before = pu_runs();
+  EXPECT_GE(runs_before, 2u);
+  ASSERT_TRUE(served->LoadAndWait("det").ok());
+  EXPECT_EQ(model("cam").completed, 2u);  // the replaced engine's, whether it is closed yet or not
+  ASSERT_TRUE(Infer(*served, "cam").ok());
+  ASSERT_TRUE(Infer(*served, "det").ok());
+  ASSERT_TRUE(served->UnloadAndWait("cam").ok());
+  const ModelStats cam = model("cam");
+  EXPECT_EQ(cam.completed, 3u);
+  EXPECT_EQ(cam.submitted, 3u);
+  ASSERT_FALSE(cam.latency_bucket_counts.empty());
+  EXPECT_EQ(cam.latency_bucket_counts.back(), 3u);  // the histogram adds up too
+  EXPECT_GT(cam.latency.p50_ms, 0);
+  EXPECT_EQ(model("det").completed, 1u);
+  EXPECT_GE(pu_runs(), runs_before + 2);
+  const EngineStats all = served->Stats();
+  ASSERT_EQ(all.models.size(), 2u);
+  EXPECT_EQ(all.models[0].name, "cam");  // the config's order
+  EXPECT_EQ(all.pus.size(), 1u);
+  // Once the replaced engines are closed, their counts are kept all the same.
+  ASSERT_TRUE(served->UnloadAndWait("det").ok());
+  EXPECT_TRUE(WaitUntil([&] { return served->Stats().in_flight == 0; }));
+  EXPECT_EQ(model("cam").completed, 3u);
+  EXPECT_EQ(model("det").completed, 1u);
 }
 
 TEST_F(ServedEngineTest, TheStartModelsAreCheckedAndOpenedInTheConfigsOrder) {

@@ -23,6 +23,87 @@ absl::Status ToAbsl(const Status& s) {
   return s.ok() ? absl::OkStatus() : absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
 }
 
+void AddCounts(std::vector<uint64_t>& into, const std::vector<uint64_t>& more) {
+  if (into.size() < more.size()) into.resize(more.size(), 0);
+  for (size_t i = 0; i < more.size(); ++i) into[i] += more[i];
+}
+
+// `more` (a later engine's) added to `into`: counts, sums and histograms add
+// up; the latency percentiles (a window of recent requests) and the times of
+// the last answer are the later ones.
+void AddModel(ModelStats& into, const ModelStats& more) {
+  into.submitted += more.submitted;
+  into.completed += more.completed;
+  into.deadline_exceeded += more.deadline_exceeded;
+  into.cancelled += more.cancelled;
+  into.rejected += more.rejected;
+  into.invalid += more.invalid;
+  into.failed += more.failed;
+  into.slo_met += more.slo_met;
+  into.with_slo += more.with_slo;
+  if (more.completed > 0) into.latency = more.latency;
+  AddCounts(into.latency_bucket_counts, more.latency_bucket_counts);
+  into.latency_sum_s += more.latency_sum_s;
+  AddCounts(into.queue_bucket_counts, more.queue_bucket_counts);
+  into.queue_sum_s += more.queue_sum_s;
+  AddCounts(into.compute_bucket_counts, more.compute_bucket_counts);
+  into.compute_sum_s += more.compute_sum_s;
+  into.executions += more.executions;
+  for (const ModelStats::BatchSize& b : more.batch_sizes) {
+    auto it = std::find_if(into.batch_sizes.begin(), into.batch_sizes.end(),
+                           [&](const ModelStats::BatchSize& a) { return a.size == b.size; });
+    if (it == into.batch_sizes.end()) {
+      into.batch_sizes.push_back(b);
+    } else {
+      it->executions += b.executions;
+      it->compute_s += b.compute_s;
+    }
+  }
+  std::sort(into.batch_sizes.begin(), into.batch_sizes.end(),
+            [](const ModelStats::BatchSize& a, const ModelStats::BatchSize& b) { return a.size < b.size; });
+  into.failed_sum_s += more.failed_sum_s;
+  into.last_answer_unix_ms = std::max(into.last_answer_unix_ms, more.last_answer_unix_ms);
+}
+
+// `more` added to `into`, model by model, PU by PU and device by device (by
+// name); a device's state (reachable, queued, running) is the later one's.
+void AddStats(EngineStats& into, const EngineStats& more) {
+  for (const ModelStats& m : more.models) {
+    auto it = std::find_if(into.models.begin(), into.models.end(), [&](const ModelStats& a) { return a.name == m.name; });
+    if (it == into.models.end()) {
+      into.models.push_back(m);
+    } else {
+      AddModel(*it, m);
+    }
+  }
+  for (const PuStatsView& p : more.pus) {
+    auto it = std::find_if(into.pus.begin(), into.pus.end(), [&](const PuStatsView& a) { return a.name == p.name; });
+    if (it == into.pus.end()) {
+      into.pus.push_back(p);
+    } else {
+      it->runs += p.runs;
+      it->busy_s += p.busy_s;
+      it->run_cpu_s += p.run_cpu_s;
+    }
+  }
+  for (const DeviceStatsView& d : more.devices) {
+    auto it = std::find_if(into.devices.begin(), into.devices.end(),
+                           [&](const DeviceStatsView& a) { return a.name == d.name; });
+    if (it == into.devices.end()) {
+      into.devices.push_back(d);
+    } else {
+      it->remote = d.remote;
+      it->reachable = d.reachable;
+      it->queued = d.queued;
+      it->running = d.running;
+      it->policy_violations += d.policy_violations;
+      it->lost += d.lost;
+      it->returned += d.returned;
+    }
+  }
+  into.in_flight += more.in_flight;
+}
+
 }  // namespace
 
 ServedEngine::ServedEngine(Engine& engine) {
@@ -35,6 +116,7 @@ absl::StatusOr<std::unique_ptr<ServedEngine>> ServedEngine::Explicit(std::vector
                                                                      std::vector<std::string> initial, Opener open) {
   std::unique_ptr<ServedEngine> s(new ServedEngine());
   s->explicit_ = true;
+  s->started_ = std::chrono::steady_clock::now();
   s->configured_ = std::move(configured);
   s->open_ = std::move(open);
   for (const std::string& name : initial) {
@@ -117,8 +199,24 @@ absl::StatusOr<ServedEngine::Model> ServedEngine::Find(const std::string& name, 
 }
 
 EngineStats ServedEngine::Stats() const {
-  std::shared_ptr<Engine> engine = Current();
-  return engine != nullptr ? engine->Stats() : EngineStats{};
+  if (!explicit_) return Current()->Stats();
+  EngineStats total;
+  std::vector<std::shared_ptr<Engine>> live;
+  {
+    std::lock_guard lock(mu_);
+    total = carried_;
+    live = retired_;
+    if (current_ != nullptr) live.push_back(current_);
+  }
+  for (const std::shared_ptr<Engine>& e : live) AddStats(total, e->Stats());
+  total.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  for (PuStatsView& p : total.pus) p.utilization = total.uptime_s > 0 ? p.busy_s / total.uptime_s : 0;
+  const auto rank = [this](const std::string& name) {
+    return std::find(configured_.begin(), configured_.end(), name) - configured_.begin();
+  };
+  std::stable_sort(total.models.begin(), total.models.end(),
+                   [&](const ModelStats& a, const ModelStats& b) { return rank(a.name) < rank(b.name); });
+  return total;
 }
 
 void ServedEngine::Load(const std::string& model, std::function<void(absl::Status)> done) {
@@ -244,20 +342,28 @@ void ServedEngine::ReaperLoop() {
     } else {
       cv_.wait_for(lock, kReapEvery, [this] { return loader_done_; });  // looks again at those still held
     }
-    // An engine nobody else holds can take no new request: close it here.
-    for (auto it = retired_.begin(); it != retired_.end();) {
-      if (it->use_count() == 1 || loader_done_) {
-        std::shared_ptr<Engine> old = std::move(*it);
-        it = retired_.erase(it);
+    // An engine nobody else holds can take no new request: close it here,
+    // and keep what it counted (it stays in retired_, counted by Stats,
+    // until its counts are in carried_).
+    for (bool closed = true; closed;) {
+      closed = false;
+      for (const std::shared_ptr<Engine>& e : retired_) {
+        if (e.use_count() != 1 && !loader_done_) continue;
+        std::shared_ptr<Engine> old = e;
         lock.unlock();
         old->Close();  // at the end: answers what is still held, within its close timeout
+        const EngineStats counted = old->Stats();
+        lock.lock();
+        AddStats(carried_, counted);
+        std::erase(retired_, old);
+        lock.unlock();
         old.reset();
         // Give the freed sessions back to the system (glibc keeps freed heap
         // memory for later), so that unloading a model frees memory.
         ::malloc_trim(0);
         lock.lock();
-      } else {
-        ++it;
+        closed = true;
+        break;  // retired_ changed: look again from its start
       }
     }
     if (loader_done_ && retired_.empty()) return;

@@ -23,6 +23,7 @@
 // Thread-safety: every method may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -74,8 +75,10 @@ class ServedEngine {
   // models served when the server has no such model, or, for a model of the
   // config that is not loaded, saying so and how to load it.
   absl::StatusOr<Model> Find(const std::string& name, std::string_view version = "") const;
-  // The current engine's stats (empty when no model is loaded). They start
-  // afresh with each new engine.
+  // The served models' stats. Fixed: the engine's. Explicit: added up over
+  // every engine since the start (model by model, PU by PU), so that counters
+  // never go back when the loaded models change: a model unloaded keeps its
+  // counts; latency percentiles are those of the engine that served it last.
   EngineStats Stats() const;
 
   // The repository extension's load and unload of `model`. `done` gets the
@@ -101,6 +104,7 @@ class ServedEngine {
   void ReaperLoop();
 
   bool explicit_ = false;
+  std::chrono::steady_clock::time_point started_;
   std::vector<std::string> configured_;
   Opener open_;
 
@@ -109,6 +113,7 @@ class ServedEngine {
   std::vector<std::string> loaded_;      // guarded by mu_; config order
   std::deque<std::function<void()>> jobs_;  // guarded by mu_
   std::vector<std::shared_ptr<Engine>> retired_;  // guarded by mu_; closed by the reaper
+  EngineStats carried_;                  // guarded by mu_; what the closed engines counted
   bool stopping_ = false;                // guarded by mu_; changes still asked for are refused
   bool loader_done_ = false;             // guarded by mu_; the reaper then closes what is left
   std::condition_variable cv_;
