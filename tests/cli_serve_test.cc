@@ -1207,12 +1207,17 @@ TEST_F(CliServeTest, ExplicitModelControlLoadsAndUnloadsModelsWhileServing) {
                                                   {"shape", shape}, {"data", std::vector<float>(n, 0.5f)}}})}};
   EXPECT_EQ(c.Post("/v2/models/det/infer", det_body.dump(), "application/json")->status, 200);
   ExpectOutputs(c.Post("/v2/models/cam/infer", s.body, "application/json"), s.want);
+  // The counts add up over the change: cam's requests on both engines.
+  const int cam_answered = 2 + answered;
+  EXPECT_EQ(json::parse(c.Get("/v2/models/cam/stats")->body)["model_stats"][0]["inference_count"], cam_answered);
+  EXPECT_EQ(Metric(c, Requests("cam", "success")), cam_answered);
 
   // Unloading cam: refused by name from then on; det goes on.
   EXPECT_EQ(c.Post("/v2/repository/models/cam/unload", "", "application/json")->status, 200);
   EXPECT_EQ(index()[0]["state"], "UNAVAILABLE");
   EXPECT_EQ(c.Post("/v2/models/cam/infer", s.body, "application/json")->status, 400);
   EXPECT_EQ(c.Post("/v2/models/det/infer", det_body.dump(), "application/json")->status, 200);
+  EXPECT_EQ(Metric(c, Requests("cam", "success")), cam_answered);  // kept while unloaded
   auto unknown = c.Post("/v2/repository/models/nope/load", "", "application/json");
   EXPECT_EQ(unknown->status, 501);
   EXPECT_THAT(unknown->body, HasSubstr("cannot load model 'nope': baton serve loads the models of its config only"));

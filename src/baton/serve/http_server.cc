@@ -283,7 +283,7 @@ void HttpServer::Route() {
   });
   srv.Get(model_path + "/stats", [this, model_of](const httplib::Request& req, httplib::Response& res) {
     if (const std::optional<ServedEngine::Model> m = model_of(req, res)) {
-      Reply(res, 200, StatisticsJson(KServeStatistics(m->engine->Stats(), m->info->name)));
+      Reply(res, 200, StatisticsJson(KServeStatistics(served_.Stats(), m->info->name)));
     }
   });
   srv.Get(model_path, [model_of](const httplib::Request& req, httplib::Response& res) {
