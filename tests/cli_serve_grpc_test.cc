@@ -505,11 +505,13 @@ TEST_F(CliServeGrpcTest, ExplicitModelControlLoadsAndUnloadsOverGrpc) {
   EXPECT_FALSE(ready("cam"));
   EXPECT_EQ(infer(r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   {
-    grpc::ClientContext ctx;  // with no model loaded, the statistics are empty
+    grpc::ClientContext ctx;  // an unloaded model keeps its counts
     Prepare(ctx);
     inference::ModelStatisticsResponse stats;
     ASSERT_TRUE(stub->ModelStatistics(&ctx, {}, &stats).ok());
-    EXPECT_EQ(stats.model_stats_size(), 0);
+    ASSERT_EQ(stats.model_stats_size(), 1);
+    EXPECT_EQ(stats.model_stats(0).name(), "cam");
+    EXPECT_EQ(stats.model_stats(0).inference_count(), 1u);
   }
   grpc::Status unknown = repository(true, "nope");
   EXPECT_EQ(unknown.error_code(), grpc::StatusCode::UNIMPLEMENTED);
