@@ -554,9 +554,11 @@ namespace {
 // saves measurements).
 std::vector<std::pair<std::string, profile::Profile>> LoadOtherProfiles(const std::string& dir,
                                                                         const std::string& skip) {
+  constexpr size_t kMaxListed = 4096;  // entries of the folder looked at, at most
   std::vector<std::pair<fs::file_time_type, fs::path>> files;
   std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+  size_t listed = 0;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end && listed++ < kMaxListed; it.increment(ec)) {
     std::error_code file_ec;
     const fs::path& f = it->path();
     if (f.extension() != ".json" || !it->is_regular_file(file_ec) || fs::equivalent(f, skip, file_ec)) continue;
