@@ -292,16 +292,16 @@ void HttpServer::Route() {
   srv.Get(model_path + "/config", [model_of](const httplib::Request& req, httplib::Response& res) {
     if (const std::optional<ServedEngine::Model> m = model_of(req, res)) Reply(res, 200, ModelConfigJson(*m->info));
   });
-  srv.Get(model_path + "/ready", [this, model_of](const httplib::Request& req, httplib::Response& res) {
+  srv.Get(model_path + "/ready", [this](const httplib::Request& req, httplib::Response& res) {
     const std::string name = req.matches[1];
     const std::string version = req.matches.size() > 2 ? req.matches[2].str() : "";
-    if (served_.explicit_control() && served_.Configured(name) && (version.empty() || version == "1") &&
-        !served_.Find(name).ok()) {
-      Reply(res, 200, {{"name", name}, {"ready", false}});  // a model of the config, not loaded now
-      return;
-    }
-    if (const std::optional<ServedEngine::Model> m = model_of(req, res)) {
+    absl::StatusOr<ServedEngine::Model> m = served_.Find(name, version);
+    if (m.ok()) {
       Reply(res, 200, {{"name", m->info->name}, {"ready", true}});
+    } else if (served_.explicit_control() && served_.Configured(name) && (version.empty() || version == "1")) {
+      Reply(res, 200, {{"name", name}, {"ready", false}});  // a model of the config, not loaded now
+    } else {
+      Error(res, 400, std::string(m.status().message()));
     }
   });
   // A POST's body, read by the route itself (routes given a ContentReader),

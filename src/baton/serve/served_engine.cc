@@ -344,27 +344,24 @@ void ServedEngine::ReaperLoop() {
     }
     // An engine nobody else holds can take no new request: close it here,
     // and keep what it counted (it stays in retired_, counted by Stats,
-    // until its counts are in carried_).
-    for (bool closed = true; closed;) {
-      closed = false;
-      for (const std::shared_ptr<Engine>& e : retired_) {
-        if (e.use_count() != 1 && !loader_done_) continue;
-        std::shared_ptr<Engine> old = e;
-        lock.unlock();
-        old->Close();  // at the end: answers what is still held, within its close timeout
-        const EngineStats counted = old->Stats();
-        lock.lock();
-        AddStats(carried_, counted);
-        std::erase(retired_, old);
-        lock.unlock();
-        old.reset();
-        // Give the freed sessions back to the system (glibc keeps freed heap
-        // memory for later), so that unloading a model frees memory.
-        ::malloc_trim(0);
-        lock.lock();
-        closed = true;
-        break;  // retired_ changed: look again from its start
-      }
+    // until its counts are in carried_). Once the loader is done, close
+    // them all.
+    const auto closable = [this](const std::shared_ptr<Engine>& e) { return loader_done_ || e.use_count() == 1; };
+    for (auto it = std::find_if(retired_.begin(), retired_.end(), closable); it != retired_.end();
+         it = std::find_if(retired_.begin(), retired_.end(), closable)) {
+      std::shared_ptr<Engine> old = *it;
+      lock.unlock();
+      old->Close();  // at the end: answers what is still held, within its close timeout
+      const EngineStats counted = old->Stats();
+      lock.lock();
+      AddStats(carried_, counted);
+      std::erase(retired_, old);
+      lock.unlock();
+      old.reset();
+      // Give the freed sessions back to the system (glibc keeps freed heap
+      // memory for later), so that unloading a model frees memory.
+      ::malloc_trim(0);
+      lock.lock();
     }
     if (loader_done_ && retired_.empty()) return;
   }
